@@ -1,0 +1,60 @@
+package bmcemu
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Machine is what one virtual BMC manages. bmcemu never imports vms: the
+// command wiring adapts a vms machine (simulated or libvirt) to this.
+type Machine interface {
+	// PowerState reports whether the machine is powered on.
+	PowerState(ctx context.Context) (on bool, err error)
+	// Control carries out a Chassis Control action.
+	Control(ctx context.Context, a PowerAction) error
+	// BootFlags returns boot option parameter 5 exactly as last stored
+	// (IPMI v2.0 table 28-14): byte 0 bit 7 valid, bit 6 persistent,
+	// bit 5 EFI; byte 1 bits 5:2 device selector. A one-time override is
+	// cleared by the machine when it is consumed by a boot.
+	BootFlags(ctx context.Context) ([5]byte, error)
+	// SetBootFlags stores boot option parameter 5 byte for byte.
+	SetBootFlags(ctx context.Context, data [5]byte) error
+	// AttachConsole returns the machine's serial console from now on:
+	// reads yield console output, writes are keystrokes. Close detaches.
+	AttachConsole(ctx context.Context) (io.ReadWriteCloser, error)
+	// Subscribe calls fn for every machine event (power transitions,
+	// boots) until cancel is called. fn must not block.
+	Subscribe(fn func(MachineEvent)) (cancel func())
+}
+
+// PowerAction is a Chassis Control action (IPMI v2.0 table 28-4, data byte 1).
+type PowerAction uint8
+
+// Chassis Control actions as they appear on the wire.
+const (
+	PowerDown           PowerAction = 0
+	PowerUp             PowerAction = 1
+	PowerCycle          PowerAction = 2
+	HardReset           PowerAction = 3
+	DiagnosticInterrupt PowerAction = 4
+	SoftShutdown        PowerAction = 5
+)
+
+// MachineEventKind says what happened to a machine.
+type MachineEventKind string
+
+// Machine event kinds a BMC records in its SEL.
+const (
+	EventPowerOn  MachineEventKind = "power-on"
+	EventPowerOff MachineEventKind = "power-off"
+	EventReset    MachineEventKind = "reset"
+	EventBoot     MachineEventKind = "boot" // Detail names the boot device
+)
+
+// MachineEvent is one thing that happened to a machine.
+type MachineEvent struct {
+	Time   time.Time
+	Kind   MachineEventKind
+	Detail string
+}

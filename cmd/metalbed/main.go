@@ -1,0 +1,23 @@
+// Command metalbed runs virtual bare-metal machines, their BMCs and a
+// provisioner that deploys them. See README.md.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/metalbed/metalbed/internal/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "metalbed: %v\n", err)
+		os.Exit(cli.ExitCode(err))
+	}
+}

@@ -1,0 +1,3 @@
+module github.com/metalbed/metalbed
+
+go 1.24.0
