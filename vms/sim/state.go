@@ -26,12 +26,12 @@ const stateVersion = 1
 
 // state is what a machine persists in state.json.
 type state struct {
-	Version   int           `json:"version"`
-	Name      string        `json:"name"`
-	UUID      string        `json:"uuid"`
-	MACs      []string      `json:"macs"`
-	DiskBytes int64         `json:"disk_size_bytes"`
-	BootMode  vms.BootMode  `json:"boot_mode"`
+	Version   int            `json:"version"`
+	Name      string         `json:"name"`
+	UUID      string         `json:"uuid"`
+	MACs      []string       `json:"macs"`
+	DiskBytes int64          `json:"disk_size_bytes"`
+	BootMode  vms.BootMode   `json:"boot_mode"`
 	Power     vms.PowerState `json:"power"`
 	// BootFlags is boot option parameter 5, hex, byte for byte.
 	BootFlags string `json:"boot_flags"`
