@@ -10,5 +10,5 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   ipmitool python3-pyghmi openipmi \
   tgt libiscsi-bin qemu-utils qemu-block-extra \
-  python3-ironicclient \
+  python3-ironicclient cpio \
   >/dev/null
