@@ -11,4 +11,5 @@ apt-get install -y -qq --no-install-recommends \
   ipmitool python3-pyghmi openipmi \
   tgt libiscsi-bin qemu-utils qemu-block-extra \
   python3-ironicclient cpio \
+  tftpd-hpa pxelinux syslinux-common ipxe \
   >/dev/null
