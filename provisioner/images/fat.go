@@ -81,27 +81,226 @@ type espFile struct {
 
 // makeFAT32 formats [start, start+size) of the disk as FAT32 with a label
 // (what `mkfs.vfat -F 32 -n label` does) and copies files onto it.
+//
+// go-diskfs v1.9.4 formats; its formatted empty file system passes
+// fsck.vfat. Its directory writer does not (it points ".." of a
+// subdirectory of the root at cluster 2, where FAT requires 0), so files
+// go on with fatWriter below.
 func makeFAT32(disk Disk, diskSize, start, size int64, label string, files []espFile) error {
 	st := &diskStorage{r: disk, w: disk, size: diskSize}
-	f, err := fat32.Create(st, size, start, SectorSize, label, false)
-	if err != nil {
+	if _, err := fat32.Create(st, size, start, SectorSize, label, false); err != nil {
 		return fmt.Errorf("format FAT32 at byte %d: %w", start, err)
 	}
+	// go-diskfs v1.9.4 also sizes the FAT two entries short for some volume
+	// sizes (64 MiB is one), which Linux refuses to mount. Check the result
+	// with our own reader, which applies the kernel's rule.
+	f, err := openFAT(io.NewSectionReader(disk, start, size), size)
+	if err != nil {
+		return fmt.Errorf("FAT32 of %d bytes as laid out by go-diskfs is unsound: %w", size, err)
+	}
+	if len(files) == 0 {
+		return nil
+	}
+	w := &fatWriter{fs: f, disk: disk, base: start, next: f.rootCluster + 1, dirs: map[string]uint32{"/": f.rootCluster}}
 	for _, ef := range files {
-		if dir := path.Dir(ef.path); dir != "/" {
-			if err := f.Mkdir(dir); err != nil {
-				return fmt.Errorf("FAT32 mkdir %s: %w", dir, err)
+		data, err := io.ReadAll(io.LimitReader(ef.src, size+1))
+		if err != nil {
+			return fmt.Errorf("FAT32 %s: %w", ef.path, err)
+		}
+		if err := w.addFile(ef.path, data); err != nil {
+			return fmt.Errorf("FAT32 %s: %w", ef.path, err)
+		}
+	}
+	return w.writeFSInfo()
+}
+
+// fatWriter adds directories and files, each in contiguous clusters, to a
+// freshly formatted FAT32 whose only used cluster is the root directory.
+// Names must fit 8.3 (all of an ESP's standard paths do).
+type fatWriter struct {
+	fs   *fatFS
+	disk Disk
+	base int64
+	next uint32            // next free cluster
+	dirs map[string]uint32 // directory path -> first cluster
+}
+
+func (w *fatWriter) clusterOff(c uint32) int64 {
+	return w.base + w.fs.dataStart + int64(c-2)*w.fs.clusterBytes
+}
+
+// alloc reserves n contiguous clusters, chained, and returns the first.
+func (w *fatWriter) alloc(n int64) (uint32, error) {
+	if n < 1 {
+		n = 1
+	}
+	first := w.next
+	if int64(first)+n > int64(w.fs.clusters)+2 {
+		return 0, errors.New("file system full")
+	}
+	fat := make([]byte, 4*n)
+	for i := int64(0); i < n; i++ {
+		v := uint32(0x0fffffff)
+		if i < n-1 {
+			v = first + uint32(i) + 1
+		}
+		binary.LittleEndian.PutUint32(fat[4*i:], v)
+	}
+	for k := int64(0); k < w.fs.nfats; k++ {
+		off := w.base + w.fs.fatStart + k*w.fs.fatBytes + int64(first)*4
+		if _, err := w.disk.WriteAt(fat, off); err != nil {
+			return 0, fmt.Errorf("write FAT: %w", err)
+		}
+	}
+	w.next += uint32(n)
+	return first, nil
+}
+
+// shortName encodes an 8.3 name and the NT case flags for lower case.
+func shortName(name string) ([11]byte, byte, error) {
+	var out [11]byte
+	for i := range out {
+		out[i] = ' '
+	}
+	base, ext, _ := strings.Cut(name, ".")
+	if base == "" || len(base) > 8 || len(ext) > 3 || strings.ContainsAny(ext, ".") {
+		return out, 0, fmt.Errorf("%q is not an 8.3 name", name)
+	}
+	var flags byte
+	caseOf := func(s string, lowerFlag byte) error {
+		up, low := strings.ToUpper(s), strings.ToLower(s)
+		switch s {
+		case up:
+		case low:
+			flags |= lowerFlag
+		default:
+			return fmt.Errorf("%q mixes cases; 8.3 cannot hold it", name)
+		}
+		for _, r := range up {
+			if r > 0x7e || r < 0x21 || strings.ContainsRune(`"*+,/:;<=>?[\]|`, r) {
+				return fmt.Errorf("%q: character %q not allowed in 8.3", name, r)
 			}
 		}
-		w, err := f.OpenFile(ef.path, os.O_CREATE|os.O_RDWR)
-		if err != nil {
-			return fmt.Errorf("FAT32 create %s: %w", ef.path, err)
+		return nil
+	}
+	if err := caseOf(base, 0x08); err != nil {
+		return out, 0, err
+	}
+	if err := caseOf(ext, 0x10); err != nil {
+		return out, 0, err
+	}
+	copy(out[:8], strings.ToUpper(base))
+	copy(out[8:], strings.ToUpper(ext))
+	return out, flags, nil
+}
+
+// entry writes a 32-byte directory entry into the first free slot of the
+// single-cluster directory dir.
+func (w *fatWriter) entry(dir uint32, name string, attr byte, cluster uint32, size int64) error {
+	sn, flags, err := shortName(name)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, w.fs.clusterBytes)
+	if _, err := w.disk.ReadAt(buf, w.clusterOff(dir)); err != nil {
+		return fmt.Errorf("read directory: %w", err)
+	}
+	for off := 0; off+32 <= len(buf); off += 32 {
+		if buf[off] != 0 && buf[off] != 0xe5 {
+			continue
 		}
-		if _, err := io.Copy(w, ef.src); err != nil {
-			return fmt.Errorf("FAT32 write %s: %w", ef.path, err)
+		e := buf[off : off+32]
+		clear(e)
+		copy(e[0:11], sn[:])
+		e[11], e[12] = attr, flags
+		const dosDate = 0x0021 // 1980-01-01: reproducible images
+		binary.LittleEndian.PutUint16(e[16:], dosDate)
+		binary.LittleEndian.PutUint16(e[18:], dosDate)
+		binary.LittleEndian.PutUint16(e[24:], dosDate)
+		binary.LittleEndian.PutUint16(e[20:], uint16(cluster>>16))
+		binary.LittleEndian.PutUint16(e[26:], uint16(cluster))
+		binary.LittleEndian.PutUint32(e[28:], uint32(size))
+		if _, err := w.disk.WriteAt(e, w.clusterOff(dir)+int64(off)); err != nil {
+			return fmt.Errorf("write directory entry: %w", err)
 		}
-		if err := w.Close(); err != nil {
-			return fmt.Errorf("FAT32 close %s: %w", ef.path, err)
+		return nil
+	}
+	return errors.New("directory cluster full")
+}
+
+func (w *fatWriter) mkdirAll(dir string) (uint32, error) {
+	if c, ok := w.dirs[dir]; ok {
+		return c, nil
+	}
+	parentPath := path.Dir(dir)
+	parent, err := w.mkdirAll(parentPath)
+	if err != nil {
+		return 0, err
+	}
+	c, err := w.alloc(1)
+	if err != nil {
+		return 0, err
+	}
+	blk := make([]byte, w.fs.clusterBytes)
+	dotdot := parent
+	if parentPath == "/" {
+		dotdot = 0 // FAT: ".." of a child of the root names cluster 0
+	}
+	for i, d := range []struct {
+		name string
+		c    uint32
+	}{{".", c}, {"..", dotdot}} {
+		e := blk[32*i : 32*i+32]
+		copy(e[0:11], fmt.Sprintf("%-11s", d.name))
+		e[11] = 0x10
+		binary.LittleEndian.PutUint16(e[16:], 0x0021)
+		binary.LittleEndian.PutUint16(e[24:], 0x0021)
+		binary.LittleEndian.PutUint16(e[20:], uint16(d.c>>16))
+		binary.LittleEndian.PutUint16(e[26:], uint16(d.c))
+	}
+	if _, err := w.disk.WriteAt(blk, w.clusterOff(c)); err != nil {
+		return 0, fmt.Errorf("write directory: %w", err)
+	}
+	if err := w.entry(parent, path.Base(dir), 0x10, c, 0); err != nil {
+		return 0, err
+	}
+	w.dirs[dir] = c
+	return c, nil
+}
+
+func (w *fatWriter) addFile(p string, data []byte) error {
+	dir, err := w.mkdirAll(path.Dir(p))
+	if err != nil {
+		return err
+	}
+	var first uint32
+	if len(data) > 0 {
+		n := (int64(len(data)) + w.fs.clusterBytes - 1) / w.fs.clusterBytes
+		if first, err = w.alloc(n); err != nil {
+			return err
+		}
+		if _, err := w.disk.WriteAt(data, w.clusterOff(first)); err != nil {
+			return fmt.Errorf("write data: %w", err)
+		}
+		// Zero the tail of the last cluster: the partition may hold old bytes.
+		if tail := n*w.fs.clusterBytes - int64(len(data)); tail > 0 {
+			if _, err := w.disk.WriteAt(make([]byte, tail), w.clusterOff(first)+int64(len(data))); err != nil {
+				return fmt.Errorf("write data: %w", err)
+			}
+		}
+	}
+	return w.entry(dir, path.Base(p), 0x20, first, int64(len(data)))
+}
+
+// writeFSInfo records the free cluster count and next free hint in the
+// FSInfo sector and its backup (sectors 1 and 7 as go-diskfs lays them).
+func (w *fatWriter) writeFSInfo() error {
+	var b [8]byte
+	binary.LittleEndian.PutUint32(b[0:], w.fs.clusters+2-w.next)
+	binary.LittleEndian.PutUint32(b[4:], w.next)
+	for _, sec := range []int64{1, 7} {
+		if _, err := w.disk.WriteAt(b[:], w.base+sec*w.fs.bps+488); err != nil {
+			return fmt.Errorf("write FSInfo: %w", err)
 		}
 	}
 	return nil
@@ -120,6 +319,7 @@ type fatFS struct {
 	clusters           uint32
 	fat32              bool
 	label              string
+	nfats, fatBytes    int64
 }
 
 const fatMaxFileBytes = 64 << 20
@@ -158,6 +358,7 @@ func openFAT(r io.ReaderAt, size int64) (*fatFS, error) {
 		return nil, errors.New("fat: inconsistent BIOS parameter block")
 	}
 	f.clusterBytes = spc * f.bps
+	f.nfats, f.fatBytes = nfats, fatSz*f.bps
 	f.fatStart = reserved * f.bps
 	f.rootStart = f.fatStart + nfats*fatSz*f.bps
 	f.rootLen = rootEntries * 32
@@ -214,7 +415,8 @@ func (f *fatFS) isEnd(c uint32) bool {
 	return c >= 0xfff8
 }
 
-// readChain reads up to limit bytes following the cluster chain from first.
+// readChain follows the cluster chain from first and returns its data,
+// stopping once it holds at least limit bytes.
 func (f *fatFS) readChain(first uint32, limit int64) ([]byte, error) {
 	var out []byte
 	c := first
@@ -222,8 +424,11 @@ func (f *fatFS) readChain(first uint32, limit int64) ([]byte, error) {
 		if c < 2 || c >= f.clusters+2 {
 			return nil, fmt.Errorf("fat: cluster %d out of range", c)
 		}
-		if steps > f.clusters || int64(len(out))+f.clusterBytes > limit+f.clusterBytes {
-			return nil, errors.New("fat: cluster chain loops or is too long")
+		if steps > f.clusters {
+			return nil, errors.New("fat: cluster chain loops")
+		}
+		if int64(len(out)) >= limit {
+			return out, nil // enough for the caller
 		}
 		buf := make([]byte, f.clusterBytes)
 		if _, err := f.r.ReadAt(buf, f.dataStart+int64(c-2)*f.clusterBytes); err != nil {

@@ -35,7 +35,7 @@ func swapHeader(size int64, uuid [16]byte, label string) ([]byte, error) {
 
 // parseSwap recognises a swap header and returns its UUID and label.
 func parseSwap(p []byte) (uuid, label string, ok bool) {
-	if len(p) < swapPageSize || string(p[swapPageSize-len(swapSignature):]) != swapSignature {
+	if len(p) < swapPageSize || string(p[swapPageSize-len(swapSignature):swapPageSize]) != swapSignature {
 		return "", "", false
 	}
 	var u [16]byte
