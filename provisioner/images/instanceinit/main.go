@@ -61,11 +61,16 @@ func main() {
 			rootArg = v
 		}
 	}
-	fmt.Printf("metalbed-instance: booted %s root=%s\n", hostname, rootArg)
 	if !pid1 {
+		fmt.Printf("metalbed-instance: booted %s root=%s\n", hostname, rootArg)
 		return
 	}
-	serve()
+	// Take the signals before announcing: whoever reads the announcement
+	// may act on it at once.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPWR)
+	fmt.Printf("metalbed-instance: booted %s root=%s\n", hostname, rootArg)
+	serve(sigs)
 }
 
 func mount(source, target, fstype string) {
@@ -78,13 +83,11 @@ func mount(source, target, fstype string) {
 }
 
 // serve is PID 1's life: reap children, power off when told to.
-func serve() {
+func serve(sigs <-chan os.Signal) {
 	// With Ctrl-Alt-Del disabled the kernel sends SIGINT to PID 1.
 	if err := syscall.Reboot(syscall.LINUX_REBOOT_CMD_CAD_OFF); err != nil {
 		fmt.Fprintf(os.Stderr, "metalbed-instance: disable ctrl-alt-del: %v\n", err)
 	}
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPWR)
 	for s := range sigs {
 		if s == syscall.SIGCHLD {
 			for {
