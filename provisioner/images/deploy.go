@@ -103,6 +103,10 @@ type Result struct {
 	Layout Layout
 	// RootUUID is the root file system UUID (partition images).
 	RootUUID string
+	// ESPUUID is the EFI system partition's file system UUID (its FAT
+	// volume serial, as blkid prints it): Ironic's "efi system partition
+	// uuid", set for uefi local boot.
+	ESPUUID string
 	// DiskIdentifier is the MBR disk identifier at offset 440 as 0x%08x
 	// (whole-disk images; what Ironic reads with hexdump).
 	DiskIdentifier string
@@ -318,7 +322,12 @@ func DeployPartitionImage(ctx context.Context, disk Disk, diskSize int64, image 
 			if err := makeFAT32(disk, diskSize, part.Start, part.Size, ESPLabel, nil); err != nil {
 				return nil, fmt.Errorf("efi system partition: %w", err)
 			}
-			part.FSType, part.Label = "vfat", ESPLabel
+			f, err := openFAT(io.NewSectionReader(disk, part.Start, part.Size), part.Size)
+			if err != nil {
+				return nil, fmt.Errorf("efi system partition: %w", err)
+			}
+			part.FSType, part.Label, part.UUID = "vfat", ESPLabel, f.serial
+			res.ESPUUID = f.serial
 		case RoleEphemeral:
 			if err := copyRange(ctx, disk, part.Start, ephemeral, part.Size); err != nil {
 				return nil, fmt.Errorf("ephemeral partition: %w", err)
@@ -345,7 +354,7 @@ func DeployPartitionImage(ctx context.Context, disk Disk, diskSize int64, image 
 			if _, err := disk.WriteAt(cd, part.Start); err != nil {
 				return nil, fmt.Errorf("write config drive: %w", err)
 			}
-			part.FSType, part.Label = probeLabel(cd)
+			part.FSType, part.Label, part.UUID = probeFS(cd)
 		case RoleRoot:
 			if err := copyRange(ctx, disk, part.Start, image, imageSize); err != nil {
 				return nil, fmt.Errorf("write image to root partition: %w", err)
@@ -365,15 +374,16 @@ func DeployPartitionImage(ctx context.Context, disk Disk, diskSize int64, image 
 	return res, nil
 }
 
-// probeLabel names the file system type and label of a config drive image.
-func probeLabel(b []byte) (fstype, label string) {
+// probeFS names the file system type, label and UUID of a config drive
+// image (the UUID of an ISO 9660 image is left to blkid's date rules).
+func probeFS(b []byte) (fstype, label, uuid string) {
 	if len(b) >= 32774 && string(b[32769:32774]) == "CD001" {
-		return "iso9660", isoLabel(b[32768:])
+		return "iso9660", isoLabel(b[32768:]), ""
 	}
 	if f, err := openFAT(bytes.NewReader(b), int64(len(b))); err == nil {
-		return "vfat", f.label
+		return "vfat", f.label, f.serial
 	}
-	return "", ""
+	return "", "", ""
 }
 
 // DeployWholeDiskImage writes a whole-disk image as it is (Ironic's

@@ -130,6 +130,9 @@ func checkDeployed(t *testing.T, disk *os.File, res *Result, p PartitionParams, 
 	if (ins.ESP != 0) != (p.BootMode == BootModeUEFI && p.BootOption == BootOptionLocal) {
 		t.Fatalf("ESP = partition %d for %s/%s", ins.ESP, p.BootMode, p.BootOption)
 	}
+	if esp := res.Layout.Find(RoleESP); (esp != nil) != (res.ESPUUID != "") || (esp != nil && esp.UUID != res.ESPUUID) {
+		t.Fatalf("ESP UUID %q, layout %+v", res.ESPUUID, esp)
+	}
 
 	// Real tools nobody here wrote.
 	tab := sfdiskJSON(t, disk.Name())
@@ -189,7 +192,7 @@ func checkDeployed(t *testing.T, disk *os.File, res *Result, p PartitionParams, 
 		if pt.Role == RoleRoot && tags["UUID"] != res.RootUUID {
 			t.Errorf("blkid root UUID %s, returned %s", tags["UUID"], res.RootUUID)
 		}
-		if (pt.Role == RoleSwap || pt.Role == RoleEphemeral) && tags["UUID"] != pt.UUID {
+		if pt.Role != RoleRoot && tags["UUID"] != pt.UUID {
 			t.Errorf("blkid %s UUID %s, returned %s", pt.Role, tags["UUID"], pt.UUID)
 		}
 		switch pt.Role {

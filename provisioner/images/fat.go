@@ -319,6 +319,7 @@ type fatFS struct {
 	clusters           uint32
 	fat32              bool
 	label              string
+	serial             string // volume serial as blkid prints it: XXXX-XXXX
 	nfats, fatBytes    int64
 }
 
@@ -376,6 +377,7 @@ func openFAT(r io.ReaderAt, size int64) (*fatFS, error) {
 		}
 		if bs[0x26] == 0x29 {
 			f.label = string(bs[0x2B : 0x2B+11])
+			f.serial = fatSerial(bs[0x27:])
 		}
 	default:
 		f.fat32 = true
@@ -385,6 +387,7 @@ func openFAT(r io.ReaderAt, size int64) (*fatFS, error) {
 		f.rootCluster = binary.LittleEndian.Uint32(bs[0x2C:])
 		if bs[0x42] == 0x29 {
 			f.label = string(bs[0x47 : 0x47+11])
+			f.serial = fatSerial(bs[0x43:])
 		}
 	}
 	f.label = strings.TrimRight(f.label, " ")
@@ -392,6 +395,11 @@ func openFAT(r io.ReaderAt, size int64) (*fatFS, error) {
 		f.label = ""
 	}
 	return f, nil
+}
+
+func fatSerial(b []byte) string {
+	v := binary.LittleEndian.Uint32(b)
+	return fmt.Sprintf("%04X-%04X", v>>16, v&0xffff)
 }
 
 func (f *fatFS) next(c uint32) (uint32, error) {

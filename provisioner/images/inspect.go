@@ -174,7 +174,7 @@ func (ins *Inspection) probe(disk io.ReaderAt, p *Partition) {
 			return
 		}
 		if f, err := openFAT(part, p.Size); err == nil {
-			p.FSType, p.Label = "vfat", f.label
+			p.FSType, p.Label, p.UUID = "vfat", f.label, f.serial
 		}
 	}
 }

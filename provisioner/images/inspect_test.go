@@ -154,8 +154,8 @@ func TestConfigDriveForms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fstype, label := probeLabel(raw); fstype != "vfat" || label != "config-2" {
-		t.Fatalf("probe: %s %q", fstype, label)
+	if fstype, label, uuid := probeFS(raw); fstype != "vfat" || label != "config-2" || len(uuid) != 9 {
+		t.Fatalf("probe: %s %q %q", fstype, label, uuid)
 	}
 	// The raw image itself is accepted too.
 	if again, err := decodeConfigDrive(raw); err != nil || !bytes.Equal(again, raw) {
