@@ -19,6 +19,7 @@ const (
 	ext4ExtentsFlag   = 0x80000
 	ext4InlineFlag    = 0x10000000
 	ext4Incompat64Bit = 0x80
+	ext4IncompatMeta  = 0x10
 	ext4ExtentMagic   = 0xF30A
 	ext4MaxDepth      = 5
 	ext4MaxPathParts  = 32
@@ -86,6 +87,7 @@ type ext4FS struct {
 	descSize       int64
 	gdtBlock       int64
 	is64           bool
+	metaBG         bool
 	groups         int64
 }
 
@@ -111,6 +113,7 @@ func openExt4(r io.ReaderAt, size int64) (*ext4FS, error) {
 		fs.inodeSize = int64(binary.LittleEndian.Uint16(sb[0x58:]))
 	}
 	fs.is64 = binary.LittleEndian.Uint32(sb[0x60:])&ext4Incompat64Bit != 0
+	fs.metaBG = binary.LittleEndian.Uint32(sb[0x60:])&ext4IncompatMeta != 0
 	fs.descSize = 32
 	if fs.is64 {
 		fs.descSize = int64(binary.LittleEndian.Uint16(sb[0xFE:]))
@@ -161,6 +164,10 @@ func (fs *ext4FS) inode(n uint32) (ext4Inode, error) {
 	index := int64((n - 1) % fs.inodesPerGroup)
 	if group >= fs.groups {
 		return in, fmt.Errorf("ext4: inode %d in group %d beyond %d groups", n, group, fs.groups)
+	}
+	if fs.metaBG && group >= fs.bs/fs.descSize {
+		// With meta_bg, descriptors past the first block live elsewhere.
+		return in, fmt.Errorf("ext4: inode %d: meta_bg group descriptors are not supported", n)
 	}
 	d := make([]byte, fs.descSize)
 	if err := fs.readAt(d, fs.gdtBlock*fs.bs+group*fs.descSize); err != nil {

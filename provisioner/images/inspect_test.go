@@ -35,7 +35,7 @@ func (m memDisk) WriteAt(p []byte, off int64) (int, error) {
 // around a tiny ext4 with a grub.cfg (made with mkfs.ext4 when present)
 // and a swap header.
 func seedDisks(t testing.TB) [][]byte {
-	const size = 1 << 20
+	const size = 512 << 10
 	var fsImg []byte
 	if mkfs, err := exec.LookPath("mkfs.ext4"); err == nil {
 		dir := t.TempDir()
@@ -43,7 +43,7 @@ func seedDisks(t testing.TB) [][]byte {
 		os.MkdirAll(filepath.Join(tree, "boot/grub"), 0o755)
 		os.WriteFile(filepath.Join(tree, "boot/grub/grub.cfg"), []byte(GrubConfigText("11111111-2222-3333-4444-555555555555")), 0o644)
 		img := filepath.Join(dir, "fs.ext4")
-		if out, err := exec.Command(mkfs, "-F", "-q", "-b", "1024", "-O", "^has_journal", "-N", "32", "-d", tree, img, "768K").CombinedOutput(); err != nil {
+		if out, err := exec.Command(mkfs, "-F", "-q", "-b", "1024", "-O", "^has_journal,^resize_inode", "-N", "16", "-m", "0", "-d", tree, img, "128K").CombinedOutput(); err != nil {
 			t.Fatalf("mkfs.ext4: %v %s", err, out)
 		}
 		fsImg, _ = os.ReadFile(img)
@@ -55,7 +55,7 @@ func seedDisks(t testing.TB) [][]byte {
 		d := make(memDisk, size)
 		entries := []tableEntry{
 			{startLBA: 40, sectors: 96, mbrType: mbrTypeSwap, typeGUID: mustGUID(TypeGUIDLinuxSwap)},
-			{startLBA: 256, sectors: 1536, mbrType: mbrTypeLinux, typeGUID: mustGUID(TypeGUIDLinuxFS), bootable: true},
+			{startLBA: 256, sectors: 256, mbrType: mbrTypeLinux, typeGUID: mustGUID(TypeGUIDLinuxFS), bootable: true},
 		}
 		var err error
 		if gpt {
@@ -164,4 +164,18 @@ func TestConfigDriveForms(t *testing.T) {
 	if _, err := decodeConfigDrive(make([]byte, ConfigDriveMaxBytes+1)); err == nil {
 		t.Fatal("accepted junk")
 	}
+}
+
+// FuzzReadExt4File feeds the ext4 reader whole file systems directly, so
+// mutations reach inodes, extents and directories without a partition
+// table in the way.
+func FuzzReadExt4File(f *testing.F) {
+	for _, d := range seedDisks(f)[:1] {
+		f.Add([]byte(d[256*SectorSize : 512*SectorSize]))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, p := range []string{GrubConfigPath, "/", "/boot", "/lost+found/x"} {
+			ReadExt4File(memDisk(b), int64(len(b)), p, grubConfigLimit)
+		}
+	})
 }
