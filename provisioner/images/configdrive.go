@@ -69,5 +69,8 @@ func isRawImage(b []byte) bool {
 
 // isoLabel returns the volume identifier of an ISO 9660 image.
 func isoLabel(pvd []byte) string {
+	if len(pvd) < 72 {
+		return ""
+	}
 	return strings.TrimRight(string(pvd[40:72]), " ")
 }

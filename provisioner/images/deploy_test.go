@@ -407,3 +407,54 @@ func TestSwapHeaderWithBlkid(t *testing.T) {
 	}
 	_ = fmt.Sprint
 }
+
+// TestDeployISOConfigDrive uses the config drive format nova makes by
+// default: ISO 9660 labelled config-2, built here with genisoimage.
+func TestDeployISOConfigDrive(t *testing.T) {
+	geniso := requireTool(t, "genisoimage", "genisoimage")
+	tree := filepath.Join(t.TempDir(), "cd")
+	if err := os.MkdirAll(filepath.Join(tree, "openstack/latest"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	meta := []byte(`{"uuid": "9f2b1c3e-1111-2222-3333-444455556666", "hostname": "node-0"}`)
+	if err := os.WriteFile(filepath.Join(tree, "openstack/latest/meta_data.json"), meta, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	iso := filepath.Join(t.TempDir(), "cd.iso")
+	run(t, geniso, "-o", iso, "-ldots", "-allow-lowercase", "-allow-multidot", "-l", "-quiet", "-J", "-r", "-V", "config-2", tree)
+	raw, err := os.ReadFile(iso)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(raw)
+	zw.Close()
+	img := buildImage(t, KindPartition, "")
+	imgFile, err := os.Open(img.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer imgFile.Close()
+	disk := sparseDisk(t, testDiskSize)
+	res, err := DeployPartitionImage(t.Context(), disk, testDiskSize, imgFile, img.Size,
+		PartitionParams{RootMB: 100, ConfigDrive: []byte(base64.StdEncoding.EncodeToString(gz.Bytes()))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cd := res.Layout.Find(RoleConfigDrive)
+	if cd == nil || cd.FSType != "iso9660" || cd.Label != "config-2" || cd.Size != ConfigDriveMaxBytes {
+		t.Fatalf("config drive partition %+v", cd)
+	}
+	if tags := blkidAt(t, disk.Name(), cd.Start, cd.Size); tags["TYPE"] != "iso9660" || tags["LABEL"] != "config-2" {
+		t.Fatalf("blkid: %v", tags)
+	}
+	got := make([]byte, len(raw))
+	if _, err := disk.ReadAt(got, cd.Start); err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("config drive bytes differ (%v)", err)
+	}
+	ins, err := Inspect(disk, testDiskSize)
+	if err != nil || ins.Partition(cd.Number).Role != RoleConfigDrive {
+		t.Fatalf("inspect: %+v %v", ins, err)
+	}
+}

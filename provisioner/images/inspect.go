@@ -14,7 +14,7 @@ const (
 	ESPLoaderPath   = "/EFI/BOOT/BOOTX64.EFI"
 	ESPGrubCfgPath  = "/EFI/BOOT/grub.cfg"
 	grubConfigLimit = 1 << 20
-	probeBytes      = 32774 // up to and including ISO 9660's CD001
+	probeBytes      = 32768 + 2048 // through ISO 9660's primary volume descriptor
 )
 
 // Inspection is what firmware finds on a disk when it boots locally.
@@ -169,7 +169,7 @@ func (ins *Inspection) probe(disk io.ReaderAt, p *Partition) {
 		}
 		fallthrough
 	default:
-		if n == probeBytes && string(b[32769:32774]) == "CD001" {
+		if n >= 32774 && string(b[32769:32774]) == "CD001" {
 			p.FSType, p.Label = "iso9660", isoLabel(b[32768:])
 			return
 		}

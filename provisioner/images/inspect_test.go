@@ -127,6 +127,11 @@ func FuzzInspect(f *testing.F) {
 		f.Add([]byte(d))
 	}
 	f.Add([]byte{})
+	// An msdos disk whose one partition ends just after an ISO 9660 magic.
+	iso := make(memDisk, 64<<10)
+	writeMBR(iso, nil, 1, []tableEntry{{startLBA: 1, sectors: 70, mbrType: mbrTypeLinux}})
+	copy(iso[SectorSize+32769:], "CD001")
+	f.Add([]byte(iso))
 	f.Add(make([]byte, 512))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ins, err := Inspect(memDisk(b), int64(len(b)))
