@@ -219,6 +219,9 @@ func DeployPartitionImage(ctx context.Context, disk Disk, diskSize int64, image 
 	if err := p.normalize(); err != nil {
 		return nil, fmt.Errorf("partition image deploy: %w", err)
 	}
+	diskSize = diskSize / SectorSize * SectorSize
+	orig := disk
+	disk = &sectorDisk{r: disk, w: disk, size: diskSize}
 	if imageMB := (imageSize + mib - 1) / mib; imageMB > p.RootMB {
 		return nil, fmt.Errorf("root partition is too small for requested image: image virtual size %d MB, root size %d MB", imageMB, p.RootMB)
 	}
@@ -361,7 +364,7 @@ func DeployPartitionImage(ctx context.Context, disk Disk, diskSize int64, image 
 			}
 		}
 	}
-	if err := syncDisk(disk); err != nil {
+	if err := syncDisk(orig); err != nil {
 		return nil, err
 	}
 	root := res.Layout.Find(RoleRoot)
@@ -389,6 +392,9 @@ func probeFS(b []byte) (fstype, label, uuid string) {
 // DeployWholeDiskImage writes a whole-disk image as it is (Ironic's
 // populate_image) and returns the disk identifier and the image's layout.
 func DeployWholeDiskImage(ctx context.Context, disk Disk, diskSize int64, image io.ReaderAt, imageSize int64) (*Result, error) {
+	diskSize = diskSize / SectorSize * SectorSize
+	orig := disk
+	disk = &sectorDisk{r: disk, w: disk, size: diskSize}
 	if imageSize > diskSize {
 		return nil, fmt.Errorf("whole-disk image of %d bytes does not fit a %d-byte disk", imageSize, diskSize)
 	}
@@ -398,7 +404,7 @@ func DeployWholeDiskImage(ctx context.Context, disk Disk, diskSize int64, image 
 	if err := copyRange(ctx, disk, 0, image, imageSize); err != nil {
 		return nil, fmt.Errorf("write whole-disk image: %w", err)
 	}
-	if err := syncDisk(disk); err != nil {
+	if err := syncDisk(orig); err != nil {
 		return nil, err
 	}
 	ins, err := Inspect(disk, diskSize)

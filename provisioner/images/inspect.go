@@ -65,6 +65,8 @@ func Inspect(disk io.ReaderAt, size int64) (*Inspection, error) {
 	if size < SectorSize {
 		return nil, fmt.Errorf("inspect: disk of %d bytes has no sector 0", size)
 	}
+	size = size / SectorSize * SectorSize
+	disk = &sectorDisk{r: disk, size: size}
 	sec := make([]byte, SectorSize)
 	if _, err := disk.ReadAt(sec, 0); err != nil {
 		return nil, fmt.Errorf("inspect: read sector 0: %w", err)
