@@ -101,7 +101,10 @@ func makeFAT32(disk Disk, diskSize, start, size int64, label string, files []esp
 	if len(files) == 0 {
 		return nil
 	}
-	w := &fatWriter{fs: f, disk: disk, base: start, next: f.rootCluster + 1, dirs: map[string]uint32{"/": f.rootCluster}}
+	w, err := newFATWriter(disk, f, start)
+	if err != nil {
+		return err
+	}
 	for _, ef := range files {
 		data, err := io.ReadAll(io.LimitReader(ef.src, size+1))
 		if err != nil {
@@ -114,15 +117,48 @@ func makeFAT32(disk Disk, diskSize, start, size int64, label string, files []esp
 	return w.writeFSInfo()
 }
 
-// fatWriter adds directories and files, each in contiguous clusters, to a
-// freshly formatted FAT32 whose only used cluster is the root directory.
-// Names must fit 8.3 (all of an ESP's standard paths do).
+// fatWriter adds directories and files, each in contiguous clusters after
+// the last used one, to a FAT32 file system. Names must fit 8.3 (all of an
+// ESP's standard paths do); existing files are not replaced.
 type fatWriter struct {
-	fs   *fatFS
-	disk Disk
-	base int64
-	next uint32            // next free cluster
-	dirs map[string]uint32 // directory path -> first cluster
+	fs     *fatFS
+	disk   Disk
+	base   int64
+	next   uint32            // next free cluster: after the last used one
+	free   uint32            // free clusters before this writer allocated
+	alloc0 uint32            // next at the start
+	dirs   map[string]uint32 // directory path -> first cluster
+}
+
+// newFATWriter scans the FAT of the FAT32 file system at byte base of disk
+// for its last used cluster.
+func newFATWriter(disk Disk, f *fatFS, base int64) (*fatWriter, error) {
+	if !f.fat32 {
+		return nil, errors.New("fat: only FAT32 can be written")
+	}
+	w := &fatWriter{fs: f, disk: disk, base: base, next: 2, dirs: map[string]uint32{"/": f.rootCluster}}
+	total := int64(f.clusters) + 2
+	buf := make([]byte, 1<<20)
+	for first := int64(0); first < total; first += int64(len(buf)) / 4 {
+		n := min(int64(len(buf))/4, total-first)
+		chunk := buf[:4*n]
+		if _, err := disk.ReadAt(chunk, base+f.fatStart+4*first); err != nil {
+			return nil, fmt.Errorf("fat: read FAT: %w", err)
+		}
+		for i := int64(0); i < n; i++ {
+			c := first + i
+			if c < 2 {
+				continue
+			}
+			if binary.LittleEndian.Uint32(chunk[4*i:])&0x0fffffff == 0 {
+				w.free++
+			} else {
+				w.next = uint32(c) + 1
+			}
+		}
+	}
+	w.alloc0 = w.next
+	return w, nil
 }
 
 func (w *fatWriter) clusterOff(c uint32) int64 {
@@ -232,6 +268,13 @@ func (w *fatWriter) mkdirAll(dir string) (uint32, error) {
 	if c, ok := w.dirs[dir]; ok {
 		return c, nil
 	}
+	if e, err := w.fs.stat(dir); err == nil {
+		if !e.dir {
+			return 0, fmt.Errorf("%s exists and is not a directory", dir)
+		}
+		w.dirs[dir] = e.cluster
+		return e.cluster, nil
+	}
 	parentPath := path.Dir(dir)
 	parent, err := w.mkdirAll(parentPath)
 	if err != nil {
@@ -269,6 +312,9 @@ func (w *fatWriter) mkdirAll(dir string) (uint32, error) {
 }
 
 func (w *fatWriter) addFile(p string, data []byte) error {
+	if _, err := w.fs.stat(p); err == nil {
+		return fmt.Errorf("%s already exists", p)
+	}
 	dir, err := w.mkdirAll(path.Dir(p))
 	if err != nil {
 		return err
@@ -293,12 +339,12 @@ func (w *fatWriter) addFile(p string, data []byte) error {
 }
 
 // writeFSInfo records the free cluster count and next free hint in the
-// FSInfo sector and its backup (sectors 1 and 7 as go-diskfs lays them).
+// FSInfo sector and in the one after the backup boot sector.
 func (w *fatWriter) writeFSInfo() error {
 	var b [8]byte
-	binary.LittleEndian.PutUint32(b[0:], w.fs.clusters+2-w.next)
+	binary.LittleEndian.PutUint32(b[0:], w.free-(w.next-w.alloc0))
 	binary.LittleEndian.PutUint32(b[4:], w.next)
-	for _, sec := range []int64{1, 7} {
+	for _, sec := range w.fs.fsInfo {
 		if _, err := w.disk.WriteAt(b[:], w.base+sec*w.fs.bps+488); err != nil {
 			return fmt.Errorf("write FSInfo: %w", err)
 		}
@@ -319,7 +365,8 @@ type fatFS struct {
 	clusters           uint32
 	fat32              bool
 	label              string
-	serial             string // volume serial as blkid prints it: XXXX-XXXX
+	serial             string  // volume serial as blkid prints it: XXXX-XXXX
+	fsInfo             []int64 // FAT32 FSInfo sector and its backup
 	nfats, fatBytes    int64
 }
 
@@ -385,6 +432,12 @@ func openFAT(r io.ReaderAt, size int64) (*fatFS, error) {
 			return nil, errors.New("fat: FAT too small for its clusters")
 		}
 		f.rootCluster = binary.LittleEndian.Uint32(bs[0x2C:])
+		if fsi := int64(binary.LittleEndian.Uint16(bs[0x30:])); fsi > 0 && fsi < reserved {
+			f.fsInfo = append(f.fsInfo, fsi)
+			if bk := int64(binary.LittleEndian.Uint16(bs[0x32:])); bk > 0 && bk+fsi < reserved {
+				f.fsInfo = append(f.fsInfo, bk+fsi)
+			}
+		}
 		if bs[0x42] == 0x29 {
 			f.label = string(bs[0x47 : 0x47+11])
 			f.serial = fatSerial(bs[0x43:])
