@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -405,7 +404,6 @@ func TestSwapHeaderWithBlkid(t *testing.T) {
 	if _, err := swapHeader(4096, u, "x"); err == nil {
 		t.Fatal("accepted a one-page swap area")
 	}
-	_ = fmt.Sprint
 }
 
 // TestDeployISOConfigDrive uses the config drive format nova makes by

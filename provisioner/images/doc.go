@@ -11,6 +11,8 @@
 //     initiator, or a file.
 //   - Build makes test instance images (partition or whole-disk) holding a
 //     real kernel, a static init that announces the boot, and grub.cfg.
+//   - InstallBootloader is the deploy ramdisk's local-boot step on such a
+//     disk: MBR boot code (bios), or loader and grub.cfg on the ESP (uefi).
 //   - Inspect reads a disk the way firmware and a boot loader do: label,
 //     MBR boot code, ESP and its loader, file systems, grub.cfg. Disks are
 //     untrusted input there; every structure is bounded.

@@ -3,7 +3,6 @@ package images
 import (
 	"bufio"
 	"bytes"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,5 +131,4 @@ func TestInstanceInitAsPID1(t *testing.T) {
 	if strings.Contains(stderr.String(), "mount /proc") || strings.Contains(stderr.String(), "sethostname") {
 		t.Fatalf("init as PID 1 failed to set up: %s", stderr.String())
 	}
-	_ = io.Discard
 }
