@@ -370,7 +370,6 @@ type fatFS struct {
 	nfats, fatBytes    int64
 }
 
-
 func openFAT(r io.ReaderAt, size int64) (*fatFS, error) {
 	bs := make([]byte, 512)
 	if size < 512 {
