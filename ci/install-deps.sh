@@ -7,9 +7,13 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# IPMI peers; iSCSI peers; Ironic's CLI; network boot peers and boot programs;
+# disk and filesystem tools the image tests check our bytes with.
 apt-get install -y -qq --no-install-recommends \
   ipmitool python3-pyghmi openipmi \
   tgt libiscsi-bin qemu-utils qemu-block-extra \
-  python3-ironicclient cpio \
-  tftpd-hpa pxelinux syslinux-common ipxe \
+  python3-ironicclient \
+  busybox tftp-hpa tftpd-hpa dnsmasq kea-admin curl iproute2 \
+  pxelinux syslinux-common ipxe cpio \
+  fdisk gdisk dosfstools mtools genisoimage binutils e2fsprogs \
   >/dev/null

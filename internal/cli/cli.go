@@ -31,6 +31,7 @@ type command struct {
 func commands() []command {
 	return []command{
 
+		{"image build", "build a test instance image (partition or whole-disk)", runImageBuild},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -1,0 +1,23 @@
+// Package images is metalbed's disk work, on the conductor's side of an
+// iSCSI deploy and for the firmware's local boot.
+//
+//   - DeployPartitionImage lays out a disk exactly as Ironic's iSCSI deploy
+//     does (destroy_disk_metadata, then msdos or gpt with, in order, ESP,
+//     BIOS boot, ephemeral, swap, config drive, root last, 1 MiB aligned),
+//     formats the small partitions, writes the image into root and reads
+//     the root file system UUID back. DeployWholeDiskImage writes an image
+//     as it is and returns the disk identifier. Both work on any
+//     io.ReaderAt+io.WriterAt of a known size: an iSCSI LUN through the
+//     initiator, or a file.
+//   - Build makes test instance images (partition or whole-disk) holding a
+//     real kernel, a static init that announces the boot, and grub.cfg.
+//   - InstallBootloader is the deploy ramdisk's local-boot step on such a
+//     disk: MBR boot code (bios), or loader and grub.cfg on the ESP (uefi).
+//   - Inspect reads a disk the way firmware and a boot loader do: label,
+//     MBR boot code, ESP and its loader, file systems, grub.cfg. Disks are
+//     untrusted input there; every structure is bounded.
+//
+// Partition tables (MBR, GPT with CRC32), swap headers, the ext4 reader and
+// the FAT reader/writer are this package's own; go-diskfs formats FAT32.
+// mkfs.ext4 (e2fsprogs) makes ext4 file systems.
+package images
