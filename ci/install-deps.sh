@@ -13,7 +13,7 @@ apt-get install -y -qq --no-install-recommends \
   ipmitool python3-pyghmi openipmi \
   tgt libiscsi-bin qemu-utils qemu-block-extra \
   python3-ironicclient \
-  busybox tftp-hpa tftpd-hpa dnsmasq kea-admin curl iproute2 \
+  busybox tftp-hpa tftpd-hpa dnsmasq-base kea-admin curl iproute2 \
   pxelinux syslinux-common ipxe cpio \
   fdisk gdisk dosfstools mtools genisoimage binutils e2fsprogs \
   >/dev/null
