@@ -265,24 +265,38 @@ func (vm *ipxeVM) image(ctx context.Context, cmd string, args []string, base str
 	return nil
 }
 
-// expand substitutes ${name} and ${name:type}; unknown settings expand to "".
+// expand substitutes ${name} and ${name:type}, innermost first, so that
+// Ironic's ${net${netid}/mac:hexhyp} works; unknown settings expand to "".
 func (vm *ipxeVM) expand(s string) string {
-	var b strings.Builder
-	for {
-		i := strings.Index(s, "${")
-		if i < 0 {
-			b.WriteString(s)
-			return b.String()
+	for range 64 { // bounded: each round removes one ${...}
+		end := strings.Index(s, "}")
+		if end < 0 {
+			return s
 		}
-		j := strings.Index(s[i:], "}")
-		if j < 0 {
-			b.WriteString(s)
-			return b.String()
+		start := strings.LastIndex(s[:end], "${")
+		if start < 0 {
+			return s
 		}
-		b.WriteString(s[:i])
-		b.WriteString(vm.vars[s[i+2:i+j]])
-		s = s[i+j+1:]
+		s = s[:start] + vm.setting(s[start+2:end]) + s[end+1:]
 	}
+	return s
+}
+
+// setting reads a setting with an optional type: ":hexhyp" prints a MAC
+// with hyphens, ":hex" with colons, others (":int32", ":string") as is.
+func (vm *ipxeVM) setting(name string) string {
+	base, typ, _ := strings.Cut(name, ":")
+	if v, ok := vm.vars[name]; ok {
+		return v
+	}
+	v := vm.vars[base]
+	switch typ {
+	case "hexhyp":
+		return strings.ReplaceAll(v, ":", "-")
+	case "hex":
+		return strings.ReplaceAll(v, "-", ":")
+	}
+	return v
 }
 
 func trimFlags(args []string) []string {

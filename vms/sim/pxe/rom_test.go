@@ -470,6 +470,63 @@ func TestIPXEOperators(t *testing.T) {
 	}
 }
 
+// TestIronicBootIPXE runs Ironic's boot.ipxe as Ironic ships it (nested
+// settings, a loop over NICs) against a per-MAC config.
+func TestIronicBootIPXE(t *testing.T) {
+	const bootIPXE = `#!ipxe
+
+# NOTE(lucasagomes): Loop over all network devices and boot from
+# the first one capable of booting.
+set netid:int32 -1
+:loop
+inc netid || chain pxelinux.cfg/${mac:hexhyp} || goto old_rom
+isset ${net${netid}/mac} || goto loop_done
+echo Attempting to boot from MAC ${net${netid}/mac:hexhyp}
+chain pxelinux.cfg/${net${netid}/mac:hexhyp} || goto loop
+
+:loop_done
+echo PXE boot failed! No configuration found for any of the present NICs.
+prompt --timeout 180
+reboot
+
+:old_rom
+chain pxelinux.cfg/${mac:hexhyp}
+`
+	var out strings.Builder
+	var fetched []string
+	vm := &ipxeVM{
+		vars: map[string]string{"mac": "52:54:00:12:34:56", "net0/mac": "52:54:00:12:34:56"},
+		say:  func(f string, a ...any) { fmt.Fprintf(&out, f+"\n", a...) },
+		fetch: func(_ context.Context, ref string) ([]byte, error) {
+			fetched = append(fetched, ref)
+			if strings.HasSuffix(ref, "/pxelinux.cfg/52-54-00-12-34-56") {
+				return []byte("#!ipxe\nkernel /deploy_kernel a=b\nboot\n"), nil
+			}
+			if strings.HasSuffix(ref, "/deploy_kernel") {
+				return []byte("kernel bytes"), nil
+			}
+			return nil, errors.New("HTTP 404")
+		},
+		sleep: func(context.Context, time.Duration) error { return nil },
+	}
+	err := vm.run(t.Context(), bootIPXE, "http://127.0.0.1:8088/boot.ipxe")
+	if !errors.Is(err, errBoot) || vm.kernel == nil || vm.kernel.args != "a=b" {
+		t.Fatalf("err = %v, kernel %+v\n%s", err, vm.kernel, out.String())
+	}
+	if !strings.Contains(out.String(), "Attempting to boot from MAC 52-54-00-12-34-56") {
+		t.Errorf("console:\n%s", out.String())
+	}
+
+	// No config for any NIC: the loop ends at loop_done, as on real iPXE.
+	vm.vars = map[string]string{"mac": "52:54:00:99:99:99", "net0/mac": "52:54:00:99:99:99"}
+	vm.kernel, vm.steps = nil, 0
+	out.Reset()
+	err = vm.run(t.Context(), bootIPXE, "http://127.0.0.1:8088/boot.ipxe")
+	if !errors.Is(err, errExit) || !strings.Contains(out.String(), "No configuration found") {
+		t.Errorf("err = %v\n%s", err, out.String())
+	}
+}
+
 func FuzzIPXEScript(f *testing.F) {
 	f.Add("#!ipxe\nset i 0\n:l\ninc i\niseq ${i} 3 || goto l\nkernel x || goto l\nboot\n")
 	f.Fuzz(func(t *testing.T, s string) {
