@@ -37,3 +37,55 @@ type ManagementInterface interface {
 	// boot_mode uefi (raw 0x00 0x08 0x05 …).
 	SetBootDevice(ctx context.Context, node *provisioner.Node, dev BootDevice) error
 }
+
+// BootInterface prepares how a node boots: the deploy ramdisk for
+// deploying, then the instance (pxe, or fake).
+type BootInterface interface {
+	Validate(ctx context.Context, node *provisioner.Node) error
+	// PrepareRamdisk makes the node boot the deploy ramdisk next (PXE
+	// config, boot device), passing params on its kernel command line.
+	PrepareRamdisk(ctx context.Context, node *provisioner.Node, params map[string]string) error
+	CleanUpRamdisk(ctx context.Context, node *provisioner.Node) error
+	// PrepareInstance makes the node boot the deployed instance next.
+	PrepareInstance(ctx context.Context, node *provisioner.Node) error
+	CleanUpInstance(ctx context.Context, node *provisioner.Node) error
+}
+
+// DeployInterface writes an image to a node and tears it down again.
+type DeployInterface interface {
+	Validate(ctx context.Context, node *provisioner.Node) error
+	Prepare(ctx context.Context, node *provisioner.Node) error
+	// Deploy starts or finishes a deploy. It returns StateWaitCallback when
+	// the rest happens asynchronously (the ramdisk calls back), or
+	// StateActive when the deploy completed synchronously.
+	Deploy(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error)
+	// TearDown powers the node off and undoes Deploy; the conductor then
+	// cleans the node or makes it available.
+	TearDown(ctx context.Context, node *provisioner.Node) error
+	CleanUp(ctx context.Context, node *provisioner.Node) error
+	// TakeOver is called when a conductor adopts an active node.
+	TakeOver(ctx context.Context, node *provisioner.Node) error
+}
+
+// VendorMethod describes one vendor passthru method as
+// GET /v1/nodes/{id}/vendor_passthru/methods shows it.
+type VendorMethod struct {
+	Name                 string
+	HTTPMethods          []string
+	Async                bool
+	Description          string
+	Attach               bool
+	RequireExclusiveLock bool
+}
+
+// VendorInterface serves vendor passthru calls.
+type VendorInterface interface {
+	// Methods lists the passthru methods, sorted by name.
+	Methods() []VendorMethod
+	// Validate checks driver_info and, when method is not "", the call's
+	// arguments.
+	Validate(ctx context.Context, node *provisioner.Node, method string, args map[string]any) error
+	// Call runs method; the result is serialised as the response body
+	// (nil => empty 202/200 as Ironic answers).
+	Call(ctx context.Context, node *provisioner.Node, method, httpMethod string, args map[string]any) (any, error)
+}
