@@ -72,6 +72,26 @@ type Node struct {
 	BootMode             string // "bios", "uefi" or ""
 	Fault                string
 
+	// Fields the API stores and shows as Ironic does; the conductor does not
+	// act on them.
+	Description     string
+	Owner           string
+	Lessee          string
+	ConductorGroup  string
+	Shard           string
+	Protected       bool
+	ProtectedReason string
+	Retired         bool
+	RetiredReason   string
+	AutomatedClean  *bool // nil = conductor default
+	Traits          []string
+	NetworkData     map[string]any
+	CleanStep       map[string]any
+	DeployStep      map[string]any
+	RaidConfig      map[string]any
+	TargetRaidCfg   map[string]any
+	ConsoleEnabled  bool
+
 	CreatedAt          time.Time
 	UpdatedAt          time.Time
 	ProvisionUpdatedAt time.Time
@@ -85,11 +105,38 @@ type Interfaces struct {
 
 // Port is one NIC of a node, identified by MAC.
 type Port struct {
-	UUID       string
-	Address    net.HardwareAddr
-	NodeUUID   string
-	PXEEnabled bool
-	Extra      map[string]any
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
+	UUID                string
+	Address             net.HardwareAddr
+	NodeUUID            string
+	PXEEnabled          bool
+	Extra               map[string]any
+	InternalInfo        map[string]any
+	LocalLinkConnection map[string]any
+	PhysicalNetwork     string
+	IsSmartNIC          bool
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+}
+
+// HistoryEvent is one entry of a node's history (API 1.78): errors and
+// transitions the conductor recorded.
+type HistoryEvent struct {
+	UUID      string
+	NodeUUID  string
+	CreatedAt time.Time
+	Severity  string // "INFO" or "ERROR"
+	Event     string
+	EventType string // "provisioning", "power", "maintenance", …
+	Conductor string
+	User      string
+}
+
+// Conductor is one registered conductor process with its heartbeat.
+type Conductor struct {
+	Hostname       string
+	ConductorGroup string
+	Drivers        []string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time // last heartbeat
+	Online         bool
 }
