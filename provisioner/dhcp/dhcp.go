@@ -345,7 +345,7 @@ func (s *Server) handlePacket(conn net.PacketConn, b []byte, peer net.Addr) {
 		return
 	}
 	if _, err := conn.WriteTo(resp.ToBytes(), net.UDPAddrFromAddrPort(dst)); err != nil {
-		s.log.Warn("dhcp: sending reply", "mac", req.ClientHWAddr, "dst", dst, "err", err)
+		s.log.Warn("dhcp: sending reply", "mac", req.ClientHWAddr.String(), "dst", dst, "err", err)
 	}
 }
 

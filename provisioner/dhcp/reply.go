@@ -83,7 +83,7 @@ func (s *Server) handle(req *dhcpv4.DHCPv4, from netip.AddrPort) (resp *dhcpv4.D
 	host, known := s.cfg.Hosts.Lookup(c.mac)
 	if !known {
 		if !s.cfg.AnswerUnknown {
-			s.log.Debug("dhcp: ignoring unknown MAC", "mac", c.mac, "type", req.MessageType())
+			s.log.Debug("dhcp: ignoring unknown MAC", "mac", c.mac.String(), "type", req.MessageType())
 			return nil, dst, false
 		}
 		host = s.cfg.UnknownHost
@@ -93,12 +93,12 @@ func (s *Server) handle(req *dhcpv4.DHCPv4, from netip.AddrPort) (resp *dhcpv4.D
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
 		if !poolOK {
-			s.log.Warn("dhcp: no pool for request", "mac", c.mac, "relay", c.relay)
+			s.log.Warn("dhcp: no pool for request", "mac", c.mac.String(), "relay", c.relay)
 			return nil, dst, false
 		}
 		l, err := s.leases.reserve(c.mac, pool, host.IP, now, s.cfg.OfferHold)
 		if err != nil {
-			s.log.Warn("dhcp: cannot offer", "mac", c.mac, "err", err)
+			s.log.Warn("dhcp: cannot offer", "mac", c.mac.String(), "err", err)
 			return nil, dst, false
 		}
 		if resp, err = s.build(req, c, host, pool, dhcpv4.MessageTypeOffer, l.IP); err != nil {
@@ -112,7 +112,7 @@ func (s *Server) handle(req *dhcpv4.DHCPv4, from netip.AddrPort) (resp *dhcpv4.D
 		if s.leases.release(c.mac, ip, now) {
 			s.markDirty()
 			s.emit(EventRelease, c, ip, "", now)
-			s.log.Info("dhcp: released", "mac", c.mac, "ip", ip)
+			s.log.Info("dhcp: released", "mac", c.mac.String(), "ip", ip)
 		}
 		return nil, dst, false
 	case dhcpv4.MessageTypeDecline:
@@ -120,7 +120,7 @@ func (s *Server) handle(req *dhcpv4.DHCPv4, from netip.AddrPort) (resp *dhcpv4.D
 		if s.leases.decline(c.mac, ip, now, s.cfg.DeclineHold) {
 			s.markDirty()
 			s.emit(EventDecline, c, ip, "", now)
-			s.log.Warn("dhcp: client declined address", "mac", c.mac, "ip", ip)
+			s.log.Warn("dhcp: client declined address", "mac", c.mac.String(), "ip", ip)
 		}
 		return nil, dst, false
 	case dhcpv4.MessageTypeInform:
@@ -161,7 +161,7 @@ func (s *Server) request(req *dhcpv4.DHCPv4, c client, host Host, pool int, pool
 		want = ci // RENEWING / REBINDING
 	}
 	nak := func(why string) (*dhcpv4.DHCPv4, netip.AddrPort, bool) {
-		s.log.Info("dhcp: nak", "mac", c.mac, "ip", want, "why", why)
+		s.log.Info("dhcp: nak", "mac", c.mac.String(), "ip", want, "why", why)
 		resp, err := s.nak(req, why)
 		if err != nil {
 			return nil, netip.AddrPort{}, false
@@ -204,7 +204,7 @@ func (s *Server) request(req *dhcpv4.DHCPv4, c client, host Host, pool int, pool
 		return nil, netip.AddrPort{}, false
 	}
 	s.emit(EventAck, c, bound.IP, resp.BootFileName, now)
-	s.log.Info("dhcp: ack", "mac", c.mac, "ip", bound.IP, "bootfile", resp.BootFileName)
+	s.log.Info("dhcp: ack", "mac", c.mac.String(), "ip", bound.IP, "bootfile", resp.BootFileName)
 	return resp, s.destination(req, resp, from), true
 }
 
