@@ -230,3 +230,13 @@ func (r *Registry) Get(name string) (*HardwareType, error) {
 	}
 	return h, nil
 }
+
+// NewDefaultRegistry is the registry metalbed's conductor uses: "ipmi"
+// configured by cfg, and "fake-hardware".
+func NewDefaultRegistry(cfg IPMIConfig) (*Registry, error) {
+	ipmi, err := NewIPMI(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return NewRegistry(ipmi, NewFakeHardware())
+}
