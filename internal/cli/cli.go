@@ -31,6 +31,7 @@ type command struct {
 func commands() []command {
 	return []command{
 
+		{"netboot serve", "run the DHCP, TFTP and HTTP boot servers", runNetbootServe},
 		{"version", "print the version", runVersion},
 	}
 }
