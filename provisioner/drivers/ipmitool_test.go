@@ -249,7 +249,7 @@ func TestIPMIToolBIOSAndOptionalArguments(t *testing.T) {
 func TestIPMIToolGetBootDeviceParsesOutput(t *testing.T) {
 	ft := newFakeTool(t, nil)
 	for file, want := range map[string]BootDevice{
-		"testdata/bootparam-ipmisim-disk.txt":         {Device: "disk"},
+		"testdata/bootparam-ipmisim-disk.txt":       {Device: "disk"},
 		"testdata/bootparam-efi-pxe-persistent.txt": {Device: "pxe", Persistent: true},
 	} {
 		b, err := os.ReadFile(file)
