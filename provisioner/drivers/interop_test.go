@@ -384,4 +384,3 @@ func TestInteropWrongPassword(t *testing.T) {
 		})
 	}
 }
-
