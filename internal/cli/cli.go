@@ -32,6 +32,7 @@ func commands() []command {
 	return []command{
 
 		{"netboot serve", "run the DHCP, TFTP and HTTP boot servers", runNetbootServe},
+		{"provisioner serve", "run the Ironic-compatible provisioner (API and conductor)", runProvisionerServe},
 		{"version", "print the version", runVersion},
 	}
 }

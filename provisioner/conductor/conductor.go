@@ -66,6 +66,9 @@ type Config struct {
 	// node_locked_retry_attempts/interval). Defaults 3 and 1 s.
 	LockRetries       int
 	LockRetryInterval time.Duration
+	// OnStarted, when set, is called once Run has registered the
+	// conductor and recovered the nodes, before any periodic task.
+	OnStarted func()
 }
 
 // Conductor runs provisioning for the nodes in its Store.
@@ -150,6 +153,9 @@ func (c *Conductor) Run(ctx context.Context) error {
 	c.runCtx = ctx
 	c.mu.Unlock()
 	c.log.Info("conductor started", "host", c.host, "drivers", c.types.Names())
+	if c.cfg.OnStarted != nil {
+		c.cfg.OnStarted()
+	}
 
 	var loops sync.WaitGroup
 	every := func(d time.Duration, f func(context.Context)) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/google/uuid"
 
@@ -45,7 +46,6 @@ func (c *Conductor) CreateNode(ctx context.Context, n *provisioner.Node) error {
 		n.ProvisionState = provisioner.StateEnroll
 	}
 	n.CreatedAt = now()
-	n.UpdatedAt = n.CreatedAt
 	if err := c.st.CreateNode(ctx, n); err != nil {
 		if errors.Is(err, store.ErrDuplicate) {
 			if n.Name != "" {
@@ -221,7 +221,11 @@ func driverFailure(err error) error {
 	if errors.As(err, &e) {
 		return err
 	}
-	return &Error{Kind: KindDriver, Err: err, Msg: err.Error()}
+	msg := strings.TrimSuffix(err.Error(), ": "+drivers.ErrInvalidParameter.Error())
+	if errors.Is(err, drivers.ErrInvalidParameter) || errors.Is(err, drivers.ErrUnsupported) {
+		return &Error{Kind: KindInvalid, Err: err, Msg: msg}
+	}
+	return &Error{Kind: KindDriver, Err: err, Msg: msg}
 }
 
 // BootDevice reads the boot device through the BMC.
@@ -326,7 +330,7 @@ func (c *Conductor) VendorPassthru(ctx context.Context, ident, method, httpMetho
 		return nil, false, refuse(KindInvalid, "The method %s does not support HTTP %s", method, httpMethod)
 	}
 	if err := v.Validate(ctx, n, method, args); err != nil {
-		return nil, false, &Error{Kind: KindInvalid, Err: err, Msg: err.Error()}
+		return nil, false, &Error{Kind: KindInvalid, Err: err, Msg: cause(err, n, drivers.RoleVendor)}
 	}
 	if !m.Async {
 		res, err := v.Call(ctx, n, method, httpMethod, args)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/drivers"
@@ -146,7 +147,7 @@ func cause(err error, n *provisioner.Node, role drivers.Role) string {
 	if errors.Is(err, drivers.ErrUnsupported) {
 		return unsupported(n.Driver, role)
 	}
-	return err.Error()
+	return strings.TrimSuffix(err.Error(), ": "+drivers.ErrInvalidParameter.Error())
 }
 
 // validateDeploy is Ironic's synchronous check in do_node_deploy.
