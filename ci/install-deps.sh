@@ -11,4 +11,5 @@ apt-get install -y -qq --no-install-recommends \
   ipmitool python3-pyghmi openipmi \
   tgt libiscsi-bin qemu-utils qemu-block-extra \
   python3-ironicclient \
+  busybox tftp-hpa tftpd-hpa dnsmasq kea-admin curl iproute2 \
   >/dev/null

@@ -61,22 +61,26 @@ for ns in "$sns" "$cns"; do ip -n "$ns" link set lo up; done
 ip -n "$sns" link set "vs$id" up
 ip -n "$cns" link set "vc$id" up
 
+# start_SERVER DIR: starts a DHCP server in the server namespace, prints
+# its PID. "-mem" / "-ro" variants keep no lease file.
 start_ours_dhcp() {
   ip netns exec "$sns" "$mb" netboot serve --dhcp-addr 198.18.0.1:67 \
     --range 198.18.1.1-198.19.255.254 --subnet 198.18.0.0/15 --answer-unknown \
-    --lease-file "$1/leases.json" >"$1/out" 2>"$1/log" &
+    ${2:+--lease-file "$1/leases.json"} >"$1/out" 2>"$1/log" &
   echo $!
 }
+start_ours-mem_dhcp() { start_ours_dhcp "$1" ""; }
 start_dnsmasq_dhcp() {
   # --no-ping: metalbed does no ICMP check before offering either.
   ip netns exec "$sns" dnsmasq --no-daemon --conf-file=/dev/null --port=0 \
     --user=root --group=root --no-ping \
     --dhcp-range=198.18.1.1,198.19.255.254,255.254.0.0,1h \
     --listen-address=198.18.0.1 --bind-interfaces --dhcp-lease-max=200000 \
-    --dhcp-leasefile="$1/leases" --dhcp-boot=pxelinux.0 --log-facility="$1/log" \
+    --dhcp-leasefile="$1/leases" ${2:+--leasefile-ro} --dhcp-boot=pxelinux.0 --log-facility="$1/log" \
     >"$1/out" 2>&1 &
   echo $!
 }
+start_dnsmasq-ro_dhcp() { start_dnsmasq_dhcp "$1" ro; }
 
 # perfdhcp_acks DIR RATE: runs perfdhcp as a relay (giaddr 198.18.0.2),
 # prints "acks/s drop%" for REQUEST-ACK.
@@ -99,17 +103,17 @@ wait_udp() { # wait_udp NS ADDR:PORT — until a socket is bound
   echo "netboot bench: nothing listening on $2 in $1" >&2; return 1
 }
 
-declare -A dhcp_ours dhcp_dnsmasq drop_ours drop_dnsmasq
+declare -A acks drops
 for rate in $DHCP_RATES; do
-  for srv in ours dnsmasq; do
+  for srv in ours dnsmasq ours-mem dnsmasq-ro; do
     d=$work/dhcp-$srv-$rate; mkdir -p "$d"
-    pid=$(start_${srv}_dhcp "$d"); pids+=("$pid")
+    if [ "$srv" = ours ]; then pid=$(start_ours_dhcp "$d" file); else pid=$("start_${srv}_dhcp" "$d"); fi
+    pids+=("$pid")
     wait_udp "$sns" 198.18.0.1:67
-    read -r acks drop < <(perfdhcp_acks "$d" "$rate")
+    read -r a dr < <(perfdhcp_acks "$d" "$rate")
     stop "$pid"
-    echo "dhcp $srv rate=$rate: $acks acks/s, $drop% REQUEST-ACK drops" >&2
-    if [ "$srv" = ours ]; then dhcp_ours[$rate]=$acks; drop_ours[$rate]=$drop
-    else dhcp_dnsmasq[$rate]=$acks; drop_dnsmasq[$rate]=$drop; fi
+    echo "dhcp $srv rate=$rate: $a acks/s, $dr% REQUEST-ACK drops" >&2
+    acks[$srv,$rate]=$a; drops[$srv,$rate]=$(printf '%.1f' "$dr")
   done
 done
 
@@ -163,10 +167,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf 
   echo "namespaces; each server answers every MAC with pxelinux.0 as boot file and keeps a lease file."
   echo "dnsmasq $(dnsmasq --version | head -1 | awk '{print $3}') runs with --no-ping (metalbed does no ICMP check either)."
   echo
-  echo "| offered rate (DORA/s) | metalbed acks/s | dnsmasq acks/s | ratio | metalbed REQUEST-ACK drops | dnsmasq REQUEST-ACK drops |"
-  echo "|---:|---:|---:|---:|---:|---:|"
+  echo "Cells: acks/s (REQUEST-ACK drop %). Left: both keep a lease file (metalbed coalesces writes in a"
+  echo "background goroutine; dnsmasq rewrites its file after every change). Right: no lease file"
+  echo "(metalbed without --lease-file, dnsmasq --leasefile-ro)."
+  echo
+  echo "| offered DORA/s | metalbed, lease file | dnsmasq, lease file | ratio | metalbed, memory | dnsmasq --leasefile-ro | ratio |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|"
   for rate in $DHCP_RATES; do
-    echo "| $rate | ${dhcp_ours[$rate]} | ${dhcp_dnsmasq[$rate]} | $(ratio "${dhcp_ours[$rate]}" "${dhcp_dnsmasq[$rate]}") | ${drop_ours[$rate]}% | ${drop_dnsmasq[$rate]}% |"
+    echo "| $rate | ${acks[ours,$rate]} (${drops[ours,$rate]}%) | ${acks[dnsmasq,$rate]} (${drops[dnsmasq,$rate]}%) | $(ratio "${acks[ours,$rate]}" "${acks[dnsmasq,$rate]}")" \
+      "| ${acks[ours-mem,$rate]} (${drops[ours-mem,$rate]}%) | ${acks[dnsmasq-ro,$rate]} (${drops[dnsmasq-ro,$rate]}%) | $(ratio "${acks[ours-mem,$rate]}" "${acks[dnsmasq-ro,$rate]}") |"
   done
   echo
   echo "## TFTP: MiB/s for a $TFTP_MIB MiB file over 127.0.0.1 (curl $(curl --version | head -1 | awk '{print $2}'), median of $RUNS)"

@@ -257,6 +257,17 @@ func (p Pool) validate() error {
 // Leases returns a copy of the lease table, sorted by address.
 func (s *Server) Leases() []Lease { return s.leases.snapshot() }
 
+// MACOf returns the MAC holding ip (offered or bound), so a TFTP or HTTP
+// event from ip can be put on that node's timeline.
+func (s *Server) MACOf(ip netip.Addr) (net.HardwareAddr, bool) {
+	m := s.leases.holder(ip)
+	if m == "" {
+		return nil, false
+	}
+	mac, err := net.ParseMAC(m)
+	return mac, err == nil
+}
+
 // Serve answers DHCP packets on conn until ctx ends, then closes conn,
 // writes the lease file a last time and returns nil. Replies go to the
 // relay (giaddr:RelayPort), to the sender when it has a source address,

@@ -306,6 +306,9 @@ func TestRequestStates(t *testing.T) {
 	s, hosts := newTestServer(t, func(c *Config) { c.Observer = func(e Event) { events = append(events, e) } })
 	ack := dora(t, s, macKnown)
 	ip := addr4(ack.YourIPAddr)
+	if mac, ok := s.MACOf(ip); !ok || mac.String() != macKnown.String() {
+		t.Fatalf("MACOf(%s) = %s, %v", ip, mac, ok)
+	}
 	if len(events) != 2 || events[0].Kind != EventOffer || events[1].Kind != EventAck || events[1].IP != ip || events[1].MAC.String() != macKnown.String() {
 		t.Fatalf("events = %+v", events)
 	}
