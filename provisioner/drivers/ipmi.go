@@ -187,12 +187,22 @@ type ipmiInfo struct {
 // Priv levels ipmitool accepts for -L, as Ironic validates them.
 var validPrivLevels = []string{"ADMINISTRATOR", "CALLBACK", "OPERATOR", "USER"}
 
-// ErrInvalidParameter marks driver_info validation errors (Ironic's
-// MissingParameterValue / InvalidParameterValue, HTTP 400).
+// ErrInvalidParameter marks validation errors (Ironic's
+// MissingParameterValue / InvalidParameterValue, HTTP 400); test with
+// errors.Is.
 var ErrInvalidParameter = errors.New("invalid parameter")
 
+// ParameterError is a validation error whose text is Ironic's message,
+// ready for the API's error body.
+type ParameterError struct{ Msg string }
+
+func (e *ParameterError) Error() string { return e.Msg }
+
+// Is makes errors.Is(err, ErrInvalidParameter) hold.
+func (e *ParameterError) Is(target error) bool { return target == ErrInvalidParameter }
+
 func invalidf(format string, args ...any) error {
-	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrInvalidParameter)
+	return &ParameterError{Msg: fmt.Sprintf(format, args...)}
 }
 
 // parseIPMIInfo validates node.DriverInfo with Ironic's messages.
