@@ -1,11 +1,15 @@
 package drivers
 
 import (
+	"context"
 	"errors"
+	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/metalbed/metalbed/provisioner"
 )
@@ -231,4 +235,42 @@ func TestIPMIVendorPassthru(t *testing.T) {
 	if got := ft.argv(t); len(got) != 0 {
 		t.Errorf("bad arguments ran ipmitool: %v", got)
 	}
+}
+
+// TestNativeSilentBMC: a BMC that never answers costs the native client
+// an error after CommandRetryTimeout, and no socket stays open.
+func TestNativeSilentBMC(t *testing.T) {
+	silent, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	hw, err := NewIPMI(IPMIConfig{Client: ClientNative, MinCommandInterval: 50 * time.Millisecond,
+		CommandRetryTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &provisioner.Node{UUID: "s", DriverInfo: map[string]any{
+		"ipmi_address": "127.0.0.1", "ipmi_port": float64(silent.LocalAddr().(*net.UDPAddr).Port),
+		"ipmi_username": "admin", "ipmi_password": "password",
+	}}
+	p, _ := hw.PowerFor(node)
+	before := openFDs(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := p.GetPowerState(ctx, node); err == nil || ctx.Err() != nil {
+		t.Fatalf("silent BMC: %v (context %v)", err, ctx.Err())
+	}
+	if after := openFDs(t); after > before {
+		t.Errorf("%d file descriptors before, %d after", before, after)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count descriptors: %v", err)
+	}
+	return len(ents)
 }

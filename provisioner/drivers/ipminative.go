@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"sync"
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/client"
@@ -54,6 +56,11 @@ func (nativeClient) session(ctx context.Context, info ipmiInfo, timeout time.Dur
 	if err != nil {
 		return fmt.Errorf("%w (%w)", err, errPermanent)
 	}
+	// Our own dialer: go-ipmi leaves its socket open when Connect fails,
+	// and formats host:port without brackets for IPv6.
+	dialer := &sessionDialer{target: info.target()}
+	defer dialer.close()
+	c.WithUDPProxy(dialer)
 	c.WithInterface(client.InterfaceLanplus).WithMaxPrivilegeLevel(privLevel(info.PrivLevel))
 	if info.CipherSuite >= 0 {
 		c.WithCipherSuiteID(types.CipherSuiteID(info.CipherSuite))
@@ -71,6 +78,33 @@ func (nativeClient) session(ctx context.Context, info ipmiInfo, timeout time.Dur
 		_ = c.Close(closeCtx)
 	}()
 	return fn(ctx, c)
+}
+
+// sessionDialer dials the BMC for one session and closes what it dialed.
+type sessionDialer struct {
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func (d *sessionDialer) Dial(network, _ string) (net.Conn, error) {
+	c, err := net.Dial(network, d.target)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	d.conns = append(d.conns, c)
+	d.mu.Unlock()
+	return c, nil
+}
+
+func (d *sessionDialer) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.conns {
+		c.Close()
+	}
+	d.conns = nil
 }
 
 func (n nativeClient) powerStatus(ctx context.Context, info ipmiInfo, timeout time.Duration) (provisioner.PowerState, error) {
