@@ -16,7 +16,7 @@ import (
 
 // requireTool returns the path of an interop tool, or skips the test
 // naming the Debian package; with METALBED_INTEROP=required it fails.
-func requireTool(t *testing.T, name, pkg string) string {
+func requireTool(t testing.TB, name, pkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err == nil {
@@ -43,7 +43,7 @@ type bmcEndpoint struct {
 // one is one entry in interopPeers.
 type bmcPeer struct {
 	name  string
-	start func(t *testing.T) bmcEndpoint
+	start func(t testing.TB) bmcEndpoint
 	// storesBootFlags says whether Set System Boot Options parameter 5 byte
 	// 0 (valid, persistent, EFI) is stored and read back as written.
 	storesBootFlags bool
@@ -90,7 +90,7 @@ esac
 
 // startIPMISim runs OpenIPMI's ipmi_sim on 127.0.0.1 and a free UDP port
 // with user admin/password, and stops it by PID when the test ends.
-func startIPMISim(t *testing.T) bmcEndpoint {
+func startIPMISim(t testing.TB) bmcEndpoint {
 	t.Helper()
 	bin := requireTool(t, "ipmi_sim", "openipmi")
 	dir := t.TempDir()
@@ -150,7 +150,7 @@ set_working_mc 0x20
 	}
 }
 
-func freeUDPPort(t *testing.T) int {
+func freeUDPPort(t testing.TB) int {
 	t.Helper()
 	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -172,7 +172,7 @@ var getChannelAuthCaps = []byte{
 }
 
 // waitForBMC polls the BMC until it answers, failing if it exits.
-func waitForBMC(t *testing.T, port int, exited <-chan struct{}) {
+func waitForBMC(t testing.TB, port int, exited <-chan struct{}) {
 	t.Helper()
 	conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
 	if err != nil {
@@ -211,7 +211,7 @@ func interopNode(ep bmcEndpoint) *provisioner.Node {
 	}
 }
 
-func interopHardware(t *testing.T, client string) *HardwareType {
+func interopHardware(t testing.TB, client string) *HardwareType {
 	t.Helper()
 	if client == ClientIPMITool {
 		requireTool(t, "ipmitool", "ipmitool")
@@ -219,7 +219,7 @@ func interopHardware(t *testing.T, client string) *HardwareType {
 	hw, err := NewIPMI(IPMIConfig{
 		Client:              client,
 		TempDir:             t.TempDir(),
-		MinCommandInterval:  10 * time.Millisecond,
+		MinCommandInterval:  time.Millisecond,
 		PollInterval:        50 * time.Millisecond,
 		PowerTimeout:        20 * time.Second,
 		CommandRetryTimeout: 20 * time.Second,
@@ -382,5 +382,27 @@ func TestInteropWrongPassword(t *testing.T) {
 			}
 			t.Logf("%s: %v", client, err)
 		})
+	}
+}
+
+// BenchmarkInteropPowerStatus times one "power status" (session setup,
+// Get Chassis Status, close) against each peer: ipmitool, the real tool
+// Ironic runs, against the native client, in the same run.
+func BenchmarkInteropPowerStatus(b *testing.B) {
+	for _, peer := range interopPeers() {
+		ep := peer.start(b)
+		for _, client := range []string{ClientIPMITool, ClientNative} {
+			b.Run(peer.name+"/"+client, func(b *testing.B) {
+				hw := interopHardware(b, client)
+				node := interopNode(ep)
+				node.DriverInfo["ipmi_cipher_suite"] = float64(3)
+				p, _ := hw.PowerFor(node)
+				for b.Loop() {
+					if _, err := p.GetPowerState(b.Context(), node); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
