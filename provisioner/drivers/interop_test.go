@@ -82,6 +82,8 @@ set)
 		case "$1" in
 		power) echo "$2" > "$dir/power" ;;
 		boot) echo "$2" > "$dir/boot" ;;
+		# Soft shutdown (Chassis Control 5): the simulated OS obeys ACPI.
+		shutdown) [ "$2" = 1 ] && echo 0 > "$dir/power" ;;
 		esac
 		shift 2
 	done ;;
@@ -297,6 +299,17 @@ func TestInteropPowerAndBootDevice(t *testing.T) {
 					t.Fatalf("reboot from on: %v", err)
 				}
 				checkPower(provisioner.PowerOn)
+				if err := power.SetPowerState(ctx, node, provisioner.SoftPowerOff); err != nil {
+					t.Fatalf("soft power off: %v", err)
+				}
+				checkPower(provisioner.PowerOff)
+				if err := power.SetPowerState(ctx, node, provisioner.PowerOn); err != nil {
+					t.Fatalf("power on: %v", err)
+				}
+				if err := power.Reboot(ctx, node, true); err != nil {
+					t.Fatalf("soft reboot: %v", err)
+				}
+				checkPower(provisioner.PowerOn)
 
 				for _, mode := range []string{BootModeUEFI, BootModeBIOS} {
 					node.Properties = map[string]any{"capabilities": "boot_mode:" + mode}
@@ -324,6 +337,42 @@ func TestInteropPowerAndBootDevice(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestInteropConcurrentNodes: several nodes behind one BMC polled at once
+// by both clients (run with -race).
+func TestInteropConcurrentNodes(t *testing.T) {
+	ep := startIPMISim(t)
+	for _, client := range []string{ClientIPMITool, ClientNative} {
+		t.Run(client, func(t *testing.T) {
+			hw := interopHardware(t, client)
+			errs := make(chan error, 4)
+			for i := range 4 {
+				go func() {
+					node := interopNode(ep)
+					node.UUID = fmt.Sprintf("node-%d", i)
+					node.DriverInfo["ipmi_cipher_suite"] = float64(3)
+					p, err := hw.PowerFor(node)
+					for range 3 {
+						if err != nil {
+							break
+						}
+						var st provisioner.PowerState
+						st, err = p.GetPowerState(t.Context(), node)
+						if err == nil && st != provisioner.PowerOff {
+							err = fmt.Errorf("power %q", st)
+						}
+					}
+					errs <- err
+				}()
+			}
+			for range 4 {
+				if err := <-errs; err != nil {
+					t.Error(err)
+				}
+			}
+		})
 	}
 }
 
@@ -367,8 +416,10 @@ func TestInteropWrongPassword(t *testing.T) {
 			if client == ClientIPMITool {
 				requireTool(t, "ipmitool", "ipmitool")
 			}
+			// Two tries a second apart; long enough for ipmitool to give up
+			// on its own and say why.
 			hw, err := NewIPMI(IPMIConfig{Client: client, TempDir: t.TempDir(),
-				MinCommandInterval: 10 * time.Millisecond, CommandRetryTimeout: 100 * time.Millisecond})
+				MinCommandInterval: time.Second, CommandRetryTimeout: 2 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -380,7 +431,13 @@ func TestInteropWrongPassword(t *testing.T) {
 			if err == nil {
 				t.Fatalf("wrong password gave power state %q", st)
 			}
-			t.Logf("%s: %v", client, err)
+			want := map[string]string{
+				ClientIPMITool: "Unable to establish IPMI v2 / RMCP+ session",
+				ClientNative:   "RAKP2 authentication code mismatch",
+			}[client]
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not say %q", err, want)
+			}
 		})
 	}
 }
