@@ -248,6 +248,102 @@ exit 0
 	}
 }
 
+// TestInteropPerfdhcpRelay drives the server with perfdhcp (kea-admin)
+// acting as a relay agent: giaddr 198.51.100.2 on the client side of the
+// veth pair, so every lease must come from the relay's pool and every
+// reply go back to the relay.
+func TestInteropPerfdhcpRelay(t *testing.T) {
+	perf := requireTool(t, "perfdhcp", "kea-admin")
+	p := newNetnsPair(t)
+	giaddr := netip.MustParseAddr("198.51.100.2")
+	for _, args := range [][]string{
+		{"-n", p.client, "addr", "add", giaddr.String() + "/24", "dev", p.clientIf},
+		{"-n", p.client, "route", "add", "192.0.2.0/24", "dev", p.clientIf},
+		{"-n", p.server, "route", "add", "198.51.100.0/24", "dev", p.serverIf},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+	}
+	var mu sync.Mutex
+	relays := map[netip.Addr]int{}
+	s, err := New(Config{
+		ServerIP: p.serverIP,
+		Pool: Pool{
+			Subnet: netip.MustParsePrefix("192.0.2.0/24"),
+			First:  netip.MustParseAddr("192.0.2.100"),
+			Last:   netip.MustParseAddr("192.0.2.200"),
+		},
+		RelayPools: []Pool{{
+			Subnet: netip.MustParsePrefix("198.51.100.0/24"),
+			First:  netip.MustParseAddr("198.51.100.10"),
+			Last:   netip.MustParseAddr("198.51.100.250"),
+			Router: giaddr,
+		}},
+		Hosts:         &StaticHosts{},
+		AnswerUnknown: true,
+		UnknownHost:   Host{BIOSBootFile: "undionly.kpxe"},
+		Observer: func(e Event) {
+			if e.Kind == EventAck {
+				mu.Lock()
+				relays[e.Relay]++
+				mu.Unlock()
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := listenInNetns(t, p.server, p.serverIf)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, conn) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+
+	const n = 40
+	runCtx, stop := context.WithTimeout(t.Context(), 60*time.Second)
+	defer stop()
+	// -u: perfdhcp checks that no address is given to two clients.
+	out, err := exec.CommandContext(runCtx, "ip", "netns", "exec", p.client, perf, "-4", "-u",
+		"-r", "20", "-R", fmt.Sprint(n), "-n", fmt.Sprint(n), "-W", "2000000",
+		"-l", giaddr.String(), p.serverIP.String()).CombinedOutput()
+	if err != nil && runCtx.Err() != nil {
+		t.Fatalf("perfdhcp: %v\n%s", err, out)
+	}
+	text := string(out)
+	_, section, ok := strings.Cut(text, "Statistics for: REQUEST-ACK")
+	if !ok {
+		t.Fatalf("perfdhcp printed no REQUEST-ACK statistics:\n%s", text)
+	}
+	stat := func(key string) int {
+		_, rest, _ := strings.Cut(section, key+":")
+		var v int
+		fmt.Sscan(rest, &v)
+		return v
+	}
+	sent, recv, nonUnique := stat("sent packets"), stat("received packets"), stat("non unique addresses")
+	t.Logf("perfdhcp REQUEST-ACK: sent %d, received %d, non unique %d", sent, recv, nonUnique)
+	if sent == 0 || recv != sent || nonUnique != 0 {
+		t.Fatalf("perfdhcp: REQUEST-ACK sent %d received %d, non unique %d\n%s", sent, recv, nonUnique, text)
+	}
+	relayPool := netip.MustParsePrefix("198.51.100.0/24")
+	for _, l := range s.Leases() {
+		if !relayPool.Contains(l.IP) {
+			t.Errorf("relayed lease %s outside the relay's pool", l.IP)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if relays[giaddr] != recv || len(relays) != 1 {
+		t.Errorf("acks by relay %v, want %d via %s", relays, recv, giaddr)
+	}
+}
+
 // syncBuffer is a bytes.Buffer safe for a child process and the test.
 type syncBuffer struct {
 	mu sync.Mutex

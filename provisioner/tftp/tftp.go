@@ -91,11 +91,11 @@ func New(cfg Config) (*Server, error) {
 // in flight to finish or time out, and returns nil. Write requests are
 // refused.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
+	defer conn.Close()
 	var root *os.Root
 	if s.cfg.Root != "" {
 		r, err := os.OpenRoot(s.cfg.Root)
 		if err != nil {
-			conn.Close()
 			return fmt.Errorf("tftp: root: %w", err)
 		}
 		defer r.Close()
