@@ -676,3 +676,34 @@ func interopUnavailable(t *testing.T, why string) {
 	}
 	t.Skip(why)
 }
+
+// BenchmarkDORA measures one DISCOVER/OFFER/REQUEST/ACK through the
+// handler (no sockets), over a pool large enough for every iteration.
+func BenchmarkDORA(b *testing.B) {
+	hosts := &StaticHosts{}
+	cfg := testConfig(hosts)
+	cfg.Subnet = netip.MustParsePrefix("10.0.0.0/8")
+	cfg.First = netip.MustParseAddr("10.0.0.10")
+	cfg.Last = netip.MustParseAddr("10.255.255.250")
+	cfg.Router = netip.Addr{}
+	cfg.RelayPools = nil
+	cfg.AnswerUnknown = true
+	cfg.UnknownHost = pxeHost
+	s, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		mac := net.HardwareAddr{0x52, 0x54, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+		d, _ := dhcpv4.NewDiscovery(mac, withArch(iana.INTEL_X86PC), withPXEClient(0))
+		offer, _, ok := s.handle(d, fromZero)
+		if !ok {
+			b.Fatal("no offer")
+		}
+		req, _ := dhcpv4.NewRequestFromOffer(offer)
+		if ack, _, ok := s.handle(req, fromZero); !ok || ack.MessageType() != dhcpv4.MessageTypeAck {
+			b.Fatal("no ack")
+		}
+	}
+}

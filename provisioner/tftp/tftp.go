@@ -49,7 +49,9 @@ type Config struct {
 	Observer func(Event)
 }
 
-// Event is one finished (or refused) transfer.
+// Event is one finished (or refused) transfer. TFTP carries no MAC: map
+// Remote to a node with the DHCP server's lease table (dhcp.Server.MACOf)
+// or the per-MAC file names (pxelinux.cfg/01-<mac>).
 type Event struct {
 	File     string         // the name the client asked for
 	Remote   netip.AddrPort // the client
