@@ -293,8 +293,8 @@ func TestIPMIToolErrorsCarryStderrAndRetry(t *testing.T) {
 
 	// A failure that lasts: the error names the command and carries stderr.
 	ft2 := newFakeTool(t, func(c *IPMIConfig) {
-		c.MinCommandInterval = 10 * time.Millisecond
-		c.CommandRetryTimeout = 30 * time.Millisecond
+		c.MinCommandInterval = time.Second
+		c.CommandRetryTimeout = 2 * time.Second // two tries
 	})
 	ft2.write(t, "fail", "Error: Unable to establish IPMI v2 / RMCP+ session\n")
 	_, err := ft2.power(t).GetPowerState(t.Context(), captureNode())
