@@ -387,15 +387,20 @@ func TestInteropNativeCipherSuites(t *testing.T) {
 
 	// Only ipmi_sim is known to lack suite 17; check it really refuses it.
 	node.DriverInfo["ipmi_cipher_suite"] = float64(17)
-	quick, err := NewIPMI(IPMIConfig{Client: ClientNative, MinCommandInterval: 10 * time.Millisecond,
-		CommandRetryTimeout: 50 * time.Millisecond})
+	quick, err := NewIPMI(IPMIConfig{Client: ClientNative, MinCommandInterval: time.Second,
+		CommandRetryTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	qp, _ := quick.PowerFor(node)
-	if _, err := qp.GetPowerState(t.Context(), node); err == nil {
+	_, err = qp.GetPowerState(t.Context(), node)
+	if err == nil {
 		t.Fatal("ipmi_sim accepted cipher suite 17; this test needs a BMC that refuses it")
 	}
+	if !strings.Contains(err.Error(), "Open Session failed with cipher suite id (17)") {
+		t.Fatalf("suite 17 failed otherwise than by refusal: %v", err)
+	}
+	t.Logf("suite 17: %v", err)
 
 	node.DriverInfo["ipmi_cipher_suite"] = "3"
 	if st, err := power.GetPowerState(t.Context(), node); err != nil || st != provisioner.PowerOff {

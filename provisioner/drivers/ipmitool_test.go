@@ -307,7 +307,8 @@ func TestIPMIToolErrorsCarryStderrAndRetry(t *testing.T) {
 func TestIPMIToolCipherSuiteFallback(t *testing.T) {
 	ft := newFakeTool(t, func(c *IPMIConfig) {
 		c.CipherSuiteVersions = []int{3, 17}
-		c.CommandRetryTimeout = 200 * time.Millisecond
+		c.MinCommandInterval = 500 * time.Millisecond
+		c.CommandRetryTimeout = 2 * time.Second
 	})
 	ft.write(t, "refuse-suite", "none\n17\n")
 	node := captureNode()
