@@ -180,7 +180,8 @@ type ipmiInfo struct {
 	Username    string
 	Password    string
 	PrivLevel   string
-	CipherSuite int // -1 => not given
+	CipherSuite int    // -1 => not given
+	KgKey       string // ipmi_hex_kg_key, hex
 	NodeUUID    string
 }
 
@@ -246,6 +247,12 @@ func parseIPMIInfo(node *provisioner.Node) (ipmiInfo, error) {
 		if !valid {
 			return ipmiInfo{}, invalidf("Invalid privilege level value:%s, the valid value can be one of %s",
 				out.PrivLevel, strings.Join(validPrivLevels, ", "))
+		}
+	}
+	if v, ok := info["ipmi_hex_kg_key"]; ok && v != nil {
+		out.KgKey = stringValue(v)
+		if len(out.KgKey)%2 != 0 {
+			return ipmiInfo{}, invalidf("Number of ipmi_hex_kg_key characters is not even")
 		}
 	}
 	if v, ok := info["ipmi_cipher_suite"]; ok && v != nil {
@@ -531,19 +538,31 @@ func (c *ipmiCore) setAndWait(ctx context.Context, info ipmiInfo, action string,
 	}
 }
 
+// info parses driver_info and checks the configured client can use it.
+func (c *ipmiCore) info(node *provisioner.Node) (ipmiInfo, error) {
+	info, err := parseIPMIInfo(node)
+	if err != nil {
+		return ipmiInfo{}, err
+	}
+	if info.KgKey != "" && c.cfg.Client == ClientNative {
+		return ipmiInfo{}, invalidf("ipmi_hex_kg_key is not supported by metalbed's native IPMI client; use the ipmitool client")
+	}
+	return info, nil
+}
+
 // IPMIPower is the "ipmitool" power interface (either client).
 type IPMIPower struct{ core *ipmiCore }
 
 // Validate checks driver_info without touching the BMC, as Ironic does.
 func (p *IPMIPower) Validate(_ context.Context, node *provisioner.Node) error {
-	_, err := parseIPMIInfo(node)
+	_, err := p.core.info(node)
 	return err
 }
 
 // GetPowerState asks the BMC; it returns PowerError when the BMC answers
 // neither on nor off.
 func (p *IPMIPower) GetPowerState(ctx context.Context, node *provisioner.Node) (provisioner.PowerState, error) {
-	info, err := parseIPMIInfo(node)
+	info, err := p.core.info(node)
 	if err != nil {
 		return "", err
 	}
@@ -553,7 +572,7 @@ func (p *IPMIPower) GetPowerState(ctx context.Context, node *provisioner.Node) (
 // SetPowerState drives the node to power on, power off or soft power off
 // and waits until the BMC reports it.
 func (p *IPMIPower) SetPowerState(ctx context.Context, node *provisioner.Node, target provisioner.PowerState) error {
-	info, err := parseIPMIInfo(node)
+	info, err := p.core.info(node)
 	if err != nil {
 		return err
 	}
@@ -579,7 +598,7 @@ func (p *IPMIPower) SetPowerState(ctx context.Context, node *provisioner.Node, t
 // Reboot checks the power state, powers off unless already off (some BMCs
 // refuse "power off" when off), then on; soft uses "power soft" to go off.
 func (p *IPMIPower) Reboot(ctx context.Context, node *provisioner.Node, soft bool) error {
-	info, err := parseIPMIInfo(node)
+	info, err := p.core.info(node)
 	if err != nil {
 		return err
 	}
@@ -607,7 +626,7 @@ type IPMIManagement struct{ core *ipmiCore }
 
 // Validate checks driver_info.
 func (m *IPMIManagement) Validate(_ context.Context, node *provisioner.Node) error {
-	_, err := parseIPMIInfo(node)
+	_, err := m.core.info(node)
 	return err
 }
 
@@ -629,7 +648,7 @@ func (m *IPMIManagement) SetBootDevice(ctx context.Context, node *provisioner.No
 	if !ok {
 		return invalidf("Invalid boot device %s specified.", dev.Device)
 	}
-	info, err := parseIPMIInfo(node)
+	info, err := m.core.info(node)
 	if err != nil {
 		return err
 	}
@@ -660,7 +679,7 @@ func (m *IPMIManagement) SetBootDevice(ctx context.Context, node *provisioner.No
 // GetBootDevice reads parameter 5. Device is "" when the BMC reports no
 // override or one Ironic does not name.
 func (m *IPMIManagement) GetBootDevice(ctx context.Context, node *provisioner.Node) (BootDevice, error) {
-	info, err := parseIPMIInfo(node)
+	info, err := m.core.info(node)
 	if err != nil {
 		return BootDevice{}, err
 	}

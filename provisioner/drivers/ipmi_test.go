@@ -83,6 +83,12 @@ func TestValidateDriverInfo(t *testing.T) {
 			wantErr: "Invalid IPMI protocol version value 3, the valid value can be one of 2.0, 1.5"},
 		{name: "protocol 1.5", info: with("ipmi_protocol_version", "1.5"),
 			wantErr: "IPMI protocol version 1.5 is not supported by metalbed, use 2.0"},
+		{name: "kg key", info: with("ipmi_hex_kg_key", "a1b2"), check: func(t *testing.T, i ipmiInfo) {
+			if i.KgKey != "a1b2" {
+				t.Errorf("kg %q", i.KgKey)
+			}
+		}},
+		{name: "kg key odd", info: with("ipmi_hex_kg_key", "abc"), wantErr: "Number of ipmi_hex_kg_key characters is not even"},
 		{name: "numeric username", info: with("ipmi_username", float64(42)), check: func(t *testing.T, i ipmiInfo) {
 			if i.Username != "42" {
 				t.Errorf("username %q", i.Username)
@@ -124,6 +130,21 @@ func TestValidateDriverInfo(t *testing.T) {
 				t.Errorf("error %v is not ErrInvalidParameter", err)
 			}
 		})
+	}
+}
+
+func TestNativeRefusesKgKey(t *testing.T) {
+	hw, err := NewIPMI(IPMIConfig{Client: ClientNative})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &provisioner.Node{DriverInfo: map[string]any{"ipmi_address": "127.0.0.1", "ipmi_hex_kg_key": "a1b2"}}
+	p, _ := hw.PowerFor(node)
+	if err := p.Validate(t.Context(), node); !errors.Is(err, ErrInvalidParameter) {
+		t.Errorf("validate: %v", err)
+	}
+	if _, err := p.GetPowerState(t.Context(), node); !errors.Is(err, ErrInvalidParameter) {
+		t.Errorf("power state: %v", err)
 	}
 }
 

@@ -19,7 +19,7 @@ import (
 
 // ipmitoolClient runs ipmitool as Ironic 21.4's ipmitool driver does:
 //
-//	ipmitool -I lanplus -H <addr> -L <priv> [-p <port>] [-U <user>] [-C <suite>] -R 1 -N 1 -f <pwfile> <cmd…>
+//	ipmitool -I lanplus -H <addr> -L <priv> [-p <port>] [-U <user>] [-y <kg>] [-C <suite>] -R 1 -N 1 -f <pwfile> <cmd…>
 //
 // one process (one RMCP+ session) per command, the password in a 0600
 // temporary file removed after the run.
@@ -37,6 +37,9 @@ func (c *ipmitoolClient) args(info ipmiInfo, cs int) []string {
 	}
 	if info.Username != "" {
 		args = append(args, "-U", info.Username)
+	}
+	if info.KgKey != "" {
+		args = append(args, "-y", info.KgKey)
 	}
 	// Ironic tests "if driver_info['cipher_suite']", so suite 0 is never
 	// passed on; keep that.

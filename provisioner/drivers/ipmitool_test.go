@@ -210,7 +210,7 @@ func TestIPMIToolBIOSAndOptionalArguments(t *testing.T) {
 	ft := newFakeTool(t, nil)
 	node := &provisioner.Node{
 		UUID:       "n1",
-		DriverInfo: map[string]any{"ipmi_address": "127.0.0.2", "ipmi_priv_level": "OPERATOR"},
+		DriverInfo: map[string]any{"ipmi_address": "127.0.0.2", "ipmi_priv_level": "OPERATOR", "ipmi_hex_kg_key": "0a0b"},
 		Properties: map[string]any{"capabilities": "boot_mode:bios,foo:bar"},
 	}
 	m := ft.mgmt(t)
@@ -224,7 +224,7 @@ func TestIPMIToolBIOSAndOptionalArguments(t *testing.T) {
 	if err := m.SetBootDevice(ctx, node, BootDevice{Device: "cdrom"}); err != nil {
 		t.Fatal(err)
 	}
-	pre := "ipmitool -I lanplus -H 127.0.0.2 -L OPERATOR -R 1 -N 1 -f <pwfile> "
+	pre := "ipmitool -I lanplus -H 127.0.0.2 -L OPERATOR -y 0a0b -R 1 -N 1 -f <pwfile> "
 	want := []string{
 		pre + "raw 0x00 0x08 0x03 0x08", pre + "chassis bootdev pxe",
 		pre + "raw 0x00 0x08 0x03 0x08", pre + "chassis bootdev disk options=persistent",

@@ -30,7 +30,7 @@ func (v *IPMIVendor) Methods() []VendorMethod {
 
 // Validate checks driver_info and the method's arguments.
 func (v *IPMIVendor) Validate(_ context.Context, node *provisioner.Node, method string, args map[string]any) error {
-	if _, err := parseIPMIInfo(node); err != nil {
+	if _, err := v.core.info(node); err != nil {
 		return err
 	}
 	switch method {
@@ -57,7 +57,7 @@ func (v *IPMIVendor) Call(ctx context.Context, node *provisioner.Node, method, _
 	if err := v.Validate(ctx, node, method, args); err != nil {
 		return nil, err
 	}
-	info, _ := parseIPMIInfo(node)
+	info, _ := v.core.info(node)
 	switch method {
 	case "send_raw":
 		b, _ := parseRawBytes(args["raw_bytes"].(string))
