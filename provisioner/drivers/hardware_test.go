@@ -39,6 +39,14 @@ func TestDefaultRegistry(t *testing.T) {
 	if got := ipmi.Defaults(); got != want {
 		t.Errorf("ipmi defaults\n%+v\nwant\n%+v", got, want)
 	}
+	// The API lists driver properties from interfaces that have them.
+	for role, impl := range map[Role]any{RolePower: ipmi.Power["ipmitool"], RoleManagement: ipmi.Management["ipmitool"],
+		RoleVendor: ipmi.Vendor["ipmitool"]} {
+		pl, ok := impl.(interface{ Properties() map[string]string })
+		if !ok || pl.Properties()["ipmi_address"] != "IP address or hostname of the node. Required." {
+			t.Errorf("%s interface does not document ipmi_address", role)
+		}
+	}
 	// What node-create-fake-1.82.json shows for a fake-hardware node.
 	fake, _ := r.Get("fake-hardware")
 	wantFake := provisioner.Interfaces{

@@ -249,6 +249,15 @@ func parseIPMIInfo(node *provisioner.Node) (ipmiInfo, error) {
 				out.PrivLevel, strings.Join(validPrivLevels, ", "))
 		}
 	}
+	if v := stringValue(info["ipmi_bridging"]); v != "" && v != "no" {
+		if v != "single" && v != "dual" {
+			return ipmiInfo{}, invalidf("Invalid value for ipmi_bridging: %s, the valid value can be one of: ['single', 'dual', 'no']", v)
+		}
+		return ipmiInfo{}, invalidf("ipmi_bridging %s is not supported by metalbed", v)
+	}
+	if boolValue(info["ipmi_force_boot_device"], false) {
+		return ipmiInfo{}, invalidf("ipmi_force_boot_device is not supported by metalbed")
+	}
 	if v, ok := info["ipmi_hex_kg_key"]; ok && v != nil {
 		out.KgKey = stringValue(v)
 		if len(out.KgKey)%2 != 0 {
@@ -550,6 +559,28 @@ func (c *ipmiCore) info(node *provisioner.Node) (ipmiInfo, error) {
 	return info, nil
 }
 
+// ipmiProperties documents the driver_info keys the ipmi interfaces read,
+// in Ironic's words (GET /v1/drivers/ipmi/properties). Keys metalbed does
+// not honour (bridging, ipmi_force_boot_device) are left out; Validate
+// refuses them when set.
+func ipmiProperties() map[string]string {
+	return map[string]string{
+		"ipmi_address":          "IP address or hostname of the node. Required.",
+		"ipmi_password":         "password. Optional.",
+		"ipmi_hex_kg_key":       "Kg key for IPMIv2 authentication. The key is expected in hexadecimal format. Optional.",
+		"ipmi_port":             "remote IPMI RMCP port. Optional.",
+		"ipmi_priv_level":       "privilege level; default is ADMINISTRATOR. One of ADMINISTRATOR, CALLBACK, OPERATOR, USER. Optional.",
+		"ipmi_username":         "username; default is NULL user. Optional.",
+		"ipmi_protocol_version": `the version of the IPMI protocol; default is "2.0". One of "1.5", "2.0". Optional.`,
+		"ipmi_disable_boot_timeout": "By default ironic will send a raw IPMI command to disable the 60 second timeout " +
+			"for booting. Setting this option to False will NOT send that command on this node. The " +
+			"[ipmi]disable_boot_timeout will be used if this option is not set. Optional.",
+		"ipmi_cipher_suite": "The number of a cipher suite to use. Only 3 (AES-128 with SHA1) or 17 (AES-128 with SHA256) " +
+			"should ever be used; 17 is preferred. The default value depends on the ipmitool version, " +
+			"some recent versions have switched from 3 to 17.",
+	}
+}
+
 // IPMIPower is the "ipmitool" power interface (either client).
 type IPMIPower struct{ core *ipmiCore }
 
@@ -558,6 +589,9 @@ func (p *IPMIPower) Validate(_ context.Context, node *provisioner.Node) error {
 	_, err := p.core.info(node)
 	return err
 }
+
+// Properties lists the driver_info keys read.
+func (p *IPMIPower) Properties() map[string]string { return ipmiProperties() }
 
 // GetPowerState asks the BMC; it returns PowerError when the BMC answers
 // neither on nor off.
@@ -629,6 +663,9 @@ func (m *IPMIManagement) Validate(_ context.Context, node *provisioner.Node) err
 	_, err := m.core.info(node)
 	return err
 }
+
+// Properties lists the driver_info keys read.
+func (m *IPMIManagement) Properties() map[string]string { return ipmiProperties() }
 
 // SupportedBootDevices lists Ironic's ipmitool devices.
 func (m *IPMIManagement) SupportedBootDevices(context.Context, *provisioner.Node) ([]string, error) {

@@ -89,6 +89,12 @@ func TestValidateDriverInfo(t *testing.T) {
 			}
 		}},
 		{name: "kg key odd", info: with("ipmi_hex_kg_key", "abc"), wantErr: "Number of ipmi_hex_kg_key characters is not even"},
+		{name: "bridging no", info: with("ipmi_bridging", "no")},
+		{name: "bridging single", info: with("ipmi_bridging", "single"), wantErr: "ipmi_bridging single is not supported by metalbed"},
+		{name: "bridging bad", info: with("ipmi_bridging", "triple"),
+			wantErr: "Invalid value for ipmi_bridging: triple, the valid value can be one of: ['single', 'dual', 'no']"},
+		{name: "force boot device false", info: with("ipmi_force_boot_device", "False")},
+		{name: "force boot device", info: with("ipmi_force_boot_device", true), wantErr: "ipmi_force_boot_device is not supported by metalbed"},
 		{name: "numeric username", info: with("ipmi_username", float64(42)), check: func(t *testing.T, i ipmiInfo) {
 			if i.Username != "42" {
 				t.Errorf("username %q", i.Username)

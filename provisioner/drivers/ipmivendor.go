@@ -14,6 +14,9 @@ import (
 // described as Ironic 21.4 describes them.
 type IPMIVendor struct{ core *ipmiCore }
 
+// Properties lists the driver_info keys read.
+func (v *IPMIVendor) Properties() map[string]string { return ipmiProperties() }
+
 // Methods lists send_raw and bmc_reset.
 func (v *IPMIVendor) Methods() []VendorMethod {
 	return []VendorMethod{
