@@ -233,7 +233,9 @@ func TestBaremetalCLIIPMI(t *testing.T) {
 		t.Errorf("BMC after power on: %q", got)
 	}
 	s.baremetal(t, "node", "power", "off", "bm0")
-	s.waitNode(t, id, "power off", func(n *provisioner.Node) bool { return n.PowerState == provisioner.PowerOff && n.TargetPowerState == "" })
+	s.waitNode(t, id, "power off", func(n *provisioner.Node) bool {
+		return n.PowerState == provisioner.PowerOff && n.TargetPowerState == ""
+	})
 	if got := chassisPower(t, port); got != "Chassis Power is off" {
 		t.Errorf("BMC after power off: %q", got)
 	}
