@@ -132,8 +132,13 @@ type Config struct {
 	// that name none; default ServerIP.
 	NextServer netip.Addr
 	// LeaseFile is where leases persist (JSON, replaced atomically) and are
-	// reloaded from by New; "" keeps them in memory only.
+	// reloaded from by New; "" keeps them in memory only. It is written in
+	// the background after changes and once more when Serve returns.
 	LeaseFile string
+	// LeaseFileInterval is the least time between two writes of LeaseFile,
+	// so a burst of leases costs one write; default 100ms. A crash loses at
+	// most the changes of the last interval.
+	LeaseFileInterval time.Duration
 	// ClientPort is the port broadcast replies go to; default 68.
 	ClientPort int
 	// RelayPort is the port replies to relays (giaddr) go to; default 67.
@@ -209,6 +214,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.OfferHold <= 0 {
 		cfg.OfferHold = time.Minute
+	}
+	if cfg.LeaseFileInterval <= 0 {
+		cfg.LeaseFileInterval = 100 * time.Millisecond
 	}
 	if cfg.DeclineHold <= 0 {
 		cfg.DeclineHold = 10 * time.Minute
@@ -323,6 +331,10 @@ func (s *Server) flushLoop(ctx context.Context) error {
 		case <-s.dirty:
 			if err := s.leases.save(s.cfg.LeaseFile); err != nil {
 				s.log.Error("dhcp: writing leases", "err", err)
+			}
+			select { // let changes gather before the next write
+			case <-time.After(s.cfg.LeaseFileInterval):
+			case <-ctx.Done():
 			}
 		case <-ctx.Done():
 			if err := s.leases.save(s.cfg.LeaseFile); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -563,6 +564,16 @@ func TestRestartKeepsLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := addr4(lease.ACK.YourIPAddr)
+	// Written while serving, not only at shutdown.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if b, err := os.ReadFile(file); err == nil && strings.Contains(string(b), `"`+first.String()+`"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lease of %s not in %s while serving", first, file)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a file with a deadline
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Serve: %v", err)
