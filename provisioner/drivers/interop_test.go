@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,16 +49,50 @@ type bmcPeer struct {
 	// storesBootFlags says whether Set System Boot Options parameter 5 byte
 	// 0 (valid, persistent, EFI) is stored and read back as written.
 	storesBootFlags bool
+	// flagsByte0, when set, says what byte 0 of parameter 5 reads back as
+	// after writing written; nil skips the byte check. Peers that store the
+	// flags use storedFlags.
+	flagsByte0 func(written byte) byte
 }
 
 func interopPeers() []bmcPeer {
-	return []bmcPeer{
+	peers := []bmcPeer{
 		// OpenIPMI's simulator keeps only the boot device (through its
 		// chassis_control program, as a word: pxe, default, cdrom, bios…);
 		// Get System Boot Options always answers byte 0 = 0x00, so
 		// "persistent" reads back false whatever was set. Known emulator
 		// bug, asserted as such below.
-		{name: "ipmi_sim", start: startIPMISim, storesBootFlags: false},
+		{name: "ipmi_sim", start: startIPMISim, storesBootFlags: false, flagsByte0: func(byte) byte { return 0x00 }},
+	}
+	// METALBED_TEST_BMC=ipmi://user:password@host:port adds a BMC that is
+	// already running (a metalbed BMC, real hardware on a lab network).
+	// It must store boot flags exactly unless ?boot_flags=lossy is given.
+	// The tests power it on and off.
+	if raw := os.Getenv("METALBED_TEST_BMC"); raw != "" {
+		p := bmcPeer{name: "env", start: envBMC(raw), storesBootFlags: !strings.Contains(raw, "boot_flags=lossy")}
+		if p.storesBootFlags {
+			p.flagsByte0 = storedFlags
+		}
+		peers = append(peers, p)
+	}
+	return peers
+}
+
+// storedFlags is flagsByte0 for a BMC that stores what it was sent.
+func storedFlags(written byte) byte { return written }
+
+func envBMC(raw string) func(testing.TB) bmcEndpoint {
+	return func(t testing.TB) bmcEndpoint {
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "ipmi" || u.User == nil {
+			t.Fatalf("METALBED_TEST_BMC=%q: want ipmi://user:password@host:port", raw)
+		}
+		port, err := strconv.Atoi(u.Port())
+		if err != nil {
+			port = 623
+		}
+		pw, _ := u.User.Password()
+		return bmcEndpoint{Address: u.Hostname(), Port: port, User: u.User.Username(), Password: pw}
 	}
 }
 
@@ -282,6 +318,9 @@ func TestInteropPowerAndBootDevice(t *testing.T) {
 					}
 				}
 
+				if err := power.SetPowerState(ctx, node, provisioner.PowerOff); err != nil {
+					t.Fatalf("power off: %v", err)
+				}
 				checkPower(provisioner.PowerOff)
 				if err := power.SetPowerState(ctx, node, provisioner.PowerOn); err != nil {
 					t.Fatalf("power on: %v", err)
@@ -333,11 +372,41 @@ func TestInteropPowerAndBootDevice(t *testing.T) {
 						if got != want {
 							t.Errorf("%s: set %+v, read back %+v, want %+v", mode, dev, got, want)
 						}
+						if peer.flagsByte0 == nil {
+							continue
+						}
+						// The bytes themselves: valid 0x80, persistent 0x40, EFI 0x20.
+						written := byte(0x80)
+						if dev.Persistent {
+							written |= 0x40
+						}
+						if mode == BootModeUEFI {
+							written |= 0x20
+						}
+						core := mgmt.(*IPMIManagement).core
+						resp, err := core.bmc.raw(ctx, ipmiInfoFor(t, node), 0x00, 0x09, []byte{0x05, 0x00, 0x00}, 10*time.Second)
+						if err != nil {
+							t.Fatalf("get boot param 5: %v", err)
+						}
+						code, _ := bootDeviceCode(dev.Device)
+						if len(resp) < 4 || resp[2] != peer.flagsByte0(written) || resp[3] != code {
+							t.Errorf("%s: set %+v: parameter 5 reads % x, want flags %#02x device %#02x",
+								mode, dev, resp, peer.flagsByte0(written), code)
+						}
 					}
 				}
 			})
 		}
 	}
+}
+
+func ipmiInfoFor(t *testing.T, node *provisioner.Node) ipmiInfo {
+	t.Helper()
+	info, err := parseIPMIInfo(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
 }
 
 // TestInteropConcurrentNodes: several nodes behind one BMC polled at once
