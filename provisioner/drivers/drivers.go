@@ -1,6 +1,23 @@
 // Package drivers holds metalbed's hardware types as small, role-named
 // interfaces, as Ironic composes them: a hardware type is one implementation
 // per role. Interfaces talk to machines only over the wire (IPMI, HTTP, …).
+//
+// Two hardware types exist, built explicitly (no init registries):
+//
+//   - "ipmi" (NewIPMI): power, management and vendor interfaces all named
+//     "ipmitool", as in Ironic, whichever client IPMIConfig.Client selects:
+//     ClientIPMITool runs ipmitool with Ironic 21.4's exact command lines,
+//     ClientNative speaks lanplus through go-ipmi (cipher suite 17, else 3)
+//     with the same bytes, pacing, retries and polling. Boot "pxe" and
+//     deploy "direct" are plugged in through IPMIConfig.
+//   - "fake-hardware" (NewFakeHardware): Ironic's fake interfaces, with
+//     power state and boot device really kept per node.
+//
+// NewDefaultRegistry builds both; a conductor looks a node's interfaces up
+// with Registry.Get(node.Driver) and HardwareType.PowerFor(node) etc.
+// Validation errors are ParameterErrors carrying Ironic's message
+// (errors.Is(err, ErrInvalidParameter)); a role a type lacks gives
+// ErrUnsupported.
 package drivers
 
 import (
