@@ -99,6 +99,18 @@ func SetInterfaceName(ifaces *provisioner.Interfaces, role Role, name string) {
 // implementation for a role or interface name.
 var ErrUnsupported = errors.New("not supported")
 
+// unsupportedError carries Ironic's message and matches ErrUnsupported.
+type unsupportedError struct{ msg string }
+
+func (e *unsupportedError) Error() string        { return e.msg }
+func (e *unsupportedError) Is(target error) bool { return target == ErrUnsupported }
+
+// unsupportedf returns an error whose text, and whose unwrapped text, is
+// the message; errors.Is(err, ErrUnsupported) holds.
+func unsupportedf(format string, args ...any) error {
+	return fmt.Errorf("%w", &unsupportedError{msg: fmt.Sprintf(format, args...)})
+}
+
 // HardwareType composes, per role, the interface implementations a driver
 // (Ironic's "hardware type") offers. It is built once by a constructor
 // (NewIPMI, NewFakeHardware) and read-only afterwards; it is safe for
@@ -143,8 +155,7 @@ func (h *HardwareType) Complete(ifaces provisioner.Interfaces) (provisioner.Inte
 			continue
 		}
 		if !slices.Contains(enabled, name) {
-			return ifaces, fmt.Errorf("could not find the following interface in the 'ironic.hardware.interfaces.%s' entrypoint: %s. Valid interfaces are %v: %w",
-				r, name, enabled, ErrUnsupported)
+			return ifaces, unsupportedf("%s interface implementation '%s' is not supported by hardware type %s.", r, name, h.Name)
 		}
 	}
 	return ifaces, nil
@@ -159,7 +170,7 @@ func pick[T any](h *HardwareType, role Role, impls map[string]T, name string) (T
 	}
 	impl, ok := impls[name]
 	if !ok {
-		return zero, fmt.Errorf("driver %s does not support %s (disabled or not implemented): %w", h.Name, role, ErrUnsupported)
+		return zero, unsupportedf("Driver %s does not support %s (disabled or not implemented).", h.Name, role)
 	}
 	return impl, nil
 }
@@ -226,7 +237,7 @@ func (r *Registry) Names() []string { return slices.Clone(r.names) }
 func (r *Registry) Get(name string) (*HardwareType, error) {
 	h, ok := r.byName[name]
 	if !ok {
-		return nil, fmt.Errorf("could not find the following driver(s) or hardware type(s): %s: %w", name, ErrUnsupported)
+		return nil, unsupportedf("Could not find the following driver(s) or hardware type(s): %s.", name)
 	}
 	return h, nil
 }

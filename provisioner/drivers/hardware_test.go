@@ -62,15 +62,20 @@ func TestDefaultRegistry(t *testing.T) {
 	if err != nil || got.Vendor != "no-vendor" || got.Power != "ipmitool" {
 		t.Errorf("complete: %+v, %v", got, err)
 	}
-	if _, err := ipmi.Complete(provisioner.Interfaces{Power: "redfish"}); !errors.Is(err, ErrUnsupported) ||
-		!strings.Contains(err.Error(), "redfish") {
+	_, err = ipmi.Complete(provisioner.Interfaces{Power: "redfish"})
+	if !errors.Is(err, ErrUnsupported) ||
+		err.Error() != "power interface implementation 'redfish' is not supported by hardware type ipmi." {
 		t.Errorf("power redfish: %v", err)
+	}
+	// The conductor shows the unwrapped error's text; it is the same.
+	if u := errors.Unwrap(err); u == nil || u.Error() != err.Error() {
+		t.Errorf("unwrapped %v", u)
 	}
 
 	// Roles without an implementation say so as Ironic's validate does.
 	node := &provisioner.Node{Driver: "ipmi"}
 	if _, err := ipmi.BootFor(node); err == nil ||
-		err.Error() != "driver ipmi does not support boot (disabled or not implemented): not supported" {
+		err.Error() != "Driver ipmi does not support boot (disabled or not implemented)." {
 		t.Errorf("boot: %v", err)
 	}
 	if _, err := ipmi.PowerFor(node); err != nil {
