@@ -445,6 +445,39 @@ func TestInteropConcurrentNodes(t *testing.T) {
 	}
 }
 
+// TestInteropSendRaw: vendor passthru send_raw (Get Device ID) with both
+// clients, and a command the BMC rejects.
+func TestInteropSendRaw(t *testing.T) {
+	ep := startIPMISim(t)
+	for _, client := range []string{ClientIPMITool, ClientNative} {
+		t.Run(client, func(t *testing.T) {
+			hw := interopHardware(t, client)
+			node := interopNode(ep)
+			node.DriverInfo["ipmi_cipher_suite"] = float64(3)
+			v, err := hw.VendorFor(node)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.Call(t.Context(), node, "send_raw", "POST", map[string]any{"raw_bytes": "0x06 0x01"}); err != nil {
+				t.Fatalf("get device id: %v", err)
+			}
+			// An undefined chassis command: the BMC answers with completion
+			// code 0xC1 (invalid command) and the call fails.
+			quick, err := NewIPMI(IPMIConfig{Client: client, TempDir: t.TempDir(), MinCommandInterval: time.Second,
+				CommandRetryTimeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			qv, _ := quick.VendorFor(node)
+			if _, err := qv.Call(t.Context(), node, "send_raw", "POST", map[string]any{"raw_bytes": "0x00 0x77"}); err == nil {
+				t.Error("an undefined command succeeded")
+			} else {
+				t.Logf("%s: %v", client, err)
+			}
+		})
+	}
+}
+
 // TestInteropNativeCipherSuites shows the native client falls back from
 // 17 to 3 against a BMC without suite 17 (ipmi_sim), and honours an
 // explicit ipmi_cipher_suite.
