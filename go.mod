@@ -3,7 +3,7 @@ module github.com/metalbed/metalbed
 go 1.25.0
 
 require (
-	github.com/bougou/go-ipmi v0.9.1 // indirect
+	github.com/bougou/go-ipmi v0.9.1
 	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/fatih/color v1.15.0 // indirect
 	github.com/go-ole/go-ole v1.3.0 // indirect
