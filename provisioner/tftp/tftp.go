@@ -42,6 +42,11 @@ type Config struct {
 	Timeout time.Duration
 	// Retries is how many times a block is resent; default 5.
 	Retries int
+	// MaxBlockSize caps the blksize a client may negotiate (513..65464);
+	// 0 honours the client's request up to 65464, as tftpd-hpa does.
+	// (pin/tftp's own clamp to the interface MTU is turned off: it falls
+	// back to 512 whenever its per-packet interface lookup fails.)
+	MaxBlockSize int
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
 	// Observer, when set, is called once per read request when it ends,
@@ -82,6 +87,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Retries <= 0 {
 		cfg.Retries = 5
 	}
+	if cfg.MaxBlockSize != 0 && (cfg.MaxBlockSize < 513 || cfg.MaxBlockSize > 65464) {
+		return nil, fmt.Errorf("tftp: MaxBlockSize %d outside 513..65464", cfg.MaxBlockSize)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -108,6 +116,10 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	}, nil)
 	srv.SetTimeout(s.cfg.Timeout)
 	srv.SetRetries(s.cfg.Retries)
+	srv.SetBlockSizeNegotiation(false)
+	if s.cfg.MaxBlockSize != 0 {
+		srv.SetBlockSize(s.cfg.MaxBlockSize)
+	}
 	stop := context.AfterFunc(ctx, srv.Shutdown)
 	defer stop()
 	err := srv.Serve(conn)

@@ -69,6 +69,11 @@ func (f *fixture) eventsFor(name string) []Event {
 // and a symlink to it.
 func start(t *testing.T, kernelSize int) (*fixture, []byte) {
 	t.Helper()
+	return startWith(t, kernelSize, nil)
+}
+
+func startWith(t *testing.T, kernelSize int, mutate func(*Config)) (*fixture, []byte) {
+	t.Helper()
 	f := &fixture{root: t.TempDir()}
 	kernel := make([]byte, kernelSize)
 	rand.Read(kernel)
@@ -79,12 +84,16 @@ func start(t *testing.T, kernelSize int) (*fixture, []byte) {
 	must(t, os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o644))
 	must(t, os.Symlink(filepath.Join(outside, "secret"), filepath.Join(f.root, "escape")))
 	must(t, os.Symlink("deploy_kernel", filepath.Join(f.root, "inside-link")))
-	s, err := New(Config{
+	cfg := Config{
 		Root:     f.root,
 		Files:    memFiles{"token-1234": []byte("s3cr3t-token")},
 		Timeout:  time.Second,
 		Observer: func(e Event) { f.mu.Lock(); f.events = append(f.events, e); f.mu.Unlock() },
-	})
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	s, err := New(cfg)
 	must(t, err)
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	must(t, err)
@@ -255,6 +264,14 @@ func TestOptionsNegotiated(t *testing.T) {
 	}
 	if strings.Contains(oack, "windowsize") {
 		t.Errorf("OACK %q acknowledges windowsize", oack)
+	}
+
+	capped, _ := startWith(t, 5000, func(c *Config) { c.MaxBlockSize = 1024 })
+	if _, oack := rrq(t, capped.addr, "deploy_kernel", "blksize", "8192"); !strings.Contains(oack, "blksize 1024") {
+		t.Errorf("MaxBlockSize 1024: OACK %q", oack)
+	}
+	if _, err := New(Config{Root: ".", MaxBlockSize: 100}); err == nil {
+		t.Error("MaxBlockSize 100 accepted")
 	}
 }
 
