@@ -194,6 +194,13 @@ func TestNodePatch(t *testing.T) {
 			t.Errorf("%v: %d %s", tc.ops, r.status, r.body)
 		}
 	}
+	// Changing the driver: interfaces of the old one are refused unless
+	// reset_interfaces asks for the new driver's defaults.
+	s.must(t, 400, "PATCH", "/v1/nodes/p1", "1.82", []map[string]any{{"op": "replace", "path": "/driver", "value": "ipmi"}})
+	moved := s.must(t, 200, "PATCH", "/v1/nodes/p1?reset_interfaces=true", "1.82", []map[string]any{{"op": "replace", "path": "/driver", "value": "ipmi"}}).obj(t)
+	if moved["power_interface"] != "ipmitool" || moved["deploy_interface"] != "direct" {
+		t.Errorf("after driver change: %v", moved)
+	}
 	if n2, _ := s.st.Node(context.Background(), id); n2.Name != "p0" || n2.Driver != "fake-hardware" || n2.Reservation != "" {
 		t.Errorf("refused patches changed the node: %+v", n2)
 	}

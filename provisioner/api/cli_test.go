@@ -240,6 +240,31 @@ func TestBaremetalCLIIPMI(t *testing.T) {
 		t.Errorf("BMC after power off: %q", got)
 	}
 
+	// The power state changed behind the provisioner's back is what the
+	// periodic sync records, with a history entry.
+	out, err := exec.CommandContext(t.Context(), "ipmitool", "-I", "lanplus", "-H", "127.0.0.1", "-p", strconv.Itoa(port),
+		"-U", "admin", "-P", "password", "power", "on").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ipmitool power on: %v: %s", err, out)
+	}
+	s.c.SyncPowerStates(t.Context())
+	if got := field(s.baremetalJSON(t, "node", "show", "bm0"), "power_state"); got != "power on" {
+		t.Errorf("after out-of-band power on and sync: %v", got)
+	}
+	hist := s.must(t, 200, "GET", "/v1/nodes/bm0/history?detail=true", "1.78", nil).obj(t)["history"].([]any)
+	if len(hist) == 0 || field(hist[len(hist)-1], "event_type") != "power" {
+		t.Errorf("power sync history: %v", hist)
+	}
+
+	// Vendor passthru: send_raw (Get Device ID) runs through the BMC.
+	methods := s.baremetalJSON(t, "node", "passthru", "list", "bm0")
+	t.Logf("vendor methods: %v", methods)
+	s.baremetal(t, "node", "passthru", "call", "--arg", "raw_bytes=0x06 0x01", "bm0", "send_raw")
+	s.waitNode(t, id, "send_raw done", func(n *provisioner.Node) bool { return n.Reservation == "" })
+	if n, _ := s.st.Node(t.Context(), id); n.LastError != "" {
+		t.Errorf("send_raw: last_error %q", n.LastError)
+	}
+
 	s.baremetal(t, "node", "boot", "device", "set", "bm0", "pxe", "--persistent")
 	bd := s.baremetalJSON(t, "node", "boot", "device", "show", "bm0")
 	if field(bd, "boot_device") != "pxe" {
@@ -255,7 +280,7 @@ func TestBaremetalCLIIPMI(t *testing.T) {
 	}
 	// The direct deploy interface is not available yet: Ironic's answer to
 	// a deploy its deploy interface cannot validate.
-	out, err := s.baremetalErr(t, "node", "deploy", "bm0")
+	out, err = s.baremetalErr(t, "node", "deploy", "bm0")
 	if err == nil || !strings.Contains(string(out), "Failed to validate deploy or power info for node "+id) {
 		t.Errorf("deploy: %v\n%s", err, out)
 	}

@@ -256,10 +256,19 @@ func (s *Server) nodeFieldKnown(name string) (int, bool) {
 // renderNode renders n at the request's microversion; fields limits the
 // output (links always stay, as in Ironic).
 func (s *Server) renderNode(r *http.Request, n *provisioner.Node, fields []string) obj {
+	return s.renderNodeWith(r, n, fields, nil)
+}
+
+// renderNodeWith is renderNode with the conductor records already read
+// (nil: read them), so a listing reads them once.
+func (s *Server) renderNodeWith(r *http.Request, n *provisioner.Node, fields []string, recs []provisioner.Conductor) obj {
 	v := nodeView{n: n, r: r}
 	needConductor := fields == nil || slices.Contains(fields, "conductor")
 	if needConductor && minor(r) >= 49 {
-		v.conductor = s.c.ConductorFor(r.Context(), n)
+		if recs == nil {
+			recs, _ = s.st.Conductors(r.Context())
+		}
+		v.conductor = s.c.ServingConductor(recs, n)
 	}
 	out := make(obj, 0, len(s.fields))
 	for _, f := range s.fields {
@@ -404,10 +413,14 @@ func (s *Server) listNodes(detail bool) handlerFunc {
 		if err != nil {
 			return err
 		}
+		recs, err := s.st.Conductors(r.Context())
+		if err != nil {
+			return err
+		}
 		items := make([]obj, 0, len(nodes))
 		last := ""
 		for _, n := range nodes {
-			items = append(items, s.renderNode(r, n, fields))
+			items = append(items, s.renderNodeWith(r, n, fields, recs))
 			last = n.UUID
 		}
 		writeJSON(w, http.StatusOK, collection(r, "nodes", items, p.limit, last))
@@ -652,8 +665,34 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	reset, err := queryBool(r, "reset_interfaces")
+	if err != nil {
+		return err
+	}
+	if reset != nil && minor(r) < 45 {
+		return errNotAcceptable
+	}
 	n, err := s.c.UpdateNode(r.Context(), r.PathValue("node"), func(n *provisioner.Node) error {
-		return s.patchNodeDoc(n, ops, minor(r), r)
+		oldDriver := n.Driver
+		if err := s.patchNodeDoc(n, ops, minor(r), r); err != nil {
+			return err
+		}
+		if reset != nil && *reset {
+			if n.Driver == oldDriver {
+				return badRequest("The reset_interfaces parameter can be provided only when changing the node's driver.")
+			}
+			// Interfaces not set by this patch go back to the new
+			// driver's defaults.
+			for _, role := range drivers.Roles() {
+				patched := slices.ContainsFunc(ops, func(op patchOp) bool {
+					return pointer(op.Path)[0] == string(role)+"_interface"
+				})
+				if !patched {
+					drivers.SetInterfaceName(&n.Interfaces, role, "")
+				}
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return err
@@ -935,7 +974,10 @@ func (s *Server) vendorMethods(w http.ResponseWriter, r *http.Request) error {
 var ramdiskMethods = []string{"pass_deploy_info", "pass_bootloader_install_info", "heartbeat"}
 
 func (s *Server) vendorPassthru(w http.ResponseWriter, r *http.Request) error {
-	method := r.URL.Query().Get("method")
+	method := r.PathValue("method")
+	if method == "" {
+		method = r.URL.Query().Get("method")
+	}
 	if method == "" {
 		return badRequest("Method not specified")
 	}

@@ -84,6 +84,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	errc := make(chan error, 1)
@@ -147,6 +149,7 @@ func (s *Server) table() []route {
 		v("GET /v1/nodes/{node}/management/boot_device/supported", private, s.supportedBootDevices),
 		v("GET /v1/nodes/{node}/vendor_passthru/methods", private, s.vendorMethods),
 		v("/v1/nodes/{node}/vendor_passthru", ramdisk, s.vendorPassthru),
+		v("/v1/nodes/{node}/vendor_passthru/{method}", ramdisk, s.vendorPassthru),
 		v("GET /v1/nodes/{node}/history", private, s.history(false)),
 		v("GET /v1/nodes/{node}/history/{event}", private, s.historyEvent),
 		v("GET /v1/nodes/{node}/inventory", private, s.inventory),

@@ -380,6 +380,12 @@ func (c *Conductor) ConductorFor(ctx context.Context, n *provisioner.Node) strin
 	if err != nil {
 		return ""
 	}
+	return c.ServingConductor(recs, n)
+}
+
+// ServingConductor picks, from conductor records read once, the live one
+// serving n's driver and conductor group, "" if none.
+func (c *Conductor) ServingConductor(recs []provisioner.Conductor, n *provisioner.Node) string {
 	for _, r := range recs {
 		if c.Alive(r) && r.ConductorGroup == n.ConductorGroup && slices.Contains(r.Drivers, n.Driver) {
 			return r.Hostname
