@@ -10,6 +10,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   ipmitool python3-pyghmi openipmi \
   tgt libiscsi-bin qemu-utils qemu-block-extra \
-  python3-ironicclient \
+  python3-ironicclient cpio \
   busybox tftp-hpa tftpd-hpa dnsmasq kea-admin curl iproute2 \
+  pxelinux syslinux-common ipxe \
   >/dev/null

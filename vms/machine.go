@@ -4,10 +4,16 @@ package vms
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"time"
 )
+
+// ErrPoweredOff is returned for a power action that needs the machine on
+// (reset, cycle) while it is off; a BMC answers it with completion code
+// 0xD5 (not supported in present state).
+var ErrPoweredOff = errors.New("machine is powered off")
 
 // Machine is one server: power, boot device, NICs, a disk and a serial
 // console. Implementations persist their state so a restart loses nothing.
@@ -103,7 +109,9 @@ func (f BootFlags) EFI() bool { return f[0]&0x20 != 0 }
 // Device is the selected boot device.
 func (f BootFlags) Device() BootDevice { return BootDevice(f[1] >> 2 & 0x0f) }
 
-// NewBootFlags builds valid flags for a device.
+// NewBootFlags builds valid flags for a device. The zero BootFlags means
+// "no override": the firmware's own boot order; a consumed one-time
+// override becomes the zero value.
 func NewBootFlags(d BootDevice, persistent, efi bool) BootFlags {
 	var f BootFlags
 	f[0] = 0x80

@@ -1,0 +1,138 @@
+package fault
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestMatchByNodeLayerOp(t *testing.T) {
+	s := NewSet()
+	if _, err := s.Add(Rule{Node: "node-1", Layer: IPMI, Op: "0x00/0x02", Action: "cc", Arg: "0xc0"}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		node  string
+		layer Layer
+		op    string
+		want  bool
+	}{
+		{"node-1", IPMI, "0x00/0x02", true},
+		{"NODE-1", IPMI, "0x00/0x02", true},
+		{"node-0", IPMI, "0x00/0x02", false},
+		{"node-1", IPMI, "0x00/0x01", false},
+		{"node-1", DHCP, "0x00/0x02", false},
+	}
+	for _, c := range cases {
+		h, ok := s.Match(c.node, c.layer, c.op)
+		if ok != c.want {
+			t.Errorf("Match(%s,%s,%s) = %v, want %v", c.node, c.layer, c.op, ok, c.want)
+		}
+		if ok {
+			if v, err := h.ArgInt(); err != nil || v != 0xc0 {
+				t.Errorf("ArgInt = %v, %v", v, err)
+			}
+		}
+	}
+}
+
+func TestCountAndSkip(t *testing.T) {
+	s := NewSet()
+	r, err := s.Add(Rule{Layer: ISCSI, Op: "write", Action: "medium-error", Count: 2, Skip: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []bool
+	for range 5 {
+		_, ok := s.Match("any", ISCSI, "write")
+		got = append(got, ok)
+	}
+	if want := []bool{false, true, true, false, false}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("hits = %v, want %v", got, want)
+	}
+	if l := s.List(); len(l) != 1 || l[0].ID != r.ID || l[0].Fired != 2 {
+		t.Errorf("List = %+v", l)
+	}
+}
+
+func TestSameSeedSameFailures(t *testing.T) {
+	run := func(seed uint64) []bool {
+		s := NewSet()
+		if _, err := s.Add(Rule{Layer: TFTP, Action: "drop", Probability: 0.3, Seed: seed}); err != nil {
+			t.Fatal(err)
+		}
+		var hits []bool
+		for range 200 {
+			_, ok := s.Match("n", TFTP, "pxelinux.0")
+			hits = append(hits, ok)
+		}
+		return hits
+	}
+	a, b, c := run(42), run(42), run(43)
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Error("the same seed gave different failures")
+	}
+	if fmt.Sprint(a) == fmt.Sprint(c) {
+		t.Error("different seeds gave identical sequences (rng not seeded?)")
+	}
+	n := 0
+	for _, h := range a {
+		if h {
+			n++
+		}
+	}
+	if n < 30 || n > 90 { // 200 × 0.3 = 60; far outside means probability is ignored
+		t.Errorf("%d hits of 200 at p=0.3", n)
+	}
+}
+
+func TestFirstMatchingRuleWinsAndDelayCarried(t *testing.T) {
+	s := NewSet()
+	s.Add(Rule{ID: "slow", Layer: HTTP, Action: "delay", Delay: 2 * time.Second, Count: 1})
+	s.Add(Rule{ID: "404", Layer: HTTP, Action: "status", Arg: "404"})
+	h, _ := s.Match("n", HTTP, "/image")
+	if h.RuleID != "slow" || h.Delay != 2*time.Second {
+		t.Errorf("first hit = %+v", h)
+	}
+	h, _ = s.Match("n", HTTP, "/image")
+	if h.RuleID != "404" {
+		t.Errorf("second hit = %+v, want rule 404 once 'slow' is spent", h)
+	}
+}
+
+func TestValidationAndRemove(t *testing.T) {
+	s := NewSet()
+	bad := []Rule{
+		{Layer: "smtp", Action: "drop"},
+		{Layer: IPMI},
+		{Layer: IPMI, Action: "drop", Count: -1},
+		{Layer: IPMI, Action: "drop", Probability: 1.5},
+		{Layer: IPMI, Action: "drop", Delay: -time.Second},
+	}
+	for _, r := range bad {
+		if _, err := s.Add(r); err == nil {
+			t.Errorf("Add(%+v) accepted", r)
+		}
+	}
+	s.Add(Rule{ID: "a", Node: "node-0", Layer: DHCP, Action: "drop"})
+	s.Add(Rule{ID: "b", Node: "node-1", Layer: DHCP, Action: "drop"})
+	if _, err := s.Add(Rule{ID: "a", Layer: DHCP, Action: "drop"}); err == nil {
+		t.Error("duplicate ID accepted")
+	}
+	if err := s.Remove("zz"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Remove(zz) = %v", err)
+	}
+	s.Clear("node-0")
+	if l := s.List(); len(l) != 1 || l[0].ID != "b" {
+		t.Errorf("after Clear(node-0): %+v", l)
+	}
+	s.Clear("")
+	if len(s.List()) != 0 {
+		t.Error("Clear(\"\") left rules")
+	}
+	var nilSet *Set
+	if _, ok := nilSet.Match("n", IPMI, "x"); ok {
+		t.Error("nil set matched")
+	}
+}

@@ -1,0 +1,140 @@
+package ramdisk
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/u-root/u-root/pkg/cpio"
+)
+
+// MarkerPath is where a metalbed ramdisk's initramfs says what it is.
+const MarkerPath = "etc/metalbed-ramdisk.json"
+
+// Marker describes a metalbed deploy ramdisk. Simulated firmware reads it
+// to decide whether it can start the ramdisk in-process; a real kernel just
+// runs /init.
+type Marker struct {
+	Program string   `json:"program"` // always "metalbed-ramdisk"
+	Version string   `json:"version"`
+	Modes   []string `json:"modes"` // deploy modes /init speaks: "iscsi", later "agent"
+}
+
+const markerProgram = "metalbed-ramdisk"
+
+// ErrNotRamdisk says an initrd is not a metalbed ramdisk.
+var ErrNotRamdisk = errors.New("not a metalbed ramdisk")
+
+// ImageConfig describes an initramfs to build.
+type ImageConfig struct {
+	// Init is the program that becomes /init: the metalbed binary, which
+	// runs the ramdisk when started as PID 1.
+	Init string
+	// Version goes into the marker.
+	Version string
+}
+
+// BuildInitramfs writes a gzip-compressed newc cpio archive — the format
+// Linux unpacks as its initramfs — holding /init, the directories a kernel
+// needs before /init mounts anything, /dev/console, and the marker.
+func BuildInitramfs(w io.Writer, cfg ImageConfig) error {
+	init, err := os.ReadFile(cfg.Init)
+	if err != nil {
+		return fmt.Errorf("read init program: %w", err)
+	}
+	marker, err := json.Marshal(Marker{Program: markerProgram, Version: cfg.Version, Modes: []string{"iscsi"}})
+	if err != nil {
+		return err
+	}
+	zw := gzip.NewWriter(w)
+	rw := cpio.Newc.Writer(zw)
+	records := []cpio.Record{
+		cpio.Directory("dev", 0o755),
+		cpio.CharDev("dev/console", 0o600, 5, 1),
+		cpio.Directory("etc", 0o755),
+		cpio.StaticFile(MarkerPath, string(marker), 0o644),
+		cpio.StaticFile("init", string(init), 0o755),
+		cpio.Directory("proc", 0o555),
+		cpio.Directory("sys", 0o555),
+		cpio.Directory("tmp", 0o1777),
+	}
+	if err := cpio.WriteRecordsAndDirs(rw, records); err != nil {
+		return fmt.Errorf("write initramfs: %w", err)
+	}
+	if err := cpio.WriteTrailer(rw); err != nil {
+		return fmt.Errorf("write initramfs: %w", err)
+	}
+	return zw.Close()
+}
+
+// maxMarker bounds the marker read from untrusted bytes.
+const maxMarker = 64 << 10
+
+// ReadMarker inspects an initrd (gzip-compressed or plain newc cpio) and
+// returns its marker, or an error wrapping ErrNotRamdisk saying why not.
+func ReadMarker(initrd io.ReaderAt, size int64) (Marker, error) {
+	var r io.ReaderAt = initrd
+	head := make([]byte, 6)
+	if _, err := initrd.ReadAt(head, 0); err != nil {
+		return Marker{}, fmt.Errorf("%w: %d bytes, too short for an initramfs", ErrNotRamdisk, size)
+	}
+	if head[0] == 0x1f && head[1] == 0x8b {
+		zr, err := gzip.NewReader(io.NewSectionReader(initrd, 0, size))
+		if err != nil {
+			return Marker{}, fmt.Errorf("%w: bad gzip: %v", ErrNotRamdisk, err)
+		}
+		// Bound the decompressed size: a ramdisk larger than 1 GiB is not ours.
+		raw, err := io.ReadAll(io.LimitReader(zr, 1<<30))
+		if err != nil {
+			return Marker{}, fmt.Errorf("%w: gunzip: %v", ErrNotRamdisk, err)
+		}
+		r, size = bytes.NewReader(raw), int64(len(raw))
+		if len(raw) < 6 {
+			return Marker{}, fmt.Errorf("%w: empty archive", ErrNotRamdisk)
+		}
+		copy(head, raw)
+	}
+	if string(head) != "070701" {
+		return Marker{}, fmt.Errorf("%w: no newc cpio archive (magic %q)", ErrNotRamdisk, head)
+	}
+	rr := cpio.Newc.Reader(r)
+	hasInit := false
+	var m Marker
+	found := false
+	for {
+		rec, err := rr.ReadRecord()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return Marker{}, fmt.Errorf("%w: cpio: %v", ErrNotRamdisk, err)
+		}
+		switch rec.Name {
+		case "init":
+			hasInit = rec.Mode&0o111 != 0
+		case MarkerPath:
+			if rec.FileSize > maxMarker {
+				return Marker{}, fmt.Errorf("%w: marker of %d bytes", ErrNotRamdisk, rec.FileSize)
+			}
+			b, err := io.ReadAll(io.NewSectionReader(rec.ReaderAt, 0, int64(rec.FileSize)))
+			if err != nil {
+				return Marker{}, fmt.Errorf("%w: marker: %v", ErrNotRamdisk, err)
+			}
+			if err := json.Unmarshal(b, &m); err != nil || m.Program != markerProgram {
+				return Marker{}, fmt.Errorf("%w: marker %s is not metalbed's", ErrNotRamdisk, MarkerPath)
+			}
+			found = true
+		}
+	}
+	switch {
+	case !found:
+		return Marker{}, fmt.Errorf("%w: no %s in the archive", ErrNotRamdisk, MarkerPath)
+	case !hasInit:
+		return Marker{}, fmt.Errorf("%w: no executable /init", ErrNotRamdisk)
+	}
+	return m, nil
+}

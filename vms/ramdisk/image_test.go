@@ -1,0 +1,91 @@
+package ramdisk
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func buildTestImage(t *testing.T) []byte {
+	t.Helper()
+	init := filepath.Join(t.TempDir(), "init")
+	if err := os.WriteFile(init, []byte("#!/bin/sh\necho not really\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := BuildInitramfs(&b, ImageConfig{Init: init, Version: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestInitramfsRoundTrip(t *testing.T) {
+	img := buildTestImage(t)
+	m, err := ReadMarker(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Version != "test" || len(m.Modes) == 0 || m.Modes[0] != "iscsi" {
+		t.Errorf("marker = %+v", m)
+	}
+}
+
+// TestInitramfsReadableByCpio checks the archive with GNU cpio, a reader
+// nobody here wrote: the kernel's unpacker takes the same newc format.
+func TestInitramfsReadableByCpio(t *testing.T) {
+	cpioBin, err := exec.LookPath("cpio")
+	if err != nil {
+		if os.Getenv("METALBED_INTEROP") == "required" {
+			t.Fatal("cpio not installed (Debian package cpio)")
+		}
+		t.Skip("cpio not installed (Debian package cpio)")
+	}
+	img := buildTestImage(t)
+	zr, err := gzip.NewReader(bytes.NewReader(img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(cpioBin, "-t", "-v")
+	cmd.Stdin = zr
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("cpio -t: %v\n%s", err, out)
+	}
+	for _, want := range []string{"init", "dev/console", MarkerPath, "proc", "sys"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("cpio listing lacks %s:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(string(out), "-rwxr-xr-x") {
+		t.Errorf("/init not executable in listing:\n%s", out)
+	}
+}
+
+func TestReadMarkerRefusesOthers(t *testing.T) {
+	var plain bytes.Buffer
+	zw := gzip.NewWriter(&plain)
+	zw.Write([]byte("070701 but garbage after the magic"))
+	zw.Close()
+	for name, b := range map[string][]byte{
+		"empty":        {},
+		"kernel":       append(make([]byte, 0x202), []byte("HdrS")...),
+		"gzip garbage": plain.Bytes(),
+		"bad gzip":     {0x1f, 0x8b, 0, 0, 0, 0, 0},
+	} {
+		if _, err := ReadMarker(bytes.NewReader(b), int64(len(b))); !errors.Is(err, ErrNotRamdisk) {
+			t.Errorf("%s: err = %v, want ErrNotRamdisk", name, err)
+		}
+	}
+}
+
+func FuzzReadMarker(f *testing.F) {
+	f.Add([]byte("070701"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ReadMarker(bytes.NewReader(b), int64(len(b)))
+	})
+}

@@ -1,0 +1,185 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+)
+
+// consoleBuffer is how much output an attached reader may fall behind
+// before its oldest bytes are dropped: a slow SOL client never stalls the
+// machine.
+const consoleBuffer = 64 << 10
+
+// console is a machine's serial port: an append-only log file plus live
+// fan-out to attached readers. Writes from attached clients are keystrokes.
+type console struct {
+	path string // console.log, opened per write so an idle machine holds no descriptor
+
+	mu      sync.Mutex
+	conns   map[*consoleConn]struct{}
+	closed  bool
+	input   chan []byte // keystrokes for the program running on the machine
+	fileErr error       // first log write error, reported once by Write
+}
+
+func newConsole(path string) *console {
+	return &console{
+		path:  path,
+		conns: map[*consoleConn]struct{}{},
+		input: make(chan []byte, 64),
+	}
+}
+
+// Write appends p to the log and to every attached reader.
+func (c *console) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return 0, errors.New("console closed")
+	}
+	var err error
+	f, err := os.OpenFile(c.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err == nil {
+		_, err = f.Write(p)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	for cc := range c.conns {
+		cc.push(p)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("console log: %w", err)
+	}
+	return len(p), nil
+}
+
+// printf writes a formatted line; errors are dropped since the console is
+// best effort for the program printing, like a real UART with no cable.
+func (c *console) printf(format string, a ...any) {
+	fmt.Fprintf(c, format, a...)
+}
+
+// keystrokes is input typed by an attached client: it is echoed, as a
+// terminal in canonical mode would, and handed to the running program.
+func (c *console) keystrokes(p []byte) {
+	echo := bytes.ReplaceAll(p, []byte("\r"), []byte("\r\n"))
+	c.Write(echo)
+	in := append([]byte(nil), p...)
+	select {
+	case c.input <- in:
+	default: // nobody reads: like a UART FIFO overrun, input is lost
+	}
+}
+
+func (c *console) attach(ctx context.Context) (*consoleConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errors.New("console closed")
+	}
+	cc := &consoleConn{c: c, notify: make(chan struct{}, 1), done: make(chan struct{})}
+	c.conns[cc] = struct{}{}
+	stop := context.AfterFunc(ctx, func() { cc.Close() })
+	cc.mu.Lock()
+	cc.stop = stop
+	cc.mu.Unlock()
+	return cc, nil
+}
+
+func (c *console) close() {
+	c.mu.Lock()
+	c.closed = true
+	conns := c.conns
+	c.conns = map[*consoleConn]struct{}{}
+	c.mu.Unlock()
+	for cc := range conns {
+		cc.shut()
+	}
+}
+
+// consoleConn is one attached client.
+type consoleConn struct {
+	c      *console
+	notify chan struct{}
+
+	mu     sync.Mutex
+	stop   func() bool // ends the context watch
+	buf    bytes.Buffer
+	done   chan struct{}
+	closed bool
+}
+
+func (cc *consoleConn) push(p []byte) {
+	cc.mu.Lock()
+	cc.buf.Write(p)
+	if over := cc.buf.Len() - consoleBuffer; over > 0 {
+		cc.buf.Next(over)
+	}
+	cc.mu.Unlock()
+	select {
+	case cc.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Read returns console output written since the client attached; io.EOF
+// once detached.
+func (cc *consoleConn) Read(p []byte) (int, error) {
+	for {
+		cc.mu.Lock()
+		if cc.buf.Len() > 0 {
+			n, _ := cc.buf.Read(p)
+			cc.mu.Unlock()
+			return n, nil
+		}
+		closed := cc.closed
+		cc.mu.Unlock()
+		if closed {
+			return 0, io.EOF
+		}
+		select {
+		case <-cc.notify:
+		case <-cc.done:
+		}
+	}
+}
+
+// Write sends keystrokes to the machine.
+func (cc *consoleConn) Write(p []byte) (int, error) {
+	cc.mu.Lock()
+	closed := cc.closed
+	cc.mu.Unlock()
+	if closed {
+		return 0, io.ErrClosedPipe
+	}
+	cc.c.keystrokes(p)
+	return len(p), nil
+}
+
+// Close detaches the client.
+func (cc *consoleConn) Close() error {
+	cc.c.mu.Lock()
+	delete(cc.c.conns, cc)
+	cc.c.mu.Unlock()
+	cc.shut()
+	return nil
+}
+
+func (cc *consoleConn) shut() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.closed {
+		return
+	}
+	cc.closed = true
+	close(cc.done)
+	if cc.stop != nil {
+		cc.stop()
+	}
+}

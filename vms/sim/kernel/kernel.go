@@ -1,0 +1,166 @@
+// Package kernel is what a booted Linux kernel does on a simulated machine.
+// Firmware (the NIC ROM, the local-boot loader) hands it a bzImage, initrds
+// and a command line. If the initrd is metalbed's deploy ramdisk, its /init
+// — the ramdisk program — runs in-process with the machine's disk, its NIC's
+// leased address and its reset line. Anything else cannot run here and ends
+// as a real kernel without a usable root would: a panic on the console.
+package kernel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+
+	"github.com/metalbed/metalbed/vms"
+	"github.com/metalbed/metalbed/vms/ramdisk"
+	"github.com/metalbed/metalbed/vms/sim"
+	"github.com/metalbed/metalbed/vms/sim/pxe"
+)
+
+// Config is what the simulated kernel needs from its wiring.
+type Config struct {
+	// Export serves the deploy disk over iSCSI (the ramdisk's tgtd).
+	Export ramdisk.Exporter
+	// FetchToken reads token-<uuid> from the boot server over TFTP.
+	FetchToken ramdisk.TokenFetcher
+	// Bootloader installs the bootloader for local boot.
+	Bootloader ramdisk.BootloaderInstaller
+	// TFTPPort is the boot server's TFTP port (69 on a real network).
+	TFTPPort int
+	// Reset resets the machine, as reboot(2) does. It is called from the
+	// running program and must not wait for that program to end.
+	Reset func()
+	// Milestone records a ramdisk step for the machine's timeline.
+	Milestone func(machine, kind, detail string)
+	Logger    *slog.Logger
+}
+
+// ErrPanic is a kernel panic: the booted program could not run.
+var ErrPanic = errors.New("kernel panic")
+
+// Executor returns the pxe.Executor for one machine.
+func Executor(cfg Config) pxe.Executor {
+	return func(ctx context.Context, b *sim.BootContext, img pxe.Image) error {
+		return boot(ctx, cfg, b, img)
+	}
+}
+
+func boot(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image) error {
+	con := b.Console
+	fmt.Fprintf(con, "[    0.000000] Linux version (metalbed sim) booting %s\r\n", img.KernelName)
+	fmt.Fprintf(con, "[    0.000000] Command line: %s\r\n", img.Cmdline)
+	for _, rd := range img.Initrds {
+		m, err := ramdisk.ReadMarker(bytes.NewReader(rd.Data), int64(len(rd.Data)))
+		if err == nil {
+			fmt.Fprintf(con, "[    0.400000] Unpacking initramfs %s (%s %s)\r\n", rd.Name, m.Program, m.Version)
+			fmt.Fprintf(con, "[    0.500000] Run /init as init process\r\n")
+			return runRamdisk(ctx, cfg, b, img)
+		}
+	}
+	msg := "VFS: Unable to mount root fs on unknown-block(0,0)"
+	if len(img.Initrds) > 0 {
+		msg = "no metalbed ramdisk in the initrd, and this simulated machine runs no other programs"
+	}
+	fmt.Fprintf(con, "[    1.000000] Kernel panic - not syncing: %s\r\n", msg)
+	return fmt.Errorf("%w: %s", ErrPanic, msg)
+}
+
+// runRamdisk is the ramdisk's /init on this machine.
+func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image) error {
+	p, err := ramdisk.ParseCmdline(img.Cmdline)
+	if err != nil {
+		fmt.Fprintf(b.Console, "metalbed-ramdisk: bad kernel command line: %v\r\n", err)
+		return fmt.Errorf("ramdisk: %w", err)
+	}
+	if p.ClientIP == nil {
+		// iPXE passes no ip=; the NIC's lease is the address.
+		p.ClientIP = img.Lease.IP
+	}
+	if p.BootServer == nil {
+		p.BootServer = img.Lease.NextServer
+	}
+	env := &env{b: b, ip: img.Lease.IP, reset: cfg.Reset}
+	milestone := func(kind, detail string) {
+		if cfg.Milestone != nil {
+			cfg.Milestone(b.Machine, kind, detail)
+		}
+		b.Emit(vms.EventConsole, kind+" "+detail)
+	}
+	err = ramdisk.Run(ctx, ramdisk.Config{
+		Params:     p,
+		Env:        env,
+		Export:     cfg.Export,
+		FetchToken: cfg.FetchToken,
+		Bootloader: cfg.Bootloader,
+		TFTPPort:   cfg.TFTPPort,
+		Console:    crlf{b.Console},
+		Milestone:  milestone,
+		Logger:     cfg.Logger,
+	})
+	if ctx.Err() != nil {
+		return nil // powered off or reset under the ramdisk
+	}
+	if err != nil {
+		fmt.Fprintf(b.Console, "metalbed-ramdisk: %v\r\n", err)
+		return fmt.Errorf("ramdisk: %w", err)
+	}
+	return nil
+}
+
+// env is the simulated machine as the ramdisk sees it.
+type env struct {
+	b     *sim.BootContext
+	ip    net.IP
+	reset func()
+	once  sync.Once
+}
+
+// diskName is how the simulated disk appears to Linux (virtio-blk).
+const diskName = "vda"
+
+func (e *env) Disks(context.Context) ([]ramdisk.Disk, error) {
+	if e.b.Disk == nil {
+		return nil, nil
+	}
+	return []ramdisk.Disk{{
+		Name:      diskName,
+		SizeBytes: e.b.Disk.Size(),
+		Model:     "metalbed SIMDISK",
+		Vendor:    "metalbed",
+		Serial:    e.b.Machine + "-disk0",
+		Dev:       e.b.Disk,
+	}}, nil
+}
+
+func (e *env) Listen(ctx context.Context, port int) (net.Listener, error) {
+	var lc net.ListenConfig
+	return lc.Listen(ctx, "tcp", net.JoinHostPort(e.ip.String(), strconv.Itoa(port)))
+}
+
+// Reboot asks for a reset and waits for it to take the machine down: a
+// real reboot does not return.
+func (e *env) Reboot(ctx context.Context) error {
+	if e.reset == nil {
+		return errors.New("this machine has no reset line")
+	}
+	e.once.Do(func() { go e.reset() })
+	<-ctx.Done()
+	return nil
+}
+
+// crlf turns the ramdisk's \n into the serial console's \r\n.
+type crlf struct {
+	w interface{ Write([]byte) (int, error) }
+}
+
+func (c crlf) Write(p []byte) (int, error) {
+	if _, err := c.w.Write(bytes.ReplaceAll(p, []byte("\n"), []byte("\r\n"))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

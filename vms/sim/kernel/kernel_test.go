@@ -1,0 +1,154 @@
+package kernel
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/metalbed/metalbed/vms"
+	"github.com/metalbed/metalbed/vms/ramdisk"
+	"github.com/metalbed/metalbed/vms/sim"
+	"github.com/metalbed/metalbed/vms/sim/pxe"
+)
+
+type fileDisk struct {
+	*os.File
+	size int64
+}
+
+func (d fileDisk) Size() int64 { return d.size }
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func bootContext(t *testing.T) (*sim.BootContext, *lockedBuf) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "disk.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	f.Truncate(1 << 30)
+	con := &lockedBuf{}
+	return &sim.BootContext{
+		Machine: "node-0", Device: vms.BootPXE, Mode: vms.BIOS,
+		Disk: fileDisk{f, 1 << 30}, Console: con,
+		Emit: func(vms.EventKind, string) {},
+	}, con
+}
+
+func initramfs(t *testing.T) []byte {
+	init := filepath.Join(t.TempDir(), "init")
+	os.WriteFile(init, []byte("program"), 0o755)
+	var b bytes.Buffer
+	if err := ramdisk.BuildInitramfs(&b, ramdisk.ImageConfig{Init: init, Version: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestNotARamdiskPanics(t *testing.T) {
+	b, con := bootContext(t)
+	for _, initrds := range [][]pxe.File{nil, {{Name: "initrd.img", Data: []byte("070701 someone else's initramfs")}}} {
+		err := Executor(Config{})(t.Context(), b, pxe.Image{KernelName: "vmlinuz", Cmdline: "root=/dev/sda1", Initrds: initrds})
+		if !errors.Is(err, ErrPanic) || !strings.Contains(con.String(), "Kernel panic - not syncing") {
+			t.Errorf("err = %v, console:\n%s", err, con)
+		}
+	}
+}
+
+// TestRamdiskRunsWithMachineDiskAndLease boots the deploy ramdisk as the
+// NIC ROM hands it over (iPXE: no ip= on the command line) and checks it
+// exports the machine's disk, calls back from the leased address and
+// resets the machine after the conductor's notice.
+func TestRamdiskRunsWithMachineDiskAndLease(t *testing.T) {
+	leased := net.IPv4(127, 78, byte(rand.IntN(250)+1), byte(rand.IntN(250)+1))
+	type deployInfo struct{ Address, Key, IQN, Error string }
+	got := make(chan deployInfo, 1)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var d deployInfo
+		json.NewDecoder(r.Body).Decode(&d)
+		w.WriteHeader(http.StatusAccepted)
+		got <- d
+		go func() {
+			c, err := net.Dial("tcp", net.JoinHostPort(d.Address, "10000"))
+			if err != nil {
+				t.Errorf("notify: %v", err)
+				return
+			}
+			io.WriteString(c, "done")
+			c.Close()
+		}()
+	}))
+	defer api.Close()
+
+	b, con := bootContext(t)
+	var exported ramdisk.BlockDevice
+	reset := make(chan struct{})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	cfg := Config{
+		Export: func(ctx context.Context, ln net.Listener, iqn string, dev ramdisk.BlockDevice) error {
+			exported = dev
+			<-ctx.Done()
+			return nil
+		},
+		Reset: func() { close(reset); cancel() }, // the machine takes power away from the program
+	}
+	img := pxe.Image{
+		KernelName: "deploy_kernel",
+		Initrds:    []pxe.File{{Name: "deploy_ramdisk", Data: initramfs(t)}},
+		Cmdline:    "deployment_id=u1 deployment_key=k1 iscsi_target_iqn=iqn.2008-10.org.openstack:u1 ironic_api_url=" + api.URL + " disk=cciss/c0d0,sda,hda,vda",
+		Lease:      pxe.Lease{IP: leased, NextServer: net.IPv4(127, 0, 0, 1)},
+	}
+	done := make(chan error, 1)
+	go func() { done <- Executor(cfg)(ctx, b, img) }()
+
+	select {
+	case d := <-got:
+		if d.Address != leased.String() || d.Key != "k1" || d.IQN != "iqn.2008-10.org.openstack:u1" || d.Error != "" {
+			t.Errorf("pass_deploy_info = %+v", d)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no callback; console:\n%s", con)
+	}
+	select {
+	case <-reset:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no reset; console:\n%s", con)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("executor: %v", err)
+	}
+	if exported != b.Disk {
+		t.Error("the ramdisk did not export the machine's disk")
+	}
+	if !strings.Contains(con.String(), "using disk vda") || !strings.Contains(con.String(), "\r\n") {
+		t.Errorf("console:\n%s", con)
+	}
+}

@@ -1,0 +1,654 @@
+// Package sim is the in-process simulated machine: power with optional
+// transition delays, boot flags consumed as firmware consumes them, NICs, a
+// sparse-file disk, a serial console, events, and a firmware seam where the
+// network boot client and local-boot loader plug in. Every change is saved
+// under the machine's directory, so a restarted process loses nothing.
+package sim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/metalbed/metalbed/vms"
+)
+
+// Config describes one simulated machine.
+type Config struct {
+	// Name is the machine's name and the name of its directory under
+	// StateDir: letters, digits, '.', '_' and '-'. Required.
+	Name string
+	// StateDir holds one directory per machine (state.json, disk.img,
+	// console.log). Required.
+	StateDir string
+	// MACs of the machine's NICs. nil => as saved, else NICs addresses from
+	// MAC(Name, i, 0).
+	MACs []net.HardwareAddr
+	// NICs is the number of NICs when MACs is nil and nothing is saved;
+	// default 1.
+	NICs int
+	// DiskBytes is the disk size. 0 => as saved, else 10 GiB. A disk is
+	// grown to a larger size but never shrunk.
+	DiskBytes int64
+	// BootMode is the firmware's mode when no boot override says otherwise.
+	// "" => as saved, else bios.
+	BootMode vms.BootMode
+	// PowerDelay is how long a power transition takes (power supplies,
+	// POST); the machine reports its old state until then. Default 0.
+	PowerDelay time.Duration
+	// SoftOffDelay is how long the running OS takes to shut down after a
+	// soft (ACPI) power-off request. Default 2s.
+	SoftOffDelay time.Duration
+	// Firmware runs on every power-on and reset. nil => StockFirmware{}.
+	Firmware Firmware
+	// Logger gets milestones (power transitions, boots). nil => discard.
+	Logger *slog.Logger
+}
+
+// DefaultDiskBytes is the disk size when neither Config nor saved state
+// gives one.
+const DefaultDiskBytes = 10 << 30
+
+var _ vms.Machine = (*Machine)(nil)
+
+// Machine is a simulated server. It is safe for concurrent use.
+type Machine struct {
+	cfg     Config
+	dir     string
+	uuid    [16]byte
+	nics    []vms.NIC
+	disk    fileDisk
+	console *console
+	log     *slog.Logger
+
+	root    context.Context // canceled by Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // firmware runs, delayed transitions
+	powerMu sync.Mutex     // serializes power transitions
+
+	mu     sync.Mutex // guards the fields below
+	st     state
+	run    *run
+	gen    uint64 // increments on every boot; a stale soft-off timer sees it
+	closed bool
+
+	subMu   sync.Mutex
+	subs    map[uint64]func(vms.Event)
+	nextSub uint64
+}
+
+// run is one firmware execution, from power-on or reset to power-off.
+type run struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Open loads the machine saved under cfg.StateDir/cfg.Name, or creates it.
+// A machine that was on when its process stopped resumes its last boot
+// (its boot flags are left as they are).
+func Open(cfg Config) (*Machine, error) {
+	if !validName.MatchString(cfg.Name) {
+		return nil, fmt.Errorf("machine name %q: want letters, digits, '.', '_', '-' (at most 63)", cfg.Name)
+	}
+	if cfg.StateDir == "" {
+		return nil, fmt.Errorf("machine %s: no state directory", cfg.Name)
+	}
+	if cfg.DiskBytes < 0 {
+		return nil, fmt.Errorf("machine %s: disk size %d", cfg.Name, cfg.DiskBytes)
+	}
+	if cfg.BootMode != "" && cfg.BootMode != vms.BIOS && cfg.BootMode != vms.UEFI {
+		return nil, fmt.Errorf("machine %s: boot mode %q: want bios or uefi", cfg.Name, cfg.BootMode)
+	}
+	if cfg.NICs < 0 || cfg.NICs > 32 {
+		return nil, fmt.Errorf("machine %s: %d NICs: want 1 to 32", cfg.Name, cfg.NICs)
+	}
+	if cfg.NICs == 0 {
+		cfg.NICs = 1
+	}
+	if cfg.SoftOffDelay == 0 {
+		cfg.SoftOffDelay = 2 * time.Second
+	}
+	if cfg.Firmware == nil {
+		cfg.Firmware = StockFirmware{}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dir := filepath.Join(cfg.StateDir, cfg.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("machine %s: %w", cfg.Name, err)
+	}
+	saved, err := loadState(dir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := reconcile(cfg, saved)
+	if err != nil {
+		return nil, fmt.Errorf("machine %s: %w", cfg.Name, err)
+	}
+	diskPath := filepath.Join(dir, diskFile)
+	if err := prepareDisk(diskPath, &st, saved != nil); err != nil {
+		return nil, fmt.Errorf("machine %s: %w", cfg.Name, err)
+	}
+	if saved == nil || !sameState(saved, &st) {
+		if err := st.save(dir); err != nil {
+			return nil, fmt.Errorf("machine %s: %w", cfg.Name, err)
+		}
+	}
+	uuid, _ := parseUUID(st.UUID)
+	nics := make([]vms.NIC, len(st.MACs))
+	for i, s := range st.MACs {
+		mac, _ := ParseMAC(s)
+		nics[i] = vms.NIC{MAC: mac}
+	}
+	root, cancel := context.WithCancel(context.Background())
+	m := &Machine{
+		cfg:     cfg,
+		dir:     dir,
+		uuid:    uuid,
+		nics:    nics,
+		disk:    fileDisk{path: diskPath, size: st.DiskBytes},
+		console: newConsole(filepath.Join(dir, consoleFile)),
+		log:     log.With("node", cfg.Name),
+		root:    root,
+		cancel:  cancel,
+		st:      st,
+		subs:    map[uint64]func(vms.Event){},
+	}
+	if st.Power == vms.PowerOn && st.LastBoot != nil {
+		m.console.printf("\r\n[metalbed: process restarted; machine was on, resuming its last boot]\r\n")
+		m.mu.Lock()
+		m.startRunLocked(*st.LastBoot)
+		m.mu.Unlock()
+	}
+	return m, nil
+}
+
+// reconcile merges the configuration with saved state: what the config
+// sets wins, what it leaves zero comes from the saved state, then defaults.
+func reconcile(cfg Config, saved *state) (state, error) {
+	var st state
+	if saved != nil {
+		st = *saved
+		st.MACs = append([]string(nil), saved.MACs...)
+		if saved.LastBoot != nil {
+			lb := *saved.LastBoot
+			st.LastBoot = &lb
+		}
+		if st.Name != cfg.Name {
+			return st, fmt.Errorf("saved state belongs to machine %q", st.Name)
+		}
+	} else {
+		st = state{
+			Version:  stateVersion,
+			Name:     cfg.Name,
+			UUID:     FormatUUID(UUIDFor(cfg.Name)),
+			BootMode: vms.BIOS,
+			Power:    vms.PowerOff,
+		}
+		st.setFlags(vms.BootFlags{})
+		for i := range cfg.NICs {
+			st.MACs = append(st.MACs, MAC(cfg.Name, i, 0).String())
+		}
+		st.DiskBytes = DefaultDiskBytes
+	}
+	if cfg.MACs != nil {
+		if len(cfg.MACs) == 0 || len(cfg.MACs) > 32 {
+			return st, fmt.Errorf("%d MACs: want 1 to 32", len(cfg.MACs))
+		}
+		st.MACs = st.MACs[:0]
+		for _, m := range cfg.MACs {
+			s := m.String()
+			if _, err := ParseMAC(s); err != nil {
+				return st, err
+			}
+			st.MACs = append(st.MACs, s)
+		}
+	}
+	if cfg.BootMode != "" {
+		st.BootMode = cfg.BootMode
+	}
+	if cfg.DiskBytes != 0 {
+		if saved != nil && cfg.DiskBytes < saved.DiskBytes {
+			return st, fmt.Errorf("disk is %d bytes, config asks for %d: refusing to shrink a disk", saved.DiskBytes, cfg.DiskBytes)
+		}
+		st.DiskBytes = cfg.DiskBytes
+	}
+	if st.DiskBytes%sectorSize != 0 {
+		return st, fmt.Errorf("disk size %d is not a multiple of %d", st.DiskBytes, sectorSize)
+	}
+	return st, nil
+}
+
+// prepareDisk creates the sparse disk file, or grows it to st.DiskBytes.
+// An existing disk larger than asked for is kept whole and st follows it,
+// unless the saved state disagrees with it (then someone must decide).
+func prepareDisk(path string, st *state, hadState bool) error {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return fmt.Errorf("create disk: %w", err)
+		}
+		err = f.Truncate(st.DiskBytes)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("create disk %s: %w", path, err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("disk: %w", err)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("disk %s is not a regular file", path)
+	case fi.Size() > st.DiskBytes:
+		if hadState {
+			return fmt.Errorf("disk %s is %d bytes but the machine's state says %d: refusing to shrink it", path, fi.Size(), st.DiskBytes)
+		}
+		st.DiskBytes = fi.Size()
+		return nil
+	case fi.Size() < st.DiskBytes:
+		if err := os.Truncate(path, st.DiskBytes); err != nil {
+			return fmt.Errorf("grow disk: %w", err)
+		}
+	}
+	return nil
+}
+
+func sameState(a, b *state) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return bytes.Equal(x, y)
+}
+
+// Name implements vms.Machine.
+func (m *Machine) Name() string { return m.cfg.Name }
+
+// UUID implements vms.Machine.
+func (m *Machine) UUID() [16]byte { return m.uuid }
+
+// Dir is the machine's state directory.
+func (m *Machine) Dir() string { return m.dir }
+
+// BootMode is the configured boot mode.
+func (m *Machine) BootMode() vms.BootMode {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.st.BootMode
+}
+
+// ConsoleLog is the path of the append-only console log.
+func (m *Machine) ConsoleLog() string { return m.console.path }
+
+// NICs implements vms.Machine.
+func (m *Machine) NICs() []vms.NIC {
+	out := make([]vms.NIC, len(m.nics))
+	for i, n := range m.nics {
+		out[i] = vms.NIC{MAC: append(net.HardwareAddr(nil), n.MAC...)}
+	}
+	return out
+}
+
+// Disk implements vms.Machine.
+func (m *Machine) Disk() vms.Disk { return vms.Disk{Path: m.disk.path, SizeBytes: m.disk.size} }
+
+// PowerState implements vms.Machine.
+func (m *Machine) PowerState(ctx context.Context) (vms.PowerState, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return "", m.errClosed()
+	}
+	return m.st.Power, nil
+}
+
+// BootFlags implements vms.Machine: parameter 5 exactly as stored.
+func (m *Machine) BootFlags(ctx context.Context) (vms.BootFlags, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return vms.BootFlags{}, m.errClosed()
+	}
+	return m.st.flags(), nil
+}
+
+// SetBootFlags implements vms.Machine: parameter 5 is stored byte for byte.
+func (m *Machine) SetBootFlags(ctx context.Context, f vms.BootFlags) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return m.errClosed()
+	}
+	old := m.st.BootFlags
+	m.st.setFlags(f)
+	if err := m.st.save(m.dir); err != nil {
+		m.st.BootFlags = old
+		return fmt.Errorf("machine %s: set boot flags: %w", m.cfg.Name, err)
+	}
+	m.log.Info("boot flags set", "flags", fmt.Sprintf("% x", f[:]), "device", f.Device().String(),
+		"valid", f.Valid(), "persistent", f.Persistent(), "efi", f.EFI())
+	return nil
+}
+
+// Power implements vms.Machine. On, off, cycle and reset take PowerDelay
+// (the call returns at once when a delay is configured; PowerState shows
+// the change once it happened). Soft asks the running OS to shut down,
+// which it does after SoftOffDelay. Diag raises an NMI.
+func (m *Machine) Power(ctx context.Context, a vms.PowerAction) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return m.errClosed()
+	}
+	on := m.st.Power == vms.PowerOn
+	gen := m.gen
+	m.mu.Unlock()
+	switch a {
+	case vms.ActionOn, vms.ActionOff:
+	case vms.ActionCycle, vms.ActionReset:
+		if !on {
+			return fmt.Errorf("machine %s: %s: %w", m.cfg.Name, a, vms.ErrPoweredOff)
+		}
+	case vms.ActionDiag:
+		if !on {
+			return fmt.Errorf("machine %s: %s: %w", m.cfg.Name, a, vms.ErrPoweredOff)
+		}
+		m.console.printf("Uhhuh. NMI received for unknown reason 3d on CPU 0.\r\nDazed and confused, but trying to continue\r\n")
+		m.emit(vms.EventConsole, "NMI received (diagnostic interrupt)")
+		return nil
+	case vms.ActionSoft:
+		if !on {
+			return nil
+		}
+		m.console.printf("ACPI: power button pressed, the OS is shutting down\r\n")
+		m.later(m.cfg.SoftOffDelay, func() {
+			m.mu.Lock()
+			stale := m.gen != gen
+			m.mu.Unlock()
+			if !stale {
+				m.console.printf("reboot: Power down\r\n")
+				m.apply(vms.ActionOff)
+			}
+		})
+		return nil
+	default:
+		return fmt.Errorf("machine %s: unknown power action %q", m.cfg.Name, a)
+	}
+	if m.cfg.PowerDelay == 0 {
+		return m.apply(a)
+	}
+	m.later(m.cfg.PowerDelay, func() { m.apply(a) })
+	return nil
+}
+
+// later runs fn after d unless the machine closes first.
+func (m *Machine) later(d time.Duration, fn func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			fn()
+		case <-m.root.Done():
+		}
+	}()
+}
+
+// apply carries out a power transition now.
+func (m *Machine) apply(a vms.PowerAction) error {
+	m.powerMu.Lock()
+	defer m.powerMu.Unlock()
+	switch a {
+	case vms.ActionOn:
+		return m.powerOn(vms.EventPowerOn)
+	case vms.ActionOff:
+		return m.powerOff()
+	case vms.ActionCycle:
+		if err := m.powerOff(); err != nil {
+			return err
+		}
+		return m.powerOn(vms.EventPowerOn)
+	case vms.ActionReset:
+		m.mu.Lock()
+		on := m.st.Power == vms.PowerOn
+		m.mu.Unlock()
+		if !on {
+			return fmt.Errorf("machine %s: reset: %w", m.cfg.Name, vms.ErrPoweredOff)
+		}
+		m.stopRun()
+		return m.powerOn(vms.EventReset)
+	}
+	return nil
+}
+
+// powerOn boots the machine: the boot flags decide device and mode, and a
+// one-time override is consumed (cleared to no override) by this boot.
+// why is vms.EventPowerOn, or vms.EventReset for a reset of a running
+// machine.
+func (m *Machine) powerOn(why vms.EventKind) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return m.errClosed()
+	}
+	if why == vms.EventPowerOn && m.st.Power == vms.PowerOn {
+		m.mu.Unlock()
+		return nil
+	}
+	prev := m.st
+	flags := m.st.flags()
+	lb := lastBoot{Device: vms.BootNone, Mode: m.st.BootMode}
+	if flags.Valid() {
+		lb.Device, lb.Override = flags.Device(), true
+		lb.Mode = vms.BIOS
+		if flags.EFI() {
+			lb.Mode = vms.UEFI
+		}
+		if !flags.Persistent() {
+			m.st.setFlags(vms.BootFlags{})
+		}
+	}
+	m.st.Power = vms.PowerOn
+	m.st.LastBoot = &lb
+	if err := m.st.save(m.dir); err != nil {
+		m.st = prev
+		m.mu.Unlock()
+		return fmt.Errorf("machine %s: power on: %w", m.cfg.Name, err)
+	}
+	m.startRunLocked(lb)
+	m.mu.Unlock()
+	m.log.Info("powered on", "event", string(why), "device", lb.Device.String(), "mode", string(lb.Mode), "override", lb.Override)
+	m.emit(why, fmt.Sprintf("boot device %s, %s", lb.Device, lb.Mode))
+	return nil
+}
+
+func (m *Machine) powerOff() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return m.errClosed()
+	}
+	if m.st.Power == vms.PowerOff {
+		m.mu.Unlock()
+		return nil
+	}
+	m.st.Power = vms.PowerOff
+	if err := m.st.save(m.dir); err != nil {
+		m.st.Power = vms.PowerOn
+		m.mu.Unlock()
+		return fmt.Errorf("machine %s: power off: %w", m.cfg.Name, err)
+	}
+	m.gen++
+	m.mu.Unlock()
+	m.stopRun()
+	m.log.Info("powered off")
+	m.emit(vms.EventPowerOff, "")
+	return nil
+}
+
+// startRunLocked starts the firmware for one boot. m.mu is held.
+func (m *Machine) startRunLocked(lb lastBoot) {
+	m.gen++
+	ctx, cancel := context.WithCancel(m.root)
+	r := &run{cancel: cancel, done: make(chan struct{})}
+	m.run = r
+	flags := m.st.flags()
+	b := &BootContext{
+		Machine:      m.cfg.Name,
+		UUID:         m.uuid,
+		Device:       lb.Device,
+		Override:     lb.Override,
+		Persistent:   lb.Override && flags.Valid() && flags.Persistent(),
+		Mode:         lb.Mode,
+		Disk:         m.disk,
+		NICs:         m.NICs(),
+		Console:      m.console,
+		ConsoleInput: m.console.input,
+		Emit:         m.emit,
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer close(r.done)
+		defer cancel()
+		err := m.cfg.Firmware.Boot(ctx, b)
+		if err != nil && ctx.Err() == nil {
+			m.log.Info("boot failed", "err", err)
+			m.emit(vms.EventBootFail, err.Error())
+		}
+	}()
+}
+
+// stopRun cuts power to the running firmware and waits for it to stop.
+func (m *Machine) stopRun() {
+	m.mu.Lock()
+	r := m.run
+	m.run = nil
+	m.mu.Unlock()
+	if r != nil {
+		r.cancel()
+		<-r.done
+	}
+}
+
+// AttachConsole implements vms.Machine: reads yield console output from
+// now on, writes are keystrokes (echoed). The attachment ends with ctx,
+// Close, or the machine's Close.
+func (m *Machine) AttachConsole(ctx context.Context) (io.ReadWriteCloser, error) {
+	cc, err := m.console.attach(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("machine %s: %w", m.cfg.Name, err)
+	}
+	return cc, nil
+}
+
+// Subscribe implements vms.Machine.
+func (m *Machine) Subscribe(fn func(vms.Event)) (cancel func()) {
+	m.subMu.Lock()
+	id := m.nextSub
+	m.nextSub++
+	m.subs[id] = fn
+	m.subMu.Unlock()
+	return func() {
+		m.subMu.Lock()
+		delete(m.subs, id)
+		m.subMu.Unlock()
+	}
+}
+
+func (m *Machine) emit(kind vms.EventKind, detail string) {
+	ev := vms.Event{Time: time.Now(), Machine: m.cfg.Name, Kind: kind, Detail: detail}
+	m.subMu.Lock()
+	fns := make([]func(vms.Event), 0, len(m.subs))
+	for _, fn := range m.subs {
+		fns = append(fns, fn)
+	}
+	m.subMu.Unlock()
+	for _, fn := range fns {
+		fn(ev)
+	}
+}
+
+// Close stops the machine's goroutines; its state is already saved (a
+// machine that was on stays on in its state and resumes on Open).
+func (m *Machine) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
+	m.console.close()
+	return nil
+}
+
+func (m *Machine) errClosed() error { return fmt.Errorf("machine %s: closed", m.cfg.Name) }
+
+// fileDisk is the sparse disk file, opened per access so that thousands of
+// idle machines hold no descriptors.
+type fileDisk struct {
+	path string
+	size int64
+}
+
+func (d fileDisk) Size() int64 { return d.size }
+
+func (d fileDisk) ReadAt(p []byte, off int64) (int, error) {
+	f, err := os.Open(d.path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	if off >= d.size {
+		return 0, io.EOF
+	}
+	if rest := d.size - off; int64(len(p)) > rest {
+		n, err := f.ReadAt(p[:rest], off)
+		if err == nil {
+			err = io.EOF
+		}
+		return n, err
+	}
+	return f.ReadAt(p, off)
+}
+
+func (d fileDisk) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > d.size {
+		return 0, fmt.Errorf("write of %d bytes at %d is beyond the %d-byte disk", len(p), off, d.size)
+	}
+	f, err := os.OpenFile(d.path, os.O_WRONLY, 0)
+	if err != nil {
+		return 0, err
+	}
+	n, err := f.WriteAt(p, off)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
+}
