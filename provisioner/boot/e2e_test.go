@@ -526,5 +526,3 @@ func TestRealClientsFetchGeneratedFiles(t *testing.T) {
 		}
 	})
 }
-
-
