@@ -6,12 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/dhcp"
@@ -473,5 +477,78 @@ func TestNewRefusesIncompleteConfig(t *testing.T) {
 	cfg.DefaultBootMode = "legacy"
 	if _, err := NewPXE(cfg); err == nil {
 		t.Error("bad DefaultBootMode accepted")
+	}
+}
+
+// TestConcurrentNodesShareCachedImages prepares several nodes at once with
+// the same deploy images served over HTTP: each image is downloaded once
+// and every node gets its own link.
+func TestConcurrentNodesShareCachedImages(t *testing.T) {
+	requireLoaders(t)
+	var gets sync.Map
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			n, _ := gets.LoadOrStore(r.URL.Path, new(atomic.Int32))
+			n.(*atomic.Int32).Add(1)
+		}
+		http.ServeContent(w, r, r.URL.Path, time.Unix(1e9, 0), strings.NewReader("image "+r.URL.Path))
+	}))
+	defer srv.Close()
+	e := newEnv(t)
+	const n = 6
+	var nodes []*provisioner.Node
+	for i := range n {
+		mac := net.HardwareAddr{0x52, 0x54, 0, 0, 0, byte(i)}
+		uuid := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+		e.ports = append(e.ports, provisioner.Port{Address: mac, NodeUUID: uuid, PXEEnabled: true})
+		nodes = append(nodes, &provisioner.Node{
+			UUID:               uuid,
+			DriverInfo:         map[string]any{"deploy_kernel": srv.URL + "/dk", "deploy_ramdisk": srv.URL + "/dr"},
+			Properties:         map[string]any{"capabilities": "boot_mode:bios"},
+			DriverInternalInfo: map[string]any{},
+		})
+	}
+	cfg := e.config("")
+	cfg.Ports = func(_ context.Context, uuid string) ([]provisioner.Port, error) {
+		var out []provisioner.Port
+		for _, p := range e.ports {
+			if p.NodeUUID == uuid {
+				out = append(out, p)
+			}
+		}
+		return out, nil
+	}
+	b, err := NewPXE(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, node := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = b.PrepareRamdisk(t.Context(), node, nil)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		uuid := nodes[i].UUID
+		if got := readFile(t, filepath.Join(e.tftpRoot, uuid, "deploy_kernel")); got != "image /dk" {
+			t.Errorf("node %d deploy_kernel %q", i, got)
+		}
+		mac := strings.ReplaceAll(e.ports[i+2].Address.String(), ":", "-")
+		if cfg := readFile(t, filepath.Join(e.tftpRoot, "pxelinux.cfg", "01-"+mac)); !strings.Contains(cfg, "deployment_id="+uuid+" ") {
+			t.Errorf("node %d: its MAC link shows another node's config:\n%s", i, cfg)
+		}
+	}
+	for _, p := range []string{"/dk", "/dr"} {
+		v, _ := gets.Load(p)
+		if c := v.(*atomic.Int32).Load(); c != 1 {
+			t.Errorf("%s downloaded %d times for %d nodes", p, c, n)
+		}
 	}
 }
