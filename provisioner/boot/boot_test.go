@@ -552,3 +552,25 @@ func TestConcurrentNodesShareCachedImages(t *testing.T) {
 		}
 	}
 }
+
+func TestRootDeviceHints(t *testing.T) {
+	for _, tc := range []struct {
+		in   any
+		want string
+		err  bool
+	}{
+		{nil, "", false},
+		{map[string]any{}, "", false},
+		{map[string]any{"serial": " QM 01 ", "rotational": true, "size": float64(100)}, "rotational=True,serial=QM%2001,size=100", false},
+		{map[string]any{"by_path": "/dev/disk/by-path/pci-0000:00:1f.2-ata-1", "wwn": "0x5000c500"}, "by_path=/dev/disk/by-path/pci-0000%3A00%3A1f.2-ata-1,wwn=0x5000c500", false},
+		{map[string]any{"size": float64(1.5)}, "", true},
+		{map[string]any{"size": "ten"}, "", true},
+		{map[string]any{"colour": "red"}, "", true},
+		{"serial=x", "", true},
+	} {
+		got, err := rootDeviceHints(tc.in)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("rootDeviceHints(%v) = %q, %v; want %q, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}

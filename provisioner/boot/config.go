@@ -131,7 +131,10 @@ func rootDeviceHints(v any) (string, error) {
 		case int64:
 			s = fmt.Sprint(x)
 		case bool:
-			s = fmt.Sprint(x)
+			s = "False" // Python's str(), as Ironic formatted it
+			if x {
+				s = "True"
+			}
 		default:
 			return "", fmt.Errorf("root device hint %q has an unsupported value %v", k, x)
 		}
