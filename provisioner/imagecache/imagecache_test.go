@@ -367,3 +367,31 @@ func TestNewValidates(t *testing.T) {
 		t.Error("negative MaxBytes accepted")
 	}
 }
+
+// TestCopyAcrossFilesystems: a destination on another filesystem gets a
+// copy, since a hard link cannot cross.
+func TestCopyAcrossFilesystems(t *testing.T) {
+	other, err := os.MkdirTemp("/dev/shm", "imagecache-test-")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(other) })
+	c, _ := newCache(t, Config{})
+	src := filepath.Join(t.TempDir(), "img")
+	os.WriteFile(src, []byte("bytes"), 0o644)
+	dest := filepath.Join(other, "img")
+	if err := c.Fetch(t.Context(), Source{URL: src}, dest); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, dest); string(got) != "bytes" {
+		t.Errorf("copy holds %q", got)
+	}
+	master, _ := os.Stat(filepath.Join(c.cfg.Dir, masterName(src)))
+	d, _ := os.Stat(dest)
+	if os.SameFile(master, d) {
+		t.Skip("/dev/shm is on the same filesystem as the cache: no copy needed")
+	}
+	if des, _ := os.ReadDir(other); len(des) != 1 {
+		t.Errorf("temporary files left next to the copy: %v", des)
+	}
+}
