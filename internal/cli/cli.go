@@ -32,6 +32,8 @@ func commands() []command {
 	return []command{
 
 		{"image build", "build a test instance image (partition or whole-disk)", runImageBuild},
+		{"netboot serve", "run the DHCP, TFTP and HTTP boot servers", runNetbootServe},
+		{"provisioner serve", "run the Ironic-compatible provisioner (API and conductor)", runProvisionerServe},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Benchmarks the provisioner's netboot servers against the real peers, in
+# the same run, and writes ci/bench/results-netboot.md:
+#   - DHCP acks/s: `metalbed netboot serve` versus dnsmasq, driven by
+#     perfdhcp (kea-admin) as a relay agent. dnsmasq ignores DHCP on
+#     loopback and perfdhcp needs its local address on an interface, so both
+#     run across a veth pair between two network namespaces this script
+#     creates (198.18.0.0/15, the RFC 2544 benchmarking range; nothing in
+#     the host namespace changes). Needs root.
+#   - TFTP MiB/s: `metalbed netboot serve` versus tftpd-hpa (in.tftpd) on
+#     127.0.0.1, the same client (curl) fetching a 64 MiB file at blksize
+#     512, 1468 and 8192.
+# Knobs (env): DHCP_SECS (10), DHCP_RATES ("1000 20000"), DHCP_CLIENTS
+# (20000), TFTP_MIB (64), RUNS (3, median reported).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+out_md=${OUT:-$here/results-netboot.md}
+DHCP_SECS=${DHCP_SECS:-10}
+DHCP_RATES=${DHCP_RATES:-"1000 20000"}
+DHCP_CLIENTS=${DHCP_CLIENTS:-20000}
+TFTP_MIB=${TFTP_MIB:-64}
+RUNS=${RUNS:-3}
+
+need() { command -v "$1" >/dev/null || { echo "netboot bench: $1 missing (Debian package $2)" >&2; exit 1; }; }
+need perfdhcp kea-admin
+need dnsmasq dnsmasq
+need in.tftpd tftpd-hpa
+need curl curl
+need ip iproute2
+[ "$(id -u)" = 0 ] || { echo "netboot bench: needs root (network namespaces, port 67)" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/metalbed-netboot-bench.XXXXXX)
+chmod 755 "$work"
+id=$$
+sns=mbbs$id cns=mbbc$id
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  ip netns del "$sns" 2>/dev/null || true
+  ip netns del "$cns" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "building metalbed..." >&2
+(cd "$repo" && go build -o "$work/metalbed" ./cmd/metalbed)
+mb=$work/metalbed
+
+# stop PID: TERM the process we started and wait for it.
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# ---------------------------------------------------------------- DHCP
+ip netns add "$sns"
+ip netns add "$cns"
+ip -n "$sns" link add "vs$id" type veth peer name "vc$id" netns "$cns"
+ip -n "$sns" addr add 198.18.0.1/15 dev "vs$id"
+ip -n "$cns" addr add 198.18.0.2/15 dev "vc$id"
+for ns in "$sns" "$cns"; do ip -n "$ns" link set lo up; done
+ip -n "$sns" link set "vs$id" up
+ip -n "$cns" link set "vc$id" up
+
+# start_SERVER DIR: starts a DHCP server in the server namespace, prints
+# its PID. "-mem" / "-ro" variants keep no lease file.
+start_ours_dhcp() {
+  ip netns exec "$sns" "$mb" netboot serve --dhcp-addr 198.18.0.1:67 \
+    --range 198.18.1.1-198.19.255.254 --subnet 198.18.0.0/15 --answer-unknown \
+    ${2:+--lease-file "$1/leases.json"} >"$1/out" 2>"$1/log" &
+  echo $!
+}
+start_ours-mem_dhcp() { start_ours_dhcp "$1" ""; }
+start_dnsmasq_dhcp() {
+  # --no-ping: metalbed does no ICMP check before offering either.
+  ip netns exec "$sns" dnsmasq --no-daemon --conf-file=/dev/null --port=0 \
+    --user=root --group=root --no-ping \
+    --dhcp-range=198.18.1.1,198.19.255.254,255.254.0.0,1h \
+    --listen-address=198.18.0.1 --bind-interfaces --dhcp-lease-max=200000 \
+    --dhcp-leasefile="$1/leases" ${2:+--leasefile-ro} --dhcp-boot=pxelinux.0 --log-facility="$1/log" \
+    >"$1/out" 2>&1 &
+  echo $!
+}
+start_dnsmasq-ro_dhcp() { start_dnsmasq_dhcp "$1" ro; }
+
+# perfdhcp_acks DIR RATE: runs perfdhcp as a relay (giaddr 198.18.0.2),
+# prints "acks/s drop%" for REQUEST-ACK.
+perfdhcp_acks() {
+  ip netns exec "$cns" perfdhcp -4 -r "$2" -R "$DHCP_CLIENTS" -p "$DHCP_SECS" \
+    -l 198.18.0.2 198.18.0.1 >"$1/perfdhcp" 2>&1 || true
+  awk -v secs="$DHCP_SECS" '
+    /Statistics for: REQUEST-ACK/ { ra = 1 }
+    ra && /received packets:/ { recv = $3 }
+    ra && /drops ratio:/ { drop = $3; ra = 0 }
+    END { if (recv == "") { print "0 100"; exit } printf "%.0f %s\n", recv / secs, drop }
+  ' "$1/perfdhcp"
+}
+
+wait_udp() { # wait_udp NS ADDR:PORT — until a socket is bound
+  for _ in $(seq 100); do
+    ip netns exec "$1" ss -Hulpn "sport = :${2##*:}" | grep -q . && return 0
+    sleep 0.05
+  done
+  echo "netboot bench: nothing listening on $2 in $1" >&2; return 1
+}
+
+declare -A acks drops
+for rate in $DHCP_RATES; do
+  for srv in ours dnsmasq ours-mem dnsmasq-ro; do
+    d=$work/dhcp-$srv-$rate; mkdir -p "$d"
+    if [ "$srv" = ours ]; then pid=$(start_ours_dhcp "$d" file); else pid=$("start_${srv}_dhcp" "$d"); fi
+    pids+=("$pid")
+    wait_udp "$sns" 198.18.0.1:67
+    read -r a dr < <(perfdhcp_acks "$d" "$rate")
+    stop "$pid"
+    echo "dhcp $srv rate=$rate: $a acks/s, $dr% REQUEST-ACK drops" >&2
+    acks[$srv,$rate]=$a; drops[$srv,$rate]=$(printf '%.1f' "$dr")
+  done
+done
+
+# ---------------------------------------------------------------- TFTP
+root=$work/tftproot; mkdir -p "$root"; chmod 755 "$root"
+head -c "$((TFTP_MIB << 20))" /dev/urandom >"$root/image.bin"
+chmod 644 "$root/image.bin"
+want_sum=$(sha256sum <"$root/image.bin" | cut -d' ' -f1)
+
+free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# fetch PORT BLKSIZE: prints MiB/s, checks the bytes.
+fetch() {
+  local t
+  t=$(curl -sS --fail --tftp-blksize "$2" -o "$work/got.bin" -w '%{time_total}' "tftp://127.0.0.1:$1/image.bin")
+  got_sum=$(sha256sum <"$work/got.bin" | cut -d' ' -f1)
+  [ "$got_sum" = "$want_sum" ] || { echo "netboot bench: TFTP bytes differ (port $1 blksize $2)" >&2; exit 1; }
+  awk -v t="$t" -v mib="$TFTP_MIB" 'BEGIN { printf "%.1f\n", mib / t }'
+}
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+declare -A tftp_ours tftp_hpa
+for srv in ours hpa; do
+  port=$(free_port)
+  if [ "$srv" = ours ]; then
+    "$mb" netboot serve --tftp-root "$root" --tftp-addr "127.0.0.1:$port" >"$work/tftp-ours.out" 2>"$work/tftp-ours.log" &
+  else
+    in.tftpd -L -a "127.0.0.1:$port" -s "$root" >"$work/tftp-hpa.log" 2>&1 &
+  fi
+  pid=$!; pids+=("$pid")
+  for _ in $(seq 100); do ss -Hulpn "sport = :$port" | grep -q . && break; sleep 0.05; done
+  for blk in 512 1468 8192; do
+    v=$(for _ in $(seq "$RUNS"); do fetch "$port" "$blk"; done | median)
+    echo "tftp $srv blksize=$blk: $v MiB/s" >&2
+    if [ "$srv" = ours ]; then tftp_ours[$blk]=$v; else tftp_hpa[$blk]=$v; fi
+  done
+  stop "$pid"
+done
+
+# ---------------------------------------------------------------- report
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+{
+  echo "# Netboot benchmarks (DHCP, TFTP)"
+  echo
+  echo "Generated by \`ci/bench/netboot.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPU(s), $(uname -r)."
+  echo "Ours and the reference peer are measured in the same run with the same client. Ratio = ours / reference (higher is better for us)."
+  echo "Load average at start: $load_start, at end: $load_end. The machine may be shared: absolute figures move"
+  echo "between runs, only the ratios of one run compare like with like."
+  echo
+  echo "## DHCP: acknowledged leases per second (perfdhcp, $DHCP_SECS s, $DHCP_CLIENTS clients)"
+  echo
+  echo "perfdhcp $(perfdhcp -v 2>&1 | head -1) acts as a relay agent (giaddr 198.18.0.2) across a veth pair between two"
+  echo "namespaces; each server answers every MAC with pxelinux.0 as boot file and keeps a lease file."
+  echo "dnsmasq $(dnsmasq --version | head -1 | awk '{print $3}') runs with --no-ping (metalbed does no ICMP check either)."
+  echo
+  echo "Cells: acks/s (REQUEST-ACK drop %). Left: both keep a lease file (metalbed coalesces writes in a"
+  echo "background goroutine; dnsmasq rewrites its file after every change). Right: no lease file"
+  echo "(metalbed without --lease-file, dnsmasq --leasefile-ro)."
+  echo
+  echo "| offered DORA/s | metalbed, lease file | dnsmasq, lease file | ratio | metalbed, memory | dnsmasq --leasefile-ro | ratio |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|"
+  for rate in $DHCP_RATES; do
+    echo "| $rate | ${acks[ours,$rate]} (${drops[ours,$rate]}%) | ${acks[dnsmasq,$rate]} (${drops[dnsmasq,$rate]}%) | $(ratio "${acks[ours,$rate]}" "${acks[dnsmasq,$rate]}")" \
+      "| ${acks[ours-mem,$rate]} (${drops[ours-mem,$rate]}%) | ${acks[dnsmasq-ro,$rate]} (${drops[dnsmasq-ro,$rate]}%) | $(ratio "${acks[ours-mem,$rate]}" "${acks[dnsmasq-ro,$rate]}") |"
+  done
+  echo
+  echo "## TFTP: MiB/s for a $TFTP_MIB MiB file over 127.0.0.1 (curl $(curl --version | head -1 | awk '{print $2}'), median of $RUNS)"
+  echo
+  echo "| blksize | metalbed MiB/s | tftpd-hpa MiB/s | ratio |"
+  echo "|---:|---:|---:|---:|"
+  for blk in 512 1468 8192; do
+    echo "| $blk | ${tftp_ours[$blk]} | ${tftp_hpa[$blk]} | $(ratio "${tftp_ours[$blk]}" "${tftp_hpa[$blk]}") |"
+  done
+  echo
+  echo "Both servers log each transfer/lease (metalbed to a file at info level, dnsmasq to --log-facility)."
+} >"$out_md"
+echo "wrote $out_md" >&2

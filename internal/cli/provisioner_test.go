@@ -1,0 +1,69 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for the command goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestProvisionerServe(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, []string{"provisioner", "serve", "--addr", "127.0.0.1:0", "--state-dir", t.TempDir(),
+			"--drivers", "fake-hardware"}, &out, io.Discard)
+	}()
+	re := regexp.MustCompile(`provisioner API on (http://127\.0\.0\.1:\d+)`)
+	var url string
+	deadline := time.Now().Add(10 * time.Second)
+	for url == "" {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			url = m[1]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no address printed: %q", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res, err := http.Get(url + "/v1/drivers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !bytes.Contains(body, []byte(`"fake-hardware"`)) {
+		t.Fatalf("drivers: %d %s", res.StatusCode, body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve returned %v", err)
+	}
+	if err := Run(t.Context(), []string{"provisioner", "serve", "--drivers", "nonesuch"}, io.Discard, io.Discard); ExitCode(err) != 2 {
+		t.Fatalf("bad --drivers: %v", err)
+	}
+}

@@ -1,0 +1,288 @@
+package api_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/metalbed/metalbed/provisioner"
+)
+
+// baremetal runs the real `baremetal` CLI (python3-ironicclient) against s.
+func (s *stack) baremetal(t *testing.T, args ...string) []byte {
+	t.Helper()
+	out, err := s.baremetalErr(t, args...)
+	if err != nil {
+		t.Fatalf("baremetal %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (s *stack) baremetalErr(t *testing.T, args ...string) ([]byte, error) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), "baremetal", args...)
+	cmd.Env = append(os.Environ(), "OS_AUTH_TYPE=none", "OS_ENDPOINT="+s.url, "OS_CLOUD=")
+	return cmd.CombinedOutput()
+}
+
+func (s *stack) baremetalJSON(t *testing.T, args ...string) any {
+	t.Helper()
+	out := s.baremetal(t, append(args, "-f", "json")...)
+	var v any
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("baremetal %s: not JSON: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return v
+}
+
+// sameKeys compares the key sets of two CLI JSON outputs (objects, or the
+// first element of lists).
+func sameKeys(t *testing.T, what string, want, got any) {
+	t.Helper()
+	keys := func(v any) string {
+		if l, ok := v.([]any); ok {
+			if len(l) == 0 {
+				return ""
+			}
+			v = l[0]
+		}
+		m, _ := v.(map[string]any)
+		var ks []string
+		for k := range m {
+			ks = append(ks, k)
+		}
+		sort.Strings(ks)
+		return strings.Join(ks, ",")
+	}
+	if w, g := keys(want), keys(got); w != g {
+		t.Errorf("%s keys:\n got %s\nwant %s", what, g, w)
+	}
+}
+
+func field(v any, k string) any { return v.(map[string]any)[k] }
+
+// TestBaremetalCLIFakeHardware walks a fake-hardware node from enroll to
+// available and back out with the real baremetal CLI.
+func TestBaremetalCLIFakeHardware(t *testing.T) {
+	requireTool(t, "baremetal", "python3-ironicclient")
+	s := newStack(t, stackOpts{})
+
+	n := s.baremetalJSON(t, "node", "create", "--driver", "fake-hardware", "--name", "fake0")
+	sameKeys(t, "node create", capture(t, "cli-node-create.json"), n)
+	id := field(n, "uuid").(string)
+	if field(n, "provision_state") != "enroll" {
+		t.Fatalf("created in %v", field(n, "provision_state"))
+	}
+	p := s.baremetalJSON(t, "port", "create", "52:54:00:12:34:56", "--node", id)
+	sameKeys(t, "port create", capture(t, "cli-port-create.json"), p)
+	if out, err := s.baremetalErr(t, "port", "create", "zz", "--node", id); err == nil ||
+		!strings.Contains(string(out), "Expected valid MAC address for address: zz (HTTP 400)") {
+		t.Errorf("bad MAC: %v\n%s", err, out)
+	}
+
+	s.baremetal(t, "node", "manage", "fake0", "--wait", "30")
+	if st := field(s.baremetalJSON(t, "node", "show", "fake0"), "provision_state"); st != "manageable" {
+		t.Fatalf("after manage: %v", st)
+	}
+	v := s.baremetalJSON(t, "node", "validate", "fake0")
+	sameKeys(t, "node validate", capture(t, "cli-node-validate.json"), v)
+	if len(v.([]any)) != 11 {
+		t.Errorf("validate rows: %d", len(v.([]any)))
+	}
+
+	for _, target := range []string{"on", "off"} {
+		s.baremetal(t, "node", "power", target, "fake0")
+		s.waitNode(t, id, "power "+target, func(n *provisioner.Node) bool {
+			return n.PowerState == provisioner.PowerState("power "+target) && n.TargetPowerState == ""
+		})
+	}
+	s.baremetal(t, "node", "boot", "device", "set", "fake0", "pxe", "--persistent")
+	bd := s.baremetalJSON(t, "node", "boot", "device", "show", "fake0")
+	if field(bd, "boot_device") != "pxe" || field(bd, "persistent") != true {
+		t.Errorf("boot device: %v", bd)
+	}
+
+	s.baremetal(t, "node", "provide", "fake0", "--wait", "30")
+	s.baremetal(t, "node", "maintenance", "set", "fake0", "--reason", "cli test")
+	list := s.baremetalJSON(t, "node", "list")
+	sameKeys(t, "node list", capture(t, "cli-node-list.json"), list)
+	if row := list.([]any)[0]; field(row, "Maintenance") != true || field(row, "Provisioning State") != "available" {
+		t.Errorf("node list row: %v", row)
+	}
+	s.baremetal(t, "node", "maintenance", "unset", "fake0")
+	sameKeys(t, "port list", capture(t, "cli-port-list.json"), s.baremetalJSON(t, "port", "list"))
+
+	// fake-hardware deploys synchronously, as Ironic's fake deploy does.
+	s.baremetal(t, "node", "deploy", "fake0", "--wait", "30")
+	if out, err := s.baremetalErr(t, "node", "manage", "fake0"); err == nil ||
+		!strings.Contains(string(out), `The requested action "manage" can not be performed on node "`+id+`" while it is in state "active". (HTTP 400)`) {
+		t.Errorf("manage from active: %v\n%s", err, out)
+	}
+	s.baremetal(t, "node", "undeploy", "fake0", "--wait", "30")
+	s.baremetal(t, "node", "delete", "fake0")
+	if l := s.baremetalJSON(t, "node", "list"); len(l.([]any)) != 0 {
+		t.Errorf("nodes left: %v", l)
+	}
+	if l := s.baremetalJSON(t, "port", "list"); len(l.([]any)) != 0 {
+		t.Errorf("ports left: %v", l)
+	}
+}
+
+// pyghmiBMC starts pyghmi's BMC (python3-pyghmi, a peer nobody here wrote)
+// on 127.0.0.1 and returns its UDP port.
+func pyghmiBMC(t *testing.T) int {
+	t.Helper()
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import pyghmi.ipmi.bmc").Run(); err != nil {
+		if os.Getenv("METALBED_INTEROP") == "required" {
+			t.Fatalf("pyghmi not importable by %s (Debian package python3-pyghmi): %v", py, err)
+		}
+		t.Skipf("pyghmi not importable by %s; install the Debian package python3-pyghmi", py)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close()
+	script, _ := filepath.Abs(filepath.Join("testdata", "pyghmi_bmc.py"))
+	cmd := exec.Command(py, script, strconv.Itoa(port), "admin", "password")
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		ready <- sc.Scan() && sc.Text() == "ready"
+		for sc.Scan() {
+		}
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatal("pyghmi BMC did not start")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("pyghmi BMC did not start in 20 s")
+	}
+	return port
+}
+
+// chassisPower asks the BMC directly with ipmitool, to see the machine
+// really changed state.
+func chassisPower(t *testing.T, port int) string {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), "ipmitool", "-I", "lanplus", "-H", "127.0.0.1", "-p", strconv.Itoa(port),
+		"-U", "admin", "-P", "password", "power", "status").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ipmitool power status: %v: %s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestBaremetalCLIIPMI drives an ipmi node whose BMC is pyghmi's, through
+// the real baremetal CLI and the ipmitool driver.
+func TestBaremetalCLIIPMI(t *testing.T) {
+	requireTool(t, "baremetal", "python3-ironicclient")
+	requireTool(t, "ipmitool", "ipmitool")
+	port := pyghmiBMC(t)
+	s := newStack(t, stackOpts{})
+
+	n := s.baremetalJSON(t, "node", "create", "--driver", "ipmi", "--name", "bm0",
+		"--driver-info", "ipmi_address=127.0.0.1", "--driver-info", "ipmi_port="+strconv.Itoa(port),
+		"--driver-info", "ipmi_username=admin", "--driver-info", "ipmi_password=password",
+		"--property", "cpus=2", "--property", "memory_mb=2048")
+	sameKeys(t, "node create", capture(t, "cli-node-create.json"), n)
+	if field(field(n, "driver_info"), "ipmi_password") != "******" {
+		t.Errorf("password shown: %v", field(n, "driver_info"))
+	}
+	id := field(n, "uuid").(string)
+	s.baremetal(t, "port", "create", "52:54:00:12:34:57", "--node", id)
+
+	s.baremetal(t, "node", "manage", "bm0", "--wait", "60")
+	shown := s.baremetalJSON(t, "node", "show", "bm0")
+	sameKeys(t, "node show", capture(t, "cli-node-show.json"), shown)
+	if field(shown, "provision_state") != "manageable" || field(shown, "power_state") != "power off" {
+		t.Fatalf("after manage: %v / %v (last_error %v)", field(shown, "provision_state"), field(shown, "power_state"), field(shown, "last_error"))
+	}
+	rows := s.baremetalJSON(t, "node", "validate", "bm0").([]any)
+	for _, row := range rows {
+		iface := field(row, "Interface")
+		if (iface == "power" || iface == "management") && field(row, "Result") != true {
+			t.Errorf("validate %v: %v", iface, row)
+		}
+	}
+
+	s.baremetal(t, "node", "power", "on", "bm0")
+	s.waitNode(t, id, "power on", func(n *provisioner.Node) bool { return n.PowerState == provisioner.PowerOn && n.TargetPowerState == "" })
+	if got := chassisPower(t, port); got != "Chassis Power is on" {
+		t.Errorf("BMC after power on: %q", got)
+	}
+	s.baremetal(t, "node", "power", "off", "bm0")
+	s.waitNode(t, id, "power off", func(n *provisioner.Node) bool {
+		return n.PowerState == provisioner.PowerOff && n.TargetPowerState == ""
+	})
+	if got := chassisPower(t, port); got != "Chassis Power is off" {
+		t.Errorf("BMC after power off: %q", got)
+	}
+
+	// The power state changed behind the provisioner's back is what the
+	// periodic sync records, with a history entry.
+	out, err := exec.CommandContext(t.Context(), "ipmitool", "-I", "lanplus", "-H", "127.0.0.1", "-p", strconv.Itoa(port),
+		"-U", "admin", "-P", "password", "power", "on").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ipmitool power on: %v: %s", err, out)
+	}
+	s.c.SyncPowerStates(t.Context())
+	if got := field(s.baremetalJSON(t, "node", "show", "bm0"), "power_state"); got != "power on" {
+		t.Errorf("after out-of-band power on and sync: %v", got)
+	}
+	hist := s.must(t, 200, "GET", "/v1/nodes/bm0/history?detail=true", "1.78", nil).obj(t)["history"].([]any)
+	if len(hist) == 0 || field(hist[len(hist)-1], "event_type") != "power" {
+		t.Errorf("power sync history: %v", hist)
+	}
+
+	// Vendor passthru: send_raw (Get Device ID) runs through the BMC.
+	methods := s.baremetalJSON(t, "node", "passthru", "list", "bm0")
+	t.Logf("vendor methods: %v", methods)
+	s.baremetal(t, "node", "passthru", "call", "--arg", "raw_bytes=0x06 0x01", "bm0", "send_raw")
+	s.waitNode(t, id, "send_raw done", func(n *provisioner.Node) bool { return n.Reservation == "" })
+	if n, _ := s.st.Node(t.Context(), id); n.LastError != "" {
+		t.Errorf("send_raw: last_error %q", n.LastError)
+	}
+
+	s.baremetal(t, "node", "boot", "device", "set", "bm0", "pxe", "--persistent")
+	bd := s.baremetalJSON(t, "node", "boot", "device", "show", "bm0")
+	if field(bd, "boot_device") != "pxe" {
+		t.Errorf("boot device: %v", bd)
+	}
+	// pyghmi's BMC does not store the persistent bit (a known emulator
+	// bug, see protocol-notes.md), so only the device is checked here.
+	t.Logf("boot device after set --persistent: %v", bd)
+
+	s.baremetal(t, "node", "provide", "bm0", "--wait", "60")
+	if st := field(s.baremetalJSON(t, "node", "show", "bm0"), "provision_state"); st != "available" {
+		t.Fatalf("after provide: %v", st)
+	}
+	// The direct deploy interface is not available yet: Ironic's answer to
+	// a deploy its deploy interface cannot validate.
+	out, err = s.baremetalErr(t, "node", "deploy", "bm0")
+	if err == nil || !strings.Contains(string(out), "Failed to validate deploy or power info for node "+id) {
+		t.Errorf("deploy: %v\n%s", err, out)
+	}
+	s.baremetal(t, "node", "delete", "bm0")
+}

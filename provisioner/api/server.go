@@ -1,0 +1,210 @@
+// Package api serves the provisioner's Ironic v1-compatible REST API
+// (default 127.0.0.1:6385): version negotiation and error shapes as Ironic
+// 21.4 answers them, nodes, ports, states, management, vendor passthru,
+// drivers, conductors, node history, and the ramdisk endpoints (lookup,
+// heartbeat) guarded by agent token and deploy key.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/metalbed/metalbed/provisioner/conductor"
+	"github.com/metalbed/metalbed/provisioner/store"
+)
+
+// DefaultAddr is where the API listens unless told otherwise.
+const DefaultAddr = "127.0.0.1:6385"
+
+// Config configures the API server.
+type Config struct {
+	// Conductor does the work; required.
+	Conductor *conductor.Conductor
+	// Store is read directly for listings; required.
+	Store store.Store
+	// HTPasswdFile, when set, turns on HTTP basic auth against this
+	// htpasswd file (bcrypt entries only, as Ironic's auth_strategy
+	// http_basic). Default "": no auth (noauth, meant for loopback).
+	HTPasswdFile string
+	// MaxLimit caps ?limit (Ironic [api]max_limit). Default 1000.
+	MaxLimit int
+	// Logger gets request errors; nil discards.
+	Logger *slog.Logger
+}
+
+// Server is the API.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	c       *conductor.Conductor
+	st      store.Store
+	users   map[string][]byte // htpasswd user -> bcrypt hash; nil = noauth
+	handler http.Handler
+	fields  []nodeField
+}
+
+// New checks cfg, reads the htpasswd file if any and builds the routing
+// table.
+func New(cfg Config) (*Server, error) {
+	if cfg.Conductor == nil || cfg.Store == nil {
+		return nil, errors.New("api: Conductor and Store are required")
+	}
+	if cfg.MaxLimit <= 0 {
+		cfg.MaxLimit = 1000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, c: cfg.Conductor, st: cfg.Store, fields: nodeFields()}
+	if cfg.HTPasswdFile != "" {
+		users, err := loadHTPasswd(cfg.HTPasswdFile)
+		if err != nil {
+			return nil, err
+		}
+		s.users = users
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the API as an http.Handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve answers requests on ln until ctx ends, then shuts down gracefully
+// and returns nil.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve api: %w", err)
+	case <-ctx.Done():
+	}
+	shut, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shut)
+	<-errc
+	return nil
+}
+
+// handlerFunc is an API handler; returning an error answers it in
+// Ironic's error shape.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// access says who may call a route.
+type access int
+
+const (
+	private access = iota // basic auth when configured
+	public                // no auth (root documents)
+	ramdisk               // no auth; guarded by agent token / deploy key in the handler
+)
+
+// route is one row of the routing table.
+type route struct {
+	pattern string // net/http pattern "METHOD /path"
+	access  access
+	h       handlerFunc
+	// versioned routes negotiate the microversion (all but "/").
+	versioned bool
+}
+
+// table lists every route; built once in New.
+func (s *Server) table() []route {
+	v := func(pattern string, a access, h handlerFunc) route { return route{pattern, a, h, true} }
+	return []route{
+		{"GET /{$}", public, s.root, false},
+		v("GET /v1", public, s.v1),
+		v("GET /v1/{$}", public, s.v1),
+
+		v("GET /v1/nodes", private, s.listNodes(false)),
+		v("GET /v1/nodes/detail", private, s.listNodes(true)),
+		v("POST /v1/nodes", private, s.createNode),
+		v("GET /v1/nodes/{node}", private, s.showNode),
+		v("PATCH /v1/nodes/{node}", private, s.patchNode),
+		v("DELETE /v1/nodes/{node}", private, s.deleteNode),
+		v("PUT /v1/nodes/{node}/maintenance", private, s.maintenance(true)),
+		v("DELETE /v1/nodes/{node}/maintenance", private, s.maintenance(false)),
+		v("GET /v1/nodes/{node}/validate", private, s.validateNode),
+		v("GET /v1/nodes/{node}/states", private, s.states),
+		v("PUT /v1/nodes/{node}/states/power", private, s.setPower),
+		v("PUT /v1/nodes/{node}/states/provision", private, s.setProvision),
+		v("GET /v1/nodes/{node}/management/boot_device", private, s.getBootDevice),
+		v("PUT /v1/nodes/{node}/management/boot_device", private, s.setBootDevice),
+		v("GET /v1/nodes/{node}/management/boot_device/supported", private, s.supportedBootDevices),
+		v("GET /v1/nodes/{node}/vendor_passthru/methods", private, s.vendorMethods),
+		v("/v1/nodes/{node}/vendor_passthru", ramdisk, s.vendorPassthru),
+		v("/v1/nodes/{node}/vendor_passthru/{method}", ramdisk, s.vendorPassthru),
+		v("GET /v1/nodes/{node}/history", private, s.history(false)),
+		v("GET /v1/nodes/{node}/history/{event}", private, s.historyEvent),
+		v("GET /v1/nodes/{node}/inventory", private, s.inventory),
+		v("GET /v1/nodes/{node}/ports", private, s.nodePorts(false)),
+		v("GET /v1/nodes/{node}/ports/detail", private, s.nodePorts(true)),
+
+		v("GET /v1/ports", private, s.listPorts(false)),
+		v("GET /v1/ports/detail", private, s.listPorts(true)),
+		v("POST /v1/ports", private, s.createPort),
+		v("GET /v1/ports/{port}", private, s.showPort),
+		v("PATCH /v1/ports/{port}", private, s.patchPort),
+		v("DELETE /v1/ports/{port}", private, s.deletePort),
+
+		v("GET /v1/drivers", private, s.listDrivers),
+		v("GET /v1/drivers/{driver}", private, s.showDriver),
+		v("GET /v1/drivers/{driver}/properties", private, s.driverProperties),
+
+		v("GET /v1/conductors", private, s.listConductors),
+		v("GET /v1/conductors/{host}", private, s.showConductor),
+		v("GET /v1/shards", private, s.shards),
+
+		v("GET /v1/lookup", ramdisk, s.lookup),
+		v("POST /v1/heartbeat/{node}", ramdisk, s.heartbeat),
+	}
+}
+
+// routes builds the mux from the table, each handler wrapped in version
+// negotiation and auth.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range s.table() {
+		mux.Handle(rt.pattern, s.wrap(rt))
+	}
+	// Anything else: Ironic's 404 shape.
+	mux.Handle("/", s.wrap(route{pattern: "/", access: private, versioned: true,
+		h: func(http.ResponseWriter, *http.Request) error { return errNotFound }}))
+	return mux
+}
+
+func (s *Server) wrap(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Openstack-Request-Id", "req-"+uuid.NewString())
+		if rt.versioned {
+			var ok bool
+			if r, ok = negotiate(w, r); !ok {
+				return
+			}
+		}
+		if rt.access == private && !s.authorized(w, r) {
+			return
+		}
+		// Bodies are small JSON documents; cap them.
+		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+		if err := rt.h(w, r); err != nil {
+			writeError(w, s.log, err)
+		}
+	})
+}

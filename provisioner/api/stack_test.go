@@ -1,0 +1,213 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/metalbed/metalbed/provisioner"
+	"github.com/metalbed/metalbed/provisioner/api"
+	"github.com/metalbed/metalbed/provisioner/conductor"
+	"github.com/metalbed/metalbed/provisioner/drivers"
+	"github.com/metalbed/metalbed/provisioner/store"
+	"github.com/metalbed/metalbed/provisioner/store/sqlite"
+)
+
+// requireTool returns the path of an interop tool, skipping the test when
+// it is missing unless METALBED_INTEROP=required.
+func requireTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("METALBED_INTEROP") == "required" {
+			t.Fatalf("%s not found (Debian package %s) and METALBED_INTEROP=required", name, pkg)
+		}
+		t.Skipf("%s not found; install the Debian package %s", name, pkg)
+	}
+	return path
+}
+
+// stack is a provisioner (store, conductor, API) served on 127.0.0.1:0.
+type stack struct {
+	url  string
+	st   store.Store
+	c    *conductor.Conductor
+	stop func()
+}
+
+type stackOpts struct {
+	htpasswd string
+	dbPath   string
+}
+
+func newStack(t *testing.T, o stackOpts) *stack {
+	t.Helper()
+	if o.dbPath == "" {
+		o.dbPath = ":memory:"
+	}
+	st, err := sqlite.Open(t.Context(), o.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipmi, err := drivers.NewIPMI(drivers.IPMIConfig{
+		MinCommandInterval: 10 * time.Millisecond, PollInterval: 20 * time.Millisecond,
+		CommandRetryTimeout: 10 * time.Second, PowerTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := drivers.NewRegistry(ipmi, drivers.NewFakeHardware())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := conductor.New(conductor.Config{Hostname: "test-conductor", Store: st, Drivers: reg,
+		PowerSyncInterval: -1, CheckProvisionInterval: -1, LockRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.New(api.Config{Conductor: c, Store: st, HTPasswdFile: o.htpasswd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	serveDone := make(chan error, 1)
+	go func() { runDone <- c.Run(ctx) }()
+	go func() { serveDone <- srv.Serve(ctx, ln) }()
+	// The conductor registers itself first thing; wait for it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs, _ := st.Conductors(context.Background())
+		if len(recs) == 1 && recs[0].Online {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("conductor did not register")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s := &stack{url: "http://" + ln.Addr().String(), st: st, c: c}
+	stopped := false
+	s.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-serveDone; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		if err := <-runDone; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		st.Close()
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+// resp is a recorded answer.
+type resp struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r resp) json(t *testing.T) any {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(r.body, &v); err != nil {
+		t.Fatalf("response is not JSON: %v: %s", err, r.body)
+	}
+	return v
+}
+
+func (r resp) obj(t *testing.T) map[string]any {
+	t.Helper()
+	m, ok := r.json(t).(map[string]any)
+	if !ok {
+		t.Fatalf("response is not an object: %s", r.body)
+	}
+	return m
+}
+
+// do sends a request; version "" sends no version header.
+func (s *stack) do(t *testing.T, method, path, version string, body any) resp {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		raw, _ := json.Marshal(b)
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, s.url+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if version != "" {
+		req.Header.Set("X-OpenStack-Ironic-API-Version", version)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return resp{res.StatusCode, res.Header, b}
+}
+
+func (s *stack) must(t *testing.T, want int, method, path, version string, body any) resp {
+	t.Helper()
+	r := s.do(t, method, path, version, body)
+	if r.status != want {
+		t.Fatalf("%s %s: status %d, want %d: %s", method, path, r.status, want, r.body)
+	}
+	return r
+}
+
+// waitNode polls the store until cond holds for the node.
+func (s *stack) waitNode(t *testing.T, uuid string, what string, cond func(n *provisioner.Node) bool) *provisioner.Node {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := s.st.Node(context.Background(), uuid)
+		if err == nil && cond(n) {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s: timed out waiting for %s (node %+v)", uuid, what, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// setState forces a node's provision state in the store (test setup).
+func (s *stack) setState(t *testing.T, uuid string, state provisioner.ProvisionState) {
+	t.Helper()
+	n, err := s.st.Node(context.Background(), uuid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.ProvisionState = state
+	if err := s.st.UpdateNode(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+}

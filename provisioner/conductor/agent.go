@@ -1,0 +1,114 @@
+package conductor
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"fmt"
+	"slices"
+
+	"github.com/metalbed/metalbed/provisioner"
+	"github.com/metalbed/metalbed/provisioner/store"
+)
+
+// lookupStates are the states in which a ramdisk may look its node up
+// (Ironic's LOOKUP_ALLOWED_STATES).
+var lookupStates = []provisioner.ProvisionState{provisioner.StateDeploying, provisioner.StateWaitCallback,
+	provisioner.StateCleaning, provisioner.StateCleanWait, provisioner.StateInspecting, provisioner.StateInspectWait}
+
+// Lookup finds the node a ramdisk runs on by its MACs (or UUID) while the
+// node expects a ramdisk; it returns nil when none does. The first lookup
+// mints the agent token and returns it; later lookups get "******".
+func (c *Conductor) Lookup(ctx context.Context, macs []string, nodeUUID string) (*provisioner.Node, string, error) {
+	var n *provisioner.Node
+	if nodeUUID != "" {
+		got, err := c.st.Node(ctx, nodeUUID)
+		if err != nil {
+			return nil, "", nil
+		}
+		n = got
+	} else {
+		for _, mac := range macs {
+			ports, err := c.st.Ports(ctx, store.PortFilter{Address: mac})
+			if err != nil {
+				return nil, "", err
+			}
+			if len(ports) == 1 {
+				got, err := c.st.Node(ctx, ports[0].NodeUUID)
+				if err == nil {
+					n = got
+					break
+				}
+			}
+		}
+	}
+	if n == nil || !slices.Contains(lookupStates, n.ProvisionState) {
+		return nil, "", nil
+	}
+	if _, ok := n.DriverInternalInfo["agent_secret_token"]; ok {
+		return n, "******", nil
+	}
+	var raw [32]byte
+	rand.Read(raw[:])
+	token := base64.RawURLEncoding.EncodeToString(raw[:])
+	n, err := c.UpdateNode(ctx, n.UUID, func(n *provisioner.Node) error {
+		if n.DriverInternalInfo == nil {
+			n.DriverInternalInfo = map[string]any{}
+		}
+		if _, ok := n.DriverInternalInfo["agent_secret_token"]; ok {
+			token = "******" // another lookup won the race
+			return nil
+		}
+		n.DriverInternalInfo["agent_secret_token"] = token
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return n, token, nil
+}
+
+// Heartbeat checks the agent token and records the agent's URL and the
+// heartbeat time. Acting on heartbeats (continuing deploys and cleaning)
+// belongs to the deploy flows.
+func (c *Conductor) Heartbeat(ctx context.Context, ident, token, callbackURL, version string) error {
+	n, err := c.node(ctx, ident)
+	if err != nil {
+		return err
+	}
+	want, _ := n.DriverInternalInfo["agent_secret_token"].(string)
+	if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(token)) != 1 {
+		return refuse(KindInvalid, "Invalid or missing agent token received.")
+	}
+	_, err = c.UpdateNode(ctx, n.UUID, func(n *provisioner.Node) error {
+		n.DriverInternalInfo["agent_url"] = callbackURL
+		n.DriverInternalInfo["agent_version"] = version
+		n.DriverInternalInfo["agent_last_heartbeat"] = now().Format("2006-01-02T15:04:05.000000")
+		return nil
+	})
+	return err
+}
+
+// CheckDeployKey guards the bash-ramdisk callbacks (pass_deploy_info,
+// pass_bootloader_install_info): the body's "key" must equal the deploy key
+// stored when the deploy started.
+func (c *Conductor) CheckDeployKey(ctx context.Context, ident string, args map[string]any) error {
+	n, err := c.node(ctx, ident)
+	if err != nil {
+		return err
+	}
+	want, _ := n.DriverInternalInfo["deploy_key"].(string)
+	got, _ := args["key"].(string)
+	if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(got)) != 1 {
+		return refuse(KindInvalid, "Deploy key %s does not match with %s", got, maskKey(want))
+	}
+	return nil
+}
+
+func maskKey(k string) string {
+	if k == "" {
+		return "None"
+	}
+	return fmt.Sprintf("%.0s******", k)
+}

@@ -1,0 +1,285 @@
+package conductor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/metalbed/metalbed/provisioner"
+	"github.com/metalbed/metalbed/provisioner/drivers"
+)
+
+// ProvisionOptions are the optional parts of a provision request.
+type ProvisionOptions struct {
+	ConfigDrive any              // "configdrive" (deploy, rebuild)
+	CleanSteps  []map[string]any // "clean_steps" (clean)
+}
+
+// Verbs are the provision targets the API accepts.
+func Verbs() []string {
+	return []string{"manage", "provide", "active", "deploy", "deleted", "undeploy", "rebuild",
+		"abort", "clean", "inspect"}
+}
+
+// Provision starts the provision action verb on the node: it checks the
+// transition table and validates synchronously (refusals come back as
+// *Error with Ironic's text), moves the node into its transient state,
+// then finishes the work in an asynchronous task.
+func (c *Conductor) Provision(ctx context.Context, ident, verb string, opts ProvisionOptions) error {
+	event, ok := verbEvents[verb]
+	if !ok {
+		n, err := c.node(ctx, ident)
+		if err != nil {
+			return err
+		}
+		return badTransition(verb, n)
+	}
+	n, err := c.node(ctx, ident)
+	if err != nil {
+		return err
+	}
+	// Refuse before locking: a refused action must not wait on a lock.
+	if _, err := Next(n.ProvisionState, event); err != nil {
+		return badTransition(verb, n)
+	}
+	if event == EventClean && len(opts.CleanSteps) == 0 {
+		return refuse(KindInvalid, "\"clean_steps\" is required when setting target provision state to %s", "clean")
+	}
+	n, err = c.acquire(ctx, n.UUID)
+	if err != nil {
+		return err
+	}
+	ok = false
+	defer func() {
+		if !ok {
+			c.release(ctx, n.UUID)
+		}
+	}()
+	// Re-check under the lock: the state may have moved meanwhile.
+	if _, err := Next(n.ProvisionState, event); err != nil {
+		return badTransition(verb, n)
+	}
+	if n.Maintenance && (event == EventDeploy || event == EventRebuild || event == EventClean ||
+		event == EventProvide || event == EventInspect) {
+		return refuse(KindInvalid, "Node %s is in maintenance mode, cannot perform action %s.", n.UUID, verb)
+	}
+	h, err := c.hardware(n)
+	if err != nil {
+		return err
+	}
+	var work func(context.Context, *provisioner.Node)
+	switch {
+	case event == EventManage && n.ProvisionState == provisioner.StateEnroll:
+		work = c.verify
+	case event == EventManage, event == EventAbort:
+		// Synchronous edges: clean failed/inspect failed/available ->
+		// manageable; wait states -> failed.
+		msg := ""
+		switch n.ProvisionState {
+		case provisioner.StateWaitCallback:
+			msg = "Deploy aborted by request."
+		case provisioner.StateCleanWait:
+			msg = fmt.Sprintf("Clean operation aborted for node %s.", n.UUID)
+		case provisioner.StateInspectWait:
+			msg = "Inspection was aborted by request."
+		}
+		if msg != "" {
+			n.LastError = msg
+		}
+		if err := c.transition(ctx, n, event); err != nil {
+			return err
+		}
+		if msg != "" {
+			c.history(ctx, n, "ERROR", "provisioning", msg)
+		}
+		return nil
+	case event == EventProvide, event == EventClean:
+		power, err := h.PowerFor(n)
+		if err == nil {
+			err = power.Validate(ctx, n)
+		}
+		if err != nil {
+			return &Error{Kind: KindInvalid, Err: err, Msg: fmt.Sprintf(
+				"Failed to validate power driver interface. Can not clean node %s. Error: %s", n.UUID, cause(err, n, drivers.RolePower))}
+		}
+		steps := opts.CleanSteps
+		work = func(ctx context.Context, n *provisioner.Node) { c.clean(ctx, n, steps) }
+	case event == EventDeploy || event == EventRebuild:
+		if err := c.validateDeploy(ctx, h, n); err != nil {
+			return err
+		}
+		if opts.ConfigDrive != nil {
+			if n.InstanceInfo == nil {
+				n.InstanceInfo = map[string]any{}
+			}
+			n.InstanceInfo["configdrive"] = opts.ConfigDrive
+		}
+		work = func(ctx context.Context, n *provisioner.Node) { c.deploy(ctx, h, n) }
+	case event == EventDelete:
+		work = func(ctx context.Context, n *provisioner.Node) { c.tearDown(ctx, h, n) }
+	case event == EventInspect:
+		// No inspect interface is implemented: Ironic refuses at validation.
+		return refuse(KindInvalid, "%s", unsupported(n.Driver, drivers.RoleInspect))
+	default:
+		return badTransition(verb, n)
+	}
+	n.LastError = ""
+	if err := c.transition(ctx, n, event); err != nil {
+		return err
+	}
+	c.history(ctx, n, "INFO", "provisioning", fmt.Sprintf("%s: %s", verb, n.ProvisionState))
+	if err := c.spawn(n, verb, work); err != nil {
+		return err
+	}
+	ok = true
+	return nil
+}
+
+func badTransition(verb string, n *provisioner.Node) error {
+	return refuse(KindInvalid, "The requested action \"%s\" can not be performed on node \"%s\" while it is in state \"%s\".",
+		verb, n.UUID, n.ProvisionState)
+}
+
+// cause renders a driver error for a message; unsupported roles read as
+// Ironic's UnsupportedDriverExtension text.
+func cause(err error, n *provisioner.Node, role drivers.Role) string {
+	if errors.Is(err, drivers.ErrUnsupported) {
+		return unsupported(n.Driver, role)
+	}
+	return strings.TrimSuffix(err.Error(), ": "+drivers.ErrInvalidParameter.Error())
+}
+
+// validateDeploy is Ironic's synchronous check in do_node_deploy.
+func (c *Conductor) validateDeploy(ctx context.Context, h *drivers.HardwareType, n *provisioner.Node) error {
+	fail := func(err error, role drivers.Role) error {
+		return &Error{Kind: KindInvalid, Err: err, Msg: fmt.Sprintf(
+			"Failed to validate deploy or power info for node %s. Error: %s", n.UUID, cause(err, n, role))}
+	}
+	power, err := h.PowerFor(n)
+	if err == nil {
+		err = power.Validate(ctx, n)
+	}
+	if err != nil {
+		return fail(err, drivers.RolePower)
+	}
+	deploy, err := h.DeployFor(n)
+	if err == nil {
+		err = deploy.Validate(ctx, n)
+	}
+	if err != nil {
+		return fail(err, drivers.RoleDeploy)
+	}
+	return nil
+}
+
+// verify is the "manage" task from enroll: validate the power interface
+// and read the power state through the BMC.
+func (c *Conductor) verify(ctx context.Context, n *provisioner.Node) {
+	h, err := c.hardware(n)
+	if err != nil {
+		c.failNode(ctx, n, err.Error())
+		return
+	}
+	power, err := h.PowerFor(n)
+	if err == nil {
+		err = power.Validate(ctx, n)
+	}
+	if err != nil {
+		c.failNode(ctx, n, fmt.Sprintf("Failed to validate power driver interface for node %s. Error: %s",
+			n.UUID, cause(err, n, drivers.RolePower)))
+		return
+	}
+	state, err := power.GetPowerState(ctx, n)
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		c.failNode(ctx, n, fmt.Sprintf("Failed to get power state for node %s. Error: %s", n.UUID, err))
+		return
+	}
+	c.recordPower(n, state)
+	if err := c.transition(ctx, n, EventDone); err != nil {
+		c.log.Error("verify done", "node", n.UUID, "err", err)
+	}
+}
+
+// clean is the cleaning task (automated after "provide", after "deleted";
+// manual after "clean").
+func (c *Conductor) clean(ctx context.Context, n *provisioner.Node, manualSteps []map[string]any) {
+	if len(manualSteps) > 0 {
+		c.failNode(ctx, n, fmt.Sprintf("Failed to prepare node %s for cleaning: clean step %v is not supported: "+
+			"clean steps run in the deploy ramdisk, which this conductor does not run yet.", n.UUID, manualSteps[0]["step"]))
+		return
+	}
+	automated := c.cfg.AutomatedClean
+	if n.AutomatedClean != nil {
+		automated = *n.AutomatedClean
+	}
+	if automated {
+		c.failNode(ctx, n, fmt.Sprintf("Failed to prepare node %s for cleaning: automated cleaning runs in the "+
+			"deploy ramdisk, which this conductor does not run yet; set automated_clean false on the node.", n.UUID))
+		return
+	}
+	c.log.Info("automated cleaning is disabled, node moved to available", "node", n.UUID)
+	if err := c.transition(ctx, n, EventDone); err != nil {
+		c.log.Error("clean done", "node", n.UUID, "err", err)
+	}
+}
+
+// deploy is the deploy/rebuild task.
+func (c *Conductor) deploy(ctx context.Context, h *drivers.HardwareType, n *provisioner.Node) {
+	d, err := h.DeployFor(n)
+	if err != nil {
+		c.failNode(ctx, n, cause(err, n, drivers.RoleDeploy))
+		return
+	}
+	if err := d.Prepare(ctx, n); err != nil {
+		if ctx.Err() == nil {
+			c.failNode(ctx, n, fmt.Sprintf("Failed to prepare to deploy: %s", err))
+		}
+		return
+	}
+	state, err := d.Deploy(ctx, n)
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		c.failNode(ctx, n, fmt.Sprintf("Failed to deploy: %s", err))
+		return
+	}
+	switch state {
+	case provisioner.StateWaitCallback:
+		err = c.transition(ctx, n, EventWait)
+	case provisioner.StateActive:
+		err = c.transition(ctx, n, EventDone)
+	default:
+		c.failNode(ctx, n, fmt.Sprintf("Deploy interface returned unexpected state %q.", state))
+		return
+	}
+	if err != nil {
+		c.log.Error("deploy", "node", n.UUID, "err", err)
+	}
+}
+
+// tearDown is the "deleted" task: tear down, then clean to available.
+func (c *Conductor) tearDown(ctx context.Context, h *drivers.HardwareType, n *provisioner.Node) {
+	d, err := h.DeployFor(n)
+	if err == nil {
+		err = d.TearDown(ctx, n)
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		c.failNode(ctx, n, fmt.Sprintf("Failed to tear down. Error: %s", cause(err, n, drivers.RoleDeploy)))
+		return
+	}
+	n.InstanceInfo = map[string]any{}
+	n.InstanceUUID = ""
+	if err := c.transition(ctx, n, EventClean); err != nil {
+		c.log.Error("tear down", "node", n.UUID, "err", err)
+		return
+	}
+	c.clean(ctx, n, nil)
+}

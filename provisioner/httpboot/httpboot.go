@@ -1,0 +1,242 @@
+// Package httpboot is the provisioner's read-only HTTP file server for
+// network boot: iPXE scripts, kernels, ramdisks and images. It serves a
+// root directory no request can escape ("..", NUL bytes, backslashes and
+// symlinks leading outside are refused) plus an optional Files hook for
+// generated content, with Range requests (http.ServeContent) so iPXE and
+// image downloads can resume.
+package httpboot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Files serves generated content. Open gets a cleaned, root-relative,
+// slash-separated name and returns its bytes and size; an error wrapping
+// fs.ErrNotExist falls through to Config.Root. If r is an io.Closer it is
+// closed after the response. Open must be safe for concurrent use.
+// (Same shape as tftp.Files: one type can serve both.)
+type Files interface {
+	Open(name string) (r io.ReaderAt, size int64, err error)
+}
+
+// Config configures a Server.
+type Config struct {
+	// Root is the directory served; "" serves only Files.
+	Root string
+	// Files, when set, is consulted before Root.
+	Files Files
+	// ReadHeaderTimeout bounds reading a request's headers; default 10s.
+	ReadHeaderTimeout time.Duration
+	// ShutdownTimeout is how long Serve waits for responses in flight
+	// when ctx ends; default 5s.
+	ShutdownTimeout time.Duration
+	// Logger receives logs; nil discards them.
+	Logger *slog.Logger
+	// Observer, when set, is called once per request when it ends; it
+	// must not block.
+	Observer func(Event)
+}
+
+// Event is one finished request.
+type Event struct {
+	Path     string // cleaned, root-relative; the raw URL path when refused
+	Remote   netip.AddrPort
+	Method   string
+	Status   int
+	Bytes    int64 // body bytes written
+	Range    string
+	Duration time.Duration
+	Time     time.Time
+}
+
+// Server is a read-only HTTP boot file server.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New validates cfg and applies defaults; it does no I/O.
+func New(cfg Config) (*Server, error) {
+	if cfg.Root == "" && cfg.Files == nil {
+		return nil, errors.New("httpboot: Root or Files is required")
+	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = 10 * time.Second
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 5 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: log}, nil
+}
+
+// Serve serves HTTP on ln until ctx ends, then shuts down gracefully and
+// returns nil.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("httpboot: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+// ServeHTTP serves GET and HEAD of files; the conductor may mount the
+// Server in its own mux instead of calling Serve.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	cw := &countingWriter{ResponseWriter: w}
+	name := r.URL.Path
+	defer func() {
+		ev := Event{Path: name, Method: r.Method, Status: cw.status(), Bytes: cw.n,
+			Range: r.Header.Get("Range"), Duration: time.Since(start), Time: start}
+		ev.Remote, _ = netip.ParseAddrPort(r.RemoteAddr)
+		s.log.Info("httpboot: request", "path", name, "ip", ev.Remote.Addr(), "status", ev.Status, "bytes", ev.Bytes)
+		if s.cfg.Observer != nil {
+			s.cfg.Observer(ev)
+		}
+	}()
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		cw.Header().Set("Allow", "GET, HEAD")
+		http.Error(cw, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	clean, err := cleanPath(r.URL.Path)
+	if err != nil {
+		http.Error(cw, "forbidden", http.StatusForbidden)
+		return
+	}
+	name = clean
+	ra, size, mod, err := s.open(clean)
+	if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			http.Error(cw, "not found", http.StatusNotFound)
+		case errors.Is(err, errForbidden):
+			http.Error(cw, "forbidden", http.StatusForbidden)
+		default:
+			s.log.Warn("httpboot: open", "path", clean, "err", err)
+			http.Error(cw, "cannot read", http.StatusInternalServerError)
+		}
+		return
+	}
+	if c, ok := ra.(io.Closer); ok {
+		defer c.Close()
+	}
+	http.ServeContent(cw, r, clean, mod, io.NewSectionReader(ra, 0, size))
+}
+
+var errForbidden = errors.New("forbidden")
+
+// open finds clean in Files, then under Root.
+func (s *Server) open(clean string) (io.ReaderAt, int64, time.Time, error) {
+	if s.cfg.Files != nil {
+		r, size, err := s.cfg.Files.Open(clean)
+		if err == nil {
+			return r, size, time.Time{}, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, 0, time.Time{}, err
+		}
+	}
+	if s.cfg.Root == "" {
+		return nil, 0, time.Time{}, fs.ErrNotExist
+	}
+	f, err := os.OpenInRoot(s.cfg.Root, clean)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, 0, time.Time{}, err
+		}
+		return nil, 0, time.Time{}, fmt.Errorf("%w: %w", errForbidden, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, time.Time{}, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, time.Time{}, fs.ErrNotExist
+	}
+	return f, fi.Size(), fi.ModTime(), nil
+}
+
+// cleanPath turns a URL path into a root-relative name, refusing "..",
+// NUL bytes, backslashes and the root itself.
+func cleanPath(p string) (string, error) {
+	if strings.ContainsAny(p, "\x00\\") {
+		return "", errForbidden
+	}
+	var out []string
+	for _, part := range strings.Split(p, "/") {
+		switch part {
+		case "..":
+			return "", errForbidden
+		case "", ".":
+			continue
+		}
+		out = append(out, part)
+	}
+	if len(out) == 0 {
+		return "", errForbidden
+	}
+	return strings.Join(out, "/"), nil
+}
+
+// countingWriter records the status and body bytes of a response.
+type countingWriter struct {
+	http.ResponseWriter
+	code int
+	n    int64
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	if c.code == 0 {
+		c.code = code
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	if c.code == 0 {
+		c.code = http.StatusOK
+	}
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) status() int {
+	if c.code == 0 {
+		return http.StatusOK
+	}
+	return c.code
+}

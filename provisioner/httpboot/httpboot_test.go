@@ -1,0 +1,186 @@
+package httpboot
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func requireTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		msg := fmt.Sprintf("%s not installed (Debian package %s)", name, pkg)
+		if os.Getenv("METALBED_INTEROP") == "required" {
+			t.Fatalf("interop required: %s", msg)
+		}
+		t.Skip(msg)
+	}
+	return p
+}
+
+type memFiles map[string][]byte
+
+func (m memFiles) Open(name string) (io.ReaderAt, int64, error) {
+	b, ok := m[name]
+	if !ok {
+		return nil, 0, fs.ErrNotExist
+	}
+	return bytes.NewReader(b), int64(len(b)), nil
+}
+
+type fixture struct {
+	base   string
+	root   string
+	image  []byte
+	mu     sync.Mutex
+	events []Event
+}
+
+func (f *fixture) last() Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.events) == 0 {
+		return Event{}
+	}
+	return f.events[len(f.events)-1]
+}
+
+func start(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{root: t.TempDir(), image: make([]byte, 1<<20+5)}
+	rand.Read(f.image)
+	must(t, os.MkdirAll(filepath.Join(f.root, "images"), 0o755))
+	must(t, os.WriteFile(filepath.Join(f.root, "images", "disk.img"), f.image, 0o644))
+	outside := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o644))
+	must(t, os.Symlink(filepath.Join(outside, "secret"), filepath.Join(f.root, "escape")))
+	s, err := New(Config{
+		Root:     f.root,
+		Files:    memFiles{"boot.ipxe": []byte("#!ipxe\nchain tftp://192.0.2.1/pxelinux.0\n")},
+		Observer: func(e Event) { f.mu.Lock(); f.events = append(f.events, e); f.mu.Unlock() },
+	})
+	must(t, err)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	must(t, err)
+	f.base = "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return f
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCurl(t *testing.T) {
+	curl := requireTool(t, "curl", "curl")
+	f := start(t)
+	out := filepath.Join(t.TempDir(), "img")
+	if b, err := exec.CommandContext(t.Context(), curl, "-sS", "--fail", "-o", out, f.base+"/images/disk.img").CombinedOutput(); err != nil {
+		t.Fatalf("curl: %v\n%s", err, b)
+	}
+	got, err := os.ReadFile(out)
+	must(t, err)
+	if !bytes.Equal(got, f.image) {
+		t.Fatal("image bytes differ")
+	}
+	if e := f.last(); e.Path != "images/disk.img" || e.Bytes != int64(len(f.image)) || e.Status != 200 {
+		t.Fatalf("event %+v", e)
+	}
+	// A range, as a resumed download asks.
+	b, err := exec.CommandContext(t.Context(), curl, "-sS", "--fail", "-r", "1000-1999", f.base+"/images/disk.img").Output()
+	must(t, err)
+	if !bytes.Equal(b, f.image[1000:2000]) {
+		t.Fatalf("range: %d bytes, differ", len(b))
+	}
+	if e := f.last(); e.Status != http.StatusPartialContent || e.Bytes != 1000 {
+		t.Fatalf("range event %+v", e)
+	}
+	// Generated iPXE script.
+	b, err = exec.CommandContext(t.Context(), curl, "-sS", "--fail", f.base+"/boot.ipxe").Output()
+	must(t, err)
+	if !strings.HasPrefix(string(b), "#!ipxe\n") {
+		t.Fatalf("script %q", b)
+	}
+	// Traversal, sent as is.
+	for _, p := range []string{"/../../etc/passwd", "/images/../../secret", "/escape", "/a%5C..%5Csecret"} {
+		code, err := exec.CommandContext(t.Context(), curl, "-s", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", f.base+p).Output()
+		must(t, err)
+		if c := string(code); c != "403" && c != "404" && c != "400" {
+			t.Errorf("%s: status %s", p, c)
+		}
+	}
+}
+
+func TestNetHTTP(t *testing.T) {
+	f := start(t)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, f.base+"/images/disk.img", nil)
+	req.Header.Set("Range", "bytes=-10")
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(b, f.image[len(f.image)-10:]) {
+		t.Fatalf("suffix range: %s %d bytes", resp.Status, len(b))
+	}
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodHead, "/images/disk.img", 200},
+		{http.MethodPost, "/images/disk.img", 405},
+		{http.MethodGet, "/nope", 404},
+		{http.MethodGet, "/images", 404},
+		{http.MethodGet, "/", 403},
+		{http.MethodGet, "/escape", 403},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), tc.method, f.base+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s = %d, want %d", tc.method, tc.path, resp.StatusCode, tc.want)
+		}
+		if tc.method == http.MethodHead && resp.ContentLength != int64(len(f.image)) {
+			t.Errorf("HEAD length %d", resp.ContentLength)
+		}
+	}
+}
+
+func FuzzCleanPath(f *testing.F) {
+	for _, s := range []string{"/boot.ipxe", "/../x", "/a/./b//c", "/a\\..\\b", "/\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		clean, err := cleanPath(p)
+		if err != nil {
+			return
+		}
+		if !filepath.IsLocal(clean) || strings.ContainsAny(clean, "\x00\\") {
+			t.Fatalf("cleanPath(%q) = %q", p, clean)
+		}
+	})
+}

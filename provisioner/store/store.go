@@ -1,0 +1,95 @@
+// Package store is the provisioner's persistent state: nodes, ports, node
+// history and conductors. Store is the interface the API and the conductor
+// use; package sqlite implements it on an embedded database, and another
+// implementation (PostgreSQL, for several conductors) can follow.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/metalbed/metalbed/provisioner"
+)
+
+// Sentinels callers branch on. Implementations wrap them.
+var (
+	ErrNotFound  = errors.New("not found")
+	ErrDuplicate = errors.New("already exists")
+)
+
+// LockedError reports a node reserved by another conductor (or task).
+type LockedError struct {
+	Node, Holder string
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("node %s is locked by host %s", e.Node, e.Holder)
+}
+
+// NodeFilter selects and orders nodes. Zero value: all nodes by creation.
+type NodeFilter struct {
+	ProvisionState provisioner.ProvisionState // "" = any
+	Maintenance    *bool
+	Driver         string
+	Shard          *string // nil = any
+	Reservation    *string // nil = any; "" = unreserved
+	// SortKey is one of id, uuid, name, created_at, updated_at,
+	// provision_state, driver, power_state ("" = id).
+	SortKey  string
+	SortDesc bool
+	// Marker is the UUID of the last node of the previous page.
+	Marker string
+	Limit  int // 0 = no limit
+}
+
+// PortFilter selects and orders ports.
+type PortFilter struct {
+	NodeUUID string
+	Address  string // canonical lower-case MAC
+	SortKey  string // id, uuid, address, created_at, updated_at
+	SortDesc bool
+	Marker   string
+	Limit    int
+}
+
+// Store keeps everything the provisioner knows. Every method is safe for
+// concurrent use; ReserveNode is atomic (compare-and-set on reservation).
+type Store interface {
+	// CreateNode inserts n; ErrDuplicate when its UUID or name exists.
+	CreateNode(ctx context.Context, n *provisioner.Node) error
+	// Node finds a node by UUID or, failing that, by name.
+	Node(ctx context.Context, ident string) (*provisioner.Node, error)
+	Nodes(ctx context.Context, f NodeFilter) ([]*provisioner.Node, error)
+	// UpdateNode writes every field of n (found by UUID); ErrDuplicate when
+	// a rename collides.
+	UpdateNode(ctx context.Context, n *provisioner.Node) error
+	// DeleteNode removes the node, its ports and its history.
+	DeleteNode(ctx context.Context, uuid string) error
+	// ReserveNode sets reservation to host if the node is free, else
+	// returns a *LockedError. It returns the node as reserved.
+	ReserveNode(ctx context.Context, uuid, host string) (*provisioner.Node, error)
+	// ReleaseNode clears the reservation if host holds it.
+	ReleaseNode(ctx context.Context, uuid, host string) error
+
+	CreatePort(ctx context.Context, p *provisioner.Port) error
+	// Port finds a port by UUID.
+	Port(ctx context.Context, uuid string) (*provisioner.Port, error)
+	Ports(ctx context.Context, f PortFilter) ([]*provisioner.Port, error)
+	UpdatePort(ctx context.Context, p *provisioner.Port) error
+	DeletePort(ctx context.Context, uuid string) error
+
+	AddHistory(ctx context.Context, e provisioner.HistoryEvent) error
+	// History lists a node's events, oldest first.
+	History(ctx context.Context, nodeUUID string) ([]provisioner.HistoryEvent, error)
+
+	// RegisterConductor inserts or replaces c.
+	RegisterConductor(ctx context.Context, c provisioner.Conductor) error
+	// TouchConductor records a heartbeat now.
+	TouchConductor(ctx context.Context, hostname string) error
+	// UnregisterConductor marks the conductor offline.
+	UnregisterConductor(ctx context.Context, hostname string) error
+	Conductors(ctx context.Context) ([]provisioner.Conductor, error)
+
+	Close() error
+}

@@ -1,0 +1,245 @@
+// Package tftp is the provisioner's read-only TFTP server for network boot
+// (NBPs, pxelinux configs, deploy kernels and ramdisks, token files). It
+// serves a root directory that no request can escape — "..", absolute
+// paths, NUL bytes and symlinks pointing outside are refused — plus an
+// optional Files hook for content the conductor generates. Transfers use
+// github.com/pin/tftp/v3: blksize (RFC 2348) and tsize (RFC 2349) are
+// negotiated; windowsize (RFC 7440) is not supported by pin/tftp and is
+// ignored (the client falls back to lock-step, as the RFC requires).
+package tftp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pin/tftp/v3"
+)
+
+// Files serves generated content. Open gets a cleaned, root-relative,
+// slash-separated name and returns its bytes and size; an error wrapping
+// fs.ErrNotExist falls through to Config.Root. If r is an io.Closer it is
+// closed after the transfer. Open must be safe for concurrent use.
+type Files interface {
+	Open(name string) (r io.ReaderAt, size int64, err error)
+}
+
+// Config configures a Server.
+type Config struct {
+	// Root is the directory served; "" serves only Files.
+	Root string
+	// Files, when set, is consulted before Root.
+	Files Files
+	// Timeout is the retransmission timeout; default 5s.
+	Timeout time.Duration
+	// Retries is how many times a block is resent; default 5.
+	Retries int
+	// MaxBlockSize caps the blksize a client may negotiate (513..65464);
+	// 0 honours the client's request up to 65464, as tftpd-hpa does.
+	// (pin/tftp's own clamp to the interface MTU is turned off: it falls
+	// back to 512 whenever its per-packet interface lookup fails.)
+	MaxBlockSize int
+	// Logger receives logs; nil discards them.
+	Logger *slog.Logger
+	// Observer, when set, is called once per read request when it ends,
+	// successfully or not; it must not block.
+	Observer func(Event)
+}
+
+// Event is one finished (or refused) transfer. TFTP carries no MAC: map
+// Remote to a node with the DHCP server's lease table (dhcp.Server.MACOf)
+// or the per-MAC file names (pxelinux.cfg/01-<mac>).
+type Event struct {
+	File     string         // the name the client asked for
+	Remote   netip.AddrPort // the client
+	Bytes    int64          // bytes sent
+	Duration time.Duration
+	Err      error // nil on success
+	Time     time.Time
+}
+
+// Server is a read-only TFTP server.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// ErrAccess is returned for names that would leave the root.
+var ErrAccess = errors.New("access violation")
+
+// New validates cfg and applies defaults; it does no I/O. Serve opens Root
+// as an os.Root, which refuses symlinks that lead outside it.
+func New(cfg Config) (*Server, error) {
+	if cfg.Root == "" && cfg.Files == nil {
+		return nil, errors.New("tftp: Root or Files is required")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Retries <= 0 {
+		cfg.Retries = 5
+	}
+	if cfg.MaxBlockSize != 0 && (cfg.MaxBlockSize < 513 || cfg.MaxBlockSize > 65464) {
+		return nil, fmt.Errorf("tftp: MaxBlockSize %d outside 513..65464", cfg.MaxBlockSize)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: log}, nil
+}
+
+// Serve answers read requests on conn until ctx ends, waits for transfers
+// in flight to finish or time out, and returns nil. Write requests are
+// refused.
+func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
+	defer conn.Close()
+	var root *os.Root
+	if s.cfg.Root != "" {
+		r, err := os.OpenRoot(s.cfg.Root)
+		if err != nil {
+			return fmt.Errorf("tftp: root: %w", err)
+		}
+		defer r.Close()
+		root = r
+	}
+	srv := tftp.NewServer(func(name string, rf io.ReaderFrom) error {
+		return s.read(root, name, rf)
+	}, nil)
+	srv.SetTimeout(s.cfg.Timeout)
+	srv.SetRetries(s.cfg.Retries)
+	srv.SetBlockSizeNegotiation(false)
+	if s.cfg.MaxBlockSize != 0 {
+		srv.SetBlockSize(s.cfg.MaxBlockSize)
+	}
+	stop := context.AfterFunc(ctx, srv.Shutdown)
+	defer stop()
+	err := srv.Serve(conn)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err == nil {
+		return errors.New("tftp: server stopped")
+	}
+	return fmt.Errorf("tftp: %w", err)
+}
+
+// read serves one read request.
+func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) (err error) {
+	start := time.Now()
+	var remote netip.AddrPort
+	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
+		ra := ot.RemoteAddr()
+		remote = ra.AddrPort()
+	}
+	var n int64
+	defer func() {
+		ev := Event{File: name, Remote: remote, Bytes: n, Duration: time.Since(start), Err: err, Time: start}
+		if err != nil {
+			s.log.Info("tftp: transfer failed", "file", name, "ip", remote.Addr(), "err", err)
+		} else {
+			s.log.Info("tftp: sent", "file", name, "ip", remote.Addr(), "bytes", n)
+		}
+		if s.cfg.Observer != nil {
+			s.cfg.Observer(ev)
+		}
+	}()
+	clean, err := CleanPath(name)
+	if err != nil {
+		return err
+	}
+	r, size, err := s.open(root, clean)
+	if err != nil {
+		return err
+	}
+	if c, ok := r.(io.Closer); ok {
+		defer c.Close()
+	}
+	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
+		ot.SetSize(size)
+	}
+	n, err = rf.ReadFrom(io.NewSectionReader(r, 0, size))
+	if err != nil {
+		return fmt.Errorf("sending %s: %w", clean, err)
+	}
+	return nil
+}
+
+// open finds clean in Files, then under root. Errors are what the client
+// sees, so they name no host path.
+func (s *Server) open(root *os.Root, clean string) (io.ReaderAt, int64, error) {
+	if s.cfg.Files != nil {
+		r, size, err := s.cfg.Files.Open(clean)
+		switch {
+		case err == nil:
+			return r, size, nil
+		case !errors.Is(err, fs.ErrNotExist):
+			s.log.Warn("tftp: dynamic file", "file", clean, "err", err)
+			return nil, 0, fmt.Errorf("%s: cannot read", clean)
+		}
+	}
+	if root == nil {
+		return nil, 0, fmt.Errorf("%s: file not found", clean)
+	}
+	f, err := root.Open(clean)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, 0, fmt.Errorf("%s: file not found", clean)
+		}
+		s.log.Warn("tftp: refused", "file", clean, "err", err)
+		return nil, 0, fmt.Errorf("%s: %w", clean, ErrAccess)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("%s: cannot read", clean)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, fmt.Errorf("%s: not a regular file", clean)
+	}
+	return f, fi.Size(), nil
+}
+
+// CleanPath turns a requested name into a root-relative slash path, or
+// fails with ErrAccess for names that could leave the root: empty names,
+// NUL bytes, absolute paths, drive letters and ".." elements. Backslashes
+// (sent by Windows-style clients) count as separators.
+func CleanPath(name string) (string, error) {
+	if name == "" {
+		return "", fmt.Errorf("empty name: %w", ErrAccess)
+	}
+	if strings.IndexByte(name, 0) >= 0 {
+		return "", fmt.Errorf("NUL in name: %w", ErrAccess)
+	}
+	n := strings.ReplaceAll(name, `\`, "/")
+	if strings.HasPrefix(n, "/") {
+		return "", fmt.Errorf("absolute path %q: %w", name, ErrAccess)
+	}
+	if len(n) >= 2 && n[1] == ':' {
+		return "", fmt.Errorf("drive path %q: %w", name, ErrAccess)
+	}
+	parts := strings.Split(n, "/")
+	out := parts[:0]
+	for _, p := range parts {
+		switch p {
+		case "..":
+			return "", fmt.Errorf("%q leaves the root: %w", name, ErrAccess)
+		case "", ".":
+			continue
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return "", fmt.Errorf("%q names the root: %w", name, ErrAccess)
+	}
+	return strings.Join(out, "/"), nil
+}

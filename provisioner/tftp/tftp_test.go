@@ -1,0 +1,326 @@
+package tftp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// requireTool returns the path of an interop tool or skips (fails under
+// METALBED_INTEROP=required) naming the Debian package.
+func requireTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		msg := fmt.Sprintf("%s not installed (Debian package %s)", name, pkg)
+		if os.Getenv("METALBED_INTEROP") == "required" {
+			t.Fatalf("interop required: %s", msg)
+		}
+		t.Skip(msg)
+	}
+	return p
+}
+
+// memFiles is a Files for tests.
+type memFiles map[string][]byte
+
+func (m memFiles) Open(name string) (io.ReaderAt, int64, error) {
+	b, ok := m[name]
+	if !ok {
+		return nil, 0, fs.ErrNotExist
+	}
+	return bytes.NewReader(b), int64(len(b)), nil
+}
+
+type fixture struct {
+	root   string
+	addr   *net.UDPAddr
+	mu     sync.Mutex
+	events []Event
+}
+
+func (f *fixture) eventsFor(name string) []Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Event
+	for _, e := range f.events {
+		if e.File == name {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// start serves a temp root holding kernel (random bytes of the given size)
+// and pxelinux.cfg/01-52-54-00-00-00-01, plus a secret outside the root
+// and a symlink to it.
+func start(t *testing.T, kernelSize int) (*fixture, []byte) {
+	t.Helper()
+	return startWith(t, kernelSize, nil)
+}
+
+func startWith(t *testing.T, kernelSize int, mutate func(*Config)) (*fixture, []byte) {
+	t.Helper()
+	f := &fixture{root: t.TempDir()}
+	kernel := make([]byte, kernelSize)
+	rand.Read(kernel)
+	must(t, os.WriteFile(filepath.Join(f.root, "deploy_kernel"), kernel, 0o644))
+	must(t, os.MkdirAll(filepath.Join(f.root, "pxelinux.cfg"), 0o755))
+	must(t, os.WriteFile(filepath.Join(f.root, "pxelinux.cfg", "01-52-54-00-00-00-01"), []byte("default deploy\n"), 0o644))
+	outside := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o644))
+	must(t, os.Symlink(filepath.Join(outside, "secret"), filepath.Join(f.root, "escape")))
+	must(t, os.Symlink("deploy_kernel", filepath.Join(f.root, "inside-link")))
+	cfg := Config{
+		Root:     f.root,
+		Files:    memFiles{"token-1234": []byte("s3cr3t-token")},
+		Timeout:  time.Second,
+		Observer: func(e Event) { f.mu.Lock(); f.events = append(f.events, e); f.mu.Unlock() },
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	s, err := New(cfg)
+	must(t, err)
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	must(t, err)
+	f.addr = conn.LocalAddr().(*net.UDPAddr)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, conn) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return f, kernel
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCurlBlockSizes(t *testing.T) {
+	curl := requireTool(t, "curl", "curl")
+	f, kernel := start(t, 3<<20+777)
+	for _, blk := range []int{512, 1468, 8192} {
+		t.Run(fmt.Sprint(blk), func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "k")
+			cmd := exec.CommandContext(t.Context(), curl, "-sS", "--fail", "--tftp-blksize", fmt.Sprint(blk),
+				"-o", out, fmt.Sprintf("tftp://%s/deploy_kernel", f.addr))
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("curl: %v\n%s", err, b)
+			}
+			got, err := os.ReadFile(out)
+			must(t, err)
+			if !bytes.Equal(got, kernel) {
+				t.Fatalf("got %d bytes, differ from the %d served", len(got), len(kernel))
+			}
+		})
+	}
+	ev := f.eventsFor("deploy_kernel")
+	if len(ev) != 3 || ev[0].Bytes != int64(len(kernel)) || ev[0].Err != nil || !ev[0].Remote.Addr().IsLoopback() {
+		t.Fatalf("events %+v", ev)
+	}
+}
+
+func TestTFTPHPAClient(t *testing.T) {
+	tftpc := requireTool(t, "tftp", "tftp-hpa")
+	f, kernel := start(t, 1<<20+3)
+	dir := t.TempDir()
+	for _, name := range []string{"deploy_kernel", "pxelinux.cfg/01-52-54-00-00-00-01", "token-1234", "inside-link"} {
+		out := filepath.Join(dir, strings.ReplaceAll(name, "/", "_"))
+		cmd := exec.CommandContext(t.Context(), tftpc, "-m", "binary", "127.0.0.1", fmt.Sprint(f.addr.Port), "-c", "get", name, out)
+		if b, err := cmd.CombinedOutput(); err != nil || len(b) > 0 && strings.Contains(string(b), "Error") {
+			t.Fatalf("tftp get %s: %v\n%s", name, err, b)
+		}
+		got, err := os.ReadFile(out)
+		must(t, err)
+		want := map[string][]byte{
+			"deploy_kernel":                     kernel,
+			"inside-link":                       kernel,
+			"pxelinux.cfg/01-52-54-00-00-00-01": []byte("default deploy\n"),
+			"token-1234":                        []byte("s3cr3t-token"),
+		}[name]
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: got %d bytes, want %d", name, len(got), len(want))
+		}
+	}
+}
+
+func TestBusyboxBlockSize(t *testing.T) {
+	bb := requireTool(t, "busybox", "busybox")
+	f, kernel := start(t, 2<<20+1)
+	for _, blk := range []int{1468, 8192} {
+		out := filepath.Join(t.TempDir(), "k")
+		cmd := exec.CommandContext(t.Context(), bb, "tftp", "-g", "-b", fmt.Sprint(blk), "-r", "deploy_kernel", "-l", out, "127.0.0.1", fmt.Sprint(f.addr.Port))
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("busybox tftp -b %d: %v\n%s", blk, err, b)
+		}
+		got, err := os.ReadFile(out)
+		must(t, err)
+		if !bytes.Equal(got, kernel) {
+			t.Fatalf("blksize %d: bytes differ", blk)
+		}
+	}
+}
+
+// rrq sends a raw read request and returns the first reply's opcode and
+// its payload as text (the message of an ERROR, the options of an OACK).
+func rrq(t *testing.T, addr *net.UDPAddr, name string, opts ...string) (opcode uint16, msg string) {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	must(t, err)
+	defer c.Close()
+	p := []byte{0, 1}
+	p = append(p, name...)
+	p = append(p, 0)
+	p = append(p, "octet"...)
+	p = append(p, 0)
+	for _, o := range opts {
+		p = append(append(p, o...), 0)
+	}
+	_, err = c.WriteToUDP(p, addr)
+	must(t, err)
+	must(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	buf := make([]byte, 70000)
+	n, _, err := c.ReadFromUDP(buf)
+	must(t, err)
+	if n < 4 {
+		t.Fatalf("short reply %x", buf[:n])
+	}
+	op := binary.BigEndian.Uint16(buf)
+	switch op {
+	case 5:
+		msg = strings.TrimRight(string(buf[4:n]), "\x00")
+	case 6:
+		msg = strings.ReplaceAll(strings.TrimRight(string(buf[2:n]), "\x00"), "\x00", " ")
+	}
+	return op, msg
+}
+
+func TestEscapesRefused(t *testing.T) {
+	f, _ := start(t, 100)
+	for _, name := range []string{
+		"../secret",
+		"pxelinux.cfg/../../secret",
+		"/etc/passwd",
+		`..\secret`,
+		"C:/Windows/win.ini",
+		"escape", // symlink pointing outside the root
+		"pxelinux.cfg",
+		"no-such-file",
+		".",
+	} {
+		op, msg := rrq(t, f.addr, name)
+		if op != 5 {
+			t.Errorf("%q: opcode %d, want ERROR", name, op)
+			continue
+		}
+		if strings.Contains(msg, f.root) {
+			t.Errorf("%q: error names the host path: %q", name, msg)
+		}
+	}
+	// The server is still serving.
+	if op, _ := rrq(t, f.addr, "deploy_kernel"); op != 3 {
+		t.Fatalf("after refusals: opcode %d, want DATA", op)
+	}
+	ev := f.eventsFor("escape")
+	if len(ev) != 1 || !errors.Is(ev[0].Err, ErrAccess) {
+		t.Fatalf("escape events %+v", ev)
+	}
+}
+
+func TestOptionsNegotiated(t *testing.T) {
+	f, _ := start(t, 5000)
+	// blksize and tsize are acknowledged in an OACK; windowsize (RFC 7440,
+	// unsupported by pin/tftp) is left out, so the client falls back to
+	// lock-step as the RFC requires.
+	op, oack := rrq(t, f.addr, "deploy_kernel", "blksize", "1468", "tsize", "0", "windowsize", "8")
+	if op != 6 {
+		t.Fatalf("opcode %d (%s), want OACK", op, oack)
+	}
+	for _, want := range []string{"blksize 1468", "tsize 5000"} {
+		if !strings.Contains(oack, want) {
+			t.Errorf("OACK %q lacks %q", oack, want)
+		}
+	}
+	if strings.Contains(oack, "windowsize") {
+		t.Errorf("OACK %q acknowledges windowsize", oack)
+	}
+
+	capped, _ := startWith(t, 5000, func(c *Config) { c.MaxBlockSize = 1024 })
+	if _, oack := rrq(t, capped.addr, "deploy_kernel", "blksize", "8192"); !strings.Contains(oack, "blksize 1024") {
+		t.Errorf("MaxBlockSize 1024: OACK %q", oack)
+	}
+	if _, err := New(Config{Root: ".", MaxBlockSize: 100}); err == nil {
+		t.Error("MaxBlockSize 100 accepted")
+	}
+}
+
+func TestCleanPath(t *testing.T) {
+	ok := map[string]string{
+		"pxelinux.0":                 "pxelinux.0",
+		"pxelinux.cfg/01-aa":         "pxelinux.cfg/01-aa",
+		"./a//b/./c":                 "a/b/c",
+		`boot\x86\pxe.com`:           "boot/x86/pxe.com",
+		"1234/deploy_kernel":         "1234/deploy_kernel",
+		"a..b":                       "a..b",
+		"...":                        "...",
+		"token-0b2c5f0e-0000-4000-8": "token-0b2c5f0e-0000-4000-8",
+	}
+	for in, want := range ok {
+		got, err := CleanPath(in)
+		if err != nil || got != want {
+			t.Errorf("CleanPath(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "/", "/etc/passwd", "..", "a/../..", "a/..", `\\server\share`, "a\x00b", "c:x", ".", "./"} {
+		if got, err := CleanPath(in); !errors.Is(err, ErrAccess) {
+			t.Errorf("CleanPath(%q) = %q, %v; want ErrAccess", in, got, err)
+		}
+	}
+}
+
+func FuzzCleanPath(f *testing.F) {
+	for _, s := range []string{"pxelinux.0", "../x", "/x", `a\..\..\b`, "a\x00", "a/./b//c", "C:x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		clean, err := CleanPath(name)
+		if err != nil {
+			return
+		}
+		if clean == "" || strings.HasPrefix(clean, "/") || strings.ContainsRune(clean, 0) || strings.Contains(clean, `\`) {
+			t.Fatalf("CleanPath(%q) = %q", name, clean)
+		}
+		for _, p := range strings.Split(clean, "/") {
+			if p == ".." || p == "." || p == "" {
+				t.Fatalf("CleanPath(%q) = %q has element %q", name, clean, p)
+			}
+		}
+		if !filepath.IsLocal(clean) {
+			t.Fatalf("CleanPath(%q) = %q is not local", name, clean)
+		}
+		if again, err := CleanPath(clean); err != nil || again != clean {
+			t.Fatalf("not idempotent: %q -> %q -> %q, %v", name, clean, again, err)
+		}
+	})
+}
