@@ -14,6 +14,6 @@ apt-get install -y -qq --no-install-recommends \
   tgt libiscsi-bin qemu-utils qemu-block-extra \
   python3-ironicclient \
   busybox tftp-hpa tftpd-hpa dnsmasq-base kea-admin curl iproute2 \
-  pxelinux syslinux-common ipxe cpio \
+  pxelinux syslinux-common ipxe cpio grub-pc-bin \
   fdisk gdisk dosfstools mtools genisoimage binutils e2fsprogs \
   >/dev/null

@@ -48,8 +48,8 @@ func TestInstallBootloader(t *testing.T) {
 				t.Fatalf("sfdisk after install: %+v", tab.PartitionTable)
 			}
 			if c.mode == BootModeBIOS {
-				if !ins.BootCode || !ins.BootSignature {
-					t.Fatalf("boot code %v signature %v", ins.BootCode, ins.BootSignature)
+				if !ins.BootCode || !ins.BootSignature || ins.BootLoader != "metalbed" {
+					t.Fatalf("boot code %v signature %v loader %q", ins.BootCode, ins.BootSignature, ins.BootLoader)
 				}
 				return
 			}

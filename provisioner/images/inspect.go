@@ -1,6 +1,7 @@
 package images
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,6 +25,10 @@ type Inspection struct {
 	// zero; BootSignature when sector 0 ends in 0x55 0xAA.
 	BootCode      bool
 	BootSignature bool
+	// BootLoader names the MBR boot code when it is one metalbed knows:
+	// "metalbed" (what InstallBootloader writes for bios), "grub" (GRUB's
+	// boot.img), "unknown" for other code, "" when there is none.
+	BootLoader string
 	// ESP is the Number of the EFI system partition (by GPT type GUID, MBR
 	// type 0xEF or FAT label efi-part); 0 when there is none.
 	ESP int
@@ -75,6 +80,7 @@ func Inspect(disk io.ReaderAt, size int64) (*Inspection, error) {
 	ins := &Inspection{}
 	mbr := parseMBR(sec, sectors)
 	ins.BootCode, ins.BootSignature = mbr.bootCode, mbr.signed
+	ins.BootLoader = bootLoaderOf(sec[:mbrBootCodeSize], mbr.bootCode)
 	if !mbr.signed {
 		return ins, nil
 	}
@@ -250,4 +256,17 @@ func ParseGrubConfig(text string) (GrubEntry, error) {
 		return e, errors.New("grub.cfg: no linux line")
 	}
 	return e, nil
+}
+
+// bootLoaderOf recognises MBR boot code by its bytes.
+func bootLoaderOf(code []byte, present bool) string {
+	switch {
+	case !present:
+		return ""
+	case bytes.HasPrefix(code, biosBootCode()):
+		return "metalbed"
+	case bytes.Contains(code, []byte("GRUB \x00")):
+		return "grub"
+	}
+	return "unknown"
 }

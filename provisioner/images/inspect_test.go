@@ -184,3 +184,30 @@ func FuzzReadExt4File(f *testing.F) {
 		}
 	})
 }
+
+func TestBootLoaderOf(t *testing.T) {
+	grub := make([]byte, mbrBootCodeSize)
+	copy(grub[0x180:], "GRUB \x00Geom\x00Hard Disk\x00Read\x00 Error")
+	other := make([]byte, mbrBootCodeSize)
+	copy(other, []byte{0xeb, 0x63, 0x90, 0x10, 0x8e, 0xd0})
+	for _, c := range []struct {
+		code    []byte
+		present bool
+		want    string
+	}{
+		{append(biosBootCode(), make([]byte, 8)...), true, "metalbed"},
+		{grub, true, "grub"},
+		{other, true, "unknown"},
+		{make([]byte, mbrBootCodeSize), false, ""},
+	} {
+		if got := bootLoaderOf(c.code, c.present); got != c.want {
+			t.Errorf("bootLoaderOf = %q, want %q", got, c.want)
+		}
+	}
+	// GRUB's real boot.img, when Debian's grub-pc-bin is installed.
+	if img, err := os.ReadFile("/usr/lib/grub/i386-pc/boot.img"); err == nil {
+		if got := bootLoaderOf(img[:mbrBootCodeSize], true); got != "grub" {
+			t.Errorf("Debian's boot.img recognised as %q", got)
+		}
+	}
+}
