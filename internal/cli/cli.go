@@ -30,7 +30,8 @@ type command struct {
 // commands is the whole command table, built once; Run never mutates it.
 func commands() []command {
 	return []command{
-
+		{"up", "run simulated machines and their BMCs until interrupted", runUp},
+		{"demo", "bring up 3 machines and drive their BMCs as Ironic would", runDemo},
 		{"version", "print the version", runVersion},
 	}
 }
