@@ -363,7 +363,10 @@ func (f *fleet) writeInventory(path string) error {
 	if err != nil {
 		return fmt.Errorf("inventory: %w", err)
 	}
-	_, err = tmp.Write(append(b, '\n'))
+	err = tmp.Chmod(0o644)
+	if err == nil {
+		_, err = tmp.Write(append(b, '\n'))
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}

@@ -424,3 +424,25 @@ func TestDemo(t *testing.T) {
 		t.Errorf("demo output has a failure:\n%s", s)
 	}
 }
+
+// TestUpBMCPerIP gives each BMC its own loopback address on port 623,
+// which needs root (or CAP_NET_BIND_SERVICE).
+func TestUpBMCPerIP(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("--bmc-per-ip binds port 623: needs root")
+	}
+	requireTool(t, "ipmitool", "ipmitool")
+	dir := t.TempDir()
+	u := startUp(t, dir, "--nodes", "2", "--bmc-per-ip")
+	for i, n := range u.inv.Nodes {
+		want := fmt.Sprintf("127.0.1.%d", i+1)
+		if n.BMC.Address != want || n.BMC.Port != 623 {
+			t.Errorf("%s BMC at %s:%d, want %s:623", n.Name, n.BMC.Address, n.BMC.Port, want)
+		}
+		mustContain(t, n.Name, ipmitool(t, n, "lanplus", "17", "power", "status"), "Chassis Power is off")
+	}
+	if !strings.Contains(u.stdout.String(), "127.0.1.1:623 … 127.0.1.2:623") {
+		t.Errorf("ready line %q", u.stdout.String())
+	}
+	u.stop(t)
+}
