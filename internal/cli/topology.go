@@ -228,13 +228,27 @@ func plan(s upSettings, t *topology) ([]nodePlan, error) {
 	plans := make([]nodePlan, len(specs))
 	usedMAC := map[string]string{}
 	usedAddr := map[string]string{}
+	// Machines without a port of their own take base, base+1, … in order,
+	// skipping ports listed machines claim.
+	claimed := map[int]bool{}
+	for _, m := range specs {
+		if m.BMC.Port != nil && (m.BMC.Address == "" || m.BMC.Address == s.bmcAddress) {
+			claimed[*m.BMC.Port] = true
+		}
+	}
+	next := s.basePort
 	for i, m := range specs {
 		p := nodePlan{name: m.Name, diskBytes: s.diskBytes, bootMode: s.bootMode, powerDelay: s.powerDelay,
 			addr: s.bmcAddress, username: s.username, password: s.password}
-		if s.bmcPerIP {
+		switch {
+		case s.bmcPerIP:
 			p.addr, p.port = perIPAddress(i), 623
-		} else if s.basePort != 0 {
-			p.port = s.basePort + i
+		case s.basePort != 0 && m.BMC.Port == nil:
+			for claimed[next] {
+				next++
+			}
+			p.port = next
+			next++
 		}
 		// The topology's defaults were folded into s by the caller (a flag
 		// wins over them); a machine's own entry wins over both.

@@ -86,6 +86,8 @@ machines:
     boot_mode: bios
     bmc: {port: 7100, password: other}
   - name: node-1
+  - name: web
+    bmc: {port: 7002}
 `
 	topo, err := parseTopology("topo.yaml", []byte(yaml))
 	if err != nil {
@@ -103,7 +105,7 @@ machines:
 	for _, p := range plans {
 		names = append(names, p.name)
 	}
-	if got := strings.Join(names, ","); got != "db-1,node-1,node-0,node-2" {
+	if got := strings.Join(names, ","); got != "db-1,node-1,web,node-0" {
 		t.Errorf("machines %s", got)
 	}
 	db := plans[0]
@@ -111,10 +113,13 @@ machines:
 		db.diskBytes != 128e6 || len(db.macs) != 1 || db.macs[0].String() != "52:54:00:aa:bb:01" || db.powerDelay != 150*time.Millisecond {
 		t.Errorf("db-1 %+v", db)
 	}
-	n0 := plans[2]
-	if n0.port != 7002 || n0.username != "root" || n0.password != "calvin" || n0.bootMode != vms.UEFI ||
+	n0 := plans[3]
+	if n0.port != 7001 || plans[1].port != 7000 || n0.username != "root" || n0.password != "calvin" || n0.bootMode != vms.UEFI ||
 		n0.diskBytes != 2<<30 || len(n0.macs) != 2 || n0.addr != "127.0.0.1" {
 		t.Errorf("node-0 %+v", n0)
+	}
+	if plans[2].port != 7002 {
+		t.Errorf("web port %d, want its own 7002", plans[2].port)
 	}
 	seen := map[string]bool{}
 	for _, p := range plans {
