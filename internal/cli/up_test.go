@@ -446,3 +446,44 @@ func TestUpBMCPerIP(t *testing.T) {
 	}
 	u.stop(t)
 }
+
+// TestUpThousandBMCs runs 1 000 machines and BMCs in this test process and
+// opens an RMCP+ session (go-ipmi's client, suite 17) with every one of them.
+func TestUpThousandBMCs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping 1 000 BMCs")
+	}
+	const n = 1000
+	dir := t.TempDir()
+	u := startUp(t, dir, "--nodes", strconv.Itoa(n), "--disk-size", "1MiB")
+	if len(u.inv.Nodes) != n {
+		t.Fatalf("%d nodes in inventory", len(u.inv.Nodes))
+	}
+	var (
+		mu     sync.Mutex
+		failed []string
+	)
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for _, node := range u.inv.Nodes {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := nativeStatus(t.Context(), node); err != nil {
+				mu.Lock()
+				failed = append(failed, fmt.Sprintf("%s: %v", node.Name, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(failed) > 0 {
+		t.Errorf("%d of %d BMCs failed, first: %v", len(failed), n, failed[0])
+	}
+	for _, i := range []int{0, n / 2, n - 1} {
+		mustContain(t, u.inv.Nodes[i].Name, ipmitool(t, u.inv.Nodes[i], "lanplus", "3", "power", "status"), "Chassis Power is off")
+	}
+	u.stop(t)
+}
