@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -81,6 +82,9 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	}
 	f, err := startFleet(ctx, plans, dir, log)
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return nil // interrupted while starting: nothing half-done is left
+		}
 		return err
 	}
 	defer f.close()
@@ -266,6 +270,9 @@ func startNode(p nodePlan, dir string, log *slog.Logger) (*fleetNode, error) {
 	conn, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		m.Close()
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("BMC of %s: %w (another metalbed or vbmc? choose other ports with --bmc-base-port, or 0 for free ones)", p.name, err)
+		}
 		return nil, fmt.Errorf("BMC of %s: %w", p.name, err)
 	}
 	return &fleetNode{plan: p, machine: m, bmc: bmc, conn: conn}, nil

@@ -487,3 +487,51 @@ func TestUpThousandBMCs(t *testing.T) {
 	}
 	u.stop(t)
 }
+
+func TestUpPortInUse(t *testing.T) {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	var out, errb bytes.Buffer
+	err = Run(t.Context(), []string{"up", "--no-provisioner", "--nodes", "2", "--state-dir", t.TempDir(),
+		"--bmc-base-port", strconv.Itoa(port)}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), "--bmc-base-port") {
+		t.Errorf("port in use: %v", err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("printed a ready line although a BMC could not listen: %q", out.String())
+	}
+}
+
+func TestUpInterruptedWhileStarting(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	var out, errb bytes.Buffer
+	if err := Run(ctx, []string{"up", "--no-provisioner", "--nodes", "50", "--state-dir", t.TempDir(), "--bmc-base-port", "0"}, &out, &errb); err != nil {
+		t.Errorf("interrupted start: %v", err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("ready line although interrupted: %q", out.String())
+	}
+}
+
+func TestUpCorruptStateNamesTheFile(t *testing.T) {
+	dir := t.TempDir()
+	u := startUp(t, dir, "--nodes", "2", "--disk-size", "1MiB")
+	u.stop(t)
+	bad := filepath.Join(dir, "node-1", "state.json")
+	if err := os.WriteFile(bad, []byte("{\"version\": 1, \"power\": "), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	err := Run(t.Context(), []string{"up", "--no-provisioner", "--nodes", "2", "--state-dir", dir, "--bmc-base-port", "0"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), bad) {
+		t.Errorf("corrupt state: %v, want an error naming %s", err, bad)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "node-1", "disk.img")); err != nil || fi.Size() != 1<<20 {
+		t.Errorf("disk after a refused start: %v %v", fi, err)
+	}
+}
