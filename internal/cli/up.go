@@ -194,7 +194,26 @@ func newLogger(s Streams, level string) (*slog.Logger, error) {
 // fleet is the machines of one `metalbed up` with their BMCs, listening.
 type fleet struct {
 	dir   string
+	lock  *os.File // flock on DIR/.lock: one process per state dir
 	nodes []*fleetNode
+}
+
+// lockStateDir takes an exclusive lock on dir so that two processes never
+// run the same machines (their state files would race).
+func lockStateDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, ".lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("state dir lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("state dir %s is in use by another metalbed process", dir)
+		}
+		return nil, fmt.Errorf("state dir lock %s: %w", path, err)
+	}
+	return f, nil
 }
 
 type fleetNode struct {
@@ -214,7 +233,11 @@ func startFleet(ctx context.Context, plans []nodePlan, dir string, log *slog.Log
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	f := &fleet{dir: dir, nodes: make([]*fleetNode, len(plans))}
+	lock, err := lockStateDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	f := &fleet{dir: dir, lock: lock, nodes: make([]*fleetNode, len(plans))}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(openParallel)
 	for i, p := range plans {
@@ -230,7 +253,7 @@ func startFleet(ctx context.Context, plans []nodePlan, dir string, log *slog.Log
 			return nil
 		})
 	}
-	err := g.Wait()
+	err = g.Wait()
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -305,6 +328,10 @@ func (f *fleet) close() error {
 			errs = append(errs, err)
 		}
 		f.nodes[i] = nil
+	}
+	if f.lock != nil {
+		f.lock.Close() // releases the flock
+		f.lock = nil
 	}
 	return errors.Join(errs...)
 }

@@ -535,3 +535,16 @@ func TestUpCorruptStateNamesTheFile(t *testing.T) {
 		t.Errorf("disk after a refused start: %v %v", fi, err)
 	}
 }
+
+func TestUpStateDirLocked(t *testing.T) {
+	dir := t.TempDir()
+	u := startUp(t, dir, "--nodes", "1", "--disk-size", "1MiB")
+	var out, errb bytes.Buffer
+	err := Run(t.Context(), []string{"up", "--no-provisioner", "--nodes", "1", "--state-dir", dir, "--bmc-base-port", "0"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "in use by another metalbed") {
+		t.Errorf("second up on the same state dir: %v", err)
+	}
+	u.stop(t)
+	u2 := startUp(t, dir, "--nodes", "1") // the lock is released on stop
+	u2.stop(t)
+}

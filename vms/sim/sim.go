@@ -240,6 +240,8 @@ func reconcile(cfg Config, saved *state) (state, error) {
 func prepareDisk(path string, st *state, hadState bool) error {
 	fi, err := os.Stat(path)
 	switch {
+	case errors.Is(err, fs.ErrNotExist) && hadState:
+		return fmt.Errorf("disk %s is missing although the machine's state exists: refusing to create a blank disk in its place (remove %s to start this machine afresh)", path, filepath.Join(filepath.Dir(path), stateFile))
 	case errors.Is(err, fs.ErrNotExist):
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 		if err != nil {

@@ -447,6 +447,24 @@ func TestCorruptStateIsRefused(t *testing.T) {
 	}
 }
 
+func TestMissingDiskIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	m, err := Open(Config{Name: "n", StateDir: dir, DiskBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	if err := os.Remove(m.Disk().Path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Config{Name: "n", StateDir: dir}); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("open without its disk: %v", err)
+	}
+	if _, err := os.Stat(m.Disk().Path); err == nil {
+		t.Error("a blank disk was created")
+	}
+}
+
 func TestDiskNeverShrinks(t *testing.T) {
 	dir := t.TempDir()
 	m, err := Open(Config{Name: "n", StateDir: dir, DiskBytes: 2 << 20})
