@@ -140,6 +140,12 @@ func (m *testMachine) writeConsole(p []byte) error {
 	return err
 }
 
+func (m *testMachine) bootLog() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.boots...)
+}
+
 func (m *testMachine) keystrokes() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+	"time"
 )
 
 // Wire constants (IPMI v2.0 §13.1–13.8, DMTF ASF for the RMCP header).
@@ -194,6 +195,9 @@ func (g *gateConn) ReadFrom(buf []byte) (int, net.Addr, error) {
 func (g *gateConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if g.srv.dropReply(b, addr) {
 		return len(b), nil
+	}
+	if d := g.srv.cfg.ReplyDelay; d > 0 {
+		time.Sleep(d)
 	}
 	g.srv.metrics.replies.Inc()
 	return g.conn.WriteTo(b, addr)

@@ -59,6 +59,15 @@ type Config struct {
 	// all; delay holds the reply back. It is the fault-injection seam and
 	// must be safe for concurrent use.
 	Intercept func(netfn, cmd uint8) (cc uint8, drop bool, delay time.Duration)
+	// ReplyDelay holds every reply back this long. The zero value means the
+	// default of 1 ms; a negative value sends replies at once. pyghmi loses
+	// a reply that arrives before its calling thread has parked on its I/O
+	// thread (pyghmi/ipmi/private/session.py: _io_wait queues its waiter
+	// only after sendto, while _IOWorker.run may already have consumed the
+	// reply), then sleeps out its 0.5–1 s retry timer. A BMC answering in
+	// microseconds costs pyghmi 0.5–2 s per call; real BMCs answer in
+	// milliseconds and never hit the race.
+	ReplyDelay time.Duration
 	// Logger receives per-packet debug lines and milestones. nil => discard.
 	Logger *slog.Logger
 	// Registerer receives the BMC metrics (metalbed_bmc_*). nil => none.
@@ -105,6 +114,7 @@ const (
 	defaultUsername    = "admin"
 	defaultMaxSessions = 32
 	defaultSELCapacity = 128
+	defaultReplyDelay  = time.Millisecond
 
 	// OpenBMC Project (IANA 49871): a virtual BMC is no vendor's hardware,
 	// and Ironic's vendor detection must not take it for one.
@@ -140,6 +150,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.SELCapacity <= 0 {
 		cfg.SELCapacity = defaultSELCapacity
+	}
+	if cfg.ReplyDelay == 0 {
+		cfg.ReplyDelay = defaultReplyDelay
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
