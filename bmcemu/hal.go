@@ -56,7 +56,7 @@ func (c chassisHAL) ColdReset(ctx context.Context) error {
 func (c chassisHAL) WarmReset(ctx context.Context) error {
 	return c.srv.machine.Control(ctx, SoftShutdown)
 }
-func (c chassisHAL) Identify(context.Context, uint8) error      { return nil }
+func (c chassisHAL) Identify(context.Context, uint8) error        { return nil }
 func (c chassisHAL) IntrusionState(context.Context) (bool, error) { return false, hal.ErrNotSupported }
 func (c chassisHAL) SetBootFlags(context.Context, *types.BootOptionParam_BootFlags) error {
 	return hal.ErrNotSupported

@@ -22,15 +22,15 @@ const (
 
 // Completion codes (IPMI v2.0 table 5-2) bmcemu answers with.
 const (
-	ccOK                = 0x00
-	ccParamNotSupported = 0x80
-	ccInvalidCommand    = 0xc1
-	ccTimeout           = 0xc3
+	ccOK                 = 0x00
+	ccParamNotSupported  = 0x80
+	ccInvalidCommand     = 0xc1
+	ccTimeout            = 0xc3
 	ccInvalidReservation = 0xc5
-	ccLengthInvalid     = 0xc7
-	ccNotPresent        = 0xcb
-	ccInvalidField      = 0xcc
-	ccUnspecified       = 0xff
+	ccLengthInvalid      = 0xc7
+	ccNotPresent         = 0xcb
+	ccInvalidField       = 0xcc
+	ccUnspecified        = 0xff
 )
 
 // machineTimeout bounds every call into the Machine from a command.

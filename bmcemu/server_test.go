@@ -197,4 +197,3 @@ func mustCounter(t *testing.T, reg *prometheus.Registry, name string) prometheus
 	t.Fatalf("metric %s not registered", name)
 	return nil
 }
-
