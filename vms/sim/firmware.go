@@ -187,7 +187,7 @@ func checkBootable(d Disk, mode vms.BootMode) error {
 	count := binary.LittleEndian.Uint32(hdr[80:])
 	size := binary.LittleEndian.Uint32(hdr[84:])
 	if size < 128 || size > 4096 || count > 1024 || entriesLBA == 0 ||
-		int64(entriesLBA) > d.Size()/sectorSize {
+		entriesLBA > uint64(d.Size()/sectorSize) {
 		return fmt.Errorf("GPT header is invalid (entries at LBA %d, %d entries of %d bytes)", entriesLBA, count, size)
 	}
 	entries := make([]byte, int(count)*int(size))
