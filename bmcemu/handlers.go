@@ -38,23 +38,17 @@ const machineTimeout = 5 * time.Second
 
 type handlerFunc func(ctx context.Context, req []byte) ([]byte, uint8)
 
-// buildRegistry assembles the dispatch table, keyed by netfn/cmd, before
-// serving. go-ipmi contributes the session commands (authentication
-// capabilities, cipher suites, privilege, close, v1.5 challenge/activate),
-// payload activation for SOL, SDR repository access, channel, user and LAN
-// configuration; bmcemu's handlers replace everything that speaks for the
-// machine. The middleware (Intercept, metrics, logging, panic recovery)
-// wraps every entry, unknown commands included.
-func (s *Server) buildRegistry() *handlers.Registry {
-	r := handlers.NewRegistry()
-	r.Use(s.middleware)
-	handlers.RegisterAllHandlers(r)
+// command is one entry of bmcemu's own part of the dispatch table.
+type command struct {
+	netfn, cmd uint8
+	name       string
+	fn         handlerFunc
+}
 
-	own := []struct {
-		netfn, cmd uint8
-		name       string
-		fn         handlerFunc
-	}{
+// commandTable lists the commands bmcemu answers itself (Cold and Warm
+// Reset, which need the session, are registered separately).
+func (s *Server) commandTable() []command {
+	return []command{
 		{netfnApp, 0x01, "Get Device ID", s.getDeviceID},
 		{netfnApp, 0x04, "Get Self Test Results", s.getSelfTest},
 		{netfnApp, 0x08, "Get Device GUID", s.getGUID},
@@ -75,7 +69,21 @@ func (s *Server) buildRegistry() *handlers.Registry {
 		{netfnStorage, 0x48, "Get SEL Time", s.getSELTime},
 		{netfnStorage, 0x49, "Set SEL Time", s.setSELTime},
 	}
-	for _, h := range own {
+}
+
+// buildRegistry assembles the dispatch table, keyed by netfn/cmd, before
+// serving. go-ipmi contributes the session commands (authentication
+// capabilities, cipher suites, privilege, close, v1.5 challenge/activate),
+// payload activation for SOL, SDR repository access, channel, user and LAN
+// configuration; bmcemu's handlers replace everything that speaks for the
+// machine. The middleware (Intercept, metrics, logging, panic recovery)
+// wraps every entry, unknown commands included.
+func (s *Server) buildRegistry() *handlers.Registry {
+	r := handlers.NewRegistry()
+	r.Use(s.middleware)
+	handlers.RegisterAllHandlers(r)
+
+	for _, h := range s.commandTable() {
 		fn := h.fn
 		r.RegisterFunc(types.Command{ID: h.cmd, NetFn: types.NetFn(h.netfn), Name: h.name},
 			func(ctx context.Context, _ *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
