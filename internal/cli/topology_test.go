@@ -202,3 +202,25 @@ func TestParseByteSize(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultStateDir(t *testing.T) {
+	x := t.TempDir()
+	t.Setenv("XDG_STATE_HOME", x)
+	f := testFlags()
+	f.stateDir = ""
+	_, dir, err := resolveUp(map[string]bool{}, nil, f)
+	if err != nil || dir != filepath.Join(x, "metalbed") {
+		t.Errorf("default state dir %q, %v", dir, err)
+	}
+	topo, err := parseTopology("topo.yaml", []byte("state_dir: /srv/metalbed\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, dir, _ := resolveUp(map[string]bool{}, topo, f); dir != "/srv/metalbed" {
+		t.Errorf("file state dir ignored: %q", dir)
+	}
+	f.stateDir = "flagdir"
+	if _, dir, _ := resolveUp(map[string]bool{"state-dir": true}, topo, f); !strings.HasSuffix(dir, "/flagdir") {
+		t.Errorf("flag state dir lost to the file: %q", dir)
+	}
+}

@@ -28,7 +28,6 @@ const (
 	defaultBMCAddress = "127.0.0.1"
 	defaultUsername   = "admin"
 	defaultPassword   = "password"
-	defaultStateDir   = "metalbed-state"
 	inventoryFile     = "inventory.json"
 )
 
@@ -36,7 +35,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	fs := newFlags("up", s)
 	nodes := fs.Int("nodes", 1, "number of machines (node-0 … node-N-1; the config's machines count first)")
 	noProv := fs.Bool("no-provisioner", false, "run only the machines and their BMCs")
-	stateDir := fs.String("state-dir", defaultStateDir, "directory holding every machine's state, disk and console log, and inventory.json")
+	stateDir := fs.String("state-dir", "", "directory holding every machine's state, disk and console log, and inventory.json (default $XDG_STATE_HOME/metalbed, else ~/.local/state/metalbed)")
 	basePort := fs.Int("bmc-base-port", defaultBasePort, "UDP port of node-0's BMC; node-i listens on base+i (0: ephemeral ports)")
 	bmcAddr := fs.String("bmc-address", defaultBMCAddress, "IP address the BMCs listen on")
 	perIP := fs.Bool("bmc-per-ip", false, "give BMC i its own loopback address 127.0.1.(i+1), port 623 (needs root)")
@@ -173,14 +172,30 @@ func resolveUp(set map[string]bool, t *topology, f upFlags) (upSettings, string,
 		return st, "", usageError("--boot-mode %q: want bios or uefi", st.bootMode)
 	case st.powerDelay < 0:
 		return st, "", usageError("--power-delay %s", st.powerDelay)
-	case dir == "":
-		return st, "", usageError("--state-dir is empty")
+	}
+	if dir == "" {
+		var err error
+		if dir, err = defaultStateDir(); err != nil {
+			return st, "", err
+		}
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return st, "", fmt.Errorf("state dir: %w", err)
 	}
 	return st, abs, nil
+}
+
+// defaultStateDir is $XDG_STATE_HOME/metalbed, else ~/.local/state/metalbed.
+func defaultStateDir() (string, error) {
+	if x := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "metalbed"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", usageError("no --state-dir and no home directory: %v", err)
+	}
+	return filepath.Join(home, ".local", "state", "metalbed"), nil
 }
 
 func newLogger(s Streams, level string) (*slog.Logger, error) {

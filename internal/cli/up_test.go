@@ -142,9 +142,7 @@ func ipmitool(t *testing.T, n inventoryNode, iface string, suite string, args ..
 		t.Fatal(err)
 	}
 	full := []string{"-I", iface, "-H", n.BMC.Address, "-p", strconv.Itoa(n.BMC.Port), "-U", n.BMC.Username, "-f", pw, "-R", "3", "-N", "1"}
-	if iface == "lanplus" {
-		full = append(full, "-L", "ADMINISTRATOR")
-	}
+	full = append(full, "-L", "ADMINISTRATOR")
 	if suite != "" {
 		full = append(full, "-C", suite)
 	}
@@ -317,6 +315,7 @@ func TestUpEndToEnd(t *testing.T) {
 	ironic("power", "off")
 	waitState(t, dir, "node-2", "off")
 	mustContain(t, "no -C", ipmitool(t, n2, "lanplus", "", "power", "status"), "Chassis Power is off")
+	mustContain(t, "-I lan (IPMI 1.5)", ipmitool(t, n2, "lan", "", "power", "status"), "Chassis Power is off")
 
 	// pyghmi, as Ironic's pyghmi-based paths and vbmc users drive a BMC.
 	script := `
