@@ -518,6 +518,7 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 	r := &run{cancel: cancel, done: make(chan struct{})}
 	m.run = r
 	flags := m.st.flags()
+	disk := &runDisk{path: m.disk.path, size: m.disk.size}
 	b := &BootContext{
 		Machine:      m.cfg.Name,
 		UUID:         m.uuid,
@@ -525,7 +526,7 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 		Override:     lb.Override,
 		Persistent:   lb.Override && flags.Valid() && flags.Persistent(),
 		Mode:         lb.Mode,
-		Disk:         m.disk,
+		Disk:         disk,
 		NICs:         m.NICs(),
 		Console:      m.console,
 		ConsoleInput: m.console.input,
@@ -536,6 +537,7 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 		defer m.wg.Done()
 		defer close(r.done)
 		defer cancel()
+		defer disk.detach()
 		err := m.cfg.Firmware.Boot(ctx, b)
 		if err != nil && ctx.Err() == nil {
 			m.log.Info("boot failed", "err", err)
@@ -627,6 +629,9 @@ func (d fileDisk) ReadAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer f.Close()
+	if off < 0 {
+		return 0, fmt.Errorf("read at negative offset %d", off)
+	}
 	if off >= d.size {
 		return 0, io.EOF
 	}
@@ -653,4 +658,77 @@ func (d fileDisk) WriteAt(p []byte, off int64) (int, error) {
 		err = cerr
 	}
 	return n, err
+}
+
+// runDisk is the disk as one boot sees it: the file is opened on first
+// access and kept open for the rest of the boot (an image write is many
+// small writes), and detached when power goes away; later access fails as
+// it would on a machine that lost power.
+type runDisk struct {
+	path string
+	size int64
+
+	mu       sync.Mutex
+	f        *os.File
+	detached bool
+}
+
+func (d *runDisk) Size() int64 { return d.size }
+
+func (d *runDisk) file() (*os.File, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.detached {
+		return nil, errors.New("disk detached: the machine powered off or reset")
+	}
+	if d.f == nil {
+		f, err := os.OpenFile(d.path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, err
+		}
+		d.f = f
+	}
+	return d.f, nil
+}
+
+func (d *runDisk) ReadAt(p []byte, off int64) (int, error) {
+	f, err := d.file()
+	if err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("read at negative offset %d", off)
+	}
+	if off >= d.size {
+		return 0, io.EOF
+	}
+	if rest := d.size - off; int64(len(p)) > rest {
+		n, err := f.ReadAt(p[:rest], off)
+		if err == nil {
+			err = io.EOF
+		}
+		return n, err
+	}
+	return f.ReadAt(p, off)
+}
+
+func (d *runDisk) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > d.size {
+		return 0, fmt.Errorf("write of %d bytes at %d is beyond the %d-byte disk", len(p), off, d.size)
+	}
+	f, err := d.file()
+	if err != nil {
+		return 0, err
+	}
+	return f.WriteAt(p, off)
+}
+
+func (d *runDisk) detach() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.detached = true
+	if d.f != nil {
+		d.f.Close()
+		d.f = nil
+	}
 }

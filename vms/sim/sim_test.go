@@ -606,3 +606,55 @@ func TestConcurrentUse(t *testing.T) {
 		t.Error("closed machine still answers")
 	}
 }
+
+// diskFirmware writes to the disk during a boot and keeps the Disk around
+// after the boot ended.
+type diskFirmware struct {
+	mu   sync.Mutex
+	disk Disk
+	ch   chan error
+}
+
+func (f *diskFirmware) Boot(ctx context.Context, b *BootContext) error {
+	f.mu.Lock()
+	f.disk = b.Disk
+	f.mu.Unlock()
+	_, err := b.Disk.WriteAt([]byte("written during the boot"), 4096)
+	if err == nil {
+		buf := make([]byte, 8)
+		_, err = b.Disk.ReadAt(buf, b.Disk.Size()-4) // short read at the end
+		if err != io.EOF {
+			err = fmt.Errorf("read past the end: %v, want io.EOF", err)
+		} else {
+			err = nil
+		}
+	}
+	f.ch <- err
+	<-ctx.Done()
+	return nil
+}
+
+func TestBootDiskDetachesAtPowerOff(t *testing.T) {
+	fw := &diskFirmware{ch: make(chan error, 1)}
+	m := open(t, Config{StateDir: t.TempDir(), Firmware: fw})
+	mustPower(t, m, vms.ActionOn)
+	select {
+	case err := <-fw.ch:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("firmware did not run")
+	}
+	mustPower(t, m, vms.ActionOff)
+	fw.mu.Lock()
+	d := fw.disk
+	fw.mu.Unlock()
+	if _, err := d.WriteAt([]byte("x"), 0); err == nil {
+		t.Error("a powered-off machine's boot disk still takes writes")
+	}
+	got := make([]byte, 23)
+	if _, err := m.disk.ReadAt(got, 4096); err != nil || string(got) != "written during the boot" {
+		t.Errorf("disk after power off: %q %v", got, err)
+	}
+}
