@@ -45,6 +45,11 @@ type BootContext struct {
 	// Emit records a machine event (vms.EventBoot with the device booted,
 	// vms.EventConsole for a line worth a timeline entry).
 	Emit func(kind vms.EventKind, detail string)
+	// Reset resets the machine as reboot(2) or the reset line does, and
+	// PowerOff powers it off as an OS shutdown does. Both return at once;
+	// the running program then sees ctx end. They do nothing once this boot
+	// is over (the machine was reset or powered off meanwhile).
+	Reset, PowerOff func()
 }
 
 // Disk is a machine's local disk as firmware reads and writes it.

@@ -385,8 +385,8 @@ func (m *Machine) Power(ctx context.Context, a vms.PowerAction) error {
 			m.mu.Unlock()
 			if !stale {
 				m.console.printf("reboot: Power down\r\n")
-				m.apply(vms.ActionOff)
 			}
+			m.applyIfBoot(gen, vms.ActionOff)
 		})
 		return nil
 	default:
@@ -423,6 +423,24 @@ func (m *Machine) later(d time.Duration, fn func()) {
 func (m *Machine) apply(a vms.PowerAction) error {
 	m.powerMu.Lock()
 	defer m.powerMu.Unlock()
+	return m.applyLocked(a)
+}
+
+// applyIfBoot applies a only while boot gen is still the current one: a
+// request from a program (or an OS shutdown) dies with its boot.
+func (m *Machine) applyIfBoot(gen uint64, a vms.PowerAction) {
+	m.powerMu.Lock()
+	defer m.powerMu.Unlock()
+	m.mu.Lock()
+	stale := m.gen != gen
+	m.mu.Unlock()
+	if !stale {
+		m.applyLocked(a)
+	}
+}
+
+// applyLocked is apply with m.powerMu held.
+func (m *Machine) applyLocked(a vms.PowerAction) error {
 	switch a {
 	case vms.ActionOn:
 		return m.powerOn(vms.EventPowerOn)
@@ -531,6 +549,8 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 		Console:      m.console,
 		ConsoleInput: m.console.input,
 		Emit:         m.emit,
+		Reset:        m.fromBoot(m.gen, vms.ActionReset),
+		PowerOff:     m.fromBoot(m.gen, vms.ActionOff),
 	}
 	m.wg.Add(1)
 	go func() {
@@ -544,6 +564,12 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 			m.emit(vms.EventBootFail, err.Error())
 		}
 	}()
+}
+
+// fromBoot is a power action the program of boot gen may take on its own
+// machine; it runs in the background, and not at all once that boot is over.
+func (m *Machine) fromBoot(gen uint64, a vms.PowerAction) func() {
+	return func() { m.later(0, func() { m.applyIfBoot(gen, a) }) }
 }
 
 // stopRun cuts power to the running firmware and waits for it to stop.

@@ -658,3 +658,47 @@ func TestBootDiskDetachesAtPowerOff(t *testing.T) {
 		t.Errorf("disk after power off: %q %v", got, err)
 	}
 }
+
+// rebootingFirmware reboots the machine once from the running program (as
+// the deploy ramdisk does), then powers it off on the next boot.
+type rebootingFirmware struct {
+	mu    sync.Mutex
+	boots int
+}
+
+func (f *rebootingFirmware) Boot(ctx context.Context, b *BootContext) error {
+	f.mu.Lock()
+	f.boots++
+	n := f.boots
+	f.mu.Unlock()
+	switch n {
+	case 1:
+		b.Reset()
+		b.Reset() // a second call of the same boot is a no-op once reset
+	case 2:
+		b.PowerOff()
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func TestFirmwareResetsAndPowersOff(t *testing.T) {
+	fw := &rebootingFirmware{}
+	m := open(t, Config{StateDir: t.TempDir(), Firmware: fw})
+	ev := watch(t, m)
+	once := vms.NewBootFlags(vms.BootPXE, false, false)
+	if err := m.SetBootFlags(t.Context(), once); err != nil {
+		t.Fatal(err)
+	}
+	mustPower(t, m, vms.ActionOn)
+	ev.waitFor(t, vms.EventReset, 1)
+	ev.waitFor(t, vms.EventPowerOff, 1)
+	if ps, _ := m.PowerState(t.Context()); ps != vms.PowerOff {
+		t.Errorf("power %s", ps)
+	}
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if fw.boots != 2 {
+		t.Errorf("%d boots, want 2 (power-on, one reset)", fw.boots)
+	}
+}
