@@ -302,6 +302,17 @@ func TestUpEndToEnd(t *testing.T) {
 		mustContain(t, what+" persistent", out, "Force Boot from default Hard-Drive", "Options apply to all future boots")
 	}
 
+	// Diagnostic interrupt reaches the running OS; a soft power-off is an
+	// ACPI request the OS honours after a moment.
+	ipmitool(t, n1, "lanplus", "17", "power", "diag")
+	ipmitool(t, n1, "lanplus", "17", "power", "soft")
+	waitState(t, dir, "node-1", "off")
+	con, err := os.ReadFile(filepath.Join(dir, "node-1", "console.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, "node-1 console", string(con), "metalbed SimBIOS", "NMI received", "ACPI: power button pressed", "reboot: Power down")
+
 	// The exact command lines Ironic sends (UEFI boot device via raw).
 	ironic := func(args ...string) string { return ipmitool(t, n2, "lanplus", "3", args...) }
 	ironic("raw", "0x00", "0x08", "0x03", "0x08")
@@ -386,6 +397,7 @@ print(json.dumps(out))
 	mustContain(t, "node-1 after restart", ipmitool(t, r1, "lanplus", "17", "chassis", "bootparam", "get", "5"),
 		"Force Boot from default Hard-Drive", "Options apply to all future boots")
 	mustContain(t, "node-2 after restart", ipmitool(t, r2, "lanplus", "17", "power", "status"), "Chassis Power is on")
+	mustContain(t, "node-1 after restart", ipmitool(t, r1, "lanplus", "17", "power", "status"), "Chassis Power is off")
 	got := make([]byte, len(payload))
 	f, err = os.Open(r0.Disk.Path)
 	if err != nil {
