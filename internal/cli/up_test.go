@@ -559,3 +559,53 @@ func TestUpStateDirLocked(t *testing.T) {
 	u2 := startUp(t, dir, "--nodes", "1") // the lock is released on stop
 	u2.stop(t)
 }
+
+// TestUpSOLConsole: ipmitool sol activate streams the machine's serial
+// console (the firmware's POST and boot failure) and what is typed echoes.
+func TestUpSOLConsole(t *testing.T) {
+	bin := requireTool(t, "ipmitool", "ipmitool")
+	dir := t.TempDir()
+	u := startUp(t, dir, "--nodes", "1", "--disk-size", "1MiB")
+	n := u.node(t, "node-0")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	// ipmitool's stdout is a pipe here, so stdio would buffer the console
+	// until exit: stdbuf (coreutils) makes it unbuffered.
+	stdbuf := requireTool(t, "stdbuf", "coreutils")
+	cmd := exec.CommandContext(ctx, stdbuf, "-o0", bin, "-I", "lanplus", "-C", "17", "-H", n.BMC.Address, "-p", strconv.Itoa(n.BMC.Port),
+		"-U", n.BMC.Username, "-P", n.BMC.Password, "sol", "activate")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	waitOutput := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !strings.Contains(out.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("SOL output lacks %q:\n%s", want, out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitOutput("SOL Session operational")
+	ipmitool(t, n, "lanplus", "3", "power", "on")
+	waitOutput("metalbed SimBIOS")
+	waitOutput("No bootable device.")
+	if _, err := stdin.Write([]byte("hello\r")); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput("hello\r\n")
+	ipmitool(t, n, "lanplus", "3", "sol", "deactivate")
+	u.stop(t)
+}
