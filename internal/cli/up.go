@@ -91,7 +91,11 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	if err := f.writeInventory(inv); err != nil {
 		return err
 	}
-	fmt.Fprintf(s.Out, "metalbed: %d machines up, BMCs on %s, inventory %s\n", len(f.nodes), f.addrSummary(), inv)
+	machines := "machines"
+	if len(f.nodes) == 1 {
+		machines = "machine"
+	}
+	fmt.Fprintf(s.Out, "metalbed: %d %s up, BMCs on %s, inventory %s\n", len(f.nodes), machines, f.addrSummary(), inv)
 	if err := f.serve(ctx); err != nil {
 		return err
 	}
@@ -251,6 +255,12 @@ func startFleet(ctx context.Context, plans []nodePlan, dir string, log *slog.Log
 	lock, err := lockStateDir(dir)
 	if err != nil {
 		return nil, err
+	}
+	// An inventory left by an earlier run names ports that may change: it
+	// goes now, and the new one appears once every BMC listens.
+	if err := os.Remove(filepath.Join(dir, inventoryFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		lock.Close()
+		return nil, fmt.Errorf("old inventory: %w", err)
 	}
 	f := &fleet{dir: dir, lock: lock, nodes: make([]*fleetNode, len(plans))}
 	g, gctx := errgroup.WithContext(ctx)

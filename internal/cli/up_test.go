@@ -383,7 +383,8 @@ print(json.dumps(out))
 		c.Close()
 	}
 
-	// Restart on the same state dir: machines, power, flags, MACs and disk kept.
+	// Restart on the same state dir: machines, power, flags, MACs and disk
+	// kept. The old inventory is gone until the new one is written.
 	u2 := startUp(t, dir, "--nodes", "3")
 	checkInventoryShape(t, dir, 3)
 	for _, n := range u.inv.Nodes {
@@ -608,4 +609,27 @@ func TestUpSOLConsole(t *testing.T) {
 	waitOutput("hello\r\n")
 	ipmitool(t, n, "lanplus", "3", "sol", "deactivate")
 	u.stop(t)
+}
+
+func TestUpRemovesStaleInventory(t *testing.T) {
+	dir := t.TempDir()
+	stale := filepath.Join(dir, "inventory.json")
+	if err := os.WriteFile(stale, []byte(`{"nodes":[{"name":"old"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A start that fails (bad topology on disk: a machine's state is
+	// corrupt) must not leave the stale inventory looking current.
+	if err := os.MkdirAll(filepath.Join(dir, "node-0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "node-0", "state.json"), []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if err := Run(t.Context(), []string{"up", "--no-provisioner", "--nodes", "1", "--state-dir", dir, "--bmc-base-port", "0"}, &out, &errb); err == nil {
+		t.Fatal("started on a corrupt state")
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale inventory still there after a failed start: %v", err)
+	}
 }
