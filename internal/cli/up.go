@@ -318,6 +318,9 @@ func startNode(p nodePlan, dir string, log *slog.Logger) (*fleetNode, error) {
 	conn, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		m.Close()
+		if errors.Is(err, syscall.EACCES) {
+			return nil, fmt.Errorf("BMC of %s: %w (ports below 1024, such as --bmc-per-ip's 623, need root or CAP_NET_BIND_SERVICE)", p.name, err)
+		}
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return nil, fmt.Errorf("BMC of %s: %w (another metalbed or vbmc? choose other ports with --bmc-base-port, or 0 for free ones)", p.name, err)
 		}
