@@ -308,7 +308,7 @@ func startNode(p nodePlan, dir string, log *slog.Logger) (*fleetNode, error) {
 		Username: p.username,
 		Password: p.password,
 		GUID:     m.UUID(),
-		Logger:   log.With("node", p.name),
+		Logger:   log,
 	})
 	if err != nil {
 		m.Close()
