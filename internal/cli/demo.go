@@ -48,7 +48,7 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 		return err
 	}
 	plans[1].bootMode = vms.UEFI // show both firmware flavours
-	f, err := startFleet(ctx, plans, dir, log)
+	f, err := startFleet(ctx, plans, dir, log, nil)
 	if err != nil {
 		return err
 	}

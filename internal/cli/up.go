@@ -6,12 +6,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -79,7 +81,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	if len(plans) == 0 {
 		return usageError("no machines: give --nodes N or list machines in --config")
 	}
-	f, err := startFleet(ctx, plans, dir, log)
+	f, err := startFleet(ctx, plans, dir, log, s.Err)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			return nil // interrupted while starting: nothing half-done is left
@@ -242,13 +244,19 @@ type fleetNode struct {
 	conn    net.PacketConn
 }
 
+// progressEvery is how often a long start-up reports progress.
+const progressEvery = 2 * time.Second
+
 // openParallel bounds how many machines open at once (each does a few
 // small file writes and an fsync on first creation).
 const openParallel = 16
 
 // startFleet opens every machine under dir and binds every BMC socket. It
 // returns once every BMC socket is bound, so clients may connect.
-func startFleet(ctx context.Context, plans []nodePlan, dir string, log *slog.Logger) (*fleet, error) {
+//
+// progress, when not nil, gets a line every progressEvery while machines
+// are still starting (a first start of 10 000 machines takes a while).
+func startFleet(ctx context.Context, plans []nodePlan, dir string, log *slog.Logger, progress io.Writer) (*fleet, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -263,6 +271,23 @@ func startFleet(ctx context.Context, plans []nodePlan, dir string, log *slog.Log
 		return nil, fmt.Errorf("old inventory: %w", err)
 	}
 	f := &fleet{dir: dir, lock: lock, nodes: make([]*fleetNode, len(plans))}
+	var started atomic.Int64
+	if progress != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			t := time.NewTicker(progressEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+					fmt.Fprintf(progress, "metalbed: starting machines and BMCs: %d/%d\n", started.Load(), len(plans))
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(openParallel)
 	for i, p := range plans {
@@ -275,6 +300,7 @@ func startFleet(ctx context.Context, plans []nodePlan, dir string, log *slog.Log
 				return err
 			}
 			f.nodes[i] = n
+			started.Add(1)
 			return nil
 		})
 	}
