@@ -237,6 +237,7 @@ func (s *Server) dropReply(b []byte, addr net.Addr) bool {
 	}
 	if h, err := parseHeader(b); err == nil && h.plain != nil {
 		if cc, ok := ipmiResponseCC(h.plain); ok && cc == ccDropMarker {
+			s.takeDrop(addr) // an unencrypted session reply was marked too
 			return true
 		}
 	}
