@@ -244,6 +244,22 @@ func TestWrongPasswordAndCipherZeroRefused(t *testing.T) {
 			t.Errorf("%s with a wrong password succeeded: %s", mode.name, out)
 		}
 	}
+	// Neither the null user nor anonymous login is offered.
+	for _, intf := range []string{"lanplus", "lan"} {
+		out, err := exec.CommandContext(t.Context(), requireTool(t, "ipmitool", "ipmitool"), "-I", intf, "-H", "127.0.0.1",
+			"-p", strconv.Itoa(port), "-U", "", "-P", "", "-R", "1", "-N", "1", "power", "status").CombinedOutput()
+		if err == nil || strings.Contains(string(out), "Chassis Power is") {
+			t.Errorf("-I %s null user accepted: %s", intf, out)
+		}
+	}
+	authcap := newIpmitool(t, port, ipmitoolModes[0], "password").must("channel", "authcap", "1", "4")
+	mustContain(t, authcap, "Null user names exist      : no", "Anonymous login enabled    : no", "Channel supports IPMI v2.0 : yes")
+	ciphers := newIpmitool(t, port, ipmitoolModes[0], "password").must("channel", "getciphers", "ipmi", "1")
+	mustContain(t, ciphers, "hmac_sha1       hmac_sha1_96    aes_cbc_128", "hmac_sha256     sha256_128      aes_cbc_128")
+	if strings.Contains(ciphers, "\n0 ") {
+		t.Errorf("cipher suite 0 advertised:\n%s", ciphers)
+	}
+
 	ipmi := newIpmitool(t, port, ipmitoolMode{"lanplus-C0", []string{"-I", "lanplus", "-C", "0"}}, "password")
 	out, err := ipmi.run("power", "status")
 	if err == nil || strings.Contains(out, "Chassis Power is") {

@@ -201,6 +201,12 @@ func New(cfg Config) (*Server, error) {
 	b := bmc.New(info, cfg.GUID, s.hal, opts...)
 	b.Sessions = bmc.NewSessionStoreWithOptions(b.Clock(), bmc.WithMaxSessions(cfg.MaxSessions))
 	b.Sessions.SetOnRemove(b.SOL.DeactivateBySession)
+	// go-ipmi enables the anonymous user in slot 1; this BMC has exactly one
+	// account, and Get Channel Authentication Capabilities must not
+	// advertise null-user or anonymous login.
+	if err := b.Users.Update(1, func(u *bmc.User) error { u.Enabled = false; return nil }); err != nil {
+		return nil, fmt.Errorf("bmcemu: disable anonymous user: %w", err)
+	}
 	user, err := b.Users.Add(2, cfg.Username)
 	if err != nil {
 		return nil, fmt.Errorf("bmcemu: add user: %w", err)
