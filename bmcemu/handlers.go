@@ -94,6 +94,7 @@ func (s *Server) buildRegistry() *handlers.Registry {
 	for _, c := range []types.Command{{ID: 0x02, NetFn: netfnApp, Name: "Cold Reset"}, {ID: 0x03, NetFn: netfnApp, Name: "Warm Reset"}} {
 		r.RegisterFunc(c, s.bmcReset)
 	}
+	r.RegisterFunc(types.CommandActivateSession, s.activateSession15)
 	return r
 }
 

@@ -3,6 +3,7 @@ package bmcemu
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -270,4 +271,32 @@ func TestWrongPasswordAndCipherZeroRefused(t *testing.T) {
 	_, port0 := startBMC(t, newTestMachine(), func(c *Config) { c.AllowCipherZero = true })
 	ipmi = newIpmitool(t, port0, ipmitoolMode{"lanplus-C0", []string{"-I", "lanplus", "-C", "0"}}, "password")
 	mustContain(t, ipmi.must("power", "status"), "Chassis Power is off")
+}
+
+// TestIPMI15ConcurrentSessions: several `ipmitool -I lan` calls for the same
+// user at once all get a session (a real BMC does not cap sessions per user
+// at one, as go-ipmi's reference handler does).
+func TestIPMI15ConcurrentSessions(t *testing.T) {
+	m := newTestMachine()
+	_, port := startBMC(t, m, nil)
+	ipmi := newIpmitool(t, port, ipmitoolModes[3], "password")
+	const n = 3
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			out, err := ipmi.run("sdr")
+			if err == nil && !strings.Contains(out, "CPU Temp") {
+				err = fmt.Errorf("unexpected output: %s", out)
+			}
+			if err != nil {
+				err = fmt.Errorf("%w: %s", err, out)
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
 }
