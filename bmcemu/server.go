@@ -266,7 +266,10 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	defer cancelSub()
 
 	gate := &gateConn{srv: s, conn: conn}
-	inner := server.NewServer(s.bmc, gate, server.WithHandlerRegistry(s.reg))
+	// One byte over the largest datagram admitted, so an oversize one reads
+	// as too large instead of silently truncated.
+	inner := server.NewServer(s.bmc, gate, server.WithHandlerRegistry(s.reg),
+		server.WithServerBufferSize(maxIPMIPacket+1))
 
 	stop := context.AfterFunc(ctx, func() {
 		gate.closing.Store(true)
