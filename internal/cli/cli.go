@@ -30,10 +30,11 @@ type command struct {
 // commands is the whole command table, built once; Run never mutates it.
 func commands() []command {
 	return []command{
-
 		{"image build", "build a test instance image (partition or whole-disk)", runImageBuild},
 		{"netboot serve", "run the DHCP, TFTP and HTTP boot servers", runNetbootServe},
 		{"provisioner serve", "run the Ironic-compatible provisioner (API and conductor)", runProvisionerServe},
+		{"up", "run simulated machines and their BMCs until interrupted", runUp},
+		{"demo", "bring up 3 machines and drive their BMCs as Ironic would", runDemo},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -15,15 +14,14 @@ import (
 	"github.com/metalbed/metalbed/provisioner/service"
 )
 
-// defaultStateDir is where the provisioner keeps its database unless told.
-func defaultStateDir() string {
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "metalbed", "provisioner")
+// provisionerStateDir is where the provisioner keeps its database unless
+// told: the provisioner/ folder of metalbed's state directory.
+func provisionerStateDir() string {
+	dir, err := defaultStateDir()
+	if err != nil {
+		return "metalbed-state"
 	}
-	if home, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(home, ".local", "state", "metalbed", "provisioner")
-	}
-	return "metalbed-state"
+	return filepath.Join(dir, "provisioner")
 }
 
 // provisionerRegistry builds the enabled hardware types from a comma list.
@@ -55,7 +53,7 @@ func provisionerRegistry(list string, ipmi drivers.IPMIConfig) (*drivers.Registr
 func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 	fs := newFlags("provisioner serve", s)
 	addr := fs.String("addr", api.DefaultAddr, "API listen address")
-	stateDir := fs.String("state-dir", defaultStateDir(), "directory holding the provisioner database")
+	stateDir := fs.String("state-dir", provisionerStateDir(), "directory holding the provisioner database")
 	driverList := fs.String("drivers", "ipmi,fake-hardware", "enabled hardware types, comma-separated")
 	ipmiClient := fs.String("ipmi-client", drivers.ClientIPMITool, "IPMI client behind the ipmi hardware type: ipmitool or native")
 	htpasswd := fs.String("htpasswd", "", "htpasswd file (bcrypt) turning on HTTP basic auth; \"\" = no auth")

@@ -45,6 +45,11 @@ type BootContext struct {
 	// Emit records a machine event (vms.EventBoot with the device booted,
 	// vms.EventConsole for a line worth a timeline entry).
 	Emit func(kind vms.EventKind, detail string)
+	// Reset resets the machine as reboot(2) or the reset line does, and
+	// PowerOff powers it off as an OS shutdown does. Both return at once;
+	// the running program then sees ctx end. They do nothing once this boot
+	// is over (the machine was reset or powered off meanwhile).
+	Reset, PowerOff func()
 }
 
 // Disk is a machine's local disk as firmware reads and writes it.
@@ -187,7 +192,7 @@ func checkBootable(d Disk, mode vms.BootMode) error {
 	count := binary.LittleEndian.Uint32(hdr[80:])
 	size := binary.LittleEndian.Uint32(hdr[84:])
 	if size < 128 || size > 4096 || count > 1024 || entriesLBA == 0 ||
-		int64(entriesLBA) > d.Size()/sectorSize {
+		entriesLBA > uint64(d.Size()/sectorSize) {
 		return fmt.Errorf("GPT header is invalid (entries at LBA %d, %d entries of %d bytes)", entriesLBA, count, size)
 	}
 	entries := make([]byte, int(count)*int(size))

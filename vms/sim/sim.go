@@ -240,6 +240,8 @@ func reconcile(cfg Config, saved *state) (state, error) {
 func prepareDisk(path string, st *state, hadState bool) error {
 	fi, err := os.Stat(path)
 	switch {
+	case errors.Is(err, fs.ErrNotExist) && hadState:
+		return fmt.Errorf("disk %s is missing although the machine's state exists: refusing to create a blank disk in its place (remove %s to start this machine afresh)", path, filepath.Join(filepath.Dir(path), stateFile))
 	case errors.Is(err, fs.ErrNotExist):
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 		if err != nil {
@@ -383,8 +385,8 @@ func (m *Machine) Power(ctx context.Context, a vms.PowerAction) error {
 			m.mu.Unlock()
 			if !stale {
 				m.console.printf("reboot: Power down\r\n")
-				m.apply(vms.ActionOff)
 			}
+			m.applyIfBoot(gen, vms.ActionOff)
 		})
 		return nil
 	default:
@@ -421,6 +423,24 @@ func (m *Machine) later(d time.Duration, fn func()) {
 func (m *Machine) apply(a vms.PowerAction) error {
 	m.powerMu.Lock()
 	defer m.powerMu.Unlock()
+	return m.applyLocked(a)
+}
+
+// applyIfBoot applies a only while boot gen is still the current one: a
+// request from a program (or an OS shutdown) dies with its boot.
+func (m *Machine) applyIfBoot(gen uint64, a vms.PowerAction) {
+	m.powerMu.Lock()
+	defer m.powerMu.Unlock()
+	m.mu.Lock()
+	stale := m.gen != gen
+	m.mu.Unlock()
+	if !stale {
+		m.applyLocked(a)
+	}
+}
+
+// applyLocked is apply with m.powerMu held.
+func (m *Machine) applyLocked(a vms.PowerAction) error {
 	switch a {
 	case vms.ActionOn:
 		return m.powerOn(vms.EventPowerOn)
@@ -516,6 +536,7 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 	r := &run{cancel: cancel, done: make(chan struct{})}
 	m.run = r
 	flags := m.st.flags()
+	disk := &runDisk{path: m.disk.path, size: m.disk.size}
 	b := &BootContext{
 		Machine:      m.cfg.Name,
 		UUID:         m.uuid,
@@ -523,23 +544,32 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 		Override:     lb.Override,
 		Persistent:   lb.Override && flags.Valid() && flags.Persistent(),
 		Mode:         lb.Mode,
-		Disk:         m.disk,
+		Disk:         disk,
 		NICs:         m.NICs(),
 		Console:      m.console,
 		ConsoleInput: m.console.input,
 		Emit:         m.emit,
+		Reset:        m.fromBoot(m.gen, vms.ActionReset),
+		PowerOff:     m.fromBoot(m.gen, vms.ActionOff),
 	}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		defer close(r.done)
 		defer cancel()
+		defer disk.detach()
 		err := m.cfg.Firmware.Boot(ctx, b)
 		if err != nil && ctx.Err() == nil {
 			m.log.Info("boot failed", "err", err)
 			m.emit(vms.EventBootFail, err.Error())
 		}
 	}()
+}
+
+// fromBoot is a power action the program of boot gen may take on its own
+// machine; it runs in the background, and not at all once that boot is over.
+func (m *Machine) fromBoot(gen uint64, a vms.PowerAction) func() {
+	return func() { m.later(0, func() { m.applyIfBoot(gen, a) }) }
 }
 
 // stopRun cuts power to the running firmware and waits for it to stop.
@@ -625,6 +655,9 @@ func (d fileDisk) ReadAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer f.Close()
+	if off < 0 {
+		return 0, fmt.Errorf("read at negative offset %d", off)
+	}
 	if off >= d.size {
 		return 0, io.EOF
 	}
@@ -651,4 +684,77 @@ func (d fileDisk) WriteAt(p []byte, off int64) (int, error) {
 		err = cerr
 	}
 	return n, err
+}
+
+// runDisk is the disk as one boot sees it: the file is opened on first
+// access and kept open for the rest of the boot (an image write is many
+// small writes), and detached when power goes away; later access fails as
+// it would on a machine that lost power.
+type runDisk struct {
+	path string
+	size int64
+
+	mu       sync.Mutex
+	f        *os.File
+	detached bool
+}
+
+func (d *runDisk) Size() int64 { return d.size }
+
+func (d *runDisk) file() (*os.File, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.detached {
+		return nil, errors.New("disk detached: the machine powered off or reset")
+	}
+	if d.f == nil {
+		f, err := os.OpenFile(d.path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, err
+		}
+		d.f = f
+	}
+	return d.f, nil
+}
+
+func (d *runDisk) ReadAt(p []byte, off int64) (int, error) {
+	f, err := d.file()
+	if err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("read at negative offset %d", off)
+	}
+	if off >= d.size {
+		return 0, io.EOF
+	}
+	if rest := d.size - off; int64(len(p)) > rest {
+		n, err := f.ReadAt(p[:rest], off)
+		if err == nil {
+			err = io.EOF
+		}
+		return n, err
+	}
+	return f.ReadAt(p, off)
+}
+
+func (d *runDisk) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > d.size {
+		return 0, fmt.Errorf("write of %d bytes at %d is beyond the %d-byte disk", len(p), off, d.size)
+	}
+	f, err := d.file()
+	if err != nil {
+		return 0, err
+	}
+	return f.WriteAt(p, off)
+}
+
+func (d *runDisk) detach() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.detached = true
+	if d.f != nil {
+		d.f.Close()
+		d.f = nil
+	}
 }

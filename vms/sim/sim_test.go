@@ -447,6 +447,24 @@ func TestCorruptStateIsRefused(t *testing.T) {
 	}
 }
 
+func TestMissingDiskIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	m, err := Open(Config{Name: "n", StateDir: dir, DiskBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	if err := os.Remove(m.Disk().Path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Config{Name: "n", StateDir: dir}); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("open without its disk: %v", err)
+	}
+	if _, err := os.Stat(m.Disk().Path); err == nil {
+		t.Error("a blank disk was created")
+	}
+}
+
 func TestDiskNeverShrinks(t *testing.T) {
 	dir := t.TempDir()
 	m, err := Open(Config{Name: "n", StateDir: dir, DiskBytes: 2 << 20})
@@ -586,5 +604,101 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	if _, err := m.PowerState(ctx); err == nil {
 		t.Error("closed machine still answers")
+	}
+}
+
+// diskFirmware writes to the disk during a boot and keeps the Disk around
+// after the boot ended.
+type diskFirmware struct {
+	mu   sync.Mutex
+	disk Disk
+	ch   chan error
+}
+
+func (f *diskFirmware) Boot(ctx context.Context, b *BootContext) error {
+	f.mu.Lock()
+	f.disk = b.Disk
+	f.mu.Unlock()
+	_, err := b.Disk.WriteAt([]byte("written during the boot"), 4096)
+	if err == nil {
+		buf := make([]byte, 8)
+		_, err = b.Disk.ReadAt(buf, b.Disk.Size()-4) // short read at the end
+		if err != io.EOF {
+			err = fmt.Errorf("read past the end: %v, want io.EOF", err)
+		} else {
+			err = nil
+		}
+	}
+	f.ch <- err
+	<-ctx.Done()
+	return nil
+}
+
+func TestBootDiskDetachesAtPowerOff(t *testing.T) {
+	fw := &diskFirmware{ch: make(chan error, 1)}
+	m := open(t, Config{StateDir: t.TempDir(), Firmware: fw})
+	mustPower(t, m, vms.ActionOn)
+	select {
+	case err := <-fw.ch:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("firmware did not run")
+	}
+	mustPower(t, m, vms.ActionOff)
+	fw.mu.Lock()
+	d := fw.disk
+	fw.mu.Unlock()
+	if _, err := d.WriteAt([]byte("x"), 0); err == nil {
+		t.Error("a powered-off machine's boot disk still takes writes")
+	}
+	got := make([]byte, 23)
+	if _, err := m.disk.ReadAt(got, 4096); err != nil || string(got) != "written during the boot" {
+		t.Errorf("disk after power off: %q %v", got, err)
+	}
+}
+
+// rebootingFirmware reboots the machine once from the running program (as
+// the deploy ramdisk does), then powers it off on the next boot.
+type rebootingFirmware struct {
+	mu    sync.Mutex
+	boots int
+}
+
+func (f *rebootingFirmware) Boot(ctx context.Context, b *BootContext) error {
+	f.mu.Lock()
+	f.boots++
+	n := f.boots
+	f.mu.Unlock()
+	switch n {
+	case 1:
+		b.Reset()
+		b.Reset() // a second call of the same boot is a no-op once reset
+	case 2:
+		b.PowerOff()
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func TestFirmwareResetsAndPowersOff(t *testing.T) {
+	fw := &rebootingFirmware{}
+	m := open(t, Config{StateDir: t.TempDir(), Firmware: fw})
+	ev := watch(t, m)
+	once := vms.NewBootFlags(vms.BootPXE, false, false)
+	if err := m.SetBootFlags(t.Context(), once); err != nil {
+		t.Fatal(err)
+	}
+	mustPower(t, m, vms.ActionOn)
+	ev.waitFor(t, vms.EventReset, 1)
+	ev.waitFor(t, vms.EventPowerOff, 1)
+	if ps, _ := m.PowerState(t.Context()); ps != vms.PowerOff {
+		t.Errorf("power %s", ps)
+	}
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if fw.boots != 2 {
+		t.Errorf("%d boots, want 2 (power-on, one reset)", fw.boots)
 	}
 }

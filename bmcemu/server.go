@@ -1,0 +1,338 @@
+// Package bmcemu serves virtual BMCs: one IPMI v2.0 (RMCP+) and IPMI 1.5
+// endpoint per Machine, driven unchanged by ipmitool, pyghmi and Ironic.
+//
+// The session layer (RMCP+ Open Session/RAKP with cipher suites 3 and 17,
+// IPMI 1.5 MD5 sessions, AES-CBC-128, integrity, SOL data plane) comes from
+// github.com/bougou/go-ipmi. bmcemu owns everything a client sees of the
+// machine: the command table (chassis, boot options, device identity, SDR,
+// sensors, SEL, payloads), the packet gate in front of go-ipmi, metrics and
+// the Intercept seam for fault injection.
+package bmcemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/bougou/go-ipmi/pkg/bmc"
+	"github.com/bougou/go-ipmi/pkg/handlers"
+	"github.com/bougou/go-ipmi/pkg/server"
+	"github.com/bougou/go-ipmi/pkg/types"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures one virtual BMC. The zero value of every optional field
+// is a documented default.
+type Config struct {
+	// Machine is the machine this BMC manages. Required.
+	Machine Machine
+	// Name identifies the BMC in logs (key "node"). Default "bmc".
+	Name string
+	// Username and Password are the one administrator account. Username
+	// defaults to "admin"; Password is required (1–20 bytes; IPMI 1.5
+	// sessions use only the first 16).
+	Username string
+	Password string
+	// GUID is returned by Get Device GUID and Get System GUID. The zero GUID
+	// is replaced by one derived from Name.
+	GUID [16]byte
+	// CipherSuites lists the RMCP+ cipher suites offered, in preference
+	// order. Default {3, 17}. Supported: 3 and 17, and 0 only together
+	// with AllowCipherZero.
+	CipherSuites []uint8
+	// AllowCipherZero offers cipher suite 0 (no authentication, integrity or
+	// confidentiality). Refused by default, as on any sane BMC.
+	AllowCipherZero bool
+	// DisableIPMI15 turns off IPMI 1.5 (ipmitool -I lan) sessions.
+	DisableIPMI15 bool
+	// MaxSessions bounds concurrent RMCP+ sessions. Default 32: clients such
+	// as pyghmi that exit without Close Session hold a slot until the 60 s
+	// inactivity timeout, and the spec minimum of 4 runs out under that.
+	MaxSessions int
+	// Intercept, when set, is consulted before every command is executed,
+	// pre-session commands included. A non-zero cc answers the command with
+	// that completion code without executing it; drop sends no reply at
+	// all; delay holds the reply back. It is the fault-injection seam and
+	// must be safe for concurrent use.
+	Intercept func(netfn, cmd uint8) (cc uint8, drop bool, delay time.Duration)
+	// ReplyDelay holds every reply back this long. The zero value means the
+	// default of 1 ms; a negative value sends replies at once. pyghmi loses
+	// a reply that arrives before its calling thread has parked on its I/O
+	// thread (pyghmi/ipmi/private/session.py: _io_wait queues its waiter
+	// only after sendto, while _IOWorker.run may already have consumed the
+	// reply), then sleeps out its 0.5–1 s retry timer. A BMC answering in
+	// microseconds costs pyghmi 0.5–2 s per call; real BMCs answer in
+	// milliseconds and never hit the race.
+	ReplyDelay time.Duration
+	// Logger receives per-packet debug lines and milestones. nil => discard.
+	Logger *slog.Logger
+	// Registerer receives the BMC metrics (metalbed_bmc_*). nil => none.
+	// Many BMCs may share one Registerer: collectors already registered
+	// are reused, so counters aggregate over BMCs (no per-BMC labels).
+	Registerer prometheus.Registerer
+	// SELCapacity bounds the System Event Log; the oldest entries are
+	// overwritten. Default 128.
+	SELCapacity int
+	// Now is the clock for SEL timestamps. Default time.Now.
+	Now func() time.Time
+}
+
+// Server is one virtual BMC. Create it with New and run it with Serve.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	machine Machine
+	bmc     *bmc.BMC
+	reg     *handlers.Registry
+	metrics *metrics
+	sel     *selStore
+	sdr     *sdrRepo
+	hal     *halAdapter
+
+	bootMu    sync.Mutex
+	bootParam bootParams
+
+	dropMu   sync.Mutex
+	dropNext map[string]int // remote address -> replies still to drop
+
+	serving sync.Mutex // held while Serve runs: one Serve per Server
+}
+
+// bootParams are the boot option parameters the BMC itself keeps
+// (parameter 5 is stored by the Machine).
+type bootParams struct {
+	setInProgress byte    // parameter 0
+	validBitClear byte    // parameter 3
+	ack           [2]byte // parameter 4
+}
+
+const (
+	defaultUsername    = "admin"
+	defaultMaxSessions = 32
+	defaultSELCapacity = 128
+	defaultReplyDelay  = time.Millisecond
+
+	// OpenBMC Project (IANA 49871): a virtual BMC is no vendor's hardware,
+	// and Ironic's vendor detection must not take it for one.
+	manufacturerID = 49871
+	productID      = 0x6d62 // "mb"
+	firmwareMajor  = 2
+	firmwareMinor  = 0x10 // BCD: firmware 2.10
+)
+
+// New validates cfg, applies defaults and builds the BMC and its command
+// table. It does no I/O.
+func New(cfg Config) (*Server, error) {
+	if cfg.Machine == nil {
+		return nil, errors.New("bmcemu: Config.Machine is required")
+	}
+	if cfg.Name == "" {
+		cfg.Name = "bmc"
+	}
+	if cfg.Username == "" {
+		cfg.Username = defaultUsername
+	}
+	if len(cfg.Username) > 16 {
+		return nil, fmt.Errorf("bmcemu: username %q longer than 16 bytes", cfg.Username)
+	}
+	if cfg.Password == "" {
+		return nil, errors.New("bmcemu: Config.Password is required")
+	}
+	if len(cfg.Password) > 20 {
+		return nil, errors.New("bmcemu: password longer than 20 bytes")
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = defaultMaxSessions
+	}
+	if cfg.SELCapacity <= 0 {
+		cfg.SELCapacity = defaultSELCapacity
+	}
+	if cfg.ReplyDelay == 0 {
+		cfg.ReplyDelay = defaultReplyDelay
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.GUID == ([16]byte{}) {
+		cfg.GUID = guidFromName(cfg.Name)
+	}
+	suites, err := cipherSuites(cfg.CipherSuites, cfg.AllowCipherZero)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+
+	s := &Server{
+		cfg:      cfg,
+		log:      log.With("node", cfg.Name),
+		machine:  cfg.Machine,
+		metrics:  m,
+		sel:      newSELStore(cfg.SELCapacity),
+		sdr:      newSDRRepo(),
+		dropNext: make(map[string]int),
+	}
+	s.hal = &halAdapter{srv: s}
+
+	info := bmc.DeviceInfo{
+		DeviceID:                0x20,
+		DeviceRevision:          0x01,
+		FirmwareMajor:           firmwareMajor,
+		FirmwareMinor:           firmwareMinor,
+		IPMIVersion:             0x02,
+		ManufacturerID:          manufacturerID,
+		ProductID:               productID,
+		AdditionalDeviceSupport: 0x87,
+	}
+	opts := []bmc.Option{bmc.WithCipherSuites(suites)}
+	if cfg.DisableIPMI15 {
+		opts = append(opts, bmc.WithV15Disabled())
+	}
+	b := bmc.New(info, cfg.GUID, s.hal, opts...)
+	b.Sessions = bmc.NewSessionStoreWithOptions(b.Clock(), bmc.WithMaxSessions(cfg.MaxSessions))
+	b.Sessions.SetOnRemove(b.SOL.DeactivateBySession)
+	// go-ipmi enables the anonymous user in slot 1; this BMC has exactly one
+	// account, and Get Channel Authentication Capabilities must not
+	// advertise null-user or anonymous login.
+	if err := b.Users.Update(1, func(u *bmc.User) error { u.Enabled = false; return nil }); err != nil {
+		return nil, fmt.Errorf("bmcemu: disable anonymous user: %w", err)
+	}
+	user, err := b.Users.Add(2, cfg.Username)
+	if err != nil {
+		return nil, fmt.Errorf("bmcemu: add user: %w", err)
+	}
+	if err := b.Users.Update(user.ID, func(u *bmc.User) error {
+		u.SetPassword([]byte(cfg.Password))
+		u.Enabled = true
+		u.ChannelAccess[1] = bmc.UserChannelAccess{MaxPrivilege: bmc.PrivilegeLevelAdministrator, Enabled: true}
+		u.SetPayloadAccess(1, true, 0x02, 0)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("bmcemu: configure user: %w", err)
+	}
+	s.bmc = b
+	s.reg = s.buildRegistry()
+	return s, nil
+}
+
+// cipherSuites turns the configured suite IDs into go-ipmi's, refusing what
+// the BMC cannot or must not offer.
+func cipherSuites(ids []uint8, allowZero bool) ([]types.CipherSuiteID, error) {
+	if len(ids) == 0 {
+		ids = []uint8{3, 17}
+		if allowZero {
+			ids = append(ids, 0)
+		}
+	}
+	out := make([]types.CipherSuiteID, 0, len(ids))
+	for _, id := range ids {
+		switch id {
+		case 3, 17:
+		case 0:
+			if !allowZero {
+				return nil, errors.New("bmcemu: cipher suite 0 requires AllowCipherZero")
+			}
+		default:
+			return nil, fmt.Errorf("bmcemu: cipher suite %d not supported (use 3, 17)", id)
+		}
+		out = append(out, types.CipherSuiteID(id))
+	}
+	return out, nil
+}
+
+// Serve answers IPMI on conn until ctx ends, then returns nil. conn stays
+// the caller's: Serve does not close it, but it does set its read deadline
+// to wake up at shutdown. Each Server serves at most one conn at a time.
+func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
+	if !s.serving.TryLock() {
+		return errors.New("bmcemu: Serve already running")
+	}
+	defer s.serving.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	cancelSub := s.machine.Subscribe(s.recordMachineEvent)
+	defer cancelSub()
+
+	gate := &gateConn{srv: s, conn: conn}
+	// One byte over the largest datagram admitted, so an oversize one reads
+	// as too large instead of silently truncated.
+	inner := server.NewServer(s.bmc, gate, server.WithHandlerRegistry(s.reg),
+		server.WithServerBufferSize(maxIPMIPacket+1))
+
+	stop := context.AfterFunc(ctx, func() {
+		gate.closing.Store(true)
+		_ = conn.SetReadDeadline(time.Unix(1, 0))
+	})
+	defer stop()
+
+	s.log.Info("bmc serving", "ip", conn.LocalAddr().String())
+	err := inner.Serve(ctx)
+	// inner.Close retires SOL workers and consoles; gateConn.Close leaves
+	// the caller's conn open.
+	_ = inner.Close()
+	_ = conn.SetReadDeadline(time.Time{})
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("bmcemu: serve: %w", err)
+	}
+	return nil
+}
+
+// markDrop makes the next reply to addr vanish (fault injection).
+func (s *Server) markDrop(addr net.Addr) {
+	if addr == nil {
+		return
+	}
+	s.dropMu.Lock()
+	s.dropNext[addr.String()]++
+	s.dropMu.Unlock()
+}
+
+// takeDrop reports whether a reply to addr must be dropped, consuming it.
+func (s *Server) takeDrop(addr net.Addr) bool {
+	s.dropMu.Lock()
+	defer s.dropMu.Unlock()
+	k := addr.String()
+	n := s.dropNext[k]
+	if n == 0 {
+		return false
+	}
+	if n == 1 {
+		delete(s.dropNext, k)
+	} else {
+		s.dropNext[k] = n - 1
+	}
+	return true
+}
+
+// guidFromName derives a stable RFC 4122 version-5-shaped GUID from a name.
+func guidFromName(name string) [16]byte {
+	var g [16]byte
+	h := uint64(1469598103934665603)
+	for i := 0; i < 16; i++ {
+		for _, c := range []byte(name) {
+			h ^= uint64(c)
+			h *= 1099511628211
+		}
+		h ^= uint64(i)
+		h *= 1099511628211
+		g[i] = byte(h >> 32)
+	}
+	g[6] = g[6]&0x0f | 0x50
+	g[8] = g[8]&0x3f | 0x80
+	return g
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildBinary builds cmd/metalbed into a temporary directory.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "metalbed")
+	out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestUpStopsCleanlyOnSignal runs the real binary, waits for its ready
+// line, sends a signal and expects exit 0 with the state saved.
+func TestUpStopsCleanlyOnSignal(t *testing.T) {
+	bin := buildBinary(t)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			cmd := exec.Command(bin, "up", "--nodes", "3", "--no-provisioner", "--state-dir", dir, "--bmc-base-port", "0")
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if cmd.ProcessState == nil {
+					cmd.Process.Kill()
+					cmd.Wait()
+				}
+			})
+			lines := make(chan string, 4)
+			go func() {
+				sc := bufio.NewScanner(stdout)
+				for sc.Scan() {
+					lines <- sc.Text()
+				}
+				close(lines)
+			}()
+			select {
+			case l := <-lines:
+				if !strings.HasPrefix(l, "metalbed: 3 machines up, BMCs on 127.0.0.1:") {
+					t.Fatalf("ready line %q", l)
+				}
+			case <-time.After(60 * time.Second):
+				t.Fatalf("no ready line within 60s; stderr:\n%s", stderr.String())
+			}
+			b, err := os.ReadFile(filepath.Join(dir, "inventory.json"))
+			if err != nil || !json.Valid(b) {
+				t.Fatalf("inventory after the ready line: %v", err)
+			}
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("exit after %s: %v\nstderr:\n%s", sig, err, stderr.String())
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("still running 30s after %s", sig)
+			}
+			if extra, ok := <-lines; ok {
+				t.Errorf("more than one line on stdout: %q", extra)
+			}
+			if !strings.Contains(stderr.String(), "stopped; state saved") {
+				t.Errorf("stderr:\n%s", stderr.String())
+			}
+			for _, n := range []string{"node-0", "node-1", "node-2"} {
+				if _, err := os.Stat(filepath.Join(dir, n, "state.json")); err != nil {
+					t.Errorf("%s: %v", n, err)
+				}
+			}
+		})
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	bin := buildBinary(t)
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{nil, 2},
+		{[]string{"frobnicate"}, 2},
+		{[]string{"up", "--nodes", "1", "--state-dir", t.TempDir()}, 2}, // no provisioner yet
+		{[]string{"up", "--no-provisioner", "--nodes", "x"}, 2},
+		{[]string{"version"}, 0},
+	} {
+		err := exec.Command(bin, c.args...).Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != c.code {
+			t.Errorf("metalbed %v: exit %d, want %d", c.args, code, c.code)
+		}
+	}
+}

@@ -1,0 +1,74 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/metalbed/metalbed/bmcemu"
+	"github.com/metalbed/metalbed/vms"
+)
+
+// bmcMachine adapts a vms.Machine to the bmcemu.Machine a BMC drives.
+type bmcMachine struct{ m vms.Machine }
+
+var _ bmcemu.Machine = bmcMachine{}
+
+func (a bmcMachine) PowerState(ctx context.Context) (bool, error) {
+	ps, err := a.m.PowerState(ctx)
+	return ps == vms.PowerOn, err
+}
+
+func (a bmcMachine) Control(ctx context.Context, act bmcemu.PowerAction) error {
+	var va vms.PowerAction
+	switch act {
+	case bmcemu.PowerDown:
+		va = vms.ActionOff
+	case bmcemu.PowerUp:
+		va = vms.ActionOn
+	case bmcemu.PowerCycle:
+		va = vms.ActionCycle
+	case bmcemu.HardReset:
+		va = vms.ActionReset
+	case bmcemu.DiagnosticInterrupt:
+		va = vms.ActionDiag
+	case bmcemu.SoftShutdown:
+		va = vms.ActionSoft
+	default:
+		return fmt.Errorf("chassis control %d: not supported", act)
+	}
+	return a.m.Power(ctx, va)
+}
+
+func (a bmcMachine) BootFlags(ctx context.Context) ([5]byte, error) {
+	f, err := a.m.BootFlags(ctx)
+	return [5]byte(f), err
+}
+
+func (a bmcMachine) SetBootFlags(ctx context.Context, data [5]byte) error {
+	return a.m.SetBootFlags(ctx, vms.BootFlags(data))
+}
+
+func (a bmcMachine) AttachConsole(ctx context.Context) (io.ReadWriteCloser, error) {
+	return a.m.AttachConsole(ctx)
+}
+
+// Subscribe forwards the events a BMC records in its SEL.
+func (a bmcMachine) Subscribe(fn func(bmcemu.MachineEvent)) (cancel func()) {
+	return a.m.Subscribe(func(ev vms.Event) {
+		var k bmcemu.MachineEventKind
+		switch ev.Kind {
+		case vms.EventPowerOn:
+			k = bmcemu.EventPowerOn
+		case vms.EventPowerOff:
+			k = bmcemu.EventPowerOff
+		case vms.EventReset:
+			k = bmcemu.EventReset
+		case vms.EventBoot:
+			k = bmcemu.EventBoot
+		default:
+			return
+		}
+		fn(bmcemu.MachineEvent{Time: ev.Time, Kind: k, Detail: ev.Detail})
+	})
+}

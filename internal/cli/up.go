@@ -1,0 +1,497 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/metalbed/metalbed/bmcemu"
+	"github.com/metalbed/metalbed/vms"
+	"github.com/metalbed/metalbed/vms/sim"
+)
+
+// Defaults of `metalbed up`.
+const (
+	defaultBasePort   = 6230
+	defaultBMCAddress = "127.0.0.1"
+	defaultUsername   = "admin"
+	defaultPassword   = "password"
+	inventoryFile     = "inventory.json"
+)
+
+func runUp(ctx context.Context, s Streams, args []string) error {
+	fs := newFlags("up", s)
+	nodes := fs.Int("nodes", 1, "number of machines (node-0 … node-N-1; the config's machines count first)")
+	noProv := fs.Bool("no-provisioner", false, "run only the machines and their BMCs")
+	stateDir := fs.String("state-dir", "", "directory holding every machine's state, disk and console log, and inventory.json (default $XDG_STATE_HOME/metalbed, else ~/.local/state/metalbed)")
+	basePort := fs.Int("bmc-base-port", defaultBasePort, "UDP port of node-0's BMC; node-i listens on base+i (0: ephemeral ports)")
+	bmcAddr := fs.String("bmc-address", defaultBMCAddress, "IP address the BMCs listen on")
+	perIP := fs.Bool("bmc-per-ip", false, "give BMC i its own loopback address 127.0.1.(i+1), port 623 (needs root)")
+	user := fs.String("bmc-username", defaultUsername, "BMC user name")
+	pass := fs.String("bmc-password", defaultPassword, "BMC password")
+	diskSize := fs.String("disk-size", "10GiB", "disk size of each machine (sparse file)")
+	bootMode := fs.String("boot-mode", string(vms.BIOS), "firmware boot mode: bios or uefi")
+	powerDelay := fs.Duration("power-delay", 0, "how long a power transition takes")
+	config := fs.String("config", "", "YAML topology file (machines, credentials, ports, disk sizes, boot modes)")
+	logLevel := fs.String("log-level", "warn", "log level on stderr: debug, info, warn, error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	if !*noProv {
+		return usageError("the provisioner is not available yet in this build; run `metalbed up --no-provisioner` for the machines and their BMCs")
+	}
+	log, err := newLogger(s, *logLevel)
+	if err != nil {
+		return err
+	}
+	var topo *topology
+	if *config != "" {
+		if topo, err = loadTopology(*config); err != nil {
+			return err
+		}
+	}
+	st, dir, err := resolveUp(set, topo, upFlags{
+		nodes: *nodes, stateDir: *stateDir, basePort: *basePort, bmcAddr: *bmcAddr, perIP: *perIP,
+		user: *user, pass: *pass, diskSize: *diskSize, bootMode: *bootMode, powerDelay: *powerDelay,
+	})
+	if err != nil {
+		return err
+	}
+	plans, err := plan(st, topo)
+	if err != nil {
+		return err
+	}
+	if len(plans) == 0 {
+		return usageError("no machines: give --nodes N or list machines in --config")
+	}
+	f, err := startFleet(ctx, plans, dir, log, s.Err)
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return nil // interrupted while starting: nothing half-done is left
+		}
+		return err
+	}
+	defer f.close()
+	inv := filepath.Join(dir, inventoryFile)
+	if err := f.writeInventory(inv); err != nil {
+		return err
+	}
+	machines := "machines"
+	if len(f.nodes) == 1 {
+		machines = "machine"
+	}
+	fmt.Fprintf(s.Out, "metalbed: %d %s up, BMCs on %s, inventory %s\n", len(f.nodes), machines, f.addrSummary(), inv)
+	if err := f.serve(ctx); err != nil {
+		return err
+	}
+	if err := f.close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(s.Err, "metalbed: stopped; state saved in %s\n", dir)
+	return nil
+}
+
+// upFlags are the flag values (or their defaults) of `metalbed up`.
+type upFlags struct {
+	nodes, basePort               int
+	stateDir, bmcAddr, user, pass string
+	diskSize, bootMode            string
+	perIP                         bool
+	powerDelay                    time.Duration
+}
+
+// resolveUp applies flag > env > file > default: set names the flags given
+// on the command line or through METALBED_<FLAG>.
+func resolveUp(set map[string]bool, t *topology, f upFlags) (upSettings, string, error) {
+	if t == nil {
+		t = &topology{}
+	}
+	d := t.Defaults
+	st := upSettings{
+		nodes: f.nodes, basePort: f.basePort, bmcAddress: f.bmcAddr, bmcPerIP: f.perIP,
+		username: f.user, password: f.pass, powerDelay: f.powerDelay, bootMode: vms.BootMode(f.bootMode),
+	}
+	dir := f.stateDir
+	if !set["nodes"] {
+		switch {
+		case t.Nodes != nil:
+			st.nodes = *t.Nodes
+		case len(t.Machines) > 0:
+			st.nodes = len(t.Machines)
+		}
+	}
+	if !set["bmc-base-port"] && t.BMCBasePort != nil {
+		st.basePort = *t.BMCBasePort
+	}
+	if !set["bmc-address"] && t.BMCAddress != "" {
+		st.bmcAddress = t.BMCAddress
+	}
+	if !set["bmc-per-ip"] && t.BMCPerIP != nil {
+		st.bmcPerIP = *t.BMCPerIP
+	}
+	if !set["state-dir"] && t.StateDir != "" {
+		dir = t.StateDir
+	}
+	if !set["bmc-username"] && d.BMC.Username != "" {
+		st.username = d.BMC.Username
+	}
+	if !set["bmc-password"] && d.BMC.Password != "" {
+		st.password = d.BMC.Password
+	}
+	if !set["boot-mode"] && d.BootMode != "" {
+		st.bootMode = vms.BootMode(d.BootMode)
+	}
+	if !set["power-delay"] && d.PowerDelay != nil {
+		st.powerDelay = time.Duration(*d.PowerDelay)
+	}
+	size, err := parseByteSize(f.diskSize)
+	if err != nil {
+		return st, "", usageError("--disk-size: %v", err)
+	}
+	st.diskBytes = size
+	if !set["disk-size"] && d.DiskSize != 0 {
+		st.diskBytes = int64(d.DiskSize)
+	}
+	switch {
+	case st.nodes < 0:
+		return st, "", usageError("--nodes %d", st.nodes)
+	case st.basePort < 0 || st.basePort+st.nodes-1 > 65535:
+		return st, "", usageError("--bmc-base-port %d: ports %d to %d do not fit in 1-65535", st.basePort, st.basePort, st.basePort+st.nodes-1)
+	case st.bootMode != vms.BIOS && st.bootMode != vms.UEFI:
+		return st, "", usageError("--boot-mode %q: want bios or uefi", st.bootMode)
+	case st.powerDelay < 0:
+		return st, "", usageError("--power-delay %s", st.powerDelay)
+	}
+	if dir == "" {
+		var err error
+		if dir, err = defaultStateDir(); err != nil {
+			return st, "", err
+		}
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return st, "", fmt.Errorf("state dir: %w", err)
+	}
+	return st, abs, nil
+}
+
+// defaultStateDir is $XDG_STATE_HOME/metalbed, else ~/.local/state/metalbed.
+func defaultStateDir() (string, error) {
+	if x := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "metalbed"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", usageError("no --state-dir and no home directory: %v", err)
+	}
+	return filepath.Join(home, ".local", "state", "metalbed"), nil
+}
+
+func newLogger(s Streams, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(s.Err, &slog.HandlerOptions{Level: l})), nil
+}
+
+// fleet is the machines of one `metalbed up` with their BMCs, listening.
+type fleet struct {
+	dir   string
+	lock  *os.File // flock on DIR/.lock: one process per state dir
+	nodes []*fleetNode
+}
+
+// lockStateDir takes an exclusive lock on dir so that two processes never
+// run the same machines (their state files would race).
+func lockStateDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, ".lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("state dir lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("state dir %s is in use by another metalbed process", dir)
+		}
+		return nil, fmt.Errorf("state dir lock %s: %w", path, err)
+	}
+	return f, nil
+}
+
+type fleetNode struct {
+	plan    nodePlan
+	machine *sim.Machine
+	bmc     *bmcemu.Server
+	conn    net.PacketConn
+}
+
+// progressEvery is how often a long start-up reports progress.
+const progressEvery = 2 * time.Second
+
+// openParallel bounds how many machines open at once (each does a few
+// small file writes and an fsync on first creation).
+const openParallel = 16
+
+// startFleet opens every machine under dir and binds every BMC socket. It
+// returns once every BMC socket is bound, so clients may connect.
+//
+// progress, when not nil, gets a line every progressEvery while machines
+// are still starting (a first start of 10 000 machines takes a while).
+func startFleet(ctx context.Context, plans []nodePlan, dir string, log *slog.Logger, progress io.Writer) (*fleet, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	lock, err := lockStateDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	// An inventory left by an earlier run names ports that may change: it
+	// goes now, and the new one appears once every BMC listens.
+	if err := os.Remove(filepath.Join(dir, inventoryFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		lock.Close()
+		return nil, fmt.Errorf("old inventory: %w", err)
+	}
+	f := &fleet{dir: dir, lock: lock, nodes: make([]*fleetNode, len(plans))}
+	var started atomic.Int64
+	if progress != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			t := time.NewTicker(progressEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+					fmt.Fprintf(progress, "metalbed: starting machines and BMCs: %d/%d\n", started.Load(), len(plans))
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(openParallel)
+	for i, p := range plans {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			n, err := startNode(p, dir, log)
+			if err != nil {
+				return err
+			}
+			f.nodes[i] = n
+			started.Add(1)
+			return nil
+		})
+	}
+	err = g.Wait()
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		f.close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func startNode(p nodePlan, dir string, log *slog.Logger) (*fleetNode, error) {
+	m, err := sim.Open(sim.Config{
+		Name:       p.name,
+		StateDir:   dir,
+		MACs:       p.macs,
+		DiskBytes:  p.diskBytes,
+		BootMode:   p.bootMode,
+		PowerDelay: p.powerDelay,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	bmc, err := bmcemu.New(bmcemu.Config{
+		Machine:  bmcMachine{m},
+		Name:     p.name,
+		Username: p.username,
+		Password: p.password,
+		GUID:     m.UUID(),
+		Logger:   log,
+	})
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("BMC of %s: %w", p.name, err)
+	}
+	addr := net.JoinHostPort(p.addr, strconv.Itoa(p.port))
+	conn, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		m.Close()
+		if errors.Is(err, syscall.EACCES) {
+			return nil, fmt.Errorf("BMC of %s: %w (ports below 1024, such as --bmc-per-ip's 623, need root or CAP_NET_BIND_SERVICE)", p.name, err)
+		}
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("BMC of %s: %w (another metalbed or vbmc? choose other ports with --bmc-base-port, or 0 for free ones)", p.name, err)
+		}
+		return nil, fmt.Errorf("BMC of %s: %w", p.name, err)
+	}
+	return &fleetNode{plan: p, machine: m, bmc: bmc, conn: conn}, nil
+}
+
+// serve runs every BMC until ctx ends; the first BMC that fails stops all.
+func (f *fleet) serve(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, n := range f.nodes {
+		g.Go(func() error {
+			if err := n.bmc.Serve(gctx, n.conn); err != nil {
+				return fmt.Errorf("BMC of %s: %w", n.plan.name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// close closes every socket and machine (machines save as they change, so
+// this loses nothing). It may be called more than once.
+func (f *fleet) close() error {
+	var errs []error
+	for i, n := range f.nodes {
+		if n == nil {
+			continue
+		}
+		n.conn.Close()
+		if err := n.machine.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		f.nodes[i] = nil
+	}
+	if f.lock != nil {
+		f.lock.Close() // releases the flock
+		f.lock = nil
+	}
+	return errors.Join(errs...)
+}
+
+// bmcAddr is where node n's BMC listens.
+func (n *fleetNode) bmcAddr() *net.UDPAddr { return n.conn.LocalAddr().(*net.UDPAddr) }
+
+// The inventory scripts read: its shape is a contract.
+type inventory struct {
+	Nodes []inventoryNode `json:"nodes"`
+}
+
+type inventoryNode struct {
+	Name       string        `json:"name"`
+	BMC        inventoryBMC  `json:"bmc"`
+	MACs       []string      `json:"macs"`
+	Disk       inventoryDisk `json:"disk"`
+	UUID       string        `json:"uuid"`
+	BootMode   vms.BootMode  `json:"boot_mode"`
+	ConsoleLog string        `json:"console_log"`
+}
+
+type inventoryBMC struct {
+	Address  string `json:"address"`
+	Port     int    `json:"port"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+type inventoryDisk struct {
+	Path      string `json:"path"`
+	SizeBytes int64  `json:"size_bytes"`
+}
+
+func (f *fleet) inventory() inventory {
+	inv := inventory{Nodes: make([]inventoryNode, 0, len(f.nodes))}
+	for _, n := range f.nodes {
+		a := n.bmcAddr()
+		in := inventoryNode{
+			Name:       n.plan.name,
+			BMC:        inventoryBMC{Address: a.IP.String(), Port: a.Port, Username: n.plan.username, Password: n.plan.password},
+			MACs:       []string{},
+			Disk:       inventoryDisk{Path: n.machine.Disk().Path, SizeBytes: n.machine.Disk().SizeBytes},
+			UUID:       sim.FormatUUID(n.machine.UUID()),
+			BootMode:   n.machine.BootMode(),
+			ConsoleLog: n.machine.ConsoleLog(),
+		}
+		for _, nic := range n.machine.NICs() {
+			in.MACs = append(in.MACs, nic.MAC.String())
+		}
+		inv.Nodes = append(inv.Nodes, in)
+	}
+	return inv
+}
+
+// writeInventory writes inventory.json atomically (temp file + rename).
+func (f *fleet) writeInventory(path string) error {
+	b, err := json.MarshalIndent(f.inventory(), "", "  ")
+	if err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".inventory.json.tmp*")
+	if err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	err = tmp.Chmod(0o644)
+	if err == nil {
+		_, err = tmp.Write(append(b, '\n'))
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("inventory %s: %w", path, err)
+	}
+	return nil
+}
+
+// addrSummary says where the BMCs listen in a few words:
+// "127.0.0.1:6230-6232", or first and last when ports are not a run.
+func (f *fleet) addrSummary() string {
+	if len(f.nodes) == 0 {
+		return "nothing"
+	}
+	first, last := f.nodes[0].bmcAddr(), f.nodes[len(f.nodes)-1].bmcAddr()
+	run := true
+	for i, n := range f.nodes {
+		a := n.bmcAddr()
+		if !a.IP.Equal(first.IP) || a.Port != first.Port+i {
+			run = false
+			break
+		}
+	}
+	switch {
+	case len(f.nodes) == 1:
+		return first.String()
+	case run:
+		return fmt.Sprintf("%s-%d", first, last.Port)
+	default:
+		return strings.Join([]string{first.String(), "…", last.String()}, " ")
+	}
+}
