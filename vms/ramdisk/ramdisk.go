@@ -42,7 +42,7 @@ type Config struct {
 	Env        Env
 	Export     Exporter
 	FetchToken TokenFetcher        // nil: no token header is sent
-	Bootloader BootloaderInstaller // required for boot_option=local
+	Bootloader BootloaderInstaller // nil: InstallBootloader
 	// HTTP posts the callbacks; default a client with a 30 s timeout.
 	HTTP *http.Client
 	// Ports; defaults 3260 (iSCSI), 10000 (conductor notice), 69 (TFTP).
@@ -79,6 +79,9 @@ func (c *Config) defaults() {
 	}
 	if c.Console == nil {
 		c.Console = io.Discard
+	}
+	if c.Bootloader == nil {
+		c.Bootloader = InstallBootloader
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -216,9 +219,6 @@ func (r *run) do(ctx context.Context) error {
 }
 
 func (r *run) installBootloader(ctx context.Context, disk Disk) error {
-	if r.cfg.Bootloader == nil {
-		return errors.New("this ramdisk has no bootloader installer")
-	}
 	return r.cfg.Bootloader(ctx, disk, r.p.BootMode)
 }
 

@@ -46,12 +46,19 @@ var ErrPanic = errors.New("kernel panic")
 // Executor returns the pxe.Executor for one machine.
 func Executor(cfg Config) pxe.Executor {
 	return func(ctx context.Context, b *sim.BootContext, img pxe.Image) error {
-		return boot(ctx, cfg, b, img)
+		return Boot(ctx, cfg, b, img)
 	}
 }
 
-func boot(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image) error {
+// Boot runs a kernel handed over by firmware: metalbed's ramdisk when an
+// initrd is one; else the deployed instance when the command line names a
+// root= on the machine's disk; else it panics as Linux does.
+func Boot(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image) error {
 	con := b.Console
+	if err := pxe.CheckBzImage(img.Kernel); err != nil {
+		fmt.Fprintf(con, "error: %s: invalid kernel (%v)\r\n", img.KernelName, err)
+		return fmt.Errorf("%w: kernel %s: %v", pxe.ErrExec, img.KernelName, err)
+	}
 	fmt.Fprintf(con, "[    0.000000] Linux version (metalbed sim) booting %s\r\n", img.KernelName)
 	fmt.Fprintf(con, "[    0.000000] Command line: %s\r\n", img.Cmdline)
 	for _, rd := range img.Initrds {
@@ -62,10 +69,10 @@ func boot(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image) er
 			return runRamdisk(ctx, cfg, b, img)
 		}
 	}
-	msg := "VFS: Unable to mount root fs on unknown-block(0,0)"
-	if len(img.Initrds) > 0 {
-		msg = "no metalbed ramdisk in the initrd, and this simulated machine runs no other programs"
+	if root := rootArg(img.Cmdline); root != "" {
+		return bootInstance(ctx, b, root)
 	}
+	msg := "VFS: Unable to mount root fs on unknown-block(0,0)"
 	fmt.Fprintf(con, "[    1.000000] Kernel panic - not syncing: %s\r\n", msg)
 	return fmt.Errorf("%w: %s", ErrPanic, msg)
 }
@@ -84,7 +91,11 @@ func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Ima
 	if p.BootServer == nil {
 		p.BootServer = img.Lease.NextServer
 	}
-	env := &env{b: b, ip: img.Lease.IP, reset: cfg.Reset}
+	reset := cfg.Reset
+	if reset == nil && b.Reset != nil {
+		reset = b.Reset
+	}
+	env := &env{b: b, ip: img.Lease.IP, reset: reset}
 	milestone := func(kind, detail string) {
 		if cfg.Milestone != nil {
 			cfg.Milestone(b.Machine, kind, detail)

@@ -72,10 +72,19 @@ func initramfs(t *testing.T) []byte {
 	return b.Bytes()
 }
 
+// bzImage is the smallest kernel image the boot protocol check accepts:
+// these tests exercise what the simulated kernel does after the check.
+func bzImage() []byte {
+	k := make([]byte, 4096)
+	k[510], k[511] = 0x55, 0xAA
+	copy(k[0x202:], "HdrS")
+	return k
+}
+
 func TestNotARamdiskPanics(t *testing.T) {
 	b, con := bootContext(t)
 	for _, initrds := range [][]pxe.File{nil, {{Name: "initrd.img", Data: []byte("070701 someone else's initramfs")}}} {
-		err := Executor(Config{})(t.Context(), b, pxe.Image{KernelName: "vmlinuz", Cmdline: "root=/dev/sda1", Initrds: initrds})
+		err := Executor(Config{})(t.Context(), b, pxe.Image{KernelName: "vmlinuz", Kernel: bzImage(), Cmdline: "console=ttyS0", Initrds: initrds})
 		if !errors.Is(err, ErrPanic) || !strings.Contains(con.String(), "Kernel panic - not syncing") {
 			t.Errorf("err = %v, console:\n%s", err, con)
 		}
@@ -122,6 +131,7 @@ func TestRamdiskRunsWithMachineDiskAndLease(t *testing.T) {
 	}
 	img := pxe.Image{
 		KernelName: "deploy_kernel",
+		Kernel:     bzImage(),
 		Initrds:    []pxe.File{{Name: "deploy_ramdisk", Data: initramfs(t)}},
 		Cmdline:    "deployment_id=u1 deployment_key=k1 iscsi_target_iqn=iqn.2008-10.org.openstack:u1 ironic_api_url=" + api.URL + " disk=cciss/c0d0,sda,hda,vda",
 		Lease:      pxe.Lease{IP: leased, NextServer: net.IPv4(127, 0, 0, 1)},

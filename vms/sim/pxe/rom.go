@@ -317,7 +317,7 @@ func (r *romRun) pxelinux(ctx context.Context, nbp string) error {
 
 // exec checks the kernel is a Linux boot image and hands over.
 func (r *romRun) exec(ctx context.Context, img Image) error {
-	if err := checkBzImage(img.Kernel); err != nil {
+	if err := CheckBzImage(img.Kernel); err != nil {
 		return fmt.Errorf("%w kernel %s: %v", ErrExec, img.KernelName, err)
 	}
 	r.say("Booting %s (%d bytes, %d initrd)", img.KernelName, len(img.Kernel), len(img.Initrds))
@@ -325,9 +325,9 @@ func (r *romRun) exec(ctx context.Context, img Image) error {
 	return r.cfg.Exec(ctx, r.b, img)
 }
 
-// checkBzImage verifies the Linux x86 boot protocol header: boot sector
+// CheckBzImage verifies the Linux x86 boot protocol header: boot sector
 // signature 0x55AA at 510 and "HdrS" at 0x202 (Documentation/x86/boot.rst).
-func checkBzImage(k []byte) error {
+func CheckBzImage(k []byte) error {
 	if len(k) < 0x206 {
 		return fmt.Errorf("%d bytes, too short for a Linux kernel", len(k))
 	}
