@@ -30,10 +30,10 @@ type Config struct {
 	Conductor *conductor.Conductor
 	// Store is read directly for listings; required.
 	Store store.Store
-	// HTPasswdFile, when set, turns on HTTP basic auth against this
-	// htpasswd file (bcrypt entries only, as Ironic's auth_strategy
-	// http_basic). Default "": no auth (noauth, meant for loopback).
-	HTPasswdFile string
+	// Credentials, when set, turn on HTTP basic auth (see LoadHTPasswd; as
+	// Ironic's auth_strategy http_basic). Default nil: no auth (noauth,
+	// meant for loopback).
+	Credentials *Credentials
 	// MaxLimit caps ?limit (Ironic [api]max_limit). Default 1000.
 	MaxLimit int
 	// Logger gets request errors; nil discards.
@@ -46,13 +46,11 @@ type Server struct {
 	log     *slog.Logger
 	c       *conductor.Conductor
 	st      store.Store
-	users   map[string][]byte // htpasswd user -> bcrypt hash; nil = noauth
 	handler http.Handler
 	fields  []nodeField
 }
 
-// New checks cfg, reads the htpasswd file if any and builds the routing
-// table.
+// New checks cfg and builds the routing table. It does no I/O.
 func New(cfg Config) (*Server, error) {
 	if cfg.Conductor == nil || cfg.Store == nil {
 		return nil, errors.New("api: Conductor and Store are required")
@@ -64,13 +62,6 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, c: cfg.Conductor, st: cfg.Store, fields: nodeFields()}
-	if cfg.HTPasswdFile != "" {
-		users, err := loadHTPasswd(cfg.HTPasswdFile)
-		if err != nil {
-			return nil, err
-		}
-		s.users = users
-	}
 	s.handler = s.routes()
 	return s, nil
 }

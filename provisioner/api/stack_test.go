@@ -73,7 +73,13 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(api.Config{Conductor: c, Store: st, HTPasswdFile: o.htpasswd})
+	var creds *api.Credentials
+	if o.htpasswd != "" {
+		if creds, err = api.LoadHTPasswd(o.htpasswd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := api.New(api.Config{Conductor: c, Store: st, Credentials: creds})
 	if err != nil {
 		t.Fatal(err)
 	}

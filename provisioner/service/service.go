@@ -104,7 +104,13 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	if err != nil {
 		return err
 	}
-	srv, err := api.New(api.Config{Conductor: cond, Store: st, HTPasswdFile: s.cfg.HTPasswdFile, Logger: s.cfg.Logger})
+	var creds *api.Credentials
+	if s.cfg.HTPasswdFile != "" {
+		if creds, err = api.LoadHTPasswd(s.cfg.HTPasswdFile); err != nil {
+			return err
+		}
+	}
+	srv, err := api.New(api.Config{Conductor: cond, Store: st, Credentials: creds, Logger: s.cfg.Logger})
 	if err != nil {
 		return err
 	}
