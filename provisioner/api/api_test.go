@@ -309,6 +309,13 @@ func TestPortsAndHistory(t *testing.T) {
 	s.must(t, 204, "DELETE", "/v1/ports/"+pid, "1.82", nil)
 	s.must(t, 404, "GET", "/v1/ports/"+pid, "1.82", nil)
 	s.must(t, 404, "GET", "/v1/nodes/h0/inventory", "1.82", nil)
+	s.must(t, 400, "PUT", "/v1/nodes/h0/traits/lower_case", "1.82", nil)
+	s.must(t, 404, "DELETE", "/v1/nodes/h0/traits/CUSTOM_NONE", "1.82", nil)
+	s.must(t, 204, "PUT", "/v1/nodes/h0/traits", "1.82", map[string]any{"traits": []string{"CUSTOM_B", "CUSTOM_A", "CUSTOM_A"}})
+	if tr := s.must(t, 200, "GET", "/v1/nodes/h0/traits", "1.82", nil).obj(t)["traits"].([]any); len(tr) != 2 || tr[0] != "CUSTOM_A" {
+		t.Errorf("traits %v", tr)
+	}
+	s.must(t, 404, "GET", "/v1/nodes/h0/traits", "1.36", nil)
 	s.must(t, 200, "GET", "/v1/shards", "1.82", nil)
 	s.must(t, 200, "GET", "/v1/conductors/test-conductor", "1.82", nil)
 	s.must(t, 404, "GET", "/v1/conductors/nonesuch", "1.82", nil)

@@ -144,6 +144,11 @@ func (s *Server) table() []route {
 		v("GET /v1/nodes/{node}/history", private, s.history(false)),
 		v("GET /v1/nodes/{node}/history/{event}", private, s.historyEvent),
 		v("GET /v1/nodes/{node}/inventory", private, s.inventory),
+		v("GET /v1/nodes/{node}/traits", private, s.getTraits),
+		v("PUT /v1/nodes/{node}/traits", private, s.setTraits),
+		v("PUT /v1/nodes/{node}/traits/{trait}", private, s.setTraits),
+		v("DELETE /v1/nodes/{node}/traits", private, s.deleteTraits),
+		v("DELETE /v1/nodes/{node}/traits/{trait}", private, s.deleteTraits),
 		v("GET /v1/nodes/{node}/ports", private, s.nodePorts(false)),
 		v("GET /v1/nodes/{node}/ports/detail", private, s.nodePorts(true)),
 
