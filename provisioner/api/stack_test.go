@@ -48,7 +48,7 @@ type stackOpts struct {
 	dbPath   string
 }
 
-func newStack(t *testing.T, o stackOpts) *stack {
+func newStack(t testing.TB, o stackOpts) *stack {
 	t.Helper()
 	if o.dbPath == "" {
 		o.dbPath = ":memory:"
@@ -215,5 +215,22 @@ func (s *stack) setState(t *testing.T, uuid string, state provisioner.ProvisionS
 	n.ProvisionState = state
 	if err := s.st.UpdateNode(context.Background(), n); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func newStackB(b *testing.B) *stack { return newStack(b, stackOpts{}) }
+
+// mustB sends a request with a JSON body and fails b unless it succeeds.
+func (s *stack) mustB(b *testing.B, method, path, body string) {
+	req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
+	req.Header.Set("X-OpenStack-Ironic-API-Version", "1.78")
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode >= 300 {
+		b.Fatalf("%s %s: %d", method, path, res.StatusCode)
 	}
 }
