@@ -128,6 +128,12 @@ var stuckStates = []provisioner.ProvisionState{
 	provisioner.StateInspecting, provisioner.StateDeleting,
 }
 
+// busy are the states a running task owns: the internal events (done,
+// fail, wait, resume, and manage finishing a manual clean) move them, no API
+// verb does.
+var busy = []provisioner.ProvisionState{provisioner.StateVerifying, provisioner.StateCleaning,
+	provisioner.StateDeploying, provisioner.StateDeleting, provisioner.StateInspecting}
+
 // verbEvents maps the API's provision targets to events.
 var verbEvents = map[string]Event{
 	"manage": EventManage, "provide": EventProvide, "active": EventDeploy, "deploy": EventDeploy,
