@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/metalbed/metalbed/provisioner"
+	"github.com/metalbed/metalbed/provisioner/drivers"
 )
 
 // baremetal runs the real `baremetal` CLI (python3-ironicclient) against s.
@@ -200,12 +201,18 @@ func chassisPower(t *testing.T, port int) string {
 }
 
 // TestBaremetalCLIIPMI drives an ipmi node whose BMC is pyghmi's, through
-// the real baremetal CLI and the ipmitool driver.
+// the real baremetal CLI, with either IPMI client behind the driver.
 func TestBaremetalCLIIPMI(t *testing.T) {
 	requireTool(t, "baremetal", "python3-ironicclient")
 	requireTool(t, "ipmitool", "ipmitool")
+	for _, client := range []string{drivers.ClientIPMITool, drivers.ClientNative} {
+		t.Run(client, func(t *testing.T) { testBaremetalCLIIPMI(t, client) })
+	}
+}
+
+func testBaremetalCLIIPMI(t *testing.T, client string) {
 	port := pyghmiBMC(t)
-	s := newStack(t, stackOpts{})
+	s := newStack(t, stackOpts{ipmiClient: client})
 
 	n := s.baremetalJSON(t, "node", "create", "--driver", "ipmi", "--name", "bm0",
 		"--driver-info", "ipmi_address=127.0.0.1", "--driver-info", "ipmi_port="+strconv.Itoa(port),

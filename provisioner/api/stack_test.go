@@ -44,8 +44,9 @@ type stack struct {
 }
 
 type stackOpts struct {
-	htpasswd string
-	dbPath   string
+	htpasswd   string
+	dbPath     string
+	ipmiClient string // drivers.ClientIPMITool (default) or drivers.ClientNative
 }
 
 func newStack(t testing.TB, o stackOpts) *stack {
@@ -58,6 +59,7 @@ func newStack(t testing.TB, o stackOpts) *stack {
 		t.Fatal(err)
 	}
 	ipmi, err := drivers.NewIPMI(drivers.IPMIConfig{
+		Client:             o.ipmiClient,
 		MinCommandInterval: 10 * time.Millisecond, PollInterval: 20 * time.Millisecond,
 		CommandRetryTimeout: 10 * time.Second, PowerTimeout: 10 * time.Second,
 	})
