@@ -62,6 +62,9 @@ func TestVersionNegotiation(t *testing.T) {
 	s.must(t, 406, "PUT", "/v1/nodes/"+id+"/states/provision", "1.3", map[string]any{"target": "manage"})
 	s.must(t, 406, "PUT", "/v1/nodes/"+id+"/states/power", "1.26", map[string]any{"target": "power on", "timeout": 5})
 	s.must(t, 404, "GET", "/v1/nodes/"+id+"/history", "1.77", nil)
+	for _, p := range []string{"/v1/", "/v1/drivers/", "/v1/nodes/?detail=True", "/v1/nodes/" + id + "/"} {
+		s.must(t, 200, "GET", p, "1.78", nil)
+	}
 	if r := s.must(t, 200, "GET", "/", "", nil); r.header.Get("X-OpenStack-Ironic-API-Version") != "" {
 		t.Error("root document carries a version header")
 	}

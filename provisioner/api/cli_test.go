@@ -119,6 +119,10 @@ func TestBaremetalCLIFakeHardware(t *testing.T) {
 		t.Errorf("node list row: %v", row)
 	}
 	s.baremetal(t, "node", "maintenance", "unset", "fake0")
+	s.baremetal(t, "node", "list", "--long")
+	s.baremetal(t, "driver", "list", "--long")
+	s.baremetal(t, "driver", "property", "list", "ipmi")
+	s.baremetal(t, "conductor", "list")
 	s.baremetal(t, "node", "add", "trait", "fake0", "CUSTOM_GPU", "CUSTOM_RACK_1")
 	s.baremetal(t, "node", "remove", "trait", "fake0", "CUSTOM_GPU")
 	if tr := s.baremetalJSON(t, "node", "trait", "list", "fake0"); len(tr.([]any)) != 1 || field(tr.([]any)[0], "Traits") != "CUSTOM_RACK_1" {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -182,7 +183,20 @@ func (s *Server) routes() http.Handler {
 	// Anything else: Ironic's 404 shape.
 	mux.Handle("/", s.wrap(route{pattern: "/", access: private, versioned: true,
 		h: func(http.ResponseWriter, *http.Request) error { return errNotFound }}))
-	return mux
+	// Ironic (pecan) answers "/v1/drivers/" as "/v1/drivers"; clients use
+	// both spellings.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
+			r2 := r.Clone(r.Context())
+			r2.URL.Path = strings.TrimRight(p, "/")
+			if r2.URL.Path == "" {
+				r2.URL.Path = "/"
+			}
+			r2.URL.RawPath = ""
+			r = r2
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) wrap(rt route) http.Handler {
