@@ -189,7 +189,7 @@ func TestNodePatch(t *testing.T) {
 		{[]map[string]any{{"op": "copy", "path": "/name", "from": "/driver"}}, 400, ""},
 		{[]map[string]any{{"op": "replace", "path": "/name", "value": "p1"}}, 409, "A node with name p1 already exists."},
 		{[]map[string]any{{"op": "replace", "path": "/driver", "value": "nonesuch"}}, 400, ""},
-		{[]map[string]any{{"op": "replace", "path": "/maintenance", "value": "yes"}}, 400, ""},
+		{[]map[string]any{{"op": "replace", "path": "/maintenance", "value": "maybe"}}, 400, ""},
 		{[]map[string]any{{"op": "replace", "path": "/deploy_interface", "value": "direct"}}, 400, ""},
 	} {
 		r := s.do(t, "PATCH", "/v1/nodes/p0", "1.82", tc.ops)
@@ -312,6 +312,15 @@ func TestPortsAndHistory(t *testing.T) {
 	s.must(t, 204, "DELETE", "/v1/ports/"+pid, "1.82", nil)
 	s.must(t, 404, "GET", "/v1/ports/"+pid, "1.82", nil)
 	s.must(t, 404, "GET", "/v1/nodes/h0/inventory", "1.82", nil)
+	s.must(t, 200, "GET", "/v1/nodes/h0/history/detail", "1.82", nil)
+	s.must(t, 200, "GET", "/v1/nodes/h0/bios", "1.82", nil)
+	s.must(t, 404, "GET", "/v1/nodes/h0/bios/ProcVirtualization", "1.82", nil)
+	s.must(t, 202, "PUT", "/v1/nodes/h0/states/console", "1.82", map[string]any{"enabled": "true"})
+	if c := s.must(t, 200, "GET", "/v1/nodes/h0/states/console", "1.82", nil).obj(t); c["console_enabled"] != true {
+		t.Errorf("console %v", c)
+	}
+	s.must(t, 200, "PATCH", "/v1/nodes/h0", "1.82", []map[string]any{{"op": "replace", "path": "/retired", "value": "True"}})
+	s.must(t, 200, "PATCH", "/v1/nodes/h0", "1.82", []map[string]any{{"op": "remove", "path": "/retired"}})
 	s.must(t, 400, "PUT", "/v1/nodes/h0/traits/lower_case", "1.82", nil)
 	s.must(t, 404, "DELETE", "/v1/nodes/h0/traits/CUSTOM_NONE", "1.82", nil)
 	s.must(t, 204, "PUT", "/v1/nodes/h0/traits", "1.82", map[string]any{"traits": []string{"CUSTOM_B", "CUSTOM_A", "CUSTOM_A"}})

@@ -78,13 +78,34 @@ func boolField(name string, min int, p func(n *provisioner.Node) *bool) nodeFiel
 	return nodeField{name, min,
 		func(v nodeView) any { return *p(v.n) },
 		func(n *provisioner.Node, val any) error {
-			b, ok := val.(bool)
+			if val == nil { // removed: back to the default
+				*p(n) = false
+				return nil
+			}
+			b, ok := asBool(val)
 			if !ok {
 				return invalidValue(name, val, "a boolean")
 			}
 			*p(n) = b
 			return nil
 		}}
+}
+
+// asBool accepts JSON booleans and the strings Ironic's API takes for them
+// (oslo bool_from_string, strict).
+func asBool(val any) (bool, bool) {
+	switch v := val.(type) {
+	case bool:
+		return v, true
+	case string:
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "1", "t", "true", "on", "y", "yes":
+			return true, true
+		case "0", "f", "false", "off", "n", "no":
+			return false, true
+		}
+	}
+	return false, false
 }
 
 func ro(name string, min int, get func(v nodeView) any) nodeField {
@@ -112,7 +133,7 @@ func nodeFields() []nodeField {
 				n.AutomatedClean = nil
 				return nil
 			}
-			b, ok := val.(bool)
+			b, ok := asBool(val)
 			if !ok {
 				return invalidValue("automated_clean", val, "a boolean or null")
 			}
@@ -1106,5 +1127,61 @@ func (s *Server) shards(w http.ResponseWriter, r *http.Request) error {
 		items = append(items, obj{{"name", name}, {"count", counts[name]}})
 	}
 	writeJSON(w, http.StatusOK, obj{{"shards", items}})
+	return nil
+}
+
+// consoleState is GET .../states/console. No console interface is
+// implemented; fake-hardware's "fake" console only records the flag.
+func (s *Server) consoleState(w http.ResponseWriter, r *http.Request) error {
+	n, err := s.c.Node(r.Context(), r.PathValue("node"))
+	if err != nil {
+		return err
+	}
+	if n.Interfaces.Console != "fake" {
+		return badRequest(fmt.Sprintf("Driver %s does not support console (disabled or not implemented).", n.Driver))
+	}
+	writeJSON(w, http.StatusOK, obj{{"console_enabled", n.ConsoleEnabled}, {"console_info", nil}})
+	return nil
+}
+
+func (s *Server) setConsole(w http.ResponseWriter, r *http.Request) error {
+	var body struct {
+		Enabled any `json:"enabled"`
+	}
+	if err := readBody(r, &body); err != nil {
+		return err
+	}
+	on, ok := asBool(body.Enabled)
+	if !ok {
+		return badRequest(fmt.Sprintf("Invalid input for field/attribute enabled. Value: '%v'. Wrong type. Expected a boolean.", body.Enabled))
+	}
+	_, err := s.c.UpdateNode(r.Context(), r.PathValue("node"), func(n *provisioner.Node) error {
+		if n.Interfaces.Console != "fake" {
+			return badRequest(fmt.Sprintf("Driver %s does not support console (disabled or not implemented).", n.Driver))
+		}
+		n.ConsoleEnabled = on
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", baseURL(r)+"/v1/nodes/"+r.PathValue("node")+"/states/console")
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// bios (1.40): no BIOS interface is implemented, so no node has settings.
+func (s *Server) bios(w http.ResponseWriter, r *http.Request) error {
+	if minor(r) < 40 {
+		return errNotFound
+	}
+	n, err := s.c.Node(r.Context(), r.PathValue("node"))
+	if err != nil {
+		return err
+	}
+	if name := r.PathValue("setting"); name != "" {
+		return clientErr(http.StatusNotFound, fmt.Sprintf("The BIOS setting %s for node %s could not be found.", name, n.UUID))
+	}
+	writeJSON(w, http.StatusOK, obj{{"bios", []obj{}}})
 	return nil
 }

@@ -445,6 +445,16 @@ func TestDeleteNode(t *testing.T) {
 	if got, _ := h.st.Node(t.Context(), n.UUID); got.Reservation != "" {
 		t.Fatal("refused delete kept the lock")
 	}
+	h.c.UpdateNode(t.Context(), n.UUID, func(n *provisioner.Node) error { n.Protected = true; return nil })
+	for _, verb := range []string{"deleted", "rebuild"} {
+		if err := h.c.Provision(t.Context(), n.UUID, verb, ProvisionOptions{}); KindOf(err) != KindForbidden {
+			t.Errorf("%s on a protected node: %v", verb, err)
+		}
+	}
+	if err := h.c.DeleteNode(t.Context(), n.UUID); KindOf(err) != KindForbidden {
+		t.Errorf("delete of a protected node: %v", err)
+	}
+	h.c.UpdateNode(t.Context(), n.UUID, func(n *provisioner.Node) error { n.Protected = false; return nil })
 	if _, err := h.c.SetMaintenance(t.Context(), n.UUID, true, "broken"); err != nil {
 		t.Fatal(err)
 	}

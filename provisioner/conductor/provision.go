@@ -61,6 +61,9 @@ func (c *Conductor) Provision(ctx context.Context, ident, verb string, opts Prov
 	if _, err := Next(n.ProvisionState, event); err != nil || slices.Contains(busy, n.ProvisionState) {
 		return badTransition(verb, n)
 	}
+	if n.Protected && (event == EventDelete || event == EventRebuild) {
+		return refuse(KindForbidden, "Node %s is protected and cannot be undeployed, rebuilt or deleted", n.UUID)
+	}
 	if n.Maintenance && (event == EventDeploy || event == EventRebuild || event == EventClean ||
 		event == EventProvide || event == EventInspect) {
 		return refuse(KindInvalid, "Node %s is in maintenance mode, cannot perform action %s.", n.UUID, verb)
