@@ -111,16 +111,6 @@ func Next(state provisioner.ProvisionState, event Event) (provisioner.ProvisionS
 	return to, nil
 }
 
-// stable reports states that do not move without a request.
-func stable(s provisioner.ProvisionState) bool {
-	switch s {
-	case provisioner.StateEnroll, provisioner.StateManageable, provisioner.StateAvailable,
-		provisioner.StateActive, provisioner.StateError:
-		return true
-	}
-	return false
-}
-
 // stuckStates are left behind by a conductor that died; on start they are
 // failed (Ironic's STUCK_STATES_TREATED_AS_FAIL).
 var stuckStates = []provisioner.ProvisionState{
