@@ -62,6 +62,9 @@ func TestVersionNegotiation(t *testing.T) {
 	s.must(t, 406, "PUT", "/v1/nodes/"+id+"/states/provision", "1.3", map[string]any{"target": "manage"})
 	s.must(t, 406, "PUT", "/v1/nodes/"+id+"/states/power", "1.26", map[string]any{"target": "power on", "timeout": 5})
 	s.must(t, 404, "GET", "/v1/nodes/"+id+"/history", "1.77", nil)
+	for _, p := range []string{"/v1/", "/v1/drivers/", "/v1/nodes/?detail=True", "/v1/nodes/" + id + "/"} {
+		s.must(t, 200, "GET", p, "1.78", nil)
+	}
 	if r := s.must(t, 200, "GET", "/", "", nil); r.header.Get("X-OpenStack-Ironic-API-Version") != "" {
 		t.Error("root document carries a version header")
 	}
@@ -108,7 +111,7 @@ func TestBasicAuth(t *testing.T) {
 	}
 
 	os.WriteFile(path, []byte("admin:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n"), 0o600)
-	if _, err := api.New(api.Config{Conductor: s.c, Store: s.st, HTPasswdFile: path}); err == nil {
+	if _, err := api.LoadHTPasswd(path); err == nil {
 		t.Error("non-bcrypt htpasswd accepted")
 	}
 }
@@ -186,7 +189,7 @@ func TestNodePatch(t *testing.T) {
 		{[]map[string]any{{"op": "copy", "path": "/name", "from": "/driver"}}, 400, ""},
 		{[]map[string]any{{"op": "replace", "path": "/name", "value": "p1"}}, 409, "A node with name p1 already exists."},
 		{[]map[string]any{{"op": "replace", "path": "/driver", "value": "nonesuch"}}, 400, ""},
-		{[]map[string]any{{"op": "replace", "path": "/maintenance", "value": "yes"}}, 400, ""},
+		{[]map[string]any{{"op": "replace", "path": "/maintenance", "value": "maybe"}}, 400, ""},
 		{[]map[string]any{{"op": "replace", "path": "/deploy_interface", "value": "direct"}}, 400, ""},
 	} {
 		r := s.do(t, "PATCH", "/v1/nodes/p0", "1.82", tc.ops)
@@ -309,6 +312,22 @@ func TestPortsAndHistory(t *testing.T) {
 	s.must(t, 204, "DELETE", "/v1/ports/"+pid, "1.82", nil)
 	s.must(t, 404, "GET", "/v1/ports/"+pid, "1.82", nil)
 	s.must(t, 404, "GET", "/v1/nodes/h0/inventory", "1.82", nil)
+	s.must(t, 200, "GET", "/v1/nodes/h0/history/detail", "1.82", nil)
+	s.must(t, 200, "GET", "/v1/nodes/h0/bios", "1.82", nil)
+	s.must(t, 404, "GET", "/v1/nodes/h0/bios/ProcVirtualization", "1.82", nil)
+	s.must(t, 202, "PUT", "/v1/nodes/h0/states/console", "1.82", map[string]any{"enabled": "true"})
+	if c := s.must(t, 200, "GET", "/v1/nodes/h0/states/console", "1.82", nil).obj(t); c["console_enabled"] != true {
+		t.Errorf("console %v", c)
+	}
+	s.must(t, 200, "PATCH", "/v1/nodes/h0", "1.82", []map[string]any{{"op": "replace", "path": "/retired", "value": "True"}})
+	s.must(t, 200, "PATCH", "/v1/nodes/h0", "1.82", []map[string]any{{"op": "remove", "path": "/retired"}})
+	s.must(t, 400, "PUT", "/v1/nodes/h0/traits/lower_case", "1.82", nil)
+	s.must(t, 404, "DELETE", "/v1/nodes/h0/traits/CUSTOM_NONE", "1.82", nil)
+	s.must(t, 204, "PUT", "/v1/nodes/h0/traits", "1.82", map[string]any{"traits": []string{"CUSTOM_B", "CUSTOM_A", "CUSTOM_A"}})
+	if tr := s.must(t, 200, "GET", "/v1/nodes/h0/traits", "1.82", nil).obj(t)["traits"].([]any); len(tr) != 2 || tr[0] != "CUSTOM_A" {
+		t.Errorf("traits %v", tr)
+	}
+	s.must(t, 404, "GET", "/v1/nodes/h0/traits", "1.36", nil)
 	s.must(t, 200, "GET", "/v1/shards", "1.82", nil)
 	s.must(t, 200, "GET", "/v1/conductors/test-conductor", "1.82", nil)
 	s.must(t, 404, "GET", "/v1/conductors/nonesuch", "1.82", nil)

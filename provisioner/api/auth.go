@@ -10,9 +10,14 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// loadHTPasswd reads an htpasswd file of bcrypt entries ("user:$2y$…"),
+// Credentials are the users of an htpasswd file, for HTTP basic auth.
+type Credentials struct {
+	users map[string][]byte // user -> bcrypt hash
+}
+
+// LoadHTPasswd reads an htpasswd file of bcrypt entries ("user:$2y$…"),
 // the only kind Ironic's http_basic auth accepts.
-func loadHTPasswd(path string) (map[string][]byte, error) {
+func LoadHTPasswd(path string) (*Credentials, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("htpasswd: %w", err)
@@ -37,18 +42,21 @@ func loadHTPasswd(path string) (map[string][]byte, error) {
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("htpasswd %s: %w", path, err)
 	}
-	return users, nil
+	if len(users) == 0 {
+		return nil, fmt.Errorf("htpasswd %s: no users", path)
+	}
+	return &Credentials{users: users}, nil
 }
 
 // authorized checks HTTP basic credentials when auth is on, answering 401
 // itself when they are missing or wrong.
 func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
-	if s.users == nil {
+	if s.cfg.Credentials == nil {
 		return true
 	}
 	user, pass, ok := r.BasicAuth()
 	if ok {
-		hash, known := s.users[user]
+		hash, known := s.cfg.Credentials.users[user]
 		if !known {
 			// Spend the same time as a real check.
 			hash = []byte("$2y$05$ZZZZZZZZZZZZZZZZZZZZZ.ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ")

@@ -50,6 +50,8 @@ func statusOf(err error) (int, string) {
 			return http.StatusServiceUnavailable, ce.Msg
 		case conductor.KindDriver:
 			return http.StatusInternalServerError, ce.Msg
+		case conductor.KindForbidden:
+			return http.StatusForbidden, ce.Msg
 		}
 	}
 	if errors.Is(err, context.Canceled) {

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/metalbed/metalbed/provisioner"
 )
 
 // freeForm are user- or driver-defined dictionaries: only their type is
@@ -177,6 +179,39 @@ func TestGoldenShapes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestGoldenFakeActive walks a fake-hardware node to active through the API
+// as the capture run did, then compares the active node and the refusal of
+// "manage" (err-prov-bad-transition) with Ironic's.
+func TestGoldenFakeActive(t *testing.T) {
+	s := newStack(t, stackOpts{})
+	id := s.must(t, 201, "POST", "/v1/nodes", "1.82", map[string]any{"driver": "fake-hardware", "name": "fake0"}).obj(t)["uuid"].(string)
+	for _, step := range []struct{ target, state string }{{"manage", "manageable"}, {"provide", "available"}, {"active", "active"}} {
+		r := s.must(t, 202, "PUT", "/v1/nodes/"+id+"/states/provision", "1.82", map[string]any{"target": step.target})
+		if r.header.Get("Location") != s.url+"/v1/nodes/"+id+"/states" || len(r.body) != 0 {
+			t.Errorf("%s: Location %q body %q", step.target, r.header.Get("Location"), r.body)
+		}
+		s.waitNode(t, id, step.state, func(n *provisioner.Node) bool {
+			return string(n.ProvisionState) == step.state && n.Reservation == ""
+		})
+	}
+	power := s.must(t, 202, "PUT", "/v1/nodes/"+id+"/states/power", "1.82", map[string]any{"target": "power on"})
+	if power.header.Get("Location") != s.url+"/v1/nodes/"+id+"/states" {
+		t.Errorf("power: Location %q", power.header.Get("Location"))
+	}
+	s.waitNode(t, id, "power on", func(n *provisioner.Node) bool { return n.PowerState == "power on" && n.Reservation == "" })
+
+	got := s.must(t, 200, "GET", "/v1/nodes/"+id, "1.82", nil)
+	for _, d := range sameShape("$", capture(t, "node-show-fake-active-1.82.json"), got.json(t)) {
+		t.Error(d)
+	}
+	bad := s.must(t, 400, "PUT", "/v1/nodes/"+id+"/states/provision", "1.82", map[string]any{"target": "manage"})
+	want := capture(t, "err-prov-bad-transition.json").(map[string]any)["error_message"].(string)
+	want = strings.ReplaceAll(want, "ea57e0b4-b7d8-42ec-9efb-95250a432b56", id)
+	if g := bad.obj(t)["error_message"]; g != want {
+		t.Errorf("bad transition\n got %v\nwant %v", g, want)
 	}
 }
 

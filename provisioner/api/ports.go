@@ -87,7 +87,7 @@ func portSet(p *provisioner.Port, k string, val any, version int) error {
 		}
 		p.NodeUUID = s
 	case "pxe_enabled", "is_smartnic":
-		b, ok := val.(bool)
+		b, ok := asBool(val)
 		if !ok {
 			return invalidValue(k, val, "a boolean")
 		}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,10 +31,10 @@ type Config struct {
 	Conductor *conductor.Conductor
 	// Store is read directly for listings; required.
 	Store store.Store
-	// HTPasswdFile, when set, turns on HTTP basic auth against this
-	// htpasswd file (bcrypt entries only, as Ironic's auth_strategy
-	// http_basic). Default "": no auth (noauth, meant for loopback).
-	HTPasswdFile string
+	// Credentials, when set, turn on HTTP basic auth (see LoadHTPasswd; as
+	// Ironic's auth_strategy http_basic). Default nil: no auth (noauth,
+	// meant for loopback).
+	Credentials *Credentials
 	// MaxLimit caps ?limit (Ironic [api]max_limit). Default 1000.
 	MaxLimit int
 	// Logger gets request errors; nil discards.
@@ -46,13 +47,11 @@ type Server struct {
 	log     *slog.Logger
 	c       *conductor.Conductor
 	st      store.Store
-	users   map[string][]byte // htpasswd user -> bcrypt hash; nil = noauth
 	handler http.Handler
 	fields  []nodeField
 }
 
-// New checks cfg, reads the htpasswd file if any and builds the routing
-// table.
+// New checks cfg and builds the routing table. It does no I/O.
 func New(cfg Config) (*Server, error) {
 	if cfg.Conductor == nil || cfg.Store == nil {
 		return nil, errors.New("api: Conductor and Store are required")
@@ -64,13 +63,6 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, c: cfg.Conductor, st: cfg.Store, fields: nodeFields()}
-	if cfg.HTPasswdFile != "" {
-		users, err := loadHTPasswd(cfg.HTPasswdFile)
-		if err != nil {
-			return nil, err
-		}
-		s.users = users
-	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -151,8 +143,18 @@ func (s *Server) table() []route {
 		v("/v1/nodes/{node}/vendor_passthru", ramdisk, s.vendorPassthru),
 		v("/v1/nodes/{node}/vendor_passthru/{method}", ramdisk, s.vendorPassthru),
 		v("GET /v1/nodes/{node}/history", private, s.history(false)),
+		v("GET /v1/nodes/{node}/history/detail", private, s.history(true)),
 		v("GET /v1/nodes/{node}/history/{event}", private, s.historyEvent),
+		v("GET /v1/nodes/{node}/states/console", private, s.consoleState),
+		v("PUT /v1/nodes/{node}/states/console", private, s.setConsole),
+		v("GET /v1/nodes/{node}/bios", private, s.bios),
+		v("GET /v1/nodes/{node}/bios/{setting}", private, s.bios),
 		v("GET /v1/nodes/{node}/inventory", private, s.inventory),
+		v("GET /v1/nodes/{node}/traits", private, s.getTraits),
+		v("PUT /v1/nodes/{node}/traits", private, s.setTraits),
+		v("PUT /v1/nodes/{node}/traits/{trait}", private, s.setTraits),
+		v("DELETE /v1/nodes/{node}/traits", private, s.deleteTraits),
+		v("DELETE /v1/nodes/{node}/traits/{trait}", private, s.deleteTraits),
 		v("GET /v1/nodes/{node}/ports", private, s.nodePorts(false)),
 		v("GET /v1/nodes/{node}/ports/detail", private, s.nodePorts(true)),
 
@@ -186,7 +188,20 @@ func (s *Server) routes() http.Handler {
 	// Anything else: Ironic's 404 shape.
 	mux.Handle("/", s.wrap(route{pattern: "/", access: private, versioned: true,
 		h: func(http.ResponseWriter, *http.Request) error { return errNotFound }}))
-	return mux
+	// Ironic (pecan) answers "/v1/drivers/" as "/v1/drivers"; clients use
+	// both spellings.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
+			r2 := r.Clone(r.Context())
+			r2.URL.Path = strings.TrimRight(p, "/")
+			if r2.URL.Path == "" {
+				r2.URL.Path = "/"
+			}
+			r2.URL.RawPath = ""
+			r = r2
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) wrap(rt route) http.Handler {

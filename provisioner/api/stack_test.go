@@ -44,11 +44,12 @@ type stack struct {
 }
 
 type stackOpts struct {
-	htpasswd string
-	dbPath   string
+	htpasswd   string
+	dbPath     string
+	ipmiClient string // drivers.ClientIPMITool (default) or drivers.ClientNative
 }
 
-func newStack(t *testing.T, o stackOpts) *stack {
+func newStack(t testing.TB, o stackOpts) *stack {
 	t.Helper()
 	if o.dbPath == "" {
 		o.dbPath = ":memory:"
@@ -58,6 +59,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		t.Fatal(err)
 	}
 	ipmi, err := drivers.NewIPMI(drivers.IPMIConfig{
+		Client:             o.ipmiClient,
 		MinCommandInterval: 10 * time.Millisecond, PollInterval: 20 * time.Millisecond,
 		CommandRetryTimeout: 10 * time.Second, PowerTimeout: 10 * time.Second,
 	})
@@ -73,7 +75,13 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(api.Config{Conductor: c, Store: st, HTPasswdFile: o.htpasswd})
+	var creds *api.Credentials
+	if o.htpasswd != "" {
+		if creds, err = api.LoadHTPasswd(o.htpasswd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := api.New(api.Config{Conductor: c, Store: st, Credentials: creds})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,5 +217,22 @@ func (s *stack) setState(t *testing.T, uuid string, state provisioner.ProvisionS
 	n.ProvisionState = state
 	if err := s.st.UpdateNode(context.Background(), n); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func newStackB(b *testing.B) *stack { return newStack(b, stackOpts{}) }
+
+// mustB sends a request with a JSON body and fails b unless it succeeds.
+func (s *stack) mustB(b *testing.B, method, path, body string) {
+	req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
+	req.Header.Set("X-OpenStack-Ironic-API-Version", "1.78")
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode >= 300 {
+		b.Fatalf("%s %s: %d", method, path, res.StatusCode)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -265,7 +266,7 @@ func TestEveryRefusal(t *testing.T) {
 	h := start(t, openStore(t, ":memory:"), testTypes(t, p, &testDeploy{}), nil)
 	for _, state := range allStates {
 		for _, verb := range Verbs() {
-			if _, ok := want[state][verbEvents[verb]]; ok {
+			if _, ok := want[state][verbEvents[verb]]; ok && !slices.Contains(busy, state) {
 				continue
 			}
 			n := newNode(t, h, state)
@@ -444,6 +445,16 @@ func TestDeleteNode(t *testing.T) {
 	if got, _ := h.st.Node(t.Context(), n.UUID); got.Reservation != "" {
 		t.Fatal("refused delete kept the lock")
 	}
+	h.c.UpdateNode(t.Context(), n.UUID, func(n *provisioner.Node) error { n.Protected = true; return nil })
+	for _, verb := range []string{"deleted", "rebuild"} {
+		if err := h.c.Provision(t.Context(), n.UUID, verb, ProvisionOptions{}); KindOf(err) != KindForbidden {
+			t.Errorf("%s on a protected node: %v", verb, err)
+		}
+	}
+	if err := h.c.DeleteNode(t.Context(), n.UUID); KindOf(err) != KindForbidden {
+		t.Errorf("delete of a protected node: %v", err)
+	}
+	h.c.UpdateNode(t.Context(), n.UUID, func(n *provisioner.Node) error { n.Protected = false; return nil })
 	if _, err := h.c.SetMaintenance(t.Context(), n.UUID, true, "broken"); err != nil {
 		t.Fatal(err)
 	}
@@ -523,5 +534,67 @@ func TestRestartRecovers(t *testing.T) {
 	recs, _ = st2.Conductors(t.Context())
 	if h2.c.Alive(recs[0]) {
 		t.Fatal("stopped conductor still alive")
+	}
+}
+
+// TestEveryAcceptedVerb runs every verb the table accepts from a state a
+// request can find a node in, to the state the whole flow ends in (or
+// Ironic's refusal where validation stops it).
+func TestEveryAcceptedVerb(t *testing.T) {
+	p := &testPower{state: provisioner.PowerOff}
+	h := start(t, openStore(t, ":memory:"), testTypes(t, p, &testDeploy{result: provisioner.StateActive}), nil)
+	steps := []map[string]any{{"interface": "deploy", "step": "erase_devices"}}
+	for _, tc := range []struct {
+		from    provisioner.ProvisionState
+		verb    string
+		opts    ProvisionOptions
+		want    provisioner.ProvisionState // "" = refused
+		refusal string
+	}{
+		{"enroll", "manage", ProvisionOptions{}, "manageable", ""},
+		{"available", "manage", ProvisionOptions{}, "manageable", ""},
+		{"clean failed", "manage", ProvisionOptions{}, "manageable", ""},
+		{"inspect failed", "manage", ProvisionOptions{}, "manageable", ""},
+		{"manageable", "provide", ProvisionOptions{}, "available", ""},
+		{"manageable", "clean", ProvisionOptions{CleanSteps: steps}, "clean failed", ""},
+		{"manageable", "clean", ProvisionOptions{}, "", `"clean_steps" is required`},
+		{"manageable", "inspect", ProvisionOptions{}, "", "Driver test does not support inspect"},
+		{"inspect failed", "inspect", ProvisionOptions{}, "", "Driver test does not support inspect"},
+		{"available", "active", ProvisionOptions{}, "active", ""},
+		{"available", "deploy", ProvisionOptions{ConfigDrive: "H4sI"}, "active", ""},
+		{"deploy failed", "active", ProvisionOptions{}, "active", ""},
+		{"deploy failed", "rebuild", ProvisionOptions{}, "active", ""},
+		{"active", "rebuild", ProvisionOptions{}, "active", ""},
+		{"error", "rebuild", ProvisionOptions{}, "active", ""},
+		{"active", "deleted", ProvisionOptions{}, "available", ""},
+		{"deploy failed", "undeploy", ProvisionOptions{}, "available", ""},
+		{"error", "deleted", ProvisionOptions{}, "available", ""},
+		{"wait call-back", "abort", ProvisionOptions{}, "deploy failed", ""},
+		{"clean wait", "abort", ProvisionOptions{}, "clean failed", ""},
+		{"inspect wait", "abort", ProvisionOptions{}, "inspect failed", ""},
+	} {
+		n := newNode(t, h, tc.from)
+		h.c.UpdateNode(t.Context(), n.UUID, func(n *provisioner.Node) error {
+			n.InstanceInfo = map[string]any{"image_source": "http://127.0.0.1/img"}
+			return nil
+		})
+		err := h.c.Provision(t.Context(), n.UUID, tc.verb, tc.opts)
+		if tc.want == "" {
+			if KindOf(err) != KindInvalid || !strings.Contains(err.Error(), tc.refusal) {
+				t.Errorf("%s from %q: got %v, want refusal %q", tc.verb, tc.from, err, tc.refusal)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s from %q: %v", tc.verb, tc.from, err)
+			continue
+		}
+		got := waitState(t, h.st, n.UUID, tc.want)
+		if tc.verb == "deploy" && got.InstanceInfo["configdrive"] != "H4sI" {
+			t.Errorf("configdrive not kept: %v", got.InstanceInfo)
+		}
+		if strings.HasSuffix(string(tc.want), "failed") && got.LastError == "" {
+			t.Errorf("%s from %q: %q without last_error", tc.verb, tc.from, tc.want)
+		}
 	}
 }

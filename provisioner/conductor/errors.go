@@ -24,6 +24,8 @@ const (
 	KindUnavailable
 	// KindDriver: the BMC or driver failed (500, as Ironic's IPMIFailure).
 	KindDriver
+	// KindForbidden: the node is protected (403, Ironic's NodeProtected).
+	KindForbidden
 )
 
 // Error is a refusal with Ironic's message text.

@@ -111,22 +111,18 @@ func Next(state provisioner.ProvisionState, event Event) (provisioner.ProvisionS
 	return to, nil
 }
 
-// stable reports states that do not move without a request.
-func stable(s provisioner.ProvisionState) bool {
-	switch s {
-	case provisioner.StateEnroll, provisioner.StateManageable, provisioner.StateAvailable,
-		provisioner.StateActive, provisioner.StateError:
-		return true
-	}
-	return false
-}
-
 // stuckStates are left behind by a conductor that died; on start they are
 // failed (Ironic's STUCK_STATES_TREATED_AS_FAIL).
 var stuckStates = []provisioner.ProvisionState{
 	provisioner.StateDeploying, provisioner.StateCleaning, provisioner.StateVerifying,
 	provisioner.StateInspecting, provisioner.StateDeleting,
 }
+
+// busy are the states a running task owns: the internal events (done,
+// fail, wait, resume, and manage finishing a manual clean) move them, no API
+// verb does.
+var busy = []provisioner.ProvisionState{provisioner.StateVerifying, provisioner.StateCleaning,
+	provisioner.StateDeploying, provisioner.StateDeleting, provisioner.StateInspecting}
 
 // verbEvents maps the API's provision targets to events.
 var verbEvents = map[string]Event{

@@ -123,7 +123,7 @@ func (c *Conductor) DeleteNode(ctx context.Context, ident string) (err error) {
 		}
 	}()
 	if n.Protected {
-		return refuse(KindInvalid, "Node %s is protected and cannot be undeployed, rebuilt or deleted", n.UUID)
+		return refuse(KindForbidden, "Node %s is protected and cannot be undeployed, rebuilt or deleted", n.UUID)
 	}
 	if n.InstanceUUID != "" {
 		return refuse(KindConflict, "Node %s is associated with instance %s.", n.UUID, n.InstanceUUID)

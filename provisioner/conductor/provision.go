@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/metalbed/metalbed/provisioner"
@@ -40,7 +41,7 @@ func (c *Conductor) Provision(ctx context.Context, ident, verb string, opts Prov
 		return err
 	}
 	// Refuse before locking: a refused action must not wait on a lock.
-	if _, err := Next(n.ProvisionState, event); err != nil {
+	if _, err := Next(n.ProvisionState, event); err != nil || slices.Contains(busy, n.ProvisionState) {
 		return badTransition(verb, n)
 	}
 	if event == EventClean && len(opts.CleanSteps) == 0 {
@@ -57,8 +58,11 @@ func (c *Conductor) Provision(ctx context.Context, ident, verb string, opts Prov
 		}
 	}()
 	// Re-check under the lock: the state may have moved meanwhile.
-	if _, err := Next(n.ProvisionState, event); err != nil {
+	if _, err := Next(n.ProvisionState, event); err != nil || slices.Contains(busy, n.ProvisionState) {
 		return badTransition(verb, n)
+	}
+	if n.Protected && (event == EventDelete || event == EventRebuild) {
+		return refuse(KindForbidden, "Node %s is protected and cannot be undeployed, rebuilt or deleted", n.UUID)
 	}
 	if n.Maintenance && (event == EventDeploy || event == EventRebuild || event == EventClean ||
 		event == EventProvide || event == EventInspect) {

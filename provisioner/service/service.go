@@ -54,7 +54,8 @@ type Config struct {
 
 // Service is a configured provisioner, not yet serving.
 type Service struct {
-	cfg Config
+	cfg   Config
+	ready chan struct{}
 }
 
 // New checks cfg and applies defaults. It does no I/O.
@@ -78,11 +79,15 @@ func New(cfg Config) (*Service, error) {
 		}
 		cfg.Drivers = reg
 	}
-	return &Service{cfg: cfg}, nil
+	return &Service{cfg: cfg, ready: make(chan struct{})}, nil
 }
 
 // Addr is the API address callers should listen on.
 func (s *Service) Addr() string { return s.cfg.APIAddr }
+
+// Ready is closed once Serve has recovered the nodes and answers the API,
+// for callers that enroll nodes right after starting it.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
 
 // Serve opens the store, runs the conductor and answers the API on ln
 // until ctx ends; then it stops both, closes the store and returns nil.
@@ -104,7 +109,13 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	if err != nil {
 		return err
 	}
-	srv, err := api.New(api.Config{Conductor: cond, Store: st, HTPasswdFile: s.cfg.HTPasswdFile, Logger: s.cfg.Logger})
+	var creds *api.Credentials
+	if s.cfg.HTPasswdFile != "" {
+		if creds, err = api.LoadHTPasswd(s.cfg.HTPasswdFile); err != nil {
+			return err
+		}
+	}
+	srv, err := api.New(api.Config{Conductor: cond, Store: st, Credentials: creds, Logger: s.cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -118,6 +129,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 			return nil
 		}
 		s.cfg.Logger.Info("provisioner API listening", "addr", ln.Addr().String())
+		close(s.ready)
 		return srv.Serve(gctx, ln)
 	})
 	return g.Wait()

@@ -33,6 +33,13 @@ func serve(t *testing.T, dir string) (url string, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Serve(ctx, ln) }()
+	select {
+	case <-svc.Ready():
+	case err := <-done:
+		t.Fatalf("Serve: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("service not ready")
+	}
 	stopped := false
 	stop = func() {
 		if stopped {
