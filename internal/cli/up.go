@@ -249,8 +249,7 @@ const progressEvery = 2 * time.Second
 
 // openParallel bounds how many machines open at once. A first start
 // creates each machine's files and fsyncs its state: that waits on the disk
-// more than the CPU, so many at once (64: a first start of 10 000 machines
-// took 7 s here, 20 s with 16).
+// more than on the CPU, so many go at once.
 const openParallel = 64
 
 // startFleet opens every machine under dir and binds every BMC socket. It
