@@ -354,3 +354,26 @@ func (a *Agent) forceHeartbeat() {
 	default:
 	}
 }
+
+// ConfigFromParams fills the kernel-parameter part of a Config from the
+// ramdisk's command line (ipa-api-url and friends; BOOTIF names the PXE
+// interface in the Env's Hardware, which the caller provides). Env,
+// Console, Milestone and Logger are the caller's.
+func ConfigFromParams(p ramdisk.Params) (Config, error) {
+	ap, err := p.ParseAgentParams()
+	if err != nil {
+		return Config{}, err
+	}
+	return Config{
+		APIURL:           ap.APIURL,
+		AgentPort:        ap.ListenPort,
+		AdvertiseHost:    ap.AdvertiseHost,
+		AdvertisePort:    ap.AdvertisePort,
+		DriverName:       ap.DriverName,
+		AgentToken:       ap.AgentToken,
+		IronicAPIVersion: ap.APIVersion,
+		GlobalRequestID:  ap.GlobalRequestID,
+		LookupTimeout:    ap.LookupTimeout,
+		LookupInterval:   ap.LookupInterval,
+	}, nil
+}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
 // TestHeartbeatInterval checks the gaps between heartbeats against IPA's
@@ -126,5 +128,22 @@ func TestLegacyLookup(t *testing.T) {
 				t.Errorf("command without token after legacy lookup: %d %v", st, got)
 			}
 		})
+	}
+}
+
+func TestConfigFromParams(t *testing.T) {
+	p, err := ramdisk.ParseCmdline("ipa-api-url=http://127.0.0.1:6385/ ipa-driver-name=agent_ipmitool ipa-listen-port=9998 ipa-agent-token=tok ipa-ironic-api-version=1.31")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ConfigFromParams(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.APIURL != "http://127.0.0.1:6385" || cfg.AgentPort != 9998 || cfg.AgentToken != "tok" || cfg.IronicAPIVersion != "1.31" || cfg.DriverName != "agent_ipmitool" {
+		t.Errorf("%+v", cfg)
+	}
+	if _, err := ConfigFromParams(ramdisk.Params{Raw: map[string]string{}}); err == nil {
+		t.Error("no ipa-api-url accepted")
 	}
 }
