@@ -7,6 +7,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -234,7 +237,11 @@ func TestPartitionImageLocalBoot(t *testing.T) {
 			info["ephemeral_mb"] = 0
 			info["deploy_boot_mode"] = mode
 			info["boot_option"] = "local"
-			step := map[string]any{"interface": "deploy", "step": "write_image", "args": map[string]any{"image_info": info, "configdrive": nil}}
+			var configdrive any
+			if mode == images.BootModeBIOS {
+				configdrive = isoConfigDrive(t)
+			}
+			step := map[string]any{"interface": "deploy", "step": "write_image", "args": map[string]any{"image_info": info, "configdrive": configdrive}}
 			_, got := h.command("deploy.execute_deploy_step", map[string]any{"step": step, "node": node, "ports": []any{}, "deploy_version": version}, false)
 			done := h.finished(got["id"].(string))
 			if done["command_status"] != statusSucceeded {
@@ -250,8 +257,17 @@ func TestPartitionImageLocalBoot(t *testing.T) {
 				t.Fatalf("root uuid %v, want %s", r["root uuid"], built.RootUUID)
 			}
 			parts := r["partitions"].(map[string]any)
-			if parts["root"] == nil || parts["swap"] == nil {
+			if parts["root"] == nil || parts["swap"] == nil || (configdrive != nil) != (parts["configdrive"] != nil) {
 				t.Errorf("partitions %v", parts)
+			}
+			if configdrive != nil {
+				// The command list does not echo the config drive.
+				_, list := h.call("GET", "/v1/commands/", nil)
+				cmds := list["commands"].([]any)
+				args := cmds[1].(map[string]any)["command_params"].(map[string]any)["step"].(map[string]any)["args"].(map[string]any)
+				if args["configdrive"] != "<...>" {
+					t.Errorf("configdrive echoed as %.40v", args["configdrive"])
+				}
 			}
 			esp, _ := r["efi system partition uuid"].(string)
 			if (mode == images.BootModeUEFI) != (esp != "") {
@@ -309,6 +325,32 @@ func TestPartitionImageLocalBoot(t *testing.T) {
 			}
 		})
 	}
+}
+
+// isoConfigDrive is a config drive as nova makes it: ISO 9660 labelled
+// config-2, gzipped and base64 encoded as Ironic passes it.
+func isoConfigDrive(t *testing.T) string {
+	geniso := requireTool(t, "genisoimage", "genisoimage")
+	tree := filepath.Join(t.TempDir(), "cd")
+	if err := os.MkdirAll(filepath.Join(tree, "openstack/latest"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "openstack/latest/meta_data.json"), []byte(`{"uuid": "u", "hostname": "bm0"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	iso := filepath.Join(t.TempDir(), "cd.iso")
+	if out, err := exec.Command(geniso, "-o", iso, "-quiet", "-J", "-r", "-V", "config-2", tree).CombinedOutput(); err != nil {
+		t.Fatalf("genisoimage: %v %s", err, out)
+	}
+	raw, err := os.ReadFile(iso)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(raw)
+	zw.Close()
+	return base64.StdEncoding.EncodeToString(gz.Bytes())
 }
 
 func TestEraseDevicesAndLogs(t *testing.T) {

@@ -39,7 +39,7 @@ type command struct {
 }
 
 func newCommand(name string, params map[string]json.RawMessage) *command {
-	return &command{id: newUUID(), name: name, params: params, status: statusRunning,
+	return &command{id: newUUID(), name: name, params: redactLarge(params), status: statusRunning,
 		done: make(chan struct{}), responded: make(chan struct{})}
 }
 
@@ -94,6 +94,61 @@ func (c *command) MarshalJSON() ([]byte, error) {
 		CommandError  *restError                 `json:"command_error"`
 		CommandResult any                        `json:"command_result"`
 	}{c.id, c.name, params, c.status, c.err, c.result})
+}
+
+// largeKeys are the parameters IPA never echoes in full (its
+// utils.remove_large_keys): a config drive may be tens of MiB, and Ironic
+// polls the command list on every heartbeat.
+var largeKeys = []string{"configdrive", "system_logs"}
+
+// redactLarge replaces non-null values of largeKeys, at any depth, with
+// "<...>".
+func redactLarge(p params) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(p))
+	for k, v := range p {
+		out[k] = v
+		hit := false
+		for _, lk := range largeKeys {
+			if bytes.Contains(v, []byte(lk)) || k == lk {
+				hit = true
+			}
+		}
+		if !hit {
+			continue
+		}
+		if k == "configdrive" || k == "system_logs" {
+			if string(v) != "null" {
+				out[k] = json.RawMessage(`"<...>"`)
+			}
+			continue
+		}
+		var val any
+		if json.Unmarshal(v, &val) != nil {
+			continue
+		}
+		if b, err := json.Marshal(redactValue(val)); err == nil {
+			out[k] = b
+		}
+	}
+	return out
+}
+
+func redactValue(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, e := range t {
+			if (k == "configdrive" || k == "system_logs") && e != nil {
+				t[k] = "<...>"
+			} else {
+				t[k] = redactValue(e)
+			}
+		}
+	case []any:
+		for i, e := range t {
+			t[i] = redactValue(e)
+		}
+	}
+	return v
 }
 
 // normalizeResult does what IPA's results do with strings: async commands
