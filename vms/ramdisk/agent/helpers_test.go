@@ -266,7 +266,7 @@ func isHeartbeat(r request) bool { return strings.Contains(r.path, "heartbeat") 
 
 // harness runs one agent against a fake conductor.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	env    *testEnv
 	ironic *fakeIronic
 	agent  *Agent
@@ -277,7 +277,7 @@ type harness struct {
 	client *http.Client
 }
 
-func startAgent(t *testing.T, ironic *fakeIronic, env *testEnv, mod func(*Config)) *harness {
+func startAgent(t testing.TB, ironic *fakeIronic, env *testEnv, mod func(*Config)) *harness {
 	t.Helper()
 	cfg := Config{
 		APIURL:                 ironic.srv.URL,
@@ -324,7 +324,7 @@ func startAgent(t *testing.T, ironic *fakeIronic, env *testEnv, mod func(*Config
 	return h
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
