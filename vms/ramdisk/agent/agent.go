@@ -19,6 +19,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -364,7 +365,15 @@ func ConfigFromParams(p ramdisk.Params) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
+	var client *http.Client
+	if ap.Insecure {
+		// ipa-insecure=1: IPA does not verify Ironic's certificate.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the operator asked for it
+		client = &http.Client{Transport: tr}
+	}
 	return Config{
+		HTTP:             client,
 		APIURL:           ap.APIURL,
 		AgentPort:        ap.ListenPort,
 		AdvertiseHost:    ap.AdvertiseHost,

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -142,6 +143,13 @@ func TestConfigFromParams(t *testing.T) {
 	}
 	if cfg.APIURL != "http://127.0.0.1:6385" || cfg.AgentPort != 9998 || cfg.AgentToken != "tok" || cfg.IronicAPIVersion != "1.31" || cfg.DriverName != "agent_ipmitool" {
 		t.Errorf("%+v", cfg)
+	}
+	if cfg.HTTP != nil {
+		t.Error("a client without ipa-insecure")
+	}
+	p.Raw["ipa-insecure"] = "1"
+	if cfg, err := ConfigFromParams(p); err != nil || !cfg.HTTP.Transport.(*http.Transport).TLSClientConfig.InsecureSkipVerify {
+		t.Errorf("ipa-insecure=1: %v", err)
 	}
 	if _, err := ConfigFromParams(ramdisk.Params{Raw: map[string]string{}}); err == nil {
 		t.Error("no ipa-api-url accepted")
