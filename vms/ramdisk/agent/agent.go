@@ -386,3 +386,25 @@ func ConfigFromParams(p ramdisk.Params) (Config, error) {
 		LookupInterval:   ap.LookupInterval,
 	}, nil
 }
+
+// EnvFrom makes the agent's Env of a ramdisk.Env (disks, listener, reset
+// line: what the simulated kernel gives the iSCSI ramdisk), the machine's
+// hardware description and its power-off line.
+func EnvFrom(base ramdisk.Env, hw Hardware, powerOff func(ctx context.Context) error) Env {
+	return &envAdapter{Env: base, hw: hw, powerOff: powerOff}
+}
+
+type envAdapter struct {
+	ramdisk.Env
+	hw       Hardware
+	powerOff func(ctx context.Context) error
+}
+
+func (e *envAdapter) Hardware(context.Context) (Hardware, error) { return e.hw, nil }
+
+func (e *envAdapter) PowerOff(ctx context.Context) error {
+	if e.powerOff == nil {
+		return errors.New("this machine has no power-off line")
+	}
+	return e.powerOff(ctx)
+}

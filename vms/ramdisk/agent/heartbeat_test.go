@@ -155,3 +155,18 @@ func TestConfigFromParams(t *testing.T) {
 		t.Error("no ipa-api-url accepted")
 	}
 }
+
+func TestEnvFrom(t *testing.T) {
+	base := newTestEnv(sparseDisk(t, "vda", 1<<20))
+	off := 0
+	env := EnvFrom(base, base.hw, func(context.Context) error { off++; return nil })
+	if hw, _ := env.Hardware(t.Context()); hw.Hostname != "bm0" {
+		t.Errorf("hardware %+v", hw)
+	}
+	if d, _ := env.Disks(t.Context()); len(d) != 1 || env.PowerOff(t.Context()) != nil || off != 1 {
+		t.Error("disks or power off not passed through")
+	}
+	if EnvFrom(base, Hardware{}, nil).PowerOff(t.Context()) == nil {
+		t.Error("power off without a line succeeded")
+	}
+}
