@@ -419,3 +419,35 @@ func TestPowerOffAndRunImage(t *testing.T) {
 	_, got = h.command("standby.run_image", map[string]any{}, false)
 	waitFor(t, "reboot", func() (int, bool) { _, rb := h.env.counts(); return rb, rb == 1 })
 }
+
+// TestRootDeviceHints: the node's root_device hints pick the disk; without
+// them the smallest disk of at least MinDiskBytes, as IPA.
+func TestRootDeviceHints(t *testing.T) {
+	vda, vdb, vdc := sparseDisk(t, "vda", 32<<20), sparseDisk(t, "vdb", 64<<20), sparseDisk(t, "vdc", 48<<20)
+	env := newTestEnv(vda, vdb, vdc)
+	h := startAgent(t, newFakeIronic(t), env, func(c *Config) { c.MinDiskBytes = 40 << 20 })
+	is := newImageServer(t)
+	img := mbrImage(2 << 20)
+	info := imageInfoFor(is.put("/w.raw", img), img)
+	_, got := h.command("standby.prepare_image", map[string]any{"image_info": info}, true)
+	if r, _ := got["command_result"].(map[string]any)["result"].(string); !strings.Contains(r, "/dev/vdc") {
+		t.Errorf("without hints: %v", got)
+	}
+	node := map[string]any{"uuid": "u", "properties": map[string]any{"root_device": map[string]any{"serial": "VDB-SERIAL", "size": ">= 0"}}}
+	h.command("deploy.get_deploy_steps", map[string]any{"node": node, "ports": []any{}}, true)
+	info["id"] = "img2"
+	_, got = h.command("standby.prepare_image", map[string]any{"image_info": info}, true)
+	if r, _ := got["command_result"].(map[string]any)["result"].(string); !strings.Contains(r, "/dev/vdb") {
+		t.Errorf("with hints: %v", got)
+	}
+	if !bytes.Equal(readDisk(t, vdb, len(img)), img) {
+		t.Error("vdb does not hold the image")
+	}
+	node["properties"] = map[string]any{"root_device": map[string]any{"name": "/dev/sdz"}}
+	h.command("deploy.get_deploy_steps", map[string]any{"node": node, "ports": []any{}}, true)
+	info["id"] = "img3"
+	_, got = h.command("standby.prepare_image", map[string]any{"image_info": info}, true)
+	if e, _ := got["command_error"].(map[string]any); e["type"] != "DeviceNotFound" {
+		t.Errorf("no matching disk: %v", got)
+	}
+}

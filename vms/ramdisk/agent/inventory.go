@@ -164,7 +164,7 @@ func (a *Agent) installDevice(ctx context.Context) (ramdisk.Disk, error) {
 	a.mu.Unlock()
 	if len(hints) > 0 {
 		for _, d := range disks {
-			if matchHints(d, hints) {
+			if d.Dev != nil && matchHints(d, hints) {
 				return d, nil
 			}
 		}
