@@ -38,12 +38,26 @@ class Obj:
         return dict(self.d)
     def save(self):
         pass
+    def set_driver_internal_info(self, k, v):
+        self.driver_internal_info[k] = v
+    def timestamp_driver_internal_info(self, k):
+        self.driver_internal_info[k] = 'now'
 
 node = Obj({'uuid': cfg['uuid'], 'properties': {}, 'driver_internal_info': {
     'agent_url': cfg['agent_url'], 'agent_secret_token': cfg['token']}})
 port = Obj({'uuid': 'eed9cf42-1818-4292-8b53-b78f8f3be423', 'address': '52:54:00:12:34:56'})
 c = agent_client.AgentClient()
 out = {}
+
+# The conductor's own processing of the agent's step lists.
+from ironic.drivers.modules import agent_base
+class Task:
+    pass
+task = Task()
+task.node, task.ports = node, [port]
+for kind in ('deploy', 'clean'):
+    agent_base.AgentBaseMixin().refresh_steps(task, kind)
+out['cached_clean_steps'] = sorted(s['step'] for s in node.driver_internal_info['agent_cached_clean_steps']['deploy'])
 
 steps = c.get_deploy_steps(node, [port])
 out['deploy_steps'] = steps['command_result']['deploy_steps']
@@ -141,6 +155,9 @@ func TestIronicAgentClientInterop(t *testing.T) {
 	}
 	if r, _ := out["root_uuid"].(string); !strings.HasPrefix(r, "0x") {
 		t.Errorf("root uuid %v", out["root_uuid"])
+	}
+	if c, _ := json.Marshal(out["cached_clean_steps"]); string(c) != `["erase_devices","erase_devices_metadata"]` {
+		t.Errorf("the conductor cached clean steps %s", c)
 	}
 	if out["logs_bytes"].(float64) < 100 {
 		t.Errorf("system logs %v bytes", out["logs_bytes"])
