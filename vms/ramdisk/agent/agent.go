@@ -15,6 +15,12 @@
 // clean.get_clean_steps/execute_clean_step (erase_devices_metadata,
 // erase_devices) and log.collect_system_logs, with IPA's result and error
 // shapes.
+//
+// The ramdisk runs in agent mode when its kernel command line carries
+// ipa-api-url (ramdisk.Params.AgentMode); ConfigFromParams reads the other
+// ipa-* parameters. The machine is reached through Env: the ramdisk's
+// disks, listener and reset line (EnvFrom adapts a ramdisk.Env), plus the
+// hardware description for the inventory and a power-off line.
 package agent
 
 import (
