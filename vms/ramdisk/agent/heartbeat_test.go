@@ -170,3 +170,21 @@ func TestEnvFrom(t *testing.T) {
 		t.Error("power off without a line succeeded")
 	}
 }
+
+// TestForcedHeartbeat: with heartbeat_timeout 300 the next regular
+// heartbeat is minutes away, but an asynchronous command that ends forces
+// one once the last is 5 s old, as IPA tells Ironic it is done.
+func TestForcedHeartbeat(t *testing.T) {
+	ironic := newFakeIronic(t)
+	h := startAgent(t, ironic, newTestEnv(sparseDisk(t, "vda", 64<<20)), func(c *Config) { c.MinDiskBytes = -1 })
+	first := ironic.requests(isHeartbeat)[0].at
+	_, got := h.command("standby.run_image", map[string]any{}, false)
+	h.finished(got["id"].(string))
+	hbs := waitFor(t, "forced heartbeat", func() ([]request, bool) {
+		r := ironic.requests(isHeartbeat)
+		return r, len(r) >= 2
+	})
+	if gap := hbs[1].at.Sub(first); gap < forcedMinAge-50*time.Millisecond || gap > 60*time.Second {
+		t.Errorf("forced heartbeat %v after the first; want once it is 5 s old", gap)
+	}
+}
