@@ -31,6 +31,7 @@ type command struct {
 func commands() []command {
 	return []command{
 
+		{"target serve", "serve a disk file as LUN 1 of an iSCSI target", runTargetServe},
 		{"version", "print the version", runVersion},
 	}
 }
