@@ -396,6 +396,8 @@ func (c *conn) command(p *pdu.PDU) error {
 	}
 	copy(tk.cdb[:], p.CDB())
 	if !tk.write {
+		c.track(tk)
+		tk.executing = true
 		c.execute(tk)
 		return nil
 	}
@@ -411,13 +413,19 @@ func (c *conn) command(p *pdu.PDU) error {
 	tk.buf = c.t.pool.get(int(tk.edtl))
 	tk.received = uint32(copy(tk.buf, p.Data))
 	tk.unsolicited = !c.p.initialR2T && !p.Final() && tk.received < tk.edtl
+	c.track(tk)
+	return c.advance(tk)
+}
+
+// track records tk until its response is sent; a task reusing a live ITT
+// replaces (and silences) the old one.
+func (c *conn) track(tk *task) {
 	c.smu.Lock()
 	if old, dup := c.tasks[tk.itt]; dup {
 		old.aborted.Store(true)
 	}
 	c.tasks[tk.itt] = tk
 	c.smu.Unlock()
-	return c.advance(tk)
 }
 
 // advance issues the next R2T of a write, or executes it once all data is
@@ -427,9 +435,7 @@ func (c *conn) advance(tk *task) error {
 		return nil
 	}
 	if tk.received >= tk.edtl {
-		c.smu.Lock()
-		delete(c.tasks, tk.itt)
-		c.smu.Unlock()
+		tk.executing = true
 		c.execute(tk)
 		return nil
 	}
@@ -460,8 +466,8 @@ func (c *conn) dataOut(p *pdu.PDU) error {
 	c.smu.Lock()
 	tk := c.tasks[p.ITT()]
 	c.smu.Unlock()
-	if tk == nil {
-		// Data for a task already answered (or aborted): drop it.
+	if tk == nil || tk.executing {
+		// Data for a task already answered or aborted: drop it.
 		return nil
 	}
 	off, n := p.BufferOffset(), uint32(len(p.Data))
@@ -578,6 +584,11 @@ func (c *conn) respond(tk *task, res scsi.Result, _ []byte) {
 	if tk.aborted.Load() {
 		return
 	}
+	c.smu.Lock()
+	if c.tasks[tk.itt] == tk {
+		delete(c.tasks, tk.itt)
+	}
+	c.smu.Unlock()
 	collapse := res.Status == scsi.StatusGood && len(data) > 0
 	seg := int(c.p.maxSendDataSegmentLength)
 	burst := int(c.p.maxBurstLength)
@@ -652,26 +663,33 @@ const (
 func (c *conn) taskMgmt(p *pdu.PDU) error {
 	fn := p.TMFunction()
 	resp := byte(tmfComplete)
+	// Holding wmu orders this against every response: a task is either
+	// answered before (and no longer tracked) or silenced here.
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	abort := func(tk *task) {
+		tk.aborted.Store(true)
+		delete(c.tasks, tk.itt)
+		if !tk.executing {
+			c.t.pool.put(tk.buf)
+		}
+	}
 	abortAll := func() {
 		c.smu.Lock()
-		for itt, tk := range c.tasks {
-			tk.aborted.Store(true)
-			delete(c.tasks, itt)
-			c.t.pool.put(tk.buf)
+		for _, tk := range c.tasks {
+			abort(tk)
 		}
 		c.smu.Unlock()
 	}
 	switch fn {
 	case tmfAbortTask:
 		c.smu.Lock()
-		tk := c.tasks[p.RefTaskTag()]
-		if tk != nil {
-			tk.aborted.Store(true)
-			delete(c.tasks, tk.itt)
+		if tk := c.tasks[p.RefTaskTag()]; tk != nil {
+			abort(tk)
+		} else {
+			resp = tmfNoTask
 		}
 		c.smu.Unlock()
-		// A task already executing completes; its response may precede
-		// this one, which the initiator accepts (RFC 7143 4.2.3.3).
 	case tmfAbortTaskSet, tmfClearTaskSet, tmfLUNReset, tmfTargetWarmReset, tmfTargetColdReset:
 		if fn == tmfLUNReset {
 			if lun, ok := lunNumber(p.LUN()); !ok || lun > 1 {
@@ -690,7 +708,7 @@ func (c *conn) taskMgmt(p *pdu.PDU) error {
 	r.SetFinal(true)
 	r.SetResponse(resp)
 	r.SetITT(p.ITT())
-	if err := c.send(&r, true); err != nil {
+	if err := c.sendLocked(&r, true); err != nil {
 		return err
 	}
 	if fn == tmfTargetColdReset && resp == tmfComplete {

@@ -99,18 +99,22 @@ func (lu *LU) write(c *Command) Result {
 	if !lu.inRange(lba, n) {
 		return lbaOutOfRange()
 	}
-	if uint64(len(c.DataOut)) != want {
-		return residualMismatch(uint32(want))
+	// With an expected data transfer length other than the CDB's, only the
+	// smaller of the two is written (SAM-5 5.2 option a); the transport
+	// reports the residual.
+	out := c.DataOut
+	if uint64(len(out)) > want {
+		out = out[:want]
 	}
-	if n == 0 {
-		return Result{}
+	if len(out) == 0 {
+		return Result{Want: uint32(want)}
 	}
 	if lu.cfg.WriteFault != nil && lu.cfg.WriteFault(lba, n) {
 		return mediumError(ASCWriteError)
 	}
 	off := int64(lba) * int64(lu.bs)
 	lu.atomic.RLock()
-	_, err := lu.cfg.Disk.WriteAt(c.DataOut, off)
+	_, err := lu.cfg.Disk.WriteAt(out, off)
 	lu.atomic.RUnlock()
 	if err != nil {
 		return mediumError(ASCWriteError)
@@ -118,11 +122,11 @@ func (lu *LU) write(c *Command) Result {
 	fua := c.CDB[0] != OpWrite6 && c.CDB[1]&0x08 != 0
 	switch c.CDB[0] {
 	case OpWriteVerify10, OpWriteVerify12, OpWriteVerify16:
-		got := make([]byte, len(c.DataOut))
+		got := make([]byte, len(out))
 		if _, err := lu.cfg.Disk.ReadAt(got, off); err != nil {
 			return mediumError(ASCReadError)
 		}
-		if i := firstDiff(got, c.DataOut); i >= 0 {
+		if i := firstDiff(got, out); i >= 0 {
 			return miscompare(uint32(i))
 		}
 	default:
@@ -221,8 +225,10 @@ func (lu *LU) writeSame(c *Command) Result {
 	}
 	flags := c.CDB[1]
 	ndob := c.CDB[0] == OpWriteSame16 && flags&0x01 != 0
-	if flags&0x10 != 0 || (c.CDB[0] == OpWriteSame10 && flags&0x06 != 0) || (c.CDB[0] == OpWriteSame16 && flags&0x06 != 0) {
-		return invalidField(1) // ANCHOR, LBDATA/PBDATA
+	// ANCHOR, LBDATA/PBDATA, and UNMAP: this LU does not provision thinly
+	// (LBPME=0, LBPWS=0), so it refuses to unmap rather than pretend.
+	if flags&0x1e != 0 {
+		return invalidField(1)
 	}
 	lba, n := extent(c.CDB)
 	if n == 0 || n > maxWriteSameBlocks { // WSNZ=1 in the Block Limits page
@@ -281,7 +287,8 @@ func (lu *LU) compareAndWrite(c *Command) Result {
 	}
 	want := 2 * n * lu.bs
 	if uint32(len(c.DataOut)) != want {
-		return residualMismatch(want)
+		// The CDB and the data disagree (e.g. 256 blocks wrapped to 0).
+		return invalidField(13)
 	}
 	if n == 0 {
 		return Result{}
