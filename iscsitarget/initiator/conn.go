@@ -198,6 +198,7 @@ func (s *Session) sendCommand(ctx context.Context, t *task, req *pdu.PDU, immedi
 		window := s.window
 		s.mu.Unlock()
 		s.wmu.Unlock()
+		s.windowWaits.Add(1)
 		s.log.Debug("iscsi CmdSN window closed", "cmdsn", t.cmdSN)
 		select {
 		case <-window:

@@ -175,9 +175,11 @@ type Session struct {
 	// nopReplies and pings count NOP-Outs answering the target and our own keepalives.
 	nopReplies atomic.Int64
 	pings      atomic.Int64
-	done       chan struct{} // closed when the reader goroutine exits
-	stop       chan struct{} // closed by Close
-	wg         sync.WaitGroup
+	// windowWaits counts commands that waited for the CmdSN window to open.
+	windowWaits atomic.Int64
+	done        chan struct{} // closed when the reader goroutine exits
+	stop        chan struct{} // closed by Close
+	wg          sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
