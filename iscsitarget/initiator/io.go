@@ -129,13 +129,15 @@ func patch(edges []segment, p []byte, off, bs int64, intoBlocks bool) {
 func (s *Session) transfer(ctx context.Context, write bool, segs []segment) error {
 	bs := s.blockSize
 	step := max(s.cfg.MaxIOSize/bs, 1) * bs
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-		errOff   = int64(-1)
+		wg          sync.WaitGroup
+		mu          sync.Mutex
+		firstErr    error
+		firstIsOurs bool
+		errOff      = int64(-1)
 	)
 	limit := make(chan struct{}, s.cfg.MaxOutstanding)
 	var seq int64
@@ -159,8 +161,10 @@ func (s *Session) transfer(ctx context.Context, write bool, segs []segment) erro
 				err := s.blockIO(ctx, write, lba, buf)
 				if err != nil {
 					mu.Lock()
-					if errOff < 0 || order < errOff {
-						firstErr, errOff = err, order
+					// A command cancelled because another failed does not hide that failure.
+					ours := errors.Is(err, context.Canceled) && parent.Err() == nil
+					if errOff < 0 || (order < errOff && !ours) || (firstIsOurs && !ours) {
+						firstErr, errOff, firstIsOurs = err, order, ours
 					}
 					mu.Unlock()
 					cancel()
@@ -169,8 +173,8 @@ func (s *Session) transfer(ctx context.Context, write bool, segs []segment) erro
 		}
 	}
 	wg.Wait()
-	if firstErr == nil && ctx.Err() != nil {
-		return context.Cause(ctx)
+	if firstErr == nil && parent.Err() != nil {
+		return parent.Err()
 	}
 	return firstErr
 }

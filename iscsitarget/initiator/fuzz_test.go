@@ -1,0 +1,82 @@
+package initiator
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/metalbed/metalbed/iscsitarget/internal/pdu"
+)
+
+// FuzzTargetPDUs feeds arbitrary target PDUs to a session with a read, a write and a ping
+// in flight: nothing a target sends may panic the initiator or corrupt memory beyond the
+// buffers it was given.
+func FuzzTargetPDUs(f *testing.F) {
+	add := func(ps ...*pdu.PDU) {
+		var b []byte
+		for _, p := range ps {
+			m, err := pdu.Marshal(p, pdu.Options{})
+			if err != nil {
+				f.Fatal(err)
+			}
+			b = append(b, m...)
+		}
+		f.Add(b)
+	}
+	din := &pdu.PDU{Data: make([]byte, 100)}
+	din.SetOpcode(pdu.OpDataIn)
+	din.SetITT(1)
+	din.SetFlags(pdu.FlagFinal | pdu.FlagStatus)
+	r2 := &pdu.PDU{}
+	r2.SetOpcode(pdu.OpR2T)
+	r2.SetITT(2)
+	r2.SetDesiredDataTransferLength(512)
+	rsp := &pdu.PDU{Data: append([]byte{0, 18}, fixedSense(SenseMediumError, 0x11, 0)...)}
+	rsp.SetOpcode(pdu.OpSCSIResponse)
+	rsp.SetITT(2)
+	rsp.SetStatus(statusCheckCondition)
+	nop := &pdu.PDU{Data: []byte("ping")}
+	nop.SetOpcode(pdu.OpNOPIn)
+	nop.SetITT(reservedTag)
+	nop.SetTTT(5)
+	async := &pdu.PDU{}
+	async.SetOpcode(pdu.OpAsync)
+	async.SetAsyncEvent(asyncLogoutRequest)
+	rej := &pdu.PDU{Data: make([]byte, 48)}
+	rej.SetOpcode(pdu.OpReject)
+	add(din, r2, rsp)
+	add(nop, async, rej)
+	add(din)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, peer := net.Pipe()
+		go io.Copy(io.Discard, peer)
+		cfg, _ := Config{Addr: "x:1"}.withDefaults()
+		s := newSession(cfg, c)
+		s.params = defaultParams()
+		s.blockSize, s.blocks = 512, 8
+		s.maxCmdSN = 100
+		read := newTask("read")
+		read.read = make([]byte, 1024)
+		write := newTask("write")
+		write.r2t = make(chan r2t, 2)
+		ping := newTask("ping")
+		s.tasks[1], s.tasks[2], s.tasks[3] = read, write, ping
+		read.itt, write.itt, ping.itt = 1, 2, 3
+		r := bytes.NewReader(b)
+		for {
+			var p pdu.PDU
+			if err := pdu.ReadInto(r, &p, pdu.Options{MaxDataSegmentLength: 4096}, nil); err != nil {
+				break
+			}
+			if err := s.handle(&p); err != nil {
+				break
+			}
+		}
+		s.fail(ErrClosed)
+		peer.Close()
+		for _, tk := range []*task{read, write, ping} {
+			<-tk.done // every task ends, one way or the other
+		}
+	})
+}
