@@ -186,6 +186,7 @@ func (c *conn) pinger() {
 		c.smu.Unlock()
 		c.pingTTT.Store(ttt)
 		p.SetTTT(ttt)
+		c.t.log.Debug("iscsi nop-in ping", "ip", c.remote, "ttt", ttt)
 		if err := c.send(&p, false); err != nil {
 			c.close()
 			return
@@ -358,6 +359,7 @@ func (c *conn) reject(p *pdu.PDU, reason byte) error {
 }
 
 func (c *conn) nopOut(p *pdu.PDU) error {
+	c.t.log.Debug("iscsi nop-out", "ip", c.remote, "immediate", p.Immediate(), "itt", p.ITT(), "ttt", p.TTT())
 	if p.ITT() == reservedTag {
 		// An answer to our ping, or a ping that wants no answer.
 		return nil
