@@ -109,25 +109,33 @@ func (s *Session) sendData(ctx context.Context, t *task, data []byte, imm, unsol
 }
 
 // dataOut sends data[from:to] as one Data-Out sequence in PDUs no longer than the target's
-// MaxRecvDataSegmentLength.
+// MaxRecvDataSegmentLength, up to dataOutBatch bytes of them per write call.
 func (s *Session) dataOut(t *task, ttt uint32, data []byte, from, to int) error {
 	step := int(s.params.targetMRDSL)
-	for sn, off := uint32(0), from; off < to; sn, off = sn+1, off+step {
+	sn := uint32(0)
+	for off := from; off < to; {
 		select {
 		case <-t.done:
 			return nil // the target already ended the command
 		default:
 		}
-		n := min(step, to-off)
-		p := &pdu.PDU{Data: data[off : off+n]}
-		p.SetOpcode(pdu.OpDataOut)
-		p.SetFinal(off+n == to)
-		p.SetLUN(s.lun)
-		p.SetITT(t.itt)
-		p.SetTTT(ttt)
-		p.SetDataSN(sn)
-		p.SetBufferOffset(uint32(off))
-		if err := s.writePDU(p, false); err != nil {
+		end := min(to, off+max(dataOutBatch, step))
+		batch := make([]pdu.PDU, 0, (end-off+step-1)/step)
+		for ; off < end; off += step {
+			n := min(step, end-off)
+			batch = append(batch, pdu.PDU{Data: data[off : off+n]})
+			p := &batch[len(batch)-1]
+			p.SetOpcode(pdu.OpDataOut)
+			p.SetFinal(off+n == to)
+			p.SetLUN(s.lun)
+			p.SetITT(t.itt)
+			p.SetTTT(ttt)
+			p.SetDataSN(sn)
+			p.SetBufferOffset(uint32(off))
+			sn++
+		}
+		off = end
+		if err := s.writeBatch(batch); err != nil {
 			return err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -24,6 +25,8 @@ const (
 	logoutCloseSession    = 0
 	taskAttrSimple        = 1
 	maxUnitAttentionRetry = 3
+	// dataOutBatch is how many bytes of Data-Out PDUs go out in one write call.
+	dataOutBatch = 1 << 20
 )
 
 var errTargetLogout = errors.New("iscsi: the target asked for a logout; session ended")
@@ -232,12 +235,50 @@ func (s *Session) writePDU(p *pdu.PDU, withCmdSN bool) error {
 }
 
 func (s *Session) writeLocked(p *pdu.PDU) error {
-	s.conn.SetWriteDeadline(time.Now().Add(s.cfg.Timeout))
-	if s.log.Enabled(context.Background(), -4) {
+	s.renewWriteDeadline()
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("iscsi send", "pdu", p.String(), "cmdsn", p.CmdSN())
 	}
 	_, err := pdu.Write(s.conn, p, s.send)
 	return err
+}
+
+// renewWriteDeadline keeps a write deadline Timeout ahead, touching the connection's
+// timer only when it has drifted by an eighth of Timeout. Called with wmu held.
+func (s *Session) renewWriteDeadline() {
+	d := time.Now().Add(s.cfg.Timeout)
+	if d.Sub(s.wdeadline) > s.cfg.Timeout/8 {
+		s.conn.SetWriteDeadline(d)
+		s.wdeadline = d
+	}
+}
+
+// writeBatch writes a Data-Out sequence (or part of one) in one call.
+func (s *Session) writeBatch(ps []pdu.PDU) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return err
+	}
+	exp := s.expStatSN
+	s.mu.Unlock()
+	bufs := make(net.Buffers, 0, 3*len(ps))
+	for i := range ps {
+		ps[i].SetExpStatSN(exp)
+		var err error
+		if bufs, err = pdu.AppendBuffers(bufs, &ps[i], s.send); err != nil {
+			return err
+		}
+	}
+	s.renewWriteDeadline()
+	if _, err := bufs.WriteTo(s.conn); err != nil {
+		s.fail(fmt.Errorf("send Data-Out: %w", err))
+		return s.sessionErr()
+	}
+	return nil
 }
 
 func (s *Session) reader() {
@@ -273,7 +314,7 @@ func owned(p *pdu.PDU) *pdu.PDU {
 
 // handle dispatches one PDU from the target; an error ends the session.
 func (s *Session) handle(p *pdu.PDU) error {
-	if s.log.Enabled(context.Background(), -4) {
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("iscsi recv", "pdu", p.String(), "statsn", p.StatSN(), "expcmdsn", p.ExpCmdSN(), "maxcmdsn", p.MaxCmdSN())
 	}
 	op := p.Opcode()

@@ -155,7 +155,8 @@ type Session struct {
 	blocks    uint64
 	blockSize int
 
-	wmu sync.Mutex // serialises writes to conn
+	wmu       sync.Mutex // serialises writes to conn
+	wdeadline time.Time  // the write deadline last set, guarded by wmu
 
 	mu        sync.Mutex
 	cmdSN     uint32

@@ -2,6 +2,7 @@ package pdu
 
 import (
 	"bytes"
+	"net"
 	"testing"
 )
 
@@ -37,4 +38,37 @@ func FuzzParseTextRepeated(f *testing.F) {
 			t.Fatalf("re-parse of %q: %v %q", EncodeText(kvs), err, again)
 		}
 	})
+}
+
+func TestAppendBuffersMatchesMarshal(t *testing.T) {
+	for _, opts := range []Options{{}, {HeaderDigest: true}, {HeaderDigest: true, DataDigest: true}} {
+		var bufs net.Buffers
+		var want []byte
+		for i, n := range []int{0, 1, 3, 4, 8192} {
+			p := &PDU{Data: bytes.Repeat([]byte{byte(i)}, n)}
+			p.SetOpcode(OpDataOut)
+			p.SetITT(uint32(i))
+			m, err := Marshal(p, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, m...)
+			if bufs, err = AppendBuffers(bufs, p, opts); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got bytes.Buffer
+		if _, err := bufs.WriteTo(&got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want) {
+			t.Fatalf("%+v: AppendBuffers and Marshal differ", opts)
+		}
+		r := bytes.NewReader(got.Bytes())
+		for i := 0; i < 5; i++ {
+			if _, err := Read(r, Options{HeaderDigest: opts.HeaderDigest, DataDigest: opts.DataDigest, MaxDataSegmentLength: 8192}); err != nil {
+				t.Fatalf("re-read PDU %d: %v", i, err)
+			}
+		}
+	}
 }
