@@ -289,6 +289,15 @@ func (s *Session) reader() {
 	for {
 		var p pdu.PDU
 		err := pdu.ReadInto(br, &p, s.recv, buf)
+		if errors.Is(err, pdu.ErrDataDigest) && p.Opcode() == pdu.OpDataIn {
+			// The PDU was consumed whole, so the connection goes on; only its command fails.
+			s.updateSN(&p)
+			if t := s.lookup(p.ITT()); t != nil {
+				s.log.Warn("iscsi Data-In data digest error", "task", t.name)
+				s.finish(t, nil, fmt.Errorf("%s: Data-In at offset %d: %w", t.name, p.BufferOffset(), err))
+			}
+			continue
+		}
 		if err == nil {
 			s.lastRecv.Store(time.Now().UnixNano())
 			err = s.handle(&p)

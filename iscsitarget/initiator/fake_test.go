@@ -43,6 +43,13 @@ type fake struct {
 	onCommand func(f *fake, cmd *pdu.PDU) bool
 	// onNOPOut receives NOP-Outs answering the fake's own pings.
 	onNOPOut func(f *fake, p *pdu.PDU)
+	// ignorePings leaves the initiator's NOP-Out pings unanswered.
+	ignorePings bool
+	// digests accepts CRC32C when offered; corrupt, when it returns true, spoils the data
+	// digest of a PDU the fake sends.
+	digests bool
+	corrupt func(p *pdu.PDU) bool
+	opts    pdu.Options
 
 	wmu      sync.Mutex
 	statSN   uint32
@@ -97,7 +104,18 @@ func (f *fake) send(p *pdu.PDU, status bool) error {
 	}
 	p.SetExpCmdSN(f.expCmdSN)
 	p.SetMaxCmdSN(f.maxCmdSN)
-	_, err := pdu.Write(f.conn, p, pdu.Options{})
+	opts := f.opts
+	if p.Opcode() == pdu.OpLoginResp {
+		opts = pdu.Options{}
+	}
+	b, err := pdu.Marshal(p, opts)
+	if err != nil {
+		return err
+	}
+	if f.corrupt != nil && f.corrupt(p) {
+		b[len(b)-1] ^= 0xff // the data digest
+	}
+	_, err = f.conn.Write(b)
 	return err
 }
 
@@ -114,7 +132,7 @@ func (f *fake) serve() {
 	}
 	close(f.loggedIn)
 	for {
-		p, err := pdu.Read(f.conn, pdu.Options{MaxDataSegmentLength: uint32(f.mrdsl)})
+		p, err := pdu.Read(f.conn, pdu.Options{HeaderDigest: f.opts.HeaderDigest, DataDigest: f.opts.DataDigest, MaxDataSegmentLength: uint32(f.mrdsl)})
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
 				f.errorf("read: %v", err)
@@ -146,6 +164,9 @@ func (f *fake) serve() {
 				if f.onNOPOut != nil {
 					f.onNOPOut(f, p)
 				}
+				continue
+			}
+			if f.ignorePings {
 				continue
 			}
 			r := &pdu.PDU{Data: p.Data}
@@ -219,6 +240,9 @@ func (f *fake) login() bool {
 				switch kv.Key {
 				case "HeaderDigest", "DataDigest":
 					v = "None"
+					if f.digests && v != kv.Value {
+						v = "CRC32C"
+					}
 				case "MaxRecvDataSegmentLength":
 					v = strconv.Itoa(f.mrdsl)
 				case "ImmediateData":
@@ -245,6 +269,9 @@ func (f *fake) login() bool {
 		}
 		f.send(r, true)
 		if p.Transit() && p.NSG() == pdu.StageFullFeature {
+			if f.digests {
+				f.opts = pdu.Options{HeaderDigest: true, DataDigest: true}
+			}
 			return true
 		}
 	}

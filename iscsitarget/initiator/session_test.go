@@ -318,3 +318,39 @@ func TestDialContextCancelled(t *testing.T) {
 		t.Fatalf("Dial with a silent target and a cancelled context: %v", err)
 	}
 }
+
+func TestKeepaliveUnansweredFailsSession(t *testing.T) {
+	checkNoLeak(t)
+	f := newFake(t, 64)
+	f.ignorePings = true
+	s := dialFake(t, f, Config{KeepAlive: 50 * time.Millisecond, Timeout: 300 * time.Millisecond})
+	eventually(t, 10*time.Second, "the session to fail", func() bool { return s.sessionErr() != nil })
+	if err := s.sessionErr(); !strings.Contains(err.Error(), "NOP-Out ping") {
+		t.Fatalf("session error %v", err)
+	}
+	if _, err := s.ReadAt(make([]byte, 512), 0); err == nil {
+		t.Fatal("ReadAt succeeded on a dead session")
+	}
+}
+
+func TestDataDigestErrorFailsOnlyTheCommand(t *testing.T) {
+	checkNoLeak(t)
+	f := newFake(t, 1024)
+	f.digests = true
+	f.corrupt = func(p *pdu.PDU) bool {
+		return p.Opcode() == pdu.OpDataIn && len(p.Data) == 512 && p.Data[0] == 0xee
+	}
+	f.disk[300*512] = 0xee
+	s := dialFake(t, f, Config{HeaderDigest: true, DataDigest: true})
+	if !s.params.headerDigest || !s.params.dataDigest {
+		t.Fatal("digests not negotiated")
+	}
+	_, err := s.ReadAt(make([]byte, 512), 300*512)
+	if !errors.Is(err, pdu.ErrDataDigest) {
+		t.Fatalf("corrupted read: %v", err)
+	}
+	b := make([]byte, 4096)
+	if _, err := s.ReadAt(b, 0); err != nil {
+		t.Fatalf("session unusable after a data digest error: %v", err)
+	}
+}
