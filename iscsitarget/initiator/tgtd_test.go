@@ -39,6 +39,7 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // tgtd is one Debian tgtd started by a test on loopback.
 type tgtd struct {
+	pid    int
 	addr   string
 	ctl    string
 	iqn    string
@@ -90,7 +91,7 @@ func startTGTD(t testing.TB, size int64) *tgtd {
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		if waitTGTD(adm, ctl, addr, exited) {
 			t.Cleanup(stop)
-			d = &tgtd{addr: addr, ctl: ctl, file: file, tgtadm: adm,
+			d = &tgtd{pid: cmd.Process.Pid, addr: addr, ctl: ctl, file: file, tgtadm: adm,
 				iqn: fmt.Sprintf("iqn.2024-01.io.metalbed.test:%s", strings.ToLower(sanitize(t.Name())))}
 			break
 		}
