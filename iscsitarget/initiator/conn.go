@@ -198,11 +198,11 @@ func (s *Session) sendCommand(ctx context.Context, t *task, req *pdu.PDU, immedi
 			}
 			return nil
 		}
-		window := s.window
+		window, next := s.window, s.cmdSN
 		s.mu.Unlock()
 		s.wmu.Unlock()
 		s.windowWaits.Add(1)
-		s.log.Debug("iscsi CmdSN window closed", "cmdsn", t.cmdSN)
+		s.log.Debug("iscsi CmdSN window closed", "cmdsn", next)
 		select {
 		case <-window:
 		case <-ctx.Done():

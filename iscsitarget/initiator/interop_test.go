@@ -318,3 +318,44 @@ func TestTGTDCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTGTDConcurrentCallers has several goroutines reading and writing their own regions at
+// once, aligned and not, through one session.
+func TestTGTDConcurrentCallers(t *testing.T) {
+	checkNoLeak(t)
+	const region, workers = 2 << 20, 6
+	d := startTGTD(t, region*workers)
+	s := dialT(t, Config{Addr: d.addr, TargetIQN: d.iqn, MaxOutstanding: 4, MaxIOSize: 128 << 10})
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		go func() {
+			errs <- func() error {
+				base := int64(w * region)
+				model := make([]byte, region)
+				r := rand.New(rand.NewPCG(uint64(w), 1))
+				for i := 0; i < 25; i++ {
+					off := r.Int64N(region - 1)
+					n := 1 + r.IntN(min(300_000, int(region-off)-1))
+					p := randomBytes(uint64(w*1000+i), n)
+					if _, err := s.WriteAt(p, base+off); err != nil {
+						return err
+					}
+					copy(model[off:], p)
+				}
+				got := make([]byte, region)
+				if _, err := s.ReadAt(got, base); err != nil {
+					return err
+				}
+				if !bytes.Equal(got, model) {
+					return fmt.Errorf("worker %d: region differs from its model", w)
+				}
+				return nil
+			}()
+		}()
+	}
+	for w := 0; w < workers; w++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}

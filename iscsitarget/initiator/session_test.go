@@ -354,3 +354,33 @@ func TestDataDigestErrorFailsOnlyTheCommand(t *testing.T) {
 		t.Fatalf("session unusable after a data digest error: %v", err)
 	}
 }
+
+// TestSeveralCommandsInFlight answers no READ until four are outstanding at once: it
+// passes only if the initiator really keeps MaxOutstanding commands in flight.
+func TestSeveralCommandsInFlight(t *testing.T) {
+	checkNoLeak(t)
+	f := newFake(t, 2048)
+	var held []*pdu.PDU
+	f.onCommand = func(f *fake, cmd *pdu.PDU) bool {
+		if cmd.CDB()[0] != opRead10 {
+			return false
+		}
+		held = append(held, cmd)
+		if len(held) == 4 {
+			for _, c := range held {
+				f.scsi(c)
+			}
+			held = nil
+		}
+		return true
+	}
+	s := dialFake(t, f, Config{MaxOutstanding: 4, MaxIOSize: 64 << 10, Timeout: 5 * time.Second})
+	f.disk[3*65536] = 0x5a
+	b := make([]byte, 8*65536)
+	if _, err := s.ReadAt(b, 0); err != nil {
+		t.Fatalf("ReadAt of 8 commands, answered four at a time: %v", err)
+	}
+	if b[3*65536] != 0x5a {
+		t.Fatal("data of the fourth command misplaced")
+	}
+}
