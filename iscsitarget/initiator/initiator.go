@@ -43,7 +43,8 @@ type Config struct {
 	MaxOutstanding int
 	// MaxIOSize is the most bytes one READ or WRITE command carries; default 1 MiB.
 	MaxIOSize int
-	// Timeout bounds dialling, each login step, each command's response and each NOP-Out
+	// Timeout bounds dialling plus the whole login (per portal when redirected), each SCSI
+	// command from sending to its status, each write to the connection and each NOP-Out
 	// ping; default 30s.
 	Timeout time.Duration
 	// KeepAlive is how long the connection may stay silent before we ping the target with a

@@ -359,3 +359,45 @@ func TestTGTDConcurrentCallers(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeLUN16ByteCDBs uses a sparse 3 TiB LUN, beyond what READ CAPACITY(10) and the
+// 32-bit LBAs of READ/WRITE(10) can address, on both targets.
+func TestLargeLUN16ByteCDBs(t *testing.T) {
+	const size = 3 << 40
+	for _, peer := range []string{"tgtd", "metalbed"} {
+		t.Run(peer, func(t *testing.T) {
+			checkNoLeak(t)
+			var addr, iqn string
+			if peer == "tgtd" {
+				d := startTGTD(t, size)
+				addr, iqn = d.addr, d.iqn
+			} else {
+				m := startMetalbed(t, size, nil)
+				addr, iqn = m.addr, m.iqn
+			}
+			s := dialT(t, Config{Addr: addr, TargetIQN: iqn})
+			if s.Size() != size {
+				t.Fatalf("Size %d, want %d", s.Size(), int64(size))
+			}
+			off := int64(5<<39) + 777 // 2.5 TiB: LBA above 2^32
+			p := randomBytes(21, 3<<20)
+			if _, err := s.WriteAt(p, off); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(p))
+			if _, err := s.ReadAt(got, off); err != nil || !bytes.Equal(got, p) {
+				t.Fatalf("ReadAt at 2.5 TiB: %v (equal %v)", err, bytes.Equal(got, p))
+			}
+			tail := randomBytes(22, 1000)
+			if _, err := s.WriteAt(tail, size-1000); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.ReadAt(got[:1000], size-1000); err != nil || !bytes.Equal(got[:1000], tail) {
+				t.Fatalf("last bytes: %v", err)
+			}
+			if err := s.Sync(t.Context()); err != nil {
+				t.Fatalf("Sync: %v", err)
+			}
+		})
+	}
+}

@@ -194,3 +194,28 @@ func TestMetalbedMediumError(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestMetalbed4KBlocks(t *testing.T) {
+	checkNoLeak(t)
+	const size = 2 << 20
+	m := startMetalbed(t, size, func(c *iscsitarget.Config) { c.BlockSize = 4096 })
+	s := dialT(t, Config{Addr: m.addr, TargetIQN: m.iqn})
+	if s.BlockSize() != 4096 || s.Size() != size {
+		t.Fatalf("BlockSize %d Size %d", s.BlockSize(), s.Size())
+	}
+	model := make([]byte, size)
+	for i, w := range []struct {
+		off int64
+		n   int
+	}{{0, 1}, {4095, 2}, {1000, 9000}, {size - 5000, 5000}, {8192, 4096}, {100, 3}} {
+		p := randomBytes(uint64(300+i), w.n)
+		if _, err := s.WriteAt(p, w.off); err != nil {
+			t.Fatalf("WriteAt(%d at %d): %v", w.n, w.off, err)
+		}
+		copy(model[w.off:], p)
+	}
+	got := make([]byte, size)
+	if _, err := s.ReadAt(got, 0); err != nil || !bytes.Equal(got, model) {
+		t.Fatalf("ReadAt: %v (equal %v)", err, bytes.Equal(got, model))
+	}
+}
