@@ -90,7 +90,7 @@ func startMetalbedProcess(b *testing.B, size int64) (addr, iqn, file string, pid
 		cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-exited:
-		case <-time.After(10 * time.Second):
+		case <-time.After(10 * time.Second): // bounded wait for a clean exit, then kill
 			cmd.Process.Kill()
 			<-exited
 		}

@@ -112,7 +112,7 @@ func FuzzLogin(f *testing.F) {
 		dials := 0
 		cfg := Config{Addr: "x:1", TargetIQN: "iqn.x", Timeout: 2 * time.Second, KeepAlive: -1,
 			CHAP: CHAP{Username: "u", Secret: "secret-12345"}, MutualCHAP: CHAP{Username: "t", Secret: "mutual-12345"},
-			Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
 				dials++
 				c, peer := net.Pipe()
 				go io.Copy(io.Discard, peer)

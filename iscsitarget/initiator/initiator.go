@@ -53,8 +53,8 @@ type Config struct {
 	// HeaderDigest and DataDigest offer CRC32C digests (preferred over None) at login.
 	HeaderDigest bool
 	DataDigest   bool
-	// Dial opens the transport; default a net.Dialer over TCP.
-	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// DialContext opens the transport; default a net.Dialer over TCP.
+	DialContext func(ctx context.Context, addr string) (net.Conn, error)
 	// Logger receives milestones (Info), misbehaving peers (Warn) and PDUs (Debug); nil
 	// discards.
 	Logger *slog.Logger
@@ -111,8 +111,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MutualCHAP.enabled() && !c.CHAP.enabled() {
 		return c, errors.New("iscsi initiator: MutualCHAP needs CHAP")
 	}
-	if c.Dial == nil {
-		c.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+	if c.DialContext == nil {
+		c.DialContext = func(ctx context.Context, addr string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", addr)
 		}

@@ -114,7 +114,7 @@ func loginName(cfg Config, st sessionType) string {
 func loginOnce(ctx context.Context, cfg Config, st sessionType, addr string) (s *Session, redirect string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	conn, err := cfg.Dial(ctx, addr)
+	conn, err := cfg.DialContext(ctx, addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("login to %s: dial %s: %w", loginName(cfg, st), addr, err)
 	}

@@ -266,7 +266,7 @@ func TestLoginRedirectAndErrors(t *testing.T) {
 	first.loginStatus, first.redirectTo = 0x0101, "second.example:3261"
 	var dialled []string
 	cfg := Config{Addr: "first.example:3260", TargetIQN: "iqn.2024-01.io.metalbed:fake",
-		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+		DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
 			dialled = append(dialled, addr)
 			if addr == "second.example:3261" {
 				return second.dialer()(ctx, addr)
@@ -284,14 +284,14 @@ func TestLoginRedirectAndErrors(t *testing.T) {
 
 	refused := newFake(t, 64)
 	refused.loginStatus = 0x0201
-	_, err = Dial(t.Context(), Config{Addr: "x:1", TargetIQN: "iqn.2024-01.io.metalbed:fake", Dial: refused.dialer()})
+	_, err = Dial(t.Context(), Config{Addr: "x:1", TargetIQN: "iqn.2024-01.io.metalbed:fake", DialContext: refused.dialer()})
 	if err == nil || err.Error() != "login to iqn.2024-01.io.metalbed:fake: authentication failure (status 0x0201)" || !AuthFailed(err) {
 		t.Fatalf("refused login: %v", err)
 	}
 
 	loop := newFake(t, 64)
 	loop.loginStatus, loop.redirectTo = 0x0102, "x:1"
-	if _, err = Dial(t.Context(), Config{Addr: "x:1", TargetIQN: "iqn.2024-01.io.metalbed:fake", Dial: loop.dialer()}); err == nil ||
+	if _, err = Dial(t.Context(), Config{Addr: "x:1", TargetIQN: "iqn.2024-01.io.metalbed:fake", DialContext: loop.dialer()}); err == nil ||
 		!strings.Contains(err.Error(), "redirections") {
 		t.Fatalf("redirect loop: %v", err)
 	}
@@ -300,7 +300,7 @@ func TestLoginRedirectAndErrors(t *testing.T) {
 func TestDialContextCancelled(t *testing.T) {
 	checkNoLeak(t)
 	ctx, cancel := context.WithCancel(t.Context())
-	cfg := Config{Addr: "x:1", TargetIQN: "iqn.x", Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+	cfg := Config{Addr: "x:1", TargetIQN: "iqn.x", DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
 		c, s := net.Pipe()
 		go func() { // a target that never answers
 			defer s.Close()
