@@ -92,6 +92,10 @@ func (s *Session) fail(err error) {
 		s.mu.Unlock()
 		return
 	}
+	if s.closing != nil && !errors.Is(err, s.closing) {
+		// The session is ending on purpose; what broke on the way is detail.
+		err = fmt.Errorf("%w (%v)", s.closing, err)
+	}
 	s.err = err
 	tasks := s.tasks
 	s.tasks = make(map[uint32]*task)
@@ -307,7 +311,7 @@ func (s *Session) reader() {
 		if err != nil {
 			s.mu.Lock()
 			if s.closing != nil {
-				err = s.closing
+				err = s.closing // the target closed the connection after our logout
 			}
 			s.mu.Unlock()
 			s.fail(err)
