@@ -106,7 +106,7 @@ func (s *Session) fail(err error) {
 		t.mu.Lock()
 		t.detached = true
 		t.mu.Unlock()
-		t.err = err
+		t.err = fmt.Errorf("%s: %w", t.name, err)
 		close(t.done)
 	}
 }

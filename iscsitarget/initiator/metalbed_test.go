@@ -219,3 +219,38 @@ func TestMetalbed4KBlocks(t *testing.T) {
 		t.Fatalf("ReadAt: %v (equal %v)", err, bytes.Equal(got, model))
 	}
 }
+
+// TestMetalbedFaults drives the target's fault hooks: a connection dropped mid-write, and
+// slow responses.
+func TestMetalbedFaults(t *testing.T) {
+	t.Run("dropped mid-write", func(t *testing.T) {
+		checkNoLeak(t)
+		m := startMetalbed(t, 16<<20, func(c *iscsitarget.Config) {
+			c.Faults.DropAfterBytes = func() int64 { return 3 << 20 }
+		})
+		s := dialT(t, Config{Addr: m.addr, TargetIQN: m.iqn})
+		_, err := s.WriteAt(make([]byte, 8<<20), 0)
+		if err == nil {
+			t.Fatal("8 MiB write succeeded over a connection dropped after 3 MiB")
+		}
+		t.Logf("error: %v", err)
+		if _, err := s.ReadAt(make([]byte, 512), 0); err == nil {
+			t.Fatal("ReadAt succeeded on the dropped session")
+		}
+	})
+	t.Run("slow target", func(t *testing.T) {
+		checkNoLeak(t)
+		m := startMetalbed(t, 1<<20, func(c *iscsitarget.Config) {
+			c.Faults.Delay = func() time.Duration { return 50 * time.Millisecond }
+		})
+		s := dialT(t, Config{Addr: m.addr, TargetIQN: m.iqn, Timeout: 2 * time.Second})
+		p := randomBytes(30, 256<<10)
+		if _, err := s.WriteAt(p, 0); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(p))
+		if _, err := s.ReadAt(got, 0); err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("ReadAt: %v", err)
+		}
+	})
+}
