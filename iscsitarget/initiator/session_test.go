@@ -427,3 +427,37 @@ func closeDuringIO(t *testing.T, s *Session) {
 		}
 	}
 }
+
+// TestWriteCancelledWaitingForR2T cancels a write the target never asks data for.
+func TestWriteCancelledWaitingForR2T(t *testing.T) {
+	checkNoLeak(t)
+	f := newFake(t, 1024)
+	f.immediateData, f.initialR2T = false, true
+	stuck := make(chan uint32, 1)
+	f.onCommand = func(f *fake, cmd *pdu.PDU) bool {
+		if lba, _ := rwRange(cmd.CDB()); cmd.CDB()[0] == opWrite10 && lba == 300 {
+			stuck <- cmd.ITT()
+			return true // no R2T, no status
+		}
+		return false
+	}
+	s := dialFake(t, f, Config{KeepAlive: -1})
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := s.WriteAtContext(ctx, make([]byte, 4096), 300*512); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("stuck write: %v", err)
+	}
+	itt := <-stuck
+	select {
+	case ref := <-f.aborts:
+		if ref != itt {
+			t.Fatalf("ABORT TASK for 0x%x, stuck write was 0x%x", ref, itt)
+		}
+	case <-t.Context().Done():
+		t.Fatal("no ABORT TASK")
+	}
+	p := randomBytes(31, 4096)
+	if _, err := s.WriteAt(p, 0); err != nil || !bytes.Equal(f.disk[:4096], p) {
+		t.Fatalf("write after the abort: %v", err)
+	}
+}
