@@ -2,21 +2,42 @@ package initiator
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/metalbed/metalbed/iscsitarget/internal/pdu"
 )
 
 // command runs one SCSI command, retrying it when the target reports a UNIT ATTENTION
 // (a new I_T nexus, a reset, a capacity change). It returns the bytes of data moved.
+// A target that is BUSY or whose task set is full gets the command again after a pause
+// that doubles from 10 ms, up to maxBusyRetry times.
 func (s *Session) command(ctx context.Context, c scsiCmd) (int, error) {
-	for attempt := 0; ; attempt++ {
+	ua, busy := 0, 0
+	for {
 		n, err := s.do(ctx, c)
-		if attempt < maxUnitAttentionRetry && IsSense(err, SenseUnitAttention) {
+		var se *SenseError
+		switch {
+		case err == nil:
+			return n, nil
+		case ua < maxUnitAttentionRetry && IsSense(err, SenseUnitAttention):
+			ua++
 			s.log.Debug("iscsi unit attention, retrying", "err", err)
-			continue
+		case busy < maxBusyRetry && errors.As(err, &se) && (se.Status == statusBusy || se.Status == statusTaskSetFull):
+			pause := 10 * time.Millisecond << busy
+			busy++
+			s.log.Debug("iscsi target busy, retrying", "err", err, "after", pause)
+			t := time.NewTimer(pause)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return 0, err
+			}
+		default:
+			return n, err
 		}
-		return n, err
 	}
 }
 

@@ -25,6 +25,7 @@ const (
 	logoutCloseSession    = 0
 	taskAttrSimple        = 1
 	maxUnitAttentionRetry = 3
+	maxBusyRetry          = 8
 	// dataOutBatch is how many bytes of Data-Out PDUs go out in one write call.
 	dataOutBatch = 1 << 20
 )

@@ -171,6 +171,29 @@ func TestSenseBecomesError(t *testing.T) {
 	}
 }
 
+func TestBusyRetried(t *testing.T) {
+	checkNoLeak(t)
+	f := newFake(t, 64)
+	busy := 0
+	f.onCommand = func(f *fake, cmd *pdu.PDU) bool {
+		if cmd.CDB()[0] == opRead10 && busy < 3 {
+			busy++
+			f.respond(cmd, []byte{statusBusy, statusTaskSetFull, statusBusy}[busy-1], nil)
+			return true
+		}
+		return false
+	}
+	s := dialFake(t, f, Config{})
+	f.disk[5] = 9
+	b := make([]byte, 512)
+	if _, err := s.ReadAt(b, 0); err != nil || b[5] != 9 {
+		t.Fatalf("ReadAt through BUSY and TASK SET FULL: %v", err)
+	}
+	if busy != 3 {
+		t.Fatalf("target said busy %d times", busy)
+	}
+}
+
 func TestUnitAttentionRetried(t *testing.T) {
 	checkNoLeak(t)
 	f := newFake(t, 64)
