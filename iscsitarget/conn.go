@@ -92,8 +92,9 @@ type conn struct {
 	tasks    map[uint32]*task    // by ITT
 	nextTTT  uint32
 
-	sem     chan struct{}
-	workers sync.WaitGroup
+	sem      chan struct{}
+	workers  sync.WaitGroup // command goroutines
+	pingerWG sync.WaitGroup
 
 	lastRecv atomic.Int64 // unix nanoseconds
 	pingTTT  atomic.Uint32
@@ -130,6 +131,9 @@ func (c *conn) close() {
 
 func (c *conn) serve(ctx context.Context) {
 	defer c.t.unregister(c)
+	// Nothing of this connection outlives serve.
+	defer c.pingerWG.Wait()
+	defer c.workers.Wait()
 	defer c.close()
 	stop := context.AfterFunc(ctx, c.close)
 	defer stop()
@@ -146,7 +150,11 @@ func (c *conn) serve(ctx context.Context) {
 	c.rxOpts = pdu.Options{HeaderDigest: c.p.headerDigest, DataDigest: c.p.dataDigest, MaxDataSegmentLength: ourMaxRecvDataSegmentLength}
 	c.txOpts = pdu.Options{HeaderDigest: c.p.headerDigest, DataDigest: c.p.dataDigest}
 	c.lastRecv.Store(time.Now().UnixNano())
-	go c.pinger()
+	c.pingerWG.Add(1)
+	go func() {
+		defer c.pingerWG.Done()
+		c.pinger()
+	}()
 	err := c.fullFeature()
 	c.close()
 	c.workers.Wait()
@@ -406,7 +414,7 @@ func (c *conn) command(p *pdu.PDU) error {
 	if tk.edtl > maxCommandData {
 		// Answer now; Data-Out for this ITT is then dropped as unknown.
 		c.respond(tk, scsi.Result{Status: scsi.StatusCheckCondition,
-			Sense: scsi.Sense{Key: scsi.KeyIllegalRequest, ASC: scsi.ASCInvalidFieldInCDB}.Bytes()}, nil)
+			Sense: scsi.Sense{Key: scsi.KeyIllegalRequest, ASC: scsi.ASCInvalidFieldInCDB}.Bytes()})
 		return nil
 	}
 	if uint32(len(p.Data)) > tk.edtl || (len(p.Data) > 0 && !c.p.immediateData) {
@@ -547,7 +555,7 @@ func (c *conn) work(tk *task) {
 	c.smu.Lock()
 	c.inflight--
 	c.smu.Unlock()
-	c.respond(tk, res, dataIn)
+	c.respond(tk, res)
 	if tk.buf != nil {
 		c.t.pool.put(tk.buf)
 	}
@@ -557,7 +565,7 @@ func (c *conn) work(tk *task) {
 }
 
 // respond sends the Data-In and status of a finished command.
-func (c *conn) respond(tk *task, res scsi.Result, _ []byte) {
+func (c *conn) respond(tk *task, res scsi.Result) {
 	data := res.Data
 	if !tk.read {
 		data = nil

@@ -176,7 +176,34 @@ func TestInteropTwoTargetsConcurrent(t *testing.T) {
 	}
 }
 
-// countingHandler counts log records whose message matches.
+// TestInteropHeaderDigest: qemu-img (libiscsi) with HeaderDigest=CRC32C,
+// which gotgt agreed to and then did not process.
+func TestInteropHeaderDigest(t *testing.T) {
+	requireTool(t, "qemu-img", "qemu-utils (with qemu-block-extra)")
+	const size = 16 << 20
+	h := &countingHandler{counts: map[string]int{}}
+	disk, url, _ := fileTarget(t, size, Config{Logger: slog.New(h)})
+	addr := strings.Split(strings.TrimPrefix(url, "iscsi://"), "/")[0]
+	opts := fmt.Sprintf("driver=iscsi,transport=tcp,portal=%s,target=%s,lun=1,header-digest=crc32c", addr, testIQN)
+	src := randomFile(t, size)
+	if out, err := runTool(t, "qemu-img", "convert", "-n", "-f", "raw", src, "--target-image-opts", opts); err != nil {
+		t.Fatalf("qemu-img write: %v\n%s", err, out)
+	}
+	back := filepath.Join(t.TempDir(), "back.img")
+	if out, err := runTool(t, "qemu-img", "convert", "-O", "raw", "--image-opts", opts, back); err != nil {
+		t.Fatalf("qemu-img read: %v\n%s", err, out)
+	}
+	want := sha256File(t, src, size)
+	if sha256File(t, disk, size) != want || sha256File(t, back, size) != want {
+		t.Error("data differs after a round trip with header digests")
+	}
+	if n := h.count("iscsi login header_digest=true"); n < 2 {
+		t.Errorf("%d logins with HeaderDigest=CRC32C, want 2", n)
+	}
+}
+
+// countingHandler counts log records by message (and, for logins, by
+// message plus the header_digest attribute).
 type countingHandler struct {
 	mu     sync.Mutex
 	counts map[string]int
@@ -186,6 +213,12 @@ func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return tru
 func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
 	h.mu.Lock()
 	h.counts[r.Message]++
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "header_digest" {
+			h.counts[r.Message+" header_digest="+a.Value.String()]++
+		}
+		return true
+	})
 	h.mu.Unlock()
 	return nil
 }

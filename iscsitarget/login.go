@@ -275,7 +275,11 @@ func (c *conn) loginStep(l *login, req *pdu.PDU, kvs []pdu.KV) (bool, error) {
 	if full {
 		c.p = l.p
 		c.discovery = l.sessionType == "Discovery"
-		r.SetTSIH(t.addSession(c))
+		if c.discovery {
+			r.SetTSIH(t.newTSIH())
+		} else {
+			r.SetTSIH(t.addSession(c))
+		}
 	}
 	r.Data = pdu.EncodeText(resp)
 	if err := c.writeLogin(&r); err != nil {

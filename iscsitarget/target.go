@@ -5,11 +5,11 @@
 // The iSCSI transport (login with CHAP, sessions, the CmdSN window,
 // NOP-In pings, R2T and Data-Out, Data-In with status, task management,
 // logout, SendTargets) and the SCSI command layer are metalbed's own, in
-// internal/pdu and internal/scsi. gotgt v0.2.2 was the starting point; its
-// SCSI layer keeps per-target state in process-wide maps keyed by target
-// name and registers its backing stores in init() registries, so it cannot
-// serve several independent targets in one process; see README in the
-// issue report.
+// internal/pdu and internal/scsi. gotgt v0.2.2 was the starting point, but
+// its SCSI layer keeps per-target state in process-wide maps keyed by
+// target name (LUN maps, reservations, a singleton target service) and its
+// backing stores register in init() registries, so it cannot serve several
+// independent targets in one process; nothing of it is used.
 //
 // Many Targets may run in one process, each on its own listener, sharing
 // nothing.
@@ -357,13 +357,7 @@ func (t *Target) addSession(c *conn) uint16 {
 			delete(t.sessions, s.tsih)
 		}
 	}
-	for {
-		t.lastTSIH++
-		if t.lastTSIH != 0 && t.sessions[t.lastTSIH] == nil {
-			break
-		}
-	}
-	c.tsih = t.lastTSIH
+	c.tsih = t.nextTSIHLocked()
 	t.sessions[c.tsih] = c
 	t.mu.Unlock()
 	for _, s := range old {
@@ -371,6 +365,22 @@ func (t *Target) addSession(c *conn) uint16 {
 		s.close()
 	}
 	return c.tsih
+}
+
+// newTSIH is a TSIH for a discovery session (not tracked).
+func (t *Target) newTSIH() uint16 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.nextTSIHLocked()
+}
+
+func (t *Target) nextTSIHLocked() uint16 {
+	for {
+		t.lastTSIH++
+		if t.lastTSIH != 0 && t.sessions[t.lastTSIH] == nil {
+			return t.lastTSIH
+		}
+	}
 }
 
 func (t *Target) sessionExists(tsih uint16) bool {

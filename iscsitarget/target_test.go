@@ -558,8 +558,8 @@ func TestSlowPeersDoNotBlockOthers(t *testing.T) {
 }
 
 func TestMalformedPDUs(t *testing.T) {
-	tg, addr := startTarget(t, Config{})
-	for _, wire := range [][]byte{
+	tg, addr := startTarget(t, Config{LoginTimeout: 500 * time.Millisecond})
+	for i, wire := range [][]byte{
 		bytes.Repeat([]byte{0xff}, 48),                                             // garbage opcode before login
 		append([]byte{0x43, 0x87, 0, 0, 0, 0xff, 0xff, 0xff}, make([]byte, 40)...), // 16 MiB login text
 		append([]byte{0x43, 0x87, 0, 0, 0, 0, 0, 12}, append(make([]byte, 40), "no-equals\x00\x00\x00"...)...),
@@ -569,8 +569,10 @@ func TestMalformedPDUs(t *testing.T) {
 			t.Fatal(err)
 		}
 		nc.Write(wire)
-		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		io.Copy(io.Discard, nc) // until the target closes it
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.Copy(io.Discard, nc); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("malformed login %d: connection still open", i)
+		}
 		nc.Close()
 	}
 	// Garbage in full feature phase.
