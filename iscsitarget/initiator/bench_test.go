@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -168,6 +169,32 @@ func BenchmarkInitiator(b *testing.B) {
 			}
 			reportCPU(b, pid, c0, t0)
 		})
+		b.Run(peer+"/writer-iocopy", func(b *testing.B) {
+			// io.Copy from a plain io.Reader (32 KiB reads) through Session.NewWriter.
+			b.SetBytes(benchSize)
+			c0, t0 := cpuTime(), procCPU(pid)
+			for b.Loop() {
+				w := s.NewWriter(context.Background(), 0)
+				if _, err := io.Copy(w, onlyReader{bytes.NewReader(data)}); err != nil {
+					b.Fatal(err)
+				}
+				if err := w.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			reportCPU(b, pid, c0, t0)
+		})
+		if peer == "tgtd" {
+			b.Run(peer+"/offsetwriter-iocopy", func(b *testing.B) {
+				// The same through io.NewOffsetWriter: one 32 KiB command at a time.
+				b.SetBytes(benchSize)
+				for b.Loop() {
+					if _, err := io.Copy(io.NewOffsetWriter(s, 0), onlyReader{bytes.NewReader(data)}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 		b.Run(peer+"/read", func(b *testing.B) {
 			b.SetBytes(benchSize)
 			buf := make([]byte, 16<<20)

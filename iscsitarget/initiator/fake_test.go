@@ -56,6 +56,7 @@ type fake struct {
 	expCmdSN uint32
 	maxCmdSN uint32
 	writes   map[uint32]*fakeWrite
+	answered map[uint32]bool // ITTs that got their status
 	ttt      uint32
 	loggedIn chan struct{}
 	aborts   chan uint32 // RefTaskTag of each TMF received
@@ -76,7 +77,7 @@ func newFake(t testing.TB, blocks int) *fake {
 		t: t, disk: make([]byte, blocks*512),
 		immediateData: true, initialR2T: false, maxBurst: 262144, firstBurst: 65536,
 		mrdsl: 8192, maxR2T: 1, window: 32,
-		writes: map[uint32]*fakeWrite{}, loggedIn: make(chan struct{}), aborts: make(chan uint32, 4),
+		writes: map[uint32]*fakeWrite{}, answered: map[uint32]bool{}, loggedIn: make(chan struct{}), aborts: make(chan uint32, 4),
 	}
 }
 
@@ -283,6 +284,7 @@ func (f *fake) respond(cmd *pdu.PDU, status byte, sense []byte) {
 }
 
 func (f *fake) respondResidual(cmd *pdu.PDU, status byte, sense []byte, underflow int) {
+	f.answered[cmd.ITT()] = true
 	r := &pdu.PDU{}
 	r.SetOpcode(pdu.OpSCSIResponse)
 	r.SetFinal(true)
@@ -428,7 +430,9 @@ func itt2bhs(itt uint32) pdu.BHS {
 func (f *fake) dataOut(p *pdu.PDU) {
 	w := f.writes[p.ITT()]
 	if w == nil {
-		f.errorf("Data-Out for unknown ITT 0x%x", p.ITT())
+		if !f.answered[p.ITT()] { // a target discards unsolicited data of a command it ended
+			f.errorf("Data-Out for unknown ITT 0x%x", p.ITT())
+		}
 		return
 	}
 	switch {
