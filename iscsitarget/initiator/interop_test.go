@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"testing"
 	"time"
@@ -399,5 +400,31 @@ func TestLargeLUN16ByteCDBs(t *testing.T) {
 				t.Fatalf("Sync: %v", err)
 			}
 		})
+	}
+}
+
+// TestTGTDDropsSession has tgtd close the session (tgtadm --op delete --mode conn, which
+// tgtd does by closing the TCP connection): the session fails at once and calls return
+// errors instead of hanging.
+func TestTGTDDropsSession(t *testing.T) {
+	checkNoLeak(t)
+	d := startTGTD(t, 1<<20)
+	s := dialT(t, Config{Addr: d.addr, TargetIQN: d.iqn})
+	m := regexp.MustCompile(`I_T nexus: (\d+)`).FindStringSubmatch(d.adm(t, "--op", "show", "--mode", "target"))
+	if m == nil {
+		t.Fatal("tgtd lists no session")
+	}
+	d.adm(t, "--op", "delete", "--mode", "conn", "--tid", "1", "--sid", m[1], "--cid", "0")
+	eventually(t, 10*time.Second, "the session to notice", func() bool { return s.sessionErr() != nil })
+	if _, err := s.ReadAt(make([]byte, 512), 0); err == nil {
+		t.Fatal("ReadAt succeeded after tgtd dropped the session")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close of a dropped session: %v", err)
+	}
+	// A new session works.
+	s2 := dialT(t, Config{Addr: d.addr, TargetIQN: d.iqn})
+	if _, err := s2.ReadAt(make([]byte, 512), 0); err != nil {
+		t.Fatal(err)
 	}
 }
