@@ -2,6 +2,7 @@ package iscsitarget
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -243,6 +244,7 @@ func (c *conn) delay() {
 func (c *conn) fullFeature() error {
 	idle := c.t.cfg.NopInterval + c.t.cfg.NopTimeout
 	var lastDeadline time.Time
+	rbuf := make([]byte, ourMaxRecvDataSegmentLength+4)
 	for {
 		now := time.Now()
 		if now.Sub(lastDeadline) > time.Second {
@@ -250,7 +252,10 @@ func (c *conn) fullFeature() error {
 			lastDeadline = now
 		}
 		p := &pdu.PDU{}
-		err := pdu.ReadInto(c.br, p, c.rxOpts, nil)
+		// Data segments land in one reused buffer: every handler consumes
+		// p.Data before the next read, except the pending queue, which
+		// copies it.
+		err := pdu.ReadInto(c.br, p, c.rxOpts, rbuf)
 		c.lastRecv.Store(time.Now().UnixNano())
 		if errors.Is(err, pdu.ErrDataDigest) {
 			c.t.log.Warn("iscsi data digest error", "ip", c.remote)
@@ -314,6 +319,7 @@ func (c *conn) ordered(p *pdu.PDU) error {
 	}
 	if sn != c.expCmdSN {
 		if len(c.pending) < c.t.cfg.QueueDepth {
+			p.Data = bytes.Clone(p.Data)
 			c.pending[sn] = p
 		}
 		c.smu.Unlock()
