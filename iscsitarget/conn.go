@@ -25,6 +25,8 @@ const (
 	// maxCommandData bounds the buffer of one command (Data-In or
 	// Data-Out); COMPARE AND WRITE of 255 4 KiB blocks needs 2 MiB.
 	maxCommandData = scsi.MaxTransferBytes
+	// maxConnBuffered bounds the Data-Out bytes one connection buffers.
+	maxConnBuffered = 64 << 20
 )
 
 // Reject reasons (RFC 7143 11.17.1).
@@ -88,7 +90,8 @@ type conn struct {
 	smu      sync.Mutex
 	expCmdSN uint32
 	maxCmdSN uint32
-	inflight int
+	// buffered is the Data-Out buffer bytes held by tracked tasks.
+	buffered int
 	pending  map[uint32]*pdu.PDU // in-window commands waiting for a gap to fill
 	tasks    map[uint32]*task    // by ITT
 	nextTTT  uint32
@@ -218,7 +221,7 @@ func (c *conn) sendLocked(p *pdu.PDU, status bool) error {
 	}
 	c.smu.Lock()
 	// The window reopens as commands complete; it never shrinks.
-	if m := c.expCmdSN + uint32(c.t.cfg.QueueDepth) - 1 - uint32(c.inflight); before(c.maxCmdSN, m) {
+	if m := c.expCmdSN + uint32(c.t.cfg.QueueDepth) - 1 - uint32(min(len(c.tasks), c.t.cfg.QueueDepth)); before(c.maxCmdSN, m) {
 		c.maxCmdSN = m
 	}
 	p.SetExpCmdSN(c.expCmdSN)
@@ -412,6 +415,13 @@ func (c *conn) command(p *pdu.PDU) error {
 	}
 	copy(tk.cdb[:], p.CDB())
 	if !tk.write {
+		c.smu.Lock()
+		full := len(c.tasks) >= 2*c.t.cfg.QueueDepth
+		c.smu.Unlock()
+		if full {
+			c.respond(tk, scsi.Result{Status: scsi.StatusTaskSetFull})
+			return nil
+		}
 		c.track(tk)
 		tk.executing = true
 		c.execute(tk)
@@ -425,6 +435,18 @@ func (c *conn) command(p *pdu.PDU) error {
 	}
 	if uint32(len(p.Data)) > tk.edtl || (len(p.Data) > 0 && !c.p.immediateData) {
 		return c.reject(p, rejectProtocol)
+	}
+	// Bound what one connection may hold: commands (immediate ones bypass
+	// the CmdSN window) and buffered Data-Out bytes.
+	c.smu.Lock()
+	full := len(c.tasks) >= 2*c.t.cfg.QueueDepth || c.buffered+int(tk.edtl) > maxConnBuffered
+	if !full {
+		c.buffered += int(tk.edtl)
+	}
+	c.smu.Unlock()
+	if full {
+		c.respond(tk, scsi.Result{Status: scsi.StatusTaskSetFull})
+		return nil
 	}
 	tk.buf = c.t.pool.get(int(tk.edtl))
 	tk.received = uint32(copy(tk.buf, p.Data))
@@ -442,6 +464,22 @@ func (c *conn) track(tk *task) {
 	}
 	c.tasks[tk.itt] = tk
 	c.smu.Unlock()
+}
+
+// release returns a task's Data-Out buffer.
+func (c *conn) release(tk *task) {
+	c.smu.Lock()
+	c.releaseLocked(tk)
+	c.smu.Unlock()
+}
+
+func (c *conn) releaseLocked(tk *task) {
+	if tk.buf == nil {
+		return
+	}
+	c.buffered -= int(tk.edtl)
+	c.t.pool.put(tk.buf)
+	tk.buf = nil
 }
 
 // advance issues the next R2T of a write, or executes it once all data is
@@ -520,12 +558,9 @@ func (c *conn) execute(tk *task) {
 	select {
 	case c.sem <- struct{}{}:
 	case <-c.closed:
-		c.t.pool.put(tk.buf)
+		c.release(tk)
 		return
 	}
-	c.smu.Lock()
-	c.inflight++
-	c.smu.Unlock()
 	c.workers.Add(1)
 	go func() {
 		defer c.workers.Done()
@@ -558,13 +593,8 @@ func (c *conn) work(tk *task) {
 		res = scsi.ExecuteLUN0(cmd, ok && lun == 0)
 	}
 	c.delay()
-	c.smu.Lock()
-	c.inflight--
-	c.smu.Unlock()
 	c.respond(tk, res)
-	if tk.buf != nil {
-		c.t.pool.put(tk.buf)
-	}
+	c.release(tk)
 	if dataIn != nil {
 		c.t.pool.put(dataIn)
 	}
@@ -687,7 +717,7 @@ func (c *conn) taskMgmt(p *pdu.PDU) error {
 		tk.aborted.Store(true)
 		delete(c.tasks, tk.itt)
 		if !tk.executing {
-			c.t.pool.put(tk.buf)
+			c.releaseLocked(tk)
 		}
 	}
 	abortAll := func() {

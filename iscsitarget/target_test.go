@@ -648,3 +648,43 @@ func TestFaults(t *testing.T) {
 		t.Errorf("connection not dropped after the byte budget: read %d, %v", n, err)
 	}
 }
+
+// TestCommandFloodIsBounded: immediate commands bypass the CmdSN window;
+// writes that never send their data must not pile up without bound.
+func TestCommandFloodIsBounded(t *testing.T) {
+	_, addr := startTarget(t, Config{QueueDepth: 4})
+	c, err := dial(t, addr, loginOpts{iqn: testIQN, keys: []pdu.KV{{Key: "ImmediateData", Value: "No"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	for i := 0; i < n; i++ {
+		var p pdu.PDU
+		p.SetOpcode(pdu.OpSCSICommand)
+		p.SetImmediate(true)
+		p.SetFinal(true)
+		p.SetWriteFlag(true)
+		p.SetLUN(1 << 48)
+		p.SetITT(uint32(0x1000 + i))
+		p.SetCmdSN(c.cmdSN)
+		copy(p.CDB(), cdb16(scsi.OpWrite16, 0, 8192))
+		p.SetExpectedDataTransferLength(8192 * 512)
+		c.write(&p)
+	}
+	r2ts, full := 0, 0
+	for r2ts+full < n {
+		r := c.read()
+		switch {
+		case r.Opcode() == pdu.OpR2T:
+			r2ts++
+		case r.Opcode() == pdu.OpSCSIResponse && r.Status() == scsi.StatusTaskSetFull:
+			full++
+		default:
+			t.Fatalf("unexpected %v status %#x", r.Opcode(), r.Status())
+		}
+	}
+	if r2ts != 8 || full != n-8 {
+		t.Errorf("%d R2Ts and %d TASK SET FULL, want 8 and %d", r2ts, full, n-8)
+	}
+	c.nop(true)
+}
