@@ -107,6 +107,7 @@ type LU struct {
 	// ORWRITE; write lock) atomic against every other write (read lock).
 	atomic sync.RWMutex
 	table  [256]func(*Command) Result
+	usage  []opUsage
 }
 
 // NewLU validates cfg and builds the dispatch table.
@@ -159,7 +160,9 @@ func NewLU(cfg LUConfig) (*LU, error) {
 		OpReportLUNs:         reportLUNs,
 		OpStartStopUnit:      lu.startStopUnit,
 		OpPreventAllow:       lu.preventAllow,
+		OpMaintenanceIn:      lu.maintenanceIn,
 	}
+	lu.usage = usageTable()
 	return lu, nil
 }
 

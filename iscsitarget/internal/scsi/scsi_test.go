@@ -249,3 +249,36 @@ func FuzzSCSICommand(f *testing.F) {
 		}
 	})
 }
+
+// TestUsageTableMatchesDispatch: REPORT SUPPORTED OPERATION CODES lists
+// exactly the commands the dispatch table implements.
+func TestUsageTableMatchesDispatch(t *testing.T) {
+	lu, _ := newLU(t, 64)
+	listed := map[byte]bool{}
+	for _, e := range lu.usage {
+		listed[e.op] = true
+		if lu.table[e.op] == nil {
+			t.Errorf("opcode %#x listed but not implemented", e.op)
+		}
+		if e.usage[0] != e.op || len(e.usage) != cdbLen(e.op) {
+			t.Errorf("opcode %#x: usage % x", e.op, e.usage)
+		}
+	}
+	for op, h := range lu.table {
+		if h != nil && !listed[byte(op)] {
+			t.Errorf("opcode %#x implemented but not listed", op)
+		}
+	}
+	r := run(lu, []byte{OpMaintenanceIn, saReportOpcodes, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0}, nil, 4096)
+	if r.Status != 0 || int(binary.BigEndian.Uint32(r.Data))+4 != len(r.Data) || len(r.Data) != 4+8*len(lu.usage) {
+		t.Errorf("RSOC all: status %d len %d", r.Status, len(r.Data))
+	}
+	r = run(lu, []byte{OpMaintenanceIn, saReportOpcodes, 1, OpRead10, 0, 0, 0, 0, 0x10, 0, 0, 0}, nil, 4096)
+	if r.Status != 0 || r.Data[1]&7 != 3 || r.Data[5]&0x18 != 0x18 {
+		t.Errorf("RSOC READ(10): %x", r.Data)
+	}
+	r = run(lu, []byte{OpMaintenanceIn, saReportOpcodes, 1, OpServiceActionIn16, 0, 0, 0, 0, 0x10, 0, 0, 0}, nil, 4096)
+	if r.Status != StatusCheckCondition {
+		t.Errorf("RSOC option 1 on a service-action opcode accepted")
+	}
+}
