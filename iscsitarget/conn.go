@@ -74,6 +74,7 @@ type conn struct {
 	closed    chan struct{}
 
 	// Set during login, read-only afterwards.
+	nexus     uint64 // unique per connection (= session) of the Target
 	initiator string
 	isid      [6]byte
 	tsih      uint16
@@ -162,6 +163,7 @@ func (c *conn) serve(ctx context.Context) {
 	err := c.fullFeature()
 	c.close()
 	c.workers.Wait()
+	c.t.lu.NexusLost(c.nexus)
 	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 		c.t.log.Warn("iscsi connection dropped", "ip", c.remote, "initiator", c.initiator, "err", err)
 	} else {
@@ -580,7 +582,7 @@ func (c *conn) work(tk *task) {
 	if tk.read && tk.edtl > 0 {
 		dataIn = c.t.pool.get(int(min(tk.edtl, maxCommandData)))
 	}
-	cmd := &scsi.Command{CDB: tk.cdb[:], DataIn: dataIn}
+	cmd := &scsi.Command{CDB: tk.cdb[:], DataIn: dataIn, Nexus: c.nexus}
 	if tk.write {
 		cmd.DataOut = tk.buf[:tk.received]
 	}
@@ -744,6 +746,9 @@ func (c *conn) taskMgmt(p *pdu.PDU) error {
 			}
 		}
 		abortAll()
+		if fn == tmfLUNReset || fn == tmfTargetWarmReset || fn == tmfTargetColdReset {
+			c.t.lu.Reset()
+		}
 	case tmfTaskReassign:
 		resp = tmfReassignNotSupp
 	default:

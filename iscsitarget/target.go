@@ -108,6 +108,7 @@ type Target struct {
 	conns     map[*conn]struct{}
 	sessions  map[uint16]*conn // full-feature normal sessions by TSIH
 	lastTSIH  uint16
+	lastNexus uint64
 	wg        sync.WaitGroup
 }
 
@@ -332,6 +333,8 @@ func (t *Target) register(c *conn) bool {
 		return false
 	}
 	t.conns[c] = struct{}{}
+	t.lastNexus++
+	c.nexus = t.lastNexus
 	t.wg.Add(1)
 	return true
 }

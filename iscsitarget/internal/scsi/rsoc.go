@@ -68,6 +68,8 @@ func usageTable() []opUsage {
 		{op: OpWrite12, usage: rw12(OpWrite12, 0x18)},
 		{op: OpWriteVerify12, usage: rw12(OpWriteVerify12, 0x12)},
 		{op: OpVerify12, usage: rw12(OpVerify12, 0x16)},
+		{op: OpReserve6, usage: u(OpReserve6, 0, 0, 0, 0, 0)},
+		{op: OpRelease6, usage: u(OpRelease6, 0, 0, 0, 0, 0)},
 		{op: OpMaintenanceIn, sa: true, saVal: saReportOpcodes,
 			usage: cat(u(OpMaintenanceIn, saReportOpcodes, 0x87, 0xff, 0xff, 0xff), ff4, u(0, 0))},
 	}

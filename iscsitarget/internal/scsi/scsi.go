@@ -44,6 +44,8 @@ const (
 	OpWriteSame16        = 0x93
 	OpServiceActionIn16  = 0x9e
 	OpReportLUNs         = 0xa0
+	OpReserve6           = 0x16
+	OpRelease6           = 0x17
 	OpRead12             = 0xa8
 	OpWrite12            = 0xaa
 	OpWriteVerify12      = 0xae
@@ -78,6 +80,9 @@ type Command struct {
 	// DataIn is the caller's buffer for Data-In, of the expected data
 	// transfer length; Result.Data is a prefix of it.
 	DataIn []byte
+	// Nexus identifies the I_T nexus (the session) for reservations;
+	// zero is a valid nexus.
+	Nexus uint64
 }
 
 // LUConfig describes a logical unit.
@@ -108,6 +113,11 @@ type LU struct {
 	atomic sync.RWMutex
 	table  [256]func(*Command) Result
 	usage  []opUsage
+
+	// resv is the SPC-2 RESERVE(6) reservation: held (by holder) or not.
+	resvMu sync.Mutex
+	held   bool
+	holder uint64
 }
 
 // NewLU validates cfg and builds the dispatch table.
@@ -161,6 +171,8 @@ func NewLU(cfg LUConfig) (*LU, error) {
 		OpStartStopUnit:      lu.startStopUnit,
 		OpPreventAllow:       lu.preventAllow,
 		OpMaintenanceIn:      lu.maintenanceIn,
+		OpReserve6:           lu.reserve6,
+		OpRelease6:           lu.release6,
 	}
 	lu.usage = usageTable()
 	return lu, nil
@@ -193,6 +205,9 @@ func (lu *LU) Execute(c *Command) Result {
 	h := lu.table[c.CDB[0]]
 	if h == nil {
 		return invalidOpcode()
+	}
+	if lu.conflicts(c) {
+		return Result{Status: StatusReservationConflict}
 	}
 	if control := c.CDB[cdbLen(c.CDB[0])-1]; control&0x07 != 0 { // NACA, obsolete link bits
 		return invalidField(uint16(cdbLen(c.CDB[0]) - 1))
@@ -313,4 +328,61 @@ func (lu *LU) serviceActionIn(c *Command) Result {
 		}
 	}
 	return data(c, b, alloc)
+}
+
+// conflicts reports whether another nexus holds a RESERVE(6) reservation
+// that c must respect (SPC-2 5.5.1: only INQUIRY, REQUEST SENSE, REPORT
+// LUNS, RELEASE and REPORT SUPPORTED OPERATION CODES are allowed).
+func (lu *LU) conflicts(c *Command) bool {
+	switch c.CDB[0] {
+	case OpInquiry, OpRequestSense, OpReportLUNs, OpRelease6, OpMaintenanceIn:
+		return false
+	}
+	lu.resvMu.Lock()
+	defer lu.resvMu.Unlock()
+	return lu.held && lu.holder != c.Nexus
+}
+
+func (lu *LU) reserve6(c *Command) Result {
+	if c.CDB[1]&0x1f != 0 { // third-party and extent reservations: obsolete
+		return invalidField(1)
+	}
+	lu.resvMu.Lock()
+	defer lu.resvMu.Unlock()
+	if lu.held && lu.holder != c.Nexus {
+		return Result{Status: StatusReservationConflict}
+	}
+	lu.held, lu.holder = true, c.Nexus
+	return Result{}
+}
+
+// release6 releases the caller's reservation; from another nexus it does
+// nothing and succeeds (SPC-2 7.17).
+func (lu *LU) release6(c *Command) Result {
+	if c.CDB[1]&0x1f != 0 {
+		return invalidField(1)
+	}
+	lu.resvMu.Lock()
+	defer lu.resvMu.Unlock()
+	if lu.held && lu.holder == c.Nexus {
+		lu.held = false
+	}
+	return Result{}
+}
+
+// NexusLost drops the reservation of a nexus that ended (logout,
+// connection loss).
+func (lu *LU) NexusLost(n uint64) {
+	lu.resvMu.Lock()
+	defer lu.resvMu.Unlock()
+	if lu.held && lu.holder == n {
+		lu.held = false
+	}
+}
+
+// Reset is a logical unit reset: it drops any reservation.
+func (lu *LU) Reset() {
+	lu.resvMu.Lock()
+	lu.held = false
+	lu.resvMu.Unlock()
 }

@@ -282,3 +282,35 @@ func TestUsageTableMatchesDispatch(t *testing.T) {
 		t.Errorf("RSOC option 1 on a service-action opcode accepted")
 	}
 }
+
+func TestReserve6(t *testing.T) {
+	lu, _ := newLU(t, 64)
+	as := func(n uint64, cdb ...byte) Result {
+		return lu.Execute(&Command{CDB: cdb, DataIn: make([]byte, 512), Nexus: n})
+	}
+	read := []byte{OpRead10, 0, 0, 0, 0, 0, 0, 0, 1, 0}
+	if r := as(1, OpReserve6, 0, 0, 0, 0, 0); r.Status != 0 {
+		t.Fatalf("RESERVE(6): %x", r.Sense)
+	}
+	if r := as(1, read...); r.Status != 0 {
+		t.Errorf("holder's READ: %d", r.Status)
+	}
+	for _, cdb := range [][]byte{read, {OpReserve6, 0, 0, 0, 0, 0}, {OpModeSense6, 0, 0x3f, 0, 255, 0}, {OpTestUnitReady, 0, 0, 0, 0, 0}} {
+		if r := as(2, cdb...); r.Status != StatusReservationConflict {
+			t.Errorf("other nexus %#x: status %d, want RESERVATION CONFLICT", cdb[0], r.Status)
+		}
+	}
+	for _, cdb := range [][]byte{{OpInquiry, 0, 0, 0, 36, 0}, {OpRelease6, 0, 0, 0, 0, 0}} {
+		if r := as(2, cdb...); r.Status != 0 {
+			t.Errorf("other nexus %#x: status %d, want GOOD", cdb[0], r.Status)
+		}
+	}
+	lu.NexusLost(1)
+	if r := as(2, OpReserve6, 0, 0, 0, 0, 0); r.Status != 0 {
+		t.Errorf("RESERVE after the holder's nexus was lost: %d", r.Status)
+	}
+	lu.Reset()
+	if r := as(3, read...); r.Status != 0 {
+		t.Errorf("READ after LU reset: %d", r.Status)
+	}
+}
