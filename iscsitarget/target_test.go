@@ -278,7 +278,7 @@ func TestSCSICommandsOverTheWire(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Unsupported commands: ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE.
-	for _, op := range []byte{0x42 /* UNMAP */, 0x5e /* PR IN */, 0x16 /* RESERVE(6) */, 0x48 /* SANITIZE */, 0x83 /* XCOPY */, 0xff} {
+	for _, op := range []byte{0x42 /* UNMAP */, 0x5e /* PR IN */, 0x5f /* PR OUT */, 0x48 /* SANITIZE */, 0x83 /* XCOPY */, 0xff} {
 		cdb := make([]byte, 16)
 		cdb[0] = op
 		r := c.command(1, cdb, nil, 64)
