@@ -142,7 +142,7 @@ func TestGoldenPackets(t *testing.T) {
 		}
 	}
 
-	srv, err := New(Config{Machine: newTestMachine(), Password: "password", GUID: [16]byte{1, 2, 3, 4}, ReplyDelay: -1})
+	srv, err := New(Config{Machine: newTestMachine(), Password: "password", GUID: [16]byte{1, 2, 3, 4}, ReplyDelay: -1, ResendAfter: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +279,7 @@ func FuzzServePacket(f *testing.F) {
 	if err != nil {
 		f.Fatalf("golden probe packet: %v", err)
 	}
-	srv, err := New(Config{Machine: newTestMachine(), Password: "password", ReplyDelay: -1})
+	srv, err := New(Config{Machine: newTestMachine(), Password: "password", ReplyDelay: -1, ResendAfter: -1})
 	if err != nil {
 		f.Fatal(err)
 	}
