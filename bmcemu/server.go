@@ -59,8 +59,9 @@ type Config struct {
 	// all; delay holds the reply back. It is the fault-injection seam and
 	// must be safe for concurrent use.
 	Intercept func(netfn, cmd uint8) (cc uint8, drop bool, delay time.Duration)
-	// ReplyDelay holds session-setup replies (Open Session Response,
-	// RAKP 2 and 4) back this long, and ResendAfter sends any other IPMI
+	// ReplyDelay holds replies outside a session (authentication
+	// capabilities, Open Session Response, RAKP 2 and 4, IPMI 1.5
+	// challenge) back this long, and ResendAfter sends an in-session IPMI
 	// reply once more when the client has been silent that long since it.
 	// Together they keep pyghmi clear of its reply/waiter race (see
 	// pacing.go) without slowing other clients. Zero values mean the
