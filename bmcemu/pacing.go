@@ -3,6 +3,7 @@ package bmcemu
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +31,7 @@ type pacer struct {
 	conn        net.PacketConn
 	setupDelay  time.Duration
 	resendAfter time.Duration
+	stopped     atomic.Bool // Serve returned: the conn is the caller's again
 
 	mu          sync.Mutex
 	lastInbound map[string]time.Time // remote address -> last datagram from it
@@ -84,10 +86,13 @@ func (p *pacer) send(b []byte, addr net.Addr) (int, error) {
 				delete(p.lastInbound, key)
 			}
 			p.mu.Unlock()
-			if quiet {
+			if quiet && !p.stopped.Load() {
 				_, _ = p.conn.WriteTo(cp, addr)
 			}
 		})
 	}
 	return n, werr
 }
+
+// stop ends resends: called when Serve returns.
+func (p *pacer) stop() { p.stopped.Store(true) }

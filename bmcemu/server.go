@@ -270,6 +270,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	defer cancelSub()
 
 	gate := &gateConn{srv: s, conn: conn, pace: newPacer(conn, s.cfg.ReplyDelay, s.cfg.ResendAfter)}
+	defer gate.pace.stop()
 	// One byte over the largest datagram admitted, so an oversize one reads
 	// as too large instead of silently truncated.
 	inner := server.NewServer(s.bmc, gate, server.WithHandlerRegistry(s.reg),
