@@ -279,30 +279,40 @@ func (c *conn) fullFeature() error {
 	}
 }
 
-// dispatch handles one PDU; stop is true after a logout.
-func (c *conn) dispatch(p *pdu.PDU) (stop bool, err error) {
-	op := p.Opcode()
-	if c.discovery {
-		switch op {
-		case pdu.OpTextReq, pdu.OpLogoutReq, pdu.OpNOPOut:
-		default:
-			return false, c.reject(p, rejectProtocol)
-		}
+// pduHandler handles one PDU of full feature phase; stop ends the
+// connection after a logout.
+type pduHandler struct {
+	handle func(c *conn, p *pdu.PDU) (stop bool, err error)
+	// discovery: also allowed in a discovery session.
+	discovery bool
+}
+
+// pduHandlers is the dispatch table keyed by initiator opcode, built once
+// per Target by New and never changed while serving.
+func pduHandlers() [64]pduHandler {
+	keep := func(f func(*conn, *pdu.PDU) error) func(*conn, *pdu.PDU) (bool, error) {
+		return func(c *conn, p *pdu.PDU) (bool, error) { return false, f(c, p) }
 	}
-	switch op {
-	case pdu.OpNOPOut, pdu.OpSCSICommand, pdu.OpTextReq:
-		return false, c.ordered(p)
-	case pdu.OpTaskMgmtReq:
-		return false, c.ordered(p)
-	case pdu.OpLogoutReq:
-		return c.logout(p)
-	case pdu.OpDataOut:
-		return false, c.dataOut(p)
-	case pdu.OpSNACKReq:
-		return false, c.reject(p, rejectSNACK)
-	default:
+	return [64]pduHandler{
+		pdu.OpNOPOut:      {keep((*conn).ordered), true},
+		pdu.OpSCSICommand: {keep((*conn).ordered), false},
+		pdu.OpTaskMgmtReq: {keep((*conn).ordered), false},
+		pdu.OpTextReq:     {keep((*conn).ordered), true},
+		pdu.OpDataOut:     {keep((*conn).dataOut), false},
+		pdu.OpLogoutReq:   {(*conn).logout, true},
+		pdu.OpSNACKReq: {func(c *conn, p *pdu.PDU) (bool, error) {
+			return false, c.reject(p, rejectSNACK) // ErrorRecoveryLevel 0
+		}, false},
+	}
+}
+
+// dispatch handles one PDU through the Target's table.
+func (c *conn) dispatch(p *pdu.PDU) (stop bool, err error) {
+	h := c.t.handlers[p.Opcode()]
+	if h.handle == nil || (c.discovery && !h.discovery) {
 		return false, c.reject(p, rejectProtocol)
 	}
+	return h.handle(c, p)
 }
 
 // before reports whether serial number a < b (RFC 1982).

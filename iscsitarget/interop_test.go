@@ -94,6 +94,27 @@ func TestInteropCHAP(t *testing.T) {
 	}
 }
 
+// TestInteropMutualCHAP: libiscsi authenticates the target too
+// (LIBISCSI_CHAP_TARGET_USERNAME/PASSWORD) and rejects a wrong answer.
+func TestInteropMutualCHAP(t *testing.T) {
+	tool := requireTool(t, "iscsi-readcapacity16", "libiscsi-bin")
+	_, url, _ := fileTarget(t, 16<<20, Config{CHAP: CHAP{
+		Username: "conductor", Secret: "s3cret-123456", MutualUsername: "ramdisk", MutualSecret: "mutual-654321"}})
+	url = strings.Replace(url, "iscsi://", "iscsi://conductor%s3cret-123456@", 1)
+	run := func(targetSecret string) (string, error) {
+		cmd := exec.CommandContext(t.Context(), tool, "-s", url)
+		cmd.Env = append(os.Environ(), "LIBISCSI_CHAP_TARGET_USERNAME=ramdisk", "LIBISCSI_CHAP_TARGET_PASSWORD="+targetSecret)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("mutual-654321"); err != nil || strings.TrimSpace(out) != "16777216" {
+		t.Errorf("mutual CHAP: %v\n%s", err, out)
+	}
+	if out, err := run("not-the-secret"); err == nil || !strings.Contains(out, "CHAP_R") {
+		t.Errorf("initiator accepted a target that does not know the mutual secret: %v\n%s", err, out)
+	}
+}
+
 func sha256File(t *testing.T, path string, n int64) string {
 	t.Helper()
 	f, err := os.Open(path)

@@ -97,10 +97,11 @@ type Config struct {
 
 // Target serves one disk. Create it with New; Serve it on a listener.
 type Target struct {
-	cfg  Config
-	log  *slog.Logger
-	lu   *scsi.LU
-	pool bufPool
+	cfg      Config
+	log      *slog.Logger
+	lu       *scsi.LU
+	pool     bufPool
+	handlers [64]pduHandler
 
 	mu        sync.Mutex
 	closed    bool
@@ -183,6 +184,7 @@ func New(cfg Config) (*Target, error) {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		lu:        lu,
+		handlers:  pduHandlers(),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*conn]struct{}{},
 		sessions:  map[uint16]*conn{},

@@ -15,18 +15,18 @@ import (
 	"time"
 )
 
-type lockedBuf struct {
+type targetServeOutput struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuf) Write(p []byte) (int, error) {
+func (l *targetServeOutput) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuf) String() string {
+func (l *targetServeOutput) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -73,7 +73,7 @@ func TestTargetServe(t *testing.T) {
 	}
 	t.Setenv("METALBED_CHAP_SECRET", "from-the-env-1")
 	ctx, cancel := context.WithCancel(t.Context())
-	var out, errOut lockedBuf
+	var out, errOut targetServeOutput
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, []string{"target", "serve", "--disk", disk, "--iqn", "iqn.2026-11.org.metalbed.test:cli",
