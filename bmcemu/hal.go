@@ -75,7 +75,10 @@ func (c chassisHAL) GetBootInfoAcknowledge(context.Context) (*types.BootOptionPa
 type consoleHAL struct{ srv *Server }
 
 func (c consoleHAL) Open(ctx context.Context) (hal.ConsoleConn, error) {
-	rwc, err := c.srv.machine.AttachConsole(ctx)
+	// The attachment lives as long as the SOL session, which ends with
+	// Close at Deactivate Payload or session close — not with the request
+	// that activated it (a Machine may detach when its ctx ends).
+	rwc, err := c.srv.machine.AttachConsole(context.WithoutCancel(ctx))
 	if err != nil {
 		return nil, err
 	}

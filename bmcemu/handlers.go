@@ -20,6 +20,12 @@ const (
 	netfnStorage = 0x0a
 )
 
+// Payload commands (IPMI v2.0 table 24-2) whose state the packet gate follows.
+const (
+	cmdActivatePayload   = 0x48
+	cmdDeactivatePayload = 0x49
+)
+
 // Completion codes (IPMI v2.0 table 5-2) bmcemu answers with.
 const (
 	ccOK                 = 0x00
@@ -142,7 +148,12 @@ func (s *Server) middleware(next handlers.Handler) handlers.Handler {
 				return nil, types.CompletionCode(icc), nil
 			}
 		}
-		return next.Handle(ctx, hctx, req)
+		resp, cc, err = next.Handle(ctx, hctx, req)
+		if netfn == netfnApp && (cmd == cmdActivatePayload || cmd == cmdDeactivatePayload) &&
+			cc == ccOK && err == nil && hctx != nil && hctx.Session != nil {
+			s.setSOL(hctx.Session.GetAddr(), cmd == cmdActivatePayload)
+		}
+		return resp, cc, err
 	})
 }
 

@@ -21,7 +21,8 @@ type Machine interface {
 	// SetBootFlags stores boot option parameter 5 byte for byte.
 	SetBootFlags(ctx context.Context, data [5]byte) error
 	// AttachConsole returns the machine's serial console from now on:
-	// reads yield console output, writes are keystrokes. Close detaches.
+	// reads yield console output, writes are keystrokes. Close detaches;
+	// so does the end of ctx.
 	AttachConsole(ctx context.Context) (io.ReadWriteCloser, error)
 	// Subscribe calls fn for every machine event (power transitions,
 	// boots) until cancel is called. fn must not block.

@@ -116,15 +116,19 @@ func (m *testMachine) SetBootFlags(_ context.Context, f [5]byte) error {
 	return nil
 }
 
-func (m *testMachine) AttachConsole(context.Context) (io.ReadWriteCloser, error) {
+// AttachConsole detaches when ctx ends, as the simulated machine does, so
+// the tests catch a BMC that ties a SOL session to a request's context.
+func (m *testMachine) AttachConsole(ctx context.Context) (io.ReadWriteCloser, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.console != nil {
 		return nil, errors.New("console busy")
 	}
 	pr, pw := io.Pipe()
-	m.console = &testConsole{m: m, r: pr, w: pw}
-	return m.console, nil
+	c := &testConsole{m: m, r: pr, w: pw}
+	m.console = c
+	context.AfterFunc(ctx, func() { c.Close() })
+	return c, nil
 }
 
 // writeConsole is the machine printing on its serial port; it blocks until

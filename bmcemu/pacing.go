@@ -32,6 +32,9 @@ type pacer struct {
 	setupDelay  time.Duration
 	resendAfter time.Duration
 	stopped     atomic.Bool // Serve returned: the conn is the caller's again
+	// quiet, when set, names clients whose replies are never re-sent
+	// (those in a SOL session).
+	quiet func(key string) bool
 
 	mu          sync.Mutex
 	lastInbound map[string]time.Time // remote address -> last datagram from it
@@ -75,7 +78,7 @@ func (p *pacer) send(b []byte, addr net.Addr) (int, error) {
 	}
 	sent := time.Now()
 	n, werr := p.conn.WriteTo(b, addr)
-	if werr == nil && p.resendAfter > 0 && addr != nil {
+	if werr == nil && p.resendAfter > 0 && addr != nil && (p.quiet == nil || !p.quiet(addr.String())) {
 		cp := append([]byte(nil), b...)
 		key := addr.String()
 		time.AfterFunc(p.resendAfter, func() {

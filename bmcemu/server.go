@@ -99,6 +99,9 @@ type Server struct {
 	dropMu   sync.Mutex
 	dropNext map[string]int // remote address -> replies still to drop
 
+	solMu    sync.Mutex
+	solAddrs map[string]struct{} // remote addresses with SOL activated
+
 	serving sync.Mutex // held while Serve runs: one Serve per Server
 }
 
@@ -185,6 +188,7 @@ func New(cfg Config) (*Server, error) {
 		sel:      newSELStore(cfg.SELCapacity),
 		sdr:      newSDRRepo(),
 		dropNext: make(map[string]int),
+		solAddrs: make(map[string]struct{}),
 	}
 	s.hal = &halAdapter{srv: s}
 
@@ -270,6 +274,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	defer cancelSub()
 
 	gate := &gateConn{srv: s, conn: conn, pace: newPacer(conn, s.cfg.ReplyDelay, s.cfg.ResendAfter)}
+	gate.pace.quiet = s.solActive
 	defer gate.pace.stop()
 	// One byte over the largest datagram admitted, so an oversize one reads
 	// as too large instead of silently truncated.
@@ -298,6 +303,34 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 }
 
 // markDrop makes the next reply to addr vanish (fault injection).
+// setSOL records that the client at addr activated (on) or deactivated
+// (off) the SOL payload. While it is active, its in-session replies are not
+// re-sent: ipmitool in its SOL loop takes a second Activate Payload reply as
+// the BMC ending the session.
+func (s *Server) setSOL(addr net.Addr, on bool) {
+	if addr == nil {
+		return
+	}
+	s.solMu.Lock()
+	defer s.solMu.Unlock()
+	if !on {
+		delete(s.solAddrs, addr.String())
+		return
+	}
+	if len(s.solAddrs) >= pacerMaxClients {
+		clear(s.solAddrs) // bounded; worst case a resend too many
+	}
+	s.solAddrs[addr.String()] = struct{}{}
+}
+
+// solActive reports whether the client at key has SOL activated.
+func (s *Server) solActive(key string) bool {
+	s.solMu.Lock()
+	defer s.solMu.Unlock()
+	_, ok := s.solAddrs[key]
+	return ok
+}
+
 func (s *Server) markDrop(addr net.Addr) {
 	if addr == nil {
 		return
