@@ -1,0 +1,92 @@
+package scenarios
+
+import (
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/cucumber/godog"
+)
+
+// Suite options: each flag (go test ./scenarios -args -godog.tags=@power)
+// falls back to an environment variable, then to its default.
+var (
+	optPaths       = flag.String("godog.paths", envOr("METALBED_SCENARIO_PATHS", "../features"), "feature files or folders, comma-separated (env METALBED_SCENARIO_PATHS)")
+	optTags        = flag.String("godog.tags", envOr("METALBED_SCENARIO_TAGS", defaultTags), "tag expression choosing scenarios (env METALBED_SCENARIO_TAGS)")
+	optFormat      = flag.String("godog.format", envOr("METALBED_SCENARIO_FORMAT", "pretty"), "godog formatter: pretty, progress, cucumber, junit:FILE, … (env METALBED_SCENARIO_FORMAT)")
+	optConcurrency = flag.Int("godog.concurrency", envInt("METALBED_SCENARIO_CONCURRENCY", 6), "scenarios run at once; each has its own environment (env METALBED_SCENARIO_CONCURRENCY)")
+)
+
+// defaultTags leaves out scenarios waiting for a missing piece (@pending,
+// each says which) and those needing real VMs (@libvirt).
+const defaultTags = "~@pending && ~@libvirt"
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(key string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(key)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// requireTool returns the path of an interop tool, or skips the test naming
+// the Debian package to install; with METALBED_INTEROP=required it fails.
+func requireTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	msg := name + " not found (Debian package " + pkg + "): the scenarios drive the BMCs and the API with it"
+	if os.Getenv("METALBED_INTEROP") == "required" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// TestFeatures runs the Gherkin features against the metalbed binary, built
+// once here and driven as a user drives it.
+func TestFeatures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("scenarios start real metalbed processes; skipped with -short")
+	}
+	tools := map[string]string{
+		"ipmitool":  requireTool(t, "ipmitool", "ipmitool"),
+		"baremetal": requireTool(t, "baremetal", "python3-ironicclient"),
+	}
+	work := t.TempDir()
+	bin := filepath.Join(work, "metalbed")
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "github.com/metalbed/metalbed/cmd/metalbed")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build metalbed: %v\n%s", err, out)
+	}
+	s := &suite{bin: bin, work: work, tools: tools, out: &lockedWriter{w: os.Stdout}}
+	concurrency := max(*optConcurrency, 1)
+	status := godog.TestSuite{
+		Name:                "metalbed",
+		ScenarioInitializer: s.initScenario,
+		Options: &godog.Options{
+			Format:         *optFormat,
+			Paths:          strings.Split(*optPaths, ","),
+			Tags:           *optTags,
+			Strict:         true,
+			Concurrency:    concurrency,
+			DefaultContext: t.Context(),
+			Output:         s.out,
+		},
+	}.Run()
+	if status != 0 {
+		t.Fatalf("godog: scenarios failed (status %d); the failing scenarios' node states, last_error and console tails are printed above", status)
+	}
+}
