@@ -167,6 +167,9 @@ func (e *env) consoleTail(name string, n int) string {
 		return ""
 	}
 	b, err := os.ReadFile(m.ConsoleLog)
+	if errors.Is(err, os.ErrNotExist) {
+		return "(no console output: the machine has not been powered on)"
+	}
 	if err != nil {
 		return fmt.Sprintf("(no console log: %v)", err)
 	}

@@ -375,7 +375,7 @@ func (w *world) registerAPISteps(sc *godog.ScenarioContext) {
 		}
 		return nil
 	})
-	sc.Step(`^the error is Ironic's "(Client|Server)" fault saying "([^"]*)"$`, func(code, text string) error {
+	sc.Step(`^the error is Ironic's "(Client|Server)" fault saying "(.*)"$`, func(code, text string) error {
 		f, err := w.lastFault()
 		if err != nil {
 			return err
@@ -391,7 +391,7 @@ func (w *world) registerAPISteps(sc *godog.ScenarioContext) {
 		}
 		return nil
 	})
-	sc.Step(`^the error is Ironic's (\d+) "([^"]*)" saying "([^"]*)"$`, func(code int, title, text string) error {
+	sc.Step(`^the error is Ironic's (\d+) "([^"]*)" saying "(.*)"$`, func(code int, title, text string) error {
 		f, err := w.lastFault()
 		if err != nil {
 			return err
