@@ -207,6 +207,21 @@ func (w *world) registerAPISteps(sc *godog.ScenarioContext) {
 		}
 		return w.enroll(ctx, m, changes, nil)
 	})
+	sc.Step(`^node "([^"]*)" is enrolled with the fake-hardware driver$`, func(ctx context.Context, name string) error {
+		r, err := w.must(ctx, http.StatusCreated, "POST", "/v1/nodes", map[string]any{"name": name, "driver": "fake-hardware"})
+		if err != nil {
+			return err
+		}
+		var n apiNode
+		if err := json.Unmarshal(r.body, &n); err != nil {
+			return fmt.Errorf("node create body: %w", err)
+		}
+		w.nodes[name] = n.UUID
+		return nil
+	})
+	sc.Step(`^node "([^"]*)" is moved to "([^"]*)" with "([^"]*)"$`, func(ctx context.Context, name, state, verb string) error {
+		return w.provisionAction(ctx, name, verb, state)
+	})
 	sc.Step(`^machine "([^"]*)" has a port with its MAC address$`, func(ctx context.Context, m string) error {
 		return w.addPort(ctx, m)
 	})
@@ -253,6 +268,16 @@ func (w *world) registerAPISteps(sc *godog.ScenarioContext) {
 		}
 		if n.LastError != nil {
 			return fmt.Errorf("node %s has last_error %v", m, n.LastError)
+		}
+		return nil
+	})
+	sc.Step(`^node "([^"]*)" has last_error containing "(.*)"$`, func(ctx context.Context, m, text string) error {
+		var n apiNode
+		if _, err := w.getNode(ctx, m, &n); err != nil {
+			return err
+		}
+		if s, _ := n.LastError.(string); !strings.Contains(s, text) {
+			return fmt.Errorf("node %s last_error is %v, want it to contain %q", m, n.LastError, text)
 		}
 		return nil
 	})
