@@ -17,7 +17,7 @@ import (
 var (
 	optPaths       = flag.String("godog.paths", envOr("METALBED_SCENARIO_PATHS", "../features"), "feature files or folders, comma-separated (env METALBED_SCENARIO_PATHS)")
 	optTags        = flag.String("godog.tags", envOr("METALBED_SCENARIO_TAGS", defaultTags), "tag expression choosing scenarios (env METALBED_SCENARIO_TAGS)")
-	optFormat      = flag.String("godog.format", envOr("METALBED_SCENARIO_FORMAT", "pretty"), "godog formatter: pretty, progress, cucumber, junit:FILE, … (env METALBED_SCENARIO_FORMAT)")
+	optFormat      = flag.String("godog.format", envOr("METALBED_SCENARIO_FORMAT", ""), "godog formatter: pretty, progress, cucumber, junit:FILE, … (env METALBED_SCENARIO_FORMAT); default pretty with -godog.concurrency=1, else progress (pretty mixes concurrent outlines)")
 	optConcurrency = flag.Int("godog.concurrency", envInt("METALBED_SCENARIO_CONCURRENCY", 6), "scenarios run at once; each has its own environment (env METALBED_SCENARIO_CONCURRENCY)")
 )
 
@@ -73,11 +73,24 @@ func TestFeatures(t *testing.T) {
 	}
 	s := &suite{bin: bin, work: work, tools: tools, out: &lockedWriter{w: os.Stdout}}
 	concurrency := max(*optConcurrency, 1)
+	format := *optFormat
+	if format == "" {
+		format = "progress"
+		if concurrency == 1 {
+			format = "pretty"
+		}
+	}
+	// Colours only on a terminal: CI logs stay readable.
+	noColors := true
+	if fi, err := os.Stdout.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		noColors = false
+	}
 	status := godog.TestSuite{
 		Name:                "metalbed",
 		ScenarioInitializer: s.initScenario,
 		Options: &godog.Options{
-			Format:         *optFormat,
+			Format:         format,
+			NoColors:       noColors,
 			Paths:          strings.Split(*optPaths, ","),
 			Tags:           *optTags,
 			Strict:         true,

@@ -1,11 +1,32 @@
 // Package scenarios holds the godog step definitions of metalbed's Gherkin
 // features (features/*.feature); `go test ./scenarios` runs them.
 //
-// Steps drive metalbed only as a user does: the metalbed binary, its REST
-// API, the wire protocols (IPMI through ipmitool) and the files it writes in
-// its state directory. Each scenario gets its own environment (machines,
-// BMCs, provisioner) in its own directory, so scenarios run concurrently
-// without seeing each other's power states or boot flags.
+// Steps drive metalbed only as a user does: the metalbed binary (built once
+// per run), its REST API, the wire protocols (IPMI through ipmitool, the
+// baremetal CLI) and the files it writes in its state directory (inventory,
+// console logs). Nothing here imports bmcemu, vms or provisioner.
+//
+// Each scenario gets its own environment (machines, BMCs, provisioner) in
+// its own directory, started by startEnv and stopped by SIGINT when the
+// scenario ends, so scenarios run concurrently without seeing each other's
+// power states, boot flags or nodes. Concurrency is what keeps the suite
+// fast: the provisioner keeps Ironic's 5 s between two commands to one BMC,
+// so a scenario mostly waits, and waiting scenarios overlap.
+//
+// Options (flag after -args, else environment variable):
+//
+//	-godog.paths        METALBED_SCENARIO_PATHS        ../features (comma-separated)
+//	-godog.tags         METALBED_SCENARIO_TAGS         ~@pending && ~@libvirt
+//	-godog.format       METALBED_SCENARIO_FORMAT       progress (pretty when concurrency is 1), junit:FILE, cucumber…
+//	-godog.concurrency  METALBED_SCENARIO_CONCURRENCY  6
+//
+// Scenarios tagged @pending wait for a piece main does not have yet; their
+// steps return godog.ErrPending naming it (run them with -godog.tags=@pending).
+// A failing scenario prints every node's state and last_error, each
+// machine's console tail and the metalbed process logs.
+//
+// ipmitool (Debian ipmitool) and baremetal (python3-ironicclient) are
+// required; without them the test skips, or fails when METALBED_INTEROP=required.
 package scenarios
 
 import (
