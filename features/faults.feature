@@ -10,14 +10,14 @@ Feature: Faults injected at every layer
   steps report which piece is missing when run with --godog.tags=@pending.
 
   Background:
-    Given a metalbed environment with 1 machine
+    Given a metalbed testbed with 1 bios machine
     And node "node-0" is available
     And node "node-0" has instance_info for a "partition" image
 
   Scenario Outline: A deploy fault leaves the node in deploy failed with Ironic's error
     Given the fault "<fault>" is injected at layer "<layer>" for node "node-0" with seed 42
     When I deploy node "node-0"
-    Then node "node-0" reaches provision state "deploy failed"
+    Then node "node-0" ends in provision state "deploy failed"
     And node "node-0" has last_error containing "<error>"
     And the timeline of node "node-0" shows "<timeline>"
 
@@ -39,5 +39,5 @@ Feature: Faults injected at every layer
     Given I deploy node "node-0"
     And node "node-0" reaches provision state "wait call-back"
     When the conductor is killed and restarted
-    Then node "node-0" reaches provision state "deploy failed"
+    Then node "node-0" ends in provision state "deploy failed"
     And the timeline of node "node-0" shows "conductor restart"

@@ -3,6 +3,7 @@ package scenarios
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,21 +29,34 @@ type envSpec struct {
 	Machines int
 	// BootMode is every machine's firmware mode, "bios" or "uefi"; "" = bios.
 	BootMode string
+	// Deploy runs the whole testbed in one `metalbed up`: provisioner,
+	// DHCP/TFTP/HTTP boot servers, the timeline, and every machine enrolled
+	// (--enroll) with the iscsi deploy interface.
+	Deploy bool
+	// DiskSize is each machine's disk, as --disk-size takes it; "" = 1GiB
+	// (2GiB with Deploy: a 1 GiB root partition needs a little more).
+	DiskSize string
+	// DHCPRange is the leases of a Deploy testbed, distinct per testbed so
+	// that concurrent scenarios never share an address.
+	DHCPRange string
 }
 
 // env is one running metalbed: machines with their BMCs (`metalbed up
 // --no-provisioner`) and the provisioner (`metalbed provisioner serve`),
 // each its own process in its own state directory.
 type env struct {
-	dir     string
-	apiURL  string
-	machine map[string]inventoryNode // by name (node-0 …)
-	procs   []*proc
+	dir         string
+	apiURL      string
+	timelineURL string                   // "" unless the testbed records a timeline
+	machine     map[string]inventoryNode // by name (node-0 …)
+	procs       []*proc
 }
 
 // inventory is DIR/inventory.json as `metalbed up` writes it.
 type inventory struct {
-	Nodes []inventoryNode `json:"nodes"`
+	Nodes    []inventoryNode `json:"nodes"`
+	API      string          `json:"api"`      // with the provisioner
+	Timeline string          `json:"timeline"` // with the provisioner
 }
 
 type inventoryNode struct {
@@ -53,10 +67,14 @@ type inventoryNode struct {
 		Username string `json:"username"`
 		Password string `json:"password"`
 	} `json:"bmc"`
-	MACs       []string `json:"macs"`
-	UUID       string   `json:"uuid"`
-	BootMode   string   `json:"boot_mode"`
-	ConsoleLog string   `json:"console_log"`
+	MACs []string `json:"macs"`
+	Disk struct {
+		Path      string `json:"path"`
+		SizeBytes int64  `json:"size_bytes"`
+	} `json:"disk"`
+	UUID       string `json:"uuid"`
+	BootMode   string `json:"boot_mode"`
+	ConsoleLog string `json:"console_log"`
 }
 
 // startTimeout bounds starting one environment.
@@ -78,10 +96,17 @@ func startEnv(ctx context.Context, bin, dir string, spec envSpec) (*env, error) 
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 
+	if spec.Deploy {
+		if err := e.startTestbed(ctx, sctx, bin, spec); err != nil {
+			return nil, err
+		}
+		ok = true
+		return e, nil
+	}
 	if spec.Machines > 0 {
 		mdir := filepath.Join(dir, "machines")
 		args := []string{"up", "--no-provisioner", "--nodes", fmt.Sprint(spec.Machines),
-			"--state-dir", mdir, "--bmc-base-port", "0", "--disk-size", "1GiB"}
+			"--state-dir", mdir, "--bmc-base-port", "0", "--disk-size", cmp.Or(spec.DiskSize, "1GiB")}
 		if spec.BootMode != "" {
 			args = append(args, "--boot-mode", spec.BootMode)
 		}
@@ -113,6 +138,38 @@ func startEnv(ctx context.Context, bin, dir string, spec envSpec) (*env, error) 
 	e.apiURL = m[1]
 	ok = true
 	return e, nil
+}
+
+// startTestbed runs one `metalbed up --enroll` with every port ephemeral.
+func (e *env) startTestbed(ctx, sctx context.Context, bin string, spec envSpec) error {
+	mdir := filepath.Join(e.dir, "machines")
+	args := []string{"up", "--enroll", "--nodes", fmt.Sprint(spec.Machines), "--state-dir", mdir,
+		"--bmc-base-port", "0", "--api-addr", "127.0.0.1:0", "--dhcp-addr", "127.0.0.1:0",
+		"--http-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0", "--timeline-addr", "127.0.0.1:0",
+		"--disk-size", cmp.Or(spec.DiskSize, "2GiB"), "--log-level", "info"}
+	if spec.DHCPRange != "" {
+		args = append(args, "--dhcp-range", spec.DHCPRange)
+	}
+	if spec.BootMode != "" {
+		args = append(args, "--boot-mode", spec.BootMode)
+	}
+	p, err := startProc(ctx, bin, filepath.Join(e.dir, "up.log"), args...)
+	if err != nil {
+		return err
+	}
+	e.procs = append(e.procs, p)
+	inv, err := waitInventory(sctx, p, filepath.Join(mdir, "inventory.json"))
+	if err != nil {
+		return err
+	}
+	if inv.API == "" {
+		return fmt.Errorf("inventory of `metalbed up --enroll` names no API:\n%s", p.logTail(20))
+	}
+	e.apiURL, e.timelineURL = inv.API, inv.Timeline
+	for _, n := range inv.Nodes {
+		e.machine[n.Name] = n
+	}
+	return nil
 }
 
 // waitInventory polls for path, which `metalbed up` writes once every BMC listens.

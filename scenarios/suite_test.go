@@ -18,6 +18,7 @@ var (
 	optPaths       = flag.String("godog.paths", envOr("METALBED_SCENARIO_PATHS", "../features"), "feature files or folders, comma-separated (env METALBED_SCENARIO_PATHS)")
 	optTags        = flag.String("godog.tags", envOr("METALBED_SCENARIO_TAGS", defaultTags), "tag expression choosing scenarios (env METALBED_SCENARIO_TAGS)")
 	optFormat      = flag.String("godog.format", envOr("METALBED_SCENARIO_FORMAT", ""), "godog formatter: pretty, progress, cucumber, junit:FILE, … (env METALBED_SCENARIO_FORMAT); default pretty with -godog.concurrency=1, else progress (pretty mixes concurrent outlines)")
+	optBin         = flag.String("metalbed.bin", os.Getenv("METALBED_SCENARIO_BIN"), "a metalbed binary to test instead of building ./cmd/metalbed (env METALBED_SCENARIO_BIN)")
 	optConcurrency = flag.Int("godog.concurrency", envInt("METALBED_SCENARIO_CONCURRENCY", 6), "scenarios run at once; each has its own environment (env METALBED_SCENARIO_CONCURRENCY)")
 )
 
@@ -66,12 +67,25 @@ func TestFeatures(t *testing.T) {
 		"baremetal": requireTool(t, "baremetal", "python3-ironicclient"),
 	}
 	work := t.TempDir()
-	bin := filepath.Join(work, "metalbed")
-	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "github.com/metalbed/metalbed/cmd/metalbed")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build metalbed: %v\n%s", err, out)
+	bin := *optBin
+	if bin == "" {
+		bin = filepath.Join(work, "metalbed")
+		build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "github.com/metalbed/metalbed/cmd/metalbed")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build metalbed: %v\n%s", err, out)
+		}
+	} else if abs, err := filepath.Abs(bin); err == nil {
+		bin = abs
 	}
-	s := &suite{bin: bin, work: work, tools: tools, out: &lockedWriter{w: os.Stdout}}
+	images, err := serveImages(t.Context(), bin, filepath.Join(work, "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// `metalbed up --help` lists --enroll once up runs the provisioner,
+	// the boot servers and the deploy.
+	help, _ := exec.CommandContext(t.Context(), bin, "up", "--help").CombinedOutput()
+	s := &suite{bin: bin, work: work, tools: tools, out: &lockedWriter{w: os.Stdout},
+		canDeploy: strings.Contains(string(help), "-enroll"), images: images}
 	concurrency := max(*optConcurrency, 1)
 	format := *optFormat
 	if format == "" {

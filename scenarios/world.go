@@ -39,16 +39,20 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cucumber/godog"
 )
 
 // suite is what every scenario of one run shares: read-only after start.
 type suite struct {
-	bin   string            // the metalbed binary under test
-	work  string            // scratch directory of the run
-	tools map[string]string // interop tools by name: ipmitool, baremetal
-	out   io.Writer         // godog's output, safe for concurrent writes
+	bin       string            // the metalbed binary under test
+	work      string            // scratch directory of the run
+	tools     map[string]string // interop tools by name: ipmitool, baremetal
+	out       io.Writer         // godog's output, safe for concurrent writes
+	canDeploy bool              // `metalbed up` has --enroll (provisioner, netboot, deploy)
+	images    *imageStore       // instance images served over HTTP
+	testbeds  atomic.Int64      // numbers each deploy testbed's DHCP range
 }
 
 // lockedWriter serialises writes from concurrent scenarios.
@@ -75,6 +79,7 @@ type world struct {
 	last    *apiResponse // the last API response
 	lastCmd *cmdResult   // the last ipmitool or baremetal run
 	sol     *solSession  // an attached serial console, if any
+	image   *builtImage  // the image given to a node's instance_info
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
@@ -108,6 +113,7 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 	w.registerEnvSteps(sc)
 	w.registerAPISteps(sc)
 	w.registerIPMISteps(sc)
+	w.registerDeploySteps(sc)
 	w.registerPendingSteps(sc)
 }
 
@@ -136,6 +142,16 @@ func (w *world) explain(ctx context.Context, err error) {
 		}
 		fmt.Fprintf(&b, "node %s (%s): provision_state=%q target_provision_state=%v power_state=%v target_power_state=%v\n  last_error: %v\n",
 			n, node.UUID, node.ProvisionState, node.TargetProvisionState, node.PowerState, node.TargetPowerState, node.LastError)
+		if w.env.timelineURL != "" {
+			tl, err := w.timeline(ctx, n)
+			if err != nil {
+				fmt.Fprintf(&b, "  timeline: %v\n", err)
+			}
+			fmt.Fprintf(&b, "  timeline (last %d of %d entries):\n", min(len(tl), 25), len(tl))
+			for _, e := range tl[max(len(tl)-25, 0):] {
+				fmt.Fprintf(&b, "    %s %-8s %-32s %s\n", e.Time.Format("15:04:05.000"), e.Source, e.Kind, e.Detail)
+			}
+		}
 	}
 	machines := make([]string, 0, len(w.env.machine))
 	for m := range w.env.machine {
