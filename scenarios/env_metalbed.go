@@ -270,6 +270,10 @@ func startProc(ctx context.Context, bin, logPath string, args ...string) (*proc,
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
+	// A test binary that dies (SIGPIPE on a closed stdout, a timeout's
+	// SIGQUIT) must not leave machines and servers running: the kernel
+	// sends SIGTERM, which metalbed handles like ^C.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	cmd.WaitDelay = 15 * time.Second
 	cmd.Stderr = logf
 	out, err := cmd.StdoutPipe()

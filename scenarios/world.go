@@ -19,6 +19,14 @@
 //	-godog.tags         METALBED_SCENARIO_TAGS         ~@pending && ~@libvirt
 //	-godog.format       METALBED_SCENARIO_FORMAT       progress (pretty when concurrency is 1), junit:FILE, cucumber…
 //	-godog.concurrency  METALBED_SCENARIO_CONCURRENCY  6
+//	-metalbed.bin       METALBED_SCENARIO_BIN          "" (build ./cmd/metalbed)
+//
+// Two kinds of environment, both started by startEnv: "a metalbed
+// environment" runs `metalbed up --no-provisioner` and `metalbed provisioner
+// serve` side by side (what main has); "a metalbed testbed" runs one
+// `metalbed up --enroll` with the boot servers and the timeline, for the
+// deploy scenarios. Instance images come from `metalbed image build`, served
+// over HTTP by the suite as the web server Ironic downloads from.
 //
 // Scenarios tagged @pending wait for a piece main does not have yet; their
 // steps return godog.ErrPending naming it (run them with -godog.tags=@pending).
