@@ -67,3 +67,14 @@ Feature: Power semantics through the API and through the BMC
     When machine "node-1" is powered on through its BMC
     Then the BMC of machine "node-1" reports chassis power on
     And the BMC of machine "node-0" reports chassis power off
+
+  Scenario: A Go program using gophercloud powers a node and sets its boot device
+    Given a metalbed environment with 1 uefi machine
+    And node "node-0" is available
+    When gophercloud sets the boot device of node "node-0" to "disk" persistently
+    And gophercloud asks for "power on" on node "node-0"
+    Then node "node-0" reaches power state "power on"
+    And gophercloud reads node "node-0" as "available" with power "power on"
+    And the BMC of machine "node-0" reports chassis power on
+    And the console of machine "node-0" shows "Boot device: disk (persistent override)"
+    And the BMC of machine "node-0" holds boot flags "e008000000"

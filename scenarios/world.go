@@ -122,6 +122,7 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 	w.registerAPISteps(sc)
 	w.registerIPMISteps(sc)
 	w.registerDeploySteps(sc)
+	w.registerGophercloudSteps(sc)
 	w.registerPendingSteps(sc)
 }
 
