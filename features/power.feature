@@ -78,3 +78,18 @@ Feature: Power semantics through the API and through the BMC
     And the BMC of machine "node-0" reports chassis power on
     And the console of machine "node-0" shows "Boot device: disk (persistent override)"
     And the BMC of machine "node-0" holds boot flags "e008000000"
+
+  Scenario Outline: The power sync records a change made behind the provisioner's back
+    Given a metalbed environment with 1 machine and a power sync every 2 seconds
+    And machine "node-0" is powered <start> through its BMC
+    And node "node-0" is available
+    And node "node-0" reaches power state "power <start>"
+    When machine "node-0" is powered <bmc> through its BMC
+    Then node "node-0" reaches power state "power <bmc>"
+    And node "node-0" has provision state "available"
+    And node "node-0" has no last_error
+
+    Examples:
+      | start | bmc |
+      | off   | on  |
+      | on    | off |

@@ -36,6 +36,9 @@ type envSpec struct {
 	// DiskSize is each machine's disk, as --disk-size takes it; "" = 1GiB
 	// (2GiB with Deploy: a 1 GiB root partition needs a little more).
 	DiskSize string
+	// PowerSync is the provisioner's power sync interval; 0 turns it off
+	// (a sync adds IPMI commands, and Ironic's pacing, to every scenario).
+	PowerSync time.Duration
 	// DHCPRange is the leases of a Deploy testbed, distinct per testbed so
 	// that concurrent scenarios never share an address.
 	DHCPRange string
@@ -126,7 +129,7 @@ func startEnv(ctx context.Context, bin, dir string, spec envSpec) (*env, error) 
 
 	p, err := startProc(ctx, bin, filepath.Join(dir, "provisioner.log"), "provisioner", "serve",
 		"--addr", "127.0.0.1:0", "--state-dir", filepath.Join(dir, "provisioner"),
-		"--drivers", "ipmi,fake-hardware", "--power-sync-interval", "-1s", "--hostname", "scenario-conductor")
+		"--drivers", "ipmi,fake-hardware", "--power-sync-interval", syncFlag(spec.PowerSync), "--hostname", "scenario-conductor")
 	if err != nil {
 		return nil, err
 	}
@@ -170,6 +173,13 @@ func (e *env) startTestbed(ctx, sctx context.Context, bin string, spec envSpec) 
 		e.machine[n.Name] = n
 	}
 	return nil
+}
+
+func syncFlag(d time.Duration) string {
+	if d <= 0 {
+		return "-1s"
+	}
+	return d.String()
 }
 
 // waitInventory polls for path, which `metalbed up` writes once every BMC listens.

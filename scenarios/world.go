@@ -48,6 +48,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cucumber/godog"
 )
@@ -182,6 +183,9 @@ func (w *world) registerEnvSteps(sc *godog.ScenarioContext) {
 	})
 	sc.Given(`^a metalbed environment with (\d+) (bios|uefi) machines?$`, func(ctx context.Context, n int, mode string) error {
 		return w.start(ctx, envSpec{Machines: n, BootMode: mode})
+	})
+	sc.Given(`^a metalbed environment with (\d+) machines? and a power sync every (\d+) seconds?$`, func(ctx context.Context, n, secs int) error {
+		return w.start(ctx, envSpec{Machines: n, PowerSync: time.Duration(secs) * time.Second})
 	})
 	sc.Given(`^the provisioner is running$`, func(ctx context.Context) error {
 		return w.start(ctx, envSpec{})
