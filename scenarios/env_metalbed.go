@@ -36,6 +36,10 @@ type envSpec struct {
 	// DiskSize is each machine's disk, as --disk-size takes it; "" = 1GiB
 	// (2GiB with Deploy: a 1 GiB root partition needs a little more).
 	DiskSize string
+	// Topology is a YAML topology file's text for `metalbed up --config`;
+	// its machines, credentials, disks and boot modes then rule (Machines
+	// is ignored).
+	Topology string
 	// PowerSync is the provisioner's power sync interval; 0 turns it off
 	// (a sync adds IPMI commands, and Ironic's pacing, to every scenario).
 	PowerSync time.Duration
@@ -106,10 +110,18 @@ func startEnv(ctx context.Context, bin, dir string, spec envSpec) (*env, error) 
 		ok = true
 		return e, nil
 	}
-	if spec.Machines > 0 {
+	if spec.Machines > 0 || spec.Topology != "" {
 		mdir := filepath.Join(dir, "machines")
-		args := []string{"up", "--no-provisioner", "--nodes", fmt.Sprint(spec.Machines),
-			"--state-dir", mdir, "--bmc-base-port", "0", "--disk-size", cmp.Or(spec.DiskSize, "1GiB")}
+		args := []string{"up", "--no-provisioner", "--state-dir", mdir, "--bmc-base-port", "0"}
+		if spec.Topology != "" {
+			path := filepath.Join(dir, "topology.yaml")
+			if err := os.WriteFile(path, []byte(spec.Topology), 0o644); err != nil {
+				return nil, err
+			}
+			args = append(args, "--config", path)
+		} else {
+			args = append(args, "--nodes", fmt.Sprint(spec.Machines), "--disk-size", cmp.Or(spec.DiskSize, "1GiB"))
+		}
 		if spec.BootMode != "" {
 			args = append(args, "--boot-mode", spec.BootMode)
 		}

@@ -139,6 +139,20 @@ func (w *world) registerIPMISteps(sc *godog.ScenarioContext) {
 		}
 		return nil
 	})
+	sc.Step(`^machine "([^"]*)" has BMC credentials "([^"]*)" / "([^"]*)" and boot mode "([^"]*)"$`, func(name, user, pass, mode string) error {
+		if err := w.needEnv(); err != nil {
+			return err
+		}
+		m, err := w.env.machineNamed(name)
+		if err != nil {
+			return err
+		}
+		if m.BMC.Username != user || m.BMC.Password != pass || m.BootMode != mode {
+			return fmt.Errorf("inventory has %s with BMC %s / %s and boot mode %s, want %s / %s and %s",
+				name, m.BMC.Username, m.BMC.Password, m.BootMode, user, pass, mode)
+		}
+		return nil
+	})
 	sc.Step(`^the BMC of machine "([^"]*)" reports chassis power (on|off)$`, func(ctx context.Context, machine, want string) error {
 		return poll(ctx, 20*time.Second, fmt.Sprintf("the BMC of %s to report power %s", machine, want), func() (bool, string, error) {
 			out, err := w.mustIPMI(ctx, machine, "chassis", "power", "status")

@@ -187,6 +187,9 @@ func (w *world) registerEnvSteps(sc *godog.ScenarioContext) {
 	sc.Given(`^a metalbed environment with (\d+) machines? and a power sync every (\d+) seconds?$`, func(ctx context.Context, n, secs int) error {
 		return w.start(ctx, envSpec{Machines: n, PowerSync: time.Duration(secs) * time.Second})
 	})
+	sc.Given(`^a metalbed environment from the topology:$`, func(ctx context.Context, doc *godog.DocString) error {
+		return w.start(ctx, envSpec{Topology: doc.Content})
+	})
 	sc.Given(`^the provisioner is running$`, func(ctx context.Context) error {
 		return w.start(ctx, envSpec{})
 	})
