@@ -58,6 +58,33 @@ Feature: BMC robustness over IPMI
     When node "node-0" is powered "power on" through the API
     Then the system event log of machine "node-0" records "Power off/down | Deasserted"
 
+  Scenario: A USER-level session may read power but not change it
+    When I run ipmitool "-L USER chassis power status" against the BMC of machine "node-0"
+    Then the command succeeds
+    When I run ipmitool "-L USER chassis power on" against the BMC of machine "node-0"
+    Then the command fails
+    And its output contains "Insufficient privilege level"
+    And the BMC of machine "node-0" reports chassis power off
+
+  Scenario Outline: Malformed and unknown commands get a completion code and the BMC keeps serving
+    When I run ipmitool "raw <request>" against the BMC of machine "node-0"
+    Then the command fails
+    And its output contains "<completion>"
+    When I run ipmitool "chassis power status" against the BMC of machine "node-0"
+    Then the command succeeds
+    And its output says "Chassis Power is off"
+
+    Examples:
+      | request                        | completion                         |
+      | 0x00 0x08 0x05 0xe0            | rsp=0xc7): Request data length invalid |
+      | 0x00 0xff                      | rsp=0xc1): Invalid command         |
+      | 0x3a 0x01                      | rsp=0xc1): Invalid command         |
+
+  Scenario: The BMC identifies itself as IPMI 2.0
+    When I run ipmitool "mc info" against the BMC of machine "node-0"
+    Then the command succeeds
+    And its output contains "IPMI Version              : 2.0"
+
   # @pending: against `metalbed up` the BMC closes SOL right after "SOL Session
   # operational" ("SOL session closed by BMC"). go-ipmi's SOL.Activate passes
   # the Activate Payload request's ctx to bmcemu's consoleHAL.Open, which
