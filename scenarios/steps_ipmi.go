@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -57,7 +56,6 @@ func (w *world) run(ctx context.Context, timeout time.Duration, bin string, args
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = os.Environ()
 	out, err := cmd.CombinedOutput()
 	line := bin + " " + strings.Join(args, " ")
 	return &cmdResult{line: line, out: string(out), err: err}

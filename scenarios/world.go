@@ -156,6 +156,7 @@ func (w *world) explain(ctx context.Context, err error) {
 			tl, err := w.timeline(ctx, n)
 			if err != nil {
 				fmt.Fprintf(&b, "  timeline: %v\n", err)
+				continue
 			}
 			fmt.Fprintf(&b, "  timeline (last %d of %d entries):\n", min(len(tl), 25), len(tl))
 			for _, e := range tl[max(len(tl)-25, 0):] {
