@@ -85,13 +85,6 @@ Feature: BMC robustness over IPMI
     Then the command succeeds
     And its output contains "IPMI Version              : 2.0"
 
-  # @pending: against `metalbed up` the BMC closes SOL right after "SOL Session
-  # operational" ("SOL session closed by BMC"). go-ipmi's SOL.Activate passes
-  # the Activate Payload request's ctx to bmcemu's consoleHAL.Open, which
-  # hands it to Machine.AttachConsole; vms/sim closes the console connection
-  # when that ctx ends (context.AfterFunc), i.e. as soon as the reply is sent.
-  # bmcemu/sol_test.go uses a test machine that ignores ctx, so it passes.
-  @pending
   Scenario Outline: SOL shows the machine's console as it boots
     When I attach to the serial console of machine "node-0" with cipher suite <suite>
     And machine "node-0" is powered on through its BMC

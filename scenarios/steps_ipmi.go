@@ -329,6 +329,12 @@ func (s *solSession) exited() bool {
 func startSOL(ctx context.Context, bin string, args ...string) (*solSession, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &solSession{cancel: cancel, done: make(chan struct{})}
+	// ipmitool's stdout is a pipe here, so stdio would hold the console back
+	// until exit; stdbuf (coreutils) makes it stream as on a terminal.
+	if stdbuf, err := exec.LookPath("stdbuf"); err == nil {
+		args = append([]string{"-o0", bin}, args...)
+		bin = stdbuf
+	}
 	s.cmd = exec.CommandContext(ctx, bin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = s, s
 	s.cmd.WaitDelay = 5 * time.Second
