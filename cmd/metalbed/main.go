@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -17,7 +19,9 @@ func main() {
 	err := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "metalbed: %v\n", err)
+		if !errors.Is(err, flag.ErrHelp) { // the usage is already printed
+			fmt.Fprintf(os.Stderr, "metalbed: %v\n", err)
+		}
 		os.Exit(cli.ExitCode(err))
 	}
 }

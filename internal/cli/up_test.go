@@ -189,6 +189,29 @@ func waitState(t *testing.T, dir, name, power string) {
 	}
 }
 
+// waitConsole waits until a machine's console log holds every want.
+func waitConsole(t *testing.T, path string, wants ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		missing := ""
+		for _, w := range wants {
+			if !strings.Contains(string(b), w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s lacks %q:\n%s", path, missing, b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func mustContain(t *testing.T, what, out string, wants ...string) {
 	t.Helper()
 	for _, w := range wants {
@@ -323,6 +346,8 @@ func TestUpEndToEnd(t *testing.T) {
 	}
 	ironic("power", "on")
 	waitState(t, dir, "node-2", "on")
+	// node-2 is configured bios; the override's EFI bit makes this boot UEFI.
+	waitConsole(t, filepath.Join(dir, "node-2", "console.log"), "Boot mode: UEFI\r\n", "Booting from network (UEFI PXE)")
 	ironic("power", "off")
 	waitState(t, dir, "node-2", "off")
 	mustContain(t, "no -C", ipmitool(t, n2, "lanplus", "", "power", "status"), "Chassis Power is off")

@@ -52,7 +52,9 @@ type BootContext struct {
 	Reset, PowerOff func()
 }
 
-// Disk is a machine's local disk as firmware reads and writes it.
+// Disk is a machine's local disk as firmware reads and writes it. A boot's
+// Disk is detached when that boot ends (power off, reset): later reads and
+// writes fail, as they would on a machine that lost power.
 type Disk interface {
 	io.ReaderAt
 	io.WriterAt

@@ -17,7 +17,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sync"
 	"time"
 
@@ -94,13 +93,28 @@ type run struct {
 	done   chan struct{}
 }
 
-var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+// validName reports whether name can name a machine and its directory:
+// 1 to 63 letters, digits, '.', '_' or '-', not starting with a symbol.
+func validName(name string) bool {
+	if len(name) == 0 || len(name) > 63 {
+		return false
+	}
+	for i, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case i > 0 && (r == '.' || r == '_' || r == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Open loads the machine saved under cfg.StateDir/cfg.Name, or creates it.
 // A machine that was on when its process stopped resumes its last boot
 // (its boot flags are left as they are).
 func Open(cfg Config) (*Machine, error) {
-	if !validName.MatchString(cfg.Name) {
+	if !validName(cfg.Name) {
 		return nil, fmt.Errorf("machine name %q: want letters, digits, '.', '_', '-' (at most 63)", cfg.Name)
 	}
 	if cfg.StateDir == "" {

@@ -232,6 +232,17 @@ func TestPowerActions(t *testing.T) {
 }
 
 func TestPowerDelay(t *testing.T) {
+	// A transition that takes an hour has not happened when Power returns,
+	// and Close does not wait for it.
+	slow := open(t, Config{StateDir: t.TempDir(), PowerDelay: time.Hour})
+	mustPower(t, slow, vms.ActionOn)
+	if ps, _ := slow.PowerState(t.Context()); ps != vms.PowerOff {
+		t.Errorf("an hour-long power-on already done: %s", ps)
+	}
+	if err := slow.Close(); err != nil {
+		t.Fatal(err)
+	}
+
 	m := open(t, Config{StateDir: t.TempDir(), PowerDelay: 50 * time.Millisecond})
 	ev := watch(t, m)
 	mustPower(t, m, vms.ActionOn)
