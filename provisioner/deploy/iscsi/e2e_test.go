@@ -622,18 +622,27 @@ func (b *bed) enroll(name string, caps string, automatedClean bool) (string, *ma
 		},
 		"properties": map[string]any{"capabilities": caps},
 	}, &n)
-	m := newMachine(b.t, b.tftpRoot)
-	m.nodeUUID = n.UUID
-	b.bmc.mu.Lock()
-	b.bmc.machines[n.UUID] = m
-	b.bmc.mu.Unlock()
-	mac := fmt.Sprintf("52:54:00:%02x:%02x:%02x", m.ip[13], m.ip[14], m.ip[15])
-	b.mustCall("POST", "/v1/ports", map[string]any{"node_uuid": n.UUID, "address": mac, "pxe_enabled": true}, nil)
+	m := b.attach(n.UUID)
+	b.mustCall("POST", "/v1/ports", map[string]any{"node_uuid": n.UUID, "address": m.mac(), "pxe_enabled": true}, nil)
 	b.provision(n.UUID, "manage")
 	b.waitState(n.UUID, "manageable")
 	b.provision(n.UUID, "provide")
 	b.waitState(n.UUID, "available")
 	return n.UUID, m
+}
+
+// attach gives node uuid a machine.
+func (b *bed) attach(uuid string) *machine {
+	m := newMachine(b.t, b.tftpRoot)
+	m.nodeUUID = uuid
+	b.bmc.mu.Lock()
+	b.bmc.machines[uuid] = m
+	b.bmc.mu.Unlock()
+	return m
+}
+
+func (m *machine) mac() string {
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", m.ip[13], m.ip[14], m.ip[15])
 }
 
 func (b *bed) provision(uuid, target string) {
@@ -932,5 +941,78 @@ func TestUndeployWipesDisk(t *testing.T) {
 	}
 	if ms := strings.Join(b.milestonesOf(uuid), ","); !strings.Contains(ms, "disk wiped") {
 		t.Errorf("no disk wiped milestone: %s", ms)
+	}
+}
+
+// baremetal runs the real `baremetal` CLI (python3-ironicclient) against
+// the bed's API.
+func (b *bed) baremetal(args ...string) []byte {
+	b.t.Helper()
+	cmd := exec.CommandContext(b.t.Context(), "baremetal", args...)
+	cmd.Env = append(os.Environ(), "OS_AUTH_TYPE=none", "OS_ENDPOINT="+b.url, "OS_CLOUD=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.t.Fatalf("baremetal %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (b *bed) baremetalJSON(args ...string) map[string]any {
+	b.t.Helper()
+	out := b.baremetal(append(args, "-f", "json")...)
+	var v map[string]any
+	if err := json.Unmarshal(out, &v); err != nil {
+		b.t.Fatalf("baremetal %s: not JSON: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return v
+}
+
+// TestBaremetalCLIDeploy deploys a node with the real baremetal CLI:
+// enroll, set instance_info, `node deploy --wait`, and read it back active.
+func TestBaremetalCLIDeploy(t *testing.T) {
+	requireTool(t, "baremetal", "python3-ironicclient")
+	part, _ := instanceImages(t)
+	b := newBed(t, bedOpts{})
+	n := b.baremetalJSON("node", "create", "--driver", "test-bmc", "--name", "cli0",
+		"--boot-interface", "pxe", "--deploy-interface", "iscsi",
+		"--driver-info", "deploy_kernel="+filepath.Join(b.files, "deploy_kernel"),
+		"--driver-info", "deploy_ramdisk="+filepath.Join(b.files, "deploy_ramdisk"),
+		"--property", "capabilities=boot_mode:bios")
+	uuid, _ := n["uuid"].(string)
+	m := b.attach(uuid)
+	b.baremetal("port", "create", m.mac(), "--node", uuid)
+	b.baremetal("node", "manage", "cli0", "--wait", "60")
+	b.baremetal("node", "provide", "cli0", "--wait", "60")
+	b.baremetal("node", "set", "cli0",
+		"--instance-info", "image_source="+part.Path,
+		"--instance-info", "image_checksum="+part.MD5,
+		"--instance-info", "root_gb=1",
+		"--instance-info", `capabilities={"boot_option": "local"}`)
+	var rows []map[string]any
+	if err := json.Unmarshal(b.baremetal("node", "validate", "cli0", "-f", "json"), &rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if (r["Interface"] == "deploy" || r["Interface"] == "boot") && r["Result"] != true {
+			t.Fatalf("validate %v: %v", r["Interface"], r["Reason"])
+		}
+	}
+	start := time.Now()
+	b.baremetal("node", "deploy", "cli0", "--wait", "120")
+	t.Logf("baremetal node deploy --wait: %.2fs", time.Since(start).Seconds())
+	shown := b.baremetalJSON("node", "show", "cli0")
+	if shown["provision_state"] != "active" {
+		t.Fatalf("provision_state %v, last_error %v", shown["provision_state"], shown["last_error"])
+	}
+	dii, _ := shown["driver_internal_info"].(map[string]any)
+	if dii["root_uuid_or_disk_id"] != part.RootUUID {
+		t.Errorf("root_uuid_or_disk_id %v, want %s", dii["root_uuid_or_disk_id"], part.RootUUID)
+	}
+	if in := inspect(t, m); in.BootLoader != "metalbed" {
+		t.Errorf("boot loader on disk %q after a bios local boot deploy", in.BootLoader)
+	}
+	b.baremetal("node", "undeploy", "cli0", "--wait", "60")
+	if n := b.node(uuid); n.ProvisionState != "available" {
+		t.Errorf("after undeploy: %q", n.ProvisionState)
 	}
 }
