@@ -314,7 +314,18 @@ func (c *Conductor) automatedClean(ctx context.Context, n *provisioner.Node) {
 			n.UUID, n.Interfaces.Deploy))
 		return
 	}
-	state, err := cl.PrepareCleaning(ctx, n)
+	if err := cl.PrepareCleaning(ctx, n); err != nil {
+		if ctx.Err() == nil {
+			c.failNode(ctx, n, fmt.Sprintf("Failed to prepare node %s for cleaning: %s", n.UUID, err))
+		}
+		return
+	}
+	n.UpdatedAt = now()
+	if err := c.st.UpdateNode(ctx, n); err != nil {
+		c.log.Error("clean: save node", "node", n.UUID, "err", err)
+		return
+	}
+	state, err := cl.Clean(ctx, n)
 	if ctx.Err() != nil {
 		return
 	}

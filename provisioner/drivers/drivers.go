@@ -130,8 +130,12 @@ type RamdiskCallbacks interface {
 // itself (the iSCSI deploy boots its ramdisk and wipes the disk's
 // partition tables).
 type Cleaner interface {
-	// PrepareCleaning starts cleaning a node in "cleaning". It returns
-	// StateCleanWait when the ramdisk will call back (RamdiskCallbacks),
-	// or StateAvailable when cleaning finished synchronously.
-	PrepareCleaning(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error)
+	// PrepareCleaning readies cleaning a node in "cleaning" (the deploy
+	// ramdisk's boot configuration and deploy key); the conductor saves the
+	// node before calling Clean, so a fast ramdisk finds its key.
+	PrepareCleaning(ctx context.Context, node *provisioner.Node) error
+	// Clean starts cleaning. It returns StateCleanWait when the ramdisk
+	// will call back (RamdiskCallbacks), or StateAvailable when cleaning
+	// finished synchronously.
+	Clean(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error)
 }

@@ -125,6 +125,7 @@ type machine struct {
 	nodeUUID string
 	power    provisioner.PowerState
 	bootDev  drivers.BootDevice
+	flags    [5]byte // boot option parameter 5 as a BMC stores it
 	cancel   context.CancelFunc
 	done     chan struct{}
 	ramdisks int
@@ -176,6 +177,7 @@ func (m *machine) powerOn() {
 	dev := m.bootDev
 	if !dev.Persistent {
 		m.bootDev = drivers.BootDevice{}
+		m.flags = [5]byte{}
 	}
 	switch dev.Device {
 	case "pxe":
@@ -432,16 +434,7 @@ func newBed(t *testing.T, o bedOpts) *bed {
 	dir := t.TempDir()
 	b := &bed{t: t, tftpRoot: filepath.Join(dir, "tftp"), files: filepath.Join(dir, "files"),
 		bmc: &bmc{machines: map[string]*machine{}}, milestones: map[string][]string{}}
-	for _, d := range []string{b.tftpRoot, b.files} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, name := range []string{"deploy_kernel", "deploy_ramdisk", "kernel", "ramdisk"} {
-		if err := os.WriteFile(filepath.Join(b.files, name), []byte("stand-in "+name), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b.writeFiles()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -453,8 +446,6 @@ func newBed(t *testing.T, o bedOpts) *bed {
 		t.Fatal(err)
 	}
 	var reg *drivers.Registry
-	var store *service.Service
-	_ = store
 	ports := func(ctx context.Context, nodeUUID string) ([]provisioner.Port, error) {
 		return b.ports(ctx, nodeUUID)
 	}
@@ -465,11 +456,7 @@ func newBed(t *testing.T, o bedOpts) *bed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	milestone := func(node, kind, detail string) {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		b.milestones[node] = append(b.milestones[node], kind)
-	}
+	milestone := b.milestone
 	dep, err := iscsi.New(iscsi.Config{
 		Drivers: func() *drivers.Registry { return reg }, Images: cache, ImagesDir: filepath.Join(dir, "images"),
 		NotifyDelay: -1, Milestone: milestone,
@@ -507,6 +494,33 @@ func newBed(t *testing.T, o bedOpts) *bed {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b.serve(svc, ln)
+	return b
+}
+
+func (b *bed) milestone(node, kind, detail string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.milestones[node] = append(b.milestones[node], kind)
+}
+
+// writeFiles makes the stand-in deploy and instance kernels and ramdisks.
+func (b *bed) writeFiles() {
+	for _, d := range []string{b.tftpRoot, b.files} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"deploy_kernel", "deploy_ramdisk", "kernel", "ramdisk"} {
+		if err := os.WriteFile(filepath.Join(b.files, name), []byte("stand-in "+name), 0o644); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+}
+
+// serve runs svc on ln until the test ends.
+func (b *bed) serve(svc *service.Service, ln net.Listener) {
+	t := b.t
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- svc.Serve(ctx, ln) }()
@@ -523,7 +537,6 @@ func newBed(t *testing.T, o bedOpts) *bed {
 	case <-time.After(30 * time.Second):
 		t.Fatal("service not ready")
 	}
-	return b
 }
 
 // ports reads a node's ports through the API (the boot interface's view).

@@ -542,17 +542,27 @@ func (d *Deploy) TakeOver(ctx context.Context, node *provisioner.Node) error {
 	return boot.PrepareInstance(ctx, node)
 }
 
-// PrepareCleaning boots the deploy ramdisk (boot_option netboot: it must
-// not install a bootloader) to wipe the disk on its call back.
-func (d *Deploy) PrepareCleaning(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error) {
-	power, boot, err := d.interfaces(node)
+// PrepareCleaning makes the node boot the deploy ramdisk (boot_option
+// netboot: it must not install a bootloader) with a new deploy key.
+func (d *Deploy) PrepareCleaning(ctx context.Context, node *provisioner.Node) error {
+	_, boot, err := d.interfaces(node)
+	if err != nil {
+		return err
+	}
+	if err := d.prepareRamdisk(ctx, node, boot, images.BootOptionNetboot); err != nil {
+		return err
+	}
+	d.milestone(node, "prepare", "deploy ramdisk configured for cleaning")
+	return nil
+}
+
+// Clean powers the node on into the ramdisk, which calls back to have its
+// disk wiped.
+func (d *Deploy) Clean(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error) {
+	power, _, err := d.interfaces(node)
 	if err != nil {
 		return "", err
 	}
-	if err := d.prepareRamdisk(ctx, node, boot, images.BootOptionNetboot); err != nil {
-		return "", err
-	}
-	d.milestone(node, "prepare", "deploy ramdisk configured for cleaning")
 	if err := d.powerOnOrReboot(ctx, node, power); err != nil {
 		return "", err
 	}
