@@ -1029,3 +1029,49 @@ func TestBaremetalCLIDeploy(t *testing.T) {
 		t.Errorf("after undeploy: %q", n.ProvisionState)
 	}
 }
+
+// TestConcurrentDeploys runs the demo's three deploys at once on one
+// conductor: netboot, local boot bios, local boot uefi; then undeploys all
+// three with cleaning.
+func TestConcurrentDeploys(t *testing.T) {
+	part, _ := instanceImages(t)
+	b := newBed(t, bedOpts{})
+	type job struct {
+		caps string
+		uuid string
+		m    *machine
+	}
+	jobs := []*job{{caps: "boot_mode:bios,boot_option:netboot"}, {caps: "boot_mode:bios,boot_option:local"}, {caps: "boot_mode:uefi,boot_option:local"}}
+	for i, j := range jobs {
+		j.uuid, j.m = b.enroll(fmt.Sprintf("node-%d", i), j.caps, true)
+		b.setInstanceInfo(j.uuid, map[string]any{"image_source": part.Path, "image_checksum": part.MD5, "root_gb": 1,
+			"kernel": filepath.Join(b.files, "kernel"), "ramdisk": filepath.Join(b.files, "ramdisk")})
+	}
+	start := time.Now()
+	for _, j := range jobs {
+		b.provision(j.uuid, "active")
+	}
+	for _, j := range jobs {
+		n := b.waitState(j.uuid, "active")
+		if n.DriverInternalInfo["root_uuid_or_disk_id"] != part.RootUUID {
+			t.Errorf("%s: root %v", j.caps, n.DriverInternalInfo["root_uuid_or_disk_id"])
+		}
+	}
+	t.Logf("three concurrent deploys of a %d MiB partition image: %.2fs", part.Size>>20, time.Since(start).Seconds())
+	for _, j := range jobs {
+		in := inspect(t, j.m)
+		want := map[string]string{"boot_mode:bios,boot_option:netboot": "msdos", "boot_mode:bios,boot_option:local": "msdos", "boot_mode:uefi,boot_option:local": "gpt"}[j.caps]
+		if in.Layout.Label != want {
+			t.Errorf("%s: label %q, want %q", j.caps, in.Layout.Label, want)
+		}
+	}
+	for _, j := range jobs {
+		b.provision(j.uuid, "deleted")
+	}
+	for _, j := range jobs {
+		b.waitState(j.uuid, "available")
+		if in := inspect(t, j.m); in.Layout.Label != "" {
+			t.Errorf("%s: partition table left: %q", j.caps, in.Layout.Label)
+		}
+	}
+}
