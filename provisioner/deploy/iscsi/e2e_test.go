@@ -198,6 +198,9 @@ func (m *machine) pxeBoot() {
 		return
 	}
 	label, kernel, appendLine := defaultLabel(string(cfg))
+	if strings.HasPrefix(string(cfg), "#!ipxe") {
+		label, kernel, appendLine = ipxeDefault(string(cfg))
+	}
 	if label != "deploy" {
 		m.booted = append(m.booted, fmt.Sprintf("pxe %s %s %s", label, kernel, appendLine))
 		return
@@ -285,6 +288,40 @@ func defaultLabel(cfg string) (label, kernel, appendLine string) {
 		}
 	}
 	return label, kernel, appendLine
+}
+
+// ipxeDefault follows an iPXE script's first goto to its kernel line, with
+// the iPXE settings (${ip}, ${mac}) a real ROM expands left out.
+func ipxeDefault(script string) (label, kernel, appendLine string) {
+	lines := strings.Split(script, "\n")
+	for _, l := range lines {
+		if strings.HasPrefix(l, "goto ") {
+			label = strings.TrimPrefix(l, "goto ")
+			break
+		}
+	}
+	in := false
+	for _, l := range lines {
+		if strings.HasPrefix(l, ":") {
+			in = l == ":"+label
+			continue
+		}
+		if in && strings.HasPrefix(l, "kernel ") {
+			l, _, _ = strings.Cut(l, " || ")
+			f := strings.Fields(l)[1:]
+			var params []string
+			for _, w := range f[1:] {
+				if !strings.Contains(w, "${") {
+					params = append(params, w)
+				}
+			}
+			if label == "boot_partition" {
+				label = "boot"
+			}
+			return label, f[0], strings.Join(params, " ")
+		}
+	}
+	return label, "", ""
 }
 
 type ramdiskEnv struct{ m *machine }
@@ -409,7 +446,10 @@ type bed struct {
 	t        *testing.T
 	url      string
 	tftpRoot string
-	files    string
+	// configRoot is where the node configs are: the TFTP root for pxe, the
+	// HTTP root for ipxe.
+	configRoot string
+	files      string
 	bmc      *bmc
 
 	mu         sync.Mutex
@@ -418,6 +458,7 @@ type bed struct {
 
 type bedOpts struct {
 	callbackTimeout time.Duration
+	ipxe            bool // the ipxe boot interface instead of pxe
 }
 
 func newBed(t *testing.T, o bedOpts) *bed {
@@ -449,10 +490,18 @@ func newBed(t *testing.T, o bedOpts) *bed {
 	ports := func(ctx context.Context, nodeUUID string) ([]provisioner.Port, error) {
 		return b.ports(ctx, nodeUUID)
 	}
-	pxe, err := boot.NewPXE(boot.Config{
+	bc := boot.Config{
 		TFTPRoot: b.tftpRoot, TFTPServer: netip.MustParseAddr("127.0.0.1"), APIURL: b.url,
 		Hosts: &dhcp.StaticHosts{}, Images: cache, Ports: ports, Management: mgmt{b.bmc},
-	})
+		HTTPRoot: filepath.Join(dir, "http"), HTTPURL: "http://127.0.0.1:1",
+	}
+	bootName, newBoot := "pxe", boot.NewPXE
+	b.configRoot = b.tftpRoot
+	if o.ipxe {
+		bootName, newBoot = "ipxe", boot.NewIPXE
+		b.configRoot = bc.HTTPRoot
+	}
+	pxe, err := newBoot(bc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,14 +516,14 @@ func newBed(t *testing.T, o bedOpts) *bed {
 	hw := &drivers.HardwareType{
 		Name: "test-bmc",
 		Enabled: map[drivers.Role][]string{
-			drivers.RoleBios: {"no-bios"}, drivers.RoleBoot: {"pxe"}, drivers.RoleConsole: {"no-console"},
+			drivers.RoleBios: {"no-bios"}, drivers.RoleBoot: {bootName}, drivers.RoleConsole: {"no-console"},
 			drivers.RoleDeploy: {"iscsi"}, drivers.RoleInspect: {"no-inspect"}, drivers.RoleManagement: {"fake"},
 			drivers.RoleNetwork: {"noop"}, drivers.RolePower: {"fake"}, drivers.RoleRaid: {"no-raid"},
 			drivers.RoleRescue: {"no-rescue"}, drivers.RoleStorage: {"noop"}, drivers.RoleVendor: {"no-vendor"},
 		},
 		Power:      map[string]drivers.PowerInterface{"fake": b.bmc},
 		Management: map[string]drivers.ManagementInterface{"fake": mgmt{b.bmc}},
-		Boot:       map[string]drivers.BootInterface{"pxe": pxe},
+		Boot:       map[string]drivers.BootInterface{bootName: pxe},
 		Deploy:     map[string]drivers.DeployInterface{"iscsi": dep},
 	}
 	reg, err = drivers.NewRegistry(hw)
@@ -646,7 +695,7 @@ func (b *bed) enroll(name string, caps string, automatedClean bool) (string, *ma
 
 // attach gives node uuid a machine.
 func (b *bed) attach(uuid string) *machine {
-	m := newMachine(b.t, b.tftpRoot)
+	m := newMachine(b.t, b.configRoot)
 	m.nodeUUID = uuid
 	b.bmc.mu.Lock()
 	b.bmc.machines[uuid] = m
@@ -1073,5 +1122,24 @@ func TestConcurrentDeploys(t *testing.T) {
 		if in := inspect(t, j.m); in.Layout.Label != "" {
 			t.Errorf("%s: partition table left: %q", j.caps, in.Layout.Label)
 		}
+	}
+}
+
+// TestDeployIPXE deploys netboot through the ipxe boot interface: the
+// machine follows Ironic's iPXE script instead of a pxelinux config.
+func TestDeployIPXE(t *testing.T) {
+	part, _ := instanceImages(t)
+	b := newBed(t, bedOpts{ipxe: true})
+	uuid, m := b.enroll("ipxe0", "boot_mode:uefi,boot_option:netboot", false)
+	b.setInstanceInfo(uuid, map[string]any{"image_source": part.Path, "root_gb": 1,
+		"kernel": filepath.Join(b.files, "kernel"), "ramdisk": filepath.Join(b.files, "ramdisk")})
+	b.provision(uuid, "active")
+	b.waitState(uuid, "active")
+	booted := m.bootedList()
+	if last := booted[len(booted)-1]; !strings.HasPrefix(last, "pxe boot ") || !strings.Contains(last, "root=UUID="+part.RootUUID) {
+		t.Errorf("last boot %q, want boot_partition with root=UUID=%s (all %q)", last, part.RootUUID, booted)
+	}
+	if in := inspect(t, m); in.Layout.Label != "gpt" || in.ESP != 0 {
+		t.Errorf("uefi netboot layout: label %q ESP %d (netboot has no ESP)", in.Layout.Label, in.ESP)
 	}
 }
