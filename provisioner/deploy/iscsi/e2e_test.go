@@ -450,7 +450,7 @@ type bed struct {
 	// HTTP root for ipxe.
 	configRoot string
 	files      string
-	bmc      *bmc
+	bmc        *bmc
 
 	mu         sync.Mutex
 	milestones map[string][]string
