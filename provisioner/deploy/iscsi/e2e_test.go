@@ -109,7 +109,7 @@ func TestMain(m *testing.M) {
 // machine is one simulated server as the provisioner reaches it: a BMC
 // (power, boot device) and, when powered on from PXE, the real ramdisk.
 type machine struct {
-	t        *testing.T
+	t        testing.TB
 	ip       net.IP
 	tftpRoot string
 	disk     *os.File
@@ -134,7 +134,7 @@ type machine struct {
 	runErr   []error
 }
 
-func newMachine(t *testing.T, tftpRoot string) *machine {
+func newMachine(t testing.TB, tftpRoot string) *machine {
 	f, err := os.Create(filepath.Join(t.TempDir(), "disk0.img"))
 	if err != nil {
 		t.Fatal(err)
@@ -443,7 +443,7 @@ func (g mgmt) SetBootDevice(_ context.Context, node *provisioner.Node, dev drive
 
 // bed is the provisioner under test with its API URL.
 type bed struct {
-	t        *testing.T
+	t        testing.TB
 	url      string
 	tftpRoot string
 	// configRoot is where the node configs are: the TFTP root for pxe, the
@@ -461,7 +461,7 @@ type bedOpts struct {
 	ipxe            bool // the ipxe boot interface instead of pxe
 }
 
-func newBed(t *testing.T, o bedOpts) *bed {
+func newBed(t testing.TB, o bedOpts) *bed {
 	t.Helper()
 	for _, f := range []struct{ path, pkg string }{
 		{"/usr/lib/PXELINUX/pxelinux.0", "pxelinux"},
