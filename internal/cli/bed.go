@@ -195,7 +195,7 @@ func (b *bed) serve(ctx context.Context) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return b.aliasNodes(gctx) })
+	g.Go(func() error { return b.watchNodes(gctx) })
 	return g.Wait()
 }
 
@@ -267,11 +267,23 @@ func (b *bed) httpEvent(e httpboot.Event) {
 		Detail: fmt.Sprintf("%s %s %d %d bytes", e.Method, e.Path, e.Status, e.Bytes)})
 }
 
-// aliasNodes ties node UUIDs to machine names through the ports' MACs
-// (the machines' MACs are aliases of their names), for nodes enrolled by
-// --enroll or by hand, so conductor entries (keyed by UUID) join the
-// machine's timeline.
-func (b *bed) aliasNodes(ctx context.Context) error {
+// enroll enrolls the machines through the API (see enroll) and ties each
+// node's UUID to its machine's timeline at once.
+func (b *bed) enroll(ctx context.Context, specs []enrollSpec) (map[string]string, error) {
+	uuids, err := enroll(ctx, newAPIClient(b.apiURL()), specs)
+	for name, uuid := range uuids {
+		b.tl.Alias(uuid, name)
+	}
+	return uuids, err
+}
+
+// watchNodes follows the nodes through the API, once a second: it ties
+// node UUIDs to machine names through the ports' MACs (the machines' MACs
+// are aliases of their names), for nodes enrolled by --enroll or by hand,
+// so conductor entries (keyed by UUID) join the machine's timeline; and it
+// records each provision state it sees change ("conductor.state"; a state
+// that lasts less than the poll may be missed).
+func (b *bed) watchNodes(ctx context.Context) error {
 	select {
 	case <-b.svc.Ready():
 	case <-ctx.Done():
@@ -280,7 +292,8 @@ func (b *bed) aliasNodes(ctx context.Context) error {
 	c := newAPIClient(b.apiURL())
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	known := map[string]bool{}
+	aliased := map[string]bool{}
+	states := map[string]string{}
 	for {
 		var ports struct {
 			Ports []struct {
@@ -290,9 +303,24 @@ func (b *bed) aliasNodes(ctx context.Context) error {
 		}
 		if err := c.do(ctx, http.MethodGet, "/v1/ports/detail", nil, &ports); err == nil {
 			for _, p := range ports.Ports {
-				if k := p.NodeUUID + p.Address; !known[k] && p.NodeUUID != "" {
-					known[k] = true
+				if k := p.NodeUUID + p.Address; !aliased[k] && p.NodeUUID != "" {
+					aliased[k] = true
 					b.tl.Alias(p.NodeUUID, p.Address) // resolves to the machine's name
+				}
+			}
+		}
+		var nodes struct {
+			Nodes []apiNode `json:"nodes"`
+		}
+		if err := c.do(ctx, http.MethodGet, "/v1/nodes?fields=uuid,provision_state,target_provision_state", nil, &nodes); err == nil {
+			for _, n := range nodes.Nodes {
+				st := n.ProvisionState
+				if n.TargetProvisionState != nil && *n.TargetProvisionState != "" {
+					st += " → " + *n.TargetProvisionState
+				}
+				if states[n.UUID] != st {
+					states[n.UUID] = st
+					b.tl.Record(n.UUID, srcConductor, "conductor.state", st)
 				}
 			}
 		}

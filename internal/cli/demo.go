@@ -124,7 +124,7 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	api := newAPIClient(b.apiURL())
 	dctx, cancel := context.WithTimeout(sctx, *timeout)
 	defer cancel()
-	uuids, err := enroll(dctx, api, f.enrollSpecs(b))
+	uuids, err := b.enroll(dctx, f.enrollSpecs(b))
 	if err != nil {
 		return errors.Join(err, serveErr())
 	}
@@ -165,6 +165,11 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 					return nil
 				}
 				r.undeployed = time.Since(t0)
+				for _, e := range b.tl.Node(r.name) {
+					if e.Kind == "conductor.disk_wiped" && !e.Time.Before(t0) {
+						r.wiped = true
+					}
+				}
 				return nil
 			})
 		}
@@ -173,7 +178,11 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 			if r.undeployErr != nil {
 				fmt.Fprintf(s.Out, "  %-7s undeploy failed: %v\n", r.name, r.undeployErr)
 			} else {
-				fmt.Fprintf(s.Out, "  %-7s available again (%.1fs)\n", r.name, r.undeployed.Seconds())
+				cleaned := "not cleaned"
+				if r.wiped {
+					cleaned = "cleaned: its ramdisk booted again and the conductor wiped the partition tables"
+				}
+				fmt.Fprintf(s.Out, "  %-7s available again in %.1fs, %s\n", r.name, r.undeployed.Seconds(), cleaned)
 			}
 		}
 	}
@@ -268,6 +277,7 @@ type demoResult struct {
 	booted      time.Duration
 	err         error
 	undeployed  time.Duration
+	wiped       bool // automated cleaning wiped the disk on undeploy
 	undeployErr error
 }
 
@@ -310,7 +320,9 @@ func demoDeploy(ctx context.Context, api *apiClient, tl *events.Timeline, live *
 	if demoPlan[i].option == "netboot" {
 		ii["kernel"], ii["ramdisk"] = inst.kernel, inst.ramdisk
 	}
-	var ops []map[string]any
+	// Undeploying cleans the node: its ramdisk boots again and the
+	// conductor wipes the disk's partition tables.
+	ops := []map[string]any{{"op": "replace", "path": "/automated_clean", "value": true}}
 	for k, v := range ii {
 		ops = append(ops, map[string]any{"op": "add", "path": "/instance_info/" + k, "value": v})
 	}

@@ -25,7 +25,8 @@ func TestDemo(t *testing.T) {
 	out, errb := &syncBuffer{}, &syncBuffer{}
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
 	defer cancel()
-	err := Run(ctx, []string{"demo", "--state-dir", t.TempDir(), "--log-level", "warn"}, out, errb)
+	dir := t.TempDir()
+	err := Run(ctx, []string{"demo", "--state-dir", dir, "--log-level", "warn"}, out, errb)
 	s := out.String()
 	if err != nil {
 		t.Fatalf("demo: %v\nstdout:\n%s\nstderr:\n%s", err, s, errb)
@@ -44,8 +45,21 @@ func TestDemo(t *testing.T) {
 			t.Errorf("no complete phase row for %s:\n%s", row.node, s)
 		}
 	}
-	if n := strings.Count(s, "available again"); n != 3 {
+	if n := strings.Count(s, "available again in"); n != 3 || strings.Count(s, "wiped the partition tables") != 3 {
 		t.Errorf("%d nodes undeployed, want 3:\n%s", n, s)
+	}
+	// Undeploy cleaned: no disk holds a partition table any more.
+	for i := range 3 {
+		path := filepath.Join(dir, fmt.Sprintf("node-%d", i), "disk.img")
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ins, err := images.Inspect(f, demoDiskBytes)
+		f.Close()
+		if err != nil || ins.BootSignature || len(ins.Layout.Partitions) != 0 {
+			t.Errorf("%s after undeploy: %+v, %v", path, ins, err)
+		}
 	}
 }
 

@@ -123,7 +123,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 				return nil
 			}
 			if *enrollNodes {
-				if _, err := enroll(gctx, newAPIClient(b.apiURL()), f.enrollSpecs(b)); err != nil {
+				if _, err := b.enroll(gctx, f.enrollSpecs(b)); err != nil {
 					if gctx.Err() != nil {
 						return nil
 					}
