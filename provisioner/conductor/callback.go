@@ -60,6 +60,14 @@ func (c *Conductor) ramdiskCallback(ctx context.Context, n *provisioner.Node, cb
 	}
 	c.log.Info("ramdisk called back", "node", n.UUID, "method", method, "state", n.ProvisionState)
 	err = c.spawn(n, "vendor "+method, func(ctx context.Context, n *provisioner.Node) {
+		// What the ramdisk's disk holds is untrusted input to the deploy
+		// code: a panic fails this node, never the conductor.
+		defer func() {
+			if r := recover(); r != nil {
+				c.log.Error("ramdisk callback panicked", "node", n.UUID, "method", method, "err", r)
+				c.failNode(ctx, n, fmt.Sprintf("Failed to continue deployment of node %s: internal error: %v", n.UUID, r))
+			}
+		}()
 		next, err := cb.Continue(ctx, n, method, args)
 		if ctx.Err() != nil {
 			return

@@ -788,7 +788,7 @@ func TestDeployNetbootPartitionImage(t *testing.T) {
 	b := newBed(t, bedOpts{})
 	uuid, m := b.enroll("nb0", "boot_mode:bios,boot_option:netboot", false)
 	b.setInstanceInfo(uuid, map[string]any{
-		"image_source": part.Path, "image_checksum": part.MD5, "root_gb": "1",
+		"image_source": part.Path, "image_checksum": part.MD5, "root_gb": "1", "swap_mb": 64,
 		"kernel": filepath.Join(b.files, "kernel"), "ramdisk": filepath.Join(b.files, "ramdisk"),
 	})
 	start := time.Now()
@@ -799,7 +799,9 @@ func TestDeployNetbootPartitionImage(t *testing.T) {
 		t.Errorf("root_uuid_or_disk_id = %v, want the image's root UUID %s", got, part.RootUUID)
 	}
 	in := inspect(t, m)
-	if in.Layout.Label != "msdos" || len(in.Layout.Partitions) != 1 || in.Layout.Partitions[0].UUID != part.RootUUID {
+	// Ironic's order: swap, then root last.
+	if p := in.Layout.Partitions; in.Layout.Label != "msdos" || len(p) != 2 || p[0].FSType != "swap" ||
+		p[1].UUID != part.RootUUID || p[1].Size != 1<<30 {
 		t.Errorf("disk layout after deploy: %+v", in.Layout)
 	}
 	// The instance boots over the network with root=UUID of its root.
