@@ -149,6 +149,10 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 			booted++
 		}
 	}
+	if ctx.Err() != nil {
+		serveErr()
+		return errors.New("demo: interrupted")
+	}
 	if *undeploy {
 		fmt.Fprintf(s.Out, "\nundeploying all %d nodes...\n", len(results))
 		var ug errgroup.Group
