@@ -103,6 +103,7 @@ type apiNode struct {
 	PowerState           *string        `json:"power_state"`
 	LastError            *string        `json:"last_error"`
 	InstanceInfo         map[string]any `json:"instance_info"`
+	DriverInfo           map[string]any `json:"driver_info"`
 }
 
 func (n *apiNode) lastError() string {

@@ -247,3 +247,48 @@ func TestUpEnrollBaremetalCLI(t *testing.T) {
 	}
 	u.stop(t)
 }
+
+// TestUpEnrollAgainKeepsNodes restarts `up --enroll` on the same state
+// dir: the node keeps its UUID and state, and its driver_info follows the
+// BMC to its new (free) port; the deploy images are reused.
+func TestUpEnrollAgainKeepsNodes(t *testing.T) {
+	dir := t.TempDir()
+	u := startProvisionedUp(t, dir, "--nodes", "1")
+	api := newAPIClient(u.inv.API)
+	first, err := api.node(t.Context(), "node-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := api.provision(t.Context(), first.UUID, "manage"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if _, err := api.waitState(ctx, first.UUID, "manageable", nil); err != nil {
+		t.Fatal(err)
+	}
+	ramdisk := filepath.Join(dir, "provisioner", "images", deployRamdiskName)
+	before, err := os.Stat(ramdisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.stop(t)
+
+	u = startProvisionedUp(t, dir, "--nodes", "1")
+	api = newAPIClient(u.inv.API)
+	again, err := api.node(t.Context(), "node-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.UUID != first.UUID || again.ProvisionState != "manageable" {
+		t.Errorf("after restart: %s in %q, was %s", again.UUID, again.ProvisionState, first.UUID)
+	}
+	if port := fmt.Sprint(again.DriverInfo["ipmi_port"]); port != fmt.Sprint(u.inv.Nodes[0].BMC.Port) {
+		t.Errorf("driver_info ipmi_port %s, BMC now on %d", port, u.inv.Nodes[0].BMC.Port)
+	}
+	after, err := os.Stat(ramdisk)
+	if err != nil || !after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("deploy ramdisk rebuilt: %v, %v", before.ModTime(), err)
+	}
+	u.stop(t)
+}

@@ -32,7 +32,9 @@ const (
 // pointing at the machine's BMC and the deploy images, and a PXE-enabled
 // port per MAC, left in "enroll". The iscsi deploy interface is chosen when
 // the ipmi hardware type enables it. A node that exists already (same name)
-// is left alone. It returns the node UUIDs by name.
+// keeps its state; only its driver_info is pointed at the machine's BMC and
+// the deploy images again when they moved (free BMC ports change on every
+// start). It returns the node UUIDs by name.
 func enroll(ctx context.Context, c *apiClient, specs []enrollSpec) (map[string]string, error) {
 	deploys, err := c.enabledInterfaces(ctx, "ipmi", "deploy")
 	if err != nil {
@@ -42,6 +44,9 @@ func enroll(ctx context.Context, c *apiClient, specs []enrollSpec) (map[string]s
 	for _, sp := range specs {
 		if n, err := c.node(ctx, sp.name); err == nil {
 			uuids[sp.name] = n.UUID
+			if err := repoint(ctx, c, n, sp); err != nil {
+				return nil, fmt.Errorf("enroll %s: %w", sp.name, err)
+			}
 			continue
 		} else if ae := (*apiError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
 			return nil, fmt.Errorf("enroll %s: %w", sp.name, err)
@@ -81,4 +86,22 @@ func enroll(ctx context.Context, c *apiClient, specs []enrollSpec) (map[string]s
 		}
 	}
 	return uuids, nil
+}
+
+// repoint updates an enrolled node's BMC address and deploy images when
+// they differ from the machine's now.
+func repoint(ctx context.Context, c *apiClient, n *apiNode, sp enrollSpec) error {
+	var ops []map[string]any
+	for k, v := range map[string]any{
+		"ipmi_address": sp.bmcAddress, "ipmi_port": sp.bmcPort,
+		"deploy_kernel": sp.deployKernel, "deploy_ramdisk": sp.deployRd,
+	} {
+		if fmt.Sprint(n.DriverInfo[k]) != fmt.Sprint(v) {
+			ops = append(ops, map[string]any{"op": "add", "path": "/driver_info/" + k, "value": v})
+		}
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	return c.patch(ctx, n.UUID, ops)
 }
