@@ -15,6 +15,25 @@ import (
 	"github.com/metalbed/metalbed/provisioner/images"
 )
 
+// requireBootLoaders skips (or, with METALBED_INTEROP=required, fails)
+// when the boot programs the pxe boot interface copies into the TFTP root
+// are missing.
+func requireBootLoaders(t *testing.T) {
+	t.Helper()
+	for _, f := range []struct{ path, pkg string }{
+		{"/usr/lib/PXELINUX/pxelinux.0", "pxelinux"},
+		{"/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common"},
+		{"/usr/lib/ipxe/ipxe.efi", "ipxe"},
+	} {
+		if _, err := os.Stat(f.path); err != nil {
+			if os.Getenv("METALBED_INTEROP") == "required" {
+				t.Fatalf("%s missing (Debian package %s) and METALBED_INTEROP=required", f.path, f.pkg)
+			}
+			t.Skipf("%s missing: install the Debian package %s", f.path, f.pkg)
+		}
+	}
+}
+
 // TestDemo runs `metalbed demo` as a user does: three machines deployed
 // at once (iSCSI netboot bios, local boot bios, local boot uefi), every
 // instance booted, then undeployed. It fails if any instance does not boot.
@@ -22,6 +41,7 @@ func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the demo deploys three machines")
 	}
+	requireBootLoaders(t)
 	out, errb := &syncBuffer{}, &syncBuffer{}
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
 	defer cancel()
@@ -157,6 +177,7 @@ func TestUpEnrollBaremetalCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("deploys a machine")
 	}
+	requireBootLoaders(t)
 	dir := t.TempDir()
 	u := startProvisionedUp(t, dir, "--nodes", "2")
 	api := u.inv.API
