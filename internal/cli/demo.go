@@ -124,7 +124,7 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	api := newAPIClient(b.apiURL())
 	dctx, cancel := context.WithTimeout(sctx, *timeout)
 	defer cancel()
-	uuids, err := b.enroll(dctx, f.enrollSpecs(b))
+	uuids, err := b.enroll(dctx, f.enrollSpecs(b, "pxe"))
 	if err != nil {
 		return errors.Join(err, serveErr())
 	}

@@ -18,6 +18,7 @@ type enrollSpec struct {
 	bootMode               string
 	diskBytes              int64
 	deployKernel, deployRd string
+	bootInterface          string // "" => the hardware type's default (pxe)
 }
 
 // The properties a simulated machine reports (it has no CPUs or memory to
@@ -72,6 +73,9 @@ func enroll(ctx context.Context, c *apiClient, specs []enrollSpec) (map[string]s
 		}
 		if slices.Contains(deploys, "iscsi") {
 			body["deploy_interface"] = "iscsi"
+		}
+		if sp.bootInterface != "" {
+			body["boot_interface"] = sp.bootInterface
 		}
 		var n apiNode
 		if err := c.do(ctx, http.MethodPost, "/v1/nodes", body, &n); err != nil {

@@ -50,6 +50,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	logLevel := fs.String("log-level", "warn", "log level on stderr: debug, info, warn, error")
 	pf := provisionerFlags(fs)
 	enrollNodes := fs.Bool("enroll", false, "enroll every machine as a node (driver ipmi, its BMC, a PXE port per MAC), left in \"enroll\"")
+	bootIface := fs.String("boot-interface", "pxe", "boot interface of the nodes --enroll creates: pxe (TFTP) or ipxe (HTTP)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -123,7 +124,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 				return nil
 			}
 			if *enrollNodes {
-				if _, err := b.enroll(gctx, f.enrollSpecs(b)); err != nil {
+				if _, err := b.enroll(gctx, f.enrollSpecs(b, *bootIface)); err != nil {
 					if gctx.Err() != nil {
 						return nil
 					}
@@ -576,7 +577,7 @@ func (f *fleet) addrSummary() string {
 }
 
 // enrollSpecs describes every machine for enroll.
-func (f *fleet) enrollSpecs(b *bed) []enrollSpec {
+func (f *fleet) enrollSpecs(b *bed, bootInterface string) []enrollSpec {
 	specs := make([]enrollSpec, 0, len(f.nodes))
 	for _, n := range f.nodes {
 		a := n.bmcAddr()
@@ -584,7 +585,7 @@ func (f *fleet) enrollSpecs(b *bed) []enrollSpec {
 			name: n.plan.name, bmcAddress: a.IP.String(), bmcPort: a.Port,
 			username: n.plan.username, password: n.plan.password,
 			bootMode: string(n.machine.BootMode()), diskBytes: n.machine.Disk().SizeBytes,
-			deployKernel: b.deployKernel, deployRd: b.deployRamdisk,
+			deployKernel: b.deployKernel, deployRd: b.deployRamdisk, bootInterface: bootInterface,
 		}
 		for _, nic := range n.machine.NICs() {
 			sp.macs = append(sp.macs, nic.MAC.String())
