@@ -28,10 +28,24 @@ func buildBinary(t *testing.T) string {
 // line, sends a signal and expects exit 0 with the state saved.
 func TestUpStopsCleanlyOnSignal(t *testing.T) {
 	bin := buildBinary(t)
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
-		t.Run(sig.String(), func(t *testing.T) {
+	free := "127.0.0.1:0"
+	for _, c := range []struct {
+		name  string
+		sig   syscall.Signal
+		args  []string
+		ready string
+	}{
+		{"SIGINT", syscall.SIGINT, []string{"--no-provisioner"}, "metalbed: 3 machines up, BMCs on 127.0.0.1:"},
+		{"SIGTERM", syscall.SIGTERM, []string{"--no-provisioner"}, "metalbed: 3 machines up, BMCs on 127.0.0.1:"},
+		// With the provisioner: API, conductor, DHCP/TFTP/HTTP servers and
+		// the timeline endpoint stop too, after enrolling over the API.
+		{"provisioner-SIGINT", syscall.SIGINT, []string{"--enroll", "--api-addr", free, "--dhcp-addr", free,
+			"--tftp-addr", free, "--http-addr", free, "--timeline-addr", free}, "metalbed: 3 machines up (enrolled), BMCs on 127.0.0.1:"},
+	} {
+		sig := c.sig
+		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			cmd := exec.Command(bin, "up", "--nodes", "3", "--no-provisioner", "--state-dir", dir, "--bmc-base-port", "0")
+			cmd := exec.Command(bin, append([]string{"up", "--nodes", "3", "--state-dir", dir, "--bmc-base-port", "0"}, c.args...)...)
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -57,7 +71,7 @@ func TestUpStopsCleanlyOnSignal(t *testing.T) {
 			}()
 			select {
 			case l := <-lines:
-				if !strings.HasPrefix(l, "metalbed: 3 machines up, BMCs on 127.0.0.1:") {
+				if !strings.HasPrefix(l, c.ready) {
 					t.Fatalf("ready line %q", l)
 				}
 			case <-time.After(60 * time.Second):
@@ -103,7 +117,7 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{nil, 2},
 		{[]string{"frobnicate"}, 2},
-		{[]string{"up", "--nodes", "1", "--state-dir", t.TempDir()}, 2}, // no provisioner yet
+		{[]string{"up", "--nodes", "1", "--enroll", "--no-provisioner", "--state-dir", t.TempDir()}, 2},
 		{[]string{"up", "--no-provisioner", "--nodes", "x"}, 2},
 		{[]string{"version"}, 0},
 	} {

@@ -1,30 +1,47 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
-	"github.com/bougou/go-ipmi/pkg/client"
-	"github.com/bougou/go-ipmi/pkg/command/chassis"
-	"github.com/bougou/go-ipmi/pkg/types"
+	"github.com/u-root/u-root/pkg/cpio"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/provisioner/images"
 	"github.com/metalbed/metalbed/vms"
 )
 
-// demoNodes is how many machines the demo brings up.
-const demoNodes = 3
+// The demo's three machines and how each is deployed.
+var demoPlan = []struct {
+	mode   vms.BootMode
+	option string // boot_option
+	what   string
+}{
+	{vms.BIOS, "netboot", "iSCSI deploy, netboot (bios)"},
+	{vms.BIOS, "local", "iSCSI deploy, local boot (bios)"},
+	{vms.UEFI, "local", "iSCSI deploy, local boot (uefi)"},
+}
+
+// demoDiskBytes is each demo machine's disk: room for a 1 GiB root
+// partition and, in UEFI mode, the ESP.
+const demoDiskBytes = 2 << 30
 
 func runDemo(ctx context.Context, s Streams, args []string) error {
 	fs := newFlags("demo", s)
 	stateDir := fs.String("state-dir", "", "state directory (default: a temporary one, removed afterwards)")
 	logLevel := fs.String("log-level", "error", "log level on stderr: debug, info, warn, error")
+	timeout := fs.Duration("timeout", 10*time.Minute, "give up when the deploys have not finished by then")
+	undeploy := fs.Bool("undeploy", true, "undeploy the three nodes back to available at the end")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -32,6 +49,7 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	dir := *stateDir
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "metalbed-demo-")
@@ -41,324 +59,405 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	st := upSettings{nodes: demoNodes, bmcAddress: defaultBMCAddress, username: defaultUsername,
-		password: defaultPassword, diskBytes: 1 << 30, bootMode: vms.BIOS}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+
+	// Everything on free loopback ports: the demo never collides with a
+	// running `metalbed up`.
+	const free = "127.0.0.1:0"
+	b, err := listenBed(bedConfig{
+		dir: filepath.Join(dir, "provisioner"), apiAddr: free, dhcpAddr: free, dhcpRange: defaultDHCPRange,
+		tftpAddr: free, httpAddr: free, timelineAddr: free, ipmiClient: "native", fastIPMI: true,
+		callbackTimeout: *timeout, notifyDelay: 500 * time.Millisecond, log: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	st := upSettings{nodes: len(demoPlan), bmcAddress: defaultBMCAddress, username: defaultUsername,
+		password: defaultPassword, diskBytes: demoDiskBytes, bootMode: vms.BIOS}
 	plans, err := plan(st, nil)
 	if err != nil {
 		return err
 	}
-	plans[1].bootMode = vms.UEFI // show both firmware flavours
-	f, err := startFleet(ctx, plans, dir, log, nil)
+	for i := range plans {
+		plans[i].bootMode = demoPlan[i].mode
+	}
+	f, err := startFleet(ctx, plans, dir, log, nil, b.nodeHooks)
 	if err != nil {
 		return err
 	}
 	defer f.close()
+	fmt.Fprintf(s.Out, "metalbed demo: %d simulated machines, IPMI BMCs on %s, and the provisioner (state in %s)\n", len(f.nodes), f.addrSummary(), dir)
+	fmt.Fprintf(s.Out, "building the deploy kernel and ramdisk and a partition instance image...\n")
+	if err := b.prepare(ctx); err != nil {
+		return err
+	}
+	for _, n := range f.nodes {
+		defer b.watchMachine(n.machine)()
+	}
+	inst, err := demoInstance(ctx, b)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(s.Out, "instance image %s (%d MiB, sha256 %s…, root %s), served at %s\n",
+		filepath.Base(inst.built.Path), inst.built.Size>>20, inst.built.SHA256[:12], inst.built.RootUUID, inst.url)
 
-	fmt.Fprintf(s.Out, "metalbed demo: %d simulated machines with IPMI v2.0 BMCs on %s (state in %s)\n", len(f.nodes), f.addrSummary(), dir)
-	fmt.Fprintf(s.Out, "driving each BMC over the wire (lanplus, cipher suite 17) as Ironic does before a deploy:\n\n")
+	// The machines and the provisioner serve in the background; runCtx
+	// ends them when the demo is over.
+	runCtx, stop := context.WithCancel(ctx)
+	srv, sctx := errgroup.WithContext(runCtx)
+	srv.Go(func() error { return f.serve(sctx) })
+	srv.Go(func() error { return b.serve(sctx) })
+	serveErr := func() error {
+		stop()
+		return srv.Wait()
+	}
+	select {
+	case <-b.svc.Ready():
+	case <-sctx.Done():
+		return errors.Join(serveErr(), ctx.Err())
+	}
+	fmt.Fprintf(s.Out, "provisioner API %s (try: OS_AUTH_TYPE=none OS_ENDPOINT=%s baremetal node list)\n\n", b.apiURL(), b.apiURL())
 
-	serveCtx, stopServe := context.WithCancel(ctx)
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- f.serve(serveCtx) }()
-
-	p := &progress{w: s.Out, start: time.Now()}
-	timelines := make([][]demoStep, len(f.nodes))
-	g, gctx := errgroup.WithContext(ctx)
+	api := newAPIClient(b.apiURL())
+	dctx, cancel := context.WithTimeout(sctx, *timeout)
+	defer cancel()
+	uuids, err := b.enroll(dctx, f.enrollSpecs(b, "pxe"))
+	if err != nil {
+		return errors.Join(err, serveErr())
+	}
+	live := &demoProgress{w: s.Out, start: time.Now(), seen: map[string]bool{}}
+	unsub := b.tl.Subscribe(live.entry)
+	results := make([]demoResult, len(f.nodes))
+	var g errgroup.Group // one node's failure does not stop the others
 	for i, n := range f.nodes {
 		g.Go(func() error {
-			tl, err := demoNode(gctx, n, p)
-			timelines[i] = tl
-			return err
+			results[i] = demoDeploy(dctx, api, b.tl, live, n.plan.name, uuids[n.plan.name], i, inst)
+			return nil
 		})
 	}
-	runErr := g.Wait()
-	stopServe()
-	if err := <-serveErr; err != nil && runErr == nil {
-		runErr = err
-	}
+	g.Wait()
+	unsub()
 
 	fmt.Fprintln(s.Out)
-	printTimelines(s.Out, f, timelines)
-	fmt.Fprintln(s.Out)
-	if runErr != nil {
-		return fmt.Errorf("demo: %w", runErr)
+	printPhaseTable(s.Out, b.tl, results)
+	booted := 0
+	for _, r := range results {
+		if r.err == nil {
+			booted++
+		}
 	}
-	fmt.Fprintf(s.Out, "every BMC step succeeded: %d machines powered on from their BMCs, tried their one-time PXE boot "+
-		"(the one-time flag was consumed by that boot) and were powered off.\n", len(f.nodes))
-	fmt.Fprintf(s.Out, "not built yet: the provisioner (DHCP/TFTP/iSCSI deploy) and the PXE client in the simulated firmware, "+
-		"so the machines stop at \"No bootable device.\" instead of deploying.\n")
-	fmt.Fprintf(s.Out, "next: `metalbed up --nodes 3 --no-provisioner` and drive the BMCs with ipmitool -I lanplus -C 3 or 17.\n")
+	if ctx.Err() != nil {
+		serveErr()
+		return errors.New("demo: interrupted")
+	}
+	if *undeploy {
+		fmt.Fprintf(s.Out, "\nundeploying all %d nodes...\n", len(results))
+		var ug errgroup.Group
+		for i := range results {
+			r := &results[i]
+			ug.Go(func() error {
+				t0 := time.Now()
+				if err := api.provision(dctx, r.uuid, "deleted"); err != nil {
+					r.undeployErr = err
+					return nil
+				}
+				if _, err := api.waitState(dctx, r.uuid, "available", nil); err != nil {
+					r.undeployErr = err
+					return nil
+				}
+				r.undeployed = time.Since(t0)
+				for _, e := range b.tl.Node(r.name) {
+					if e.Kind == "conductor.disk_wiped" && !e.Time.Before(t0) {
+						r.wiped = true
+					}
+				}
+				return nil
+			})
+		}
+		ug.Wait()
+		for _, r := range results {
+			if r.undeployErr != nil {
+				fmt.Fprintf(s.Out, "  %-7s undeploy failed: %v\n", r.name, r.undeployErr)
+			} else {
+				cleaned := "not cleaned"
+				if r.wiped {
+					cleaned = "cleaned: its ramdisk booted again and the conductor wiped the partition tables"
+				}
+				fmt.Fprintf(s.Out, "  %-7s available again in %.1fs, %s\n", r.name, r.undeployed.Seconds(), cleaned)
+			}
+		}
+	}
+	if err := serveErr(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	fmt.Fprintf(s.Out, "\n%d of %d instances booted in %.1fs.\n", booted, len(results), time.Since(start).Seconds())
+	var errs []error
+	for _, r := range results {
+		if r.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.name, r.err))
+		}
+		if r.undeployErr != nil {
+			errs = append(errs, fmt.Errorf("%s: undeploy: %w", r.name, r.undeployErr))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("demo: %w", errors.Join(errs...))
+	}
+	fmt.Fprintf(s.Out, "every node went enroll → manageable → available → active over IPMI, DHCP, TFTP, iSCSI and HTTP on loopback, "+
+		"its instance booted, and it was undeployed back to available.\n")
 	return nil
 }
 
-// progress prints one live line per step, across nodes running at once.
-type progress struct {
+// demoImage is the instance the demo deploys.
+type demoImage struct {
+	built           *images.Built
+	url             string // image_source
+	kernel, ramdisk string // instance kernel and ramdisk, for netboot
+}
+
+// demoInstance builds a partition image into the HTTP boot server's root
+// (the image cache downloads it from there, as Ironic's does from a web
+// server) with an instance kernel and ramdisk for netboot.
+func demoInstance(ctx context.Context, b *bed) (*demoImage, error) {
+	dir := filepath.Join(b.httpRoot, "images")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("instance image: %w", err)
+	}
+	built, err := images.Build(ctx, images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(dir, "instance.img")})
+	if err != nil {
+		return nil, fmt.Errorf("instance image: %w", err)
+	}
+	// The instance's initramfs: an empty one (the root file system holds
+	// everything); a real kernel unpacks it and mounts root=UUID.
+	var rd bytes.Buffer
+	w := cpio.Newc.Writer(&rd)
+	if err := cpio.WriteTrailer(w); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "instance-initrd"), rd.Bytes(), 0o644); err != nil {
+		return nil, err
+	}
+	kernel, err := images.DefaultKernel(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := linkOrCopy(kernel, filepath.Join(dir, "instance-vmlinuz")); err != nil {
+		return nil, err
+	}
+	base := b.boot.httpURL() + "/images/"
+	return &demoImage{built: built, url: base + "instance.img", kernel: base + "instance-vmlinuz", ramdisk: base + "instance-initrd"}, nil
+}
+
+func linkOrCopy(src, dst string) error {
+	os.Remove(dst)
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// demoResult is how one node's deploy went.
+type demoResult struct {
+	name, uuid  string
+	what        string
+	deployStart time.Time
+	active      time.Duration
+	booted      time.Duration
+	err         error
+	undeployed  time.Duration
+	wiped       bool // automated cleaning wiped the disk on undeploy
+	undeployErr error
+}
+
+// demoDeploy walks one node from enroll to active as a user of the API
+// does, then waits for its instance to announce itself on the console.
+func demoDeploy(ctx context.Context, api *apiClient, tl *events.Timeline, live *demoProgress, name, uuid string, i int, inst *demoImage) demoResult {
+	r := demoResult{name: name, uuid: uuid, what: demoPlan[i].what}
+	// The instance's boot is an event on the machine; subscribe before
+	// deploying so it cannot be missed.
+	booted := make(chan events.Entry, 1)
+	unsub := tl.Subscribe(func(e events.Entry) {
+		if e.Node == name && e.Kind == "instance.booted" {
+			select {
+			case booted <- e:
+			default:
+			}
+		}
+	})
+	defer unsub()
+	seen := func(n *apiNode) { live.say(name, "state", n.ProvisionState) }
+	step := func(target, want string) error {
+		if err := api.provision(ctx, uuid, target); err != nil {
+			return err
+		}
+		_, err := api.waitState(ctx, uuid, want, seen)
+		return err
+	}
+	if r.err = step("manage", "manageable"); r.err != nil {
+		return r
+	}
+	if r.err = step("provide", "available"); r.err != nil {
+		return r
+	}
+	ii := map[string]any{
+		"image_source":   inst.url,
+		"image_checksum": inst.built.MD5,
+		"root_gb":        "1",
+		"capabilities":   map[string]any{"boot_option": demoPlan[i].option},
+	}
+	if demoPlan[i].option == "netboot" {
+		ii["kernel"], ii["ramdisk"] = inst.kernel, inst.ramdisk
+	}
+	// Undeploying cleans the node: its ramdisk boots again and the
+	// conductor wipes the disk's partition tables.
+	ops := []map[string]any{{"op": "replace", "path": "/automated_clean", "value": true}}
+	for k, v := range ii {
+		ops = append(ops, map[string]any{"op": "add", "path": "/instance_info/" + k, "value": v})
+	}
+	if r.err = api.patch(ctx, uuid, ops); r.err != nil {
+		return r
+	}
+	r.deployStart = time.Now()
+	if r.err = step("active", "active"); r.err != nil {
+		return r
+	}
+	r.active = time.Since(r.deployStart)
+	select {
+	case <-booted:
+		r.booted = time.Since(r.deployStart)
+	case <-ctx.Done():
+		r.err = fmt.Errorf("active, but the instance did not boot: %w", ctx.Err())
+	}
+	return r
+}
+
+// demoPhases are the columns of the final table: the first timeline
+// entry of one of these kinds after the deploy request.
+var demoPhases = []struct {
+	title string
+	kinds []string
+}{
+	{"DHCP", []string{"dhcp.ack"}},
+	{"TFTP", []string{"tftp.file"}},
+	{"RAMDISK UP", []string{"ramdisk.up"}},
+	{"ISCSI LOGIN", []string{"iscsi.login", "conductor.iscsi_login"}},
+	{"IMAGE WRITTEN", []string{"conductor.image_written"}},
+	{"BOOTLOADER", []string{"ramdisk.bootloader"}},
+	{"REBOOT", []string{"conductor.reboot"}},
+	{"ACTIVE", []string{"conductor.active"}},
+	{"INSTANCE BOOTED", []string{"instance.booted"}},
+}
+
+// phaseOf names the phase an entry marks, "" for none.
+func phaseOf(kind string) string {
+	for _, p := range demoPhases {
+		for _, k := range p.kinds {
+			if k == kind {
+				return p.title
+			}
+		}
+	}
+	return ""
+}
+
+// printPhaseTable prints, per node, when each phase was first reached
+// after its deploy request.
+func printPhaseTable(w io.Writer, tl *events.Timeline, results []demoResult) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	head := []string{"NODE", "DEPLOY"}
+	for _, p := range demoPhases {
+		head = append(head, p.title)
+	}
+	fmt.Fprintln(tw, strings.Join(head, "\t")+"\tRESULT")
+	for _, r := range results {
+		row := []string{r.name, r.what}
+		first := map[string]time.Time{}
+		if !r.deployStart.IsZero() {
+			for _, e := range tl.Node(r.name) {
+				if e.Time.Before(r.deployStart) {
+					continue
+				}
+				if ph := phaseOf(e.Kind); ph != "" {
+					if t, ok := first[ph]; !ok || e.Time.Before(t) {
+						first[ph] = e.Time
+					}
+				}
+			}
+		}
+		for _, p := range demoPhases {
+			if t, ok := first[p.title]; ok {
+				row = append(row, fmt.Sprintf("+%.2fs", t.Sub(r.deployStart).Seconds()))
+			} else {
+				row = append(row, "-")
+			}
+		}
+		result := fmt.Sprintf("booted (%.1fs)", r.booted.Seconds())
+		if r.err != nil {
+			result = "FAILED: " + r.err.Error()
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t"+result)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "(times since each node's deploy request; the whole timeline of a node: its entries in timeline.jsonl, or `metalbed timeline NODE` against `metalbed up`)")
+}
+
+// demoProgress prints live progress lines: each node's state changes and
+// the first time it reaches each phase.
+type demoProgress struct {
 	mu    sync.Mutex
 	w     io.Writer
 	start time.Time
+	seen  map[string]bool // node + phase already shown (reset per state)
 }
 
-func (p *progress) say(node, format string, a ...any) {
+func (p *demoProgress) say(node, what, detail string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fmt.Fprintf(p.w, "  %6.3fs  %-7s %s\n", time.Since(p.start).Seconds(), node, fmt.Sprintf(format, a...))
+	if what == "state" {
+		// A new provision state: phases may show again (a reboot DHCPs
+		// again, undeploy boots again).
+		for k := range p.seen {
+			if strings.HasPrefix(k, node+"\x00") {
+				delete(p.seen, k)
+			}
+		}
+		fmt.Fprintf(p.w, "  %7.2fs  %-7s → %s\n", time.Since(p.start).Seconds(), node, detail)
+		return
+	}
+	key := node + "\x00" + what
+	if p.seen[key] {
+		return
+	}
+	p.seen[key] = true
+	fmt.Fprintf(p.w, "  %7.2fs  %-7s   %-15s %s\n", time.Since(p.start).Seconds(), node, what, shorten(detail, 90))
 }
 
-// demoStep is one row of a node's timeline.
-type demoStep struct {
-	name    string
-	elapsed time.Duration // since the node's first step started
-	took    time.Duration
-	result  string
-	err     error
-}
-
-// demoNode drives one BMC through Ironic's pre-deploy sequence.
-func demoNode(ctx context.Context, n *fleetNode, p *progress) ([]demoStep, error) {
-	name := n.plan.name
-	a := n.bmcAddr()
-	var steps []demoStep
-	t0 := time.Now()
-	step := func(label string, fn func() (string, error)) error {
-		start := time.Now()
-		res, err := fn()
-		st := demoStep{name: label, elapsed: start.Sub(t0), took: time.Since(start), result: res, err: err}
-		steps = append(steps, st)
-		if err != nil {
-			p.say(name, "%-34s FAILED: %v", label, err)
-			return fmt.Errorf("%s: %s: %w", name, label, err)
-		}
-		p.say(name, "%-34s %s (%s)", label, res, st.took.Round(time.Microsecond))
-		return nil
+// entry shows timeline entries that mark a phase.
+func (p *demoProgress) entry(e events.Entry) {
+	if ph := phaseOf(e.Kind); ph != "" {
+		p.say(e.Node, ph, e.Detail)
 	}
-
-	// Watch the machine itself: its events, and its console for the
-	// firmware's last words.
-	evs := make(chan vms.Event, 64)
-	cancel := n.machine.Subscribe(func(ev vms.Event) {
-		select {
-		case evs <- ev:
-		default:
-		}
-	})
-	defer cancel()
-	con, err := n.machine.AttachConsole(ctx)
-	if err != nil {
-		return steps, err
-	}
-	defer con.Close()
-	var conMu sync.Mutex
-	var conBuf strings.Builder
-	go func() {
-		b := make([]byte, 512)
-		for {
-			k, err := con.Read(b)
-			conMu.Lock()
-			conBuf.Write(b[:k])
-			conMu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-
-	c, err := client.NewClient(a.IP.String(), a.Port, n.plan.username, n.plan.password)
-	if err != nil {
-		return steps, err
-	}
-	c.WithInterface(client.InterfaceLanplus).WithCipherSuiteID(types.CipherSuiteID17).WithTimeout(2 * time.Second).WithRetry(2)
-	if err := step("open session (lanplus, suite 17)", func() (string, error) {
-		return "ok", c.Connect(ctx)
-	}); err != nil {
-		return steps, err
-	}
-	defer c.Close(context.WithoutCancel(ctx))
-
-	powerStatus := func() (bool, error) {
-		r, err := c.GetChassisStatus(ctx)
-		if err != nil {
-			return false, err
-		}
-		return r.PowerIsOn, nil
-	}
-	waitPower := func(want bool) (string, error) {
-		deadline := time.Now().Add(10 * time.Second)
-		polls := 0
-		for {
-			on, err := powerStatus()
-			polls++
-			if err != nil {
-				return "", err
-			}
-			if on == want {
-				return fmt.Sprintf("%s after %d poll(s)", onOff(on), polls), nil
-			}
-			if time.Now().After(deadline) {
-				return "", fmt.Errorf("still %s after 10s", onOff(on))
-			}
-			select {
-			case <-ctx.Done():
-				return "", ctx.Err()
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}
-	if err := step("power status", func() (string, error) {
-		on, err := powerStatus()
-		return onOff(on), err
-	}); err != nil {
-		return steps, err
-	}
-	if err := step("raw 0x00 0x08 0x03 0x08", func() (string, error) {
-		_, err := c.RawCommand(ctx, types.NetFnChassisRequest, 0x08, []byte{0x03, 0x08}, "Set Boot Options: clear valid-bit timeout")
-		return "boot flag timeout cleared", err
-	}); err != nil {
-		return steps, err
-	}
-	want := vms.NewBootFlags(vms.BootPXE, false, n.plan.bootMode == vms.UEFI)
-	setBoot := "chassis bootdev pxe (one-time)"
-	if n.plan.bootMode == vms.UEFI {
-		setBoot = "raw 0x00 0x08 0x05 0xa0 0x04 0 0 0"
-	}
-	if err := step(setBoot, func() (string, error) {
-		if n.plan.bootMode == vms.UEFI {
-			_, err := c.RawCommand(ctx, types.NetFnChassisRequest, 0x08, append([]byte{0x05}, want[:]...), "Set Boot Options: boot flags")
-			return "PXE, next boot only, EFI", err
-		}
-		err := c.SetBootDevice(ctx, types.BootDeviceSelectorForcePXE, types.BIOSBootTypeLegacy, false)
-		return "PXE, next boot only, legacy", err
-	}); err != nil {
-		return steps, err
-	}
-	getFlags := func() (vms.BootFlags, error) {
-		r, err := c.GetSystemBootOptionsParam(ctx, types.BootOptionParamSelector_BootFlags, 0, 0)
-		if err != nil {
-			return vms.BootFlags{}, err
-		}
-		if len(r.ParamData) < 5 {
-			return vms.BootFlags{}, fmt.Errorf("parameter 5 is %d bytes", len(r.ParamData))
-		}
-		return vms.BootFlags(r.ParamData[:5]), nil
-	}
-	if err := step("chassis bootparam get 5", func() (string, error) {
-		got, err := getFlags()
-		if err != nil {
-			return "", err
-		}
-		if got[0] != want[0] || got.Device() != vms.BootPXE {
-			return "", fmt.Errorf("BMC stored % x, want % x", got[:], want[:])
-		}
-		return fmt.Sprintf("% x: %s, valid, one-time", got[:], got.Device()), nil
-	}); err != nil {
-		return steps, err
-	}
-	if err := step("power on", func() (string, error) {
-		_, err := c.ChassisControl(ctx, chassis.ChassisControlPowerUp)
-		return "accepted", err
-	}); err != nil {
-		return steps, err
-	}
-	if err := step("power status (poll until on)", func() (string, error) { return waitPower(true) }); err != nil {
-		return steps, err
-	}
-	if err := step("machine boots (its events)", func() (string, error) {
-		timeout := time.After(10 * time.Second)
-		var seen []string
-		for {
-			select {
-			case ev := <-evs:
-				seen = append(seen, string(ev.Kind))
-				if ev.Kind == vms.EventBootFail || ev.Kind == vms.EventBoot {
-					// The console line was written before the event; give
-					// the console reader a moment to catch up with it.
-					var last string
-					for range 50 {
-						conMu.Lock()
-						last = lastLine(conBuf.String())
-						conMu.Unlock()
-						if last != "" && (ev.Kind != vms.EventBootFail || strings.Contains(last, "No bootable device")) {
-							break
-						}
-						time.Sleep(10 * time.Millisecond)
-					}
-					return fmt.Sprintf("%s: %q (console: %q)", ev.Kind, shorten(ev.Detail, 60), last), nil
-				}
-			case <-timeout:
-				return "", fmt.Errorf("no boot outcome within 10s (events: %v)", seen)
-			case <-ctx.Done():
-				return "", ctx.Err()
-			}
-		}
-	}); err != nil {
-		return steps, err
-	}
-	if err := step("bootparam get 5 (after the boot)", func() (string, error) {
-		got, err := getFlags()
-		if err != nil {
-			return "", err
-		}
-		if got.Valid() {
-			return "", fmt.Errorf("one-time override not consumed: % x", got[:])
-		}
-		return fmt.Sprintf("% x: no override (one-time flag consumed)", got[:]), nil
-	}); err != nil {
-		return steps, err
-	}
-	if err := step("power off", func() (string, error) {
-		_, err := c.ChassisControl(ctx, chassis.ChassisControlPowerDown)
-		return "accepted", err
-	}); err != nil {
-		return steps, err
-	}
-	if err := step("power status (poll until off)", func() (string, error) { return waitPower(false) }); err != nil {
-		return steps, err
-	}
-	return steps, nil
-}
-
-func onOff(on bool) string {
-	if on {
-		return "on"
-	}
-	return "off"
-}
-
-func lastLine(s string) string {
-	lines := strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' })
-	if len(lines) == 0 {
-		return ""
-	}
-	return lines[len(lines)-1]
 }
 
 func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
 	}
-	return s[:n-1] + "…"
-}
-
-// printTimelines prints, per node, every step with when it started and how
-// long it took.
-func printTimelines(w io.Writer, f *fleet, timelines [][]demoStep) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tBMC\tSTEP\tAT\tTOOK\tRESULT")
-	for i, tl := range timelines {
-		n := f.nodes[i]
-		for j, st := range tl {
-			node, bmc := "", ""
-			if j == 0 {
-				node, bmc = n.plan.name, n.bmcAddr().String()
-			}
-			res := st.result
-			if st.err != nil {
-				res = "FAILED: " + st.err.Error()
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t+%.3fs\t%s\t%s\n", node, bmc, st.name, st.elapsed.Seconds(), st.took.Round(time.Microsecond), shorten(res, 70))
-		}
-		if len(tl) == 0 {
-			fmt.Fprintf(tw, "%s\t%s\t(no step ran)\t\t\t\n", n.plan.name, n.bmcAddr())
-		}
-	}
-	tw.Flush()
+	return s
 }

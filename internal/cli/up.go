@@ -48,14 +48,16 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	powerDelay := fs.Duration("power-delay", 0, "how long a power transition takes")
 	config := fs.String("config", "", "YAML topology file (machines, credentials, ports, disk sizes, boot modes)")
 	logLevel := fs.String("log-level", "warn", "log level on stderr: debug, info, warn, error")
+	pf := provisionerFlags(fs)
+	enrollNodes := fs.Bool("enroll", false, "enroll every machine as a node (driver ipmi, its BMC, a PXE port per MAC), left in \"enroll\"")
+	bootIface := fs.String("boot-interface", "pxe", "boot interface of the nodes --enroll creates: pxe (TFTP) or ipxe (HTTP)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-
-	if !*noProv {
-		return usageError("the provisioner is not available yet in this build; run `metalbed up --no-provisioner` for the machines and their BMCs")
+	if *noProv && *enrollNodes {
+		return usageError("--enroll needs the provisioner: drop --no-provisioner")
 	}
 	log, err := newLogger(s, *logLevel)
 	if err != nil {
@@ -81,7 +83,16 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	if len(plans) == 0 {
 		return usageError("no machines: give --nodes N or list machines in --config")
 	}
-	f, err := startFleet(ctx, plans, dir, log, s.Err)
+	var b *bed
+	var hooks func(name string) nodeHooks
+	if !*noProv {
+		if b, err = listenBed(pf.config(filepath.Join(dir, "provisioner"), log)); err != nil {
+			return err
+		}
+		defer b.close()
+		hooks = b.nodeHooks
+	}
+	f, err := startFleet(ctx, plans, dir, log, s.Err, hooks)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			return nil // interrupted while starting: nothing half-done is left
@@ -89,16 +100,59 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 		return err
 	}
 	defer f.close()
-	inv := filepath.Join(dir, inventoryFile)
-	if err := f.writeInventory(inv); err != nil {
-		return err
+	if b != nil {
+		if err := b.prepare(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for _, n := range f.nodes {
+			defer b.watchMachine(n.machine)()
+		}
 	}
-	machines := "machines"
-	if len(f.nodes) == 1 {
-		machines = "machine"
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return f.serve(gctx) })
+	if b != nil {
+		g.Go(func() error { return b.serve(gctx) })
 	}
-	fmt.Fprintf(s.Out, "metalbed: %d %s up, BMCs on %s, inventory %s\n", len(f.nodes), machines, f.addrSummary(), inv)
-	if err := f.serve(ctx); err != nil {
+	g.Go(func() error {
+		if b != nil {
+			select {
+			case <-b.svc.Ready():
+			case <-gctx.Done():
+				return nil
+			}
+			if *enrollNodes {
+				if _, err := b.enroll(gctx, f.enrollSpecs(b, *bootIface)); err != nil {
+					if gctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+			}
+		}
+		inv := filepath.Join(dir, inventoryFile)
+		if err := f.writeInventory(inv, b); err != nil {
+			return err
+		}
+		machines := "machines"
+		if len(f.nodes) == 1 {
+			machines = "machine"
+		}
+		if b == nil {
+			fmt.Fprintf(s.Out, "metalbed: %d %s up, BMCs on %s, inventory %s\n", len(f.nodes), machines, f.addrSummary(), inv)
+			return nil
+		}
+		enrolled := ""
+		if *enrollNodes {
+			enrolled = " (enrolled)"
+		}
+		fmt.Fprintf(s.Out, "metalbed: %d %s up%s, BMCs on %s, API %s, timeline %s, inventory %s\n",
+			len(f.nodes), machines, enrolled, f.addrSummary(), b.apiURL(), b.timelineURL(), inv)
+		return nil
+	})
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	if err := f.close(); err != nil {
@@ -257,7 +311,10 @@ const openParallel = 64
 //
 // progress, when not nil, gets a line every progressEvery while machines
 // are still starting (a first start of 10 000 machines takes a while).
-func startFleet(ctx context.Context, plans []nodePlan, dir string, log *slog.Logger, progress io.Writer) (*fleet, error) {
+//
+// hooks, when not nil, wires each machine (by name) to the provisioner;
+// nil leaves the stock firmware that boots nothing from the network.
+func startFleet(ctx context.Context, plans []nodePlan, dir string, log *slog.Logger, progress io.Writer, hooks func(name string) nodeHooks) (*fleet, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -296,7 +353,11 @@ func startFleet(ctx context.Context, plans []nodePlan, dir string, log *slog.Log
 			if err := gctx.Err(); err != nil {
 				return err
 			}
-			n, err := startNode(p, dir, log)
+			var h nodeHooks
+			if hooks != nil {
+				h = hooks(p.name)
+			}
+			n, err := startNode(p, dir, log, h)
 			if err != nil {
 				return err
 			}
@@ -316,8 +377,18 @@ func startFleet(ctx context.Context, plans []nodePlan, dir string, log *slog.Log
 	return f, nil
 }
 
-func startNode(p nodePlan, dir string, log *slog.Logger) (*fleetNode, error) {
+// nodeHooks wire one machine and its BMC to the provisioner side.
+type nodeHooks struct {
+	// firmware runs at power-on; nil => sim.StockFirmware{}.
+	firmware sim.Firmware
+	// bmcIntercept sees every IPMI command the BMC executes (bmcemu
+	// Config.Intercept); nil => none.
+	bmcIntercept func(netfn, cmd uint8) (cc uint8, drop bool, delay time.Duration)
+}
+
+func startNode(p nodePlan, dir string, log *slog.Logger, h nodeHooks) (*fleetNode, error) {
 	m, err := sim.Open(sim.Config{
+		Firmware:   h.firmware,
 		Name:       p.name,
 		StateDir:   dir,
 		MACs:       p.macs,
@@ -330,12 +401,13 @@ func startNode(p nodePlan, dir string, log *slog.Logger) (*fleetNode, error) {
 		return nil, err
 	}
 	bmc, err := bmcemu.New(bmcemu.Config{
-		Machine:  bmcMachine{m},
-		Name:     p.name,
-		Username: p.username,
-		Password: p.password,
-		GUID:     m.UUID(),
-		Logger:   log,
+		Machine:   bmcMachine{m},
+		Name:      p.name,
+		Username:  p.username,
+		Password:  p.password,
+		GUID:      m.UUID(),
+		Intercept: h.bmcIntercept,
+		Logger:    log,
 	})
 	if err != nil {
 		m.Close()
@@ -397,6 +469,10 @@ func (n *fleetNode) bmcAddr() *net.UDPAddr { return n.conn.LocalAddr().(*net.UDP
 // The inventory scripts read: its shape is a contract.
 type inventory struct {
 	Nodes []inventoryNode `json:"nodes"`
+	// API and Timeline are the provisioner API and the timeline endpoint,
+	// absent with --no-provisioner.
+	API      string `json:"api,omitempty"`
+	Timeline string `json:"timeline,omitempty"`
 }
 
 type inventoryNode struct {
@@ -421,8 +497,11 @@ type inventoryDisk struct {
 	SizeBytes int64  `json:"size_bytes"`
 }
 
-func (f *fleet) inventory() inventory {
+func (f *fleet) inventory(b *bed) inventory {
 	inv := inventory{Nodes: make([]inventoryNode, 0, len(f.nodes))}
+	if b != nil {
+		inv.API, inv.Timeline = b.apiURL(), b.timelineURL()
+	}
 	for _, n := range f.nodes {
 		a := n.bmcAddr()
 		in := inventoryNode{
@@ -443,8 +522,8 @@ func (f *fleet) inventory() inventory {
 }
 
 // writeInventory writes inventory.json atomically (temp file + rename).
-func (f *fleet) writeInventory(path string) error {
-	b, err := json.MarshalIndent(f.inventory(), "", "  ")
+func (f *fleet) writeInventory(path string, bd *bed) error {
+	b, err := json.MarshalIndent(f.inventory(bd), "", "  ")
 	if err != nil {
 		return fmt.Errorf("inventory: %w", err)
 	}
@@ -495,4 +574,23 @@ func (f *fleet) addrSummary() string {
 	default:
 		return strings.Join([]string{first.String(), "…", last.String()}, " ")
 	}
+}
+
+// enrollSpecs describes every machine for enroll.
+func (f *fleet) enrollSpecs(b *bed, bootInterface string) []enrollSpec {
+	specs := make([]enrollSpec, 0, len(f.nodes))
+	for _, n := range f.nodes {
+		a := n.bmcAddr()
+		sp := enrollSpec{
+			name: n.plan.name, bmcAddress: a.IP.String(), bmcPort: a.Port,
+			username: n.plan.username, password: n.plan.password,
+			bootMode: string(n.machine.BootMode()), diskBytes: n.machine.Disk().SizeBytes,
+			deployKernel: b.deployKernel, deployRd: b.deployRamdisk, bootInterface: bootInterface,
+		}
+		for _, nic := range n.machine.NICs() {
+			sp.macs = append(sp.macs, nic.MAC.String())
+		}
+		specs = append(specs, sp)
+	}
+	return specs
 }

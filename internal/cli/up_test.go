@@ -437,31 +437,6 @@ print(json.dumps(out))
 	u2.stop(t)
 }
 
-func TestUpWithoutProvisionerFlagIsAUsageError(t *testing.T) {
-	var out, errb bytes.Buffer
-	err := Run(t.Context(), []string{"up", "--nodes", "1", "--state-dir", t.TempDir()}, &out, &errb)
-	if ExitCode(err) != 2 || !strings.Contains(err.Error(), "provisioner is not available yet") {
-		t.Errorf("up without --no-provisioner: %v (exit %d)", err, ExitCode(err))
-	}
-}
-
-func TestDemo(t *testing.T) {
-	var out, errb bytes.Buffer
-	if err := Run(t.Context(), []string{"demo"}, &out, &errb); err != nil {
-		t.Fatalf("demo: %v\n%s\n%s", err, out.String(), errb.String())
-	}
-	s := out.String()
-	for _, want := range []string{"NODE", "node-0", "node-1", "node-2", "raw 0x00 0x08 0x03 0x08",
-		"one-time flag consumed", "No bootable device", "every BMC step succeeded", "not built yet"} {
-		if !strings.Contains(s, want) {
-			t.Errorf("demo output lacks %q:\n%s", want, s)
-		}
-	}
-	if strings.Contains(s, "FAILED") {
-		t.Errorf("demo output has a failure:\n%s", s)
-	}
-}
-
 // TestUpBMCPerIP gives each BMC its own loopback address on port 623,
 // which needs root (or CAP_NET_BIND_SERVICE).
 func TestUpBMCPerIP(t *testing.T) {

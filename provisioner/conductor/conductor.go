@@ -47,6 +47,9 @@ type Config struct {
 	// DeployCallbackTimeout fails nodes left in "wait call-back" longer
 	// than this (Ironic deploy_callback_timeout). Default 1800 s.
 	DeployCallbackTimeout time.Duration
+	// CleanCallbackTimeout fails nodes left in "clean wait" longer than
+	// this (Ironic clean_callback_timeout). Default 1800 s.
+	CleanCallbackTimeout time.Duration
 	// CheckProvisionInterval is how often timeouts are checked (Ironic
 	// check_provision_state_interval). Default 60 s.
 	CheckProvisionInterval time.Duration
@@ -57,10 +60,15 @@ type Config struct {
 	// count as alive. Default 60 s.
 	HeartbeatTimeout time.Duration
 	// AutomatedClean is the default for nodes whose automated_clean is
-	// unset. Automated cleaning needs the deploy ramdisk, which this
-	// conductor does not run yet, so enabling it fails "provide" into
+	// unset. Automated cleaning runs through the node's deploy interface
+	// when it implements drivers.Cleaner (iscsi: boot the deploy ramdisk,
+	// wipe the partition tables); other deploy interfaces fail it into
 	// "clean failed". Default false.
 	AutomatedClean bool
+	// Milestone, when set, is told of a node reaching "active" (kind
+	// "active") or failing (kind "failed", detail last_error), for the
+	// node's timeline. It must not block.
+	Milestone func(node, kind, detail string)
 	// LockRetries and LockRetryInterval: how often and how long to retry a
 	// reserved node before answering NodeLocked (Ironic
 	// node_locked_retry_attempts/interval). Defaults 3 and 1 s.
@@ -110,6 +118,7 @@ func New(cfg Config) (*Conductor, error) {
 	}
 	def(&cfg.PowerSyncInterval, 60*time.Second)
 	def(&cfg.DeployCallbackTimeout, 1800*time.Second)
+	def(&cfg.CleanCallbackTimeout, 1800*time.Second)
 	def(&cfg.CheckProvisionInterval, 60*time.Second)
 	def(&cfg.HeartbeatInterval, 10*time.Second)
 	def(&cfg.HeartbeatTimeout, 60*time.Second)
@@ -270,6 +279,14 @@ func (c *Conductor) transition(ctx context.Context, n *provisioner.Node, event E
 		return fmt.Errorf("save node %s: %w", n.UUID, err)
 	}
 	c.log.Info("provision state", "node", n.UUID, "event", event, "state", to, "from", from)
+	if c.cfg.Milestone != nil {
+		switch {
+		case to == provisioner.StateActive:
+			c.cfg.Milestone(n.UUID, "active", "")
+		case event == EventFail:
+			c.cfg.Milestone(n.UUID, "failed", string(to)+": "+n.LastError)
+		}
+	}
 	return nil
 }
 

@@ -298,11 +298,18 @@ func (c *Conductor) VendorMethods(ctx context.Context, ident string) ([]drivers.
 	if err != nil {
 		return nil, err
 	}
+	var methods []drivers.VendorMethod
+	if cb := callbacks(h, n); cb != nil {
+		methods = append(methods, cb.CallbackMethods()...)
+	}
 	v, err := h.VendorFor(n)
 	if err != nil {
+		if methods != nil {
+			return sortMethods(methods), nil
+		}
 		return nil, &Error{Kind: KindInvalid, Err: err, Msg: unsupported(n.Driver, drivers.RoleVendor)}
 	}
-	return v.Methods(), nil
+	return sortMethods(append(methods, v.Methods()...)), nil
 }
 
 // VendorPassthru calls a vendor method: validation is synchronous;
@@ -316,6 +323,11 @@ func (c *Conductor) VendorPassthru(ctx context.Context, ident, method, httpMetho
 	h, err := c.hardware(n)
 	if err != nil {
 		return nil, false, err
+	}
+	if cb := callbacks(h, n); cb != nil {
+		if slices.ContainsFunc(cb.CallbackMethods(), func(m drivers.VendorMethod) bool { return m.Name == method }) {
+			return nil, true, c.ramdiskCallback(ctx, n, cb, method, httpMethod, args)
+		}
 	}
 	v, err := h.VendorFor(n)
 	if err != nil {

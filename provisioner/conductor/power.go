@@ -234,25 +234,60 @@ func (c *Conductor) syncPower(ctx context.Context, uuid string) {
 	c.log.Info("power sync: state changed", "node", uuid, "state", state, "from", prev)
 }
 
-// CheckTimeouts fails nodes that waited for a deploy callback longer than
-// DeployCallbackTimeout (Ironic's _check_deploy_timeouts).
+// CheckTimeouts fails nodes that waited for a ramdisk callback too long:
+// "wait call-back" past DeployCallbackTimeout (Ironic's
+// _check_deploy_timeouts, which then cleans up the deploy) and "clean wait"
+// past CleanCallbackTimeout (_check_cleanwait_timeouts).
 func (c *Conductor) CheckTimeouts(ctx context.Context) {
-	free := ""
-	nodes, err := c.st.Nodes(ctx, store.NodeFilter{ProvisionState: provisioner.StateWaitCallback, Reservation: &free})
+	for _, w := range []struct {
+		state   provisioner.ProvisionState
+		timeout time.Duration
+		msg     func(n *provisioner.Node) string
+	}{
+		{provisioner.StateWaitCallback, c.cfg.DeployCallbackTimeout, func(n *provisioner.Node) string {
+			return fmt.Sprintf("Timeout reached while waiting for callback for node %s", n.UUID)
+		}},
+		{provisioner.StateCleanWait, c.cfg.CleanCallbackTimeout, func(*provisioner.Node) string {
+			return "Timeout reached while cleaning the node. Please check if the ramdisk responsible for the cleaning is running on the node."
+		}},
+	} {
+		free := ""
+		nodes, err := c.st.Nodes(ctx, store.NodeFilter{ProvisionState: w.state, Reservation: &free})
+		if err != nil {
+			return
+		}
+		for _, n := range nodes {
+			if now().Sub(n.ProvisionUpdatedAt) < w.timeout {
+				continue
+			}
+			n, err := c.st.ReserveNode(ctx, n.UUID, c.host)
+			if err != nil {
+				continue
+			}
+			if n.ProvisionState == w.state && now().Sub(n.ProvisionUpdatedAt) >= w.timeout {
+				c.failNode(ctx, n, w.msg(n))
+				c.cleanUpAfterTimeout(ctx, n)
+			}
+			c.release(ctx, n.UUID)
+		}
+	}
+}
+
+// cleanUpAfterTimeout removes the deploy's files (Ironic's
+// cleanup_after_timeout); a failure is appended to last_error.
+func (c *Conductor) cleanUpAfterTimeout(ctx context.Context, n *provisioner.Node) {
+	h, err := c.hardware(n)
 	if err != nil {
 		return
 	}
-	for _, n := range nodes {
-		if now().Sub(n.ProvisionUpdatedAt) < c.cfg.DeployCallbackTimeout {
-			continue
+	d, err := h.DeployFor(n)
+	if err != nil {
+		return
+	}
+	if err := d.CleanUp(ctx, n); err != nil && ctx.Err() == nil {
+		n.LastError += fmt.Sprintf(" Cleanup failed for node %s after timeout: %s", n.UUID, err)
+		if err := c.st.UpdateNode(ctx, n); err != nil {
+			c.log.Error("save node", "node", n.UUID, "err", err)
 		}
-		n, err := c.st.ReserveNode(ctx, n.UUID, c.host)
-		if err != nil {
-			continue
-		}
-		if n.ProvisionState == provisioner.StateWaitCallback && now().Sub(n.ProvisionUpdatedAt) >= c.cfg.DeployCallbackTimeout {
-			c.failNode(ctx, n, fmt.Sprintf("Timeout reached while waiting for callback for node %s", n.UUID))
-		}
-		c.release(ctx, n.UUID)
 	}
 }

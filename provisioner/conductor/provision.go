@@ -221,8 +221,7 @@ func (c *Conductor) clean(ctx context.Context, n *provisioner.Node, manualSteps 
 		automated = *n.AutomatedClean
 	}
 	if automated {
-		c.failNode(ctx, n, fmt.Sprintf("Failed to prepare node %s for cleaning: automated cleaning runs in the "+
-			"deploy ramdisk, which this conductor does not run yet; set automated_clean false on the node.", n.UUID))
+		c.automatedClean(ctx, n)
 		return
 	}
 	c.log.Info("automated cleaning is disabled, node moved to available", "node", n.UUID)
@@ -242,6 +241,13 @@ func (c *Conductor) deploy(ctx context.Context, h *drivers.HardwareType, n *prov
 		if ctx.Err() == nil {
 			c.failNode(ctx, n, fmt.Sprintf("Failed to prepare to deploy: %s", err))
 		}
+		return
+	}
+	// Save what Prepare recorded (the deploy key) before the ramdisk can
+	// call back with it.
+	n.UpdatedAt = now()
+	if err := c.st.UpdateNode(ctx, n); err != nil {
+		c.log.Error("deploy: save node", "node", n.UUID, "err", err)
 		return
 	}
 	state, err := d.Deploy(ctx, n)
@@ -272,6 +278,9 @@ func (c *Conductor) tearDown(ctx context.Context, h *drivers.HardwareType, n *pr
 	if err == nil {
 		err = d.TearDown(ctx, n)
 	}
+	if err == nil {
+		err = d.CleanUp(ctx, n)
+	}
 	if ctx.Err() != nil {
 		return
 	}
@@ -286,4 +295,54 @@ func (c *Conductor) tearDown(ctx context.Context, h *drivers.HardwareType, n *pr
 		return
 	}
 	c.clean(ctx, n, nil)
+}
+
+// automatedClean runs cleaning through the node's deploy interface when it
+// can (drivers.Cleaner), as Ironic's automated cleaning boots the ramdisk.
+func (c *Conductor) automatedClean(ctx context.Context, n *provisioner.Node) {
+	h, err := c.hardware(n)
+	var cl drivers.Cleaner
+	if err == nil {
+		var d drivers.DeployInterface
+		if d, err = h.DeployFor(n); err == nil {
+			cl, _ = d.(drivers.Cleaner)
+		}
+	}
+	if cl == nil {
+		c.failNode(ctx, n, fmt.Sprintf("Failed to prepare node %s for cleaning: automated cleaning runs in the "+
+			"deploy ramdisk, which the node's deploy interface %q does not run; set automated_clean false on the node.",
+			n.UUID, n.Interfaces.Deploy))
+		return
+	}
+	if err := cl.PrepareCleaning(ctx, n); err != nil {
+		if ctx.Err() == nil {
+			c.failNode(ctx, n, fmt.Sprintf("Failed to prepare node %s for cleaning: %s", n.UUID, err))
+		}
+		return
+	}
+	n.UpdatedAt = now()
+	if err := c.st.UpdateNode(ctx, n); err != nil {
+		c.log.Error("clean: save node", "node", n.UUID, "err", err)
+		return
+	}
+	state, err := cl.Clean(ctx, n)
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		c.failNode(ctx, n, fmt.Sprintf("Failed to prepare node %s for cleaning: %s", n.UUID, err))
+		return
+	}
+	switch state {
+	case provisioner.StateCleanWait:
+		err = c.transition(ctx, n, EventWait)
+	case provisioner.StateAvailable:
+		err = c.transition(ctx, n, EventDone)
+	default:
+		c.failNode(ctx, n, fmt.Sprintf("Deploy interface returned unexpected cleaning state %q.", state))
+		return
+	}
+	if err != nil {
+		c.log.Error("clean", "node", n.UUID, "err", err)
+	}
 }

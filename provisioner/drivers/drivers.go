@@ -106,3 +106,36 @@ type VendorInterface interface {
 	// (nil => empty 202/200 as Ironic answers).
 	Call(ctx context.Context, node *provisioner.Node, method, httpMethod string, args map[string]any) (any, error)
 }
+
+// RamdiskCallbacks is implemented by a DeployInterface whose deploy ramdisk
+// calls the conductor back through vendor passthru (Ironic's iSCSI deploy:
+// pass_deploy_info, pass_bootloader_install_info). The conductor lists
+// these methods with the node's vendor methods and routes them here: it
+// validates synchronously, then, under the node's lock, takes the "resume"
+// edge out of "wait call-back" or "clean wait" and calls Continue.
+type RamdiskCallbacks interface {
+	// CallbackMethods lists the passthru methods the ramdisk calls.
+	CallbackMethods() []VendorMethod
+	// ValidateCallback checks a call's arguments (answered 400 when bad).
+	ValidateCallback(ctx context.Context, node *provisioner.Node, method string, args map[string]any) error
+	// Continue handles a call for a node the conductor has resumed
+	// ("deploying" or "cleaning"). It returns where the node goes next:
+	// StateWaitCallback or StateCleanWait when the ramdisk calls again,
+	// StateActive when the deploy finished, StateAvailable when cleaning
+	// did. An error fails the node with the error's text as last_error.
+	Continue(ctx context.Context, node *provisioner.Node, method string, args map[string]any) (provisioner.ProvisionState, error)
+}
+
+// Cleaner is implemented by a DeployInterface that runs automated cleaning
+// itself (the iSCSI deploy boots its ramdisk and wipes the disk's
+// partition tables).
+type Cleaner interface {
+	// PrepareCleaning readies cleaning a node in "cleaning" (the deploy
+	// ramdisk's boot configuration and deploy key); the conductor saves the
+	// node before calling Clean, so a fast ramdisk finds its key.
+	PrepareCleaning(ctx context.Context, node *provisioner.Node) error
+	// Clean starts cleaning. It returns StateCleanWait when the ramdisk
+	// will call back (RamdiskCallbacks), or StateAvailable when cleaning
+	// finished synchronously.
+	Clean(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error)
+}

@@ -13,11 +13,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"net/netip"
+
 	"github.com/metalbed/metalbed/provisioner/api"
+	"github.com/metalbed/metalbed/provisioner/boot"
 	"github.com/metalbed/metalbed/provisioner/conductor"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/store/sqlite"
@@ -43,19 +47,74 @@ type Config struct {
 	Hostname string
 	// HTPasswdFile turns on HTTP basic auth (bcrypt htpasswd); default off.
 	HTPasswdFile string
-	// PowerSyncInterval, DeployCallbackTimeout, AutomatedClean: see
-	// conductor.Config (defaults 60 s, 1800 s, false).
-	PowerSyncInterval     time.Duration
-	DeployCallbackTimeout time.Duration
-	AutomatedClean        bool
+	// PowerSyncInterval, DeployCallbackTimeout, CleanCallbackTimeout,
+	// CheckProvisionInterval, AutomatedClean: see conductor.Config
+	// (defaults 60 s, 1800 s, 1800 s, 60 s, false). With Netboot set,
+	// AutomatedClean true makes "provide" and "deleted" boot the deploy
+	// ramdisk and wipe the disk's partition tables.
+	PowerSyncInterval      time.Duration
+	DeployCallbackTimeout  time.Duration
+	CleanCallbackTimeout   time.Duration
+	CheckProvisionInterval time.Duration
+	AutomatedClean         bool
+	// Netboot, when set and Drivers is nil, gives the "ipmi" hardware type
+	// the "pxe" (default) and "ipxe" boot interfaces and the "iscsi" deploy
+	// interface (nodes choose it with deploy_interface iscsi).
+	Netboot *Netboot
+	// Milestone, when set, is told each step of a node's deploy for its
+	// timeline (node UUID, kind, detail): the iscsi deploy's prepare, power
+	// on, pass_deploy_info, iscsi login, image written, iscsi logout,
+	// bootloader, notify, reboot, disk wiped, and the conductor's active and
+	// failed. It is called from conductor tasks and must not block.
+	Milestone func(node, kind, detail string)
 	// Logger; nil discards.
 	Logger *slog.Logger
+}
+
+// Netboot configures network booting and the iSCSI deploy.
+type Netboot struct {
+	// TFTPRoot is the directory the TFTP server serves, TFTPServer its
+	// address as machines reach it (next-server). Required.
+	TFTPRoot   string
+	TFTPServer netip.Addr
+	// HTTPRoot and HTTPURL are the HTTP boot server's directory and base URL
+	// as machines reach it; both required for the "ipxe" boot interface,
+	// which is left out when they are empty.
+	HTTPRoot string
+	HTTPURL  string
+	// APIURL is ironic_api_url: this service's API as deploy ramdisks reach
+	// it, e.g. "http://127.0.0.1:6385". Required.
+	APIURL string
+	// Hosts receives each PXE port's DHCP answer (*dhcp.StaticHosts, shared
+	// with the DHCP server). Required.
+	Hosts boot.Hosts
+	// ImageCacheDir holds the image cache's master copies (deploy kernels
+	// and ramdisks, instance images); default <StateDir>/master_images.
+	// ImagesDir holds each node's instance image while it is deployed;
+	// default <StateDir>/images.
+	ImageCacheDir string
+	ImagesDir     string
+	// Loaders locate pxelinux.0, ldlinux.c32, undionly.kpxe, ipxe.efi.
+	Loaders boot.Loaders
+	// DefaultBootMode ("uefi" default, or "bios") and DefaultBootOption
+	// ("netboot" default, or "local") apply when a node chooses none.
+	DefaultBootMode   string
+	DefaultBootOption string
+	// NotifyDelay is waited before telling a ramdisk "done" (Ironic sleeps
+	// 3 s); default 3 s, negative: none. NotifyPort is where ramdisks wait
+	// for it (default 10000); ISCSIPort their portal port (default 3260).
+	NotifyDelay time.Duration
+	NotifyPort  int
+	ISCSIPort   int
 }
 
 // Service is a configured provisioner, not yet serving.
 type Service struct {
 	cfg   Config
 	ready chan struct{}
+	// st is the store once Serve opened it; the boot interfaces read ports
+	// through it.
+	st atomic.Pointer[sqlite.Store]
 }
 
 // New checks cfg and applies defaults. It does no I/O.
@@ -69,17 +128,23 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if cfg.Drivers == nil {
-		if cfg.IPMI.Logger == nil {
-			cfg.IPMI.Logger = cfg.Logger
+	s := &Service{cfg: cfg, ready: make(chan struct{})}
+	if s.cfg.Drivers == nil {
+		if s.cfg.IPMI.Logger == nil {
+			s.cfg.IPMI.Logger = s.cfg.Logger
 		}
-		reg, err := drivers.NewDefaultRegistry(cfg.IPMI)
+		if s.cfg.Netboot != nil {
+			if err := s.netboot(); err != nil {
+				return nil, err
+			}
+		}
+		reg, err := drivers.NewDefaultRegistry(s.cfg.IPMI)
 		if err != nil {
 			return nil, fmt.Errorf("provisioner drivers: %w", err)
 		}
-		cfg.Drivers = reg
+		s.cfg.Drivers = reg
 	}
-	return &Service{cfg: cfg, ready: make(chan struct{})}, nil
+	return s, nil
 }
 
 // Addr is the API address callers should listen on.
@@ -100,11 +165,13 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	defer st.Close()
+	s.st.Store(st)
 	started := make(chan struct{})
 	cond, err := conductor.New(conductor.Config{
 		Hostname: s.cfg.Hostname, Store: st, Drivers: s.cfg.Drivers, Logger: s.cfg.Logger,
 		PowerSyncInterval: s.cfg.PowerSyncInterval, DeployCallbackTimeout: s.cfg.DeployCallbackTimeout,
-		AutomatedClean: s.cfg.AutomatedClean, OnStarted: func() { close(started) },
+		CleanCallbackTimeout: s.cfg.CleanCallbackTimeout, CheckProvisionInterval: s.cfg.CheckProvisionInterval,
+		AutomatedClean: s.cfg.AutomatedClean, Milestone: s.cfg.Milestone, OnStarted: func() { close(started) },
 	})
 	if err != nil {
 		return err

@@ -66,6 +66,9 @@ type File struct {
 // Executor runs a booted image on the machine until it ends or ctx ends.
 type Executor func(ctx context.Context, b *sim.BootContext, img Image) error
 
+// ipxeBlockSize is the TFTP block size iPXE negotiates.
+const ipxeBlockSize = 1432
+
 // ErrExec says the ROM fetched something it cannot run.
 var ErrExec = errors.New("cannot execute")
 
@@ -141,7 +144,10 @@ func (r *ROM) Boot(ctx context.Context, b *sim.BootContext) error {
 	}
 	run := &romRun{
 		cfg: cfg, b: b, nic: nic, lease: lease, say: say,
-		f: &fetcher{localIP: lease.IP, tftpPort: cfg.TFTPPort, timeout: cfg.Timeout, maxBytes: cfg.MaxImage},
+		// iPXE asks for 1432-byte TFTP blocks (TFTP_MAX_BLKSIZE in
+		// src/net/udp/tftp.c): a 16 MiB kernel is 11 700 round trips, not
+		// 32 000.
+		f: &fetcher{localIP: lease.IP, tftpPort: cfg.TFTPPort, blksize: ipxeBlockSize, timeout: cfg.Timeout, maxBytes: cfg.MaxImage},
 		vars: map[string]string{
 			"mac":          nic.MAC.String(),
 			"mac:hexhyp":   strings.ReplaceAll(nic.MAC.String(), ":", "-"),

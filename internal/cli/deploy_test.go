@@ -1,0 +1,315 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/metalbed/metalbed/provisioner/images"
+)
+
+// requireBootLoaders skips (or, with METALBED_INTEROP=required, fails)
+// when the boot programs the pxe boot interface copies into the TFTP root
+// are missing.
+func requireBootLoaders(t *testing.T) {
+	t.Helper()
+	for _, f := range []struct{ path, pkg string }{
+		{"/usr/lib/PXELINUX/pxelinux.0", "pxelinux"},
+		{"/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common"},
+		{"/usr/lib/ipxe/ipxe.efi", "ipxe"},
+	} {
+		if _, err := os.Stat(f.path); err != nil {
+			if os.Getenv("METALBED_INTEROP") == "required" {
+				t.Fatalf("%s missing (Debian package %s) and METALBED_INTEROP=required", f.path, f.pkg)
+			}
+			t.Skipf("%s missing: install the Debian package %s", f.path, f.pkg)
+		}
+	}
+}
+
+// TestDemo runs `metalbed demo` as a user does: three machines deployed
+// at once (iSCSI netboot bios, local boot bios, local boot uefi), every
+// instance booted, then undeployed. It fails if any instance does not boot.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the demo deploys three machines")
+	}
+	requireBootLoaders(t)
+	out, errb := &syncBuffer{}, &syncBuffer{}
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	err := Run(ctx, []string{"demo", "--state-dir", dir, "--log-level", "warn"}, out, errb)
+	s := out.String()
+	if err != nil {
+		t.Fatalf("demo: %v\nstdout:\n%s\nstderr:\n%s", err, s, errb)
+	}
+	if !strings.Contains(s, "3 of 3 instances booted") || strings.Contains(s, "FAILED") {
+		t.Errorf("demo output:\n%s", s)
+	}
+	// The phase table: one row per node, every phase reached (the netboot
+	// node installs no bootloader).
+	for _, row := range []struct{ node, what string }{
+		{"node-0", `iSCSI deploy, netboot \(bios\)(\s+\+\d+\.\d\ds){5}\s+-(\s+\+\d+\.\d\ds){3}\s+booted`},
+		{"node-1", `iSCSI deploy, local boot \(bios\)(\s+\+\d+\.\d\ds){9}\s+booted`},
+		{"node-2", `iSCSI deploy, local boot \(uefi\)(\s+\+\d+\.\d\ds){9}\s+booted`},
+	} {
+		if !regexp.MustCompile(`(?m)^` + row.node + `\s+` + row.what).MatchString(s) {
+			t.Errorf("no complete phase row for %s:\n%s", row.node, s)
+		}
+	}
+	if n := strings.Count(s, "available again in"); n != 3 || strings.Count(s, "wiped the partition tables") != 3 {
+		t.Errorf("%d nodes undeployed, want 3:\n%s", n, s)
+	}
+	// Undeploy cleaned: no disk holds a partition table any more.
+	for i := range 3 {
+		path := filepath.Join(dir, fmt.Sprintf("node-%d", i), "disk.img")
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ins, err := images.Inspect(f, demoDiskBytes)
+		f.Close()
+		if err != nil || ins.BootSignature || len(ins.Layout.Partitions) != 0 {
+			t.Errorf("%s after undeploy: %+v, %v", path, ins, err)
+		}
+	}
+}
+
+// startProvisionedUp runs `metalbed up --enroll` with every port free and
+// waits for its ready line.
+func startProvisionedUp(t *testing.T, dir string, extra ...string) *upRun {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	u := &upRun{dir: dir, cancel: cancel, done: make(chan error, 1), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	args := []string{"up", "--enroll", "--state-dir", dir, "--bmc-base-port", "0", "--api-addr", "127.0.0.1:0",
+		"--dhcp-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--timeline-addr", "127.0.0.1:0", "--notify-delay", "100ms"}
+	go func() { u.done <- Run(ctx, append(args, extra...), u.stdout, u.stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		<-u.done
+	})
+	deadline := time.Now().Add(5 * time.Minute) // the deploy ramdisk is built first
+	for !strings.Contains(u.stdout.String(), "\n") {
+		select {
+		case err := <-u.done:
+			t.Fatalf("metalbed up ended before it was ready: %v\nstderr:\n%s", err, u.stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metalbed up not ready in time; stderr:\n%s", u.stderr)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, inventoryFile))
+	if err != nil {
+		t.Fatalf("ready but no inventory: %v", err)
+	}
+	if err := json.Unmarshal(b, &u.inv); err != nil {
+		t.Fatalf("inventory.json: %v\n%s", err, b)
+	}
+	return u
+}
+
+// baremetal runs the real python-ironicclient CLI against api.
+func baremetal(t *testing.T, api string, args ...string) string {
+	t.Helper()
+	bin := requireTool(t, "baremetal", "python3-ironicclient")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "OS_AUTH_TYPE=none", "OS_ENDPOINT="+api)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("baremetal %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// showNode is `baremetal node show NODE -f json`.
+func showNode(t *testing.T, api, node string) map[string]any {
+	t.Helper()
+	var n map[string]any
+	out := baremetal(t, api, "node", "show", node, "-f", "json")
+	if err := json.Unmarshal([]byte(out), &n); err != nil {
+		t.Fatalf("node show: %v\n%s", err, out)
+	}
+	return n
+}
+
+// waitProvision polls `baremetal node show` until the node rests in want.
+func waitProvision(t *testing.T, api, node, want string, within time.Duration) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		n := showNode(t, api, node)
+		if n["provision_state"] == want && n["target_provision_state"] == nil {
+			return n
+		}
+		if s, _ := n["provision_state"].(string); strings.HasSuffix(s, "failed") {
+			t.Fatalf("%s: %s: %v", node, s, n["last_error"])
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still %v (target %v) after %s, want %s", node, n["provision_state"], n["target_provision_state"], within, want)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// TestUpEnrollBaremetalCLI is issue 4's "done when" and issue 5's part 9:
+// `metalbed up --nodes 2 --enroll`, both nodes walked from enroll to
+// available with the real baremetal CLI, then node-1 deployed with
+// `baremetal node set --instance-info` and `baremetal node deploy` (local
+// boot) until its instance boots on the machine's console.
+func TestUpEnrollBaremetalCLI(t *testing.T) {
+	requireTool(t, "baremetal", "python3-ironicclient")
+	if testing.Short() {
+		t.Skip("deploys a machine")
+	}
+	requireBootLoaders(t)
+	dir := t.TempDir()
+	u := startProvisionedUp(t, dir, "--nodes", "2")
+	api := u.inv.API
+	if !regexp.MustCompile(`^http://127\.0\.0\.1:\d+$`).MatchString(api) || u.inv.Timeline == "" {
+		t.Fatalf("inventory api %q timeline %q", api, u.inv.Timeline)
+	}
+	if line := u.stdout.String(); !strings.Contains(line, "(enrolled)") || !strings.Contains(line, "API "+api) {
+		t.Errorf("ready line %q", line)
+	}
+
+	for _, n := range u.inv.Nodes {
+		node := showNode(t, api, n.Name)
+		di, _ := node["driver_info"].(map[string]any)
+		if node["provision_state"] != "enroll" || node["driver"] != "ipmi" || di["ipmi_address"] != n.BMC.Address ||
+			fmt.Sprint(di["ipmi_port"]) != fmt.Sprint(n.BMC.Port) || node["deploy_interface"] != "iscsi" {
+			t.Errorf("enrolled %s: %v", n.Name, node)
+		}
+		ports := baremetal(t, api, "port", "list", "--node", n.Name, "-f", "value", "-c", "Address")
+		if strings.TrimSpace(ports) != n.MACs[0] {
+			t.Errorf("%s ports %q, want %s", n.Name, ports, n.MACs[0])
+		}
+	}
+	for _, n := range u.inv.Nodes {
+		baremetal(t, api, "node", "manage", n.Name, "--wait", "60")
+		waitProvision(t, api, n.Name, "manageable", time.Minute)
+		baremetal(t, api, "node", "provide", n.Name, "--wait", "60")
+		waitProvision(t, api, n.Name, "available", time.Minute)
+	}
+
+	img, err := images.Build(t.Context(), images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "cli-deployed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := u.inv.Nodes[1]
+	baremetal(t, api, "node", "set", node.Name,
+		"--instance-info", "image_source="+img.Path,
+		"--instance-info", "image_checksum="+img.MD5,
+		"--instance-info", "root_gb=1",
+		"--instance-info", `capabilities={"boot_option": "local"}`)
+	baremetal(t, api, "node", "deploy", node.Name)
+	shown := waitProvision(t, api, node.Name, "active", 10*time.Minute)
+	if shown["power_state"] != "power on" {
+		t.Errorf("active node power %v", shown["power_state"])
+	}
+	want := "metalbed-instance: booted cli-deployed root=UUID=" + img.RootUUID
+	deadline := time.Now().Add(time.Minute)
+	for {
+		con, _ := os.ReadFile(node.ConsoleLog)
+		if strings.Contains(string(con), want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("console of %s lacks %q:\n%s", node.Name, want, con)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
+	// Its timeline, as `metalbed timeline NODE --json` prints it, holds
+	// the deploy's milestones from every source.
+	var tout, terr syncBuffer
+	if err := Run(t.Context(), []string{"timeline", node.Name, "--json", "--state-dir", dir}, &tout, &terr); err != nil {
+		t.Fatalf("timeline: %v %s", err, terr.String())
+	}
+	var doc timelineDoc
+	if err := json.Unmarshal([]byte(tout.String()), &doc); err != nil {
+		t.Fatalf("timeline --json: %v\n%s", err, tout.String())
+	}
+	kinds := map[string]bool{}
+	for _, e := range doc.Entries {
+		kinds[e.Kind] = true
+	}
+	for _, k := range []string{"bmc.chassis_control", "dhcp.ack", "tftp.file", "ramdisk.up", "iscsi.login",
+		"conductor.image_written", "ramdisk.bootloader", "conductor.active", "instance.booted"} {
+		if !kinds[k] {
+			t.Errorf("timeline of %s lacks %s; kinds %v", node.Name, k, kinds)
+		}
+	}
+	if doc.Node != node.Name {
+		t.Errorf("timeline node %q", doc.Node)
+	}
+	// The other node was never deployed: it stayed available and off.
+	if other := showNode(t, api, u.inv.Nodes[0].Name); other["provision_state"] != "available" {
+		t.Errorf("%s: %v", u.inv.Nodes[0].Name, other["provision_state"])
+	}
+	u.stop(t)
+}
+
+// TestUpEnrollAgainKeepsNodes restarts `up --enroll` on the same state
+// dir: the node keeps its UUID and state, and its driver_info follows the
+// BMC to its new (free) port; the deploy images are reused.
+func TestUpEnrollAgainKeepsNodes(t *testing.T) {
+	dir := t.TempDir()
+	u := startProvisionedUp(t, dir, "--nodes", "1")
+	api := newAPIClient(u.inv.API)
+	first, err := api.node(t.Context(), "node-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := api.provision(t.Context(), first.UUID, "manage"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if _, err := api.waitState(ctx, first.UUID, "manageable", nil); err != nil {
+		t.Fatal(err)
+	}
+	ramdisk := filepath.Join(dir, "provisioner", "images", deployRamdiskName)
+	before, err := os.Stat(ramdisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.stop(t)
+
+	u = startProvisionedUp(t, dir, "--nodes", "1")
+	api = newAPIClient(u.inv.API)
+	again, err := api.node(t.Context(), "node-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.UUID != first.UUID || again.ProvisionState != "manageable" {
+		t.Errorf("after restart: %s in %q, was %s", again.UUID, again.ProvisionState, first.UUID)
+	}
+	if port := fmt.Sprint(again.DriverInfo["ipmi_port"]); port != fmt.Sprint(u.inv.Nodes[0].BMC.Port) {
+		t.Errorf("driver_info ipmi_port %s, BMC now on %d", port, u.inv.Nodes[0].BMC.Port)
+	}
+	after, err := os.Stat(ramdisk)
+	if err != nil || !after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("deploy ramdisk rebuilt: %v, %v", before.ModTime(), err)
+	}
+	u.stop(t)
+}

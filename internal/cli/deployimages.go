@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/metalbed/metalbed/provisioner/images"
+	"github.com/metalbed/metalbed/vms/ramdisk"
+)
+
+// Names of the deploy images in the provisioner's state directory.
+const (
+	deployKernelName  = "deploy_kernel"
+	deployRamdiskName = "deploy_ramdisk"
+)
+
+// deployImages makes the deploy kernel (the gokrazy bzImage from the module
+// cache) and the deploy ramdisk (an initramfs whose /init is this metalbed
+// binary) in dir, reusing what an earlier start left there while its
+// source is unchanged. It returns their paths.
+func deployImages(ctx context.Context, dir string) (kernelPath, ramdiskPath string, err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", fmt.Errorf("deploy images: %w", err)
+	}
+	src, err := images.DefaultKernel(ctx)
+	if err != nil {
+		return "", "", fmt.Errorf("deploy kernel: %w", err)
+	}
+	kernelPath = filepath.Join(dir, deployKernelName)
+	if err := refresh(kernelPath, src, func(w io.Writer) error {
+		f, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(w, f)
+		return err
+	}); err != nil {
+		return "", "", fmt.Errorf("deploy kernel: %w", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", "", fmt.Errorf("deploy ramdisk: this program's path: %w", err)
+	}
+	ramdiskPath = filepath.Join(dir, deployRamdiskName)
+	if err := refresh(ramdiskPath, exe, func(w io.Writer) error {
+		return ramdisk.BuildInitramfs(w, ramdisk.ImageConfig{Init: exe, Version: Version})
+	}); err != nil {
+		return "", "", fmt.Errorf("deploy ramdisk: %w", err)
+	}
+	return kernelPath, ramdiskPath, nil
+}
+
+// refresh rebuilds out with build unless out.src records the same source
+// (path, size, modification time) as src has now. The new file replaces
+// the old one atomically.
+func refresh(out, src string, build func(io.Writer) error) error {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	stamp := []byte(fmt.Sprintf("%s %d %d %s\n", src, fi.Size(), fi.ModTime().UnixNano(), Version))
+	if old, err := os.ReadFile(out + ".src"); err == nil && bytes.Equal(old, stamp) {
+		if _, err := os.Stat(out); err == nil {
+			return nil
+		}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp*")
+	if err != nil {
+		return err
+	}
+	err = build(tmp)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), out)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.WriteFile(out+".src", stamp, 0o644)
+}

@@ -1,0 +1,111 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+)
+
+// enrollSpec is what enrolling one machine needs.
+type enrollSpec struct {
+	name                   string
+	bmcAddress             string
+	bmcPort                int
+	username, password     string
+	macs                   []string
+	bootMode               string
+	diskBytes              int64
+	deployKernel, deployRd string
+	bootInterface          string // "" => the hardware type's default (pxe)
+}
+
+// The properties a simulated machine reports (it has no CPUs or memory to
+// speak of; these are what a small VM would show).
+const (
+	simCPUs     = 2
+	simMemoryMB = 2048
+	simCPUArch  = "x86_64"
+)
+
+// enroll creates a node per machine through the API, with driver ipmi
+// pointing at the machine's BMC and the deploy images, and a PXE-enabled
+// port per MAC, left in "enroll". The iscsi deploy interface is chosen when
+// the ipmi hardware type enables it. A node that exists already (same name)
+// keeps its state; only its driver_info is pointed at the machine's BMC and
+// the deploy images again when they moved (free BMC ports change on every
+// start). It returns the node UUIDs by name.
+func enroll(ctx context.Context, c *apiClient, specs []enrollSpec) (map[string]string, error) {
+	deploys, err := c.enabledInterfaces(ctx, "ipmi", "deploy")
+	if err != nil {
+		return nil, fmt.Errorf("enroll: hardware type ipmi: %w", err)
+	}
+	uuids := map[string]string{}
+	for _, sp := range specs {
+		if n, err := c.node(ctx, sp.name); err == nil {
+			uuids[sp.name] = n.UUID
+			if err := repoint(ctx, c, n, sp); err != nil {
+				return nil, fmt.Errorf("enroll %s: %w", sp.name, err)
+			}
+			continue
+		} else if ae := (*apiError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
+			return nil, fmt.Errorf("enroll %s: %w", sp.name, err)
+		}
+		body := map[string]any{
+			"name":   sp.name,
+			"driver": "ipmi",
+			"driver_info": map[string]any{
+				"ipmi_address":   sp.bmcAddress,
+				"ipmi_port":      sp.bmcPort,
+				"ipmi_username":  sp.username,
+				"ipmi_password":  sp.password,
+				"deploy_kernel":  sp.deployKernel,
+				"deploy_ramdisk": sp.deployRd,
+			},
+			"properties": map[string]any{
+				"cpus":         simCPUs,
+				"memory_mb":    simMemoryMB,
+				"local_gb":     sp.diskBytes >> 30,
+				"cpu_arch":     simCPUArch,
+				"capabilities": "boot_mode:" + sp.bootMode,
+			},
+		}
+		if slices.Contains(deploys, "iscsi") {
+			body["deploy_interface"] = "iscsi"
+		}
+		if sp.bootInterface != "" {
+			body["boot_interface"] = sp.bootInterface
+		}
+		var n apiNode
+		if err := c.do(ctx, http.MethodPost, "/v1/nodes", body, &n); err != nil {
+			return nil, fmt.Errorf("enroll %s: %w", sp.name, err)
+		}
+		uuids[sp.name] = n.UUID
+		for _, mac := range sp.macs {
+			port := map[string]any{"address": mac, "node_uuid": n.UUID, "pxe_enabled": true}
+			if err := c.do(ctx, http.MethodPost, "/v1/ports", port, nil); err != nil {
+				return nil, fmt.Errorf("enroll %s: port %s: %w", sp.name, mac, err)
+			}
+		}
+	}
+	return uuids, nil
+}
+
+// repoint updates an enrolled node's BMC address and deploy images when
+// they differ from the machine's now.
+func repoint(ctx context.Context, c *apiClient, n *apiNode, sp enrollSpec) error {
+	var ops []map[string]any
+	for k, v := range map[string]any{
+		"ipmi_address": sp.bmcAddress, "ipmi_port": sp.bmcPort,
+		"deploy_kernel": sp.deployKernel, "deploy_ramdisk": sp.deployRd,
+	} {
+		if fmt.Sprint(n.DriverInfo[k]) != fmt.Sprint(v) {
+			ops = append(ops, map[string]any{"op": "add", "path": "/driver_info/" + k, "value": v})
+		}
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	return c.patch(ctx, n.UUID, ops)
+}

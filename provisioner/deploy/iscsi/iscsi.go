@@ -1,0 +1,651 @@
+// Package iscsi is the conductor side of Ironic's "iscsi" deploy interface
+// with the bash-era deploy ramdisk (Liberty to Queens): prepare caches the
+// instance image and makes the node boot the deploy ramdisk with a fresh
+// deploy key; the ramdisk exports the node's disk over iSCSI and calls
+// pass_deploy_info; the conductor logs in with metalbed's pure-Go
+// initiator, partitions the disk and writes the image (or writes a
+// whole-disk image as it is), records the root UUID or disk identifier,
+// logs out, and then either switches the PXE config to the instance
+// (netboot) or lets the ramdisk install the bootloader and waits for
+// pass_bootloader_install_info (local boot). It notifies the ramdisk on
+// TCP 10000 ("done") and reboots the node through its power interface.
+//
+// Automated cleaning boots the same ramdisk: on its pass_deploy_info the
+// conductor logs in and wipes the partition tables
+// (images.DestroyDiskMetadata), notifies it and powers the node off.
+//
+// Messages are Ironic's (ironic/drivers/modules/iscsi_deploy.py).
+package iscsi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/metalbed/metalbed/provisioner"
+	"github.com/metalbed/metalbed/provisioner/drivers"
+	"github.com/metalbed/metalbed/provisioner/imagecache"
+	"github.com/metalbed/metalbed/provisioner/images"
+)
+
+// Name is the interface's name in the API.
+const Name = "iscsi"
+
+// Vendor passthru methods the deploy ramdisk calls.
+const (
+	MethodPassDeployInfo     = "pass_deploy_info"
+	MethodPassBootloaderInfo = "pass_bootloader_install_info"
+)
+
+// IQNPrefix is prepended to the node UUID to name the ramdisk's target.
+const IQNPrefix = "iqn.2008-10.org.openstack:"
+
+// Config gives the interface its dependencies. There are no globals.
+type Config struct {
+	// Drivers returns the registry that holds the node's hardware type; the
+	// node's power and boot interfaces are looked up in it at call time (the
+	// registry is built after this interface, which it contains). Required.
+	Drivers func() *drivers.Registry
+	// Images fetches and verifies instance images. Required.
+	Images *imagecache.Cache
+	// ImagesDir holds each node's copy of its instance image while it is
+	// deployed (Ironic's [pxe]images_path). Required.
+	ImagesDir string
+	// APIURL, when set, is passed as ironic_api_url (the boot interface
+	// passes its own otherwise).
+	APIURL string
+	// ISCSIPort is the ramdisk's portal port; default 3260.
+	ISCSIPort int
+	// NotifyPort is where the ramdisk waits for "done"; default 10000.
+	NotifyPort int
+	// NotifyDelay is waited before notifying, as Ironic's
+	// notify_ramdisk_to_proceed sleeps 3 s; default 3 s, negative: none.
+	NotifyDelay time.Duration
+	// InitiatorIQN names the conductor's initiator; default the initiator
+	// package's.
+	InitiatorIQN string
+	// DefaultBootMode and DefaultBootOption must match the boot
+	// interface's: defaults "uefi" and "netboot".
+	DefaultBootMode   string
+	DefaultBootOption string
+	// Milestone, when set, is told each step of a node's deploy for its
+	// timeline: prepare, power on, pass_deploy_info, iscsi login, image
+	// written, iscsi logout, bootloader, notify, reboot, disk wiped.
+	Milestone func(node, kind, detail string)
+	// Logger receives logs; nil discards.
+	Logger *slog.Logger
+}
+
+// Deploy is the "iscsi" deploy interface. It is safe for concurrent use on
+// different nodes; the conductor serialises calls per node.
+type Deploy struct {
+	cfg Config
+	log *slog.Logger
+}
+
+var (
+	_ drivers.DeployInterface  = (*Deploy)(nil)
+	_ drivers.RamdiskCallbacks = (*Deploy)(nil)
+	_ drivers.Cleaner          = (*Deploy)(nil)
+)
+
+// New checks cfg and applies defaults. It does no I/O.
+func New(cfg Config) (*Deploy, error) {
+	var missing []string
+	if cfg.Drivers == nil {
+		missing = append(missing, "Drivers")
+	}
+	if cfg.Images == nil {
+		missing = append(missing, "Images")
+	}
+	if cfg.ImagesDir == "" {
+		missing = append(missing, "ImagesDir")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("iscsi deploy: missing %s", strings.Join(missing, ", "))
+	}
+	if cfg.ISCSIPort == 0 {
+		cfg.ISCSIPort = 3260
+	}
+	if cfg.NotifyPort == 0 {
+		cfg.NotifyPort = 10000
+	}
+	switch {
+	case cfg.NotifyDelay == 0:
+		cfg.NotifyDelay = 3 * time.Second
+	case cfg.NotifyDelay < 0:
+		cfg.NotifyDelay = 0
+	}
+	switch cfg.DefaultBootMode {
+	case "":
+		cfg.DefaultBootMode = images.BootModeUEFI
+	case images.BootModeUEFI, images.BootModeBIOS:
+	default:
+		return nil, fmt.Errorf("iscsi deploy: DefaultBootMode %q: want uefi or bios", cfg.DefaultBootMode)
+	}
+	switch cfg.DefaultBootOption {
+	case "":
+		cfg.DefaultBootOption = images.BootOptionNetboot
+	case images.BootOptionNetboot, images.BootOptionLocal:
+	default:
+		return nil, fmt.Errorf("iscsi deploy: DefaultBootOption %q: want netboot or local", cfg.DefaultBootOption)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Deploy{cfg: cfg, log: log.With("deploy_interface", Name)}, nil
+}
+
+func (d *Deploy) milestone(node *provisioner.Node, kind, detail string) {
+	d.log.Info(kind, "node", node.UUID, "detail", detail)
+	if d.cfg.Milestone != nil {
+		d.cfg.Milestone(node.UUID, kind, detail)
+	}
+}
+
+func invalid(format string, args ...any) error {
+	return &drivers.ParameterError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// interfaces returns the node's power and boot interfaces.
+func (d *Deploy) interfaces(node *provisioner.Node) (drivers.PowerInterface, drivers.BootInterface, error) {
+	reg := d.cfg.Drivers()
+	if reg == nil {
+		return nil, nil, errors.New("iscsi deploy: no driver registry")
+	}
+	h, err := reg.Get(node.Driver)
+	if err != nil {
+		return nil, nil, err
+	}
+	power, err := h.PowerFor(node)
+	if err != nil {
+		return nil, nil, err
+	}
+	boot, err := h.BootFor(node)
+	if err != nil {
+		return nil, nil, err
+	}
+	return power, boot, nil
+}
+
+// Validate is Ironic's ISCSIDeploy.validate: the boot interface's
+// validation, the boot_mode and boot_option capabilities, then the
+// instance_info the deploy needs.
+func (d *Deploy) Validate(ctx context.Context, node *provisioner.Node) error {
+	_, boot, err := d.interfaces(node)
+	if err != nil {
+		return err
+	}
+	if err := boot.Validate(ctx, node); err != nil {
+		return err
+	}
+	if err := validateCapabilities(node); err != nil {
+		return err
+	}
+	_, err = d.instanceInfo(node, wholeDiskHint(node))
+	return err
+}
+
+// validateCapabilities is deploy_utils.validate_capabilities for the two
+// capabilities the iSCSI deploy reads.
+func validateCapabilities(node *provisioner.Node) error {
+	for _, c := range []struct {
+		key   string
+		valid []string
+	}{
+		{"boot_mode", []string{"bios", "uefi"}},
+		{"boot_option", []string{"local", "netboot"}},
+	} {
+		for _, src := range []struct {
+			name string
+			caps any
+		}{{"properties/capabilities", node.Properties["capabilities"]}, {"instance_info/capabilities", node.InstanceInfo["capabilities"]}} {
+			v := capability(src.caps, c.key)
+			if v == "" {
+				continue
+			}
+			ok := false
+			for _, w := range c.valid {
+				ok = ok || v == w
+			}
+			if !ok {
+				return invalid("Invalid %s parameter '%s'. Supported values are: %s", c.key, v, pyList(c.valid))
+			}
+		}
+	}
+	return nil
+}
+
+// instInfo is instance_info parsed as deploy_utils.parse_instance_info.
+type instInfo struct {
+	ImageSource string
+	Checksum    string
+	HashAlgo    string
+	HashValue   string
+	Kernel      string
+	Ramdisk     string
+	RootMB      int64
+	SwapMB      int64
+	EphemeralMB int64
+	EphFormat   string
+	ConfigDrive string
+}
+
+// wholeDiskHint says what the node's instance_info declares: image_type
+// "whole-disk" or "partition" (Ironic since Zed), else an image with a
+// kernel and ramdisk is a partition image; otherwise unknown until the
+// image is looked at (driver_internal_info is_whole_disk_image).
+func wholeDiskHint(node *provisioner.Node) *bool {
+	yes, no := true, false
+	switch s, _ := node.InstanceInfo["image_type"].(string); s {
+	case "whole-disk":
+		return &yes
+	case "partition":
+		return &no
+	}
+	if v, ok := node.DriverInternalInfo["is_whole_disk_image"].(bool); ok {
+		return &v
+	}
+	k, _ := node.InstanceInfo["kernel"].(string)
+	r, _ := node.InstanceInfo["ramdisk"].(string)
+	if k != "" && r != "" {
+		return &no
+	}
+	return nil
+}
+
+// instanceInfo checks instance_info; wholeDisk nil means not known yet, so
+// root_gb is not required.
+func (d *Deploy) instanceInfo(node *provisioner.Node, wholeDisk *bool) (instInfo, error) {
+	ii := node.InstanceInfo
+	str := func(k string) string { s, _ := ii[k].(string); return s }
+	in := instInfo{
+		ImageSource: str("image_source"), Checksum: str("image_checksum"),
+		HashAlgo: str("image_os_hash_algo"), HashValue: str("image_os_hash_value"),
+		Kernel: str("kernel"), Ramdisk: str("ramdisk"), EphFormat: str("ephemeral_format"),
+		ConfigDrive: str("configdrive"),
+	}
+	partition := wholeDisk != nil && !*wholeDisk
+	var missing []string
+	if partition {
+		if v, ok := ii["root_gb"]; !ok || v == nil || v == "" || v == 0.0 || v == "0" {
+			missing = append(missing, "root_gb")
+		}
+		if d.bootOption(node) == images.BootOptionNetboot {
+			if in.Ramdisk == "" {
+				missing = append(missing, "ramdisk")
+			}
+			if in.Kernel == "" {
+				missing = append(missing, "kernel")
+			}
+		}
+	}
+	if in.ImageSource == "" {
+		missing = append(missing, "image_source")
+	}
+	if len(missing) > 0 {
+		return in, invalid("Cannot validate iSCSI deploy. Some parameters were missing in node's instance_info. Missing are: %s", pyList(missing))
+	}
+	for _, p := range []struct {
+		key   string
+		scale int64
+		dst   *int64
+	}{{"root_gb", 1024, &in.RootMB}, {"swap_mb", 1, &in.SwapMB}, {"ephemeral_gb", 1024, &in.EphemeralMB}} {
+		v, ok := ii[p.key]
+		if !ok || v == nil {
+			continue
+		}
+		n, err := asInt(v)
+		if err != nil || n < 0 {
+			return in, invalid("Cannot validate parameter for driver deploy. Invalid parameter %s. Reason: %v is not an integer value.", p.key, v)
+		}
+		*p.dst = n * p.scale
+	}
+	if wholeDisk != nil && *wholeDisk && (in.SwapMB > 0 || in.EphemeralMB > 0) {
+		return in, invalid("Cannot deploy whole disk image with swap or ephemeral size set")
+	}
+	if strings.HasPrefix(in.ConfigDrive, "http://") || strings.HasPrefix(in.ConfigDrive, "https://") {
+		return in, invalid("Cannot validate iSCSI deploy. configdrive URLs are not supported by metalbed; pass the config drive itself.")
+	}
+	return in, nil
+}
+
+func asInt(v any) (int64, error) {
+	switch x := v.(type) {
+	case float64:
+		if x != float64(int64(x)) {
+			return 0, errors.New("not an integer")
+		}
+		return int64(x), nil
+	case int:
+		return int64(x), nil
+	case int64:
+		return x, nil
+	case string:
+		return strconv.ParseInt(strings.TrimSpace(x), 10, 64)
+	}
+	return 0, errors.New("not an integer")
+}
+
+// pyList renders names as Python prints a list of strings.
+func pyList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = "'" + n + "'"
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// imageDir and imagePath are Ironic's _get_image_dir_path/_get_image_file_path.
+func (d *Deploy) imageDir(node *provisioner.Node) string {
+	return filepath.Join(d.cfg.ImagesDir, node.UUID)
+}
+
+func (d *Deploy) imagePath(node *provisioner.Node) string {
+	return filepath.Join(d.imageDir(node), "disk")
+}
+
+// destroyImages drops the node's copy of its instance image (the cache
+// keeps the master).
+func (d *Deploy) destroyImages(node *provisioner.Node) {
+	if err := os.RemoveAll(d.imageDir(node)); err != nil {
+		d.log.Warn("remove instance image copy", "node", node.UUID, "err", err)
+	}
+	d.cfg.Images.CleanUp()
+}
+
+// Prepare caches the instance image, decides whether it is a whole-disk
+// image, checks it fits the root partition, and makes the node boot the
+// deploy ramdisk with a new deploy key (stored in driver_internal_info
+// deploy_key). An active node (take over, rebuild of the config) gets its
+// instance boot prepared instead.
+func (d *Deploy) Prepare(ctx context.Context, node *provisioner.Node) error {
+	_, boot, err := d.interfaces(node)
+	if err != nil {
+		return err
+	}
+	if node.ProvisionState == provisioner.StateActive {
+		return boot.PrepareInstance(ctx, node)
+	}
+	in, err := d.instanceInfo(node, wholeDiskHint(node))
+	if err != nil {
+		return err
+	}
+	if node.DriverInternalInfo == nil {
+		node.DriverInternalInfo = map[string]any{}
+	}
+	delete(node.DriverInternalInfo, "is_whole_disk_image")
+	delete(node.DriverInternalInfo, "root_uuid_or_disk_id")
+	delete(node.DriverInternalInfo, "efi_system_partition_uuid")
+	start := time.Now()
+	if err := os.MkdirAll(d.imageDir(node), 0o755); err != nil {
+		return fmt.Errorf("instance image directory: %w", err)
+	}
+	src := imagecache.Source{URL: in.ImageSource, Checksum: in.Checksum, HashAlgo: in.HashAlgo, HashValue: in.HashValue}
+	if err := d.cfg.Images.Fetch(ctx, src, d.imagePath(node)); err != nil {
+		d.destroyImages(node)
+		return fmt.Errorf("fetch image %s: %w", in.ImageSource, err)
+	}
+	whole, size, err := d.sniff(node)
+	if err != nil {
+		d.destroyImages(node)
+		return err
+	}
+	node.DriverInternalInfo["is_whole_disk_image"] = whole
+	if in, err = d.instanceInfo(node, &whole); err != nil {
+		d.destroyImages(node)
+		return err
+	}
+	if !whole {
+		imageMB := (size + (1<<20 - 1)) >> 20
+		if imageMB > in.RootMB {
+			d.destroyImages(node)
+			return fmt.Errorf("Root partition is too small for requested image. Image virtual size: %d MB, Root size: %d MB", imageMB, in.RootMB)
+		}
+	}
+	d.milestone(node, "image cached", fmt.Sprintf("%s, %d bytes, whole disk %t, %.2fs", in.ImageSource, size, whole, time.Since(start).Seconds()))
+	if err := d.prepareRamdisk(ctx, node, boot, ""); err != nil {
+		d.destroyImages(node)
+		return err
+	}
+	d.milestone(node, "prepare", "deploy ramdisk configured, boot device pxe")
+	return nil
+}
+
+// sniff tells a partition image (a bare ext2/3/4 file system) from a
+// whole-disk image (anything else: a partition table) unless instance_info
+// says which it is.
+func (d *Deploy) sniff(node *provisioner.Node) (whole bool, size int64, err error) {
+	f, err := os.Open(d.imagePath(node))
+	if err != nil {
+		return false, 0, fmt.Errorf("open instance image: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return false, 0, fmt.Errorf("stat instance image: %w", err)
+	}
+	if hint := wholeDiskHint(node); hint != nil {
+		return *hint, st.Size(), nil
+	}
+	_, ferr := images.ReadExt4Super(io.NewSectionReader(f, 0, st.Size()))
+	return ferr != nil, st.Size(), nil
+}
+
+// prepareRamdisk makes a fresh deploy key and has the boot interface boot
+// the deploy ramdisk with the iSCSI deploy's kernel parameters.
+func (d *Deploy) prepareRamdisk(ctx context.Context, node *provisioner.Node, boot drivers.BootInterface, bootOption string) error {
+	key, err := randomAlnum(32)
+	if err != nil {
+		return err
+	}
+	if node.DriverInternalInfo == nil {
+		node.DriverInternalInfo = map[string]any{}
+	}
+	node.DriverInternalInfo["deploy_key"] = key
+	if bootOption == "" {
+		bootOption = d.bootOption(node)
+		if w, _ := node.DriverInternalInfo["is_whole_disk_image"].(bool); w {
+			bootOption = images.BootOptionNetboot // no bootloader to install
+		}
+	}
+	params := map[string]string{
+		"deployment_key":   key,
+		"iscsi_target_iqn": IQNPrefix + node.UUID,
+		"deployment_id":    node.UUID,
+		"boot_option":      bootOption,
+		"boot_mode":        d.bootMode(node),
+	}
+	if d.cfg.APIURL != "" {
+		params["ironic_api_url"] = strings.TrimRight(d.cfg.APIURL, "/")
+	}
+	return boot.PrepareRamdisk(ctx, node, params)
+}
+
+// Deploy powers the node on (or reboots it) into the deploy ramdisk and
+// waits for its call back.
+func (d *Deploy) Deploy(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error) {
+	power, _, err := d.interfaces(node)
+	if err != nil {
+		return "", err
+	}
+	if err := d.powerOnOrReboot(ctx, node, power); err != nil {
+		return "", err
+	}
+	d.milestone(node, "power on", "booting the deploy ramdisk")
+	return provisioner.StateWaitCallback, nil
+}
+
+func (d *Deploy) powerOnOrReboot(ctx context.Context, node *provisioner.Node, power drivers.PowerInterface) error {
+	cur, err := power.GetPowerState(ctx, node)
+	if err != nil {
+		return fmt.Errorf("get power state: %w", err)
+	}
+	if cur == provisioner.PowerOn {
+		err = power.Reboot(ctx, node, false)
+	} else {
+		err = power.SetPowerState(ctx, node, provisioner.PowerOn)
+	}
+	if err != nil {
+		return fmt.Errorf("power on: %w", err)
+	}
+	node.PowerState = provisioner.PowerOn
+	return nil
+}
+
+func (d *Deploy) powerOff(ctx context.Context, node *provisioner.Node) error {
+	power, _, err := d.interfaces(node)
+	if err != nil {
+		return err
+	}
+	if err := power.SetPowerState(ctx, node, provisioner.PowerOff); err != nil {
+		return fmt.Errorf("power off: %w", err)
+	}
+	node.PowerState = provisioner.PowerOff
+	return nil
+}
+
+// TearDown powers the node off; CleanUp removes the rest.
+func (d *Deploy) TearDown(ctx context.Context, node *provisioner.Node) error {
+	return d.powerOff(ctx, node)
+}
+
+// CleanUp removes the instance image copy and the node's boot files and
+// DHCP answers.
+func (d *Deploy) CleanUp(ctx context.Context, node *provisioner.Node) error {
+	d.destroyImages(node)
+	_, boot, err := d.interfaces(node)
+	if err != nil {
+		return err
+	}
+	return errors.Join(boot.CleanUpRamdisk(ctx, node), boot.CleanUpInstance(ctx, node))
+}
+
+// TakeOver rebuilds the boot configuration of an active node.
+func (d *Deploy) TakeOver(ctx context.Context, node *provisioner.Node) error {
+	if node.ProvisionState != provisioner.StateActive {
+		return nil
+	}
+	_, boot, err := d.interfaces(node)
+	if err != nil {
+		return err
+	}
+	return boot.PrepareInstance(ctx, node)
+}
+
+// PrepareCleaning makes the node boot the deploy ramdisk (boot_option
+// netboot: it must not install a bootloader) with a new deploy key.
+func (d *Deploy) PrepareCleaning(ctx context.Context, node *provisioner.Node) error {
+	_, boot, err := d.interfaces(node)
+	if err != nil {
+		return err
+	}
+	if err := d.prepareRamdisk(ctx, node, boot, images.BootOptionNetboot); err != nil {
+		return err
+	}
+	d.milestone(node, "prepare", "deploy ramdisk configured for cleaning")
+	return nil
+}
+
+// Clean powers the node on into the ramdisk, which calls back to have its
+// disk wiped.
+func (d *Deploy) Clean(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error) {
+	power, _, err := d.interfaces(node)
+	if err != nil {
+		return "", err
+	}
+	if err := d.powerOnOrReboot(ctx, node, power); err != nil {
+		return "", err
+	}
+	d.milestone(node, "power on", "booting the deploy ramdisk for cleaning")
+	return provisioner.StateCleanWait, nil
+}
+
+// bootMode is Ironic's get_boot_mode, as the boot interface reads it.
+func (d *Deploy) bootMode(node *provisioner.Node) string {
+	ok := func(s string) bool { return s == "uefi" || s == "bios" }
+	if m, _ := node.InstanceInfo["deploy_boot_mode"].(string); ok(m) {
+		return m
+	}
+	if m := capability(node.InstanceInfo["capabilities"], "boot_mode"); ok(m) {
+		return m
+	}
+	if m := capability(node.Properties["capabilities"], "boot_mode"); ok(m) {
+		return m
+	}
+	if ok(node.BootMode) {
+		return node.BootMode
+	}
+	return d.cfg.DefaultBootMode
+}
+
+// bootOption is Ironic's get_boot_option.
+func (d *Deploy) bootOption(node *provisioner.Node) string {
+	ok := func(s string) bool { return s == "local" || s == "netboot" }
+	if o, _ := node.InstanceInfo["boot_option"].(string); ok(o) {
+		return o
+	}
+	if o := capability(node.InstanceInfo["capabilities"], "boot_option"); ok(o) {
+		return o
+	}
+	if o := capability(node.Properties["capabilities"], "boot_option"); ok(o) {
+		return o
+	}
+	return d.cfg.DefaultBootOption
+}
+
+// capability reads key from Ironic capabilities: a "k1:v1,k2:v2" string or
+// a JSON object.
+func capability(caps any, key string) string {
+	switch c := caps.(type) {
+	case string:
+		for _, kv := range strings.Split(c, ",") {
+			k, v, ok := strings.Cut(kv, ":")
+			if ok && strings.TrimSpace(k) == key {
+				return strings.TrimSpace(v)
+			}
+		}
+	case map[string]any:
+		s, _ := c[key].(string)
+		return s
+	}
+	return ""
+}
+
+// notify is Ironic's notify_ramdisk_to_proceed: wait, connect to
+// <address>:10000, send "done", close.
+func (d *Deploy) notify(ctx context.Context, node *provisioner.Node, address string) error {
+	if d.cfg.NotifyDelay > 0 {
+		t := time.NewTimer(d.cfg.NotifyDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var dialer net.Dialer
+	addr := net.JoinHostPort(address, strconv.Itoa(d.cfg.NotifyPort))
+	c, err := dialer.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	_, werr := io.WriteString(c, "done")
+	if err := errors.Join(werr, c.Close()); err != nil {
+		return fmt.Errorf("notify %s: %w", addr, err)
+	}
+	d.milestone(node, "notify", "done sent to "+addr)
+	return nil
+}
