@@ -175,7 +175,9 @@ func (c *apiClient) waitState(ctx context.Context, id, want string, seen func(*a
 		if n.ProvisionState == want && n.TargetProvisionState == nil {
 			return n, nil
 		}
-		if strings.HasSuffix(n.ProvisionState, " failed") && n.TargetProvisionState == nil {
+		// A failed node keeps its target (deploy failed → active), as
+		// Ironic's do.
+		if strings.HasSuffix(n.ProvisionState, " failed") {
 			return n, fmt.Errorf("node %s: %w: %s: %s", id, errStateFailed, n.ProvisionState, n.lastError())
 		}
 		select {

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -310,6 +311,87 @@ func TestUpEnrollAgainKeepsNodes(t *testing.T) {
 	after, err := os.Stat(ramdisk)
 	if err != nil || !after.ModTime().Equal(before.ModTime()) {
 		t.Errorf("deploy ramdisk rebuilt: %v, %v", before.ModTime(), err)
+	}
+	u.stop(t)
+}
+
+// TestUpIPXENetboot deploys a netboot node enrolled with
+// --boot-interface ipxe: iPXE scripts, kernels and ramdisks over HTTP.
+func TestUpIPXENetboot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("deploys a machine")
+	}
+	requireBootLoaders(t)
+	dir := t.TempDir()
+	u := startProvisionedUp(t, dir, "--nodes", "1", "--boot-interface", "ipxe")
+	api := newAPIClient(u.inv.API)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	for _, step := range [][2]string{{"manage", "manageable"}, {"provide", "available"}} {
+		if err := api.provision(ctx, "node-0", step[0]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := api.waitState(ctx, "node-0", step[1], nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img, err := images.Build(ctx, images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "ipxe-netboot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel := filepath.Join(dir, "provisioner", "images", deployKernelName) // any bzImage
+	initrd := filepath.Join(t.TempDir(), "initrd")
+	if err := os.WriteFile(initrd, []byte("instance initrd"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deploy := func(checksum string) error {
+		var ops []map[string]any
+		for k, v := range map[string]any{"image_source": img.Path, "image_checksum": checksum, "root_gb": 1, "kernel": kernel, "ramdisk": initrd} {
+			ops = append(ops, map[string]any{"op": "add", "path": "/instance_info/" + k, "value": v})
+		}
+		if err := api.patch(ctx, "node-0", ops); err != nil {
+			t.Fatal(err)
+		}
+		if err := api.provision(ctx, "node-0", "active"); err != nil {
+			t.Fatal(err)
+		}
+		_, err := api.waitState(ctx, "node-0", "active", nil)
+		return err
+	}
+	// A wrong checksum fails the deploy, and the failure is in the
+	// node's timeline; a deploy failed node deploys again.
+	if err := deploy(strings.Repeat("0", 32)); !errors.Is(err, errStateFailed) || !strings.Contains(err.Error(), "checksum") {
+		t.Fatalf("deploy with a wrong checksum: %v", err)
+	}
+	doc, err := fetchTimeline(ctx, u.inv.Timeline, "node-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := false
+	for _, e := range doc.Entries {
+		failed = failed || (e.Kind == "conductor.failed" && strings.Contains(e.Detail, "checksum"))
+	}
+	if !failed {
+		t.Errorf("no conductor.failed entry in %+v", doc.Entries)
+	}
+	if err := deploy(img.MD5); err != nil {
+		t.Fatal(err)
+	}
+	con := u.inv.Nodes[0].ConsoleLog
+	want := "metalbed-instance: booted ipxe-netboot root=UUID=" + img.RootUUID
+	for {
+		b, _ := os.ReadFile(con)
+		if strings.Contains(string(b), want) {
+			if !strings.Contains(string(b), "/boot.ipxe...") {
+				t.Errorf("not booted through the HTTP boot.ipxe:\n%s", b)
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("console lacks %q:\n%s", want, b)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	u.stop(t)
 }
