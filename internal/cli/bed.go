@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/metalbed/metalbed/provisioner/boot"
 	"log/slog"
 	"net"
 	"net/http"
@@ -553,6 +554,9 @@ func (b *bed) serviceConfig() service.Config {
 			APIURL:      b.apiURL(),
 			Hosts:       b.hosts,
 			NotifyDelay: b.cfg.notifyDelay,
+			// Without Debian's ipxe package, the ipxe interface still boots
+			// iPXE ROMs (the simulated machines) from the script alone.
+			Loaders: boot.Loaders{IPXEOnly: boot.MissingIPXE()},
 		},
 		Milestone: func(node, kind, detail string) {
 			// "iscsi login" -> "conductor.iscsi_login", as the other

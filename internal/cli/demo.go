@@ -124,7 +124,11 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	api := newAPIClient(b.apiURL())
 	dctx, cancel := context.WithTimeout(sctx, *timeout)
 	defer cancel()
-	uuids, err := b.enroll(dctx, f.enrollSpecs(b, "pxe"))
+	bootIface := defaultBootInterface()
+	if bootIface == "ipxe" {
+		fmt.Fprintf(s.Out, "boot interface ipxe: Debian's pxelinux/ipxe boot programs are not installed; the simulated NICs' iPXE ROMs boot from the HTTP script alone\n")
+	}
+	uuids, err := b.enroll(dctx, f.enrollSpecs(b, bootIface))
 	if err != nil {
 		return errors.Join(err, serveErr())
 	}
@@ -206,8 +210,12 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("demo: %w", errors.Join(errs...))
 	}
-	fmt.Fprintf(s.Out, "every node went enroll → manageable → available → active over IPMI, DHCP, TFTP, iSCSI and HTTP on loopback, "+
-		"its instance booted, and it was undeployed back to available.\n")
+	protocols := "IPMI, DHCP, TFTP, iSCSI and HTTP"
+	if bootIface == "ipxe" {
+		protocols = "IPMI, DHCP, HTTP (iPXE) and iSCSI"
+	}
+	fmt.Fprintf(s.Out, "every node went enroll → manageable → available → active over %s on loopback, "+
+		"its instance booted, and it was undeployed back to available.\n", protocols)
 	return nil
 }
 

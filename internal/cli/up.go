@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/metalbed/metalbed/provisioner/boot"
 	"io"
 	"log/slog"
 	"net"
@@ -50,7 +51,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	logLevel := fs.String("log-level", "warn", "log level on stderr: debug, info, warn, error")
 	pf := provisionerFlags(fs)
 	enrollNodes := fs.Bool("enroll", false, "enroll every machine as a node (driver ipmi, its BMC, a PXE port per MAC), left in \"enroll\"")
-	bootIface := fs.String("boot-interface", "pxe", "boot interface of the nodes --enroll creates: pxe (TFTP) or ipxe (HTTP)")
+	bootIface := fs.String("boot-interface", "", "boot interface of the nodes --enroll creates: pxe (TFTP, needs Debian's pxelinux and ipxe), ipxe (HTTP); default pxe when those are installed, else ipxe")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -577,7 +578,20 @@ func (f *fleet) addrSummary() string {
 }
 
 // enrollSpecs describes every machine for enroll.
+// defaultBootInterface is pxe when Debian's pxelinux and ipxe boot programs
+// are installed; otherwise ipxe, which boots iPXE ROMs (the simulated
+// machines', QEMU's) without them.
+func defaultBootInterface() string {
+	if boot.HavePXELinux() && !boot.MissingIPXE() {
+		return "pxe"
+	}
+	return "ipxe"
+}
+
 func (f *fleet) enrollSpecs(b *bed, bootInterface string) []enrollSpec {
+	if bootInterface == "" {
+		bootInterface = defaultBootInterface()
+	}
 	specs := make([]enrollSpec, 0, len(f.nodes))
 	for _, n := range f.nodes {
 		a := n.bmcAddr()

@@ -60,6 +60,34 @@ type Loaders struct {
 	LDLinux  string // default /usr/lib/syslinux/modules/bios/ldlinux.c32 (package syslinux-common)
 	UndiOnly string // default /usr/lib/ipxe/undionly.kpxe (package ipxe)
 	IPXEEFI  string // default /usr/lib/ipxe/ipxe.efi (package ipxe)
+	// IPXEOnly makes the ipxe interface serve NICs whose ROM is iPXE (QEMU's,
+	// the simulated machines') without iPXE's NBPs: DHCP gives iPXE clients
+	// the script and plain PXE clients no boot file, and undionly.kpxe /
+	// ipxe.efi are neither required nor copied. No effect on the pxe
+	// interface, which always needs pxelinux.0.
+	IPXEOnly bool
+}
+
+// MissingIPXE reports whether iPXE's NBPs (Debian package ipxe) are absent
+// from their default places, when IPXEOnly is the way to boot iPXE ROMs.
+func MissingIPXE() bool {
+	for _, p := range []string{"/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/ipxe.efi"} {
+		if _, err := os.Stat(p); err != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// HavePXELinux reports whether pxelinux.0 and ldlinux.c32 (Debian packages
+// pxelinux, syslinux-common) are in their default places.
+func HavePXELinux() bool {
+	for _, p := range []string{"/usr/lib/PXELINUX/pxelinux.0", "/usr/lib/syslinux/modules/bios/ldlinux.c32"} {
+		if _, err := os.Stat(p); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Names of the boot programs in the TFTP root (what DHCP hands out).
@@ -240,6 +268,9 @@ func invalid(format string, args ...any) error {
 type loader struct{ src, name, pkg string }
 
 func (b *Interface) loaders(mode string) []loader {
+	if b.ipxe && b.cfg.Loaders.IPXEOnly {
+		return nil
+	}
 	if b.ipxe {
 		return []loader{
 			{b.cfg.Loaders.UndiOnly, UndiOnlyNBP, "ipxe"},
@@ -497,7 +528,9 @@ func (b *Interface) setHosts(node *provisioner.Node, ports []provisioner.Port, m
 	h := dhcp.Host{Hostname: node.Name, TFTPServer: b.cfg.TFTPServer}
 	if netboot {
 		if b.ipxe {
-			h.BIOSBootFile, h.UEFIBootFile = UndiOnlyNBP, IPXEEFINBP
+			if !b.cfg.Loaders.IPXEOnly {
+				h.BIOSBootFile, h.UEFIBootFile = UndiOnlyNBP, IPXEEFINBP
+			}
 			h.IPXEScript = b.cfg.HTTPURL + "/" + bootScriptName
 		} else {
 			h.BIOSBootFile, h.UEFIBootFile = PXELinuxNBP, IPXEEFINBP

@@ -429,6 +429,35 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// TestIPXEOnlyNeedsNoNBPs: without Debian's ipxe package, the ipxe
+// interface still serves iPXE ROMs — the script through DHCP, no NBP files
+// required or handed out.
+func TestIPXEOnlyNeedsNoNBPs(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config("http://127.0.0.1:8080")
+	cfg.Loaders = Loaders{UndiOnly: "/nonexistent/undionly.kpxe", IPXEEFI: "/nonexistent/ipxe.efi", IPXEOnly: true}
+	b, err := NewIPXE(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := writeImages(t, "bios")
+	if err := b.Validate(t.Context(), node); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if err := b.PrepareRamdisk(t.Context(), node, map[string]string{"deployment_key": "k"}); err != nil {
+		t.Fatalf("PrepareRamdisk: %v", err)
+	}
+	h, ok := e.hosts.Lookup(e.ports[0].Address)
+	if !ok || h.IPXEScript != "http://127.0.0.1:8080/boot.ipxe" || h.BIOSBootFile != "" || h.UEFIBootFile != "" {
+		t.Errorf("dhcp host = %+v, want the script and no NBP", h)
+	}
+	for _, nbp := range []string{UndiOnlyNBP, IPXEEFINBP} {
+		if _, err := os.Stat(filepath.Join(e.tftpRoot, nbp)); err == nil {
+			t.Errorf("%s copied into the TFTP root", nbp)
+		}
+	}
+}
+
 func TestBadParamsRefused(t *testing.T) {
 	requireLoaders(t)
 	e := newEnv(t)
