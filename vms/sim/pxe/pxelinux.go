@@ -38,6 +38,9 @@ type pxeLabel struct {
 	Append    string
 	IPAppend  int
 	LocalBoot bool
+	// COM32 names a SYSLINUX module the label runs instead of a kernel
+	// (Ironic's boot_whole_disk label: "COM32 chain.c32", append mbr:<id>).
+	COM32 string
 }
 
 // pxeConfig is a parsed pxelinux config: the labels and which is default.
@@ -96,6 +99,11 @@ func parsePXELinux(text string) (*pxeConfig, error) {
 				return nil, fmt.Errorf("line %d: localboot outside a label", n)
 			}
 			cur.LocalBoot = true
+		case "com32":
+			if cur == nil || rest == "" {
+				return nil, fmt.Errorf("line %d: com32 outside a label or without a module", n)
+			}
+			cur.COM32 = rest
 		case "prompt", "timeout", "totaltimeout", "ontimeout", "say", "display", "menu", "serial", "noescape", "implicit", "allowoptions", "font", "kbdmap":
 		default:
 			return nil, fmt.Errorf("line %d: unknown directive %q", n, key)

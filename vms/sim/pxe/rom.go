@@ -293,6 +293,11 @@ func (r *romRun) pxelinux(ctx context.Context, nbp string) error {
 	if label.LocalBoot {
 		return fmt.Errorf("pxelinux: label %s asks for local boot", label.Name)
 	}
+	if label.COM32 != "" {
+		// chain.c32 hands over to a local disk; the simulated firmware
+		// boots local disks through its own loader (boot device disk).
+		return fmt.Errorf("%w: pxelinux: label %s runs the module %s (chain-loading a local disk: set boot device disk)", ErrExec, label.Name, label.COM32)
+	}
 	if label.Kernel == "" {
 		return fmt.Errorf("pxelinux: label %s has no kernel", label.Name)
 	}

@@ -437,6 +437,12 @@ func TestParsePXELinux(t *testing.T) {
 			t.Errorf("parsePXELinux(%q) accepted", bad)
 		}
 	}
+	// Ironic 21.4's pxe_config.template has a whole-disk label that
+	// chain-loads the local disk.
+	cfg, err = parsePXELinux("default deploy\nlabel deploy\nkernel d/k\nappend initrd=d/r\nlabel boot_whole_disk\nCOM32 chain.c32\nappend mbr:0x12345678\n")
+	if err != nil || cfg.Labels["boot_whole_disk"].COM32 != "chain.c32" {
+		t.Errorf("COM32 label: %+v, %v", cfg, err)
+	}
 	cfg, _ = parsePXELinux("default nosuch\nlabel a\nkernel k\n")
 	if _, err := cfg.pick(); err == nil {
 		t.Error("missing default label accepted")
