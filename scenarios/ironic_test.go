@@ -1,0 +1,188 @@
+package scenarios
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRealIronicDrivesMetalbedBMCs points a REAL standalone Ironic 21.4
+// (Debian ironic-api + ironic-conductor, ipmi hardware type, ipmitool
+// power and management) at the BMCs of `metalbed up` and drives them with
+// the real `baremetal` CLI: enrolment with cipher suites 17, 3 and none,
+// manage, validate, power on/off (checked independently with ipmitool),
+// persistent and one-time PXE in BIOS and UEFI mode (Ironic's raw
+// 0x00 0x08 0x05 0xe0 … in UEFI), and provide. It logs how long every
+// Ironic call and every ipmitool command the conductor ran took; it asserts
+// no timings.
+func TestRealIronicDrivesMetalbedBMCs(t *testing.T) {
+	requireIronic(t)
+	bin := buildMetalbed(t)
+	fleet := startFleet(t, bin, 2)
+	ir := startIronic(t, IronicOptions{})
+	t.Logf("real Ironic ready (API answering, conductor alive) in %s s", ir.StartSeconds)
+
+	cases := []struct {
+		name    string
+		suite   string // ipmi_cipher_suite, "" = not set (ipmitool's own choice)
+		machine int
+	}{
+		{"cipher-suite-17", "17", 0},
+		{"cipher-suite-3", "3", 1},
+		{"cipher-suite-unset", "", 0}, // node-0 again, once the first node is deleted
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			driveNodeThroughIronic(t, ir, fleet.Inventory.Nodes[c.machine], c.suite)
+		})
+	}
+
+	t.Logf("Ironic calls against metalbed BMCs (baremetal CLI wall time, incl. ~1 s of Python start-up; waits polled over REST):\n%s", ir.Calls.Summary())
+	cmds := ir.IpmitoolCommands(t)
+	t.Logf("ipmitool commands the conductor ran against metalbed BMCs:\n%s", IpmitoolSummary(cmds))
+	for _, c := range cmds {
+		if c.Exit != 0 {
+			t.Errorf("the conductor's ipmitool %q (port %d, -C %q) exited %d", c.Command, c.Port, c.Suite, c.Exit)
+		}
+	}
+}
+
+// driveNodeThroughIronic enrols one metalbed machine in Ironic and walks it
+// through manage, validate, power, boot device and provide, then deletes it.
+func driveNodeThroughIronic(t *testing.T, ir *Ironic, m InventoryNode, suite string) {
+	name := m.Name + "-cs" + suite
+	if suite == "" {
+		name = m.Name + "-cs-unset"
+	}
+	args := []string{"node", "create", "--driver", "ipmi", "--name", name,
+		"--boot-interface", "pxe", "--deploy-interface", "direct",
+		"--driver-info", "ipmi_address=" + m.BMC.Address,
+		"--driver-info", fmt.Sprintf("ipmi_port=%d", m.BMC.Port),
+		"--driver-info", "ipmi_username=" + m.BMC.Username,
+		"--driver-info", "ipmi_password=" + m.BMC.Password,
+		"-f", "json"}
+	if suite != "" {
+		args = append(args, "--driver-info", "ipmi_cipher_suite="+suite)
+	}
+	var created struct {
+		UUID           string `json:"uuid"`
+		ProvisionState string `json:"provision_state"`
+	}
+	if err := json.Unmarshal([]byte(ir.Baremetal(t, "node create", args...)), &created); err != nil {
+		t.Fatalf("node create output: %v", err)
+	}
+	if created.ProvisionState != "enroll" {
+		t.Fatalf("new node in %q, want enroll", created.ProvisionState)
+	}
+	uuid := created.UUID
+	t.Cleanup(func() {
+		// Whatever state a failure left it in, the node goes, so the next
+		// case can enrol the same machine (t.Context is over by now).
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := ir.Node(ctx, uuid); errors.Is(err, errNotFound) {
+			return // deleted by the case itself
+		}
+		if _, err := ir.TryBaremetal(ctx, "node delete", "node", "delete", uuid); err == nil {
+			return
+		}
+		_, _ = ir.TryBaremetal(ctx, "node maintenance set", "node", "maintenance", "set", uuid)
+		if _, err := ir.TryBaremetal(ctx, "node delete", "node", "delete", uuid); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	ir.Baremetal(t, "port create", "port", "create", "--node", uuid, m.MACs[0])
+
+	// manage: Ironic validates power and management and reads the power state.
+	ir.Baremetal(t, "node manage", "node", "manage", uuid)
+	n := ir.WaitProvision(t, uuid, "manageable", 120*time.Second)
+	if got := str(n.PowerState); got != "power off" && got != "power on" {
+		t.Fatalf("after manage, power_state %s: Ironic could not read the BMC", got)
+	}
+
+	var validate []struct {
+		Interface string `json:"Interface"`
+		Result    *bool  `json:"Result"`
+		Reason    string `json:"Reason"`
+	}
+	if err := json.Unmarshal([]byte(ir.Baremetal(t, "node validate", "node", "validate", uuid, "-f", "json")), &validate); err != nil {
+		t.Fatalf("node validate output: %v", err)
+	}
+	for _, v := range validate {
+		if (v.Interface == "power" || v.Interface == "management") && (v.Result == nil || !*v.Result) {
+			t.Errorf("node validate: %s is not True: %s", v.Interface, v.Reason)
+		}
+	}
+
+	// Power on through Ironic, then ask the BMC ourselves.
+	ir.Baremetal(t, "node power on", "node", "power", "on", uuid)
+	ir.WaitPower(t, uuid, "power on", 120*time.Second)
+	assertChassisPower(t, m, suite, "on")
+	ir.Baremetal(t, "node power off", "node", "power", "off", uuid)
+	ir.WaitPower(t, uuid, "power off", 120*time.Second)
+	assertChassisPower(t, m, suite, "off")
+
+	// BIOS: persistent PXE, where vbmc and ipmi_sim lose the persistent bit;
+	// then a one-time PXE.
+	checkBootDevice(t, ir, m, suite, uuid, true, "c004")
+	checkBootDevice(t, ir, m, suite, uuid, false, "8004")
+
+	// UEFI: Ironic sends the raw Set System Boot Options itself, EFI bit set.
+	ir.Baremetal(t, "node set capabilities", "node", "set", uuid, "--property", "capabilities=boot_mode:uefi")
+	checkBootDevice(t, ir, m, suite, uuid, true, "e004")
+	checkBootDevice(t, ir, m, suite, uuid, false, "a004")
+	ir.Baremetal(t, "node unset capabilities", "node", "unset", uuid, "--property", "capabilities")
+
+	ir.Baremetal(t, "node provide", "node", "provide", uuid)
+	ir.WaitProvision(t, uuid, "available", 120*time.Second)
+	ir.Baremetal(t, "node delete", "node", "delete", uuid)
+}
+
+// assertChassisPower checks the machine's power with ipmitool against its
+// BMC, independently of Ironic.
+func assertChassisPower(t *testing.T, m InventoryNode, suite, want string) {
+	t.Helper()
+	out, err := ipmitool(t.Context(), m, suite, "power", "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(out); got != "Chassis Power is "+want {
+		t.Fatalf("%s: ipmitool power status says %q after Ironic's power %s", m.Name, got, want)
+	}
+}
+
+// checkBootDevice sets PXE through Ironic (persistent or one-time), reads
+// it back through Ironic, and reads parameter 5 from the BMC with ipmitool:
+// its first two data bytes must be wantHex (flags and device selector).
+func checkBootDevice(t *testing.T, ir *Ironic, m InventoryNode, suite, uuid string, persistent bool, wantHex string) {
+	t.Helper()
+	args := []string{"node", "boot", "device", "set", uuid, "pxe"}
+	label := "node boot device set pxe"
+	if persistent {
+		args = append(args, "--persistent")
+		label += " --persistent"
+	}
+	ir.Baremetal(t, label, args...)
+	var shown struct {
+		BootDevice string `json:"boot_device"`
+		Persistent *bool  `json:"persistent"`
+	}
+	out := ir.Baremetal(t, "node boot device show", "node", "boot", "device", "show", uuid, "-f", "json")
+	if err := json.Unmarshal([]byte(out), &shown); err != nil {
+		t.Fatalf("node boot device show output %q: %v", out, err)
+	}
+	if shown.BootDevice != "pxe" || shown.Persistent == nil || *shown.Persistent != persistent {
+		t.Errorf("%s: after boot device set pxe (persistent %v), Ironic shows %s", m.Name, persistent, out)
+	}
+	data, err := bootParam5(t.Context(), m, suite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(data, wantHex) {
+		t.Errorf("%s: boot flags (parameter 5) %s after Ironic set pxe (persistent %v), want %s…", m.Name, data, persistent, wantHex)
+	}
+}
