@@ -38,6 +38,7 @@ type Ironic struct {
 	HTTPRoot     string
 	TFTPRoot     string
 	HTTPURL      string
+	FilesDir     string // where file:// images may live ([conductor] file_url_allowed_paths)
 	StartSeconds string // how long start.sh took, as it measured
 	Calls        *CallLog
 }
@@ -94,7 +95,7 @@ func startIronic(t testing.TB, o IronicOptions) *Ironic {
 		}
 	}
 	ir := &Ironic{Dir: dir, APIURL: env["IRONIC_API_URL"], HTTPRoot: env["IRONIC_HTTP_ROOT"],
-		TFTPRoot: env["IRONIC_TFTP_ROOT"], HTTPURL: env["IRONIC_HTTP_URL"],
+		TFTPRoot: env["IRONIC_TFTP_ROOT"], HTTPURL: env["IRONIC_HTTP_URL"], FilesDir: env["IRONIC_FILES_DIR"],
 		StartSeconds: env["IRONIC_START_SECONDS"], Calls: &CallLog{}}
 	if ir.APIURL == "" {
 		t.Fatalf("ci/ironic/start.sh printed no IRONIC_API_URL:\n%s", out)

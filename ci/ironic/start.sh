@@ -11,7 +11,8 @@
 #               (stop them with ci/ironic/stop.sh DIR/pids)
 #     DIR/env   shell assignments: OS_AUTH_TYPE, OS_ENDPOINT, IRONIC_DIR,
 #               IRONIC_API_URL, IRONIC_RPC_PORT, IRONIC_TFTP_ROOT,
-#               IRONIC_HTTP_ROOT, IRONIC_HTTP_URL, IRONIC_PIDFILE, IRONIC_START_SECONDS
+#               IRONIC_HTTP_ROOT, IRONIC_HTTP_URL, IRONIC_FILES_DIR (for file:// images),
+#               IRONIC_PIDFILE, IRONIC_START_SECONDS
 #   and prints DIR/env on stdout once `GET /v1` answers and the conductor
 #   is registered and alive.
 #
@@ -24,6 +25,9 @@
 #                      the reference captures; Ironic's own default is 5)
 #   IRONIC_DEPLOY_CALLBACK_TIMEOUT  seconds (default 600)
 #   IRONIC_START_TIMEOUT  seconds to wait for the services (default 120)
+#   IRONIC_FILE_URL_ALLOWED_PATHS  comma-separated directories whose files may
+#                      be file:// image sources, besides DIR/files (Ironic
+#                      21.4.4 refuses any other file:// path)
 set -euo pipefail
 
 die() { echo "ironic/start.sh: $*" >&2; exit 1; }
@@ -59,7 +63,8 @@ start_timeout=${IRONIC_START_TIMEOUT:-120}
 api_url=http://127.0.0.1:$api_port
 
 mkdir -p "$http_root" "$tftp_root" "$tftp_root/master_images" "$dir/master_images" \
-  "$dir/images" "$dir/lock" "$dir/tmp"
+  "$dir/images" "$dir/lock" "$dir/tmp" "$dir/files"
+allowed=$dir/files${IRONIC_FILE_URL_ALLOWED_PATHS:+,$IRONIC_FILE_URL_ALLOWED_PATHS}
 
 # [DEFAULT] host is the conductor's name AND the address the API's JSON-RPC
 # client connects to (http://<host>:<[json_rpc] port>), so it must be the
@@ -119,6 +124,7 @@ check_provision_state_interval = 10
 sync_power_state_interval = 60
 power_state_change_timeout = 30
 workers_pool_size = 16
+file_url_allowed_paths = $allowed
 
 [agent]
 deploy_logs_collect = never
@@ -202,6 +208,7 @@ IRONIC_RPC_PORT=$rpc_port
 IRONIC_TFTP_ROOT=$tftp_root
 IRONIC_HTTP_ROOT=$http_root
 IRONIC_HTTP_URL=$http_url
+IRONIC_FILES_DIR=$dir/files
 IRONIC_PIDFILE=$dir/pids
 IRONIC_START_SECONDS=$elapsed
 EOF
