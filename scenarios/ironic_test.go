@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/vms"
 )
 
 // TestRealIronicDrivesMetalbedBMCs points a REAL standalone Ironic 21.4
@@ -301,9 +303,31 @@ func TestRealIronicDeploysMetalbedMachine(t *testing.T) {
 	})
 	t.Logf("%s console.log:\n%s", m.Name, lastLines(console, 40))
 	if strings.Contains(console, noROM) && !strings.Contains(console, romBanner) {
+		// Boot metalbed's NIC ROM and simulated kernel in this process as
+		// that machine would, to see how far Ironic's files take it.
+		probe := probeROMBoot(t, nb, m.MACs[0], vms.BIOS, 2*time.Minute)
+		t.Logf("metalbed's NIC ROM + simulated kernel booted in-process for %s (error: %v):\n%s", m.MACs[0], probe.Err, probe.Console)
+		if !probe.Booted {
+			t.Fatalf("metalbed's NIC ROM did not get from netboot serve's DHCP and Ironic's boot.ipxe to a kernel: %v", probe.Err)
+		}
+		t.Logf("the ROM booted %s with %d initrd(s), command line: %s", probe.Image.KernelName, len(probe.Image.Initrds), probe.Image.Cmdline)
+		if !strings.Contains(probe.Image.Cmdline, "ipa-api-url="+ir.APIURL) {
+			t.Fatalf("the ROM booted command line %q, not Ironic's", probe.Image.Cmdline)
+		}
+		if !strings.Contains(probe.Console, "Unpacking initramfs") {
+			t.Fatalf("the simulated kernel did not recognise Ironic's deploy_ramdisk as metalbed's ramdisk")
+		}
+		ramdiskSaid := ""
+		for _, l := range strings.Split(probe.Console, "\n") {
+			if strings.Contains(l, "metalbed-ramdisk:") {
+				ramdiskSaid = strings.TrimSpace(l)
+			}
+		}
 		t.Skipf("chain stops at the machine's firmware: Ironic set PXE and powered %s on, but `metalbed up` "+
 			"runs its machines with sim.StockFirmware whose NetBoot is nil (internal/cli/up.go wires no vms/sim/pxe.ROM, "+
-			"no DHCP server address for it, no kernel executor), so the machine printed %q and never sent DHCP", m.Name, noROM)
+			"no DHCP server address for it, no kernel executor), so the machine printed %q and never sent DHCP. "+
+			"Booted in-process instead, metalbed's ROM and kernel run Ironic's boot.ipxe and config, and the ramdisk gets "+
+			"Ironic's command line, then stops: %q (no agent mode yet)", m.Name, noROM, ramdiskSaid)
 	}
 	if err != nil {
 		t.Fatal(err)
