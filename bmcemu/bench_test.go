@@ -32,7 +32,7 @@ type benchTarget struct {
 func benchTargets(b *testing.B) []benchTarget {
 	b.Helper()
 	_, p1 := startBMC(b, newTestMachine(), nil)
-	_, p2 := startBMC(b, newTestMachine(), func(c *Config) { c.ReplyDelay = -1 })
+	_, p2 := startBMC(b, newTestMachine(), func(c *Config) { c.ReplyDelay, c.ResendAfter = -1, -1 })
 	ts := []benchTarget{{"metalbed", p1}, {"metalbed-nodelay", p2}}
 	if p, ok := startIPMISim(b); ok {
 		ts = append(ts, benchTarget{"ipmi_sim", p})

@@ -14,6 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bougou/go-ipmi/pkg/bmc"
+	"github.com/bougou/go-ipmi/pkg/handlers"
 )
 
 var update = flag.Bool("update", false, "re-record the golden packets under testdata/packets")
@@ -142,7 +145,7 @@ func TestGoldenPackets(t *testing.T) {
 		}
 	}
 
-	srv, err := New(Config{Machine: newTestMachine(), Password: "password", GUID: [16]byte{1, 2, 3, 4}, ReplyDelay: -1})
+	srv, err := New(Config{Machine: newTestMachine(), Password: "password", GUID: [16]byte{1, 2, 3, 4}, ReplyDelay: -1, ResendAfter: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +282,7 @@ func FuzzServePacket(f *testing.F) {
 	if err != nil {
 		f.Fatalf("golden probe packet: %v", err)
 	}
-	srv, err := New(Config{Machine: newTestMachine(), Password: "password", ReplyDelay: -1})
+	srv, err := New(Config{Machine: newTestMachine(), Password: "password", ReplyDelay: -1, ResendAfter: -1})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -341,5 +344,39 @@ func FuzzCommands(f *testing.F) {
 		if len(resp) > 64 {
 			t.Fatalf("%s: %d-byte response", c.name, len(resp))
 		}
+	})
+}
+
+// FuzzActivateSession15 feeds arbitrary Activate Session request data to
+// bmcemu's IPMI 1.5 handler for a pending session.
+func FuzzActivateSession15(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(append(append([]byte{0x02, 0x04}, make([]byte, 16)...), 1, 0, 0, 0))
+	f.Add(append(append([]byte{0x02, 0x05}, make([]byte, 16)...), 0, 0, 0, 0))
+	srv, err := New(Config{Machine: newTestMachine(), Password: "password"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	user, err := srv.bmc.Users.Get(2)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, req []byte) {
+		pending, err := srv.bmc.V15Sessions.CreatePending(bmc.V15AuthTypeMD5, user, [16]byte{}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, cc, err := srv.activateSession15(t.Context(), &handlers.HandlerContext{BMC: srv.bmc, V15Session: pending, User: user}, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cc == ccOK && len(resp) != 10 {
+			t.Fatalf("activated with a %d-byte response", len(resp))
+		}
+		if cc != ccOK && resp != nil {
+			t.Fatalf("cc %#x with data", cc)
+		}
+		_ = srv.bmc.V15Sessions.Close(pending.TempSessionID)
+		_ = srv.bmc.V15Sessions.Close(pending.SessionID)
 	})
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
-	"time"
 )
 
 // Wire constants (IPMI v2.0 §13.1–13.8, DMTF ASF for the RMCP header).
@@ -174,6 +173,7 @@ func checksum(b []byte) uint8 {
 type gateConn struct {
 	srv     *Server
 	conn    net.PacketConn
+	pace    *pacer
 	closing atomic.Bool
 }
 
@@ -186,6 +186,7 @@ func (g *gateConn) ReadFrom(buf []byte) (int, net.Addr, error) {
 			}
 			return n, addr, err
 		}
+		g.pace.received(addr)
 		if g.srv.admit(buf[:n], addr) {
 			return n, addr, nil
 		}
@@ -196,11 +197,8 @@ func (g *gateConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if g.srv.dropReply(b, addr) {
 		return len(b), nil
 	}
-	if d := g.srv.cfg.ReplyDelay; d > 0 {
-		time.Sleep(d)
-	}
 	g.srv.metrics.replies.Inc()
-	return g.conn.WriteTo(b, addr)
+	return g.pace.send(b, addr)
 }
 
 // Close leaves the caller's conn open: Serve's caller owns it.

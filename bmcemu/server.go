@@ -59,15 +59,15 @@ type Config struct {
 	// all; delay holds the reply back. It is the fault-injection seam and
 	// must be safe for concurrent use.
 	Intercept func(netfn, cmd uint8) (cc uint8, drop bool, delay time.Duration)
-	// ReplyDelay holds every reply back this long. The zero value means the
-	// default of 1 ms; a negative value sends replies at once. pyghmi loses
-	// a reply that arrives before its calling thread has parked on its I/O
-	// thread (pyghmi/ipmi/private/session.py: _io_wait queues its waiter
-	// only after sendto, while _IOWorker.run may already have consumed the
-	// reply), then sleeps out its 0.5–1 s retry timer. A BMC answering in
-	// microseconds costs pyghmi 0.5–2 s per call; real BMCs answer in
-	// milliseconds and never hit the race.
-	ReplyDelay time.Duration
+	// ReplyDelay holds replies outside a session (authentication
+	// capabilities, Open Session Response, RAKP 2 and 4, IPMI 1.5
+	// challenge) back this long, and ResendAfter sends an in-session IPMI
+	// reply once more when the client has been silent that long since it.
+	// Together they keep pyghmi clear of its reply/waiter race (see
+	// pacing.go) without slowing other clients. Zero values mean the
+	// defaults, 1 ms and 2 ms; a negative value turns each off.
+	ReplyDelay  time.Duration
+	ResendAfter time.Duration
 	// Logger receives per-packet debug lines and milestones. nil => discard.
 	Logger *slog.Logger
 	// Registerer receives the BMC metrics (metalbed_bmc_*). nil => none.
@@ -115,6 +115,7 @@ const (
 	defaultMaxSessions = 32
 	defaultSELCapacity = 128
 	defaultReplyDelay  = time.Millisecond
+	defaultResendAfter = 2 * time.Millisecond
 
 	// OpenBMC Project (IANA 49871): a virtual BMC is no vendor's hardware,
 	// and Ironic's vendor detection must not take it for one.
@@ -153,6 +154,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.ReplyDelay == 0 {
 		cfg.ReplyDelay = defaultReplyDelay
+	}
+	if cfg.ResendAfter == 0 {
+		cfg.ResendAfter = defaultResendAfter
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -265,7 +269,8 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	cancelSub := s.machine.Subscribe(s.recordMachineEvent)
 	defer cancelSub()
 
-	gate := &gateConn{srv: s, conn: conn}
+	gate := &gateConn{srv: s, conn: conn, pace: newPacer(conn, s.cfg.ReplyDelay, s.cfg.ResendAfter)}
+	defer gate.pace.stop()
 	// One byte over the largest datagram admitted, so an oversize one reads
 	// as too large instead of silently truncated.
 	inner := server.NewServer(s.bmc, gate, server.WithHandlerRegistry(s.reg),

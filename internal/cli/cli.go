@@ -35,6 +35,7 @@ func commands() []command {
 		{"provisioner serve", "run the Ironic-compatible provisioner (API and conductor)", runProvisionerServe},
 		{"up", "run simulated machines and their BMCs until interrupted", runUp},
 		{"demo", "bring up 3 machines and drive their BMCs as Ironic would", runDemo},
+		{"target serve", "serve a disk file as LUN 1 of an iSCSI target", runTargetServe},
 		{"version", "print the version", runVersion},
 	}
 }

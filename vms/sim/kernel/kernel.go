@@ -102,6 +102,9 @@ func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Ima
 		}
 		b.Emit(vms.EventConsole, kind+" "+detail)
 	}
+	if p.AgentMode() {
+		return runAgent(ctx, cfg, b, img, p, env, milestone)
+	}
 	err = ramdisk.Run(ctx, ramdisk.Config{
 		Params:     p,
 		Env:        env,

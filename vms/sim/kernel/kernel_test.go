@@ -162,3 +162,77 @@ func TestRamdiskRunsWithMachineDiskAndLease(t *testing.T) {
 		t.Errorf("console:\n%s", con)
 	}
 }
+
+// TestAgentModeLooksUpAndServes boots the ramdisk with ipa-api-url: the
+// agent looks the machine up by its MAC, heartbeats a callback_url on the
+// leased address, and answers its API there.
+func TestAgentModeLooksUpAndServes(t *testing.T) {
+	// The lookup answer in Ironic 21.4's shape (agent-lookup-200.json).
+	lookup := []byte(`{"node": {"uuid": "603c03f7-93d4-4e40-99ff-26d6c463d0d3", "properties": {}, "instance_info": {}, "driver_internal_info": {}},
+		"config": {"heartbeat_timeout": 300, "agent_token": "s3cret", "agent_token_required": true, "agent_md5_checksum_enable": false}}`)
+	leased := net.IPv4(127, 79, byte(rand.IntN(250)+1), byte(rand.IntN(250)+1))
+	callback := make(chan string, 4)
+	var lookedUp sync.Once
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v1/lookup":
+			if !strings.Contains(r.URL.Query().Get("addresses"), "52:54:00:12:34:56") {
+				http.NotFound(w, r)
+				return
+			}
+			lookedUp.Do(func() {})
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(lookup)
+		case strings.HasPrefix(r.URL.Path, "/v1/heartbeat/"):
+			var hb struct {
+				CallbackURL string `json:"callback_url"`
+			}
+			json.NewDecoder(r.Body).Decode(&hb)
+			select {
+			case callback <- hb.CallbackURL:
+			default:
+			}
+			w.WriteHeader(http.StatusAccepted)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"versions":[{"id":"v1","status":"CURRENT","version":"1.82","min_version":"1.1"}],"default_version":{"id":"v1","status":"CURRENT","version":"1.82","min_version":"1.1"}}`)
+		}
+	}))
+	defer api.Close()
+
+	b, con := bootContext(t)
+	mac, _ := net.ParseMAC("52:54:00:12:34:56")
+	b.NICs = []vms.NIC{{MAC: mac}}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	img := pxe.Image{
+		KernelName: "deploy_kernel", Kernel: bzImage(),
+		Initrds: []pxe.File{{Name: "deploy_ramdisk", Data: initramfs(t)}},
+		Cmdline: "ipa-api-url=" + api.URL + " BOOTIF=01-52-54-00-12-34-56",
+		Lease:   pxe.Lease{IP: leased}, NIC: vms.NIC{MAC: mac},
+	}
+	done := make(chan error, 1)
+	go func() { done <- Executor(Config{})(ctx, b, img) }()
+	var cb string
+	select {
+	case cb = <-callback:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no heartbeat; console:\n%s", con)
+	}
+	if want := "http://" + leased.String() + ":9999"; cb != want {
+		t.Errorf("callback_url = %q, want %q", cb, want)
+	}
+	resp, err := http.Get(cb + "/v1/commands/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "commands") {
+		t.Errorf("GET /v1/commands/: %d %s", resp.StatusCode, body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("executor: %v", err)
+	}
+}
