@@ -116,6 +116,7 @@ type DeployArtifacts struct {
 	Kernel, Ramdisk string // deploy kernel (bzImage) and initramfs
 	Image           string // whole-disk instance image
 	ImageMD5        string
+	ImageSize       int64
 }
 
 // buildDeployArtifacts writes the deploy kernel (the gokrazy bzImage
@@ -156,6 +157,11 @@ func buildDeployArtifacts(t testing.TB, bin, dir string) DeployArtifacts {
 		t.Fatalf("metalbed image build: %v\n%s", err, out)
 	}
 	a.ImageMD5 = fileMD5(t, a.Image)
+	st, err := os.Stat(a.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.ImageSize = st.Size()
 	return a
 }
 
@@ -180,13 +186,23 @@ func copyFile(t testing.TB, from, to string) {
 
 func fileMD5(t testing.TB, path string) string {
 	t.Helper()
+	return diskPrefixMD5(t, path, -1)
+}
+
+// diskPrefixMD5 is the md5 of the first n bytes of a file (n < 0: all of it).
+func diskPrefixMD5(t testing.TB, path string, n int64) string {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	var r io.Reader = f
+	if n >= 0 {
+		r = io.LimitReader(f, n)
+	}
 	h := md5.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, r); err != nil {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))

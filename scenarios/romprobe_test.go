@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/sim"
@@ -24,14 +23,18 @@ type ROMProbe struct {
 	Console string
 }
 
-// probeROMBoot boots metalbed's simulated NIC ROM (vms/sim/pxe) and
-// simulated kernel (vms/sim/kernel) once, in this process, for a machine
-// with the given MAC against a running `metalbed netboot serve`. It stands
-// in for the wiring `metalbed up` does not do yet (its machines run
+// probeROMBoot prepares one network boot of metalbed's simulated NIC ROM
+// (vms/sim/pxe) and simulated kernel (vms/sim/kernel), in this process, for
+// a machine with the given MAC and disk (a disk image file, e.g. a machine's
+// disk.img from the inventory, or "" for a scratch one) against a running
+// `metalbed netboot serve`, and returns the boot to run. It stands in for
+// the wiring `metalbed up` does not do yet (its machines run
 // sim.StockFirmware with no NetBoot), so a scenario can see how far a real
-// Ironic's boot files take metalbed's machine; everything on the wire
-// (DHCP, TFTP, HTTP, the Ironic API the ramdisk calls) is real.
-func probeROMBoot(t testing.TB, nb *Netboot, mac string, mode vms.BootMode, timeout time.Duration) ROMProbe {
+// Ironic's boot files take metalbed's machine; everything on the wire (DHCP,
+// TFTP, HTTP, the Ironic API the ramdisk's agent calls) is real. The boot
+// ends when the booted program does, when it powers the machine off or
+// resets it, or when ctx ends; it is safe to run on another goroutine.
+func probeROMBoot(t testing.TB, nb *Netboot, mac string, mode vms.BootMode, diskPath string) func(ctx context.Context) ROMProbe {
 	t.Helper()
 	hw, err := net.ParseMAC(mac)
 	if err != nil {
@@ -45,39 +48,50 @@ func probeROMBoot(t testing.TB, nb *Netboot, mac string, mode vms.BootMode, time
 	if err != nil {
 		t.Fatal(err)
 	}
-	disk, err := os.Create(filepath.Join(t.TempDir(), "probe-disk.img"))
+	if diskPath == "" {
+		diskPath = filepath.Join(t.TempDir(), "probe-disk.img")
+		if err := os.WriteFile(diskPath, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(diskPath, 1<<30); err != nil {
+			t.Fatal(err)
+		}
+	}
+	disk, err := os.OpenFile(diskPath, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { disk.Close() })
-	const diskSize = 1 << 30
-	if err := disk.Truncate(diskSize); err != nil {
+	st, err := disk.Stat()
+	if err != nil {
 		t.Fatal(err)
 	}
-
-	var probe ROMProbe
 	exec := kernel.Executor(kernel.Config{TFTPPort: tftpPort})
-	rom := &pxe.ROM{
-		DHCPServer: nb.DHCPAddr, DHCPClient: "127.0.0.1:0", TFTPPort: tftpPort,
-		Exec: func(ctx context.Context, b *sim.BootContext, img pxe.Image) error {
-			probe.Image, probe.Booted = img, true
-			return exec(ctx, b, img)
-		},
+
+	return func(ctx context.Context) ROMProbe {
+		var probe ROMProbe
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		rom := &pxe.ROM{
+			DHCPServer: nb.DHCPAddr, DHCPClient: "127.0.0.1:0", TFTPPort: tftpPort,
+			Exec: func(ctx context.Context, b *sim.BootContext, img pxe.Image) error {
+				probe.Image, probe.Booted = img, true
+				return exec(ctx, b, img)
+			},
+		}
+		console := &syncBuffer{}
+		bc := &sim.BootContext{
+			Machine: "rom-probe", Device: vms.BootPXE, Override: true, Mode: mode,
+			Disk:    sizedFile{disk, st.Size()},
+			NICs:    []vms.NIC{{MAC: hw}},
+			Console: console,
+			Emit:    func(vms.EventKind, string) {},
+			Reset:   cancel, PowerOff: cancel,
+		}
+		probe.Err = rom.Boot(ctx, bc)
+		probe.Console = console.String()
+		return probe
 	}
-	console := &syncBuffer{}
-	ctx, cancel := context.WithTimeout(t.Context(), timeout)
-	defer cancel()
-	bc := &sim.BootContext{
-		Machine: "rom-probe", Device: vms.BootPXE, Override: true, Mode: mode,
-		Disk:    sizedFile{disk, diskSize},
-		NICs:    []vms.NIC{{MAC: hw}},
-		Console: console,
-		Emit:    func(vms.EventKind, string) {},
-		Reset:   cancel, PowerOff: cancel,
-	}
-	probe.Err = rom.Boot(ctx, bc)
-	probe.Console = console.String()
-	return probe
 }
 
 // sizedFile is a sparse file as a simulated disk.
