@@ -20,10 +20,10 @@ import (
 // (METALBED_INTEROP=required): a missing peer then fails instead of skipping.
 func interopRequired() bool { return os.Getenv("METALBED_INTEROP") == "required" }
 
-// requireTool returns the path of an interop peer, or skips the test naming
+// requireInteropTool returns the path of an interop peer, or skips the test naming
 // the Debian package that provides it (fails instead when
 // METALBED_INTEROP=required, as in CI).
-func requireTool(t testing.TB, name, pkg string) string {
+func requireInteropTool(t testing.TB, name, pkg string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err == nil {
@@ -83,10 +83,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// poll calls cond every interval until it returns true or timeout passes;
+// pollUntil calls cond every interval until it returns true or timeout passes;
 // it returns how long that took, or an error naming what was awaited
 // (with cond's last note).
-func poll(ctx context.Context, timeout, interval time.Duration, what string, cond func() (bool, string)) (time.Duration, error) {
+func pollUntil(ctx context.Context, timeout, interval time.Duration, what string, cond func() (bool, string)) (time.Duration, error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -166,7 +166,7 @@ func startFleet(t testing.TB, bin string, n int, extra ...string) *Fleet {
 			t.Errorf("metalbed up did not stop within 30 s of SIGINT")
 		}
 	})
-	_, err := poll(t.Context(), 60*time.Second, 50*time.Millisecond, "metalbed up ready line", func() (bool, string) {
+	_, err := pollUntil(t.Context(), 60*time.Second, 50*time.Millisecond, "metalbed up ready line", func() (bool, string) {
 		select {
 		case err := <-done:
 			done <- err

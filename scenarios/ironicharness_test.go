@@ -47,12 +47,12 @@ type Ironic struct {
 // Debian packages of a standalone Ironic and its CLI are not installed.
 func requireIronic(t testing.TB) {
 	t.Helper()
-	requireTool(t, "ironic-conductor", "ironic-conductor")
-	requireTool(t, "ironic-api", "ironic-api")
-	requireTool(t, "ironic-dbsync", "ironic-api")
-	requireTool(t, "baremetal", "python3-ironicclient")
-	requireTool(t, "ipmitool", "ipmitool")
-	requireTool(t, "curl", "curl")
+	requireInteropTool(t, "ironic-conductor", "ironic-conductor")
+	requireInteropTool(t, "ironic-api", "ironic-api")
+	requireInteropTool(t, "ironic-dbsync", "ironic-api")
+	requireInteropTool(t, "baremetal", "python3-ironicclient")
+	requireInteropTool(t, "ipmitool", "ipmitool")
+	requireInteropTool(t, "curl", "curl")
 }
 
 // startIronic runs ci/ironic/start.sh in a temporary directory and reads
@@ -212,7 +212,7 @@ func (ir *Ironic) Node(ctx context.Context, ident string) (IronicNode, error) {
 func (ir *Ironic) WaitNode(t testing.TB, ident, label string, timeout time.Duration, cond func(IronicNode) bool) IronicNode {
 	t.Helper()
 	var last IronicNode
-	took, err := poll(t.Context(), timeout, 100*time.Millisecond, label, func() (bool, string) {
+	took, err := pollUntil(t.Context(), timeout, 100*time.Millisecond, label, func() (bool, string) {
 		n, err := ir.Node(t.Context(), ident)
 		if err != nil {
 			return false, err.Error()

@@ -92,7 +92,7 @@ func runNetboot(t testing.TB, bin string, o NetbootOptions, httpAddr, script str
 	t.Cleanup(func() { nb.stop(t) })
 	re := regexp.MustCompile(`(?m)^dhcp  (\S+) [^\n]*\n(?:[^\n]*\n)*?tftp  (\S+) [^\n]*\n(?:[^\n]*\n)*?http  http://(\S+)/ `)
 	var m []string
-	_, err := poll(t.Context(), 30*time.Second, 20*time.Millisecond, "netboot serve listen lines", func() (bool, string) {
+	_, err := pollUntil(t.Context(), 30*time.Second, 20*time.Millisecond, "netboot serve listen lines", func() (bool, string) {
 		select {
 		case err := <-done:
 			done <- err
@@ -123,13 +123,13 @@ type DeployArtifacts struct {
 // metalbed's simulated kernel boots), the deploy ramdisk (metalbed's
 // initramfs with the metalbed binary as /init: vms/ramdisk.BuildInitramfs,
 // which has no CLI yet) and a whole-disk image (`metalbed image build`) into
-// dir.
-func buildDeployArtifacts(t testing.TB, bin, dir string) DeployArtifacts {
+// dir; the image boots in bootMode (bios or uefi).
+func buildDeployArtifacts(t testing.TB, bin, dir, bootMode string) DeployArtifacts {
 	t.Helper()
 	a := DeployArtifacts{
-		Kernel:  filepath.Join(dir, "deploy.kernel"),
-		Ramdisk: filepath.Join(dir, "deploy.initramfs"),
-		Image:   filepath.Join(dir, "instance.img"),
+		Kernel:  filepath.Join(dir, "deploy-"+bootMode+".kernel"),
+		Ramdisk: filepath.Join(dir, "deploy-"+bootMode+".initramfs"),
+		Image:   filepath.Join(dir, "instance-"+bootMode+".img"),
 	}
 	mod := exec.CommandContext(t.Context(), "go", "list", "-m", "-f", "{{.Dir}}", "github.com/gokrazy/kernel.amd64")
 	mod.Dir = repoRoot(t)
@@ -150,7 +150,7 @@ func buildDeployArtifacts(t testing.TB, bin, dir string) DeployArtifacts {
 		t.Fatal(err)
 	}
 
-	build := exec.CommandContext(t.Context(), bin, "image", "build", "--kind", "whole-disk", "--out", a.Image)
+	build := exec.CommandContext(t.Context(), bin, "image", "build", "--kind", "whole-disk", "--boot-mode", bootMode, "--out", a.Image)
 	build.Dir = repoRoot(t)
 	out, err = build.CombinedOutput()
 	if err != nil {

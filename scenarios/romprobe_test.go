@@ -2,10 +2,12 @@ package scenarios
 
 import (
 	"context"
+	"encoding/hex"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/metalbed/metalbed/vms"
@@ -25,7 +27,7 @@ type ROMProbe struct {
 
 // probeROMBoot prepares one network boot of metalbed's simulated NIC ROM
 // (vms/sim/pxe) and simulated kernel (vms/sim/kernel), in this process, for
-// a machine with the given MAC and disk (a disk image file, e.g. a machine's
+// a machine with the given MAC, SMBIOS UUID (as in the inventory) and disk (a disk image file, e.g. a machine's
 // disk.img from the inventory, or "" for a scratch one) against a running
 // `metalbed netboot serve`, and returns the boot to run. It stands in for
 // the wiring `metalbed up` does not do yet (its machines run
@@ -34,12 +36,21 @@ type ROMProbe struct {
 // TFTP, HTTP, the Ironic API the ramdisk's agent calls) is real. The boot
 // ends when the booted program does, when it powers the machine off or
 // resets it, or when ctx ends; it is safe to run on another goroutine.
-func probeROMBoot(t testing.TB, nb *Netboot, mac string, mode vms.BootMode, diskPath string) func(ctx context.Context) ROMProbe {
+// powerOff (nil = none) runs when the booted program powers the machine off,
+// before the boot ends: e.g. powering off through the machine's BMC what
+// the OS's shutdown would power off.
+func probeROMBoot(t testing.TB, nb *Netboot, mac, uuid string, mode vms.BootMode, diskPath string, powerOff func()) func(ctx context.Context) ROMProbe {
 	t.Helper()
 	hw, err := net.ParseMAC(mac)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var id [16]byte // the machine's SMBIOS UUID, as PXELINUX's first config name
+	raw, err := hex.DecodeString(strings.ReplaceAll(uuid, "-", ""))
+	if err != nil || len(raw) != len(id) {
+		t.Fatalf("machine UUID %q: want 32 hex digits", uuid)
+	}
+	copy(id[:], raw)
 	_, port, err := net.SplitHostPort(nb.TFTPAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -81,12 +92,18 @@ func probeROMBoot(t testing.TB, nb *Netboot, mac string, mode vms.BootMode, disk
 		}
 		console := &syncBuffer{}
 		bc := &sim.BootContext{
-			Machine: "rom-probe", Device: vms.BootPXE, Override: true, Mode: mode,
+			Machine: "rom-probe", UUID: id, Device: vms.BootPXE, Override: true, Mode: mode,
 			Disk:    sizedFile{disk, st.Size()},
 			NICs:    []vms.NIC{{MAC: hw}},
 			Console: console,
 			Emit:    func(vms.EventKind, string) {},
-			Reset:   cancel, PowerOff: cancel,
+			Reset:   cancel,
+			PowerOff: func() {
+				if powerOff != nil {
+					powerOff()
+				}
+				cancel()
+			},
 		}
 		probe.Err = rom.Boot(ctx, bc)
 		probe.Console = console.String()

@@ -25,6 +25,10 @@
 #                      the reference captures; Ironic's own default is 5)
 #   IRONIC_DEPLOY_CALLBACK_TIMEOUT  seconds (default 600)
 #   IRONIC_START_TIMEOUT  seconds to wait for the services (default 120)
+#   IRONIC_PXE_LOADERS  [pxe] loader_file_paths: boot loaders the conductor
+#                      copies into tftp_root at start (default: PXELINUX's
+#                      pxelinux.0 and ldlinux.c32 from Debian's pxelinux and
+#                      syslinux-common when installed, for the pxe boot interface)
 #   IRONIC_FILE_URL_ALLOWED_PATHS  comma-separated directories whose files may
 #                      be file:// image sources, besides DIR/files (Ironic
 #                      21.4.4 refuses any other file:// path)
@@ -65,6 +69,10 @@ api_url=http://127.0.0.1:$api_port
 mkdir -p "$http_root" "$tftp_root" "$tftp_root/master_images" "$dir/master_images" \
   "$dir/images" "$dir/lock" "$dir/tmp" "$dir/files"
 allowed=$dir/files${IRONIC_FILE_URL_ALLOWED_PATHS:+,$IRONIC_FILE_URL_ALLOWED_PATHS}
+loaders=${IRONIC_PXE_LOADERS:-}
+if [ -z "$loaders" ] && [ -r /usr/lib/PXELINUX/pxelinux.0 ] && [ -r /usr/lib/syslinux/modules/bios/ldlinux.c32 ]; then
+  loaders=pxelinux.0:/usr/lib/PXELINUX/pxelinux.0,ldlinux.c32:/usr/lib/syslinux/modules/bios/ldlinux.c32
+fi
 
 # [DEFAULT] host is the conductor's name AND the address the API's JSON-RPC
 # client connects to (http://<host>:<[json_rpc] port>), so it must be the
@@ -147,6 +155,7 @@ tftp_master_path = $tftp_root/master_images
 images_path = $dir/images
 instance_master_path = $dir/master_images
 kernel_append_params = console=ttyS0,115200n8 nofb nomodeset vga=normal
+loader_file_paths = $loaders
 
 [deploy]
 http_url = $http_url
