@@ -25,6 +25,9 @@
 #                      the reference captures; Ironic's own default is 5)
 #   IRONIC_DEPLOY_CALLBACK_TIMEOUT  seconds (default 600)
 #   IRONIC_START_TIMEOUT  seconds to wait for the services (default 120)
+#   IRONIC_SINGLE_PROCESS=1  run Debian's all-in-one `ironic` (API and
+#                      conductor in one process, rpc_transport = none) instead
+#                      of ironic-api + ironic-conductor over JSON-RPC
 #   IRONIC_PXE_LOADERS  [pxe] loader_file_paths: boot loaders the conductor
 #                      copies into tftp_root at start (default: PXELINUX's
 #                      pxelinux.0 and ldlinux.c32 from Debian's pxelinux and
@@ -36,7 +39,8 @@ set -euo pipefail
 
 die() { echo "ironic/start.sh: $*" >&2; exit 1; }
 
-for bin in ironic-api ironic-conductor ironic-dbsync; do
+single=${IRONIC_SINGLE_PROCESS:-}
+for bin in ironic-api ironic-conductor ironic-dbsync ${single:+ironic}; do
   command -v "$bin" >/dev/null || die "$bin not found: apt-get install ironic-api ironic-conductor"
 done
 command -v baremetal >/dev/null || die "baremetal not found: apt-get install python3-ironicclient"
@@ -82,7 +86,7 @@ cat >"$dir/ironic.conf" <<EOF
 host = 127.0.0.1
 my_ip = 127.0.0.1
 auth_strategy = noauth
-rpc_transport = json-rpc
+rpc_transport = $([ -n "$single" ] && echo none || echo json-rpc)
 debug = true
 use_stderr = false
 state_path = $dir
@@ -176,15 +180,19 @@ ironic-dbsync --config-file "$dir/ironic.conf" create_schema >"$dir/dbsync.log" 
 
 # Each service in its own session (setsid), so it outlives this script and
 # is stopped by its PID alone.
-start() { # name
+start() { # program
   setsid "$1" --config-file "$dir/ironic.conf" --log-file "$dir/$1.log" \
     </dev/null >"$dir/$1.out" 2>&1 &
   echo $! >>"$dir/pids"
   log "$1 pid $!"
 }
 : >"$dir/pids"
-start ironic-conductor
-start ironic-api
+if [ -n "$single" ]; then
+  start ironic
+else
+  start ironic-conductor
+  start ironic-api
+fi
 
 export OS_AUTH_TYPE=none OS_ENDPOINT=$api_url
 deadline=$(( $(date +%s) + start_timeout ))

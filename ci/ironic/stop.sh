@@ -7,8 +7,8 @@ set -euo pipefail
 pidfile=${1:?usage: ci/ironic/stop.sh PIDFILE}
 [ -r "$pidfile" ] || { echo "ironic/stop.sh: $pidfile: no such file" >&2; exit 1; }
 
-ours() { # pid: still running and an ironic-* service
-  [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q 'ironic-\(api\|conductor\)'
+ours() { # pid: still running and an Ironic service (ironic-api, ironic-conductor, ironic)
+  [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qE '/usr/bin/ironic(-api|-conductor)?( |$)'
 }
 
 pids=()
