@@ -148,6 +148,8 @@ func startFleet(t testing.TB, bin string, n int, extra ...string) *Fleet {
 		"--state-dir", f.Dir, "--bmc-base-port", "0"}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f.Stdout, f.Stderr
+	// A test killed by -timeout runs no cleanup: the child then gets SIGTERM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("metalbed up: %v", err)
 	}

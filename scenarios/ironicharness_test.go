@@ -28,6 +28,9 @@ type IronicOptions struct {
 	HTTPURL string
 	// HTTPRoot and TFTPRoot are Ironic's boot file roots ("" = under Dir).
 	HTTPRoot, TFTPRoot string
+	// AutomatedClean turns on Ironic's automated cleaning (through the
+	// agent, on provide and undeploy).
+	AutomatedClean bool
 }
 
 // Ironic is a real standalone Ironic (ironic-api + ironic-conductor from
@@ -66,7 +69,9 @@ func startIronic(t testing.TB, o IronicOptions) *Ironic {
 	cmd := exec.CommandContext(t.Context(), "bash", filepath.Join(root, "ci/ironic/start.sh"), dir)
 	// start.sh treats an empty variable as unset (its default).
 	cmd.Env = append(os.Environ(), "IRONIC_HTTP_URL="+o.HTTPURL, "IRONIC_HTTP_ROOT="+o.HTTPRoot,
-		"IRONIC_TFTP_ROOT="+o.TFTPRoot)
+		"IRONIC_TFTP_ROOT="+o.TFTPRoot, fmt.Sprintf("IRONIC_AUTOMATED_CLEAN=%t", o.AutomatedClean),
+		// A test killed by -timeout runs no cleanup: Ironic then stops itself.
+		fmt.Sprintf("IRONIC_WATCH_PID=%d", os.Getpid()))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -69,6 +69,8 @@ func runNetboot(t testing.TB, bin string, o NetbootOptions, httpAddr, script str
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = nb.Stdout, nb.Stderr
+	// A test killed by -timeout runs no cleanup: the child then gets SIGTERM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("metalbed netboot serve: %v", err)
 	}

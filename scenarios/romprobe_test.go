@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/sim"
@@ -118,3 +120,92 @@ type sizedFile struct {
 }
 
 func (f sizedFile) Size() int64 { return f.size }
+
+// noNetbootLine is what a machine of `metalbed up` prints when told to
+// network-boot: its firmware has no network boot program yet.
+const noNetbootLine = "PXE: no network boot program is available in this build"
+
+// NetbootStandIn network-boots a machine of `metalbed up` in this process
+// every time its console says its firmware could not (see probeROMBoot):
+// each new noNetbootLine on the machine's console.log ends the previous
+// stand-in boot and starts a fresh one. A machine whose firmware can
+// network-boot never prints that line, so the stand-in then does nothing.
+type NetbootStandIn struct {
+	mu    sync.Mutex
+	boots []ROMProbe // finished boots, in order
+}
+
+// startNetbootStandIn watches machine m's console until the test ends.
+// powerOff runs when a booted program powers the machine off.
+func startNetbootStandIn(t testing.TB, nb *Netboot, m InventoryNode, mode vms.BootMode, powerOff func()) *NetbootStandIn {
+	t.Helper()
+	boot := probeROMBoot(t, nb, m.MACs[0], m.UUID, mode, m.Disk.Path, powerOff)
+	s := &NetbootStandIn{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		seen := 0
+		type running struct {
+			stop   context.CancelFunc
+			result chan ROMProbe
+		}
+		var cur *running
+		finish := func() {
+			if cur == nil {
+				return
+			}
+			cur.stop()
+			p := <-cur.result
+			s.mu.Lock()
+			s.boots = append(s.boots, p)
+			s.mu.Unlock()
+			cur = nil
+		}
+		defer finish()
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if cur != nil && len(cur.result) > 0 {
+				finish() // the boot ended on its own: record it now
+			}
+			raw, _ := os.ReadFile(m.ConsoleLog)
+			n := strings.Count(string(raw), noNetbootLine)
+			if n <= seen {
+				continue
+			}
+			seen = n
+			finish()
+			r := &running{result: make(chan ROMProbe, 1)}
+			var bctx context.Context
+			bctx, r.stop = context.WithCancel(ctx)
+			cur = r
+			go func() { r.result <- boot(bctx) }()
+		}
+	}()
+	return s
+}
+
+// Failed reports whether the last stand-in boot ended before any kernel ran
+// (DHCP, TFTP, HTTP or a boot config the ROM refused).
+func (s *NetbootStandIn) Failed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.boots) > 0 && !s.boots[len(s.boots)-1].Booted
+}
+
+// Boots returns the stand-in boots that have ended.
+func (s *NetbootStandIn) Boots() []ROMProbe {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]ROMProbe(nil), s.boots...)
+}

@@ -24,7 +24,14 @@
 #   IRONIC_MIN_COMMAND_INTERVAL   [ipmi] min_command_interval (default 1, as in
 #                      the reference captures; Ironic's own default is 5)
 #   IRONIC_DEPLOY_CALLBACK_TIMEOUT  seconds (default 600)
+#   IRONIC_AUTOMATED_CLEAN  [conductor] automated_clean: true or false (default
+#                      false); cleaning then runs the agent's
+#                      erase_devices_metadata only ([deploy]
+#                      erase_devices_priority = 0: no full-disk shred)
 #   IRONIC_START_TIMEOUT  seconds to wait for the services (default 120)
+#   IRONIC_WATCH_PID   a PID (e.g. a test process): when it exits without
+#                      having stopped Ironic, a watchdog runs stop.sh
+#                      (a killed or timed-out test leaves no Ironic behind)
 #   IRONIC_SINGLE_PROCESS=1  run Debian's all-in-one `ironic` (API and
 #                      conductor in one process, rpc_transport = none) instead
 #                      of ironic-api + ironic-conductor over JSON-RPC
@@ -128,7 +135,7 @@ auth_type = none
 endpoint_override = $api_url
 
 [conductor]
-automated_clean = false
+automated_clean = ${IRONIC_AUTOMATED_CLEAN:-false}
 deploy_callback_timeout = $callback_timeout
 clean_callback_timeout = $callback_timeout
 heartbeat_interval = 2
@@ -165,6 +172,7 @@ loader_file_paths = $loaders
 http_url = $http_url
 http_root = $http_root
 fast_track = false
+erase_devices_priority = 0
 default_boot_mode = bios
 
 [oslo_messaging_notifications]
@@ -192,6 +200,13 @@ if [ -n "$single" ]; then
 else
   start ironic-conductor
   start ironic-api
+fi
+
+if [ -n "${IRONIC_WATCH_PID:-}" ]; then
+  # Ends by itself once stop.sh has removed the PID file.
+  setsid bash -c 'while [ -e "$1" ] && kill -0 "$0" 2>/dev/null; do sleep 1; done
+    [ -e "$1" ] && exec bash "$2" "$1"' "$IRONIC_WATCH_PID" "$dir/pids" "$(dirname "$0")/stop.sh" \
+    </dev/null >/dev/null 2>&1 &
 fi
 
 export OS_AUTH_TYPE=none OS_ENDPOINT=$api_url
