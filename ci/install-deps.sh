@@ -12,7 +12,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   ipmitool python3-pyghmi openipmi \
   tgt libiscsi-bin qemu-utils qemu-block-extra \
-  python3-ironicclient python3-ironic \
+  python3-ironicclient python3-ironic ironic-api ironic-conductor \
   busybox tftp-hpa tftpd-hpa dnsmasq-base kea-admin curl iproute2 \
   pxelinux syslinux-common ipxe cpio grub-pc-bin \
   fdisk gdisk dosfstools mtools genisoimage binutils e2fsprogs \
