@@ -6,6 +6,14 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Packages such as ironic-api, tftpd-hpa and tgt would start daemons on all
+# addresses; the tests start their own on loopback. Deny service starts
+# during the install (Debian's policy-rc.d convention), unless one exists.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 apt-get update -qq
 # IPMI peers; iSCSI peers; Ironic's CLI; network boot peers and boot programs;
 # disk and filesystem tools the image tests check our bytes with.
