@@ -5,6 +5,7 @@ package provisioner
 
 import (
 	"net"
+	"strings"
 	"time"
 )
 
@@ -139,4 +140,59 @@ type Conductor struct {
 	CreatedAt      time.Time
 	UpdatedAt      time.Time // last heartbeat
 	Online         bool
+}
+
+// Capability reads key from Ironic capabilities: the "k1:v1,k2:v2" string
+// properties hold, or a JSON object as instance_info may hold.
+func Capability(caps any, key string) string {
+	switch c := caps.(type) {
+	case string:
+		for _, kv := range strings.Split(c, ",") {
+			k, v, ok := strings.Cut(kv, ":")
+			if ok && strings.TrimSpace(k) == key {
+				return strings.TrimSpace(v)
+			}
+		}
+	case map[string]any:
+		s, _ := c[key].(string)
+		return s
+	}
+	return ""
+}
+
+// DeployBootMode is Ironic's boot_mode_utils.get_boot_mode: instance_info
+// deploy_boot_mode, then the boot_mode capability of instance_info and of
+// properties, then the node's boot_mode, then def ("bios" or "uefi").
+func (n *Node) DeployBootMode(def string) string {
+	ok := func(s string) bool { return s == "uefi" || s == "bios" }
+	if m, _ := n.InstanceInfo["deploy_boot_mode"].(string); ok(m) {
+		return m
+	}
+	if m := Capability(n.InstanceInfo["capabilities"], "boot_mode"); ok(m) {
+		return m
+	}
+	if m := Capability(n.Properties["capabilities"], "boot_mode"); ok(m) {
+		return m
+	}
+	if ok(n.BootMode) {
+		return n.BootMode
+	}
+	return def
+}
+
+// DeployBootOption is Ironic's get_boot_option: instance_info boot_option,
+// then the boot_option capability of instance_info and of properties, then
+// def ("local" or "netboot").
+func (n *Node) DeployBootOption(def string) string {
+	ok := func(s string) bool { return s == "local" || s == "netboot" }
+	if o, _ := n.InstanceInfo["boot_option"].(string); ok(o) {
+		return o
+	}
+	if o := Capability(n.InstanceInfo["capabilities"], "boot_option"); ok(o) {
+		return o
+	}
+	if o := Capability(n.Properties["capabilities"], "boot_option"); ok(o) {
+		return o
+	}
+	return def
 }

@@ -756,59 +756,18 @@ func (b *Interface) removeAll(ctx context.Context, node *provisioner.Node) error
 // the boot_mode capability of instance_info and properties, then the
 // node's boot_mode, then the default.
 func (b *Interface) bootMode(node *provisioner.Node) string {
-	ok := func(s string) bool { return s == "uefi" || s == "bios" }
-	if m, _ := node.InstanceInfo["deploy_boot_mode"].(string); ok(m) {
-		return m
-	}
-	if m := capability(node.InstanceInfo["capabilities"], "boot_mode"); ok(m) {
-		return m
-	}
-	if m := capability(node.Properties["capabilities"], "boot_mode"); ok(m) {
-		return m
-	}
-	if ok(node.BootMode) {
-		return node.BootMode
-	}
-	return b.cfg.DefaultBootMode
+	return node.DeployBootMode(b.cfg.DefaultBootMode)
 }
 
 // bootOption is Ironic's get_boot_option: instance_info boot_option, then
 // the boot_option capability of instance_info and properties.
 func (b *Interface) bootOption(node *provisioner.Node) string {
-	ok := func(s string) bool { return s == "local" || s == "netboot" }
-	if o, _ := node.InstanceInfo["boot_option"].(string); ok(o) {
-		return o
-	}
-	if o := capability(node.InstanceInfo["capabilities"], "boot_option"); ok(o) {
-		return o
-	}
-	if o := capability(node.Properties["capabilities"], "boot_option"); ok(o) {
-		return o
-	}
-	return b.cfg.DefaultBootOption
+	return node.DeployBootOption(b.cfg.DefaultBootOption)
 }
 
 func isWholeDisk(node *provisioner.Node) bool {
 	v, _ := node.DriverInternalInfo["is_whole_disk_image"].(bool)
 	return v
-}
-
-// capability reads key from Ironic capabilities: a "k1:v1,k2:v2" string or
-// a JSON object.
-func capability(caps any, key string) string {
-	switch c := caps.(type) {
-	case string:
-		for _, kv := range strings.Split(c, ",") {
-			k, v, ok := strings.Cut(kv, ":")
-			if ok && strings.TrimSpace(k) == key {
-				return strings.TrimSpace(v)
-			}
-		}
-	case map[string]any:
-		s, _ := c[key].(string)
-		return s
-	}
-	return ""
 }
 
 const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"

@@ -369,42 +369,6 @@ func boolValue(v any, def bool) bool {
 	return def
 }
 
-// bootMode is Ironic's boot_mode_utils.get_boot_mode: the deploy boot mode
-// in instance_info, then capabilities in instance_info and properties, then
-// the node's boot_mode, then def.
-func bootMode(node *provisioner.Node, def string) string {
-	if m := stringValue(node.InstanceInfo["deploy_boot_mode"]); m == BootModeUEFI || m == BootModeBIOS {
-		return m
-	}
-	if m := capability(node.InstanceInfo["capabilities"], "boot_mode"); m == BootModeUEFI || m == BootModeBIOS {
-		return m
-	}
-	if m := capability(node.Properties["capabilities"], "boot_mode"); m == BootModeUEFI || m == BootModeBIOS {
-		return m
-	}
-	if node.BootMode == BootModeUEFI || node.BootMode == BootModeBIOS {
-		return node.BootMode
-	}
-	return def
-}
-
-// capability reads key from Ironic capabilities, either the
-// "k1:v1,k2:v2" string properties use or a JSON object.
-func capability(caps any, key string) string {
-	switch c := caps.(type) {
-	case string:
-		for _, kv := range strings.Split(c, ",") {
-			k, v, ok := strings.Cut(kv, ":")
-			if ok && strings.TrimSpace(k) == key {
-				return strings.TrimSpace(v)
-			}
-		}
-	case map[string]any:
-		return stringValue(c[key])
-	}
-	return ""
-}
-
 // Boot devices as Ironic names them, and their parameter-5 selector.
 var bootDeviceCodes = []struct {
 	Name string
@@ -697,7 +661,7 @@ func (m *IPMIManagement) SetBootDevice(ctx context.Context, node *provisioner.No
 			return err
 		}
 	}
-	if bootMode(node, m.core.cfg.DefaultBootMode) == BootModeUEFI {
+	if node.DeployBootMode(m.core.cfg.DefaultBootMode) == BootModeUEFI {
 		flags := byte(0xa0) // valid | EFI
 		if dev.Persistent {
 			flags = 0xe0 // valid | persistent | EFI

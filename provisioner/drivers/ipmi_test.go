@@ -188,7 +188,7 @@ func TestBootMode(t *testing.T) {
 			InstanceInfo: map[string]any{"deploy_boot_mode": "bios", "capabilities": map[string]any{"boot_mode": "uefi"}}}, BootModeUEFI, BootModeBIOS},
 	}
 	for _, tc := range tests {
-		if got := bootMode(&tc.node, tc.def); got != tc.want {
+		if got := tc.node.DeployBootMode(tc.def); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
 		}
 	}

@@ -182,12 +182,12 @@ func (d *Deploy) writeImage(ctx context.Context, node *provisioner.Node, address
 		}
 		pp = images.PartitionParams{
 			BootMode: d.bootMode(node), BootOption: d.bootOption(node),
-			DiskLabel: capability(node.InstanceInfo["capabilities"], "disk_label"),
+			DiskLabel: provisioner.Capability(node.InstanceInfo["capabilities"], "disk_label"),
 			RootMB:    in.RootMB, SwapMB: in.SwapMB, EphemeralMB: in.EphemeralMB,
 			EphemeralFormat: in.EphFormat, ConfigDrive: []byte(in.ConfigDrive),
 		}
 		if pp.DiskLabel == "" {
-			pp.DiskLabel = capability(node.Properties["capabilities"], "disk_label")
+			pp.DiskLabel = provisioner.Capability(node.Properties["capabilities"], "disk_label")
 		}
 	}
 	s, err := d.login(ctx, node, address, iqn)

@@ -209,7 +209,7 @@ func validateCapabilities(node *provisioner.Node) error {
 			name string
 			caps any
 		}{{"properties/capabilities", node.Properties["capabilities"]}, {"instance_info/capabilities", node.InstanceInfo["capabilities"]}} {
-			v := capability(src.caps, c.key)
+			v := provisioner.Capability(src.caps, c.key)
 			if v == "" {
 				continue
 			}
@@ -572,53 +572,12 @@ func (d *Deploy) Clean(ctx context.Context, node *provisioner.Node) (provisioner
 
 // bootMode is Ironic's get_boot_mode, as the boot interface reads it.
 func (d *Deploy) bootMode(node *provisioner.Node) string {
-	ok := func(s string) bool { return s == "uefi" || s == "bios" }
-	if m, _ := node.InstanceInfo["deploy_boot_mode"].(string); ok(m) {
-		return m
-	}
-	if m := capability(node.InstanceInfo["capabilities"], "boot_mode"); ok(m) {
-		return m
-	}
-	if m := capability(node.Properties["capabilities"], "boot_mode"); ok(m) {
-		return m
-	}
-	if ok(node.BootMode) {
-		return node.BootMode
-	}
-	return d.cfg.DefaultBootMode
+	return node.DeployBootMode(d.cfg.DefaultBootMode)
 }
 
 // bootOption is Ironic's get_boot_option.
 func (d *Deploy) bootOption(node *provisioner.Node) string {
-	ok := func(s string) bool { return s == "local" || s == "netboot" }
-	if o, _ := node.InstanceInfo["boot_option"].(string); ok(o) {
-		return o
-	}
-	if o := capability(node.InstanceInfo["capabilities"], "boot_option"); ok(o) {
-		return o
-	}
-	if o := capability(node.Properties["capabilities"], "boot_option"); ok(o) {
-		return o
-	}
-	return d.cfg.DefaultBootOption
-}
-
-// capability reads key from Ironic capabilities: a "k1:v1,k2:v2" string or
-// a JSON object.
-func capability(caps any, key string) string {
-	switch c := caps.(type) {
-	case string:
-		for _, kv := range strings.Split(c, ",") {
-			k, v, ok := strings.Cut(kv, ":")
-			if ok && strings.TrimSpace(k) == key {
-				return strings.TrimSpace(v)
-			}
-		}
-	case map[string]any:
-		s, _ := c[key].(string)
-		return s
-	}
-	return ""
+	return node.DeployBootOption(d.cfg.DefaultBootOption)
 }
 
 // notify is Ironic's notify_ramdisk_to_proceed: wait, connect to
