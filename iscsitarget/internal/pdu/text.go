@@ -35,6 +35,17 @@ var ErrText = errors.New("iscsi: malformed text")
 // are separated by NUL; the last NUL may be missing; empty pairs (padding)
 // are skipped. A key sent twice is an error (RFC 7143 6.1).
 func ParseText(data []byte) ([]KV, error) {
+	return parseText(data, false)
+}
+
+// ParseTextRepeated is ParseText for the one text that may repeat keys: a
+// SendTargets answer, where every TargetName is followed by its
+// TargetAddress keys (RFC 7143 appendix C). Pairs come back in order.
+func ParseTextRepeated(data []byte) ([]KV, error) {
+	return parseText(data, true)
+}
+
+func parseText(data []byte, repeats bool) ([]KV, error) {
 	var out []KV
 	seen := map[string]bool{}
 	for len(data) > 0 {
@@ -58,7 +69,7 @@ func ParseText(data []byte) ([]KV, error) {
 		if len(v) > MaxValueLength {
 			return nil, fmt.Errorf("%w: value of %s is %d bytes", ErrText, k, len(v))
 		}
-		if seen[k] {
+		if !repeats && seen[k] {
 			return nil, fmt.Errorf("%w: key %s sent twice", ErrText, k)
 		}
 		seen[k] = true
