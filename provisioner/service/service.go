@@ -162,6 +162,9 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	st, err := sqlite.Open(ctx, filepath.Join(s.cfg.StateDir, DBName))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while opening (a SIGINT right after start)
+		}
 		return err
 	}
 	defer st.Close()

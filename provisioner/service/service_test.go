@@ -137,3 +137,26 @@ func TestSurvivesRestartAndRecovers(t *testing.T) {
 		t.Errorf("conductors: %v", conds)
 	}
 }
+
+// TestStopDuringStartIsClean: a stop (SIGINT) that lands while the store is
+// still opening is a clean stop, not an error.
+func TestStopDuringStartIsClean(t *testing.T) {
+	reg, err := drivers.NewRegistry(drivers.NewFakeHardware())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := New(Config{StateDir: t.TempDir(), Drivers: reg, Hostname: "svc-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := svc.Serve(ctx, ln); err != nil {
+		t.Fatalf("Serve with a stopped context = %v, want nil", err)
+	}
+}
