@@ -98,10 +98,11 @@ func (c *Conductor) Heartbeat(ctx context.Context, ident, token, callbackURL, ve
 // agentHeartbeat acts on a recorded heartbeat as Ironic's
 // heartbeat_mixin: a node waiting in "wait call-back" whose deploy
 // interface is driven by the agent is resumed and handed to the interface
-// as a task. A locked node (a previous heartbeat still being handled)
+// as a task; so is one in "clean wait" (automated cleaning through the
+// agent). A locked node (a previous heartbeat still being handled)
 // ignores the heartbeat; the agent heartbeats again.
 func (c *Conductor) agentHeartbeat(ctx context.Context, n *provisioner.Node) {
-	if n.ProvisionState != provisioner.StateWaitCallback || n.Maintenance {
+	if !slices.Contains(callbackStates, n.ProvisionState) || n.Maintenance {
 		return
 	}
 	h, err := c.hardware(n)
@@ -120,7 +121,7 @@ func (c *Conductor) agentHeartbeat(ctx context.Context, n *provisioner.Node) {
 	if err != nil {
 		return
 	}
-	if n.ProvisionState != provisioner.StateWaitCallback {
+	if !slices.Contains(callbackStates, n.ProvisionState) {
 		c.release(ctx, n.UUID)
 		return
 	}
@@ -144,9 +145,9 @@ func (c *Conductor) agentHeartbeat(ctx context.Context, n *provisioner.Node) {
 			return
 		}
 		switch next {
-		case provisioner.StateWaitCallback:
+		case provisioner.StateWaitCallback, provisioner.StateCleanWait:
 			err = c.transition(ctx, n, EventWait)
-		case provisioner.StateActive:
+		case provisioner.StateActive, provisioner.StateAvailable:
 			err = c.transition(ctx, n, EventDone)
 		default:
 			c.failNode(ctx, n, fmt.Sprintf("Deploy interface returned unexpected state %q.", next))

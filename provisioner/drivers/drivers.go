@@ -146,9 +146,10 @@ type Cleaner interface {
 // and is not locked, takes the "resume" edge and calls Heartbeat as a task.
 type AgentHeartbeat interface {
 	// Heartbeat acts on a heartbeat for a node the conductor resumed
-	// ("deploying"): it starts writing the image, polls the agent's
-	// command, or finishes the deploy. It returns StateWaitCallback to
-	// wait for the next heartbeat or StateActive when the deploy finished;
-	// an error fails the node with its text as last_error.
+	// ("deploying" or "cleaning"): it starts writing the image or a clean
+	// step, polls the agent's command, or finishes. It returns
+	// StateWaitCallback/StateCleanWait to wait for the next heartbeat,
+	// StateActive/StateAvailable when the deploy/cleaning finished; an
+	// error fails the node with its text as last_error.
 	Heartbeat(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error)
 }

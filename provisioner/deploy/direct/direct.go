@@ -263,8 +263,8 @@ func (d *Deploy) Prepare(ctx context.Context, node *provisioner.Node) error {
 	if node.DriverInternalInfo == nil {
 		node.DriverInternalInfo = map[string]any{}
 	}
-	for _, k := range []string{"agent_url", "agent_secret_token", "agent_last_heartbeat", "agent_version",
-		"deployment_started", "agent_command", "is_whole_disk_image", "root_uuid_or_disk_id", "efi_system_partition_uuid"} {
+	d.forgetAgent(node)
+	for _, k := range []string{"is_whole_disk_image", "root_uuid_or_disk_id", "efi_system_partition_uuid"} {
 		delete(node.DriverInternalInfo, k)
 	}
 	ii := node.InstanceInfo
@@ -290,12 +290,7 @@ func (d *Deploy) Prepare(ctx context.Context, node *provisioner.Node) error {
 		d.milestone(node, "image cached", fmt.Sprintf("%s published for the agent, %.2fs", src, time.Since(start).Seconds()))
 	}
 	node.DriverInternalInfo["is_whole_disk_image"] = whole
-	params := map[string]string{
-		"ipa-api-url":                        strings.TrimRight(d.cfg.APIURL, "/"),
-		"ipa-global-request-id":              "req-" + node.UUID,
-		"ipa-inspection-dhcp-all-interfaces": "1",
-	}
-	if err := boot.PrepareRamdisk(ctx, node, params); err != nil {
+	if err := boot.PrepareRamdisk(ctx, node, d.ramdiskParams(node)); err != nil {
 		return err
 	}
 	d.milestone(node, "prepare", "agent ramdisk configured, boot device pxe")
@@ -305,13 +300,21 @@ func (d *Deploy) Prepare(ctx context.Context, node *provisioner.Node) error {
 // Deploy powers the node on (or reboots it) into the agent ramdisk and
 // waits for its heartbeats.
 func (d *Deploy) Deploy(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error) {
+	if err := d.powerOnOrReboot(ctx, node); err != nil {
+		return "", err
+	}
+	d.milestone(node, "power on", "booting the agent ramdisk")
+	return provisioner.StateWaitCallback, nil
+}
+
+func (d *Deploy) powerOnOrReboot(ctx context.Context, node *provisioner.Node) error {
 	power, _, err := d.interfaces(node)
 	if err != nil {
-		return "", err
+		return err
 	}
 	cur, err := power.GetPowerState(ctx, node)
 	if err != nil {
-		return "", fmt.Errorf("get power state: %w", err)
+		return fmt.Errorf("get power state: %w", err)
 	}
 	if cur == provisioner.PowerOn {
 		err = power.Reboot(ctx, node, false)
@@ -319,11 +322,31 @@ func (d *Deploy) Deploy(ctx context.Context, node *provisioner.Node) (provisione
 		err = power.SetPowerState(ctx, node, provisioner.PowerOn)
 	}
 	if err != nil {
-		return "", fmt.Errorf("power on: %w", err)
+		return fmt.Errorf("power on: %w", err)
 	}
 	node.PowerState = provisioner.PowerOn
-	d.milestone(node, "power on", "booting the agent ramdisk")
-	return provisioner.StateWaitCallback, nil
+	return nil
+}
+
+// forgetAgent drops the previous agent's URL, token and progress: a new
+// ramdisk boot looks up and gets a new token.
+func (d *Deploy) forgetAgent(node *provisioner.Node) {
+	if node.DriverInternalInfo == nil {
+		node.DriverInternalInfo = map[string]any{}
+	}
+	for _, k := range []string{"agent_url", "agent_secret_token", "agent_last_heartbeat", "agent_version",
+		"deployment_started", "cleaning_started"} {
+		delete(node.DriverInternalInfo, k)
+	}
+}
+
+// ramdiskParams are IPA's kernel parameters (Ironic's pxe_utils
+// build_deploy_pxe_options for the agent).
+func (d *Deploy) ramdiskParams(node *provisioner.Node) map[string]string {
+	return map[string]string{
+		"ipa-api-url":           strings.TrimRight(d.cfg.APIURL, "/"),
+		"ipa-global-request-id": "req-" + node.UUID,
+	}
 }
 
 // TearDown powers the node off.

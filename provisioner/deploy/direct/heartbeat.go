@@ -19,6 +19,9 @@ func (d *Deploy) Heartbeat(ctx context.Context, node *provisioner.Node) (provisi
 	if node.DriverInternalInfo == nil {
 		node.DriverInternalInfo = map[string]any{}
 	}
+	if node.ProvisionState == provisioner.StateCleaning {
+		return d.cleanHeartbeat(ctx, node)
+	}
 	if started, _ := node.DriverInternalInfo["deployment_started"].(bool); !started {
 		return d.startWrite(ctx, node)
 	}
@@ -157,8 +160,7 @@ func (d *Deploy) finish(ctx context.Context, node *provisioner.Node) (provisione
 		return "", d.failed(ctx, node, fmt.Sprintf("Error rebooting node %s after deploy. Error: %s", node.UUID, err))
 	}
 	node.PowerState = provisioner.PowerOn
-	delete(node.DriverInternalInfo, "deployment_started")
-	delete(node.DriverInternalInfo, "agent_secret_token")
+	d.forgetAgent(node)
 	d.milestone(node, "reboot", "into the instance")
 	return provisioner.StateActive, nil
 }
