@@ -101,6 +101,10 @@ type machine struct {
 	tftpRoot string
 	disk     *os.File
 
+	// noAgent leaves the machine silent in the deploy ramdisk (the test
+	// plays the agent's API calls itself).
+	noAgent bool
+
 	mu       sync.Mutex
 	nodeUUID string
 	power    provisioner.PowerState
@@ -177,6 +181,9 @@ func (m *machine) pxeBoot() {
 		return
 	}
 	m.booted = append(m.booted, "pxe deploy")
+	if m.noAgent {
+		return
+	}
 	p, err := ramdisk.ParseCmdline(appendLine)
 	if err != nil {
 		m.t.Errorf("deploy label: %v", err)
@@ -627,7 +634,7 @@ func (b *bed) waitState(uuid, want string) nodeView {
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		n := b.node(uuid)
-		settled := n.TargetProvisionState == nil || *n.TargetProvisionState == "" || strings.Contains(want, "failed")
+		settled := n.TargetProvisionState == nil || *n.TargetProvisionState == "" || strings.Contains(want, "failed") || strings.Contains(want, "wait")
 		if n.ProvisionState == want && settled {
 			return n
 		}
@@ -785,24 +792,52 @@ func TestDeployBadChecksum(t *testing.T) {
 	}
 }
 
-// TestHeartbeatWrongToken: a heartbeat with a token that is not the one
-// lookup issued is refused and changes nothing.
+// TestHeartbeatWrongToken: while the node waits for its agent, lookup
+// issues the token once; a heartbeat with another token is refused and
+// records nothing; one with the token is accepted and starts the deploy,
+// which fails with Ironic's message since no agent answers at its URL.
 func TestHeartbeatWrongToken(t *testing.T) {
+	_, whole := instanceImages(t)
 	b := newBed(t)
-	uuid, _ := b.enroll("tok0", "boot_mode:bios", false)
-	// The node waits for an agent that never comes: no image needed, the
-	// machine boots nothing.
-	b.bmc.mu.Lock()
-	delete(b.bmc.machines, uuid)
-	b.bmc.mu.Unlock()
+	uuid, m := b.enroll("tok0", "boot_mode:bios", false)
+	m.noAgent = true
+	b.setInstanceInfo(uuid, map[string]any{"image_source": whole.Path, "image_checksum": whole.MD5})
+	b.provision(uuid, "active")
+	b.waitState(uuid, "wait call-back")
+	var lk struct {
+		Node   struct{ UUID string } `json:"node"`
+		Config struct {
+			Token string `json:"agent_token"`
+		} `json:"config"`
+	}
+	b.mustCall("GET", "/v1/lookup?addresses="+m.mac(), nil, &lk)
+	if lk.Node.UUID != uuid || lk.Config.Token == "" || lk.Config.Token == "******" {
+		t.Fatalf("lookup: %+v", lk)
+	}
+	var again struct {
+		Config struct {
+			Token string `json:"agent_token"`
+		} `json:"config"`
+	}
+	b.mustCall("GET", "/v1/lookup?addresses="+m.mac(), nil, &again)
+	if again.Config.Token != "******" {
+		t.Errorf("second lookup got token %q, want ******", again.Config.Token)
+	}
 	err := b.call(t.Context(), "POST", "/v1/heartbeat/"+uuid, map[string]any{
 		"callback_url": "http://127.0.0.1:1", "agent_token": "not-the-token", "agent_version": "9.4.0"}, nil)
 	var he *httpError
 	if !asHTTPError(err, &he) || he.code != http.StatusBadRequest || !strings.Contains(he.body, "Invalid or missing agent token received.") {
 		t.Fatalf("heartbeat with a wrong token: %v", err)
 	}
-	if _, ok := b.node(uuid).DriverInternalInfo["agent_url"]; ok {
-		t.Error("refused heartbeat recorded its agent_url")
+	if n := b.node(uuid); n.ProvisionState != "wait call-back" || n.DriverInternalInfo["agent_url"] != nil {
+		t.Errorf("refused heartbeat changed the node: %s %v", n.ProvisionState, n.DriverInternalInfo["agent_url"])
+	}
+	// Port 1 on loopback: nothing listens, the write_image call fails.
+	b.mustCall("POST", "/v1/heartbeat/"+uuid, map[string]any{
+		"callback_url": "http://127.0.0.1:1", "agent_token": lk.Config.Token, "agent_version": "9.4.0"}, nil)
+	n := b.waitState(uuid, "deploy failed")
+	if le := lastError(n); !strings.HasPrefix(le, "Deploy failed for instance None. Error: Agent command deploy.execute_deploy_step failed") {
+		t.Errorf("last_error %q", le)
 	}
 }
 
