@@ -836,7 +836,7 @@ func TestHeartbeatWrongToken(t *testing.T) {
 	b.mustCall("POST", "/v1/heartbeat/"+uuid, map[string]any{
 		"callback_url": "http://127.0.0.1:1", "agent_token": lk.Config.Token, "agent_version": "9.4.0"}, nil)
 	n := b.waitState(uuid, "deploy failed")
-	if le := lastError(n); !strings.HasPrefix(le, "Deploy failed for instance None. Error: Agent command deploy.execute_deploy_step failed") {
+	if le := lastError(n); !strings.HasPrefix(le, "Deploy failed for instance None. Error: Agent command deploy.get_deploy_steps failed") {
 		t.Errorf("last_error %q", le)
 	}
 }

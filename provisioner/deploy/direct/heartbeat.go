@@ -49,9 +49,16 @@ func pyDict(step map[string]any) string {
 		step["interface"], step["step"], step["priority"])
 }
 
-// startWrite is continue_deploy: deploy.execute_deploy_step write_image,
-// not waiting.
+// startWrite is continue_deploy: deploy.get_deploy_steps, then
+// deploy.execute_deploy_step write_image, not waiting.
 func (d *Deploy) startWrite(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error) {
+	// Ironic 21.4 asks the agent for its deploy steps first (wait=true).
+	if steps, err := d.sendCommand(ctx, node, "deploy.get_deploy_steps",
+		map[string]any{"node": nodeView(node), "ports": []any{}}, true); err != nil {
+		return "", d.failed(ctx, node, fmt.Sprintf("Deploy failed for instance %s. Error: %s", instanceName(node), err))
+	} else if steps.CommandStatus == "FAILED" {
+		return "", d.failed(ctx, node, fmt.Sprintf("Deploy failed for instance %s. Error: %s", instanceName(node), steps.errorText()))
+	}
 	info, err := d.imageInfo(node)
 	if err != nil {
 		return "", d.failed(ctx, node, fmt.Sprintf("Deploy failed for instance %s. Error: %s", instanceName(node), err))
