@@ -848,3 +848,38 @@ func asHTTPError(err error, target **httpError) bool {
 	}
 	return ok
 }
+
+// TestValidate: the deploy interface's checks as GET …/validate shows them.
+func TestValidate(t *testing.T) {
+	b := newBed(t)
+	uuid, _ := b.enroll("v0", "boot_mode:bios", false)
+	deployResult := func() (bool, string) {
+		var v struct {
+			Deploy struct {
+				Result bool    `json:"result"`
+				Reason *string `json:"reason"`
+			} `json:"deploy"`
+		}
+		b.mustCall("GET", "/v1/nodes/"+uuid+"/validate", nil, &v)
+		r := ""
+		if v.Deploy.Reason != nil {
+			r = *v.Deploy.Reason
+		}
+		return v.Deploy.Result, r
+	}
+	if ok, r := deployResult(); ok || !strings.Contains(r, "Missing are: ['image_source']") {
+		t.Errorf("no image_source: %t %q", ok, r)
+	}
+	b.setInstanceInfo(uuid, map[string]any{"image_source": "http://127.0.0.1:1/img"})
+	if ok, r := deployResult(); ok || !strings.Contains(r, "Missing are: ['image_checksum']") {
+		t.Errorf("HTTP source without checksum: %t %q", ok, r)
+	}
+	b.setInstanceInfo(uuid, map[string]any{"image_checksum": strings.Repeat("a", 32), "image_type": "partition"})
+	if ok, r := deployResult(); ok || !strings.Contains(r, "Missing are: ['root_gb']") {
+		t.Errorf("partition image without root_gb: %t %q", ok, r)
+	}
+	b.setInstanceInfo(uuid, map[string]any{"root_gb": 1})
+	if ok, r := deployResult(); !ok {
+		t.Errorf("complete instance_info: %t %q", ok, r)
+	}
+}
