@@ -407,7 +407,7 @@ func newBed(t testing.TB) *bed {
 			t.Fatal(err)
 		}
 	}
-	for _, name := range []string{"deploy_kernel", "deploy_ramdisk"} {
+	for _, name := range []string{"deploy_kernel", "deploy_ramdisk", "kernel", "ramdisk"} {
 		if err := os.WriteFile(filepath.Join(b.files, name), []byte("stand-in "+name), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -881,5 +881,32 @@ func TestValidate(t *testing.T) {
 	b.setInstanceInfo(uuid, map[string]any{"root_gb": 1})
 	if ok, r := deployResult(); !ok {
 		t.Errorf("complete instance_info: %t %q", ok, r)
+	}
+}
+
+// TestDeployPartitionNetboot: a partition image booted over the network:
+// no bootloader, the instance's PXE config, root=UUID of the written root.
+func TestDeployPartitionNetboot(t *testing.T) {
+	part, _ := instanceImages(t)
+	b := newBed(t)
+	uuid, m := b.enroll("nb0", "boot_mode:bios,boot_option:netboot", false)
+	b.setInstanceInfo(uuid, map[string]any{
+		"image_source": part.Path, "image_os_hash_algo": "sha256", "image_os_hash_value": part.SHA256, "root_gb": 1,
+		"kernel": filepath.Join(b.files, "kernel"), "ramdisk": filepath.Join(b.files, "ramdisk"),
+	})
+	b.provision(uuid, "active")
+	n := b.waitState(uuid, "active")
+	if got := n.DriverInternalInfo["root_uuid_or_disk_id"]; got != part.RootUUID {
+		t.Errorf("root_uuid_or_disk_id = %v, want %s", got, part.RootUUID)
+	}
+	if in := inspect(t, m); in.BootLoader != "" || in.Layout.Find("root") == nil || in.Layout.Find("root").UUID != part.RootUUID {
+		t.Errorf("disk after a netboot deploy: loader %q layout %+v", in.BootLoader, in.Layout)
+	}
+	booted := m.bootedList()
+	if last := booted[len(booted)-1]; !strings.HasPrefix(last, "pxe boot ") || !strings.Contains(last, "root=UUID="+part.RootUUID) {
+		t.Errorf("last boot %q, want the instance's boot label (all: %q)", last, booted)
+	}
+	if ms := b.milestonesOf(uuid); strings.Contains(ms, "bootloader") {
+		t.Errorf("bootloader installed for netboot: %s", ms)
 	}
 }
