@@ -104,6 +104,9 @@ type machine struct {
 	// noAgent leaves the machine silent in the deploy ramdisk (the test
 	// plays the agent's API calls itself).
 	noAgent bool
+	// deafToPowerOff makes the agent's power off do nothing (a machine
+	// whose OS hangs on shutdown): the conductor must power it off hard.
+	deafToPowerOff bool
 
 	mu       sync.Mutex
 	nodeUUID string
@@ -207,7 +210,12 @@ func (m *machine) pxeBoot() {
 		MemoryBytes: 2 << 30, PhysicalMB: 2048, BMCAddress: "0.0.0.0", BootMode: "bios",
 		PXEInterface: m.mac(), Hostname: "m",
 	}
+	deaf := m.deafToPowerOff
 	powerOff := func(ctx context.Context) error {
+		if deaf {
+			<-ctx.Done()
+			return nil
+		}
 		m.mu.Lock()
 		m.power = provisioner.PowerOff
 		m.softOffs++
@@ -292,8 +300,6 @@ func (m *machine) bootedList() []string {
 type bmc struct {
 	mu       sync.Mutex
 	machines map[string]*machine
-	// ignoreSoftOff leaves the machine on when the agent powers off (the
-	// conductor must power it off hard).
 }
 
 func (b *bmc) get(node *provisioner.Node) (*machine, error) {
@@ -387,6 +393,7 @@ type bed struct {
 
 	mu         sync.Mutex
 	milestones map[string][]string
+	details    map[string][]string
 }
 
 func newBed(t testing.TB) *bed {
@@ -401,7 +408,7 @@ func newBed(t testing.TB) *bed {
 	}
 	dir := t.TempDir()
 	b := &bed{t: t, tftpRoot: filepath.Join(dir, "tftp"), files: filepath.Join(dir, "files"),
-		bmc: &bmc{machines: map[string]*machine{}}, milestones: map[string][]string{}}
+		bmc: &bmc{machines: map[string]*machine{}}, milestones: map[string][]string{}, details: map[string][]string{}}
 	for _, d := range []string{b.tftpRoot, b.files} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -499,6 +506,7 @@ func (b *bed) milestone(node, kind, detail string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.milestones[node] = append(b.milestones[node], kind)
+	b.details[node] = append(b.details[node], kind+": "+detail)
 }
 
 func (b *bed) milestonesOf(uuid string) string {
@@ -908,5 +916,28 @@ func TestDeployPartitionNetboot(t *testing.T) {
 	}
 	if ms := b.milestonesOf(uuid); strings.Contains(ms, "bootloader") {
 		t.Errorf("bootloader installed for netboot: %s", ms)
+	}
+}
+
+// TestDeployHardPowerOff: the agent's soft power off does not take; after
+// the BMC polls the conductor powers the node off hard and still boots the
+// instance.
+func TestDeployHardPowerOff(t *testing.T) {
+	_, whole := instanceImages(t)
+	b := newBed(t)
+	uuid, m := b.enroll("hard0", "boot_mode:bios", false)
+	m.deafToPowerOff = true
+	b.setInstanceInfo(uuid, map[string]any{"image_source": whole.Path, "image_checksum": whole.MD5})
+	b.provision(uuid, "active")
+	b.waitState(uuid, "active")
+	b.mu.Lock()
+	details := strings.Join(b.details[uuid], "\n")
+	b.mu.Unlock()
+	if !strings.Contains(details, "power off: hard") {
+		t.Errorf("no hard power off:\n%s", details)
+	}
+	booted := m.bootedList()
+	if booted[len(booted)-1] != "disk" {
+		t.Errorf("boots %q: want the last from disk", booted)
 	}
 }
