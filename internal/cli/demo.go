@@ -21,15 +21,18 @@ import (
 	"github.com/metalbed/metalbed/vms"
 )
 
-// The demo's three machines and how each is deployed.
+// The demo's four machines and how each is deployed: three by the bash
+// ramdisk over iSCSI, one by the agent (deploy_interface direct).
 var demoPlan = []struct {
 	mode   vms.BootMode
 	option string // boot_option
+	deploy string // deploy_interface
 	what   string
 }{
-	{vms.BIOS, "netboot", "iSCSI deploy, netboot (bios)"},
-	{vms.BIOS, "local", "iSCSI deploy, local boot (bios)"},
-	{vms.UEFI, "local", "iSCSI deploy, local boot (uefi)"},
+	{vms.BIOS, "netboot", "iscsi", "iSCSI deploy, netboot (bios)"},
+	{vms.BIOS, "local", "iscsi", "iSCSI deploy, local boot (bios)"},
+	{vms.UEFI, "local", "iscsi", "iSCSI deploy, local boot (uefi)"},
+	{vms.BIOS, "local", "direct", "agent deploy, local boot (bios)"},
 }
 
 // demoDiskBytes is each demo machine's disk: room for a 1 GiB root
@@ -41,7 +44,7 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	stateDir := fs.String("state-dir", "", "state directory (default: a temporary one, removed afterwards)")
 	logLevel := fs.String("log-level", "error", "log level on stderr: debug, info, warn, error")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up when the deploys have not finished by then")
-	undeploy := fs.Bool("undeploy", true, "undeploy the three nodes back to available at the end")
+	undeploy := fs.Bool("undeploy", true, "undeploy the nodes back to available at the end")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -128,7 +131,11 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	if bootIface == "ipxe" {
 		fmt.Fprintf(s.Out, "boot interface ipxe: Debian's pxelinux/ipxe boot programs are not installed; the simulated NICs' iPXE ROMs boot from the HTTP script alone\n")
 	}
-	uuids, err := b.enroll(dctx, f.enrollSpecs(b, bootIface))
+	specs := f.enrollSpecs(b, bootIface)
+	for i := range specs {
+		specs[i].deployInterface = demoPlan[i].deploy
+	}
+	uuids, err := b.enroll(dctx, specs)
 	if err != nil {
 		return errors.Join(err, serveErr())
 	}
@@ -188,7 +195,7 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 			} else {
 				cleaned := "not cleaned"
 				if r.wiped {
-					cleaned = "cleaned: its ramdisk booted again and the conductor wiped the partition tables"
+					cleaned = "cleaned: its ramdisk booted again and wiped the partition tables"
 				}
 				fmt.Fprintf(s.Out, "  %-7s available again in %.1fs, %s\n", r.name, r.undeployed.Seconds(), cleaned)
 			}
@@ -332,6 +339,11 @@ func demoDeploy(ctx context.Context, api *apiClient, tl *events.Timeline, live *
 	if demoPlan[i].option == "netboot" {
 		ii["kernel"], ii["ramdisk"] = inst.kernel, inst.ramdisk
 	}
+	if demoPlan[i].deploy == "direct" {
+		// The agent is told the image's kind (Ironic: the image's
+		// img_type property, or instance_info image_type).
+		ii["image_type"] = "partition"
+	}
 	// Undeploying cleans the node: its ramdisk boots again and the
 	// conductor wipes the disk's partition tables.
 	ops := []map[string]any{{"op": "replace", "path": "/automated_clean", "value": true}}
@@ -363,10 +375,12 @@ var demoPhases = []struct {
 }{
 	{"DHCP", []string{"dhcp.ack"}},
 	{"TFTP", []string{"tftp.file"}},
-	{"RAMDISK UP", []string{"ramdisk.up"}},
+	{"RAMDISK UP", []string{"ramdisk.up", "agent.up"}},
+	{"LOOKUP", []string{"agent.lookup"}},
+	{"HEARTBEAT", []string{"agent.heartbeat"}},
 	{"ISCSI LOGIN", []string{"iscsi.login", "conductor.iscsi_login"}},
-	{"IMAGE WRITTEN", []string{"conductor.image_written"}},
-	{"BOOTLOADER", []string{"ramdisk.bootloader"}},
+	{"IMAGE WRITTEN", []string{"conductor.image_written", "agent.image.written"}},
+	{"BOOTLOADER", []string{"ramdisk.bootloader", "agent.bootloader"}},
 	{"REBOOT", []string{"conductor.reboot"}},
 	{"ACTIVE", []string{"conductor.active"}},
 	{"INSTANCE BOOTED", []string{"instance.booted"}},

@@ -40,7 +40,7 @@ func requireBootLoaders(t *testing.T) {
 // instance booted, then undeployed. It fails if any instance does not boot.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
-		t.Skip("the demo deploys three machines")
+		t.Skip("the demo deploys four machines")
 	}
 	requireBootLoaders(t)
 	out, errb := &syncBuffer{}, &syncBuffer{}
@@ -52,25 +52,27 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo: %v\nstdout:\n%s\nstderr:\n%s", err, s, errb)
 	}
-	if !strings.Contains(s, "3 of 3 instances booted") || strings.Contains(s, "FAILED") {
+	if !strings.Contains(s, "4 of 4 instances booted") || strings.Contains(s, "FAILED") {
 		t.Errorf("demo output:\n%s", s)
 	}
 	// The phase table: one row per node, every phase reached (the netboot
-	// node installs no bootloader).
+	// node installs no bootloader; the iSCSI nodes have no agent lookup
+	// and heartbeat, the agent's node no iSCSI login).
 	for _, row := range []struct{ node, what string }{
-		{"node-0", `iSCSI deploy, netboot \(bios\)(\s+\+\d+\.\d\ds){5}\s+-(\s+\+\d+\.\d\ds){3}\s+booted`},
-		{"node-1", `iSCSI deploy, local boot \(bios\)(\s+\+\d+\.\d\ds){9}\s+booted`},
-		{"node-2", `iSCSI deploy, local boot \(uefi\)(\s+\+\d+\.\d\ds){9}\s+booted`},
+		{"node-0", `iSCSI deploy, netboot \(bios\)(\s+\+\d+\.\d\ds){3}(\s+-){2}(\s+\+\d+\.\d\ds){2}\s+-(\s+\+\d+\.\d\ds){3}\s+booted`},
+		{"node-1", `iSCSI deploy, local boot \(bios\)(\s+\+\d+\.\d\ds){3}(\s+-){2}(\s+\+\d+\.\d\ds){6}\s+booted`},
+		{"node-2", `iSCSI deploy, local boot \(uefi\)(\s+\+\d+\.\d\ds){3}(\s+-){2}(\s+\+\d+\.\d\ds){6}\s+booted`},
+		{"node-3", `agent deploy, local boot \(bios\)(\s+\+\d+\.\d\ds){5}\s+-(\s+\+\d+\.\d\ds){5}\s+booted`},
 	} {
 		if !regexp.MustCompile(`(?m)^` + row.node + `\s+` + row.what).MatchString(s) {
 			t.Errorf("no complete phase row for %s:\n%s", row.node, s)
 		}
 	}
-	if n := strings.Count(s, "available again in"); n != 3 || strings.Count(s, "wiped the partition tables") != 3 {
-		t.Errorf("%d nodes undeployed, want 3:\n%s", n, s)
+	if n := strings.Count(s, "available again in"); n != 4 || strings.Count(s, "wiped the partition tables") != 4 {
+		t.Errorf("%d nodes undeployed, want 4:\n%s", n, s)
 	}
 	// Undeploy cleaned: no disk holds a partition table any more.
-	for i := range 3 {
+	for i := range 4 {
 		path := filepath.Join(dir, fmt.Sprintf("node-%d", i), "disk.img")
 		f, err := os.Open(path)
 		if err != nil {

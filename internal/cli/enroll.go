@@ -19,6 +19,9 @@ type enrollSpec struct {
 	diskBytes              int64
 	deployKernel, deployRd string
 	bootInterface          string // "" => the hardware type's default (pxe)
+	// deployInterface is "iscsi" (the default when enabled) or "direct"
+	// (the agent).
+	deployInterface string
 }
 
 // The properties a simulated machine reports (it has no CPUs or memory to
@@ -71,7 +74,12 @@ func enroll(ctx context.Context, c *apiClient, specs []enrollSpec) (map[string]s
 				"capabilities": "boot_mode:" + sp.bootMode,
 			},
 		}
-		if slices.Contains(deploys, "iscsi") {
+		switch {
+		case sp.deployInterface != "" && slices.Contains(deploys, sp.deployInterface):
+			body["deploy_interface"] = sp.deployInterface
+		case sp.deployInterface != "":
+			return nil, fmt.Errorf("enroll %s: hardware type ipmi does not enable deploy interface %s", sp.name, sp.deployInterface)
+		case slices.Contains(deploys, "iscsi"):
 			body["deploy_interface"] = "iscsi"
 		}
 		if sp.bootInterface != "" {

@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"fmt"
 	"slices"
 
 	"github.com/metalbed/metalbed/provisioner"
+	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/store"
 )
 
@@ -86,7 +88,78 @@ func (c *Conductor) Heartbeat(ctx context.Context, ident, token, callbackURL, ve
 		n.DriverInternalInfo["agent_last_heartbeat"] = now().Format("2006-01-02T15:04:05.000000")
 		return nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	c.agentHeartbeat(ctx, n)
+	return nil
+}
+
+// agentHeartbeat acts on a recorded heartbeat as Ironic's
+// heartbeat_mixin: a node waiting in "wait call-back" whose deploy
+// interface is driven by the agent is resumed and handed to the interface
+// as a task; so is one in "clean wait" (automated cleaning through the
+// agent). A locked node (a previous heartbeat still being handled)
+// ignores the heartbeat; the agent heartbeats again.
+func (c *Conductor) agentHeartbeat(ctx context.Context, n *provisioner.Node) {
+	if !slices.Contains(callbackStates, n.ProvisionState) || n.Maintenance {
+		return
+	}
+	h, err := c.hardware(n)
+	if err != nil {
+		return
+	}
+	d, err := h.DeployFor(n)
+	if err != nil {
+		return
+	}
+	hb, ok := d.(drivers.AgentHeartbeat)
+	if !ok {
+		return
+	}
+	n, err = c.acquire(ctx, n.UUID)
+	if err != nil {
+		return
+	}
+	if !slices.Contains(callbackStates, n.ProvisionState) {
+		c.release(ctx, n.UUID)
+		return
+	}
+	if err := c.transition(ctx, n, EventResume); err != nil {
+		c.release(ctx, n.UUID)
+		return
+	}
+	err = c.spawn(n, "heartbeat", func(ctx context.Context, n *provisioner.Node) {
+		defer func() {
+			if r := recover(); r != nil {
+				c.log.Error("heartbeat panicked", "node", n.UUID, "err", r)
+				c.failNode(ctx, n, fmt.Sprintf("Failed to continue deployment of node %s: internal error: %v", n.UUID, r))
+			}
+		}()
+		next, err := hb.Heartbeat(ctx, n)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			c.failNode(ctx, n, err.Error())
+			return
+		}
+		switch next {
+		case provisioner.StateWaitCallback, provisioner.StateCleanWait:
+			err = c.transition(ctx, n, EventWait)
+		case provisioner.StateActive, provisioner.StateAvailable:
+			err = c.transition(ctx, n, EventDone)
+		default:
+			c.failNode(ctx, n, fmt.Sprintf("Deploy interface returned unexpected state %q.", next))
+			return
+		}
+		if err != nil {
+			c.log.Error("heartbeat", "node", n.UUID, "err", err)
+		}
+	})
+	if err != nil {
+		c.release(ctx, n.UUID)
+	}
 }
 
 // CheckDeployKey guards the bash-ramdisk callbacks (pass_deploy_info,

@@ -139,3 +139,17 @@ type Cleaner interface {
 	// finished synchronously.
 	Clean(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error)
 }
+
+// AgentHeartbeat is implemented by a DeployInterface driven by the agent's
+// heartbeats (Ironic's direct deploy). The conductor records each heartbeat
+// (agent_url, token checked), and when the node waits ("wait call-back")
+// and is not locked, takes the "resume" edge and calls Heartbeat as a task.
+type AgentHeartbeat interface {
+	// Heartbeat acts on a heartbeat for a node the conductor resumed
+	// ("deploying" or "cleaning"): it starts writing the image or a clean
+	// step, polls the agent's command, or finishes. It returns
+	// StateWaitCallback/StateCleanWait to wait for the next heartbeat,
+	// StateActive/StateAvailable when the deploy/cleaning finished; an
+	// error fails the node with its text as last_error.
+	Heartbeat(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error)
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/boot"
+	directdeploy "github.com/metalbed/metalbed/provisioner/deploy/direct"
 	"github.com/metalbed/metalbed/provisioner/deploy/iscsi"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/imagecache"
@@ -59,6 +60,15 @@ func (s *Service) netboot() error {
 	if err != nil {
 		return err
 	}
+	direct, err := directdeploy.New(directdeploy.Config{
+		Drivers: func() *drivers.Registry { return s.cfg.Drivers }, Images: cache, APIURL: nb.APIURL,
+		HTTPRoot: nb.HTTPRoot, HTTPURL: nb.HTTPURL, PowerOffInterval: nb.AgentPowerOffInterval,
+		DefaultBootMode: nb.DefaultBootMode, DefaultBootOption: nb.DefaultBootOption,
+		Milestone: s.cfg.Milestone, Logger: s.cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
 	boots := map[string]drivers.BootInterface{}
 	for k, v := range s.cfg.IPMI.Boot {
 		boots[k] = v
@@ -71,6 +81,7 @@ func (s *Service) netboot() error {
 		deploys[k] = v
 	}
 	deploys[iscsi.Name] = dep
+	deploys[directdeploy.Name] = direct
 	s.cfg.IPMI.Boot, s.cfg.IPMI.Deploy = boots, deploys
 	return nil
 }

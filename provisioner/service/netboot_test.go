@@ -52,7 +52,7 @@ func TestNetbootWiring(t *testing.T) {
 		l, _ := drv[key].([]any)
 		return slices.Contains(l, any(name))
 	}
-	for _, c := range [][2]string{{"enabled_boot_interfaces", "pxe"}, {"enabled_boot_interfaces", "ipxe"}, {"enabled_deploy_interfaces", "iscsi"}} {
+	for _, c := range [][2]string{{"enabled_boot_interfaces", "pxe"}, {"enabled_boot_interfaces", "ipxe"}, {"enabled_deploy_interfaces", "iscsi"}, {"enabled_deploy_interfaces", "direct"}} {
 		if !has(c[0], c[1]) {
 			t.Errorf("%s lacks %s: %v", c[0], c[1], drv[c[0]])
 		}

@@ -58,8 +58,8 @@ type Config struct {
 	CheckProvisionInterval time.Duration
 	AutomatedClean         bool
 	// Netboot, when set and Drivers is nil, gives the "ipmi" hardware type
-	// the "pxe" (default) and "ipxe" boot interfaces and the "iscsi" deploy
-	// interface (nodes choose it with deploy_interface iscsi).
+	// the "pxe" (default) and "ipxe" boot interfaces and the "iscsi" and
+	// "direct" deploy interfaces (nodes choose one with deploy_interface).
 	Netboot *Netboot
 	// Milestone, when set, is told each step of a node's deploy for its
 	// timeline (node UUID, kind, detail): the iscsi deploy's prepare, power
@@ -106,6 +106,10 @@ type Netboot struct {
 	NotifyDelay time.Duration
 	NotifyPort  int
 	ISCSIPort   int
+	// AgentPowerOffInterval is how often the "direct" deploy asks the BMC
+	// whether the agent's soft power off took (6 tries, as Ironic);
+	// default 5 s.
+	AgentPowerOffInterval time.Duration
 }
 
 // Service is a configured provisioner, not yet serving.
