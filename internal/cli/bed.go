@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/iscsitarget"
 	"github.com/metalbed/metalbed/provisioner/dhcp"
 	"github.com/metalbed/metalbed/provisioner/drivers"
@@ -70,6 +71,7 @@ type bedConfig struct {
 type bed struct {
 	cfg      bedConfig
 	tl       *events.Timeline
+	faults   *fault.Set // the injected faults (faults.go)
 	hosts    *dhcp.StaticHosts
 	boot     bootServers
 	apiLn    net.Listener
@@ -84,7 +86,7 @@ type bed struct {
 
 // listenBed binds every socket of the provisioner side; it writes no file.
 func listenBed(cfg bedConfig) (_ *bed, err error) {
-	b := &bed{cfg: cfg, hosts: &dhcp.StaticHosts{},
+	b := &bed{cfg: cfg, hosts: &dhcp.StaticHosts{}, faults: fault.NewSet(),
 		tftpRoot: filepath.Join(cfg.dir, "tftp"), httpRoot: filepath.Join(cfg.dir, "http")}
 	defer func() {
 		if err != nil {
@@ -184,7 +186,7 @@ func (b *bed) serve(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		srv := &http.Server{Handler: timelineHandler(b.tl), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: faultHandler(b.faults, timelineHandler(b.tl)), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			<-gctx.Done()
 			shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -349,7 +351,7 @@ func (b *bed) nodeHooks(name string) nodeHooks {
 					b.tl.Record(name, srcBMC, "bmc.set_boot_options", "")
 				}
 			}
-			return 0, false, 0
+			return b.ipmiFault(name, netfn, cmd)
 		},
 	}
 }
@@ -386,7 +388,7 @@ func (b *bed) machineFirmware(name string) sim.Firmware {
 func (b *bed) exporter(name string) ramdisk.Exporter {
 	return func(ctx context.Context, ln net.Listener, iqn string, dev ramdisk.BlockDevice) error {
 		log := slog.New(&loginRecorder{next: b.cfg.log.Handler(), tl: b.tl, key: name})
-		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Size: dev.Size(), Logger: log})
+		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Size: dev.Size(), Logger: log, Faults: b.iscsiFaults(name)})
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runCLI runs one metalbed command and returns its stdout.
+func runCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errb syncBuffer
+	if err := Run(t.Context(), args, &out, &errb); err != nil {
+		t.Fatalf("metalbed %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String()
+}
+
+// ipmitoolResult runs the real ipmitool against n's BMC and returns its
+// output and error (a fault makes it fail).
+func ipmitoolResult(t *testing.T, n inventoryNode, args ...string) (string, error) {
+	t.Helper()
+	bin := requireTool(t, "ipmitool", "ipmitool")
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte(n.BMC.Password), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	full := append([]string{"-I", "lanplus", "-H", n.BMC.Address, "-p", strconv.Itoa(n.BMC.Port), "-U", n.BMC.Username,
+		"-f", pw, "-R", "1", "-N", "1", "-L", "ADMINISTRATOR"}, args...)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, full...).CombinedOutput()
+	return string(out), err
+}
+
+// TestUpFaultIPMI injects IPMI faults into a running `metalbed up` with
+// `metalbed fault add`, drives the BMC with the real ipmitool, and finds
+// the failure, the rule's fired count and the timeline entry.
+func TestUpFaultIPMI(t *testing.T) {
+	requireTool(t, "ipmitool", "ipmitool")
+	if testing.Short() {
+		t.Skip("builds the deploy images")
+	}
+	requireBootLoaders(t)
+	dir := t.TempDir()
+	u := startProvisionedUp(t, dir, "--nodes", "1")
+	n := u.inv.Nodes[0]
+
+	// Get Chassis Status (netfn 0x00, cmd 0x01) answered with 0xC3, once.
+	out := runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ipmi", "--op", "0x00/0x01",
+		"--action", "cc", "--arg", "0xc3", "--count", "1")
+	if !strings.HasPrefix(out, "fault f1 added") {
+		t.Fatalf("fault add printed %q", out)
+	}
+	res, err := ipmitoolResult(t, n, "chassis", "power", "status")
+	if err == nil || !strings.Contains(res, "failed: Timeout") {
+		t.Fatalf("power status under cc 0xC3: err %v\n%s", err, res)
+	}
+	// The rule fired once and is spent: the next call succeeds.
+	if res, err := ipmitoolResult(t, n, "chassis", "power", "status"); err != nil || !strings.Contains(res, "Chassis Power is") {
+		t.Fatalf("power status after the fault: %v\n%s", err, res)
+	}
+	var doc faultsDoc
+	if err := json.Unmarshal([]byte(runCLI(t, "fault", "list", "--json", "--url", u.inv.Timeline)), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Faults) != 1 || doc.Faults[0].Fired != 1 || doc.Faults[0].Node != n.Name {
+		t.Fatalf("fault list: %+v", doc.Faults)
+	}
+	if table := runCLI(t, "fault", "list", "--state-dir", dir); !strings.Contains(table, "0x00/0x01") {
+		t.Errorf("fault list table:\n%s", table)
+	}
+
+	// No reply at all: ipmitool gives up.
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ipmi", "--op", "0x00/0x01", "--action", "drop")
+	if res, err := ipmitoolResult(t, n, "chassis", "power", "status"); err == nil {
+		t.Fatalf("power status with no reply succeeded:\n%s", res)
+	}
+	runCLI(t, "fault", "clear", "--state-dir", dir)
+	if err := json.Unmarshal([]byte(runCLI(t, "fault", "list", "--json", "--state-dir", dir)), &doc); err != nil || len(doc.Faults) != 0 {
+		t.Fatalf("after clear: %v %+v", err, doc.Faults)
+	}
+	if _, err := ipmitoolResult(t, n, "chassis", "power", "status"); err != nil {
+		t.Fatalf("power status after clear: %v", err)
+	}
+
+	// A bad rule is refused with a clear error.
+	var eout, eerr syncBuffer
+	if err := Run(t.Context(), []string{"fault", "add", "--state-dir", dir, "--layer", "bogus", "--action", "x"}, &eout, &eerr); err == nil ||
+		!strings.Contains(err.Error(), "bogus") {
+		t.Errorf("bad layer: %v", err)
+	}
+
+	tl, err := fetchTimeline(t.Context(), u.inv.Timeline, n.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, e := range tl.Entries {
+		if e.Source == srcFault {
+			kinds[e.Kind]++
+		}
+	}
+	if kinds["fault.ipmi.cc"] != 1 || kinds["fault.ipmi.drop"] == 0 {
+		t.Errorf("fault entries of %s: %v", n.Name, kinds)
+	}
+	u.stop(t)
+}
