@@ -364,12 +364,13 @@ func (b *bed) machineFirmware(name string) sim.Firmware {
 	kc := kernel.Config{
 		Export:     b.exporter(name),
 		FetchToken: fetchTFTP,
-		Bootloader: ramdisk.InstallBootloader,
+		Bootloader: b.bootloader(name),
 		TFTPPort:   b.boot.tftpPort(),
 		Milestone: func(machine, kind, detail string) {
 			b.tl.Record(machine, srcRamdisk, kind, detail)
 		},
-		Logger: b.cfg.log,
+		RamdiskFault: b.ramdiskFault,
+		Logger:       b.cfg.log,
 	}
 	return sim.StockFirmware{
 		NetBoot: &pxe.ROM{

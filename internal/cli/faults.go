@@ -17,6 +17,7 @@ import (
 
 	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/iscsitarget"
+	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
 // srcFault is the timeline source of every injected fault.
@@ -315,4 +316,31 @@ func faultCall(ctx context.Context, method, u string, body []byte, out any) erro
 		return fmt.Errorf("faults: %w", err)
 	}
 	return nil
+}
+
+// ramdiskFault is the deploy ramdisk's fault seam (layer ramdisk): "error"
+// makes pass_deploy_info carry Arg as the ramdisk's error, "no-callback"
+// keeps the ramdisk from calling back.
+func (b *bed) ramdiskFault(machine, op string) (action, arg string) {
+	h, ok := b.fault(machine, fault.Ramdisk, op)
+	if !ok {
+		return "", ""
+	}
+	return h.Action, h.Arg
+}
+
+// bootloader installs the bootloader on machine's disk unless layer
+// ramdisk "bootloader-failed" (op "bootloader") says it fails, with Arg as
+// the error.
+func (b *bed) bootloader(machine string) ramdisk.BootloaderInstaller {
+	return func(ctx context.Context, disk ramdisk.Disk, bootMode string) error {
+		if h, ok := b.fault(machine, fault.Ramdisk, "bootloader"); ok && h.Action == "bootloader-failed" {
+			msg := h.Arg
+			if msg == "" {
+				msg = "injected fault: grub-install failed"
+			}
+			return errors.New(msg)
+		}
+		return ramdisk.InstallBootloader(ctx, disk, bootMode)
+	}
 }

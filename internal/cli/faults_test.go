@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+
+	"github.com/metalbed/metalbed/provisioner/images"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -111,4 +113,95 @@ func TestUpFaultIPMI(t *testing.T) {
 		t.Errorf("fault entries of %s: %v", n.Name, kinds)
 	}
 	u.stop(t)
+}
+
+// TestUpFaultDeploy breaks iSCSI deploys of a running `metalbed up` at the
+// ramdisk and at its iSCSI target, and finds each failure in the node's
+// state, last_error and timeline.
+func TestUpFaultDeploy(t *testing.T) {
+	requireTool(t, "baremetal", "python3-ironicclient")
+	if testing.Short() {
+		t.Skip("deploys a machine")
+	}
+	requireBootLoaders(t)
+	dir := t.TempDir()
+	u := startProvisionedUp(t, dir, "--nodes", "1", "--deploy-callback-timeout", "2m")
+	api, n := u.inv.API, u.inv.Nodes[0]
+	baremetal(t, api, "node", "manage", n.Name, "--wait", "60")
+	waitProvision(t, api, n.Name, "manageable", time.Minute)
+	baremetal(t, api, "node", "provide", n.Name, "--wait", "60")
+	waitProvision(t, api, n.Name, "available", time.Minute)
+	img, err := images.Build(t.Context(), images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "faulty"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	baremetal(t, api, "node", "set", n.Name,
+		"--instance-info", "image_source="+img.Path,
+		"--instance-info", "image_checksum="+img.MD5,
+		"--instance-info", "root_gb=1",
+		"--instance-info", `capabilities={"boot_option": "local"}`)
+
+	faultKinds := func() map[string]int {
+		tl, err := fetchTimeline(t.Context(), u.inv.Timeline, n.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds := map[string]int{}
+		for _, e := range tl.Entries {
+			if e.Source == srcFault {
+				kinds[e.Kind]++
+			}
+		}
+		return kinds
+	}
+
+	// The ramdisk reports an error in pass_deploy_info.
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ramdisk", "--op", "pass_deploy_info",
+		"--action", "error", "--arg", "disk on fire", "--count", "1")
+	baremetal(t, api, "node", "deploy", n.Name)
+	shown := waitDeployFailed(t, api, n.Name, 5*time.Minute)
+	if le, _ := shown["last_error"].(string); !strings.Contains(le, "Error returned from deploy ramdisk: disk on fire") {
+		t.Errorf("last_error %q", le)
+	}
+	if k := faultKinds(); k["fault.ramdisk.error"] != 1 {
+		t.Errorf("fault entries %v", k)
+	}
+
+	// The ramdisk's iSCSI target refuses the conductor's login.
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "iscsi", "--op", "login", "--action", "refuse-login")
+	baremetal(t, api, "node", "deploy", n.Name)
+	shown = waitDeployFailed(t, api, n.Name, 5*time.Minute)
+	le, _ := shown["last_error"].(string)
+	if !strings.Contains(le, "iSCSI login") || !strings.Contains(le, "authorization failure") {
+		t.Errorf("last_error %q", le)
+	}
+	if k := faultKinds(); k["fault.iscsi.refuse-login"] == 0 {
+		t.Errorf("fault entries %v", k)
+	}
+	t.Logf("refused login: last_error %q", le)
+	u.stop(t)
+}
+
+// waitDeployFailed waits for node to reach "deploy failed" (whose target
+// stays "active", so waitProvision does not fit).
+func waitDeployFailed(t *testing.T, api, node string, within time.Duration) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		n := showNode(t, api, node)
+		if n["provision_state"] == "deploy failed" {
+			return n
+		}
+		if n["provision_state"] == "active" {
+			t.Fatalf("%s deployed despite the fault", node)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still %v after %s, want deploy failed", node, n["provision_state"], within)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
