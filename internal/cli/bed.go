@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -69,17 +70,20 @@ type bedConfig struct {
 // service, the DHCP/TFTP/HTTP boot servers, the deploy images, and one
 // per-node timeline every component records into.
 type bed struct {
-	cfg      bedConfig
-	tl       *events.Timeline
-	faults   *fault.Set // the injected faults (faults.go)
-	hosts    *dhcp.StaticHosts
-	boot     bootServers
-	apiLn    net.Listener
-	tlLn     net.Listener
-	svc      *service.Service
-	tlSink   *os.File
-	tftpRoot string
-	httpRoot string
+	cfg    bedConfig
+	tl     *events.Timeline
+	faults *fault.Set // the injected faults (faults.go)
+	// machineOf maps a NIC's MAC (string) to its machine's name, for
+	// faults addressed by name at layers that see only MACs and IPs.
+	machineOf sync.Map
+	hosts     *dhcp.StaticHosts
+	boot      bootServers
+	apiLn     net.Listener
+	tlLn      net.Listener
+	svc       *service.Service
+	tlSink    *os.File
+	tftpRoot  string
+	httpRoot  string
 	// deploy images, built by prepare
 	deployKernel, deployRamdisk string
 }
@@ -112,16 +116,16 @@ func listenBed(cfg bedConfig) (_ *bed, err error) {
 		return nil, usageError("--dhcp-range %s: simulated machines live on loopback, 127.0.0.0/8", cfg.dhcpRange)
 	}
 	if err := b.boot.listenDHCP(dhcp.Config{
-		ServerIP: server, Pool: pool, Hosts: b.hosts,
+		ServerIP: server, Pool: pool, Hosts: faultyHosts{b: b, next: b.hosts},
 		LeaseFile: filepath.Join(cfg.dir, "dhcp-leases.json"),
 		Logger:    cfg.log, Observer: b.dhcpEvent,
 	}, cfg.dhcpAddr, ""); err != nil {
 		return nil, err
 	}
-	if err := b.boot.listenTFTP(tftp.Config{Root: b.tftpRoot, Logger: cfg.log, Observer: b.tftpEvent}, cfg.tftpAddr); err != nil {
+	if err := b.boot.listenTFTP(tftp.Config{Root: b.tftpRoot, Logger: cfg.log, Observer: b.tftpEvent, Fault: b.tftpFault}, cfg.tftpAddr); err != nil {
 		return nil, err
 	}
-	if err := b.boot.listenHTTP(httpboot.Config{Root: b.httpRoot, Logger: cfg.log, Observer: b.httpEvent}, cfg.httpAddr); err != nil {
+	if err := b.boot.listenHTTP(httpboot.Config{Root: b.httpRoot, Logger: cfg.log, Observer: b.httpEvent, Fault: b.httpFault}, cfg.httpAddr); err != nil {
 		return nil, err
 	}
 	if b.apiLn, err = net.Listen("tcp4", cfg.apiAddr); err != nil {
@@ -450,6 +454,7 @@ func (b *bed) watchMachine(m *sim.Machine) (cancel func()) {
 	name := m.Name()
 	for _, nic := range m.NICs() {
 		b.tl.Alias(nic.MAC.String(), name)
+		b.machineOf.Store(nic.MAC.String(), name)
 	}
 	b.tl.Alias(sim.FormatUUID(m.UUID()), name)
 	b.tl.Record(name, srcMachine, "machine.up", fmt.Sprintf("%s, BMC and provisioner wired", m.BootMode()))

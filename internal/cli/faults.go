@@ -7,7 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/iscsitarget"
+	"github.com/metalbed/metalbed/provisioner/dhcp"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
@@ -343,4 +346,102 @@ func (b *bed) bootloader(machine string) ramdisk.BootloaderInstaller {
 		}
 		return ramdisk.InstallBootloader(ctx, disk, bootMode)
 	}
+}
+
+// machineNamed is the machine a MAC belongs to; "" when unknown.
+func (b *bed) machineNamed(mac string) string {
+	if v, ok := b.machineOf.Load(mac); ok {
+		return v.(string)
+	}
+	return ""
+}
+
+// peerMachine is the machine a TFTP or HTTP client is, by its DHCP lease;
+// "" when unknown.
+func (b *bed) peerMachine(remote netip.AddrPort) string {
+	if mac, ok := b.boot.dhcp.MACOf(remote.Addr()); ok {
+		return b.machineNamed(mac.String())
+	}
+	return ""
+}
+
+// faultyHosts puts layer dhcp in front of the bed's hosts: "no-offer"
+// leaves the MAC unanswered (as if not enrolled), "wrong-next-server"
+// sends next-server Arg (default 127.0.0.254, where nothing serves TFTP).
+// The op is "lookup".
+type faultyHosts struct {
+	b    *bed
+	next dhcp.HostSource
+}
+
+func (h faultyHosts) Lookup(mac net.HardwareAddr) (dhcp.Host, bool) {
+	host, ok := h.next.Lookup(mac)
+	if !ok {
+		return host, false
+	}
+	name := h.b.machineNamed(mac.String())
+	if name == "" {
+		return host, true
+	}
+	f, hit := h.b.fault(name, fault.DHCP, "lookup")
+	if !hit {
+		return host, true
+	}
+	switch f.Action {
+	case "no-offer":
+		return dhcp.Host{}, false
+	case "wrong-next-server":
+		ip, err := netip.ParseAddr(f.Arg)
+		if err != nil {
+			ip = netip.MustParseAddr("127.0.0.254")
+		}
+		host.TFTPServer = ip
+	}
+	return host, true
+}
+
+// tftpFault is layer tftp (op: the file name): "missing" answers "file not
+// found", "stall" holds the transfer back a minute (or Arg, a duration)
+// so the client gives up, "slow" (or any Delay) starts it late.
+func (b *bed) tftpFault(file string, remote netip.AddrPort) (error, time.Duration) {
+	name := b.peerMachine(remote)
+	if name == "" {
+		return nil, 0
+	}
+	h, ok := b.fault(name, fault.TFTP, file)
+	if !ok {
+		return nil, 0
+	}
+	switch h.Action {
+	case "missing":
+		return fmt.Errorf("%s: file not found", file), h.Delay
+	case "stall":
+		d, err := time.ParseDuration(h.Arg)
+		if err != nil || d <= 0 {
+			d = time.Minute
+		}
+		return fmt.Errorf("%s: stalled", file), d
+	}
+	return nil, h.Delay
+}
+
+// httpFault is layer http (op: the path): "status" answers with the status
+// in Arg (default 404); any Delay answers late.
+func (b *bed) httpFault(path string, remote netip.AddrPort) (int, time.Duration) {
+	name := b.peerMachine(remote)
+	if name == "" {
+		return 0, 0
+	}
+	h, ok := b.fault(name, fault.HTTP, path)
+	if !ok {
+		return 0, 0
+	}
+	if h.Action == "status" {
+		code, err := h.ArgInt()
+		if err != nil || code < 400 || code > 599 {
+			code = http.StatusNotFound
+		}
+		return int(code), h.Delay
+	}
+	return 0, h.Delay
 }

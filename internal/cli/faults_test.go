@@ -205,3 +205,79 @@ func waitDeployFailed(t *testing.T, api, node string, within time.Duration) map[
 		}
 	}
 }
+
+// TestUpFaultNetboot breaks a machine's PXE boot at DHCP and at TFTP and
+// finds each fault in its timeline.
+func TestUpFaultNetboot(t *testing.T) {
+	requireTool(t, "ipmitool", "ipmitool")
+	if testing.Short() {
+		t.Skip("builds the deploy images")
+	}
+	requireBootLoaders(t)
+	dir := t.TempDir()
+	u := startProvisionedUp(t, dir, "--nodes", "1")
+	n := u.inv.Nodes[0]
+	waitKinds := func(want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			tl, err := fetchTimeline(t.Context(), u.inv.Timeline, n.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kinds := map[string]bool{}
+			for _, e := range tl.Entries {
+				kinds[e.Kind] = true
+			}
+			missing := ""
+			for _, k := range want {
+				if !kinds[k] {
+					missing = k
+				}
+			}
+			if missing == "" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timeline of %s lacks %s: %v", n.Name, missing, kinds)
+			}
+			select {
+			case <-t.Context().Done():
+				t.Fatal(t.Context().Err())
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	power := func(args ...string) {
+		t.Helper()
+		if out, err := ipmitoolResult(t, n, args...); err != nil {
+			t.Fatalf("ipmitool %v: %v\n%s", args, err, out)
+		}
+	}
+
+	// The DHCP server answers a node only while the conductor boots it:
+	// start a deploy, whose PXE boot finds no offer.
+	api := u.inv.API
+	baremetal(t, api, "node", "manage", n.Name, "--wait", "60")
+	waitProvision(t, api, n.Name, "manageable", time.Minute)
+	baremetal(t, api, "node", "provide", n.Name, "--wait", "60")
+	waitProvision(t, api, n.Name, "available", time.Minute)
+	img, err := images.Build(t.Context(), images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "netboot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	baremetal(t, api, "node", "set", n.Name, "--instance-info", "image_source="+img.Path, "--instance-info", "image_checksum="+img.MD5,
+		"--instance-info", "root_gb=1", "--instance-info", `capabilities={"boot_option": "local"}`)
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "dhcp", "--action", "no-offer")
+	baremetal(t, api, "node", "deploy", n.Name)
+	waitKinds("fault.dhcp.no-offer", "machine.boot-failed")
+	power("chassis", "power", "off")
+	runCLI(t, "fault", "clear", "--state-dir", dir)
+
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "tftp", "--action", "missing")
+	power("chassis", "bootdev", "pxe")
+	power("chassis", "power", "on")
+	waitKinds("dhcp.ack", "fault.tftp.missing", "tftp.error")
+	power("chassis", "power", "off")
+	u.stop(t)
+}
