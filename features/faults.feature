@@ -26,12 +26,12 @@ Feature: Faults injected at every layer
       | iscsi   | login refused                  | authorization failure                         | fault.iscsi.refuse-login        |
       | ramdisk | pass_deploy_info error         | Error returned from deploy ramdisk: disk on fire | fault.ramdisk.error          |
       | ramdisk | bootloader install FAILED      | Failed to install bootloader on node          | fault.ramdisk.bootloader-failed |
+      | ipmi    | no reply                       | no matching IPMI response                     | fault.ipmi.drop                 |
+      | ipmi    | completion code 0xC3           | CompletionCode (0xc3) is not normal: Timeout  | fault.ipmi.cc                   |
 
     @pending
     Examples:
       | layer   | fault                          | error                                   | timeline        |
-      | ipmi    | no reply                       | IPMI call failed                        | fault.ipmi.drop |
-      | ipmi    | completion code 0xC3           | IPMI call failed                        | fault.ipmi.cc   |
       | ipmi    | power not carried out          | Timed out waiting for power state       | fault.ipmi.ignore |
       | dhcp    | no offer                       | Timeout reached while waiting for callback | fault.dhcp.no-offer |
       | tftp    | file missing                   | Timeout reached while waiting for callback | fault.tftp.missing |
