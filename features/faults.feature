@@ -28,6 +28,9 @@ Feature: Faults injected at every layer
       | ramdisk | bootloader install FAILED      | Failed to install bootloader on node          | fault.ramdisk.bootloader-failed |
       | ipmi    | no reply                       | no matching IPMI response                     | fault.ipmi.drop                 |
       | ipmi    | completion code 0xC3           | CompletionCode (0xc3) is not normal: Timeout  | fault.ipmi.cc                   |
+      | iscsi   | connection reset after 1 MiB   | connection reset by peer                      | fault.iscsi.reset-after         |
+      | iscsi   | medium error                   | sense key MEDIUM ERROR                        | fault.iscsi.medium-error        |
+      | disk    | write errors                   | ASC/ASCQ 0x0c/0x00 (write error)              | fault.disk.write-error          |
 
     @pending
     Examples:
@@ -36,7 +39,6 @@ Feature: Faults injected at every layer
       | dhcp    | no offer                       | Timeout reached while waiting for callback | fault.dhcp.no-offer |
       | tftp    | file missing                   | Timeout reached while waiting for callback | fault.tftp.missing |
       | http    | wrong checksum                 | checksum                                | fault.http.corrupt |
-      | iscsi   | connection reset after 1 MiB   | iSCSI                                   | fault.iscsi.reset-after |
       | disk    | too small                      | disk                                    | fault.disk.too-small |
       | agent   | heartbeats stop                | Timeout reached while waiting for callback | fault.agent.heartbeat |
 
