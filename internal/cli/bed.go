@@ -357,6 +357,10 @@ func (b *bed) nodeHooks(name string) nodeHooks {
 			}
 			return b.ipmiFault(name, netfn, cmd)
 		},
+		machineFault: func(op string) string {
+			h, _ := b.fault(name, fault.IPMI, op)
+			return h.Action
+		},
 	}
 }
 

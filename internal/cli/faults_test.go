@@ -92,6 +92,27 @@ func TestUpFaultIPMI(t *testing.T) {
 		t.Fatalf("power status after clear: %v", err)
 	}
 
+	// Power on acknowledged, not carried out; boot flags acknowledged, not kept.
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ipmi", "--op", "power", "--action", "ignore", "--count", "1")
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ipmi", "--op", "boot-flags", "--action", "forget-bootflags", "--count", "1")
+	if res, err := ipmitoolResult(t, n, "chassis", "power", "on"); err != nil {
+		t.Fatalf("power on under ignore: %v\n%s", err, res)
+	}
+	if res, _ := ipmitoolResult(t, n, "chassis", "power", "status"); !strings.Contains(res, "Chassis Power is off") {
+		t.Errorf("ignored power on: %s", res)
+	}
+	if res, err := ipmitoolResult(t, n, "chassis", "bootdev", "pxe"); err != nil {
+		t.Fatalf("bootdev under forget-bootflags: %v\n%s", err, res)
+	}
+	if res, _ := ipmitoolResult(t, n, "chassis", "bootparam", "get", "5"); strings.Contains(res, "Force PXE") {
+		t.Errorf("forgotten boot flags kept:\n%s", res)
+	}
+	runCLI(t, "fault", "clear", "--state-dir", dir)
+	ipmitoolResult(t, n, "chassis", "bootdev", "pxe")
+	if res, _ := ipmitoolResult(t, n, "chassis", "bootparam", "get", "5"); !strings.Contains(res, "Force PXE") {
+		t.Errorf("boot flags without the fault not kept:\n%s", res)
+	}
+
 	// A bad rule is refused with a clear error.
 	var eout, eerr syncBuffer
 	if err := Run(t.Context(), []string{"fault", "add", "--state-dir", dir, "--layer", "bogus", "--action", "x"}, &eout, &eerr); err == nil ||
@@ -109,7 +130,7 @@ func TestUpFaultIPMI(t *testing.T) {
 			kinds[e.Kind]++
 		}
 	}
-	if kinds["fault.ipmi.cc"] != 1 || kinds["fault.ipmi.drop"] == 0 {
+	if kinds["fault.ipmi.cc"] != 1 || kinds["fault.ipmi.drop"] == 0 || kinds["fault.ipmi.ignore"] != 1 || kinds["fault.ipmi.forget-bootflags"] != 1 {
 		t.Errorf("fault entries of %s: %v", n.Name, kinds)
 	}
 	u.stop(t)
