@@ -28,6 +28,7 @@ Feature: Faults injected at every layer
       | ramdisk | bootloader install FAILED      | Failed to install bootloader on node          | fault.ramdisk.bootloader-failed |
       | ipmi    | no reply                       | no matching IPMI response                     | fault.ipmi.drop                 |
       | ipmi    | completion code 0xC3           | CompletionCode (0xc3) is not normal: Timeout  | fault.ipmi.cc                   |
+      | ipmi    | power not carried out          | waiting for power on                          | fault.ipmi.ignore               |
       | iscsi   | connection reset after 1 MiB   | connection reset by peer                      | fault.iscsi.reset-after         |
       | iscsi   | medium error                   | sense key MEDIUM ERROR                        | fault.iscsi.medium-error        |
       | disk    | write errors                   | ASC/ASCQ 0x0c/0x00 (write error)              | fault.disk.write-error          |
@@ -35,7 +36,6 @@ Feature: Faults injected at every layer
     @pending
     Examples:
       | layer   | fault                          | error                                   | timeline        |
-      | ipmi    | power not carried out          | Timed out waiting for power state       | fault.ipmi.ignore |
       | dhcp    | no offer                       | Timeout reached while waiting for callback | fault.dhcp.no-offer |
       | tftp    | file missing                   | Timeout reached while waiting for callback | fault.tftp.missing |
       | http    | wrong checksum                 | checksum                                | fault.http.corrupt |

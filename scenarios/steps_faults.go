@@ -31,6 +31,7 @@ type faultRule struct {
 // namedFaults are the faults the features name in words, as rules of
 // `metalbed up`'s fault layers (README "Injecting faults").
 var namedFaults = map[string]faultRule{
+	"ipmi/power not carried out":         {Op: "power", Action: "ignore"},
 	"ipmi/no reply":                      {Op: "0x00/0x02", Action: "drop"},
 	"ipmi/completion code 0xC0":          {Op: "0x00/0x02", Action: "cc", Arg: "0xc0"},
 	"ipmi/completion code 0xC3":          {Op: "0x00/0x02", Action: "cc", Arg: "0xc3"},
