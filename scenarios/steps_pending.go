@@ -22,8 +22,6 @@ func pending(missing string) error {
 }
 
 func (w *world) registerPendingSteps(sc *godog.ScenarioContext) {
-	sc.Step(`^the fault "([^"]*)" is injected at layer "([^"]*)" for node "([^"]*)"(?: with seed (\d+))?$`,
-		func(string, string, string, string) error { return pending(missingFault) })
 	sc.Step(`^node "([^"]*)" uses the agent deploy interface$`, func(string) error { return pending(missingAgent) })
 	sc.Step(`^the conductor is killed and restarted$`, func() error { return pending(missingFault) })
 }

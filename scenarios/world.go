@@ -89,6 +89,9 @@ type world struct {
 	lastCmd *cmdResult   // the last ipmitool or baremetal run
 	sol     *solSession  // an attached serial console, if any
 	image   *builtImage  // the image given to a node's instance_info
+	// faultRuns are the outcomes of repeated calls under a fault, one
+	// string a run ("." passed, "x" failed), to compare seeds.
+	faultRuns []string
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
@@ -124,6 +127,7 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 	w.registerIPMISteps(sc)
 	w.registerDeploySteps(sc)
 	w.registerGophercloudSteps(sc)
+	w.registerFaultSteps(sc)
 	w.registerPendingSteps(sc)
 }
 

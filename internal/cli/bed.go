@@ -15,11 +15,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/iscsitarget"
 	"github.com/metalbed/metalbed/provisioner/dhcp"
 	"github.com/metalbed/metalbed/provisioner/drivers"
@@ -68,23 +70,27 @@ type bedConfig struct {
 // service, the DHCP/TFTP/HTTP boot servers, the deploy images, and one
 // per-node timeline every component records into.
 type bed struct {
-	cfg      bedConfig
-	tl       *events.Timeline
-	hosts    *dhcp.StaticHosts
-	boot     bootServers
-	apiLn    net.Listener
-	tlLn     net.Listener
-	svc      *service.Service
-	tlSink   *os.File
-	tftpRoot string
-	httpRoot string
+	cfg    bedConfig
+	tl     *events.Timeline
+	faults *fault.Set // the injected faults (faults.go)
+	// machineOf maps a NIC's MAC (string) to its machine's name, for
+	// faults addressed by name at layers that see only MACs and IPs.
+	machineOf sync.Map
+	hosts     *dhcp.StaticHosts
+	boot      bootServers
+	apiLn     net.Listener
+	tlLn      net.Listener
+	svc       *service.Service
+	tlSink    *os.File
+	tftpRoot  string
+	httpRoot  string
 	// deploy images, built by prepare
 	deployKernel, deployRamdisk string
 }
 
 // listenBed binds every socket of the provisioner side; it writes no file.
 func listenBed(cfg bedConfig) (_ *bed, err error) {
-	b := &bed{cfg: cfg, hosts: &dhcp.StaticHosts{},
+	b := &bed{cfg: cfg, hosts: &dhcp.StaticHosts{}, faults: fault.NewSet(),
 		tftpRoot: filepath.Join(cfg.dir, "tftp"), httpRoot: filepath.Join(cfg.dir, "http")}
 	defer func() {
 		if err != nil {
@@ -110,16 +116,16 @@ func listenBed(cfg bedConfig) (_ *bed, err error) {
 		return nil, usageError("--dhcp-range %s: simulated machines live on loopback, 127.0.0.0/8", cfg.dhcpRange)
 	}
 	if err := b.boot.listenDHCP(dhcp.Config{
-		ServerIP: server, Pool: pool, Hosts: b.hosts,
+		ServerIP: server, Pool: pool, Hosts: faultyHosts{b: b, next: b.hosts},
 		LeaseFile: filepath.Join(cfg.dir, "dhcp-leases.json"),
 		Logger:    cfg.log, Observer: b.dhcpEvent,
 	}, cfg.dhcpAddr, ""); err != nil {
 		return nil, err
 	}
-	if err := b.boot.listenTFTP(tftp.Config{Root: b.tftpRoot, Logger: cfg.log, Observer: b.tftpEvent}, cfg.tftpAddr); err != nil {
+	if err := b.boot.listenTFTP(tftp.Config{Root: b.tftpRoot, Logger: cfg.log, Observer: b.tftpEvent, Fault: b.tftpFault}, cfg.tftpAddr); err != nil {
 		return nil, err
 	}
-	if err := b.boot.listenHTTP(httpboot.Config{Root: b.httpRoot, Logger: cfg.log, Observer: b.httpEvent}, cfg.httpAddr); err != nil {
+	if err := b.boot.listenHTTP(httpboot.Config{Root: b.httpRoot, Logger: cfg.log, Observer: b.httpEvent, Fault: b.httpFault}, cfg.httpAddr); err != nil {
 		return nil, err
 	}
 	if b.apiLn, err = net.Listen("tcp4", cfg.apiAddr); err != nil {
@@ -184,7 +190,7 @@ func (b *bed) serve(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		srv := &http.Server{Handler: timelineHandler(b.tl), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: faultHandler(b.faults, timelineHandler(b.tl)), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			<-gctx.Done()
 			shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -349,7 +355,11 @@ func (b *bed) nodeHooks(name string) nodeHooks {
 					b.tl.Record(name, srcBMC, "bmc.set_boot_options", "")
 				}
 			}
-			return 0, false, 0
+			return b.ipmiFault(name, netfn, cmd)
+		},
+		machineFault: func(op string) string {
+			h, _ := b.fault(name, fault.IPMI, op)
+			return h.Action
 		},
 	}
 }
@@ -362,12 +372,13 @@ func (b *bed) machineFirmware(name string) sim.Firmware {
 	kc := kernel.Config{
 		Export:     b.exporter(name),
 		FetchToken: fetchTFTP,
-		Bootloader: ramdisk.InstallBootloader,
+		Bootloader: b.bootloader(name),
 		TFTPPort:   b.boot.tftpPort(),
 		Milestone: func(machine, kind, detail string) {
 			b.tl.Record(machine, srcRamdisk, kind, detail)
 		},
-		Logger: b.cfg.log,
+		RamdiskFault: b.ramdiskFault,
+		Logger:       b.cfg.log,
 	}
 	return sim.StockFirmware{
 		NetBoot: &pxe.ROM{
@@ -386,7 +397,7 @@ func (b *bed) machineFirmware(name string) sim.Firmware {
 func (b *bed) exporter(name string) ramdisk.Exporter {
 	return func(ctx context.Context, ln net.Listener, iqn string, dev ramdisk.BlockDevice) error {
 		log := slog.New(&loginRecorder{next: b.cfg.log.Handler(), tl: b.tl, key: name})
-		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Size: dev.Size(), Logger: log})
+		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Size: dev.Size(), Logger: log, Faults: b.iscsiFaults(name)})
 		if err != nil {
 			return err
 		}
@@ -447,6 +458,7 @@ func (b *bed) watchMachine(m *sim.Machine) (cancel func()) {
 	name := m.Name()
 	for _, nic := range m.NICs() {
 		b.tl.Alias(nic.MAC.String(), name)
+		b.machineOf.Store(nic.MAC.String(), name)
 	}
 	b.tl.Alias(sim.FormatUUID(m.UUID()), name)
 	b.tl.Record(name, srcMachine, "machine.up", fmt.Sprintf("%s, BMC and provisioner wired", m.BootMode()))

@@ -36,6 +36,9 @@ func commands() []command {
 		{"up", "run simulated machines and their BMCs until interrupted", runUp},
 		{"demo", "bring up 3 machines and drive their BMCs as Ironic would", runDemo},
 		{"timeline", "print a node's timeline from a running `metalbed up` (NODE [--json])", runTimeline},
+		{"fault add", "inject a fault into a running `metalbed up` (--layer --action [--node --op --arg --count --skip --probability --delay --seed])", runFaultAdd},
+		{"fault list", "list the faults of a running `metalbed up` and how often each fired", runFaultList},
+		{"fault clear", "remove faults from a running `metalbed up` (all, --node NAME, or IDs)", runFaultClear},
 		{"target serve", "serve a disk file as LUN 1 of an iSCSI target", runTargetServe},
 		{"version", "print the version", runVersion},
 	}

@@ -385,6 +385,9 @@ type nodeHooks struct {
 	// bmcIntercept sees every IPMI command the BMC executes (bmcemu
 	// Config.Intercept); nil => none.
 	bmcIntercept func(netfn, cmd uint8) (cc uint8, drop bool, delay time.Duration)
+	// machineFault breaks what the BMC does to the machine (bmcMachine.fault);
+	// nil => none.
+	machineFault func(op string) (action string)
 }
 
 func startNode(p nodePlan, dir string, log *slog.Logger, h nodeHooks) (*fleetNode, error) {
@@ -402,7 +405,7 @@ func startNode(p nodePlan, dir string, log *slog.Logger, h nodeHooks) (*fleetNod
 		return nil, err
 	}
 	bmc, err := bmcemu.New(bmcemu.Config{
-		Machine:   bmcMachine{m},
+		Machine:   bmcMachine{m: m, fault: h.machineFault},
 		Name:      p.name,
 		Username:  p.username,
 		Password:  p.password,

@@ -46,6 +46,11 @@ type Config struct {
 	// Observer, when set, is called once per request when it ends; it
 	// must not block.
 	Observer func(Event)
+	// Fault, when set, is asked before each GET or HEAD of a file (path is
+	// the cleaned, root-relative path): after waiting delay, a status other
+	// than 0 answers the request with that status instead of the file. It
+	// is the fault-injection seam and must be safe for concurrent use.
+	Fault func(path string, remote netip.AddrPort) (status int, delay time.Duration)
 }
 
 // Event is one finished request.
@@ -135,6 +140,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name = clean
+	if f := s.cfg.Fault; f != nil {
+		remote, _ := netip.ParseAddrPort(r.RemoteAddr)
+		status, delay := f(clean, remote)
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if status != 0 {
+			http.Error(cw, http.StatusText(status), status)
+			return
+		}
+	}
 	ra, size, mod, err := s.open(clean)
 	if err != nil {
 		switch {

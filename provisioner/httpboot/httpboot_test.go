@@ -9,12 +9,15 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func requireTool(t *testing.T, name, pkg string) string {
@@ -183,4 +186,29 @@ func FuzzCleanPath(f *testing.F) {
 			t.Fatalf("cleanPath(%q) = %q", p, clean)
 		}
 	})
+}
+
+// TestFault: the Fault seam answers with its status instead of the file.
+func TestFault(t *testing.T) {
+	root := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(root, "a"), []byte("aaa"), 0o644))
+	s, err := New(Config{Root: root, Fault: func(path string, _ netip.AddrPort) (int, time.Duration) {
+		if path == "a" {
+			return http.StatusNotFound, 0
+		}
+		return 0, 0
+	}})
+	must(t, err)
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/a", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("faulted GET /a = %d", rec.Code)
+	}
+	s, err = New(Config{Root: root})
+	must(t, err)
+	rec = httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/a", nil))
+	if rec.Code != http.StatusOK || rec.Body.String() != "aaa" {
+		t.Errorf("GET /a = %d %q", rec.Code, rec.Body.String())
+	}
 }

@@ -52,6 +52,11 @@ type Config struct {
 	// Observer, when set, is called once per read request when it ends,
 	// successfully or not; it must not block.
 	Observer func(Event)
+	// Fault, when set, is asked before each read request is answered (file
+	// is the cleaned name): after waiting delay, a non-nil refuse is sent
+	// to the client as the TFTP error instead of the file. It is the
+	// fault-injection seam and must be safe for concurrent use.
+	Fault func(file string, remote netip.AddrPort) (refuse error, delay time.Duration)
 }
 
 // Event is one finished (or refused) transfer. TFTP carries no MAC: map
@@ -155,6 +160,15 @@ func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) (err error) 
 	clean, err := CleanPath(name)
 	if err != nil {
 		return err
+	}
+	if f := s.cfg.Fault; f != nil {
+		refuse, delay := f(clean, remote)
+		if delay > 0 {
+			time.Sleep(delay)
+		}
+		if refuse != nil {
+			return refuse
+		}
 	}
 	r, size, err := s.open(root, clean)
 	if err != nil {

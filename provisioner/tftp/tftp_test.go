@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -323,4 +324,33 @@ func FuzzCleanPath(f *testing.F) {
 			t.Fatalf("not idempotent: %q -> %q -> %q, %v", name, clean, again, err)
 		}
 	})
+}
+
+// TestFaultRefuses: the Fault seam answers a read request with its error,
+// as the real tftp-hpa client sees it, and lets other files through.
+func TestFaultRefuses(t *testing.T) {
+	tftpc := requireTool(t, "tftp", "tftp-hpa")
+	f, _ := startWith(t, 4096, func(c *Config) {
+		c.Fault = func(file string, _ netip.AddrPort) (error, time.Duration) {
+			if file == "deploy_kernel" {
+				return errors.New("deploy_kernel: file not found"), 0
+			}
+			return nil, 0
+		}
+	})
+	dir := t.TempDir()
+	get := func(name string) string {
+		cmd := exec.CommandContext(t.Context(), tftpc, "-m", "binary", "127.0.0.1", fmt.Sprint(f.addr.Port), "-c", "get", name, filepath.Join(dir, "out"))
+		b, _ := cmd.CombinedOutput()
+		return string(b)
+	}
+	if out := get("deploy_kernel"); !strings.Contains(out, "file not found") {
+		t.Errorf("refused get printed %q", out)
+	}
+	if evs := f.eventsFor("deploy_kernel"); len(evs) != 1 || evs[0].Err == nil {
+		t.Errorf("events %+v", evs)
+	}
+	if out := get("token-1234"); strings.Contains(out, "Error") {
+		t.Errorf("untouched get printed %q", out)
+	}
 }

@@ -55,7 +55,14 @@ type Config struct {
 	Console io.Writer
 	// Milestone, when set, is told each step (for the node's timeline).
 	Milestone func(kind, detail string)
-	Logger    *slog.Logger
+	// Fault, when set, is asked before the pass_deploy_info callback (op
+	// "pass_deploy_info") and may break it: action "error" reports arg as
+	// the ramdisk's error, "no-callback" never calls back (the ramdisk
+	// waits until the machine is reset or powered off). Other actions are
+	// ignored. It is the fault-injection seam (metalbed's fault layer
+	// "ramdisk").
+	Fault  func(op string) (action, arg string)
+	Logger *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -183,6 +190,20 @@ func (r *run) do(ctx context.Context) error {
 	}
 	r.fetchToken(ctx)
 
+	if r.cfg.Fault != nil {
+		switch action, arg := r.cfg.Fault("pass_deploy_info"); action {
+		case "error":
+			if arg == "" {
+				arg = "injected fault"
+			}
+			r.fail(errors.New(arg))
+		case "no-callback":
+			r.say("not calling back (injected fault)")
+			<-ctx.Done()
+			stopTarget()
+			return ctx.Err()
+		}
+	}
 	body := deployInfo{Address: address, Key: r.p.DeploymentKey, IQN: r.p.ISCSITargetIQN, Error: r.firstErr}
 	if err := r.callback(ctx, "pass_deploy_info", body); err != nil {
 		stopTarget()

@@ -37,7 +37,10 @@ type Config struct {
 	Reset func()
 	// Milestone records a ramdisk step for the machine's timeline.
 	Milestone func(machine, kind, detail string)
-	Logger    *slog.Logger
+	// RamdiskFault is the deploy ramdisk's fault seam (ramdisk.Config.Fault)
+	// for machine; nil => none.
+	RamdiskFault func(machine, op string) (action, arg string)
+	Logger       *slog.Logger
 }
 
 // ErrPanic is a kernel panic: the booted program could not run.
@@ -114,6 +117,7 @@ func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Ima
 		TFTPPort:   cfg.TFTPPort,
 		Console:    crlf{b.Console},
 		Milestone:  milestone,
+		Fault:      ramdiskFault(cfg, b.Machine),
 		Logger:     cfg.Logger,
 	})
 	if ctx.Err() != nil {
@@ -124,6 +128,14 @@ func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Ima
 		return fmt.Errorf("ramdisk: %w", err)
 	}
 	return nil
+}
+
+// ramdiskFault binds cfg.RamdiskFault to machine; nil when unset.
+func ramdiskFault(cfg Config, machine string) func(op string) (string, string) {
+	if cfg.RamdiskFault == nil {
+		return nil
+	}
+	return func(op string) (string, string) { return cfg.RamdiskFault(machine, op) }
 }
 
 // env is the simulated machine as the ramdisk sees it.

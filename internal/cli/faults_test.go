@@ -1,0 +1,304 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+
+	"github.com/metalbed/metalbed/provisioner/images"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runCLI runs one metalbed command and returns its stdout.
+func runCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errb syncBuffer
+	if err := Run(t.Context(), args, &out, &errb); err != nil {
+		t.Fatalf("metalbed %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String()
+}
+
+// ipmitoolResult runs the real ipmitool against n's BMC and returns its
+// output and error (a fault makes it fail).
+func ipmitoolResult(t *testing.T, n inventoryNode, args ...string) (string, error) {
+	t.Helper()
+	bin := requireTool(t, "ipmitool", "ipmitool")
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte(n.BMC.Password), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	full := append([]string{"-I", "lanplus", "-H", n.BMC.Address, "-p", strconv.Itoa(n.BMC.Port), "-U", n.BMC.Username,
+		"-f", pw, "-R", "1", "-N", "1", "-L", "ADMINISTRATOR"}, args...)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, full...).CombinedOutput()
+	return string(out), err
+}
+
+// TestUpFaultIPMI injects IPMI faults into a running `metalbed up` with
+// `metalbed fault add`, drives the BMC with the real ipmitool, and finds
+// the failure, the rule's fired count and the timeline entry.
+func TestUpFaultIPMI(t *testing.T) {
+	requireTool(t, "ipmitool", "ipmitool")
+	if testing.Short() {
+		t.Skip("builds the deploy images")
+	}
+	requireBootLoaders(t)
+	dir := t.TempDir()
+	u := startProvisionedUp(t, dir, "--nodes", "1")
+	n := u.inv.Nodes[0]
+
+	// Get Chassis Status (netfn 0x00, cmd 0x01) answered with 0xC3, once.
+	out := runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ipmi", "--op", "0x00/0x01",
+		"--action", "cc", "--arg", "0xc3", "--count", "1")
+	if !strings.HasPrefix(out, "fault f1 added") {
+		t.Fatalf("fault add printed %q", out)
+	}
+	res, err := ipmitoolResult(t, n, "chassis", "power", "status")
+	if err == nil || !strings.Contains(res, "failed: Timeout") {
+		t.Fatalf("power status under cc 0xC3: err %v\n%s", err, res)
+	}
+	// The rule fired once and is spent: the next call succeeds.
+	if res, err := ipmitoolResult(t, n, "chassis", "power", "status"); err != nil || !strings.Contains(res, "Chassis Power is") {
+		t.Fatalf("power status after the fault: %v\n%s", err, res)
+	}
+	var doc faultsDoc
+	if err := json.Unmarshal([]byte(runCLI(t, "fault", "list", "--json", "--url", u.inv.Timeline)), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Faults) != 1 || doc.Faults[0].Fired != 1 || doc.Faults[0].Node != n.Name {
+		t.Fatalf("fault list: %+v", doc.Faults)
+	}
+	if table := runCLI(t, "fault", "list", "--state-dir", dir); !strings.Contains(table, "0x00/0x01") {
+		t.Errorf("fault list table:\n%s", table)
+	}
+
+	// No reply at all: ipmitool gives up.
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ipmi", "--op", "0x00/0x01", "--action", "drop")
+	if res, err := ipmitoolResult(t, n, "chassis", "power", "status"); err == nil {
+		t.Fatalf("power status with no reply succeeded:\n%s", res)
+	}
+	runCLI(t, "fault", "clear", "--state-dir", dir)
+	if err := json.Unmarshal([]byte(runCLI(t, "fault", "list", "--json", "--state-dir", dir)), &doc); err != nil || len(doc.Faults) != 0 {
+		t.Fatalf("after clear: %v %+v", err, doc.Faults)
+	}
+	if _, err := ipmitoolResult(t, n, "chassis", "power", "status"); err != nil {
+		t.Fatalf("power status after clear: %v", err)
+	}
+
+	// Power on acknowledged, not carried out; boot flags acknowledged, not kept.
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ipmi", "--op", "power", "--action", "ignore", "--count", "1")
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ipmi", "--op", "boot-flags", "--action", "forget-bootflags", "--count", "1")
+	if res, err := ipmitoolResult(t, n, "chassis", "power", "on"); err != nil {
+		t.Fatalf("power on under ignore: %v\n%s", err, res)
+	}
+	if res, _ := ipmitoolResult(t, n, "chassis", "power", "status"); !strings.Contains(res, "Chassis Power is off") {
+		t.Errorf("ignored power on: %s", res)
+	}
+	if res, err := ipmitoolResult(t, n, "chassis", "bootdev", "pxe"); err != nil {
+		t.Fatalf("bootdev under forget-bootflags: %v\n%s", err, res)
+	}
+	if res, _ := ipmitoolResult(t, n, "chassis", "bootparam", "get", "5"); strings.Contains(res, "Force PXE") {
+		t.Errorf("forgotten boot flags kept:\n%s", res)
+	}
+	runCLI(t, "fault", "clear", "--state-dir", dir)
+	ipmitoolResult(t, n, "chassis", "bootdev", "pxe")
+	if res, _ := ipmitoolResult(t, n, "chassis", "bootparam", "get", "5"); !strings.Contains(res, "Force PXE") {
+		t.Errorf("boot flags without the fault not kept:\n%s", res)
+	}
+
+	// A bad rule is refused with a clear error.
+	var eout, eerr syncBuffer
+	if err := Run(t.Context(), []string{"fault", "add", "--state-dir", dir, "--layer", "bogus", "--action", "x"}, &eout, &eerr); err == nil ||
+		!strings.Contains(err.Error(), "bogus") {
+		t.Errorf("bad layer: %v", err)
+	}
+
+	tl, err := fetchTimeline(t.Context(), u.inv.Timeline, n.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, e := range tl.Entries {
+		if e.Source == srcFault {
+			kinds[e.Kind]++
+		}
+	}
+	if kinds["fault.ipmi.cc"] != 1 || kinds["fault.ipmi.drop"] == 0 || kinds["fault.ipmi.ignore"] != 1 || kinds["fault.ipmi.forget-bootflags"] != 1 {
+		t.Errorf("fault entries of %s: %v", n.Name, kinds)
+	}
+	u.stop(t)
+}
+
+// TestUpFaultDeploy breaks iSCSI deploys of a running `metalbed up` at the
+// ramdisk and at its iSCSI target, and finds each failure in the node's
+// state, last_error and timeline.
+func TestUpFaultDeploy(t *testing.T) {
+	requireTool(t, "baremetal", "python3-ironicclient")
+	if testing.Short() {
+		t.Skip("deploys a machine")
+	}
+	requireBootLoaders(t)
+	dir := t.TempDir()
+	u := startProvisionedUp(t, dir, "--nodes", "1", "--deploy-callback-timeout", "2m")
+	api, n := u.inv.API, u.inv.Nodes[0]
+	baremetal(t, api, "node", "manage", n.Name, "--wait", "60")
+	waitProvision(t, api, n.Name, "manageable", time.Minute)
+	baremetal(t, api, "node", "provide", n.Name, "--wait", "60")
+	waitProvision(t, api, n.Name, "available", time.Minute)
+	img, err := images.Build(t.Context(), images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "faulty"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	baremetal(t, api, "node", "set", n.Name,
+		"--instance-info", "image_source="+img.Path,
+		"--instance-info", "image_checksum="+img.MD5,
+		"--instance-info", "root_gb=1",
+		"--instance-info", `capabilities={"boot_option": "local"}`)
+
+	faultKinds := func() map[string]int {
+		tl, err := fetchTimeline(t.Context(), u.inv.Timeline, n.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds := map[string]int{}
+		for _, e := range tl.Entries {
+			if e.Source == srcFault {
+				kinds[e.Kind]++
+			}
+		}
+		return kinds
+	}
+
+	// The ramdisk reports an error in pass_deploy_info.
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ramdisk", "--op", "pass_deploy_info",
+		"--action", "error", "--arg", "disk on fire", "--count", "1")
+	baremetal(t, api, "node", "deploy", n.Name)
+	shown := waitDeployFailed(t, api, n.Name, 5*time.Minute)
+	if le, _ := shown["last_error"].(string); !strings.Contains(le, "Error returned from deploy ramdisk: disk on fire") {
+		t.Errorf("last_error %q", le)
+	}
+	if k := faultKinds(); k["fault.ramdisk.error"] != 1 {
+		t.Errorf("fault entries %v", k)
+	}
+
+	// The ramdisk's iSCSI target refuses the conductor's login.
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "iscsi", "--op", "login", "--action", "refuse-login")
+	baremetal(t, api, "node", "deploy", n.Name)
+	shown = waitDeployFailed(t, api, n.Name, 5*time.Minute)
+	le, _ := shown["last_error"].(string)
+	if !strings.Contains(le, "iSCSI login") || !strings.Contains(le, "authorization failure") {
+		t.Errorf("last_error %q", le)
+	}
+	if k := faultKinds(); k["fault.iscsi.refuse-login"] == 0 {
+		t.Errorf("fault entries %v", k)
+	}
+	t.Logf("refused login: last_error %q", le)
+	u.stop(t)
+}
+
+// waitDeployFailed waits for node to reach "deploy failed" (whose target
+// stays "active", so waitProvision does not fit).
+func waitDeployFailed(t *testing.T, api, node string, within time.Duration) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		n := showNode(t, api, node)
+		if n["provision_state"] == "deploy failed" {
+			return n
+		}
+		if n["provision_state"] == "active" {
+			t.Fatalf("%s deployed despite the fault", node)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still %v after %s, want deploy failed", node, n["provision_state"], within)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// TestUpFaultNetboot breaks a machine's PXE boot at DHCP and at TFTP and
+// finds each fault in its timeline.
+func TestUpFaultNetboot(t *testing.T) {
+	requireTool(t, "ipmitool", "ipmitool")
+	if testing.Short() {
+		t.Skip("builds the deploy images")
+	}
+	requireBootLoaders(t)
+	dir := t.TempDir()
+	u := startProvisionedUp(t, dir, "--nodes", "1")
+	n := u.inv.Nodes[0]
+	waitKinds := func(want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			tl, err := fetchTimeline(t.Context(), u.inv.Timeline, n.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kinds := map[string]bool{}
+			for _, e := range tl.Entries {
+				kinds[e.Kind] = true
+			}
+			missing := ""
+			for _, k := range want {
+				if !kinds[k] {
+					missing = k
+				}
+			}
+			if missing == "" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timeline of %s lacks %s: %v", n.Name, missing, kinds)
+			}
+			select {
+			case <-t.Context().Done():
+				t.Fatal(t.Context().Err())
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	power := func(args ...string) {
+		t.Helper()
+		if out, err := ipmitoolResult(t, n, args...); err != nil {
+			t.Fatalf("ipmitool %v: %v\n%s", args, err, out)
+		}
+	}
+
+	// The DHCP server answers a node only while the conductor boots it:
+	// start a deploy, whose PXE boot finds no offer.
+	api := u.inv.API
+	baremetal(t, api, "node", "manage", n.Name, "--wait", "60")
+	waitProvision(t, api, n.Name, "manageable", time.Minute)
+	baremetal(t, api, "node", "provide", n.Name, "--wait", "60")
+	waitProvision(t, api, n.Name, "available", time.Minute)
+	img, err := images.Build(t.Context(), images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "netboot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	baremetal(t, api, "node", "set", n.Name, "--instance-info", "image_source="+img.Path, "--instance-info", "image_checksum="+img.MD5,
+		"--instance-info", "root_gb=1", "--instance-info", `capabilities={"boot_option": "local"}`)
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "dhcp", "--action", "no-offer")
+	baremetal(t, api, "node", "deploy", n.Name)
+	waitKinds("fault.dhcp.no-offer", "machine.boot-failed")
+	power("chassis", "power", "off")
+	runCLI(t, "fault", "clear", "--state-dir", dir)
+
+	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "tftp", "--action", "missing")
+	power("chassis", "bootdev", "pxe")
+	power("chassis", "power", "on")
+	waitKinds("dhcp.ack", "fault.tftp.missing", "tftp.error")
+	power("chassis", "power", "off")
+	u.stop(t)
+}
