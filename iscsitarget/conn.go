@@ -859,6 +859,16 @@ type budgetConn struct {
 	left int64
 }
 
+// reset closes the connection with a TCP RST (SO_LINGER 0), so the peer
+// sees "connection reset by peer" whatever it was doing, not a FIN that
+// reads as EOF when its receive buffer happens to be empty.
+func (b *budgetConn) reset() {
+	if tc, ok := b.Conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	b.Conn.Close()
+}
+
 func (b *budgetConn) spend(n int) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -869,7 +879,7 @@ func (b *budgetConn) spend(n int) bool {
 func (b *budgetConn) Read(p []byte) (int, error) {
 	n, err := b.Conn.Read(p)
 	if !b.spend(n) {
-		b.Conn.Close()
+		b.reset()
 		if err == nil {
 			err = net.ErrClosed
 		}
@@ -882,13 +892,13 @@ func (b *budgetConn) Write(p []byte) (int, error) {
 	left := b.left
 	b.mu.Unlock()
 	if left <= 0 {
-		b.Conn.Close()
+		b.reset()
 		return 0, net.ErrClosed
 	}
 	if int64(len(p)) > left {
 		n, _ := b.Conn.Write(p[:left])
 		b.spend(n)
-		b.Conn.Close()
+		b.reset()
 		return n, net.ErrClosed
 	}
 	n, err := b.Conn.Write(p)

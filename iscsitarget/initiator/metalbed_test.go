@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,6 +235,9 @@ func TestMetalbedFaults(t *testing.T) {
 			t.Fatal("8 MiB write succeeded over a connection dropped after 3 MiB")
 		}
 		t.Logf("error: %v", err)
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("dropped connection error %v, want connection reset by peer", err)
+		}
 		if _, err := s.ReadAt(make([]byte, 512), 0); err == nil {
 			t.Fatal("ReadAt succeeded on the dropped session")
 		}
