@@ -41,6 +41,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -53,15 +54,21 @@ import (
 	"github.com/cucumber/godog"
 )
 
-// suite is what every scenario of one run shares: read-only after start.
+// suite is what every scenario of one run shares: read-only after start
+// but for the counters and the result.
 type suite struct {
-	bin       string            // the metalbed binary under test
-	work      string            // scratch directory of the run
-	tools     map[string]string // interop tools by name: ipmitool, baremetal
-	out       io.Writer         // godog's output, safe for concurrent writes
-	canDeploy bool              // `metalbed up` has --enroll (provisioner, netboot, deploy)
-	images    *imageStore       // instance images served over HTTP
-	testbeds  atomic.Int64      // numbers each deploy testbed's DHCP range
+	bin       string              // the metalbed binary under test
+	work      string              // scratch directory of the run
+	tools     map[string]string   // interop tools by name: ipmitool, baremetal
+	out       io.Writer           // godog's output, safe for concurrent writes
+	canDeploy bool                // `metalbed up` has --enroll (provisioner, netboot, deploy)
+	images    *imageStore         // instance images served over HTTP
+	fsys      fs.FS               // where the features are read
+	rerun     func(string) string // the command line rerunning one scenario; nil = none
+	testbeds  atomic.Int64        // numbers each deploy testbed's DHCP range
+
+	mu     sync.Mutex
+	result *Result // outcomes so far
 }
 
 // lockedWriter serialises writes from concurrent scenarios.
@@ -109,9 +116,14 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 		return ctx, nil
 	})
 	sc.After(func(ctx context.Context, p *godog.Scenario, err error) (context.Context, error) {
-		if err != nil {
-			w.explain(ctx, err)
+		f := Failure{Name: p.Name, Ref: s.scenarioRef(p)}
+		if s.rerun != nil {
+			f.Rerun = s.rerun(f.Ref)
 		}
+		if err != nil {
+			w.explain(ctx, f, err)
+		}
+		s.record(f, err)
 		if w.sol != nil {
 			w.sol.close()
 		}
@@ -131,15 +143,22 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 	w.registerPendingSteps(sc)
 }
 
-// explain prints what an operator needs to understand a failed scenario:
-// every node's state and last_error, each machine's console tail and the
-// tail of every metalbed process log.
-func (w *world) explain(ctx context.Context, err error) {
+// explain prints what an operator needs to understand a failed scenario,
+// read before the environment is torn down: every node's state,
+// last_error and timeline, the faults in force with their seeds, each
+// machine's console tail, the tail of every metalbed process log, and the
+// command line that reruns the scenario alone.
+func (w *world) explain(ctx context.Context, f Failure, err error) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n=== scenario %q failed: %v\n", w.name, err)
+	fmt.Fprintf(&b, "\n=== scenario %q (%s) failed: %v\n", w.name, f.Ref, err)
+	defer func() {
+		if f.Rerun != "" {
+			fmt.Fprintf(&b, "rerun: %s\n", f.Rerun)
+		}
+		io.WriteString(w.s.out, b.String())
+	}()
 	if w.env == nil {
 		fmt.Fprintf(&b, "(no environment was started)\n")
-		io.WriteString(w.s.out, b.String())
 		return
 	}
 	fmt.Fprintf(&b, "state directory: %s\n", w.env.dir)
@@ -162,12 +181,13 @@ func (w *world) explain(ctx context.Context, err error) {
 				fmt.Fprintf(&b, "  timeline: %v\n", err)
 				continue
 			}
-			fmt.Fprintf(&b, "  timeline (last %d of %d entries):\n", min(len(tl), 25), len(tl))
-			for _, e := range tl[max(len(tl)-25, 0):] {
+			fmt.Fprintf(&b, "  timeline (last %d of %d entries):\n", min(len(tl), timelineShown), len(tl))
+			for _, e := range tl[max(len(tl)-timelineShown, 0):] {
 				fmt.Fprintf(&b, "    %s %-8s %-32s %s\n", e.Time.Format("15:04:05.000"), e.Source, e.Kind, e.Detail)
 			}
 		}
 	}
+	b.WriteString(w.faultsInForce(ctx))
 	machines := make([]string, 0, len(w.env.machine))
 	for m := range w.env.machine {
 		machines = append(machines, m)
@@ -178,8 +198,11 @@ func (w *world) explain(ctx context.Context, err error) {
 			filepath.Base(filepath.Dir(w.env.machine[m].ConsoleLog))+"/console.log", w.env.consoleTail(m, 20))
 	}
 	b.WriteString(w.env.logs(30))
-	io.WriteString(w.s.out, b.String())
 }
+
+// timelineShown is how many of a node's last timeline entries a failure
+// report prints: a whole deploy with its faults fits.
+const timelineShown = 150
 
 // Environment steps.
 func (w *world) registerEnvSteps(sc *godog.ScenarioContext) {

@@ -39,6 +39,7 @@ func commands() []command {
 		{"fault add", "inject a fault into a running `metalbed up` (--layer --action [--node --op --arg --count --skip --probability --delay --seed])", runFaultAdd},
 		{"fault list", "list the faults of a running `metalbed up` and how often each fired", runFaultList},
 		{"fault clear", "remove faults from a running `metalbed up` (all, --node NAME, or IDs)", runFaultClear},
+		{"scenario run", "run the Gherkin scenarios against this binary as a CI gate ([PATHS] [--tags --junit --backend --concurrency --seed])", runScenarioRun},
 		{"target serve", "serve a disk file as LUN 1 of an iSCSI target", runTargetServe},
 		{"version", "print the version", runVersion},
 	}

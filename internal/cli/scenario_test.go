@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// junitDoc is the part of godog's JUnit XML the test reads.
+type junitDoc struct {
+	Tests    int `xml:"tests,attr"`
+	Failures int `xml:"failures,attr"`
+	Suites   []struct {
+		Name  string `xml:"name,attr"`
+		Cases []struct {
+			Name    string `xml:"name,attr"`
+			Status  string `xml:"status,attr"`
+			Failure *struct {
+				Message string `xml:"message,attr"`
+			} `xml:"failure"`
+		} `xml:"testcase"`
+	} `xml:"testsuite"`
+}
+
+const passingFeature = `Feature: A tiny passing feature
+
+  Scenario Outline: The API answers
+    Given the provisioner is running
+    When I send "GET" "<path>"
+    Then the response status is 200
+
+    Examples:
+      | path      |
+      | /v1/nodes |
+      | /v1/ports |
+`
+
+const failingFeature = `Feature: A tiny failing feature
+
+  Scenario: An enrolled node is not active
+    Given a metalbed testbed with 1 bios machine
+    And the fault "never calls back" is injected at layer "ramdisk" for node "node-0" with seed 42
+    Then node "node-0" has provision state "active"
+`
+
+// TestScenarioRun runs the built binary's `scenario run` as a CI job does:
+// on a passing feature (one Examples row selected by its line) and on a
+// failing one, checking the exit code, the JUnit XML, the failure report
+// (timeline, fault seed) and the rerun line, which is then run itself.
+func TestScenarioRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real metalbed processes; skipped with -short")
+	}
+	requireTool(t, "ipmitool", "ipmitool")
+	requireTool(t, "baremetal", "python3-ironicclient")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "metalbed")
+	if out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "github.com/metalbed/metalbed/cmd/metalbed").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for name, text := range map[string]string{"pass.feature": passingFeature, "fail.feature": failingFeature} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(t *testing.T, args ...string) (string, int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, append([]string{"scenario", "run"}, args...)...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			return string(out), 0
+		case errors.As(err, &ee) && ee.Exited():
+			return string(out), ee.ExitCode()
+		}
+		t.Fatalf("metalbed scenario run %v: %v\n%s", args, err, out)
+		return "", 0
+	}
+	readJUnit := func(t *testing.T, path string) junitDoc {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("JUnit file: %v", err)
+		}
+		var doc junitDoc
+		if err := xml.Unmarshal(b, &doc); err != nil {
+			t.Fatalf("JUnit XML: %v\n%s", err, b)
+		}
+		return doc
+	}
+
+	t.Run("pass", func(t *testing.T) {
+		t.Parallel()
+		junit := filepath.Join(t.TempDir(), "pass.xml")
+		// Line 11 is the second Examples row: only it runs.
+		out, code := run(t, "pass.feature:11", "--junit", junit)
+		if code != 0 {
+			t.Fatalf("exit %d, want 0\n%s", code, out)
+		}
+		if !strings.Contains(out, "PASS: 1 scenario: 1 passed, 0 failed") {
+			t.Errorf("no one-line summary of one passed scenario:\n%s", out)
+		}
+		doc := readJUnit(t, junit)
+		if doc.Tests != 1 || doc.Failures != 0 || len(doc.Suites) != 1 || len(doc.Suites[0].Cases) != 1 || doc.Suites[0].Cases[0].Status != "passed" {
+			t.Errorf("JUnit: %+v, want one passed test case", doc)
+		}
+	})
+
+	t.Run("fail", func(t *testing.T) {
+		t.Parallel()
+		junit := filepath.Join(t.TempDir(), "fail.xml")
+		out, code := run(t, "fail.feature", "--junit", junit, "--seed", "5")
+		if code != 1 {
+			t.Fatalf("exit %d, want 1\n%s", code, out)
+		}
+		for _, want := range []string{
+			`=== scenario "An enrolled node is not active" (fail.feature:3) failed: node node-0 is "enroll", want "active"`,
+			"timeline (last ",
+			"machine.up",
+			"action=no-callback seed=42 fired=0",
+			"FAIL: 1 scenario: 0 passed, 1 failed",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		doc := readJUnit(t, junit)
+		if doc.Tests != 1 || doc.Failures != 1 || len(doc.Suites) != 1 || len(doc.Suites[0].Cases) != 1 {
+			t.Fatalf("JUnit: %+v, want one failed test case", doc)
+		}
+		c := doc.Suites[0].Cases[0]
+		if c.Name != "An enrolled node is not active" || c.Status != "failed" || c.Failure == nil || !strings.Contains(c.Failure.Message, `want "active"`) {
+			t.Errorf("JUnit test case %+v, want the failure with its message", c)
+		}
+		m := regexp.MustCompile(`(?m)^rerun: metalbed scenario run (\S+) --seed 5$`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no rerun line with the seed:\n%s", out)
+		}
+		if m[1] != "fail.feature:3" {
+			t.Errorf("rerun line names %s, want fail.feature:3", m[1])
+		}
+		out, code = run(t, m[1], "--seed", "5")
+		if code != 1 || !strings.Contains(out, "FAIL: 1 scenario: 0 passed, 1 failed") {
+			t.Errorf("the rerun line: exit %d, want 1 and the same failure\n%s", code, out)
+		}
+	})
+
+	t.Run("usage", func(t *testing.T) {
+		t.Parallel()
+		if out, code := run(t, "--backend", "qemu"); code != 2 {
+			t.Errorf("--backend qemu: exit %d, want 2\n%s", code, out)
+		}
+		out, code := run(t, "--backend", "libvirt")
+		if code != 1 || !strings.Contains(out, "libvirt backend is not available") {
+			t.Errorf("--backend libvirt: exit %d, want 1 and the missing piece named\n%s", code, out)
+		}
+		if out, code := run(t, "pass.feature:2"); code != 1 || !strings.Contains(out, "no Scenario, Scenario Outline or Examples row on line 2") {
+			t.Errorf("a line holding no scenario: exit %d, want 1 and why\n%s", code, out)
+		}
+	})
+}
