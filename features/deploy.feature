@@ -32,17 +32,15 @@ Feature: Deploying nodes
     Then the response status is 400
     And the error is Ironic's "Client" fault saying "The requested action "manage" can not be performed on node "{fake-0}" while it is in state "active"."
 
-  # The scenarios below need `metalbed up` to run the provisioner with the
-  # DHCP/TFTP/HTTP boot servers and --enroll (branch deploy, not yet on main):
-  # their steps are implemented and pass against that build
-  # (METALBED_SCENARIO_BIN=… go test ./scenarios -args -godog.tags=@deploy);
-  # on a build without it the first step reports the missing piece. Drop the
-  # @pending tag once main has it.
+  # The scenarios below run one `metalbed up --enroll` each: machines with
+  # their BMCs, the provisioner, the DHCP/TFTP/HTTP boot servers and the
+  # timeline. The iscsi deploy interface is the ramdisk's PXE/iSCSI deploy;
+  # direct is the agent (the same deploy ramdisk, run as the agent).
 
-  @pending
-  Scenario Outline: Local-boot deploy of a partition image over PXE and iSCSI
+  Scenario Outline: Local-boot deploy of a partition image, <iface> in <mode> mode
     Given a metalbed testbed with 1 <mode> machine
     And node "node-0" is available
+    And node "node-0" uses the <iface> deploy interface
     And node "node-0" has instance_info for a "partition" image
     When I deploy node "node-0"
     Then node "node-0" is active
@@ -50,32 +48,36 @@ Feature: Deploying nodes
     And the disk of machine "node-0" holds the image
     And machine "node-0" boots from its disk in <mode> mode
     And the timeline of node "node-0" shows "dhcp.ack" before "conductor.active"
-    And the timeline of node "node-0" shows "tftp.file" before "ramdisk.up"
-    And the timeline of node "node-0" shows "iscsi.login" before "conductor.image_written"
-    And the timeline of node "node-0" shows "ramdisk.bootloader" before "instance.booted"
+    And the timeline of node "node-0" shows "tftp.file" before "<up>"
+    And the timeline of node "node-0" shows "<written>" before "<bootloader>"
+    And the timeline of node "node-0" shows "<bootloader>" before "instance.booted"
 
     Examples:
-      | mode |
-      | bios |
-      | uefi |
+      | iface  | mode | up         | written                 | bootloader         |
+      | iscsi  | bios | ramdisk.up | conductor.image_written | ramdisk.bootloader |
+      | iscsi  | uefi | ramdisk.up | conductor.image_written | ramdisk.bootloader |
+      | direct | bios | agent.up   | agent.image.written     | agent.bootloader   |
+      | direct | uefi | agent.up   | agent.image.written     | agent.bootloader   |
 
-  @pending
-  Scenario Outline: Whole-disk image deploy, local boot
+  Scenario Outline: Whole-disk image deploy, <iface> in <mode> mode
     Given a metalbed testbed with 1 <mode> machine
     And node "node-0" is available
+    And node "node-0" uses the <iface> deploy interface
     And node "node-0" has instance_info for a "whole-disk" image
     When I deploy node "node-0"
     Then node "node-0" is active
+    And node "node-0" has no last_error
     And the disk of machine "node-0" holds the image
     And machine "node-0" boots from its disk in <mode> mode
-    And the timeline of node "node-0" shows "conductor.image_written"
+    And the timeline of node "node-0" shows "<written>"
 
     Examples:
-      | mode |
-      | bios |
-      | uefi |
+      | iface  | mode | written                 |
+      | iscsi  | bios | conductor.image_written |
+      | iscsi  | uefi | conductor.image_written |
+      | direct | bios | agent.image.written     |
+      | direct | uefi | agent.image.written     |
 
-  @pending
   Scenario: Undeploy powers the machine off and the node returns to available
     Given a metalbed testbed with 1 bios machine
     And node "node-0" is available
@@ -87,7 +89,39 @@ Feature: Deploying nodes
     And node "node-0" has no last_error
     And the BMC of machine "node-0" reports chassis power off
 
-  @pending
+  Scenario Outline: Undeploy with automated cleaning wipes the disk, <iface>
+    Given a metalbed testbed with 1 bios machine
+    And node "node-0" is available
+    And node "node-0" uses the <iface> deploy interface
+    And node "node-0" has automated cleaning on
+    And node "node-0" has instance_info for a "partition" image
+    And I deploy node "node-0"
+    And node "node-0" is active
+    When I undeploy node "node-0"
+    Then node "node-0" ends in provision state "available"
+    And node "node-0" has no last_error
+    And the timeline of node "node-0" shows "conductor.disk_wiped"
+    And the disk of machine "node-0" holds no partition table
+    And the BMC of machine "node-0" reports chassis power off
+
+    Examples:
+      | iface  |
+      | iscsi  |
+      | direct |
+
+  Scenario: Rebuild writes the image again
+    Given a metalbed testbed with 1 bios machine
+    And node "node-0" is available
+    And node "node-0" has instance_info for a "partition" image
+    And I deploy node "node-0"
+    And node "node-0" is active
+    When I rebuild node "node-0"
+    Then the timeline of node "node-0" shows "conductor.image_written" 2 times
+    And node "node-0" is active
+    And node "node-0" has no last_error
+    And the disk of machine "node-0" holds the image
+    And machine "node-0" boots from its disk in bios mode 2 times
+
   Scenario: A disk too small for root_gb fails the deploy with the reason
     Given a metalbed testbed with 1 bios machine with 1 GiB disk
     And node "node-0" is available
@@ -96,7 +130,6 @@ Feature: Deploying nodes
     Then node "node-0" ends in provision state "deploy failed"
     And node "node-0" has last_error containing "too small"
 
-  @pending
   Scenario: Two nodes deploy at once on one conductor
     Given a metalbed testbed with 2 uefi machines
     And node "node-0" is available
@@ -110,17 +143,6 @@ Feature: Deploying nodes
     And machine "node-0" boots from its disk in uefi mode
     And machine "node-1" boots from its disk in uefi mode
 
-  @pending
-  Scenario: Agent deploy of a whole-disk image
-    Given a metalbed testbed with 1 uefi machine
-    And node "node-0" is available
-    And node "node-0" uses the agent deploy interface
-    And node "node-0" has instance_info for a "whole-disk" image
-    When I deploy node "node-0"
-    Then node "node-0" is active
-    And the disk of machine "node-0" holds the image
-
-  @pending
   Scenario: Abort while waiting for the ramdisk's callback
     Given a metalbed testbed with 1 bios machine
     And node "node-0" is available
@@ -129,4 +151,5 @@ Feature: Deploying nodes
     And I deploy node "node-0"
     And node "node-0" reaches provision state "wait call-back"
     When I ask to "abort" node "node-0"
-    Then node "node-0" ends in provision state "deploy failed"
+    Then the response status is 202
+    And node "node-0" ends in provision state "deploy failed"

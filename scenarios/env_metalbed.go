@@ -43,8 +43,11 @@ type envSpec struct {
 	// PowerSync is the provisioner's power sync interval; 0 turns it off
 	// (a sync adds IPMI commands, and Ironic's pacing, to every scenario).
 	PowerSync time.Duration
-	// DHCPRange is the leases of a Deploy testbed, distinct per testbed so
-	// that concurrent scenarios never share an address.
+	// DHCPRange is the leases of a Deploy testbed; "" = a /24 of
+	// 127.0.0.0/8 reserved for this testbed alone (reserveSubnet), so
+	// that concurrent scenarios, and concurrent test processes, never
+	// share an address (the ramdisk's agent and iSCSI target listen on
+	// the lease).
 	DHCPRange string
 }
 
@@ -57,6 +60,7 @@ type env struct {
 	timelineURL string                   // "" unless the testbed records a timeline
 	machine     map[string]inventoryNode // by name (node-0 …)
 	procs       []*proc
+	release     func() // gives back the reserved subnet; nil = none
 }
 
 // inventory is DIR/inventory.json as `metalbed up` writes it.
@@ -162,9 +166,15 @@ func (e *env) startTestbed(ctx, sctx context.Context, bin string, spec envSpec) 
 		"--bmc-base-port", "0", "--api-addr", "127.0.0.1:0", "--dhcp-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0", "--timeline-addr", "127.0.0.1:0",
 		"--disk-size", cmp.Or(spec.DiskSize, "2GiB"), "--log-level", "info"}
-	if spec.DHCPRange != "" {
-		args = append(args, "--dhcp-range", spec.DHCPRange)
+	if spec.DHCPRange == "" {
+		net, release, err := reserveSubnet()
+		if err != nil {
+			return err
+		}
+		e.release = release
+		spec.DHCPRange = net + ".10-" + net + ".250"
 	}
+	args = append(args, "--dhcp-range", spec.DHCPRange)
 	if spec.BootMode != "" {
 		args = append(args, "--boot-mode", spec.BootMode)
 	}
@@ -227,7 +237,44 @@ func (e *env) stop() error {
 		}
 	}
 	e.procs = nil
+	if e.release != nil {
+		e.release()
+		e.release = nil
+	}
 	return errors.Join(errs...)
+}
+
+// reserveSubnet reserves one of the /24s 127.101.0.0 … 127.200.255.0 for
+// a testbed's leases with an exclusive flock on a file named after it in
+// $TMPDIR/metalbed-scenario-subnets: every test process and every
+// `metalbed scenario run` on the machine takes them there, and the kernel
+// drops a dead process's locks. The search starts at a place derived from
+// the PID so that processes seldom try the same files. It returns
+// "127.A.B" and the function giving it back.
+func reserveSubnet() (string, func(), error) {
+	dir := filepath.Join(os.TempDir(), "metalbed-scenario-subnets")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return "", nil, fmt.Errorf("reserve a subnet: %w", err)
+	}
+	const count = 100 * 256
+	start := os.Getpid() * 97
+	for i := range count {
+		n := (start + i) % count
+		net := fmt.Sprintf("127.%d.%d", 101+n/256, n%256)
+		f, err := os.OpenFile(filepath.Join(dir, net), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			return "", nil, fmt.Errorf("reserve a subnet: %w", err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				continue
+			}
+			return "", nil, fmt.Errorf("reserve subnet %s: %w", net, err)
+		}
+		return net, func() { f.Close() }, nil
+	}
+	return "", nil, fmt.Errorf("reserve a subnet: all %d are taken in %s", count, dir)
 }
 
 // machineNamed returns the inventory entry of a machine.

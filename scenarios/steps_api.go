@@ -44,6 +44,7 @@ type apiNode struct {
 	LastError            any            `json:"last_error"`
 	Reservation          any            `json:"reservation"`
 	DriverInfo           map[string]any `json:"driver_info"`
+	DeployInterface      string         `json:"deploy_interface"`
 }
 
 // call sends one API request with a version header (none when version is
@@ -546,6 +547,11 @@ func (w *world) provisionAction(ctx context.Context, name, verb, want string) er
 	return w.waitProvisionState(ctx, name, want)
 }
 
+// waitProvisionState waits for a node to be in state want. A stable state
+// counts once nothing is in flight (target_provision_state null); a state
+// that is a step on the way (wait call-back, deploying, cleaning, …) keeps
+// its target (active, available, …) all along, as in Ironic, and counts as
+// soon as the node is in it.
 func (w *world) waitProvisionState(ctx context.Context, name, want string) error {
 	return poll(ctx, provisionTimeout, fmt.Sprintf("node %s to reach provision state %q", name, want), func() (bool, string, error) {
 		var n apiNode
@@ -553,8 +559,20 @@ func (w *world) waitProvisionState(ctx context.Context, name, want string) error
 			return false, "", err
 		}
 		status := fmt.Sprintf("provision_state %q target %v last_error %v", n.ProvisionState, n.TargetProvisionState, n.LastError)
-		return n.ProvisionState == want && n.TargetProvisionState == nil, status, nil
+		return n.ProvisionState == want && (n.TargetProvisionState == nil || transient(want)), status, nil
 	})
+}
+
+// transient reports whether state is one of Ironic's provision states a
+// node passes through with a target_provision_state set.
+func transient(state string) bool {
+	switch state {
+	case "deploying", "wait call-back", "deleting", "cleaning", "clean wait", "verifying",
+		"inspecting", "inspect wait", "rescuing", "rescue wait", "unrescuing", "adopting",
+		"servicing", "service wait":
+		return true
+	}
+	return false
 }
 
 func (w *world) waitPowerState(ctx context.Context, name, want string) error {

@@ -32,9 +32,7 @@ func (w *world) registerDeploySteps(sc *godog.ScenarioContext) {
 		if !w.s.canDeploy {
 			return pending(missingDeploy)
 		}
-		k := w.s.testbeds.Add(1)
-		spec := envSpec{Machines: n, BootMode: mode, Deploy: true,
-			DHCPRange: fmt.Sprintf("127.%d.%d.10-127.%d.%d.250", 100+k/256, k%256, 100+k/256, k%256)}
+		spec := envSpec{Machines: n, BootMode: mode, Deploy: true}
 		if disk != "" {
 			spec.DiskSize = disk + "GiB"
 		}
@@ -75,11 +73,51 @@ func (w *world) registerDeploySteps(sc *godog.ScenarioContext) {
 				"root_gb":        "1",
 				"capabilities":   map[string]any{"boot_option": "local"},
 			}
+			// The agent is told the image's kind (Ironic: the image's
+			// img_type, or instance_info image_type); the iscsi deploy
+			// finds it out from the image itself.
+			var n apiNode
+			if _, err := w.getNode(ctx, name, &n); err != nil {
+				return err
+			}
+			if n.DeployInterface == "direct" {
+				info["image_type"] = kind
+			}
 			if rootGB != "" {
 				info["root_gb"] = rootGB
 			}
 			return w.patchInstanceInfo(ctx, name, info)
 		})
+	sc.Step(`^node "([^"]*)" uses the (iscsi|direct|agent) deploy interface$`, func(ctx context.Context, name, iface string) error {
+		if iface == "agent" {
+			iface = "direct"
+		}
+		id, err := w.nodeID(name)
+		if err != nil {
+			return err
+		}
+		// The agent boots the same deploy kernel and ramdisk `metalbed up
+		// --enroll` gave the node: the ramdisk runs as the agent when the
+		// deploy interface is direct.
+		_, err = w.must(ctx, http.StatusOK, "PATCH", "/v1/nodes/"+id,
+			[]map[string]any{{"op": "replace", "path": "/deploy_interface", "value": iface}})
+		return err
+	})
+	sc.Step(`^node "([^"]*)" has automated cleaning on$`, func(ctx context.Context, name string) error {
+		id, err := w.nodeID(name)
+		if err != nil {
+			return err
+		}
+		_, err = w.must(ctx, http.StatusOK, "PATCH", "/v1/nodes/"+id,
+			[]map[string]any{{"op": "replace", "path": "/automated_clean", "value": true}})
+		return err
+	})
+	sc.Step(`^I rebuild node "([^"]*)"$`, func(ctx context.Context, name string) error {
+		return w.provisionRequest(ctx, name, "rebuild")
+	})
+	sc.Step(`^the disk of machine "([^"]*)" holds no partition table$`, func(name string) error {
+		return w.diskWiped(name)
+	})
 	sc.Step(`^I deploy node "([^"]*)"$`, func(ctx context.Context, name string) error {
 		return w.provisionRequest(ctx, name, "active")
 	})
@@ -93,15 +131,19 @@ func (w *world) registerDeploySteps(sc *godog.ScenarioContext) {
 	sc.Step(`^the disk of machine "([^"]*)" holds the image$`, func(name string) error {
 		return w.diskHoldsImage(name)
 	})
-	sc.Step(`^machine "([^"]*)" boots from its disk in (bios|uefi) mode$`, func(ctx context.Context, name, mode string) error {
+	sc.Step(`^machine "([^"]*)" boots from its disk in (bios|uefi) mode(?: (\d+) times)?$`, func(ctx context.Context, name, mode, times string) error {
 		want := "Booting from hard disk (legacy BIOS)"
 		if mode == "uefi" {
 			want = "Booting from hard disk (UEFI)"
 		}
-		if err := w.consoleShows(ctx, name, want, 1); err != nil {
+		n := 1
+		if times != "" {
+			fmt.Sscan(times, &n)
+		}
+		if err := w.consoleShows(ctx, name, want, n); err != nil {
 			return err
 		}
-		return w.consoleShows(ctx, name, "metalbed-instance: booted", 1)
+		return w.consoleShows(ctx, name, "metalbed-instance: booted", n)
 	})
 	sc.Step(`^the timeline of node "([^"]*)" shows "([^"]*)"$`, func(ctx context.Context, name, kind string) error {
 		return poll(ctx, 30*time.Second, fmt.Sprintf("the timeline of %s to show %q", name, kind), func() (bool, string, error) {
@@ -115,6 +157,24 @@ func (w *world) registerDeploySteps(sc *godog.ScenarioContext) {
 				}
 			}
 			return false, fmt.Sprintf("%d entries", len(tl)), nil
+		})
+	})
+	sc.Step(`^the timeline of node "([^"]*)" shows "([^"]*)" (\d+) times$`, func(ctx context.Context, name, kind string, want int) error {
+		return poll(ctx, deployTimeout, fmt.Sprintf("the timeline of %s to show %q %d times", name, kind, want), func() (bool, string, error) {
+			tl, err := w.timeline(ctx, name)
+			if err != nil {
+				return false, "", err
+			}
+			n := 0
+			for _, e := range tl {
+				if e.Kind == kind {
+					n++
+				}
+			}
+			if n > want {
+				return false, "", fmt.Errorf("the timeline of %s shows %q %d times, want %d", name, kind, n, want)
+			}
+			return n == want, fmt.Sprintf("%d times in %d entries", n, len(tl)), nil
 		})
 	})
 	sc.Step(`^the timeline of node "([^"]*)" shows "([^"]*)" before "([^"]*)"$`, func(ctx context.Context, name, first, then string) error {
@@ -246,6 +306,43 @@ func (w *world) diskHoldsImage(name string) error {
 	}
 	return fmt.Errorf("the disk of %s (%s) does not hold %s at its start or at any partition (%d partitions, byte offsets %v)",
 		name, m.Disk.Path, w.image.url, len(starts), starts)
+}
+
+// diskWiped checks that a machine's disk has neither an MBR signature nor
+// a GPT header, primary or backup: what cleaning's erase_devices_metadata
+// leaves.
+func (w *world) diskWiped(name string) error {
+	m, err := w.env.machineNamed(name)
+	if err != nil {
+		return err
+	}
+	disk, err := os.Open(m.Disk.Path)
+	if err != nil {
+		return fmt.Errorf("disk of %s: %w", name, err)
+	}
+	defer disk.Close()
+	fi, err := disk.Stat()
+	if err != nil {
+		return err
+	}
+	sector := make([]byte, 512)
+	for _, c := range []struct {
+		off  int64
+		what string
+		bad  func([]byte) bool
+	}{
+		{0, "an MBR boot signature", func(b []byte) bool { return b[510] == 0x55 && b[511] == 0xaa }},
+		{512, "a GPT header", func(b []byte) bool { return string(b[:8]) == "EFI PART" }},
+		{fi.Size() - 512, "a backup GPT header", func(b []byte) bool { return string(b[:8]) == "EFI PART" }},
+	} {
+		if _, err := disk.ReadAt(sector, c.off); err != nil {
+			return fmt.Errorf("disk of %s at byte %d: %w", name, c.off, err)
+		}
+		if c.bad(sector) {
+			return fmt.Errorf("the disk of %s (%s) still holds %s at byte %d", name, m.Disk.Path, c.what, c.off)
+		}
+	}
+	return nil
 }
 
 // partitionStarts returns the byte offsets of the partitions of an MBR or

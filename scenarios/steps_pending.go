@@ -13,7 +13,6 @@ import (
 const (
 	missingDeploy = "needs `metalbed up` with the provisioner, --enroll and the netboot servers (DHCP/TFTP/HTTP) wired to the simulated PXE/iSCSI deploy"
 	missingFault  = "needs fault injection reachable from the API or `metalbed fault add` (internal/fault wired into the servers)"
-	missingAgent  = "needs the agent deploy interface (direct) wired into `metalbed up` with the agent ramdisk"
 	missingTL     = "needs GET /v1/nodes/<id>/timeline (internal/events fed by every component)"
 )
 
@@ -22,6 +21,4 @@ func pending(missing string) error {
 }
 
 func (w *world) registerPendingSteps(sc *godog.ScenarioContext) {
-	sc.Step(`^node "([^"]*)" uses the agent deploy interface$`, func(string) error { return pending(missingAgent) })
-	sc.Step(`^the conductor is killed and restarted$`, func() error { return pending(missingFault) })
 }

@@ -48,7 +48,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cucumber/godog"
@@ -65,7 +64,6 @@ type suite struct {
 	images    *imageStore         // instance images served over HTTP
 	fsys      fs.FS               // where the features are read
 	rerun     func(string) string // the command line rerunning one scenario; nil = none
-	testbeds  atomic.Int64        // numbers each deploy testbed's DHCP range
 
 	mu     sync.Mutex
 	result *Result // outcomes so far
