@@ -20,5 +20,8 @@ func pending(missing string) error {
 	return fmt.Errorf("%w: %s", godog.ErrPending, missing)
 }
 
+// registerPendingSteps registers the steps still waiting for a piece:
+// none today (the agent deploy interface is in steps_deploy.go; the
+// conductor restart step belongs with the conductor faults).
 func (w *world) registerPendingSteps(sc *godog.ScenarioContext) {
 }
