@@ -17,6 +17,8 @@ import (
 
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/handlers"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "re-record the golden packets under testdata/packets")
@@ -63,7 +65,7 @@ var goldenSessions = []struct {
 }
 
 func recordGolden(t *testing.T) {
-	bin := requireTool(t, "ipmitool", "ipmitool")
+	bin := testenv.RequireTool(t, "ipmitool", "ipmitool")
 	dir := filepath.Join("testdata", "packets")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // ipmitoolMode is one way ipmitool reaches a BMC.
@@ -36,7 +38,7 @@ type ipmitoolRunner struct {
 
 func newIpmitool(t *testing.T, port int, mode ipmitoolMode, password string) *ipmitoolRunner {
 	t.Helper()
-	bin := requireTool(t, "ipmitool", "ipmitool")
+	bin := testenv.RequireTool(t, "ipmitool", "ipmitool")
 	pw := filepath.Join(t.TempDir(), "pw")
 	if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -187,7 +189,7 @@ func TestIronicCommandLines(t *testing.T) {
 	if len(lines) == 0 {
 		t.Fatal("no command lines in the capture")
 	}
-	bin := requireTool(t, "ipmitool", "ipmitool")
+	bin := testenv.RequireTool(t, "ipmitool", "ipmitool")
 	m := newTestMachine()
 	_, port := startBMC(t, m, nil)
 	pw := filepath.Join(t.TempDir(), "pw")
@@ -248,7 +250,7 @@ func TestWrongPasswordAndCipherZeroRefused(t *testing.T) {
 	}
 	// Neither the null user nor anonymous login is offered.
 	for _, intf := range []string{"lanplus", "lan"} {
-		out, err := exec.CommandContext(t.Context(), requireTool(t, "ipmitool", "ipmitool"), "-I", intf, "-H", "127.0.0.1",
+		out, err := exec.CommandContext(t.Context(), testenv.RequireTool(t, "ipmitool", "ipmitool"), "-I", intf, "-H", "127.0.0.1",
 			"-p", strconv.Itoa(port), "-U", "", "-P", "", "-R", "1", "-N", "1", "power", "status").CombinedOutput()
 		if err == nil || strings.Contains(string(out), "Chassis Power is") {
 			t.Errorf("-I %s null user accepted: %s", intf, out)

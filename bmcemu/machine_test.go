@@ -6,8 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -228,20 +226,6 @@ func startBMC(t testing.TB, m Machine, mod func(*Config)) (*Server, int) {
 		conn.Close()
 	})
 	return srv, conn.LocalAddr().(*net.UDPAddr).Port
-}
-
-// requireTool finds an interop tool, skipping (or failing under
-// METALBED_INTEROP=required) when the Debian package is not installed.
-func requireTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("METALBED_INTEROP") == "required" {
-			t.Fatalf("%s not found (install Debian package %s): required by METALBED_INTEROP", name, pkg)
-		}
-		t.Skipf("%s not found: install Debian package %s to run this interop test", name, pkg)
-	}
-	return p
 }
 
 // eventually polls cond until it holds or the deadline passes.

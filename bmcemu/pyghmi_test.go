@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // pyghmiScript drives one BMC through pyghmi's Command API the way
@@ -48,7 +50,7 @@ func requirePyghmi(t testing.TB) string {
 	t.Helper()
 	py := "/usr/bin/python3"
 	if _, err := os.Stat(py); err != nil {
-		requireTool(t, "python3-with-pyghmi", "python3-pyghmi")
+		testenv.RequireTool(t, "python3-with-pyghmi", "python3-pyghmi")
 	}
 	if err := exec.Command(py, "-c", "import pyghmi.ipmi.command").Run(); err != nil {
 		if os.Getenv("METALBED_INTEROP") == "required" {

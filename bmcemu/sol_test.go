@@ -1,40 +1,21 @@
 package bmcemu
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// TestSOLActivate drives `ipmitool sol activate` over a stdin pipe: console
-// output reaches ipmitool, keystrokes reach the machine, and `~.` ends the
-// session cleanly and detaches the console.
-// TestSOLActivate runs ipmitool sol activate with a pipe for stdin and, as
-// a person does, on a terminal (script(1) gives it a pty): on a terminal
+// TestSOLActivate drives `ipmitool sol activate` (console output reaches
+// ipmitool, keystrokes reach the machine, `~.` ends the session cleanly and
+// detaches the console) with a pipe for stdin and, as a person does, on a
+// terminal (script(1) gives it a pty): on a terminal
 // ipmitool takes longer to enter its SOL loop, where a re-sent Activate
 // Payload reply once made it report "SOL session closed by BMC".
 func TestSOLActivate(t *testing.T) {
@@ -48,7 +29,7 @@ func TestSOLActivate(t *testing.T) {
 		}
 		suite := c.suite
 		t.Run(name, func(t *testing.T) {
-			bin := requireTool(t, "ipmitool", "ipmitool")
+			bin := testenv.RequireTool(t, "ipmitool", "ipmitool")
 			m := newTestMachine()
 			_, port := startBMC(t, m, nil)
 			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
@@ -56,7 +37,7 @@ func TestSOLActivate(t *testing.T) {
 			args := []string{bin, "-I", "lanplus", "-C", suite, "-H", "127.0.0.1",
 				"-p", strconv.Itoa(port), "-U", "admin", "-P", "password", "-L", "ADMINISTRATOR", "sol", "activate"}
 			if c.tty {
-				script := requireTool(t, "script", "bsdutils")
+				script := testenv.RequireTool(t, "script", "bsdutils")
 				args = []string{script, "-qfec", strings.Join(args, " "), "/dev/null"}
 			}
 			cmd := exec.CommandContext(ctx, args[0], args[1:]...)
@@ -64,7 +45,7 @@ func TestSOLActivate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var out syncBuffer
+			var out testenv.SyncBuffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)

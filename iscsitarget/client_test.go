@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -441,18 +440,4 @@ func cdb16(op byte, lba uint64, blocks uint32) []byte {
 	binary.BigEndian.PutUint64(b[2:], lba)
 	binary.BigEndian.PutUint32(b[10:], blocks)
 	return b
-}
-
-// requireTool finds an external tool, or skips naming its Debian package
-// (fails when METALBED_INTEROP=required).
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("METALBED_INTEROP") == "required" {
-			t.Fatalf("%s not found (Debian package %s) and METALBED_INTEROP=required", name, pkg)
-		}
-		t.Skipf("%s not found: install Debian package %s", name, pkg)
-	}
-	return p
 }

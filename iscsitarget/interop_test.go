@@ -5,7 +5,6 @@ package iscsitarget
 // qemu-block-extra, which speak iSCSI through libiscsi).
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -20,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // fileTarget serves a sparse file of size bytes; it returns the file path
@@ -52,7 +53,7 @@ func runTool(t *testing.T, name string, args ...string) (string, error) {
 }
 
 func TestInteropLibiscsiTools(t *testing.T) {
-	requireTool(t, "iscsi-ls", "libiscsi-bin")
+	testenv.RequireTool(t, "iscsi-ls", "libiscsi-bin")
 	_, url, _ := fileTarget(t, 64<<20, Config{})
 	portal := strings.TrimSuffix(url, "/"+testIQN+"/1")
 	out, err := runTool(t, "iscsi-ls", "-s", portal)
@@ -78,7 +79,7 @@ func TestInteropLibiscsiTools(t *testing.T) {
 }
 
 func TestInteropCHAP(t *testing.T) {
-	requireTool(t, "iscsi-inq", "libiscsi-bin")
+	testenv.RequireTool(t, "iscsi-inq", "libiscsi-bin")
 	_, url, _ := fileTarget(t, 16<<20, Config{CHAP: CHAP{Username: "conductor", Secret: "s3cret-123456"}})
 	withCreds := func(user, secret string) string {
 		return strings.Replace(url, "iscsi://", "iscsi://"+user+"%"+secret+"@", 1)
@@ -97,7 +98,7 @@ func TestInteropCHAP(t *testing.T) {
 // TestInteropMutualCHAP: libiscsi authenticates the target too
 // (LIBISCSI_CHAP_TARGET_USERNAME/PASSWORD) and rejects a wrong answer.
 func TestInteropMutualCHAP(t *testing.T) {
-	tool := requireTool(t, "iscsi-readcapacity16", "libiscsi-bin")
+	tool := testenv.RequireTool(t, "iscsi-readcapacity16", "libiscsi-bin")
 	_, url, _ := fileTarget(t, 16<<20, Config{CHAP: CHAP{
 		Username: "conductor", Secret: "s3cret-123456", MutualUsername: "ramdisk", MutualSecret: "mutual-654321"}})
 	url = strings.Replace(url, "iscsi://", "iscsi://conductor%s3cret-123456@", 1)
@@ -158,7 +159,7 @@ func qemuRoundTrip(t *testing.T, src, url string) string {
 }
 
 func TestInteropQemuImg256MiB(t *testing.T) {
-	requireTool(t, "qemu-img", "qemu-utils (with qemu-block-extra)")
+	testenv.RequireTool(t, "qemu-img", "qemu-utils (with qemu-block-extra)")
 	const size = 256 << 20
 	disk, url, _ := fileTarget(t, size, Config{})
 	src := randomFile(t, size)
@@ -173,7 +174,7 @@ func TestInteropQemuImg256MiB(t *testing.T) {
 }
 
 func TestInteropTwoTargetsConcurrent(t *testing.T) {
-	requireTool(t, "qemu-img", "qemu-utils (with qemu-block-extra)")
+	testenv.RequireTool(t, "qemu-img", "qemu-utils (with qemu-block-extra)")
 	const size = 32 << 20
 	diskA, urlA, _ := fileTarget(t, size, Config{IQN: "iqn.2026-11.org.metalbed.test:a"})
 	diskB, urlB, _ := fileTarget(t, size, Config{IQN: "iqn.2026-11.org.metalbed.test:b"})
@@ -200,7 +201,7 @@ func TestInteropTwoTargetsConcurrent(t *testing.T) {
 // TestInteropHeaderDigest: qemu-img (libiscsi) with HeaderDigest=CRC32C,
 // which gotgt agreed to and then did not process.
 func TestInteropHeaderDigest(t *testing.T) {
-	requireTool(t, "qemu-img", "qemu-utils (with qemu-block-extra)")
+	testenv.RequireTool(t, "qemu-img", "qemu-utils (with qemu-block-extra)")
 	const size = 16 << 20
 	h := &countingHandler{counts: map[string]int{}}
 	disk, url, _ := fileTarget(t, size, Config{Logger: slog.New(h)})
@@ -257,7 +258,7 @@ func TestInteropIdleKeepalive(t *testing.T) {
 	if testing.Short() {
 		t.Skip("30 s idle session; skipped with -short")
 	}
-	requireTool(t, "qemu-io", "qemu-utils (with qemu-block-extra)")
+	testenv.RequireTool(t, "qemu-io", "qemu-utils (with qemu-block-extra)")
 	h := &countingHandler{counts: map[string]int{}}
 	disk, url, _ := fileTarget(t, 16<<20, Config{Logger: slog.New(h), NopInterval: 4 * time.Second, NopTimeout: 10 * time.Second})
 	f, err := os.OpenFile(disk, os.O_RDWR, 0)
@@ -274,7 +275,7 @@ func TestInteropIdleKeepalive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -315,21 +316,4 @@ func TestInteropIdleKeepalive(t *testing.T) {
 	if h.count("iscsi connection dropped") > 0 {
 		t.Error("target dropped the idle connection")
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // cuResult is one test of an iscsi-test-cu run: suite ordinal and name,
@@ -106,8 +108,8 @@ func freePort(t *testing.T) int {
 // of size bytes as LUN 1 of iqn, and stops it (by PID) when the test ends.
 func startTgtd(t *testing.T, iqn string, size int64) string {
 	t.Helper()
-	requireTool(t, "tgtd", "tgt")
-	requireTool(t, "tgtadm", "tgt")
+	testenv.RequireTool(t, "tgtd", "tgt")
+	testenv.RequireTool(t, "tgtadm", "tgt")
 	if os.Geteuid() != 0 {
 		if os.Getenv("METALBED_INTEROP") == "required" {
 			t.Fatal("tgtd needs root")
@@ -129,7 +131,7 @@ func startTgtd(t *testing.T, iqn string, size int64) string {
 	f.Truncate(size)
 	f.Close()
 	cmd := exec.Command("tgtd", "-f", "--iscsi", fmt.Sprintf("portal=127.0.0.1:%d", port), "-C", ctl)
-	var log syncBuffer
+	var log testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -172,7 +174,7 @@ func TestInteropIscsiTestCu(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs libiscsi's whole test suite twice; skipped with -short")
 	}
-	requireTool(t, "iscsi-test-cu", "libiscsi-bin")
+	testenv.RequireTool(t, "iscsi-test-cu", "libiscsi-bin")
 	const size = 256 << 20
 	tgtAddr := startTgtd(t, "iqn.2026-11.org.metalbed.test:tgtd", size)
 	tgt := runTestCU(t, fmt.Sprintf("iscsi://%s/iqn.2026-11.org.metalbed.test:tgtd/1", tgtAddr))

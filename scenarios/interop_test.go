@@ -10,15 +10,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // interopRequired reports whether CI asked for interop peers to be present
 // (METALBED_INTEROP=required): a missing peer then fails instead of skipping.
-func interopRequired() bool { return os.Getenv("METALBED_INTEROP") == "required" }
 
 // requireInteropTool returns the path of an interop peer, or skips the test naming
 // the Debian package that provides it (fails instead when
@@ -29,7 +29,7 @@ func requireInteropTool(t testing.TB, name, pkg string) string {
 	if err == nil {
 		return path
 	}
-	if interopRequired() {
+	if testenv.InteropRequired() {
 		t.Fatalf("%s not found (Debian package %s) and METALBED_INTEROP=required", name, pkg)
 	}
 	t.Skipf("%s not found: install the Debian package %s", name, pkg)
@@ -63,24 +63,6 @@ func buildMetalbed(t testing.TB) string {
 		t.Fatalf("go build ./cmd/metalbed: %v\n%s", err, out)
 	}
 	return bin
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a poller.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // pollUntil calls cond every interval until it returns true or timeout passes;
@@ -134,8 +116,8 @@ type InventoryNode struct {
 type Fleet struct {
 	Dir       string
 	Inventory Inventory
-	Stdout    *syncBuffer
-	Stderr    *syncBuffer
+	Stdout    *testenv.SyncBuffer
+	Stderr    *testenv.SyncBuffer
 }
 
 // startFleet runs `metalbed up --nodes n --no-provisioner` with ephemeral
@@ -143,7 +125,7 @@ type Fleet struct {
 // inventory. Cleanup interrupts it (SIGINT) and waits for it to exit.
 func startFleet(t testing.TB, bin string, n int, extra ...string) *Fleet {
 	t.Helper()
-	f := &Fleet{Dir: t.TempDir(), Stdout: &syncBuffer{}, Stderr: &syncBuffer{}}
+	f := &Fleet{Dir: t.TempDir(), Stdout: &testenv.SyncBuffer{}, Stderr: &testenv.SyncBuffer{}}
 	args := append([]string{"up", "--nodes", fmt.Sprint(n), "--no-provisioner",
 		"--state-dir", f.Dir, "--bmc-base-port", "0"}, extra...)
 	cmd := exec.Command(bin, args...)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/vms"
 )
 
@@ -248,7 +249,7 @@ func TestRealIronicDeploysMetalbedMachine(t *testing.T) {
 		t.Run(c.bootIface+"-whole-disk-"+string(c.mode), func(t *testing.T) {
 			if c.bootIface == "pxe" {
 				if _, err := os.Stat(filepath.Join(tftpRoot, "pxelinux.0")); err != nil {
-					if interopRequired() {
+					if testenv.InteropRequired() {
 						t.Fatalf("Ironic placed no pxelinux.0 in its tftp_root (Debian packages pxelinux, syslinux-common): %v", err)
 					}
 					t.Skipf("Ironic placed no pxelinux.0 in its tftp_root: install the Debian packages pxelinux and syslinux-common")

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
@@ -23,8 +24,8 @@ type Netboot struct {
 	DHCPAddr string // 127.0.0.1:<port>
 	TFTPAddr string
 	HTTPURL  string // http://127.0.0.1:<port> (no trailing slash)
-	Stdout   *syncBuffer
-	Stderr   *syncBuffer
+	Stdout   *testenv.SyncBuffer
+	Stderr   *testenv.SyncBuffer
 	stopFn   func(testing.TB)
 }
 
@@ -56,7 +57,7 @@ func startNetboot(t testing.TB, bin string, o NetbootOptions) *Netboot {
 
 func runNetboot(t testing.TB, bin string, o NetbootOptions, httpAddr, script string) *Netboot {
 	t.Helper()
-	nb := &Netboot{Stdout: &syncBuffer{}, Stderr: &syncBuffer{}}
+	nb := &Netboot{Stdout: &testenv.SyncBuffer{}, Stderr: &testenv.SyncBuffer{}}
 	args := []string{"netboot", "serve", "--verbose",
 		"--dhcp-addr", "127.0.0.1:0", "--server-ip", "127.0.0.1", "--range", "127.0.0.100-127.0.0.199",
 		"--tftp-root", o.TFTPRoot, "--tftp-addr", "127.0.0.1:0",

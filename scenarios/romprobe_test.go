@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/sim"
 	"github.com/metalbed/metalbed/vms/sim/kernel"
@@ -92,7 +93,7 @@ func probeROMBoot(t testing.TB, nb *Netboot, mac, uuid string, mode vms.BootMode
 				return exec(ctx, b, img)
 			},
 		}
-		console := &syncBuffer{}
+		console := &testenv.SyncBuffer{}
 		bc := &sim.BootContext{
 			Machine: "rom-probe", UUID: id, Device: vms.BootPXE, Override: true, Mode: mode,
 			Disk:    sizedFile{disk, st.Size()},

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // Suite options: each flag (go test ./scenarios -args -godog.tags=@power)
@@ -35,22 +37,6 @@ func envInt(key string, def int) int {
 	return def
 }
 
-// requireTool returns the path of an interop tool, or skips the test naming
-// the Debian package to install; with METALBED_INTEROP=required it fails.
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	msg := name + " not found (Debian package " + pkg + "): the scenarios drive the BMCs and the API with it"
-	if os.Getenv("METALBED_INTEROP") == "required" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
 // TestFeatures runs the Gherkin features against the metalbed binary, built
 // once here and driven as a user drives it (RunSuite, as `metalbed
 // scenario run` does).
@@ -59,8 +45,8 @@ func TestFeatures(t *testing.T) {
 		t.Skip("scenarios start real metalbed processes; skipped with -short")
 	}
 	tools := map[string]string{
-		"ipmitool":  requireTool(t, "ipmitool", "ipmitool"),
-		"baremetal": requireTool(t, "baremetal", "python3-ironicclient"),
+		"ipmitool":  testenv.RequireTool(t, "ipmitool", "ipmitool"),
+		"baremetal": testenv.RequireTool(t, "baremetal", "python3-ironicclient"),
 	}
 	work := t.TempDir()
 	bin := *optBin

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner/images"
 )
 
@@ -43,7 +44,7 @@ func TestDemo(t *testing.T) {
 		t.Skip("the demo deploys four machines")
 	}
 	requireBootLoaders(t)
-	out, errb := &syncBuffer{}, &syncBuffer{}
+	out, errb := &testenv.SyncBuffer{}, &testenv.SyncBuffer{}
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
@@ -91,7 +92,7 @@ func TestDemo(t *testing.T) {
 func startProvisionedUp(t *testing.T, dir string, extra ...string) *upRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	u := &upRun{dir: dir, cancel: cancel, done: make(chan error, 1), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	u := &upRun{dir: dir, cancel: cancel, done: make(chan error, 1), stdout: &testenv.SyncBuffer{}, stderr: &testenv.SyncBuffer{}}
 	args := []string{"up", "--enroll", "--state-dir", dir, "--bmc-base-port", "0", "--api-addr", "127.0.0.1:0",
 		"--dhcp-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--timeline-addr", "127.0.0.1:0", "--notify-delay", "100ms"}
@@ -124,7 +125,7 @@ func startProvisionedUp(t *testing.T, dir string, extra ...string) *upRun {
 // baremetal runs the real python-ironicclient CLI against api.
 func baremetal(t *testing.T, api string, args ...string) string {
 	t.Helper()
-	bin := requireTool(t, "baremetal", "python3-ironicclient")
+	bin := testenv.RequireTool(t, "baremetal", "python3-ironicclient")
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
@@ -176,7 +177,7 @@ func waitProvision(t *testing.T, api, node, want string, within time.Duration) m
 // `baremetal node set --instance-info` and `baremetal node deploy` (local
 // boot) until its instance boots on the machine's console.
 func TestUpEnrollBaremetalCLI(t *testing.T) {
-	requireTool(t, "baremetal", "python3-ironicclient")
+	testenv.RequireTool(t, "baremetal", "python3-ironicclient")
 	if testing.Short() {
 		t.Skip("deploys a machine")
 	}
@@ -244,7 +245,7 @@ func TestUpEnrollBaremetalCLI(t *testing.T) {
 
 	// Its timeline, as `metalbed timeline NODE --json` prints it, holds
 	// the deploy's milestones from every source.
-	var tout, terr syncBuffer
+	var tout, terr testenv.SyncBuffer
 	if err := Run(t.Context(), []string{"timeline", node.Name, "--json", "--state-dir", dir}, &tout, &terr); err != nil {
 		t.Fatalf("timeline: %v %s", err, terr.String())
 	}

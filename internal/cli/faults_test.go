@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner/images"
 	"path/filepath"
 	"strconv"
@@ -17,7 +18,7 @@ import (
 // runCLI runs one metalbed command and returns its stdout.
 func runCLI(t *testing.T, args ...string) string {
 	t.Helper()
-	var out, errb syncBuffer
+	var out, errb testenv.SyncBuffer
 	if err := Run(t.Context(), args, &out, &errb); err != nil {
 		t.Fatalf("metalbed %s: %v\n%s", strings.Join(args, " "), err, errb.String())
 	}
@@ -28,7 +29,7 @@ func runCLI(t *testing.T, args ...string) string {
 // output and error (a fault makes it fail).
 func ipmitoolResult(t *testing.T, n inventoryNode, args ...string) (string, error) {
 	t.Helper()
-	bin := requireTool(t, "ipmitool", "ipmitool")
+	bin := testenv.RequireTool(t, "ipmitool", "ipmitool")
 	pw := filepath.Join(t.TempDir(), "pw")
 	if err := os.WriteFile(pw, []byte(n.BMC.Password), 0o600); err != nil {
 		t.Fatal(err)
@@ -45,7 +46,7 @@ func ipmitoolResult(t *testing.T, n inventoryNode, args ...string) (string, erro
 // `metalbed fault add`, drives the BMC with the real ipmitool, and finds
 // the failure, the rule's fired count and the timeline entry.
 func TestUpFaultIPMI(t *testing.T) {
-	requireTool(t, "ipmitool", "ipmitool")
+	testenv.RequireTool(t, "ipmitool", "ipmitool")
 	if testing.Short() {
 		t.Skip("builds the deploy images")
 	}
@@ -114,7 +115,7 @@ func TestUpFaultIPMI(t *testing.T) {
 	}
 
 	// A bad rule is refused with a clear error.
-	var eout, eerr syncBuffer
+	var eout, eerr testenv.SyncBuffer
 	if err := Run(t.Context(), []string{"fault", "add", "--state-dir", dir, "--layer", "bogus", "--action", "x"}, &eout, &eerr); err == nil ||
 		!strings.Contains(err.Error(), "bogus") {
 		t.Errorf("bad layer: %v", err)
@@ -140,7 +141,7 @@ func TestUpFaultIPMI(t *testing.T) {
 // ramdisk and at its iSCSI target, and finds each failure in the node's
 // state, last_error and timeline.
 func TestUpFaultDeploy(t *testing.T) {
-	requireTool(t, "baremetal", "python3-ironicclient")
+	testenv.RequireTool(t, "baremetal", "python3-ironicclient")
 	if testing.Short() {
 		t.Skip("deploys a machine")
 	}
@@ -230,7 +231,7 @@ func waitDeployFailed(t *testing.T, api, node string, within time.Duration) map[
 // TestUpFaultNetboot breaks a machine's PXE boot at DHCP and at TFTP and
 // finds each fault in its timeline.
 func TestUpFaultNetboot(t *testing.T) {
-	requireTool(t, "ipmitool", "ipmitool")
+	testenv.RequireTool(t, "ipmitool", "ipmitool")
 	if testing.Short() {
 		t.Skip("builds the deploy images")
 	}

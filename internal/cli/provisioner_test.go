@@ -8,11 +8,13 @@ import (
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 func TestProvisionerServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, []string{"provisioner", "serve", "--addr", "127.0.0.1:0", "--state-dir", t.TempDir(),

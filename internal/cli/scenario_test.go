@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // junitDoc is the part of godog's JUnit XML the test reads.
@@ -58,8 +60,8 @@ func TestScenarioRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real metalbed processes; skipped with -short")
 	}
-	requireTool(t, "ipmitool", "ipmitool")
-	requireTool(t, "baremetal", "python3-ironicclient")
+	testenv.RequireTool(t, "ipmitool", "ipmitool")
+	testenv.RequireTool(t, "baremetal", "python3-ironicclient")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "metalbed")
 	if out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "github.com/metalbed/metalbed/cmd/metalbed").CombinedOutput(); err != nil {

@@ -15,23 +15,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// requireTool returns the path of an interop peer, or skips the test
-// naming the Debian package that provides it (fails instead when
-// METALBED_INTEROP=required, as in CI).
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("METALBED_INTEROP") == "required" {
-		t.Fatalf("%s not found (Debian package %s) and METALBED_INTEROP=required", name, pkg)
-	}
-	t.Skipf("%s not found: install the Debian package %s", name, pkg)
-	return ""
-}
+	"github.com/metalbed/metalbed/internal/testenv"
+)
 
 // requirePyghmi checks /usr/bin/python3 can import pyghmi.
 func requirePyghmi(t *testing.T) string {
@@ -46,30 +32,12 @@ func requirePyghmi(t *testing.T) string {
 	return py
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a poller.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // upRun is one in-process `metalbed up`.
 type upRun struct {
 	dir            string
 	cancel         context.CancelFunc
 	done           chan error
-	stdout, stderr *syncBuffer
+	stdout, stderr *testenv.SyncBuffer
 	inv            inventory
 }
 
@@ -78,7 +46,7 @@ type upRun struct {
 func startUp(t *testing.T, dir string, extra ...string) *upRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	u := &upRun{dir: dir, cancel: cancel, done: make(chan error, 1), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	u := &upRun{dir: dir, cancel: cancel, done: make(chan error, 1), stdout: &testenv.SyncBuffer{}, stderr: &testenv.SyncBuffer{}}
 	args := append([]string{"up", "--no-provisioner", "--state-dir", dir, "--bmc-base-port", "0"}, extra...)
 	go func() { u.done <- Run(ctx, args, u.stdout, u.stderr) }()
 	t.Cleanup(func() {
@@ -136,7 +104,7 @@ func (u *upRun) node(t *testing.T, name string) inventoryNode {
 // file, as Ironic's ipmitool driver does.
 func ipmitool(t *testing.T, n inventoryNode, iface string, suite string, args ...string) string {
 	t.Helper()
-	bin := requireTool(t, "ipmitool", "ipmitool")
+	bin := testenv.RequireTool(t, "ipmitool", "ipmitool")
 	pw := filepath.Join(t.TempDir(), "pw")
 	if err := os.WriteFile(pw, []byte(n.BMC.Password), 0o600); err != nil {
 		t.Fatal(err)
@@ -280,7 +248,7 @@ func checkInventoryShape(t *testing.T, dir string, nodes int) {
 }
 
 func TestUpEndToEnd(t *testing.T) {
-	requireTool(t, "ipmitool", "ipmitool")
+	testenv.RequireTool(t, "ipmitool", "ipmitool")
 	py := requirePyghmi(t)
 	dir := t.TempDir()
 	u := startUp(t, dir, "--nodes", "3")
@@ -443,7 +411,7 @@ func TestUpBMCPerIP(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("--bmc-per-ip binds port 623: needs root")
 	}
-	requireTool(t, "ipmitool", "ipmitool")
+	testenv.RequireTool(t, "ipmitool", "ipmitool")
 	dir := t.TempDir()
 	u := startUp(t, dir, "--nodes", "2", "--bmc-per-ip")
 	for i, n := range u.inv.Nodes {
@@ -564,7 +532,7 @@ func TestUpStateDirLocked(t *testing.T) {
 // TestUpSOLConsole: ipmitool sol activate streams the machine's serial
 // console (the firmware's POST and boot failure) and what is typed echoes.
 func TestUpSOLConsole(t *testing.T) {
-	bin := requireTool(t, "ipmitool", "ipmitool")
+	bin := testenv.RequireTool(t, "ipmitool", "ipmitool")
 	dir := t.TempDir()
 	u := startUp(t, dir, "--nodes", "1", "--disk-size", "1MiB")
 	n := u.node(t, "node-0")
@@ -572,14 +540,14 @@ func TestUpSOLConsole(t *testing.T) {
 	defer cancel()
 	// ipmitool's stdout is a pipe here, so stdio would buffer the console
 	// until exit: stdbuf (coreutils) makes it unbuffered.
-	stdbuf := requireTool(t, "stdbuf", "coreutils")
+	stdbuf := testenv.RequireTool(t, "stdbuf", "coreutils")
 	cmd := exec.CommandContext(ctx, stdbuf, "-o0", bin, "-I", "lanplus", "-C", "17", "-H", n.BMC.Address, "-p", strconv.Itoa(n.BMC.Port),
 		"-U", n.BMC.Username, "-P", n.BMC.Password, "sol", "activate")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := &testenv.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // randomBytes returns n reproducible pseudo-random bytes.
@@ -88,7 +90,7 @@ func TestTGTDRoundTrip256MiB(t *testing.T) {
 		t.Fatalf("tgtd's backing file sha256 %x, wrote %x", got, want)
 	}
 	// libiscsi (through qemu-img) reads what we wrote.
-	qemu := requireTool(t, "qemu-img", "qemu-utils and qemu-block-extra")
+	qemu := testenv.RequireTool(t, "qemu-img", "qemu-utils and qemu-block-extra")
 	out := filepath.Join(t.TempDir(), "out.img")
 	url := fmt.Sprintf("iscsi://%s/%s/1", d.addr, d.iqn)
 	if b, err := exec.CommandContext(t.Context(), qemu, "convert", "-O", "raw", url, out).CombinedOutput(); err != nil {
@@ -107,7 +109,7 @@ func TestTGTDReadsLibiscsiWrites(t *testing.T) {
 	checkNoLeak(t)
 	const size = 32 << 20
 	d := startTGTD(t, size)
-	qemu := requireTool(t, "qemu-img", "qemu-utils and qemu-block-extra")
+	qemu := testenv.RequireTool(t, "qemu-img", "qemu-utils and qemu-block-extra")
 	src := filepath.Join(t.TempDir(), "src.img")
 	data := randomBytes(2, size)
 	if err := os.WriteFile(src, data, 0o600); err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/iscsitarget"
 )
 
@@ -81,7 +82,7 @@ func TestMetalbedRoundTrip256MiB(t *testing.T) {
 	if got := sumFile(t, m.file, size); got != want {
 		t.Fatalf("backing file sha256 %x, wrote %x", got, want)
 	}
-	qemu := requireTool(t, "qemu-img", "qemu-utils and qemu-block-extra")
+	qemu := testenv.RequireTool(t, "qemu-img", "qemu-utils and qemu-block-extra")
 	out := filepath.Join(t.TempDir(), "out.img")
 	url := fmt.Sprintf("iscsi://%s/%s/1", m.addr, m.iqn)
 	if b, err := exec.CommandContext(t.Context(), qemu, "convert", "-O", "raw", url, out).CombinedOutput(); err != nil {

@@ -13,27 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// requireTool returns the path of an interop tool, skipping the test when it is missing
-// (failing instead when METALBED_INTEROP=required).
-func requireTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		if p := filepath.Join(dir, name); fileExists(p) {
-			return p
-		}
-	}
-	if os.Getenv("METALBED_INTEROP") == "required" {
-		t.Fatalf("%s not found (Debian package %s) and METALBED_INTEROP=required", name, pkg)
-	}
-	t.Skipf("%s not found: install the Debian package %s to run this interop test", name, pkg)
-	return ""
-}
+	"github.com/metalbed/metalbed/internal/testenv"
+)
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
@@ -62,8 +44,8 @@ func freePort(t testing.TB) int {
 // of target iqn, and stops it (by PID) when the test ends.
 func startTGTD(t testing.TB, size int64) *tgtd {
 	t.Helper()
-	bin := requireTool(t, "tgtd", "tgt")
-	adm := requireTool(t, "tgtadm", "tgt")
+	bin := testenv.RequireTool(t, "tgtd", "tgt")
+	adm := testenv.RequireTool(t, "tgtadm", "tgt")
 	file := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)

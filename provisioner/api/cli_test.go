@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 )
@@ -74,7 +75,7 @@ func field(v any, k string) any { return v.(map[string]any)[k] }
 // TestBaremetalCLIFakeHardware walks a fake-hardware node from enroll to
 // available and back out with the real baremetal CLI.
 func TestBaremetalCLIFakeHardware(t *testing.T) {
-	requireTool(t, "baremetal", "python3-ironicclient")
+	testenv.RequireTool(t, "baremetal", "python3-ironicclient")
 	s := newStack(t, stackOpts{})
 
 	n := s.baremetalJSON(t, "node", "create", "--driver", "fake-hardware", "--name", "fake0")
@@ -250,8 +251,8 @@ func testBMCs(t *testing.T) map[string]func(t *testing.T) bmcPeer {
 // TestBaremetalCLIIPMI drives an ipmi node through the real baremetal CLI,
 // for every BMC peer and with either IPMI client behind the driver.
 func TestBaremetalCLIIPMI(t *testing.T) {
-	requireTool(t, "baremetal", "python3-ironicclient")
-	requireTool(t, "ipmitool", "ipmitool")
+	testenv.RequireTool(t, "baremetal", "python3-ironicclient")
+	testenv.RequireTool(t, "ipmitool", "ipmitool")
 	for name, peer := range testBMCs(t) {
 		for _, client := range []string{drivers.ClientIPMITool, drivers.ClientNative} {
 			t.Run(name+"/"+client, func(t *testing.T) { testBaremetalCLIIPMI(t, client, peer(t)) })

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -20,20 +18,6 @@ import (
 	"github.com/metalbed/metalbed/provisioner/store"
 	"github.com/metalbed/metalbed/provisioner/store/sqlite"
 )
-
-// requireTool returns the path of an interop tool, skipping the test when
-// it is missing unless METALBED_INTEROP=required.
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("METALBED_INTEROP") == "required" {
-			t.Fatalf("%s not found (Debian package %s) and METALBED_INTEROP=required", name, pkg)
-		}
-		t.Skipf("%s not found; install the Debian package %s", name, pkg)
-	}
-	return path
-}
 
 // stack is a provisioner (store, conductor, API) served on 127.0.0.1:0.
 type stack struct {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -667,25 +666,6 @@ func FuzzHandle(f *testing.F) {
 			t.Fatalf("reply does not decode: %v", err)
 		}
 	})
-}
-
-// requireTool returns the path of an interop tool or skips (fails under
-// METALBED_INTEROP=required) naming the Debian package.
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		interopUnavailable(t, fmt.Sprintf("%s not installed (Debian package %s)", name, pkg))
-	}
-	return p
-}
-
-func interopUnavailable(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("METALBED_INTEROP") == "required" {
-		t.Fatalf("interop required: %s", why)
-	}
-	t.Skip(why)
 }
 
 // BenchmarkDORA measures one DISCOVER/OFFER/REQUEST/ACK through the

@@ -3,7 +3,6 @@
 package dhcp
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -21,6 +20,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"golang.org/x/sys/unix"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // netnsPair creates two network namespaces joined by a veth pair: the
@@ -36,9 +37,9 @@ type netnsPair struct {
 func newNetnsPair(t *testing.T) netnsPair {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		interopUnavailable(t, "needs root to create network namespaces (run as root or set nothing to skip)")
+		testenv.Unavailable(t, "needs root to create network namespaces (run as root or set nothing to skip)")
 	}
-	ipTool := requireTool(t, "ip", "iproute2")
+	ipTool := testenv.RequireTool(t, "ip", "iproute2")
 	b := make([]byte, 3)
 	rand.Read(b)
 	id := hex.EncodeToString(b)
@@ -105,9 +106,9 @@ func listenInNetns(t *testing.T, ns, iface string) net.PacketConn {
 // TestInteropBusyboxUdhcpc runs busybox udhcpc, a DHCP client nobody here
 // wrote, against the server across a veth pair between two namespaces.
 func TestInteropBusyboxUdhcpc(t *testing.T) {
-	bb := requireTool(t, "busybox", "busybox")
+	bb := testenv.RequireTool(t, "busybox", "busybox")
 	if out, _ := exec.Command(bb, "--list").Output(); !strings.Contains(string(out), "udhcpc") {
-		interopUnavailable(t, "busybox has no udhcpc applet (Debian package busybox)")
+		testenv.Unavailable(t, "busybox has no udhcpc applet (Debian package busybox)")
 	}
 	p := newNetnsPair(t)
 
@@ -177,7 +178,7 @@ exit 0
 	defer stop()
 	// UEFI x86-64 PXE client: option 93 = 7, vendor class PXEClient.
 	// Without -q udhcpc stays bound; SIGUSR2 then makes it release.
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	cmd := exec.CommandContext(runCtx, "ip", "netns", "exec", p.client,
 		bb, "udhcpc", "-i", p.clientIf, "-f", "-t", "5", "-T", "1",
 		"-s", script, "-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007", "-O", "66", "-O", "67")
@@ -253,7 +254,7 @@ exit 0
 // veth pair, so every lease must come from the relay's pool and every
 // reply go back to the relay.
 func TestInteropPerfdhcpRelay(t *testing.T) {
-	perf := requireTool(t, "perfdhcp", "kea-admin")
+	perf := testenv.RequireTool(t, "perfdhcp", "kea-admin")
 	p := newNetnsPair(t)
 	giaddr := netip.MustParseAddr("198.51.100.2")
 	for _, args := range [][]string{
@@ -342,22 +343,4 @@ func TestInteropPerfdhcpRelay(t *testing.T) {
 	if relays[giaddr] != recv || len(relays) != 1 {
 		t.Errorf("acks by relay %v, want %d via %s", relays, recv, giaddr)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a child process and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

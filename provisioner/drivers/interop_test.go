@@ -13,24 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner"
 )
-
-// requireTool returns the path of an interop tool, or skips the test
-// naming the Debian package; with METALBED_INTEROP=required it fails.
-func requireTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	msg := fmt.Sprintf("%s not found (Debian package %s): %v", name, pkg, err)
-	if os.Getenv("METALBED_INTEROP") == "required" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
 
 // bmcEndpoint is how to reach a running BMC under test.
 type bmcEndpoint struct {
@@ -130,7 +115,7 @@ esac
 // with user admin/password, and stops it by PID when the test ends.
 func startIPMISim(t testing.TB) bmcEndpoint {
 	t.Helper()
-	bin := requireTool(t, "ipmi_sim", "openipmi")
+	bin := testenv.RequireTool(t, "ipmi_sim", "openipmi")
 	dir := t.TempDir()
 	port := freeUDPPort(t)
 	chassis := filepath.Join(dir, "chassis")
@@ -252,7 +237,7 @@ func interopNode(ep bmcEndpoint) *provisioner.Node {
 func interopHardware(t testing.TB, client string) *HardwareType {
 	t.Helper()
 	if client == ClientIPMITool {
-		requireTool(t, "ipmitool", "ipmitool")
+		testenv.RequireTool(t, "ipmitool", "ipmitool")
 	}
 	hw, err := NewIPMI(IPMIConfig{
 		Client:              client,
@@ -521,7 +506,7 @@ func TestInteropWrongPassword(t *testing.T) {
 	for _, client := range []string{ClientIPMITool, ClientNative} {
 		t.Run(client, func(t *testing.T) {
 			if client == ClientIPMITool {
-				requireTool(t, "ipmitool", "ipmitool")
+				testenv.RequireTool(t, "ipmitool", "ipmitool")
 			}
 			// Two tries a second apart; long enough for ipmitool to give up
 			// on its own and say why.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -18,20 +17,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		msg := fmt.Sprintf("%s not installed (Debian package %s)", name, pkg)
-		if os.Getenv("METALBED_INTEROP") == "required" {
-			t.Fatalf("interop required: %s", msg)
-		}
-		t.Skip(msg)
-	}
-	return p
-}
+	"github.com/metalbed/metalbed/internal/testenv"
+)
 
 type memFiles map[string][]byte
 
@@ -98,7 +86,7 @@ func must(t testing.TB, err error) {
 }
 
 func TestCurl(t *testing.T) {
-	curl := requireTool(t, "curl", "curl")
+	curl := testenv.RequireTool(t, "curl", "curl")
 	f := start(t)
 	out := filepath.Join(t.TempDir(), "img")
 	if b, err := exec.CommandContext(t.Context(), curl, "-sS", "--fail", "-o", out, f.base+"/images/disk.img").CombinedOutput(); err != nil {

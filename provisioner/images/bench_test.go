@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // BenchmarkPartitionImage1GiB compares the conductor's partition-image
@@ -15,8 +17,8 @@ import (
 // `dd if=img of=disk bs=4M conv=notrunc,fsync` of the same image bytes.
 // ci/bench/images.sh turns the two into a ratio.
 func BenchmarkPartitionImage1GiB(b *testing.B) {
-	mkfs := requireTool(b, "mkfs.ext4", "e2fsprogs")
-	dd := requireTool(b, "dd", "coreutils")
+	mkfs := testenv.RequireTool(b, "mkfs.ext4", "e2fsprogs")
+	dd := testenv.RequireTool(b, "dd", "coreutils")
 	dir := b.TempDir()
 	tree := filepath.Join(dir, "tree")
 	if err := os.MkdirAll(tree, 0o755); err != nil {

@@ -5,13 +5,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // TestBIOSBootCodeDisassembles checks the hand-assembled MBR code with
 // objdump (binutils): the instructions are the ones documented, the jumps
 // land where intended, and SI points at the message.
 func TestBIOSBootCodeDisassembles(t *testing.T) {
-	objdump := requireTool(t, "objdump", "binutils")
+	objdump := testenv.RequireTool(t, "objdump", "binutils")
 	code := biosBootCode()
 	if len(code) > mbrBootCodeSize {
 		t.Fatalf("boot code is %d bytes, the MBR holds %d", len(code), mbrBootCodeSize)

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 func TestInstallBootloader(t *testing.T) {
@@ -58,8 +60,8 @@ func TestInstallBootloader(t *testing.T) {
 			}
 			esp := ins.Layout.Find(RoleESP)
 			espImg := extract(t, disk, esp.Start, esp.Size, "esp.img")
-			run(t, requireTool(t, "fsck.vfat", "dosfstools"), "-n", espImg)
-			if got := run(t, requireTool(t, "mtype", "mtools"), "-i", espImg, "::/EFI/BOOT/BOOTX64.EFI"); got != string(kernel) {
+			run(t, testenv.RequireTool(t, "fsck.vfat", "dosfstools"), "-n", espImg)
+			if got := run(t, testenv.RequireTool(t, "mtype", "mtools"), "-i", espImg, "::/EFI/BOOT/BOOTX64.EFI"); got != string(kernel) {
 				t.Fatalf("BOOTX64.EFI: %d bytes, kernel %d", len(got), len(kernel))
 			}
 			if tags := blkidAt(t, disk.Name(), esp.Start, esp.Size); tags["LABEL"] != ESPLabel || tags["UUID"] != res.ESPUUID {

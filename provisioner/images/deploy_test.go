@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 const testDiskSize = 2 << 30
@@ -19,7 +21,7 @@ const testDiskSize = 2 << 30
 // base64-gzipped as Ironic receives it.
 func fatConfigDrive(t testing.TB) []byte {
 	t.Helper()
-	mkfs := requireTool(t, "mkfs.fat", "dosfstools")
+	mkfs := testenv.RequireTool(t, "mkfs.fat", "dosfstools")
 	p := filepath.Join(t.TempDir(), "cd.img")
 	run(t, mkfs, "-C", "-n", "config-2", p, "16384")
 	raw, err := os.ReadFile(p)
@@ -164,7 +166,7 @@ func checkDeployed(t *testing.T, disk *os.File, res *Result, p PartitionParams, 
 		t.Errorf("blkid whole disk %v, want PTTYPE=%s PTUUID=%s", whole, wantLabel, wantPTUUID)
 	}
 	if p.DiskLabel == LabelGPT {
-		sgdisk := requireTool(t, "sgdisk", "gdisk")
+		sgdisk := testenv.RequireTool(t, "sgdisk", "gdisk")
 		if out := run(t, sgdisk, "-v", disk.Name()); !strings.Contains(out, "No problems found") {
 			t.Errorf("sgdisk -v: %s", out)
 		}
@@ -196,12 +198,12 @@ func checkDeployed(t *testing.T, disk *os.File, res *Result, p PartitionParams, 
 		}
 		switch pt.Role {
 		case RoleRoot, RoleEphemeral:
-			fsck := requireTool(t, "fsck.ext4", "e2fsprogs")
+			fsck := testenv.RequireTool(t, "fsck.ext4", "e2fsprogs")
 			run(t, fsck, "-n", "-f", extract(t, disk, pt.Start, pt.Size, pt.Role+".ext4"))
 		case RoleESP:
 			esp := extract(t, disk, pt.Start, pt.Size, "esp.img")
-			run(t, requireTool(t, "fsck.vfat", "dosfstools"), "-n", esp)
-			out := run(t, requireTool(t, "mdir", "mtools"), "-i", esp, "::/")
+			run(t, testenv.RequireTool(t, "fsck.vfat", "dosfstools"), "-n", esp)
+			out := run(t, testenv.RequireTool(t, "mdir", "mtools"), "-i", esp, "::/")
 			if !strings.Contains(out, "efi-part") && !strings.Contains(out, "EFI-PART") {
 				t.Errorf("mdir of the ESP shows no efi-part label:\n%s", out)
 			}
@@ -241,7 +243,7 @@ func TestDeployWholeDiskImage(t *testing.T) {
 			if root == nil || root.UUID != img.RootUUID || len(ins.GrubConfigs) != 1 {
 				t.Fatalf("inspect: %+v", ins)
 			}
-			run(t, requireTool(t, "fsck.ext4", "e2fsprogs"), "-n", "-f", extract(t, disk, root.Start, root.Size, "root.ext4"))
+			run(t, testenv.RequireTool(t, "fsck.ext4", "e2fsprogs"), "-n", "-f", extract(t, disk, root.Start, root.Size, "root.ext4"))
 			if mode == BootModeBIOS {
 				if tab.PartitionTable.Label != "dos" || tab.PartitionTable.ID != img.DiskID || !tab.PartitionTable.Partitions[0].Bootable {
 					t.Fatalf("sfdisk: %+v", tab.PartitionTable)
@@ -259,15 +261,15 @@ func TestDeployWholeDiskImage(t *testing.T) {
 			}
 			esp := ins.Partition(ins.ESP)
 			espImg := extract(t, disk, esp.Start, esp.Size, "esp.img")
-			run(t, requireTool(t, "fsck.vfat", "dosfstools"), "-n", espImg)
-			out := run(t, requireTool(t, "mdir", "mtools"), "-i", espImg, "-/", "::/EFI")
+			run(t, testenv.RequireTool(t, "fsck.vfat", "dosfstools"), "-n", espImg)
+			out := run(t, testenv.RequireTool(t, "mdir", "mtools"), "-i", espImg, "-/", "::/EFI")
 			if !strings.Contains(out, "BOOTX64") && !strings.Contains(out, "BOOTX64.EFI") {
 				t.Fatalf("mdir -/ ::/EFI:\n%s", out)
 			}
 			// The loader on the ESP is the kernel, byte for byte.
 			kernelPath, _ := DefaultKernel(t.Context())
 			kernel, _ := os.ReadFile(kernelPath)
-			loader := run(t, requireTool(t, "mtype", "mtools"), "-i", espImg, "::/EFI/BOOT/BOOTX64.EFI")
+			loader := run(t, testenv.RequireTool(t, "mtype", "mtools"), "-i", espImg, "::/EFI/BOOT/BOOTX64.EFI")
 			if loader != string(kernel) {
 				t.Fatalf("BOOTX64.EFI (%d bytes) differs from the kernel (%d bytes)", len(loader), len(kernel))
 			}
@@ -409,7 +411,7 @@ func TestSwapHeaderWithBlkid(t *testing.T) {
 // TestDeployISOConfigDrive uses the config drive format nova makes by
 // default: ISO 9660 labelled config-2, built here with genisoimage.
 func TestDeployISOConfigDrive(t *testing.T) {
-	geniso := requireTool(t, "genisoimage", "genisoimage")
+	geniso := testenv.RequireTool(t, "genisoimage", "genisoimage")
 	tree := filepath.Join(t.TempDir(), "cd")
 	if err := os.MkdirAll(filepath.Join(tree, "openstack/latest"), 0o755); err != nil {
 		t.Fatal(err)

@@ -13,26 +13,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-)
 
-// requireTool returns the path of a real tool, skipping the test when it is
-// missing unless METALBED_INTEROP=required.
-func requireTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		for _, dir := range []string{"/usr/sbin", "/sbin"} {
-			if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
-				return filepath.Join(dir, name)
-			}
-		}
-		if os.Getenv("METALBED_INTEROP") == "required" {
-			t.Fatalf("%s not found (Debian package %s) and METALBED_INTEROP=required", name, pkg)
-		}
-		t.Skipf("%s not found; install the Debian package %s", name, pkg)
-	}
-	return p
-}
+	"github.com/metalbed/metalbed/internal/testenv"
+)
 
 // run runs a real tool and returns its standard output.
 func run(t testing.TB, name string, args ...string) string {
@@ -68,7 +51,7 @@ func testInit(t testing.TB) string {
 	if _, err := os.Stat(p); err == nil {
 		return p
 	}
-	requireTool(t, "go", "golang-go")
+	testenv.RequireTool(t, "go", "golang-go")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +71,7 @@ func TestMain(m *testing.M) {
 // buildImage builds an instance image into a temp dir.
 func buildImage(t testing.TB, kind Kind, bootMode string) *Built {
 	t.Helper()
-	requireTool(t, "mkfs.ext4", "e2fsprogs")
+	testenv.RequireTool(t, "mkfs.ext4", "e2fsprogs")
 	cfg := BuildConfig{Kind: kind, BootMode: bootMode, Out: filepath.Join(t.TempDir(), string(kind)+".img"), Init: testInit(t)}
 	b, err := Build(t.Context(), cfg)
 	if err != nil {
@@ -115,7 +98,7 @@ func extract(t testing.TB, f io.ReaderAt, off, n int64, name string) string {
 // blkidAt probes [off, off+size) of path with blkid -p.
 func blkidAt(t testing.TB, path string, off, size int64) map[string]string {
 	t.Helper()
-	blkid := requireTool(t, "blkid", "util-linux")
+	blkid := testenv.RequireTool(t, "blkid", "util-linux")
 	args := []string{"-p", "-o", "export", "-O", strconv.FormatInt(off, 10), "-S", strconv.FormatInt(off+size, 10), path}
 	out, err := exec.Command(blkid, args...).Output()
 	var ee *exec.ExitError
@@ -158,7 +141,7 @@ type sfdiskTable struct {
 
 func sfdiskJSON(t testing.TB, path string) sfdiskTable {
 	t.Helper()
-	sfdisk := requireTool(t, "sfdisk", "fdisk")
+	sfdisk := testenv.RequireTool(t, "sfdisk", "fdisk")
 	var tab sfdiskTable
 	if err := json.Unmarshal([]byte(run(t, sfdisk, "--json", path)), &tab); err != nil {
 		t.Fatal(err)

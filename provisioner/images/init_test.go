@@ -11,13 +11,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // rootTree dumps the root file system of a partition image with debugfs
 // (e2fsprogs), a reader nobody here wrote, and returns the directory.
 func rootTree(t *testing.T, img *Built) string {
 	t.Helper()
-	debugfs := requireTool(t, "debugfs", "e2fsprogs")
+	debugfs := testenv.RequireTool(t, "debugfs", "e2fsprogs")
 	dir := t.TempDir()
 	run(t, debugfs, "-R", "rdump / "+dir, img.Path)
 	return dir
@@ -65,8 +67,8 @@ func TestInstanceImageContents(t *testing.T) {
 		t.Fatalf("init said %q, want %q", out, want)
 	}
 	// Checksums agree with coreutils.
-	sum := strings.Fields(run(t, requireTool(t, "sha256sum", "coreutils"), img.Path))[0]
-	md := strings.Fields(run(t, requireTool(t, "md5sum", "coreutils"), img.Path))[0]
+	sum := strings.Fields(run(t, testenv.RequireTool(t, "sha256sum", "coreutils"), img.Path))[0]
+	md := strings.Fields(run(t, testenv.RequireTool(t, "md5sum", "coreutils"), img.Path))[0]
 	if sum != img.SHA256 || md != img.MD5 {
 		t.Fatalf("checksums %s %s, coreutils %s %s", img.SHA256, img.MD5, sum, md)
 	}
@@ -80,8 +82,8 @@ func TestInstanceInitAsPID1(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root for unshare --pid --mount --uts")
 	}
-	unshare := requireTool(t, "unshare", "util-linux")
-	chroot := requireTool(t, "chroot", "coreutils")
+	unshare := testenv.RequireTool(t, "unshare", "util-linux")
+	chroot := testenv.RequireTool(t, "chroot", "coreutils")
 	img := buildImage(t, KindPartition, "")
 	dir := rootTree(t, img)
 	cmd := exec.CommandContext(t.Context(), unshare, "--fork", "--pid", "--mount", "--uts", "--propagation", "private", chroot, dir, "/sbin/init")

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // memDisk is a disk held in memory.
@@ -75,7 +77,7 @@ func seedDisks(t testing.TB) [][]byte {
 }
 
 func TestInspectSeeds(t *testing.T) {
-	requireTool(t, "mkfs.ext4", "e2fsprogs")
+	testenv.RequireTool(t, "mkfs.ext4", "e2fsprogs")
 	for i, d := range seedDisks(t) {
 		ins, err := Inspect(memDisk(d), int64(len(d)))
 		if err != nil {

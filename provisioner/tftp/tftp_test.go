@@ -18,22 +18,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// requireTool returns the path of an interop tool or skips (fails under
-// METALBED_INTEROP=required) naming the Debian package.
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		msg := fmt.Sprintf("%s not installed (Debian package %s)", name, pkg)
-		if os.Getenv("METALBED_INTEROP") == "required" {
-			t.Fatalf("interop required: %s", msg)
-		}
-		t.Skip(msg)
-	}
-	return p
-}
+	"github.com/metalbed/metalbed/internal/testenv"
+)
 
 // memFiles is a Files for tests.
 type memFiles map[string][]byte
@@ -119,7 +106,7 @@ func must(t testing.TB, err error) {
 }
 
 func TestCurlBlockSizes(t *testing.T) {
-	curl := requireTool(t, "curl", "curl")
+	curl := testenv.RequireTool(t, "curl", "curl")
 	f, kernel := start(t, 3<<20+777)
 	for _, blk := range []int{512, 1468, 8192} {
 		t.Run(fmt.Sprint(blk), func(t *testing.T) {
@@ -143,7 +130,7 @@ func TestCurlBlockSizes(t *testing.T) {
 }
 
 func TestTFTPHPAClient(t *testing.T) {
-	tftpc := requireTool(t, "tftp", "tftp-hpa")
+	tftpc := testenv.RequireTool(t, "tftp", "tftp-hpa")
 	f, kernel := start(t, 1<<20+3)
 	dir := t.TempDir()
 	for _, name := range []string{"deploy_kernel", "pxelinux.cfg/01-52-54-00-00-00-01", "token-1234", "inside-link"} {
@@ -167,7 +154,7 @@ func TestTFTPHPAClient(t *testing.T) {
 }
 
 func TestBusyboxBlockSize(t *testing.T) {
-	bb := requireTool(t, "busybox", "busybox")
+	bb := testenv.RequireTool(t, "busybox", "busybox")
 	f, kernel := start(t, 2<<20+1)
 	for _, blk := range []int{1468, 8192} {
 		out := filepath.Join(t.TempDir(), "k")
@@ -329,7 +316,7 @@ func FuzzCleanPath(f *testing.F) {
 // TestFaultRefuses: the Fault seam answers a read request with its error,
 // as the real tftp-hpa client sees it, and lets other files through.
 func TestFaultRefuses(t *testing.T) {
-	tftpc := requireTool(t, "tftp", "tftp-hpa")
+	tftpc := testenv.RequireTool(t, "tftp", "tftp-hpa")
 	f, _ := startWith(t, 4096, func(c *Config) {
 		c.Fault = func(file string, _ netip.AddrPort) (error, time.Duration) {
 			if file == "deploy_kernel" {

@@ -33,6 +33,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/iscsitarget"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/boot"
@@ -58,15 +59,6 @@ func interop(t testing.TB, what, pkg string) {
 	t.Skip(msg)
 }
 
-func requireTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		interop(t, name, pkg)
-	}
-	return p
-}
-
 // builtImages are made once per test binary: images.Build compiles the
 // instance's init.
 var builtImages struct {
@@ -78,7 +70,7 @@ var builtImages struct {
 
 func instanceImages(t *testing.T) (partition, wholeDisk *images.Built) {
 	t.Helper()
-	requireTool(t, "mkfs.ext4", "e2fsprogs")
+	testenv.RequireTool(t, "mkfs.ext4", "e2fsprogs")
 	b := &builtImages
 	b.once.Do(func() {
 		b.dir, b.err = os.MkdirTemp("", "metalbed-iscsi-test-*")
@@ -1042,7 +1034,7 @@ func (b *bed) baremetalJSON(args ...string) map[string]any {
 // TestBaremetalCLIDeploy deploys a node with the real baremetal CLI:
 // enroll, set instance_info, `node deploy --wait`, and read it back active.
 func TestBaremetalCLIDeploy(t *testing.T) {
-	requireTool(t, "baremetal", "python3-ironicclient")
+	testenv.RequireTool(t, "baremetal", "python3-ironicclient")
 	part, _ := instanceImages(t)
 	b := newBed(t, bedOpts{})
 	n := b.baremetalJSON("node", "create", "--driver", "test-bmc", "--name", "cli0",

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/metalbed/metalbed/bmcemu"
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/dhcp"
 	"github.com/metalbed/metalbed/provisioner/drivers"
@@ -90,7 +91,7 @@ func (bmcMachine) Subscribe(func(bmcemu.MachineEvent)) func() { return func() {}
 // TestDeployThroughIPMI deploys a uefi local-boot node and undeploys it
 // (with automated cleaning) through ipmitool and bmcemu.
 func TestDeployThroughIPMI(t *testing.T) {
-	requireTool(t, "ipmitool", "ipmitool")
+	testenv.RequireTool(t, "ipmitool", "ipmitool")
 	part, _ := instanceImages(t)
 	dir := t.TempDir()
 	b := &bed{t: t, tftpRoot: filepath.Join(dir, "tftp"), files: filepath.Join(dir, "files"),

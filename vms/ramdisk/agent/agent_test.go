@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner/images"
 )
 
@@ -330,7 +331,7 @@ func TestPartitionImageLocalBoot(t *testing.T) {
 // isoConfigDrive is a config drive as nova makes it: ISO 9660 labelled
 // config-2, gzipped and base64 encoded as Ironic passes it.
 func isoConfigDrive(t *testing.T) string {
-	geniso := requireTool(t, "genisoimage", "genisoimage")
+	geniso := testenv.RequireTool(t, "genisoimage", "genisoimage")
 	tree := filepath.Join(t.TempDir(), "cd")
 	if err := os.MkdirAll(filepath.Join(tree, "openstack/latest"), 0o755); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // BenchmarkWholeDiskImage streams a 128 MiB raw whole-disk image over HTTP
@@ -34,7 +36,7 @@ func BenchmarkWholeDiskImage(b *testing.B) {
 		}
 	})
 	b.Run("curl", func(b *testing.B) {
-		curl := requireTool(b, "curl", "curl")
+		curl := testenv.RequireTool(b, "curl", "curl")
 		disk := filepath.Join(b.TempDir(), "disk.img")
 		b.SetBytes(size)
 		b.ResetTimer()

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,25 +22,6 @@ import (
 
 	"github.com/metalbed/metalbed/vms/ramdisk"
 )
-
-// requireTool returns the path of a real tool, skipping the test when it is
-// missing unless METALBED_INTEROP=required.
-func requireTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		for _, dir := range []string{"/usr/sbin", "/sbin"} {
-			if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
-				return filepath.Join(dir, name)
-			}
-		}
-		if os.Getenv("METALBED_INTEROP") == "required" {
-			t.Fatalf("%s not found (Debian package %s) and METALBED_INTEROP=required", name, pkg)
-		}
-		t.Skipf("%s not found; install the Debian package %s", name, pkg)
-	}
-	return p
-}
 
 // fileDisk is a sparse file as a block device.
 type fileDisk struct {

@@ -11,14 +11,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner/images"
 )
 
 // buildImage builds a test instance image with provisioner/images.
 func buildImage(t *testing.T, kind images.Kind, mode string) (*images.Built, []byte) {
 	t.Helper()
-	requireTool(t, "mkfs.ext4", "e2fsprogs")
-	requireTool(t, "go", "golang-go")
+	testenv.RequireTool(t, "mkfs.ext4", "e2fsprogs")
+	testenv.RequireTool(t, "go", "golang-go")
 	b, err := images.Build(t.Context(), images.BuildConfig{Kind: kind, BootMode: mode, Out: filepath.Join(t.TempDir(), string(kind)+".img")})
 	if err != nil {
 		t.Fatalf("build %s image: %v", kind, err)

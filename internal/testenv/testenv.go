@@ -1,0 +1,74 @@
+// Package testenv is what metalbed's tests share about their environment:
+// finding the real peers they drive (ipmitool, tgtd, dnsmasq, Ironic …), the
+// METALBED_INTEROP=required switch that turns a missing peer from a skip
+// into a failure (CI sets it), and a goroutine-safe buffer for the output of
+// peers run as subprocesses. Only _test.go files import it.
+package testenv
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// InteropRequired reports whether METALBED_INTEROP=required: interop tests
+// then fail instead of skipping when a peer is missing.
+func InteropRequired() bool { return os.Getenv("METALBED_INTEROP") == "required" }
+
+// Unavailable skips the test saying why, or fails it under
+// METALBED_INTEROP=required.
+func Unavailable(t testing.TB, why string) {
+	t.Helper()
+	if InteropRequired() {
+		t.Fatalf("%s (METALBED_INTEROP=required)", why)
+	}
+	t.Skip(why)
+}
+
+// RequireTool returns the path of the real tool name — on PATH, or in
+// /usr/sbin or /sbin, which a non-root PATH may lack — or skips the test
+// naming the Debian package pkg that provides it (fails under
+// METALBED_INTEROP=required).
+func RequireTool(t testing.TB, name, pkg string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		if p := filepath.Join(dir, name); isExecutable(p) {
+			return p
+		}
+	}
+	Unavailable(t, fmt.Sprintf("%s not found: install the Debian package %s", name, pkg))
+	return ""
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// SyncBuffer is a bytes.Buffer safe for a subprocess's output goroutines
+// and the test reading it at once.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
