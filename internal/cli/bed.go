@@ -530,7 +530,7 @@ func provisionerFlags(fs *flag.FlagSet) bedFlags {
 		httpAddr:        fs.String("http-addr", defaultHTTPAddr, "HTTP boot server listen address"),
 		timelineAddr:    fs.String("timeline-addr", defaultTimelineAddr, "per-node timeline endpoint listen address (GET /v1/nodes/NODE/timeline)"),
 		ipmiClient:      fs.String("ipmi-client", drivers.ClientNative, "IPMI client of the ipmi hardware type: native or ipmitool"),
-		callbackTimeout: fs.Duration("deploy-callback-timeout", 10*time.Minute, "how long a node may wait for its deploy ramdisk"),
+		callbackTimeout: fs.Duration("deploy-callback-timeout", 10*time.Minute, "how long a node may wait in \"wait call-back\" or \"clean wait\" for its ramdisk (a call-back, or the agent's next heartbeat) before it fails; testbeds shorten it (e.g. 20s) to see a timeout in seconds"),
 		notifyDelay:     fs.Duration("notify-delay", 3*time.Second, "pause before the conductor tells a ramdisk it is done (Ironic's 3 s)"),
 	}
 }
@@ -541,6 +541,17 @@ func (f bedFlags) config(dir string, log *slog.Logger) bedConfig {
 		tftpAddr: *f.tftpAddr, httpAddr: *f.httpAddr, timelineAddr: *f.timelineAddr,
 		ipmiClient: *f.ipmiClient, fastIPMI: true, callbackTimeout: *f.callbackTimeout, notifyDelay: *f.notifyDelay, log: log,
 	}
+}
+
+// checkInterval is how often the conductor looks for timed-out call-backs:
+// a tenth of the timeout, between 100 ms and Ironic's 10 s, so that a
+// shortened --deploy-callback-timeout fires within 10 % of itself.
+// 0 (the conductor's default timeout) checks every 10 s.
+func checkInterval(callbackTimeout time.Duration) time.Duration {
+	if callbackTimeout <= 0 {
+		return 10 * time.Second
+	}
+	return min(max(callbackTimeout/10, 100*time.Millisecond), 10*time.Second)
 }
 
 // serviceConfig configures the provisioner for simulated machines.
@@ -559,7 +570,7 @@ func (b *bed) serviceConfig() service.Config {
 		IPMI:                   ipmi,
 		DeployCallbackTimeout:  b.cfg.callbackTimeout,
 		CleanCallbackTimeout:   b.cfg.callbackTimeout,
-		CheckProvisionInterval: 10 * time.Second,
+		CheckProvisionInterval: checkInterval(b.cfg.callbackTimeout),
 		Netboot: &service.Netboot{
 			TFTPRoot: b.tftpRoot, TFTPServer: tftpServer,
 			HTTPRoot: b.httpRoot, HTTPURL: b.boot.httpURL(),

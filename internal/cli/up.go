@@ -57,6 +57,9 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *pf.callbackTimeout < 0 {
+		return usageError("--deploy-callback-timeout %s: want a positive duration", *pf.callbackTimeout)
+	}
 	if *noProv && *enrollNodes {
 		return usageError("--enroll needs the provisioner: drop --no-provisioner")
 	}
