@@ -651,3 +651,22 @@ func TestUpCallbackTimeoutFlag(t *testing.T) {
 		}
 	}
 }
+
+func TestUpNetbootFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--netboot-dhcp", "127.0.0.1:6767"}, "--no-provisioner"},
+		{[]string{"--no-provisioner", "--netboot-dhcp", "192.0.2.1:67"}, "loopback"},
+		{[]string{"--no-provisioner", "--netboot-dhcp", "127.0.0.1"}, "loopback"},
+		{[]string{"--no-provisioner", "--netboot-dhcp", "127.0.0.1:6767", "--netboot-tftp-port", "0"}, "--netboot-tftp-port"},
+	} {
+		var out, errb bytes.Buffer
+		args := append([]string{"up", "--nodes", "1", "--state-dir", t.TempDir(), "--bmc-base-port", "0"}, c.args...)
+		err := Run(t.Context(), args, &out, &errb)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("up %q: got %v, want an error naming %q", c.args, err, c.want)
+		}
+	}
+}
