@@ -130,9 +130,14 @@ func (d *Deploy) finish(ctx context.Context, node *provisioner.Node) (provisione
 		if root == "" {
 			return "", d.failed(ctx, node, fmt.Sprintf("Couldn't determine the UUID of the root partition when deploying node %s", node.UUID))
 		}
+		// Ironic 21.4 sends it asynchronously (wait=false) and polls the
+		// agent's command list (agent_client._command with poll=True).
 		cmd, err := d.sendCommand(ctx, node, "image.install_bootloader", map[string]any{
 			"root_uuid": root, "efi_system_part_uuid": nilIfEmpty(esp), "prep_boot_part_uuid": nil,
-			"target_boot_mode": d.bootMode(node)}, true)
+			"target_boot_mode": d.bootMode(node)}, false)
+		if err == nil {
+			cmd, err = d.waitForCommand(ctx, node, "image.install_bootloader")
+		}
 		if err == nil && cmd.CommandStatus != "SUCCEEDED" {
 			err = fmt.Errorf("%s", cmd.errorText())
 		}
