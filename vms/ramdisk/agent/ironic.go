@@ -56,8 +56,9 @@ func parseAPIVersion(s string) (apiVersion, error) {
 
 // ironicClient talks to the Ironic API as IPA's APIClient does.
 type ironicClient struct {
-	cfg *Config
-	say func(string, ...any)
+	cfg   *Config
+	say   func(string, ...any)
+	fault func(op string) (action, arg string)
 
 	mu      sync.Mutex
 	version *apiVersion
@@ -265,6 +266,11 @@ func (ic *ironicClient) lookupOnce(ctx context.Context, inv *Inventory, macs []s
 		if err != nil {
 			return lookupResult{}, err
 		}
+		if action, _ := ic.fault("lookup"); action == "lookup-404" {
+			// An injected fault: Ironic's answer is replaced by the 404 it
+			// gives a node that is not waiting for a ramdisk.
+			status, body = http.StatusNotFound, lookup404(macs)
+		}
 		if status == http.StatusOK {
 			return parseLookup(body)
 		}
@@ -293,6 +299,9 @@ func (ic *ironicClient) legacyLookup(ctx context.Context, inv *Inventory) (looku
 	if err != nil {
 		return lookupResult{}, err
 	}
+	if action, _ := ic.fault("lookup"); action == "lookup-404" {
+		status = http.StatusNotFound
+	}
 	if status != http.StatusOK {
 		return lookupResult{}, fmt.Errorf("Invalid status code: %d", status)
 	}
@@ -302,6 +311,15 @@ func (ic *ironicClient) legacyLookup(ctx context.Context, inv *Inventory) (looku
 	}
 	res.Legacy = true
 	return res, nil
+}
+
+// lookup404 is Ironic's 404 body for a lookup of addresses no waiting
+// node has.
+func lookup404(macs []string) []byte {
+	inner, _ := json.Marshal(map[string]any{"faultcode": "Client", "debuginfo": nil,
+		"faultstring": fmt.Sprintf("Node with address(es) %s could not be found.", strings.Join(macs, ","))})
+	b, _ := json.Marshal(map[string]string{"error_message": string(inner)})
+	return b
 }
 
 // heartbeatError is a heartbeat Ironic refused; conflict marks a 409.
