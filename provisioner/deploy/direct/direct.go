@@ -515,6 +515,21 @@ func agent(node *provisioner.Node) (string, string, error) {
 	return strings.TrimRight(u, "/"), tok, nil
 }
 
+// agentBusyError is Ironic's AgentInProgress: the agent answered 409 (or
+// "Agent is busy"), so the command is retried on the next heartbeat.
+type agentBusyError struct{ err error }
+
+func (e *agentBusyError) Error() string {
+	return "Agent is presently executing a command. Error " + e.err.Error()
+}
+func (e *agentBusyError) Unwrap() error { return e.err }
+
+// isBusy reports whether err is the agent's 409.
+func isBusy(err error) bool {
+	var b *agentBusyError
+	return errors.As(err, &b)
+}
+
 // sendCommand is agent_client._command: POST /v1/commands/?wait=…&agent_token=….
 func (d *Deploy) sendCommand(ctx context.Context, node *provisioner.Node, name string, params map[string]any, wait bool) (command, error) {
 	base, tok, err := agent(node)
@@ -619,7 +634,11 @@ func (d *Deploy) do(ctx context.Context, method, u string, body []byte, out any)
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		err := fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		if resp.StatusCode == http.StatusConflict || strings.Contains(strings.ToLower(string(data)), "agent is busy") {
+			return &agentBusyError{err}
+		}
+		return err
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("bad agent answer: %w", err)

@@ -38,18 +38,23 @@ func (f *faultTable) fault(op string) (string, string) {
 }
 
 // TestFaultLookup404: the lookup is answered 404 (the modern and then the
-// legacy endpoint) for as long as the fault lasts; the agent retries and
-// looks up once it is gone.
+// legacy endpoint) for as long as the fault lasts, without reaching Ironic
+// (which would mint the node's one agent token); the agent retries and
+// looks up once the fault is gone.
 func TestFaultLookup404(t *testing.T) {
 	ironic := newFakeIronic(t)
 	ft := &faultTable{actions: map[string][2]string{"lookup": {"lookup-404", ""}}, left: map[string]int{"lookup": 4}}
 	startAgent(t, ironic, newTestEnv(sparseDisk(t, "vda", 64<<20)), func(c *Config) { c.Fault = ft.fault })
 	modern := ironic.requests(func(r request) bool { return strings.HasPrefix(r.path, "/v1/lookup") })
 	legacy := ironic.requests(func(r request) bool { return strings.HasSuffix(r.path, "/vendor_passthru/lookup") })
-	// Two faulty rounds (modern and legacy answer 404 each), then one
-	// that succeeds at once.
-	if len(modern) != 3 || len(legacy) != 2 {
-		t.Errorf("%d modern and %d legacy lookups; want 3 and 2", len(modern), len(legacy))
+	if len(modern) != 1 || len(legacy) != 0 {
+		t.Errorf("%d modern and %d legacy lookups reached Ironic; want only the one after the fault", len(modern), len(legacy))
+	}
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	// Two faulty rounds (modern and legacy each), then one that succeeds.
+	if ft.asked["lookup"] != 5 {
+		t.Errorf("the fault was asked %d times about lookups; want 5", ft.asked["lookup"])
 	}
 }
 

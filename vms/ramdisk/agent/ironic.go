@@ -262,14 +262,19 @@ func (ic *ironicClient) lookupOnce(ctx context.Context, inv *Inventory, macs []s
 		if ic.cfg.NodeUUID != "" {
 			q.Set("node_uuid", ic.cfg.NodeUUID)
 		}
-		status, body, err := ic.do(ctx, http.MethodGet, "/v1/lookup?"+q.Encode(), nil, minVersion(ver, maxKnownAPI).String())
+		var status int
+		var body []byte
+		var err error
+		if action, _ := ic.fault("lookup"); action == "lookup-404" {
+			// An injected fault: the lookup never reaches Ironic (which
+			// would mint the node's one agent token) and is answered
+			// with the 404 Ironic gives a node not waiting for a ramdisk.
+			status, body = http.StatusNotFound, lookup404(macs)
+		} else {
+			status, body, err = ic.do(ctx, http.MethodGet, "/v1/lookup?"+q.Encode(), nil, minVersion(ver, maxKnownAPI).String())
+		}
 		if err != nil {
 			return lookupResult{}, err
-		}
-		if action, _ := ic.fault("lookup"); action == "lookup-404" {
-			// An injected fault: Ironic's answer is replaced by the 404 it
-			// gives a node that is not waiting for a ramdisk.
-			status, body = http.StatusNotFound, lookup404(macs)
 		}
 		if status == http.StatusOK {
 			return parseLookup(body)
@@ -295,12 +300,12 @@ func (ic *ironicClient) legacyLookup(ctx context.Context, inv *Inventory) (looku
 	if ic.cfg.NodeUUID != "" {
 		body["node_uuid"] = ic.cfg.NodeUUID
 	}
+	if action, _ := ic.fault("lookup"); action == "lookup-404" {
+		return lookupResult{}, fmt.Errorf("Invalid status code: %d", http.StatusNotFound)
+	}
 	status, resp, err := ic.do(ctx, http.MethodPost, "/v1/drivers/"+url.PathEscape(ic.cfg.DriverName)+"/vendor_passthru/lookup", body, "")
 	if err != nil {
 		return lookupResult{}, err
-	}
-	if action, _ := ic.fault("lookup"); action == "lookup-404" {
-		status = http.StatusNotFound
 	}
 	if status != http.StatusOK {
 		return lookupResult{}, fmt.Errorf("Invalid status code: %d", status)
