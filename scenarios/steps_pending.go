@@ -23,5 +23,4 @@ func pending(missing string) error {
 
 func (w *world) registerPendingSteps(sc *godog.ScenarioContext) {
 	sc.Step(`^node "([^"]*)" uses the agent deploy interface$`, func(string) error { return pending(missingAgent) })
-	sc.Step(`^the conductor is killed and restarted$`, func() error { return pending(missingFault) })
 }
