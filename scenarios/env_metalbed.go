@@ -46,6 +46,9 @@ type envSpec struct {
 	// DHCPRange is the leases of a Deploy testbed, distinct per testbed so
 	// that concurrent scenarios never share an address.
 	DHCPRange string
+	// CallbackTimeout is a Deploy testbed's --deploy-callback-timeout;
+	// 0 = metalbed's default (10m).
+	CallbackTimeout time.Duration
 }
 
 // env is one running metalbed: machines with their BMCs (`metalbed up
@@ -167,6 +170,9 @@ func (e *env) startTestbed(ctx, sctx context.Context, bin string, spec envSpec) 
 	}
 	if spec.BootMode != "" {
 		args = append(args, "--boot-mode", spec.BootMode)
+	}
+	if spec.CallbackTimeout > 0 {
+		args = append(args, "--deploy-callback-timeout", spec.CallbackTimeout.String())
 	}
 	p, err := startProc(ctx, bin, filepath.Join(e.dir, "up.log"), args...)
 	if err != nil {
