@@ -82,8 +82,27 @@ const defaultStall = time.Minute
 // errStalled ends a transfer stalled by a Fault.
 var errStalled = errors.New("transfer stalled (injected fault)")
 
+// errStopping ends a transfer held back by a Fault when the server stops.
+var errStopping = errors.New("server stopping")
+
+// sleep waits d, or less when ctx ends first; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // faultReader carries a Fault's BlockDelay and StallAfter out on the file.
 type faultReader struct {
+	ctx  context.Context // the server's: a stall ends when it stops
 	r    io.Reader
 	f    Fault
 	sent int64
@@ -93,15 +112,15 @@ func (fr *faultReader) Read(p []byte) (int, error) {
 	if fr.f.StallAfter > 0 {
 		left := fr.f.StallAfter - fr.sent
 		if left <= 0 {
-			time.Sleep(cmp.Or(fr.f.StallFor, defaultStall))
+			sleep(fr.ctx, cmp.Or(fr.f.StallFor, defaultStall))
 			return 0, errStalled
 		}
 		if int64(len(p)) > left {
 			p = p[:left]
 		}
 	}
-	if fr.f.BlockDelay > 0 {
-		time.Sleep(fr.f.BlockDelay)
+	if !sleep(fr.ctx, fr.f.BlockDelay) {
+		return 0, errStopping
 	}
 	n, err := fr.r.Read(p)
 	fr.sent += int64(n)
@@ -166,7 +185,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		root = r
 	}
 	srv := tftp.NewServer(func(name string, rf io.ReaderFrom) error {
-		return s.read(root, name, rf)
+		return s.read(ctx, root, name, rf)
 	}, nil)
 	srv.SetTimeout(s.cfg.Timeout)
 	srv.SetRetries(s.cfg.Retries)
@@ -187,7 +206,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 }
 
 // read serves one read request.
-func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) (err error) {
+func (s *Server) read(ctx context.Context, root *os.Root, name string, rf io.ReaderFrom) (err error) {
 	start := time.Now()
 	var remote netip.AddrPort
 	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
@@ -213,8 +232,8 @@ func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) (err error) 
 	var fault Fault
 	if f := s.cfg.Fault; f != nil {
 		fault = f(clean, remote)
-		if fault.Delay > 0 {
-			time.Sleep(fault.Delay)
+		if !sleep(ctx, fault.Delay) {
+			return errStopping
 		}
 		if fault.Refuse != nil {
 			return fault.Refuse
@@ -232,7 +251,7 @@ func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) (err error) 
 	}
 	var body io.Reader = io.NewSectionReader(r, 0, size)
 	if fault.BlockDelay > 0 || fault.StallAfter > 0 {
-		body = &faultReader{r: body, f: fault}
+		body = &faultReader{ctx: ctx, r: body, f: fault}
 	}
 	n, err = rf.ReadFrom(body)
 	if err != nil {

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pin/tftp/v3"
 )
 
 // requireTool returns the path of an interop tool or skips (fails under
@@ -411,5 +413,26 @@ func TestFaultSlow(t *testing.T) {
 	must(t, err)
 	if !bytes.Equal(got, kernel) {
 		t.Fatalf("slow transfer delivered %d bytes, not the file's %d", len(got), len(kernel))
+	}
+}
+
+// TestFaultStallEndsWithServer: a transfer stalled for an hour ends when
+// the server stops (Serve returns; the cleanup waits for it), after the
+// client has given up on its own.
+func TestFaultStallEndsWithServer(t *testing.T) {
+	f, _ := startWith(t, 64<<10, func(c *Config) {
+		c.Fault = func(string, netip.AddrPort) Fault { return Fault{StallAfter: 4 << 10, StallFor: time.Hour} }
+	})
+	c, err := tftp.NewClient(f.addr.String())
+	must(t, err)
+	c.SetTimeout(200 * time.Millisecond)
+	c.SetRetries(1)
+	wt, err := c.Receive("deploy_kernel", "octet")
+	if err == nil {
+		var buf bytes.Buffer
+		_, err = wt.WriteTo(&buf)
+	}
+	if err == nil {
+		t.Fatal("a stalled transfer completed")
 	}
 }
