@@ -192,7 +192,7 @@ func (b *bed) serve(ctx context.Context) error {
 	g.Go(func() error { return b.boot.serve(gctx) })
 	g.Go(func() error { return b.serveProvisioner(gctx) })
 	g.Go(func() error {
-		srv := &http.Server{Handler: faultHandler(b.faults, timelineHandler(b.tl)), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: faultHandler(b.faults, httpBootInfo{URL: b.boot.httpURL(), Root: b.httpRoot}, timelineHandler(b.tl)), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			<-gctx.Done()
 			shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -405,7 +405,7 @@ func (b *bed) machineFirmware(name string) sim.Firmware {
 func (b *bed) exporter(name string) ramdisk.Exporter {
 	return func(ctx context.Context, ln net.Listener, iqn string, dev ramdisk.BlockDevice) error {
 		log := slog.New(&loginRecorder{next: b.cfg.log.Handler(), tl: b.tl, key: name})
-		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Size: dev.Size(), Logger: log, Faults: b.iscsiFaults(name)})
+		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Size: b.diskSize(name, dev.Size()), Logger: log, Faults: b.iscsiFaults(name)})
 		if err != nil {
 			return err
 		}
