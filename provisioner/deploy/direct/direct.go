@@ -175,23 +175,7 @@ func invalid(format string, args ...any) error {
 
 // interfaces returns the node's power and boot interfaces.
 func (d *Deploy) interfaces(node *provisioner.Node) (drivers.PowerInterface, drivers.BootInterface, error) {
-	reg := d.cfg.Drivers()
-	if reg == nil {
-		return nil, nil, errors.New("direct deploy: no driver registry")
-	}
-	h, err := reg.Get(node.Driver)
-	if err != nil {
-		return nil, nil, err
-	}
-	power, err := h.PowerFor(node)
-	if err != nil {
-		return nil, nil, err
-	}
-	boot, err := h.BootFor(node)
-	if err != nil {
-		return nil, nil, err
-	}
-	return power, boot, nil
+	return d.cfg.Drivers().PowerAndBoot(node)
 }
 
 func (d *Deploy) management(node *provisioner.Node) (drivers.ManagementInterface, error) {
@@ -236,20 +220,12 @@ func (d *Deploy) Validate(ctx context.Context, node *provisioner.Node) error {
 		}
 	}
 	if len(missing) > 0 {
-		return invalid("Some parameters were missing in node's instance_info. Missing are: [%s]", quoteList(missing))
+		return invalid("Some parameters were missing in node's instance_info. Missing are: %s", drivers.PyList(missing))
 	}
 	if !isHTTP(src) && d.cfg.HTTPRoot == "" {
 		return invalid("Agent deploy supports only HTTP(S) URLs as instance_info['image_source'] when no HTTP server publishes images. Given URL: %s", src)
 	}
 	return nil
-}
-
-func quoteList(names []string) string {
-	q := make([]string, len(names))
-	for i, n := range names {
-		q[i] = "'" + n + "'"
-	}
-	return strings.Join(q, ", ")
 }
 
 // publishedPath is where Ironic's image_download_source=http puts a node's

@@ -44,7 +44,7 @@ func (d *Deploy) ValidateCallback(_ context.Context, _ *provisioner.Node, method
 			}
 		}
 		if len(missing) > 0 {
-			return &drivers.ParameterError{Msg: fmt.Sprintf("Parameters %s were not passed to ironic for deploy.", pyList(missing))}
+			return &drivers.ParameterError{Msg: fmt.Sprintf("Parameters %s were not passed to ironic for deploy.", drivers.PyList(missing))}
 		}
 	case MethodPassBootloaderInfo:
 		var missing []string
@@ -54,7 +54,7 @@ func (d *Deploy) ValidateCallback(_ context.Context, _ *provisioner.Node, method
 			}
 		}
 		if len(missing) > 0 {
-			return &drivers.ParameterError{Msg: fmt.Sprintf("Some mandatory input missing in 'pass_bootloader_info' vendor passthru from ramdisk. Missing are: %s", pyList(missing))}
+			return &drivers.ParameterError{Msg: fmt.Sprintf("Some mandatory input missing in 'pass_bootloader_info' vendor passthru from ramdisk. Missing are: %s", drivers.PyList(missing))}
 		}
 	default:
 		return &drivers.ParameterError{Msg: fmt.Sprintf("Unsupported method (%s) passed through to vendor extension.", method)}
