@@ -26,9 +26,10 @@
 //
 // Firmware reads its boot order once, when QEMU starts, so the domain is
 // re-defined with the order the BMC's boot flags ask for before every start;
-// reset and power cycle are a destroy and a start, and a guest-initiated
-// reboot is turned into the same. A one-time override is consumed by the
-// start it applies to, as on hardware. The boot flags live in the domain's
+// reset and power cycle (from the BMC) are a destroy and a start. A one-time
+// override is consumed by the start it applies to, as on hardware. (A reboot
+// the guest itself asks for restarts QEMU in place and keeps the order of
+// the last start: not yet turned into a destroy and start.) The boot flags live in the domain's
 // metadata, so a restarted metalbed loses nothing.
 //
 // # Networking
@@ -40,11 +41,23 @@
 // talk on it, nothing is routed, no NAT), the VMs' taps as its ports, and
 // a veth pair whose one end is also a port and whose other end lives in a
 // namespace metalbed creates, holding the provisioner's address (e.g.
-// 10.233.N.1/24). The provisioner's DHCP, TFTP, HTTP and iSCSI sockets are
-// opened inside that namespace by Network.ListenPacket and Network.Listen
-// (a thread locked to the namespace while the socket is created; a socket
-// keeps its namespace for life), so one metalbed process serves the
-// loopback BMCs and the boot network at once. Network.Close removes all of
-// it; CreateNetwork first removes what a crashed run with the same name
-// left behind.
+// 10.233.N.1/24). Addresses may repeat between networks: each namespace and
+// bridge is its own world.
+//
+// The provisioner's servers run inside the namespace: Network.Command
+// starts a program there (`ip netns exec`), which is how `metalbed netboot
+// serve` runs in the PXE test. Network.ListenPacket and Network.Listen open
+// a single socket there from this process (a thread locked to the
+// namespace while the socket is created; a socket keeps its namespace for
+// life) — enough for DHCP, HTTP and iSCSI listeners, NOT for TFTP, whose
+// server opens a new socket per transfer on whatever thread runs it.
+//
+// iPXE configures IPv6 beside DHCPv4 and, hearing no router, solicits for
+// about 16 s before it boots (measured here: DHCP ack 14:51:47, TFTP
+// request 14:52:03). Network.ServeRA answers from the namespace with a
+// router advertisement that says "no IPv6 here" (lifetime 0, no prefix, no
+// DHCPv6); with it iPXE asks for its script 30-60 ms after the DHCP ack.
+//
+// Network.Close removes all of it; CreateNetwork first removes what a
+// crashed run with the same name left behind.
 package libvirt

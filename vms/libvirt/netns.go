@@ -203,3 +203,10 @@ func (n *Network) ListenDHCP() (net.PacketConn, error) {
 	}
 	return c, nil
 }
+
+// Command is a command that runs inside the network's namespace
+// (`ip netns exec`), e.g. `metalbed netboot serve`: every socket the
+// program opens, also one per TFTP transfer, belongs to the namespace.
+func (n *Network) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, n.cfg.IP, append([]string{"netns", "exec", n.NS, name}, args...)...)
+}
