@@ -265,10 +265,12 @@ func (m *Machine) start() error {
 	if err := dom.Create(); err != nil {
 		return fmt.Errorf("machine %s: start: %w", m.cfg.Name, err)
 	}
-	order := BootOrder(f)
-	m.cfg.Logger.Info("power on", "node", m.cfg.Name, "boot", order[0])
+	first := bootDevice(BootOrder(f)[0])
+	m.cfg.Logger.Info("power on", "node", m.cfg.Name, "boot", first)
 	m.emit(vms.EventPowerOn, "")
-	m.emit(vms.EventBoot, order[0])
+	// The device the firmware tries first; what it finally boots only the
+	// console tells.
+	m.emit(vms.EventBoot, first)
 	if f.Valid() && !f.Persistent() {
 		// Consumed by this boot: firmware would clear it now.
 		if err := m.define(vms.BootFlags{}); err != nil {
@@ -279,6 +281,20 @@ func (m *Machine) start() error {
 		m.mu.Unlock()
 	}
 	return nil
+}
+
+// bootDevice names a libvirt boot device as vms (and the sim machine's
+// boot events) name it.
+func bootDevice(dev string) string {
+	switch dev {
+	case "network":
+		return vms.BootPXE.String()
+	case "hd":
+		return vms.BootDisk.String()
+	case "cdrom":
+		return vms.BootCDROM.String()
+	}
+	return dev
 }
 
 // destroy is a hard power-off. powerMu is held.

@@ -152,9 +152,9 @@ func TestMachineLifecycle(t *testing.T) {
 	if err := m.Power(ctx, vms.ActionOff); err != nil {
 		t.Errorf("off while off: %v", err)
 	}
-	want := "power-on \nboot network\n" + // one-time PXE
-		"power-off \nreset \npower-on \nboot network\n" + // reset with persistent PXE
-		"power-off \npower-on \nboot network\n" + // cycle
+	want := "power-on \nboot pxe\n" + // one-time PXE
+		"power-off \nreset \npower-on \nboot pxe\n" + // reset with persistent PXE
+		"power-off \npower-on \nboot pxe\n" + // cycle
 		"power-off \n"
 	if got := events.String(); got != want {
 		t.Errorf("events:\n%s\nwant:\n%s", got, want)

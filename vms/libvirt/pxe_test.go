@@ -191,8 +191,8 @@ func testPXEBoot(t *testing.T, mode vms.BootMode, idx int) {
 	if f, err := m.BootFlags(ctx); err != nil || f != (vms.BootFlags{}) {
 		t.Errorf("boot flags after the boot: % x, %v; want consumed (zero)", f, err)
 	}
-	if got := machineEvents.String(); got != "power-on \nboot network\n" {
-		t.Errorf("machine events %q, want power-on then boot network", got)
+	if got := machineEvents.String(); got != "power-on \nboot pxe\n" {
+		t.Errorf("machine events %q, want power-on then boot pxe", got)
 	}
 
 	want := "metalbed-pxe-init: booted nonce=" + nonce
