@@ -33,6 +33,26 @@ func (w *world) registerFaultIPMISteps(sc *godog.ScenarioContext) {
 		}
 		return nil
 	})
+	// noted counts console lines per machine and text, to assert what a
+	// later step added (this scenario's world only).
+	noted := map[string]int{}
+	sc.Step(`^I note how often the console of machine "([^"]*)" shows "([^"]*)"$`, func(machine, text string) error {
+		if err := w.needEnv(); err != nil {
+			return err
+		}
+		if _, err := w.env.machineNamed(machine); err != nil {
+			return err
+		}
+		noted[machine+"\x00"+text] = strings.Count(w.env.consoleTail(machine, 1000), text)
+		return nil
+	})
+	sc.Then(`^the console of machine "([^"]*)" shows "([^"]*)" (\d+) more times?$`, func(ctx context.Context, machine, text string, more int) error {
+		n, ok := noted[machine+"\x00"+text]
+		if !ok {
+			return fmt.Errorf("how often the console of %s shows %q was not noted before", machine, text)
+		}
+		return w.consoleShows(ctx, machine, text, n+more)
+	})
 	sc.When(`^I rebuild node "([^"]*)"$`, func(ctx context.Context, name string) error {
 		return w.provisionRequest(ctx, name, "rebuild")
 	})
