@@ -148,15 +148,24 @@ func now() time.Time { return time.Now().UTC() }
 
 // Run registers the conductor, recovers nodes a previous run left in
 // transient states, then runs the periodic tasks until ctx ends. It waits
-// for running tasks, marks itself offline and returns nil.
+// for running tasks, marks itself offline and returns nil — also when ctx
+// ends while it is still starting.
 func (c *Conductor) Run(ctx context.Context) error {
 	if err := c.st.RegisterConductor(ctx, provisioner.Conductor{
 		Hostname: c.host, Drivers: c.types.Names(), CreatedAt: now(), UpdatedAt: now(),
 	}); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a stop, not a failure
+		}
 		return fmt.Errorf("register conductor %s: %w", c.host, err)
 	}
 	if err := c.recover(ctx); err != nil {
-		return fmt.Errorf("recover nodes: %w", err)
+		if ctx.Err() == nil {
+			return fmt.Errorf("recover nodes: %w", err)
+		}
+		// Stopped while recovering: what is left is recovered on the next start.
+		c.offline(ctx)
+		return nil
 	}
 	c.mu.Lock()
 	c.runCtx = ctx
@@ -196,14 +205,19 @@ func (c *Conductor) Run(ctx context.Context) error {
 	<-ctx.Done()
 	loops.Wait()
 	c.tasks.Wait()
-	// The context is over; record going offline with a fresh one.
+	c.offline(ctx)
+	return nil
+}
+
+// offline records the conductor going offline, with a fresh context as
+// ctx is over.
+func (c *Conductor) offline(ctx context.Context) {
 	off, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := c.st.UnregisterConductor(off, c.host); err != nil {
 		c.log.Warn("unregister conductor", "err", err)
 	}
 	c.log.Info("conductor stopped", "host", c.host)
-	return nil
 }
 
 // recover clears reservations this host left and fails nodes stuck in

@@ -598,3 +598,20 @@ func TestEveryAcceptedVerb(t *testing.T) {
 		}
 	}
 }
+
+// TestRunStoppedWhileStarting: a stop that arrives while the conductor
+// registers or recovers is a stop, not an error (`provisioner serve` once
+// exited 1 with "recover nodes: list nodes: context canceled").
+func TestRunStoppedWhileStarting(t *testing.T) {
+	st := openStore(t, filepath.Join(t.TempDir(), "state.db"))
+	c, err := New(Config{Hostname: "test-conductor", Store: st, Drivers: testTypes(t, &testPower{}, nil),
+		LockRetries: -1, PowerSyncInterval: -1, CheckProvisionInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := c.Run(ctx); err != nil {
+		t.Fatalf("Run with its context already over: %v, want nil", err)
+	}
+}
