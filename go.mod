@@ -16,9 +16,11 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/u-root/u-root v0.16.0
 	golang.org/x/crypto v0.57.0
+	golang.org/x/net v0.59.0
 	golang.org/x/sync v0.22.0
 	golang.org/x/sys v0.48.0
 	gopkg.in/yaml.v3 v3.0.1
+	libvirt.org/go/libvirt v1.12002.0
 	modernc.org/sqlite v1.40.0
 )
 
@@ -68,7 +70,6 @@ require (
 	github.com/ulikunitz/xz v0.5.15 // indirect
 	golang.org/x/exp v0.0.0-20250620022241-b7579e27df2b // indirect
 	golang.org/x/mod v0.29.0 // indirect
-	golang.org/x/net v0.59.0 // indirect
 	golang.org/x/term v0.46.0 // indirect
 	golang.org/x/tools v0.38.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect

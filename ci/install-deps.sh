@@ -25,3 +25,9 @@ apt-get install -y -qq --no-install-recommends \
   pxelinux syslinux-common ipxe cpio grub-pc-bin \
   fdisk gdisk dosfstools mtools genisoimage binutils e2fsprogs \
   >/dev/null
+# Real VMs (the libvirt tier, issue 8): QEMU with iPXE ROMs and OVMF, and
+# libvirtd; ci/libvirt/start.sh starts the daemons.
+apt-get install -y -qq --no-install-recommends \
+  qemu-system-x86 qemu-utils ipxe-qemu ovmf \
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
+  >/dev/null

@@ -49,6 +49,9 @@ type envSpec struct {
 	// share an address (the ramdisk's agent and iSCSI target listen on
 	// the lease).
 	DHCPRange string
+	// CallbackTimeout is a Deploy testbed's --deploy-callback-timeout;
+	// 0 = metalbed's default (10m).
+	CallbackTimeout time.Duration
 }
 
 // env is one running metalbed: machines with their BMCs (`metalbed up
@@ -177,6 +180,9 @@ func (e *env) startTestbed(ctx, sctx context.Context, bin string, spec envSpec) 
 	args = append(args, "--dhcp-range", spec.DHCPRange)
 	if spec.BootMode != "" {
 		args = append(args, "--boot-mode", spec.BootMode)
+	}
+	if spec.CallbackTimeout > 0 {
+		args = append(args, "--deploy-callback-timeout", spec.CallbackTimeout.String())
 	}
 	p, err := startProc(ctx, bin, filepath.Join(e.dir, "up.log"), args...)
 	if err != nil {

@@ -200,22 +200,20 @@ func checkBootDevice(t *testing.T, ir *Ironic, m InventoryNode, suite, uuid stri
 // netboot serve` (Ironic's dhcp_provider = none); the deploy kernel is the
 // gokrazy bzImage and the ramdisk metalbed's initramfs.
 //
+// The machines are those of `metalbed up --no-provisioner --netboot-dhcp`:
+// told by Ironic (through their BMCs) to network-boot, their own NIC ROMs
+// ask the netboot server, run Ironic's boot files and the agent; nothing
+// boots in this process.
+//
 // Asserted per machine: provide cleans through the agent
 // (erase_devices_metadata) to available; deploy reaches wait call-back with
 // a boot config whose kernel command line carries ipa-api-url; the NIC ROM
 // runs Ironic's boot files; the agent looks up, heartbeats and runs Ironic's
 // deploy commands; Ironic reaches active; the machine's disk holds the image
 // byte for byte; undeploy cleans again and returns it to available.
-//
-// `metalbed up` does not wire a network boot ROM into its machines yet: each
-// time a machine's console says so, its network boot runs in this process
-// (NetbootStandIn) on its MAC, UUID and disk, while Ironic keeps driving its
-// real BMC.
 func TestRealIronicDeploysMetalbedMachine(t *testing.T) {
 	requireIronic(t)
 	bin := buildMetalbed(t)
-	fleet := startFleet(t, bin, 3)
-	nodes := fleet.Inventory.Nodes
 
 	roots := t.TempDir()
 	tftpRoot, httpRoot := filepath.Join(roots, "tftpboot"), filepath.Join(roots, "httpboot")
@@ -227,10 +225,24 @@ func TestRealIronicDeploysMetalbedMachine(t *testing.T) {
 	// Two netboot servers on the same roots, as two dnsmasq set-ups would
 	// be: one hands iPXE clients Ironic's boot.ipxe (the ipxe boot
 	// interface), the other hands everyone pxelinux.0 over TFTP (the pxe boot
-	// interface). Ironic's http_url is the first one's HTTP address.
+	// interface). Ironic's http_url is the first one's HTTP address. The
+	// machines start after them (their ROMs must know where to ask), so
+	// both answer any MAC, from leases apart.
 	nbIPXE := startNetboot(t, bin, NetbootOptions{TFTPRoot: tftpRoot, HTTPRoot: httpRoot,
-		IPXEScriptPath: "boot.ipxe", MACs: append(append([]string(nil), nodes[0].MACs...), nodes[1].MACs...)})
-	nbPXE := startNetboot(t, bin, NetbootOptions{TFTPRoot: tftpRoot, HTTPRoot: httpRoot, MACs: nodes[2].MACs})
+		IPXEScriptPath: "boot.ipxe", AnswerUnknown: true, Range: "127.0.0.100-127.0.0.149"})
+	nbPXE := startNetboot(t, bin, NetbootOptions{TFTPRoot: tftpRoot, HTTPRoot: httpRoot,
+		AnswerUnknown: true, Range: "127.0.0.150-127.0.0.199"})
+	fleetOf := func(nb *Netboot, topology string) []InventoryNode {
+		path := filepath.Join(t.TempDir(), "topology.yaml")
+		if err := os.WriteFile(path, []byte(topology), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n := strings.Count(topology, "- name:")
+		f := startFleet(t, bin, n, "--config", path, "--netboot-dhcp", nb.DHCPAddr, "--netboot-tftp-port", nb.TFTPPort(t))
+		return f.Inventory.Nodes
+	}
+	ipxeNodes := fleetOf(nbIPXE, "machines:\n  - name: ipxe-bios\n    boot_mode: bios\n  - name: ipxe-uefi\n    boot_mode: uefi\n")
+	pxeNodes := fleetOf(nbPXE, "machines:\n  - name: pxe-bios\n    boot_mode: bios\n")
 	ir := startIronic(t, IronicOptions{HTTPURL: nbIPXE.HTTPURL, HTTPRoot: httpRoot, TFTPRoot: tftpRoot, AutomatedClean: true})
 	t.Logf("netboot serve (ipxe): dhcp %s tftp %s http %s; (pxe): dhcp %s tftp %s; Ironic %s (ready in %s s)",
 		nbIPXE.DHCPAddr, nbIPXE.TFTPAddr, nbIPXE.HTTPURL, nbPXE.DHCPAddr, nbPXE.TFTPAddr, ir.APIURL, ir.StartSeconds)
@@ -239,14 +251,16 @@ func TestRealIronicDeploysMetalbedMachine(t *testing.T) {
 		bootIface string
 		mode      vms.BootMode
 		machine   InventoryNode
-		nb        *Netboot
 	}{
-		{"ipxe", vms.BIOS, nodes[0], nbIPXE},
-		{"ipxe", vms.UEFI, nodes[1], nbIPXE},
-		{"pxe", vms.BIOS, nodes[2], nbPXE},
+		{"ipxe", vms.BIOS, ipxeNodes[0]},
+		{"ipxe", vms.UEFI, ipxeNodes[1]},
+		{"pxe", vms.BIOS, pxeNodes[0]},
 	}
 	for _, c := range cases {
 		t.Run(c.bootIface+"-whole-disk-"+string(c.mode), func(t *testing.T) {
+			if c.machine.BootMode != string(c.mode) {
+				t.Fatalf("%s runs in %s mode, want %s", c.machine.Name, c.machine.BootMode, c.mode)
+			}
 			if c.bootIface == "pxe" {
 				if _, err := os.Stat(filepath.Join(tftpRoot, "pxelinux.0")); err != nil {
 					if testenv.InteropRequired() {
@@ -260,7 +274,7 @@ func TestRealIronicDeploysMetalbedMachine(t *testing.T) {
 			if err := os.Rename(art.Image, filepath.Join(httpRoot, imageName)); err != nil {
 				t.Fatal(err)
 			}
-			deployThroughIronic(t, ir, c.nb, c.machine, art, nbIPXE.HTTPURL+"/"+imageName, c.bootIface, c.mode)
+			deployThroughIronic(t, ir, c.machine, art, nbIPXE.HTTPURL+"/"+imageName, c.bootIface, c.mode)
 		})
 	}
 	t.Logf("Ironic calls:\n%s", ir.Calls.Summary())
@@ -269,8 +283,8 @@ func TestRealIronicDeploysMetalbedMachine(t *testing.T) {
 // deployThroughIronic enrols machine m with boot interface bootIface (pxe
 // or ipxe) and the direct deploy interface in boot mode mode, deploys the
 // whole-disk image at imageURL with real Ironic, checks the disk, and
-// undeploys. nb is the netboot server answering m's MAC.
-func deployThroughIronic(t *testing.T, ir *Ironic, nb *Netboot, m InventoryNode, art DeployArtifacts, imageURL, bootIface string, mode vms.BootMode) {
+// undeploys.
+func deployThroughIronic(t *testing.T, ir *Ironic, m InventoryNode, art DeployArtifacts, imageURL, bootIface string, mode vms.BootMode) {
 	var created struct {
 		UUID string `json:"uuid"`
 	}
@@ -302,24 +316,9 @@ func deployThroughIronic(t *testing.T, ir *Ironic, nb *Netboot, m InventoryNode,
 	})
 	ir.Baremetal(t, "port create", "port", "create", "--node", uuid, m.MACs[0])
 
-	// `metalbed up` runs its machines with sim.StockFirmware whose NetBoot is
-	// nil (internal/cli/up.go wires no vms/sim/pxe.ROM): told to PXE-boot,
-	// the machine stops at its firmware. Each time it does, its network boot
-	// runs in this process instead, on its MAC, UUID and disk, while Ironic
-	// keeps driving its real BMC. The agent's power-off is an OS shutdown:
-	// the machine goes off, as its BMC then reports.
-	shutdown := func() {
-		if _, err := ipmitool(context.Background(), m, "17", "power", "off"); err != nil {
-			t.Logf("power off %s through its BMC after the agent's power-off: %v", m.Name, err)
-		}
-	}
-	standIn := startNetbootStandIn(t, nb, m, mode, shutdown)
-	logBoots := func() {
-		for i, p := range standIn.Boots() {
-			t.Logf("in-process network boot %d of %s (ended: %v), console:\n%s", i+1, m.Name, p.Err, tailLines(p.Console, 40))
-		}
+	logConsole := func() {
 		raw, _ := os.ReadFile(m.ConsoleLog)
-		t.Logf("%s console.log:\n%s", m.Name, tailLines(string(raw), 30))
+		t.Logf("%s console.log:\n%s", m.Name, tailLines(string(raw), 60))
 	}
 
 	ir.Baremetal(t, "node manage", "node", "manage", uuid)
@@ -328,12 +327,9 @@ func deployThroughIronic(t *testing.T, ir *Ironic, nb *Netboot, m InventoryNode,
 	// through the agent (erase_devices_metadata).
 	ir.Baremetal(t, "node provide", "node", "provide", uuid)
 	if n := ir.WaitNode(t, uuid, "provide (cleaning)", 10*time.Minute, func(n IronicNode) bool {
-		return n.TargetProvisionState == nil || (n.ProvisionState == "clean wait" && standIn.Failed())
+		return n.TargetProvisionState == nil
 	}); n.ProvisionState != "available" {
-		logBoots()
-		if skipKnownROMBug(t, standIn, n) {
-			return
-		}
+		logConsole()
 		t.Fatalf("provide: provision_state %s (last_error %s)", n.ProvisionState, str(n.LastError))
 	}
 	ir.Baremetal(t, "node set instance-info", "node", "set", uuid,
@@ -369,20 +365,14 @@ func deployThroughIronic(t *testing.T, ir *Ironic, nb *Netboot, m InventoryNode,
 		t.Fatalf("Ironic's %s config lacks %q", bootIface, want)
 	}
 
-	// The machine (or its stand-in) boots Ironic's config; the ramdisk's
+	// The machine boots Ironic's config; the ramdisk's
 	// agent looks the node up, heartbeats and runs Ironic's commands; Ironic
 	// powers the machine off, sets disk boot and powers it on.
 	n = ir.WaitNode(t, uuid, "wait call-back -> active (agent deploy)", 10*time.Minute, func(n IronicNode) bool {
-		if n.ProvisionState == "wait call-back" && standIn.Failed() {
-			return true
-		}
 		return n.ProvisionState == "active" || n.ProvisionState == "deploy failed"
 	})
 	if n.ProvisionState != "active" {
-		logBoots()
-		if skipKnownROMBug(t, standIn, n) {
-			return
-		}
+		logConsole()
 		t.Fatalf("deploy: provision_state %s (last_error %s)", n.ProvisionState, str(n.LastError))
 	}
 	t.Logf("real Ironic deployed %s to active", m.Name)
@@ -396,31 +386,14 @@ func deployThroughIronic(t *testing.T, ir *Ironic, nb *Netboot, m InventoryNode,
 	// cleans through the agent before the node is available.
 	ir.Baremetal(t, "node undeploy", "node", "undeploy", uuid)
 	if n := ir.WaitNode(t, uuid, "undeploy (cleaning)", 10*time.Minute, func(n IronicNode) bool {
-		return n.TargetProvisionState == nil || (n.ProvisionState == "clean wait" && standIn.Failed())
+		return n.TargetProvisionState == nil
 	}); n.ProvisionState != "available" {
-		logBoots()
+		logConsole()
 		t.Fatalf("undeploy: provision_state %s (last_error %s)", n.ProvisionState, str(n.LastError))
 	}
 	if testing.Verbose() {
-		logBoots()
+		logConsole()
 	}
-}
-
-// skipKnownROMBug skips the test when the stand-in network boot stopped on
-// a known metalbed bug, naming it; it reports whether it did.
-func skipKnownROMBug(t *testing.T, s *NetbootStandIn, n IronicNode) bool {
-	t.Helper()
-	for _, p := range s.Boots() {
-		if p.Err != nil && strings.Contains(p.Err.Error(), `unknown directive "COM32"`) {
-			// Ironic 21.4's pxe_config.template has "COM32 chain.c32" under
-			// label boot_whole_disk; PXELINUX keywords are case-insensitive.
-			t.Skipf("chain stops at metalbed's simulated PXELINUX (vms/sim/pxe/pxelinux.go): it refuses Ironic's PXE config "+
-				"(%v): COM32 is a PXELINUX directive (Ironic 21.4's pxe_config.template uses it for boot_whole_disk); Ironic stays in %s",
-				p.Err, n.ProvisionState)
-			return true
-		}
-	}
-	return false
 }
 
 // tailLines returns the last n lines of s.

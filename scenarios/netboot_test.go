@@ -1,10 +1,12 @@
 package scenarios
 
 import (
+	"cmp"
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,6 +39,23 @@ type NetbootOptions struct {
 	// IPXEScriptPath instead to have it built from the HTTP address.
 	IPXEScriptPath string
 	MACs           []string // answered hosts
+	// AnswerUnknown answers every MAC (--answer-unknown), for machines
+	// started after the server, which point their ROMs at it.
+	AnswerUnknown bool
+	// Range is the leases, FIRST-LAST; "" = 127.0.0.100-127.0.0.199. Two
+	// servers whose machines run at once need ranges apart: each agent
+	// listens on its lease's port 9999.
+	Range string
+}
+
+// TFTPPort is the port of nb's TFTP server.
+func (nb *Netboot) TFTPPort(t testing.TB) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(nb.TFTPAddr)
+	if err != nil {
+		t.Fatalf("netboot serve's TFTP address %q: %v", nb.TFTPAddr, err)
+	}
+	return port
 }
 
 // startNetboot runs `metalbed netboot serve` with DHCP, TFTP and HTTP on
@@ -59,11 +78,14 @@ func runNetboot(t testing.TB, bin string, o NetbootOptions, httpAddr, script str
 	t.Helper()
 	nb := &Netboot{Stdout: &testenv.SyncBuffer{}, Stderr: &testenv.SyncBuffer{}}
 	args := []string{"netboot", "serve", "--verbose",
-		"--dhcp-addr", "127.0.0.1:0", "--server-ip", "127.0.0.1", "--range", "127.0.0.100-127.0.0.199",
+		"--dhcp-addr", "127.0.0.1:0", "--server-ip", "127.0.0.1", "--range", cmp.Or(o.Range, "127.0.0.100-127.0.0.199"),
 		"--tftp-root", o.TFTPRoot, "--tftp-addr", "127.0.0.1:0",
 		"--http-root", o.HTTPRoot, "--http-addr", httpAddr}
 	for _, m := range o.MACs {
 		args = append(args, "--host", m)
+	}
+	if o.AnswerUnknown {
+		args = append(args, "--answer-unknown")
 	}
 	if script != "" {
 		args = append(args, "--ipxe-script", script)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -24,8 +25,10 @@ type faultRule struct {
 	Arg         string  `json:"arg,omitempty"`
 	Count       int     `json:"count,omitempty"`
 	Probability float64 `json:"probability,omitempty"`
-	Seed        uint64  `json:"seed"`
-	Fired       int     `json:"fired,omitempty"`
+	// Delay holds the action back (JSON nanoseconds, as time.Duration).
+	Delay time.Duration `json:"delay,omitempty"`
+	Seed  uint64        `json:"seed"`
+	Fired int           `json:"fired,omitempty"`
 }
 
 // namedFaults are the faults the features name in words, as rules of
@@ -43,6 +46,17 @@ var namedFaults = map[string]faultRule{
 	"ramdisk/pass_deploy_info error":     {Op: "pass_deploy_info", Action: "error", Arg: "disk on fire"},
 	"ramdisk/bootloader install FAILED":  {Op: "bootloader", Action: "bootloader-failed", Arg: "grub-install: error: disk not found"},
 	"ramdisk/never calls back":           {Op: "pass_deploy_info", Action: "no-callback"},
+	"dhcp/no offer":                      {Op: "lookup", Action: "no-offer"},
+	"dhcp/wrong next-server":             {Op: "lookup", Action: "wrong-next-server", Arg: "127.0.0.254"},
+	"tftp/file missing":                  {Action: "missing"},
+	"tftp/stall after 64 KiB":            {Action: "stall", Arg: "65536"},
+	"tftp/slow":                          {Action: "slow", Arg: "200us"},
+	"ipmi/late reply":                    {Op: "0x00/0x01", Action: "delay", Delay: 3 * time.Second, Count: 1},
+	"ipmi/boot flags not kept":           {Op: "boot-flags", Action: "forget-bootflags"},
+	"http/not found":                     {Op: "{node}/{image}", Action: "status", Arg: "404"},
+	"http/truncated body":                {Op: "{node}/{image}", Action: "truncate"},
+	"http/wrong checksum":                {Op: "{node}/{image}", Action: "corrupt", Arg: "4096"},
+	"disk/too small":                     {Op: "size", Action: "too-small", Arg: "536870912"},
 }
 
 // addFault posts r to the testbed's fault endpoint.
@@ -85,6 +99,9 @@ func (w *world) faultCall(ctx context.Context, method, path string, body []byte,
 }
 
 func (w *world) registerFaultSteps(sc *godog.ScenarioContext) {
+	w.registerFaultTimeoutSteps(sc)
+	w.registerFaultIPMISteps(sc)
+	w.registerFaultHTTPSteps(sc)
 	sc.Step(`^the fault "([^"]*)" is injected at layer "([^"]*)" for node "([^"]*)"(?: with seed (\d+))?$`,
 		func(ctx context.Context, name, layer, node, seed string) error {
 			r, ok := namedFaults[layer+"/"+name]
@@ -92,6 +109,14 @@ func (w *world) registerFaultSteps(sc *godog.ScenarioContext) {
 				return pending(fmt.Sprintf("fault %q at layer %q is not wired into `metalbed up` yet", name, layer))
 			}
 			r.Layer, r.Node = layer, node
+			// The HTTP faults break the node's image on the HTTP boot server.
+			r.Op = strings.ReplaceAll(r.Op, "{node}", node)
+			if strings.Contains(r.Op, "{image}") {
+				if w.image == nil {
+					return fmt.Errorf("fault %q needs node %s's image chosen first", name, node)
+				}
+				r.Op = strings.ReplaceAll(r.Op, "{image}", filepath.Base(w.image.path))
+			}
 			fmt.Sscan(seed, &r.Seed)
 			_, err := w.addFault(ctx, r)
 			return err

@@ -138,6 +138,7 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 	w.registerDeploySteps(sc)
 	w.registerGophercloudSteps(sc)
 	w.registerFaultSteps(sc)
+	w.registerAgentSteps(sc)
 	w.registerPendingSteps(sc)
 }
 

@@ -76,14 +76,21 @@ type bed struct {
 	// machineOf maps a NIC's MAC (string) to its machine's name, for
 	// faults addressed by name at layers that see only MACs and IPs.
 	machineOf sync.Map
-	hosts     *dhcp.StaticHosts
-	boot      bootServers
-	apiLn     net.Listener
-	tlLn      net.Listener
-	svc       *service.Service
-	tlSink    *os.File
-	tftpRoot  string
-	httpRoot  string
+	// nodeName maps a node's UUID to its machine's name, for faults
+	// addressed by name at the conductor, which sees only UUIDs.
+	nodeName sync.Map
+	// kill stops the running conductor (a conductor fault); guarded by
+	// killMu, set by serveProvisioner.
+	killMu   sync.Mutex
+	kill     context.CancelFunc
+	hosts    *dhcp.StaticHosts
+	boot     bootServers
+	apiLn    net.Listener
+	tlLn     net.Listener
+	svc      *service.Service
+	tlSink   *os.File
+	tftpRoot string
+	httpRoot string
 	// deploy images, built by prepare
 	deployKernel, deployRamdisk string
 }
@@ -183,14 +190,9 @@ func (b *bed) timelineURL() string { return "http://" + b.tlLn.Addr().String() }
 func (b *bed) serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return b.boot.serve(gctx) })
+	g.Go(func() error { return b.serveProvisioner(gctx) })
 	g.Go(func() error {
-		if err := b.svc.Serve(gctx, b.apiLn); err != nil {
-			return fmt.Errorf("provisioner: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		srv := &http.Server{Handler: faultHandler(b.faults, timelineHandler(b.tl)), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: faultHandler(b.faults, httpBootInfo{URL: b.boot.httpURL(), Root: b.httpRoot}, timelineHandler(b.tl)), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			<-gctx.Done()
 			shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -280,6 +282,7 @@ func (b *bed) enroll(ctx context.Context, specs []enrollSpec) (map[string]string
 	uuids, err := enroll(ctx, newAPIClient(b.apiURL()), specs)
 	for name, uuid := range uuids {
 		b.tl.Alias(uuid, name)
+		b.nodeName.Store(uuid, name)
 	}
 	return uuids, err
 }
@@ -313,6 +316,9 @@ func (b *bed) watchNodes(ctx context.Context) error {
 				if k := p.NodeUUID + p.Address; !aliased[k] && p.NodeUUID != "" {
 					aliased[k] = true
 					b.tl.Alias(p.NodeUUID, p.Address) // resolves to the machine's name
+					if name := b.machineNamed(p.Address); name != "" {
+						b.nodeName.Store(p.NodeUUID, name)
+					}
 				}
 			}
 		}
@@ -329,6 +335,7 @@ func (b *bed) watchNodes(ctx context.Context) error {
 					states[n.UUID] = st
 					b.tl.Record(n.UUID, srcConductor, "conductor.state", st)
 				}
+				b.conductorFault(n.UUID, "now")
 			}
 		}
 		select {
@@ -378,6 +385,7 @@ func (b *bed) machineFirmware(name string) sim.Firmware {
 			b.tl.Record(machine, srcRamdisk, kind, detail)
 		},
 		RamdiskFault: b.ramdiskFault,
+		AgentFault:   b.agentFault,
 		Logger:       b.cfg.log,
 	}
 	return sim.StockFirmware{
@@ -397,7 +405,7 @@ func (b *bed) machineFirmware(name string) sim.Firmware {
 func (b *bed) exporter(name string) ramdisk.Exporter {
 	return func(ctx context.Context, ln net.Listener, iqn string, dev ramdisk.BlockDevice) error {
 		log := slog.New(&loginRecorder{next: b.cfg.log.Handler(), tl: b.tl, key: name})
-		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Size: dev.Size(), Logger: log, Faults: b.iscsiFaults(name)})
+		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Size: b.diskSize(name, dev.Size()), Logger: log, Faults: b.iscsiFaults(name)})
 		if err != nil {
 			return err
 		}
@@ -530,7 +538,7 @@ func provisionerFlags(fs *flag.FlagSet) bedFlags {
 		httpAddr:        fs.String("http-addr", defaultHTTPAddr, "HTTP boot server listen address"),
 		timelineAddr:    fs.String("timeline-addr", defaultTimelineAddr, "per-node timeline endpoint listen address (GET /v1/nodes/NODE/timeline)"),
 		ipmiClient:      fs.String("ipmi-client", drivers.ClientNative, "IPMI client of the ipmi hardware type: native or ipmitool"),
-		callbackTimeout: fs.Duration("deploy-callback-timeout", 10*time.Minute, "how long a node may wait for its deploy ramdisk"),
+		callbackTimeout: fs.Duration("deploy-callback-timeout", 10*time.Minute, "how long a node may wait in \"wait call-back\" or \"clean wait\" for its ramdisk (a call-back, or the agent's next heartbeat) before it fails; testbeds shorten it (e.g. 20s) to see a timeout in seconds"),
 		notifyDelay:     fs.Duration("notify-delay", 3*time.Second, "pause before the conductor tells a ramdisk it is done (Ironic's 3 s)"),
 	}
 }
@@ -541,6 +549,17 @@ func (f bedFlags) config(dir string, log *slog.Logger) bedConfig {
 		tftpAddr: *f.tftpAddr, httpAddr: *f.httpAddr, timelineAddr: *f.timelineAddr,
 		ipmiClient: *f.ipmiClient, fastIPMI: true, callbackTimeout: *f.callbackTimeout, notifyDelay: *f.notifyDelay, log: log,
 	}
+}
+
+// checkInterval is how often the conductor looks for timed-out call-backs:
+// a tenth of the timeout, between 100 ms and Ironic's 10 s, so that a
+// shortened --deploy-callback-timeout fires within 10 % of itself.
+// 0 (the conductor's default timeout) checks every 10 s.
+func checkInterval(callbackTimeout time.Duration) time.Duration {
+	if callbackTimeout <= 0 {
+		return 10 * time.Second
+	}
+	return min(max(callbackTimeout/10, 100*time.Millisecond), 10*time.Second)
 }
 
 // serviceConfig configures the provisioner for simulated machines.
@@ -559,7 +578,7 @@ func (b *bed) serviceConfig() service.Config {
 		IPMI:                   ipmi,
 		DeployCallbackTimeout:  b.cfg.callbackTimeout,
 		CleanCallbackTimeout:   b.cfg.callbackTimeout,
-		CheckProvisionInterval: 10 * time.Second,
+		CheckProvisionInterval: checkInterval(b.cfg.callbackTimeout),
 		Netboot: &service.Netboot{
 			TFTPRoot: b.tftpRoot, TFTPServer: tftpServer,
 			HTTPRoot: b.httpRoot, HTTPURL: b.boot.httpURL(),
@@ -574,6 +593,7 @@ func (b *bed) serviceConfig() service.Config {
 			// "iscsi login" -> "conductor.iscsi_login", as the other
 			// sources name their kinds.
 			b.tl.Record(node, srcConductor, "conductor."+strings.ReplaceAll(kind, " ", "_"), detail)
+			b.conductorFault(node, kind)
 		},
 		Logger: b.cfg.log,
 	}

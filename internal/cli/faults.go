@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,8 @@ import (
 	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/iscsitarget"
 	"github.com/metalbed/metalbed/provisioner/dhcp"
+	"github.com/metalbed/metalbed/provisioner/httpboot"
+	"github.com/metalbed/metalbed/provisioner/tftp"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
@@ -104,11 +107,15 @@ func (b *bed) iscsiFaults(node string) iscsitarget.Faults {
 //	POST   /v1/faults        add one rule (a JSON fault.Rule); 201 with the rule
 //	DELETE /v1/faults        remove every rule (?node=NAME: only that node's)
 //	DELETE /v1/faults/{id}   remove one rule
-func faultHandler(set *fault.Set, next http.Handler) http.Handler {
+//
+// GET also names the HTTP boot server layer http breaks (its URL and the
+// directory it serves), where a <machine>/ folder holds files fetched for
+// that machine.
+func faultHandler(set *fault.Set, httpBoot httpBootInfo, next http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", next)
 	mux.HandleFunc("GET /v1/faults", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, faultsDoc{Faults: set.List()})
+		writeJSON(w, http.StatusOK, faultsDoc{Faults: set.List(), HTTPBoot: httpBoot})
 	})
 	mux.HandleFunc("POST /v1/faults", func(w http.ResponseWriter, r *http.Request) {
 		var rule fault.Rule
@@ -141,7 +148,14 @@ func faultHandler(set *fault.Set, next http.Handler) http.Handler {
 
 // faultsDoc is the body of GET /v1/faults.
 type faultsDoc struct {
-	Faults []fault.Rule `json:"faults"`
+	Faults   []fault.Rule `json:"faults"`
+	HTTPBoot httpBootInfo `json:"http_boot"`
+}
+
+// httpBootInfo is where the HTTP boot server is.
+type httpBootInfo struct {
+	URL  string `json:"url,omitempty"`
+	Root string `json:"root,omitempty"`
 }
 
 // runFaultAdd adds a fault rule to a running `metalbed up`.
@@ -153,18 +167,29 @@ func runFaultAdd(ctx context.Context, s Streams, args []string) error {
 	fs.StringVar(&r.Node, "node", "", "machine name the fault hits (default: every node)")
 	fs.StringVar(&layer, "layer", "", "ipmi, dhcp, tftp, http, iscsi, ramdisk, agent, disk or conductor")
 	fs.StringVar(&r.Op, "op", "", "operation of the layer (IPMI \"0x00/0x02\", iSCSI \"login\", a file name …; default: every one)")
-	fs.StringVar(&r.Action, "action", "", "what goes wrong (drop, delay, cc, refuse-login, reset-after, medium-error, error …)")
+	fs.StringVar(&r.Action, "action", "", "what goes wrong (see the table above)")
 	fs.StringVar(&r.Arg, "arg", "", "the action's argument (a completion code, a byte count, a message)")
 	fs.IntVar(&r.Count, "count", 0, "how many times the fault fires (0: without limit)")
 	fs.IntVar(&r.Skip, "skip", 0, "let this many matching requests through first")
 	fs.Float64Var(&r.Probability, "probability", 0, "chance a matching request is hit, 0 < p <= 1 (0: always)")
 	fs.DurationVar(&r.Delay, "delay", 0, "added before the action")
 	fs.Uint64Var(&r.Seed, "seed", 0, "seed of the rule's random source (the same seed, the same failures)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: metalbed fault add --layer LAYER --action ACTION [flags]\n\n"+
+			"Adds a fault rule to a running `metalbed up`; each hit is recorded in the\n"+
+			"node's timeline as fault.<layer>.<action>. The faults:\n\n")
+		printFaultKinds(fs.Output())
+		fmt.Fprintf(fs.Output(), "\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if layer == "" || r.Action == "" {
 		return usageError("metalbed fault add: --layer and --action are required")
+	}
+	if err := checkFaultKind(layer, r.Action); err != nil {
+		return usageError("metalbed fault add: %v", err)
 	}
 	r.Layer = fault.Layer(layer)
 	u, err := base()
@@ -400,48 +425,104 @@ func (h faultyHosts) Lookup(mac net.HardwareAddr) (dhcp.Host, bool) {
 	return host, true
 }
 
-// tftpFault is layer tftp (op: the file name): "missing" answers "file not
-// found", "stall" holds the transfer back a minute (or Arg, a duration)
-// so the client gives up, "slow" (or any Delay) starts it late.
-func (b *bed) tftpFault(file string, remote netip.AddrPort) (error, time.Duration) {
+// tftpFault is layer tftp (op: the file name): "missing" answers "file
+// not found"; "stall" stops the transfer after Arg bytes (default 64 KiB)
+// for the rule's Delay (default a minute), so the client times out
+// mid-file; "slow" waits Arg (a duration, default 2ms) before every block,
+// and the file still arrives whole. Any other action's Delay starts the
+// transfer late.
+func (b *bed) tftpFault(file string, remote netip.AddrPort) tftp.Fault {
 	name := b.peerMachine(remote)
 	if name == "" {
-		return nil, 0
+		return tftp.Fault{}
 	}
 	h, ok := b.fault(name, fault.TFTP, file)
 	if !ok {
-		return nil, 0
+		return tftp.Fault{}
 	}
 	switch h.Action {
 	case "missing":
-		return fmt.Errorf("%s: file not found", file), h.Delay
+		return tftp.Fault{Delay: h.Delay, Refuse: fmt.Errorf("%s: file not found", file)}
 	case "stall":
+		n, err := h.ArgInt()
+		if err != nil || n <= 0 {
+			n = 64 << 10
+		}
+		return tftp.Fault{StallAfter: n, StallFor: cmp.Or(h.Delay, time.Minute)}
+	case "slow":
 		d, err := time.ParseDuration(h.Arg)
 		if err != nil || d <= 0 {
-			d = time.Minute
+			d = 2 * time.Millisecond
 		}
-		return fmt.Errorf("%s: stalled", file), d
+		return tftp.Fault{Delay: h.Delay, BlockDelay: d}
 	}
-	return nil, h.Delay
+	return tftp.Fault{Delay: h.Delay}
 }
 
 // httpFault is layer http (op: the path): "status" answers with the status
-// in Arg (default 404); any Delay answers late.
-func (b *bed) httpFault(path string, remote netip.AddrPort) (int, time.Duration) {
+// in Arg (default 404); "truncate" sends Arg bytes (default half) of the
+// body, then closes; "corrupt" flips the body's byte at Arg (default 0),
+// a wrong checksum. Any Delay answers late. A request is a machine's by
+// its client's DHCP lease (the PXE ROM), else by its path's first element
+// naming the machine: the conductor downloading <machine>/<image> for it.
+func (b *bed) httpFault(path string, remote netip.AddrPort) httpboot.Fault {
 	name := b.peerMachine(remote)
 	if name == "" {
-		return 0, 0
+		first, _, _ := strings.Cut(path, "/")
+		if b.isMachine(first) {
+			name = first
+		}
+	}
+	if name == "" {
+		return httpboot.Fault{}
 	}
 	h, ok := b.fault(name, fault.HTTP, path)
 	if !ok {
-		return 0, 0
+		return httpboot.Fault{}
 	}
-	if h.Action == "status" {
+	f := httpboot.Fault{Delay: h.Delay}
+	switch h.Action {
+	case "status":
 		code, err := h.ArgInt()
 		if err != nil || code < 400 || code > 599 {
 			code = http.StatusNotFound
 		}
-		return int(code), h.Delay
+		f.Status = int(code)
+	case "truncate":
+		n, _ := h.ArgInt()
+		f.Truncate, f.TruncateAt = true, n
+	case "corrupt":
+		n, _ := h.ArgInt()
+		f.Corrupt, f.CorruptAt = true, n
 	}
-	return 0, h.Delay
+	return f
+}
+
+// isMachine reports whether name is one of the bed's machines.
+func (b *bed) isMachine(name string) bool {
+	found := false
+	if name == "" {
+		return false
+	}
+	b.machineOf.Range(func(_, v any) bool {
+		found = v.(string) == name
+		return !found
+	})
+	return found
+}
+
+// diskSize is the size machine's disk reports to the deploy (the iSCSI
+// target's capacity): layer disk "too-small" (op "size") reports Arg bytes
+// (default 512 MiB) instead of size, fewer blocks than a 1 GiB root
+// partition needs. A larger Arg than the disk is ignored.
+func (b *bed) diskSize(machine string, size int64) int64 {
+	h, ok := b.fault(machine, fault.Disk, "size")
+	if !ok || h.Action != "too-small" {
+		return size
+	}
+	n, err := h.ArgInt()
+	if err != nil || n <= 0 {
+		n = 512 << 20
+	}
+	return min(n, size)
 }

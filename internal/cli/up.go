@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,6 +24,9 @@ import (
 	"github.com/metalbed/metalbed/bmcemu"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/sim"
+	"github.com/metalbed/metalbed/vms/sim/kernel"
+	"github.com/metalbed/metalbed/vms/sim/loader"
+	"github.com/metalbed/metalbed/vms/sim/pxe"
 )
 
 // Defaults of `metalbed up`.
@@ -51,18 +55,41 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	logLevel := fs.String("log-level", "warn", "log level on stderr: debug, info, warn, error")
 	pf := provisionerFlags(fs)
 	enrollNodes := fs.Bool("enroll", false, "enroll every machine as a node (driver ipmi, its BMC, a PXE port per MAC), left in \"enroll\"")
+	netbootDHCP := fs.String("netboot-dhcp", "", "with --no-provisioner: the DHCP server (loopback HOST:PORT) the machines' PXE ROMs ask when told to network-boot, e.g. `metalbed netboot serve` as a standalone Ironic's dnsmasq; \"\" = the machines cannot network-boot")
+	netbootTFTPPort := fs.Int("netboot-tftp-port", 69, "with --netboot-dhcp: the TFTP port on the next-server the DHCP server names")
 	bootIface := fs.String("boot-interface", "", "boot interface of the nodes --enroll creates: pxe (TFTP, needs Debian's pxelinux and ipxe), ipxe (HTTP); default pxe when those are installed, else ipxe")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *pf.callbackTimeout < 0 {
+		return usageError("--deploy-callback-timeout %s: want a positive duration", *pf.callbackTimeout)
+	}
 	if *noProv && *enrollNodes {
 		return usageError("--enroll needs the provisioner: drop --no-provisioner")
+	}
+	if *netbootDHCP != "" && !*noProv {
+		return usageError("--netboot-dhcp names an external boot server: it goes with --no-provisioner (the provisioner serves its own DHCP)")
+	}
+	if *netbootTFTPPort < 1 || *netbootTFTPPort > 65535 {
+		return usageError("--netboot-tftp-port %d: want 1-65535", *netbootTFTPPort)
+	}
+	var netbootServer netip.AddrPort
+	if *netbootDHCP != "" {
+		ap, err := netip.ParseAddrPort(*netbootDHCP)
+		if err != nil || !ap.Addr().Is4() || !ap.Addr().IsLoopback() || ap.Port() == 0 {
+			return usageError("--netboot-dhcp %q: want a loopback HOST:PORT such as 127.0.0.1:6767 (simulated machines live on loopback)", *netbootDHCP)
+		}
+		netbootServer = ap
 	}
 	log, err := newLogger(s, *logLevel)
 	if err != nil {
 		return err
+	}
+	var hooks func(name string) nodeHooks
+	if netbootServer.IsValid() {
+		hooks = externalNetboot(netbootServer.String(), *netbootTFTPPort, log)
 	}
 	var topo *topology
 	if *config != "" {
@@ -85,7 +112,6 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 		return usageError("no machines: give --nodes N or list machines in --config")
 	}
 	var b *bed
-	var hooks func(name string) nodeHooks
 	if !*noProv {
 		if b, err = listenBed(pf.config(filepath.Join(dir, "provisioner"), log)); err != nil {
 			return err
@@ -376,6 +402,27 @@ func startFleet(ctx context.Context, plans []nodePlan, dir string, log *slog.Log
 		return nil, err
 	}
 	return f, nil
+}
+
+// externalNetboot wires machines to a boot server metalbed does not run
+// (--netboot-dhcp): the NIC's PXE ROM asks dhcpServer, fetches from the
+// next-server's TFTP port tftpPort (and HTTP, for iPXE scripts), and hands
+// over to the simulated kernel, which runs the deploy ramdisk (the agent,
+// for a real Ironic's kernel parameters); the local-boot loader boots the
+// deployed disk. Nothing records a timeline: there is no provisioner.
+func externalNetboot(dhcpServer string, tftpPort int, log *slog.Logger) func(name string) nodeHooks {
+	return func(string) nodeHooks {
+		kc := kernel.Config{FetchToken: fetchTFTP, TFTPPort: tftpPort, Logger: log}
+		return nodeHooks{firmware: sim.StockFirmware{
+			NetBoot: &pxe.ROM{
+				DHCPServer: dhcpServer,
+				DHCPClient: "127.0.0.1:0",
+				TFTPPort:   tftpPort,
+				Exec:       kernel.Executor(kc),
+			},
+			LocalBoot: loader.Loader{Kernel: kc},
+		}}
+	}
 }
 
 // nodeHooks wire one machine and its BMC to the provisioner side.

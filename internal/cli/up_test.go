@@ -601,3 +601,40 @@ func TestUpRemovesStaleInventory(t *testing.T) {
 		t.Errorf("stale inventory still there after a failed start: %v", err)
 	}
 }
+
+func TestUpCallbackTimeoutFlag(t *testing.T) {
+	var out, errb bytes.Buffer
+	err := Run(t.Context(), []string{"up", "--nodes", "1", "--state-dir", t.TempDir(), "--deploy-callback-timeout", "-5s"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "--deploy-callback-timeout") {
+		t.Fatalf("negative --deploy-callback-timeout: got %v, want a usage error naming the flag", err)
+	}
+	for _, c := range []struct{ timeout, want time.Duration }{
+		{0, 10 * time.Second},                // the conductor's default timeout
+		{10 * time.Minute, 10 * time.Second}, // Ironic's check interval
+		{20 * time.Second, 2 * time.Second},
+		{500 * time.Millisecond, 100 * time.Millisecond},
+	} {
+		if got := checkInterval(c.timeout); got != c.want {
+			t.Errorf("checkInterval(%s) = %s, want %s", c.timeout, got, c.want)
+		}
+	}
+}
+
+func TestUpNetbootFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--netboot-dhcp", "127.0.0.1:6767"}, "--no-provisioner"},
+		{[]string{"--no-provisioner", "--netboot-dhcp", "192.0.2.1:67"}, "loopback"},
+		{[]string{"--no-provisioner", "--netboot-dhcp", "127.0.0.1"}, "loopback"},
+		{[]string{"--no-provisioner", "--netboot-dhcp", "127.0.0.1:6767", "--netboot-tftp-port", "0"}, "--netboot-tftp-port"},
+	} {
+		var out, errb bytes.Buffer
+		args := append([]string{"up", "--nodes", "1", "--state-dir", t.TempDir(), "--bmc-base-port", "0"}, c.args...)
+		err := Run(t.Context(), args, &out, &errb)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("up %q: got %v, want an error naming %q", c.args, err, c.want)
+		}
+	}
+}

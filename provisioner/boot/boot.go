@@ -387,9 +387,35 @@ func (b *Interface) root() string {
 	return b.cfg.TFTPRoot
 }
 
-// deployParams builds the deploy label's kernel parameters in the order of
-// Ironic's iSCSI-era pxe_config.template.
+// isAgent reports whether the node's ramdisk runs the agent: the deploy
+// interface passes ipa-api-url, or the node names the direct interface.
+func isAgent(node *provisioner.Node, extra map[string]string) bool {
+	return extra["ipa-api-url"] != "" || node.Interfaces.Deploy == "direct"
+}
+
+// deployParams builds the deploy label's kernel parameters: for the agent
+// (isAgent) what Ironic 21.4's pxe_config.template and
+// build_extra_pxe_options put there (selinux=0 troubleshoot=0 text, the
+// append params, then the ramdisk's: ipa-api-url, ipa-global-request-id);
+// else in the order of Ironic's iSCSI-era template.
 func (b *Interface) deployParams(node *provisioner.Node, extra map[string]string) ([]param, error) {
+	if isAgent(node, extra) {
+		ps := []param{{"selinux", "0"}, {"troubleshoot", "0"}, {"text", ""}}
+		for _, f := range strings.Fields(b.cfg.AppendParams) {
+			k, v, _ := strings.Cut(f, "=")
+			ps = append(ps, param{k, v})
+		}
+		for _, p := range ps {
+			if err := checkParam(p.Key, p.Value); err != nil {
+				return nil, invalid("%v", err)
+			}
+		}
+		merged, err := mergeParams(ps, extra)
+		if err != nil {
+			return nil, invalid("%v", err)
+		}
+		return merged, nil
+	}
 	key := extra["deployment_key"]
 	if key == "" {
 		key, _ = node.DriverInternalInfo["deploy_key"].(string)

@@ -603,3 +603,57 @@ func TestRootDeviceHints(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentDeployConfig checks the deploy label the direct (agent) deploy
+// gets against Ironic 21.4's pxe_config.template and ipxe_config.template:
+// selinux=0 troubleshoot=0 text, the append params, ipa-api-url and
+// ipa-global-request-id; BOOTIF only (ipappend 2); none of the iSCSI
+// ramdisk's parameters.
+func TestAgentDeployConfig(t *testing.T) {
+	requireLoaders(t)
+	agentParams := map[string]string{"ipa-api-url": "http://127.0.0.1:6385", "ipa-global-request-id": "req-" + nodeUUID}
+	for _, tc := range []struct {
+		iface, mode, file string
+		want              []string
+	}{
+		{"pxe", "bios", "config", []string{
+			"append initrd=" + nodeUUID + "/deploy_ramdisk selinux=0 troubleshoot=0 text nofb nomodeset vga=normal " +
+				"ipa-api-url=http://127.0.0.1:6385 ipa-global-request-id=req-" + nodeUUID + "\nipappend 2\n"}},
+		{"ipxe", "bios", "config", []string{
+			"/deploy_kernel selinux=0 troubleshoot=0 text nofb nomodeset vga=normal ipa-api-url=http://127.0.0.1:6385 " +
+				"ipa-global-request-id=req-" + nodeUUID + " BOOTIF=${mac} initrd=deploy_ramdisk || goto retry\n"}},
+		{"pxe", "uefi", "config.ipxe", []string{" BOOTIF=${mac} initrd=deploy_ramdisk || goto retry\n"}},
+	} {
+		t.Run(tc.iface+"-"+tc.mode, func(t *testing.T) {
+			e := newEnv(t)
+			newIface, root := NewPXE, e.tftpRoot
+			if tc.iface == "ipxe" {
+				newIface, root = NewIPXE, e.httpRoot
+			}
+			b, err := newIface(e.config("http://127.0.0.1:8080"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			node := writeImages(t, tc.mode)
+			delete(node.DriverInternalInfo, "deploy_key")
+			if err := b.PrepareRamdisk(t.Context(), node, agentParams); err != nil {
+				t.Fatal(err)
+			}
+			cfg := readFile(t, filepath.Join(root, nodeUUID, tc.file))
+			for _, want := range tc.want {
+				if !strings.Contains(cfg, want) {
+					t.Errorf("agent %s lacks %q:\n%s", tc.file, want, cfg)
+				}
+			}
+			for _, bad := range []string{"iscsi_target_iqn", "deployment_id", "deployment_key", "ironic_api_url",
+				"disk=", "boot_option=", "boot_mode=", "root_device=", "ip=", "ipappend 3"} {
+				if strings.Contains(cfg, bad) {
+					t.Errorf("agent %s carries the iSCSI ramdisk's %q:\n%s", tc.file, bad, cfg)
+				}
+			}
+			if _, ok := node.DriverInternalInfo["deploy_key"]; ok {
+				t.Errorf("an agent deploy minted an iSCSI deploy key")
+			}
+		})
+	}
+}

@@ -180,8 +180,21 @@ type pxeConfig struct {
 	IPXETimeoutMS               int     // iPXE --timeout in ms; 0: none
 }
 
+// agent reports whether the deploy label boots the agent (its parameters
+// carry ipa-api-url): Ironic 21.4's templates then append only BOOTIF
+// (pxelinux "ipappend 2", iPXE BOOTIF=${mac}), no ip=.
+func (c pxeConfig) agent() bool {
+	for _, p := range c.DeployParams {
+		if p.Key == "ipa-api-url" {
+			return true
+		}
+	}
+	return false
+}
+
 // renderPXELinux writes the pxelinux config: default deploy; the deploy
-// label with the ramdisk's parameters and "ipappend 3" (ip= and BOOTIF=);
+// label with the ramdisk's parameters and "ipappend 3" (ip= and BOOTIF=;
+// "ipappend 2", BOOTIF= alone, for the agent);
 // the boot label with root={{ ROOT }} until the instance is deployed.
 func renderPXELinux(c pxeConfig) string {
 	var b strings.Builder
@@ -189,7 +202,11 @@ func renderPXELinux(c pxeConfig) string {
 	b.WriteString("label deploy\n")
 	fmt.Fprintf(&b, "kernel %s\n", c.DeployKernel)
 	fmt.Fprintf(&b, "append %s\n", joinWords("initrd="+c.DeployRamdisk, joinParams(c.DeployParams)))
-	b.WriteString("ipappend 3\n\n\n")
+	if c.agent() {
+		b.WriteString("ipappend 2\n\n\n")
+	} else {
+		b.WriteString("ipappend 3\n\n\n")
+	}
 	b.WriteString("label boot\n")
 	fmt.Fprintf(&b, "kernel %s\n", c.Kernel)
 	fmt.Fprintf(&b, "append %s\n", joinWords("initrd="+c.Ramdisk, "root="+rootTag, "ro", "text", c.AppendParams))
@@ -200,7 +217,8 @@ func renderPXELinux(c pxeConfig) string {
 // does: the deploy section retries its downloads ten times with a growing
 // pause, then powers off; boot_partition boots the instance kernel;
 // boot_whole_disk hands over to the local disk. The deploy kernel also
-// gets ip= and BOOTIF= from iPXE's settings (pxelinux's ipappend 3).
+// gets ip= and BOOTIF= from iPXE's settings (pxelinux's ipappend 3); the
+// agent's only BOOTIF=, as in Ironic 21.4's template.
 func renderIPXE(c pxeConfig) string {
 	timeout := ""
 	if c.IPXETimeoutMS > 0 {
@@ -211,8 +229,12 @@ func renderIPXE(c pxeConfig) string {
 	fmt.Fprintf(&b, "set attempts:int32 %d\nset i:int32 0\n\n", ipxeAttempts)
 	b.WriteString("goto deploy\n\n")
 	b.WriteString(":deploy\nimgfree\n")
+	ipArg := "ip=${ip}:${next-server}:${gateway}:${netmask}"
+	if c.agent() {
+		ipArg = ""
+	}
 	fmt.Fprintf(&b, "kernel %s%s || goto retry\n\n", timeout, joinWords(c.DeployKernel, joinParams(c.DeployParams),
-		"ip=${ip}:${next-server}:${gateway}:${netmask}", "BOOTIF=${mac}", "initrd="+deployRamdisk))
+		ipArg, "BOOTIF=${mac}", "initrd="+deployRamdisk))
 	fmt.Fprintf(&b, "initrd %s%s || goto retry\nboot\n\n", timeout, c.DeployRamdisk)
 	b.WriteString(":retry\niseq ${i} ${attempts} && goto fail ||\ninc i\n")
 	b.WriteString("echo No response, retrying in ${i} seconds.\nsleep ${i}\ngoto deploy\n\n")

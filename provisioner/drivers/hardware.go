@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/metalbed/metalbed/provisioner"
 )
@@ -240,6 +241,37 @@ func (r *Registry) Get(name string) (*HardwareType, error) {
 		return nil, unsupportedf("Could not find the following driver(s) or hardware type(s): %s.", name)
 	}
 	return h, nil
+}
+
+// PowerAndBoot returns node's power and boot interfaces, as its hardware
+// type gives them: what a deploy interface drives.
+func (r *Registry) PowerAndBoot(node *provisioner.Node) (PowerInterface, BootInterface, error) {
+	if r == nil {
+		return nil, nil, errors.New("no driver registry")
+	}
+	h, err := r.Get(node.Driver)
+	if err != nil {
+		return nil, nil, err
+	}
+	power, err := h.PowerFor(node)
+	if err != nil {
+		return nil, nil, err
+	}
+	boot, err := h.BootFor(node)
+	if err != nil {
+		return nil, nil, err
+	}
+	return power, boot, nil
+}
+
+// PyList renders names as Python prints a list of strings (['a', 'b']),
+// the way Ironic's messages quote missing or valid parameters.
+func PyList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = "'" + n + "'"
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }
 
 // NewDefaultRegistry is the registry metalbed's conductor uses: "ipmi"

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -47,10 +48,41 @@ type Config struct {
 	// must not block.
 	Observer func(Event)
 	// Fault, when set, is asked before each GET or HEAD of a file (path is
-	// the cleaned, root-relative path): after waiting delay, a status other
-	// than 0 answers the request with that status instead of the file. It
-	// is the fault-injection seam and must be safe for concurrent use.
-	Fault func(path string, remote netip.AddrPort) (status int, delay time.Duration)
+	// the cleaned, root-relative path) and says how that answer goes
+	// wrong. It is the fault-injection seam and must be safe for
+	// concurrent use.
+	Fault func(path string, remote netip.AddrPort) Fault
+}
+
+// Fault is how one answer goes wrong; the zero Fault is none. Truncate and
+// Corrupt apply to a whole-file GET (not HEAD, not a Range request).
+type Fault struct {
+	// Delay is waited before answering.
+	Delay time.Duration
+	// Status, when not 0, answers with that status instead of the file.
+	Status int
+	// Truncate sends the file's full Content-Length but only its first
+	// TruncateAt bytes (0: half the file), then closes the connection.
+	Truncate   bool
+	TruncateAt int64
+	// Corrupt flips the byte at CorruptAt (past the end: the last byte)
+	// in the body, so the file arrives whole but with a wrong checksum.
+	Corrupt   bool
+	CorruptAt int64
+}
+
+// corruptReader flips one byte of r, at off.
+type corruptReader struct {
+	r   io.ReaderAt
+	off int64
+}
+
+func (c corruptReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	if c.off >= off && c.off < off+int64(n) {
+		p[c.off-off] ^= 0xff
+	}
+	return n, err
 }
 
 // Event is one finished request.
@@ -140,18 +172,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name = clean
+	var fault Fault
 	if f := s.cfg.Fault; f != nil {
 		remote, _ := netip.ParseAddrPort(r.RemoteAddr)
-		status, delay := f(clean, remote)
-		if delay > 0 {
+		fault = f(clean, remote)
+		if fault.Delay > 0 {
 			select {
-			case <-time.After(delay):
+			case <-time.After(fault.Delay):
 			case <-r.Context().Done():
 				return
 			}
 		}
-		if status != 0 {
-			http.Error(cw, http.StatusText(status), status)
+		if fault.Status != 0 {
+			http.Error(cw, http.StatusText(fault.Status), fault.Status)
 			return
 		}
 	}
@@ -171,7 +204,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if c, ok := ra.(io.Closer); ok {
 		defer c.Close()
 	}
+	whole := r.Method == http.MethodGet && r.Header.Get("Range") == ""
+	if whole && fault.Corrupt && size > 0 {
+		ra = corruptReader{r: ra, off: min(max(fault.CorruptAt, 0), size-1)}
+	}
+	if whole && fault.Truncate {
+		s.truncated(cw, ra, size, fault.TruncateAt)
+		return
+	}
 	http.ServeContent(cw, r, clean, mod, io.NewSectionReader(ra, 0, size))
+}
+
+// truncated announces size bytes, sends only the first n (0 or past the
+// end: half), then drops the connection, as a server dying mid-response.
+func (s *Server) truncated(w http.ResponseWriter, ra io.ReaderAt, size, n int64) {
+	if n <= 0 || n >= size {
+		n = size / 2
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	w.WriteHeader(http.StatusOK)
+	io.Copy(w, io.NewSectionReader(ra, 0, n))
+	http.NewResponseController(w).Flush()
+	// net/http closes the connection without finishing the response.
+	panic(http.ErrAbortHandler)
 }
 
 var errForbidden = errors.New("forbidden")
@@ -253,6 +309,9 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// Unwrap lets http.ResponseController reach the connection (Flush).
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 func (c *countingWriter) status() int {
 	if c.code == 0 {

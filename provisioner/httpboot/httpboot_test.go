@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"io/fs"
 	"net"
@@ -16,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/metalbed/metalbed/internal/testenv"
 )
@@ -180,11 +180,11 @@ func FuzzCleanPath(f *testing.F) {
 func TestFault(t *testing.T) {
 	root := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(root, "a"), []byte("aaa"), 0o644))
-	s, err := New(Config{Root: root, Fault: func(path string, _ netip.AddrPort) (int, time.Duration) {
+	s, err := New(Config{Root: root, Fault: func(path string, _ netip.AddrPort) Fault {
 		if path == "a" {
-			return http.StatusNotFound, 0
+			return Fault{Status: http.StatusNotFound}
 		}
-		return 0, 0
+		return Fault{}
 	}})
 	must(t, err)
 	rec := httptest.NewRecorder()
@@ -198,5 +198,72 @@ func TestFault(t *testing.T) {
 	s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/a", nil))
 	if rec.Code != http.StatusOK || rec.Body.String() != "aaa" {
 		t.Errorf("GET /a = %d %q", rec.Code, rec.Body.String())
+	}
+}
+
+// serveFault serves root over a real listener with fault on every path.
+func serveFault(t *testing.T, root string, fault Fault) string {
+	t.Helper()
+	s, err := New(Config{Root: root, Fault: func(string, netip.AddrPort) Fault { return fault }})
+	must(t, err)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	must(t, err)
+	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// TestFaultTruncateCurl: the real curl sees the announced length, fewer
+// bytes, and fails (exit 18, partial file); HEAD is untouched.
+func TestFaultTruncateCurl(t *testing.T) {
+	curl := testenv.RequireTool(t, "curl", "curl")
+	root := t.TempDir()
+	data := make([]byte, 100000)
+	rand.Read(data)
+	must(t, os.WriteFile(filepath.Join(root, "img"), data, 0o644))
+	base := serveFault(t, root, Fault{Truncate: true, TruncateAt: 4096})
+	out := filepath.Join(t.TempDir(), "out")
+	cmd := exec.CommandContext(t.Context(), curl, "-sS", "-o", out, base+"/img")
+	b, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 18 {
+		t.Fatalf("curl of a truncated body: %v (want exit 18, partial file)\n%s", err, b)
+	}
+	got, _ := os.ReadFile(out)
+	if !bytes.Equal(got, data[:4096]) {
+		t.Errorf("curl got %d bytes, want the first 4096", len(got))
+	}
+	head, err := exec.CommandContext(t.Context(), curl, "-sS", "-I", base+"/img").CombinedOutput()
+	if err != nil || !strings.Contains(string(head), "Content-Length: 100000") {
+		t.Errorf("HEAD: %v\n%s", err, head)
+	}
+}
+
+// TestFaultCorrupt: net/http gets every byte but one flipped.
+func TestFaultCorrupt(t *testing.T) {
+	root := t.TempDir()
+	data := make([]byte, 100000)
+	rand.Read(data)
+	must(t, os.WriteFile(filepath.Join(root, "img"), data, 0o644))
+	base := serveFault(t, root, Fault{Corrupt: true, CorruptAt: 70000})
+	resp, err := http.Get(base + "/img")
+	must(t, err)
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	must(t, err)
+	if len(got) != len(data) {
+		t.Fatalf("corrupt body has %d bytes, want %d", len(got), len(data))
+	}
+	want := bytes.Clone(data)
+	want[70000] ^= 0xff
+	if !bytes.Equal(got, want) {
+		t.Error("corrupt body differs from the file in more than byte 70000")
 	}
 }

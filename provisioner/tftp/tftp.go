@@ -9,6 +9,7 @@
 package tftp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,10 +54,77 @@ type Config struct {
 	// successfully or not; it must not block.
 	Observer func(Event)
 	// Fault, when set, is asked before each read request is answered (file
-	// is the cleaned name): after waiting delay, a non-nil refuse is sent
-	// to the client as the TFTP error instead of the file. It is the
-	// fault-injection seam and must be safe for concurrent use.
-	Fault func(file string, remote netip.AddrPort) (refuse error, delay time.Duration)
+	// is the cleaned name) and says how that transfer goes wrong. It is
+	// the fault-injection seam and must be safe for concurrent use.
+	Fault func(file string, remote netip.AddrPort) Fault
+}
+
+// Fault is how one transfer goes wrong; the zero Fault is none.
+type Fault struct {
+	// Delay is waited before the request is answered.
+	Delay time.Duration
+	// Refuse, when not nil, is sent to the client as the TFTP error
+	// instead of the file.
+	Refuse error
+	// BlockDelay is waited before each block is read for sending: a
+	// slow server (the client still gets the whole file).
+	BlockDelay time.Duration
+	// StallAfter, when > 0, stops the transfer once that many bytes are
+	// sent: no further block for StallFor (default 1 minute), then the
+	// transfer fails. The client times out first.
+	StallAfter int64
+	StallFor   time.Duration
+}
+
+// defaultStall is how long a stalled transfer holds back before failing.
+const defaultStall = time.Minute
+
+// errStalled ends a transfer stalled by a Fault.
+var errStalled = errors.New("transfer stalled (injected fault)")
+
+// errStopping ends a transfer held back by a Fault when the server stops.
+var errStopping = errors.New("server stopping")
+
+// sleep waits d, or less when ctx ends first; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// faultReader carries a Fault's BlockDelay and StallAfter out on the file.
+type faultReader struct {
+	ctx  context.Context // the server's: a stall ends when it stops
+	r    io.Reader
+	f    Fault
+	sent int64
+}
+
+func (fr *faultReader) Read(p []byte) (int, error) {
+	if fr.f.StallAfter > 0 {
+		left := fr.f.StallAfter - fr.sent
+		if left <= 0 {
+			sleep(fr.ctx, cmp.Or(fr.f.StallFor, defaultStall))
+			return 0, errStalled
+		}
+		if int64(len(p)) > left {
+			p = p[:left]
+		}
+	}
+	if !sleep(fr.ctx, fr.f.BlockDelay) {
+		return 0, errStopping
+	}
+	n, err := fr.r.Read(p)
+	fr.sent += int64(n)
+	return n, err
 }
 
 // Event is one finished (or refused) transfer. TFTP carries no MAC: map
@@ -117,7 +185,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		root = r
 	}
 	srv := tftp.NewServer(func(name string, rf io.ReaderFrom) error {
-		return s.read(root, name, rf)
+		return s.read(ctx, root, name, rf)
 	}, nil)
 	srv.SetTimeout(s.cfg.Timeout)
 	srv.SetRetries(s.cfg.Retries)
@@ -138,7 +206,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 }
 
 // read serves one read request.
-func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) (err error) {
+func (s *Server) read(ctx context.Context, root *os.Root, name string, rf io.ReaderFrom) (err error) {
 	start := time.Now()
 	var remote netip.AddrPort
 	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
@@ -161,13 +229,14 @@ func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) (err error) 
 	if err != nil {
 		return err
 	}
+	var fault Fault
 	if f := s.cfg.Fault; f != nil {
-		refuse, delay := f(clean, remote)
-		if delay > 0 {
-			time.Sleep(delay)
+		fault = f(clean, remote)
+		if !sleep(ctx, fault.Delay) {
+			return errStopping
 		}
-		if refuse != nil {
-			return refuse
+		if fault.Refuse != nil {
+			return fault.Refuse
 		}
 	}
 	r, size, err := s.open(root, clean)
@@ -180,7 +249,11 @@ func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) (err error) 
 	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
 		ot.SetSize(size)
 	}
-	n, err = rf.ReadFrom(io.NewSectionReader(r, 0, size))
+	var body io.Reader = io.NewSectionReader(r, 0, size)
+	if fault.BlockDelay > 0 || fault.StallAfter > 0 {
+		body = &faultReader{ctx: ctx, r: body, f: fault}
+	}
+	n, err = rf.ReadFrom(body)
 	if err != nil {
 		return fmt.Errorf("sending %s: %w", clean, err)
 	}

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pin/tftp/v3"
+
 	"github.com/metalbed/metalbed/internal/testenv"
 )
 
@@ -318,11 +320,11 @@ func FuzzCleanPath(f *testing.F) {
 func TestFaultRefuses(t *testing.T) {
 	tftpc := testenv.RequireTool(t, "tftp", "tftp-hpa")
 	f, _ := startWith(t, 4096, func(c *Config) {
-		c.Fault = func(file string, _ netip.AddrPort) (error, time.Duration) {
+		c.Fault = func(file string, _ netip.AddrPort) Fault {
 			if file == "deploy_kernel" {
-				return errors.New("deploy_kernel: file not found"), 0
+				return Fault{Refuse: errors.New("deploy_kernel: file not found")}
 			}
-			return nil, 0
+			return Fault{}
 		}
 	})
 	dir := t.TempDir()
@@ -339,5 +341,85 @@ func TestFaultRefuses(t *testing.T) {
 	}
 	if out := get("token-1234"); strings.Contains(out, "Error") {
 		t.Errorf("untouched get printed %q", out)
+	}
+}
+
+// TestFaultStall: a transfer stalled after 8 KiB sends no further block;
+// the real tftp-hpa client gives up, the server ends the transfer with an
+// error after StallFor, having sent exactly the bytes before the stall.
+func TestFaultStall(t *testing.T) {
+	tftpc := testenv.RequireTool(t, "tftp", "tftp-hpa")
+	f, _ := startWith(t, 64<<10, func(c *Config) {
+		c.Fault = func(file string, _ netip.AddrPort) Fault {
+			return Fault{StallAfter: 8 << 10, StallFor: 2 * time.Second}
+		}
+	})
+	out := filepath.Join(t.TempDir(), "out")
+	// -v verbose; rexmt 1 s, timeout 3 s: tftp-hpa gives up well before
+	// the 2 s stall ends only if it stops retrying, so wait for the event.
+	cmd := exec.CommandContext(t.Context(), tftpc, "-m", "binary", "127.0.0.1", fmt.Sprint(f.addr.Port), "-c", "get", "deploy_kernel", out)
+	b, _ := cmd.CombinedOutput()
+	if fi, err := os.Stat(out); err == nil && fi.Size() >= 64<<10 {
+		t.Fatalf("stalled transfer delivered the whole file (%d bytes); tftp said %q", fi.Size(), b)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(f.eventsFor("deploy_kernel")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no event for the stalled transfer")
+		}
+		select {
+		case <-t.Context().Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	ev := f.eventsFor("deploy_kernel")[0]
+	if !errors.Is(ev.Err, errStalled) && (ev.Err == nil || !strings.Contains(ev.Err.Error(), "stalled")) {
+		t.Errorf("stalled transfer ended with %v, want %v", ev.Err, errStalled)
+	}
+	if ev.Bytes > 8<<10 {
+		t.Errorf("sent %d bytes, want at most %d before the stall", ev.Bytes, 8<<10)
+	}
+}
+
+// TestFaultSlow: a per-block delay still delivers the whole file, byte
+// for byte, to the real tftp-hpa client.
+func TestFaultSlow(t *testing.T) {
+	tftpc := testenv.RequireTool(t, "tftp", "tftp-hpa")
+	f, kernel := startWith(t, 16<<10, func(c *Config) {
+		c.Fault = func(file string, _ netip.AddrPort) Fault {
+			return Fault{BlockDelay: 5 * time.Millisecond}
+		}
+	})
+	out := filepath.Join(t.TempDir(), "out")
+	cmd := exec.CommandContext(t.Context(), tftpc, "-m", "binary", "127.0.0.1", fmt.Sprint(f.addr.Port), "-c", "get", "deploy_kernel", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("tftp get: %v\n%s", err, b)
+	}
+	got, err := os.ReadFile(out)
+	must(t, err)
+	if !bytes.Equal(got, kernel) {
+		t.Fatalf("slow transfer delivered %d bytes, not the file's %d", len(got), len(kernel))
+	}
+}
+
+// TestFaultStallEndsWithServer: a transfer stalled for an hour ends when
+// the server stops (Serve returns; the cleanup waits for it), after the
+// client has given up on its own.
+func TestFaultStallEndsWithServer(t *testing.T) {
+	f, _ := startWith(t, 64<<10, func(c *Config) {
+		c.Fault = func(string, netip.AddrPort) Fault { return Fault{StallAfter: 4 << 10, StallFor: time.Hour} }
+	})
+	c, err := tftp.NewClient(f.addr.String())
+	must(t, err)
+	c.SetTimeout(200 * time.Millisecond)
+	c.SetRetries(1)
+	wt, err := c.Receive("deploy_kernel", "octet")
+	if err == nil {
+		var buf bytes.Buffer
+		_, err = wt.WriteTo(&buf)
+	}
+	if err == nil {
+		t.Fatal("a stalled transfer completed")
 	}
 }

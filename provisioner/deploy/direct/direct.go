@@ -17,7 +17,8 @@
 //   - it failed: the node fails with Ironic's "Agent returned error for
 //     deploy step …" message;
 //   - it succeeded: standby.get_partition_uuids, for a partition image
-//     booted locally image.install_bootloader, then the reboot to the
+//     booted locally image.install_bootloader (wait=false, then the
+//     command list polled, as Ironic 21.4), then the reboot to the
 //     instance: standby.power_off through the agent, the BMC polled until
 //     it says off (Ironic: 6 × 5 s) else a hard power off, boot device
 //     disk persistent (local boot) or the instance's PXE config
@@ -72,6 +73,11 @@ type Config struct {
 	PowerOffInterval time.Duration
 	// CommandTimeout bounds each request to the agent; default 60 s.
 	CommandTimeout time.Duration
+	// CommandWaitAttempts and CommandWaitInterval bound the polling of an
+	// asynchronous command (Ironic's [agent]command_wait_attempts and
+	// command_wait_interval); defaults 100 and 6 s.
+	CommandWaitAttempts int
+	CommandWaitInterval time.Duration
 	// HTTPClient talks to the agent; default a plain client.
 	HTTPClient *http.Client
 	// DefaultBootMode and DefaultBootOption must match the boot
@@ -125,6 +131,12 @@ func New(cfg Config) (*Deploy, error) {
 	if cfg.CommandTimeout <= 0 {
 		cfg.CommandTimeout = 60 * time.Second
 	}
+	if cfg.CommandWaitAttempts <= 0 {
+		cfg.CommandWaitAttempts = 100
+	}
+	if cfg.CommandWaitInterval <= 0 {
+		cfg.CommandWaitInterval = 6 * time.Second
+	}
 	switch cfg.DefaultBootMode {
 	case "":
 		cfg.DefaultBootMode = images.BootModeUEFI
@@ -163,23 +175,7 @@ func invalid(format string, args ...any) error {
 
 // interfaces returns the node's power and boot interfaces.
 func (d *Deploy) interfaces(node *provisioner.Node) (drivers.PowerInterface, drivers.BootInterface, error) {
-	reg := d.cfg.Drivers()
-	if reg == nil {
-		return nil, nil, errors.New("direct deploy: no driver registry")
-	}
-	h, err := reg.Get(node.Driver)
-	if err != nil {
-		return nil, nil, err
-	}
-	power, err := h.PowerFor(node)
-	if err != nil {
-		return nil, nil, err
-	}
-	boot, err := h.BootFor(node)
-	if err != nil {
-		return nil, nil, err
-	}
-	return power, boot, nil
+	return d.cfg.Drivers().PowerAndBoot(node)
 }
 
 func (d *Deploy) management(node *provisioner.Node) (drivers.ManagementInterface, error) {
@@ -224,20 +220,12 @@ func (d *Deploy) Validate(ctx context.Context, node *provisioner.Node) error {
 		}
 	}
 	if len(missing) > 0 {
-		return invalid("Some parameters were missing in node's instance_info. Missing are: [%s]", quoteList(missing))
+		return invalid("Some parameters were missing in node's instance_info. Missing are: %s", drivers.PyList(missing))
 	}
 	if !isHTTP(src) && d.cfg.HTTPRoot == "" {
 		return invalid("Agent deploy supports only HTTP(S) URLs as instance_info['image_source'] when no HTTP server publishes images. Given URL: %s", src)
 	}
 	return nil
-}
-
-func quoteList(names []string) string {
-	q := make([]string, len(names))
-	for i, n := range names {
-		q[i] = "'" + n + "'"
-	}
-	return strings.Join(q, ", ")
 }
 
 // publishedPath is where Ironic's image_download_source=http puts a node's
@@ -503,6 +491,21 @@ func agent(node *provisioner.Node) (string, string, error) {
 	return strings.TrimRight(u, "/"), tok, nil
 }
 
+// agentBusyError is Ironic's AgentInProgress: the agent answered 409 (or
+// "Agent is busy"), so the command is retried on the next heartbeat.
+type agentBusyError struct{ err error }
+
+func (e *agentBusyError) Error() string {
+	return "Agent is presently executing a command. Error " + e.err.Error()
+}
+func (e *agentBusyError) Unwrap() error { return e.err }
+
+// isBusy reports whether err is the agent's 409.
+func isBusy(err error) bool {
+	var b *agentBusyError
+	return errors.As(err, &b)
+}
+
 // sendCommand is agent_client._command: POST /v1/commands/?wait=…&agent_token=….
 func (d *Deploy) sendCommand(ctx context.Context, node *provisioner.Node, name string, params map[string]any, wait bool) (command, error) {
 	base, tok, err := agent(node)
@@ -542,6 +545,47 @@ func (d *Deploy) lastCommand(ctx context.Context, node *provisioner.Node) (comma
 	return list.Commands[len(list.Commands)-1], nil
 }
 
+// waitForCommand is agent_client._wait_for_command: it reads the agent's
+// command list at once and then every CommandWaitInterval, up to
+// CommandWaitAttempts reads, until the newest command named method (its
+// name without the extension, as IPA reports it) is no longer RUNNING.
+func (d *Deploy) waitForCommand(ctx context.Context, node *provisioner.Node, method string) (command, error) {
+	_, short, _ := strings.Cut(method, ".")
+	base, tok, err := agent(node)
+	if err != nil {
+		return command{}, err
+	}
+	for i := 0; ; i++ {
+		var list struct {
+			Commands []command `json:"commands"`
+		}
+		err := d.do(ctx, http.MethodGet, base+"/v1/commands/?agent_token="+url.QueryEscape(tok), nil, &list)
+		if err != nil && ctx.Err() != nil {
+			return command{}, ctx.Err()
+		}
+		if err == nil {
+			for j := len(list.Commands) - 1; j >= 0; j-- {
+				if c := list.Commands[j]; c.CommandName == short {
+					if c.CommandStatus != "RUNNING" {
+						return c, nil
+					}
+					break
+				}
+			}
+		}
+		if i+1 >= d.cfg.CommandWaitAttempts {
+			return command{}, fmt.Errorf("Timeout while waiting for command %s on node %s.", method, node.UUID)
+		}
+		t := time.NewTimer(d.cfg.CommandWaitInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return command{}, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 func (d *Deploy) do(ctx context.Context, method, u string, body []byte, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.CommandTimeout)
 	defer cancel()
@@ -566,7 +610,11 @@ func (d *Deploy) do(ctx context.Context, method, u string, body []byte, out any)
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		err := fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		if resp.StatusCode == http.StatusConflict || strings.Contains(strings.ToLower(string(data)), "agent is busy") {
+			return &agentBusyError{err}
+		}
+		return err
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("bad agent answer: %w", err)

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -394,6 +395,32 @@ type bed struct {
 	mu         sync.Mutex
 	milestones map[string][]string
 	details    map[string][]string
+	agentCalls []string // "POST image.install_bootloader wait=false", "GET /v1/commands/"
+}
+
+// agentRecorder records every call the conductor makes to an agent.
+type agentRecorder struct{ b *bed }
+
+func (r agentRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	call := req.Method + " " + req.URL.Path
+	if req.Body != nil {
+		body, err := io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		var c struct {
+			Name string `json:"name"`
+		}
+		if json.Unmarshal(body, &c) == nil && c.Name != "" {
+			call = req.Method + " " + c.Name + " wait=" + req.URL.Query().Get("wait")
+		}
+	}
+	r.b.mu.Lock()
+	r.b.agentCalls = append(r.b.agentCalls, call)
+	r.b.mu.Unlock()
+	return http.DefaultTransport.RoundTrip(req)
 }
 
 func newBed(t testing.TB) *bed {
@@ -455,6 +482,7 @@ func newBed(t testing.TB) *bed {
 		Drivers: func() *drivers.Registry { return reg }, Images: cache, APIURL: b.url,
 		HTTPRoot: bc.HTTPRoot, HTTPURL: bc.HTTPURL, PowerOffInterval: 20 * time.Millisecond,
 		DefaultBootMode: "bios", Milestone: b.milestone,
+		HTTPClient: &http.Client{Transport: agentRecorder{b}}, CommandWaitInterval: 50 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -716,6 +744,15 @@ func TestDeployPartitionLocalBoot(t *testing.T) {
 	m.mu.Unlock()
 	if soft != 1 {
 		t.Errorf("%d soft power offs through the agent, want 1", soft)
+	}
+	// As Ironic 21.4 (agent-traffic.jsonl): install_bootloader goes
+	// asynchronously and the command list is polled right after.
+	b.mu.Lock()
+	calls := append([]string(nil), b.agentCalls...)
+	b.mu.Unlock()
+	i := slices.Index(calls, "POST image.install_bootloader wait=false")
+	if i < 0 || i+1 >= len(calls) || calls[i+1] != "GET /v1/commands/" {
+		t.Errorf("agent calls %q: want image.install_bootloader with wait=false, then GET /v1/commands/", calls)
 	}
 	ms := b.milestonesOf(uuid)
 	for _, k := range []string{"image cached", "prepare", "power on", "write_image", "image written", "bootloader", "power off", "reboot", "active"} {

@@ -54,7 +54,9 @@ func pyDict(step map[string]any) string {
 func (d *Deploy) startWrite(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error) {
 	// Ironic 21.4 asks the agent for its deploy steps first (wait=true).
 	if steps, err := d.sendCommand(ctx, node, "deploy.get_deploy_steps",
-		map[string]any{"node": nodeView(node), "ports": []any{}}, true); err != nil {
+		map[string]any{"node": nodeView(node), "ports": []any{}}, true); isBusy(err) {
+		return d.busy(node, "deploy.get_deploy_steps", err)
+	} else if err != nil {
 		return "", d.failed(ctx, node, fmt.Sprintf("Deploy failed for instance %s. Error: %s", instanceName(node), err))
 	} else if steps.CommandStatus == "FAILED" {
 		return "", d.failed(ctx, node, fmt.Sprintf("Deploy failed for instance %s. Error: %s", instanceName(node), steps.errorText()))
@@ -68,6 +70,9 @@ func (d *Deploy) startWrite(ctx context.Context, node *provisioner.Node) (provis
 	cmd, err := d.sendCommand(ctx, node, "deploy.execute_deploy_step",
 		map[string]any{"step": step, "node": nodeView(node), "ports": []any{},
 			"deploy_version": map[string]any{"generic_hardware_manager": "1.2"}}, false)
+	if isBusy(err) {
+		return d.busy(node, "deploy.execute_deploy_step", err)
+	}
 	if err != nil {
 		return "", d.failed(ctx, node, fmt.Sprintf("Deploy failed for instance %s. Error: %s", instanceName(node), err))
 	}
@@ -78,6 +83,15 @@ func (d *Deploy) startWrite(ctx context.Context, node *provisioner.Node) (provis
 		return "", d.failed(ctx, node, fmt.Sprintf("Agent returned error for deploy step %s on node %s : %s.",
 			pyDict(writeImageStep), node.UUID, cmd.errorText()))
 	}
+	return provisioner.StateWaitCallback, nil
+}
+
+// busy is Ironic's answer to AgentInProgress in a deploy step: the node
+// goes back to wait call-back and the step is tried again on the agent's
+// next heartbeat.
+func (d *Deploy) busy(node *provisioner.Node, command string, err error) (provisioner.ProvisionState, error) {
+	d.log.Info("agent busy, retrying on its next heartbeat", "node", node.UUID, "event", command, "err", err)
+	d.milestone(node, "agent busy", command+": will retry on the next heartbeat")
 	return provisioner.StateWaitCallback, nil
 }
 
@@ -111,6 +125,9 @@ func (d *Deploy) finish(ctx context.Context, node *provisioner.Node) (provisione
 	d.unpublish(node)
 	whole, _ := node.DriverInternalInfo["is_whole_disk_image"].(bool)
 	cmd, err := d.sendCommand(ctx, node, "standby.get_partition_uuids", nil, true)
+	if isBusy(err) {
+		return d.busy(node, "standby.get_partition_uuids", err)
+	}
 	if err == nil && cmd.CommandStatus != "SUCCEEDED" {
 		err = fmt.Errorf("%s", cmd.errorText())
 	}
@@ -130,9 +147,17 @@ func (d *Deploy) finish(ctx context.Context, node *provisioner.Node) (provisione
 		if root == "" {
 			return "", d.failed(ctx, node, fmt.Sprintf("Couldn't determine the UUID of the root partition when deploying node %s", node.UUID))
 		}
+		// Ironic 21.4 sends it asynchronously (wait=false) and polls the
+		// agent's command list (agent_client._command with poll=True).
 		cmd, err := d.sendCommand(ctx, node, "image.install_bootloader", map[string]any{
 			"root_uuid": root, "efi_system_part_uuid": nilIfEmpty(esp), "prep_boot_part_uuid": nil,
-			"target_boot_mode": d.bootMode(node)}, true)
+			"target_boot_mode": d.bootMode(node)}, false)
+		if isBusy(err) {
+			return d.busy(node, "image.install_bootloader", err)
+		}
+		if err == nil {
+			cmd, err = d.waitForCommand(ctx, node, "image.install_bootloader")
+		}
 		if err == nil && cmd.CommandStatus != "SUCCEEDED" {
 			err = fmt.Errorf("%s", cmd.errorText())
 		}

@@ -3,11 +3,14 @@ package iscsi
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/metalbed/metalbed/iscsitarget/initiator"
@@ -41,7 +44,7 @@ func (d *Deploy) ValidateCallback(_ context.Context, _ *provisioner.Node, method
 			}
 		}
 		if len(missing) > 0 {
-			return &drivers.ParameterError{Msg: fmt.Sprintf("Parameters %s were not passed to ironic for deploy.", pyList(missing))}
+			return &drivers.ParameterError{Msg: fmt.Sprintf("Parameters %s were not passed to ironic for deploy.", drivers.PyList(missing))}
 		}
 	case MethodPassBootloaderInfo:
 		var missing []string
@@ -51,7 +54,7 @@ func (d *Deploy) ValidateCallback(_ context.Context, _ *provisioner.Node, method
 			}
 		}
 		if len(missing) > 0 {
-			return &drivers.ParameterError{Msg: fmt.Sprintf("Some mandatory input missing in 'pass_bootloader_info' vendor passthru from ramdisk. Missing are: %s", pyList(missing))}
+			return &drivers.ParameterError{Msg: fmt.Sprintf("Some mandatory input missing in 'pass_bootloader_info' vendor passthru from ramdisk. Missing are: %s", drivers.PyList(missing))}
 		}
 	default:
 		return &drivers.ParameterError{Msg: fmt.Sprintf("Unsupported method (%s) passed through to vendor extension.", method)}
@@ -203,6 +206,11 @@ func (d *Deploy) writeImage(ctx context.Context, node *provisioner.Node, address
 	}
 	if err != nil {
 		s.Close()
+		if targetLost(err) {
+			// Whether the reader sees the reset or an EOF after the writer
+			// took the reset is timing; the cause is not.
+			err = fmt.Errorf("lost the connection to the iSCSI target %s: %w", iqn, err)
+		}
 		return nil, err
 	}
 	secs := time.Since(start).Seconds()
@@ -302,4 +310,11 @@ func randomAlnum(n int) (string, error) {
 		b[i] = alnum[v.Int64()]
 	}
 	return string(b), nil
+}
+
+// targetLost reports whether err says the target went away mid-write: a
+// reset, a broken pipe, or an EOF where a response was due.
+func targetLost(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }

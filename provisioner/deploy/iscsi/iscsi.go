@@ -158,23 +158,7 @@ func invalid(format string, args ...any) error {
 
 // interfaces returns the node's power and boot interfaces.
 func (d *Deploy) interfaces(node *provisioner.Node) (drivers.PowerInterface, drivers.BootInterface, error) {
-	reg := d.cfg.Drivers()
-	if reg == nil {
-		return nil, nil, errors.New("iscsi deploy: no driver registry")
-	}
-	h, err := reg.Get(node.Driver)
-	if err != nil {
-		return nil, nil, err
-	}
-	power, err := h.PowerFor(node)
-	if err != nil {
-		return nil, nil, err
-	}
-	boot, err := h.BootFor(node)
-	if err != nil {
-		return nil, nil, err
-	}
-	return power, boot, nil
+	return d.cfg.Drivers().PowerAndBoot(node)
 }
 
 // Validate is Ironic's ISCSIDeploy.validate: the boot interface's
@@ -218,7 +202,7 @@ func validateCapabilities(node *provisioner.Node) error {
 				ok = ok || v == w
 			}
 			if !ok {
-				return invalid("Invalid %s parameter '%s'. Supported values are: %s", c.key, v, pyList(c.valid))
+				return invalid("Invalid %s parameter '%s'. Supported values are: %s", c.key, v, drivers.PyList(c.valid))
 			}
 		}
 	}
@@ -293,7 +277,7 @@ func (d *Deploy) instanceInfo(node *provisioner.Node, wholeDisk *bool) (instInfo
 		missing = append(missing, "image_source")
 	}
 	if len(missing) > 0 {
-		return in, invalid("Cannot validate iSCSI deploy. Some parameters were missing in node's instance_info. Missing are: %s", pyList(missing))
+		return in, invalid("Cannot validate iSCSI deploy. Some parameters were missing in node's instance_info. Missing are: %s", drivers.PyList(missing))
 	}
 	for _, p := range []struct {
 		key   string
@@ -334,15 +318,6 @@ func asInt(v any) (int64, error) {
 		return strconv.ParseInt(strings.TrimSpace(x), 10, 64)
 	}
 	return 0, errors.New("not an integer")
-}
-
-// pyList renders names as Python prints a list of strings.
-func pyList(names []string) string {
-	q := make([]string, len(names))
-	for i, n := range names {
-		q[i] = "'" + n + "'"
-	}
-	return "[" + strings.Join(q, ", ") + "]"
 }
 
 // imageDir and imagePath are Ironic's _get_image_dir_path/_get_image_file_path.

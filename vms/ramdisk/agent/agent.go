@@ -148,6 +148,15 @@ type Config struct {
 	// Version is agent_version; default "9.4.0" (the IPA this agent
 	// answers like).
 	Version string
+	// Fault is the agent's fault seam (metalbed's fault layer "agent"):
+	// asked with op "lookup", "heartbeat" or a command's full name
+	// ("deploy.execute_deploy_step"), it returns the action to carry out,
+	// "" for none. Actions: "lookup-404" (the lookup is answered 404, so
+	// the agent keeps retrying), "heartbeat-stop" (the heartbeat is not
+	// sent), "busy" (the command is refused with 409 Agent is busy),
+	// "command-failed" (the command ends FAILED with arg, or a default
+	// message, as its error). nil => none.
+	Fault func(op string) (action, arg string)
 }
 
 // Defaults.
@@ -250,7 +259,7 @@ func New(cfg Config) (*Agent, error) {
 		token:   cfg.AgentToken,
 	}
 	a.log = newConsoleLog(cfg.Console)
-	a.ironic = &ironicClient{cfg: &a.cfg, say: a.say}
+	a.ironic = &ironicClient{cfg: &a.cfg, say: a.say, fault: a.fault}
 	a.exts = a.extensions()
 	return a, nil
 }
@@ -345,6 +354,14 @@ func (a *Agent) callbackURL(addr net.Addr) string {
 
 func (a *Agent) say(format string, args ...any) {
 	a.log.printf(format, args...)
+}
+
+// fault asks the fault seam about op; "" when none is set or none fires.
+func (a *Agent) fault(op string) (action, arg string) {
+	if a.cfg.Fault == nil {
+		return "", ""
+	}
+	return a.cfg.Fault(op)
 }
 
 func (a *Agent) milestone(kind, detail string) {

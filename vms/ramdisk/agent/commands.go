@@ -233,6 +233,11 @@ func (a *Agent) execute(fullName string, p params) (*command, error) {
 	}
 	a.cmdMu.Lock()
 	defer a.cmdMu.Unlock()
+	action, arg := a.fault(fullName)
+	if action == "busy" {
+		// An injected fault: refused as if a command were running.
+		return nil, errBusy("(injected fault)")
+	}
 	a.mu.Lock()
 	if n := len(a.commands); n > 0 && !a.commands[n-1].isDone() {
 		running := a.commands[n-1].name
@@ -272,6 +277,19 @@ func (a *Agent) execute(fullName string, p params) (*command, error) {
 			a.record(c)
 			return c, nil
 		}
+	}
+	if action == "command-failed" {
+		// An injected fault: the command fails without running.
+		if arg == "" {
+			arg = "injected fault: " + fullName + " failed"
+		}
+		a.say("command %s failed: %s", cmdName, arg)
+		c.finish(nil, errExecution(arg))
+		a.record(c)
+		if spec.async {
+			a.forceHeartbeat()
+		}
+		return c, nil
 	}
 	a.say("executing command %s.%s (%s)", extName, cmdName, map[bool]string{true: "async", false: "sync"}[spec.async])
 	ctx := a.runContext()

@@ -40,7 +40,14 @@ func (a *Agent) heartbeat(ctx context.Context, lk lookupResult, callback string)
 			token := a.token
 			timeout := time.Duration(a.hbTimeout) * time.Second
 			a.mu.Unlock()
-			err := a.ironic.heartbeat(ctx, lk, callback, token)
+			var err error
+			if action, _ := a.fault("heartbeat"); action == "heartbeat-stop" {
+				// An injected fault: this heartbeat is never sent; the
+				// agent carries on as if it had been.
+				a.cfg.Logger.Debug("heartbeat suppressed by an injected fault", "node", lk.UUID)
+			} else {
+				err = a.ironic.heartbeat(ctx, lk, callback, token)
+			}
 			if ctx.Err() != nil {
 				return
 			}

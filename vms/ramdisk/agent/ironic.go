@@ -56,8 +56,9 @@ func parseAPIVersion(s string) (apiVersion, error) {
 
 // ironicClient talks to the Ironic API as IPA's APIClient does.
 type ironicClient struct {
-	cfg *Config
-	say func(string, ...any)
+	cfg   *Config
+	say   func(string, ...any)
+	fault func(op string) (action, arg string)
 
 	mu      sync.Mutex
 	version *apiVersion
@@ -261,7 +262,17 @@ func (ic *ironicClient) lookupOnce(ctx context.Context, inv *Inventory, macs []s
 		if ic.cfg.NodeUUID != "" {
 			q.Set("node_uuid", ic.cfg.NodeUUID)
 		}
-		status, body, err := ic.do(ctx, http.MethodGet, "/v1/lookup?"+q.Encode(), nil, minVersion(ver, maxKnownAPI).String())
+		var status int
+		var body []byte
+		var err error
+		if action, _ := ic.fault("lookup"); action == "lookup-404" {
+			// An injected fault: the lookup never reaches Ironic (which
+			// would mint the node's one agent token) and is answered
+			// with the 404 Ironic gives a node not waiting for a ramdisk.
+			status, body = http.StatusNotFound, lookup404(macs)
+		} else {
+			status, body, err = ic.do(ctx, http.MethodGet, "/v1/lookup?"+q.Encode(), nil, minVersion(ver, maxKnownAPI).String())
+		}
 		if err != nil {
 			return lookupResult{}, err
 		}
@@ -289,6 +300,9 @@ func (ic *ironicClient) legacyLookup(ctx context.Context, inv *Inventory) (looku
 	if ic.cfg.NodeUUID != "" {
 		body["node_uuid"] = ic.cfg.NodeUUID
 	}
+	if action, _ := ic.fault("lookup"); action == "lookup-404" {
+		return lookupResult{}, fmt.Errorf("Invalid status code: %d", http.StatusNotFound)
+	}
 	status, resp, err := ic.do(ctx, http.MethodPost, "/v1/drivers/"+url.PathEscape(ic.cfg.DriverName)+"/vendor_passthru/lookup", body, "")
 	if err != nil {
 		return lookupResult{}, err
@@ -302,6 +316,15 @@ func (ic *ironicClient) legacyLookup(ctx context.Context, inv *Inventory) (looku
 	}
 	res.Legacy = true
 	return res, nil
+}
+
+// lookup404 is Ironic's 404 body for a lookup of addresses no waiting
+// node has.
+func lookup404(macs []string) []byte {
+	inner, _ := json.Marshal(map[string]any{"faultcode": "Client", "debuginfo": nil,
+		"faultstring": fmt.Sprintf("Node with address(es) %s could not be found.", strings.Join(macs, ","))})
+	b, _ := json.Marshal(map[string]string{"error_message": string(inner)})
+	return b
 }
 
 // heartbeatError is a heartbeat Ironic refused; conflict marks a 409.

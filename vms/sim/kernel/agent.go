@@ -59,6 +59,9 @@ func runAgent(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image
 	acfg.Console = crlf{b.Console}
 	acfg.Milestone = milestone
 	acfg.Logger = cfg.Logger
+	if cfg.AgentFault != nil {
+		acfg.Fault = func(op string) (string, string) { return cfg.AgentFault(b.Machine, op) }
+	}
 	acfg.MinDiskBytes = -1 // simulated disks may be smaller than IPA's 4 GiB minimum
 	err = agent.Run(ctx, acfg)
 	if ctx.Err() != nil {

@@ -40,7 +40,10 @@ type Config struct {
 	// RamdiskFault is the deploy ramdisk's fault seam (ramdisk.Config.Fault)
 	// for machine; nil => none.
 	RamdiskFault func(machine, op string) (action, arg string)
-	Logger       *slog.Logger
+	// AgentFault is the agent's fault seam (agent.Config.Fault) for
+	// machine; nil => none.
+	AgentFault func(machine, op string) (action, arg string)
+	Logger     *slog.Logger
 }
 
 // ErrPanic is a kernel panic: the booted program could not run.

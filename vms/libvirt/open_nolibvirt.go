@@ -1,0 +1,13 @@
+//go:build !libvirt_dlopen
+
+package libvirt
+
+import "github.com/metalbed/metalbed/vms"
+
+// Open returns ErrNotBuilt: this build has no libvirt binding.
+func Open(cfg Config) (vms.Machine, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	return nil, ErrNotBuilt
+}
