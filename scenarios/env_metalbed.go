@@ -250,15 +250,20 @@ func (e *env) stop() error {
 	return errors.Join(errs...)
 }
 
+// subnetLocks is where testbeds reserve their subnets: one folder for the
+// whole machine (not $TMPDIR, which differs between processes that share
+// the loopback interface).
+const subnetLocks = "/tmp/metalbed-scenario-subnets"
+
 // reserveSubnet reserves one of the /24s 127.101.0.0 … 127.200.255.0 for
 // a testbed's leases with an exclusive flock on a file named after it in
-// $TMPDIR/metalbed-scenario-subnets: every test process and every
-// `metalbed scenario run` on the machine takes them there, and the kernel
-// drops a dead process's locks. The search starts at a place derived from
-// the PID so that processes seldom try the same files. It returns
-// "127.A.B" and the function giving it back.
+// subnetLocks: every test process and every `metalbed scenario run` on
+// the machine takes them there, and the kernel drops a dead process's
+// locks. The search starts at a place derived from the PID so that
+// processes seldom try the same files. It returns "127.A.B" and the
+// function giving it back.
 func reserveSubnet() (string, func(), error) {
-	dir := filepath.Join(os.TempDir(), "metalbed-scenario-subnets")
+	dir := subnetLocks
 	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return "", nil, fmt.Errorf("reserve a subnet: %w", err)
 	}

@@ -110,7 +110,7 @@ func (r *Result) Summary() string {
 		s += fmt.Sprintf(", %d skipped", r.Skipped)
 	}
 	if r.Total() == 0 {
-		s += " (no scenario matched the paths and tags)"
+		s += " (none ran: no scenario matched the paths and tags, or godog refused its options; see above)"
 	}
 	return s + fmt.Sprintf(" in %s", r.Elapsed.Round(time.Second))
 }

@@ -112,9 +112,6 @@ func (w *world) registerDeploySteps(sc *godog.ScenarioContext) {
 			[]map[string]any{{"op": "replace", "path": "/automated_clean", "value": true}})
 		return err
 	})
-	sc.Step(`^I rebuild node "([^"]*)"$`, func(ctx context.Context, name string) error {
-		return w.provisionRequest(ctx, name, "rebuild")
-	})
 	sc.Step(`^the disk of machine "([^"]*)" holds no partition table$`, func(name string) error {
 		return w.diskWiped(name)
 	})

@@ -50,6 +50,14 @@ func runScenarioRun(ctx context.Context, s Streams, args []string) error {
 	if *concurrency < 1 {
 		return usageError("--concurrency %d: want 1 or more", *concurrency)
 	}
+	if *junit != "" {
+		// godog only says so on stderr and runs nothing: say it here.
+		f, err := os.Create(*junit)
+		if err != nil {
+			return fmt.Errorf("scenario run: JUnit file: %w", err)
+		}
+		f.Close()
+	}
 	bin, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("scenario run: the binary under test: %w", err)

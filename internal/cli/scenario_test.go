@@ -78,6 +78,8 @@ func TestScenarioRun(t *testing.T) {
 		defer cancel()
 		cmd := exec.CommandContext(ctx, bin, append([]string{"scenario", "run"}, args...)...)
 		cmd.Dir = dir
+		// A failed run keeps its state directories under $TMPDIR.
+		cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
 		switch {
