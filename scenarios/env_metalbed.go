@@ -52,6 +52,8 @@ type envSpec struct {
 	// CallbackTimeout is a Deploy testbed's --deploy-callback-timeout;
 	// 0 = metalbed's default (10m).
 	CallbackTimeout time.Duration
+	// Flags are more `metalbed up` flags for a Deploy testbed.
+	Flags []string
 }
 
 // env is one running metalbed: machines with their BMCs (`metalbed up
@@ -184,6 +186,7 @@ func (e *env) startTestbed(ctx, sctx context.Context, bin string, spec envSpec) 
 	if spec.CallbackTimeout > 0 {
 		args = append(args, "--deploy-callback-timeout", spec.CallbackTimeout.String())
 	}
+	args = append(args, spec.Flags...)
 	p, err := startProc(ctx, bin, filepath.Join(e.dir, "up.log"), args...)
 	if err != nil {
 		return err

@@ -3,10 +3,8 @@ package scenarios
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"time"
 
 	"github.com/cucumber/godog"
@@ -65,58 +63,14 @@ func atoiOr(s string, def int) int {
 	return n
 }
 
-// startAgentTestbed runs one `metalbed up --enroll` as the deploy testbed
-// does (every port ephemeral, its own DHCP range), plus extra flags, and
-// switches every node to the direct deploy interface.
+// startAgentTestbed starts a deploy testbed with extra `metalbed up` flags
+// and switches every node to the direct deploy interface.
 func (w *world) startAgentTestbed(ctx context.Context, n int, mode string, extra []string) error {
-	if !w.s.canDeploy {
-		return pending(missingDeploy)
-	}
-	if w.env != nil {
-		return fmt.Errorf("an environment is already running in this scenario")
-	}
-	e := &env{dir: w.dir, machine: map[string]inventoryNode{}}
-	w.env = e // stopped by the scenario's After hook, whatever happens next
-	subnet, release, err := reserveSubnet()
-	if err != nil {
+	if err := w.startTestbed(ctx, envSpec{Machines: n, BootMode: mode, Flags: extra}); err != nil {
 		return err
 	}
-	e.release = release
-	dhcpRange := subnet + ".10-" + subnet + ".250"
-	sctx, cancel := context.WithTimeout(ctx, startTimeout)
-	defer cancel()
-	mdir := filepath.Join(e.dir, "machines")
-	args := append([]string{"up", "--enroll", "--nodes", fmt.Sprint(n), "--state-dir", mdir,
-		"--bmc-base-port", "0", "--api-addr", "127.0.0.1:0", "--dhcp-addr", "127.0.0.1:0",
-		"--http-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0", "--timeline-addr", "127.0.0.1:0",
-		"--disk-size", "2GiB", "--log-level", "info", "--dhcp-range", dhcpRange, "--boot-mode", mode}, extra...)
-	p, err := startProc(ctx, w.s.bin, filepath.Join(e.dir, "up.log"), args...)
-	if err != nil {
-		return err
-	}
-	e.procs = append(e.procs, p)
-	inv, err := waitInventory(sctx, p, filepath.Join(mdir, "inventory.json"))
-	if err != nil {
-		return err
-	}
-	if inv.API == "" || inv.Timeline == "" {
-		return fmt.Errorf("inventory of `metalbed up --enroll` names no API or timeline:\n%s", p.logTail(20))
-	}
-	e.apiURL, e.timelineURL = inv.API, inv.Timeline
-	for _, m := range inv.Nodes {
-		e.machine[m.Name] = m
-	}
-	for name := range e.machine {
-		r, err := w.must(ctx, http.StatusOK, "GET", "/v1/nodes/"+name, nil)
-		if err != nil {
-			return fmt.Errorf("node enrolled for %s: %w", name, err)
-		}
-		var node apiNode
-		if err := json.Unmarshal(r.body, &node); err != nil {
-			return err
-		}
-		w.nodes[name] = node.UUID
-		if _, err := w.must(ctx, http.StatusOK, "PATCH", "/v1/nodes/"+node.UUID,
+	for name, uuid := range w.nodes {
+		if _, err := w.must(ctx, http.StatusOK, "PATCH", "/v1/nodes/"+uuid,
 			[]map[string]any{{"op": "replace", "path": "/deploy_interface", "value": "direct"}}); err != nil {
 			return fmt.Errorf("node %s: deploy_interface direct: %w", name, err)
 		}

@@ -29,29 +29,11 @@ type timelineEntry struct {
 
 func (w *world) registerDeploySteps(sc *godog.ScenarioContext) {
 	sc.Given(`^a metalbed testbed with (\d+) (bios|uefi) machines?(?: with (\d+) GiB disks?)?$`, func(ctx context.Context, n int, mode, disk string) error {
-		if !w.s.canDeploy {
-			return pending(missingDeploy)
-		}
-		spec := envSpec{Machines: n, BootMode: mode, Deploy: true}
+		spec := envSpec{Machines: n, BootMode: mode}
 		if disk != "" {
 			spec.DiskSize = disk + "GiB"
 		}
-		if err := w.start(ctx, spec); err != nil {
-			return err
-		}
-		// --enroll created one node per machine, named after it.
-		for name := range w.env.machine {
-			r, err := w.must(ctx, http.StatusOK, "GET", "/v1/nodes/"+name, nil)
-			if err != nil {
-				return fmt.Errorf("node enrolled for %s: %w", name, err)
-			}
-			var node apiNode
-			if err := json.Unmarshal(r.body, &node); err != nil {
-				return err
-			}
-			w.nodes[name] = node.UUID
-		}
-		return nil
+		return w.startTestbed(ctx, spec)
 	})
 	sc.Step(`^node "([^"]*)" has instance_info for (?:a|an) "(partition|whole-disk)" image(?: with root_gb (\d+))?$`,
 		func(ctx context.Context, name, kind, rootGB string) error {
@@ -387,4 +369,29 @@ func partitionStarts(disk io.ReaderAt) ([]int64, error) {
 		starts = append(starts, int64(binary.LittleEndian.Uint64(e[32:]))*512)
 	}
 	return starts, nil
+}
+
+// startTestbed starts a deploy testbed (`metalbed up --enroll`, every port
+// ephemeral, a DHCP range of its own) and records the node --enroll
+// created for each machine, named after it.
+func (w *world) startTestbed(ctx context.Context, spec envSpec) error {
+	if !w.s.canDeploy {
+		return pending(missingDeploy)
+	}
+	spec.Deploy = true
+	if err := w.start(ctx, spec); err != nil {
+		return err
+	}
+	for name := range w.env.machine {
+		r, err := w.must(ctx, http.StatusOK, "GET", "/v1/nodes/"+name, nil)
+		if err != nil {
+			return fmt.Errorf("node enrolled for %s: %w", name, err)
+		}
+		var node apiNode
+		if err := json.Unmarshal(r.body, &node); err != nil {
+			return err
+		}
+		w.nodes[name] = node.UUID
+	}
+	return nil
 }
