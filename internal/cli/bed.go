@@ -573,6 +573,7 @@ func (b *bed) serviceConfig() service.Config {
 	}
 	tftpServer, _ := hostOf(b.boot.tftpConn.LocalAddr().String())
 	return service.Config{
+		Timeline:               timelineHandler(b.tl),
 		APIAddr:                b.apiLn.Addr().String(),
 		StateDir:               b.cfg.dir,
 		IPMI:                   ipmi,

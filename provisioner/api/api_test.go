@@ -3,9 +3,11 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -333,4 +335,37 @@ func TestPortsAndHistory(t *testing.T) {
 	s.must(t, 404, "GET", "/v1/conductors/nonesuch", "1.82", nil)
 	s.must(t, 200, "GET", "/v1/drivers/fake-hardware/properties", "1.82", nil)
 	s.must(t, 404, "GET", "/v1/drivers/nonesuch", "1.82", nil)
+}
+
+// TestTimelineExtension: GET /v1/nodes/{node}/timeline reaches
+// Config.Timeline with the node's name, whether asked by name or UUID; an
+// unknown node is Ironic's 404, and without a Timeline the route is a 404.
+func TestTimelineExtension(t *testing.T) {
+	var asked []string
+	tl := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked = append(asked, r.PathValue("node")+" "+r.URL.Path)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"node":%q,"entries":[]}`, r.PathValue("node"))
+	})
+	s := newStack(t, stackOpts{timeline: tl})
+	id := s.must(t, 201, "POST", "/v1/nodes", "1.5", map[string]any{"driver": "fake-hardware", "name": "n0"}).obj(t)["uuid"].(string)
+	for _, ident := range []string{"n0", id} {
+		if got := s.must(t, 200, "GET", "/v1/nodes/"+ident+"/timeline", "", nil).obj(t)["node"]; got != "n0" {
+			t.Errorf("timeline of %s answered for node %v, want n0", ident, got)
+		}
+	}
+	if want := []string{"n0 /v1/nodes/n0/timeline", "n0 /v1/nodes/n0/timeline"}; !slices.Equal(asked, want) {
+		t.Errorf("timeline handler asked %q, want %q", asked, want)
+	}
+	r := s.must(t, 404, "GET", "/v1/nodes/nope/timeline", "", nil)
+	if !strings.Contains(string(r.body), "Node nope could not be found.") {
+		t.Errorf("unknown node: %s", r.body)
+	}
+	if len(asked) != 2 {
+		t.Error("the timeline handler was asked about an unknown node")
+	}
+
+	plain := newStack(t, stackOpts{})
+	plain.must(t, 201, "POST", "/v1/nodes", "1.5", map[string]any{"driver": "fake-hardware", "name": "n0"})
+	plain.must(t, 404, "GET", "/v1/nodes/n0/timeline", "", nil)
 }

@@ -1,10 +1,12 @@
 package api
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -458,6 +460,24 @@ func (s *Server) showNode(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, s.renderNode(r, n, fields))
+	return nil
+}
+
+// timeline is metalbed's GET /v1/nodes/{node}/timeline: the node must
+// exist (Ironic's 404 otherwise), then Config.Timeline answers.
+func (s *Server) timeline(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Timeline == nil {
+		return errNotFound
+	}
+	n, err := s.c.Node(r.Context(), r.PathValue("node"))
+	if err != nil {
+		return err
+	}
+	r2 := r.Clone(r.Context())
+	r2.SetPathValue("node", cmp.Or(n.Name, n.UUID))
+	r2.URL.Path = "/v1/nodes/" + url.PathEscape(cmp.Or(n.Name, n.UUID)) + "/timeline"
+	r2.URL.RawPath = ""
+	s.cfg.Timeline.ServeHTTP(w, r2)
 	return nil
 }
 

@@ -39,6 +39,12 @@ type Config struct {
 	MaxLimit int
 	// Logger gets request errors; nil discards.
 	Logger *slog.Logger
+	// Timeline, when set, answers GET /v1/nodes/{node}/timeline (a
+	// metalbed extension: the node's per-node timeline) once the node is
+	// known, by name or UUID; the request reaches it with
+	// {node} set to the node's name when it has one, else its UUID. Default
+	// nil: the route answers Ironic's 404.
+	Timeline http.Handler
 }
 
 // Server is the API.
@@ -133,6 +139,7 @@ func (s *Server) table() []route {
 		v("PUT /v1/nodes/{node}/maintenance", private, s.maintenance(true)),
 		v("DELETE /v1/nodes/{node}/maintenance", private, s.maintenance(false)),
 		v("GET /v1/nodes/{node}/validate", private, s.validateNode),
+		v("GET /v1/nodes/{node}/timeline", private, s.timeline),
 		v("GET /v1/nodes/{node}/states", private, s.states),
 		v("PUT /v1/nodes/{node}/states/power", private, s.setPower),
 		v("PUT /v1/nodes/{node}/states/provision", private, s.setProvision),

@@ -31,6 +31,7 @@ type stackOpts struct {
 	htpasswd   string
 	dbPath     string
 	ipmiClient string // drivers.ClientIPMITool (default) or drivers.ClientNative
+	timeline   http.Handler
 }
 
 func newStack(t testing.TB, o stackOpts) *stack {
@@ -65,7 +66,7 @@ func newStack(t testing.TB, o stackOpts) *stack {
 			t.Fatal(err)
 		}
 	}
-	srv, err := api.New(api.Config{Conductor: c, Store: st, Credentials: creds})
+	srv, err := api.New(api.Config{Conductor: c, Store: st, Credentials: creds, Timeline: o.timeline})
 	if err != nil {
 		t.Fatal(err)
 	}

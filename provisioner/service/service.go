@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -47,6 +48,9 @@ type Config struct {
 	Hostname string
 	// HTPasswdFile turns on HTTP basic auth (bcrypt htpasswd); default off.
 	HTPasswdFile string
+	// Timeline, when set, answers the API's GET /v1/nodes/{node}/timeline
+	// (api.Config.Timeline); default nil: 404.
+	Timeline http.Handler
 	// PowerSyncInterval, DeployCallbackTimeout, CleanCallbackTimeout,
 	// CheckProvisionInterval, AutomatedClean: see conductor.Config
 	// (defaults 60 s, 1800 s, 1800 s, 60 s, false). With Netboot set,
@@ -189,7 +193,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 			return err
 		}
 	}
-	srv, err := api.New(api.Config{Conductor: cond, Store: st, Credentials: creds, Logger: s.cfg.Logger})
+	srv, err := api.New(api.Config{Conductor: cond, Store: st, Credentials: creds, Logger: s.cfg.Logger, Timeline: s.cfg.Timeline})
 	if err != nil {
 		return err
 	}
