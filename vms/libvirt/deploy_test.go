@@ -43,18 +43,30 @@ type passDeployInfo struct {
 // with the VM powered off, the image is in the VM's disk file.
 func TestRamdiskISCSIDeploy(t *testing.T) {
 	requireLibvirt(t)
-	ctx := t.Context()
-	dir := t.TempDir()
 	bin := metalbedBinary(t)
+	rd := t.TempDir()
 	t0 := time.Now()
-	build := exec.CommandContext(ctx, bin, "ramdisk", "build", "--out", dir, "--src", "../..")
+	build := exec.CommandContext(t.Context(), bin, "ramdisk", "build", "--out", rd, "--src", "../..")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("metalbed ramdisk build: %v\n%s", err, out)
 	}
-	buildTime := time.Since(t0)
+	t.Logf("metalbed ramdisk build: %v", time.Since(t0).Round(time.Millisecond))
+	for i, mode := range []vms.BootMode{vms.BIOS, vms.UEFI} {
+		t.Run(string(mode), func(t *testing.T) { testRamdiskISCSIDeploy(t, bin, rd, mode, i) })
+	}
+}
 
-	id := fmt.Sprintf("d%d", os.Getpid()%1e6)
-	netw, err := libvirt.CreateNetwork(ctx, libvirt.NetworkConfig{Name: id, Addr: netip.MustParsePrefix("10.233.8.1/24")})
+func testRamdiskISCSIDeploy(t *testing.T, bin, rd string, mode vms.BootMode, idx int) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	for _, name := range []string{"vmlinuz", "initramfs"} {
+		if err := os.Link(filepath.Join(rd, name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subnet := fmt.Sprintf("10.233.%d", 8+idx)
+	id := fmt.Sprintf("d%d%d", os.Getpid()%1e6, idx)
+	netw, err := libvirt.CreateNetwork(ctx, libvirt.NetworkConfig{Name: id, Addr: netip.MustParsePrefix(subnet + ".1/24")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,19 +110,22 @@ func TestRamdiskISCSIDeploy(t *testing.T) {
 		"console=ttyS0,115200", "panic=-1", "selinux=0", "disk=vda",
 		"iscsi_target_iqn=" + iqn, "deployment_id=" + uuid, "deployment_key=" + key,
 		"ironic_api_url=http://" + srv.String() + ":6385", "troubleshoot=0", "text",
-		"boot_option=netboot", "boot_mode=bios",
+		"boot_option=netboot", "boot_mode=" + string(mode),
 	}, " ")
+	if mode == vms.UEFI {
+		params += " initrd=initramfs" // iPXE's EFI loader passes the initrd by name
+	}
 	script := fmt.Sprintf("#!ipxe\nkernel %s/vmlinuz %s\ninitrd %s/initramfs\nboot\n", base, params, base)
 	if err := os.WriteFile(filepath.Join(dir, "boot.ipxe"), []byte(script), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
-	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0xde, byte(os.Getpid()), byte(os.Getpid() >> 8)}
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0xde, byte(os.Getpid()), byte(idx)}
 	var servers eventLog
 	sctx, stop := context.WithCancel(ctx)
 	cmd := netw.Command(sctx, bin, "netboot", "serve",
 		"--dhcp-addr", "0.0.0.0:67", "--dhcp-iface", netw.Iface, "--server-ip", srv.String(),
-		"--range", "10.233.8.100-10.233.8.199", "--host", mac.String(),
+		"--range", subnet+".100-"+subnet+".199", "--host", mac.String(),
 		"--ipxe-script", "tftp://"+srv.String()+"/boot.ipxe",
 		"--tftp-root", dir, "--tftp-addr", srv.String()+":69",
 		"--http-root", dir, "--http-addr", srv.String()+":8080")
@@ -136,7 +151,7 @@ func TestRamdiskISCSIDeploy(t *testing.T) {
 	m, err := libvirt.New(libvirt.Config{
 		Name: "mbtest-" + id, MAC: mac, Bridge: netw.Bridge,
 		Disk: diskPath, DiskBytes: diskBytes,
-		SerialLog: consoleLog, BootMode: vms.BIOS,
+		SerialLog: consoleLog, BootMode: mode,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -146,7 +161,7 @@ func TestRamdiskISCSIDeploy(t *testing.T) {
 			t.Errorf("remove machine: %v", err)
 		}
 	})
-	if err := m.SetBootFlags(ctx, vms.NewBootFlags(vms.BootPXE, false, false)); err != nil {
+	if err := m.SetBootFlags(ctx, vms.NewBootFlags(vms.BootPXE, false, mode == vms.UEFI)); err != nil {
 		t.Fatal(err)
 	}
 	console := func() string {
@@ -171,8 +186,13 @@ func TestRamdiskISCSIDeploy(t *testing.T) {
 		t.Fatalf("pass_deploy_info %+v, want key %s iqn %s and no error\nconsole:\n%s", info, key, iqn, console())
 	}
 	addr, err := netip.ParseAddr(info.Address)
-	if err != nil || !netip.MustParsePrefix("10.233.8.0/24").Contains(addr) {
-		t.Fatalf("pass_deploy_info address %q: want the VM's lease in 10.233.8.0/24 (%v)", info.Address, err)
+	if err != nil || !netw.Prefix().Contains(addr) {
+		t.Fatalf("pass_deploy_info address %q: want the VM's lease in %s (%v)", info.Address, netw.Prefix(), err)
+	}
+
+	// The ramdisk read its parameters from /proc/cmdline.
+	if up := fmt.Sprintf("deploy ramdisk up: node %s, boot_option=netboot boot_mode=%s", uuid, mode); !strings.Contains(console(), up) {
+		t.Errorf("console lacks %q:\n%s", up, console())
 	}
 
 	// Log in from the namespace, as the conductor does, and write an image.
@@ -263,6 +283,6 @@ func TestRamdiskISCSIDeploy(t *testing.T) {
 	if !bytes.Equal(onDisk, img) || !bytes.Equal(last, img[:4096]) {
 		t.Error("the VM's disk file does not hold the image written over iSCSI")
 	}
-	t.Logf("ramdisk build %v; power on to pass_deploy_info %v; login+write+sync of 8 MiB %v; power on to reboot+off %v",
-		buildTime.Round(time.Millisecond), callback.Round(time.Millisecond), written.Round(time.Millisecond), total.Round(time.Millisecond))
+	t.Logf("%s: power on to pass_deploy_info %v; login+write+sync of 8 MiB %v; power on to reboot+off %v",
+		mode, callback.Round(time.Millisecond), written.Round(time.Millisecond), total.Round(time.Millisecond))
 }
