@@ -16,7 +16,13 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	args := os.Args[1:]
+	if os.Getpid() == 1 && os.Args[0] == "/init" {
+		// The kernel started us as /init of the deploy ramdisk (not, say,
+		// as a container's entrypoint, which is PID 1 too).
+		args = []string{"ramdisk", "init"}
+	}
+	err := cli.Run(ctx, args, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) { // the usage is already printed

@@ -32,6 +32,8 @@ func commands() []command {
 	return []command{
 		{"image build", "build a test instance image (partition or whole-disk)", runImageBuild},
 		{"netboot serve", "run the DHCP, TFTP and HTTP boot servers", runNetbootServe},
+		{"ramdisk build", "write the deploy kernel and initramfs real machines boot (--out DIR [--kernel PATH --src DIR]; needs the Go toolchain)", runRamdiskBuild},
+		{"ramdisk init", "run as the deploy ramdisk's /init (only as PID 1; metalbed does this by itself when it is PID 1)", runRamdiskInit},
 		{"provisioner serve", "run the Ironic-compatible provisioner (API and conductor)", runProvisionerServe},
 		{"up", "run simulated machines and their BMCs until interrupted", runUp},
 		{"demo", "bring up 3 machines and drive their BMCs as Ironic would", runDemo},

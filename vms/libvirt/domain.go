@@ -94,6 +94,10 @@ func (s DomainSpec) XML() (string, error) {
 			},
 			Serial:  xSerial{Type: "pty", Log: xLog{File: s.SerialLog, Append: "off"}, Target: xSerialTarget{Port: 0}},
 			Console: xConsole{Type: "pty", Target: xConsoleTarget{Type: "serial", Port: 0}},
+			// A hardware RNG, as servers have: without one a kernel under
+			// TCG can wait minutes for getrandom(2), and so the ramdisk's
+			// DHCP client (random transaction IDs) never starts.
+			RNG: xRNG{Model: "virtio", Backend: xRNGBackend{Model: "random", Device: "/dev/urandom"}},
 		},
 	}
 	if s.Mode == vms.UEFI {
@@ -235,6 +239,17 @@ type xDevices struct {
 	Interface xInterface `xml:"interface"`
 	Serial    xSerial    `xml:"serial"`
 	Console   xConsole   `xml:"console"`
+	RNG       xRNG       `xml:"rng"`
+}
+
+type xRNG struct {
+	Model   string      `xml:"model,attr"`
+	Backend xRNGBackend `xml:"backend"`
+}
+
+type xRNGBackend struct {
+	Model  string `xml:"model,attr"`
+	Device string `xml:",chardata"`
 }
 
 type xDisk struct {

@@ -30,6 +30,7 @@ func TestDomainXML(t *testing.T) {
 		`<memory unit="MiB">256</memory>`, `<boot dev="network"></boot>`,
 		`<mac address="52:54:00:01:02:03">`, `<source bridge="mbbr-x">`,
 		`<log file="/tmp/console.log" append="off">`, `<label>+0:+0</label>`,
+		`<rng model="virtio">`, `<backend model="random">/dev/urandom</backend>`,
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("XML lacks %s:\n%s", want, doc)

@@ -3,6 +3,7 @@ package ramdisk
 import (
 	"bytes"
 	"compress/gzip"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -137,4 +138,27 @@ func ReadMarker(initrd io.ReaderAt, size int64) (Marker, error) {
 		return Marker{}, fmt.Errorf("%w: no executable /init", ErrNotRamdisk)
 	}
 	return m, nil
+}
+
+// CheckStatic reports whether prog is an ELF executable a bare initramfs
+// can run as /init: one without a program interpreter (PT_INTERP), i.e.
+// statically linked. A dynamic /init fails with "Failed to execute /init
+// (error -2)" because its loader is not in the archive.
+func CheckStatic(prog io.ReaderAt) error {
+	f, err := elf.NewFile(prog)
+	if err != nil {
+		return fmt.Errorf("not an ELF executable: %w", err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b := make([]byte, p.Filesz)
+			p.ReadAt(b, 0)
+			return fmt.Errorf("dynamically linked (interpreter %s): build it with CGO_ENABLED=0", bytes.TrimRight(b, "\x00"))
+		}
+	}
+	if f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN {
+		return fmt.Errorf("ELF type %v is not an executable", f.Type)
+	}
+	return nil
 }

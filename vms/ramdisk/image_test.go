@@ -89,3 +89,17 @@ func FuzzReadMarker(f *testing.F) {
 		ReadMarker(bytes.NewReader(b), int64(len(b)))
 	})
 }
+
+func TestCheckStaticRejectsDynamic(t *testing.T) {
+	f, err := os.Open("/bin/true")
+	if err != nil {
+		t.Skip("no /bin/true")
+	}
+	defer f.Close()
+	if err := CheckStatic(f); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+		t.Errorf("CheckStatic(/bin/true) = %v, want dynamically linked", err)
+	}
+	if err := CheckStatic(strings.NewReader("#!/bin/sh\n")); err == nil {
+		t.Error("CheckStatic(a shell script) = nil, want an error")
+	}
+}
