@@ -29,6 +29,7 @@ import (
 	"github.com/metalbed/metalbed/provisioner/service"
 	"github.com/metalbed/metalbed/provisioner/tftp"
 	"github.com/metalbed/metalbed/vms"
+	"github.com/metalbed/metalbed/vms/libvirt"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 	"github.com/metalbed/metalbed/vms/sim"
 	"github.com/metalbed/metalbed/vms/sim/kernel"
@@ -63,7 +64,18 @@ type bedConfig struct {
 	// notifyDelay is waited before the conductor tells a ramdisk "done"
 	// (Ironic: 3 s); negative: none.
 	notifyDelay time.Duration
-	log         *slog.Logger
+	// vmNet, when set, is the boot network of real VMs (--backend
+	// libvirt): the DHCP, TFTP and HTTP boot servers listen inside its
+	// namespace on its address, the API is reachable there too (ramdisks
+	// call back to it), and the conductor dials ramdisks and agents from
+	// inside it. The API and timeline for people and scripts stay on
+	// apiAddr and timelineAddr; the BMCs stay on loopback. dhcpAddr,
+	// tftpAddr and httpAddr are then ignored.
+	vmNet *libvirt.Network
+	// ramdiskDir holds vmlinuz and initramfs from `metalbed ramdisk build`:
+	// the deploy kernel and ramdisk real VMs boot. Required with vmNet.
+	ramdiskDir string
+	log        *slog.Logger
 }
 
 // bed is the provisioner beside the machines: the Ironic-compatible
@@ -81,12 +93,15 @@ type bed struct {
 	nodeName sync.Map
 	// kill stops the running conductor (a conductor fault); guarded by
 	// killMu, set by serveProvisioner.
-	killMu   sync.Mutex
-	kill     context.CancelFunc
-	hosts    *dhcp.StaticHosts
-	boot     bootServers
-	apiLn    net.Listener
-	tlLn     net.Listener
+	killMu sync.Mutex
+	kill   context.CancelFunc
+	hosts  *dhcp.StaticHosts
+	boot   bootServers
+	apiLn  net.Listener
+	tlLn   net.Listener
+	// vmAPILn is the API's listener inside vmNet's namespace, proxied to
+	// apiLn (nil without vmNet).
+	vmAPILn  net.Listener
 	svc      *service.Service
 	tlSink   *os.File
 	tftpRoot string
@@ -104,35 +119,11 @@ func listenBed(cfg bedConfig) (_ *bed, err error) {
 			b.close()
 		}
 	}()
-	server, err := hostOf(cfg.dhcpAddr)
-	if err != nil {
-		return nil, usageError("--dhcp-addr: %v", err)
-	}
-	first, last, ok := strings.Cut(cfg.dhcpRange, "-")
-	if !ok {
-		return nil, usageError("--dhcp-range must be FIRST-LAST, got %q", cfg.dhcpRange)
-	}
-	pool := dhcp.Pool{Subnet: netip.MustParsePrefix("127.0.0.0/8")}
-	if pool.First, err = netip.ParseAddr(strings.TrimSpace(first)); err != nil {
-		return nil, usageError("--dhcp-range: %v", err)
-	}
-	if pool.Last, err = netip.ParseAddr(strings.TrimSpace(last)); err != nil {
-		return nil, usageError("--dhcp-range: %v", err)
-	}
-	if !pool.Subnet.Contains(pool.First) || !pool.Subnet.Contains(pool.Last) {
-		return nil, usageError("--dhcp-range %s: simulated machines live on loopback, 127.0.0.0/8", cfg.dhcpRange)
-	}
-	if err := b.boot.listenDHCP(dhcp.Config{
-		ServerIP: server, Pool: pool, Hosts: faultyHosts{b: b, next: b.hosts},
-		LeaseFile: filepath.Join(cfg.dir, "dhcp-leases.json"),
-		Logger:    cfg.log, Observer: b.dhcpEvent,
-	}, cfg.dhcpAddr, ""); err != nil {
-		return nil, err
-	}
-	if err := b.boot.listenTFTP(tftp.Config{Root: b.tftpRoot, Logger: cfg.log, Observer: b.tftpEvent, Fault: b.tftpFault}, cfg.tftpAddr); err != nil {
-		return nil, err
-	}
-	if err := b.boot.listenHTTP(httpboot.Config{Root: b.httpRoot, Logger: cfg.log, Observer: b.httpEvent, Fault: b.httpFault}, cfg.httpAddr); err != nil {
+	if cfg.vmNet != nil {
+		if err := b.listenVMNet(); err != nil {
+			return nil, err
+		}
+	} else if err := b.listenLoopback(); err != nil {
 		return nil, err
 	}
 	if b.apiLn, err = net.Listen("tcp4", cfg.apiAddr); err != nil {
@@ -142,6 +133,41 @@ func listenBed(cfg bedConfig) (_ *bed, err error) {
 		return nil, fmt.Errorf("timeline endpoint: %w", err)
 	}
 	return b, nil
+}
+
+// listenLoopback opens the boot servers on loopback, for simulated
+// machines.
+func (b *bed) listenLoopback() error {
+	cfg := b.cfg
+	server, err := hostOf(cfg.dhcpAddr)
+	if err != nil {
+		return usageError("--dhcp-addr: %v", err)
+	}
+	first, last, ok := strings.Cut(cfg.dhcpRange, "-")
+	if !ok {
+		return usageError("--dhcp-range must be FIRST-LAST, got %q", cfg.dhcpRange)
+	}
+	pool := dhcp.Pool{Subnet: netip.MustParsePrefix("127.0.0.0/8")}
+	if pool.First, err = netip.ParseAddr(strings.TrimSpace(first)); err != nil {
+		return usageError("--dhcp-range: %v", err)
+	}
+	if pool.Last, err = netip.ParseAddr(strings.TrimSpace(last)); err != nil {
+		return usageError("--dhcp-range: %v", err)
+	}
+	if !pool.Subnet.Contains(pool.First) || !pool.Subnet.Contains(pool.Last) {
+		return usageError("--dhcp-range %s: simulated machines live on loopback, 127.0.0.0/8", cfg.dhcpRange)
+	}
+	if err := b.boot.listenDHCP(dhcp.Config{
+		ServerIP: server, Pool: pool, Hosts: faultyHosts{b: b, next: b.hosts},
+		LeaseFile: filepath.Join(cfg.dir, "dhcp-leases.json"),
+		Logger:    cfg.log, Observer: b.dhcpEvent,
+	}, cfg.dhcpAddr, ""); err != nil {
+		return err
+	}
+	if err := b.boot.listenTFTP(tftp.Config{Root: b.tftpRoot, Logger: cfg.log, Observer: b.tftpEvent, Fault: b.tftpFault}, cfg.tftpAddr); err != nil {
+		return err
+	}
+	return b.boot.listenHTTP(httpboot.Config{Root: b.httpRoot, Logger: cfg.log, Observer: b.httpEvent, Fault: b.httpFault}, cfg.httpAddr)
 }
 
 func hostOf(addr string) (netip.Addr, error) {
@@ -169,7 +195,11 @@ func (b *bed) prepare(ctx context.Context) error {
 	}
 	b.tlSink = sink
 	b.tl = events.New(events.Config{Sink: sink})
-	if b.deployKernel, b.deployRamdisk, err = deployImages(ctx, filepath.Join(b.cfg.dir, "images")); err != nil {
+	if b.cfg.vmNet != nil {
+		if b.deployKernel, b.deployRamdisk, err = realRamdisk(b.cfg.ramdiskDir); err != nil {
+			return err
+		}
+	} else if b.deployKernel, b.deployRamdisk, err = deployImages(ctx, filepath.Join(b.cfg.dir, "images")); err != nil {
 		return err
 	}
 	svc, err := service.New(b.serviceConfig())
@@ -205,6 +235,11 @@ func (b *bed) serve(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return b.watchNodes(gctx) })
+	if b.vmAPILn != nil {
+		g.Go(func() error { return b.serveVMAPI(gctx) })
+		// iPXE waits ~16 s for an IPv6 router unless told there is none.
+		g.Go(func() error { return b.cfg.vmNet.ServeRA(gctx, 0) })
+	}
 	return g.Wait()
 }
 
@@ -216,6 +251,9 @@ func (b *bed) close() {
 	}
 	if b.tlLn != nil {
 		b.tlLn.Close()
+	}
+	if b.vmAPILn != nil {
+		b.vmAPILn.Close()
 	}
 	if b.tlSink != nil {
 		b.tlSink.Close()
@@ -349,8 +387,16 @@ func (b *bed) watchNodes(ctx context.Context) error {
 // nodeHooks wires machine name to the bed: its firmware, and its BMC's
 // power and boot device commands into its timeline.
 func (b *bed) nodeHooks(name string) nodeHooks {
+	var firmware sim.Firmware
+	var vm func(nodePlan, string) (fleetMachine, error)
+	if nw := b.cfg.vmNet; nw != nil {
+		vm = func(p nodePlan, dir string) (fleetMachine, error) { return openVM(nw, p, dir) }
+	} else {
+		firmware = b.machineFirmware(name)
+	}
 	return nodeHooks{
-		firmware: b.machineFirmware(name),
+		firmware: firmware,
+		vm:       vm,
 		bmcIntercept: func(netfn, cmd uint8) (uint8, bool, time.Duration) {
 			// Only the commands that change the machine: the polls
 			// (chassis status, get boot options) would drown the rest.
@@ -462,7 +508,7 @@ func (h *loginRecorder) WithGroup(g string) slog.Handler {
 // watchMachine records a machine's events (power, boots, console
 // milestones such as "instance booted") in its timeline and makes its MACs
 // and SMBIOS UUID aliases of its name.
-func (b *bed) watchMachine(m *sim.Machine) (cancel func()) {
+func (b *bed) watchMachine(m fleetMachine) (cancel func()) {
 	name := m.Name()
 	for _, nic := range m.NICs() {
 		b.tl.Alias(nic.MAC.String(), name)
@@ -583,9 +629,11 @@ func (b *bed) serviceConfig() service.Config {
 		Netboot: &service.Netboot{
 			TFTPRoot: b.tftpRoot, TFTPServer: tftpServer,
 			HTTPRoot: b.httpRoot, HTTPURL: b.boot.httpURL(),
-			APIURL:      b.apiURL(),
-			Hosts:       b.hosts,
-			NotifyDelay: b.cfg.notifyDelay,
+			APIURL:       b.ramdiskAPIURL(),
+			DialContext:  b.dialContext(),
+			AppendParams: b.appendParams(),
+			Hosts:        b.hosts,
+			NotifyDelay:  b.cfg.notifyDelay,
 			// Without Debian's ipxe package, the ipxe interface still boots
 			// iPXE ROMs (the simulated machines) from the script alone.
 			Loaders: boot.Loaders{IPXEOnly: boot.MissingIPXE()},

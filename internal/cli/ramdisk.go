@@ -162,7 +162,7 @@ func ramdiskInit(ctx context.Context, s Streams) error {
 		}
 	}
 	if p.AgentMode() {
-		return errors.New("the agent deploy is not yet supported on real machines (iSCSI deploy only)")
+		return runRealAgent(ctx, s.Out, m, p, log)
 	}
 	return ramdisk.Run(ctx, ramdisk.Config{
 		Params:     p,

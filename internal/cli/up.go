@@ -57,6 +57,9 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	enrollNodes := fs.Bool("enroll", false, "enroll every machine as a node (driver ipmi, its BMC, a PXE port per MAC), left in \"enroll\"")
 	netbootDHCP := fs.String("netboot-dhcp", "", "with --no-provisioner: the DHCP server (loopback HOST:PORT) the machines' PXE ROMs ask when told to network-boot, e.g. `metalbed netboot serve` as a standalone Ironic's dnsmasq; \"\" = the machines cannot network-boot")
 	netbootTFTPPort := fs.Int("netboot-tftp-port", 69, "with --netboot-dhcp: the TFTP port on the next-server the DHCP server names")
+	backend := fs.String("backend", "sim", "the machines: sim (simulated, in this process) or libvirt (real VMs under libvirtd; needs root, a metalbed built with -tags libvirt_dlopen, and --ramdisk-dir)")
+	bootNet := fs.String("boot-network", defaultBootNetwork, "with --backend libvirt: the provisioner's address and prefix on the VMs' boot network, inside a network namespace metalbed creates (nothing is routed to or from it)")
+	ramdiskDir := fs.String("ramdisk-dir", "", "with --backend libvirt: the deploy kernel and ramdisk real VMs boot, from `metalbed ramdisk build --out DIR` (default STATE_DIR/ramdisk)")
 	bootIface := fs.String("boot-interface", "", "boot interface of the nodes --enroll creates: pxe (TFTP, needs Debian's pxelinux and ipxe), ipxe (HTTP); default pxe when those are installed, else ipxe")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -71,6 +74,12 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	}
 	if *netbootDHCP != "" && !*noProv {
 		return usageError("--netboot-dhcp names an external boot server: it goes with --no-provisioner (the provisioner serves its own DHCP)")
+	}
+	if *backend != "sim" && *backend != "libvirt" {
+		return usageError("--backend %q: want sim or libvirt", *backend)
+	}
+	if *backend == "libvirt" && *noProv {
+		return usageError("--backend libvirt runs the provisioner: the VMs' only network is its boot network (drop --no-provisioner)")
 	}
 	if *netbootTFTPPort < 1 || *netbootTFTPPort > 65535 {
 		return usageError("--netboot-tftp-port %d: want 1-65535", *netbootTFTPPort)
@@ -113,7 +122,22 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	}
 	var b *bed
 	if !*noProv {
-		if b, err = listenBed(pf.config(filepath.Join(dir, "provisioner"), log)); err != nil {
+		bc := pf.config(filepath.Join(dir, "provisioner"), log)
+		if *backend == "libvirt" {
+			nw, err := createBootNetwork(ctx, dir, *bootNet)
+			if err != nil {
+				return err
+			}
+			defer nw.Close()
+			bc.vmNet, bc.ramdiskDir = nw, *ramdiskDir
+			if bc.ramdiskDir == "" {
+				bc.ramdiskDir = filepath.Join(dir, "ramdisk")
+			}
+			if *bootIface == "" {
+				*bootIface = "ipxe" // QEMU's NIC ROMs are iPXE
+			}
+		}
+		if b, err = listenBed(bc); err != nil {
 			return err
 		}
 		defer b.close()
@@ -320,7 +344,7 @@ func lockStateDir(dir string) (*os.File, error) {
 
 type fleetNode struct {
 	plan    nodePlan
-	machine *sim.Machine
+	machine fleetMachine
 	bmc     *bmcemu.Server
 	conn    net.PacketConn
 }
@@ -435,19 +459,28 @@ type nodeHooks struct {
 	// machineFault breaks what the BMC does to the machine (bmcMachine.fault);
 	// nil => none.
 	machineFault func(op string) (action string)
+	// vm, when set, opens the machine as a real VM instead of a simulated
+	// one (firmware is then unused: the VM has its own).
+	vm func(p nodePlan, dir string) (fleetMachine, error)
 }
 
 func startNode(p nodePlan, dir string, log *slog.Logger, h nodeHooks) (*fleetNode, error) {
-	m, err := sim.Open(sim.Config{
-		Firmware:   h.firmware,
-		Name:       p.name,
-		StateDir:   dir,
-		MACs:       p.macs,
-		DiskBytes:  p.diskBytes,
-		BootMode:   p.bootMode,
-		PowerDelay: p.powerDelay,
-		Logger:     log,
-	})
+	var m fleetMachine
+	var err error
+	if h.vm != nil {
+		m, err = h.vm(p, dir)
+	} else {
+		m, err = sim.Open(sim.Config{
+			Firmware:   h.firmware,
+			Name:       p.name,
+			StateDir:   dir,
+			MACs:       p.macs,
+			DiskBytes:  p.diskBytes,
+			BootMode:   p.bootMode,
+			PowerDelay: p.powerDelay,
+			Logger:     log,
+		})
+	}
 	if err != nil {
 		return nil, err
 	}

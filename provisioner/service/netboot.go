@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
+	"time"
 
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/boot"
@@ -29,14 +31,21 @@ func (s *Service) netboot() error {
 	if nb.DefaultBootMode == "" {
 		nb.DefaultBootMode = s.cfg.IPMI.DefaultBootMode
 	}
-	cache, err := imagecache.New(imagecache.Config{Dir: nb.ImageCacheDir, Logger: s.cfg.Logger})
+	var client *http.Client // nil: the packages' defaults
+	if nb.DialContext != nil {
+		client = &http.Client{Transport: &http.Transport{
+			DialContext:           nb.DialContext,
+			ResponseHeaderTimeout: 30 * time.Second,
+		}}
+	}
+	cache, err := imagecache.New(imagecache.Config{Dir: nb.ImageCacheDir, Client: client, Logger: s.cfg.Logger})
 	if err != nil {
 		return fmt.Errorf("image cache: %w", err)
 	}
 	bc := boot.Config{
 		TFTPRoot: nb.TFTPRoot, TFTPServer: nb.TFTPServer, HTTPRoot: nb.HTTPRoot, HTTPURL: nb.HTTPURL,
 		APIURL: nb.APIURL, Hosts: nb.Hosts, Images: cache, Ports: s.ports,
-		Management: nodeManagement{s}, Loaders: nb.Loaders,
+		Management: nodeManagement{s}, Loaders: nb.Loaders, AppendParams: nb.AppendParams,
 		DefaultBootMode: nb.DefaultBootMode, DefaultBootOption: nb.DefaultBootOption, Logger: s.cfg.Logger,
 	}
 	pxe, err := boot.NewPXE(bc)
@@ -53,7 +62,7 @@ func (s *Service) netboot() error {
 	}
 	dep, err := iscsi.New(iscsi.Config{
 		Drivers: func() *drivers.Registry { return s.cfg.Drivers }, Images: cache, ImagesDir: nb.ImagesDir,
-		ISCSIPort: nb.ISCSIPort, NotifyPort: nb.NotifyPort, NotifyDelay: nb.NotifyDelay,
+		ISCSIPort: nb.ISCSIPort, NotifyPort: nb.NotifyPort, NotifyDelay: nb.NotifyDelay, DialContext: nb.DialContext,
 		DefaultBootMode: nb.DefaultBootMode, DefaultBootOption: nb.DefaultBootOption,
 		Milestone: s.cfg.Milestone, Logger: s.cfg.Logger,
 	})
@@ -62,7 +71,7 @@ func (s *Service) netboot() error {
 	}
 	direct, err := directdeploy.New(directdeploy.Config{
 		Drivers: func() *drivers.Registry { return s.cfg.Drivers }, Images: cache, APIURL: nb.APIURL,
-		HTTPRoot: nb.HTTPRoot, HTTPURL: nb.HTTPURL, PowerOffInterval: nb.AgentPowerOffInterval,
+		HTTPRoot: nb.HTTPRoot, HTTPURL: nb.HTTPURL, PowerOffInterval: nb.AgentPowerOffInterval, HTTPClient: client,
 		DefaultBootMode: nb.DefaultBootMode, DefaultBootOption: nb.DefaultBootOption,
 		Milestone: s.cfg.Milestone, Logger: s.cfg.Logger,
 	})

@@ -110,6 +110,16 @@ type Netboot struct {
 	NotifyDelay time.Duration
 	NotifyPort  int
 	ISCSIPort   int
+	// AppendParams is Ironic's [pxe]pxe_append_params, on the deploy and
+	// instance kernels' command lines; default "nofb nomodeset
+	// vga=normal". Real VMs add console=ttyS0,115200 to see them on the
+	// serial log.
+	AppendParams string
+	// DialContext opens the conductor's connections to machines' ramdisks
+	// and agents (iSCSI portal, notice port, agent API) and to image URLs;
+	// default a net.Dialer's. Real VMs behind a network namespace are
+	// reached through the namespace's dialer.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// AgentPowerOffInterval is how often the "direct" deploy asks the BMC
 	// whether the agent's soft power off took (6 tries, as Ironic);
 	// default 5 s.

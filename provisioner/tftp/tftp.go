@@ -48,6 +48,12 @@ type Config struct {
 	// (pin/tftp's own clamp to the interface MTU is turned off: it falls
 	// back to 512 whenever its per-packet interface lookup fails.)
 	MaxBlockSize int
+	// SinglePort answers every transfer from the listening socket instead
+	// of a new socket per transfer (RFC 1350's server TID). Serve's conn
+	// may then live in another network namespace than the process, which
+	// a per-transfer socket would not (it opens in the namespace of
+	// whatever thread runs it). Default false: a socket per transfer.
+	SinglePort bool
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
 	// Observer, when set, is called once per read request when it ends,
@@ -192,6 +198,9 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	srv.SetBlockSizeNegotiation(false)
 	if s.cfg.MaxBlockSize != 0 {
 		srv.SetBlockSize(s.cfg.MaxBlockSize)
+	}
+	if s.cfg.SinglePort {
+		srv.EnableSinglePort()
 	}
 	stop := context.AfterFunc(ctx, srv.Shutdown)
 	defer stop()

@@ -423,3 +423,41 @@ func TestFaultStallEndsWithServer(t *testing.T) {
 		t.Fatal("a stalled transfer completed")
 	}
 }
+
+// TestSinglePortTFTPHPAClient runs transfers of tftp-hpa's client, several
+// at once, against a server answering from its one listening socket: every
+// transfer arrives whole.
+func TestSinglePortTFTPHPAClient(t *testing.T) {
+	tftpc := testenv.RequireTool(t, "tftp", "tftp-hpa")
+	f, kernel := startWith(t, 3<<20+7, func(c *Config) { c.SinglePort = true })
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out := filepath.Join(dir, fmt.Sprint("k", i))
+			cmd := exec.CommandContext(t.Context(), tftpc, "-m", "binary", "127.0.0.1", fmt.Sprint(f.addr.Port), "-c", "get", "deploy_kernel", out)
+			if b, err := cmd.CombinedOutput(); err != nil || strings.Contains(string(b), "Error") {
+				errs <- fmt.Errorf("tftp get #%d: %v %s", i, err, b)
+				return
+			}
+			got, err := os.ReadFile(out)
+			if err == nil && !bytes.Equal(got, kernel) {
+				err = fmt.Errorf("transfer #%d: got %d bytes, want the kernel's %d", i, len(got), len(kernel))
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := len(f.eventsFor("deploy_kernel")); n != 4 {
+		t.Errorf("%d transfer events, want 4", n)
+	}
+}

@@ -32,6 +32,8 @@ type Machine struct {
 	subs   map[int]func(vms.Event)
 	nextID int
 	closed bool
+
+	stopConsole context.CancelFunc // ends watchConsole
 }
 
 // Open connects to libvirt and defines (or adopts) the machine's domain,
@@ -73,8 +75,17 @@ func New(cfg Config) (*Machine, error) {
 		conn.Close()
 		return nil, err
 	}
+	var cctx context.Context
+	cctx, m.stopConsole = context.WithCancel(context.Background())
+	go m.watchConsole(cctx)
 	return m, nil
 }
+
+// BootMode is the firmware's boot mode: bios (SeaBIOS) or uefi (OVMF).
+func (m *Machine) BootMode() vms.BootMode { return m.cfg.BootMode }
+
+// ConsoleLog is the serial console's log file.
+func (m *Machine) ConsoleLog() string { return m.cfg.SerialLog }
 
 // spec is the domain definition for the given boot flags.
 func (m *Machine) spec(f vms.BootFlags) DomainSpec {
@@ -421,6 +432,7 @@ func (m *Machine) Close() error {
 	}
 	m.closed = true
 	m.mu.Unlock()
+	m.stopConsole()
 	m.powerMu.Lock()
 	defer m.powerMu.Unlock()
 	var errs []error

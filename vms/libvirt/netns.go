@@ -210,3 +210,15 @@ func (n *Network) ListenDHCP() (net.PacketConn, error) {
 func (n *Network) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, n.cfg.IP, append([]string{"netns", "exec", n.NS, name}, args...)...)
 }
+
+// DialContext connects from inside the namespace (see net.Dialer), e.g. to
+// a VM's ramdisk. The connection keeps the namespace for life.
+func (n *Network) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}

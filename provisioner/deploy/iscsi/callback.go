@@ -102,6 +102,7 @@ func (d *Deploy) login(ctx context.Context, node *provisioner.Node, address, iqn
 	portal := net.JoinHostPort(address, strconv.Itoa(d.cfg.ISCSIPort))
 	s, err := initiator.Dial(ctx, initiator.Config{
 		Addr: portal, TargetIQN: iqn, LUN: 1, InitiatorIQN: d.cfg.InitiatorIQN, Logger: d.log,
+		DialContext: func(ctx context.Context, addr string) (net.Conn, error) { return d.dial(ctx, "tcp", addr) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("iSCSI login to %s %s: %w", portal, iqn, err)

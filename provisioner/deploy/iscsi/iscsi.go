@@ -72,6 +72,10 @@ type Config struct {
 	// InitiatorIQN names the conductor's initiator; default the initiator
 	// package's.
 	InitiatorIQN string
+	// DialContext opens the conductor's connections to ramdisks (the iSCSI
+	// portal, the notice port); default a net.Dialer's. Real VMs behind a
+	// network namespace are reached through the namespace's dialer.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// DefaultBootMode and DefaultBootOption must match the boot
 	// interface's: defaults "uefi" and "netboot".
 	DefaultBootMode   string
@@ -557,6 +561,15 @@ func (d *Deploy) bootOption(node *provisioner.Node) string {
 
 // notify is Ironic's notify_ramdisk_to_proceed: wait, connect to
 // <address>:10000, send "done", close.
+// dial opens a connection to a ramdisk through Config.DialContext.
+func (d *Deploy) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if d.cfg.DialContext != nil {
+		return d.cfg.DialContext(ctx, network, addr)
+	}
+	var dialer net.Dialer
+	return dialer.DialContext(ctx, network, addr)
+}
+
 func (d *Deploy) notify(ctx context.Context, node *provisioner.Node, address string) error {
 	if d.cfg.NotifyDelay > 0 {
 		t := time.NewTimer(d.cfg.NotifyDelay)
@@ -569,9 +582,8 @@ func (d *Deploy) notify(ctx context.Context, node *provisioner.Node, address str
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var dialer net.Dialer
 	addr := net.JoinHostPort(address, strconv.Itoa(d.cfg.NotifyPort))
-	c, err := dialer.DialContext(dctx, "tcp", addr)
+	c, err := d.dial(dctx, "tcp", addr)
 	if err != nil {
 		return err
 	}

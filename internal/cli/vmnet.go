@@ -1,0 +1,260 @@
+package cli
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/metalbed/metalbed/provisioner/dhcp"
+	"github.com/metalbed/metalbed/provisioner/httpboot"
+	"github.com/metalbed/metalbed/provisioner/tftp"
+	"github.com/metalbed/metalbed/vms"
+	"github.com/metalbed/metalbed/vms/libvirt"
+)
+
+// The boot servers' ports inside a real-VM boot network: the standard
+// ones, since the namespace is metalbed's own.
+const (
+	vmTFTPPort = 69
+	vmHTTPPort = 8080
+	vmAPIPort  = 6385
+)
+
+// listenVMNet opens the boot servers inside the real VMs' boot network
+// (bedConfig.vmNet): DHCP on the namespace's interface (port 67,
+// broadcast), TFTP answering from its one socket (a per-transfer socket
+// would open outside the namespace), HTTP, and the API's second listener
+// for ramdisks, proxied to the API on loopback. The DHCP pool is the
+// network's .100-.250.
+func (b *bed) listenVMNet() error {
+	cfg, nw := b.cfg, b.cfg.vmNet
+	server := nw.Addr()
+	pool, err := vmPool(nw.Prefix(), server)
+	if err != nil {
+		return err
+	}
+	srv, err := dhcp.New(dhcp.Config{
+		ServerIP: server, Pool: pool, Hosts: faultyHosts{b: b, next: b.hosts},
+		LeaseFile: filepath.Join(cfg.dir, "dhcp-leases.json"),
+		Logger:    cfg.log, Observer: b.dhcpEvent,
+	})
+	if err != nil {
+		return err
+	}
+	conn, err := nw.ListenDHCP()
+	if err != nil {
+		return err
+	}
+	b.boot.dhcp, b.boot.dhcpConn = srv, conn
+	ts, err := tftp.New(tftp.Config{Root: b.tftpRoot, SinglePort: true, Logger: cfg.log, Observer: b.tftpEvent, Fault: b.tftpFault})
+	if err != nil {
+		return err
+	}
+	tconn, err := nw.ListenPacket("udp4", netip.AddrPortFrom(server, vmTFTPPort).String())
+	if err != nil {
+		return fmt.Errorf("tftp: %w", err)
+	}
+	b.boot.tftp, b.boot.tftpConn = ts, tconn
+	hs, err := httpboot.New(httpboot.Config{Root: b.httpRoot, Logger: cfg.log, Observer: b.httpEvent, Fault: b.httpFault})
+	if err != nil {
+		return err
+	}
+	hl, err := nw.Listen("tcp4", netip.AddrPortFrom(server, vmHTTPPort).String())
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	b.boot.http, b.boot.httpLn = hs, hl
+	if b.vmAPILn, err = nw.Listen("tcp4", netip.AddrPortFrom(server, vmAPIPort).String()); err != nil {
+		return fmt.Errorf("provisioner API in the boot network: %w", err)
+	}
+	return nil
+}
+
+// vmPool is the DHCP pool of a boot network: .100-.250 of a /24 (or the
+// same offsets of a larger prefix), never the server's own address.
+func vmPool(prefix netip.Prefix, server netip.Addr) (dhcp.Pool, error) {
+	if prefix.Bits() > 24 {
+		return dhcp.Pool{}, fmt.Errorf("boot network %s: want a /24 or larger", prefix)
+	}
+	base := prefix.Masked().Addr().As4()
+	first, last := base, base
+	first[3], last[3] = 100, 250
+	p := dhcp.Pool{Subnet: prefix.Masked(), First: netip.AddrFrom4(first), Last: netip.AddrFrom4(last)}
+	if s := server.As4(); s[3] >= 100 && s[3] <= 250 && s[2] == base[2] {
+		return dhcp.Pool{}, fmt.Errorf("boot network %s: the server address %s lies in the pool %s-%s", prefix, server, p.First, p.Last)
+	}
+	return p, nil
+}
+
+// ramdiskAPIURL is the API as ramdisks and agents reach it: inside the
+// boot network for real VMs, else the loopback API.
+func (b *bed) ramdiskAPIURL() string {
+	if b.vmAPILn != nil {
+		return "http://" + b.vmAPILn.Addr().String()
+	}
+	return b.apiURL()
+}
+
+// appendParams is pxe_append_params: real VMs' kernels also write to the
+// serial console, which is what their console log records; "" (Ironic's
+// default) for simulated machines.
+func (b *bed) appendParams() string {
+	if b.cfg.vmNet != nil {
+		return "nofb nomodeset vga=normal console=ttyS0,115200"
+	}
+	return ""
+}
+
+// dialContext is how the conductor reaches ramdisks, agents and image
+// URLs: from inside the boot network for its addresses, else as usual.
+// nil for simulated machines (the packages' default dialers).
+func (b *bed) dialContext() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	nw := b.cfg.vmNet
+	if nw == nil {
+		return nil
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if ap, err := netip.ParseAddrPort(addr); err == nil && nw.Prefix().Contains(ap.Addr().Unmap()) {
+			return nw.DialContext(ctx, network, addr)
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+// serveVMAPI proxies connections to the API's boot-network listener to the
+// API on loopback until ctx ends. The API reads the ramdisk's address from
+// what it posts (pass_deploy_info "address", the agent's callback_url),
+// not from the connection, so the proxy changes nothing it sees.
+func (b *bed) serveVMAPI(ctx context.Context) error {
+	ln := b.vmAPILn
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("provisioner API in the boot network: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			var d net.Dialer
+			up, err := d.DialContext(ctx, "tcp4", b.apiLn.Addr().String())
+			if err != nil {
+				b.cfg.log.Warn("boot-network API proxy", "err", err)
+				return
+			}
+			defer up.Close()
+			done := make(chan struct{})
+			go func() {
+				io.Copy(up, c)
+				up.(*net.TCPConn).CloseWrite()
+				close(done)
+			}()
+			io.Copy(c, up)
+			c.(*net.TCPConn).CloseWrite()
+			select {
+			case <-done:
+			case <-ctx.Done():
+			}
+		}()
+	}
+}
+
+// realRamdisk locates the deploy kernel and ramdisk real VMs boot.
+func realRamdisk(dir string) (kernel, initramfs string, err error) {
+	kernel, initramfs = filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initramfs")
+	for _, p := range []string{kernel, initramfs} {
+		if _, err := os.Stat(p); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return "", "", usageError("%s is missing: real VMs boot the ramdisk `metalbed ramdisk build --out %s` makes", p, dir)
+			}
+			return "", "", err
+		}
+	}
+	return kernel, initramfs, nil
+}
+
+// openVM opens machine p as a libvirt VM on the boot network: its disk and
+// serial log under dir/<name>/, its domain named metalbed-<network>-<name>.
+func openVM(nw *libvirt.Network, p nodePlan, dir string) (fleetMachine, error) {
+	mdir := filepath.Join(dir, p.name)
+	if err := os.MkdirAll(mdir, 0o755); err != nil {
+		return nil, fmt.Errorf("machine %s: %w", p.name, err)
+	}
+	if len(p.macs) == 0 {
+		return nil, fmt.Errorf("machine %s: no NIC", p.name)
+	}
+	m, err := libvirt.Open(libvirt.Config{
+		Name: vmDomainName(nw, p.name), MAC: p.macs[0], Bridge: nw.Bridge,
+		Disk: filepath.Join(mdir, "disk.img"), DiskBytes: p.diskBytes,
+		SerialLog: filepath.Join(mdir, "console.log"), BootMode: p.bootMode,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("machine %s: %w", p.name, err)
+	}
+	fm, ok := m.(fleetMachine)
+	if !ok {
+		m.Close()
+		return nil, fmt.Errorf("machine %s: the libvirt machine lacks BootMode/ConsoleLog", p.name)
+	}
+	return namedVM{fm, p.name}, nil
+}
+
+// namedVM is a VM known by its machine name (node-0), not its domain's.
+type namedVM struct {
+	fleetMachine
+	name string
+}
+
+func (v namedVM) Name() string { return v.name }
+
+// vmDomainName names a machine's libvirt domain.
+func vmDomainName(nw *libvirt.Network, name string) string {
+	return "metalbed-" + nw.NS + "-" + name
+}
+
+// fleetMachine is what `up` needs of a machine, simulated or a VM.
+type fleetMachine interface {
+	vms.Machine
+	BootMode() vms.BootMode
+	ConsoleLog() string
+}
+
+// defaultBootNetwork is the provisioner's address on a real-VM boot
+// network; each network is its own namespace and bridge, so beds may
+// share it.
+const defaultBootNetwork = "10.235.0.1/24"
+
+// createBootNetwork creates the boot network of the bed whose state is in
+// dir: named after dir (a second bed on another state dir gets its own),
+// with the provisioner at addr.
+func createBootNetwork(ctx context.Context, dir, addr string) (*libvirt.Network, error) {
+	pfx, err := netip.ParsePrefix(addr)
+	if err != nil || !pfx.Addr().Is4() {
+		return nil, usageError("--boot-network %q: want an IPv4 address and prefix such as %s", addr, defaultBootNetwork)
+	}
+	if _, err := vmPool(pfx, pfx.Addr()); err != nil {
+		return nil, usageError("--boot-network: %v", err)
+	}
+	sum := sha256.Sum256([]byte(dir))
+	nw, err := libvirt.CreateNetwork(ctx, libvirt.NetworkConfig{Name: "b" + hex.EncodeToString(sum[:])[:7], Addr: pfx})
+	if err != nil {
+		return nil, fmt.Errorf("boot network: %w", err)
+	}
+	return nw, nil
+}
