@@ -54,6 +54,10 @@ type envSpec struct {
 	CallbackTimeout time.Duration
 	// Flags are more `metalbed up` flags for a Deploy testbed.
 	Flags []string
+	// RamdiskDir, when set, makes a Deploy testbed's machines real VMs
+	// (`up --backend libvirt`) booting this deploy ramdisk; their disks
+	// default to 4 GiB, the agent's smallest.
+	RamdiskDir string
 }
 
 // env is one running metalbed: machines with their BMCs (`metalbed up
@@ -170,7 +174,12 @@ func (e *env) startTestbed(ctx, sctx context.Context, bin string, spec envSpec) 
 	args := []string{"up", "--enroll", "--nodes", fmt.Sprint(spec.Machines), "--state-dir", mdir,
 		"--bmc-base-port", "0", "--api-addr", "127.0.0.1:0", "--dhcp-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0", "--timeline-addr", "127.0.0.1:0",
-		"--disk-size", cmp.Or(spec.DiskSize, "2GiB"), "--log-level", "info"}
+		"--log-level", "info"}
+	disk := cmp.Or(spec.DiskSize, "2GiB")
+	if spec.RamdiskDir != "" {
+		disk = cmp.Or(spec.DiskSize, "4GiB")
+	}
+	args = append(args, "--disk-size", disk)
 	if spec.DHCPRange == "" {
 		net, release, err := reserveSubnet()
 		if err != nil {
@@ -185,6 +194,9 @@ func (e *env) startTestbed(ctx, sctx context.Context, bin string, spec envSpec) 
 	}
 	if spec.CallbackTimeout > 0 {
 		args = append(args, "--deploy-callback-timeout", spec.CallbackTimeout.String())
+	}
+	if spec.RamdiskDir != "" {
+		args = append(args, "--backend", "libvirt", "--ramdisk-dir", spec.RamdiskDir)
 	}
 	args = append(args, spec.Flags...)
 	p, err := startProc(ctx, bin, filepath.Join(e.dir, "up.log"), args...)

@@ -62,7 +62,18 @@ type Options struct {
 	// Rerun returns the command line that reruns only the scenario at
 	// ref ("path/x.feature:LINE"); nil = none printed.
 	Rerun func(ref string) string
+	// Backend is what the testbeds' machines are: "sim" (default,
+	// simulated) or "libvirt" (real VMs; Bin must be built with the
+	// libvirt_dlopen tag, and the run needs root and libvirtd). With
+	// libvirt the default tags select the @libvirt scenarios.
+	Backend string
+	// RamdiskDir holds vmlinuz and initramfs from `metalbed ramdisk
+	// build`, the deploy ramdisk real VMs boot; required with libvirt.
+	RamdiskDir string
 }
+
+// LibvirtTags is the default tag expression with the libvirt backend.
+const LibvirtTags = "@libvirt && ~@pending"
 
 // Result is what a run did, scenario by scenario.
 type Result struct {
@@ -146,6 +157,19 @@ func RunSuite(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	switch o.Backend {
+	case "", "sim":
+		o.Backend = "sim"
+	case "libvirt":
+		if o.RamdiskDir == "" {
+			return nil, fmt.Errorf("scenarios: the libvirt backend needs the deploy ramdisk real VMs boot (`metalbed ramdisk build --out DIR`, then give DIR)")
+		}
+		if o.RamdiskDir, err = filepath.Abs(o.RamdiskDir); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("scenarios: backend %q: want sim or libvirt", o.Backend)
+	}
 	out := o.Out
 	if out == nil {
 		out = os.Stdout
@@ -168,6 +192,7 @@ func RunSuite(ctx context.Context, o Options) (*Result, error) {
 	res := &Result{}
 	s := &suite{bin: bin, work: o.Work, tools: o.Tools, out: &lockedWriter{w: out},
 		canDeploy: strings.Contains(string(help), "-enroll"), images: images,
+		backend: o.Backend, ramdiskDir: o.RamdiskDir,
 		fsys: fsys, rerun: o.Rerun, result: res}
 	concurrency := max(o.Concurrency, 1)
 	format := o.Format
@@ -186,6 +211,9 @@ func RunSuite(ctx context.Context, o Options) (*Result, error) {
 	tags := o.Tags
 	if tags == "" {
 		tags = DefaultTags
+		if o.Backend == "libvirt" {
+			tags = LibvirtTags
+		}
 	}
 	start := time.Now()
 	res.Status = godog.TestSuite{

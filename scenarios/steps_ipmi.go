@@ -281,13 +281,19 @@ func (w *world) expandMachine(s string) string {
 }
 
 func (w *world) consoleShows(ctx context.Context, machine, text string, n int) error {
+	return w.consoleShowsWithin(ctx, machine, text, n, 30*time.Second)
+}
+
+// consoleShowsWithin waits up to d for text to appear n times on a
+// machine's console.
+func (w *world) consoleShowsWithin(ctx context.Context, machine, text string, n int, d time.Duration) error {
 	if err := w.needEnv(); err != nil {
 		return err
 	}
 	if _, err := w.env.machineNamed(machine); err != nil {
 		return err
 	}
-	return poll(ctx, 30*time.Second, fmt.Sprintf("the console of %s to show %q %d time(s)", machine, text, n), func() (bool, string, error) {
+	return poll(ctx, d, fmt.Sprintf("the console of %s to show %q %d time(s)", machine, text, n), func() (bool, string, error) {
 		tail := w.env.consoleTail(machine, 1000)
 		c := strings.Count(tail, text)
 		return c >= n, fmt.Sprintf("%d time(s); console ends %q", c, lastLines(tail, 3)), nil

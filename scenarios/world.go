@@ -56,14 +56,16 @@ import (
 // suite is what every scenario of one run shares: read-only after start
 // but for the counters and the result.
 type suite struct {
-	bin       string              // the metalbed binary under test
-	work      string              // scratch directory of the run
-	tools     map[string]string   // interop tools by name: ipmitool, baremetal
-	out       io.Writer           // godog's output, safe for concurrent writes
-	canDeploy bool                // `metalbed up` has --enroll (provisioner, netboot, deploy)
-	images    *imageStore         // instance images served over HTTP
-	fsys      fs.FS               // where the features are read
-	rerun     func(string) string // the command line rerunning one scenario; nil = none
+	bin        string              // the metalbed binary under test
+	work       string              // scratch directory of the run
+	tools      map[string]string   // interop tools by name: ipmitool, baremetal
+	out        io.Writer           // godog's output, safe for concurrent writes
+	canDeploy  bool                // `metalbed up` has --enroll (provisioner, netboot, deploy)
+	images     *imageStore         // instance images served over HTTP
+	fsys       fs.FS               // where the features are read
+	rerun      func(string) string // the command line rerunning one scenario; nil = none
+	backend    string              // sim or libvirt (Options.Backend)
+	ramdiskDir string              // the real VMs' deploy ramdisk (Options.RamdiskDir)
 
 	mu     sync.Mutex
 	result *Result // outcomes so far

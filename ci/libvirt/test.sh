@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the real-VM tier: starts libvirtd/virtlogd (ci/libvirt/start.sh),
-# runs the libvirt_dlopen-tagged tests with METALBED_LIBVIRT=required (a
+# runs the libvirt_dlopen-tagged tests (vms/libvirt, then the @libvirt
+# scenarios) with METALBED_LIBVIRT=required (a
 # missing daemon or tool fails instead of skipping), then stops only the
 # daemons start.sh started. Needs root, gcc, qemu-system-x86, ovmf,
 # ipxe-qemu, libvirt (ci/install-deps.sh installs them).
@@ -9,3 +10,6 @@ cd "$(dirname "$0")/../.."
 ci/libvirt/start.sh >/dev/null
 trap 'ci/libvirt/stop.sh' EXIT
 METALBED_LIBVIRT=required go test -race -count=1 -tags libvirt_dlopen ./vms/libvirt/... "$@"
+# The @libvirt scenarios: `metalbed up --backend libvirt` testbeds deployed
+# through the conductor (iscsi and direct), one VM at a time.
+METALBED_LIBVIRT=required go test -count=1 -timeout 30m -tags libvirt_dlopen -run TestLibvirtFeatures ./scenarios/

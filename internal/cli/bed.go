@@ -517,11 +517,16 @@ func (b *bed) watchMachine(m fleetMachine) (cancel func()) {
 	b.tl.Alias(sim.FormatUUID(m.UUID()), name)
 	b.tl.Record(name, srcMachine, "machine.up", fmt.Sprintf("%s, BMC and provisioner wired", m.BootMode()))
 	return m.Subscribe(func(ev vms.Event) {
-		kind, detail := "machine."+string(ev.Kind), ev.Detail
+		kind, detail, src := "machine."+string(ev.Kind), ev.Detail, srcMachine
 		if ev.Kind == vms.EventConsole {
 			switch {
 			case strings.HasPrefix(detail, "ramdisk."):
 				return // recorded through kernel.Config.Milestone
+			case strings.HasPrefix(detail, "milestone "):
+				// A real VM's ramdisk or agent step, read off its serial
+				// console (a simulated one's come through Milestone).
+				kind, detail, _ = strings.Cut(strings.TrimPrefix(detail, "milestone "), " ")
+				src = srcRamdisk
 			case strings.HasPrefix(detail, "instance booted"):
 				kind, detail = "instance.booted", strings.TrimPrefix(detail, "instance booted ")
 			default:
@@ -529,7 +534,7 @@ func (b *bed) watchMachine(m fleetMachine) (cancel func()) {
 				kind, detail = "machine."+word, rest
 			}
 		}
-		b.tl.Add(events.Entry{Time: ev.Time, Key: name, Source: srcMachine, Kind: kind, Detail: detail})
+		b.tl.Add(events.Entry{Time: ev.Time, Key: name, Source: src, Kind: kind, Detail: detail})
 	})
 }
 

@@ -145,6 +145,11 @@ func ramdiskInit(ctx context.Context, s Streams) error {
 	if err != nil {
 		return err
 	}
+	if root, ok := ramdisk.ParseInstanceRoot(string(cmdline)); ok {
+		// Booted as a netboot instance's initramfs: mount the deployed root.
+		root.Console = s.Out
+		return root.SwitchTo(ctx)
+	}
 	p, err := ramdisk.ParseCmdline(string(cmdline))
 	if err != nil {
 		return fmt.Errorf("kernel command line: %w", err)
@@ -170,6 +175,7 @@ func ramdiskInit(ctx context.Context, s Streams) error {
 		Export:     exportBlockDevice(log),
 		FetchToken: fetchTFTP,
 		Console:    s.Out,
+		Milestone:  consoleMilestones(s.Out),
 		Logger:     log,
 	})
 }

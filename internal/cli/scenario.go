@@ -12,6 +12,7 @@ import (
 
 	"github.com/metalbed/metalbed/features"
 	"github.com/metalbed/metalbed/scenarios"
+	"github.com/metalbed/metalbed/vms/libvirt"
 )
 
 // runScenarioRun is `metalbed scenario run`: the Gherkin suite of
@@ -24,7 +25,8 @@ func runScenarioRun(ctx context.Context, s Streams, args []string) error {
 	flags := newFlags("scenario run", s)
 	tags := flags.String("tags", "", "godog tag expression choosing scenarios (default \""+scenarios.DefaultTags+"\")")
 	junit := flags.String("junit", "", "also write the results to this file as JUnit XML")
-	backend := flags.String("backend", "sim", "machines the scenarios run on: sim (simulated) or libvirt (real VMs)")
+	backend := flags.String("backend", "sim", "machines the scenarios run on: sim (simulated) or libvirt (real VMs: root, libvirtd, a metalbed built with -tags libvirt_dlopen; default tags then \""+scenarios.LibvirtTags+"\")")
+	ramdiskDir := flags.String("ramdisk-dir", "", "with --backend libvirt: the deploy kernel and ramdisk the VMs boot, from `metalbed ramdisk build --out DIR` (required)")
 	concurrency := flags.Int("concurrency", 6, "scenarios run at once, each with its own testbed")
 	seed := flags.Int64("seed", 0, "run the scenarios in an order shuffled with this seed (0: file order); each rerun line repeats it")
 	format := flags.String("format", "", "godog formatter: pretty, progress, cucumber, … (default pretty with --concurrency 1, else progress)")
@@ -43,7 +45,12 @@ func runScenarioRun(ctx context.Context, s Streams, args []string) error {
 	switch *backend {
 	case "sim":
 	case "libvirt":
-		return fmt.Errorf("scenario run --backend libvirt: the libvirt backend is not available in this build yet: `metalbed up` cannot run libvirt machines (vms/libvirt is not wired into it), so the @libvirt scenarios cannot run")
+		if *ramdiskDir == "" {
+			return usageError("--backend libvirt needs --ramdisk-dir DIR: the VMs boot the ramdisk `metalbed ramdisk build --out DIR` makes")
+		}
+		if err := libvirt.Built(); err != nil {
+			return fmt.Errorf("scenario run --backend libvirt: %w", err)
+		}
 	default:
 		return usageError("--backend %q: want sim or libvirt", *backend)
 	}
@@ -87,6 +94,9 @@ func runScenarioRun(ctx context.Context, s Streams, args []string) error {
 	if *tags != "" {
 		rerunFlags += " --tags " + shellQuote(*tags)
 	}
+	if *backend == "libvirt" {
+		rerunFlags += " --backend libvirt --ramdisk-dir " + shellQuote(*ramdiskDir)
+	}
 	res, err := scenarios.RunSuite(ctx, scenarios.Options{
 		Bin:         bin,
 		Paths:       paths,
@@ -100,6 +110,8 @@ func runScenarioRun(ctx context.Context, s Streams, args []string) error {
 		Work:        work,
 		Out:         s.Out,
 		NoColors:    noColors,
+		Backend:     *backend,
+		RamdiskDir:  *ramdiskDir,
 		Rerun: func(ref string) string {
 			return "metalbed scenario run " + shellQuote(ref) + rerunFlags
 		},

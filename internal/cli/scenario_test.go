@@ -166,8 +166,13 @@ func TestScenarioRun(t *testing.T) {
 			t.Errorf("--backend qemu: exit %d, want 2\n%s", code, out)
 		}
 		out, code := run(t, "--backend", "libvirt")
-		if code != 1 || !strings.Contains(out, "libvirt backend is not available") {
-			t.Errorf("--backend libvirt: exit %d, want 1 and the missing piece named\n%s", code, out)
+		if code != 2 || !strings.Contains(out, "--ramdisk-dir") {
+			t.Errorf("--backend libvirt without --ramdisk-dir: exit %d, want 2 and the flag named\n%s", code, out)
+		}
+		// The binary under test is built without the libvirt_dlopen tag.
+		out, code = run(t, "--backend", "libvirt", "--ramdisk-dir", t.TempDir())
+		if code != 1 || !strings.Contains(out, "without libvirt support") {
+			t.Errorf("--backend libvirt in a build without libvirt: exit %d, want 1 and why\n%s", code, out)
 		}
 		if out, code := run(t, "pass.feature:2"); code != 1 || !strings.Contains(out, "no Scenario, Scenario Outline or Examples row on line 2") {
 			t.Errorf("a line holding no scenario: exit %d, want 1 and why\n%s", code, out)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/metalbed/metalbed/bmcemu"
 	"github.com/metalbed/metalbed/vms"
+	"github.com/metalbed/metalbed/vms/libvirt"
 	"github.com/metalbed/metalbed/vms/sim"
 	"github.com/metalbed/metalbed/vms/sim/kernel"
 	"github.com/metalbed/metalbed/vms/sim/loader"
@@ -77,6 +78,11 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	}
 	if *backend != "sim" && *backend != "libvirt" {
 		return usageError("--backend %q: want sim or libvirt", *backend)
+	}
+	if *backend == "libvirt" {
+		if err := libvirt.Built(); err != nil {
+			return fmt.Errorf("up --backend libvirt: %w", err)
+		}
 	}
 	if *backend == "libvirt" && *noProv {
 		return usageError("--backend libvirt runs the provisioner: the VMs' only network is its boot network (drop --no-provisioner)")

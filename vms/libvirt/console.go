@@ -21,6 +21,7 @@ const consolePoll = 250 * time.Millisecond
 //
 //	metalbed-instance: booted H root=R  ->  "instance booted H root=R"
 //	metalbed-ramdisk: TEXT               ->  "ramdisk TEXT"
+//	metalbed-milestone: KIND DETAIL      ->  "milestone KIND DETAIL"
 //
 // QEMU recreates the log on every start, so a file that shrank is read
 // again from its beginning.
@@ -69,6 +70,7 @@ func consoleMilestone(line string) (string, bool) {
 	for _, p := range []struct{ tag, word string }{
 		{"metalbed-instance: booted ", "instance booted "},
 		{"metalbed-ramdisk: ", "ramdisk "},
+		{"metalbed-milestone: ", "milestone "},
 	} {
 		if i := strings.Index(line, p.tag); i >= 0 {
 			return p.word + strings.TrimSpace(line[i+len(p.tag):]), true

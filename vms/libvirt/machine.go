@@ -36,6 +36,10 @@ type Machine struct {
 	stopConsole context.CancelFunc // ends watchConsole
 }
 
+// Built reports whether this binary can drive libvirt: nil in a build
+// with the libvirt_dlopen tag (libvirt itself may still be missing).
+func Built() error { return nil }
+
 // Open connects to libvirt and defines (or adopts) the machine's domain,
 // restoring the boot flags an earlier run stored in its metadata.
 func Open(cfg Config) (vms.Machine, error) { return New(cfg) }

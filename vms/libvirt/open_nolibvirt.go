@@ -11,3 +11,6 @@ func Open(cfg Config) (vms.Machine, error) {
 	}
 	return nil, ErrNotBuilt
 }
+
+// Built reports whether this binary can drive libvirt: ErrNotBuilt here.
+func Built() error { return ErrNotBuilt }
