@@ -10,10 +10,11 @@ Feature: Deploying real VMs
   or ci/libvirt/test.sh (root, libvirtd running; TCG here: each boot of
   a kernel takes some 10 s).
 
-  Scenario Outline: <iface> deploy of a partition image, instance booted from the network, real VM
+  Scenario Outline: <iface> deploy of a partition image, instance booted from the network, undeploy with cleaning, real VM
     Given a metalbed testbed with 1 bios machine
     And node "node-0" is available
     And node "node-0" uses the <iface> deploy interface
+    And node "node-0" has automated cleaning on
     And node "node-0" has instance_info for a partition image booted from the network
     When I deploy node "node-0"
     Then node "node-0" is active
@@ -24,6 +25,9 @@ Feature: Deploying real VMs
     And the timeline of node "node-0" shows "<up>" before "<written>"
     And the timeline of node "node-0" shows "<written>" before "conductor.active"
     And the timeline of node "node-0" shows "conductor.active" before "instance.booted"
+    When I undeploy node "node-0"
+    Then node "node-0" ends in provision state "available"
+    And the disk of machine "node-0" holds no partition table
 
     Examples:
       | iface  | up         | written                 |

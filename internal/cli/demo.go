@@ -19,21 +19,36 @@ import (
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/provisioner/images"
 	"github.com/metalbed/metalbed/vms"
+	"github.com/metalbed/metalbed/vms/libvirt"
 )
 
 // The demo's four machines and how each is deployed: three by the bash
 // ramdisk over iSCSI, one by the agent (deploy_interface direct).
-var demoPlan = []struct {
+type demoNode struct {
 	mode   vms.BootMode
 	option string // boot_option
 	deploy string // deploy_interface
 	what   string
-}{
+}
+
+var demoPlan = []demoNode{
 	{vms.BIOS, "netboot", "iscsi", "iSCSI deploy, netboot (bios)"},
 	{vms.BIOS, "local", "iscsi", "iSCSI deploy, local boot (bios)"},
 	{vms.UEFI, "local", "iscsi", "iSCSI deploy, local boot (uefi)"},
 	{vms.BIOS, "local", "direct", "agent deploy, local boot (bios)"},
 }
+
+// demoPlanVM is the demo's plan on real VMs (--backend libvirt): the
+// instances boot from the network, their initramfs (the deploy
+// ramdisk's) mounting the deployed root.
+var demoPlanVM = []demoNode{
+	{vms.BIOS, "netboot", "iscsi", "iSCSI deploy, netboot (bios, VM)"},
+	{vms.BIOS, "netboot", "direct", "agent deploy, netboot (bios, VM)"},
+}
+
+// demoVMDiskBytes is a demo VM's disk: the agent, as IPA, takes no disk
+// under 4 GiB.
+const demoVMDiskBytes = 4 << 30
 
 // demoDiskBytes is each demo machine's disk: room for a 1 GiB root
 // partition and, in UEFI mode, the ESP.
@@ -45,6 +60,8 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	logLevel := fs.String("log-level", "error", "log level on stderr: debug, info, warn, error")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up when the deploys have not finished by then")
 	undeploy := fs.Bool("undeploy", true, "undeploy the nodes back to available at the end")
+	backend := fs.String("backend", "sim", "the machines: sim (simulated, in this process) or libvirt (real VMs: root, libvirtd running, a metalbed built with -tags libvirt_dlopen)")
+	ramdiskDir := fs.String("ramdisk-dir", "", "with --backend libvirt: the deploy kernel and ramdisk of `metalbed ramdisk build --out DIR`; default: built from the source tree in the working directory into the state directory")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -69,30 +86,55 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	// Everything on free loopback ports: the demo never collides with a
 	// running `metalbed up`.
 	const free = "127.0.0.1:0"
-	b, err := listenBed(bedConfig{
+	bc := bedConfig{
 		dir: filepath.Join(dir, "provisioner"), apiAddr: free, dhcpAddr: free, dhcpRange: defaultDHCPRange,
 		tftpAddr: free, httpAddr: free, timelineAddr: free, ipmiClient: "native", fastIPMI: true,
 		callbackTimeout: *timeout, notifyDelay: 500 * time.Millisecond, log: log,
-	})
+	}
+	nodes, diskBytes, kind := demoPlan, int64(demoDiskBytes), "simulated machines"
+	switch *backend {
+	case "sim":
+	case "libvirt":
+		if err := libvirt.Built(); err != nil {
+			return fmt.Errorf("demo --backend libvirt: %w", err)
+		}
+		nodes, diskBytes, kind = demoPlanVM, demoVMDiskBytes, "libvirt VMs"
+		if bc.ramdiskDir = *ramdiskDir; bc.ramdiskDir == "" {
+			bc.ramdiskDir = filepath.Join(dir, "ramdisk")
+			fmt.Fprintf(s.Out, "building the real deploy ramdisk (metalbed ramdisk build --out %s)...\n", bc.ramdiskDir)
+			if err := runRamdiskBuild(ctx, s, []string{"--out", bc.ramdiskDir}); err != nil {
+				return fmt.Errorf("demo: %w", err)
+			}
+		}
+		nw, err := createBootNetwork(ctx, dir, defaultBootNetwork)
+		if err != nil {
+			return err
+		}
+		defer nw.Close()
+		bc.vmNet = nw
+	default:
+		return usageError("--backend %q: want sim or libvirt", *backend)
+	}
+	b, err := listenBed(bc)
 	if err != nil {
 		return err
 	}
 	defer b.close()
-	st := upSettings{nodes: len(demoPlan), bmcAddress: defaultBMCAddress, username: defaultUsername,
-		password: defaultPassword, diskBytes: demoDiskBytes, bootMode: vms.BIOS}
+	st := upSettings{nodes: len(nodes), bmcAddress: defaultBMCAddress, username: defaultUsername,
+		password: defaultPassword, diskBytes: diskBytes, bootMode: vms.BIOS}
 	plans, err := plan(st, nil)
 	if err != nil {
 		return err
 	}
 	for i := range plans {
-		plans[i].bootMode = demoPlan[i].mode
+		plans[i].bootMode = nodes[i].mode
 	}
 	f, err := startFleet(ctx, plans, dir, log, nil, b.nodeHooks)
 	if err != nil {
 		return err
 	}
 	defer f.close()
-	fmt.Fprintf(s.Out, "metalbed demo: %d simulated machines, IPMI BMCs on %s, and the provisioner (state in %s)\n", len(f.nodes), f.addrSummary(), dir)
+	fmt.Fprintf(s.Out, "metalbed demo: %d %s, IPMI BMCs on %s, and the provisioner (state in %s)\n", len(f.nodes), kind, f.addrSummary(), dir)
 	fmt.Fprintf(s.Out, "building the deploy kernel and ramdisk and a partition instance image...\n")
 	if err := b.prepare(ctx); err != nil {
 		return err
@@ -128,12 +170,15 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	dctx, cancel := context.WithTimeout(sctx, *timeout)
 	defer cancel()
 	bootIface := defaultBootInterface()
-	if bootIface == "ipxe" {
+	if bc.vmNet != nil {
+		bootIface = "ipxe" // QEMU's NIC ROMs are iPXE
+	}
+	if bootIface == "ipxe" && bc.vmNet == nil {
 		fmt.Fprintf(s.Out, "boot interface ipxe: Debian's pxelinux/ipxe boot programs are not installed; the simulated NICs' iPXE ROMs boot from the HTTP script alone\n")
 	}
 	specs := f.enrollSpecs(b, bootIface)
 	for i := range specs {
-		specs[i].deployInterface = demoPlan[i].deploy
+		specs[i].deployInterface = nodes[i].deploy
 	}
 	uuids, err := b.enroll(dctx, specs)
 	if err != nil {
@@ -145,7 +190,7 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	var g errgroup.Group // one node's failure does not stop the others
 	for i, n := range f.nodes {
 		g.Go(func() error {
-			results[i] = demoDeploy(dctx, api, b.tl, live, n.plan.name, uuids[n.plan.name], i, inst)
+			results[i] = demoDeploy(dctx, api, b.tl, live, n.plan.name, uuids[n.plan.name], nodes[i], inst)
 			return nil
 		})
 	}
@@ -221,8 +266,12 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	if bootIface == "ipxe" {
 		protocols = "IPMI, DHCP, HTTP (iPXE) and iSCSI"
 	}
-	fmt.Fprintf(s.Out, "every node went enroll → manageable → available → active over %s on loopback, "+
-		"its instance booted, and it was undeployed back to available.\n", protocols)
+	where := "on loopback"
+	if bc.vmNet != nil {
+		where = "in the boot network " + bc.vmNet.Prefix().String()
+	}
+	fmt.Fprintf(s.Out, "every node went enroll → manageable → available → active over %s %s, "+
+		"its instance booted, and it was undeployed back to available.\n", protocols, where)
 	return nil
 }
 
@@ -245,8 +294,20 @@ func demoInstance(ctx context.Context, b *bed) (*demoImage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("instance image: %w", err)
 	}
-	// The instance's initramfs: an empty one (the root file system holds
-	// everything); a real kernel unpacks it and mounts root=UUID.
+	base := b.boot.httpURL() + "/images/"
+	if b.cfg.vmNet != nil {
+		// Real VMs boot the real kernel with an initramfs that mounts
+		// root=UUID= (the kernel alone cannot): the deploy ramdisk's,
+		// which does so when booted without deploy parameters.
+		for src, dst := range map[string]string{b.deployKernel: "instance-vmlinuz", b.deployRamdisk: "instance-initrd"} {
+			if err := linkOrCopy(src, filepath.Join(dir, dst)); err != nil {
+				return nil, err
+			}
+		}
+		return &demoImage{built: built, url: base + "instance.img", kernel: base + "instance-vmlinuz", ramdisk: base + "instance-initrd"}, nil
+	}
+	// The instance's initramfs for simulated machines: an empty one (the
+	// simulated kernel reads the root file system from the disk itself).
 	var rd bytes.Buffer
 	w := cpio.Newc.Writer(&rd)
 	if err := cpio.WriteTrailer(w); err != nil {
@@ -262,7 +323,6 @@ func demoInstance(ctx context.Context, b *bed) (*demoImage, error) {
 	if err := linkOrCopy(kernel, filepath.Join(dir, "instance-vmlinuz")); err != nil {
 		return nil, err
 	}
-	base := b.boot.httpURL() + "/images/"
 	return &demoImage{built: built, url: base + "instance.img", kernel: base + "instance-vmlinuz", ramdisk: base + "instance-initrd"}, nil
 }
 
@@ -302,8 +362,8 @@ type demoResult struct {
 
 // demoDeploy walks one node from enroll to active as a user of the API
 // does, then waits for its instance to announce itself on the console.
-func demoDeploy(ctx context.Context, api *apiClient, tl *events.Timeline, live *demoProgress, name, uuid string, i int, inst *demoImage) demoResult {
-	r := demoResult{name: name, uuid: uuid, what: demoPlan[i].what}
+func demoDeploy(ctx context.Context, api *apiClient, tl *events.Timeline, live *demoProgress, name, uuid string, node demoNode, inst *demoImage) demoResult {
+	r := demoResult{name: name, uuid: uuid, what: node.what}
 	// The instance's boot is an event on the machine; subscribe before
 	// deploying so it cannot be missed.
 	booted := make(chan events.Entry, 1)
@@ -334,12 +394,12 @@ func demoDeploy(ctx context.Context, api *apiClient, tl *events.Timeline, live *
 		"image_source":   inst.url,
 		"image_checksum": inst.built.MD5,
 		"root_gb":        "1",
-		"capabilities":   map[string]any{"boot_option": demoPlan[i].option},
+		"capabilities":   map[string]any{"boot_option": node.option},
 	}
-	if demoPlan[i].option == "netboot" {
+	if node.option == "netboot" {
 		ii["kernel"], ii["ramdisk"] = inst.kernel, inst.ramdisk
 	}
-	if demoPlan[i].deploy == "direct" {
+	if node.deploy == "direct" {
 		// The agent is told the image's kind (Ironic: the image's
 		// img_type property, or instance_info image_type).
 		ii["image_type"] = "partition"

@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -78,7 +79,7 @@ type Config struct {
 	// command_wait_interval); defaults 100 and 6 s.
 	CommandWaitAttempts int
 	CommandWaitInterval time.Duration
-	// HTTPClient talks to the agent; default a plain client.
+	// HTTPClient talks to the agent; default one with AgentTransport.
 	HTTPClient *http.Client
 	// DefaultBootMode and DefaultBootOption must match the boot
 	// interface's: defaults "uefi" and "netboot".
@@ -157,9 +158,18 @@ func New(cfg Config) (*Deploy, error) {
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		hc = &http.Client{}
+		hc = &http.Client{Transport: AgentTransport(nil)}
 	}
 	return &Deploy{cfg: cfg, log: log.With("deploy_interface", Name), http: hc}, nil
+}
+
+// AgentTransport is the transport for agents: a connection per request,
+// never kept alive. A machine that is powered off or reset mid-deploy
+// closes nothing, and its next agent answers on the same address: a
+// kept-alive connection to the old one would be answered with a reset.
+// dial nil => a net.Dialer's.
+func AgentTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
+	return &http.Transport{DialContext: dial, DisableKeepAlives: true}
 }
 
 func (d *Deploy) milestone(node *provisioner.Node, kind, detail string) {
