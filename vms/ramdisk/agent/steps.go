@@ -201,7 +201,11 @@ func (a *Agent) eraseMetadata(ctx context.Context) error {
 		if d.Dev == nil {
 			continue
 		}
-		if err := images.DestroyDiskMetadata(d.Dev, d.SizeBytes); err != nil {
+		err := images.DestroyDiskMetadata(d.Dev, d.SizeBytes)
+		if err == nil {
+			err = syncDev(d)
+		}
+		if err != nil {
 			failed = append(failed, fmt.Sprintf("%q: %v", "/dev/"+d.Name, err))
 			continue
 		}
@@ -259,6 +263,9 @@ func (a *Agent) eraseDevices(ctx context.Context) (any, error) {
 				return nil, eraseError(name, err)
 			}
 		}
+		if err := syncDev(d); err != nil {
+			return nil, eraseError(name, err)
+		}
 		results[name] = nil
 	}
 	a.mu.Lock()
@@ -266,6 +273,18 @@ func (a *Agent) eraseDevices(ctx context.Context) (any, error) {
 	a.mu.Unlock()
 	a.milestone("agent.clean", "erase_devices")
 	return results, nil
+}
+
+// syncDev flushes what an erase wrote to a device out of the kernel's
+// cache: the conductor powers the machine off hard once cleaning is done
+// (IPA writes with dd oflag=direct and wipefs for the same reason).
+func syncDev(d ramdisk.Disk) error {
+	if s, ok := d.Dev.(interface{ Sync() error }); ok {
+		if err := s.Sync(); err != nil {
+			return fmt.Errorf("flush: %w", err)
+		}
+	}
+	return nil
 }
 
 func eraseError(name string, err error) error {
