@@ -22,7 +22,7 @@ apt-get install -y -qq --no-install-recommends \
   tgt libiscsi-bin qemu-utils qemu-block-extra \
   python3-ironicclient python3-ironic ironic-api ironic-conductor \
   busybox tftp-hpa tftpd-hpa dnsmasq-base kea-admin curl iproute2 \
-  pxelinux syslinux-common ipxe cpio grub-pc-bin \
+  pxelinux syslinux-common ipxe cpio grub-pc-bin grub-efi-amd64-bin \
   fdisk gdisk dosfstools mtools genisoimage binutils e2fsprogs \
   >/dev/null
 # Real VMs (the libvirt tier, issue 8): QEMU with iPXE ROMs and OVMF, and

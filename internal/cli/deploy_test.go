@@ -226,7 +226,7 @@ func TestUpEnrollBaremetalCLI(t *testing.T) {
 	if shown["power_state"] != "power on" {
 		t.Errorf("active node power %v", shown["power_state"])
 	}
-	want := "metalbed-instance: booted cli-deployed root=UUID=" + img.RootUUID
+	want := "metalbed-instance: booted cli-deployed root=PARTUUID=" // grub.cfg probes the root partition's PARTUUID
 	deadline := time.Now().Add(time.Minute)
 	for {
 		con, _ := os.ReadFile(node.ConsoleLog)

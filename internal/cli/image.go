@@ -18,6 +18,8 @@ func runImageBuild(ctx context.Context, s Streams, args []string) error {
 	kernel := fs.String("kernel", "", "kernel for /boot/vmlinuz (default: the gokrazy kernel.amd64 module's vmlinuz)")
 	initBin := fs.String("init", "", "static binary for /sbin/init (default: build the metalbed instance init)")
 	hostname := fs.String("hostname", "", "host name written to /etc/hostname (default metalbed-instance)")
+	grubDir := fs.String("grub-dir", images.DefaultGrubLibDir, "GRUB 2 platform modules whole-disk images get their boot loader from (grub-mkimage; Debian packages grub-pc-bin, grub-efi-amd64-bin)")
+	placeholder := fs.Bool("placeholder-loader", false, "whole-disk images: write metalbed's placeholder loader instead of GRUB (boots on simulated firmware only)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -35,10 +37,18 @@ func runImageBuild(ctx context.Context, s Streams, args []string) error {
 	if *sizeMB < 0 {
 		return usageError("--size-mb must not be negative")
 	}
-	b, err := images.Build(ctx, images.BuildConfig{
+	cfg := images.BuildConfig{
 		Kind: images.Kind(*kind), BootMode: *bootMode, SizeMB: *sizeMB, Out: *out,
-		Kernel: *kernel, Init: *initBin, Hostname: *hostname,
-	})
+		Kernel: *kernel, Init: *initBin, Hostname: *hostname, PlaceholderLoader: *placeholder,
+	}
+	if cfg.Kind == images.KindWholeDisk && !*placeholder {
+		g, err := images.MakeGrubImages(ctx, *grubDir)
+		if err != nil {
+			return fmt.Errorf("image build: boot loader: %w (or pass --placeholder-loader)", err)
+		}
+		cfg.Grub = g
+	}
+	b, err := images.Build(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -49,6 +59,9 @@ func runImageBuild(ctx context.Context, s Streams, args []string) error {
 	fmt.Fprintf(s.Out, "root_uuid: %s\n", b.RootUUID)
 	if b.DiskID != "" {
 		fmt.Fprintf(s.Out, "disk_id: %s\n", b.DiskID)
+	}
+	if b.BootLoader != "" {
+		fmt.Fprintf(s.Out, "boot_loader: %s\n", b.BootLoader)
 	}
 	return nil
 }

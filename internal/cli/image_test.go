@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 func TestImageBuild(t *testing.T) {
@@ -34,6 +37,29 @@ func TestImageBuild(t *testing.T) {
 	if len(lines) < 4 || lines[0] != "file: "+out || lines[1] != "size: 50331648" ||
 		!strings.HasPrefix(lines[2], "md5: ") || lines[3] != "sha256: "+hex.EncodeToString(sum[:]) {
 		t.Fatalf("output:\n%s", stdout.String())
+	}
+}
+
+// TestImageBuildWholeDiskLoader builds whole-disk images with GRUB and with
+// the placeholder, and fails naming the Debian packages without GRUB.
+func TestImageBuildWholeDiskLoader(t *testing.T) {
+	testenv.RequireTool(t, "mkfs.ext4", "e2fsprogs")
+	testenv.RequireTool(t, "grub-mkimage", "grub-common")
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--boot-mode", "uefi"}, "boot_loader: grub"},
+		{[]string{"--boot-mode", "bios", "--placeholder-loader"}, "boot_loader: metalbed"},
+		{[]string{"--boot-mode", "bios", "--grub-dir", t.TempDir()}, "grub-pc-bin"},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := append([]string{"image", "build", "--kind", "whole-disk", "--size-mb", "160", "--out", filepath.Join(dir, "d.img")}, c.args...)
+		err := Run(t.Context(), args, &stdout, &stderr)
+		if got := stdout.String() + stderr.String() + fmt.Sprint(err); !strings.Contains(got, c.want) {
+			t.Errorf("%v: %q lacks %q", c.args, got, c.want)
+		}
 	}
 }
 

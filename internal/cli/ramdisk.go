@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/metalbed/metalbed/iscsitarget"
+	"github.com/metalbed/metalbed/provisioner/images"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 	"github.com/metalbed/metalbed/vms/sim/pxe"
 )
@@ -28,6 +29,8 @@ func runRamdiskBuild(ctx context.Context, s Streams, args []string) error {
 	fs := newFlags("ramdisk build", s)
 	out := fs.String("out", "", "directory to write vmlinuz and initramfs to (required)")
 	kernel := fs.String("kernel", "", "deploy kernel (bzImage); default the vmlinuz of "+gokrazyKernel+" at the version the source tree's go.mod pins")
+	grubDir := fs.String("grub-dir", images.DefaultGrubLibDir, "GRUB 2 platform modules (i386-pc, x86_64-efi) the bootloader step's GRUB images are made from with grub-mkimage; Debian packages grub-pc-bin, grub-efi-amd64-bin")
+	noGrub := fs.Bool("no-grub", false, "leave GRUB out: the bootloader step then installs metalbed's placeholder loader, which only simulated firmware boots")
 	src := fs.String("src", ".", "metalbed source tree /init is built from; needs the Go toolchain (`go` on PATH): the running binary is usually dynamically linked and cannot be /init")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -63,8 +66,23 @@ func runRamdiskBuild(ctx context.Context, s Streams, args []string) error {
 	if err := pxe.CheckBzImage(k); err != nil {
 		return fmt.Errorf("kernel %s: %w", kpath, err)
 	}
+	var grub *images.GrubImages
+	loader := "no GRUB (--no-grub): local boot gets metalbed's placeholder loader"
+	if !*noGrub {
+		if grub, err = images.MakeGrubImages(ctx, *grubDir); err != nil {
+			return fmt.Errorf("GRUB images for the bootloader step: %w (or pass --no-grub)", err)
+		}
+		var modes []string
+		if len(grub.BIOSCore) > 0 {
+			modes = append(modes, "bios")
+		}
+		if len(grub.EFI) > 0 {
+			modes = append(modes, "uefi")
+		}
+		loader = fmt.Sprintf("GRUB 2 for %s in %s", strings.Join(modes, " and "), images.GrubImagesDir)
+	}
 	var rd bytes.Buffer
-	if err := ramdisk.BuildInitramfs(&rd, ramdisk.ImageConfig{Init: init, Version: Version}); err != nil {
+	if err := ramdisk.BuildInitramfs(&rd, ramdisk.ImageConfig{Init: init, Version: Version, Grub: grub}); err != nil {
 		return err
 	}
 	for name, b := range map[string][]byte{"vmlinuz": k, "initramfs": rd.Bytes()} {
@@ -72,8 +90,8 @@ func runRamdiskBuild(ctx context.Context, s Streams, args []string) error {
 			return err
 		}
 	}
-	fmt.Fprintf(s.Out, "wrote %s (%d bytes, %s) and %s (%d bytes)\n",
-		filepath.Join(*out, "vmlinuz"), len(k), kpath, filepath.Join(*out, "initramfs"), rd.Len())
+	fmt.Fprintf(s.Out, "wrote %s (%d bytes, %s) and %s (%d bytes; %s)\n",
+		filepath.Join(*out, "vmlinuz"), len(k), kpath, filepath.Join(*out, "initramfs"), rd.Len(), loader)
 	return nil
 }
 

@@ -8,10 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/u-root/u-root/pkg/cpio"
 
+	"github.com/metalbed/metalbed/internal/testenv"
+	"github.com/metalbed/metalbed/provisioner/images"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
@@ -22,6 +25,7 @@ func TestRamdiskBuild(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("ramdisk build needs the Go toolchain on PATH")
 	}
+	testenv.RequireTool(t, "grub-mkimage", "grub-common")
 	out := t.TempDir()
 	var stdout, stderr bytes.Buffer
 	if err := Run(t.Context(), []string{"ramdisk", "build", "--out", out, "--src", "../.."}, &stdout, &stderr); err != nil {
@@ -44,6 +48,7 @@ func TestRamdiskBuild(t *testing.T) {
 	}
 	rr := cpio.Newc.Reader(bytes.NewReader(raw))
 	var init []byte
+	grubFiles := map[string]bool{}
 	for {
 		rec, err := rr.ReadRecord()
 		if errors.Is(err, io.EOF) {
@@ -51,6 +56,9 @@ func TestRamdiskBuild(t *testing.T) {
 		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		if dir, name := filepath.Split(rec.Name); filepath.Clean("/"+dir) == images.GrubImagesDir && rec.FileSize > 0 {
+			grubFiles[name] = true
 		}
 		if rec.Name == "init" {
 			init = make([]byte, rec.FileSize)
@@ -62,6 +70,12 @@ func TestRamdiskBuild(t *testing.T) {
 	if init == nil {
 		t.Fatal("no /init in the archive")
 	}
+	// GRUB for both modes, when this machine has it (CI installs it).
+	for _, f := range []string{images.GrubBootImg, images.GrubCoreImg, images.GrubEFIImg} {
+		if !grubFiles[f] {
+			t.Errorf("no %s/%s in the archive (have %v); stdout: %s", images.GrubImagesDir, f, grubFiles, stdout.String())
+		}
+	}
 	if err := ramdisk.CheckStatic(bytes.NewReader(init)); err != nil {
 		t.Errorf("/init: %v", err)
 	}
@@ -70,6 +84,11 @@ func TestRamdiskBuild(t *testing.T) {
 		t.Errorf("vmlinuz: %d bytes, %v", len(k), err)
 	}
 
+	var e bytes.Buffer
+	err = Run(t.Context(), []string{"ramdisk", "build", "--out", t.TempDir(), "--src", "../..", "--grub-dir", t.TempDir()}, io.Discard, &e)
+	if err == nil || !strings.Contains(err.Error()+e.String(), "grub-pc-bin") {
+		t.Errorf("ramdisk build without GRUB: %v %s; want an error naming the Debian packages", err, e.String())
+	}
 	if err := Run(t.Context(), []string{"ramdisk", "build"}, io.Discard, io.Discard); !errors.Is(err, errUsage) {
 		t.Errorf("ramdisk build without --out: %v, want a usage error", err)
 	}

@@ -13,19 +13,29 @@ const kernelLimit = 128 << 20
 
 // InstallBootloader does, on a disk the conductor partitioned for local
 // boot, what the deploy ramdisk's bootloader step stands for (Ironic's
-// ramdisk runs grub-install and grub-mkconfig there): root is the last
-// partition, and its /boot/grub/grub.cfg must boot a kernel of that file
-// system with root=UUID= of it.
+// ramdisk runs grub-install there): root is the last partition, and its
+// /boot/grub/grub.cfg must boot a kernel of that file system and search
+// for the root by its file system UUID.
 //
-//   - bios: the MBR boot code area gets metalbed's boot code (see
-//     biosBootCode), the partition table is kept.
-//   - uefi: the partition labelled efi-part (FAT32) gets
-//     EFI/BOOT/BOOTX64.EFI, the kernel named by grub.cfg (an EFI stub
-//     image), and EFI/BOOT/grub.cfg.
+// With GRUB images for the boot mode (see GrubImages; grub.go tells how
+// they are placed), real firmware boots the disk:
 //
-// It returns what Inspect then finds. Nothing is written unless every
-// check passed.
-func InstallBootloader(ctx context.Context, disk Disk, diskSize int64, bootMode string) (*Inspection, error) {
+//   - bios: boot.img in the MBR boot code area (the partition table is
+//     kept), core.img in the post-MBR gap (msdos) or the BIOS boot
+//     partition (gpt).
+//   - uefi: the partition labelled efi-part (FAT32) gets GRUB as
+//     EFI/BOOT/BOOTX64.EFI and the root's grub.cfg as EFI/BOOT/grub.cfg.
+//
+// With grub nil (or lacking the mode's images) it writes metalbed's
+// placeholder instead, which only the simulated firmware boots: bios, the
+// MBR code of biosBootCode (it prints that there is no boot loader);
+// uefi, the kernel named by grub.cfg (an EFI stub image) as BOOTX64.EFI,
+// which real firmware starts without a command line. The returned
+// Inspection tells which: BootLoader "grub" or "metalbed" for bios,
+// ESPLoaderGrub for uefi.
+//
+// Nothing is written unless every check passed.
+func InstallBootloader(ctx context.Context, disk Disk, diskSize int64, bootMode string, grub *GrubImages) (*Inspection, error) {
 	diskSize = diskSize / SectorSize * SectorSize
 	sd := &sectorDisk{r: disk, w: disk, size: diskSize}
 	ins, err := Inspect(sd, diskSize)
@@ -51,7 +61,7 @@ func InstallBootloader(ctx context.Context, disk Disk, diskSize int64, bootMode 
 		return nil, fmt.Errorf("install bootloader: %w", err)
 	}
 	if entry.RootUUID != root.UUID {
-		return nil, fmt.Errorf("install bootloader: grub.cfg boots root=UUID=%s but the root partition's UUID is %s", entry.RootUUID, root.UUID)
+		return nil, fmt.Errorf("install bootloader: grub.cfg boots the file system with UUID %q but the root partition's UUID is %s", entry.RootUUID, root.UUID)
 	}
 	rootFS := io.NewSectionReader(sd, root.Start, root.Size)
 	kernel, err := ReadExt4File(rootFS, root.Size, entry.Kernel, kernelLimit)
@@ -61,8 +71,19 @@ func InstallBootloader(ctx context.Context, disk Disk, diskSize int64, bootMode 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	useGrub := grub.has(bootMode)
 	switch bootMode {
 	case BootModeBIOS:
+		if useGrub {
+			start, limit, err := grubCoreRange(ins.Layout)
+			if err != nil {
+				return nil, fmt.Errorf("install bootloader: %w", err)
+			}
+			if err := installGrubBIOS(sd, grub, start, limit); err != nil {
+				return nil, fmt.Errorf("install bootloader: %w", err)
+			}
+			break
+		}
 		sec := make([]byte, SectorSize)
 		if _, err := sd.ReadAt(sec, 0); err != nil {
 			return nil, fmt.Errorf("install bootloader: read MBR: %w", err)
@@ -77,7 +98,10 @@ func InstallBootloader(ctx context.Context, disk Disk, diskSize int64, bootMode 
 		if ins.ESP == 0 {
 			return nil, fmt.Errorf("install bootloader: no EFI system partition (FAT labelled %s)", ESPLabel)
 		}
-		if !isPE(kernel) {
+		loader := kernel
+		if useGrub {
+			loader = grub.EFI
+		} else if !isPE(kernel) {
 			return nil, fmt.Errorf("install bootloader: kernel %s is not an EFI stub (PE/COFF) image", entry.Kernel)
 		}
 		esp := ins.Partition(ins.ESP)
@@ -92,7 +116,7 @@ func InstallBootloader(ctx context.Context, disk Disk, diskSize int64, bootMode 
 		for _, ef := range []struct {
 			path string
 			data []byte
-		}{{ESPLoaderPath, kernel}, {ESPGrubCfgPath, []byte(cfg)}} {
+		}{{ESPLoaderPath, loader}, {ESPGrubCfgPath, []byte(cfg)}} {
 			if err := w.addFile(ef.path, ef.data); err != nil {
 				return nil, fmt.Errorf("install bootloader: ESP %s: %w", ef.path, err)
 			}

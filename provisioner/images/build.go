@@ -61,6 +61,14 @@ type BuildConfig struct {
 	// ./instanceinit, compiled with the Go toolchain on PATH.
 	Init     string
 	Hostname string // /etc/hostname; default metalbed-instance
+	// Grub are the boot loader images of whole-disk images; nil: made with
+	// MakeGrubImages from DefaultGrubLibDir, and an error naming the
+	// Debian packages when GRUB is not there, unless PlaceholderLoader.
+	Grub *GrubImages
+	// PlaceholderLoader builds whole-disk images with metalbed's
+	// placeholder loader instead of GRUB (see InstallBootloader): they
+	// boot on the simulated firmware only.
+	PlaceholderLoader bool
 }
 
 // Built describes a built image.
@@ -73,13 +81,19 @@ type Built struct {
 	DiskID   string // whole-disk: MBR identifier (0x%08x) or GPT disk GUID
 	// KernelPE is set when the kernel is a PE/COFF image (EFI stub).
 	KernelPE bool
+	// BootLoader is the whole-disk image's loader: "grub", or "metalbed"
+	// for the placeholder; empty for partition images.
+	BootLoader string
 }
 
 // Build makes a test instance image: an ext4 root file system holding
 // /boot/vmlinuz, /sbin/init, /etc/hostname, /etc/fstab and
 // /boot/grub/grub.cfg; for KindWholeDisk, a disk image with that file system
-// in its root partition and, for uefi, an ESP holding the kernel as
-// EFI/BOOT/BOOTX64.EFI with the grub.cfg beside it.
+// in its root partition, GRUB installed as InstallBootloader does (bios:
+// boot.img and core.img before the root partition; uefi: an ESP holding
+// GRUB as EFI/BOOT/BOOTX64.EFI with the grub.cfg beside it), or with
+// PlaceholderLoader metalbed's placeholder (uefi: the kernel as
+// BOOTX64.EFI).
 func Build(ctx context.Context, cfg BuildConfig) (*Built, error) {
 	if cfg.Out == "" {
 		return nil, errors.New("image build: no output file")
@@ -162,6 +176,20 @@ func Build(ctx context.Context, cfg BuildConfig) (*Built, error) {
 		return nil, fmt.Errorf("image build: %w", err)
 	}
 	if cfg.Kind == KindWholeDisk {
+		if cfg.Grub == nil && !cfg.PlaceholderLoader {
+			if cfg.Grub, err = MakeGrubImages(ctx, ""); err != nil {
+				return nil, fmt.Errorf("image build: whole-disk boot loader: %w", err)
+			}
+		}
+		if cfg.PlaceholderLoader {
+			cfg.Grub = nil
+		}
+		out.BootLoader = "metalbed"
+		if cfg.Grub.has(cfg.BootMode) {
+			out.BootLoader = "grub"
+		} else if !cfg.PlaceholderLoader {
+			return nil, fmt.Errorf("image build: %w: no %s images", ErrNoGrub, cfg.BootMode)
+		}
 		if out.DiskID, err = assembleDisk(ctx, cfg, rootImg, rootStart, esp, kernel, grubCfg); err != nil {
 			return nil, fmt.Errorf("image build: %w", err)
 		}
@@ -172,16 +200,21 @@ func Build(ctx context.Context, cfg BuildConfig) (*Built, error) {
 	return out, nil
 }
 
-// GrubConfigText is the grub.cfg of instance images: one entry booting
-// /boot/vmlinuz of the root file system with root=UUID=.
+// GrubConfigText is the grub.cfg of instance images: one entry that finds
+// the root file system by UUID, asks GRUB for that partition's PARTUUID
+// (probe --part-uuid, GPT GUID or MBR "<disk id>-<nn>", as Linux names
+// them) and boots /boot/vmlinuz with root=PARTUUID=: the instance kernel
+// has no initramfs and cannot resolve root=UUID= itself, and a partition
+// image's PARTUUID is only known once the conductor partitioned the disk.
 func GrubConfigText(rootUUID string) string {
 	return fmt.Sprintf(`set default=0
 set timeout=1
 menuentry "metalbed instance" {
 	search --no-floppy --fs-uuid --set=root %s
-	linux /boot/vmlinuz root=UUID=%s ro console=ttyS0
+	probe --set=partuuid --part-uuid $root
+	linux /boot/vmlinuz root=PARTUUID=$partuuid ro console=ttyS0
 }
-`, rootUUID, rootUUID)
+`, rootUUID)
 }
 
 func makeRootFS(ctx context.Context, work, img string, sizeMB int64, rootUUID string, cfg BuildConfig, kernel []byte, grubCfg string) error {
@@ -271,8 +304,12 @@ func assembleDisk(ctx context.Context, cfg BuildConfig, rootImg string, rootStar
 		if err := writeGPT(f, sectors, dg, entries); err != nil {
 			return "", err
 		}
+		loader := kernel
+		if cfg.Grub.has(BootModeUEFI) {
+			loader = cfg.Grub.EFI
+		}
 		err = makeFAT32(f, size, mib, espMB*mib, ESPLabel, []espFile{
-			{ESPLoaderPath, bytes.NewReader(kernel)},
+			{ESPLoaderPath, bytes.NewReader(loader)},
 			{ESPGrubCfgPath, strings.NewReader(grubCfg)},
 		})
 		if err != nil {
@@ -286,8 +323,17 @@ func assembleDisk(ctx context.Context, cfg BuildConfig, rootImg string, rootStar
 		}
 		diskID := binary.LittleEndian.Uint32(u[:4]) | 1
 		rootEntry.mbrType, rootEntry.bootable = mbrTypeLinux, true
-		if err := writeMBR(f, biosBootCode(), diskID, []tableEntry{rootEntry}); err != nil {
+		code := biosBootCode()
+		if cfg.Grub.has(BootModeBIOS) {
+			code = nil // installGrubBIOS writes boot.img
+		}
+		if err := writeMBR(f, code, diskID, []tableEntry{rootEntry}); err != nil {
 			return "", err
+		}
+		if cfg.Grub.has(BootModeBIOS) {
+			if err := installGrubBIOS(f, cfg.Grub, 1, rootStart/SectorSize); err != nil {
+				return "", err
+			}
 		}
 		id = fmt.Sprintf("0x%08x", diskID)
 	}
@@ -301,10 +347,10 @@ func assembleDisk(ctx context.Context, cfg BuildConfig, rootImg string, rootStar
 }
 
 // biosBootCode is real 16-bit x86 code for the MBR boot code area, written
-// here byte by byte. metalbed has no BIOS boot loader of its own yet (a real
-// GRUB comes with the real-VM work), so under a real BIOS this code says so
-// on the screen and halts; it does not pretend to boot. The simulated
-// firmware only requires the area to be non-empty and follows grub.cfg.
+// here byte by byte: metalbed's placeholder loader, used when GRUB is not
+// available (see GrubImages). Under a real BIOS this code says so on the
+// screen and halts; it does not pretend to boot. The simulated firmware
+// only requires the area to be non-empty and follows grub.cfg.
 //
 //	cli; xor ax,ax; mov ds,ax; mov ss,ax; mov sp,0x7c00; sti
 //	mov si,msg

@@ -122,7 +122,7 @@ func checkDeployed(t *testing.T, disk *os.File, res *Result, p PartitionParams, 
 		}
 		start += got.Size
 	}
-	if len(ins.GrubConfigs) != 1 || !strings.Contains(ins.GrubConfigs[0].Text, "root=UUID="+img.RootUUID) {
+	if len(ins.GrubConfigs) != 1 || !strings.Contains(ins.GrubConfigs[0].Text, "--set=root "+img.RootUUID) {
 		t.Fatalf("grub.cfg from the root partition: %+v", ins.GrubConfigs)
 	}
 	if ge, err := ParseGrubConfig(ins.GrubConfigs[0].Text); err != nil || ge.RootUUID != img.RootUUID || ge.Kernel != "/boot/vmlinuz" {
@@ -266,12 +266,10 @@ func TestDeployWholeDiskImage(t *testing.T) {
 			if !strings.Contains(out, "BOOTX64") && !strings.Contains(out, "BOOTX64.EFI") {
 				t.Fatalf("mdir -/ ::/EFI:\n%s", out)
 			}
-			// The loader on the ESP is the kernel, byte for byte.
-			kernelPath, _ := DefaultKernel(t.Context())
-			kernel, _ := os.ReadFile(kernelPath)
+			// The loader on the ESP is GRUB's EFI image, byte for byte.
 			loader := run(t, testenv.RequireTool(t, "mtype", "mtools"), "-i", espImg, "::/EFI/BOOT/BOOTX64.EFI")
-			if loader != string(kernel) {
-				t.Fatalf("BOOTX64.EFI (%d bytes) differs from the kernel (%d bytes)", len(loader), len(kernel))
+			if loader != string(grubImages(t).EFI) || !ins.ESPLoaderGrub {
+				t.Fatalf("BOOTX64.EFI (%d bytes, GRUB %v) is not GRUB's image (%d bytes)", len(loader), ins.ESPLoaderGrub, len(grubImages(t).EFI))
 			}
 		})
 	}

@@ -10,9 +10,13 @@
 //     io.ReaderAt+io.WriterAt of a known size: an iSCSI LUN through the
 //     initiator, or a file.
 //   - Build makes test instance images (partition or whole-disk) holding a
-//     real kernel, a static init that announces the boot, and grub.cfg.
+//     real kernel, a static init that announces the boot, and grub.cfg;
+//     whole-disk images come with GRUB installed.
 //   - InstallBootloader is the deploy ramdisk's local-boot step on such a
-//     disk: MBR boot code (bios), or loader and grub.cfg on the ESP (uefi).
+//     disk: GRUB 2's boot.img and core.img (bios), or GRUB and grub.cfg on
+//     the ESP (uefi), from GrubImages that MakeGrubImages makes with
+//     Debian's grub-mkimage at run time (grub.go); metalbed's placeholder
+//     loader, which only simulated firmware boots, when asked for.
 //   - Inspect reads a disk the way firmware and a boot loader do: label,
 //     MBR boot code, ESP and its loader, file systems, grub.cfg. Disks are
 //     untrusted input there; every structure is bounded.

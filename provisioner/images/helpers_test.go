@@ -6,12 +6,14 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/metalbed/metalbed/internal/testenv"
@@ -73,6 +75,9 @@ func buildImage(t testing.TB, kind Kind, bootMode string) *Built {
 	t.Helper()
 	testenv.RequireTool(t, "mkfs.ext4", "e2fsprogs")
 	cfg := BuildConfig{Kind: kind, BootMode: bootMode, Out: filepath.Join(t.TempDir(), string(kind)+".img"), Init: testInit(t)}
+	if kind == KindWholeDisk {
+		cfg.Grub = grubImages(t)
+	}
 	b, err := Build(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("Build: %v", err)
@@ -174,3 +179,24 @@ func digest(t testing.TB, f *os.File) [32]byte {
 	copy(d[:], h.Sum(nil))
 	return d
 }
+
+// grubImages makes the GRUB images once per test binary (grub-mkimage
+// takes a second); a test without GRUB on the machine skips.
+func grubImages(t testing.TB) *GrubImages {
+	t.Helper()
+	testenv.RequireTool(t, "grub-mkimage", "grub-common")
+	for _, m := range []struct{ file, pkg string }{
+		{"i386-pc/boot.img", "grub-pc-bin"}, {"x86_64-efi/linux.mod", "grub-efi-amd64-bin"},
+	} {
+		if _, err := os.Stat(filepath.Join(DefaultGrubLibDir, m.file)); err != nil {
+			testenv.Unavailable(t, fmt.Sprintf("%s/%s missing: install the Debian package %s", DefaultGrubLibDir, m.file, m.pkg))
+		}
+	}
+	g, err := makeGrubOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+var makeGrubOnce = sync.OnceValues(func() (*GrubImages, error) { return MakeGrubImages(context.Background(), "") })

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -36,6 +37,9 @@ type Inspection struct {
 	// ESPLoaderPE when that file starts as a PE/COFF image (MZ ... PE\0\0).
 	ESPLoader   bool
 	ESPLoaderPE bool
+	// ESPLoaderGrub is set when that file is a GRUB image from
+	// grub-mkimage (a PE/COFF image with a "mods" section).
+	ESPLoaderGrub bool
 	// ESPGrubConfig is EFI/BOOT/grub.cfg on the ESP, if any.
 	ESPGrubConfig string
 	// GrubConfigs holds /boot/grub/grub.cfg of every ext2/3/4 partition
@@ -200,7 +204,9 @@ func (ins *Inspection) inspectESP(disk io.ReaderAt, p *Partition) {
 	}
 	ins.ESPLoader = true
 	if head, err := f.readChain(e.cluster, 4096); err == nil && len(head) >= 0x40 {
-		ins.ESPLoaderPE = isPE(head[:min(int64(len(head)), e.size)])
+		head = head[:min(int64(len(head)), e.size)]
+		ins.ESPLoaderPE = isPE(head)
+		ins.ESPLoaderGrub = ins.ESPLoaderPE && isGrubEFI(head)
 	}
 	if cfg, err := ReadFATFile(part, p.Size, ESPGrubCfgPath, grubConfigLimit); err == nil {
 		ins.ESPGrubConfig = string(cfg)
@@ -218,24 +224,65 @@ func isPE(b []byte) bool {
 	return off >= 0x40 && off+4 <= int64(len(b)) && string(b[off:off+4]) == "PE\x00\x00"
 }
 
+// isGrubEFI reports whether a PE/COFF image's section table (within head)
+// names the "mods" section grub-mkimage puts GRUB's modules in.
+func isGrubEFI(head []byte) bool {
+	pe := int(binary.LittleEndian.Uint32(head[0x3c:]))
+	if pe+24 > len(head) {
+		return false
+	}
+	n := int(binary.LittleEndian.Uint16(head[pe+6:]))
+	opt := int(binary.LittleEndian.Uint16(head[pe+20:]))
+	sec := pe + 24 + opt
+	for i := 0; i < n && sec+40*(i+1) <= len(head); i++ {
+		if string(bytes.TrimRight(head[sec+40*i:sec+40*i+8], "\x00")) == "mods" {
+			return true
+		}
+	}
+	return false
+}
+
 // GrubEntry is the first boot entry of a grub.cfg.
 type GrubEntry struct {
-	Kernel   string // path of the linux line
-	Initrd   string
-	Cmdline  string
-	RootUUID string // from root=UUID=
+	Kernel  string // path of the linux line
+	Initrd  string
+	Cmdline string // as written, GRUB variables ($partuuid) unexpanded
+	// RootUUID is the root file system's UUID: from root=UUID= on the
+	// linux line, else from the entry's "search --fs-uuid" (GrubConfigText
+	// boots root=PARTUUID=$partuuid of the partition that search finds).
+	RootUUID string
+	// PartUUIDVars are the variables the entry sets, before its linux
+	// line, with "probe --set=VAR --part-uuid $root": $root's partition
+	// UUID.
+	PartUUIDVars []string
 }
 
 // ParseGrubConfig returns the first menu entry's linux/initrd lines, the
 // part of grub.cfg metalbed's firmware follows.
 func ParseGrubConfig(text string) (GrubEntry, error) {
 	var e GrubEntry
+	searched := ""
 	for _, line := range strings.Split(text, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 2 {
 			continue
 		}
 		switch f[0] {
+		case "search":
+			if e.Kernel == "" && slices.Contains(f, "--fs-uuid") && slices.Contains(f, "--set=root") {
+				searched = f[len(f)-1]
+			}
+		case "probe":
+			if e.Kernel != "" || !slices.Contains(f, "--part-uuid") {
+				continue
+			}
+			for i, a := range f {
+				if v, ok := strings.CutPrefix(a, "--set="); ok {
+					e.PartUUIDVars = append(e.PartUUIDVars, v)
+				} else if a == "--set" && i+1 < len(f) {
+					e.PartUUIDVars = append(e.PartUUIDVars, f[i+1])
+				}
+			}
 		case "linux", "linuxefi", "linux16":
 			if e.Kernel != "" {
 				continue
@@ -254,6 +301,9 @@ func ParseGrubConfig(text string) (GrubEntry, error) {
 	}
 	if e.Kernel == "" {
 		return e, errors.New("grub.cfg: no linux line")
+	}
+	if e.RootUUID == "" {
+		e.RootUUID = searched
 	}
 	return e, nil
 }

@@ -86,7 +86,7 @@ func TestInspectSeeds(t *testing.T) {
 		if len(ins.Layout.Partitions) != 2 || ins.Layout.Partitions[0].Role != RoleSwap || ins.Layout.Partitions[1].Role != RoleRoot {
 			t.Fatalf("seed %d: %+v", i, ins.Layout)
 		}
-		if len(ins.GrubConfigs) != 1 || !strings.Contains(ins.GrubConfigs[0].Text, "root=UUID=11111111-2222") {
+		if len(ins.GrubConfigs) != 1 || !strings.Contains(ins.GrubConfigs[0].Text, "--set=root 11111111-2222") {
 			t.Fatalf("seed %d grub: %+v problems %v", i, ins.GrubConfigs, ins.Problems)
 		}
 	}

@@ -8,7 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/metalbed/metalbed/provisioner/images"
 
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -37,11 +43,17 @@ type ImageConfig struct {
 	Init string
 	// Version goes into the marker.
 	Version string
+	// Grub, when set, goes into images.GrubImagesDir, where the bootloader
+	// step (InstallBootloader, the agent's image.install_bootloader) takes
+	// the GRUB images it writes; without it those install metalbed's
+	// placeholder loader, which real firmware does not boot.
+	Grub *images.GrubImages
 }
 
 // BuildInitramfs writes a gzip-compressed newc cpio archive — the format
 // Linux unpacks as its initramfs — holding /init, the directories a kernel
-// needs before /init mounts anything, /dev/console, and the marker.
+// needs before /init mounts anything, /dev/console, the marker, and the
+// GRUB images when cfg.Grub is set.
 func BuildInitramfs(w io.Writer, cfg ImageConfig) error {
 	init, err := os.ReadFile(cfg.Init)
 	if err != nil {
@@ -62,6 +74,13 @@ func BuildInitramfs(w io.Writer, cfg ImageConfig) error {
 		cpio.Directory("proc", 0o555),
 		cpio.Directory("sys", 0o555),
 		cpio.Directory("tmp", 0o1777),
+	}
+	if cfg.Grub != nil {
+		dir := strings.TrimPrefix(images.GrubImagesDir, "/")
+		files := cfg.Grub.Files()
+		for _, name := range slices.Sorted(maps.Keys(files)) {
+			records = append(records, cpio.StaticFile(path.Join(dir, name), string(files[name]), 0o644))
+		}
 	}
 	if err := cpio.WriteRecordsAndDirs(rw, records); err != nil {
 		return fmt.Errorf("write initramfs: %w", err)

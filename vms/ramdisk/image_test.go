@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/metalbed/metalbed/internal/testenv"
+	"github.com/metalbed/metalbed/provisioner/images"
 )
 
 func buildTestImage(t *testing.T) []byte {
@@ -101,5 +104,42 @@ func TestCheckStaticRejectsDynamic(t *testing.T) {
 	}
 	if err := CheckStatic(strings.NewReader("#!/bin/sh\n")); err == nil {
 		t.Error("CheckStatic(a shell script) = nil, want an error")
+	}
+}
+
+// TestInitramfsCarriesGrub unpacks the initramfs with GNU cpio, as the
+// kernel would, and reads the GRUB images back from images.GrubImagesDir
+// the way the bootloader step does.
+func TestInitramfsCarriesGrub(t *testing.T) {
+	cpioBin := testenv.RequireTool(t, "cpio", "cpio")
+	testenv.RequireTool(t, "grub-mkimage", "grub-common")
+	g, err := images.MakeGrubImages(t.Context(), "")
+	if err != nil {
+		testenv.Unavailable(t, err.Error())
+	}
+	init := filepath.Join(t.TempDir(), "init")
+	if err := os.WriteFile(init, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := BuildInitramfs(&b, ImageConfig{Init: init, Version: "test", Grub: g}); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	cmd := exec.Command(cpioBin, "-i", "-d", "--quiet")
+	cmd.Dir, cmd.Stdin = root, zr
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cpio -i: %v\n%s", err, out)
+	}
+	back, err := images.ReadGrubImages(filepath.Join(root, images.GrubImagesDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(back.BIOSBoot, g.BIOSBoot) || !bytes.Equal(back.BIOSCore, g.BIOSCore) || !bytes.Equal(back.EFI, g.EFI) {
+		t.Fatal("GRUB images differ after the initramfs round trip")
 	}
 }

@@ -224,6 +224,7 @@ func (r *run) do(ctx context.Context) error {
 			status, msg = "FAILED", err.Error()
 			r.say("ERROR: bootloader install failed: %v", err)
 		} else {
+			r.say("bootloader: %s", loaderName(disk, r.p.BootMode))
 			r.milestone("ramdisk.bootloader", r.p.BootMode)
 		}
 		body := bootloaderInfo{Address: address, Status: status, Key: r.p.DeploymentKey, Error: msg}

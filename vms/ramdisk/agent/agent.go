@@ -139,6 +139,12 @@ type Config struct {
 	MinDiskBytes int64
 	// TempDir caches partition images; default os.TempDir().
 	TempDir string
+	// GrubDir holds the GRUB images image.install_bootloader writes
+	// (images.ReadGrubImages); default images.GrubImagesDir, where
+	// `metalbed ramdisk build` puts them. Without them the agent installs
+	// metalbed's placeholder loader, which only simulated firmware boots,
+	// and says so on the console.
+	GrubDir string
 	// Console receives what a person reads on the serial console; the
 	// agent keeps its own copy for log.collect_system_logs.
 	Console io.Writer

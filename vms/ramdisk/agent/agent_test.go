@@ -284,7 +284,7 @@ func TestPartitionImageLocalBoot(t *testing.T) {
 			}
 			found := false
 			for _, g := range ins.GrubConfigs {
-				if g.FSUUID == built.RootUUID && strings.Contains(g.Text, "root=UUID="+built.RootUUID) {
+				if g.FSUUID == built.RootUUID && strings.Contains(g.Text, "--set=root "+built.RootUUID) {
 					found = true
 				}
 			}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -77,9 +78,25 @@ func (a *Agent) bootloader(ctx context.Context, dev images.Disk, size int64, dev
 		}
 		return errExecution(fmt.Sprintf("The whole-disk image on %s has no boot code for %s boot", device, target))
 	}
-	if _, err := images.InstallBootloader(ctx, dev, size, target); err != nil {
+	dir := a.cfg.GrubDir
+	if dir == "" {
+		dir = images.GrubImagesDir
+	}
+	grub, err := images.ReadGrubImages(dir)
+	if errors.Is(err, images.ErrNoGrub) {
+		grub, err = nil, nil
+	}
+	if err != nil {
 		return errExecution(fmt.Sprintf("Installing GRUB2 boot loader to device %s failed with %v.", device, err))
 	}
-	a.say("installed the %s boot loader on %s (root %s)", target, device, rootUUID)
+	after, err := images.InstallBootloader(ctx, dev, size, target, grub)
+	if err != nil {
+		return errExecution(fmt.Sprintf("Installing GRUB2 boot loader to device %s failed with %v.", device, err))
+	}
+	loader := "metalbed's placeholder (no GRUB images in " + dir + "; boots on simulated firmware only)"
+	if (target == images.BootModeUEFI && after.ESPLoaderGrub) || (target != images.BootModeUEFI && after.BootLoader == "grub") {
+		loader = "GRUB 2"
+	}
+	a.say("installed the %s boot loader on %s (root %s): %s", target, device, rootUUID, loader)
 	return nil
 }

@@ -83,10 +83,16 @@ func (l Loader) Boot(ctx context.Context, b *sim.BootContext) error {
 		say("grub> ")
 		return fmt.Errorf("%w: kernel %s: %v", ErrNoLoader, entry.Kernel, err)
 	}
+	// "probe --set=VAR --part-uuid $root" then $VAR on the linux line, as
+	// GRUB expands it.
+	cmdline := entry.Cmdline
+	for _, v := range entry.PartUUIDVars {
+		cmdline = strings.NewReplacer("${"+v+"}", root.PartUUID, "$"+v, root.PartUUID).Replace(cmdline)
+	}
 	say("Booting `metalbed instance'")
 	say("Loading Linux %s ...", entry.Kernel)
-	b.Emit(vms.EventConsole, "loader "+entry.Kernel+" "+entry.Cmdline)
-	img := pxe.Image{KernelName: entry.Kernel, Kernel: k, Cmdline: strings.TrimSpace("BOOT_IMAGE=" + entry.Kernel + " " + entry.Cmdline)}
+	b.Emit(vms.EventConsole, "loader "+entry.Kernel+" "+cmdline)
+	img := pxe.Image{KernelName: entry.Kernel, Kernel: k, Cmdline: strings.TrimSpace("BOOT_IMAGE=" + entry.Kernel + " " + cmdline)}
 	return kernel.Boot(ctx, l.Kernel, b, img)
 }
 

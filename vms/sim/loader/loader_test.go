@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner/images"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/sim"
@@ -77,6 +78,13 @@ func newDisk(t *testing.T) fileDisk {
 // (bootloader) do for a local-boot deploy.
 func deploy(t *testing.T, disk fileDisk, mode string, bootloader bool) *images.Result {
 	t.Helper()
+	return deployWith(t, disk, mode, bootloader, nil)
+}
+
+// deployWith deploys the partition image and, with bootloader, installs
+// GRUB (grub non-nil) or metalbed's placeholder loader.
+func deployWith(t *testing.T, disk fileDisk, mode string, bootloader bool, grub *images.GrubImages) *images.Result {
+	t.Helper()
 	img := needImage(t)
 	f, err := os.Open(img.Path)
 	if err != nil {
@@ -89,7 +97,7 @@ func deploy(t *testing.T, disk fileDisk, mode string, bootloader bool) *images.R
 		t.Fatal(err)
 	}
 	if bootloader {
-		if _, err := images.InstallBootloader(t.Context(), disk, disk.size, mode); err != nil {
+		if _, err := images.InstallBootloader(t.Context(), disk, disk.size, mode, grub); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -140,19 +148,34 @@ func boot(t *testing.T, disk fileDisk, mode vms.BootMode) (string, error) {
 }
 
 func TestLocalBootAfterDeploy(t *testing.T) {
+	grub := func(t *testing.T) *images.GrubImages {
+		testenv.RequireTool(t, "grub-mkimage", "grub-common")
+		g, err := images.MakeGrubImages(t.Context(), "")
+		if err != nil {
+			testenv.Unavailable(t, err.Error())
+		}
+		return g
+	}
 	for _, mode := range []vms.BootMode{vms.BIOS, vms.UEFI} {
-		t.Run(string(mode), func(t *testing.T) {
-			disk := newDisk(t)
-			res := deploy(t, disk, string(mode), true)
-			out, err := boot(t, disk, mode)
-			if err != nil {
-				t.Fatalf("boot: %v\n%s", err, out)
-			}
-			want := "metalbed-instance: booted web-1 root=UUID=" + res.RootUUID
-			if !strings.Contains(out, want) {
-				t.Errorf("console lacks %q:\n%s", want, out)
-			}
-		})
+		for _, loader := range []string{"placeholder", "grub"} {
+			t.Run(string(mode)+"-"+loader, func(t *testing.T) {
+				var g *images.GrubImages
+				if loader == "grub" {
+					g = grub(t)
+				}
+				disk := newDisk(t)
+				res := deployWith(t, disk, string(mode), true, g)
+				out, err := boot(t, disk, mode)
+				if err != nil {
+					t.Fatalf("boot: %v\n%s", err, out)
+				}
+				// grub.cfg's probe --part-uuid turned into the root's PARTUUID.
+				want := "metalbed-instance: booted web-1 root=PARTUUID=" + res.Layout.Find(images.RoleRoot).PartUUID
+				if !strings.Contains(out, want) {
+					t.Errorf("console lacks %q:\n%s", want, out)
+				}
+			})
+		}
 	}
 }
 
