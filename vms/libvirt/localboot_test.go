@@ -3,15 +3,21 @@
 package libvirt_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/iscsitarget/initiator"
 	"github.com/metalbed/metalbed/provisioner/images"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/libvirt"
@@ -232,3 +238,257 @@ type fileDev struct {
 }
 
 func (d fileDev) Size() int64 { return d.size }
+
+// TestRamdiskLocalBoot runs the whole local-boot path in real VMs: the
+// real deploy ramdisk (`metalbed ramdisk build`, GRUB images in its
+// initramfs) PXE-boots with boot_option=local; this test, as the
+// conductor, lays the partition image out over iSCSI
+// (images.DeployPartitionImage on the initiator's session) and sends the
+// notice; the ramdisk installs GRUB on /dev/vda from its initramfs and
+// reports pass_bootloader_install_info SUCCEEDED; after the second notice
+// it reboots, and the VM, set to boot from disk, comes up as the instance.
+func TestRamdiskLocalBoot(t *testing.T) {
+	requireLibvirt(t)
+	bin := metalbedBinary(t)
+	rd := t.TempDir()
+	t0 := time.Now()
+	out, err := exec.CommandContext(t.Context(), bin, "ramdisk", "build", "--out", rd, "--src", "../..").CombinedOutput()
+	if err != nil {
+		t.Fatalf("metalbed ramdisk build: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "GRUB 2 for bios and uefi") {
+		t.Fatalf("metalbed ramdisk build did not include GRUB for both modes:\n%s", out)
+	}
+	part, err := images.Build(t.Context(), images.BuildConfig{Kind: images.KindPartition, SizeMB: 40, Out: filepath.Join(rd, "part.img"), Hostname: "lb-ramdisk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ramdisk and partition image: %v", time.Since(t0).Round(time.Millisecond))
+	for i, mode := range []vms.BootMode{vms.BIOS, vms.UEFI} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			testRamdiskLocalBoot(t, bin, rd, part, mode, i)
+		})
+	}
+}
+
+func testRamdiskLocalBoot(t *testing.T, bin, rd string, part *images.Built, mode vms.BootMode, idx int) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	for _, name := range []string{"vmlinuz", "initramfs"} {
+		if err := os.Link(filepath.Join(rd, name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subnet := fmt.Sprintf("10.233.%d", 31+idx)
+	id := fmt.Sprintf("r%d%d", os.Getpid()%1e6, idx)
+	netw, err := libvirt.CreateNetwork(ctx, libvirt.NetworkConfig{Name: id, Addr: netip.MustParsePrefix(subnet + ".1/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := netw.Close(); err != nil {
+			t.Errorf("remove network: %v", err)
+		}
+	})
+	srv := netw.Addr()
+
+	uuid := fmt.Sprintf("%08x-0000-4000-8000-%012x", os.Getpid(), idx)
+	key := fmt.Sprintf("k%d%d", os.Getpid(), idx)
+	iqn := "iqn.2008-10.org.openstack:" + uuid
+	type callback struct {
+		Address, Key, IQN, Error, Status string
+	}
+	deployInfo, bootloaderInfo := make(chan callback, 4), make(chan callback, 4)
+	mux := http.NewServeMux()
+	for name, ch := range map[string]chan callback{"pass_deploy_info": deployInfo, "pass_bootloader_install_info": bootloaderInfo} {
+		mux.HandleFunc("POST /v1/nodes/"+uuid+"/vendor_passthru/"+name, func(w http.ResponseWriter, r *http.Request) {
+			var c callback
+			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&c); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			ch <- c
+			w.WriteHeader(http.StatusAccepted)
+		})
+	}
+	apiLn, err := netw.Listen("tcp4", srv.String()+":6385")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &http.Server{Handler: mux}
+	go api.Serve(apiLn)
+	t.Cleanup(func() { api.Close() })
+
+	base := "http://" + srv.String() + ":8080"
+	params := strings.Join([]string{
+		"console=ttyS0,115200", "panic=-1", "disk=vda",
+		"iscsi_target_iqn=" + iqn, "deployment_id=" + uuid, "deployment_key=" + key,
+		"ironic_api_url=http://" + srv.String() + ":6385", "troubleshoot=0",
+		"boot_option=local", "boot_mode=" + string(mode),
+	}, " ")
+	if mode == vms.UEFI {
+		params += " initrd=initramfs" // iPXE's EFI loader passes the initrd by name
+	}
+	script := fmt.Sprintf("#!ipxe\nkernel %s/vmlinuz %s\ninitrd %s/initramfs\nboot\n", base, params, base)
+	if err := os.WriteFile(filepath.Join(dir, "boot.ipxe"), []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0xb1, byte(os.Getpid()), byte(idx)}
+	var servers eventLog
+	sctx, stop := context.WithCancel(ctx)
+	cmd := netw.Command(sctx, bin, "netboot", "serve",
+		"--dhcp-addr", "0.0.0.0:67", "--dhcp-iface", netw.Iface, "--server-ip", srv.String(),
+		"--range", subnet+".100-"+subnet+".199", "--host", mac.String(),
+		"--ipxe-script", "tftp://"+srv.String()+"/boot.ipxe",
+		"--tftp-root", dir, "--tftp-addr", srv.String()+":69",
+		"--http-root", dir, "--http-addr", srv.String()+":8080")
+	cmd.Stdout, cmd.Stderr = &servers, &servers
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	raDone := make(chan error, 1)
+	go func() { raDone <- netw.ServeRA(sctx, 0) }()
+	t.Cleanup(func() {
+		stop()
+		cmd.Wait()
+		if err := <-raDone; err != nil {
+			t.Errorf("router adverts: %v", err)
+		}
+	})
+
+	consoleLog := filepath.Join(dir, "console.log")
+	const diskBytes = 384 << 20
+	m, err := libvirt.New(libvirt.Config{
+		Name: "mbtest-" + id, MAC: mac, Bridge: netw.Bridge,
+		Disk: filepath.Join(dir, "disk.img"), DiskBytes: diskBytes,
+		SerialLog: consoleLog, BootMode: mode,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := m.Remove(); err != nil {
+			t.Errorf("remove machine: %v", err)
+		}
+	})
+	if err := m.SetBootFlags(ctx, vms.NewBootFlags(vms.BootPXE, false, mode == vms.UEFI)); err != nil {
+		t.Fatal(err)
+	}
+	console := func() string {
+		b, _ := os.ReadFile(consoleLog)
+		return string(b)
+	}
+	wait := func(ch chan callback, what string) callback {
+		t.Helper()
+		select {
+		case c := <-ch:
+			return c
+		case <-time.After(3 * time.Minute):
+			t.Fatalf("no %s\nservers:\n%s\nconsole tail:\n%s", what, servers.String(), tail([]byte(console()), 4000))
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		}
+		return callback{}
+	}
+	notice := func(addr string) {
+		t.Helper()
+		err := netw.Do(func() error {
+			c, err := net.DialTimeout("tcp4", addr+":10000", 10*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte("done\n"))
+			return err
+		})
+		if err != nil {
+			t.Fatalf("notice on port 10000: %v", err)
+		}
+	}
+	waitConsole := func(want string, d time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(d)
+		for !strings.Contains(console(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q on the serial console; tail:\n%s", want, tail([]byte(console()), 4000))
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}
+
+	start := time.Now()
+	if err := m.Power(ctx, vms.ActionOn); err != nil {
+		t.Fatal(err)
+	}
+	info := wait(deployInfo, "pass_deploy_info")
+	if info.Key != key || info.IQN != iqn || info.Error != "" {
+		t.Fatalf("pass_deploy_info %+v\nconsole tail:\n%s", info, tail([]byte(console()), 4000))
+	}
+
+	// The conductor's part: lay the disk out over iSCSI and write the image.
+	dial := func(ctx context.Context, a string) (net.Conn, error) {
+		var c net.Conn
+		err := netw.Do(func() (err error) {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, "tcp4", a)
+			return err
+		})
+		return c, err
+	}
+	s, err := initiator.Dial(ctx, initiator.Config{Addr: info.Address + ":3260", TargetIQN: iqn, DialContext: dial})
+	if err != nil {
+		t.Fatalf("iSCSI login to the ramdisk: %v", err)
+	}
+	img, err := os.Open(part.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	res, err := images.DeployPartitionImage(ctx, s, s.Size(), img, part.Size, images.PartitionParams{
+		BootMode: string(mode), BootOption: images.BootOptionLocal, RootMB: 48,
+	})
+	if err != nil {
+		t.Fatalf("deploy over iSCSI: %v", err)
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("logout: %v", err)
+	}
+	notice(info.Address)
+
+	bl := wait(bootloaderInfo, "pass_bootloader_install_info")
+	if bl.Status != "SUCCEEDED" || bl.Error != "" {
+		t.Fatalf("pass_bootloader_install_info %+v\nconsole tail:\n%s", bl, tail([]byte(console()), 4000))
+	}
+	waitConsole("bootloader: GRUB 2", 10*time.Second)
+	notice(info.Address)
+	waitConsole("metalbed-ramdisk: rebooting", time.Minute)
+	deployed := time.Since(start)
+
+	// As the conductor does for local boot: off, boot from disk, on.
+	if err := m.Power(ctx, vms.ActionOff); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetBootFlags(ctx, vms.NewBootFlags(vms.BootDisk, true, mode == vms.UEFI)); err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Now()
+	if err := m.Power(ctx, vms.ActionOn); err != nil {
+		t.Fatal(err)
+	}
+	waitConsole("metalbed-instance: booted lb-ramdisk root=PARTUUID="+res.Layout.Find(images.RoleRoot).PartUUID, 2*time.Minute)
+	t.Logf("%s: power on to ramdisk reboot %v; local boot to instance booted %v",
+		mode, deployed.Round(100*time.Millisecond), time.Since(t1).Round(100*time.Millisecond))
+	if err := m.Power(ctx, vms.ActionOff); err != nil {
+		t.Errorf("power off: %v", err)
+	}
+}
