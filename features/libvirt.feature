@@ -33,3 +33,39 @@ Feature: Deploying real VMs
       | iface  | up         | written                 |
       | iscsi  | ramdisk.up | conductor.image_written |
       | direct | agent.up   | agent.image.written     |
+
+  Scenario Outline: <iface> deploy of a partition image, local boot through GRUB in <mode> mode, real VM
+    Given a metalbed testbed with 1 <mode> machine
+    And node "node-0" is available
+    And node "node-0" uses the <iface> deploy interface
+    And node "node-0" has instance_info for a "partition" image
+    When I deploy node "node-0"
+    Then node "node-0" is active
+    And node "node-0" has no last_error
+    And the disk of machine "node-0" holds the image
+    And machine "node-0" boots its instance from its disk
+    And the timeline of node "node-0" shows "<up>" before "<written>"
+    And the timeline of node "node-0" shows "<written>" before "<bootloader>"
+    And the timeline of node "node-0" shows "<bootloader>" before "instance.booted"
+
+    Examples:
+      | iface  | mode | up         | written                 | bootloader         |
+      | iscsi  | bios | ramdisk.up | conductor.image_written | ramdisk.bootloader |
+      | iscsi  | uefi | ramdisk.up | conductor.image_written | ramdisk.bootloader |
+      | direct | bios | agent.up   | agent.image.written     | agent.bootloader   |
+
+  Scenario Outline: <iface> deploy of a whole-disk image in <mode> mode, real VM
+    Given a metalbed testbed with 1 <mode> machine
+    And node "node-0" is available
+    And node "node-0" uses the <iface> deploy interface
+    And node "node-0" has instance_info for a "whole-disk" image
+    When I deploy node "node-0"
+    Then node "node-0" is active
+    And node "node-0" has no last_error
+    And the disk of machine "node-0" holds the image
+    And machine "node-0" boots its instance from its disk
+
+    Examples:
+      | iface  | mode |
+      | iscsi  | uefi |
+      | direct | bios |
