@@ -38,11 +38,14 @@ var demoPlan = []demoNode{
 	{vms.BIOS, "local", "direct", "agent deploy, local boot (bios)"},
 }
 
-// demoPlanVM is the demo's plan on real VMs (--backend libvirt): the
-// instances boot from the network, their initramfs (the deploy
-// ramdisk's) mounting the deployed root.
+// demoPlanVM is the demo's plan on real VMs (--backend libvirt): netboot
+// instances boot with the deploy ramdisk's initramfs, which mounts the
+// deployed root; local-boot ones through the GRUB the ramdisk or agent
+// installed. Four VMs: about what 2 cores run at once under TCG.
 var demoPlanVM = []demoNode{
 	{vms.BIOS, "netboot", "iscsi", "iSCSI deploy, netboot (bios, VM)"},
+	{vms.UEFI, "local", "iscsi", "iSCSI deploy, local boot (uefi, VM)"},
+	{vms.BIOS, "local", "direct", "agent deploy, local boot (bios, VM)"},
 	{vms.BIOS, "netboot", "direct", "agent deploy, netboot (bios, VM)"},
 }
 
