@@ -72,7 +72,7 @@ func (s *Service) netboot() error {
 	direct, err := directdeploy.New(directdeploy.Config{
 		Drivers: func() *drivers.Registry { return s.cfg.Drivers }, Images: cache, APIURL: nb.APIURL,
 		HTTPRoot: nb.HTTPRoot, HTTPURL: nb.HTTPURL, PowerOffInterval: nb.AgentPowerOffInterval,
-		HTTPClient: &http.Client{Transport: directdeploy.AgentTransport(nb.DialContext)},
+		HTTPClient:      &http.Client{Transport: directdeploy.AgentTransport(nb.DialContext)},
 		DefaultBootMode: nb.DefaultBootMode, DefaultBootOption: nb.DefaultBootOption,
 		Milestone: s.cfg.Milestone, Logger: s.cfg.Logger,
 	})
