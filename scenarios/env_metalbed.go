@@ -196,7 +196,7 @@ func (e *env) startTestbed(ctx, sctx context.Context, bin string, spec envSpec) 
 		args = append(args, "--deploy-callback-timeout", spec.CallbackTimeout.String())
 	}
 	if spec.RamdiskDir != "" {
-		args = append(args, "--backend", "libvirt", "--ramdisk-dir", spec.RamdiskDir)
+		args = append(args, "--backend", "libvirt", "--ramdisk-dir", spec.RamdiskDir, "--remove-vms")
 	}
 	args = append(args, spec.Flags...)
 	p, err := startProc(ctx, bin, filepath.Join(e.dir, "up.log"), args...)

@@ -50,7 +50,7 @@ def run(backend, n):
             "--timeline-addr", "127.0.0.1:0", "--dhcp-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0",
             "--http-addr", "127.0.0.1:0", "--boot-interface", "ipxe", "--log-level", "warn"]
     if backend == "libvirt":
-        args += ["--ramdisk-dir", os.path.join(WORK, "ramdisk"), "--boot-network", "10.237.0.1/24"]
+        args += ["--ramdisk-dir", os.path.join(WORK, "ramdisk"), "--boot-network", "10.237.0.1/24", "--remove-vms"]
     log = open(d + ".log", "w")
     p = subprocess.Popen(args, stdout=log, stderr=log)
     try:

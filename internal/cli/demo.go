@@ -137,6 +137,8 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 		return err
 	}
 	defer f.close()
+	// A demo's VMs go with it when its state does (a temporary directory).
+	f.removeVMs = *stateDir == ""
 	fmt.Fprintf(s.Out, "metalbed demo: %d %s, IPMI BMCs on %s, and the provisioner (state in %s)\n", len(f.nodes), kind, f.addrSummary(), dir)
 	fmt.Fprintf(s.Out, "building the deploy kernel and ramdisk and a partition instance image...\n")
 	if err := b.prepare(ctx); err != nil {

@@ -60,6 +60,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	netbootTFTPPort := fs.Int("netboot-tftp-port", 69, "with --netboot-dhcp: the TFTP port on the next-server the DHCP server names")
 	backend := fs.String("backend", "sim", "the machines: sim (simulated, in this process) or libvirt (real VMs under libvirtd; needs root, a metalbed built with -tags libvirt_dlopen, and --ramdisk-dir)")
 	bootNet := fs.String("boot-network", defaultBootNetwork, "with --backend libvirt: the provisioner's address and prefix on the VMs' boot network, inside a network namespace metalbed creates (nothing is routed to or from it)")
+	removeVMs := fs.Bool("remove-vms", false, "with --backend libvirt: on exit, undefine the VMs' libvirt domains (and their UEFI variables) instead of keeping them for the next `up` on this state dir; the disks stay")
 	ramdiskDir := fs.String("ramdisk-dir", "", "with --backend libvirt: the deploy kernel and ramdisk real VMs boot, from `metalbed ramdisk build --out DIR` (default STATE_DIR/ramdisk)")
 	bootIface := fs.String("boot-interface", "", "boot interface of the nodes --enroll creates: pxe (TFTP, needs Debian's pxelinux and ipxe), ipxe (HTTP); default pxe when those are installed, else ipxe")
 	if err := parseFlags(fs, args); err != nil {
@@ -157,6 +158,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 		return err
 	}
 	defer f.close()
+	f.removeVMs = *removeVMs
 	if b != nil {
 		if err := b.prepare(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -328,6 +330,9 @@ type fleet struct {
 	dir   string
 	lock  *os.File // flock on DIR/.lock: one process per state dir
 	nodes []*fleetNode
+	// removeVMs makes close undefine real VMs' domains (their disks stay
+	// in the state dir) instead of leaving them defined for the next run.
+	removeVMs bool
 }
 
 // lockStateDir takes an exclusive lock on dir so that two processes never
@@ -541,7 +546,11 @@ func (f *fleet) close() error {
 			continue
 		}
 		n.conn.Close()
-		if err := n.machine.Close(); err != nil {
+		closeMachine := n.machine.Close
+		if r, ok := n.machine.(interface{ Remove() error }); ok && f.removeVMs {
+			closeMachine = r.Remove
+		}
+		if err := closeMachine(); err != nil {
 			errs = append(errs, err)
 		}
 		f.nodes[i] = nil

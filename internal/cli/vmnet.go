@@ -223,6 +223,14 @@ type namedVM struct {
 
 func (v namedVM) Name() string { return v.name }
 
+// Remove closes the VM and undefines its domain (libvirt.Machine.Remove).
+func (v namedVM) Remove() error {
+	if r, ok := v.fleetMachine.(interface{ Remove() error }); ok {
+		return r.Remove()
+	}
+	return v.Close()
+}
+
 // vmDomainName names a machine's libvirt domain.
 func vmDomainName(nw *libvirt.Network, name string) string {
 	return "metalbed-" + nw.NS + "-" + name
