@@ -121,29 +121,7 @@ func testRamdiskISCSIDeploy(t *testing.T, bin, rd string, mode vms.BootMode, idx
 	}
 
 	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0xde, byte(os.Getpid()), byte(idx)}
-	var servers eventLog
-	sctx, stop := context.WithCancel(ctx)
-	cmd := netw.Command(sctx, bin, "netboot", "serve",
-		"--dhcp-addr", "0.0.0.0:67", "--dhcp-iface", netw.Iface, "--server-ip", srv.String(),
-		"--range", subnet+".100-"+subnet+".199", "--host", mac.String(),
-		"--ipxe-script", "tftp://"+srv.String()+"/boot.ipxe",
-		"--tftp-root", dir, "--tftp-addr", srv.String()+":69",
-		"--http-root", dir, "--http-addr", srv.String()+":8080")
-	cmd.Stdout, cmd.Stderr = &servers, &servers
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	raDone := make(chan error, 1)
-	go func() { raDone <- netw.ServeRA(sctx, 0) }()
-	t.Cleanup(func() {
-		stop()
-		cmd.Wait()
-		if err := <-raDone; err != nil {
-			t.Errorf("router adverts: %v", err)
-		}
-	})
+	servers := serveNetboot(t, netw, bin, dir, subnet+".100-"+subnet+".199", mac)
 
 	consoleLog := filepath.Join(dir, "console.log")
 	diskPath := filepath.Join(dir, "disk.img")

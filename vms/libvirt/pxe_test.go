@@ -137,30 +137,8 @@ func testPXEBoot(t *testing.T, mode vms.BootMode, idx int) {
 	// The boot servers run as `metalbed netboot serve` inside the
 	// namespace (fixed ports are fine there: nothing else lives in it).
 	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0xbe, byte(os.Getpid()), byte(idx)}
-	var servers eventLog
-	sctx, stop := context.WithCancel(ctx)
-	cmd := netw.Command(sctx, metalbedBinary(t), "netboot", "serve",
-		"--dhcp-addr", "0.0.0.0:67", "--dhcp-iface", netw.Iface, "--server-ip", srv.String(),
-		"--range", "10.233.7.100-10.233.7.199", "--host", mac.String(),
-		"--ipxe-script", "tftp://"+srv.String()+"/boot.ipxe",
-		"--tftp-root", dir, "--tftp-addr", srv.String()+":69",
-		"--http-root", dir, "--http-addr", srv.String()+":8080")
-	cmd.Stdout, cmd.Stderr = &servers, &servers
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	raDone := make(chan error, 1)
-	go func() { raDone <- netw.ServeRA(sctx, 0) }()
-	t.Cleanup(func() {
-		stop()
-		cmd.Wait()
-		if err := <-raDone; err != nil {
-			t.Errorf("router adverts: %v", err)
-		}
-	})
-	events := &servers
+	servers := serveNetboot(t, netw, metalbedBinary(t), dir, "10.233.7.100-10.233.7.199", mac)
+	events := servers
 
 	consoleLog := filepath.Join(dir, "console.log")
 	m, err := libvirt.New(libvirt.Config{
@@ -245,4 +223,39 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// serveNetboot runs `metalbed netboot serve` (bin) inside netw's namespace
+// until the test ends: DHCP for mac only, leases from pool
+// ("FIRST-LAST"), the iPXE script tftp://SERVER/boot.ipxe, TFTP and HTTP
+// from dir, fixed ports (nothing else lives in the namespace), and router
+// adverts saying there is no IPv6. It returns what the servers print.
+func serveNetboot(t *testing.T, netw *libvirt.Network, bin, dir, pool string, mac net.HardwareAddr) *eventLog {
+	t.Helper()
+	srv := netw.Addr().String()
+	servers := &eventLog{}
+	sctx, stop := context.WithCancel(t.Context())
+	cmd := netw.Command(sctx, bin, "netboot", "serve",
+		"--dhcp-addr", "0.0.0.0:67", "--dhcp-iface", netw.Iface, "--server-ip", srv,
+		"--range", pool, "--host", mac.String(),
+		"--ipxe-script", "tftp://"+srv+"/boot.ipxe",
+		"--tftp-root", dir, "--tftp-addr", srv+":69",
+		"--http-root", dir, "--http-addr", srv+":8080")
+	cmd.Stdout, cmd.Stderr = servers, servers
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	raDone := make(chan error, 1)
+	go func() { raDone <- netw.ServeRA(sctx, 0) }()
+	t.Cleanup(func() {
+		stop()
+		cmd.Wait()
+		if err := <-raDone; err != nil {
+			t.Errorf("router adverts: %v", err)
+		}
+	})
+	return servers
 }
