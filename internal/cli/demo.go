@@ -16,8 +16,8 @@ import (
 	"github.com/u-root/u-root/pkg/cpio"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/events"
-	"github.com/metalbed/metalbed/provisioner/images"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/libvirt"
 )
@@ -282,7 +282,7 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 
 // demoImage is the instance the demo deploys.
 type demoImage struct {
-	built           *images.Built
+	built           *disk.Built
 	url             string // image_source
 	kernel, ramdisk string // instance kernel and ramdisk, for netboot
 }
@@ -295,7 +295,7 @@ func demoInstance(ctx context.Context, b *bed) (*demoImage, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("instance image: %w", err)
 	}
-	built, err := images.Build(ctx, images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(dir, "instance.img")})
+	built, err := disk.Build(ctx, disk.BuildConfig{Kind: disk.KindPartition, Out: filepath.Join(dir, "instance.img")})
 	if err != nil {
 		return nil, fmt.Errorf("instance image: %w", err)
 	}
@@ -321,7 +321,7 @@ func demoInstance(ctx context.Context, b *bed) (*demoImage, error) {
 	if err := os.WriteFile(filepath.Join(dir, "instance-initrd"), rd.Bytes(), 0o644); err != nil {
 		return nil, err
 	}
-	kernel, err := images.DefaultKernel(ctx)
+	kernel, err := disk.DefaultKernel(ctx)
 	if err != nil {
 		return nil, err
 	}

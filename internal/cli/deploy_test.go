@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/testenv"
-	"github.com/metalbed/metalbed/provisioner/images"
 )
 
 // requireBootLoaders skips (or, with METALBED_INTEROP=required, fails)
@@ -79,7 +79,7 @@ func TestDemo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ins, err := images.Inspect(f, demoDiskBytes)
+		ins, err := disk.Inspect(f, demoDiskBytes)
 		f.Close()
 		if err != nil || ins.BootSignature || len(ins.Layout.Partitions) != 0 {
 			t.Errorf("%s after undeploy: %+v, %v", path, ins, err)
@@ -211,7 +211,7 @@ func TestUpEnrollBaremetalCLI(t *testing.T) {
 		waitProvision(t, api, n.Name, "available", time.Minute)
 	}
 
-	img, err := images.Build(t.Context(), images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "cli-deployed"})
+	img, err := disk.Build(t.Context(), disk.BuildConfig{Kind: disk.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "cli-deployed"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +338,7 @@ func TestUpIPXENetboot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	img, err := images.Build(ctx, images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "ipxe-netboot"})
+	img, err := disk.Build(ctx, disk.BuildConfig{Kind: disk.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "ipxe-netboot"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/metalbed/metalbed/provisioner/images"
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
@@ -26,7 +26,7 @@ func deployImages(ctx context.Context, dir string) (kernelPath, ramdiskPath stri
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", "", fmt.Errorf("deploy images: %w", err)
 	}
-	src, err := images.DefaultKernel(ctx)
+	src, err := disk.DefaultKernel(ctx)
 	if err != nil {
 		return "", "", fmt.Errorf("deploy kernel: %w", err)
 	}

@@ -6,8 +6,8 @@ import (
 	"os"
 	"os/exec"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/testenv"
-	"github.com/metalbed/metalbed/provisioner/images"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -153,7 +153,7 @@ func TestUpFaultDeploy(t *testing.T) {
 	waitProvision(t, api, n.Name, "manageable", time.Minute)
 	baremetal(t, api, "node", "provide", n.Name, "--wait", "60")
 	waitProvision(t, api, n.Name, "available", time.Minute)
-	img, err := images.Build(t.Context(), images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "faulty"})
+	img, err := disk.Build(t.Context(), disk.BuildConfig{Kind: disk.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "faulty"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +284,7 @@ func TestUpFaultNetboot(t *testing.T) {
 	waitProvision(t, api, n.Name, "manageable", time.Minute)
 	baremetal(t, api, "node", "provide", n.Name, "--wait", "60")
 	waitProvision(t, api, n.Name, "available", time.Minute)
-	img, err := images.Build(t.Context(), images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "netboot"})
+	img, err := disk.Build(t.Context(), disk.BuildConfig{Kind: disk.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "netboot"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/metalbed/metalbed/provisioner/images"
+	"github.com/metalbed/metalbed/disk"
 )
 
 // runImageBuild is `metalbed image build`: makes a test instance image and
@@ -18,37 +18,37 @@ func runImageBuild(ctx context.Context, s Streams, args []string) error {
 	kernel := fs.String("kernel", "", "kernel for /boot/vmlinuz (default: the gokrazy kernel.amd64 module's vmlinuz)")
 	initBin := fs.String("init", "", "static binary for /sbin/init (default: build the metalbed instance init)")
 	hostname := fs.String("hostname", "", "host name written to /etc/hostname (default metalbed-instance)")
-	grubDir := fs.String("grub-dir", images.DefaultGrubLibDir, "GRUB 2 platform modules whole-disk images get their boot loader from (grub-mkimage; Debian packages grub-pc-bin, grub-efi-amd64-bin)")
+	grubDir := fs.String("grub-dir", disk.DefaultGrubLibDir, "GRUB 2 platform modules whole-disk images get their boot loader from (grub-mkimage; Debian packages grub-pc-bin, grub-efi-amd64-bin)")
 	placeholder := fs.Bool("placeholder-loader", false, "whole-disk images: write metalbed's placeholder loader instead of GRUB (boots on simulated firmware only)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	switch images.Kind(*kind) {
-	case images.KindPartition, images.KindWholeDisk:
+	switch disk.Kind(*kind) {
+	case disk.KindPartition, disk.KindWholeDisk:
 	default:
 		return usageError("--kind must be partition or whole-disk, not %q", *kind)
 	}
 	if *out == "" {
 		return usageError("--out is required")
 	}
-	if *bootMode != images.BootModeBIOS && *bootMode != images.BootModeUEFI {
+	if *bootMode != disk.BootModeBIOS && *bootMode != disk.BootModeUEFI {
 		return usageError("--boot-mode must be bios or uefi, not %q", *bootMode)
 	}
 	if *sizeMB < 0 {
 		return usageError("--size-mb must not be negative")
 	}
-	cfg := images.BuildConfig{
-		Kind: images.Kind(*kind), BootMode: *bootMode, SizeMB: *sizeMB, Out: *out,
+	cfg := disk.BuildConfig{
+		Kind: disk.Kind(*kind), BootMode: *bootMode, SizeMB: *sizeMB, Out: *out,
 		Kernel: *kernel, Init: *initBin, Hostname: *hostname, PlaceholderLoader: *placeholder,
 	}
-	if cfg.Kind == images.KindWholeDisk && !*placeholder {
-		g, err := images.MakeGrubImages(ctx, *grubDir)
+	if cfg.Kind == disk.KindWholeDisk && !*placeholder {
+		g, err := disk.MakeGrubImages(ctx, *grubDir)
 		if err != nil {
 			return fmt.Errorf("image build: boot loader: %w (or pass --placeholder-loader)", err)
 		}
 		cfg.Grub = g
 	}
-	b, err := images.Build(ctx, cfg)
+	b, err := disk.Build(ctx, cfg)
 	if err != nil {
 		return err
 	}

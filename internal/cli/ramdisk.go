@@ -12,8 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/iscsitarget"
-	"github.com/metalbed/metalbed/provisioner/images"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 	"github.com/metalbed/metalbed/vms/sim/pxe"
 )
@@ -29,7 +29,7 @@ func runRamdiskBuild(ctx context.Context, s Streams, args []string) error {
 	fs := newFlags("ramdisk build", s)
 	out := fs.String("out", "", "directory to write vmlinuz and initramfs to (required)")
 	kernel := fs.String("kernel", "", "deploy kernel (bzImage); default the vmlinuz of "+gokrazyKernel+" at the version the source tree's go.mod pins")
-	grubDir := fs.String("grub-dir", images.DefaultGrubLibDir, "GRUB 2 platform modules (i386-pc, x86_64-efi) the bootloader step's GRUB images are made from with grub-mkimage; Debian packages grub-pc-bin, grub-efi-amd64-bin")
+	grubDir := fs.String("grub-dir", disk.DefaultGrubLibDir, "GRUB 2 platform modules (i386-pc, x86_64-efi) the bootloader step's GRUB images are made from with grub-mkimage; Debian packages grub-pc-bin, grub-efi-amd64-bin")
 	noGrub := fs.Bool("no-grub", false, "leave GRUB out: the bootloader step then installs metalbed's placeholder loader, which only simulated firmware boots")
 	src := fs.String("src", ".", "metalbed source tree /init is built from; needs the Go toolchain (`go` on PATH): the running binary is usually dynamically linked and cannot be /init")
 	if err := parseFlags(fs, args); err != nil {
@@ -66,10 +66,10 @@ func runRamdiskBuild(ctx context.Context, s Streams, args []string) error {
 	if err := pxe.CheckBzImage(k); err != nil {
 		return fmt.Errorf("kernel %s: %w", kpath, err)
 	}
-	var grub *images.GrubImages
+	var grub *disk.GrubImages
 	loader := "no GRUB (--no-grub): local boot gets metalbed's placeholder loader"
 	if !*noGrub {
-		if grub, err = images.MakeGrubImages(ctx, *grubDir); err != nil {
+		if grub, err = disk.MakeGrubImages(ctx, *grubDir); err != nil {
 			return fmt.Errorf("GRUB images for the bootloader step: %w (or pass --no-grub)", err)
 		}
 		var modes []string
@@ -79,7 +79,7 @@ func runRamdiskBuild(ctx context.Context, s Streams, args []string) error {
 		if len(grub.EFI) > 0 {
 			modes = append(modes, "uefi")
 		}
-		loader = fmt.Sprintf("GRUB 2 for %s in %s", strings.Join(modes, " and "), images.GrubImagesDir)
+		loader = fmt.Sprintf("GRUB 2 for %s in %s", strings.Join(modes, " and "), disk.GrubImagesDir)
 	}
 	var rd bytes.Buffer
 	if err := ramdisk.BuildInitramfs(&rd, ramdisk.ImageConfig{Init: init, Version: Version, Grub: grub}); err != nil {

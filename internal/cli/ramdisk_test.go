@@ -13,8 +13,8 @@ import (
 
 	"github.com/u-root/u-root/pkg/cpio"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/testenv"
-	"github.com/metalbed/metalbed/provisioner/images"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
@@ -57,7 +57,7 @@ func TestRamdiskBuild(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if dir, name := filepath.Split(rec.Name); filepath.Clean("/"+dir) == images.GrubImagesDir && rec.FileSize > 0 {
+		if dir, name := filepath.Split(rec.Name); filepath.Clean("/"+dir) == disk.GrubImagesDir && rec.FileSize > 0 {
 			grubFiles[name] = true
 		}
 		if rec.Name == "init" {
@@ -71,9 +71,9 @@ func TestRamdiskBuild(t *testing.T) {
 		t.Fatal("no /init in the archive")
 	}
 	// GRUB for both modes, when this machine has it (CI installs it).
-	for _, f := range []string{images.GrubBootImg, images.GrubCoreImg, images.GrubEFIImg} {
+	for _, f := range []string{disk.GrubBootImg, disk.GrubCoreImg, disk.GrubEFIImg} {
 		if !grubFiles[f] {
-			t.Errorf("no %s/%s in the archive (have %v); stdout: %s", images.GrubImagesDir, f, grubFiles, stdout.String())
+			t.Errorf("no %s/%s in the archive (have %v); stdout: %s", disk.GrubImagesDir, f, grubFiles, stdout.String())
 		}
 	}
 	if err := ramdisk.CheckStatic(bytes.NewReader(init)); err != nil {

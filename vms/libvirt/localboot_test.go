@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/iscsitarget/initiator"
-	"github.com/metalbed/metalbed/provisioner/images"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/libvirt"
 	"github.com/metalbed/metalbed/vms/ramdisk"
@@ -31,7 +31,7 @@ const localBootVMs = 4
 // firmware — SeaBIOS and OVMF (secure boot off) — through real GRUB 2:
 // whole-disk images as `metalbed image build` makes them, and partition
 // images laid out as the conductor does for local boot
-// (images.DeployPartitionImage) with the deploy ramdisk's bootloader step
+// (disk.DeployPartitionImage) with the deploy ramdisk's bootloader step
 // (ramdisk.InstallBootloaderFrom over the GRUB images that `metalbed
 // ramdisk build` puts into the initramfs) run on the disk file. Each VM
 // must announce the instance on its serial console with the root
@@ -41,7 +41,7 @@ func TestLocalBoot(t *testing.T) {
 	ctx := t.Context()
 	work := t.TempDir()
 	t0 := time.Now()
-	grub, err := images.MakeGrubImages(ctx, "")
+	grub, err := disk.MakeGrubImages(ctx, "")
 	if err != nil {
 		t.Fatalf("GRUB images (apt-get install grub-pc-bin grub-efi-amd64-bin): %v", err)
 	}
@@ -57,11 +57,11 @@ func TestLocalBoot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	initBin, err := images.BuildInit(ctx, work)
+	initBin, err := disk.BuildInit(ctx, work)
 	if err != nil {
 		t.Fatal(err)
 	}
-	part, err := images.Build(ctx, images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(work, "part.img"), Init: initBin, Hostname: "lb-part"})
+	part, err := disk.Build(ctx, disk.BuildConfig{Kind: disk.KindPartition, Out: filepath.Join(work, "part.img"), Init: initBin, Hostname: "lb-part"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,14 +82,14 @@ func TestLocalBoot(t *testing.T) {
 	cases := []struct {
 		name  string
 		mode  vms.BootMode
-		kind  images.Kind
+		kind  disk.Kind
 		label string // partition images: the conductor's disk label
 	}{
-		{"whole-disk-bios", vms.BIOS, images.KindWholeDisk, ""},
-		{"whole-disk-uefi", vms.UEFI, images.KindWholeDisk, ""},
-		{"partition-bios-msdos", vms.BIOS, images.KindPartition, images.LabelMSDOS},
-		{"partition-bios-gpt", vms.BIOS, images.KindPartition, images.LabelGPT},
-		{"partition-uefi-gpt", vms.UEFI, images.KindPartition, images.LabelGPT},
+		{"whole-disk-bios", vms.BIOS, disk.KindWholeDisk, ""},
+		{"whole-disk-uefi", vms.UEFI, disk.KindWholeDisk, ""},
+		{"partition-bios-msdos", vms.BIOS, disk.KindPartition, disk.LabelMSDOS},
+		{"partition-bios-gpt", vms.BIOS, disk.KindPartition, disk.LabelGPT},
+		{"partition-uefi-gpt", vms.UEFI, disk.KindPartition, disk.LabelGPT},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -98,8 +98,8 @@ func TestLocalBoot(t *testing.T) {
 			disk := filepath.Join(dir, "disk.img")
 			var diskBytes int64
 			var rootPartUUID string
-			if c.kind == images.KindWholeDisk {
-				b, err := images.Build(ctx, images.BuildConfig{Kind: images.KindWholeDisk, BootMode: string(c.mode), Out: disk, Init: initBin, Hostname: "lb-" + c.name, Grub: grub})
+			if c.kind == disk.KindWholeDisk {
+				b, err := disk.Build(ctx, disk.BuildConfig{Kind: disk.KindWholeDisk, BootMode: string(c.mode), Out: disk, Init: initBin, Hostname: "lb-" + c.name, Grub: grub})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -146,7 +146,7 @@ func TestLocalBoot(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := "metalbed-instance: booted lb-"
-			if c.kind == images.KindPartition {
+			if c.kind == disk.KindPartition {
 				want += "part"
 			} else {
 				want += c.name
@@ -174,7 +174,7 @@ func TestLocalBoot(t *testing.T) {
 // deployPartition lays the partition image out on a new disk file as the
 // conductor does for local boot and runs the ramdisk's bootloader step on
 // it with the GRUB images of grubDir; it returns the root's PARTUUID.
-func deployPartition(t *testing.T, path string, size int64, part *images.Built, mode vms.BootMode, label, grubDir string) string {
+func deployPartition(t *testing.T, path string, size int64, part *disk.Built, mode vms.BootMode, label, grubDir string) string {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -189,8 +189,8 @@ func deployPartition(t *testing.T, path string, size int64, part *images.Built, 
 		t.Fatal(err)
 	}
 	defer img.Close()
-	res, err := images.DeployPartitionImage(t.Context(), f, size, img, part.Size, images.PartitionParams{
-		BootMode: string(mode), BootOption: images.BootOptionLocal, DiskLabel: label, RootMB: 100, SwapMB: 16,
+	res, err := disk.DeployPartitionImage(t.Context(), f, size, img, part.Size, disk.PartitionParams{
+		BootMode: string(mode), BootOption: disk.BootOptionLocal, DiskLabel: label, RootMB: 100, SwapMB: 16,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +199,7 @@ func deployPartition(t *testing.T, path string, size int64, part *images.Built, 
 	if err := step(t.Context(), ramdisk.Disk{Name: "vda", SizeBytes: size, Dev: fileDev{f, size}}, string(mode)); err != nil {
 		t.Fatalf("bootloader step: %v", err)
 	}
-	ins, err := images.Inspect(f, size)
+	ins, err := disk.Inspect(f, size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func deployPartition(t *testing.T, path string, size int64, part *images.Built, 
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	return res.Layout.Find(images.RoleRoot).PartUUID
+	return res.Layout.Find(disk.RoleRoot).PartUUID
 }
 
 // inspectRoot returns the PARTUUID of a whole-disk image's root partition.
@@ -220,11 +220,11 @@ func inspectRoot(t *testing.T, path string, size int64) string {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	ins, err := images.Inspect(f, size)
+	ins, err := disk.Inspect(f, size)
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := ins.Layout.Find(images.RoleRoot)
+	root := ins.Layout.Find(disk.RoleRoot)
 	if root == nil {
 		t.Fatalf("no root partition in %+v", ins.Layout)
 	}
@@ -243,7 +243,7 @@ func (d fileDev) Size() int64 { return d.size }
 // real deploy ramdisk (`metalbed ramdisk build`, GRUB images in its
 // initramfs) PXE-boots with boot_option=local; this test, as the
 // conductor, lays the partition image out over iSCSI
-// (images.DeployPartitionImage on the initiator's session) and sends the
+// (disk.DeployPartitionImage on the initiator's session) and sends the
 // notice; the ramdisk installs GRUB on /dev/vda from its initramfs and
 // reports pass_bootloader_install_info SUCCEEDED; after the second notice
 // it reboots, and the VM, set to boot from disk, comes up as the instance.
@@ -259,7 +259,7 @@ func TestRamdiskLocalBoot(t *testing.T) {
 	if !strings.Contains(string(out), "GRUB 2 for bios and uefi") {
 		t.Fatalf("metalbed ramdisk build did not include GRUB for both modes:\n%s", out)
 	}
-	part, err := images.Build(t.Context(), images.BuildConfig{Kind: images.KindPartition, SizeMB: 40, Out: filepath.Join(rd, "part.img"), Hostname: "lb-ramdisk"})
+	part, err := disk.Build(t.Context(), disk.BuildConfig{Kind: disk.KindPartition, SizeMB: 40, Out: filepath.Join(rd, "part.img"), Hostname: "lb-ramdisk"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestRamdiskLocalBoot(t *testing.T) {
 	}
 }
 
-func testRamdiskLocalBoot(t *testing.T, bin, rd string, part *images.Built, mode vms.BootMode, idx int) {
+func testRamdiskLocalBoot(t *testing.T, bin, rd string, part *disk.Built, mode vms.BootMode, idx int) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	for _, name := range []string{"vmlinuz", "initramfs"} {
@@ -429,8 +429,8 @@ func testRamdiskLocalBoot(t *testing.T, bin, rd string, part *images.Built, mode
 		t.Fatal(err)
 	}
 	defer img.Close()
-	res, err := images.DeployPartitionImage(ctx, s, s.Size(), img, part.Size, images.PartitionParams{
-		BootMode: string(mode), BootOption: images.BootOptionLocal, RootMB: 48,
+	res, err := disk.DeployPartitionImage(ctx, s, s.Size(), img, part.Size, disk.PartitionParams{
+		BootMode: string(mode), BootOption: disk.BootOptionLocal, RootMB: 48,
 	})
 	if err != nil {
 		t.Fatalf("deploy over iSCSI: %v", err)
@@ -463,7 +463,7 @@ func testRamdiskLocalBoot(t *testing.T, bin, rd string, part *images.Built, mode
 	if err := m.Power(ctx, vms.ActionOn); err != nil {
 		t.Fatal(err)
 	}
-	waitConsole("metalbed-instance: booted lb-ramdisk root=PARTUUID="+res.Layout.Find(images.RoleRoot).PartUUID, 2*time.Minute)
+	waitConsole("metalbed-instance: booted lb-ramdisk root=PARTUUID="+res.Layout.Find(disk.RoleRoot).PartUUID, 2*time.Minute)
 	t.Logf("%s: power on to ramdisk reboot %v; local boot to instance booted %v",
 		mode, deployed.Round(100*time.Millisecond), time.Since(t1).Round(100*time.Millisecond))
 	if err := m.Power(ctx, vms.ActionOff); err != nil {

@@ -14,7 +14,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/metalbed/metalbed/provisioner/images"
+	"github.com/metalbed/metalbed/disk"
 
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -43,11 +43,11 @@ type ImageConfig struct {
 	Init string
 	// Version goes into the marker.
 	Version string
-	// Grub, when set, goes into images.GrubImagesDir, where the bootloader
+	// Grub, when set, goes into disk.GrubImagesDir, where the bootloader
 	// step (InstallBootloader, the agent's image.install_bootloader) takes
 	// the GRUB images it writes; without it those install metalbed's
 	// placeholder loader, which real firmware does not boot.
-	Grub *images.GrubImages
+	Grub *disk.GrubImages
 }
 
 // BuildInitramfs writes a gzip-compressed newc cpio archive — the format
@@ -76,7 +76,7 @@ func BuildInitramfs(w io.Writer, cfg ImageConfig) error {
 		cpio.Directory("tmp", 0o1777),
 	}
 	if cfg.Grub != nil {
-		dir := strings.TrimPrefix(images.GrubImagesDir, "/")
+		dir := strings.TrimPrefix(disk.GrubImagesDir, "/")
 		files := cfg.Grub.Files()
 		for _, name := range slices.Sorted(maps.Keys(files)) {
 			records = append(records, cpio.StaticFile(path.Join(dir, name), string(files[name]), 0o644))

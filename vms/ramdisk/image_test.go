@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/testenv"
-	"github.com/metalbed/metalbed/provisioner/images"
 )
 
 func buildTestImage(t *testing.T) []byte {
@@ -108,12 +108,12 @@ func TestCheckStaticRejectsDynamic(t *testing.T) {
 }
 
 // TestInitramfsCarriesGrub unpacks the initramfs with GNU cpio, as the
-// kernel would, and reads the GRUB images back from images.GrubImagesDir
+// kernel would, and reads the GRUB images back from disk.GrubImagesDir
 // the way the bootloader step does.
 func TestInitramfsCarriesGrub(t *testing.T) {
 	cpioBin := testenv.RequireTool(t, "cpio", "cpio")
 	testenv.RequireTool(t, "grub-mkimage", "grub-common")
-	g, err := images.MakeGrubImages(t.Context(), "")
+	g, err := disk.MakeGrubImages(t.Context(), "")
 	if err != nil {
 		testenv.Unavailable(t, err.Error())
 	}
@@ -135,7 +135,7 @@ func TestInitramfsCarriesGrub(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("cpio -i: %v\n%s", err, out)
 	}
-	back, err := images.ReadGrubImages(filepath.Join(root, images.GrubImagesDir))
+	back, err := disk.ReadGrubImages(filepath.Join(root, disk.GrubImagesDir))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,10 +43,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/imagecache"
-	"github.com/metalbed/metalbed/provisioner/images"
 )
 
 // Name is the interface's name in the API.
@@ -140,15 +140,15 @@ func New(cfg Config) (*Deploy, error) {
 	}
 	switch cfg.DefaultBootMode {
 	case "":
-		cfg.DefaultBootMode = images.BootModeUEFI
-	case images.BootModeUEFI, images.BootModeBIOS:
+		cfg.DefaultBootMode = disk.BootModeUEFI
+	case disk.BootModeUEFI, disk.BootModeBIOS:
 	default:
 		return nil, fmt.Errorf("direct deploy: DefaultBootMode %q: want uefi or bios", cfg.DefaultBootMode)
 	}
 	switch cfg.DefaultBootOption {
 	case "":
-		cfg.DefaultBootOption = images.BootOptionNetboot
-	case images.BootOptionNetboot, images.BootOptionLocal:
+		cfg.DefaultBootOption = disk.BootOptionNetboot
+	case disk.BootOptionNetboot, disk.BootOptionLocal:
 	default:
 		return nil, fmt.Errorf("direct deploy: DefaultBootOption %q: want netboot or local", cfg.DefaultBootOption)
 	}

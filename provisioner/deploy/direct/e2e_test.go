@@ -32,13 +32,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/boot"
 	"github.com/metalbed/metalbed/provisioner/deploy/direct"
 	"github.com/metalbed/metalbed/provisioner/dhcp"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/imagecache"
-	"github.com/metalbed/metalbed/provisioner/images"
 	"github.com/metalbed/metalbed/provisioner/service"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 	"github.com/metalbed/metalbed/vms/ramdisk/agent"
@@ -58,11 +58,11 @@ func interop(t testing.TB, what, pkg string) {
 var builtImages struct {
 	once                 sync.Once
 	dir                  string
-	partition, wholeDisk *images.Built
+	partition, wholeDisk *disk.Built
 	err                  error
 }
 
-func instanceImages(t *testing.T) (partition, wholeDisk *images.Built) {
+func instanceImages(t *testing.T) (partition, wholeDisk *disk.Built) {
 	t.Helper()
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		interop(t, "mkfs.ext4", "e2fsprogs")
@@ -74,11 +74,11 @@ func instanceImages(t *testing.T) (partition, wholeDisk *images.Built) {
 			return
 		}
 		ctx := context.Background()
-		b.partition, b.err = images.Build(ctx, images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(b.dir, "part.img"), SizeMB: 64})
+		b.partition, b.err = disk.Build(ctx, disk.BuildConfig{Kind: disk.KindPartition, Out: filepath.Join(b.dir, "part.img"), SizeMB: 64})
 		if b.err != nil {
 			return
 		}
-		b.wholeDisk, b.err = images.Build(ctx, images.BuildConfig{Kind: images.KindWholeDisk, Out: filepath.Join(b.dir, "disk.img"), SizeMB: 64})
+		b.wholeDisk, b.err = disk.Build(ctx, disk.BuildConfig{Kind: disk.KindWholeDisk, Out: filepath.Join(b.dir, "disk.img"), SizeMB: 64})
 	})
 	if b.err != nil {
 		t.Fatalf("build instance images: %v", b.err)
@@ -704,9 +704,9 @@ func lastError(n nodeView) string {
 	return *n.LastError
 }
 
-func inspect(t *testing.T, m *machine) *images.Inspection {
+func inspect(t *testing.T, m *machine) *disk.Inspection {
 	t.Helper()
-	in, err := images.Inspect(m.disk, diskSize)
+	in, err := disk.Inspect(m.disk, diskSize)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/drivers"
-	"github.com/metalbed/metalbed/provisioner/images"
 )
 
 // writeImageStep is the deploy step Ironic 21.4 runs through the agent.
@@ -142,7 +142,7 @@ func (d *Deploy) finish(ctx context.Context, node *provisioner.Node) (provisione
 	if esp != "" {
 		node.DriverInternalInfo["efi_system_partition_uuid"] = esp
 	}
-	local := d.bootOption(node) == images.BootOptionLocal
+	local := d.bootOption(node) == disk.BootOptionLocal
 	if !whole && local {
 		if root == "" {
 			return "", d.failed(ctx, node, fmt.Sprintf("Couldn't determine the UUID of the root partition when deploying node %s", node.UUID))

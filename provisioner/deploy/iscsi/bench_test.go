@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/metalbed/metalbed/provisioner/images"
+	"github.com/metalbed/metalbed/disk"
 )
 
 // BenchmarkISCSIDeploy measures the whole iSCSI deploy of a partition
@@ -29,7 +29,7 @@ func BenchmarkISCSIDeploy(b *testing.B) {
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		b.Skip("mkfs.ext4 not available (Debian package e2fsprogs)")
 	}
-	img, err := images.Build(context.Background(), images.BuildConfig{Kind: images.KindPartition,
+	img, err := disk.Build(context.Background(), disk.BuildConfig{Kind: disk.KindPartition,
 		Out: filepath.Join(b.TempDir(), "part.img"), SizeMB: sizeMB})
 	if err != nil {
 		b.Fatal(err)

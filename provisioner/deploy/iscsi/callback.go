@@ -13,10 +13,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/iscsitarget/initiator"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/drivers"
-	"github.com/metalbed/metalbed/provisioner/images"
 )
 
 // CallbackMethods lists pass_deploy_info and pass_bootloader_install_info
@@ -150,7 +150,7 @@ func (d *Deploy) continueDeploy(ctx context.Context, node *provisioner.Node, add
 	d.destroyImages(node)
 
 	whole, _ := node.DriverInternalInfo["is_whole_disk_image"].(bool)
-	if d.bootOption(node) == images.BootOptionLocal && !whole {
+	if d.bootOption(node) == disk.BootOptionLocal && !whole {
 		if err := d.notify(ctx, node, address); err != nil {
 			return "", d.failed(ctx, node, fmt.Sprintf("Failed to continue iSCSI deployment. Error: %s", err))
 		}
@@ -167,7 +167,7 @@ func (d *Deploy) continueDeploy(ctx context.Context, node *provisioner.Node, add
 }
 
 // writeImage logs in, lays the image down and logs out.
-func (d *Deploy) writeImage(ctx context.Context, node *provisioner.Node, address, iqn string) (*images.Result, error) {
+func (d *Deploy) writeImage(ctx context.Context, node *provisioner.Node, address, iqn string) (*disk.Result, error) {
 	img, err := os.Open(d.imagePath(node))
 	if err != nil {
 		return nil, fmt.Errorf("instance image: %w", err)
@@ -178,13 +178,13 @@ func (d *Deploy) writeImage(ctx context.Context, node *provisioner.Node, address
 		return nil, fmt.Errorf("instance image: %w", err)
 	}
 	whole, _ := node.DriverInternalInfo["is_whole_disk_image"].(bool)
-	var pp images.PartitionParams
+	var pp disk.PartitionParams
 	if !whole {
 		in, err := d.instanceInfo(node, &whole)
 		if err != nil {
 			return nil, err
 		}
-		pp = images.PartitionParams{
+		pp = disk.PartitionParams{
 			BootMode: d.bootMode(node), BootOption: d.bootOption(node),
 			DiskLabel: provisioner.Capability(node.InstanceInfo["capabilities"], "disk_label"),
 			RootMB:    in.RootMB, SwapMB: in.SwapMB, EphemeralMB: in.EphemeralMB,
@@ -199,11 +199,11 @@ func (d *Deploy) writeImage(ctx context.Context, node *provisioner.Node, address
 		return nil, err
 	}
 	start := time.Now()
-	var res *images.Result
+	var res *disk.Result
 	if whole {
-		res, err = images.DeployWholeDiskImage(ctx, s, s.Size(), img, st.Size())
+		res, err = disk.DeployWholeDiskImage(ctx, s, s.Size(), img, st.Size())
 	} else {
-		res, err = images.DeployPartitionImage(ctx, s, s.Size(), img, st.Size(), pp)
+		res, err = disk.DeployPartitionImage(ctx, s, s.Size(), img, st.Size(), pp)
 	}
 	if err != nil {
 		s.Close()
@@ -272,7 +272,7 @@ func (d *Deploy) continueCleaning(ctx context.Context, node *provisioner.Node, a
 	if err != nil {
 		return "", d.failed(ctx, node, fmt.Sprintf("Failed to clean node %s. Error: %s", node.UUID, err))
 	}
-	if err := images.DestroyDiskMetadata(s, s.Size()); err != nil {
+	if err := disk.DestroyDiskMetadata(s, s.Size()); err != nil {
 		s.Close()
 		return "", d.failed(ctx, node, fmt.Sprintf("Failed to clean node %s. Error: %s", node.UUID, err))
 	}

@@ -33,6 +33,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/iscsitarget"
 	"github.com/metalbed/metalbed/provisioner"
@@ -41,7 +42,6 @@ import (
 	"github.com/metalbed/metalbed/provisioner/dhcp"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/imagecache"
-	"github.com/metalbed/metalbed/provisioner/images"
 	"github.com/metalbed/metalbed/provisioner/service"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 )
@@ -59,16 +59,16 @@ func interop(t testing.TB, what, pkg string) {
 	t.Skip(msg)
 }
 
-// builtImages are made once per test binary: images.Build compiles the
+// builtImages are made once per test binary: disk.Build compiles the
 // instance's init.
 var builtImages struct {
 	once                 sync.Once
 	dir                  string
-	partition, wholeDisk *images.Built
+	partition, wholeDisk *disk.Built
 	err                  error
 }
 
-func instanceImages(t *testing.T) (partition, wholeDisk *images.Built) {
+func instanceImages(t *testing.T) (partition, wholeDisk *disk.Built) {
 	t.Helper()
 	testenv.RequireTool(t, "mkfs.ext4", "e2fsprogs")
 	b := &builtImages
@@ -78,11 +78,11 @@ func instanceImages(t *testing.T) (partition, wholeDisk *images.Built) {
 			return
 		}
 		ctx := context.Background()
-		b.partition, b.err = images.Build(ctx, images.BuildConfig{Kind: images.KindPartition, Out: filepath.Join(b.dir, "part.img"), SizeMB: 64})
+		b.partition, b.err = disk.Build(ctx, disk.BuildConfig{Kind: disk.KindPartition, Out: filepath.Join(b.dir, "part.img"), SizeMB: 64})
 		if b.err != nil {
 			return
 		}
-		b.wholeDisk, b.err = images.Build(ctx, images.BuildConfig{Kind: images.KindWholeDisk, Out: filepath.Join(b.dir, "disk.img"), SizeMB: 64})
+		b.wholeDisk, b.err = disk.Build(ctx, disk.BuildConfig{Kind: disk.KindWholeDisk, Out: filepath.Join(b.dir, "disk.img"), SizeMB: 64})
 	})
 	if b.err != nil {
 		t.Fatalf("build instance images: %v", b.err)
@@ -759,9 +759,9 @@ func (b *bed) milestonesOf(uuid string) []string {
 	return append([]string(nil), b.milestones[uuid]...)
 }
 
-func inspect(t *testing.T, m *machine) *images.Inspection {
+func inspect(t *testing.T, m *machine) *disk.Inspection {
 	t.Helper()
-	in, err := images.Inspect(m.disk, diskSize)
+	in, err := disk.Inspect(m.disk, diskSize)
 	if err != nil {
 		t.Fatal(err)
 	}

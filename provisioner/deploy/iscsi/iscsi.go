@@ -12,7 +12,7 @@
 //
 // Automated cleaning boots the same ramdisk: on its pass_deploy_info the
 // conductor logs in and wipes the partition tables
-// (images.DestroyDiskMetadata), notifies it and powers the node off.
+// (disk.DestroyDiskMetadata), notifies it and powers the node off.
 //
 // Messages are Ironic's (ironic/drivers/modules/iscsi_deploy.py).
 package iscsi
@@ -30,10 +30,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/imagecache"
-	"github.com/metalbed/metalbed/provisioner/images"
 )
 
 // Name is the interface's name in the API.
@@ -130,15 +130,15 @@ func New(cfg Config) (*Deploy, error) {
 	}
 	switch cfg.DefaultBootMode {
 	case "":
-		cfg.DefaultBootMode = images.BootModeUEFI
-	case images.BootModeUEFI, images.BootModeBIOS:
+		cfg.DefaultBootMode = disk.BootModeUEFI
+	case disk.BootModeUEFI, disk.BootModeBIOS:
 	default:
 		return nil, fmt.Errorf("iscsi deploy: DefaultBootMode %q: want uefi or bios", cfg.DefaultBootMode)
 	}
 	switch cfg.DefaultBootOption {
 	case "":
-		cfg.DefaultBootOption = images.BootOptionNetboot
-	case images.BootOptionNetboot, images.BootOptionLocal:
+		cfg.DefaultBootOption = disk.BootOptionNetboot
+	case disk.BootOptionNetboot, disk.BootOptionLocal:
 	default:
 		return nil, fmt.Errorf("iscsi deploy: DefaultBootOption %q: want netboot or local", cfg.DefaultBootOption)
 	}
@@ -268,7 +268,7 @@ func (d *Deploy) instanceInfo(node *provisioner.Node, wholeDisk *bool) (instInfo
 		if v, ok := ii["root_gb"]; !ok || v == nil || v == "" || v == 0.0 || v == "0" {
 			missing = append(missing, "root_gb")
 		}
-		if d.bootOption(node) == images.BootOptionNetboot {
+		if d.bootOption(node) == disk.BootOptionNetboot {
 			if in.Ramdisk == "" {
 				missing = append(missing, "ramdisk")
 			}
@@ -416,7 +416,7 @@ func (d *Deploy) sniff(node *provisioner.Node) (whole bool, size int64, err erro
 	if hint := wholeDiskHint(node); hint != nil {
 		return *hint, st.Size(), nil
 	}
-	_, ferr := images.ReadExt4Super(io.NewSectionReader(f, 0, st.Size()))
+	_, ferr := disk.ReadExt4Super(io.NewSectionReader(f, 0, st.Size()))
 	return ferr != nil, st.Size(), nil
 }
 
@@ -434,7 +434,7 @@ func (d *Deploy) prepareRamdisk(ctx context.Context, node *provisioner.Node, boo
 	if bootOption == "" {
 		bootOption = d.bootOption(node)
 		if w, _ := node.DriverInternalInfo["is_whole_disk_image"].(bool); w {
-			bootOption = images.BootOptionNetboot // no bootloader to install
+			bootOption = disk.BootOptionNetboot // no bootloader to install
 		}
 	}
 	params := map[string]string{
@@ -528,7 +528,7 @@ func (d *Deploy) PrepareCleaning(ctx context.Context, node *provisioner.Node) er
 	if err != nil {
 		return err
 	}
-	if err := d.prepareRamdisk(ctx, node, boot, images.BootOptionNetboot); err != nil {
+	if err := d.prepareRamdisk(ctx, node, boot, disk.BootOptionNetboot); err != nil {
 		return err
 	}
 	d.milestone(node, "prepare", "deploy ramdisk configured for cleaning")

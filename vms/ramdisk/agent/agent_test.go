@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/testenv"
-	"github.com/metalbed/metalbed/provisioner/images"
 )
 
 // mbrImage is a small whole-disk image: random bytes with a valid MBR
@@ -38,8 +38,8 @@ func mbrImage(size int) []byte {
 }
 
 func smallAgent(t *testing.T, mod func(*Config)) (*harness, *imageServer) {
-	disk := sparseDisk(t, "vda", 64<<20)
-	env := newTestEnv(disk)
+	dsk := sparseDisk(t, "vda", 64<<20)
+	env := newTestEnv(dsk)
 	ironic := newFakeIronic(t)
 	h := startAgent(t, ironic, env, func(c *Config) {
 		c.MinDiskBytes = -1
@@ -220,12 +220,12 @@ func TestBadRequests(t *testing.T) {
 // write_image deploy step, installs the boot loader and finds root uuid and
 // grub.cfg on the disk; then cleaning erases the partition table.
 func TestPartitionImageLocalBoot(t *testing.T) {
-	for _, mode := range []string{images.BootModeUEFI, images.BootModeBIOS} {
+	for _, mode := range []string{disk.BootModeUEFI, disk.BootModeBIOS} {
 		t.Run(mode, func(t *testing.T) {
-			built, img := buildImage(t, images.KindPartition, "")
+			built, img := buildImage(t, disk.KindPartition, "")
 			is := newImageServer(t)
-			disk := sparseDisk(t, "vda", 5<<30)
-			env := newTestEnv(disk)
+			dsk := sparseDisk(t, "vda", 5<<30)
+			env := newTestEnv(dsk)
 			ironic := newFakeIronic(t)
 			h := startAgent(t, ironic, env, nil)
 			node := map[string]any{"uuid": "603c03f7-93d4-4e40-99ff-26d6c463d0d3", "properties": map[string]any{}, "instance_info": map[string]any{}}
@@ -239,7 +239,7 @@ func TestPartitionImageLocalBoot(t *testing.T) {
 			info["deploy_boot_mode"] = mode
 			info["boot_option"] = "local"
 			var configdrive any
-			if mode == images.BootModeBIOS {
+			if mode == disk.BootModeBIOS {
 				configdrive = isoConfigDrive(t)
 			}
 			step := map[string]any{"interface": "deploy", "step": "write_image", "args": map[string]any{"image_info": info, "configdrive": configdrive}}
@@ -271,14 +271,14 @@ func TestPartitionImageLocalBoot(t *testing.T) {
 				}
 			}
 			esp, _ := r["efi system partition uuid"].(string)
-			if (mode == images.BootModeUEFI) != (esp != "") {
+			if (mode == disk.BootModeUEFI) != (esp != "") {
 				t.Errorf("efi system partition uuid %v in %s mode", r["efi system partition uuid"], mode)
 			}
 			_, bl := h.command("image.install_bootloader", map[string]any{"root_uuid": built.RootUUID, "efi_system_part_uuid": r["efi system partition uuid"], "prep_boot_part_uuid": nil, "target_boot_mode": mode}, true)
 			if bl["command_status"] != statusSucceeded || bl["command_result"] != nil {
 				t.Fatalf("install_bootloader: %v", bl)
 			}
-			ins, err := images.Inspect(disk.Dev, disk.SizeBytes)
+			ins, err := disk.Inspect(dsk.Dev, dsk.SizeBytes)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -291,7 +291,7 @@ func TestPartitionImageLocalBoot(t *testing.T) {
 			if !found {
 				t.Errorf("no grub.cfg of root %s: %+v", built.RootUUID, ins.GrubConfigs)
 			}
-			if mode == images.BootModeUEFI && !ins.ESPLoader || mode == images.BootModeBIOS && !ins.BootCode {
+			if mode == disk.BootModeUEFI && !ins.ESPLoader || mode == disk.BootModeBIOS && !ins.BootCode {
 				t.Errorf("%s: not bootable: %+v", mode, ins)
 			}
 			// A wrong root uuid is IPA's DeviceNotFound.
@@ -315,7 +315,7 @@ func TestPartitionImageLocalBoot(t *testing.T) {
 			if c["command_status"] != statusSucceeded || c["command_result"].(map[string]any)["clean_step"].(map[string]any)["step"] != "erase_devices_metadata" {
 				t.Fatalf("clean: %v", c)
 			}
-			ins, err = images.Inspect(disk.Dev, disk.SizeBytes)
+			ins, err = disk.Inspect(dsk.Dev, dsk.SizeBytes)
 			if err != nil || ins.Layout.Label != "" || len(ins.Layout.Partitions) != 0 {
 				t.Errorf("after erase_devices_metadata: %v %+v", err, ins.Layout)
 			}

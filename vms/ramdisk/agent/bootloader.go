@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/metalbed/metalbed/provisioner/images"
+	"github.com/metalbed/metalbed/disk"
 )
 
 // installBootloader is image.install_bootloader. On a disk laid out for a
-// partition image it does what grub-install does (images.InstallBootloader:
+// partition image it does what grub-install does (disk.InstallBootloader:
 // MBR boot code for bios, loader and grub.cfg on the ESP for uefi). On a
 // whole-disk image it checks that the image boots in the target mode, as
 // IPA's efibootmgr step only registers what the image brought.
@@ -24,7 +24,7 @@ func (a *Agent) installBootloader(ctx context.Context, p params) error {
 		}
 	}
 	if target == "" {
-		target = images.BootModeBIOS
+		target = disk.BootModeBIOS
 	}
 	disk, err := a.installDevice(ctx)
 	if err != nil {
@@ -42,12 +42,12 @@ func (a *Agent) installBootloader(ctx context.Context, p params) error {
 	return err
 }
 
-func (a *Agent) bootloader(ctx context.Context, dev images.Disk, size int64, device, rootUUID, espUUID, target string) error {
-	ins, err := images.Inspect(dev, size)
+func (a *Agent) bootloader(ctx context.Context, dev disk.Disk, size int64, device, rootUUID, espUUID, target string) error {
+	ins, err := disk.Inspect(dev, size)
 	if err != nil {
 		return errExecution(fmt.Sprintf("Installing GRUB2 boot loader to device %s failed with %v.", device, err))
 	}
-	var root *images.Partition
+	var root *disk.Partition
 	for i := range ins.Layout.Partitions {
 		pt := &ins.Layout.Partitions[i]
 		if rootUUID != "" && strings.EqualFold(pt.UUID, rootUUID) {
@@ -67,11 +67,11 @@ func (a *Agent) bootloader(ctx context.Context, dev images.Disk, size int64, dev
 				Details: fmt.Sprintf("No partition with UUID %s found on device %s", rootUUID, device)}
 		}
 		switch {
-		case target == images.BootModeUEFI && ins.ESPLoader:
+		case target == disk.BootModeUEFI && ins.ESPLoader:
 			a.say("whole-disk image on %s has an EFI loader on partition %d; boot entry set", device, ins.ESP)
 			return nil
-		case target == images.BootModeUEFI:
-			return errExecution(fmt.Sprintf("No EFI boot loader found on the whole-disk image on %s (no ESP with %s)", device, images.ESPLoaderPath))
+		case target == disk.BootModeUEFI:
+			return errExecution(fmt.Sprintf("No EFI boot loader found on the whole-disk image on %s (no ESP with %s)", device, disk.ESPLoaderPath))
 		case rootUUID == "" || rootUUID == "0x00000000" || ins.BootCode:
 			a.say("not using grub2-install on the whole-disk image on %s", device)
 			return nil
@@ -80,21 +80,21 @@ func (a *Agent) bootloader(ctx context.Context, dev images.Disk, size int64, dev
 	}
 	dir := a.cfg.GrubDir
 	if dir == "" {
-		dir = images.GrubImagesDir
+		dir = disk.GrubImagesDir
 	}
-	grub, err := images.ReadGrubImages(dir)
-	if errors.Is(err, images.ErrNoGrub) {
+	grub, err := disk.ReadGrubImages(dir)
+	if errors.Is(err, disk.ErrNoGrub) {
 		grub, err = nil, nil
 	}
 	if err != nil {
 		return errExecution(fmt.Sprintf("Installing GRUB2 boot loader to device %s failed with %v.", device, err))
 	}
-	after, err := images.InstallBootloader(ctx, dev, size, target, grub)
+	after, err := disk.InstallBootloader(ctx, dev, size, target, grub)
 	if err != nil {
 		return errExecution(fmt.Sprintf("Installing GRUB2 boot loader to device %s failed with %v.", device, err))
 	}
 	loader := "metalbed's placeholder (no GRUB images in " + dir + "; boots on simulated firmware only)"
-	if (target == images.BootModeUEFI && after.ESPLoaderGrub) || (target != images.BootModeUEFI && after.BootLoader == "grub") {
+	if (target == disk.BootModeUEFI && after.ESPLoaderGrub) || (target != disk.BootModeUEFI && after.BootLoader == "grub") {
 		loader = "GRUB 2"
 	}
 	a.say("installed the %s boot loader on %s (root %s): %s", target, device, rootUUID, loader)

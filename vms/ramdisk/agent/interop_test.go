@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/metalbed/metalbed/provisioner/images"
+	"github.com/metalbed/metalbed/disk"
 )
 
 // ironicClientScript drives the agent with the agent client of the real
@@ -106,7 +106,7 @@ func TestIronicAgentClientInterop(t *testing.T) {
 		}
 		t.Skipf("Ironic's python library not importable; install the Debian package python3-ironic: %v", err)
 	}
-	_, img := buildImage(t, images.KindWholeDisk, images.BootModeUEFI)
+	_, img := buildImage(t, disk.KindWholeDisk, disk.BootModeUEFI)
 	is := newImageServer(t)
 	url := is.put("/image.raw", img)
 	release := is.hold("/image.raw")

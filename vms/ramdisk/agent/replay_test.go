@@ -11,16 +11,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/testenv"
-	"github.com/metalbed/metalbed/provisioner/images"
 )
 
 // buildImage builds a test instance image with provisioner/images.
-func buildImage(t *testing.T, kind images.Kind, mode string) (*images.Built, []byte) {
+func buildImage(t *testing.T, kind disk.Kind, mode string) (*disk.Built, []byte) {
 	t.Helper()
 	testenv.RequireTool(t, "mkfs.ext4", "e2fsprogs")
 	testenv.RequireTool(t, "go", "golang-go")
-	b, err := images.Build(t.Context(), images.BuildConfig{Kind: kind, BootMode: mode, Out: filepath.Join(t.TempDir(), string(kind)+".img")})
+	b, err := disk.Build(t.Context(), disk.BuildConfig{Kind: kind, BootMode: mode, Out: filepath.Join(t.TempDir(), string(kind)+".img")})
 	if err != nil {
 		t.Fatalf("build %s image: %v", kind, err)
 	}
@@ -128,11 +128,11 @@ func shapeDiff(path string, want, got any, lenient map[string]bool) []string {
 // Ironic sent for a whole-disk uefi direct deploy, in order, and compares
 // every answer's shape with the captured one. The image lands byte-exact.
 func TestReplayIronicDirectDeploy(t *testing.T) {
-	_, img := buildImage(t, images.KindWholeDisk, images.BootModeUEFI)
+	_, img := buildImage(t, disk.KindWholeDisk, disk.BootModeUEFI)
 	is := newImageServer(t)
 	imgURL := is.put("/image.raw", img)
-	disk := sparseDisk(t, "vda", 5<<30)
-	env := newTestEnv(disk)
+	dsk := sparseDisk(t, "vda", 5<<30)
+	env := newTestEnv(dsk)
 	ironic := newFakeIronic(t)
 	h := startAgent(t, ironic, env, nil)
 
@@ -213,7 +213,7 @@ func TestReplayIronicDirectDeploy(t *testing.T) {
 		}
 		switch name {
 		case "deploy.execute_deploy_step":
-			if on := readDisk(t, disk, len(img)); !bytes.Equal(on, img) {
+			if on := readDisk(t, dsk, len(img)); !bytes.Equal(on, img) {
 				t.Fatal("the disk does not hold the image byte for byte")
 			}
 		case "standby.get_partition_uuids":
@@ -224,7 +224,7 @@ func TestReplayIronicDirectDeploy(t *testing.T) {
 		}
 	}
 	waitFor(t, "power off", func() (int, bool) { po, _ := env.counts(); return po, po == 1 })
-	ins, err := images.Inspect(disk.Dev, disk.SizeBytes)
+	ins, err := disk.Inspect(dsk.Dev, dsk.SizeBytes)
 	if err != nil || !ins.ESPLoader {
 		t.Errorf("after the deploy the disk has no EFI loader: %v %+v", err, ins)
 	}

@@ -14,7 +14,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/metalbed/metalbed/provisioner/images"
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
@@ -149,11 +149,11 @@ func (a *Agent) prepareImage(ctx context.Context, p params) (any, error) {
 	if configdrive == nil {
 		configdrive = info.Configdrive
 	}
-	disk, err := a.installDevice(ctx)
+	d, err := a.installDevice(ctx)
 	if err != nil {
 		return nil, err
 	}
-	device := "/dev/" + disk.Name
+	device := "/dev/" + d.Name
 	a.say("preparing image %s on %s", info.ID, device)
 	a.milestone("agent.image", info.ID+" -> "+device)
 
@@ -163,9 +163,9 @@ func (a *Agent) prepareImage(ctx context.Context, p params) (any, error) {
 	if cached == nil || cached.imageID != info.ID {
 		var st *deployState
 		if info.ImageType == "partition" {
-			st, err = a.writePartitionImage(ctx, info, disk, configdrive)
+			st, err = a.writePartitionImage(ctx, info, d, configdrive)
 		} else {
-			st, err = a.writeWholeDiskImage(ctx, info, disk, configdrive)
+			st, err = a.writeWholeDiskImage(ctx, info, d, configdrive)
 		}
 		if err != nil {
 			return nil, err
@@ -178,7 +178,7 @@ func (a *Agent) prepareImage(ctx context.Context, p params) (any, error) {
 	root, _ := cached.uuids["root uuid"].(string)
 	esp, _ := cached.uuids["efi system partition uuid"].(string)
 	msg := fmt.Sprintf("image (%s) written to device %s ", info.ID, device)
-	if bootModeOf(info, a.cachedNode()) == images.BootModeUEFI && esp != "" {
+	if bootModeOf(info, a.cachedNode()) == disk.BootModeUEFI && esp != "" {
 		msg += fmt.Sprintf("root_uuid=%s efi_system_partition_uuid=%s", root, esp)
 	} else {
 		msg += "root_uuid=" + root
@@ -210,8 +210,8 @@ func (a *Agent) withRetries(ctx context.Context, attempt func() error) error {
 
 // writeWholeDiskImage streams a raw whole-disk image onto the disk,
 // hashing while writing, and checks the partition table it brought.
-func (a *Agent) writeWholeDiskImage(ctx context.Context, info *imageInfo, disk ramdisk.Disk, configdrive *string) (*deployState, error) {
-	device := "/dev/" + disk.Name
+func (a *Agent) writeWholeDiskImage(ctx context.Context, info *imageInfo, d ramdisk.Disk, configdrive *string) (*deployState, error) {
+	device := "/dev/" + d.Name
 	if f := strings.ToLower(info.DiskFormat); f != "" && f != "raw" {
 		return nil, errImageWrite(device, fmt.Errorf("disk_format %q: this agent writes raw images only (convert with qemu-img, or let Ironic convert: [DEFAULT]force_raw_images)", info.DiskFormat))
 	}
@@ -234,11 +234,11 @@ func (a *Agent) writeWholeDiskImage(ctx context.Context, info *imageInfo, disk r
 			return err
 		}
 		defer body.Close()
-		if err := images.DestroyDiskMetadata(disk.Dev, disk.SizeBytes); err != nil {
+		if err := disk.DestroyDiskMetadata(d.Dev, d.SizeBytes); err != nil {
 			return errImageWrite(device, err)
 		}
 		hr := &hashingReader{r: body, h: h}
-		written, err = streamToDisk(ctx, hr, disk.Dev, disk.SizeBytes)
+		written, err = streamToDisk(ctx, hr, d.Dev, d.SizeBytes)
 		if err != nil {
 			if errors.Is(err, errStalled) || isReadErr(err) {
 				return errImageDownload(info.ID, fmt.Sprintf("Unable to write image to device %s. Error: %v", device, err))
@@ -254,12 +254,12 @@ func (a *Agent) writeWholeDiskImage(ctx context.Context, info *imageInfo, disk r
 	if got := hexSum(h); got != want {
 		return nil, errImageChecksum(device, info.ID, want, got)
 	}
-	ins, err := images.Inspect(disk.Dev, disk.SizeBytes)
+	ins, err := disk.Inspect(d.Dev, d.SizeBytes)
 	if err != nil || ins.Layout.Label == "" || len(ins.Layout.Partitions) == 0 {
 		return nil, errExecution(fmt.Sprintf("No partitions found on the device %s after writing the image.", device))
 	}
 	var id [4]byte
-	if _, err := disk.Dev.ReadAt(id[:], 440); err != nil {
+	if _, err := d.Dev.ReadAt(id[:], 440); err != nil {
 		return nil, errImageWrite(device, err)
 	}
 	root := fmt.Sprintf("0x%08x", binary.LittleEndian.Uint32(id[:]))
@@ -293,14 +293,14 @@ func streamToDisk(ctx context.Context, r io.Reader, dev ramdisk.BlockDevice, siz
 			if off+int64(n) > size {
 				return off, fmt.Errorf("image is larger than the disk (%d bytes)", size)
 			}
-			whole := n &^ (images.SectorSize - 1)
+			whole := n &^ (disk.SectorSize - 1)
 			if whole > 0 {
 				if _, werr := dev.WriteAt(buf[:whole], off); werr != nil {
 					return off, werr
 				}
 			}
 			if tail := n - whole; tail > 0 {
-				sec := make([]byte, images.SectorSize)
+				sec := make([]byte, disk.SectorSize)
 				if _, rerr := dev.ReadAt(sec, off+int64(whole)); rerr != nil && rerr != io.EOF {
 					return off, rerr
 				}
@@ -323,8 +323,8 @@ func streamToDisk(ctx context.Context, r io.Reader, dev ramdisk.BlockDevice, siz
 // writePartitionImage downloads a partition image to a file (IPA caches it
 // in /tmp), checks it, and lays the disk out with it as Ironic's
 // work_on_disk does.
-func (a *Agent) writePartitionImage(ctx context.Context, info *imageInfo, disk ramdisk.Disk, configdrive *string) (*deployState, error) {
-	device := "/dev/" + disk.Name
+func (a *Agent) writePartitionImage(ctx context.Context, info *imageInfo, d ramdisk.Disk, configdrive *string) (*deployState, error) {
+	device := "/dev/" + d.Name
 	if f := strings.ToLower(info.DiskFormat); f != "" && f != "raw" {
 		return nil, errImageWrite(device, fmt.Errorf("disk_format %q: this agent writes raw images only", info.DiskFormat))
 	}
@@ -372,7 +372,7 @@ func (a *Agent) writePartitionImage(ctx context.Context, info *imageInfo, disk r
 		return nil, errImageChecksum(location, info.ID, want, got)
 	}
 	node := a.cachedNode()
-	pp := images.PartitionParams{
+	pp := disk.PartitionParams{
 		BootMode:        bootModeOf(info, node),
 		BootOption:      bootOptionOf(info, node),
 		DiskLabel:       firstNonEmpty(info.DiskLabel, capability(node, "disk_label")),
@@ -389,7 +389,7 @@ func (a *Agent) writePartitionImage(ctx context.Context, info *imageInfo, disk r
 		pp.ConfigDrive = cd
 	}
 	a.say("writing partition image %s (%d bytes) to %s: boot_mode=%s boot_option=%s root_mb=%d", info.ID, size, device, pp.BootMode, pp.BootOption, pp.RootMB)
-	res, err := images.DeployPartitionImage(ctx, disk.Dev, disk.SizeBytes, f, size, pp)
+	res, err := disk.DeployPartitionImage(ctx, d.Dev, d.SizeBytes, f, size, pp)
 	if err != nil {
 		return nil, errImageWrite(device, err)
 	}
@@ -417,7 +417,7 @@ func (a *Agent) configDriveBytes(ctx context.Context, info *imageInfo, cd string
 			return nil, err
 		}
 		defer body.Close()
-		b, err := io.ReadAll(io.LimitReader(body, 2*images.ConfigDriveMaxBytes))
+		b, err := io.ReadAll(io.LimitReader(body, 2*disk.ConfigDriveMaxBytes))
 		if err != nil {
 			return nil, errImageDownload(cd, err.Error())
 		}
@@ -488,12 +488,12 @@ func bootModeOf(info *imageInfo, node map[string]any) string {
 	dii, _ := node["driver_internal_info"].(map[string]any)
 	s := func(m map[string]any, k string) string { v, _ := m[k].(string); return v }
 	return firstNonEmpty(info.DeployBootMode, info.BootMode, s(ii, "deploy_boot_mode"), s(dii, "deploy_boot_mode"),
-		capability(node, "boot_mode"), s(node, "boot_mode"), images.BootModeBIOS)
+		capability(node, "boot_mode"), s(node, "boot_mode"), disk.BootModeBIOS)
 }
 
 // bootOptionOf is the boot option; Ironic's default is local.
 func bootOptionOf(info *imageInfo, node map[string]any) string {
-	return firstNonEmpty(info.BootOption, capability(node, "boot_option"), images.BootOptionLocal)
+	return firstNonEmpty(info.BootOption, capability(node, "boot_option"), disk.BootOptionLocal)
 }
 
 // getPartitionUUIDs is standby.get_partition_uuids.

@@ -7,7 +7,7 @@ import (
 	"math/rand/v2"
 	"strings"
 
-	"github.com/metalbed/metalbed/provisioner/images"
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
@@ -201,7 +201,7 @@ func (a *Agent) eraseMetadata(ctx context.Context) error {
 		if d.Dev == nil {
 			continue
 		}
-		err := images.DestroyDiskMetadata(d.Dev, d.SizeBytes)
+		err := disk.DestroyDiskMetadata(d.Dev, d.SizeBytes)
 		if err == nil {
 			err = syncDev(d)
 		}

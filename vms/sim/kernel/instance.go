@@ -8,7 +8,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/metalbed/metalbed/provisioner/images"
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/sim"
 )
@@ -31,7 +31,7 @@ func rootArg(cmdline string) string {
 // code: it checks everything a real boot depends on — the root device named
 // by root= exists and is ext2/3/4, /sbin/init is an x86-64 ELF executable —
 // and then announces the boot in the words of metalbed's instance init
-// (provisioner/images/instanceinit), with the host name read from the disk.
+// (disk/internal/instanceinit), with the host name read from the disk.
 func bootInstance(ctx context.Context, b *sim.BootContext, root string) error {
 	con := b.Console
 	panicf := func(format string, a ...any) error {
@@ -43,7 +43,7 @@ func bootInstance(ctx context.Context, b *sim.BootContext, root string) error {
 		fmt.Fprintf(con, "[    1.800000] VFS: Cannot open root device %q or unknown-block(0,0): error -6\r\n", root)
 		return panicf("VFS: Unable to mount root fs on unknown-block(0,0)")
 	}
-	ins, err := images.Inspect(b.Disk, b.Disk.Size())
+	ins, err := disk.Inspect(b.Disk, b.Disk.Size())
 	if err != nil {
 		return panicf("reading the disk: %v", err)
 	}
@@ -61,7 +61,7 @@ func bootInstance(ctx context.Context, b *sim.BootContext, root string) error {
 	}
 	fs := io.NewSectionReader(b.Disk, part.Start, part.Size)
 	fmt.Fprintf(con, "[    1.800000] EXT4-fs (%s): mounted filesystem %s ro with ordered data mode\r\n", dev, part.UUID)
-	init, err := images.ReadExt4File(fs, part.Size, "/sbin/init", initLimit)
+	init, err := disk.ReadExt4File(fs, part.Size, "/sbin/init", initLimit)
 	if err != nil {
 		fmt.Fprintf(con, "[    1.850000] Run /sbin/init as init process\r\n")
 		fmt.Fprintf(con, "[    1.850000] Failed to execute /sbin/init (error -2)\r\n")
@@ -73,7 +73,7 @@ func bootInstance(ctx context.Context, b *sim.BootContext, root string) error {
 		return panicf("No working init found.  Try passing init= option to kernel.")
 	}
 	hostname := "(none)"
-	if h, err := images.ReadExt4File(fs, part.Size, "/etc/hostname", 256); err == nil && len(bytes.TrimSpace(h)) > 0 {
+	if h, err := disk.ReadExt4File(fs, part.Size, "/etc/hostname", 256); err == nil && len(bytes.TrimSpace(h)) > 0 {
 		hostname = string(bytes.TrimSpace(h))
 	}
 	fmt.Fprintf(con, "[    1.850000] Run /sbin/init as init process\r\n")
@@ -84,7 +84,7 @@ func bootInstance(ctx context.Context, b *sim.BootContext, root string) error {
 }
 
 // findRoot resolves root=UUID=…, root=PARTUUID=… or root=/dev/vdaN.
-func findRoot(ins *images.Inspection, root string) (*images.Partition, string) {
+func findRoot(ins *disk.Inspection, root string) (*disk.Partition, string) {
 	for i := range ins.Layout.Partitions {
 		p := &ins.Layout.Partitions[i]
 		dev := fmt.Sprintf("vda%d", p.Number)

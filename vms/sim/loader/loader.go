@@ -15,7 +15,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/metalbed/metalbed/provisioner/images"
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/sim"
 	"github.com/metalbed/metalbed/vms/sim/kernel"
@@ -42,7 +42,7 @@ func (l Loader) Boot(ctx context.Context, b *sim.BootContext) error {
 		say("No bootable device.")
 		return fmt.Errorf("%w: no disk", ErrNoLoader)
 	}
-	ins, err := images.Inspect(b.Disk, b.Disk.Size())
+	ins, err := disk.Inspect(b.Disk, b.Disk.Size())
 	if err != nil {
 		say("Disk 0: %v", err)
 		return fmt.Errorf("read disk: %w", err)
@@ -51,7 +51,7 @@ func (l Loader) Boot(ctx context.Context, b *sim.BootContext) error {
 	if err != nil {
 		return err
 	}
-	entry, err := images.ParseGrubConfig(cfgText)
+	entry, err := disk.ParseGrubConfig(cfgText)
 	if err != nil {
 		say("error: %v.", err)
 		say("grub> ")
@@ -77,7 +77,7 @@ func (l Loader) Boot(ctx context.Context, b *sim.BootContext) error {
 		say("error: unknown filesystem.")
 		return fmt.Errorf("%w: the kernel's file system is not ext2/3/4", ErrNoLoader)
 	}
-	k, err := images.ReadExt4File(io.NewSectionReader(b.Disk, root.Start, root.Size), root.Size, entry.Kernel, kernelLimit)
+	k, err := disk.ReadExt4File(io.NewSectionReader(b.Disk, root.Start, root.Size), root.Size, entry.Kernel, kernelLimit)
 	if err != nil {
 		say("error: file '%s' not found.", entry.Kernel)
 		say("grub> ")
@@ -98,7 +98,7 @@ func (l Loader) Boot(ctx context.Context, b *sim.BootContext) error {
 
 // findConfig returns the grub.cfg the boot mode's loader reads and the
 // partition it came from (nil for the ESP's).
-func (l Loader) findConfig(ins *images.Inspection, mode vms.BootMode, say func(string, ...any)) (string, *images.Partition, error) {
+func (l Loader) findConfig(ins *disk.Inspection, mode vms.BootMode, say func(string, ...any)) (string, *disk.Partition, error) {
 	if mode == vms.UEFI {
 		switch {
 		case ins.ESP == 0:
@@ -106,15 +106,15 @@ func (l Loader) findConfig(ins *images.Inspection, mode vms.BootMode, say func(s
 			return "", nil, fmt.Errorf("%w: no EFI system partition", ErrNoLoader)
 		case !ins.ESPLoader:
 			say("BdsDxe: No bootable option or device was found.")
-			return "", nil, fmt.Errorf("%w: the EFI system partition has no %s", ErrNoLoader, images.ESPLoaderPath)
+			return "", nil, fmt.Errorf("%w: the EFI system partition has no %s", ErrNoLoader, disk.ESPLoaderPath)
 		case !ins.ESPLoaderPE:
 			say("BdsDxe: failed to load Boot0001 \"UEFI Misc Device\": Unsupported")
-			return "", nil, fmt.Errorf("%w: %s is not an EFI application", ErrNoLoader, images.ESPLoaderPath)
+			return "", nil, fmt.Errorf("%w: %s is not an EFI application", ErrNoLoader, disk.ESPLoaderPath)
 		}
-		say("BdsDxe: starting Boot0001 \"UEFI Misc Device\" from %s", images.ESPLoaderPath)
+		say("BdsDxe: starting Boot0001 \"UEFI Misc Device\" from %s", disk.ESPLoaderPath)
 		if ins.ESPGrubConfig == "" {
 			say("grub> ")
-			return "", nil, fmt.Errorf("%w: no %s on the EFI system partition", ErrNoLoader, images.ESPGrubCfgPath)
+			return "", nil, fmt.Errorf("%w: no %s on the EFI system partition", ErrNoLoader, disk.ESPGrubCfgPath)
 		}
 		return ins.ESPGrubConfig, nil, nil
 	}
@@ -129,7 +129,7 @@ func (l Loader) findConfig(ins *images.Inspection, mode vms.BootMode, say func(s
 	// metalbed's boot code reads the root — the last partition, where
 	// InstallBootloader found grub.cfg; GRUB's core finds its prefix on
 	// the first file system holding /boot/grub/grub.cfg.
-	var pick *images.GrubConfig
+	var pick *disk.GrubConfig
 	for i := range ins.GrubConfigs {
 		g := &ins.GrubConfigs[i]
 		if ins.BootLoader == "grub" && pick == nil {
@@ -140,10 +140,10 @@ func (l Loader) findConfig(ins *images.Inspection, mode vms.BootMode, say func(s
 		}
 	}
 	if pick == nil {
-		say("error: file '%s' not found.", images.GrubConfigPath)
+		say("error: file '%s' not found.", disk.GrubConfigPath)
 		say("Entering rescue mode...")
 		say("grub rescue> ")
-		return "", nil, fmt.Errorf("%w: no %s on the root file system", ErrNoLoader, images.GrubConfigPath)
+		return "", nil, fmt.Errorf("%w: no %s on the root file system", ErrNoLoader, disk.GrubConfigPath)
 	}
 	return pick.Text, ins.Partition(pick.Partition), nil
 }

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/testenv"
-	"github.com/metalbed/metalbed/provisioner/images"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/sim"
 	"github.com/metalbed/metalbed/vms/sim/kernel"
@@ -21,13 +21,13 @@ import (
 
 // partitionImage builds one real instance image (ext4 root with the
 // gokrazy kernel, metalbed's init and grub.cfg) for all tests.
-var partitionImage = sync.OnceValues(func() (*images.Built, error) {
+var partitionImage = sync.OnceValues(func() (*disk.Built, error) {
 	dir, err := os.MkdirTemp("", "loader-test")
 	if err != nil {
 		return nil, err
 	}
-	return images.Build(context.Background(), images.BuildConfig{
-		Kind: images.KindPartition, Out: filepath.Join(dir, "part.img"), Hostname: "web-1",
+	return disk.Build(context.Background(), disk.BuildConfig{
+		Kind: disk.KindPartition, Out: filepath.Join(dir, "part.img"), Hostname: "web-1",
 	})
 })
 
@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func needImage(t *testing.T) *images.Built {
+func needImage(t *testing.T) *disk.Built {
 	t.Helper()
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		if os.Getenv("METALBED_INTEROP") == "required" {
@@ -76,14 +76,14 @@ func newDisk(t *testing.T) fileDisk {
 
 // deploy does what the conductor (partition, write) and the ramdisk
 // (bootloader) do for a local-boot deploy.
-func deploy(t *testing.T, disk fileDisk, mode string, bootloader bool) *images.Result {
+func deploy(t *testing.T, dsk fileDisk, mode string, bootloader bool) *disk.Result {
 	t.Helper()
-	return deployWith(t, disk, mode, bootloader, nil)
+	return deployWith(t, dsk, mode, bootloader, nil)
 }
 
 // deployWith deploys the partition image and, with bootloader, installs
 // GRUB (grub non-nil) or metalbed's placeholder loader.
-func deployWith(t *testing.T, disk fileDisk, mode string, bootloader bool, grub *images.GrubImages) *images.Result {
+func deployWith(t *testing.T, dsk fileDisk, mode string, bootloader bool, grub *disk.GrubImages) *disk.Result {
 	t.Helper()
 	img := needImage(t)
 	f, err := os.Open(img.Path)
@@ -91,13 +91,13 @@ func deployWith(t *testing.T, disk fileDisk, mode string, bootloader bool, grub 
 		t.Fatal(err)
 	}
 	defer f.Close()
-	res, err := images.DeployPartitionImage(t.Context(), disk, disk.size, f, img.Size,
-		images.PartitionParams{BootMode: mode, BootOption: "local", RootMB: 128})
+	res, err := disk.DeployPartitionImage(t.Context(), dsk, dsk.size, f, img.Size,
+		disk.PartitionParams{BootMode: mode, BootOption: "local", RootMB: 128})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if bootloader {
-		if _, err := images.InstallBootloader(t.Context(), disk, disk.size, mode, grub); err != nil {
+		if _, err := disk.InstallBootloader(t.Context(), dsk, dsk.size, mode, grub); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -122,10 +122,10 @@ func (c *console) String() string {
 }
 
 // boot runs the loader until the instance announces itself or Boot returns.
-func boot(t *testing.T, disk fileDisk, mode vms.BootMode) (string, error) {
+func boot(t *testing.T, dsk fileDisk, mode vms.BootMode) (string, error) {
 	t.Helper()
 	con := &console{}
-	b := &sim.BootContext{Machine: "node-1", Device: vms.BootDisk, Mode: mode, Disk: disk, Console: con,
+	b := &sim.BootContext{Machine: "node-1", Device: vms.BootDisk, Mode: mode, Disk: dsk, Console: con,
 		Emit: func(vms.EventKind, string) {}}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -148,9 +148,9 @@ func boot(t *testing.T, disk fileDisk, mode vms.BootMode) (string, error) {
 }
 
 func TestLocalBootAfterDeploy(t *testing.T) {
-	grub := func(t *testing.T) *images.GrubImages {
+	grub := func(t *testing.T) *disk.GrubImages {
 		testenv.RequireTool(t, "grub-mkimage", "grub-common")
-		g, err := images.MakeGrubImages(t.Context(), "")
+		g, err := disk.MakeGrubImages(t.Context(), "")
 		if err != nil {
 			testenv.Unavailable(t, err.Error())
 		}
@@ -159,18 +159,18 @@ func TestLocalBootAfterDeploy(t *testing.T) {
 	for _, mode := range []vms.BootMode{vms.BIOS, vms.UEFI} {
 		for _, loader := range []string{"placeholder", "grub"} {
 			t.Run(string(mode)+"-"+loader, func(t *testing.T) {
-				var g *images.GrubImages
+				var g *disk.GrubImages
 				if loader == "grub" {
 					g = grub(t)
 				}
-				disk := newDisk(t)
-				res := deployWith(t, disk, string(mode), true, g)
-				out, err := boot(t, disk, mode)
+				dsk := newDisk(t)
+				res := deployWith(t, dsk, string(mode), true, g)
+				out, err := boot(t, dsk, mode)
 				if err != nil {
 					t.Fatalf("boot: %v\n%s", err, out)
 				}
 				// grub.cfg's probe --part-uuid turned into the root's PARTUUID.
-				want := "metalbed-instance: booted web-1 root=PARTUUID=" + res.Layout.Find(images.RoleRoot).PartUUID
+				want := "metalbed-instance: booted web-1 root=PARTUUID=" + res.Layout.Find(disk.RoleRoot).PartUUID
 				if !strings.Contains(out, want) {
 					t.Errorf("console lacks %q:\n%s", want, out)
 				}
@@ -193,9 +193,9 @@ func TestLocalBootFailsWhereHardwareWould(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			disk := newDisk(t)
-			deploy(t, disk, c.deployMode, c.bootloader)
-			out, err := boot(t, disk, c.bootMode)
+			dsk := newDisk(t)
+			deploy(t, dsk, c.deployMode, c.bootloader)
+			out, err := boot(t, dsk, c.bootMode)
 			if !errors.Is(err, ErrNoLoader) || !strings.Contains(out, c.console) {
 				t.Errorf("err = %v, console:\n%s", err, out)
 			}
@@ -209,8 +209,8 @@ func TestLocalBootFailsWhereHardwareWould(t *testing.T) {
 // TestNetbootInstanceRootUUID is the netboot path: the kernel from the PXE
 // boot label mounts root=UUID= from the disk; a wrong UUID panics.
 func TestNetbootInstanceRootUUID(t *testing.T) {
-	disk := newDisk(t)
-	res := deploy(t, disk, "bios", false)
+	dsk := newDisk(t)
+	res := deploy(t, dsk, "bios", false)
 	kern, err := os.ReadFile(kernelPath(t))
 	if err != nil {
 		t.Fatal(err)
@@ -223,7 +223,7 @@ func TestNetbootInstanceRootUUID(t *testing.T) {
 		{"UUID=00000000-1111-2222-3333-444444444444", "VFS: Cannot open root device", true},
 	} {
 		con := &console{}
-		b := &sim.BootContext{Machine: "node-2", Mode: vms.BIOS, Disk: disk, Console: con, Emit: func(vms.EventKind, string) {}}
+		b := &sim.BootContext{Machine: "node-2", Mode: vms.BIOS, Disk: dsk, Console: con, Emit: func(vms.EventKind, string) {}}
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		err := kernel.Boot(ctx, kernel.Config{}, b, pxe.Image{KernelName: "kernel", Kernel: kern, Cmdline: "root=" + c.root + " ro"})
 		cancel()

@@ -1,4 +1,4 @@
-// Package images is metalbed's disk work, on the conductor's side of an
+// Package disk is metalbed's disk work, on the conductor's side of an
 // iSCSI deploy and for the firmware's local boot.
 //
 //   - DeployPartitionImage lays out a disk exactly as Ironic's iSCSI deploy
@@ -24,4 +24,4 @@
 // Partition tables (MBR, GPT with CRC32), swap headers, the ext4 reader and
 // the FAT reader/writer are this package's own; go-diskfs formats FAT32.
 // mkfs.ext4 (e2fsprogs) makes ext4 file systems.
-package images
+package disk

@@ -1,4 +1,4 @@
-package images
+package disk
 
 import (
 	"bytes"
@@ -43,7 +43,7 @@ const (
 	defaultDiskSizeMB = 192
 )
 
-//go:embed instanceinit/main.go
+//go:embed internal/instanceinit/main.go
 var instanceInitSource []byte
 
 // BuildConfig says what image to build.
@@ -58,7 +58,7 @@ type BuildConfig struct {
 	// github.com/gokrazy/kernel.amd64 at the version in go.mod.
 	Kernel string
 	// Init is a static binary copied to /sbin/init; default: the program in
-	// ./instanceinit, compiled with the Go toolchain on PATH.
+	// ./internal/instanceinit, compiled with the Go toolchain on PATH.
 	Init     string
 	Hostname string // /etc/hostname; default metalbed-instance
 	// Grub are the boot loader images of whole-disk images; nil: made with
@@ -398,7 +398,7 @@ func checkStatic(path string) error {
 	return nil
 }
 
-// BuildInit compiles ./instanceinit (embedded in this package as source)
+// BuildInit compiles ./internal/instanceinit (embedded in this package as source)
 // into dir with the Go toolchain, static, and returns the binary's path.
 func BuildInit(ctx context.Context, dir string) (string, error) {
 	goTool, err := exec.LookPath("go")
