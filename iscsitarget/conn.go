@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"net"
 	"sync"
@@ -166,8 +167,12 @@ func (c *conn) serve(ctx context.Context) {
 	c.t.lu.NexusLost(c.nexus)
 	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 		c.t.log.Warn("iscsi connection dropped", "ip", c.remote, "initiator", c.initiator, "err", err)
+		c.t.rec.Record(events.Event{Kind: events.ISCSILogout, Detail: fmt.Sprintf("initiator=%s dropped: %v", c.initiator, err),
+			Who: events.Who{IQN: c.t.cfg.IQN, IP: remoteIP(c.remote)}})
 	} else {
 		c.t.log.Info("iscsi connection closed", "ip", c.remote, "initiator", c.initiator)
+		c.t.rec.Record(events.Event{Kind: events.ISCSILogout, Detail: "initiator=" + c.initiator,
+			Who: events.Who{IQN: c.t.cfg.IQN, IP: remoteIP(c.remote)}})
 	}
 }
 
@@ -904,4 +909,13 @@ func (b *budgetConn) Write(p []byte) (int, error) {
 	n, err := b.Conn.Write(p)
 	b.spend(n)
 	return n, err
+}
+
+// remoteIP is the address part of a connection's "ip:port", for the
+// timeline's keys.
+func remoteIP(remote string) string {
+	if host, _, err := net.SplitHostPort(remote); err == nil {
+		return host
+	}
+	return remote
 }

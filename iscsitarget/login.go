@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"strconv"
 	"strings"
 	"time"
@@ -292,6 +293,8 @@ func (c *conn) loginStep(l *login, req *pdu.PDU, kvs []pdu.KV) (bool, error) {
 		c.maxCmdSN = req.CmdSN() + uint32(t.cfg.QueueDepth) - 1
 		t.log.Info("iscsi login", "ip", c.remote, "initiator", l.initiator, "session", l.sessionType,
 			"header_digest", c.p.headerDigest, "data_digest", c.p.dataDigest)
+		t.rec.Record(events.Event{Kind: events.ISCSILogin, Detail: fmt.Sprintf("initiator=%s session=%s", l.initiator, l.sessionType),
+			Who: events.Who{IQN: t.cfg.IQN, IP: remoteIP(c.remote)}})
 	}
 	return full, nil
 }

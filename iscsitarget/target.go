@@ -21,6 +21,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"log/slog"
 	"net"
@@ -81,6 +82,10 @@ type Config struct {
 	CHAP CHAP
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
+	// Recorder receives each login and logout (events.ISCSILogin,
+	// events.ISCSILogout, keyed by IQN and the initiator's IP) for the
+	// node's timeline; nil: none.
+	Recorder events.Recorder
 	// Faults are test hooks, all off by default.
 	Faults Faults
 	// LoginTimeout bounds a whole login; default 15 s.
@@ -99,6 +104,7 @@ type Config struct {
 type Target struct {
 	cfg      Config
 	log      *slog.Logger
+	rec      events.Recorder
 	lu       *scsi.LU
 	pool     bufPool
 	handlers [64]pduHandler
@@ -183,6 +189,7 @@ func New(cfg Config) (*Target, error) {
 	return &Target{
 		cfg:       cfg,
 		log:       cfg.Logger,
+		rec:       events.OrDiscard(cfg.Recorder),
 		lu:        lu,
 		handlers:  pduHandlers(),
 		listeners: map[net.Listener]struct{}{},

@@ -193,7 +193,7 @@ func ramdiskInit(ctx context.Context, s Streams) error {
 		Export:     exportBlockDevice(log),
 		FetchToken: fetchTFTP,
 		Console:    s.Out,
-		Milestone:  consoleMilestones(s.Out),
+		Recorder:   ramdisk.ConsoleRecorder(s.Out, nil),
 		Logger:     log,
 	})
 }

@@ -28,7 +28,7 @@ func runRealAgent(ctx context.Context, console io.Writer, m *ramdisk.Machine, p 
 	hw := realHardware(m, p)
 	acfg.Env = agent.EnvFrom(m, hw, func(context.Context) error { return m.PowerOff() })
 	acfg.Console = console
-	acfg.Milestone = consoleMilestones(console)
+	acfg.Recorder = ramdisk.ConsoleRecorder(console, nil)
 	acfg.Logger = log
 	// Partition images are cached before they are written: the
 	// initramfs's root is the only writable file system.
@@ -37,16 +37,6 @@ func runRealAgent(ctx context.Context, console io.Writer, m *ramdisk.Machine, p 
 	}
 	acfg.TempDir = "/tmp"
 	return agent.Run(ctx, acfg)
-}
-
-// consoleMilestones writes each ramdisk or agent step on the serial
-// console as "metalbed-milestone: KIND DETAIL", which the host reads off
-// the VM's serial log into the node's timeline (vms/libvirt), the same
-// kinds a simulated machine's ramdisk records directly.
-func consoleMilestones(console io.Writer) func(kind, detail string) {
-	return func(kind, detail string) {
-		fmt.Fprintf(console, "metalbed-milestone: %s %s\n", kind, strings.Join(strings.Fields(detail), " "))
-	}
 }
 
 // realHardware reads what the agent reports of the machine: CPU and memory

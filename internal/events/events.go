@@ -1,14 +1,22 @@
-// Package events is metalbed's per-node timeline: every component (BMC,
-// DHCP, TFTP, HTTP, iSCSI, ramdisk, conductor) records milestones here and a
-// person reads one ordered record per node to see where a deploy went wrong.
+// Package events is metalbed's one event stream: every component (BMC,
+// DHCP, TFTP, HTTP, iSCSI, ramdisk, agent, conductor, machine) records typed
+// events through a Recorder injected in its Config, and a Timeline keeps one
+// ordered record per node for a person (or the dashboard) to see where a
+// deploy went wrong.
 //
-// Components know a node by different keys — the BMC by machine name, DHCP
-// by MAC, the conductor by UUID. Alias ties those keys to one node, so an
-// entry recorded under a MAC lands in that node's timeline.
+// Components know a node by different keys: the BMC and the firmware by
+// machine name, DHCP by MAC, TFTP and HTTP by the client's IP, the iSCSI
+// target by its IQN, the conductor by node UUID and name. Each event carries
+// the keys its recorder knows (Who); an event that carries several ties them
+// together, so the Timeline's identity registry learns, as the events come,
+// which MAC, IP, IQN, node UUID and node name belong to which machine: a
+// node enrolled by hand under any name has its whole timeline. Only events
+// carrying a node UUID or a machine name create an identity; an event known
+// only by an address nobody has claimed (a TFTP read from a stranger) is
+// counted, not kept.
 package events
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -18,37 +26,145 @@ import (
 	"time"
 )
 
-// Entry is one milestone of one node.
+// Who names a node by the keys a recorder knows it by. Any one key
+// resolves the node; an event carrying several ties them together.
+type Who struct {
+	Node        string `json:"node_uuid,omitempty"`    // the provisioner's node UUID
+	NodeName    string `json:"node_name,omitempty"`    // the provisioner's node name
+	Machine     string `json:"machine,omitempty"`      // the testbed's machine name
+	MachineUUID string `json:"machine_uuid,omitempty"` // the machine's SMBIOS UUID
+	MAC         string `json:"mac,omitempty"`
+	IP          string `json:"ip,omitempty"`
+	IQN         string `json:"iqn,omitempty"`
+}
+
+// Event is one thing that happened to one node.
+type Event struct {
+	Time   time.Time // zero: now
+	Kind   Kind
+	Detail string
+	Who
+}
+
+// Recorder receives events. Record must not block for long: it is called
+// on servers' and conductor tasks' goroutines.
+type Recorder interface {
+	Record(Event)
+}
+
+// RecorderFunc is a function as a Recorder.
+type RecorderFunc func(Event)
+
+// Record calls f(e).
+func (f RecorderFunc) Record(e Event) { f(e) }
+
+// Discard is a Recorder that drops every event: the default of components
+// whose Config has none.
+type Discard struct{}
+
+// Record drops e.
+func (Discard) Record(Event) {}
+
+// OrDiscard returns r, or Discard when r is nil.
+func OrDiscard(r Recorder) Recorder {
+	if r == nil {
+		return Discard{}
+	}
+	return r
+}
+
+// Tag returns a Recorder that fills the keys an event leaves empty from
+// who: a component that serves one machine (its BMC, its ramdisk's iSCSI
+// target) records through Tag(r, Who{Machine: name}).
+func Tag(r Recorder, who Who) Recorder { return tagged{r: OrDiscard(r), who: who} }
+
+type tagged struct {
+	r   Recorder
+	who Who
+}
+
+func (t tagged) Record(e Event) {
+	fill := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	fill(&e.Node, t.who.Node)
+	fill(&e.NodeName, t.who.NodeName)
+	fill(&e.Machine, t.who.Machine)
+	fill(&e.MachineUUID, t.who.MachineUUID)
+	fill(&e.MAC, t.who.MAC)
+	fill(&e.IP, t.who.IP)
+	fill(&e.IQN, t.who.IQN)
+	t.r.Record(e)
+}
+
+// Entry is one recorded event as the timeline keeps, stores and serves it.
 type Entry struct {
 	Time   time.Time `json:"time"`
-	Node   string    `json:"node"`   // canonical node name, filled by Record
-	Key    string    `json:"key"`    // the key it was recorded under (MAC, UUID, name)
-	Source string    `json:"source"` // bmc, dhcp, tftp, http, iscsi, ramdisk, conductor, machine
-	Kind   string    `json:"kind"`   // e.g. "dhcp.ack", "tftp.file", "state"
+	Node   string    `json:"node"`   // the node's display name: machine, else node name, else UUID
+	Key    string    `json:"key"`    // the first key it was recorded under
+	Source string    `json:"source"` // bmc, dhcp, tftp, http, iscsi, ramdisk, agent, conductor, machine, …
+	Kind   Kind      `json:"kind"`
 	Detail string    `json:"detail,omitempty"`
+	Who
+}
+
+// Identity is everything the registry knows of one node.
+type Identity struct {
+	Node        string   `json:"node_uuid,omitempty"`
+	NodeName    string   `json:"node_name,omitempty"`
+	Machine     string   `json:"machine,omitempty"`
+	MachineUUID string   `json:"machine_uuid,omitempty"`
+	MACs        []string `json:"macs,omitempty"`
+	IPs         []string `json:"ips,omitempty"`
+	IQNs        []string `json:"iqns,omitempty"`
+}
+
+// Name is the identity's display name: the machine's, else the node's
+// name, else its UUID.
+func (id Identity) Name() string {
+	switch {
+	case id.Machine != "":
+		return id.Machine
+	case id.NodeName != "":
+		return id.NodeName
+	}
+	return id.Node
 }
 
 // Config configures a Timeline.
 type Config struct {
-	// PerNode caps the entries kept per node; the oldest are dropped.
-	// Default 4096.
+	// PerNode caps the entries kept per node in memory; the oldest are
+	// dropped. Default 4096.
 	PerNode int
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
-	// Sink, when set, receives every entry as one JSON line (a durable log).
+	// Sink, when set, receives every kept entry as one JSON line (a
+	// durable log; see OpenLog for one rotated by size).
 	Sink io.Writer
 }
 
-// Timeline holds the per-node records. It is safe for concurrent use.
+// Timeline holds the identity registry and the per-node records. It is a
+// Recorder and safe for concurrent use.
 type Timeline struct {
 	cfg Config
 
-	mu      sync.Mutex
-	alias   map[string]string // lower-cased key -> canonical node
-	entries map[string][]Entry
-	subs    map[int]func(Entry)
-	nextSub int
-	sinkErr error
+	mu        sync.Mutex
+	index     map[string]*node // "u:" uuid, "n:" name, "m:" machine, "s:" SMBIOS UUID, "a:" MAC, "i:" IP, "q:" IQN
+	nextID    int
+	unmatched uint64
+	subs      map[int]func(Entry)
+	nextSub   int
+	sinkErr   error
+}
+
+// node is one identity and its entries.
+type node struct {
+	id                          int
+	uuid, name, machine, smbios string
+	macs, ips, iqns             []string
+	entries                     []Entry
 }
 
 // New returns an empty timeline.
@@ -59,51 +175,14 @@ func New(cfg Config) *Timeline {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Timeline{
-		cfg:     cfg,
-		alias:   map[string]string{},
-		entries: map[string][]Entry{},
-		subs:    map[int]func(Entry){},
-	}
+	return &Timeline{cfg: cfg, index: map[string]*node{}, subs: map[int]func(Entry){}}
 }
 
-// Alias makes key (a MAC, UUID, IP or other name) refer to node. Entries
-// already recorded under key move to node's timeline.
-func (t *Timeline) Alias(key, node string) {
-	k := normKey(key)
-	if k == "" || node == "" {
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	canon := t.resolveLocked(node)
-	if k == normKey(canon) {
-		return
-	}
-	t.alias[k] = canon
-	if moved, ok := t.entries[k]; ok && k != canon {
-		delete(t.entries, k)
-		for i := range moved {
-			moved[i].Node = canon
-		}
-		merged := append(t.entries[canon], moved...)
-		sort.SliceStable(merged, func(i, j int) bool { return merged[i].Time.Before(merged[j].Time) })
-		t.entries[canon] = t.trim(merged)
-	}
-}
-
-// Record adds an entry under key. A zero Time is set to now.
-func (t *Timeline) Record(key, source, kind, detail string) {
-	t.Add(Entry{Key: key, Source: source, Kind: kind, Detail: detail})
-}
-
-// Recordf is Record with a formatted detail.
-func (t *Timeline) Recordf(key, source, kind, format string, a ...any) {
-	t.Record(key, source, kind, fmt.Sprintf(format, a...))
-}
-
-// Add records e, resolving e.Key to its node.
-func (t *Timeline) Add(e Entry) {
+// Record keeps e in the timeline of the node its keys resolve to, learning
+// the ties between its keys, writes it to the sink and hands it to the
+// subscribers. An event none of whose keys is known, and which names no
+// node UUID or machine, is only counted (Unmatched).
+func (t *Timeline) Record(e Event) {
 	if t == nil {
 		return
 	}
@@ -111,43 +190,122 @@ func (t *Timeline) Add(e Entry) {
 		e.Time = t.cfg.Now()
 	}
 	t.mu.Lock()
-	e.Node = t.resolveLocked(e.Key)
-	t.entries[e.Node] = t.trim(append(t.entries[e.Node], e))
+	n := t.link(e.Who)
+	if n == nil {
+		t.unmatched++
+		t.mu.Unlock()
+		return
+	}
+	en := Entry{Time: e.Time, Node: n.display(), Key: e.Who.firstKey(), Source: e.Kind.Source(), Kind: e.Kind, Detail: e.Detail, Who: e.Who}
+	t.keep(n, en)
+	if t.cfg.Sink != nil && t.sinkErr == nil {
+		t.sinkErr = writeLine(t.cfg.Sink, en)
+	}
 	subs := make([]func(Entry), 0, len(t.subs))
 	for _, fn := range t.subs {
 		subs = append(subs, fn)
 	}
-	if t.cfg.Sink != nil && t.sinkErr == nil {
-		line, _ := json.Marshal(e) // Entry always marshals
-		_, t.sinkErr = t.cfg.Sink.Write(append(line, '\n'))
-	}
 	t.mu.Unlock()
 	for _, fn := range subs {
-		fn(e)
+		fn(en)
 	}
 }
 
-// Node returns the entries of the node key refers to, oldest first.
+// Learn ties the keys of id together without recording an entry: the
+// testbed registers each machine with its MACs and SMBIOS UUID at start.
+func (t *Timeline) Learn(id Identity) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := t.link(Who{Node: id.Node, NodeName: id.NodeName, Machine: id.Machine, MachineUUID: id.MachineUUID})
+	if n == nil {
+		return
+	}
+	for _, k := range id.MACs {
+		t.link(Who{Machine: n.machine, Node: n.uuid, MAC: k})
+	}
+	for _, k := range id.IPs {
+		t.link(Who{Machine: n.machine, Node: n.uuid, IP: k})
+	}
+	for _, k := range id.IQNs {
+		t.link(Who{Machine: n.machine, Node: n.uuid, IQN: k})
+	}
+}
+
+// Replay puts entries read back from a log (ReadLog) into the timeline, in
+// order, learning their ties, without writing them to the sink again or
+// handing them to subscribers: `metalbed up` restarted on a state
+// directory has its history back.
+func (t *Timeline) Replay(entries []Entry) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, en := range entries {
+		n := t.link(en.Who)
+		if n == nil {
+			n = t.lookupLocked(en.Node)
+		}
+		if n == nil {
+			continue
+		}
+		en.Node = n.display()
+		t.keep(n, en)
+	}
+}
+
+// Node returns the entries of the node key names (a node UUID or name, a
+// machine name or SMBIOS UUID, a MAC, an IP or an IQN), oldest first; nil
+// for an unknown key.
 func (t *Timeline) Node(key string) []Entry {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return append([]Entry(nil), t.entries[t.resolveLocked(key)]...)
+	n := t.lookupLocked(key)
+	if n == nil {
+		return nil
+	}
+	out := append([]Entry(nil), n.entries...)
+	name := n.display() // entries kept before a merge showed another name
+	for i := range out {
+		out[i].Node = name
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out
 }
 
-// Nodes returns the canonical names of every node with entries, sorted.
+// Lookup returns what the registry knows of the node key names.
+func (t *Timeline) Lookup(key string) (Identity, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := t.lookupLocked(key)
+	if n == nil {
+		return Identity{}, false
+	}
+	return Identity{Node: n.uuid, NodeName: n.name, Machine: n.machine, MachineUUID: n.smbios,
+		MACs: append([]string(nil), n.macs...), IPs: append([]string(nil), n.ips...), IQNs: append([]string(nil), n.iqns...)}, true
+}
+
+// Nodes returns the display names of every node with entries, sorted.
 func (t *Timeline) Nodes() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	names := make([]string, 0, len(t.entries))
-	for n := range t.entries {
-		names = append(names, n)
+	var names []string
+	for _, n := range t.nodesLocked() {
+		if len(n.entries) > 0 {
+			names = append(names, n.display())
+		}
 	}
 	sort.Strings(names)
 	return names
 }
 
-// Subscribe calls fn for every entry recorded from now on, until cancel.
-// fn runs on the recording goroutine and must not block.
+// Unmatched counts the events dropped because none of their keys named a
+// known node.
+func (t *Timeline) Unmatched() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.unmatched
+}
+
+// Subscribe calls fn for every entry recorded from now on, until cancel:
+// the live feed. fn runs on the recording goroutine and must not block.
 func (t *Timeline) Subscribe(fn func(Entry)) (cancel func()) {
 	t.mu.Lock()
 	id := t.nextSub
@@ -169,18 +327,185 @@ func (t *Timeline) SinkErr() error {
 	return t.sinkErr
 }
 
-func (t *Timeline) resolveLocked(key string) string {
-	k := normKey(key)
-	// Follow alias chains (mac -> uuid -> name) with a bound against loops.
-	for range 8 {
-		next, ok := t.alias[k]
-		if !ok {
-			break
+// keyed lists who's keys as index keys, strongest first.
+func (w Who) keyed() []string {
+	var ks []string
+	add := func(prefix, v string) {
+		if v = normKey(v); v != "" {
+			ks = append(ks, prefix+v)
 		}
-		k = normKey(next)
-		key = next
 	}
-	return key
+	add("m:", w.Machine)
+	add("a:", w.MAC)
+	add("u:", w.Node)
+	add("n:", w.NodeName)
+	add("s:", w.MachineUUID)
+	add("q:", w.IQN)
+	add("i:", w.IP)
+	return ks
+}
+
+func (w Who) firstKey() string {
+	for _, v := range []string{w.Node, w.Machine, w.MAC, w.IP, w.IQN, w.NodeName, w.MachineUUID} {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// link resolves who to its node, creating one when who names a node UUID
+// or a machine that is not known yet, and ties who's keys to it. It returns
+// nil when no key is known and none may create a node.
+//
+// The node found through the strongest key (machine, MAC, node UUID, node
+// name, SMBIOS UUID, IQN, IP) is the anchor. Another node found through
+// another key merges into it, unless both are different machines: then only
+// the addresses (MAC, IP, IQN) move to the anchor, as when a lease or a port
+// moves. A node UUID or name tied to a machine replaces the one it had: a
+// machine re-enrolled as a new node keeps one timeline.
+func (t *Timeline) link(who Who) *node {
+	keys := who.keyed()
+	var anchor *node
+	var others []*node
+	for _, k := range keys {
+		n := t.index[k]
+		if n == nil || n == anchor || contains(others, n) {
+			continue
+		}
+		if anchor == nil {
+			anchor = n
+		} else {
+			others = append(others, n)
+		}
+	}
+	if anchor == nil {
+		if who.Node == "" && who.Machine == "" {
+			return nil
+		}
+		t.nextID++
+		anchor = &node{id: t.nextID}
+	}
+	for _, o := range others {
+		if o.machine != "" && anchor.machine != "" && o.machine != anchor.machine {
+			continue // addresses move below
+		}
+		t.merge(anchor, o)
+	}
+	t.setOne(anchor, &anchor.machine, "m:", who.Machine, false)
+	t.setOne(anchor, &anchor.uuid, "u:", who.Node, true)
+	t.setOne(anchor, &anchor.name, "n:", who.NodeName, true)
+	t.setOne(anchor, &anchor.smbios, "s:", who.MachineUUID, false)
+	t.setMany(anchor, &anchor.macs, "a:", who.MAC)
+	t.setMany(anchor, &anchor.ips, "i:", who.IP)
+	t.setMany(anchor, &anchor.iqns, "q:", who.IQN)
+	return anchor
+}
+
+// setOne sets a single-valued key of n. replace: a new value replaces the
+// old one (node UUID and name); otherwise the first value stays.
+func (t *Timeline) setOne(n *node, field *string, prefix, v string, replace bool) {
+	k := normKey(v)
+	if k == "" || normKey(*field) == k {
+		return
+	}
+	if holder := t.index[prefix+k]; holder != nil && holder != n {
+		return // a different machine's: left as it is
+	}
+	if *field != "" {
+		if !replace {
+			return
+		}
+		delete(t.index, prefix+normKey(*field))
+	}
+	*field = v
+	t.index[prefix+k] = n
+}
+
+// setMany adds an address to n, taking it from whichever node had it.
+func (t *Timeline) setMany(n *node, field *[]string, prefix, v string) {
+	k := normKey(v)
+	if k == "" {
+		return
+	}
+	if holder := t.index[prefix+k]; holder != nil && holder != n {
+		switch prefix {
+		case "a:":
+			holder.macs = without(holder.macs, k)
+		case "i:":
+			holder.ips = without(holder.ips, k)
+		case "q:":
+			holder.iqns = without(holder.iqns, k)
+		}
+	}
+	if t.index[prefix+k] != n {
+		*field = append(*field, k)
+	}
+	t.index[prefix+k] = n
+}
+
+// merge moves o's keys and entries into n.
+func (t *Timeline) merge(n, o *node) {
+	for k, v := range t.index {
+		if v == o {
+			t.index[k] = n
+		}
+	}
+	if n.machine == "" {
+		n.machine = o.machine
+	}
+	if n.smbios == "" {
+		n.smbios = o.smbios
+	}
+	if n.uuid == "" {
+		n.uuid = o.uuid
+	} else if o.uuid != "" && o.uuid != n.uuid {
+		delete(t.index, "u:"+normKey(o.uuid))
+	}
+	if n.name == "" {
+		n.name = o.name
+	} else if o.name != "" && o.name != n.name {
+		delete(t.index, "n:"+normKey(o.name))
+	}
+	n.macs = union(n.macs, o.macs)
+	n.ips = union(n.ips, o.ips)
+	n.iqns = union(n.iqns, o.iqns)
+	if len(o.entries) > 0 {
+		merged := append(n.entries, o.entries...)
+		sort.SliceStable(merged, func(i, j int) bool { return merged[i].Time.Before(merged[j].Time) })
+		n.entries = t.trim(merged)
+	}
+	o.entries = nil
+}
+
+func (t *Timeline) keep(n *node, en Entry) {
+	n.entries = t.trim(append(n.entries, en))
+}
+
+func (t *Timeline) lookupLocked(key string) *node {
+	k := normKey(key)
+	if k == "" {
+		return nil
+	}
+	for _, p := range []string{"m:", "n:", "u:", "a:", "s:", "i:", "q:"} {
+		if n := t.index[p+k]; n != nil {
+			return n
+		}
+	}
+	return nil
+}
+
+func (t *Timeline) nodesLocked() []*node {
+	seen := map[*node]bool{}
+	var out []*node
+	for _, n := range t.index {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
 }
 
 func (t *Timeline) trim(es []Entry) []Entry {
@@ -188,6 +513,45 @@ func (t *Timeline) trim(es []Entry) []Entry {
 		es = append(es[:0:0], es[over:]...)
 	}
 	return es
+}
+
+func (n *node) display() string {
+	return Identity{Node: n.uuid, NodeName: n.name, Machine: n.machine}.Name()
+}
+
+func contains(ns []*node, n *node) bool {
+	for _, x := range ns {
+		if x == n {
+			return true
+		}
+	}
+	return false
+}
+
+func without(s []string, v string) []string {
+	out := s[:0]
+	for _, x := range s {
+		if x != v {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func union(a, b []string) []string {
+	for _, v := range b {
+		found := false
+		for _, x := range a {
+			if x == v {
+				found = true
+				break
+			}
+		}
+		if !found {
+			a = append(a, v)
+		}
+	}
+	return a
 }
 
 func normKey(k string) string { return strings.ToLower(strings.TrimSpace(k)) }

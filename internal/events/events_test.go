@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,99 +24,196 @@ func clock() func() time.Time {
 	}
 }
 
-func TestAliasRoutesEntriesToOneNode(t *testing.T) {
-	tl := New(Config{Now: clock()})
-	tl.Alias("52:54:00:AA:BB:01", "node-0")
-	tl.Record("52:54:00:aa:bb:01", "dhcp", "dhcp.ack", "10.0.0.5")
-	tl.Record("node-0", "bmc", "power", "on")
+func kinds(es []Entry) string {
+	var ks []string
+	for _, e := range es {
+		ks = append(ks, string(e.Kind))
+	}
+	return strings.Join(ks, ",")
+}
 
-	got := tl.Node("node-0")
-	if len(got) != 2 {
-		t.Fatalf("node-0 has %d entries, want 2: %+v", len(got), got)
+// A node enrolled by hand under another name than its machine's: its
+// conductor events (by UUID and name), its DHCP/TFTP (by MAC and IP) and
+// its machine's events end up in one timeline, found by every key.
+func TestHandEnrolledNodeHasOneTimeline(t *testing.T) {
+	tl := New(Config{Now: clock()})
+	tl.Learn(Identity{Machine: "node-0", MachineUUID: "4C4C4544-0000", MACs: []string{"52:54:00:AA:BB:01"}})
+	tl.Record(Event{Kind: MachineUp, Who: Who{Machine: "node-0"}})
+	tl.Record(Event{Kind: ConductorState, Detail: "enroll", Who: Who{Node: "uuid-7", NodeName: "web-7"}})
+	tl.Record(Event{Kind: PortCreated, Who: Who{Node: "uuid-7", MAC: "52:54:00:aa:bb:01"}})
+	tl.Record(Event{Kind: DHCPAck, Detail: "127.1.0.10", Who: Who{MAC: "52:54:00:aa:bb:01", IP: "127.1.0.10"}})
+	tl.Record(Event{Kind: TFTPFile, Detail: "pxelinux.0", Who: Who{IP: "127.1.0.10"}})
+	tl.Record(Event{Kind: ISCSILogin, Who: Who{Machine: "node-0", IQN: "iqn.2008-10.org.openstack:uuid-7"}})
+	tl.Record(Event{Kind: ConductorActive, Who: Who{Node: "uuid-7"}})
+
+	want := "machine.up,conductor.state,api.port_created,dhcp.ack,tftp.file,iscsi.login,conductor.active"
+	for _, key := range []string{"node-0", "web-7", "uuid-7", "UUID-7", "52:54:00:AA:BB:01", "127.1.0.10", "4c4c4544-0000", "iqn.2008-10.org.openstack:uuid-7"} {
+		if got := kinds(tl.Node(key)); got != want {
+			t.Errorf("Node(%q) = %s, want %s", key, got, want)
+		}
 	}
-	if got[0].Source != "dhcp" || got[0].Node != "node-0" || got[0].Key != "52:54:00:aa:bb:01" {
-		t.Errorf("first entry = %+v", got[0])
+	if n := tl.Nodes(); len(n) != 1 || n[0] != "node-0" {
+		t.Errorf("Nodes() = %v, want [node-0]", n)
 	}
-	if other := tl.Node("52:54:00:aa:bb:01"); len(other) != 2 {
-		t.Errorf("lookup by alias returned %d entries, want 2", len(other))
+	id, ok := tl.Lookup("127.1.0.10")
+	if !ok || id.Machine != "node-0" || id.Node != "uuid-7" || id.NodeName != "web-7" {
+		t.Errorf("Lookup = %+v, %v", id, ok)
+	}
+	for _, e := range tl.Node("web-7") {
+		if e.Node != "node-0" {
+			t.Errorf("entry %+v not shown as node-0", e)
+		}
 	}
 }
 
-func TestLateAliasMergesInTimeOrder(t *testing.T) {
+// Requests from addresses nobody claimed (a TFTP flood of random names)
+// create no timeline: they are counted.
+func TestUnknownKeysAreCountedNotKept(t *testing.T) {
 	tl := New(Config{Now: clock()})
-	tl.Record("node-1", "bmc", "power", "on")                // t1
-	tl.Record("52:54:00:00:00:02", "dhcp", "dhcp.offer", "") // t2, unknown MAC so far
-	tl.Record("node-1", "bmc", "bootdev", "pxe")             // t3
-	tl.Alias("uuid-1", "node-1")
-	tl.Alias("52:54:00:00:00:02", "uuid-1") // chain mac -> uuid -> name
+	tl.Learn(Identity{Machine: "node-0", MACs: []string{"aa"}})
+	for i := range 20000 {
+		tl.Record(Event{Kind: TFTPError, Detail: fmt.Sprintf("/x/%d", i), Who: Who{IP: fmt.Sprintf("127.9.%d.%d", i/250, i%250), MAC: ""}})
+	}
+	tl.Record(Event{Kind: DHCPOffer, Who: Who{MAC: "bb"}})
+	if n := tl.Nodes(); len(n) != 0 {
+		t.Errorf("Nodes() = %v, want none", n)
+	}
+	if got := tl.Unmatched(); got != 20001 {
+		t.Errorf("Unmatched() = %d, want 20001", got)
+	}
+	if len(tl.index) != 2 {
+		t.Errorf("index has %d keys, want 2 (machine and MAC)", len(tl.index))
+	}
+}
 
-	got := tl.Node("node-1")
-	var kinds []string
-	for _, e := range got {
-		kinds = append(kinds, e.Kind)
-		if e.Node != "node-1" {
-			t.Errorf("entry %+v not renamed to node-1", e)
-		}
+// A lease that moves to another machine takes its IP with it.
+func TestAddressesMoveBetweenMachines(t *testing.T) {
+	tl := New(Config{Now: clock()})
+	tl.Learn(Identity{Machine: "a", MACs: []string{"m1"}})
+	tl.Learn(Identity{Machine: "b", MACs: []string{"m2"}})
+	tl.Record(Event{Kind: DHCPAck, Who: Who{MAC: "m1", IP: "127.1.0.10"}})
+	tl.Record(Event{Kind: DHCPAck, Who: Who{MAC: "m2", IP: "127.1.0.10"}})
+	tl.Record(Event{Kind: TFTPFile, Who: Who{IP: "127.1.0.10"}})
+	if got := kinds(tl.Node("a")); got != "dhcp.ack" {
+		t.Errorf("a = %s", got)
 	}
-	if want := "power,dhcp.offer,bootdev"; strings.Join(kinds, ",") != want {
-		t.Errorf("order = %v, want %s", kinds, want)
+	if got := kinds(tl.Node("b")); got != "dhcp.ack,tftp.file" {
+		t.Errorf("b = %s", got)
 	}
-	if n := tl.Nodes(); len(n) != 1 || n[0] != "node-1" {
-		t.Errorf("Nodes() = %v, want [node-1]", n)
+	if id, _ := tl.Lookup("a"); len(id.IPs) != 0 {
+		t.Errorf("a still has %v", id.IPs)
+	}
+}
+
+// A machine re-enrolled as a new node keeps one timeline; the old UUID no
+// longer resolves.
+func TestReenrolledMachineKeepsItsTimeline(t *testing.T) {
+	tl := New(Config{Now: clock()})
+	tl.Learn(Identity{Machine: "node-0", MACs: []string{"m"}})
+	tl.Record(Event{Kind: PortCreated, Who: Who{Node: "u1", NodeName: "node-0", MAC: "m"}})
+	tl.Record(Event{Kind: PortCreated, Who: Who{Node: "u2", NodeName: "node-0b", MAC: "m"}})
+	if got := kinds(tl.Node("u2")); got != "api.port_created,api.port_created" {
+		t.Errorf("u2 = %s", got)
+	}
+	if tl.Node("u1") != nil || tl.Node("node-0b") == nil {
+		t.Errorf("u1 still resolves, or node-0b does not")
 	}
 }
 
 func TestPerNodeCapDropsOldest(t *testing.T) {
 	tl := New(Config{PerNode: 3, Now: clock()})
 	for i := range 5 {
-		tl.Record("n", "x", fmt.Sprint(i), "")
+		tl.Record(Event{Kind: MachineConsole, Detail: fmt.Sprint(i), Who: Who{Machine: "n"}})
 	}
 	got := tl.Node("n")
-	if len(got) != 3 || got[0].Kind != "2" || got[2].Kind != "4" {
-		t.Fatalf("kept %+v, want kinds 2..4", got)
+	if len(got) != 3 || got[0].Detail != "2" || got[2].Detail != "4" {
+		t.Fatalf("kept %+v, want details 2..4", got)
 	}
 }
 
-func TestSinkGetsJSONLinesAndSubscribersSeeEntries(t *testing.T) {
-	var sink bytes.Buffer
-	tl := New(Config{Now: clock(), Sink: &sink})
-	var seen []Entry
-	cancel := tl.Subscribe(func(e Entry) { seen = append(seen, e) })
-	tl.Alias("aa", "node-0")
-	tl.Record("AA", "tftp", "tftp.file", "pxelinux.0")
-	cancel()
-	tl.Record("AA", "tftp", "tftp.file", "after cancel")
+func TestTagFillsKeys(t *testing.T) {
+	tl := New(Config{Now: clock()})
+	r := Tag(tl, Who{Machine: "node-1"})
+	r.Record(Event{Kind: ISCSILogin, Who: Who{IQN: "iqn.x"}})
+	if got := kinds(tl.Node("iqn.x")); got != "iscsi.login" {
+		t.Errorf("by IQN: %s", got)
+	}
+	if got := tl.Node("node-1"); len(got) != 1 || got[0].Machine != "node-1" || got[0].Source != "iscsi" {
+		t.Errorf("by machine: %+v", got)
+	}
+}
 
-	if len(seen) != 1 || seen[0].Node != "node-0" {
-		t.Errorf("subscriber saw %+v", seen)
-	}
-	lines := strings.Split(strings.TrimSpace(sink.String()), "\n")
-	if len(lines) != 2 {
-		t.Fatalf("sink has %d lines, want 2", len(lines))
-	}
-	var e Entry
-	if err := json.Unmarshal([]byte(lines[0]), &e); err != nil {
+func TestSinkSubscribersAndReplayAfterRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "timeline.jsonl")
+	log, err := OpenLog(path, 600, 3) // small: rotates every few lines
+	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Node != "node-0" || e.Detail != "pxelinux.0" || e.Time.IsZero() {
-		t.Errorf("sink entry = %+v", e)
+	tl := New(Config{Now: clock(), Sink: log})
+	var seen []Entry
+	cancel := tl.Subscribe(func(e Entry) { seen = append(seen, e) })
+	tl.Learn(Identity{Machine: "node-0", MACs: []string{"aa"}})
+	tl.Record(Event{Kind: ConductorState, Detail: "enroll", Who: Who{Node: "u", NodeName: "web"}})
+	tl.Record(Event{Kind: PortCreated, Who: Who{Node: "u", MAC: "aa"}})
+	cancel()
+	for i := range 6 {
+		tl.Record(Event{Kind: TFTPFile, Detail: fmt.Sprint("file ", i), Who: Who{MAC: "AA"}})
+	}
+	if err := log.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 2 || seen[1].Node != "node-0" {
+		t.Errorf("subscriber saw %+v", seen)
+	}
+	if _, err := os.Stat(path + ".1"); err != nil {
+		t.Errorf("log did not rotate: %v", err)
+	}
+
+	// A restart: a new timeline knows nothing but the log.
+	es, err := ReadLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 8 {
+		t.Fatalf("read back %d entries, want 8 (rotation kept them all)", len(es))
+	}
+	again := New(Config{})
+	again.Replay(es)
+	for _, key := range []string{"web", "u", "aa"} {
+		if got := again.Node(key); len(got) != 8 || got[7].Detail != "file 5" {
+			t.Errorf("after restart Node(%q) has %d entries", key, len(got))
+		}
 	}
 }
 
-func TestAliasLoopTerminates(t *testing.T) {
-	tl := New(Config{Now: clock()})
-	tl.Alias("a", "b")
-	tl.Alias("b", "a") // a pathological loop must not hang Record
-	tl.Record("a", "x", "k", "")
-	if len(tl.Nodes()) != 1 {
-		t.Errorf("Nodes() = %v", tl.Nodes())
+func TestReadLogSkipsATornLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "timeline.jsonl")
+	var b bytes.Buffer
+	json.NewEncoder(&b).Encode(Entry{Kind: MachineUp, Who: Who{Machine: "m"}})
+	b.WriteString(`{"time":"2026-`)
+	os.WriteFile(path, b.Bytes(), 0o644)
+	es, err := ReadLog(path)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("ReadLog = %v, %v", es, err)
+	}
+	if es, err := ReadLog(filepath.Join(t.TempDir(), "none")); err != nil || len(es) != 0 {
+		t.Errorf("missing log: %v, %v", es, err)
+	}
+}
+
+func TestParseKind(t *testing.T) {
+	if k, ok := ParseKind("ramdisk.up"); !ok || k != RamdiskUp || k.Source() != "ramdisk" {
+		t.Errorf("ParseKind(ramdisk.up) = %q, %v", k, ok)
+	}
+	if _, ok := ParseKind("ramdisk.bogus"); ok {
+		t.Error("ParseKind accepted an unknown kind")
 	}
 }
 
 func TestWriteTable(t *testing.T) {
 	tl := New(Config{Now: clock()})
-	tl.Record("node-0", "dhcp", "dhcp.ack", "10.0.0.5")
-	tl.Record("node-0", "conductor", "state", "active")
+	tl.Record(Event{Kind: DHCPAck, Detail: "10.0.0.5", Who: Who{Machine: "node-0"}})
+	tl.Record(Event{Kind: ConductorState, Detail: "active", Who: Who{Machine: "node-0"}})
 	var b bytes.Buffer
 	if err := WriteTable(&b, tl.Node("node-0")); err != nil {
 		t.Fatal(err)
@@ -135,9 +234,9 @@ func TestConcurrentRecord(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 200 {
-				tl.Record(fmt.Sprintf("node-%d", i%4), "x", "k", fmt.Sprint(g))
+				tl.Record(Event{Kind: MachineConsole, Detail: fmt.Sprint(g), Who: Who{Machine: fmt.Sprintf("node-%d", i%4)}})
 				if i%50 == 0 {
-					tl.Alias(fmt.Sprintf("mac-%d", g), "node-0")
+					tl.Learn(Identity{Machine: "node-0", MACs: []string{fmt.Sprintf("mac-%d", g)}})
 				}
 			}
 		}()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"net"
 	"net/http"
@@ -172,6 +173,7 @@ func (s *Server) createPort(w http.ResponseWriter, r *http.Request) error {
 	if err := s.st.CreatePort(r.Context(), p); err != nil {
 		return portStoreErr(p, err)
 	}
+	s.rec.Record(events.Event{Kind: events.PortCreated, Detail: p.Address.String(), Who: events.Who{Node: n.UUID, NodeName: n.Name, MAC: p.Address.String()}})
 	w.Header().Set("Location", baseURL(r)+"/v1/ports/"+p.UUID)
 	writeJSON(w, http.StatusCreated, renderPort(r, p, nil))
 	return nil
@@ -324,13 +326,15 @@ func (s *Server) patchPort(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	if _, err := s.st.Node(r.Context(), p.NodeUUID); err != nil {
+	n, err := s.st.Node(r.Context(), p.NodeUUID)
+	if err != nil {
 		return badRequest(fmt.Sprintf("Node %s could not be found.", p.NodeUUID))
 	}
 	p.UpdatedAt = time.Now().UTC()
 	if err := s.st.UpdatePort(r.Context(), p); err != nil {
 		return portStoreErr(p, err)
 	}
+	s.rec.Record(events.Event{Kind: events.PortUpdated, Detail: p.Address.String(), Who: events.Who{Node: n.UUID, NodeName: n.Name, MAC: p.Address.String()}})
 	writeJSON(w, http.StatusOK, renderPort(r, p, nil))
 	return nil
 }
@@ -343,6 +347,7 @@ func (s *Server) deletePort(w http.ResponseWriter, r *http.Request) error {
 	if err := s.st.DeletePort(r.Context(), p.UUID); err != nil {
 		return err
 	}
+	s.rec.Record(events.Event{Kind: events.PortDeleted, Detail: p.Address.String(), Who: events.Who{Node: p.NodeUUID}})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

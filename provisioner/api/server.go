@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"log/slog"
 	"net"
@@ -45,6 +46,10 @@ type Config struct {
 	// {node} set to the node's name when it has one, else its UUID. Default
 	// nil: the route answers Ironic's 404.
 	Timeline http.Handler
+	// Recorder is told of each port created, changed or deleted
+	// (events.Port*, carrying the node's UUID and name and the port's MAC):
+	// the timeline learns which MAC is which node from them. Default: none.
+	Recorder events.Recorder
 }
 
 // Server is the API.
@@ -55,6 +60,7 @@ type Server struct {
 	st      store.Store
 	handler http.Handler
 	fields  []nodeField
+	rec     events.Recorder
 }
 
 // New checks cfg and builds the routing table. It does no I/O.
@@ -68,7 +74,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, c: cfg.Conductor, st: cfg.Store, fields: nodeFields()}
+	s := &Server{cfg: cfg, log: cfg.Logger, c: cfg.Conductor, st: cfg.Store, fields: nodeFields(), rec: events.OrDiscard(cfg.Recorder)}
 	s.handler = s.routes()
 	return s, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"log/slog"
 	"net"
@@ -53,8 +54,9 @@ type Config struct {
 	NotifyTimeout time.Duration
 	// Console receives the lines a person would read on the serial console.
 	Console io.Writer
-	// Milestone, when set, is told each step (for the node's timeline).
-	Milestone func(kind, detail string)
+	// Recorder, when set, is told each step (events.Ramdisk*, for the
+	// node's timeline).
+	Recorder events.Recorder
 	// Fault, when set, is asked before the pass_deploy_info callback (op
 	// "pass_deploy_info") and may break it: action "error" reports arg as
 	// the ramdisk's error, "no-callback" never calls back (the ramdisk
@@ -132,10 +134,16 @@ func (r *run) say(format string, a ...any) {
 	fmt.Fprintf(r.cfg.Console, "metalbed-ramdisk: "+format+"\n", a...)
 }
 
-func (r *run) milestone(kind, detail string) {
-	if r.cfg.Milestone != nil {
-		r.cfg.Milestone(kind, detail)
+func (r *run) milestone(kind events.Kind, detail string) {
+	if r.cfg.Recorder != nil {
+		r.cfg.Recorder.Record(events.Event{Kind: kind, Detail: detail})
 	}
+}
+
+// callbackKinds are the timeline kinds of the ramdisk's calls back.
+var callbackKinds = map[string]events.Kind{
+	"pass_deploy_info":             events.RamdiskPassDeployInfo,
+	"pass_bootloader_install_info": events.RamdiskPassBootloaderInstall,
 }
 
 // fail records the first error, as err_msg did.
@@ -160,7 +168,7 @@ func (r *run) do(ctx context.Context) error {
 		address = r.p.ClientIP.String()
 	}
 	r.say("deploy ramdisk up: node %s, boot_option=%s boot_mode=%s", r.p.DeploymentID, r.p.BootOption, r.p.BootMode)
-	r.milestone("ramdisk.up", fmt.Sprintf("boot_option=%s boot_mode=%s", r.p.BootOption, r.p.BootMode))
+	r.milestone(events.RamdiskUp, fmt.Sprintf("boot_option=%s boot_mode=%s", r.p.BootOption, r.p.BootMode))
 
 	disk, err := findDisk(ctx, r.cfg.Env.Disks, r.p, r.cfg.DiskWait)
 	if err != nil {
@@ -170,7 +178,7 @@ func (r *run) do(ctx context.Context) error {
 		r.fail(err)
 	} else {
 		r.say("using disk %s (%d bytes)", disk.Name, disk.SizeBytes)
-		r.milestone("ramdisk.disk", fmt.Sprintf("%s %d bytes", disk.Name, disk.SizeBytes))
+		r.milestone(events.RamdiskDisk, fmt.Sprintf("%s %d bytes", disk.Name, disk.SizeBytes))
 	}
 
 	// The notice listener opens before we call back, so a quick conductor
@@ -225,7 +233,7 @@ func (r *run) do(ctx context.Context) error {
 			r.say("ERROR: bootloader install failed: %v", err)
 		} else {
 			r.say("bootloader: %s", loaderName(disk, r.p.BootMode))
-			r.milestone("ramdisk.bootloader", r.p.BootMode)
+			r.milestone(events.RamdiskBootloader, r.p.BootMode)
 		}
 		body := bootloaderInfo{Address: address, Status: status, Key: r.p.DeploymentKey, Error: msg}
 		if err := r.callback(ctx, "pass_bootloader_install_info", body); err != nil {
@@ -236,7 +244,7 @@ func (r *run) do(ctx context.Context) error {
 		}
 	}
 	r.say("rebooting")
-	r.milestone("ramdisk.reboot", "")
+	r.milestone(events.RamdiskReboot, "")
 	return r.cfg.Env.Reboot(ctx)
 }
 
@@ -253,7 +261,7 @@ func (r *run) startTarget(ctx context.Context, disk Disk) (stop func()) {
 		return func() {}
 	}
 	r.say("start iSCSI target %s on %s at %s", r.p.ISCSITargetIQN, disk.Name, ln.Addr())
-	r.milestone("ramdisk.iscsi", fmt.Sprintf("%s on %s", r.p.ISCSITargetIQN, ln.Addr()))
+	r.milestone(events.RamdiskISCSI, fmt.Sprintf("%s on %s", r.p.ISCSITargetIQN, ln.Addr()))
 	tctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -298,7 +306,7 @@ func (r *run) callback(ctx context.Context, method string, body any) error {
 	for attempt := 1; ; attempt++ {
 		err := r.post(ctx, u, payload)
 		if err == nil {
-			r.milestone("ramdisk."+method, "")
+			r.milestone(callbackKinds[method], "")
 			return nil
 		}
 		var perm permanentError
@@ -374,7 +382,7 @@ func (r *run) waitNotice(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("notice on port %d: %w", r.cfg.NotifyPort, res.err)
 		}
 		r.say("notice from conductor: %q", res.msg)
-		r.milestone("ramdisk.notice", res.msg)
+		r.milestone(events.RamdiskNotice, res.msg)
 		return nil
 	}
 }

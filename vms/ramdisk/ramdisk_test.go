@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -193,8 +194,8 @@ func TestNetbootDeploy(t *testing.T) {
 			}
 			return []byte("s3cret-token\n"), nil
 		},
-		Console:   &console,
-		Milestone: func(kind, _ string) { reached = append(reached, kind) },
+		Console:  &console,
+		Recorder: events.RecorderFunc(func(e events.Event) { reached = append(reached, string(e.Kind)) }),
 	})
 	if err != nil {
 		t.Fatalf("Run: %v\nconsole:\n%s", err, console.String())

@@ -28,6 +28,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"log/slog"
 	"net"
@@ -148,9 +149,10 @@ type Config struct {
 	// Console receives what a person reads on the serial console; the
 	// agent keeps its own copy for log.collect_system_logs.
 	Console io.Writer
-	// Milestone, when set, is told each step (for the node's timeline).
-	Milestone func(kind, detail string)
-	Logger    *slog.Logger
+	// Recorder, when set, is told each step (events.Agent*, for the
+	// node's timeline).
+	Recorder events.Recorder
+	Logger   *slog.Logger
 	// Version is agent_version; default "9.4.0" (the IPA this agent
 	// answers like).
 	Version string
@@ -288,7 +290,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.run = ctx
 	a.mu.Unlock()
 	a.say("ironic-python-agent compatible agent %s (metalbed) starting; api %s", a.cfg.Version, a.cfg.APIURL)
-	a.milestone("agent.up", a.cfg.Version)
+	a.milestone(events.AgentUp, a.cfg.Version)
 
 	inv, err := a.inventory(ctx)
 	if err != nil {
@@ -319,7 +321,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.tokenReq = lk.TokenRequired
 	a.mu.Unlock()
 	a.say("lookup succeeded, node UUID is %s (heartbeat_timeout %d s%s)", lk.UUID, lk.HeartbeatTimeout, map[bool]string{true: ", legacy API"}[lk.Legacy])
-	a.milestone("agent.lookup", lk.UUID)
+	a.milestone(events.AgentLookup, lk.UUID)
 
 	callback := a.callbackURL(ln.Addr())
 	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(a.cfg.Logger.Handler(), slog.LevelWarn)}
@@ -370,9 +372,9 @@ func (a *Agent) fault(op string) (action, arg string) {
 	return a.cfg.Fault(op)
 }
 
-func (a *Agent) milestone(kind, detail string) {
-	if a.cfg.Milestone != nil {
-		a.cfg.Milestone(kind, detail)
+func (a *Agent) milestone(kind events.Kind, detail string) {
+	if a.cfg.Recorder != nil {
+		a.cfg.Recorder.Record(events.Event{Kind: kind, Detail: detail})
 	}
 }
 
@@ -388,7 +390,7 @@ func (a *Agent) forceHeartbeat() {
 // ConfigFromParams fills the kernel-parameter part of a Config from the
 // ramdisk's command line (ipa-api-url and friends; BOOTIF names the PXE
 // interface in the Env's Hardware, which the caller provides). Env,
-// Console, Milestone and Logger are the caller's.
+// Console, Recorder and Logger are the caller's.
 func ConfigFromParams(p ramdisk.Params) (Config, error) {
 	ap, err := p.ParseAgentParams()
 	if err != nil {

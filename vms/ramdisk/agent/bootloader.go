@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"strings"
 
 	"github.com/metalbed/metalbed/disk"
@@ -37,7 +38,7 @@ func (a *Agent) installBootloader(ctx context.Context, p params) error {
 		return nil
 	}
 	if err == nil {
-		a.milestone("agent.bootloader", target)
+		a.milestone(events.AgentBootloader, target)
 	}
 	return err
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"github.com/metalbed/metalbed/internal/events"
 	"math/rand/v2"
 	"time"
 )
@@ -64,7 +65,7 @@ func (a *Agent) heartbeat(ctx context.Context, lk lookupResult, callback string)
 				forced = false
 				interval = jitter(timeout, minJitter, maxJitter)
 				if first {
-					a.milestone("agent.heartbeat", callback)
+					a.milestone(events.AgentHeartbeat, callback)
 					first = false
 				}
 				a.cfg.Logger.Debug("heartbeat successful", "node", lk.UUID)

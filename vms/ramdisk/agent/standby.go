@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"os"
 	"strconv"
@@ -155,7 +156,7 @@ func (a *Agent) prepareImage(ctx context.Context, p params) (any, error) {
 	}
 	device := "/dev/" + d.Name
 	a.say("preparing image %s on %s", info.ID, device)
-	a.milestone("agent.image", info.ID+" -> "+device)
+	a.milestone(events.AgentImage, info.ID+" -> "+device)
 
 	a.mu.Lock()
 	cached := a.deployed
@@ -184,7 +185,7 @@ func (a *Agent) prepareImage(ctx context.Context, p params) (any, error) {
 		msg += "root_uuid=" + root
 	}
 	a.say("%s", msg)
-	a.milestone("agent.image.written", msg)
+	a.milestone(events.AgentImageWritten, msg)
 	return msg, nil
 }
 
@@ -533,11 +534,11 @@ func (a *Agent) shutdown(ctx context.Context, c *command, poweroff bool) (any, e
 	var err error
 	if poweroff {
 		a.say("powering off system")
-		a.milestone("agent.poweroff", "")
+		a.milestone(events.AgentPowerOff, "")
 		err = a.cfg.Env.PowerOff(ctx)
 	} else {
 		a.say("rebooting system")
-		a.milestone("agent.reboot", "")
+		a.milestone(events.AgentReboot, "")
 		err = a.cfg.Env.Reboot(ctx)
 	}
 	if err != nil && ctx.Err() == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"math/rand/v2"
 	"strings"
 
@@ -218,7 +219,7 @@ func (a *Agent) eraseMetadata(ctx context.Context) error {
 		return &restError{Type: "BlockDeviceEraseError", Code: 500, Message: "Error erasing block device",
 			Details: "Failed to erase the metadata on the device(s): " + strings.Join(failed, "; ")}
 	}
-	a.milestone("agent.clean", "erase_devices_metadata")
+	a.milestone(events.AgentClean, "erase_devices_metadata")
 	return nil
 }
 
@@ -271,7 +272,7 @@ func (a *Agent) eraseDevices(ctx context.Context) (any, error) {
 	a.mu.Lock()
 	a.deployed = nil
 	a.mu.Unlock()
-	a.milestone("agent.clean", "erase_devices")
+	a.milestone(events.AgentClean, "erase_devices")
 	return results, nil
 }
 

@@ -3,6 +3,7 @@ package kernel
 import (
 	"context"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/ramdisk"
@@ -17,7 +18,7 @@ const simMemoryBytes = 2 << 30
 // runAgent is the ramdisk's /init in agent mode (ipa-api-url on the kernel
 // command line): metalbed's ironic-python-agent-compatible agent, with the
 // machine's disk, NIC lease and power lines.
-func runAgent(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image, p ramdisk.Params, base ramdisk.Env, milestone func(kind, detail string)) error {
+func runAgent(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image, p ramdisk.Params, base ramdisk.Env, rec events.Recorder) error {
 	acfg, err := agent.ConfigFromParams(p)
 	if err != nil {
 		fmt.Fprintf(b.Console, "metalbed-ramdisk: bad agent parameters: %v\r\n", err)
@@ -57,7 +58,7 @@ func runAgent(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image
 	}
 	acfg.Env = agent.EnvFrom(base, hw, powerOff)
 	acfg.Console = crlf{b.Console}
-	acfg.Milestone = milestone
+	acfg.Recorder = rec
 	acfg.Logger = cfg.Logger
 	if cfg.AgentFault != nil {
 		acfg.Fault = func(op string) (string, string) { return cfg.AgentFault(b.Machine, op) }

@@ -11,12 +11,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"log/slog"
 	"net"
 	"strconv"
 	"sync"
 
-	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 	"github.com/metalbed/metalbed/vms/sim"
 	"github.com/metalbed/metalbed/vms/sim/pxe"
@@ -35,8 +35,9 @@ type Config struct {
 	// Reset resets the machine, as reboot(2) does. It is called from the
 	// running program and must not wait for that program to end.
 	Reset func()
-	// Milestone records a ramdisk step for the machine's timeline.
-	Milestone func(machine, kind, detail string)
+	// Recorder records the ramdisk's and the agent's steps for the
+	// machine's timeline (tagged with the machine's name); nil: none.
+	Recorder events.Recorder
 	// RamdiskFault is the deploy ramdisk's fault seam (ramdisk.Config.Fault)
 	// for machine; nil => none.
 	RamdiskFault func(machine, op string) (action, arg string)
@@ -102,14 +103,11 @@ func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Ima
 		reset = b.Reset
 	}
 	env := &env{b: b, ip: img.Lease.IP, reset: reset}
-	milestone := func(kind, detail string) {
-		if cfg.Milestone != nil {
-			cfg.Milestone(b.Machine, kind, detail)
-		}
-		b.Emit(vms.EventConsole, kind+" "+detail)
-	}
+	// Each step goes to the timeline once, and onto the console as a
+	// real ramdisk prints it (consoleRecorder).
+	rec := ramdisk.ConsoleRecorder(crlf{b.Console}, events.Tag(cfg.Recorder, events.Who{Machine: b.Machine}))
 	if p.AgentMode() {
-		return runAgent(ctx, cfg, b, img, p, env, milestone)
+		return runAgent(ctx, cfg, b, img, p, env, rec)
 	}
 	err = ramdisk.Run(ctx, ramdisk.Config{
 		Params:     p,
@@ -119,7 +117,7 @@ func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Ima
 		Bootloader: cfg.Bootloader,
 		TFTPPort:   cfg.TFTPPort,
 		Console:    crlf{b.Console},
-		Milestone:  milestone,
+		Recorder:   rec,
 		Fault:      ramdiskFault(cfg, b.Machine),
 		Logger:     cfg.Logger,
 	})
