@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"runtime/debug"
 	"time"
 
@@ -253,6 +254,7 @@ func (s *Server) chassisControl(ctx context.Context, req []byte) ([]byte, uint8)
 	s.metrics.powerActions.Inc()
 	s.recordControl(a)
 	s.log.Info("chassis control", "event", a.String())
+	s.record(events.BMCChassisControl, a.String())
 	return nil, ccOK
 }
 
@@ -309,6 +311,7 @@ func (s *Server) setBootOptions(ctx context.Context, req []byte) ([]byte, uint8)
 			return nil, completionCode(err)
 		}
 		s.log.Info("boot flags set", "event", "boot-flags", "state", fmt.Sprintf("% x", flags[:]))
+		s.record(events.BMCSetBootOptions, fmt.Sprintf("flags % x", flags[:]))
 	default:
 		return nil, ccParamNotSupported
 	}
@@ -506,5 +509,12 @@ func (a PowerAction) String() string {
 		return "soft"
 	default:
 		return fmt.Sprintf("action-%d", uint8(a))
+	}
+}
+
+// record tells the Recorder what a command did to the machine.
+func (s *Server) record(kind events.Kind, detail string) {
+	if s.cfg.Recorder != nil {
+		s.cfg.Recorder.Record(events.Event{Kind: kind, Detail: detail, Who: events.Who{Machine: s.cfg.Name}})
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"log/slog"
 	"net"
 	"sync"
@@ -70,6 +71,10 @@ type Config struct {
 	ResendAfter time.Duration
 	// Logger receives per-packet debug lines and milestones. nil => discard.
 	Logger *slog.Logger
+	// Recorder is told of each command that changes the machine (chassis
+	// control, boot flags set), keyed by Name as the machine, for the
+	// node's timeline. nil => none.
+	Recorder events.Recorder
 	// Registerer receives the BMC metrics (metalbed_bmc_*). nil => none.
 	// Many BMCs may share one Registerer: collectors already registered
 	// are reused, so counters aggregate over BMCs (no per-BMC labels).
