@@ -72,30 +72,7 @@ func runTimeline(ctx context.Context, s Streams, args []string) error {
 	if node == "" {
 		return usageError("usage: metalbed timeline NODE [--json] (NODE: name, UUID or MAC)")
 	}
-	base := *endpoint
-	if base == "" {
-		dir := *stateDir
-		if dir == "" {
-			d, err := defaultStateDir()
-			if err != nil {
-				return err
-			}
-			dir = d
-		}
-		b, err := os.ReadFile(filepath.Join(dir, inventoryFile))
-		if err != nil {
-			return fmt.Errorf("no running `metalbed up` with a provisioner found: %w", err)
-		}
-		var inv inventory
-		if err := json.Unmarshal(b, &inv); err != nil {
-			return fmt.Errorf("%s: %w", inventoryFile, err)
-		}
-		if inv.Timeline == "" {
-			return errors.New("this `metalbed up` runs without the provisioner: no timeline")
-		}
-		base = inv.Timeline
-	}
-	doc, err := fetchTimeline(ctx, base, node)
+	doc, err := readTimeline(ctx, *endpoint, *stateDir, node)
 	if err != nil {
 		return err
 	}
@@ -106,6 +83,47 @@ func runTimeline(ctx context.Context, s Streams, args []string) error {
 	}
 	fmt.Fprintf(s.Out, "timeline of %s (%d entries)\n", doc.Node, len(doc.Entries))
 	return events.WriteTable(s.Out, doc.Entries)
+}
+
+// readTimeline reads node's timeline from the running `metalbed up` at
+// endpoint (default: the "timeline" of DIR's inventory.json), or, when
+// nothing answers there, from DIR/provisioner/timeline.jsonl: the history
+// of a testbed that has stopped.
+func readTimeline(ctx context.Context, endpoint, stateDir, node string) (*timelineDoc, error) {
+	if endpoint != "" {
+		return fetchTimeline(ctx, endpoint, node)
+	}
+	dir := stateDir
+	if dir == "" {
+		d, err := defaultStateDir()
+		if err != nil {
+			return nil, err
+		}
+		dir = d
+	}
+	var inv inventory
+	if b, err := os.ReadFile(filepath.Join(dir, inventoryFile)); err == nil && json.Unmarshal(b, &inv) == nil && inv.Timeline != "" {
+		doc, err := fetchTimeline(ctx, inv.Timeline, node)
+		var unreachable *url.Error
+		if !errors.As(err, &unreachable) {
+			return doc, err // an answer, or the running testbed's error
+		}
+	}
+	log := filepath.Join(dir, "provisioner", events.LogName)
+	entries, err := events.ReadLog(log)
+	if err != nil {
+		return nil, err
+	}
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("no running `metalbed up` on %s and no timeline in %s", dir, log)
+	}
+	tl := events.New(events.Config{PerNode: len(entries)})
+	tl.Replay(entries)
+	es := tl.Node(node)
+	if len(es) == 0 {
+		return nil, fmt.Errorf("no timeline for node %q in %s", node, log)
+	}
+	return &timelineDoc{Node: es[0].Node, Entries: es}, nil
 }
 
 // fetchTimeline reads one node's timeline from base.

@@ -12,6 +12,10 @@ import (
 	"sync"
 )
 
+// LogName is the timeline log's file name in a provisioner's state
+// directory.
+const LogName = "timeline.jsonl"
+
 // DefaultLogMax is the size at which OpenLog rotates: timeline.jsonl
 // becomes timeline.jsonl.1 (the older ones shift up, the oldest of Keep
 // dropped) and a new file starts.
