@@ -81,22 +81,22 @@ func (p *testPower) set(f func(p *testPower)) {
 	f(p)
 }
 
-// testDeploy is a deploy interface double answering wait call-back.
-type testDeploy struct{ result provisioner.ProvisionState }
+// testDeploy is a deploy interface double answering its result.
+type testDeploy struct{ result drivers.Step }
 
-func (d *testDeploy) Validate(ctx context.Context, n *provisioner.Node) error {
-	if _, ok := n.InstanceInfo["image_source"]; !ok {
+func (d *testDeploy) Validate(ctx context.Context, t *drivers.Task) error {
+	if _, ok := t.Node.InstanceInfo["image_source"]; !ok {
 		return errors.New("Missing are: ['instance_info.image_source']")
 	}
 	return nil
 }
-func (d *testDeploy) Prepare(ctx context.Context, n *provisioner.Node) error { return nil }
-func (d *testDeploy) Deploy(ctx context.Context, n *provisioner.Node) (provisioner.ProvisionState, error) {
+func (d *testDeploy) Prepare(ctx context.Context, t *drivers.Task) error { return nil }
+func (d *testDeploy) Deploy(ctx context.Context, t *drivers.Task) (drivers.Step, error) {
 	return d.result, nil
 }
-func (d *testDeploy) TearDown(ctx context.Context, n *provisioner.Node) error { return nil }
-func (d *testDeploy) CleanUp(ctx context.Context, n *provisioner.Node) error  { return nil }
-func (d *testDeploy) TakeOver(ctx context.Context, n *provisioner.Node) error { return nil }
+func (d *testDeploy) TearDown(ctx context.Context, t *drivers.Task) error { return nil }
+func (d *testDeploy) CleanUp(ctx context.Context, t *drivers.Task) error  { return nil }
+func (d *testDeploy) TakeOver(ctx context.Context, t *drivers.Task) error { return nil }
 
 func testTypes(t *testing.T, p *testPower, d drivers.DeployInterface) *drivers.Registry {
 	t.Helper()
@@ -112,8 +112,14 @@ func testTypes(t *testing.T, p *testPower, d drivers.DeployInterface) *drivers.R
 		Power: map[string]drivers.PowerInterface{"testpower": p},
 	}
 	if d != nil {
+		// A deploy interface is handed the node's boot and management
+		// interfaces: Ironic's fakes.
+		fake := drivers.NewFakeHardware()
 		enabled[drivers.RoleDeploy] = []string{"testdeploy"}
+		enabled[drivers.RoleBoot] = []string{"fake"}
+		enabled[drivers.RoleManagement] = []string{"fake"}
 		hw.Deploy = map[string]drivers.DeployInterface{"testdeploy": d}
+		hw.Boot, hw.Management = fake.Boot, fake.Management
 	}
 	reg, err := drivers.NewRegistry(hw)
 	if err != nil {
@@ -401,7 +407,7 @@ func TestDeployWithoutDeployInterfaceIsRefused(t *testing.T) {
 
 func TestDeployWaitsThenTimesOut(t *testing.T) {
 	p := &testPower{}
-	h := start(t, openStore(t, ":memory:"), testTypes(t, p, &testDeploy{result: provisioner.StateWaitCallback}),
+	h := start(t, openStore(t, ":memory:"), testTypes(t, p, &testDeploy{result: drivers.StepWait}),
 		func(c *Config) { c.DeployCallbackTimeout = time.Millisecond })
 	n := newNode(t, h, provisioner.StateAvailable)
 	if err := h.c.Provision(t.Context(), n.UUID, "active", ProvisionOptions{}); KindOf(err) != KindInvalid {
@@ -542,7 +548,7 @@ func TestRestartRecovers(t *testing.T) {
 // Ironic's refusal where validation stops it).
 func TestEveryAcceptedVerb(t *testing.T) {
 	p := &testPower{state: provisioner.PowerOff}
-	h := start(t, openStore(t, ":memory:"), testTypes(t, p, &testDeploy{result: provisioner.StateActive}), nil)
+	h := start(t, openStore(t, ":memory:"), testTypes(t, p, &testDeploy{result: drivers.StepDone}), nil)
 	steps := []map[string]any{{"interface": "deploy", "step": "erase_devices"}}
 	for _, tc := range []struct {
 		from    provisioner.ProvisionState

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -130,9 +129,6 @@ type Netboot struct {
 type Service struct {
 	cfg   Config
 	ready chan struct{}
-	// st is the store once Serve opened it; the boot interfaces read ports
-	// through it.
-	st atomic.Pointer[sqlite.Store]
 }
 
 // New checks cfg and applies defaults. It does no I/O.
@@ -186,7 +182,6 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	defer st.Close()
-	s.st.Store(st)
 	started := make(chan struct{})
 	cond, err := conductor.New(conductor.Config{
 		Hostname: s.cfg.Hostname, Store: st, Drivers: s.cfg.Drivers, Logger: s.cfg.Logger,

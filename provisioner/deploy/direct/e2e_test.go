@@ -35,6 +35,7 @@ import (
 	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/boot"
+	"github.com/metalbed/metalbed/provisioner/deploy"
 	"github.com/metalbed/metalbed/provisioner/deploy/direct"
 	"github.com/metalbed/metalbed/provisioner/dhcp"
 	"github.com/metalbed/metalbed/provisioner/drivers"
@@ -468,10 +469,9 @@ func newBed(t testing.TB) *bed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reg *drivers.Registry
 	bc := boot.Config{
 		TFTPRoot: b.tftpRoot, TFTPServer: netip.MustParseAddr("127.0.0.1"), APIURL: b.url,
-		Hosts: &dhcp.StaticHosts{}, Images: cache, Ports: b.ports, Management: mgmt{b.bmc},
+		Hosts: &dhcp.StaticHosts{}, Images: cache,
 		HTTPRoot: httpRoot, HTTPURL: "http://" + hln.Addr().String(),
 	}
 	pxe, err := boot.NewPXE(bc)
@@ -479,9 +479,8 @@ func newBed(t testing.TB) *bed {
 		t.Fatal(err)
 	}
 	dep, err := direct.New(direct.Config{
-		Drivers: func() *drivers.Registry { return reg }, Images: cache, APIURL: b.url,
-		HTTPRoot: bc.HTTPRoot, HTTPURL: bc.HTTPURL, PowerOffInterval: 20 * time.Millisecond,
-		DefaultBootMode: "bios", Milestone: b.milestone,
+		Config: deploy.Config{Images: cache, DefaultBootMode: "bios", Milestone: b.milestone},
+		APIURL: b.url, HTTPRoot: bc.HTTPRoot, HTTPURL: bc.HTTPURL, PowerOffInterval: 20 * time.Millisecond,
 		HTTPClient: &http.Client{Transport: agentRecorder{b}}, CommandWaitInterval: 50 * time.Millisecond,
 	})
 	if err != nil {
@@ -500,7 +499,7 @@ func newBed(t testing.TB) *bed {
 		Boot:       map[string]drivers.BootInterface{"pxe": pxe},
 		Deploy:     map[string]drivers.DeployInterface{"direct": dep},
 	}
-	reg, err = drivers.NewRegistry(hw)
+	reg, err := drivers.NewRegistry(hw)
 	if err != nil {
 		t.Fatal(err)
 	}

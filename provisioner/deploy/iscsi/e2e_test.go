@@ -38,6 +38,7 @@ import (
 	"github.com/metalbed/metalbed/iscsitarget"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/boot"
+	"github.com/metalbed/metalbed/provisioner/deploy"
 	"github.com/metalbed/metalbed/provisioner/deploy/iscsi"
 	"github.com/metalbed/metalbed/provisioner/dhcp"
 	"github.com/metalbed/metalbed/provisioner/drivers"
@@ -478,13 +479,9 @@ func newBed(t testing.TB, o bedOpts) *bed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reg *drivers.Registry
-	ports := func(ctx context.Context, nodeUUID string) ([]provisioner.Port, error) {
-		return b.ports(ctx, nodeUUID)
-	}
 	bc := boot.Config{
 		TFTPRoot: b.tftpRoot, TFTPServer: netip.MustParseAddr("127.0.0.1"), APIURL: b.url,
-		Hosts: &dhcp.StaticHosts{}, Images: cache, Ports: ports, Management: mgmt{b.bmc},
+		Hosts: &dhcp.StaticHosts{}, Images: cache,
 		HTTPRoot: filepath.Join(dir, "http"), HTTPURL: "http://127.0.0.1:1",
 	}
 	bootName, newBoot := "pxe", boot.NewPXE
@@ -499,8 +496,8 @@ func newBed(t testing.TB, o bedOpts) *bed {
 	}
 	milestone := b.milestone
 	dep, err := iscsi.New(iscsi.Config{
-		Drivers: func() *drivers.Registry { return reg }, Images: cache, ImagesDir: filepath.Join(dir, "images"),
-		NotifyDelay: -1, Milestone: milestone,
+		Config:    deploy.Config{Images: cache, Milestone: milestone},
+		ImagesDir: filepath.Join(dir, "images"), NotifyDelay: -1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -518,7 +515,7 @@ func newBed(t testing.TB, o bedOpts) *bed {
 		Boot:       map[string]drivers.BootInterface{bootName: pxe},
 		Deploy:     map[string]drivers.DeployInterface{"iscsi": dep},
 	}
-	reg, err = drivers.NewRegistry(hw)
+	reg, err := drivers.NewRegistry(hw)
 	if err != nil {
 		t.Fatal(err)
 	}
