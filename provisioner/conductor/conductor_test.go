@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/store"
@@ -181,13 +182,7 @@ func openStore(t *testing.T, path string) store.Store {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, what, cond)
 }
 
 func waitState(t *testing.T, st store.Store, uuid string, want provisioner.ProvisionState) *provisioner.Node {
@@ -407,8 +402,9 @@ func TestDeployWithoutDeployInterfaceIsRefused(t *testing.T) {
 
 func TestDeployWaitsThenTimesOut(t *testing.T) {
 	p := &testPower{}
+	clock := testenv.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	h := start(t, openStore(t, ":memory:"), testTypes(t, p, &testDeploy{result: drivers.StepWait}),
-		func(c *Config) { c.DeployCallbackTimeout = time.Millisecond })
+		func(c *Config) { c.DeployCallbackTimeout, c.Now = time.Minute, clock.Now })
 	n := newNode(t, h, provisioner.StateAvailable)
 	if err := h.c.Provision(t.Context(), n.UUID, "active", ProvisionOptions{}); KindOf(err) != KindInvalid {
 		t.Fatalf("deploy without image_source: %v", err)
@@ -424,7 +420,12 @@ func TestDeployWaitsThenTimesOut(t *testing.T) {
 	if got.TargetProvisionState != provisioner.StateActive {
 		t.Fatalf("wait call-back target: %+v", got)
 	}
-	waitFor(t, "timeout elapsed", func() bool { return time.Since(got.ProvisionUpdatedAt) > time.Millisecond })
+	clock.Advance(time.Minute - time.Second)
+	h.c.CheckTimeouts(t.Context())
+	if got, _ := h.st.Node(t.Context(), n.UUID); got.ProvisionState != provisioner.StateWaitCallback {
+		t.Fatalf("failed before the callback timeout: %s %q", got.ProvisionState, got.LastError)
+	}
+	clock.Advance(time.Second)
 	h.c.CheckTimeouts(t.Context())
 	got = waitState(t, h.st, n.UUID, provisioner.StateDeployFailed)
 	if got.LastError != "Timeout reached while waiting for callback for node "+n.UUID {

@@ -72,6 +72,9 @@ type Config struct {
 	Milestone func(node, kind, detail string)
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Now is the conductor's clock (conductor.Config.Now) and the deploy
+	// interfaces' (deploy.Config.Now); default time.Now.
+	Now func() time.Time
 }
 
 // Netboot configures network booting and the iSCSI deploy.
@@ -188,6 +191,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 		PowerSyncInterval: s.cfg.PowerSyncInterval, DeployCallbackTimeout: s.cfg.DeployCallbackTimeout,
 		CleanCallbackTimeout: s.cfg.CleanCallbackTimeout, CheckProvisionInterval: s.cfg.CheckProvisionInterval,
 		AutomatedClean: s.cfg.AutomatedClean, Milestone: s.cfg.Milestone, OnStarted: func() { close(started) },
+		Now: s.cfg.Now,
 	})
 	if err != nil {
 		return err
