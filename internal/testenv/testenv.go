@@ -21,9 +21,10 @@ import (
 const PollInterval = 10 * time.Millisecond
 
 // Eventually checks cond every PollInterval until it holds, and fails the
-// test (naming what it waited for) when timeout passes first or the test's
-// context ends.
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+// test when timeout passes first or the test's context ends, saying what
+// it waited for: format and args, formatted then (a fmt.Stringer argument
+// renders the state at the failure).
+func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -35,9 +36,9 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 			if cond() {
 				return
 			}
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+			t.Fatalf("timed out after %s waiting for %s", timeout, fmt.Sprintf(format, args...))
 		case <-t.Context().Done():
-			t.Fatalf("test ended waiting for %s", what)
+			t.Fatalf("test ended waiting for %s", fmt.Sprintf(format, args...))
 		case <-tick.C:
 		}
 	}

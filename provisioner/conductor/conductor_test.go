@@ -182,7 +182,7 @@ func openStore(t *testing.T, path string) store.Store {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	testenv.Eventually(t, 10*time.Second, what, cond)
+	testenv.Eventually(t, 10*time.Second, cond, "%s", what)
 }
 
 func waitState(t *testing.T, st store.Store, uuid string, want provisioner.ProvisionState) *provisioner.Node {

@@ -163,13 +163,17 @@ func (c *Conductor) Validate(ctx context.Context, ident string) ([]InterfaceResu
 	}
 	var out []InterfaceResult
 	var task *drivers.Task // built for the first boot or deploy check
-	taskFor := func() (*drivers.Task, error) {
-		if task != nil {
-			return task, nil
+	validateTask := func(v interface {
+		Validate(context.Context, *drivers.Task) error
+	}) error {
+		if task == nil {
+			t, err := c.newTask(ctx, h, n)
+			if err != nil {
+				return err
+			}
+			task = t
 		}
-		t, err := c.newTask(ctx, h, n)
-		task = t
-		return t, err
+		return v.Validate(ctx, task)
 	}
 	for _, role := range validateOrder {
 		var ierr error
@@ -186,19 +190,13 @@ func (c *Conductor) Validate(ctx context.Context, ident string) ([]InterfaceResu
 			}
 		case drivers.RoleBoot:
 			var b drivers.BootInterface
-			var t *drivers.Task
 			if b, ierr = h.BootFor(n); ierr == nil {
-				if t, ierr = taskFor(); ierr == nil {
-					ierr = b.Validate(ctx, t)
-				}
+				ierr = validateTask(b)
 			}
 		case drivers.RoleDeploy:
 			var d drivers.DeployInterface
-			var t *drivers.Task
 			if d, ierr = h.DeployFor(n); ierr == nil {
-				if t, ierr = taskFor(); ierr == nil {
-					ierr = d.Validate(ctx, t)
-				}
+				ierr = validateTask(d)
 			}
 		default:
 			// Roles without implementations here: Ironic's no-op and fake

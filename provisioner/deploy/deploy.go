@@ -16,7 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -58,10 +60,18 @@ type Core struct {
 }
 
 // New checks cfg for the deploy interface called name (the name prefixes
-// its errors and tags its logs) and applies defaults. It does no I/O.
-func New(name string, cfg Config, missing ...string) (*Core, error) {
+// its errors and tags its logs) and applies defaults; required are the
+// interface's own required settings by name, an empty value missing. It
+// does no I/O.
+func New(name string, cfg Config, required map[string]string) (*Core, error) {
+	var missing []string
 	if cfg.Images == nil {
-		missing = append([]string{"Images"}, missing...)
+		missing = append(missing, "Images")
+	}
+	for _, k := range slices.Sorted(maps.Keys(required)) {
+		if required[k] == "" {
+			missing = append(missing, k)
+		}
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("%s deploy: missing %s", name, strings.Join(missing, ", "))

@@ -283,10 +283,10 @@ func TestIPMIToolErrorsCarryStderrAndRetry(t *testing.T) {
 		_, err := ft.power(t).GetPowerState(ctx, captureNode())
 		done <- err
 	}()
-	testenv.Eventually(t, 10*time.Second, "three ipmitool calls", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		b, _ := os.ReadFile(filepath.Join(ft.dir, "argv"))
 		return strings.Count(string(b), "\n") >= 3
-	})
+	}, "three ipmitool calls")
 	os.Remove(filepath.Join(ft.dir, "fail"))
 	if err := <-done; err != nil {
 		t.Fatalf("after the BMC recovered: %v", err)

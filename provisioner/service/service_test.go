@@ -75,10 +75,10 @@ func call(t *testing.T, method, url, body string) (int, map[string]any) {
 func waitState(t *testing.T, url, node, want string) map[string]any {
 	t.Helper()
 	var n map[string]any
-	testenv.Eventually(t, 20*time.Second, "node "+node+" "+want, func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		_, n = call(t, "GET", url+"/v1/nodes/"+node, "")
 		return n["provision_state"] == want && n["reservation"] == nil
-	})
+	}, "node %s %s", node, want)
 	return n
 }
 

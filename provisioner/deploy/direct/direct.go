@@ -99,11 +99,7 @@ var (
 
 // New checks cfg and applies defaults. It does no I/O.
 func New(cfg Config) (*Deploy, error) {
-	var missing []string
-	if cfg.APIURL == "" {
-		missing = append(missing, "APIURL")
-	}
-	core, err := deploy.New(Name, cfg.Config, missing...)
+	core, err := deploy.New(Name, cfg.Config, map[string]string{"APIURL": cfg.APIURL})
 	if err != nil {
 		return nil, err
 	}

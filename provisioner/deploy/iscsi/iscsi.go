@@ -91,11 +91,7 @@ var (
 
 // New checks cfg and applies defaults. It does no I/O.
 func New(cfg Config) (*Deploy, error) {
-	var missing []string
-	if cfg.ImagesDir == "" {
-		missing = append(missing, "ImagesDir")
-	}
-	core, err := deploy.New(Name, cfg.Config, missing...)
+	core, err := deploy.New(Name, cfg.Config, map[string]string{"ImagesDir": cfg.ImagesDir})
 	if err != nil {
 		return nil, err
 	}
