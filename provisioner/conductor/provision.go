@@ -287,15 +287,19 @@ func (c *Conductor) tearDown(ctx context.Context, n *provisioner.Node) {
 // automatedClean runs cleaning through the node's deploy interface when it
 // can (drivers.Cleaner), as Ironic's automated cleaning boots the ramdisk.
 func (c *Conductor) automatedClean(ctx context.Context, n *provisioner.Node) {
+	failMsg := func(err error) string { return fmt.Sprintf("Failed to prepare node %s for cleaning: %s", n.UUID, err) }
 	d, t, err := c.deployTask(ctx, n)
+	if err != nil && !errors.Is(err, drivers.ErrUnsupported) {
+		c.fail(ctx, n, err, failMsg)
+		return
+	}
 	cl, _ := d.(drivers.Cleaner)
-	if err != nil || cl == nil {
+	if cl == nil {
 		c.failNode(ctx, n, fmt.Sprintf("Failed to prepare node %s for cleaning: automated cleaning runs in the "+
 			"deploy ramdisk, which the node's deploy interface %q does not run; set automated_clean false on the node.",
 			n.UUID, n.Interfaces.Deploy))
 		return
 	}
-	failMsg := func(err error) string { return fmt.Sprintf("Failed to prepare node %s for cleaning: %s", n.UUID, err) }
 	if err := cl.PrepareCleaning(ctx, t); err != nil {
 		if ctx.Err() == nil {
 			c.fail(ctx, n, err, failMsg)

@@ -14,7 +14,11 @@
 //     power state and boot device really kept per node.
 //
 // NewDefaultRegistry builds both; a conductor looks a node's interfaces up
-// with Registry.Get(node.Driver) and HardwareType.PowerFor(node) etc.
+// with Registry.Get(node.Driver) and HardwareType.PowerFor(node) etc., and
+// hands the boot and deploy interfaces a Task (HardwareType.NewTask): the
+// node with its ports and resolved interfaces, so that none of them looks
+// another up. Deploy and clean steps answer a Step (wait, done) or fail
+// with a *DeployError carrying Ironic's message and its cause.
 // Validation errors are ParameterErrors carrying Ironic's message
 // (errors.Is(err, ErrInvalidParameter)); a role a type lacks gives
 // ErrUnsupported.

@@ -55,9 +55,9 @@ const Name = "direct"
 // Config gives the interface its dependencies. There are no globals.
 type Config struct {
 	// Config is what every deploy interface gets: Images (required),
-	// DefaultBootMode/DefaultBootOption, Milestone (prepare, power on,
-	// write_image, image written, bootloader, power off, reboot), Logger,
-	// Now. DialContext is not used: agents are reached through HTTPClient.
+	// DefaultBootMode/DefaultBootOption, DialContext (the default
+	// HTTPClient's), Milestone (prepare, power on, write_image, image
+	// written, bootloader, power off, reboot), Logger, Now.
 	deploy.Config
 	// APIURL is passed to the agent as ipa-api-url. Required.
 	APIURL string
@@ -79,7 +79,8 @@ type Config struct {
 	// command_wait_interval); defaults 100 and 6 s.
 	CommandWaitAttempts int
 	CommandWaitInterval time.Duration
-	// HTTPClient talks to the agent; default one with AgentTransport.
+	// HTTPClient talks to the agent; default one with
+	// AgentTransport(DialContext).
 	HTTPClient *http.Client
 }
 
@@ -123,7 +124,7 @@ func New(cfg Config) (*Deploy, error) {
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		hc = &http.Client{Transport: AgentTransport(nil)}
+		hc = &http.Client{Transport: AgentTransport(cfg.DialContext)}
 	}
 	return &Deploy{cfg: cfg, core: core, log: core.Logger(), http: hc}, nil
 }
