@@ -407,14 +407,12 @@ func (b *Bed) SetInstanceInfo(uuid string, ii map[string]any) {
 	b.MustCall("PATCH", "/v1/nodes/"+uuid, ops, nil)
 }
 
-// stable are the states no task moves on.
-var stable = []string{"active", "deploy failed", "available", "clean failed", "error", "manageable"}
-
 // WaitState polls the node until it is in want with no target left
 // (failed and wait states keep theirs), failing the test as soon as it
 // settles in another stable state.
 func (b *Bed) WaitState(uuid, want string) NodeView {
 	b.t.Helper()
+	stable := []string{"active", "deploy failed", "available", "clean failed", "error", "manageable"} // no task moves them
 	var n NodeView
 	testenv.Eventually(b.t, 90*time.Second, func() bool {
 		n = b.Node(uuid)
