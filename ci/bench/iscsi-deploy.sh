@@ -12,10 +12,10 @@ out=ci/bench/results-iscsi-deploy.md
 rounds=${ROUNDS:-3}
 bin=$(mktemp -d)/iscsi.test
 trap 'rm -rf "$(dirname "$bin")"' EXIT
-go test -c -o "$bin" ./provisioner/deploy/iscsi/
+go test -c -o "$bin" ./provisioner/deploy/
 raw=""
 for i in $(seq "$rounds"); do
-  r=$(cd provisioner/deploy/iscsi && METALBED_BENCH_IMAGE_MB=${IMAGE_MB:-256} "$bin" -test.run '^$' -test.bench 'BenchmarkISCSIDeploy' -test.benchtime "${BENCHTIME:-3x}")
+  r=$(cd provisioner/deploy && METALBED_BENCH_IMAGE_MB=${IMAGE_MB:-256} "$bin" -test.run '^$' -test.bench 'BenchmarkISCSIDeploy' -test.benchtime "${BENCHTIME:-3x}")
   echo "$r"
   raw+="$r"$'\n'
 done

@@ -1,8 +1,9 @@
 // Package testenv is what metalbed's tests share about their environment:
 // finding the real peers they drive (ipmitool, tgtd, dnsmasq, Ironic …), the
 // METALBED_INTEROP=required switch that turns a missing peer from a skip
-// into a failure (CI sets it), and a goroutine-safe buffer for the output of
-// peers run as subprocesses. Only _test.go files import it.
+// into a failure (CI sets it), a goroutine-safe buffer for the output of
+// peers run as subprocesses, and Eventually, the one poll-with-a-deadline
+// helper. Only tests import it.
 package testenv
 
 import (
@@ -13,7 +14,35 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
+
+// PollInterval is how often Eventually checks its condition.
+const PollInterval = 10 * time.Millisecond
+
+// Eventually checks cond every PollInterval until it holds, and fails the
+// test when timeout passes first or the test's context ends, saying what
+// it waited for: format and args, formatted then (a fmt.Stringer argument
+// renders the state at the failure).
+func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(PollInterval)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			if cond() {
+				return
+			}
+			t.Fatalf("timed out after %s waiting for %s", timeout, fmt.Sprintf(format, args...))
+		case <-t.Context().Done():
+			t.Fatalf("test ended waiting for %s", fmt.Sprintf(format, args...))
+		case <-tick.C:
+		}
+	}
+}
 
 // InteropRequired reports whether METALBED_INTEROP=required: interop tests
 // then fail instead of skipping when a peer is missing.
@@ -71,4 +100,29 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Clock is a settable clock for the Now hooks of components' Configs:
+// tests move it forward instead of waiting for timeouts to pass. It is
+// safe for concurrent use.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock returns a clock reading start.
+func NewClock(start time.Time) *Clock { return &Clock{now: start} }
+
+// Now reads the clock.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }

@@ -119,10 +119,6 @@ type Config struct {
 	// Images fetches and caches deploy and instance kernels and ramdisks.
 	// Required.
 	Images *imagecache.Cache
-	// Ports lists a node's ports. Required.
-	Ports func(ctx context.Context, nodeUUID string) ([]provisioner.Port, error)
-	// Management sets the boot device. Required.
-	Management drivers.ManagementInterface
 	// Token, when set, gives the token written to token-<uuid> in the TFTP
 	// root for the ramdisk's X-Auth-Token; "" writes none.
 	Token func(ctx context.Context, node *provisioner.Node) (string, error)
@@ -183,12 +179,6 @@ func newInterface(cfg Config, ipxe bool) (*Interface, error) {
 	}
 	if cfg.Images == nil {
 		missing = append(missing, "Images")
-	}
-	if cfg.Ports == nil {
-		missing = append(missing, "Ports")
-	}
-	if cfg.Management == nil {
-		missing = append(missing, "Management")
 	}
 	if ipxe && cfg.HTTPRoot == "" {
 		missing = append(missing, "HTTPRoot")
@@ -289,7 +279,8 @@ func (b *Interface) loaders(mode string) []loader {
 
 // Validate checks driver_info, the root device hints, the node's ports and
 // that the boot programs are installed.
-func (b *Interface) Validate(ctx context.Context, node *provisioner.Node) error {
+func (b *Interface) Validate(ctx context.Context, t *drivers.Task) error {
+	node := t.Node
 	var missing []string
 	for _, k := range []string{"deploy_kernel", "deploy_ramdisk"} {
 		if s, _ := node.DriverInfo[k].(string); s == "" {
@@ -307,10 +298,7 @@ func (b *Interface) Validate(ctx context.Context, node *provisioner.Node) error 
 			return invalid("%s boot interface: %s is missing (install the Debian package %s)", b.Name(), l.src, l.pkg)
 		}
 	}
-	ports, err := b.cfg.Ports(ctx, node.UUID)
-	if err != nil {
-		return fmt.Errorf("boot: list ports of %s: %w", node.UUID, err)
-	}
+	ports := t.Ports
 	if len(ports) == 0 {
 		return invalid("Node %s does not have any port associated with it.", node.UUID)
 	}
@@ -337,8 +325,9 @@ func pxePorts(ports []provisioner.Port) []provisioner.Port {
 // deploy label's kernel parameters (a known key is replaced). The deploy
 // key is params["deployment_key"], else driver_internal_info deploy_key,
 // else a new one recorded there (the caller saves the node).
-func (b *Interface) PrepareRamdisk(ctx context.Context, node *provisioner.Node, params map[string]string) error {
-	if err := b.Validate(ctx, node); err != nil {
+func (b *Interface) PrepareRamdisk(ctx context.Context, t *drivers.Task, params map[string]string) error {
+	node := t.Node
+	if err := b.Validate(ctx, t); err != nil {
 		return err
 	}
 	mode := b.bootMode(node)
@@ -366,12 +355,12 @@ func (b *Interface) PrepareRamdisk(ctx context.Context, node *provisioner.Node, 
 	if err := b.writeToken(ctx, node); err != nil {
 		return err
 	}
-	ports, err := b.linkPorts(ctx, node)
+	ports, err := b.linkPorts(ctx, t)
 	if err != nil {
 		return err
 	}
 	b.setHosts(node, ports, mode, true)
-	if err := b.cfg.Management.SetBootDevice(ctx, node, drivers.BootDevice{Device: "pxe", Persistent: false}); err != nil {
+	if err := t.Management.SetBootDevice(ctx, node, drivers.BootDevice{Device: "pxe", Persistent: false}); err != nil {
 		return fmt.Errorf("boot: set boot device pxe for %s: %w", node.UUID, err)
 	}
 	b.log.Info("deploy ramdisk prepared", "node", node.UUID, "boot_mode", mode, "ports", len(ports))
@@ -522,11 +511,9 @@ func (b *Interface) macFile(mac net.HardwareAddr) string {
 
 // linkPorts links pxelinux.cfg/<mac> (and for pxe pxelinux.cfg/<uuid>) to
 // the node's config and returns the PXE-enabled ports.
-func (b *Interface) linkPorts(ctx context.Context, node *provisioner.Node) ([]provisioner.Port, error) {
-	all, err := b.cfg.Ports(ctx, node.UUID)
-	if err != nil {
-		return nil, fmt.Errorf("boot: list ports of %s: %w", node.UUID, err)
-	}
+func (b *Interface) linkPorts(ctx context.Context, t *drivers.Task) ([]provisioner.Port, error) {
+	node := t.Node
+	all := t.Ports
 	ports := pxePorts(all)
 	dir := filepath.Join(b.root(), pxeCfgDir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -616,7 +603,8 @@ func (b *Interface) placeLoaders(mode string) error {
 // CleanUpRamdisk removes the deploy kernel, ramdisk and token; while the
 // node still boots the deploy label it also removes the config, its links
 // and the DHCP answers.
-func (b *Interface) CleanUpRamdisk(ctx context.Context, node *provisioner.Node) error {
+func (b *Interface) CleanUpRamdisk(ctx context.Context, t *drivers.Task) error {
+	node := t.Node
 	nodeDir := filepath.Join(b.root(), node.UUID)
 	var errs []error
 	for _, n := range []string{deployKernel, deployRamdisk} {
@@ -625,7 +613,7 @@ func (b *Interface) CleanUpRamdisk(ctx context.Context, node *provisioner.Node) 
 	errs = append(errs, removeFile(b.tokenPath(node)))
 	cfg, err := os.ReadFile(filepath.Join(nodeDir, configName))
 	if err == nil && b.stillDeploy(string(cfg)) {
-		errs = append(errs, b.removeAll(ctx, node))
+		errs = append(errs, b.removeAll(ctx, t))
 	}
 	return errors.Join(errs...)
 }
@@ -642,18 +630,15 @@ func (b *Interface) stillDeploy(cfg string) bool {
 // boot label with root=UUID=<root_uuid_or_disk_id> and set the boot device
 // to PXE for good. Local boot (capability boot_option:local, or a whole-disk
 // image): remove the config and set the boot device to disk for good.
-func (b *Interface) PrepareInstance(ctx context.Context, node *provisioner.Node) error {
+func (b *Interface) PrepareInstance(ctx context.Context, t *drivers.Task) error {
+	node := t.Node
 	mode := b.bootMode(node)
 	if b.bootOption(node) == "local" || isWholeDisk(node) {
-		if err := b.removeConfig(ctx, node); err != nil {
+		if err := b.removeConfig(ctx, t); err != nil {
 			return err
 		}
-		ports, err := b.cfg.Ports(ctx, node.UUID)
-		if err != nil {
-			return fmt.Errorf("boot: list ports of %s: %w", node.UUID, err)
-		}
-		b.setHosts(node, pxePorts(ports), mode, false)
-		if err := b.cfg.Management.SetBootDevice(ctx, node, drivers.BootDevice{Device: "disk", Persistent: true}); err != nil {
+		b.setHosts(node, pxePorts(t.Ports), mode, false)
+		if err := t.Management.SetBootDevice(ctx, node, drivers.BootDevice{Device: "disk", Persistent: true}); err != nil {
 			return fmt.Errorf("boot: set boot device disk for %s: %w", node.UUID, err)
 		}
 		b.log.Info("instance prepared for local boot", "node", node.UUID, "boot_mode", mode)
@@ -721,12 +706,12 @@ func (b *Interface) PrepareInstance(ctx context.Context, node *provisioner.Node)
 			return err
 		}
 	}
-	ports, err := b.linkPorts(ctx, node)
+	ports, err := b.linkPorts(ctx, t)
 	if err != nil {
 		return err
 	}
 	b.setHosts(node, ports, mode, true)
-	if err := b.cfg.Management.SetBootDevice(ctx, node, drivers.BootDevice{Device: "pxe", Persistent: true}); err != nil {
+	if err := t.Management.SetBootDevice(ctx, node, drivers.BootDevice{Device: "pxe", Persistent: true}); err != nil {
 		return fmt.Errorf("boot: set boot device pxe for %s: %w", node.UUID, err)
 	}
 	b.log.Info("instance prepared for netboot", "node", node.UUID, "boot_mode", mode, "root_uuid", rootUUID)
@@ -735,16 +720,15 @@ func (b *Interface) PrepareInstance(ctx context.Context, node *provisioner.Node)
 
 // CleanUpInstance removes everything the node's boot used: config, links,
 // kernels and ramdisks, token and DHCP answers.
-func (b *Interface) CleanUpInstance(ctx context.Context, node *provisioner.Node) error {
-	return errors.Join(b.removeAll(ctx, node), removeFile(b.tokenPath(node)))
+func (b *Interface) CleanUpInstance(ctx context.Context, t *drivers.Task) error {
+	node := t.Node
+	return errors.Join(b.removeAll(ctx, t), removeFile(b.tokenPath(node)))
 }
 
 // removeConfig removes the config links and the node's directory.
-func (b *Interface) removeConfig(ctx context.Context, node *provisioner.Node) error {
-	all, err := b.cfg.Ports(ctx, node.UUID)
-	if err != nil {
-		return fmt.Errorf("boot: list ports of %s: %w", node.UUID, err)
-	}
+func (b *Interface) removeConfig(ctx context.Context, t *drivers.Task) error {
+	node := t.Node
+	all := t.Ports
 	dir := filepath.Join(b.root(), pxeCfgDir)
 	var errs []error
 	for _, p := range all {
@@ -762,15 +746,11 @@ func (b *Interface) removeConfig(ctx context.Context, node *provisioner.Node) er
 }
 
 // removeAll removes the config and the DHCP answers of every port.
-func (b *Interface) removeAll(ctx context.Context, node *provisioner.Node) error {
-	if err := b.removeConfig(ctx, node); err != nil {
+func (b *Interface) removeAll(ctx context.Context, t *drivers.Task) error {
+	if err := b.removeConfig(ctx, t); err != nil {
 		return err
 	}
-	all, err := b.cfg.Ports(ctx, node.UUID)
-	if err != nil {
-		return fmt.Errorf("boot: list ports of %s: %w", node.UUID, err)
-	}
-	for _, p := range all {
+	for _, p := range t.Ports {
 		if len(p.Address) > 0 {
 			b.cfg.Hosts.Delete(p.Address)
 		}

@@ -130,6 +130,18 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// task is what a conductor hands the boot interface for node: its ports
+// and the recording management interface.
+func (e *env) task(node *provisioner.Node) *drivers.Task {
+	var ports []provisioner.Port
+	for _, p := range e.ports {
+		if p.NodeUUID == node.UUID {
+			ports = append(ports, p)
+		}
+	}
+	return &drivers.Task{Node: node, Ports: ports, Management: e.mgmt}
+}
+
 func (e *env) config(httpURL string) Config {
 	return Config{
 		TFTPRoot:   e.tftpRoot,
@@ -139,13 +151,6 @@ func (e *env) config(httpURL string) Config {
 		APIURL:     "http://127.0.0.1:6385/",
 		Hosts:      e.hosts,
 		Images:     e.cache,
-		Ports: func(_ context.Context, uuid string) ([]provisioner.Port, error) {
-			if uuid != nodeUUID {
-				return nil, nil
-			}
-			return e.ports, nil
-		},
-		Management: e.mgmt,
 		Token: func(context.Context, *provisioner.Node) (string, error) {
 			return e.token, nil
 		},
@@ -232,7 +237,7 @@ func TestGoldenConfigs(t *testing.T) {
 				t.Fatal(err)
 			}
 			node := writeImages(t, tc.mode)
-			if err := b.PrepareRamdisk(t.Context(), node, map[string]string{"ipa-debug": "1", "troubleshoot": "1"}); err != nil {
+			if err := b.PrepareRamdisk(t.Context(), e.task(node), map[string]string{"ipa-debug": "1", "troubleshoot": "1"}); err != nil {
 				t.Fatal(err)
 			}
 			for _, f := range tc.files {
@@ -242,7 +247,7 @@ func TestGoldenConfigs(t *testing.T) {
 				golden(t, "boot.ipxe", readFile(t, filepath.Join(e.httpRoot, "boot.ipxe")))
 			}
 			node.DriverInternalInfo["root_uuid_or_disk_id"] = rootUUID
-			if err := b.PrepareInstance(t.Context(), node); err != nil {
+			if err := b.PrepareInstance(t.Context(), e.task(node)); err != nil {
 				t.Fatal(err)
 			}
 			for _, f := range tc.files {
@@ -262,7 +267,7 @@ func TestPrepareRamdiskLayout(t *testing.T) {
 	}
 	node := writeImages(t, "bios")
 	delete(node.DriverInternalInfo, "deploy_key")
-	if err := b.PrepareRamdisk(t.Context(), node, nil); err != nil {
+	if err := b.PrepareRamdisk(t.Context(), e.task(node), nil); err != nil {
 		t.Fatal(err)
 	}
 	key, _ := node.DriverInternalInfo["deploy_key"].(string)
@@ -319,14 +324,14 @@ func TestPrepareRamdiskLayout(t *testing.T) {
 		t.Errorf("boot device %+v, want pxe one-time", d)
 	}
 	// The deploy key stays across a second prepare (a retry).
-	if err := b.PrepareRamdisk(t.Context(), node, nil); err != nil {
+	if err := b.PrepareRamdisk(t.Context(), e.task(node), nil); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(readFile(t, filepath.Join(e.tftpRoot, nodeUUID, "config")), "deployment_key="+key+" ") {
 		t.Error("deploy key changed on a second prepare")
 	}
 	// Clean up removes it all.
-	if err := b.CleanUpRamdisk(t.Context(), node); err != nil {
+	if err := b.CleanUpRamdisk(t.Context(), e.task(node)); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{nodeUUID, "pxelinux.cfg/01-52-54-00-12-34-56", "pxelinux.cfg/" + nodeUUID, "token-" + nodeUUID} {
@@ -354,13 +359,13 @@ func TestPrepareInstanceLocalBoot(t *testing.T) {
 			}
 			node := writeImages(t, "uefi")
 			node.InstanceInfo["capabilities"] = map[string]any{"boot_option": "local"}
-			if err := b.PrepareRamdisk(t.Context(), node, nil); err != nil {
+			if err := b.PrepareRamdisk(t.Context(), e.task(node), nil); err != nil {
 				t.Fatal(err)
 			}
 			if cfg := readFile(t, filepath.Join(root, nodeUUID, "config")); !strings.Contains(cfg, " boot_option=local ") || !strings.Contains(cfg, " boot_mode=uefi") {
 				t.Errorf("config lacks boot_option=local boot_mode=uefi:\n%s", cfg)
 			}
-			if err := b.PrepareInstance(t.Context(), node); err != nil {
+			if err := b.PrepareInstance(t.Context(), e.task(node)); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := os.Stat(filepath.Join(root, nodeUUID)); !errors.Is(err, os.ErrNotExist) {
@@ -372,7 +377,7 @@ func TestPrepareInstanceLocalBoot(t *testing.T) {
 			if h, ok := e.hosts.Lookup(e.ports[0].Address); !ok || h.BIOSBootFile != "" || h.UEFIBootFile != "" || h.IPXEScript != "" {
 				t.Errorf("local boot host %+v %v: want an address and no boot file", h, ok)
 			}
-			if err := b.CleanUpInstance(t.Context(), node); err != nil {
+			if err := b.CleanUpInstance(t.Context(), e.task(node)); err != nil {
 				t.Fatal(err)
 			}
 			if _, ok := e.hosts.Lookup(e.ports[0].Address); ok {
@@ -391,17 +396,17 @@ func TestValidate(t *testing.T) {
 	node := writeImages(t, "bios")
 	delete(node.DriverInfo, "deploy_ramdisk")
 	delete(node.DriverInfo, "deploy_kernel")
-	err = b.Validate(t.Context(), node)
+	err = b.Validate(t.Context(), e.task(node))
 	if !errors.Is(err, drivers.ErrInvalidParameter) || err.Error() != "Cannot validate PXE bootloader. Some parameters were missing in node's driver_info. Missing are: ['deploy_kernel', 'deploy_ramdisk']" {
 		t.Errorf("missing driver_info: %v", err)
 	}
 	node = writeImages(t, "bios")
 	node.Properties["root_device"] = map[string]any{"colour": "red"}
-	if err := b.Validate(t.Context(), node); !errors.Is(err, drivers.ErrInvalidParameter) || !strings.Contains(err.Error(), `The hints "colour" are invalid`) {
+	if err := b.Validate(t.Context(), e.task(node)); !errors.Is(err, drivers.ErrInvalidParameter) || !strings.Contains(err.Error(), `The hints "colour" are invalid`) {
 		t.Errorf("bad hint: %v", err)
 	}
 	node.Properties["root_device"] = map[string]any{"size": "big"}
-	if err := b.Validate(t.Context(), node); err == nil || !strings.Contains(err.Error(), `"size" is not an integer`) {
+	if err := b.Validate(t.Context(), e.task(node)); err == nil || !strings.Contains(err.Error(), `"size" is not an integer`) {
 		t.Errorf("bad size hint: %v", err)
 	}
 	// Missing boot programs name their Debian package.
@@ -409,22 +414,22 @@ func TestValidate(t *testing.T) {
 	cfg.Loaders.PXELinux = "/nonexistent/pxelinux.0"
 	b2, _ := NewPXE(cfg)
 	node = writeImages(t, "bios")
-	if err := b2.Validate(t.Context(), node); err == nil || !strings.Contains(err.Error(), "install the Debian package pxelinux") {
+	if err := b2.Validate(t.Context(), e.task(node)); err == nil || !strings.Contains(err.Error(), "install the Debian package pxelinux") {
 		t.Errorf("missing pxelinux.0: %v", err)
 	}
 	cfg = e.config("http://x")
 	cfg.Loaders.UndiOnly = "/nonexistent/undionly.kpxe"
 	b3, _ := NewIPXE(cfg)
-	if err := b3.Validate(t.Context(), node); err == nil || !strings.Contains(err.Error(), "install the Debian package ipxe") {
+	if err := b3.Validate(t.Context(), e.task(node)); err == nil || !strings.Contains(err.Error(), "install the Debian package ipxe") {
 		t.Errorf("missing undionly.kpxe: %v", err)
 	}
 	requireLoaders(t)
 	e.ports = nil
-	if err := b.Validate(t.Context(), node); err == nil || !strings.Contains(err.Error(), "does not have any port") {
+	if err := b.Validate(t.Context(), e.task(node)); err == nil || !strings.Contains(err.Error(), "does not have any port") {
 		t.Errorf("no ports: %v", err)
 	}
-	e.ports = []provisioner.Port{{Address: net.HardwareAddr{2, 0, 0, 0, 0, 1}}}
-	if err := b.Validate(t.Context(), node); err == nil || !strings.Contains(err.Error(), "pxe_enabled") {
+	e.ports = []provisioner.Port{{Address: net.HardwareAddr{2, 0, 0, 0, 0, 1}, NodeUUID: node.UUID}}
+	if err := b.Validate(t.Context(), e.task(node)); err == nil || !strings.Contains(err.Error(), "pxe_enabled") {
 		t.Errorf("no PXE port: %v", err)
 	}
 }
@@ -441,10 +446,10 @@ func TestIPXEOnlyNeedsNoNBPs(t *testing.T) {
 		t.Fatal(err)
 	}
 	node := writeImages(t, "bios")
-	if err := b.Validate(t.Context(), node); err != nil {
+	if err := b.Validate(t.Context(), e.task(node)); err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
-	if err := b.PrepareRamdisk(t.Context(), node, map[string]string{"deployment_key": "k"}); err != nil {
+	if err := b.PrepareRamdisk(t.Context(), e.task(node), map[string]string{"deployment_key": "k"}); err != nil {
 		t.Fatalf("PrepareRamdisk: %v", err)
 	}
 	h, ok := e.hosts.Lookup(e.ports[0].Address)
@@ -466,7 +471,7 @@ func TestBadParamsRefused(t *testing.T) {
 	for _, p := range []map[string]string{
 		{"a": "b c"}, {"a": "x||y"}, {"a b": "c"}, {"": "x"}, {"a": "b\nc"},
 	} {
-		if err := b.PrepareRamdisk(t.Context(), node, p); !errors.Is(err, drivers.ErrInvalidParameter) {
+		if err := b.PrepareRamdisk(t.Context(), e.task(node), p); !errors.Is(err, drivers.ErrInvalidParameter) {
 			t.Errorf("params %q: %v", p, err)
 		}
 	}
@@ -477,15 +482,15 @@ func TestPrepareInstanceNeedsRootUUIDAndKernel(t *testing.T) {
 	e := newEnv(t)
 	b, _ := NewPXE(e.config(""))
 	node := writeImages(t, "bios")
-	if err := b.PrepareRamdisk(t.Context(), node, nil); err != nil {
+	if err := b.PrepareRamdisk(t.Context(), e.task(node), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.PrepareInstance(t.Context(), node); err == nil || !strings.Contains(err.Error(), "root partition") {
+	if err := b.PrepareInstance(t.Context(), e.task(node)); err == nil || !strings.Contains(err.Error(), "root partition") {
 		t.Errorf("no root uuid: %v", err)
 	}
 	node.DriverInternalInfo["root_uuid_or_disk_id"] = rootUUID
 	delete(node.InstanceInfo, "ramdisk")
-	if err := b.PrepareInstance(t.Context(), node); err == nil || !strings.Contains(err.Error(), "['ramdisk']") {
+	if err := b.PrepareInstance(t.Context(), e.task(node)); err == nil || !strings.Contains(err.Error(), "['ramdisk']") {
 		t.Errorf("no instance ramdisk: %v", err)
 	}
 	// The deploy config is still in place after the failures.
@@ -537,17 +542,7 @@ func TestConcurrentNodesShareCachedImages(t *testing.T) {
 			DriverInternalInfo: map[string]any{},
 		})
 	}
-	cfg := e.config("")
-	cfg.Ports = func(_ context.Context, uuid string) ([]provisioner.Port, error) {
-		var out []provisioner.Port
-		for _, p := range e.ports {
-			if p.NodeUUID == uuid {
-				out = append(out, p)
-			}
-		}
-		return out, nil
-	}
-	b, err := NewPXE(cfg)
+	b, err := NewPXE(e.config(""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -557,7 +552,7 @@ func TestConcurrentNodesShareCachedImages(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = b.PrepareRamdisk(t.Context(), node, nil)
+			errs[i] = b.PrepareRamdisk(t.Context(), e.task(node), nil)
 		}()
 	}
 	wg.Wait()
@@ -636,7 +631,7 @@ func TestAgentDeployConfig(t *testing.T) {
 			}
 			node := writeImages(t, tc.mode)
 			delete(node.DriverInternalInfo, "deploy_key")
-			if err := b.PrepareRamdisk(t.Context(), node, agentParams); err != nil {
+			if err := b.PrepareRamdisk(t.Context(), e.task(node), agentParams); err != nil {
 				t.Fatal(err)
 			}
 			cfg := readFile(t, filepath.Join(root, nodeUUID, tc.file))

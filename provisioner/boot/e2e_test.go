@@ -138,6 +138,11 @@ type bed struct {
 	mu                 sync.Mutex
 }
 
+// task is what a conductor hands the boot interface for node.
+func (b *bed) task(node *provisioner.Node) *drivers.Task {
+	return &drivers.Task{Node: node, Ports: b.ports, Management: b.mgmt}
+}
+
 func startBed(t *testing.T, ipxe bool, token string) *bed {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -211,8 +216,7 @@ func startBed(t *testing.T, ipxe bool, token string) *bed {
 		TFTPRoot: b.tftpRoot, TFTPServer: netip.MustParseAddr("127.0.0.1"),
 		HTTPRoot: b.httpRoot, HTTPURL: b.httpURL,
 		APIURL: "http://127.0.0.1:6385",
-		Hosts:  b.hosts, Images: cache, Management: b.mgmt,
-		Ports: func(context.Context, string) ([]provisioner.Port, error) { return b.ports, nil },
+		Hosts:  b.hosts, Images: cache,
 		Token: func(context.Context, *provisioner.Node) (string, error) { return token, nil },
 	}
 	newIface := boot.NewPXE
@@ -295,7 +299,7 @@ func TestROMBootsDeployThenInstance(t *testing.T) {
 					InstanceInfo:       map[string]any{"kernel": imgSrv.URL + "/vmlinuz", "ramdisk": imgSrv.URL + "/initrd"},
 					DriverInternalInfo: map[string]any{},
 				}
-				if err := b.iface.PrepareRamdisk(t.Context(), node, map[string]string{"deployment_key": e2eKey, "ipa-debug": "1"}); err != nil {
+				if err := b.iface.PrepareRamdisk(t.Context(), b.task(node), map[string]string{"deployment_key": e2eKey, "ipa-debug": "1"}); err != nil {
 					t.Fatal(err)
 				}
 				if d, _ := b.mgmt.GetBootDevice(t.Context(), node); d.Device != "pxe" || d.Persistent {
@@ -354,7 +358,7 @@ func TestROMBootsDeployThenInstance(t *testing.T) {
 
 				// The conductor wrote the image and found the root partition.
 				node.DriverInternalInfo["root_uuid_or_disk_id"] = e2eRoot
-				if err := b.iface.PrepareInstance(t.Context(), node); err != nil {
+				if err := b.iface.PrepareInstance(t.Context(), b.task(node)); err != nil {
 					t.Fatal(err)
 				}
 				if d, _ := b.mgmt.GetBootDevice(t.Context(), node); d.Device != "pxe" || !d.Persistent {
@@ -386,7 +390,7 @@ func TestROMBootsDeployThenInstance(t *testing.T) {
 					t.Errorf("cache fetches %v", sources)
 				}
 
-				if err := b.iface.CleanUpInstance(t.Context(), node); err != nil {
+				if err := b.iface.CleanUpInstance(t.Context(), b.task(node)); err != nil {
 					t.Fatal(err)
 				}
 				if _, ok := b.hosts.Lookup(b.ports[0].Address); ok {
@@ -462,7 +466,7 @@ func TestRealClientsFetchGeneratedFiles(t *testing.T) {
 
 	t.Run("pxe over tftp-hpa", func(t *testing.T) {
 		b := startBed(t, false, "the-token")
-		if err := b.iface.PrepareRamdisk(t.Context(), node(), nil); err != nil {
+		if err := b.iface.PrepareRamdisk(t.Context(), b.task(node()), nil); err != nil {
 			t.Fatal(err)
 		}
 		cfg, err := tftpGet(t, b.tftpPort, "pxelinux.cfg/01-52-54-00-7a-00-01")
@@ -495,7 +499,7 @@ func TestRealClientsFetchGeneratedFiles(t *testing.T) {
 
 	t.Run("ipxe over curl and tftp-hpa", func(t *testing.T) {
 		b := startBed(t, true, "")
-		if err := b.iface.PrepareRamdisk(t.Context(), node(), nil); err != nil {
+		if err := b.iface.PrepareRamdisk(t.Context(), b.task(node()), nil); err != nil {
 			t.Fatal(err)
 		}
 		script, err := curlGet(t, b.httpURL+"/boot.ipxe")

@@ -85,7 +85,7 @@ func (c *Conductor) Heartbeat(ctx context.Context, ident, token, callbackURL, ve
 	_, err = c.UpdateNode(ctx, n.UUID, func(n *provisioner.Node) error {
 		n.DriverInternalInfo["agent_url"] = callbackURL
 		n.DriverInternalInfo["agent_version"] = version
-		n.DriverInternalInfo["agent_last_heartbeat"] = now().Format("2006-01-02T15:04:05.000000")
+		n.DriverInternalInfo["agent_last_heartbeat"] = c.now().Format("2006-01-02T15:04:05.000000")
 		return nil
 	})
 	if err != nil {
@@ -136,26 +136,12 @@ func (c *Conductor) agentHeartbeat(ctx context.Context, n *provisioner.Node) {
 				c.failNode(ctx, n, fmt.Sprintf("Failed to continue deployment of node %s: internal error: %v", n.UUID, r))
 			}
 		}()
-		next, err := hb.Heartbeat(ctx, n)
-		if ctx.Err() != nil {
-			return
+		t, err := c.newTask(ctx, h, n)
+		var step drivers.Step
+		if err == nil {
+			step, err = hb.Heartbeat(ctx, t)
 		}
-		if err != nil {
-			c.failNode(ctx, n, err.Error())
-			return
-		}
-		switch next {
-		case provisioner.StateWaitCallback, provisioner.StateCleanWait:
-			err = c.transition(ctx, n, EventWait)
-		case provisioner.StateActive, provisioner.StateAvailable:
-			err = c.transition(ctx, n, EventDone)
-		default:
-			c.failNode(ctx, n, fmt.Sprintf("Deploy interface returned unexpected state %q.", next))
-			return
-		}
-		if err != nil {
-			c.log.Error("heartbeat", "node", n.UUID, "err", err)
-		}
+		c.afterStep(ctx, n, step, err, nil)
 	})
 	if err != nil {
 		c.release(ctx, n.UUID)

@@ -68,26 +68,12 @@ func (c *Conductor) ramdiskCallback(ctx context.Context, n *provisioner.Node, cb
 				c.failNode(ctx, n, fmt.Sprintf("Failed to continue deployment of node %s: internal error: %v", n.UUID, r))
 			}
 		}()
-		next, err := cb.Continue(ctx, n, method, args)
-		if ctx.Err() != nil {
-			return
+		_, t, err := c.deployTask(ctx, n)
+		var step drivers.Step
+		if err == nil {
+			step, err = cb.Continue(ctx, t, method, args)
 		}
-		if err != nil {
-			c.failNode(ctx, n, err.Error())
-			return
-		}
-		switch next {
-		case provisioner.StateWaitCallback, provisioner.StateCleanWait:
-			err = c.transition(ctx, n, EventWait)
-		case provisioner.StateActive, provisioner.StateAvailable:
-			err = c.transition(ctx, n, EventDone)
-		default:
-			c.failNode(ctx, n, fmt.Sprintf("Deploy interface returned unexpected state %q.", next))
-			return
-		}
-		if err != nil {
-			c.log.Error("ramdisk callback", "node", n.UUID, "method", method, "err", err)
-		}
+		c.afterStep(ctx, n, step, err, nil)
 	})
 	if err != nil {
 		return err

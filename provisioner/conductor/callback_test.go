@@ -17,7 +17,7 @@ func (panicky) CallbackMethods() []drivers.VendorMethod {
 func (panicky) ValidateCallback(context.Context, *provisioner.Node, string, map[string]any) error {
 	return nil
 }
-func (panicky) Continue(context.Context, *provisioner.Node, string, map[string]any) (provisioner.ProvisionState, error) {
+func (panicky) Continue(context.Context, *drivers.Task, string, map[string]any) (drivers.Step, error) {
 	panic("corrupt disk")
 }
 

@@ -77,6 +77,11 @@ type Config struct {
 	// OnStarted, when set, is called once Run has registered the
 	// conductor and recovered the nodes, before any periodic task.
 	OnStarted func()
+	// Now is the clock every timestamp the conductor records (provision
+	// and power state changes, heartbeats, history) and every timeout it
+	// checks (callback timeouts, conductor liveness) is read from; default
+	// time.Now. Tests inject one to check intervals without waiting.
+	Now func() time.Time
 }
 
 // Conductor runs provisioning for the nodes in its Store.
@@ -111,6 +116,9 @@ func New(cfg Config) (*Conductor, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -144,7 +152,8 @@ func (c *Conductor) Drivers() *drivers.Registry { return c.types }
 // HeartbeatTimeout is how old a heartbeat may be for a live conductor.
 func (c *Conductor) HeartbeatTimeout() time.Duration { return c.cfg.HeartbeatTimeout }
 
-func now() time.Time { return time.Now().UTC() }
+// now reads the configured clock, in UTC as the store keeps times.
+func (c *Conductor) now() time.Time { return c.cfg.Now().UTC() }
 
 // Run registers the conductor, recovers nodes a previous run left in
 // transient states, then runs the periodic tasks until ctx ends. It waits
@@ -152,7 +161,7 @@ func now() time.Time { return time.Now().UTC() }
 // ends while it is still starting.
 func (c *Conductor) Run(ctx context.Context) error {
 	if err := c.st.RegisterConductor(ctx, provisioner.Conductor{
-		Hostname: c.host, Drivers: c.types.Names(), CreatedAt: now(), UpdatedAt: now(),
+		Hostname: c.host, Drivers: c.types.Names(), CreatedAt: c.now(), UpdatedAt: c.now(),
 	}); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting: a stop, not a failure
@@ -270,7 +279,7 @@ func (c *Conductor) recover(ctx context.Context) error {
 // history must never stop provisioning.
 func (c *Conductor) history(ctx context.Context, n *provisioner.Node, severity, eventType, event string) {
 	err := c.st.AddHistory(ctx, provisioner.HistoryEvent{
-		UUID: uuid.NewString(), NodeUUID: n.UUID, CreatedAt: now(), Severity: severity,
+		UUID: uuid.NewString(), NodeUUID: n.UUID, CreatedAt: c.now(), Severity: severity,
 		Event: event, EventType: eventType, Conductor: c.host,
 	})
 	if err != nil && ctx.Err() == nil {
@@ -287,7 +296,7 @@ func (c *Conductor) transition(ctx context.Context, n *provisioner.Node, event E
 	}
 	n.TargetProvisionState = targetOf(from, to, event, n.TargetProvisionState)
 	n.ProvisionState = to
-	n.ProvisionUpdatedAt = now()
+	n.ProvisionUpdatedAt = c.now()
 	n.UpdatedAt = n.ProvisionUpdatedAt
 	if err := c.st.UpdateNode(ctx, n); err != nil {
 		return fmt.Errorf("save node %s: %w", n.UUID, err)
@@ -402,7 +411,7 @@ func unsupported(driver string, role drivers.Role) string {
 
 // Alive reports whether a conductor record counts as alive now.
 func (c *Conductor) Alive(rec provisioner.Conductor) bool {
-	return rec.Online && now().Sub(rec.UpdatedAt) <= c.cfg.HeartbeatTimeout
+	return rec.Online && c.now().Sub(rec.UpdatedAt) <= c.cfg.HeartbeatTimeout
 }
 
 // ConductorFor returns the live conductor serving n's driver, "" if none.

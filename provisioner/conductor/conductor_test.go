@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/store"
@@ -81,22 +82,22 @@ func (p *testPower) set(f func(p *testPower)) {
 	f(p)
 }
 
-// testDeploy is a deploy interface double answering wait call-back.
-type testDeploy struct{ result provisioner.ProvisionState }
+// testDeploy is a deploy interface double answering its result.
+type testDeploy struct{ result drivers.Step }
 
-func (d *testDeploy) Validate(ctx context.Context, n *provisioner.Node) error {
-	if _, ok := n.InstanceInfo["image_source"]; !ok {
+func (d *testDeploy) Validate(ctx context.Context, t *drivers.Task) error {
+	if _, ok := t.Node.InstanceInfo["image_source"]; !ok {
 		return errors.New("Missing are: ['instance_info.image_source']")
 	}
 	return nil
 }
-func (d *testDeploy) Prepare(ctx context.Context, n *provisioner.Node) error { return nil }
-func (d *testDeploy) Deploy(ctx context.Context, n *provisioner.Node) (provisioner.ProvisionState, error) {
+func (d *testDeploy) Prepare(ctx context.Context, t *drivers.Task) error { return nil }
+func (d *testDeploy) Deploy(ctx context.Context, t *drivers.Task) (drivers.Step, error) {
 	return d.result, nil
 }
-func (d *testDeploy) TearDown(ctx context.Context, n *provisioner.Node) error { return nil }
-func (d *testDeploy) CleanUp(ctx context.Context, n *provisioner.Node) error  { return nil }
-func (d *testDeploy) TakeOver(ctx context.Context, n *provisioner.Node) error { return nil }
+func (d *testDeploy) TearDown(ctx context.Context, t *drivers.Task) error { return nil }
+func (d *testDeploy) CleanUp(ctx context.Context, t *drivers.Task) error  { return nil }
+func (d *testDeploy) TakeOver(ctx context.Context, t *drivers.Task) error { return nil }
 
 func testTypes(t *testing.T, p *testPower, d drivers.DeployInterface) *drivers.Registry {
 	t.Helper()
@@ -112,8 +113,14 @@ func testTypes(t *testing.T, p *testPower, d drivers.DeployInterface) *drivers.R
 		Power: map[string]drivers.PowerInterface{"testpower": p},
 	}
 	if d != nil {
+		// A deploy interface is handed the node's boot and management
+		// interfaces: Ironic's fakes.
+		fake := drivers.NewFakeHardware()
 		enabled[drivers.RoleDeploy] = []string{"testdeploy"}
+		enabled[drivers.RoleBoot] = []string{"fake"}
+		enabled[drivers.RoleManagement] = []string{"fake"}
 		hw.Deploy = map[string]drivers.DeployInterface{"testdeploy": d}
+		hw.Boot, hw.Management = fake.Boot, fake.Management
 	}
 	reg, err := drivers.NewRegistry(hw)
 	if err != nil {
@@ -175,13 +182,7 @@ func openStore(t *testing.T, path string) store.Store {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, cond, "%s", what)
 }
 
 func waitState(t *testing.T, st store.Store, uuid string, want provisioner.ProvisionState) *provisioner.Node {
@@ -401,8 +402,9 @@ func TestDeployWithoutDeployInterfaceIsRefused(t *testing.T) {
 
 func TestDeployWaitsThenTimesOut(t *testing.T) {
 	p := &testPower{}
-	h := start(t, openStore(t, ":memory:"), testTypes(t, p, &testDeploy{result: provisioner.StateWaitCallback}),
-		func(c *Config) { c.DeployCallbackTimeout = time.Millisecond })
+	clock := testenv.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	h := start(t, openStore(t, ":memory:"), testTypes(t, p, &testDeploy{result: drivers.StepWait}),
+		func(c *Config) { c.DeployCallbackTimeout, c.Now = time.Minute, clock.Now })
 	n := newNode(t, h, provisioner.StateAvailable)
 	if err := h.c.Provision(t.Context(), n.UUID, "active", ProvisionOptions{}); KindOf(err) != KindInvalid {
 		t.Fatalf("deploy without image_source: %v", err)
@@ -418,7 +420,12 @@ func TestDeployWaitsThenTimesOut(t *testing.T) {
 	if got.TargetProvisionState != provisioner.StateActive {
 		t.Fatalf("wait call-back target: %+v", got)
 	}
-	waitFor(t, "timeout elapsed", func() bool { return time.Since(got.ProvisionUpdatedAt) > time.Millisecond })
+	clock.Advance(time.Minute - time.Second)
+	h.c.CheckTimeouts(t.Context())
+	if got, _ := h.st.Node(t.Context(), n.UUID); got.ProvisionState != provisioner.StateWaitCallback {
+		t.Fatalf("failed before the callback timeout: %s %q", got.ProvisionState, got.LastError)
+	}
+	clock.Advance(time.Second)
 	h.c.CheckTimeouts(t.Context())
 	got = waitState(t, h.st, n.UUID, provisioner.StateDeployFailed)
 	if got.LastError != "Timeout reached while waiting for callback for node "+n.UUID {
@@ -542,7 +549,7 @@ func TestRestartRecovers(t *testing.T) {
 // Ironic's refusal where validation stops it).
 func TestEveryAcceptedVerb(t *testing.T) {
 	p := &testPower{state: provisioner.PowerOff}
-	h := start(t, openStore(t, ":memory:"), testTypes(t, p, &testDeploy{result: provisioner.StateActive}), nil)
+	h := start(t, openStore(t, ":memory:"), testTypes(t, p, &testDeploy{result: drivers.StepDone}), nil)
 	steps := []map[string]any{{"interface": "deploy", "step": "erase_devices"}}
 	for _, tc := range []struct {
 		from    provisioner.ProvisionState

@@ -45,7 +45,7 @@ func (c *Conductor) CreateNode(ctx context.Context, n *provisioner.Node) error {
 	if n.ProvisionState == "" {
 		n.ProvisionState = provisioner.StateEnroll
 	}
-	n.CreatedAt = now()
+	n.CreatedAt = c.now()
 	if err := c.st.CreateNode(ctx, n); err != nil {
 		if errors.Is(err, store.ErrDuplicate) {
 			if n.Name != "" {
@@ -79,7 +79,7 @@ func (c *Conductor) UpdateNode(ctx context.Context, ident string, edit func(n *p
 			return nil, err
 		}
 	}
-	n.UpdatedAt = now()
+	n.UpdatedAt = c.now()
 	if err := c.st.UpdateNode(ctx, n); err != nil {
 		if errors.Is(err, store.ErrDuplicate) {
 			return nil, &Error{Kind: KindConflict, Err: err, Msg: fmt.Sprintf("A node with name %s already exists.", n.Name)}
@@ -162,20 +162,42 @@ func (c *Conductor) Validate(ctx context.Context, ident string) ([]InterfaceResu
 		return nil, err
 	}
 	var out []InterfaceResult
-	for _, role := range validateOrder {
-		var v interface {
-			Validate(context.Context, *provisioner.Node) error
+	var task *drivers.Task // built for the first boot or deploy check
+	validateTask := func(v interface {
+		Validate(context.Context, *drivers.Task) error
+	}) error {
+		if task == nil {
+			t, err := c.newTask(ctx, h, n)
+			if err != nil {
+				return err
+			}
+			task = t
 		}
+		return v.Validate(ctx, task)
+	}
+	for _, role := range validateOrder {
 		var ierr error
 		switch role {
 		case drivers.RolePower:
-			v, ierr = h.PowerFor(n)
+			var p drivers.PowerInterface
+			if p, ierr = h.PowerFor(n); ierr == nil {
+				ierr = p.Validate(ctx, n)
+			}
 		case drivers.RoleManagement:
-			v, ierr = h.ManagementFor(n)
+			var m drivers.ManagementInterface
+			if m, ierr = h.ManagementFor(n); ierr == nil {
+				ierr = m.Validate(ctx, n)
+			}
 		case drivers.RoleBoot:
-			v, ierr = h.BootFor(n)
+			var b drivers.BootInterface
+			if b, ierr = h.BootFor(n); ierr == nil {
+				ierr = validateTask(b)
+			}
 		case drivers.RoleDeploy:
-			v, ierr = h.DeployFor(n)
+			var d drivers.DeployInterface
+			if d, ierr = h.DeployFor(n); ierr == nil {
+				ierr = validateTask(d)
+			}
 		default:
 			// Roles without implementations here: Ironic's no-op and fake
 			// interfaces validate, the "no-*" placeholders do not.
@@ -186,9 +208,6 @@ func (c *Conductor) Validate(ctx context.Context, ident string) ([]InterfaceResu
 				out = append(out, InterfaceResult{Interface: role, Reason: unsupported(n.Driver, role)})
 			}
 			continue
-		}
-		if ierr == nil {
-			ierr = v.Validate(ctx, n)
 		}
 		if ierr != nil {
 			out = append(out, InterfaceResult{Interface: role, Reason: cause(ierr, n, role)})
@@ -358,7 +377,7 @@ func (c *Conductor) VendorPassthru(ctx context.Context, ident, method, httpMetho
 	err = c.spawn(n, "vendor "+method, func(ctx context.Context, n *provisioner.Node) {
 		if _, err := v.Call(ctx, n, method, httpMethod, args); err != nil && ctx.Err() == nil {
 			n.LastError = fmt.Sprintf("Vendor passthru %s failed: %s", method, err)
-			n.UpdatedAt = now()
+			n.UpdatedAt = c.now()
 			if serr := c.st.UpdateNode(ctx, n); serr != nil {
 				c.log.Error("save node", "node", n.UUID, "err", serr)
 			}

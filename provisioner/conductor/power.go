@@ -24,7 +24,7 @@ func (c *Conductor) recordPower(n *provisioner.Node, state provisioner.PowerStat
 		if n.DriverInternalInfo == nil {
 			n.DriverInternalInfo = map[string]any{}
 		}
-		n.DriverInternalInfo["last_power_state_change"] = now().Format("2006-01-02T15:04:05.000000")
+		n.DriverInternalInfo["last_power_state_change"] = c.now().Format("2006-01-02T15:04:05.000000")
 	}
 	n.PowerState = state
 }
@@ -58,7 +58,7 @@ func (c *Conductor) SetPowerState(ctx context.Context, ident string, target prov
 		return &Error{Kind: KindInvalid, Err: err, Msg: cause(err, n, "power")}
 	}
 	n.TargetPowerState = target
-	n.UpdatedAt = now()
+	n.UpdatedAt = c.now()
 	if err := c.st.UpdateNode(ctx, n); err != nil {
 		c.release(ctx, n.UUID)
 		return err
@@ -129,7 +129,7 @@ func (c *Conductor) powerAction(ctx context.Context, power powerDriver, n *provi
 		n = fresh
 	}
 	n.TargetPowerState = ""
-	n.UpdatedAt = now()
+	n.UpdatedAt = c.now()
 	if err != nil {
 		n.LastError = fmt.Sprintf("Failed to change power state to '%s' by '%s'. Error: %s", newState, target, err)
 		c.history(ctx, n, "ERROR", "power", n.LastError)
@@ -209,7 +209,7 @@ func (c *Conductor) syncPower(ctx context.Context, uuid string) {
 			uuid, displayPower(provisioner.PowerError), displayPower(n.PowerState), displayPower(provisioner.PowerError), err)
 		n.PowerState = provisioner.PowerError
 		n.Maintenance, n.MaintenanceReason, n.Fault = true, msg, "power failure"
-		n.UpdatedAt = now()
+		n.UpdatedAt = c.now()
 		if err := c.st.UpdateNode(ctx, n); err != nil {
 			c.log.Error("power sync: save", "node", uuid, "err", err)
 		}
@@ -221,7 +221,7 @@ func (c *Conductor) syncPower(ctx context.Context, uuid string) {
 	}
 	prev := n.PowerState
 	c.recordPower(n, state)
-	n.UpdatedAt = now()
+	n.UpdatedAt = c.now()
 	if err := c.st.UpdateNode(ctx, n); err != nil {
 		c.log.Error("power sync: save", "node", uuid, "err", err)
 		return
@@ -257,14 +257,14 @@ func (c *Conductor) CheckTimeouts(ctx context.Context) {
 			return
 		}
 		for _, n := range nodes {
-			if now().Sub(n.ProvisionUpdatedAt) < w.timeout {
+			if c.now().Sub(n.ProvisionUpdatedAt) < w.timeout {
 				continue
 			}
 			n, err := c.st.ReserveNode(ctx, n.UUID, c.host)
 			if err != nil {
 				continue
 			}
-			if n.ProvisionState == w.state && now().Sub(n.ProvisionUpdatedAt) >= w.timeout {
+			if n.ProvisionState == w.state && c.now().Sub(n.ProvisionUpdatedAt) >= w.timeout {
 				c.failNode(ctx, n, w.msg(n))
 				c.cleanUpAfterTimeout(ctx, n)
 			}
@@ -276,15 +276,11 @@ func (c *Conductor) CheckTimeouts(ctx context.Context) {
 // cleanUpAfterTimeout removes the deploy's files (Ironic's
 // cleanup_after_timeout); a failure is appended to last_error.
 func (c *Conductor) cleanUpAfterTimeout(ctx context.Context, n *provisioner.Node) {
-	h, err := c.hardware(n)
+	d, t, err := c.deployTask(ctx, n)
 	if err != nil {
 		return
 	}
-	d, err := h.DeployFor(n)
-	if err != nil {
-		return
-	}
-	if err := d.CleanUp(ctx, n); err != nil && ctx.Err() == nil {
+	if err := d.CleanUp(ctx, t); err != nil && ctx.Err() == nil {
 		n.LastError += fmt.Sprintf(" Cleanup failed for node %s after timeout: %s", n.UUID, err)
 		if err := c.st.UpdateNode(ctx, n); err != nil {
 			c.log.Error("save node", "node", n.UUID, "err", err)

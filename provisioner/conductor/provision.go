@@ -119,9 +119,9 @@ func (c *Conductor) Provision(ctx context.Context, ident, verb string, opts Prov
 			}
 			n.InstanceInfo["configdrive"] = opts.ConfigDrive
 		}
-		work = func(ctx context.Context, n *provisioner.Node) { c.deploy(ctx, h, n) }
+		work = c.deploy
 	case event == EventDelete:
-		work = func(ctx context.Context, n *provisioner.Node) { c.tearDown(ctx, h, n) }
+		work = c.tearDown
 	case event == EventInspect:
 		// No inspect interface is implemented: Ironic refuses at validation.
 		return refuse(KindInvalid, "%s", unsupported(n.Driver, drivers.RoleInspect))
@@ -169,7 +169,10 @@ func (c *Conductor) validateDeploy(ctx context.Context, h *drivers.HardwareType,
 	}
 	deploy, err := h.DeployFor(n)
 	if err == nil {
-		err = deploy.Validate(ctx, n)
+		var t *drivers.Task
+		if t, err = c.newTask(ctx, h, n); err == nil {
+			err = deploy.Validate(ctx, t)
+		}
 	}
 	if err != nil {
 		return fail(err, drivers.RoleDeploy)
@@ -231,61 +234,45 @@ func (c *Conductor) clean(ctx context.Context, n *provisioner.Node, manualSteps 
 }
 
 // deploy is the deploy/rebuild task.
-func (c *Conductor) deploy(ctx context.Context, h *drivers.HardwareType, n *provisioner.Node) {
-	d, err := h.DeployFor(n)
+func (c *Conductor) deploy(ctx context.Context, n *provisioner.Node) {
+	d, t, err := c.deployTask(ctx, n)
 	if err != nil {
 		c.failNode(ctx, n, cause(err, n, drivers.RoleDeploy))
 		return
 	}
-	if err := d.Prepare(ctx, n); err != nil {
+	if err := d.Prepare(ctx, t); err != nil {
 		if ctx.Err() == nil {
-			c.failNode(ctx, n, fmt.Sprintf("Failed to prepare to deploy: %s", err))
+			c.fail(ctx, n, err, func(err error) string { return fmt.Sprintf("Failed to prepare to deploy: %s", err) })
 		}
 		return
 	}
 	// Save what Prepare recorded (the deploy key) before the ramdisk can
 	// call back with it.
-	n.UpdatedAt = now()
+	n.UpdatedAt = c.now()
 	if err := c.st.UpdateNode(ctx, n); err != nil {
 		c.log.Error("deploy: save node", "node", n.UUID, "err", err)
 		return
 	}
-	state, err := d.Deploy(ctx, n)
-	if ctx.Err() != nil {
-		return
-	}
-	if err != nil {
-		c.failNode(ctx, n, fmt.Sprintf("Failed to deploy: %s", err))
-		return
-	}
-	switch state {
-	case provisioner.StateWaitCallback:
-		err = c.transition(ctx, n, EventWait)
-	case provisioner.StateActive:
-		err = c.transition(ctx, n, EventDone)
-	default:
-		c.failNode(ctx, n, fmt.Sprintf("Deploy interface returned unexpected state %q.", state))
-		return
-	}
-	if err != nil {
-		c.log.Error("deploy", "node", n.UUID, "err", err)
-	}
+	step, err := d.Deploy(ctx, t)
+	c.afterStep(ctx, n, step, err, func(err error) string { return fmt.Sprintf("Failed to deploy: %s", err) })
 }
 
 // tearDown is the "deleted" task: tear down, then clean to available.
-func (c *Conductor) tearDown(ctx context.Context, h *drivers.HardwareType, n *provisioner.Node) {
-	d, err := h.DeployFor(n)
+func (c *Conductor) tearDown(ctx context.Context, n *provisioner.Node) {
+	d, t, err := c.deployTask(ctx, n)
 	if err == nil {
-		err = d.TearDown(ctx, n)
+		err = d.TearDown(ctx, t)
 	}
 	if err == nil {
-		err = d.CleanUp(ctx, n)
+		err = d.CleanUp(ctx, t)
 	}
 	if ctx.Err() != nil {
 		return
 	}
 	if err != nil {
-		c.failNode(ctx, n, fmt.Sprintf("Failed to tear down. Error: %s", cause(err, n, drivers.RoleDeploy)))
+		c.fail(ctx, n, err, func(err error) string {
+			return fmt.Sprintf("Failed to tear down. Error: %s", cause(err, n, drivers.RoleDeploy))
+		})
 		return
 	}
 	n.InstanceInfo = map[string]any{}
@@ -300,49 +287,30 @@ func (c *Conductor) tearDown(ctx context.Context, h *drivers.HardwareType, n *pr
 // automatedClean runs cleaning through the node's deploy interface when it
 // can (drivers.Cleaner), as Ironic's automated cleaning boots the ramdisk.
 func (c *Conductor) automatedClean(ctx context.Context, n *provisioner.Node) {
-	h, err := c.hardware(n)
-	var cl drivers.Cleaner
-	if err == nil {
-		var d drivers.DeployInterface
-		if d, err = h.DeployFor(n); err == nil {
-			cl, _ = d.(drivers.Cleaner)
-		}
+	failMsg := func(err error) string { return fmt.Sprintf("Failed to prepare node %s for cleaning: %s", n.UUID, err) }
+	d, t, err := c.deployTask(ctx, n)
+	if err != nil && !errors.Is(err, drivers.ErrUnsupported) {
+		c.fail(ctx, n, err, failMsg)
+		return
 	}
+	cl, _ := d.(drivers.Cleaner)
 	if cl == nil {
 		c.failNode(ctx, n, fmt.Sprintf("Failed to prepare node %s for cleaning: automated cleaning runs in the "+
 			"deploy ramdisk, which the node's deploy interface %q does not run; set automated_clean false on the node.",
 			n.UUID, n.Interfaces.Deploy))
 		return
 	}
-	if err := cl.PrepareCleaning(ctx, n); err != nil {
+	if err := cl.PrepareCleaning(ctx, t); err != nil {
 		if ctx.Err() == nil {
-			c.failNode(ctx, n, fmt.Sprintf("Failed to prepare node %s for cleaning: %s", n.UUID, err))
+			c.fail(ctx, n, err, failMsg)
 		}
 		return
 	}
-	n.UpdatedAt = now()
+	n.UpdatedAt = c.now()
 	if err := c.st.UpdateNode(ctx, n); err != nil {
 		c.log.Error("clean: save node", "node", n.UUID, "err", err)
 		return
 	}
-	state, err := cl.Clean(ctx, n)
-	if ctx.Err() != nil {
-		return
-	}
-	if err != nil {
-		c.failNode(ctx, n, fmt.Sprintf("Failed to prepare node %s for cleaning: %s", n.UUID, err))
-		return
-	}
-	switch state {
-	case provisioner.StateCleanWait:
-		err = c.transition(ctx, n, EventWait)
-	case provisioner.StateAvailable:
-		err = c.transition(ctx, n, EventDone)
-	default:
-		c.failNode(ctx, n, fmt.Sprintf("Deploy interface returned unexpected cleaning state %q.", state))
-		return
-	}
-	if err != nil {
-		c.log.Error("clean", "node", n.UUID, "err", err)
-	}
+	step, err := cl.Clean(ctx, t)
+	c.afterStep(ctx, n, step, err, failMsg)
 }

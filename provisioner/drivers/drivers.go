@@ -14,7 +14,11 @@
 //     power state and boot device really kept per node.
 //
 // NewDefaultRegistry builds both; a conductor looks a node's interfaces up
-// with Registry.Get(node.Driver) and HardwareType.PowerFor(node) etc.
+// with Registry.Get(node.Driver) and HardwareType.PowerFor(node) etc., and
+// hands the boot and deploy interfaces a Task (HardwareType.NewTask): the
+// node with its ports and resolved interfaces, so that none of them looks
+// another up. Deploy and clean steps answer a Step (wait, done) or fail
+// with a *DeployError carrying Ironic's message and its cause.
 // Validation errors are ParameterErrors carrying Ironic's message
 // (errors.Is(err, ErrInvalidParameter)); a role a type lacks gives
 // ErrUnsupported.
@@ -22,6 +26,7 @@ package drivers
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/metalbed/metalbed/provisioner"
 )
@@ -55,33 +60,74 @@ type ManagementInterface interface {
 	SetBootDevice(ctx context.Context, node *provisioner.Node, dev BootDevice) error
 }
 
+// Task is one piece of work on one node, as the conductor hands it to the
+// boot and deploy interfaces (Ironic's task: task.node, task.ports,
+// task.driver.power/management/boot). The conductor builds it under the
+// node's lock with the node's resolved interfaces, so no interface looks
+// another up.
+type Task struct {
+	Node       *provisioner.Node
+	Ports      []provisioner.Port
+	Power      PowerInterface
+	Management ManagementInterface
+	Boot       BootInterface
+}
+
 // BootInterface prepares how a node boots: the deploy ramdisk for
-// deploying, then the instance (pxe, or fake).
+// deploying, then the instance (pxe, or fake). It reaches the node's ports
+// and management interface through the task.
 type BootInterface interface {
-	Validate(ctx context.Context, node *provisioner.Node) error
+	Validate(ctx context.Context, task *Task) error
 	// PrepareRamdisk makes the node boot the deploy ramdisk next (PXE
 	// config, boot device), passing params on its kernel command line.
-	PrepareRamdisk(ctx context.Context, node *provisioner.Node, params map[string]string) error
-	CleanUpRamdisk(ctx context.Context, node *provisioner.Node) error
+	PrepareRamdisk(ctx context.Context, task *Task, params map[string]string) error
+	CleanUpRamdisk(ctx context.Context, task *Task) error
 	// PrepareInstance makes the node boot the deployed instance next.
-	PrepareInstance(ctx context.Context, node *provisioner.Node) error
-	CleanUpInstance(ctx context.Context, node *provisioner.Node) error
+	PrepareInstance(ctx context.Context, task *Task) error
+	CleanUpInstance(ctx context.Context, task *Task) error
+}
+
+// Step is what a deploy or clean step tells the conductor comes next
+// (baremetal-operator's actionContinue/actionComplete); a step that fails
+// returns an error instead, a *DeployError when it carries Ironic's
+// message. The conductor alone turns it into a transition.
+type Step int
+
+// Step results.
+const (
+	// StepWait: the ramdisk goes on by itself and calls back or
+	// heartbeats ("wait call-back" while deploying, "clean wait" while
+	// cleaning).
+	StepWait Step = iota + 1
+	// StepDone: the deploy or the cleaning finished ("active",
+	// "available").
+	StepDone
+)
+
+func (s Step) String() string {
+	switch s {
+	case StepWait:
+		return "wait"
+	case StepDone:
+		return "done"
+	}
+	return fmt.Sprintf("Step(%d)", int(s))
 }
 
 // DeployInterface writes an image to a node and tears it down again.
 type DeployInterface interface {
-	Validate(ctx context.Context, node *provisioner.Node) error
-	Prepare(ctx context.Context, node *provisioner.Node) error
-	// Deploy starts or finishes a deploy. It returns StateWaitCallback when
-	// the rest happens asynchronously (the ramdisk calls back), or
-	// StateActive when the deploy completed synchronously.
-	Deploy(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error)
+	Validate(ctx context.Context, task *Task) error
+	Prepare(ctx context.Context, task *Task) error
+	// Deploy starts or finishes a deploy: StepWait when the rest happens
+	// asynchronously (the ramdisk calls back), StepDone when the deploy
+	// completed synchronously.
+	Deploy(ctx context.Context, task *Task) (Step, error)
 	// TearDown powers the node off and undoes Deploy; the conductor then
 	// cleans the node or makes it available.
-	TearDown(ctx context.Context, node *provisioner.Node) error
-	CleanUp(ctx context.Context, node *provisioner.Node) error
+	TearDown(ctx context.Context, task *Task) error
+	CleanUp(ctx context.Context, task *Task) error
 	// TakeOver is called when a conductor adopts an active node.
-	TakeOver(ctx context.Context, node *provisioner.Node) error
+	TakeOver(ctx context.Context, task *Task) error
 }
 
 // VendorMethod describes one vendor passthru method as
@@ -119,11 +165,10 @@ type RamdiskCallbacks interface {
 	// ValidateCallback checks a call's arguments (answered 400 when bad).
 	ValidateCallback(ctx context.Context, node *provisioner.Node, method string, args map[string]any) error
 	// Continue handles a call for a node the conductor has resumed
-	// ("deploying" or "cleaning"). It returns where the node goes next:
-	// StateWaitCallback or StateCleanWait when the ramdisk calls again,
-	// StateActive when the deploy finished, StateAvailable when cleaning
-	// did. An error fails the node with the error's text as last_error.
-	Continue(ctx context.Context, node *provisioner.Node, method string, args map[string]any) (provisioner.ProvisionState, error)
+	// ("deploying" or "cleaning"): StepWait when the ramdisk calls again,
+	// StepDone when the deploy or cleaning finished. An error fails the
+	// node (a *DeployError's message becomes last_error).
+	Continue(ctx context.Context, task *Task, method string, args map[string]any) (Step, error)
 }
 
 // Cleaner is implemented by a DeployInterface that runs automated cleaning
@@ -133,11 +178,11 @@ type Cleaner interface {
 	// PrepareCleaning readies cleaning a node in "cleaning" (the deploy
 	// ramdisk's boot configuration and deploy key); the conductor saves the
 	// node before calling Clean, so a fast ramdisk finds its key.
-	PrepareCleaning(ctx context.Context, node *provisioner.Node) error
-	// Clean starts cleaning. It returns StateCleanWait when the ramdisk
-	// will call back (RamdiskCallbacks), or StateAvailable when cleaning
-	// finished synchronously.
-	Clean(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error)
+	PrepareCleaning(ctx context.Context, task *Task) error
+	// Clean starts cleaning: StepWait when the ramdisk will call back
+	// (RamdiskCallbacks) or heartbeat, StepDone when cleaning finished
+	// synchronously.
+	Clean(ctx context.Context, task *Task) (Step, error)
 }
 
 // AgentHeartbeat is implemented by a DeployInterface driven by the agent's
@@ -147,9 +192,21 @@ type Cleaner interface {
 type AgentHeartbeat interface {
 	// Heartbeat acts on a heartbeat for a node the conductor resumed
 	// ("deploying" or "cleaning"): it starts writing the image or a clean
-	// step, polls the agent's command, or finishes. It returns
-	// StateWaitCallback/StateCleanWait to wait for the next heartbeat,
-	// StateActive/StateAvailable when the deploy/cleaning finished; an
-	// error fails the node with its text as last_error.
-	Heartbeat(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error)
+	// step, polls the agent's command, or finishes: StepWait to wait for
+	// the next heartbeat, StepDone when the deploy or cleaning finished;
+	// an error fails the node (a *DeployError's message becomes
+	// last_error).
+	Heartbeat(ctx context.Context, task *Task) (Step, error)
 }
+
+// DeployError fails a node's deploy or cleaning: Msg is Ironic's message,
+// stored as the node's last_error; Err is the cause, kept for errors.Is and
+// errors.As and for the one log line the conductor writes when it fails the
+// node.
+type DeployError struct {
+	Msg string
+	Err error
+}
+
+func (e *DeployError) Error() string { return e.Msg }
+func (e *DeployError) Unwrap() error { return e.Err }

@@ -123,44 +123,44 @@ func (m *FakeManagement) SetBootDevice(_ context.Context, node *provisioner.Node
 type FakeBoot struct{}
 
 // Validate accepts any node.
-func (FakeBoot) Validate(context.Context, *provisioner.Node) error { return nil }
+func (FakeBoot) Validate(context.Context, *Task) error { return nil }
 
 // PrepareRamdisk does nothing.
-func (FakeBoot) PrepareRamdisk(context.Context, *provisioner.Node, map[string]string) error {
+func (FakeBoot) PrepareRamdisk(context.Context, *Task, map[string]string) error {
 	return nil
 }
 
 // CleanUpRamdisk does nothing.
-func (FakeBoot) CleanUpRamdisk(context.Context, *provisioner.Node) error { return nil }
+func (FakeBoot) CleanUpRamdisk(context.Context, *Task) error { return nil }
 
 // PrepareInstance does nothing.
-func (FakeBoot) PrepareInstance(context.Context, *provisioner.Node) error { return nil }
+func (FakeBoot) PrepareInstance(context.Context, *Task) error { return nil }
 
 // CleanUpInstance does nothing.
-func (FakeBoot) CleanUpInstance(context.Context, *provisioner.Node) error { return nil }
+func (FakeBoot) CleanUpInstance(context.Context, *Task) error { return nil }
 
-// FakeDeploy deploys synchronously: Deploy returns StateActive at once.
+// FakeDeploy deploys synchronously: Deploy returns StepDone at once.
 type FakeDeploy struct{}
 
 // Validate accepts any node.
-func (FakeDeploy) Validate(context.Context, *provisioner.Node) error { return nil }
+func (FakeDeploy) Validate(context.Context, *Task) error { return nil }
 
 // Prepare does nothing.
-func (FakeDeploy) Prepare(context.Context, *provisioner.Node) error { return nil }
+func (FakeDeploy) Prepare(context.Context, *Task) error { return nil }
 
 // Deploy completes immediately.
-func (FakeDeploy) Deploy(context.Context, *provisioner.Node) (provisioner.ProvisionState, error) {
-	return provisioner.StateActive, nil
+func (FakeDeploy) Deploy(context.Context, *Task) (Step, error) {
+	return StepDone, nil
 }
 
 // TearDown does nothing.
-func (FakeDeploy) TearDown(context.Context, *provisioner.Node) error { return nil }
+func (FakeDeploy) TearDown(context.Context, *Task) error { return nil }
 
 // CleanUp does nothing.
-func (FakeDeploy) CleanUp(context.Context, *provisioner.Node) error { return nil }
+func (FakeDeploy) CleanUp(context.Context, *Task) error { return nil }
 
 // TakeOver does nothing.
-func (FakeDeploy) TakeOver(context.Context, *provisioner.Node) error { return nil }
+func (FakeDeploy) TakeOver(context.Context, *Task) error { return nil }
 
 // FakeVendor has Ironic's FakeVendorB methods: each tests its "bar"
 // argument against a fixed word and returns the boolean.

@@ -201,6 +201,24 @@ func (h *HardwareType) VendorFor(node *provisioner.Node) (VendorInterface, error
 	return pick(h, RoleVendor, h.Vendor, node.Interfaces.Vendor)
 }
 
+// NewTask resolves node's power, management and boot interfaces into a
+// Task with its ports: what the conductor hands the boot and deploy
+// interfaces.
+func (h *HardwareType) NewTask(node *provisioner.Node, ports []provisioner.Port) (*Task, error) {
+	t := &Task{Node: node, Ports: ports}
+	var err error
+	if t.Power, err = h.PowerFor(node); err != nil {
+		return nil, err
+	}
+	if t.Management, err = h.ManagementFor(node); err != nil {
+		return nil, err
+	}
+	if t.Boot, err = h.BootFor(node); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
 // Registry holds the enabled hardware types by name. It is built once with
 // NewRegistry and never changes afterwards.
 type Registry struct {
@@ -241,27 +259,6 @@ func (r *Registry) Get(name string) (*HardwareType, error) {
 		return nil, unsupportedf("Could not find the following driver(s) or hardware type(s): %s.", name)
 	}
 	return h, nil
-}
-
-// PowerAndBoot returns node's power and boot interfaces, as its hardware
-// type gives them: what a deploy interface drives.
-func (r *Registry) PowerAndBoot(node *provisioner.Node) (PowerInterface, BootInterface, error) {
-	if r == nil {
-		return nil, nil, errors.New("no driver registry")
-	}
-	h, err := r.Get(node.Driver)
-	if err != nil {
-		return nil, nil, err
-	}
-	power, err := h.PowerFor(node)
-	if err != nil {
-		return nil, nil, err
-	}
-	boot, err := h.BootFor(node)
-	if err != nil {
-		return nil, nil, err
-	}
-	return power, boot, nil
 }
 
 // PyList renders names as Python prints a list of strings (['a', 'b']),

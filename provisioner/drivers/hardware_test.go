@@ -209,8 +209,12 @@ func TestFakeManagementAndVendor(t *testing.T) {
 	}
 
 	d, _ := hw.DeployFor(n)
-	if st, err := d.Deploy(ctx, n); err != nil || st != provisioner.StateActive {
-		t.Errorf("deploy: %q, %v", st, err)
+	task, err := hw.NewTask(n, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := d.Deploy(ctx, task); err != nil || st != StepDone {
+		t.Errorf("deploy: %v, %v", st, err)
 	}
 }
 

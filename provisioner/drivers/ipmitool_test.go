@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner"
 )
 
@@ -282,10 +283,10 @@ func TestIPMIToolErrorsCarryStderrAndRetry(t *testing.T) {
 		_, err := ft.power(t).GetPowerState(ctx, captureNode())
 		done <- err
 	}()
-	waitFor(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		b, _ := os.ReadFile(filepath.Join(ft.dir, "argv"))
 		return strings.Count(string(b), "\n") >= 3
-	})
+	}, "three ipmitool calls")
 	os.Remove(filepath.Join(ft.dir, "fail"))
 	if err := <-done; err != nil {
 		t.Fatalf("after the BMC recovered: %v", err)
@@ -353,18 +354,5 @@ func TestIPMIToolMissingBinary(t *testing.T) {
 	_, err = p.GetPowerState(ctx, captureNode())
 	if err == nil || !errors.Is(err, errPermanent) {
 		t.Fatalf("err %v, want a permanent error", err)
-	}
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", d)
-		}
-		tm := time.NewTimer(10 * time.Millisecond)
-		<-tm.C
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -73,6 +72,9 @@ type Config struct {
 	Milestone func(node, kind, detail string)
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Now is the conductor's clock (conductor.Config.Now) and the deploy
+	// interfaces' (deploy.Config.Now); default time.Now.
+	Now func() time.Time
 }
 
 // Netboot configures network booting and the iSCSI deploy.
@@ -130,9 +132,6 @@ type Netboot struct {
 type Service struct {
 	cfg   Config
 	ready chan struct{}
-	// st is the store once Serve opened it; the boot interfaces read ports
-	// through it.
-	st atomic.Pointer[sqlite.Store]
 }
 
 // New checks cfg and applies defaults. It does no I/O.
@@ -186,13 +185,13 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	defer st.Close()
-	s.st.Store(st)
 	started := make(chan struct{})
 	cond, err := conductor.New(conductor.Config{
 		Hostname: s.cfg.Hostname, Store: st, Drivers: s.cfg.Drivers, Logger: s.cfg.Logger,
 		PowerSyncInterval: s.cfg.PowerSyncInterval, DeployCallbackTimeout: s.cfg.DeployCallbackTimeout,
 		CleanCallbackTimeout: s.cfg.CleanCallbackTimeout, CheckProvisionInterval: s.cfg.CheckProvisionInterval,
 		AutomatedClean: s.cfg.AutomatedClean, Milestone: s.cfg.Milestone, OnStarted: func() { close(started) },
+		Now: s.cfg.Now,
 	})
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/store/sqlite"
@@ -73,17 +74,12 @@ func call(t *testing.T, method, url, body string) (int, map[string]any) {
 
 func waitState(t *testing.T, url, node, want string) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		_, n := call(t, "GET", url+"/v1/nodes/"+node, "")
-		if n["provision_state"] == want && n["reservation"] == nil {
-			return n
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s: want %s, have %v", node, want, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var n map[string]any
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		_, n = call(t, "GET", url+"/v1/nodes/"+node, "")
+		return n["provision_state"] == want && n["reservation"] == nil
+	}, "node %s %s", node, want)
+	return n
 }
 
 // TestSurvivesRestartAndRecovers stops the service, leaves a node as a

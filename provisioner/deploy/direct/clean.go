@@ -2,9 +2,7 @@ package direct
 
 import (
 	"context"
-	"fmt"
 
-	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 )
 
@@ -15,72 +13,55 @@ var _ drivers.Cleaner = (*Deploy)(nil)
 var eraseMetadataStep = map[string]any{"interface": "deploy", "step": "erase_devices_metadata", "priority": 99, "argsinfo": nil}
 
 // PrepareCleaning makes the node boot the agent ramdisk for cleaning.
-func (d *Deploy) PrepareCleaning(ctx context.Context, node *provisioner.Node) error {
-	_, boot, err := d.interfaces(node)
-	if err != nil {
+func (d *Deploy) PrepareCleaning(ctx context.Context, t *drivers.Task) error {
+	d.forgetAgent(t.Node)
+	if err := t.Boot.PrepareRamdisk(ctx, t, d.ramdiskParams(t.Node)); err != nil {
 		return err
 	}
-	d.forgetAgent(node)
-	if err := boot.PrepareRamdisk(ctx, node, d.ramdiskParams(node)); err != nil {
-		return err
-	}
-	d.milestone(node, "prepare", "agent ramdisk configured for cleaning")
+	d.core.Milestone(t.Node, "prepare", "agent ramdisk configured for cleaning")
 	return nil
 }
 
 // Clean powers the node on into the agent ramdisk; its heartbeats drive
 // the clean step.
-func (d *Deploy) Clean(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error) {
-	if err := d.powerOnOrReboot(ctx, node); err != nil {
-		return "", err
-	}
-	d.milestone(node, "power on", "booting the agent ramdisk for cleaning")
-	return provisioner.StateCleanWait, nil
+func (d *Deploy) Clean(ctx context.Context, t *drivers.Task) (drivers.Step, error) {
+	return d.core.BootRamdisk(ctx, t, "booting the agent ramdisk for cleaning")
 }
 
 // cleanHeartbeat runs erase_devices_metadata on the first heartbeat and
 // finishes cleaning when the agent reports it done: power off, ramdisk
 // boot configuration removed, available.
-func (d *Deploy) cleanHeartbeat(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error) {
+func (d *Deploy) cleanHeartbeat(ctx context.Context, t *drivers.Task) (drivers.Step, error) {
+	node := t.Node
 	if started, _ := node.DriverInternalInfo["cleaning_started"].(bool); !started {
 		step := map[string]any{"interface": "deploy", "step": "erase_devices_metadata", "priority": 99, "reboot_requested": false, "abortable": true}
 		cmd, err := d.sendCommand(ctx, node, "clean.execute_clean_step",
 			map[string]any{"step": step, "node": nodeView(node), "ports": []any{},
 				"clean_version": map[string]any{"generic_hardware_manager": "1.2"}}, false)
 		if err != nil {
-			return "", d.failed(ctx, node, fmt.Sprintf("Failed to clean node %s. Error: %s", node.UUID, err))
+			return d.fail(ctx, t, err, "Failed to clean node %s. Error: %s", node.UUID, err)
 		}
 		node.DriverInternalInfo["cleaning_started"] = true
 		if cmd.CommandStatus == "FAILED" {
-			return "", d.failed(ctx, node, fmt.Sprintf("Agent returned error for clean step %s on node %s : %s.",
-				pyDict(eraseMetadataStep), node.UUID, cmd.errorText()))
+			return d.stepFailed(ctx, t, "clean", eraseMetadataStep, cmd)
 		}
-		return provisioner.StateCleanWait, nil
+		return drivers.StepWait, nil
 	}
 	cmd, err := d.lastCommand(ctx, node)
 	if err != nil {
-		return "", d.failed(ctx, node, fmt.Sprintf("Failed to clean node %s. Error: %s", node.UUID, err))
+		return d.fail(ctx, t, err, "Failed to clean node %s. Error: %s", node.UUID, err)
 	}
 	switch cmd.CommandStatus {
 	case "RUNNING":
-		return provisioner.StateCleanWait, nil
+		return drivers.StepWait, nil
 	case "SUCCEEDED":
 	default:
-		return "", d.failed(ctx, node, fmt.Sprintf("Agent returned error for clean step %s on node %s : %s.",
-			pyDict(eraseMetadataStep), node.UUID, cmd.errorText()))
+		return d.stepFailed(ctx, t, "clean", eraseMetadataStep, cmd)
 	}
-	d.milestone(node, "disk wiped", "erase_devices_metadata by the agent")
-	power, boot, err := d.interfaces(node)
+	d.core.Milestone(node, "disk wiped", "erase_devices_metadata by the agent")
+	step, err := d.core.FinishCleaning(ctx, t)
 	if err == nil {
-		err = power.SetPowerState(ctx, node, provisioner.PowerOff)
+		d.forgetAgent(node)
 	}
-	if err == nil {
-		node.PowerState = provisioner.PowerOff
-		err = boot.CleanUpRamdisk(ctx, node)
-	}
-	if err != nil {
-		return "", fmt.Errorf("Failed to tear down cleaning on node %s. Error: %s", node.UUID, err)
-	}
-	d.forgetAgent(node)
-	return provisioner.StateAvailable, nil
+	return step, err
 }

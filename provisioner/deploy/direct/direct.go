@@ -43,8 +43,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/provisioner"
+	"github.com/metalbed/metalbed/provisioner/deploy"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/imagecache"
 )
@@ -54,11 +54,11 @@ const Name = "direct"
 
 // Config gives the interface its dependencies. There are no globals.
 type Config struct {
-	// Drivers returns the registry that holds the node's hardware type
-	// (looked up at call time). Required.
-	Drivers func() *drivers.Registry
-	// Images fetches and verifies instance images. Required.
-	Images *imagecache.Cache
+	// Config is what every deploy interface gets: Images (required),
+	// DefaultBootMode/DefaultBootOption, DialContext (the default
+	// HTTPClient's), Milestone (prepare, power on, write_image, image
+	// written, bootloader, power off, reboot), Logger, Now.
+	deploy.Config
 	// APIURL is passed to the agent as ipa-api-url. Required.
 	APIURL string
 	// HTTPRoot and HTTPURL publish images the agent cannot fetch itself
@@ -79,23 +79,16 @@ type Config struct {
 	// command_wait_interval); defaults 100 and 6 s.
 	CommandWaitAttempts int
 	CommandWaitInterval time.Duration
-	// HTTPClient talks to the agent; default one with AgentTransport.
+	// HTTPClient talks to the agent; default one with
+	// AgentTransport(DialContext).
 	HTTPClient *http.Client
-	// DefaultBootMode and DefaultBootOption must match the boot
-	// interface's: defaults "uefi" and "netboot".
-	DefaultBootMode   string
-	DefaultBootOption string
-	// Milestone, when set, is told each step of a node's deploy: prepare,
-	// power on, write_image, image written, bootloader, power off, reboot.
-	Milestone func(node, kind, detail string)
-	// Logger receives logs; nil discards.
-	Logger *slog.Logger
 }
 
 // Deploy is the "direct" deploy interface, safe for concurrent use on
 // different nodes (the conductor serialises calls per node).
 type Deploy struct {
 	cfg  Config
+	core *deploy.Core
 	log  *slog.Logger
 	http *http.Client
 }
@@ -107,18 +100,9 @@ var (
 
 // New checks cfg and applies defaults. It does no I/O.
 func New(cfg Config) (*Deploy, error) {
-	var missing []string
-	if cfg.Drivers == nil {
-		missing = append(missing, "Drivers")
-	}
-	if cfg.Images == nil {
-		missing = append(missing, "Images")
-	}
-	if cfg.APIURL == "" {
-		missing = append(missing, "APIURL")
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("direct deploy: missing %s", strings.Join(missing, ", "))
+	core, err := deploy.New(Name, cfg.Config, map[string]string{"APIURL": cfg.APIURL})
+	if err != nil {
+		return nil, err
 	}
 	if (cfg.HTTPRoot == "") != (cfg.HTTPURL == "") {
 		return nil, errors.New("direct deploy: HTTPRoot and HTTPURL go together")
@@ -138,29 +122,11 @@ func New(cfg Config) (*Deploy, error) {
 	if cfg.CommandWaitInterval <= 0 {
 		cfg.CommandWaitInterval = 6 * time.Second
 	}
-	switch cfg.DefaultBootMode {
-	case "":
-		cfg.DefaultBootMode = disk.BootModeUEFI
-	case disk.BootModeUEFI, disk.BootModeBIOS:
-	default:
-		return nil, fmt.Errorf("direct deploy: DefaultBootMode %q: want uefi or bios", cfg.DefaultBootMode)
-	}
-	switch cfg.DefaultBootOption {
-	case "":
-		cfg.DefaultBootOption = disk.BootOptionNetboot
-	case disk.BootOptionNetboot, disk.BootOptionLocal:
-	default:
-		return nil, fmt.Errorf("direct deploy: DefaultBootOption %q: want netboot or local", cfg.DefaultBootOption)
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		hc = &http.Client{Transport: AgentTransport(nil)}
+		hc = &http.Client{Transport: AgentTransport(cfg.DialContext)}
 	}
-	return &Deploy{cfg: cfg, log: log.With("deploy_interface", Name), http: hc}, nil
+	return &Deploy{cfg: cfg, core: core, log: core.Logger(), http: hc}, nil
 }
 
 // AgentTransport is the transport for agents: a connection per request,
@@ -170,30 +136,6 @@ func New(cfg Config) (*Deploy, error) {
 // dial nil => a net.Dialer's.
 func AgentTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	return &http.Transport{DialContext: dial, DisableKeepAlives: true}
-}
-
-func (d *Deploy) milestone(node *provisioner.Node, kind, detail string) {
-	d.log.Info(kind, "node", node.UUID, "detail", detail)
-	if d.cfg.Milestone != nil {
-		d.cfg.Milestone(node.UUID, kind, detail)
-	}
-}
-
-func invalid(format string, args ...any) error {
-	return &drivers.ParameterError{Msg: fmt.Sprintf(format, args...)}
-}
-
-// interfaces returns the node's power and boot interfaces.
-func (d *Deploy) interfaces(node *provisioner.Node) (drivers.PowerInterface, drivers.BootInterface, error) {
-	return d.cfg.Drivers().PowerAndBoot(node)
-}
-
-func (d *Deploy) management(node *provisioner.Node) (drivers.ManagementInterface, error) {
-	h, err := d.cfg.Drivers().Get(node.Driver)
-	if err != nil {
-		return nil, err
-	}
-	return h.ManagementFor(node)
 }
 
 func str(m map[string]any, k string) string { s, _ := m[k].(string); return s }
@@ -207,15 +149,11 @@ func isHTTP(src string) bool {
 // then image_source (an HTTP URL, or anything when images are published
 // through the HTTP root), a checksum for HTTP sources, and root_gb for
 // partition images.
-func (d *Deploy) Validate(ctx context.Context, node *provisioner.Node) error {
-	_, boot, err := d.interfaces(node)
-	if err != nil {
+func (d *Deploy) Validate(ctx context.Context, t *drivers.Task) error {
+	if err := t.Boot.Validate(ctx, t); err != nil {
 		return err
 	}
-	if err := boot.Validate(ctx, node); err != nil {
-		return err
-	}
-	ii := node.InstanceInfo
+	ii := t.Node.InstanceInfo
 	src := str(ii, "image_source")
 	var missing []string
 	if src == "" {
@@ -230,10 +168,10 @@ func (d *Deploy) Validate(ctx context.Context, node *provisioner.Node) error {
 		}
 	}
 	if len(missing) > 0 {
-		return invalid("Some parameters were missing in node's instance_info. Missing are: %s", drivers.PyList(missing))
+		return deploy.Invalid("Some parameters were missing in node's instance_info. Missing are: %s", drivers.PyList(missing))
 	}
 	if !isHTTP(src) && d.cfg.HTTPRoot == "" {
-		return invalid("Agent deploy supports only HTTP(S) URLs as instance_info['image_source'] when no HTTP server publishes images. Given URL: %s", src)
+		return deploy.Invalid("Agent deploy supports only HTTP(S) URLs as instance_info['image_source'] when no HTTP server publishes images. Given URL: %s", src)
 	}
 	return nil
 }
@@ -247,24 +185,16 @@ func (d *Deploy) publishedPath(node *provisioner.Node) string {
 // Prepare publishes the image when the agent cannot fetch it directly,
 // forgets the previous deploy's agent state and makes the node boot the
 // deploy ramdisk with IPA's kernel parameters.
-func (d *Deploy) Prepare(ctx context.Context, node *provisioner.Node) error {
-	_, boot, err := d.interfaces(node)
-	if err != nil {
-		return err
-	}
+func (d *Deploy) Prepare(ctx context.Context, t *drivers.Task) error {
+	node := t.Node
 	if node.ProvisionState == provisioner.StateActive {
-		return boot.PrepareInstance(ctx, node)
+		return d.core.TakeOver(ctx, t)
 	}
-	if err := d.Validate(ctx, node); err != nil {
+	if err := d.Validate(ctx, t); err != nil {
 		return err
-	}
-	if node.DriverInternalInfo == nil {
-		node.DriverInternalInfo = map[string]any{}
 	}
 	d.forgetAgent(node)
-	for _, k := range []string{"is_whole_disk_image", "root_uuid_or_disk_id", "efi_system_partition_uuid"} {
-		delete(node.DriverInternalInfo, k)
-	}
+	deploy.ResetDeployInfo(node)
 	ii := node.InstanceInfo
 	src := str(ii, "image_source")
 	whole := true
@@ -276,7 +206,7 @@ func (d *Deploy) Prepare(ctx context.Context, node *provisioner.Node) error {
 		whole = false
 	}
 	if !isHTTP(src) {
-		start := time.Now()
+		start := d.core.Now()
 		dst := d.publishedPath(node)
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return fmt.Errorf("agent image directory: %w", err)
@@ -285,45 +215,20 @@ func (d *Deploy) Prepare(ctx context.Context, node *provisioner.Node) error {
 		if err := d.cfg.Images.Fetch(ctx, s, dst); err != nil {
 			return fmt.Errorf("fetch image %s: %w", src, err)
 		}
-		d.milestone(node, "image cached", fmt.Sprintf("%s published for the agent, %.2fs", src, time.Since(start).Seconds()))
+		d.core.Milestone(node, "image cached", fmt.Sprintf("%s published for the agent, %.2fs", src, d.core.Since(start).Seconds()))
 	}
 	node.DriverInternalInfo["is_whole_disk_image"] = whole
-	if err := boot.PrepareRamdisk(ctx, node, d.ramdiskParams(node)); err != nil {
+	if err := t.Boot.PrepareRamdisk(ctx, t, d.ramdiskParams(node)); err != nil {
 		return err
 	}
-	d.milestone(node, "prepare", "agent ramdisk configured, boot device pxe")
+	d.core.Milestone(node, "prepare", "agent ramdisk configured, boot device pxe")
 	return nil
 }
 
 // Deploy powers the node on (or reboots it) into the agent ramdisk and
 // waits for its heartbeats.
-func (d *Deploy) Deploy(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error) {
-	if err := d.powerOnOrReboot(ctx, node); err != nil {
-		return "", err
-	}
-	d.milestone(node, "power on", "booting the agent ramdisk")
-	return provisioner.StateWaitCallback, nil
-}
-
-func (d *Deploy) powerOnOrReboot(ctx context.Context, node *provisioner.Node) error {
-	power, _, err := d.interfaces(node)
-	if err != nil {
-		return err
-	}
-	cur, err := power.GetPowerState(ctx, node)
-	if err != nil {
-		return fmt.Errorf("get power state: %w", err)
-	}
-	if cur == provisioner.PowerOn {
-		err = power.Reboot(ctx, node, false)
-	} else {
-		err = power.SetPowerState(ctx, node, provisioner.PowerOn)
-	}
-	if err != nil {
-		return fmt.Errorf("power on: %w", err)
-	}
-	node.PowerState = provisioner.PowerOn
-	return nil
+func (d *Deploy) Deploy(ctx context.Context, t *drivers.Task) (drivers.Step, error) {
+	return d.core.BootRamdisk(ctx, t, "booting the agent ramdisk")
 }
 
 // forgetAgent drops the previous agent's URL, token and progress: a new
@@ -348,26 +253,19 @@ func (d *Deploy) ramdiskParams(node *provisioner.Node) map[string]string {
 }
 
 // TearDown powers the node off.
-func (d *Deploy) TearDown(ctx context.Context, node *provisioner.Node) error {
-	power, _, err := d.interfaces(node)
-	if err != nil {
-		return err
-	}
-	if err := power.SetPowerState(ctx, node, provisioner.PowerOff); err != nil {
-		return fmt.Errorf("power off: %w", err)
-	}
-	node.PowerState = provisioner.PowerOff
-	return nil
+func (d *Deploy) TearDown(ctx context.Context, t *drivers.Task) error {
+	return d.core.PowerOff(ctx, t)
 }
 
 // CleanUp removes the published image and the node's boot files.
-func (d *Deploy) CleanUp(ctx context.Context, node *provisioner.Node) error {
-	d.unpublish(node)
-	_, boot, err := d.interfaces(node)
-	if err != nil {
-		return err
-	}
-	return errors.Join(boot.CleanUpRamdisk(ctx, node), boot.CleanUpInstance(ctx, node))
+func (d *Deploy) CleanUp(ctx context.Context, t *drivers.Task) error {
+	d.unpublish(t.Node)
+	return d.core.CleanUpBoot(ctx, t)
+}
+
+// TakeOver rebuilds the boot configuration of an active node.
+func (d *Deploy) TakeOver(ctx context.Context, t *drivers.Task) error {
+	return d.core.TakeOver(ctx, t)
 }
 
 func (d *Deploy) unpublish(node *provisioner.Node) {
@@ -378,18 +276,6 @@ func (d *Deploy) unpublish(node *provisioner.Node) {
 		d.log.Warn("remove published image", "node", node.UUID, "err", err)
 	}
 	d.cfg.Images.CleanUp()
-}
-
-// TakeOver rebuilds the boot configuration of an active node.
-func (d *Deploy) TakeOver(ctx context.Context, node *provisioner.Node) error {
-	if node.ProvisionState != provisioner.StateActive {
-		return nil
-	}
-	_, boot, err := d.interfaces(node)
-	if err != nil {
-		return err
-	}
-	return boot.PrepareInstance(ctx, node)
 }
 
 // imageInfo is IPA's image_info as Ironic 21.4 sends it in write_image.
@@ -417,7 +303,7 @@ func (d *Deploy) imageInfo(node *provisioner.Node) (map[string]any, error) {
 	if whole, _ := node.DriverInternalInfo["is_whole_disk_image"].(bool); !whole {
 		root, err := asInt(ii["root_gb"])
 		if err != nil || root <= 0 {
-			return nil, invalid("Invalid root_gb %v", ii["root_gb"])
+			return nil, deploy.Invalid("Invalid root_gb %v", ii["root_gb"])
 		}
 		info["root_mb"] = root * 1024
 		for _, k := range []struct {
@@ -427,7 +313,7 @@ func (d *Deploy) imageInfo(node *provisioner.Node) (map[string]any, error) {
 			if v, ok := ii[k.key]; ok && v != nil {
 				n, err := asInt(v)
 				if err != nil {
-					return nil, invalid("Invalid %s %v", k.key, v)
+					return nil, deploy.Invalid("Invalid %s %v", k.key, v)
 				}
 				info[k.dst] = n * k.scale
 			}
@@ -435,8 +321,8 @@ func (d *Deploy) imageInfo(node *provisioner.Node) (map[string]any, error) {
 		info["ephemeral_format"] = str(ii, "ephemeral_format")
 		info["preserve_ephemeral"] = false
 		info["image_type"] = "partition"
-		info["deploy_boot_mode"] = d.bootMode(node)
-		info["boot_option"] = d.bootOption(node)
+		info["deploy_boot_mode"] = d.core.BootMode(node)
+		info["boot_option"] = d.core.BootOption(node)
 		info["disk_label"] = provisioner.Capability(node.InstanceInfo["capabilities"], "disk_label")
 	}
 	return info, nil
@@ -456,14 +342,6 @@ func asInt(v any) (int64, error) {
 		return n, err
 	}
 	return 0, fmt.Errorf("%v is not an integer", v)
-}
-
-func (d *Deploy) bootMode(node *provisioner.Node) string {
-	return node.DeployBootMode(d.cfg.DefaultBootMode)
-}
-
-func (d *Deploy) bootOption(node *provisioner.Node) string {
-	return node.DeployBootOption(d.cfg.DefaultBootOption)
 }
 
 // command is IPA's command result.
@@ -586,12 +464,8 @@ func (d *Deploy) waitForCommand(ctx context.Context, node *provisioner.Node, met
 		if i+1 >= d.cfg.CommandWaitAttempts {
 			return command{}, fmt.Errorf("Timeout while waiting for command %s on node %s.", method, node.UUID)
 		}
-		t := time.NewTimer(d.cfg.CommandWaitInterval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return command{}, ctx.Err()
-		case <-t.C:
+		if err := deploy.Sleep(ctx, d.cfg.CommandWaitInterval); err != nil {
+			return command{}, err
 		}
 	}
 }

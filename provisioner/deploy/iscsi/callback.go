@@ -11,11 +11,11 @@ import (
 	"os"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/iscsitarget/initiator"
 	"github.com/metalbed/metalbed/provisioner"
+	"github.com/metalbed/metalbed/provisioner/deploy"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 )
 
@@ -66,35 +66,25 @@ func (d *Deploy) ValidateCallback(_ context.Context, _ *provisioner.Node, method
 }
 
 // Continue handles the ramdisk's call for a node the conductor resumed.
-func (d *Deploy) Continue(ctx context.Context, node *provisioner.Node, method string, args map[string]any) (provisioner.ProvisionState, error) {
+func (d *Deploy) Continue(ctx context.Context, t *drivers.Task, method string, args map[string]any) (drivers.Step, error) {
 	str := func(k string) string { s, _ := args[k].(string); return s }
+	node := t.Node
 	d.log.Warn("The node is using the bash deploy ramdisk for its deployment. This deploy ramdisk has been deprecated. Please use the ironic-python-agent (IPA) ramdisk instead.", "node", node.UUID)
 	switch {
 	case method == MethodPassDeployInfo && node.ProvisionState == provisioner.StateCleaning:
-		return d.continueCleaning(ctx, node, str("address"), str("iqn"), str("error"))
+		return d.continueCleaning(ctx, t, str("address"), str("iqn"), str("error"))
 	case method == MethodPassDeployInfo:
-		return d.continueDeploy(ctx, node, str("address"), str("iqn"), str("error"))
+		return d.continueDeploy(ctx, t, str("address"), str("iqn"), str("error"))
 	case method == MethodPassBootloaderInfo && node.ProvisionState == provisioner.StateDeploying:
-		return d.bootloaderInstalled(ctx, node, str("address"), str("status"), str("error"))
+		return d.bootloaderInstalled(ctx, t, str("address"), str("status"), str("error"))
 	}
-	return "", fmt.Errorf("%s is not expected while node %s is %s", method, node.UUID, node.ProvisionState)
+	return 0, fmt.Errorf("%s is not expected while node %s is %s", method, node.UUID, node.ProvisionState)
 }
 
-// failed powers the node off (Ironic's set_failed_state) and returns msg
-// as the error that fails it.
-func (d *Deploy) failed(ctx context.Context, node *provisioner.Node, msg string) error {
-	if err := d.powerOff(ctx, node); err != nil {
-		msg += fmt.Sprintf(" Also failed to power off node %s. Error: %s", node.UUID, err)
-	}
-	d.log.Error("deploy failed", "node", node.UUID, "err", msg)
-	return fmt.Errorf("%s", msg)
-}
-
-func instanceName(node *provisioner.Node) string {
-	if node.InstanceUUID == "" {
-		return "None"
-	}
-	return node.InstanceUUID
+// fail is the deploy core's Fail with Ironic's message made of format and
+// args (the cause is usually the last argument too).
+func (d *Deploy) fail(ctx context.Context, t *drivers.Task, cause error, format string, args ...any) (drivers.Step, error) {
+	return 0, d.core.Fail(ctx, t, cause, fmt.Sprintf(format, args...))
 }
 
 // login opens the ramdisk's target.
@@ -102,12 +92,12 @@ func (d *Deploy) login(ctx context.Context, node *provisioner.Node, address, iqn
 	portal := net.JoinHostPort(address, strconv.Itoa(d.cfg.ISCSIPort))
 	s, err := initiator.Dial(ctx, initiator.Config{
 		Addr: portal, TargetIQN: iqn, LUN: 1, InitiatorIQN: d.cfg.InitiatorIQN, Logger: d.log,
-		DialContext: func(ctx context.Context, addr string) (net.Conn, error) { return d.dial(ctx, "tcp", addr) },
+		DialContext: func(ctx context.Context, addr string) (net.Conn, error) { return d.core.Dial(ctx, "tcp", addr) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("iSCSI login to %s %s: %w", portal, iqn, err)
 	}
-	d.milestone(node, "iscsi login", fmt.Sprintf("%s %s, LUN 1, %d bytes", portal, iqn, s.Size()))
+	d.core.Milestone(node, "iscsi login", fmt.Sprintf("%s %s, LUN 1, %d bytes", portal, iqn, s.Size()))
 	return s, nil
 }
 
@@ -121,27 +111,28 @@ func (d *Deploy) logout(ctx context.Context, node *provisioner.Node, s *initiato
 	if cerr != nil {
 		return fmt.Errorf("iSCSI logout: %w", cerr)
 	}
-	d.milestone(node, "iscsi logout", "")
+	d.core.Milestone(node, "iscsi logout", "")
 	return nil
 }
 
 // continueDeploy is pass_deploy_info for a deploy: continue_deploy, then
 // boot the instance or let the ramdisk install the bootloader.
-func (d *Deploy) continueDeploy(ctx context.Context, node *provisioner.Node, address, iqn, ramdiskErr string) (provisioner.ProvisionState, error) {
-	d.milestone(node, "pass_deploy_info", "from "+address)
+func (d *Deploy) continueDeploy(ctx context.Context, t *drivers.Task, address, iqn, ramdiskErr string) (drivers.Step, error) {
+	node := t.Node
+	d.core.Milestone(node, "pass_deploy_info", "from "+address)
 	if ramdiskErr != "" {
 		d.destroyImages(node)
-		return "", d.failed(ctx, node, "Error returned from deploy ramdisk: "+ramdiskErr)
+		return d.fail(ctx, t, errors.New(ramdiskErr), "Error returned from deploy ramdisk: %s", ramdiskErr)
 	}
 	res, err := d.writeImage(ctx, node, address, iqn)
 	if err != nil {
 		d.destroyImages(node)
-		return "", d.failed(ctx, node, fmt.Sprintf("Deploy failed for instance %s. Error: %s", instanceName(node), err))
+		return d.fail(ctx, t, err, "Deploy failed for instance %s. Error: %s", deploy.InstanceName(node), err)
 	}
 	id := res.RootUUIDOrDiskID()
 	if id == "" {
 		d.destroyImages(node)
-		return "", d.failed(ctx, node, fmt.Sprintf("Couldn't determine the UUID of the root partition or the disk identifier after deploying node %s", node.UUID))
+		return d.fail(ctx, t, nil, "Couldn't determine the UUID of the root partition or the disk identifier after deploying node %s", node.UUID)
 	}
 	node.DriverInternalInfo["root_uuid_or_disk_id"] = id
 	if res.ESPUUID != "" {
@@ -150,20 +141,16 @@ func (d *Deploy) continueDeploy(ctx context.Context, node *provisioner.Node, add
 	d.destroyImages(node)
 
 	whole, _ := node.DriverInternalInfo["is_whole_disk_image"].(bool)
-	if d.bootOption(node) == disk.BootOptionLocal && !whole {
+	if d.core.BootOption(node) == disk.BootOptionLocal && !whole {
 		if err := d.notify(ctx, node, address); err != nil {
-			return "", d.failed(ctx, node, fmt.Sprintf("Failed to continue iSCSI deployment. Error: %s", err))
+			return d.fail(ctx, t, err, "Failed to continue iSCSI deployment. Error: %s", err)
 		}
-		return provisioner.StateWaitCallback, nil
+		return drivers.StepWait, nil
 	}
-	_, boot, err := d.interfaces(node)
-	if err == nil {
-		err = boot.PrepareInstance(ctx, node)
+	if err := t.Boot.PrepareInstance(ctx, t); err != nil {
+		return d.fail(ctx, t, err, "Failed to continue iSCSI deployment. Error: %s", err)
 	}
-	if err != nil {
-		return "", d.failed(ctx, node, fmt.Sprintf("Failed to continue iSCSI deployment. Error: %s", err))
-	}
-	return d.finish(ctx, node, address)
+	return d.finish(ctx, t, address)
 }
 
 // writeImage logs in, lays the image down and logs out.
@@ -185,7 +172,7 @@ func (d *Deploy) writeImage(ctx context.Context, node *provisioner.Node, address
 			return nil, err
 		}
 		pp = disk.PartitionParams{
-			BootMode: d.bootMode(node), BootOption: d.bootOption(node),
+			BootMode: d.core.BootMode(node), BootOption: d.core.BootOption(node),
 			DiskLabel: provisioner.Capability(node.InstanceInfo["capabilities"], "disk_label"),
 			RootMB:    in.RootMB, SwapMB: in.SwapMB, EphemeralMB: in.EphemeralMB,
 			EphemeralFormat: in.EphFormat, ConfigDrive: []byte(in.ConfigDrive),
@@ -198,7 +185,7 @@ func (d *Deploy) writeImage(ctx context.Context, node *provisioner.Node, address
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
+	start := d.core.Now()
 	var res *disk.Result
 	if whole {
 		res, err = disk.DeployWholeDiskImage(ctx, s, s.Size(), img, st.Size())
@@ -214,7 +201,7 @@ func (d *Deploy) writeImage(ctx context.Context, node *provisioner.Node, address
 		}
 		return nil, err
 	}
-	secs := time.Since(start).Seconds()
+	secs := d.core.Since(start).Seconds()
 	if err := d.logout(ctx, node, s); err != nil {
 		return nil, err
 	}
@@ -222,79 +209,70 @@ func (d *Deploy) writeImage(ctx context.Context, node *provisioner.Node, address
 	if whole {
 		kind = "whole-disk image"
 	}
-	d.milestone(node, "image written", fmt.Sprintf("%d bytes in %.2fs (%.1f MiB/s), %s, root %s",
+	d.core.Milestone(node, "image written", fmt.Sprintf("%d bytes in %.2fs (%.1f MiB/s), %s, root %s",
 		st.Size(), secs, float64(st.Size())/(1<<20)/max(secs, 1e-9), kind, res.RootUUIDOrDiskID()))
 	return res, nil
 }
 
 // finish is Ironic's finish_deploy, plus the reboot through the power
 // interface: notify "done", reboot, active.
-func (d *Deploy) finish(ctx context.Context, node *provisioner.Node, address string) (provisioner.ProvisionState, error) {
-	if err := d.notify(ctx, node, address); err != nil {
-		return "", d.failed(ctx, node, fmt.Sprintf("Failed to notify ramdisk to reboot after bootloader installation. Error: %s", err))
+func (d *Deploy) finish(ctx context.Context, t *drivers.Task, address string) (drivers.Step, error) {
+	if err := d.notify(ctx, t.Node, address); err != nil {
+		return d.fail(ctx, t, err, "Failed to notify ramdisk to reboot after bootloader installation. Error: %s", err)
 	}
-	power, _, err := d.interfaces(node)
-	if err == nil {
-		err = power.Reboot(ctx, node, false)
+	if err := d.core.Reboot(ctx, t); err != nil {
+		return d.fail(ctx, t, err, "Failed to reboot node %s into its instance. Error: %s", t.Node.UUID, err)
 	}
-	if err != nil {
-		return "", d.failed(ctx, node, fmt.Sprintf("Failed to reboot node %s into its instance. Error: %s", node.UUID, err))
-	}
-	node.PowerState = provisioner.PowerOn
-	d.milestone(node, "reboot", "into the instance")
-	return provisioner.StateActive, nil
+	d.core.Milestone(t.Node, "reboot", "into the instance")
+	return drivers.StepDone, nil
 }
 
 // bootloaderInstalled is pass_bootloader_install_info.
-func (d *Deploy) bootloaderInstalled(ctx context.Context, node *provisioner.Node, address, status, ramdiskErr string) (provisioner.ProvisionState, error) {
-	d.milestone(node, "bootloader", "status "+status)
+func (d *Deploy) bootloaderInstalled(ctx context.Context, t *drivers.Task, address, status, ramdiskErr string) (drivers.Step, error) {
+	d.core.Milestone(t.Node, "bootloader", "status "+status)
 	if status != "SUCCEEDED" {
-		return "", d.failed(ctx, node, fmt.Sprintf("Failed to install bootloader on node %s. Error: %s.", node.UUID, ramdiskErr))
+		return d.fail(ctx, t, errors.New(ramdiskErr), "Failed to install bootloader on node %s. Error: %s.", t.Node.UUID, ramdiskErr)
 	}
-	_, boot, err := d.interfaces(node)
-	if err == nil {
-		err = boot.PrepareInstance(ctx, node)
+	if err := t.Boot.PrepareInstance(ctx, t); err != nil {
+		return d.fail(ctx, t, err, "Failed to continue iSCSI deployment. Error: %s", err)
 	}
-	if err != nil {
-		return "", d.failed(ctx, node, fmt.Sprintf("Failed to continue iSCSI deployment. Error: %s", err))
-	}
-	return d.finish(ctx, node, address)
+	return d.finish(ctx, t, address)
 }
 
 // continueCleaning is pass_deploy_info during cleaning: wipe the partition
 // tables (erase_devices_metadata), notify, power off.
-func (d *Deploy) continueCleaning(ctx context.Context, node *provisioner.Node, address, iqn, ramdiskErr string) (provisioner.ProvisionState, error) {
-	d.milestone(node, "pass_deploy_info", "from "+address+" (cleaning)")
+func (d *Deploy) continueCleaning(ctx context.Context, t *drivers.Task, address, iqn, ramdiskErr string) (drivers.Step, error) {
+	node := t.Node
+	d.core.Milestone(node, "pass_deploy_info", "from "+address+" (cleaning)")
 	if ramdiskErr != "" {
-		return "", d.failed(ctx, node, "Error returned from deploy ramdisk: "+ramdiskErr)
+		return d.fail(ctx, t, errors.New(ramdiskErr), "Error returned from deploy ramdisk: %s", ramdiskErr)
 	}
+	if err := d.wipe(ctx, node, address, iqn); err != nil {
+		return d.fail(ctx, t, err, "Failed to clean node %s. Error: %s", node.UUID, err)
+	}
+	step, err := d.core.FinishCleaning(ctx, t)
+	if err == nil {
+		delete(node.DriverInternalInfo, "deploy_key")
+	}
+	return step, err
+}
+
+// wipe logs in, destroys the partition tables, logs out and tells the
+// ramdisk it is done.
+func (d *Deploy) wipe(ctx context.Context, node *provisioner.Node, address, iqn string) error {
 	s, err := d.login(ctx, node, address, iqn)
 	if err != nil {
-		return "", d.failed(ctx, node, fmt.Sprintf("Failed to clean node %s. Error: %s", node.UUID, err))
+		return err
 	}
 	if err := disk.DestroyDiskMetadata(s, s.Size()); err != nil {
 		s.Close()
-		return "", d.failed(ctx, node, fmt.Sprintf("Failed to clean node %s. Error: %s", node.UUID, err))
+		return err
 	}
 	if err := d.logout(ctx, node, s); err != nil {
-		return "", d.failed(ctx, node, fmt.Sprintf("Failed to clean node %s. Error: %s", node.UUID, err))
+		return err
 	}
-	d.milestone(node, "disk wiped", "partition tables destroyed")
-	if err := d.notify(ctx, node, address); err != nil {
-		return "", d.failed(ctx, node, fmt.Sprintf("Failed to clean node %s. Error: %s", node.UUID, err))
-	}
-	if err := d.powerOff(ctx, node); err != nil {
-		return "", fmt.Errorf("Failed to tear down cleaning on node %s. Error: %s", node.UUID, err)
-	}
-	_, boot, err := d.interfaces(node)
-	if err == nil {
-		err = boot.CleanUpRamdisk(ctx, node)
-	}
-	if err != nil {
-		return "", fmt.Errorf("Failed to tear down cleaning on node %s. Error: %s", node.UUID, err)
-	}
-	delete(node.DriverInternalInfo, "deploy_key")
-	return provisioner.StateAvailable, nil
+	d.core.Milestone(node, "disk wiped", "partition tables destroyed")
+	return d.notify(ctx, node, address)
 }
 
 const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"

@@ -32,6 +32,7 @@ import (
 
 	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/provisioner"
+	"github.com/metalbed/metalbed/provisioner/deploy"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/imagecache"
 )
@@ -50,12 +51,12 @@ const IQNPrefix = "iqn.2008-10.org.openstack:"
 
 // Config gives the interface its dependencies. There are no globals.
 type Config struct {
-	// Drivers returns the registry that holds the node's hardware type; the
-	// node's power and boot interfaces are looked up in it at call time (the
-	// registry is built after this interface, which it contains). Required.
-	Drivers func() *drivers.Registry
-	// Images fetches and verifies instance images. Required.
-	Images *imagecache.Cache
+	// Config is what every deploy interface gets: Images (required),
+	// DefaultBootMode/DefaultBootOption, DialContext (the iSCSI portal and
+	// the notice port), Milestone (prepare, power on, pass_deploy_info,
+	// iscsi login, image written, iscsi logout, bootloader, notify,
+	// reboot, disk wiped), Logger, Now.
+	deploy.Config
 	// ImagesDir holds each node's copy of its instance image while it is
 	// deployed (Ironic's [pxe]images_path). Required.
 	ImagesDir string
@@ -72,27 +73,14 @@ type Config struct {
 	// InitiatorIQN names the conductor's initiator; default the initiator
 	// package's.
 	InitiatorIQN string
-	// DialContext opens the conductor's connections to ramdisks (the iSCSI
-	// portal, the notice port); default a net.Dialer's. Real VMs behind a
-	// network namespace are reached through the namespace's dialer.
-	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
-	// DefaultBootMode and DefaultBootOption must match the boot
-	// interface's: defaults "uefi" and "netboot".
-	DefaultBootMode   string
-	DefaultBootOption string
-	// Milestone, when set, is told each step of a node's deploy for its
-	// timeline: prepare, power on, pass_deploy_info, iscsi login, image
-	// written, iscsi logout, bootloader, notify, reboot, disk wiped.
-	Milestone func(node, kind, detail string)
-	// Logger receives logs; nil discards.
-	Logger *slog.Logger
 }
 
 // Deploy is the "iscsi" deploy interface. It is safe for concurrent use on
 // different nodes; the conductor serialises calls per node.
 type Deploy struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	core *deploy.Core
+	log  *slog.Logger
 }
 
 var (
@@ -103,18 +91,9 @@ var (
 
 // New checks cfg and applies defaults. It does no I/O.
 func New(cfg Config) (*Deploy, error) {
-	var missing []string
-	if cfg.Drivers == nil {
-		missing = append(missing, "Drivers")
-	}
-	if cfg.Images == nil {
-		missing = append(missing, "Images")
-	}
-	if cfg.ImagesDir == "" {
-		missing = append(missing, "ImagesDir")
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("iscsi deploy: missing %s", strings.Join(missing, ", "))
+	core, err := deploy.New(Name, cfg.Config, map[string]string{"ImagesDir": cfg.ImagesDir})
+	if err != nil {
+		return nil, err
 	}
 	if cfg.ISCSIPort == 0 {
 		cfg.ISCSIPort = 3260
@@ -128,58 +107,20 @@ func New(cfg Config) (*Deploy, error) {
 	case cfg.NotifyDelay < 0:
 		cfg.NotifyDelay = 0
 	}
-	switch cfg.DefaultBootMode {
-	case "":
-		cfg.DefaultBootMode = disk.BootModeUEFI
-	case disk.BootModeUEFI, disk.BootModeBIOS:
-	default:
-		return nil, fmt.Errorf("iscsi deploy: DefaultBootMode %q: want uefi or bios", cfg.DefaultBootMode)
-	}
-	switch cfg.DefaultBootOption {
-	case "":
-		cfg.DefaultBootOption = disk.BootOptionNetboot
-	case disk.BootOptionNetboot, disk.BootOptionLocal:
-	default:
-		return nil, fmt.Errorf("iscsi deploy: DefaultBootOption %q: want netboot or local", cfg.DefaultBootOption)
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Deploy{cfg: cfg, log: log.With("deploy_interface", Name)}, nil
-}
-
-func (d *Deploy) milestone(node *provisioner.Node, kind, detail string) {
-	d.log.Info(kind, "node", node.UUID, "detail", detail)
-	if d.cfg.Milestone != nil {
-		d.cfg.Milestone(node.UUID, kind, detail)
-	}
-}
-
-func invalid(format string, args ...any) error {
-	return &drivers.ParameterError{Msg: fmt.Sprintf(format, args...)}
-}
-
-// interfaces returns the node's power and boot interfaces.
-func (d *Deploy) interfaces(node *provisioner.Node) (drivers.PowerInterface, drivers.BootInterface, error) {
-	return d.cfg.Drivers().PowerAndBoot(node)
+	return &Deploy{cfg: cfg, core: core, log: core.Logger()}, nil
 }
 
 // Validate is Ironic's ISCSIDeploy.validate: the boot interface's
 // validation, the boot_mode and boot_option capabilities, then the
 // instance_info the deploy needs.
-func (d *Deploy) Validate(ctx context.Context, node *provisioner.Node) error {
-	_, boot, err := d.interfaces(node)
-	if err != nil {
+func (d *Deploy) Validate(ctx context.Context, t *drivers.Task) error {
+	if err := t.Boot.Validate(ctx, t); err != nil {
 		return err
 	}
-	if err := boot.Validate(ctx, node); err != nil {
+	if err := validateCapabilities(t.Node); err != nil {
 		return err
 	}
-	if err := validateCapabilities(node); err != nil {
-		return err
-	}
-	_, err = d.instanceInfo(node, wholeDiskHint(node))
+	_, err := d.instanceInfo(t.Node, wholeDiskHint(t.Node))
 	return err
 }
 
@@ -206,7 +147,7 @@ func validateCapabilities(node *provisioner.Node) error {
 				ok = ok || v == w
 			}
 			if !ok {
-				return invalid("Invalid %s parameter '%s'. Supported values are: %s", c.key, v, drivers.PyList(c.valid))
+				return deploy.Invalid("Invalid %s parameter '%s'. Supported values are: %s", c.key, v, drivers.PyList(c.valid))
 			}
 		}
 	}
@@ -268,7 +209,7 @@ func (d *Deploy) instanceInfo(node *provisioner.Node, wholeDisk *bool) (instInfo
 		if v, ok := ii["root_gb"]; !ok || v == nil || v == "" || v == 0.0 || v == "0" {
 			missing = append(missing, "root_gb")
 		}
-		if d.bootOption(node) == disk.BootOptionNetboot {
+		if d.core.BootOption(node) == disk.BootOptionNetboot {
 			if in.Ramdisk == "" {
 				missing = append(missing, "ramdisk")
 			}
@@ -281,7 +222,7 @@ func (d *Deploy) instanceInfo(node *provisioner.Node, wholeDisk *bool) (instInfo
 		missing = append(missing, "image_source")
 	}
 	if len(missing) > 0 {
-		return in, invalid("Cannot validate iSCSI deploy. Some parameters were missing in node's instance_info. Missing are: %s", drivers.PyList(missing))
+		return in, deploy.Invalid("Cannot validate iSCSI deploy. Some parameters were missing in node's instance_info. Missing are: %s", drivers.PyList(missing))
 	}
 	for _, p := range []struct {
 		key   string
@@ -294,15 +235,15 @@ func (d *Deploy) instanceInfo(node *provisioner.Node, wholeDisk *bool) (instInfo
 		}
 		n, err := asInt(v)
 		if err != nil || n < 0 {
-			return in, invalid("Cannot validate parameter for driver deploy. Invalid parameter %s. Reason: %v is not an integer value.", p.key, v)
+			return in, deploy.Invalid("Cannot validate parameter for driver deploy. Invalid parameter %s. Reason: %v is not an integer value.", p.key, v)
 		}
 		*p.dst = n * p.scale
 	}
 	if wholeDisk != nil && *wholeDisk && (in.SwapMB > 0 || in.EphemeralMB > 0) {
-		return in, invalid("Cannot deploy whole disk image with swap or ephemeral size set")
+		return in, deploy.Invalid("Cannot deploy whole disk image with swap or ephemeral size set")
 	}
 	if strings.HasPrefix(in.ConfigDrive, "http://") || strings.HasPrefix(in.ConfigDrive, "https://") {
-		return in, invalid("Cannot validate iSCSI deploy. configdrive URLs are not supported by metalbed; pass the config drive itself.")
+		return in, deploy.Invalid("Cannot validate iSCSI deploy. configdrive URLs are not supported by metalbed; pass the config drive itself.")
 	}
 	return in, nil
 }
@@ -347,25 +288,17 @@ func (d *Deploy) destroyImages(node *provisioner.Node) {
 // deploy ramdisk with a new deploy key (stored in driver_internal_info
 // deploy_key). An active node (take over, rebuild of the config) gets its
 // instance boot prepared instead.
-func (d *Deploy) Prepare(ctx context.Context, node *provisioner.Node) error {
-	_, boot, err := d.interfaces(node)
-	if err != nil {
-		return err
-	}
+func (d *Deploy) Prepare(ctx context.Context, t *drivers.Task) error {
+	node := t.Node
 	if node.ProvisionState == provisioner.StateActive {
-		return boot.PrepareInstance(ctx, node)
+		return d.core.TakeOver(ctx, t)
 	}
 	in, err := d.instanceInfo(node, wholeDiskHint(node))
 	if err != nil {
 		return err
 	}
-	if node.DriverInternalInfo == nil {
-		node.DriverInternalInfo = map[string]any{}
-	}
-	delete(node.DriverInternalInfo, "is_whole_disk_image")
-	delete(node.DriverInternalInfo, "root_uuid_or_disk_id")
-	delete(node.DriverInternalInfo, "efi_system_partition_uuid")
-	start := time.Now()
+	deploy.ResetDeployInfo(node)
+	start := d.core.Now()
 	if err := os.MkdirAll(d.imageDir(node), 0o755); err != nil {
 		return fmt.Errorf("instance image directory: %w", err)
 	}
@@ -391,12 +324,12 @@ func (d *Deploy) Prepare(ctx context.Context, node *provisioner.Node) error {
 			return fmt.Errorf("Root partition is too small for requested image. Image virtual size: %d MB, Root size: %d MB", imageMB, in.RootMB)
 		}
 	}
-	d.milestone(node, "image cached", fmt.Sprintf("%s, %d bytes, whole disk %t, %.2fs", in.ImageSource, size, whole, time.Since(start).Seconds()))
-	if err := d.prepareRamdisk(ctx, node, boot, ""); err != nil {
+	d.core.Milestone(node, "image cached", fmt.Sprintf("%s, %d bytes, whole disk %t, %.2fs", in.ImageSource, size, whole, d.core.Since(start).Seconds()))
+	if err := d.prepareRamdisk(ctx, t, ""); err != nil {
 		d.destroyImages(node)
 		return err
 	}
-	d.milestone(node, "prepare", "deploy ramdisk configured, boot device pxe")
+	d.core.Milestone(node, "prepare", "deploy ramdisk configured, boot device pxe")
 	return nil
 }
 
@@ -422,7 +355,8 @@ func (d *Deploy) sniff(node *provisioner.Node) (whole bool, size int64, err erro
 
 // prepareRamdisk makes a fresh deploy key and has the boot interface boot
 // the deploy ramdisk with the iSCSI deploy's kernel parameters.
-func (d *Deploy) prepareRamdisk(ctx context.Context, node *provisioner.Node, boot drivers.BootInterface, bootOption string) error {
+func (d *Deploy) prepareRamdisk(ctx context.Context, t *drivers.Task, bootOption string) error {
+	node := t.Node
 	key, err := randomAlnum(32)
 	if err != nil {
 		return err
@@ -432,7 +366,7 @@ func (d *Deploy) prepareRamdisk(ctx context.Context, node *provisioner.Node, boo
 	}
 	node.DriverInternalInfo["deploy_key"] = key
 	if bootOption == "" {
-		bootOption = d.bootOption(node)
+		bootOption = d.core.BootOption(node)
 		if w, _ := node.DriverInternalInfo["is_whole_disk_image"].(bool); w {
 			bootOption = disk.BootOptionNetboot // no bootloader to install
 		}
@@ -442,148 +376,63 @@ func (d *Deploy) prepareRamdisk(ctx context.Context, node *provisioner.Node, boo
 		"iscsi_target_iqn": IQNPrefix + node.UUID,
 		"deployment_id":    node.UUID,
 		"boot_option":      bootOption,
-		"boot_mode":        d.bootMode(node),
+		"boot_mode":        d.core.BootMode(node),
 	}
 	if d.cfg.APIURL != "" {
 		params["ironic_api_url"] = strings.TrimRight(d.cfg.APIURL, "/")
 	}
-	return boot.PrepareRamdisk(ctx, node, params)
+	return t.Boot.PrepareRamdisk(ctx, t, params)
 }
 
 // Deploy powers the node on (or reboots it) into the deploy ramdisk and
 // waits for its call back.
-func (d *Deploy) Deploy(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error) {
-	power, _, err := d.interfaces(node)
-	if err != nil {
-		return "", err
-	}
-	if err := d.powerOnOrReboot(ctx, node, power); err != nil {
-		return "", err
-	}
-	d.milestone(node, "power on", "booting the deploy ramdisk")
-	return provisioner.StateWaitCallback, nil
-}
-
-func (d *Deploy) powerOnOrReboot(ctx context.Context, node *provisioner.Node, power drivers.PowerInterface) error {
-	cur, err := power.GetPowerState(ctx, node)
-	if err != nil {
-		return fmt.Errorf("get power state: %w", err)
-	}
-	if cur == provisioner.PowerOn {
-		err = power.Reboot(ctx, node, false)
-	} else {
-		err = power.SetPowerState(ctx, node, provisioner.PowerOn)
-	}
-	if err != nil {
-		return fmt.Errorf("power on: %w", err)
-	}
-	node.PowerState = provisioner.PowerOn
-	return nil
-}
-
-func (d *Deploy) powerOff(ctx context.Context, node *provisioner.Node) error {
-	power, _, err := d.interfaces(node)
-	if err != nil {
-		return err
-	}
-	if err := power.SetPowerState(ctx, node, provisioner.PowerOff); err != nil {
-		return fmt.Errorf("power off: %w", err)
-	}
-	node.PowerState = provisioner.PowerOff
-	return nil
+func (d *Deploy) Deploy(ctx context.Context, t *drivers.Task) (drivers.Step, error) {
+	return d.core.BootRamdisk(ctx, t, "booting the deploy ramdisk")
 }
 
 // TearDown powers the node off; CleanUp removes the rest.
-func (d *Deploy) TearDown(ctx context.Context, node *provisioner.Node) error {
-	return d.powerOff(ctx, node)
+func (d *Deploy) TearDown(ctx context.Context, t *drivers.Task) error {
+	return d.core.PowerOff(ctx, t)
 }
 
 // CleanUp removes the instance image copy and the node's boot files and
 // DHCP answers.
-func (d *Deploy) CleanUp(ctx context.Context, node *provisioner.Node) error {
-	d.destroyImages(node)
-	_, boot, err := d.interfaces(node)
-	if err != nil {
-		return err
-	}
-	return errors.Join(boot.CleanUpRamdisk(ctx, node), boot.CleanUpInstance(ctx, node))
+func (d *Deploy) CleanUp(ctx context.Context, t *drivers.Task) error {
+	d.destroyImages(t.Node)
+	return d.core.CleanUpBoot(ctx, t)
 }
 
 // TakeOver rebuilds the boot configuration of an active node.
-func (d *Deploy) TakeOver(ctx context.Context, node *provisioner.Node) error {
-	if node.ProvisionState != provisioner.StateActive {
-		return nil
-	}
-	_, boot, err := d.interfaces(node)
-	if err != nil {
-		return err
-	}
-	return boot.PrepareInstance(ctx, node)
+func (d *Deploy) TakeOver(ctx context.Context, t *drivers.Task) error {
+	return d.core.TakeOver(ctx, t)
 }
 
 // PrepareCleaning makes the node boot the deploy ramdisk (boot_option
 // netboot: it must not install a bootloader) with a new deploy key.
-func (d *Deploy) PrepareCleaning(ctx context.Context, node *provisioner.Node) error {
-	_, boot, err := d.interfaces(node)
-	if err != nil {
+func (d *Deploy) PrepareCleaning(ctx context.Context, t *drivers.Task) error {
+	if err := d.prepareRamdisk(ctx, t, disk.BootOptionNetboot); err != nil {
 		return err
 	}
-	if err := d.prepareRamdisk(ctx, node, boot, disk.BootOptionNetboot); err != nil {
-		return err
-	}
-	d.milestone(node, "prepare", "deploy ramdisk configured for cleaning")
+	d.core.Milestone(t.Node, "prepare", "deploy ramdisk configured for cleaning")
 	return nil
 }
 
 // Clean powers the node on into the ramdisk, which calls back to have its
 // disk wiped.
-func (d *Deploy) Clean(ctx context.Context, node *provisioner.Node) (provisioner.ProvisionState, error) {
-	power, _, err := d.interfaces(node)
-	if err != nil {
-		return "", err
-	}
-	if err := d.powerOnOrReboot(ctx, node, power); err != nil {
-		return "", err
-	}
-	d.milestone(node, "power on", "booting the deploy ramdisk for cleaning")
-	return provisioner.StateCleanWait, nil
-}
-
-// bootMode is Ironic's get_boot_mode, as the boot interface reads it.
-func (d *Deploy) bootMode(node *provisioner.Node) string {
-	return node.DeployBootMode(d.cfg.DefaultBootMode)
-}
-
-// bootOption is Ironic's get_boot_option.
-func (d *Deploy) bootOption(node *provisioner.Node) string {
-	return node.DeployBootOption(d.cfg.DefaultBootOption)
+func (d *Deploy) Clean(ctx context.Context, t *drivers.Task) (drivers.Step, error) {
+	return d.core.BootRamdisk(ctx, t, "booting the deploy ramdisk for cleaning")
 }
 
 // notify is Ironic's notify_ramdisk_to_proceed: wait, connect to
 // <address>:10000, send "done", close.
-// dial opens a connection to a ramdisk through Config.DialContext.
-func (d *Deploy) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if d.cfg.DialContext != nil {
-		return d.cfg.DialContext(ctx, network, addr)
-	}
-	var dialer net.Dialer
-	return dialer.DialContext(ctx, network, addr)
-}
-
 func (d *Deploy) notify(ctx context.Context, node *provisioner.Node, address string) error {
-	if d.cfg.NotifyDelay > 0 {
-		t := time.NewTimer(d.cfg.NotifyDelay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
+	if err := deploy.Sleep(ctx, d.cfg.NotifyDelay); err != nil {
+		return err
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	addr := net.JoinHostPort(address, strconv.Itoa(d.cfg.NotifyPort))
-	c, err := d.dial(dctx, "tcp", addr)
+	c, err := d.core.Dial(dctx, "tcp", addr)
 	if err != nil {
 		return err
 	}
@@ -592,6 +441,6 @@ func (d *Deploy) notify(ctx context.Context, node *provisioner.Node, address str
 	if err := errors.Join(werr, c.Close()); err != nil {
 		return fmt.Errorf("notify %s: %w", addr, err)
 	}
-	d.milestone(node, "notify", "done sent to "+addr)
+	d.core.Milestone(node, "notify", "done sent to "+addr)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/metalbed/metalbed/provisioner"
+	"github.com/metalbed/metalbed/provisioner/deploy"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/imagecache"
 )
@@ -17,18 +18,21 @@ func newTestDeploy(t *testing.T) *Deploy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reg *drivers.Registry
-	d, err := New(Config{Drivers: func() *drivers.Registry { return reg }, Images: cache, ImagesDir: t.TempDir()})
+	d, err := New(Config{Config: deploy.Config{Images: cache}, ImagesDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hw := drivers.NewFakeHardware()
-	hw.Enabled[drivers.RoleDeploy] = []string{Name}
-	hw.Deploy = map[string]drivers.DeployInterface{Name: d}
-	if reg, err = drivers.NewRegistry(hw); err != nil {
+	return d
+}
+
+// fakeTask is node's task on Ironic's fake hardware type.
+func fakeTask(t *testing.T, n *provisioner.Node) *drivers.Task {
+	t.Helper()
+	task, err := drivers.NewFakeHardware().NewTask(n, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return d
+	return task
 }
 
 func TestValidate(t *testing.T) {
@@ -59,7 +63,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			n := &provisioner.Node{UUID: "u", Driver: "fake-hardware", InstanceInfo: tc.ii,
 				Properties: map[string]any{"capabilities": tc.caps}, DriverInternalInfo: tc.internal}
-			err := d.Validate(context.Background(), n)
+			err := d.Validate(context.Background(), fakeTask(t, n))
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("Validate: %v", err)
@@ -104,7 +108,7 @@ func TestValidateCallback(t *testing.T) {
 func TestContinueRefusesUnexpectedState(t *testing.T) {
 	d := newTestDeploy(t)
 	n := &provisioner.Node{UUID: "u", Driver: "fake-hardware", ProvisionState: provisioner.StateCleaning}
-	if _, err := d.Continue(context.Background(), n, MethodPassBootloaderInfo, map[string]any{"status": "SUCCEEDED"}); err == nil {
+	if _, err := d.Continue(context.Background(), fakeTask(t, n), MethodPassBootloaderInfo, map[string]any{"status": "SUCCEEDED"}); err == nil {
 		t.Fatal("bootloader callback accepted while cleaning")
 	}
 }

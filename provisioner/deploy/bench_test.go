@@ -1,4 +1,4 @@
-package iscsi_test
+package deploy_test
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/metalbed/metalbed/disk"
+	"github.com/metalbed/metalbed/internal/testenv"
+	"github.com/metalbed/metalbed/provisioner/internal/deploytest"
 )
 
 // BenchmarkISCSIDeploy measures the whole iSCSI deploy of a partition
@@ -35,10 +37,10 @@ func BenchmarkISCSIDeploy(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Run("metalbed", func(b *testing.B) {
-		bed := newBed(b, bedOpts{})
-		uuid, _ := bed.enroll("bench0", "boot_mode:bios,boot_option:netboot", false)
-		bed.setInstanceInfo(uuid, map[string]any{"image_source": img.Path, "image_checksum": img.MD5, "root_gb": 1,
-			"kernel": filepath.Join(bed.files, "kernel"), "ramdisk": filepath.Join(bed.files, "ramdisk")})
+		bed := iscsiBed(b)
+		uuid, _ := bed.Enroll("bench0", "boot_mode:bios,boot_option:netboot", false)
+		bed.SetInstanceInfo(uuid, map[string]any{"image_source": img.Path, "image_checksum": img.MD5, "root_gb": 1,
+			"kernel": bed.File("kernel"), "ramdisk": bed.File("ramdisk")})
 		b.SetBytes(img.Size)
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
@@ -46,18 +48,14 @@ func BenchmarkISCSIDeploy(b *testing.B) {
 			if i > 0 {
 				verb = "rebuild"
 			}
-			bed.provision(uuid, verb)
-			deadline := time.Now().Add(5 * time.Minute)
-			for {
-				n := bed.node(uuid)
-				if n.ProvisionState == "active" && (n.TargetProvisionState == nil || *n.TargetProvisionState == "") {
-					break
+			bed.Provision(uuid, verb)
+			testenv.Eventually(b, 5*time.Minute, func() bool {
+				n := bed.Node(uuid)
+				if n.ProvisionState == "deploy failed" {
+					b.Fatalf("deploy: %s %s", n.ProvisionState, n.Error())
 				}
-				if n.ProvisionState == "deploy failed" || time.Now().After(deadline) {
-					b.Fatalf("deploy: %s %s", n.ProvisionState, lastError(n))
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				return n.ProvisionState == "active" && (n.TargetProvisionState == nil || *n.TargetProvisionState == "")
+			}, "node %s active", uuid)
 		}
 	})
 	b.Run("dd", func(b *testing.B) {
@@ -66,7 +64,7 @@ func BenchmarkISCSIDeploy(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		f.Truncate(diskSize)
+		f.Truncate(deploytest.DiskSize)
 		f.Close()
 		b.SetBytes(img.Size)
 		b.ResetTimer()
