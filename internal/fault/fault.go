@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/events"
 )
 
 // Layer is where a fault is injected.
@@ -71,9 +73,12 @@ type Rule struct {
 // Hit is a fault to carry out now.
 type Hit struct {
 	RuleID string
+	Layer  Layer
+	Op     string // the op asked about
 	Action string
 	Arg    string
 	Delay  time.Duration
+	Kind   events.Kind // the catalog's kind for (Layer, Action): what the timeline records
 }
 
 // ArgInt parses Arg as an integer (decimal or 0x hex).
@@ -128,6 +133,9 @@ func (r Rule) validate() error {
 	}
 	if strings.TrimSpace(r.Action) == "" {
 		return errors.New("fault rule needs an action")
+	}
+	if _, err := Find(r.Layer, r.Action); err != nil {
+		return err
 	}
 	if r.Count < 0 || r.Skip < 0 {
 		return errors.New("fault count and skip must not be negative")
@@ -193,6 +201,12 @@ func (s *Set) List() []Rule {
 // that match but do not fire (skip, probability) still consume their turn,
 // so the outcome depends only on the rules and the sequence of requests.
 func (s *Set) Match(node string, layer Layer, op string) (Hit, bool) {
+	return s.MatchAny([]string{node}, layer, op)
+}
+
+// MatchAny is Match for a node known by several names (its machine name,
+// node name and node UUID): a rule whose Node is any of them matches.
+func (s *Set) MatchAny(names []string, layer Layer, op string) (Hit, bool) {
 	if s == nil {
 		return Hit{}, false
 	}
@@ -200,7 +214,7 @@ func (s *Set) Match(node string, layer Layer, op string) (Hit, bool) {
 	defer s.mu.Unlock()
 	for _, e := range s.rules {
 		r := &e.rule
-		if r.Layer != layer || !wild(r.Node, node) || !wild(r.Op, op) {
+		if r.Layer != layer || !wildAny(r.Node, names) || !wild(r.Op, op) {
 			continue
 		}
 		if r.Count > 0 && r.Fired >= r.Count {
@@ -214,9 +228,22 @@ func (s *Set) Match(node string, layer Layer, op string) (Hit, bool) {
 			continue
 		}
 		r.Fired++
-		return Hit{RuleID: r.ID, Action: r.Action, Arg: r.Arg, Delay: r.Delay}, true
+		spec, _ := Find(r.Layer, r.Action) // validated by Add
+		return Hit{RuleID: r.ID, Layer: r.Layer, Op: op, Action: r.Action, Arg: r.Arg, Delay: r.Delay, Kind: spec.Kind}, true
 	}
 	return Hit{}, false
+}
+
+func wildAny(pattern string, vs []string) bool {
+	if pattern == "" || pattern == "*" {
+		return true
+	}
+	for _, v := range vs {
+		if v != "" && strings.EqualFold(pattern, v) {
+			return true
+		}
+	}
+	return false
 }
 
 func wild(pattern, v string) bool {
