@@ -98,11 +98,13 @@ func NewInjector(cfg InjectorConfig) *RuleInjector {
 // Inject resolves who to one node, asks the rules about op of layer on
 // it, and records a hit in its timeline.
 //
-// With a Resolver, the first of who's keys it knows, in the order MAC, IP,
-// IQN, machine name, node UUID, node name, SMBIOS UUID, names the node:
-// the address a request came from outweighs a name it carries (an HTTP
-// path's per-machine folder). A request none of whose keys the Resolver
-// knows is nobody's and is never hit, even by a rule for every node.
+// With a Resolver, the first of who's keys it knows, strongest first as
+// the timeline ranks them (machine name, MAC, node UUID, node name, SMBIOS
+// UUID, IQN, IP), names the node: a name the request carries (an HTTP
+// path's machine folder) outweighs the address it came from, which may be
+// a shared one (the conductor's). A request none of whose keys the
+// Resolver knows is nobody's and is never hit, even by a rule for every
+// node.
 func (in *RuleInjector) Inject(layer Layer, who events.Who, op string) (Hit, bool) {
 	if in == nil || in.cfg.Rules == nil {
 		return Hit{}, false
@@ -135,7 +137,7 @@ func (in *RuleInjector) resolve(who events.Who) (events.Identity, bool) {
 		id := events.Identity{Machine: who.Machine, NodeName: who.NodeName, Node: who.Node}
 		return id, id.Name() != ""
 	}
-	for _, k := range []string{who.MAC, who.IP, who.IQN, who.Machine, who.Node, who.NodeName, who.MachineUUID} {
+	for _, k := range []string{who.Machine, who.MAC, who.Node, who.NodeName, who.MachineUUID, who.IQN, who.IP} {
 		if k == "" {
 			continue
 		}

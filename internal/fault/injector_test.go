@@ -71,19 +71,21 @@ func TestInjectorResolves(t *testing.T) {
 	}
 }
 
-// TestInjectorAddressFirst: a request's address names its node before a
-// name it carries (the HTTP path's machine folder).
-func TestInjectorAddressFirst(t *testing.T) {
+// TestInjectorNameFirst: a node name the request carries (the HTTP path's
+// machine folder) names its node before the address it came from; a name
+// the resolver does not know leaves the address to name it.
+func TestInjectorNameFirst(t *testing.T) {
 	tl := timeline(t)
 	tl.Learn(events.Identity{Machine: "node-2"})
 	set := NewSet()
 	set.Add(Rule{Node: "node-2", Layer: HTTP, Action: "status"})
+	set.Add(Rule{Node: "node-1", Layer: HTTP, Action: "corrupt"})
 	in := NewInjector(InjectorConfig{Rules: set, Resolver: tl})
-	if _, ok := in.Inject(HTTP, events.Who{IP: "127.0.0.42", Machine: "node-2"}, "node-2/img"); ok {
-		t.Error("node-1's request hit by node-2's rule")
+	if h, ok := in.Inject(HTTP, events.Who{IP: "127.0.0.42", Machine: "node-2"}, "node-2/img"); !ok || h.Action != "status" {
+		t.Errorf("node-2's folder fetched from node-1's address: %+v, %v; want node-2's rule", h, ok)
 	}
-	if _, ok := in.Inject(HTTP, events.Who{IP: "127.0.0.1", Machine: "node-2"}, "node-2/img"); !ok {
-		t.Error("unknown address: the path's machine not hit")
+	if h, ok := in.Inject(HTTP, events.Who{IP: "127.0.0.42", Machine: "pxelinux.cfg"}, "pxelinux.cfg/x"); !ok || h.Action != "corrupt" {
+		t.Errorf("unknown folder from node-1's address: %+v, %v; want node-1's rule", h, ok)
 	}
 }
 

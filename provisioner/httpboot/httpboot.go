@@ -56,9 +56,10 @@ type Config struct {
 	// bytes (default half) of the body, then closes; "corrupt" flips the
 	// body's byte at Arg (default 0), a wrong checksum. Any hit's Delay
 	// answers late. The request is asked about by its client's IP and,
-	// for a path in a folder, by the folder's name as a machine name: a
-	// <machine>/ folder holds what is fetched for that machine (the
-	// conductor downloading <machine>/<image>). nil: no faults.
+	// for a path in a folder, by the folder's name as a machine name (the
+	// Injector prefers it when it knows that machine): a <machine>/ folder
+	// holds what is fetched for that machine (the conductor downloading
+	// <machine>/<image>). nil: no faults.
 	Faults fault.Injector
 }
 
