@@ -1,9 +1,14 @@
 // Package fault is metalbed's one fault-injection mechanism. A Rule names a
 // node, a layer and an operation, and says what goes wrong (an action with
 // an argument), how often (count, skip-first, probability) and how late
-// (delay). Every server asks the same Set at the same place it dispatches a
-// request — the IPMI netfn/cmd table, the iSCSI opcode table, an HTTP route —
-// so a fault is a row here, not a special case in a protocol.
+// (delay). Every server holds one Injector in its Config (Faults) and asks
+// it at the place it dispatches a request — the IPMI netfn/cmd table, the
+// iSCSI login, connect and write paths, the TFTP read request, an HTTP
+// route, the DHCP reply decision — naming the requester by the keys it
+// knows (events.Who), then carries the hit's action out itself. The
+// actions each layer carries out are the catalog's (Catalog); each hit is
+// recorded in the node's timeline as the catalog's typed kind. A fault is
+// a row here, not a special case in a protocol.
 //
 // Reproducibility: each rule draws from its own random source seeded by
 // Rule.Seed, so the same rules and the same sequence of requests give the
@@ -50,8 +55,9 @@ type Rule struct {
 	// "0x00/0x02", "login", "write", "pass_deploy_info", a file name …);
 	// "" or "*" matches every operation.
 	Op string `json:"op,omitempty"`
-	// Action is what goes wrong; its meaning belongs to the layer
-	// ("drop", "delay", "cc", "error", "reset-after", "missing" …).
+	// Action is what goes wrong; its meaning belongs to the layer, and
+	// Add accepts only the catalog's actions of Layer ("drop", "delay",
+	// "cc", "error", "reset-after", "missing" …).
 	Action string `json:"action"`
 	// Arg parameterises the action (a completion code, a byte count, a message).
 	Arg string `json:"arg,omitempty"`
