@@ -43,18 +43,18 @@ func (c chassisHAL) PowerState(ctx context.Context) (bool, error) {
 }
 func (c chassisHAL) SetPower(ctx context.Context, on bool) error {
 	if on {
-		return c.srv.machine.Control(ctx, PowerUp)
+		return c.srv.control(ctx, PowerUp)
 	}
-	return c.srv.machine.Control(ctx, PowerDown)
+	return c.srv.control(ctx, PowerDown)
 }
 func (c chassisHAL) PowerCycle(ctx context.Context) error {
-	return c.srv.machine.Control(ctx, PowerCycle)
+	return c.srv.control(ctx, PowerCycle)
 }
 func (c chassisHAL) ColdReset(ctx context.Context) error {
-	return c.srv.machine.Control(ctx, HardReset)
+	return c.srv.control(ctx, HardReset)
 }
 func (c chassisHAL) WarmReset(ctx context.Context) error {
-	return c.srv.machine.Control(ctx, SoftShutdown)
+	return c.srv.control(ctx, SoftShutdown)
 }
 func (c chassisHAL) Identify(context.Context, uint8) error        { return nil }
 func (c chassisHAL) IntrusionState(context.Context) (bool, error) { return false, hal.ErrNotSupported }

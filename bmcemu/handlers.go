@@ -5,12 +5,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/metalbed/metalbed/internal/events"
 	"runtime/debug"
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/handlers"
 	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 )
 
 // Network functions (IPMI v2.0 table 5-1), request side.
@@ -83,7 +85,7 @@ func (s *Server) commandTable() []command {
 // capabilities, cipher suites, privilege, close, v1.5 challenge/activate),
 // payload activation for SOL, SDR repository access, channel, user and LAN
 // configuration; bmcemu's handlers replace everything that speaks for the
-// machine. The middleware (Intercept, metrics, logging, panic recovery)
+// machine. The middleware (Faults, metrics, logging, panic recovery)
 // wraps every entry, unknown commands included.
 func (s *Server) buildRegistry() *handlers.Registry {
 	r := handlers.NewRegistry()
@@ -105,7 +107,52 @@ func (s *Server) buildRegistry() *handlers.Registry {
 	return r
 }
 
-// middleware wraps every command: Intercept, metrics, debug log, and panic
+// who is the machine this BMC manages, as Faults and Recorder know it.
+func (s *Server) who() events.Who { return events.Who{Machine: s.cfg.Name} }
+
+// ipmiFault asks Faults about netfn/cmd and carries out layer ipmi's
+// actions (fault.Catalog): "drop" sends no reply, "cc" answers with the
+// completion code in Arg (0xff, unspecified error, when Arg is none), and
+// any hit's Delay answers late.
+func (s *Server) ipmiFault(netfn, cmd uint8) (cc uint8, drop bool, delay time.Duration) {
+	h, ok := s.faults.Inject(fault.IPMI, s.who(), fmt.Sprintf("0x%02x/0x%02x", netfn, cmd))
+	if !ok {
+		return 0, false, 0
+	}
+	switch h.Action {
+	case "drop":
+		return 0, true, h.Delay
+	case "cc":
+		v, err := h.ArgInt()
+		if err != nil || v <= 0 || v > 0xff {
+			v = ccUnspecified
+		}
+		return uint8(v), false, h.Delay
+	}
+	return 0, false, h.Delay
+}
+
+// control carries a power action out on the machine, unless layer ipmi's
+// "ignore" (op "power") says to acknowledge it only.
+func (s *Server) control(ctx context.Context, a PowerAction) error {
+	if h, ok := s.faults.Inject(fault.IPMI, s.who(), "power"); ok && h.Action == "ignore" {
+		s.log.Info("chassis control ignored (injected fault)", "event", a.String())
+		return nil
+	}
+	return s.machine.Control(ctx, a)
+}
+
+// setBootFlags keeps flags on the machine, unless layer ipmi's
+// "forget-bootflags" (op "boot-flags") says to acknowledge them only.
+func (s *Server) setBootFlags(ctx context.Context, flags [5]byte) error {
+	if h, ok := s.faults.Inject(fault.IPMI, s.who(), "boot-flags"); ok && h.Action == "forget-bootflags" {
+		s.log.Info("boot flags forgotten (injected fault)", "event", "boot-flags")
+		return nil
+	}
+	return s.machine.SetBootFlags(ctx, flags)
+}
+
+// middleware wraps every command: Faults, metrics, debug log, and panic
 // recovery as the last line of defence (a handler panic answers 0xFF).
 func (s *Server) middleware(next handlers.Handler) handlers.Handler {
 	return handlers.HandlerFunc(func(ctx context.Context, hctx *handlers.HandlerContext, req []byte) (resp []byte, cc types.CompletionCode, err error) {
@@ -126,11 +173,8 @@ func (s *Server) middleware(next handlers.Handler) handlers.Handler {
 			}
 			s.log.Debug("ipmi command", "netfn", netfn, "cmd", cmd, "cc", uint8(cc))
 		}()
-		if s.cfg.Intercept != nil {
-			icc, drop, delay := s.cfg.Intercept(netfn, cmd)
-			if drop || icc != 0 || delay > 0 {
-				s.metrics.faults.Inc()
-			}
+		if icc, drop, delay := s.ipmiFault(netfn, cmd); drop || icc != 0 || delay > 0 {
+			s.metrics.faults.Inc()
 			if delay > 0 {
 				t := time.NewTimer(delay)
 				select {
@@ -247,7 +291,7 @@ func (s *Server) chassisControl(ctx context.Context, req []byte) ([]byte, uint8)
 	}
 	ctx, cancel := context.WithTimeout(ctx, machineTimeout)
 	defer cancel()
-	if err := s.machine.Control(ctx, a); err != nil {
+	if err := s.control(ctx, a); err != nil {
 		s.log.Warn("chassis control", "event", a.String(), "err", err)
 		return nil, completionCode(err)
 	}
@@ -306,7 +350,7 @@ func (s *Server) setBootOptions(ctx context.Context, req []byte) ([]byte, uint8)
 		copy(flags[:], data)
 		ctx, cancel := context.WithTimeout(ctx, machineTimeout)
 		defer cancel()
-		if err := s.machine.SetBootFlags(ctx, flags); err != nil {
+		if err := s.setBootFlags(ctx, flags); err != nil {
 			s.log.Warn("set boot flags", "err", err)
 			return nil, completionCode(err)
 		}
@@ -515,6 +559,6 @@ func (a PowerAction) String() string {
 // record tells the Recorder what a command did to the machine.
 func (s *Server) record(kind events.Kind, detail string) {
 	if s.cfg.Recorder != nil {
-		s.cfg.Recorder.Record(events.Event{Kind: kind, Detail: detail, Who: events.Who{Machine: s.cfg.Name}})
+		s.cfg.Recorder.Record(events.Event{Kind: kind, Detail: detail, Who: s.who()})
 	}
 }

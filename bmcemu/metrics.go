@@ -44,7 +44,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		{&m.commandFails, "command_errors_total", "IPMI commands answered with a non-zero completion code."},
 		{&m.panics, "handler_panics_total", "Command handlers that panicked (answered 0xFF)."},
 		{&m.powerActions, "power_actions_total", "Chassis Control actions carried out."},
-		{&m.faults, "faults_injected_total", "Commands altered by Config.Intercept."},
+		{&m.faults, "faults_injected_total", "Commands altered by Config.Faults."},
 		{&m.selEntries, "sel_entries_total", "System Event Log records written."},
 	}
 	for _, f := range fields {

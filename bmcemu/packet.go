@@ -169,7 +169,7 @@ func checksum(b []byte) uint8 {
 
 // gateConn sits between the caller's PacketConn and go-ipmi: malformed
 // datagrams never reach go-ipmi, and replies marked for dropping by the
-// Intercept seam never leave.
+// ipmi fault layer never leave.
 type gateConn struct {
 	srv     *Server
 	conn    net.PacketConn
@@ -227,10 +227,10 @@ func (s *Server) admit(pkt []byte, addr net.Addr) bool {
 }
 
 // dropReply reports whether an outbound datagram must vanish: either the
-// Intercept seam marked the remote address (in-session RMCP+, whose payload
+// ipmi fault layer marked the remote address (in-session RMCP+, whose payload
 // is encrypted), or the plaintext reply carries the drop marker code.
 func (s *Server) dropReply(b []byte, addr net.Addr) bool {
-	if s.cfg.Intercept == nil {
+	if s.cfg.Faults == nil {
 		return false
 	}
 	if h, err := parseHeader(b); err == nil && h.plain != nil {

@@ -6,14 +6,13 @@
 // github.com/bougou/go-ipmi. bmcemu owns everything a client sees of the
 // machine: the command table (chassis, boot options, device identity, SDR,
 // sensors, SEL, payloads), the packet gate in front of go-ipmi, metrics and
-// the Intercept seam for fault injection.
+// the fault layer ipmi carried out at the command table (Config.Faults).
 package bmcemu
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/metalbed/metalbed/internal/events"
 	"log/slog"
 	"net"
 	"sync"
@@ -24,6 +23,9 @@ import (
 	"github.com/bougou/go-ipmi/pkg/server"
 	"github.com/bougou/go-ipmi/pkg/types"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 )
 
 // Config configures one virtual BMC. The zero value of every optional field
@@ -54,12 +56,17 @@ type Config struct {
 	// as pyghmi that exit without Close Session hold a slot until the 60 s
 	// inactivity timeout, and the spec minimum of 4 runs out under that.
 	MaxSessions int
-	// Intercept, when set, is consulted before every command is executed,
-	// pre-session commands included. A non-zero cc answers the command with
-	// that completion code without executing it; drop sends no reply at
-	// all; delay holds the reply back. It is the fault-injection seam and
-	// must be safe for concurrent use.
-	Intercept func(netfn, cmd uint8) (cc uint8, drop bool, delay time.Duration)
+	// Faults is asked (layer ipmi, the machine known by Name) before every
+	// command is executed, pre-session commands included, with op
+	// "0xNN/0xNN" (netfn/cmd): "drop" sends no reply at all, "cc" answers
+	// with the completion code in Arg (0xff when Arg is none) without
+	// executing the command, and any hit's Delay holds the reply back
+	// ("delay"). A power command is asked about once more with op "power"
+	// before it reaches the Machine: "ignore" acknowledges it without
+	// carrying it out; setting the boot flags with op "boot-flags":
+	// "forget-bootflags" acknowledges them without keeping them. nil: no
+	// faults.
+	Faults fault.Injector
 	// ReplyDelay holds replies outside a session (authentication
 	// capabilities, Open Session Response, RAKP 2 and 4, IPMI 1.5
 	// challenge) back this long, and ResendAfter sends an in-session IPMI
@@ -90,6 +97,7 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
+	faults  fault.Injector
 	machine Machine
 	bmc     *bmc.BMC
 	reg     *handlers.Registry
@@ -189,6 +197,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      log.With("node", cfg.Name),
 		machine:  cfg.Machine,
+		faults:   fault.OrNone(cfg.Faults),
 		metrics:  m,
 		sel:      newSELStore(cfg.SELCapacity),
 		sdr:      newSDRRepo(),

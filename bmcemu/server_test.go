@@ -5,12 +5,14 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/fault/faulttest"
 )
 
 func TestNewValidates(t *testing.T) {
@@ -100,57 +102,42 @@ func TestOneTimePXEConsumed(t *testing.T) {
 	}
 }
 
-func TestInterceptSeam(t *testing.T) {
-	var busy, drop atomic.Bool
-	var seen atomic.Int32
+// TestFaultsIpmitool: the faults of the command table as the real
+// ipmitool sees them: 0xC0 is "Node busy", a dropped reply fails the
+// command, a late one does not; a dropped pre-session command keeps
+// everyone out.
+func TestFaultsIpmitool(t *testing.T) {
+	in := faulttest.New(t,
+		fault.Rule{Layer: fault.IPMI, Op: "0x00/0x01", Action: "delay", Delay: 20 * time.Millisecond, Count: 1},
+		fault.Rule{Layer: fault.IPMI, Op: "0x00/0x01", Action: "cc", Arg: "0xc0", Count: 1},
+		fault.Rule{Layer: fault.IPMI, Op: "0x00/0x01", Action: "drop", Count: 1},
+	)
 	m := newTestMachine()
-	_, port := startBMC(t, m, func(c *Config) {
-		c.Intercept = func(netfn, cmd uint8) (uint8, bool, time.Duration) {
-			if netfn == netfnChassis && cmd == 0x01 {
-				seen.Add(1)
-				if busy.Load() {
-					return 0xc0, false, 0
-				}
-				if drop.Load() {
-					return 0, true, 0
-				}
-				return 0, false, 20 * time.Millisecond
-			}
-			return 0, false, 0
-		}
-	})
+	_, port := startBMC(t, m, func(c *Config) { c.Faults = in })
 	ipmi := newIpmitool(t, port, ipmitoolModes[0], "password")
 	mustContain(t, ipmi.must("power", "status"), "Chassis Power is off")
 
-	busy.Store(true)
 	out, err := ipmi.run("power", "status")
 	if err == nil {
 		t.Fatalf("power status with node busy succeeded: %s", out)
 	}
 	mustContain(t, out, "Node busy")
-	busy.Store(false)
 
-	drop.Store(true)
 	out, err = ipmi.run("power", "status")
 	if err == nil || strings.Contains(out, "Chassis Power is") {
 		t.Fatalf("power status with its reply dropped succeeded: %s", out)
 	}
-	drop.Store(false)
 	mustContain(t, ipmi.must("power", "status"), "Chassis Power is off")
 
-	// Pre-session commands go through the same seam: drop every
-	// Get Channel Authentication Capabilities and nobody gets in.
 	_, port2 := startBMC(t, newTestMachine(), func(c *Config) {
-		c.Intercept = func(netfn, cmd uint8) (uint8, bool, time.Duration) {
-			return 0, netfn == netfnApp && cmd == 0x38, 0
-		}
+		c.Faults = faulttest.New(t, fault.Rule{Layer: fault.IPMI, Op: "0x06/0x38", Action: "drop"})
 	})
 	out, err = newIpmitool(t, port2, ipmitoolModes[0], "password").run("power", "status")
 	if err == nil {
 		t.Fatalf("login succeeded with auth capabilities dropped: %s", out)
 	}
-	if seen.Load() < 3 {
-		t.Errorf("intercept saw Get Chassis Status %d times", seen.Load())
+	if n := len(in.Hits()); n != 3 {
+		t.Errorf("%d hits, want 3", n)
 	}
 }
 

@@ -107,10 +107,8 @@ type conn struct {
 }
 
 func (t *Target) newConn(nc net.Conn) *conn {
-	if f := t.cfg.Faults.DropAfterBytes; f != nil {
-		if n := f(); n > 0 {
-			nc = &budgetConn{Conn: nc, left: n}
-		}
+	if n := t.resetAfter(); n > 0 {
+		nc = &budgetConn{Conn: nc, left: n}
 	}
 	c := &conn{
 		t:       t,
@@ -240,12 +238,10 @@ func (c *conn) sendLocked(p *pdu.PDU, status bool) error {
 }
 
 func (c *conn) delay() {
-	if f := c.t.cfg.Faults.Delay; f != nil {
-		if d := f(); d > 0 {
-			select {
-			case <-time.After(d):
-			case <-c.closed:
-			}
+	if d := c.t.cfg.ResponseDelay; d > 0 {
+		select {
+		case <-time.After(d):
+		case <-c.closed:
 		}
 	}
 }

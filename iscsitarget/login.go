@@ -223,8 +223,8 @@ func (c *conn) loginStep(l *login, req *pdu.PDU, kvs []pdu.KV) (bool, error) {
 		default:
 			return false, refuse(loginUnsupportedType, "session type %q", l.sessionType)
 		}
-		if f := t.cfg.Faults.RefuseLogin; f != nil && f(l.initiator) {
-			return false, refuse(loginForbidden, "refused by fault hook")
+		if t.refuseLogin() {
+			return false, refuse(loginForbidden, "refused by an injected fault")
 		}
 		if l.tsih != 0 {
 			if t.sessionExists(l.tsih) {

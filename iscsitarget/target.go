@@ -21,7 +21,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"log/slog"
 	"net"
@@ -29,6 +28,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/iscsitarget/internal/scsi"
 )
 
@@ -47,22 +48,6 @@ type CHAP struct {
 	Secret         string
 	MutualUsername string
 	MutualSecret   string
-}
-
-// Faults are test hooks; each nil field is off. They are read, never
-// written, by the Target.
-type Faults struct {
-	// RefuseLogin fails the login of an initiator (by its InitiatorName)
-	// with status 0x0202 (authorization failure) when it returns true.
-	RefuseLogin func(initiator string) bool
-	// DropAfterBytes, if it returns n > 0 for a new connection, closes the
-	// connection once n bytes have crossed it (both directions counted).
-	DropAfterBytes func() int64
-	// WriteError answers a write of blocks [lba, lba+blocks) with CHECK
-	// CONDITION, MEDIUM ERROR, WRITE ERROR and leaves the disk untouched.
-	WriteError func(lba uint64, blocks uint32) bool
-	// Delay is waited before each SCSI response and NOP-In reply.
-	Delay func() time.Duration
 }
 
 // Config configures a Target. Zero values mean the documented defaults.
@@ -86,8 +71,22 @@ type Config struct {
 	// events.ISCSILogout, keyed by IQN and the initiator's IP) for the
 	// node's timeline; nil: none.
 	Recorder events.Recorder
-	// Faults are test hooks, all off by default.
-	Faults Faults
+	// Faults is asked about the node whose disk this is (known by IQN)
+	// at the target's dispatch points, and the target carries out the
+	// actions of layers iscsi and disk (fault.Catalog): at each login
+	// (layer iscsi, op "login"), "refuse-login" answers with status 0x0202
+	// (authorization failure); at each new connection (op "connect"),
+	// "reset-after" resets it once Arg bytes (default 1) have crossed it,
+	// both directions counted; at each WRITE (op "write"), "medium-error"
+	// answers CHECK CONDITION, MEDIUM ERROR, WRITE ERROR and leaves the
+	// disk untouched, as does layer disk's "write-error" (op "write");
+	// and once, in New (layer disk, op "size"), "too-small" reports a
+	// capacity of Arg bytes (default 512 MiB) when that is less than
+	// Size. nil: no faults.
+	Faults fault.Injector
+	// ResponseDelay is waited before each SCSI response and NOP-In reply:
+	// a slow target. Default 0.
+	ResponseDelay time.Duration
 	// LoginTimeout bounds a whole login; default 15 s.
 	LoginTimeout time.Duration
 	// NopInterval is how long a connection may be idle before the target
@@ -105,6 +104,8 @@ type Target struct {
 	cfg      Config
 	log      *slog.Logger
 	rec      events.Recorder
+	faults   fault.Injector
+	who      events.Who // the node whose disk this is, for Faults
 	lu       *scsi.LU
 	pool     bufPool
 	handlers [64]pduHandler
@@ -165,6 +166,15 @@ func New(cfg Config) (*Target, error) {
 		}
 		cfg.Size = n
 	}
+	faults := fault.OrNone(cfg.Faults)
+	who := events.Who{IQN: cfg.IQN}
+	if h, ok := faults.Inject(fault.Disk, who, "size"); ok && h.Action == "too-small" {
+		n, err := h.ArgInt()
+		if err != nil || n <= 0 {
+			n = defaultTooSmall
+		}
+		cfg.Size = min(n, cfg.Size)
+	}
 	var sync func() error
 	if s, ok := cfg.Disk.(interface{ Sync() error }); ok {
 		sync = s.Sync
@@ -181,7 +191,7 @@ func New(cfg Config) (*Target, error) {
 		Serial:     fmt.Sprintf("MB%014x", id>>8),
 		NAA:        id,
 		Sync:       sync,
-		WriteFault: cfg.Faults.WriteError,
+		WriteFault: func(uint64, uint32) bool { return writeFault(faults, who) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("iscsitarget: %w", err)
@@ -190,12 +200,49 @@ func New(cfg Config) (*Target, error) {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		rec:       events.OrDiscard(cfg.Recorder),
+		faults:    faults,
+		who:       who,
 		lu:        lu,
 		handlers:  pduHandlers(),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*conn]struct{}{},
 		sessions:  map[uint16]*conn{},
 	}, nil
+}
+
+// defaultTooSmall is the capacity layer disk's "too-small" reports when
+// its Arg is none: less than a 1 GiB root partition needs.
+const defaultTooSmall = 512 << 20
+
+// writeFault reports whether a WRITE must fail: layer iscsi's
+// "medium-error", else layer disk's "write-error" (op "write").
+func writeFault(faults fault.Injector, who events.Who) bool {
+	if h, ok := faults.Inject(fault.ISCSI, who, "write"); ok && h.Action == "medium-error" {
+		return true
+	}
+	h, ok := faults.Inject(fault.Disk, who, "write")
+	return ok && h.Action == "write-error"
+}
+
+// resetAfter is how many bytes a new connection may carry before layer
+// iscsi's "reset-after" (op "connect") resets it; 0: no limit.
+func (t *Target) resetAfter() int64 {
+	h, ok := t.faults.Inject(fault.ISCSI, t.who, "connect")
+	if !ok || h.Action != "reset-after" {
+		return 0
+	}
+	n, err := h.ArgInt()
+	if err != nil || n <= 0 {
+		n = 1
+	}
+	return n
+}
+
+// refuseLogin reports whether layer iscsi's "refuse-login" (op "login")
+// refuses a login.
+func (t *Target) refuseLogin() bool {
+	h, ok := t.faults.Inject(fault.ISCSI, t.who, "login")
+	return ok && h.Action == "refuse-login"
 }
 
 func diskSize(d Disk) (int64, error) {

@@ -12,11 +12,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/fault/faulttest"
 	"github.com/metalbed/metalbed/iscsitarget/internal/pdu"
 	"github.com/metalbed/metalbed/iscsitarget/internal/scsi"
 )
@@ -194,9 +195,15 @@ func TestCHAP(t *testing.T) {
 }
 
 func TestLoginRefusals(t *testing.T) {
-	_, addr := startTarget(t, Config{
-		Faults: Faults{RefuseLogin: func(ini string) bool { return strings.HasSuffix(ini, ":refused") }},
-	})
+	in := faulttest.New(t, fault.Rule{Layer: fault.ISCSI, Op: "login", Action: "refuse-login", Count: 1})
+	_, addr := startTarget(t, Config{Faults: in})
+	// Layer iscsi "refuse-login": authorization failure, once.
+	if _, err := dial(t, addr, loginOpts{iqn: testIQN}); !errors.Is(err, errLogin) || !strings.Contains(err.Error(), "0x0202") {
+		t.Errorf("refused login: %v", err)
+	}
+	if h := in.Hits(); len(h) != 1 || h[0].Who.IQN != testIQN || h[0].Op != "login" {
+		t.Errorf("hits %+v", h)
+	}
 	for _, tc := range []struct {
 		o    loginOpts
 		want string
@@ -208,18 +215,6 @@ func TestLoginRefusals(t *testing.T) {
 		if !errors.Is(err, errLogin) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("login %+v: err = %v, want %s", tc.o, err, tc.want)
 		}
-	}
-	// Fault hook: refuse a named initiator.
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	c := &client{t: t, nc: nc, params: map[string]string{}}
-	_, _, err = c.loginPDU(1, 3, true, loginOpts{}, []pdu.KV{
-		{Key: "InitiatorName", Value: "iqn.2026-11.x:refused"}, {Key: "TargetName", Value: testIQN}})
-	if err == nil || !strings.Contains(err.Error(), "0x0202") {
-		t.Errorf("refused initiator: %v", err)
 	}
 	// Still serving.
 	if _, err := dial(t, addr, loginOpts{iqn: testIQN}); err != nil {
@@ -600,35 +595,50 @@ func TestMalformedPDUs(t *testing.T) {
 	_ = tg
 }
 
+// TestFaults carries out the target's fault actions: layer iscsi
+// "medium-error" and layer disk "write-error" (op "write") fail a WRITE
+// with MEDIUM ERROR and leave the disk untouched; "reset-after" (op
+// "connect") resets a connection after Arg bytes; ResponseDelay holds
+// responses back.
 func TestFaults(t *testing.T) {
-	var failWrites atomic.Bool
-	var delay atomic.Int64
 	disk := newMemDisk(4 << 20)
-	_, addr := startTarget(t, Config{Disk: disk, Faults: Faults{
-		WriteError: func(lba uint64, n uint32) bool { return failWrites.Load() },
-		Delay:      func() time.Duration { return time.Duration(delay.Load()) },
-	}})
+	in := faulttest.New(t,
+		fault.Rule{Layer: fault.ISCSI, Op: "write", Action: "medium-error", Count: 1},
+		fault.Rule{Layer: fault.Disk, Op: "write", Action: "write-error", Count: 1})
+	_, addr := startTarget(t, Config{Disk: disk, Faults: in})
 	c, err := dial(t, addr, loginOpts{iqn: testIQN})
 	if err != nil {
 		t.Fatal(err)
 	}
-	failWrites.Store(true)
-	r := c.command(1, cdb16(scsi.OpWrite16, 0, 1), bytes.Repeat([]byte{7}, 512), 0)
-	if k, asc := senseOf(t, r); k != scsi.KeyMediumError || asc != scsi.ASCWriteError {
-		t.Errorf("faulty write: %x/%04x", k, asc)
+	for i := range 2 {
+		r := c.command(1, cdb16(scsi.OpWrite16, 0, 1), bytes.Repeat([]byte{7}, 512), 0)
+		if k, asc := senseOf(t, r); k != scsi.KeyMediumError || asc != scsi.ASCWriteError {
+			t.Errorf("faulty write %d: %x/%04x", i, k, asc)
+		}
+		if disk.bytes(0, 1)[0] != 0 {
+			t.Errorf("faulty write %d touched the disk", i)
+		}
 	}
-	if disk.bytes(0, 1)[0] != 0 {
-		t.Error("faulty write touched the disk")
+	if hits := in.Hits(); len(hits) != 2 || hits[0].Layer != fault.ISCSI || hits[1].Layer != fault.Disk || hits[1].Who.IQN != testIQN {
+		t.Errorf("hits %+v", hits)
 	}
-	failWrites.Store(false)
-	delay.Store(int64(200 * time.Millisecond))
+	c.command(1, cdb16(scsi.OpWrite16, 0, 1), bytes.Repeat([]byte{7}, 512), 0)
+	if disk.bytes(0, 1)[0] != 7 {
+		t.Error("write after the faults are spent did not reach the disk")
+	}
+
+	_, addrSlow := startTarget(t, Config{ResponseDelay: 200 * time.Millisecond})
+	cs, err := dial(t, addrSlow, loginOpts{iqn: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
-	c.command(1, make([]byte, 6), nil, 0)
+	cs.command(1, make([]byte, 6), nil, 0)
 	if time.Since(start) < 200*time.Millisecond {
 		t.Error("response not delayed")
 	}
 
-	_, addr2 := startTarget(t, Config{Faults: Faults{DropAfterBytes: func() int64 { return 4096 }}})
+	_, addr2 := startTarget(t, Config{Faults: faulttest.New(t, fault.Rule{Layer: fault.ISCSI, Op: "connect", Action: "reset-after", Arg: "4096"})})
 	c2, err := dial(t, addr2, loginOpts{iqn: testIQN})
 	if err != nil {
 		t.Fatal(err)

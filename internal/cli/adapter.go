@@ -14,8 +14,7 @@ import (
 // acknowledged, not carried out) or "forget-bootflags" for op
 // "boot-flags" (the flags are acknowledged, not kept).
 type bmcMachine struct {
-	m     vms.Machine
-	fault func(op string) (action string)
+	m vms.Machine
 }
 
 var _ bmcemu.Machine = bmcMachine{}
@@ -43,9 +42,6 @@ func (a bmcMachine) Control(ctx context.Context, act bmcemu.PowerAction) error {
 	default:
 		return fmt.Errorf("chassis control %d: not supported", act)
 	}
-	if a.fault != nil && a.fault("power") == "ignore" {
-		return nil
-	}
 	return a.m.Power(ctx, va)
 }
 
@@ -55,9 +51,6 @@ func (a bmcMachine) BootFlags(ctx context.Context) ([5]byte, error) {
 }
 
 func (a bmcMachine) SetBootFlags(ctx context.Context, data [5]byte) error {
-	if a.fault != nil && a.fault("boot-flags") == "forget-bootflags" {
-		return nil
-	}
 	return a.m.SetBootFlags(ctx, vms.BootFlags(data))
 }
 

@@ -85,6 +85,9 @@ type bed struct {
 	cfg    bedConfig
 	tl     *events.Timeline
 	faults *fault.Set // the injected faults (faults.go)
+	// inject is the one Injector over faults every server's Config.Faults
+	// holds (newInjector).
+	inject fault.Injector
 	// machineOf maps a NIC's MAC (string) to its machine's name, for
 	// faults addressed by name at layers that see only MACs and IPs.
 	machineOf sync.Map
@@ -114,6 +117,7 @@ type bed struct {
 func listenBed(cfg bedConfig) (_ *bed, err error) {
 	b := &bed{cfg: cfg, hosts: &dhcp.StaticHosts{}, faults: fault.NewSet(),
 		tftpRoot: filepath.Join(cfg.dir, "tftp"), httpRoot: filepath.Join(cfg.dir, "http")}
+	b.inject = b.newInjector()
 	defer func() {
 		if err != nil {
 			b.close()
@@ -158,16 +162,16 @@ func (b *bed) listenLoopback() error {
 		return usageError("--dhcp-range %s: simulated machines live on loopback, 127.0.0.0/8", cfg.dhcpRange)
 	}
 	if err := b.boot.listenDHCP(dhcp.Config{
-		ServerIP: server, Pool: pool, Hosts: faultyHosts{b: b, next: b.hosts},
+		ServerIP: server, Pool: pool, Hosts: b.hosts, Faults: b.inject,
 		LeaseFile: filepath.Join(cfg.dir, "dhcp-leases.json"),
 		Logger:    cfg.log, Observer: b.dhcpEvent,
 	}, cfg.dhcpAddr, ""); err != nil {
 		return err
 	}
-	if err := b.boot.listenTFTP(tftp.Config{Root: b.tftpRoot, Logger: cfg.log, Observer: b.tftpEvent, Fault: b.tftpFault}, cfg.tftpAddr); err != nil {
+	if err := b.boot.listenTFTP(tftp.Config{Root: b.tftpRoot, Logger: cfg.log, Observer: b.tftpEvent, Faults: b.inject}, cfg.tftpAddr); err != nil {
 		return err
 	}
-	return b.boot.listenHTTP(httpboot.Config{Root: b.httpRoot, Logger: cfg.log, Observer: b.httpEvent, Fault: b.httpFault}, cfg.httpAddr)
+	return b.boot.listenHTTP(httpboot.Config{Root: b.httpRoot, Logger: cfg.log, Observer: b.httpEvent, Faults: b.inject}, cfg.httpAddr)
 }
 
 func hostOf(addr string) (netip.Addr, error) {
@@ -395,25 +399,9 @@ func (b *bed) nodeHooks(name string) nodeHooks {
 		firmware = b.machineFirmware(name)
 	}
 	return nodeHooks{
-		firmware: firmware,
-		vm:       vm,
-		bmcIntercept: func(netfn, cmd uint8) (uint8, bool, time.Duration) {
-			// Only the commands that change the machine: the polls
-			// (chassis status, get boot options) would drown the rest.
-			if netfn == 0x00 {
-				switch cmd {
-				case 0x02:
-					b.tl.Record(name, srcBMC, "bmc.chassis_control", "")
-				case 0x08:
-					b.tl.Record(name, srcBMC, "bmc.set_boot_options", "")
-				}
-			}
-			return b.ipmiFault(name, netfn, cmd)
-		},
-		machineFault: func(op string) string {
-			h, _ := b.fault(name, fault.IPMI, op)
-			return h.Action
-		},
+		firmware:  firmware,
+		vm:        vm,
+		bmcFaults: b.inject, // bmcemu records chassis control and boot flags itself
 	}
 }
 
@@ -425,14 +413,12 @@ func (b *bed) machineFirmware(name string) sim.Firmware {
 	kc := kernel.Config{
 		Export:     b.exporter(name),
 		FetchToken: fetchTFTP,
-		Bootloader: b.bootloader(name),
 		TFTPPort:   b.boot.tftpPort(),
 		Milestone: func(machine, kind, detail string) {
 			b.tl.Record(machine, srcRamdisk, kind, detail)
 		},
-		RamdiskFault: b.ramdiskFault,
-		AgentFault:   b.agentFault,
-		Logger:       b.cfg.log,
+		Faults: b.inject,
+		Logger: b.cfg.log,
 	}
 	return sim.StockFirmware{
 		NetBoot: &pxe.ROM{
@@ -451,7 +437,8 @@ func (b *bed) machineFirmware(name string) sim.Firmware {
 func (b *bed) exporter(name string) ramdisk.Exporter {
 	return func(ctx context.Context, ln net.Listener, iqn string, dev ramdisk.BlockDevice) error {
 		log := slog.New(&loginRecorder{next: b.cfg.log.Handler(), tl: b.tl, key: name})
-		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Size: b.diskSize(name, dev.Size()), Logger: log, Faults: b.iscsiFaults(name)})
+		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Size: dev.Size(), Logger: log,
+			Faults: fault.Tag(b.inject, events.Who{Machine: name})})
 		if err != nil {
 			return err
 		}

@@ -1,14 +1,12 @@
 package cli
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -18,87 +16,46 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
-	"github.com/metalbed/metalbed/iscsitarget"
-	"github.com/metalbed/metalbed/provisioner/dhcp"
-	"github.com/metalbed/metalbed/provisioner/httpboot"
-	"github.com/metalbed/metalbed/provisioner/tftp"
-	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
-// srcFault is the timeline source of every injected fault.
-const srcFault = "fault"
-
-// fault asks the bed's fault set whether op of layer on node must fail; a
-// hit is recorded in node's timeline as fault.<layer>.<action>.
-func (b *bed) fault(node string, layer fault.Layer, op string) (fault.Hit, bool) {
-	h, ok := b.faults.Match(node, layer, op)
-	if !ok {
-		return h, false
-	}
-	detail := fmt.Sprintf("rule %s op %s", h.RuleID, op)
-	if h.Arg != "" {
-		detail += " arg " + h.Arg
-	}
-	if h.Delay > 0 {
-		detail += " delay " + h.Delay.String()
-	}
-	if b.tl != nil {
-		b.tl.Record(node, srcFault, "fault."+string(layer)+"."+h.Action, detail)
-	}
-	return h, true
+// newInjector is the one fault.Injector every server of the bed asks at
+// its dispatch point: the bed's rules, the bed as the resolver of
+// requesters (Lookup), each hit recorded in the node's timeline.
+func (b *bed) newInjector() fault.Injector {
+	return fault.NewInjector(fault.InjectorConfig{
+		Rules:    b.faults,
+		Resolver: b,
+		// b.tl is made after the servers' configs (prepare); a nil
+		// timeline records nothing.
+		Recorder: events.RecorderFunc(func(e events.Event) { b.tl.Record(e) }),
+	})
 }
 
-// ipmiFault is the BMC's Intercept answer for node's netfn/cmd (layer ipmi,
-// op "0xNN/0xNN"): "drop" sends no reply, "delay" (or any rule's Delay)
-// answers late, "cc" answers with the completion code in Arg.
-func (b *bed) ipmiFault(node string, netfn, cmd uint8) (cc uint8, drop bool, delay time.Duration) {
-	h, ok := b.fault(node, fault.IPMI, fmt.Sprintf("0x%02x/0x%02x", netfn, cmd))
-	if !ok {
-		return 0, false, 0
+// Lookup resolves a key a server knows a requester by (machine or node
+// name, node UUID, MAC, IP, IQN) to the node, for the Injector: the
+// timeline's identity registry, and for a client IP it has not tied to a
+// node yet, the DHCP lease's MAC.
+func (b *bed) Lookup(key string) (events.Identity, bool) {
+	if b.tl == nil {
+		return events.Identity{}, false
 	}
-	switch h.Action {
-	case "drop":
-		return 0, true, h.Delay
-	case "cc":
-		v, err := h.ArgInt()
-		if err != nil || v <= 0 || v > 0xff {
-			v = 0xff // unspecified error
+	if id, ok := b.tl.Lookup(key); ok {
+		return id, true
+	}
+	if ip, err := netip.ParseAddr(key); err == nil && b.boot.dhcp != nil {
+		if mac, ok := b.boot.dhcp.MACOf(ip); ok {
+			return b.tl.Lookup(mac.String())
 		}
-		return uint8(v), false, h.Delay
 	}
-	return 0, false, h.Delay
+	return events.Identity{}, false
 }
 
-// iscsiFaults are node's ramdisk target faults: layer iscsi "refuse-login"
-// (op "login"), "reset-after" Arg bytes (op "connect"), "medium-error"
-// (op "write"), any rule's Delay before each response (op "response"); and
-// layer disk "write-error" (op "write").
-func (b *bed) iscsiFaults(node string) iscsitarget.Faults {
-	return iscsitarget.Faults{
-		RefuseLogin: func(string) bool {
-			h, ok := b.fault(node, fault.ISCSI, "login")
-			return ok && h.Action == "refuse-login"
-		},
-		DropAfterBytes: func() int64 {
-			h, ok := b.fault(node, fault.ISCSI, "connect")
-			if !ok || h.Action != "reset-after" {
-				return 0
-			}
-			n, err := h.ArgInt()
-			if err != nil || n <= 0 {
-				n = 1
-			}
-			return n
-		},
-		WriteError: func(uint64, uint32) bool {
-			if h, ok := b.fault(node, fault.ISCSI, "write"); ok && h.Action == "medium-error" {
-				return true
-			}
-			h, ok := b.fault(node, fault.Disk, "write")
-			return ok && h.Action == "write-error"
-		},
-	}
+// fault asks the bed's Injector whether op of layer on the node named
+// node must fail: the conductor's kill (faults_agent.go).
+func (b *bed) fault(node string, layer fault.Layer, op string) (fault.Hit, bool) {
+	return b.inject.Inject(layer, events.Who{NodeName: node}, op)
 }
 
 // faultHandler serves the fault rules of `metalbed up` beside the timeline:
@@ -188,7 +145,7 @@ func runFaultAdd(ctx context.Context, s Streams, args []string) error {
 	if layer == "" || r.Action == "" {
 		return usageError("metalbed fault add: --layer and --action are required")
 	}
-	if err := checkFaultKind(layer, r.Action); err != nil {
+	if _, err := fault.Find(fault.Layer(layer), r.Action); err != nil {
 		return usageError("metalbed fault add: %v", err)
 	}
 	r.Layer = fault.Layer(layer)
@@ -346,33 +303,6 @@ func faultCall(ctx context.Context, method, u string, body []byte, out any) erro
 	return nil
 }
 
-// ramdiskFault is the deploy ramdisk's fault seam (layer ramdisk): "error"
-// makes pass_deploy_info carry Arg as the ramdisk's error, "no-callback"
-// keeps the ramdisk from calling back.
-func (b *bed) ramdiskFault(machine, op string) (action, arg string) {
-	h, ok := b.fault(machine, fault.Ramdisk, op)
-	if !ok {
-		return "", ""
-	}
-	return h.Action, h.Arg
-}
-
-// bootloader installs the bootloader on machine's disk unless layer
-// ramdisk "bootloader-failed" (op "bootloader") says it fails, with Arg as
-// the error.
-func (b *bed) bootloader(machine string) ramdisk.BootloaderInstaller {
-	return func(ctx context.Context, disk ramdisk.Disk, bootMode string) error {
-		if h, ok := b.fault(machine, fault.Ramdisk, "bootloader"); ok && h.Action == "bootloader-failed" {
-			msg := h.Arg
-			if msg == "" {
-				msg = "injected fault: grub-install failed"
-			}
-			return errors.New(msg)
-		}
-		return ramdisk.InstallBootloader(ctx, disk, bootMode)
-	}
-}
-
 // machineNamed is the machine a MAC belongs to; "" when unknown.
 func (b *bed) machineNamed(mac string) string {
 	if v, ok := b.machineOf.Load(mac); ok {
@@ -381,148 +311,12 @@ func (b *bed) machineNamed(mac string) string {
 	return ""
 }
 
-// peerMachine is the machine a TFTP or HTTP client is, by its DHCP lease;
-// "" when unknown.
-func (b *bed) peerMachine(remote netip.AddrPort) string {
-	if mac, ok := b.boot.dhcp.MACOf(remote.Addr()); ok {
-		return b.machineNamed(mac.String())
+// printFaultKinds writes the fault catalog for `metalbed fault add -h`.
+func printFaultKinds(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  LAYER\tOP\tACTION\tARG\tWHAT HAPPENS")
+	for _, k := range fault.Catalog() {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", k.Layer, k.Op, k.Action, k.Arg, k.What)
 	}
-	return ""
-}
-
-// faultyHosts puts layer dhcp in front of the bed's hosts: "no-offer"
-// leaves the MAC unanswered (as if not enrolled), "wrong-next-server"
-// sends next-server Arg (default 127.0.0.254, where nothing serves TFTP).
-// The op is "lookup".
-type faultyHosts struct {
-	b    *bed
-	next dhcp.HostSource
-}
-
-func (h faultyHosts) Lookup(mac net.HardwareAddr) (dhcp.Host, bool) {
-	host, ok := h.next.Lookup(mac)
-	if !ok {
-		return host, false
-	}
-	name := h.b.machineNamed(mac.String())
-	if name == "" {
-		return host, true
-	}
-	f, hit := h.b.fault(name, fault.DHCP, "lookup")
-	if !hit {
-		return host, true
-	}
-	switch f.Action {
-	case "no-offer":
-		return dhcp.Host{}, false
-	case "wrong-next-server":
-		ip, err := netip.ParseAddr(f.Arg)
-		if err != nil {
-			ip = netip.MustParseAddr("127.0.0.254")
-		}
-		host.TFTPServer = ip
-	}
-	return host, true
-}
-
-// tftpFault is layer tftp (op: the file name): "missing" answers "file
-// not found"; "stall" stops the transfer after Arg bytes (default 64 KiB)
-// for the rule's Delay (default a minute), so the client times out
-// mid-file; "slow" waits Arg (a duration, default 2ms) before every block,
-// and the file still arrives whole. Any other action's Delay starts the
-// transfer late.
-func (b *bed) tftpFault(file string, remote netip.AddrPort) tftp.Fault {
-	name := b.peerMachine(remote)
-	if name == "" {
-		return tftp.Fault{}
-	}
-	h, ok := b.fault(name, fault.TFTP, file)
-	if !ok {
-		return tftp.Fault{}
-	}
-	switch h.Action {
-	case "missing":
-		return tftp.Fault{Delay: h.Delay, Refuse: fmt.Errorf("%s: file not found", file)}
-	case "stall":
-		n, err := h.ArgInt()
-		if err != nil || n <= 0 {
-			n = 64 << 10
-		}
-		return tftp.Fault{StallAfter: n, StallFor: cmp.Or(h.Delay, time.Minute)}
-	case "slow":
-		d, err := time.ParseDuration(h.Arg)
-		if err != nil || d <= 0 {
-			d = 2 * time.Millisecond
-		}
-		return tftp.Fault{Delay: h.Delay, BlockDelay: d}
-	}
-	return tftp.Fault{Delay: h.Delay}
-}
-
-// httpFault is layer http (op: the path): "status" answers with the status
-// in Arg (default 404); "truncate" sends Arg bytes (default half) of the
-// body, then closes; "corrupt" flips the body's byte at Arg (default 0),
-// a wrong checksum. Any Delay answers late. A request is a machine's by
-// its client's DHCP lease (the PXE ROM), else by its path's first element
-// naming the machine: the conductor downloading <machine>/<image> for it.
-func (b *bed) httpFault(path string, remote netip.AddrPort) httpboot.Fault {
-	name := b.peerMachine(remote)
-	if name == "" {
-		first, _, _ := strings.Cut(path, "/")
-		if b.isMachine(first) {
-			name = first
-		}
-	}
-	if name == "" {
-		return httpboot.Fault{}
-	}
-	h, ok := b.fault(name, fault.HTTP, path)
-	if !ok {
-		return httpboot.Fault{}
-	}
-	f := httpboot.Fault{Delay: h.Delay}
-	switch h.Action {
-	case "status":
-		code, err := h.ArgInt()
-		if err != nil || code < 400 || code > 599 {
-			code = http.StatusNotFound
-		}
-		f.Status = int(code)
-	case "truncate":
-		n, _ := h.ArgInt()
-		f.Truncate, f.TruncateAt = true, n
-	case "corrupt":
-		n, _ := h.ArgInt()
-		f.Corrupt, f.CorruptAt = true, n
-	}
-	return f
-}
-
-// isMachine reports whether name is one of the bed's machines.
-func (b *bed) isMachine(name string) bool {
-	found := false
-	if name == "" {
-		return false
-	}
-	b.machineOf.Range(func(_, v any) bool {
-		found = v.(string) == name
-		return !found
-	})
-	return found
-}
-
-// diskSize is the size machine's disk reports to the deploy (the iSCSI
-// target's capacity): layer disk "too-small" (op "size") reports Arg bytes
-// (default 512 MiB) instead of size, fewer blocks than a 1 GiB root
-// partition needs. A larger Arg than the disk is ignored.
-func (b *bed) diskSize(machine string, size int64) int64 {
-	h, ok := b.fault(machine, fault.Disk, "size")
-	if !ok || h.Action != "too-small" {
-		return size
-	}
-	n, err := h.ArgInt()
-	if err != nil || n <= 0 {
-		n = 512 << 20
-	}
-	return min(n, size)
+	tw.Flush()
 }

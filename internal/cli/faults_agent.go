@@ -10,26 +10,6 @@ import (
 	"github.com/metalbed/metalbed/provisioner/service"
 )
 
-// Agent faults (layer agent), asked by the agent in a machine's deploy
-// ramdisk (kernel.Config.AgentFault):
-//
-//	op lookup                      action lookup-404      the lookup is answered 404; the agent retries
-//	op heartbeat                   action heartbeat-stop  the heartbeat is not sent
-//	op <extension>.<command>       action busy            the command is refused with 409 Agent is busy
-//	op <extension>.<command>       action command-failed  the command ends FAILED, Arg its error
-//
-// Each hit is recorded in the machine's timeline as fault.agent.<action>.
-func (b *bed) agentFault(machine, op string) (action, arg string) {
-	h, ok := b.fault(machine, fault.Agent, op)
-	if !ok {
-		return "", ""
-	}
-	if h.Delay > 0 {
-		time.Sleep(h.Delay) // the agent's own goroutine: a slow agent
-	}
-	return h.Action, h.Arg
-}
-
 // Conductor faults (layer conductor), action kill: the conductor stops at
 // once, as if its process died (tasks in flight are abandoned, nodes keep
 // their state and reservation), and a new one starts on the same database

@@ -1,18 +1,20 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
-
-	"github.com/metalbed/metalbed/disk"
-	"github.com/metalbed/metalbed/internal/testenv"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/disk"
+	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // runCLI runs one metalbed command and returns its stdout.
@@ -127,8 +129,8 @@ func TestUpFaultIPMI(t *testing.T) {
 	}
 	kinds := map[string]int{}
 	for _, e := range tl.Entries {
-		if e.Source == srcFault {
-			kinds[e.Kind]++
+		if e.Kind.IsFault() {
+			kinds[string(e.Kind)]++
 		}
 	}
 	if kinds["fault.ipmi.cc"] != 1 || kinds["fault.ipmi.drop"] == 0 || kinds["fault.ipmi.ignore"] != 1 || kinds["fault.ipmi.forget-bootflags"] != 1 {
@@ -170,8 +172,8 @@ func TestUpFaultDeploy(t *testing.T) {
 		}
 		kinds := map[string]int{}
 		for _, e := range tl.Entries {
-			if e.Source == srcFault {
-				kinds[e.Kind]++
+			if e.Kind.IsFault() {
+				kinds[string(e.Kind)]++
 			}
 		}
 		return kinds
@@ -249,7 +251,7 @@ func TestUpFaultNetboot(t *testing.T) {
 			}
 			kinds := map[string]bool{}
 			for _, e := range tl.Entries {
-				kinds[e.Kind] = true
+				kinds[string(e.Kind)] = true
 			}
 			missing := ""
 			for _, k := range want {
@@ -302,4 +304,22 @@ func TestUpFaultNetboot(t *testing.T) {
 	waitKinds("dhcp.ack", "fault.tftp.missing", "tftp.error")
 	power("chassis", "power", "off")
 	u.stop(t)
+}
+
+// TestFaultAddHelp: `metalbed fault add -h` lists every fault of the
+// catalog, and an unknown action is a usage error naming the layer's
+// actions before any request is sent.
+func TestFaultAddHelp(t *testing.T) {
+	var out, errb bytes.Buffer
+	_ = runFaultAdd(context.Background(), Streams{Out: &out, Err: &errb}, []string{"-h"})
+	for _, k := range fault.Catalog() {
+		if !strings.Contains(errb.String(), k.Action) {
+			t.Errorf("help does not list %s/%s:\n%s", k.Layer, k.Action, errb.String())
+		}
+	}
+	err := runFaultAdd(context.Background(), Streams{Out: &out, Err: &errb},
+		[]string{"--url", "http://127.0.0.1:1", "--layer", "http", "--action", "nope"})
+	if err == nil || !strings.Contains(err.Error(), "status, truncate, corrupt") {
+		t.Errorf("unknown action: %v", err)
+	}
 }

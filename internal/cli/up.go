@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/metalbed/metalbed/bmcemu"
+	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/libvirt"
 	"github.com/metalbed/metalbed/vms/sim"
@@ -464,12 +465,9 @@ func externalNetboot(dhcpServer string, tftpPort int, log *slog.Logger) func(nam
 type nodeHooks struct {
 	// firmware runs at power-on; nil => sim.StockFirmware{}.
 	firmware sim.Firmware
-	// bmcIntercept sees every IPMI command the BMC executes (bmcemu
-	// Config.Intercept); nil => none.
-	bmcIntercept func(netfn, cmd uint8) (cc uint8, drop bool, delay time.Duration)
-	// machineFault breaks what the BMC does to the machine (bmcMachine.fault);
-	// nil => none.
-	machineFault func(op string) (action string)
+	// bmcFaults is the BMC's fault.Injector (bmcemu Config.Faults: layer
+	// ipmi, asked with the machine's name); nil => none.
+	bmcFaults fault.Injector
 	// vm, when set, opens the machine as a real VM instead of a simulated
 	// one (firmware is then unused: the VM has its own).
 	vm func(p nodePlan, dir string) (fleetMachine, error)
@@ -496,13 +494,13 @@ func startNode(p nodePlan, dir string, log *slog.Logger, h nodeHooks) (*fleetNod
 		return nil, err
 	}
 	bmc, err := bmcemu.New(bmcemu.Config{
-		Machine:   bmcMachine{m: m, fault: h.machineFault},
-		Name:      p.name,
-		Username:  p.username,
-		Password:  p.password,
-		GUID:      m.UUID(),
-		Intercept: h.bmcIntercept,
-		Logger:    log,
+		Machine:  bmcMachine{m: m},
+		Name:     p.name,
+		Username: p.username,
+		Password: p.password,
+		GUID:     m.UUID(),
+		Faults:   h.bmcFaults,
+		Logger:   log,
 	})
 	if err != nil {
 		m.Close()

@@ -42,7 +42,7 @@ func (b *bed) listenVMNet() error {
 		return err
 	}
 	srv, err := dhcp.New(dhcp.Config{
-		ServerIP: server, Pool: pool, Hosts: faultyHosts{b: b, next: b.hosts},
+		ServerIP: server, Pool: pool, Hosts: b.hosts, Faults: b.inject,
 		LeaseFile: filepath.Join(cfg.dir, "dhcp-leases.json"),
 		Logger:    cfg.log, Observer: b.dhcpEvent,
 	})
@@ -54,7 +54,7 @@ func (b *bed) listenVMNet() error {
 		return err
 	}
 	b.boot.dhcp, b.boot.dhcpConn = srv, conn
-	ts, err := tftp.New(tftp.Config{Root: b.tftpRoot, SinglePort: true, Logger: cfg.log, Observer: b.tftpEvent, Fault: b.tftpFault})
+	ts, err := tftp.New(tftp.Config{Root: b.tftpRoot, SinglePort: true, Logger: cfg.log, Observer: b.tftpEvent, Faults: b.inject})
 	if err != nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func (b *bed) listenVMNet() error {
 		return fmt.Errorf("tftp: %w", err)
 	}
 	b.boot.tftp, b.boot.tftpConn = ts, tconn
-	hs, err := httpboot.New(httpboot.Config{Root: b.httpRoot, Logger: cfg.log, Observer: b.httpEvent, Fault: b.httpFault})
+	hs, err := httpboot.New(httpboot.Config{Root: b.httpRoot, Logger: cfg.log, Observer: b.httpEvent, Faults: b.inject})
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,14 @@
 // Package fault is metalbed's one fault-injection mechanism. A Rule names a
 // node, a layer and an operation, and says what goes wrong (an action with
 // an argument), how often (count, skip-first, probability) and how late
-// (delay). Every server asks the same Set at the same place it dispatches a
-// request — the IPMI netfn/cmd table, the iSCSI opcode table, an HTTP route —
-// so a fault is a row here, not a special case in a protocol.
+// (delay). Every server holds one Injector in its Config (Faults) and asks
+// it at the place it dispatches a request — the IPMI netfn/cmd table, the
+// iSCSI login, connect and write paths, the TFTP read request, an HTTP
+// route, the DHCP reply decision — naming the requester by the keys it
+// knows (events.Who), then carries the hit's action out itself. The
+// actions each layer carries out are the catalog's (Catalog); each hit is
+// recorded in the node's timeline as the catalog's typed kind. A fault is
+// a row here, not a special case in a protocol.
 //
 // Reproducibility: each rule draws from its own random source seeded by
 // Rule.Seed, so the same rules and the same sequence of requests give the
@@ -19,6 +24,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/events"
 )
 
 // Layer is where a fault is injected.
@@ -48,8 +55,9 @@ type Rule struct {
 	// "0x00/0x02", "login", "write", "pass_deploy_info", a file name …);
 	// "" or "*" matches every operation.
 	Op string `json:"op,omitempty"`
-	// Action is what goes wrong; its meaning belongs to the layer
-	// ("drop", "delay", "cc", "error", "reset-after", "missing" …).
+	// Action is what goes wrong; its meaning belongs to the layer, and
+	// Add accepts only the catalog's actions of Layer ("drop", "delay",
+	// "cc", "error", "reset-after", "missing" …).
 	Action string `json:"action"`
 	// Arg parameterises the action (a completion code, a byte count, a message).
 	Arg string `json:"arg,omitempty"`
@@ -71,9 +79,12 @@ type Rule struct {
 // Hit is a fault to carry out now.
 type Hit struct {
 	RuleID string
+	Layer  Layer
+	Op     string // the op asked about
 	Action string
 	Arg    string
 	Delay  time.Duration
+	Kind   events.Kind // the catalog's kind for (Layer, Action): what the timeline records
 }
 
 // ArgInt parses Arg as an integer (decimal or 0x hex).
@@ -128,6 +139,9 @@ func (r Rule) validate() error {
 	}
 	if strings.TrimSpace(r.Action) == "" {
 		return errors.New("fault rule needs an action")
+	}
+	if _, err := Find(r.Layer, r.Action); err != nil {
+		return err
 	}
 	if r.Count < 0 || r.Skip < 0 {
 		return errors.New("fault count and skip must not be negative")
@@ -193,6 +207,12 @@ func (s *Set) List() []Rule {
 // that match but do not fire (skip, probability) still consume their turn,
 // so the outcome depends only on the rules and the sequence of requests.
 func (s *Set) Match(node string, layer Layer, op string) (Hit, bool) {
+	return s.MatchAny([]string{node}, layer, op)
+}
+
+// MatchAny is Match for a node known by several names (its machine name,
+// node name and node UUID): a rule whose Node is any of them matches.
+func (s *Set) MatchAny(names []string, layer Layer, op string) (Hit, bool) {
 	if s == nil {
 		return Hit{}, false
 	}
@@ -200,7 +220,7 @@ func (s *Set) Match(node string, layer Layer, op string) (Hit, bool) {
 	defer s.mu.Unlock()
 	for _, e := range s.rules {
 		r := &e.rule
-		if r.Layer != layer || !wild(r.Node, node) || !wild(r.Op, op) {
+		if r.Layer != layer || !wildAny(r.Node, names) || !wild(r.Op, op) {
 			continue
 		}
 		if r.Count > 0 && r.Fired >= r.Count {
@@ -214,9 +234,22 @@ func (s *Set) Match(node string, layer Layer, op string) (Hit, bool) {
 			continue
 		}
 		r.Fired++
-		return Hit{RuleID: r.ID, Action: r.Action, Arg: r.Arg, Delay: r.Delay}, true
+		spec, _ := Find(r.Layer, r.Action) // validated by Add
+		return Hit{RuleID: r.ID, Layer: r.Layer, Op: op, Action: r.Action, Arg: r.Arg, Delay: r.Delay, Kind: spec.Kind}, true
 	}
 	return Hit{}, false
+}
+
+func wildAny(pattern string, vs []string) bool {
+	if pattern == "" || pattern == "*" {
+		return true
+	}
+	for _, v := range vs {
+		if v != "" && strings.EqualFold(pattern, v) {
+			return true
+		}
+	}
+	return false
 }
 
 func wild(pattern, v string) bool {

@@ -59,7 +59,7 @@ func TestCountAndSkip(t *testing.T) {
 func TestSameSeedSameFailures(t *testing.T) {
 	run := func(seed uint64) []bool {
 		s := NewSet()
-		if _, err := s.Add(Rule{Layer: TFTP, Action: "drop", Probability: 0.3, Seed: seed}); err != nil {
+		if _, err := s.Add(Rule{Layer: TFTP, Action: "missing", Probability: 0.3, Seed: seed}); err != nil {
 			t.Fatal(err)
 		}
 		var hits []bool
@@ -89,7 +89,7 @@ func TestSameSeedSameFailures(t *testing.T) {
 
 func TestFirstMatchingRuleWinsAndDelayCarried(t *testing.T) {
 	s := NewSet()
-	s.Add(Rule{ID: "slow", Layer: HTTP, Action: "delay", Delay: 2 * time.Second, Count: 1})
+	s.Add(Rule{ID: "slow", Layer: HTTP, Action: "corrupt", Delay: 2 * time.Second, Count: 1})
 	s.Add(Rule{ID: "404", Layer: HTTP, Action: "status", Arg: "404"})
 	h, _ := s.Match("n", HTTP, "/image")
 	if h.RuleID != "slow" || h.Delay != 2*time.Second {
@@ -109,15 +109,16 @@ func TestValidationAndRemove(t *testing.T) {
 		{Layer: IPMI, Action: "drop", Count: -1},
 		{Layer: IPMI, Action: "drop", Probability: 1.5},
 		{Layer: IPMI, Action: "drop", Delay: -time.Second},
+		{Layer: IPMI, Action: "missing"}, // a TFTP action
 	}
 	for _, r := range bad {
 		if _, err := s.Add(r); err == nil {
 			t.Errorf("Add(%+v) accepted", r)
 		}
 	}
-	s.Add(Rule{ID: "a", Node: "node-0", Layer: DHCP, Action: "drop"})
-	s.Add(Rule{ID: "b", Node: "node-1", Layer: DHCP, Action: "drop"})
-	if _, err := s.Add(Rule{ID: "a", Layer: DHCP, Action: "drop"}); err == nil {
+	s.Add(Rule{ID: "a", Node: "node-0", Layer: DHCP, Action: "no-offer"})
+	s.Add(Rule{ID: "b", Node: "node-1", Layer: DHCP, Action: "no-offer"})
+	if _, err := s.Add(Rule{ID: "a", Layer: DHCP, Action: "no-offer"}); err == nil {
 		t.Error("duplicate ID accepted")
 	}
 	if err := s.Remove("zz"); !errors.Is(err, ErrNotFound) {

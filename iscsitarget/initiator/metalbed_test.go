@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/fault/faulttest"
 	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/iscsitarget"
 )
@@ -184,7 +186,7 @@ func TestMetalbedDiscover(t *testing.T) {
 func TestMetalbedMediumError(t *testing.T) {
 	checkNoLeak(t)
 	m := startMetalbed(t, 1<<20, func(c *iscsitarget.Config) {
-		c.Faults.WriteError = func(lba uint64, blocks uint32) bool { return lba <= 64 && 64 < lba+uint64(blocks) }
+		c.Faults = faulttest.New(t, fault.Rule{Layer: fault.ISCSI, Op: "write", Action: "medium-error", Count: 1})
 	})
 	s := dialT(t, Config{Addr: m.addr, TargetIQN: m.iqn})
 	_, err := s.WriteAt(make([]byte, 4096), 64*512)
@@ -192,8 +194,24 @@ func TestMetalbedMediumError(t *testing.T) {
 		t.Fatalf("write over the faulty block: %v", err)
 	}
 	t.Logf("error: %v", err)
-	if _, err := s.WriteAt(make([]byte, 4096), 0); err != nil {
+	if _, err := s.WriteAt(make([]byte, 4096), 64*512); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMetalbedTooSmall: layer disk "too-small" (op "size") makes the
+// target report Arg bytes, when fewer than the disk's; by default 512 MiB,
+// more than this disk, so nothing changes.
+func TestMetalbedTooSmall(t *testing.T) {
+	checkNoLeak(t)
+	for arg, want := range map[string]int64{"1048576": 1 << 20, "": 4 << 20} {
+		m := startMetalbed(t, 4<<20, func(c *iscsitarget.Config) {
+			c.Faults = faulttest.New(t, fault.Rule{Layer: fault.Disk, Op: "size", Action: "too-small", Arg: arg})
+		})
+		s := dialT(t, Config{Addr: m.addr, TargetIQN: m.iqn})
+		if s.Size() != want {
+			t.Errorf("arg %q: size %d, want %d", arg, s.Size(), want)
+		}
 	}
 }
 
@@ -228,7 +246,7 @@ func TestMetalbedFaults(t *testing.T) {
 	t.Run("dropped mid-write", func(t *testing.T) {
 		checkNoLeak(t)
 		m := startMetalbed(t, 16<<20, func(c *iscsitarget.Config) {
-			c.Faults.DropAfterBytes = func() int64 { return 3 << 20 }
+			c.Faults = faulttest.New(t, fault.Rule{Layer: fault.ISCSI, Op: "connect", Action: "reset-after", Arg: "3145728"})
 		})
 		s := dialT(t, Config{Addr: m.addr, TargetIQN: m.iqn})
 		_, err := s.WriteAt(make([]byte, 8<<20), 0)
@@ -246,7 +264,7 @@ func TestMetalbedFaults(t *testing.T) {
 	t.Run("slow target", func(t *testing.T) {
 		checkNoLeak(t)
 		m := startMetalbed(t, 1<<20, func(c *iscsitarget.Config) {
-			c.Faults.Delay = func() time.Duration { return 50 * time.Millisecond }
+			c.ResponseDelay = 50 * time.Millisecond
 		})
 		s := dialT(t, Config{Addr: m.addr, TargetIQN: m.iqn, Timeout: 2 * time.Second})
 		p := randomBytes(30, 256<<10)

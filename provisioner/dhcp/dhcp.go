@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/metalbed/metalbed/internal/fault"
 )
 
 // Host is what the server tells one MAC: where and what to boot.
@@ -154,6 +156,12 @@ type Config struct {
 	Observer func(Event)
 	// Now is the clock; nil means time.Now. Tests set it.
 	Now func() time.Time
+	// Faults is asked about every request from an enrolled MAC (layer
+	// dhcp, op "lookup", the client known by its MAC) before it is
+	// answered: "no-offer" leaves the MAC unanswered, as if not enrolled;
+	// "wrong-next-server" sends next-server Arg (default 127.0.0.254,
+	// where nothing serves TFTP). nil: no faults.
+	Faults fault.Injector
 }
 
 // EventKind names what the server did.
@@ -186,6 +194,7 @@ type Event struct {
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
+	faults fault.Injector
 	leases *leaseTable
 	dirty  chan struct{} // lease table changed and must be written
 }
@@ -246,7 +255,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("dhcp: %w", err)
 		}
 	}
-	return &Server{cfg: cfg, log: log, leases: lt, dirty: make(chan struct{}, 1)}, nil
+	return &Server{cfg: cfg, log: log, leases: lt, dirty: make(chan struct{}, 1), faults: fault.OrNone(cfg.Faults)}, nil
 }
 
 func (p Pool) validate() error {

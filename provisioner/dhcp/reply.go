@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 )
 
 // Client architectures (RFC 4578 option 93, IANA registry).
@@ -73,6 +76,32 @@ func (h Host) bootFile(c client) string {
 	}
 }
 
+// Default next-server of the dhcp layer's "wrong-next-server" fault:
+// nothing serves TFTP there.
+var defaultWrongNextServer = netip.AddrFrom4([4]byte{127, 0, 0, 254})
+
+// injectFault asks Faults about an enrolled MAC (layer dhcp, op "lookup")
+// and carries out the layer's actions (fault.Catalog): "no-offer" leaves
+// the MAC unanswered, as if not enrolled; "wrong-next-server" names Arg
+// (default 127.0.0.254) as next-server.
+func (s *Server) injectFault(mac net.HardwareAddr, host Host) (Host, bool) {
+	h, ok := s.faults.Inject(fault.DHCP, events.Who{MAC: mac.String()}, "lookup")
+	if !ok {
+		return host, true
+	}
+	switch h.Action {
+	case "no-offer":
+		return Host{}, false
+	case "wrong-next-server":
+		ip, err := netip.ParseAddr(h.Arg)
+		if err != nil {
+			ip = defaultWrongNextServer
+		}
+		host.TFTPServer = ip
+	}
+	return host, true
+}
+
 // handle runs the DHCP state machine for one request and returns the reply
 // and where to send it; ok is false when nothing must be sent.
 func (s *Server) handle(req *dhcpv4.DHCPv4, from netip.AddrPort) (resp *dhcpv4.DHCPv4, dst netip.AddrPort, ok bool) {
@@ -81,6 +110,9 @@ func (s *Server) handle(req *dhcpv4.DHCPv4, from netip.AddrPort) (resp *dhcpv4.D
 	}
 	c := describe(req)
 	host, known := s.cfg.Hosts.Lookup(c.mac)
+	if known {
+		host, known = s.injectFault(c.mac, host)
+	}
 	if !known {
 		if !s.cfg.AnswerUnknown {
 			s.log.Debug("dhcp: ignoring unknown MAC", "mac", c.mac.String(), "type", req.MessageType())

@@ -20,6 +20,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 )
 
 // Files serves generated content. Open gets a cleaned, root-relative,
@@ -47,16 +50,23 @@ type Config struct {
 	// Observer, when set, is called once per request when it ends; it
 	// must not block.
 	Observer func(Event)
-	// Fault, when set, is asked before each GET or HEAD of a file (path is
-	// the cleaned, root-relative path) and says how that answer goes
-	// wrong. It is the fault-injection seam and must be safe for
-	// concurrent use.
-	Fault func(path string, remote netip.AddrPort) Fault
+	// Faults is asked before each GET or HEAD of a file (layer http, op
+	// the cleaned, root-relative path) and breaks that answer: "status"
+	// answers with the status in Arg (default 404); "truncate" sends Arg
+	// bytes (default half) of the body, then closes; "corrupt" flips the
+	// body's byte at Arg (default 0), a wrong checksum. Any hit's Delay
+	// answers late. The request is asked about by its client's IP and,
+	// for a path in a folder, by the folder's name as a machine name (the
+	// Injector prefers it when it knows that machine): a <machine>/ folder
+	// holds what is fetched for that machine (the conductor downloading
+	// <machine>/<image>). nil: no faults.
+	Faults fault.Injector
 }
 
-// Fault is how one answer goes wrong; the zero Fault is none. Truncate and
-// Corrupt apply to a whole-file GET (not HEAD, not a Range request).
-type Fault struct {
+// answerFault is how one answer goes wrong; the zero value is none.
+// Truncate and Corrupt apply to a whole-file GET (not HEAD, not a Range
+// request).
+type answerFault struct {
 	// Delay is waited before answering.
 	Delay time.Duration
 	// Status, when not 0, answers with that status instead of the file.
@@ -69,6 +79,36 @@ type Fault struct {
 	// in the body, so the file arrives whole but with a wrong checksum.
 	Corrupt   bool
 	CorruptAt int64
+}
+
+// answerFaultOf carries out the http layer's actions (fault.Catalog).
+func answerFaultOf(h fault.Hit) answerFault {
+	f := answerFault{Delay: h.Delay}
+	switch h.Action {
+	case "status":
+		code, err := h.ArgInt()
+		if err != nil || code < 400 || code > 599 {
+			code = http.StatusNotFound
+		}
+		f.Status = int(code)
+	case "truncate":
+		n, _ := h.ArgInt()
+		f.Truncate, f.TruncateAt = true, n
+	case "corrupt":
+		n, _ := h.ArgInt()
+		f.Corrupt, f.CorruptAt = true, n
+	}
+	return f
+}
+
+// requester names the client of a request for path: its IP, and the
+// machine whose folder path is in.
+func requester(remote netip.AddrPort, path string) events.Who {
+	who := events.Who{IP: remote.Addr().String()}
+	if folder, _, ok := strings.Cut(path, "/"); ok {
+		who.Machine = folder
+	}
+	return who
 }
 
 // corruptReader flips one byte of r, at off.
@@ -99,8 +139,9 @@ type Event struct {
 
 // Server is a read-only HTTP boot file server.
 type Server struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	faults fault.Injector
 }
 
 // New validates cfg and applies defaults; it does no I/O.
@@ -118,7 +159,7 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log}, nil
+	return &Server{cfg: cfg, log: log, faults: fault.OrNone(cfg.Faults)}, nil
 }
 
 // Serve serves HTTP on ln until ctx ends, then shuts down gracefully and
@@ -172,19 +213,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name = clean
-	var fault Fault
-	if f := s.cfg.Fault; f != nil {
-		remote, _ := netip.ParseAddrPort(r.RemoteAddr)
-		fault = f(clean, remote)
-		if fault.Delay > 0 {
+	var af answerFault
+	remote, _ := netip.ParseAddrPort(r.RemoteAddr)
+	if h, ok := s.faults.Inject(fault.HTTP, requester(remote, clean), clean); ok {
+		af = answerFaultOf(h)
+		if af.Delay > 0 {
 			select {
-			case <-time.After(fault.Delay):
+			case <-time.After(af.Delay):
 			case <-r.Context().Done():
 				return
 			}
 		}
-		if fault.Status != 0 {
-			http.Error(cw, http.StatusText(fault.Status), fault.Status)
+		if af.Status != 0 {
+			http.Error(cw, http.StatusText(af.Status), af.Status)
 			return
 		}
 	}
@@ -205,11 +246,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer c.Close()
 	}
 	whole := r.Method == http.MethodGet && r.Header.Get("Range") == ""
-	if whole && fault.Corrupt && size > 0 {
-		ra = corruptReader{r: ra, off: min(max(fault.CorruptAt, 0), size-1)}
+	if whole && af.Corrupt && size > 0 {
+		ra = corruptReader{r: ra, off: min(max(af.CorruptAt, 0), size-1)}
 	}
-	if whole && fault.Truncate {
-		s.truncated(cw, ra, size, fault.TruncateAt)
+	if whole && af.Truncate {
+		s.truncated(cw, ra, size, af.TruncateAt)
 		return
 	}
 	http.ServeContent(cw, r, clean, mod, io.NewSectionReader(ra, 0, size))

@@ -10,14 +10,16 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/fault/faulttest"
 	"github.com/metalbed/metalbed/internal/testenv"
 )
 
@@ -176,35 +178,49 @@ func FuzzCleanPath(f *testing.F) {
 	})
 }
 
-// TestFault: the Fault seam answers with its status instead of the file.
+// TestFault: a "status" fault answers with its status instead of the file
+// (op: the cleaned path; asked by the client's IP and the path's machine
+// folder); other paths and a server without Faults answer the file.
 func TestFault(t *testing.T) {
 	root := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(root, "a"), []byte("aaa"), 0o644))
-	s, err := New(Config{Root: root, Fault: func(path string, _ netip.AddrPort) Fault {
-		if path == "a" {
-			return Fault{Status: http.StatusNotFound}
-		}
-		return Fault{}
-	}})
+	must(t, os.MkdirAll(filepath.Join(root, "node-0"), 0o755))
+	must(t, os.WriteFile(filepath.Join(root, "node-0", "img"), []byte("img"), 0o644))
+	in := faulttest.New(t,
+		fault.Rule{Layer: fault.HTTP, Op: "a", Action: "status"},
+		fault.Rule{Layer: fault.HTTP, Op: "node-0/img", Action: "status", Arg: "503"})
+	s, err := New(Config{Root: root, Faults: in})
 	must(t, err)
-	rec := httptest.NewRecorder()
-	s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/a", nil))
-	if rec.Code != http.StatusNotFound {
-		t.Errorf("faulted GET /a = %d", rec.Code)
+	for path, want := range map[string]int{"/a": http.StatusNotFound, "//node-0/./img": http.StatusServiceUnavailable, "/b": http.StatusNotFound} {
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if rec.Code != want {
+			t.Errorf("faulted GET %s = %d, want %d", path, rec.Code, want)
+		}
+	}
+	asked := in.Asked()
+	if len(asked) != 3 || asked[0].Who.IP != "192.0.2.1" || asked[0].Who.Machine != "" || !asked[0].Hit {
+		t.Errorf("asked %+v", asked)
+	}
+	for _, a := range asked {
+		if a.Op == "node-0/img" && (a.Who.Machine != "node-0" || !a.Hit) {
+			t.Errorf("folder request asked as %+v", a)
+		}
 	}
 	s, err = New(Config{Root: root})
 	must(t, err)
-	rec = httptest.NewRecorder()
+	rec := httptest.NewRecorder()
 	s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/a", nil))
 	if rec.Code != http.StatusOK || rec.Body.String() != "aaa" {
 		t.Errorf("GET /a = %d %q", rec.Code, rec.Body.String())
 	}
 }
 
-// serveFault serves root over a real listener with fault on every path.
-func serveFault(t *testing.T, root string, fault Fault) string {
+// serveFault serves root over a real listener with rule on every path.
+func serveFault(t *testing.T, root string, rule fault.Rule) string {
 	t.Helper()
-	s, err := New(Config{Root: root, Fault: func(string, netip.AddrPort) Fault { return fault }})
+	rule.Layer = fault.HTTP
+	s, err := New(Config{Root: root, Faults: faulttest.New(t, rule)})
 	must(t, err)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	must(t, err)
@@ -228,7 +244,7 @@ func TestFaultTruncateCurl(t *testing.T) {
 	data := make([]byte, 100000)
 	rand.Read(data)
 	must(t, os.WriteFile(filepath.Join(root, "img"), data, 0o644))
-	base := serveFault(t, root, Fault{Truncate: true, TruncateAt: 4096})
+	base := serveFault(t, root, fault.Rule{Action: "truncate", Arg: "4096"})
 	out := filepath.Join(t.TempDir(), "out")
 	cmd := exec.CommandContext(t.Context(), curl, "-sS", "-o", out, base+"/img")
 	b, err := cmd.CombinedOutput()
@@ -252,7 +268,7 @@ func TestFaultCorrupt(t *testing.T) {
 	data := make([]byte, 100000)
 	rand.Read(data)
 	must(t, os.WriteFile(filepath.Join(root, "img"), data, 0o644))
-	base := serveFault(t, root, Fault{Corrupt: true, CorruptAt: 70000})
+	base := serveFault(t, root, fault.Rule{Action: "corrupt", Arg: "70000"})
 	resp, err := http.Get(base + "/img")
 	must(t, err)
 	defer resp.Body.Close()
@@ -265,5 +281,50 @@ func TestFaultCorrupt(t *testing.T) {
 	want[70000] ^= 0xff
 	if !bytes.Equal(got, want) {
 		t.Error("corrupt body differs from the file in more than byte 70000")
+	}
+}
+
+// TestFaultTruncate: net/http sees the announced length and an unexpected
+// EOF after Arg bytes (default: half the file); HEAD is untouched.
+func TestFaultTruncate(t *testing.T) {
+	root := t.TempDir()
+	data := make([]byte, 100000)
+	rand.Read(data)
+	must(t, os.WriteFile(filepath.Join(root, "img"), data, 0o644))
+	for arg, n := range map[string]int{"4096": 4096, "": 50000} {
+		base := serveFault(t, root, fault.Rule{Action: "truncate", Arg: arg})
+		resp, err := http.Get(base + "/img")
+		must(t, err)
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ContentLength != 100000 || !errors.Is(err, io.ErrUnexpectedEOF) || !bytes.Equal(got, data[:n]) {
+			t.Errorf("arg %q: length %d, %d bytes, %v; want %d bytes then an unexpected EOF", arg, resp.ContentLength, len(got), err, n)
+		}
+		head, err := http.Head(base + "/img")
+		must(t, err)
+		head.Body.Close()
+		if head.StatusCode != http.StatusOK || head.ContentLength != 100000 {
+			t.Errorf("HEAD: %d, length %d", head.StatusCode, head.ContentLength)
+		}
+	}
+}
+
+// TestAnswerFaultOf: each action's arguments and defaults.
+func TestAnswerFaultOf(t *testing.T) {
+	for _, c := range []struct {
+		h    fault.Hit
+		want answerFault
+	}{
+		{fault.Hit{Action: "status"}, answerFault{Status: 404}},
+		{fault.Hit{Action: "status", Arg: "200"}, answerFault{Status: 404}},
+		{fault.Hit{Action: "status", Arg: "500", Delay: time.Second}, answerFault{Status: 500, Delay: time.Second}},
+		{fault.Hit{Action: "truncate"}, answerFault{Truncate: true}},
+		{fault.Hit{Action: "truncate", Arg: "10"}, answerFault{Truncate: true, TruncateAt: 10}},
+		{fault.Hit{Action: "corrupt"}, answerFault{Corrupt: true}},
+		{fault.Hit{Action: "corrupt", Arg: "0x10"}, answerFault{Corrupt: true, CorruptAt: 16}},
+	} {
+		if got := answerFaultOf(c.h); got != c.want {
+			t.Errorf("%+v: %+v, want %+v", c.h, got, c.want)
+		}
 	}
 }

@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/pin/tftp/v3"
 )
 
@@ -59,14 +61,19 @@ type Config struct {
 	// Observer, when set, is called once per read request when it ends,
 	// successfully or not; it must not block.
 	Observer func(Event)
-	// Fault, when set, is asked before each read request is answered (file
-	// is the cleaned name) and says how that transfer goes wrong. It is
-	// the fault-injection seam and must be safe for concurrent use.
-	Fault func(file string, remote netip.AddrPort) Fault
+	// Faults is asked before each read request is answered (layer tftp,
+	// op the cleaned file name, the client known by its IP) and breaks
+	// that transfer: "missing" answers "file not found"; "stall" stops the
+	// transfer after Arg bytes (default 64 KiB) for the rule's Delay
+	// (default a minute), so the client times out mid-file; "slow" waits
+	// Arg (a duration, default 2ms) before every block, and the file still
+	// arrives whole. Any other hit's Delay starts the transfer late. nil:
+	// no faults.
+	Faults fault.Injector
 }
 
-// Fault is how one transfer goes wrong; the zero Fault is none.
-type Fault struct {
+// transferFault is how one transfer goes wrong; the zero value is none.
+type transferFault struct {
 	// Delay is waited before the request is answered.
 	Delay time.Duration
 	// Refuse, when not nil, is sent to the client as the TFTP error
@@ -82,13 +89,40 @@ type Fault struct {
 	StallFor   time.Duration
 }
 
+// Defaults of the tftp layer's fault arguments.
+const (
+	defaultStallAfter = 64 << 10
+	defaultBlockDelay = 2 * time.Millisecond
+)
+
+// transferFaultOf carries out the tftp layer's actions (fault.Catalog).
+func transferFaultOf(h fault.Hit, file string) transferFault {
+	switch h.Action {
+	case "missing":
+		return transferFault{Delay: h.Delay, Refuse: fmt.Errorf("%s: file not found", file)}
+	case "stall":
+		n, err := h.ArgInt()
+		if err != nil || n <= 0 {
+			n = defaultStallAfter
+		}
+		return transferFault{StallAfter: n, StallFor: cmp.Or(h.Delay, defaultStall)}
+	case "slow":
+		d, err := time.ParseDuration(h.Arg)
+		if err != nil || d <= 0 {
+			d = defaultBlockDelay
+		}
+		return transferFault{Delay: h.Delay, BlockDelay: d}
+	}
+	return transferFault{Delay: h.Delay}
+}
+
 // defaultStall is how long a stalled transfer holds back before failing.
 const defaultStall = time.Minute
 
-// errStalled ends a transfer stalled by a Fault.
+// errStalled ends a transfer stalled by a fault.
 var errStalled = errors.New("transfer stalled (injected fault)")
 
-// errStopping ends a transfer held back by a Fault when the server stops.
+// errStopping ends a transfer held back by a fault when the server stops.
 var errStopping = errors.New("server stopping")
 
 // sleep waits d, or less when ctx ends first; it reports whether d passed.
@@ -106,11 +140,11 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// faultReader carries a Fault's BlockDelay and StallAfter out on the file.
+// faultReader carries a fault's BlockDelay and StallAfter out on the file.
 type faultReader struct {
 	ctx  context.Context // the server's: a stall ends when it stops
 	r    io.Reader
-	f    Fault
+	f    transferFault
 	sent int64
 }
 
@@ -147,8 +181,9 @@ type Event struct {
 
 // Server is a read-only TFTP server.
 type Server struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	faults fault.Injector
 }
 
 // ErrAccess is returned for names that would leave the root.
@@ -173,7 +208,7 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log}, nil
+	return &Server{cfg: cfg, log: log, faults: fault.OrNone(cfg.Faults)}, nil
 }
 
 // Serve answers read requests on conn until ctx ends, waits for transfers
@@ -238,14 +273,14 @@ func (s *Server) read(ctx context.Context, root *os.Root, name string, rf io.Rea
 	if err != nil {
 		return err
 	}
-	var fault Fault
-	if f := s.cfg.Fault; f != nil {
-		fault = f(clean, remote)
-		if !sleep(ctx, fault.Delay) {
+	var tf transferFault
+	if h, ok := s.faults.Inject(fault.TFTP, events.Who{IP: remote.Addr().String()}, clean); ok {
+		tf = transferFaultOf(h, clean)
+		if !sleep(ctx, tf.Delay) {
 			return errStopping
 		}
-		if fault.Refuse != nil {
-			return fault.Refuse
+		if tf.Refuse != nil {
+			return tf.Refuse
 		}
 	}
 	r, size, err := s.open(root, clean)
@@ -259,8 +294,8 @@ func (s *Server) read(ctx context.Context, root *os.Root, name string, rf io.Rea
 		ot.SetSize(size)
 	}
 	var body io.Reader = io.NewSectionReader(r, 0, size)
-	if fault.BlockDelay > 0 || fault.StallAfter > 0 {
-		body = &faultReader{ctx: ctx, r: body, f: fault}
+	if tf.BlockDelay > 0 || tf.StallAfter > 0 {
+		body = &faultReader{ctx: ctx, r: body, f: tf}
 	}
 	n, err = rf.ReadFrom(body)
 	if err != nil {

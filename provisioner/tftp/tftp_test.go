@@ -10,7 +10,6 @@ import (
 	"io"
 	"io/fs"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,8 @@ import (
 
 	"github.com/pin/tftp/v3"
 
+	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/fault/faulttest"
 	"github.com/metalbed/metalbed/internal/testenv"
 )
 
@@ -315,17 +316,102 @@ func FuzzCleanPath(f *testing.F) {
 	})
 }
 
-// TestFaultRefuses: the Fault seam answers a read request with its error,
+// receive fetches name with pin/tftp's client.
+func receive(t *testing.T, f *fixture, name string, timeout time.Duration) ([]byte, error) {
+	t.Helper()
+	c, err := tftp.NewClient(f.addr.String())
+	must(t, err)
+	c.SetTimeout(timeout)
+	c.SetRetries(1)
+	wt, err := c.Receive(name, "octet")
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	_, err = wt.WriteTo(&buf)
+	return buf.Bytes(), err
+}
+
+// TestFaultActions carries out each action of layer tftp against the Go
+// client: "missing" refuses one file (op: the file name) and lets others
+// through, "slow" still delivers the whole file, "stall" stops after Arg
+// bytes; the server asks with the client's IP and the cleaned name.
+func TestFaultActions(t *testing.T) {
+	t.Run("missing", func(t *testing.T) {
+		in := faulttest.New(t, fault.Rule{Layer: fault.TFTP, Op: "deploy_kernel", Action: "missing"})
+		f, _ := startWith(t, 4096, func(c *Config) { c.Faults = in })
+		if _, err := receive(t, f, "./deploy_kernel", time.Second); err == nil || !strings.Contains(err.Error(), "deploy_kernel: file not found") {
+			t.Errorf("missing file: %v", err)
+		}
+		if got, err := receive(t, f, "token-1234", time.Second); err != nil || string(got) != "s3cr3t-token" {
+			t.Errorf("untouched file: %q, %v", got, err)
+		}
+		asked := in.Asked()
+		if len(asked) != 2 || asked[0].Op != "deploy_kernel" || asked[0].Who.IP != "127.0.0.1" || !asked[0].Hit || asked[1].Hit {
+			t.Errorf("asked %+v", asked)
+		}
+	})
+	t.Run("slow", func(t *testing.T) {
+		f, kernel := startWith(t, 16<<10, func(c *Config) {
+			c.Faults = faulttest.New(t, fault.Rule{Layer: fault.TFTP, Action: "slow", Arg: "1ms"})
+		})
+		got, err := receive(t, f, "deploy_kernel", 2*time.Second)
+		if err != nil || !bytes.Equal(got, kernel) {
+			t.Errorf("slow transfer: %d bytes, %v; want the file's %d", len(got), err, len(kernel))
+		}
+	})
+	t.Run("stall", func(t *testing.T) {
+		f, _ := startWith(t, 64<<10, func(c *Config) {
+			c.Faults = faulttest.New(t, fault.Rule{Layer: fault.TFTP, Action: "stall", Arg: "8192", Delay: 300 * time.Millisecond})
+		})
+		got, err := receive(t, f, "deploy_kernel", 100*time.Millisecond)
+		if err == nil || len(got) > 8192 {
+			t.Errorf("stalled transfer: %d bytes, %v", len(got), err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for len(f.eventsFor("deploy_kernel")) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("no event for the stalled transfer")
+			}
+			select {
+			case <-t.Context().Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		if ev := f.eventsFor("deploy_kernel")[0]; ev.Err == nil || ev.Bytes > 8192 {
+			t.Errorf("stalled transfer event %+v", ev)
+		}
+	})
+}
+
+// TestTransferFaultOf: each action's arguments and defaults.
+func TestTransferFaultOf(t *testing.T) {
+	for _, c := range []struct {
+		h    fault.Hit
+		want transferFault
+	}{
+		{fault.Hit{Action: "stall"}, transferFault{StallAfter: 64 << 10, StallFor: time.Minute}},
+		{fault.Hit{Action: "stall", Arg: "0x100", Delay: time.Second}, transferFault{StallAfter: 256, StallFor: time.Second}},
+		{fault.Hit{Action: "slow"}, transferFault{BlockDelay: 2 * time.Millisecond}},
+		{fault.Hit{Action: "slow", Arg: "7ms", Delay: time.Second}, transferFault{Delay: time.Second, BlockDelay: 7 * time.Millisecond}},
+		{fault.Hit{Action: "other", Delay: time.Second}, transferFault{Delay: time.Second}},
+	} {
+		if got := transferFaultOf(c.h, "f"); got != c.want {
+			t.Errorf("%+v: %+v, want %+v", c.h, got, c.want)
+		}
+	}
+	if got := transferFaultOf(fault.Hit{Action: "missing", Delay: time.Second}, "f"); got.Delay != time.Second || got.Refuse == nil || got.Refuse.Error() != "f: file not found" {
+		t.Errorf("missing: %+v", got)
+	}
+}
+
+// TestFaultRefuses: a "missing" fault answers a read request with its error,
 // as the real tftp-hpa client sees it, and lets other files through.
 func TestFaultRefuses(t *testing.T) {
 	tftpc := testenv.RequireTool(t, "tftp", "tftp-hpa")
 	f, _ := startWith(t, 4096, func(c *Config) {
-		c.Fault = func(file string, _ netip.AddrPort) Fault {
-			if file == "deploy_kernel" {
-				return Fault{Refuse: errors.New("deploy_kernel: file not found")}
-			}
-			return Fault{}
-		}
+		c.Faults = faulttest.New(t, fault.Rule{Layer: fault.TFTP, Op: "deploy_kernel", Action: "missing"})
 	})
 	dir := t.TempDir()
 	get := func(name string) string {
@@ -350,9 +436,7 @@ func TestFaultRefuses(t *testing.T) {
 func TestFaultStall(t *testing.T) {
 	tftpc := testenv.RequireTool(t, "tftp", "tftp-hpa")
 	f, _ := startWith(t, 64<<10, func(c *Config) {
-		c.Fault = func(file string, _ netip.AddrPort) Fault {
-			return Fault{StallAfter: 8 << 10, StallFor: 2 * time.Second}
-		}
+		c.Faults = faulttest.New(t, fault.Rule{Layer: fault.TFTP, Action: "stall", Arg: "8192", Delay: 2 * time.Second})
 	})
 	out := filepath.Join(t.TempDir(), "out")
 	// -v verbose; rexmt 1 s, timeout 3 s: tftp-hpa gives up well before
@@ -387,9 +471,7 @@ func TestFaultStall(t *testing.T) {
 func TestFaultSlow(t *testing.T) {
 	tftpc := testenv.RequireTool(t, "tftp", "tftp-hpa")
 	f, kernel := startWith(t, 16<<10, func(c *Config) {
-		c.Fault = func(file string, _ netip.AddrPort) Fault {
-			return Fault{BlockDelay: 5 * time.Millisecond}
-		}
+		c.Faults = faulttest.New(t, fault.Rule{Layer: fault.TFTP, Action: "slow", Arg: "5ms"})
 	})
 	out := filepath.Join(t.TempDir(), "out")
 	cmd := exec.CommandContext(t.Context(), tftpc, "-m", "binary", "127.0.0.1", fmt.Sprint(f.addr.Port), "-c", "get", "deploy_kernel", out)
@@ -408,7 +490,7 @@ func TestFaultSlow(t *testing.T) {
 // client has given up on its own.
 func TestFaultStallEndsWithServer(t *testing.T) {
 	f, _ := startWith(t, 64<<10, func(c *Config) {
-		c.Fault = func(string, netip.AddrPort) Fault { return Fault{StallAfter: 4 << 10, StallFor: time.Hour} }
+		c.Faults = faulttest.New(t, fault.Rule{Layer: fault.TFTP, Action: "stall", Arg: "4096", Delay: time.Hour})
 	})
 	c, err := tftp.NewClient(f.addr.String())
 	must(t, err)

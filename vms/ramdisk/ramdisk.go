@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +13,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 )
 
 // Env is the machine the ramdisk runs on: its disks, its network and its
@@ -57,13 +59,14 @@ type Config struct {
 	// Recorder, when set, is told each step (events.Ramdisk*, for the
 	// node's timeline).
 	Recorder events.Recorder
-	// Fault, when set, is asked before the pass_deploy_info callback (op
-	// "pass_deploy_info") and may break it: action "error" reports arg as
-	// the ramdisk's error, "no-callback" never calls back (the ramdisk
-	// waits until the machine is reset or powered off). Other actions are
-	// ignored. It is the fault-injection seam (metalbed's fault layer
-	// "ramdisk").
-	Fault  func(op string) (action, arg string)
+	// Faults is asked (layer ramdisk, the node known by its UUID, the
+	// deployment_id) before the pass_deploy_info callback (op
+	// "pass_deploy_info"): "error" reports Arg as the ramdisk's error,
+	// "no-callback" never calls back (the ramdisk waits until the machine
+	// is reset or powered off); and before the bootloader is installed
+	// (op "bootloader"): "bootloader-failed" fails the install with Arg as
+	// its error. Other actions are ignored. nil: no faults.
+	Faults fault.Injector
 	Logger *slog.Logger
 }
 
@@ -198,13 +201,14 @@ func (r *run) do(ctx context.Context) error {
 	}
 	r.fetchToken(ctx)
 
-	if r.cfg.Fault != nil {
-		switch action, arg := r.cfg.Fault("pass_deploy_info"); action {
+	if h, ok := r.fault("pass_deploy_info"); ok {
+		switch h.Action {
 		case "error":
-			if arg == "" {
-				arg = "injected fault"
+			msg := h.Arg
+			if msg == "" {
+				msg = "injected fault"
 			}
-			r.fail(errors.New(arg))
+			r.fail(errors.New(msg))
 		case "no-callback":
 			r.say("not calling back (injected fault)")
 			<-ctx.Done()
@@ -249,7 +253,22 @@ func (r *run) do(ctx context.Context) error {
 }
 
 func (r *run) installBootloader(ctx context.Context, disk Disk) error {
+	if h, ok := r.fault("bootloader"); ok && h.Action == "bootloader-failed" {
+		msg := h.Arg
+		if msg == "" {
+			msg = "injected fault: grub-install failed"
+		}
+		return errors.New(msg)
+	}
 	return r.cfg.Bootloader(ctx, disk, r.p.BootMode)
+}
+
+// fault asks Faults about op of layer ramdisk.
+func (r *run) fault(op string) (fault.Hit, bool) {
+	if r.cfg.Faults == nil {
+		return fault.Hit{}, false
+	}
+	return r.cfg.Faults.Inject(fault.Ramdisk, events.Who{Node: r.p.DeploymentID}, op)
 }
 
 // startTarget exports disk and returns a func that stops the export and

@@ -28,7 +28,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"log/slog"
 	"net"
@@ -38,6 +37,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
@@ -156,15 +157,16 @@ type Config struct {
 	// Version is agent_version; default "9.4.0" (the IPA this agent
 	// answers like).
 	Version string
-	// Fault is the agent's fault seam (metalbed's fault layer "agent"):
-	// asked with op "lookup", "heartbeat" or a command's full name
-	// ("deploy.execute_deploy_step"), it returns the action to carry out,
-	// "" for none. Actions: "lookup-404" (the lookup is answered 404, so
-	// the agent keeps retrying), "heartbeat-stop" (the heartbeat is not
-	// sent), "busy" (the command is refused with 409 Agent is busy),
-	// "command-failed" (the command ends FAILED with arg, or a default
-	// message, as its error). nil => none.
-	Fault func(op string) (action, arg string)
+	// Faults is asked (layer agent, the node known by its UUID once
+	// looked up) with op "lookup", "heartbeat" or a command's full name
+	// ("deploy.execute_deploy_step"), and the agent carries out the
+	// layer's actions (fault.Catalog): "lookup-404" (the lookup is
+	// answered 404, so the agent keeps retrying), "heartbeat-stop" (the
+	// heartbeat is not sent), "busy" (the command is refused with 409
+	// Agent is busy), "command-failed" (the command ends FAILED with Arg,
+	// or a default message, as its error). Any hit's Delay is waited
+	// first: a slow agent. nil: no faults.
+	Faults fault.Injector
 }
 
 // Defaults.
@@ -364,12 +366,22 @@ func (a *Agent) say(format string, args ...any) {
 	a.log.printf(format, args...)
 }
 
-// fault asks the fault seam about op; "" when none is set or none fires.
+// fault asks Faults about op; "" when no fault fires.
 func (a *Agent) fault(op string) (action, arg string) {
-	if a.cfg.Fault == nil {
+	if a.cfg.Faults == nil {
 		return "", ""
 	}
-	return a.cfg.Fault(op)
+	a.mu.Lock()
+	who := events.Who{Node: a.nodeUUID}
+	a.mu.Unlock()
+	h, ok := a.cfg.Faults.Inject(fault.Agent, who, op)
+	if !ok {
+		return "", ""
+	}
+	if h.Delay > 0 {
+		time.Sleep(h.Delay) // the asking goroutine's own: a slow agent
+	}
+	return h.Action, h.Arg
 }
 
 func (a *Agent) milestone(kind events.Kind, detail string) {

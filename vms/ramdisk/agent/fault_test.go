@@ -3,38 +3,22 @@ package agent
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/fault/faulttest"
 )
 
-// faultTable is a Config.Fault answering fixed actions per op, counting
-// the questions.
-type faultTable struct {
-	mu      sync.Mutex
-	actions map[string][2]string // op -> action, arg
-	left    map[string]int       // op -> hits left; absent = without limit
-	asked   map[string]int
-}
-
-func (f *faultTable) fault(op string) (string, string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.asked == nil {
-		f.asked = map[string]int{}
-	}
-	f.asked[op]++
-	a, ok := f.actions[op]
-	if !ok {
-		return "", ""
-	}
-	if n, limited := f.left[op]; limited {
-		if n == 0 {
-			return "", ""
+// asked counts the questions about op.
+func asked(in *faulttest.Injector, op string) int {
+	n := 0
+	for _, a := range in.Asked() {
+		if a.Op == op {
+			n++
 		}
-		f.left[op] = n - 1
 	}
-	return a[0], a[1]
+	return n
 }
 
 // TestFaultLookup404: the lookup is answered 404 (the modern and then the
@@ -43,18 +27,16 @@ func (f *faultTable) fault(op string) (string, string) {
 // looks up once the fault is gone.
 func TestFaultLookup404(t *testing.T) {
 	ironic := newFakeIronic(t)
-	ft := &faultTable{actions: map[string][2]string{"lookup": {"lookup-404", ""}}, left: map[string]int{"lookup": 4}}
-	startAgent(t, ironic, newTestEnv(sparseDisk(t, "vda", 64<<20)), func(c *Config) { c.Fault = ft.fault })
+	in := faulttest.New(t, fault.Rule{Layer: fault.Agent, Op: "lookup", Action: "lookup-404", Count: 4})
+	startAgent(t, ironic, newTestEnv(sparseDisk(t, "vda", 64<<20)), func(c *Config) { c.Faults = in })
 	modern := ironic.requests(func(r request) bool { return strings.HasPrefix(r.path, "/v1/lookup") })
 	legacy := ironic.requests(func(r request) bool { return strings.HasSuffix(r.path, "/vendor_passthru/lookup") })
 	if len(modern) != 1 || len(legacy) != 0 {
 		t.Errorf("%d modern and %d legacy lookups reached Ironic; want only the one after the fault", len(modern), len(legacy))
 	}
-	ft.mu.Lock()
-	defer ft.mu.Unlock()
 	// Two faulty rounds (modern and legacy each), then one that succeeds.
-	if ft.asked["lookup"] != 5 {
-		t.Errorf("the fault was asked %d times about lookups; want 5", ft.asked["lookup"])
+	if n := asked(in, "lookup"); n != 5 {
+		t.Errorf("the fault was asked %d times about lookups; want 5", n)
 	}
 }
 
@@ -62,9 +44,9 @@ func TestFaultLookup404(t *testing.T) {
 // after LookupTimeout with IPA's message.
 func TestFaultLookup404Forever(t *testing.T) {
 	ironic := newFakeIronic(t)
-	ft := &faultTable{actions: map[string][2]string{"lookup": {"lookup-404", ""}}}
+	in := faulttest.New(t, fault.Rule{Layer: fault.Agent, Op: "lookup", Action: "lookup-404"})
 	a, err := New(Config{APIURL: ironic.srv.URL, Env: newTestEnv(), LookupTimeout: 300 * time.Millisecond,
-		LookupInterval: 20 * time.Millisecond, Fault: ft.fault})
+		LookupInterval: 20 * time.Millisecond, Faults: in})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,29 +63,18 @@ func TestFaultLookup404Forever(t *testing.T) {
 func TestFaultHeartbeatStop(t *testing.T) {
 	ironic := newFakeIronic(t)
 	ironic.lookup = lookupWithTimeout(t, 1)
-	ft := &faultTable{actions: map[string][2]string{"heartbeat": {"heartbeat-stop", ""}}}
-	var once sync.Once
-	first := make(chan struct{})
-	h := startAgent(t, ironic, newTestEnv(sparseDisk(t, "vda", 64<<20)), func(c *Config) {
-		c.Fault = func(op string) (string, string) {
-			if op == "heartbeat" {
-				sent := false
-				once.Do(func() { sent = true; close(first) })
-				if sent {
-					return "", ""
-				}
-			}
-			return ft.fault(op)
-		}
-	})
-	<-first
+	// The first heartbeat goes out (skip 1), none after it.
+	in := faulttest.New(t, fault.Rule{Layer: fault.Agent, Op: "heartbeat", Action: "heartbeat-stop", Skip: 1})
+	h := startAgent(t, ironic, newTestEnv(sparseDisk(t, "vda", 64<<20)), func(c *Config) { c.Faults = in })
 	// Heartbeats are due every 0.3–0.6 s: wait until several were
 	// suppressed, then check none went out.
 	waitFor(t, "4 suppressed heartbeats", func() (int, bool) {
-		ft.mu.Lock()
-		defer ft.mu.Unlock()
-		return ft.asked["heartbeat"], ft.asked["heartbeat"] >= 4
+		n := len(in.Hits())
+		return n, n >= 4
 	})
+	if who := in.Hits()[0].Who; who.Node == "" {
+		t.Errorf("heartbeat fault asked without the node's UUID: %+v", who)
+	}
 	if n := len(ironic.requests(isHeartbeat)); n != 1 {
 		t.Errorf("%d heartbeats reached Ironic; want only the first", n)
 	}
@@ -115,12 +86,11 @@ func TestFaultHeartbeatStop(t *testing.T) {
 // TestFaultCommandBusyAndFailed: "busy" refuses a command with IPA's 409;
 // "command-failed" ends it FAILED with the rule's text, synchronous or not.
 func TestFaultCommandBusyAndFailed(t *testing.T) {
-	ft := &faultTable{actions: map[string][2]string{
-		"standby.get_partition_uuids": {"busy", ""},
-		"deploy.execute_deploy_step":  {"command-failed", "disk on fire"},
-		"standby.sync":                {"command-failed", ""},
-	}}
-	h, _ := smallAgent(t, func(c *Config) { c.Fault = ft.fault })
+	in := faulttest.New(t,
+		fault.Rule{Layer: fault.Agent, Op: "standby.get_partition_uuids", Action: "busy"},
+		fault.Rule{Layer: fault.Agent, Op: "deploy.execute_deploy_step", Action: "command-failed", Arg: "disk on fire"},
+		fault.Rule{Layer: fault.Agent, Op: "standby.sync", Action: "command-failed"})
+	h, _ := smallAgent(t, func(c *Config) { c.Faults = in })
 	st, busy := h.command("standby.get_partition_uuids", map[string]any{}, true)
 	if st != 409 || busy["faultstring"] != "Agent is busy: executing command (injected fault)" {
 		t.Errorf("busy: %d %v", st, busy)

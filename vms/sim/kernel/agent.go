@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/ramdisk"
@@ -60,9 +61,7 @@ func runAgent(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image
 	acfg.Console = crlf{b.Console}
 	acfg.Recorder = rec
 	acfg.Logger = cfg.Logger
-	if cfg.AgentFault != nil {
-		acfg.Fault = func(op string) (string, string) { return cfg.AgentFault(b.Machine, op) }
-	}
+	acfg.Faults = fault.Tag(cfg.Faults, events.Who{Machine: b.Machine})
 	acfg.MinDiskBytes = -1 // simulated disks may be smaller than IPA's 4 GiB minimum
 	err = agent.Run(ctx, acfg)
 	if ctx.Err() != nil {

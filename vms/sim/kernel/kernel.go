@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"log/slog"
 	"net"
 	"strconv"
@@ -38,13 +39,11 @@ type Config struct {
 	// Recorder records the ramdisk's and the agent's steps for the
 	// machine's timeline (tagged with the machine's name); nil: none.
 	Recorder events.Recorder
-	// RamdiskFault is the deploy ramdisk's fault seam (ramdisk.Config.Fault)
-	// for machine; nil => none.
-	RamdiskFault func(machine, op string) (action, arg string)
-	// AgentFault is the agent's fault seam (agent.Config.Fault) for
-	// machine; nil => none.
-	AgentFault func(machine, op string) (action, arg string)
-	Logger     *slog.Logger
+	// Faults is handed to the deploy ramdisk and the agent (layers
+	// ramdisk and agent), which ask it about the machine by name (and
+	// the node's UUID when they know it); nil: no faults.
+	Faults fault.Injector
+	Logger *slog.Logger
 }
 
 // ErrPanic is a kernel panic: the booted program could not run.
@@ -118,7 +117,7 @@ func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Ima
 		TFTPPort:   cfg.TFTPPort,
 		Console:    crlf{b.Console},
 		Recorder:   rec,
-		Fault:      ramdiskFault(cfg, b.Machine),
+		Faults:     fault.Tag(cfg.Faults, events.Who{Machine: b.Machine}),
 		Logger:     cfg.Logger,
 	})
 	if ctx.Err() != nil {
@@ -129,14 +128,6 @@ func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Ima
 		return fmt.Errorf("ramdisk: %w", err)
 	}
 	return nil
-}
-
-// ramdiskFault binds cfg.RamdiskFault to machine; nil when unset.
-func ramdiskFault(cfg Config, machine string) func(op string) (string, string) {
-	if cfg.RamdiskFault == nil {
-		return nil
-	}
-	return func(op string) (string, string) { return cfg.RamdiskFault(machine, op) }
 }
 
 // env is the simulated machine as the ramdisk sees it.

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/fault/faulttest"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 	"github.com/metalbed/metalbed/vms/sim"
@@ -118,6 +120,7 @@ func TestRamdiskRunsWithMachineDiskAndLease(t *testing.T) {
 
 	b, con := bootContext(t)
 	var exported ramdisk.BlockDevice
+	faults := faulttest.New(t) // no rules: records what the ramdisk asks
 	reset := make(chan struct{})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -127,7 +130,8 @@ func TestRamdiskRunsWithMachineDiskAndLease(t *testing.T) {
 			<-ctx.Done()
 			return nil
 		},
-		Reset: func() { close(reset); cancel() }, // the machine takes power away from the program
+		Reset:  func() { close(reset); cancel() }, // the machine takes power away from the program
+		Faults: faults,
 	}
 	img := pxe.Image{
 		KernelName: "deploy_kernel",
@@ -157,6 +161,10 @@ func TestRamdiskRunsWithMachineDiskAndLease(t *testing.T) {
 	}
 	if exported != b.Disk {
 		t.Error("the ramdisk did not export the machine's disk")
+	}
+	if a := faults.Asked(); len(a) != 1 || a[0].Layer != fault.Ramdisk || a[0].Op != "pass_deploy_info" ||
+		a[0].Who.Machine != "node-0" || a[0].Who.Node != "u1" {
+		t.Errorf("ramdisk asked the faults %+v, want pass_deploy_info for machine node-0, node u1", a)
 	}
 	if !strings.Contains(con.String(), "using disk vda") || !strings.Contains(con.String(), "\r\n") {
 		t.Errorf("console:\n%s", con)

@@ -1,0 +1,75 @@
+package fault
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/metalbed/metalbed/internal/events"
+)
+
+// Spec is one fault a layer carries out: the op it is asked at, the
+// action, what Arg means for it, what happens, and the kind a hit is
+// recorded as in the node's timeline.
+type Spec struct {
+	Layer  Layer
+	Op     string // the op the layer asks with, for people ("0xNN/0xNN", "file name" …)
+	Action string
+	Arg    string // what Rule.Arg means ("" when unused)
+	What   string // what happens
+	Kind   events.Kind
+}
+
+// catalog is every (layer, action) pair metalbed carries out; the servers
+// implement each row at their dispatch point. Its kinds are what the
+// features assert: a value never changes.
+var catalog = [...]Spec{
+	{IPMI, "0xNN/0xNN (netfn/cmd)", "drop", "", "no reply", "fault.ipmi.drop"},
+	{IPMI, "0xNN/0xNN", "delay", "", "late reply: answer after --delay (ipmitool retries, then takes it)", "fault.ipmi.delay"},
+	{IPMI, "0xNN/0xNN", "cc", "completion code, e.g. 0xc0, 0xc3, 0xd2", "answer with that completion code", "fault.ipmi.cc"},
+	{IPMI, "power", "ignore", "", "power command acknowledged, not carried out", "fault.ipmi.ignore"},
+	{IPMI, "boot-flags", "forget-bootflags", "", "boot flags acknowledged, not kept", "fault.ipmi.forget-bootflags"},
+	{DHCP, "lookup", "no-offer", "", "the PXE ROM gets no offer", "fault.dhcp.no-offer"},
+	{DHCP, "lookup", "wrong-next-server", "IP (default 127.0.0.254)", "offer names a TFTP server that is not there", "fault.dhcp.wrong-next-server"},
+	{TFTP, "file name", "missing", "", "file not found", "fault.tftp.missing"},
+	{TFTP, "file name", "stall", "bytes (default 65536)", "transfer stops after Arg bytes for --delay (default 1m): the client times out", "fault.tftp.stall"},
+	{TFTP, "file name", "slow", "duration per block (default 2ms)", "every block late; the file still arrives", "fault.tftp.slow"},
+	{HTTP, "path", "status", "status (default 404)", "answer with that HTTP status", "fault.http.status"},
+	{HTTP, "path", "truncate", "bytes (default half the file)", "send only Arg bytes of the body, then close", "fault.http.truncate"},
+	{HTTP, "path", "corrupt", "byte offset (default 0)", "flip one byte of the body: a wrong checksum", "fault.http.corrupt"},
+	{ISCSI, "login", "refuse-login", "", "login answered with authorization failure", "fault.iscsi.refuse-login"},
+	{ISCSI, "connect", "reset-after", "bytes", "connection reset after Arg bytes", "fault.iscsi.reset-after"},
+	{ISCSI, "write", "medium-error", "", "WRITE answered with MEDIUM ERROR", "fault.iscsi.medium-error"},
+	{Ramdisk, "pass_deploy_info", "error", "message", "the ramdisk reports that error", "fault.ramdisk.error"},
+	{Ramdisk, "pass_deploy_info", "no-callback", "", "the ramdisk never calls back (call-back timeout)", "fault.ramdisk.no-callback"},
+	{Ramdisk, "bootloader", "bootloader-failed", "message", "bootloader install FAILED", "fault.ramdisk.bootloader-failed"},
+	{Agent, "lookup", "lookup-404", "", "the lookup is answered 404; the agent retries", "fault.agent.lookup-404"},
+	{Agent, "heartbeat", "heartbeat-stop", "", "the heartbeat is not sent", "fault.agent.heartbeat-stop"},
+	{Agent, "<extension>.<command>", "busy", "", "the command is refused with 409 Agent is busy", "fault.agent.busy"},
+	{Agent, "<extension>.<command>", "command-failed", "message", "the command ends FAILED with Arg as its error", "fault.agent.command-failed"},
+	{Disk, "write", "write-error", "", "WRITE fails with a write error", "fault.disk.write-error"},
+	{Disk, "size", "too-small", "bytes (default 536870912)", "the disk reports fewer blocks than the deploy needs", "fault.disk.too-small"},
+	{Conductor, "milestone (\"prepare\", \"write_image\" …) or \"now\"", "kill", "", "the conductor dies and restarts on the same database", "fault.conductor.kill"},
+}
+
+// Catalog returns every fault metalbed carries out, in the order `metalbed
+// fault add -h` lists them.
+func Catalog() []Spec { return append([]Spec(nil), catalog[:]...) }
+
+// Find returns the catalog's row for action of layer, or an error naming
+// the layer's actions.
+func Find(layer Layer, action string) (Spec, error) {
+	var known []string
+	for _, s := range catalog {
+		if s.Layer != layer {
+			continue
+		}
+		if s.Action == action {
+			return s, nil
+		}
+		known = append(known, s.Action)
+	}
+	if len(known) == 0 {
+		return Spec{}, fmt.Errorf("fault layer %q: want one of %v", layer, layers)
+	}
+	return Spec{}, fmt.Errorf("layer %s has no action %q: want one of %s", layer, action, strings.Join(known, ", "))
+}
