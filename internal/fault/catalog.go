@@ -73,3 +73,38 @@ func Find(layer Layer, action string) (Spec, error) {
 	}
 	return Spec{}, fmt.Errorf("layer %s has no action %q: want one of %s", layer, action, strings.Join(known, ", "))
 }
+
+// conductorOps names the conductor's steps as layer conductor's ops: the
+// deploy milestone at which a kill rule makes the conductor die.
+var conductorOps = map[events.Kind]string{
+	events.ConductorImageCached:    "image cached",
+	events.ConductorPrepare:        "prepare",
+	events.ConductorPowerOn:        "power on",
+	events.ConductorPowerOff:       "power off",
+	events.ConductorPassDeployInfo: "pass_deploy_info",
+	events.ConductorISCSILogin:     "iscsi login",
+	events.ConductorISCSILogout:    "iscsi logout",
+	events.ConductorImageWritten:   "image written",
+	events.ConductorWriteImage:     "write_image",
+	events.ConductorAgentBusy:      "agent busy",
+	events.ConductorBootloader:     "bootloader",
+	events.ConductorNotify:         "notify",
+	events.ConductorReboot:         "reboot",
+	events.ConductorDiskWiped:      "disk wiped",
+	events.ConductorActive:         "active",
+	events.ConductorFailed:         "failed",
+}
+
+// ConductorOp is the op layer conductor is asked with when the conductor
+// reaches the step kind records; false for a kind that is no such step.
+func ConductorOp(kind events.Kind) (string, bool) {
+	op, ok := conductorOps[kind]
+	return op, ok
+}
+
+// OpNow is the op a conductor asks layer conductor with about each of its
+// nodes once a second: a kill rule for "now" fires at the next ask.
+const OpNow = "now"
+
+// ActionKill is layer conductor's action: the conductor dies.
+const ActionKill = "kill"

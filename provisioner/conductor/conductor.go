@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"io"
 	"log/slog"
 	"os"
@@ -65,10 +67,17 @@ type Config struct {
 	// wipe the partition tables); other deploy interfaces fail it into
 	// "clean failed". Default false.
 	AutomatedClean bool
-	// Milestone, when set, is told of a node reaching "active" (kind
-	// "active") or failing (kind "failed", detail last_error), for the
-	// node's timeline. It must not block.
-	Milestone func(node, kind, detail string)
+	// Recorder is told of every provision state a node enters
+	// (events.ConductorState, detail "state" or "state → target"), of a
+	// node reaching "active" (events.ConductorActive) or failing
+	// (events.ConductorFailed, detail last_error), keyed by node UUID and
+	// name, when it happens. It must not block. Default: none.
+	Recorder events.Recorder
+	// Faults is asked (layer conductor) when a node becomes active or fails
+	// (ops "active", "failed") and about every node once a second (op
+	// "now"); the Injector a service hands in carries a kill out by
+	// stopping the conductor as a crash would. Default: none.
+	Faults fault.Injector
 	// LockRetries and LockRetryInterval: how often and how long to retry a
 	// reserved node before answering NodeLocked (Ironic
 	// node_locked_retry_attempts/interval). Defaults 3 and 1 s.
@@ -137,6 +146,8 @@ func New(cfg Config) (*Conductor, error) {
 	if cfg.PowerSyncMaxRetries == 0 {
 		cfg.PowerSyncMaxRetries = 3
 	}
+	cfg.Recorder = events.OrDiscard(cfg.Recorder)
+	cfg.Faults = fault.OrNone(cfg.Faults)
 	return &Conductor{
 		cfg: cfg, log: cfg.Logger, host: cfg.Hostname, st: cfg.Store, types: cfg.Drivers,
 		powerFail: map[string]int{},
@@ -211,11 +222,26 @@ func (c *Conductor) Run(ctx context.Context) error {
 	})
 	every(c.cfg.PowerSyncInterval, c.SyncPowerStates)
 	every(c.cfg.CheckProvisionInterval, c.CheckTimeouts)
+	if _, none := c.cfg.Faults.(fault.None); !none {
+		every(time.Second, c.askFaultsNow)
+	}
 	<-ctx.Done()
 	loops.Wait()
 	c.tasks.Wait()
 	c.offline(ctx)
 	return nil
+}
+
+// askFaultsNow asks layer conductor about each node with op "now": a kill
+// rule for "now" makes the conductor die within a second.
+func (c *Conductor) askFaultsNow(ctx context.Context) {
+	nodes, err := c.st.Nodes(ctx, store.NodeFilter{})
+	if err != nil {
+		return
+	}
+	for _, n := range nodes {
+		c.cfg.Faults.Inject(fault.Conductor, events.Who{Node: n.UUID, NodeName: n.Name}, fault.OpNow)
+	}
 }
 
 // offline records the conductor going offline, with a fresh context as
@@ -302,15 +328,32 @@ func (c *Conductor) transition(ctx context.Context, n *provisioner.Node, event E
 		return fmt.Errorf("save node %s: %w", n.UUID, err)
 	}
 	c.log.Info("provision state", "node", n.UUID, "event", event, "state", to, "from", from)
-	if c.cfg.Milestone != nil {
-		switch {
-		case to == provisioner.StateActive:
-			c.cfg.Milestone(n.UUID, "active", "")
-		case event == EventFail:
-			c.cfg.Milestone(n.UUID, "failed", string(to)+": "+n.LastError)
-		}
+	c.recordState(n)
+	switch {
+	case to == provisioner.StateActive:
+		c.record(n, events.ConductorActive, "")
+	case event == EventFail:
+		c.record(n, events.ConductorFailed, string(to)+": "+n.LastError)
 	}
 	return nil
+}
+
+// record tells the Recorder what happened to n.
+func (c *Conductor) record(n *provisioner.Node, kind events.Kind, detail string) {
+	who := events.Who{Node: n.UUID, NodeName: n.Name}
+	c.cfg.Recorder.Record(events.Event{Kind: kind, Detail: detail, Who: who})
+	if op, ok := fault.ConductorOp(kind); ok {
+		c.cfg.Faults.Inject(fault.Conductor, who, op)
+	}
+}
+
+// recordState records the provision state n is in now.
+func (c *Conductor) recordState(n *provisioner.Node) {
+	st := string(n.ProvisionState)
+	if n.TargetProvisionState != "" {
+		st += " → " + string(n.TargetProvisionState)
+	}
+	c.record(n, events.ConductorState, st)
 }
 
 // failNode takes the "fail" edge with last_error set, recording history.

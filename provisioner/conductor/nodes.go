@@ -58,6 +58,7 @@ func (c *Conductor) CreateNode(ctx context.Context, n *provisioner.Node) error {
 		return err
 	}
 	c.log.Info("node created", "node", n.UUID, "state", n.ProvisionState)
+	c.recordState(n)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"context"
 	"errors"
+	"github.com/metalbed/metalbed/internal/events"
 	"io/fs"
 	"strings"
 	"testing"
@@ -13,13 +14,13 @@ import (
 	"github.com/metalbed/metalbed/provisioner/imagecache"
 )
 
-func newCore(t *testing.T, milestone func(node, kind, detail string)) *deploy.Core {
+func newCore(t *testing.T, rec events.Recorder) *deploy.Core {
 	t.Helper()
 	cache, err := imagecache.New(imagecache.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := deploy.New("test", deploy.Config{Images: cache, Milestone: milestone}, map[string]string{"Thing": "set"})
+	c, err := deploy.New("test", deploy.Config{Images: cache, Recorder: rec}, map[string]string{"Thing": "set"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,13 +85,13 @@ func (brokenPower) SetPowerState(context.Context, *provisioner.Node, provisioner
 // Config.Milestone hook.
 func TestMilestonesGoThroughOneSink(t *testing.T) {
 	var got []string
-	c := newCore(t, func(node, kind, detail string) { got = append(got, node+" "+kind+": "+detail) })
+	c := newCore(t, events.RecorderFunc(func(e events.Event) { got = append(got, e.Node+" "+string(e.Kind)+": "+e.Detail) }))
 	task := fakeTask(t)
 	step, err := c.BootRamdisk(t.Context(), task, "booting the deploy ramdisk")
 	if err != nil || step != drivers.StepWait {
 		t.Fatalf("BootRamdisk: %v, %v", step, err)
 	}
-	if len(got) != 1 || got[0] != "n1 power on: booting the deploy ramdisk" {
+	if len(got) != 1 || got[0] != "n1 conductor.power_on: booting the deploy ramdisk" {
 		t.Errorf("milestones %q", got)
 	}
 	if step, err := c.FinishCleaning(t.Context(), task); err != nil || step != drivers.StepDone || task.Node.PowerState != provisioner.PowerOff {

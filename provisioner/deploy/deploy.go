@@ -15,6 +15,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"log/slog"
 	"maps"
 	"net"
@@ -42,9 +44,14 @@ type Config struct {
 	// behind a network namespace are reached through the namespace's
 	// dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Milestone, when set, is told each step of a node's deploy for its
-	// timeline (node UUID, kind, detail). It must not block.
-	Milestone func(node, kind, detail string)
+	// Recorder, when set, is told each step of a node's deploy for its
+	// timeline (events.Conductor*, keyed by node UUID and name). It must
+	// not block.
+	Recorder events.Recorder
+	// Faults is asked (layer conductor, op the step: fault.ConductorOp) at
+	// each milestone; the Injector a service hands in carries a kill out
+	// by stopping the conductor as a crash would. Default: none.
+	Faults fault.Injector
 	// Logger receives logs; nil discards.
 	Logger *slog.Logger
 	// Now is the clock milestones' durations are measured with; default
@@ -90,6 +97,8 @@ func New(name string, cfg Config, required map[string]string) (*Core, error) {
 	default:
 		return nil, fmt.Errorf("%s deploy: DefaultBootOption %q: want netboot or local", name, cfg.DefaultBootOption)
 	}
+	cfg.Recorder = events.OrDiscard(cfg.Recorder)
+	cfg.Faults = fault.OrNone(cfg.Faults)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -109,13 +118,21 @@ func (c *Core) Now() time.Time { return c.cfg.Now() }
 // Since is the time elapsed since start on the configured clock.
 func (c *Core) Since(start time.Time) time.Duration { return c.cfg.Now().Sub(start) }
 
-// Milestone records a step of node's deploy: an Info log and the
-// Config.Milestone hook. Every milestone of every deploy interface goes
+// Milestone records a step of node's deploy: an Info log and an event
+// for the Config.Recorder. Every milestone of every deploy interface goes
 // through here.
-func (c *Core) Milestone(node *provisioner.Node, kind, detail string) {
-	c.log.Info(kind, "node", node.UUID, "detail", detail)
-	if c.cfg.Milestone != nil {
-		c.cfg.Milestone(node.UUID, kind, detail)
+func (c *Core) Milestone(node *provisioner.Node, kind events.Kind, detail string) {
+	c.Record(node, events.Event{Kind: kind, Detail: detail})
+}
+
+// Record is Milestone for an event that names the node by more keys (the
+// IQN of the disk the conductor logged in to).
+func (c *Core) Record(node *provisioner.Node, e events.Event) {
+	c.log.Info(string(e.Kind), "node", node.UUID, "detail", e.Detail)
+	e.Node, e.NodeName = node.UUID, node.Name
+	c.cfg.Recorder.Record(e)
+	if op, ok := fault.ConductorOp(e.Kind); ok {
+		c.cfg.Faults.Inject(fault.Conductor, events.Who{Node: node.UUID, NodeName: node.Name}, op)
 	}
 }
 
@@ -196,7 +213,7 @@ func (c *Core) BootRamdisk(ctx context.Context, t *drivers.Task, detail string) 
 	if err := c.PowerOnOrReboot(ctx, t); err != nil {
 		return 0, err
 	}
-	c.Milestone(t.Node, "power on", detail)
+	c.Milestone(t.Node, events.ConductorPowerOn, detail)
 	return drivers.StepWait, nil
 }
 

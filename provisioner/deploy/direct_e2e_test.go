@@ -124,7 +124,7 @@ func TestDirectHardPowerOff(t *testing.T) {
 	b.SetInstanceInfo(uuid, map[string]any{"image_source": whole.Path, "image_checksum": whole.MD5})
 	b.Provision(uuid, "active")
 	b.WaitState(uuid, "active")
-	if details := b.MilestoneDetails(uuid); !strings.Contains(details, "power off: hard") {
+	if details := b.MilestoneDetails(uuid); !strings.Contains(details, "conductor.power_off: hard") {
 		t.Errorf("no hard power off:\n%s", details)
 	}
 	lastBootIsDisk(t, m)

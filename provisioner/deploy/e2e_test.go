@@ -200,7 +200,7 @@ func TestDeployNetbootPartition(t *testing.T) {
 		check      func(t *testing.T, b *deploytest.Bed, uuid string, m *deploytest.Machine)
 	}{
 		{iscsiVariant(), map[string]any{"image_checksum": part.MD5, "root_gb": "1", "swap_mb": 64},
-			[]string{"prepare", "pass_deploy_info", "iscsi login", "image written", "iscsi logout", "notify", "reboot", "active"},
+			[]string{"conductor.prepare", "conductor.pass_deploy_info", "conductor.iscsi_login", "conductor.image_written", "conductor.iscsi_logout", "conductor.notify", "conductor.reboot", "conductor.active"},
 			func(t *testing.T, b *deploytest.Bed, uuid string, m *deploytest.Machine) {
 				// Ironic's order: swap, then root last.
 				in := m.Inspect(t)
@@ -219,7 +219,7 @@ func TestDeployNetbootPartition(t *testing.T) {
 				}
 			}},
 		{directVariant(), map[string]any{"image_os_hash_algo": "sha256", "image_os_hash_value": part.SHA256, "root_gb": 1},
-			[]string{"prepare", "power on", "write_image", "image written", "power off", "reboot", "active"},
+			[]string{"conductor.prepare", "conductor.power_on", "conductor.write_image", "conductor.image_written", "conductor.power_off", "conductor.reboot", "conductor.active"},
 			func(t *testing.T, b *deploytest.Bed, uuid string, m *deploytest.Machine) {
 				if in := m.Inspect(t); in.BootLoader != "" || in.Layout.Find("root") == nil || in.Layout.Find("root").UUID != part.RootUUID {
 					t.Errorf("disk after a netboot deploy: loader %q layout %+v", in.BootLoader, in.Layout)
@@ -243,7 +243,7 @@ func TestDeployNetbootPartition(t *testing.T) {
 			}
 			lastBootIsInstanceLabel(t, m, part.RootUUID)
 			milestonesInclude(t, b, uuid, tc.milestones...)
-			if ms := b.Milestones(uuid); strings.Contains(ms, "bootloader") {
+			if ms := b.Milestones(uuid); strings.Contains(ms, "conductor.bootloader") {
 				t.Errorf("bootloader installed for netboot: %s", ms)
 			}
 			tc.check(t, b, uuid, m)
@@ -293,7 +293,7 @@ func TestDeployLocalBoot(t *testing.T) {
 			if dev := m.BootDevice(); dev.Device != "disk" || !dev.Persistent {
 				t.Errorf("boot device %+v, want disk persistent", dev)
 			}
-			milestonesInclude(t, b, uuid, "prepare", "power on", "image written", "bootloader", "reboot", "active")
+			milestonesInclude(t, b, uuid, "conductor.prepare", "conductor.power_on", "conductor.image_written", "conductor.bootloader", "conductor.reboot", "conductor.active")
 			if tc.variant.Name != direct.Name {
 				return
 			}
@@ -310,7 +310,7 @@ func TestDeployLocalBoot(t *testing.T) {
 			if i < 0 || i+1 >= len(calls) || calls[i+1] != "GET /v1/commands/" {
 				t.Errorf("agent calls %q: want image.install_bootloader with wait=false, then GET /v1/commands/", calls)
 			}
-			milestonesInclude(t, b, uuid, "image cached", "write_image", "power off")
+			milestonesInclude(t, b, uuid, "conductor.image_cached", "conductor.write_image", "conductor.power_off")
 		})
 	}
 }
@@ -395,7 +395,7 @@ func TestUndeployWipesDisk(t *testing.T) {
 			if n.Power() != "power off" {
 				t.Errorf("power %q after cleaning", n.Power())
 			}
-			milestonesInclude(t, b, uuid, "disk wiped")
+			milestonesInclude(t, b, uuid, "conductor.disk_wiped")
 		})
 	}
 }

@@ -148,6 +148,6 @@ func TestDeployThroughIPMI(t *testing.T) {
 	if n.Power() != "power off" {
 		t.Errorf("power %q after cleaning", n.Power())
 	}
-	milestonesInclude(t, b, uuid, "prepare", "power on", "pass_deploy_info", "iscsi login", "image written", "iscsi logout",
-		"notify", "bootloader", "reboot", "active", "disk wiped")
+	milestonesInclude(t, b, uuid, "conductor.prepare", "conductor.power_on", "conductor.pass_deploy_info", "conductor.iscsi_login", "conductor.image_written", "conductor.iscsi_logout",
+		"conductor.notify", "conductor.bootloader", "conductor.reboot", "conductor.active", "conductor.disk_wiped")
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"log/slog"
 	"net"
@@ -64,12 +65,13 @@ type Config struct {
 	// the "pxe" (default) and "ipxe" boot interfaces and the "iscsi" and
 	// "direct" deploy interfaces (nodes choose one with deploy_interface).
 	Netboot *Netboot
-	// Milestone, when set, is told each step of a node's deploy for its
-	// timeline (node UUID, kind, detail): the iscsi deploy's prepare, power
-	// on, pass_deploy_info, iscsi login, image written, iscsi logout,
-	// bootloader, notify, reboot, disk wiped, and the conductor's active and
-	// failed. It is called from conductor tasks and must not block.
-	Milestone func(node, kind, detail string)
+	// Recorder, when set, receives the events of the conductor (each
+	// provision state a node enters, active, failed), of the deploy
+	// interfaces (image cached, prepare, power on, pass_deploy_info, iscsi
+	// login, image written, iscsi logout, bootloader, notify, reboot, disk
+	// wiped) and of the API (ports created, changed, deleted), keyed by node
+	// UUID and name. It is called from conductor tasks and must not block.
+	Recorder events.Recorder
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Now is the conductor's clock (conductor.Config.Now) and the deploy
@@ -190,7 +192,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 		Hostname: s.cfg.Hostname, Store: st, Drivers: s.cfg.Drivers, Logger: s.cfg.Logger,
 		PowerSyncInterval: s.cfg.PowerSyncInterval, DeployCallbackTimeout: s.cfg.DeployCallbackTimeout,
 		CleanCallbackTimeout: s.cfg.CleanCallbackTimeout, CheckProvisionInterval: s.cfg.CheckProvisionInterval,
-		AutomatedClean: s.cfg.AutomatedClean, Milestone: s.cfg.Milestone, OnStarted: func() { close(started) },
+		AutomatedClean: s.cfg.AutomatedClean, Recorder: s.cfg.Recorder, OnStarted: func() { close(started) },
 		Now: s.cfg.Now,
 	})
 	if err != nil {
@@ -202,7 +204,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 			return err
 		}
 	}
-	srv, err := api.New(api.Config{Conductor: cond, Store: st, Credentials: creds, Logger: s.cfg.Logger, Timeline: s.cfg.Timeline})
+	srv, err := api.New(api.Config{Conductor: cond, Store: st, Credentials: creds, Logger: s.cfg.Logger, Timeline: s.cfg.Timeline, Recorder: s.cfg.Recorder})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package direct
 
 import (
 	"context"
+	"github.com/metalbed/metalbed/internal/events"
 
 	"github.com/metalbed/metalbed/provisioner/drivers"
 )
@@ -18,7 +19,7 @@ func (d *Deploy) PrepareCleaning(ctx context.Context, t *drivers.Task) error {
 	if err := t.Boot.PrepareRamdisk(ctx, t, d.ramdiskParams(t.Node)); err != nil {
 		return err
 	}
-	d.core.Milestone(t.Node, "prepare", "agent ramdisk configured for cleaning")
+	d.core.Milestone(t.Node, events.ConductorPrepare, "agent ramdisk configured for cleaning")
 	return nil
 }
 
@@ -58,7 +59,7 @@ func (d *Deploy) cleanHeartbeat(ctx context.Context, t *drivers.Task) (drivers.S
 	default:
 		return d.stepFailed(ctx, t, "clean", eraseMetadataStep, cmd)
 	}
-	d.core.Milestone(node, "disk wiped", "erase_devices_metadata by the agent")
+	d.core.Milestone(node, events.ConductorDiskWiped, "erase_devices_metadata by the agent")
 	step, err := d.core.FinishCleaning(ctx, t)
 	if err == nil {
 		d.forgetAgent(node)

@@ -33,6 +33,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"log/slog"
 	"net"
@@ -215,13 +216,13 @@ func (d *Deploy) Prepare(ctx context.Context, t *drivers.Task) error {
 		if err := d.cfg.Images.Fetch(ctx, s, dst); err != nil {
 			return fmt.Errorf("fetch image %s: %w", src, err)
 		}
-		d.core.Milestone(node, "image cached", fmt.Sprintf("%s published for the agent, %.2fs", src, d.core.Since(start).Seconds()))
+		d.core.Milestone(node, events.ConductorImageCached, fmt.Sprintf("%s published for the agent, %.2fs", src, d.core.Since(start).Seconds()))
 	}
 	node.DriverInternalInfo["is_whole_disk_image"] = whole
 	if err := t.Boot.PrepareRamdisk(ctx, t, d.ramdiskParams(node)); err != nil {
 		return err
 	}
-	d.core.Milestone(node, "prepare", "agent ramdisk configured, boot device pxe")
+	d.core.Milestone(node, events.ConductorPrepare, "agent ramdisk configured, boot device pxe")
 	return nil
 }
 

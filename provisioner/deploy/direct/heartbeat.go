@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 
 	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/provisioner"
@@ -37,7 +38,7 @@ func (d *Deploy) Heartbeat(ctx context.Context, t *drivers.Task) (drivers.Step, 
 	case "FAILED":
 		return d.stepFailed(ctx, t, "deploy", writeImageStep, cmd)
 	case "SUCCEEDED":
-		d.core.Milestone(node, "image written", fmt.Sprintf("%s succeeded (agent)", cmd.CommandName))
+		d.core.Milestone(node, events.ConductorImageWritten, fmt.Sprintf("%s succeeded (agent)", cmd.CommandName))
 		return d.finish(ctx, t)
 	}
 	return d.fail(ctx, t, nil, "Agent returned an unknown command status %q.", cmd.CommandStatus)
@@ -98,7 +99,7 @@ func (d *Deploy) startWrite(ctx context.Context, t *drivers.Task) (drivers.Step,
 		return deployFailed(err)
 	}
 	node.DriverInternalInfo["deployment_started"] = true
-	d.core.Milestone(node, "write_image", fmt.Sprintf("agent %s: %s %v", str(node.DriverInternalInfo, "agent_url"), cmd.CommandStatus, info["urls"]))
+	d.core.Milestone(node, events.ConductorWriteImage, fmt.Sprintf("agent %s: %s %v", str(node.DriverInternalInfo, "agent_url"), cmd.CommandStatus, info["urls"]))
 	if cmd.CommandStatus == "FAILED" {
 		return d.stepFailed(ctx, t, "deploy", writeImageStep, cmd)
 	}
@@ -110,7 +111,7 @@ func (d *Deploy) startWrite(ctx context.Context, t *drivers.Task) (drivers.Step,
 // next heartbeat.
 func (d *Deploy) busy(node *provisioner.Node, command string, err error) (drivers.Step, error) {
 	d.log.Info("agent busy, retrying on its next heartbeat", "node", node.UUID, "event", command, "err", err)
-	d.core.Milestone(node, "agent busy", command+": will retry on the next heartbeat")
+	d.core.Milestone(node, events.ConductorAgentBusy, command+": will retry on the next heartbeat")
 	return drivers.StepWait, nil
 }
 
@@ -177,13 +178,13 @@ func (d *Deploy) finish(ctx context.Context, t *drivers.Task) (drivers.Step, err
 		if err != nil {
 			return d.fail(ctx, t, err, "Failed to install a bootloader when deploying node %s. Error: %s", node.UUID, err)
 		}
-		d.core.Milestone(node, "bootloader", "installed by the agent, root "+root)
+		d.core.Milestone(node, events.ConductorBootloader, "installed by the agent, root "+root)
 	}
 	if err := d.rebootToInstance(ctx, t, whole || local); err != nil {
 		return d.fail(ctx, t, err, "Error rebooting node %s after deploy. Error: %s", node.UUID, err)
 	}
 	d.forgetAgent(node)
-	d.core.Milestone(node, "reboot", "into the instance")
+	d.core.Milestone(node, events.ConductorReboot, "into the instance")
 	return drivers.StepDone, nil
 }
 
@@ -222,7 +223,7 @@ func (d *Deploy) powerOffThroughAgent(ctx context.Context, t *drivers.Task) erro
 			st, err := t.Power.GetPowerState(ctx, node)
 			if err == nil && st == provisioner.PowerOff {
 				node.PowerState = provisioner.PowerOff
-				d.core.Milestone(node, "power off", "soft, through the agent")
+				d.core.Milestone(node, events.ConductorPowerOff, "soft, through the agent")
 				return nil
 			}
 			if err := deploy.Sleep(ctx, d.cfg.PowerOffInterval); err != nil {
@@ -234,6 +235,6 @@ func (d *Deploy) powerOffThroughAgent(ctx context.Context, t *drivers.Task) erro
 		return err
 	}
 	node.PowerState = provisioner.PowerOff
-	d.core.Milestone(node, "power off", "hard, the agent did not power the node off")
+	d.core.Milestone(node, events.ConductorPowerOff, "hard, the agent did not power the node off")
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"math/big"
 	"net"
@@ -97,7 +98,7 @@ func (d *Deploy) login(ctx context.Context, node *provisioner.Node, address, iqn
 	if err != nil {
 		return nil, fmt.Errorf("iSCSI login to %s %s: %w", portal, iqn, err)
 	}
-	d.core.Milestone(node, "iscsi login", fmt.Sprintf("%s %s, LUN 1, %d bytes", portal, iqn, s.Size()))
+	d.core.Record(node, events.Event{Kind: events.ConductorISCSILogin, Detail: fmt.Sprintf("%s %s, LUN 1, %d bytes", portal, iqn, s.Size()), Who: events.Who{IQN: iqn}})
 	return s, nil
 }
 
@@ -111,7 +112,7 @@ func (d *Deploy) logout(ctx context.Context, node *provisioner.Node, s *initiato
 	if cerr != nil {
 		return fmt.Errorf("iSCSI logout: %w", cerr)
 	}
-	d.core.Milestone(node, "iscsi logout", "")
+	d.core.Milestone(node, events.ConductorISCSILogout, "")
 	return nil
 }
 
@@ -119,7 +120,7 @@ func (d *Deploy) logout(ctx context.Context, node *provisioner.Node, s *initiato
 // boot the instance or let the ramdisk install the bootloader.
 func (d *Deploy) continueDeploy(ctx context.Context, t *drivers.Task, address, iqn, ramdiskErr string) (drivers.Step, error) {
 	node := t.Node
-	d.core.Milestone(node, "pass_deploy_info", "from "+address)
+	d.core.Milestone(node, events.ConductorPassDeployInfo, "from "+address)
 	if ramdiskErr != "" {
 		d.destroyImages(node)
 		return d.fail(ctx, t, errors.New(ramdiskErr), "Error returned from deploy ramdisk: %s", ramdiskErr)
@@ -209,7 +210,7 @@ func (d *Deploy) writeImage(ctx context.Context, node *provisioner.Node, address
 	if whole {
 		kind = "whole-disk image"
 	}
-	d.core.Milestone(node, "image written", fmt.Sprintf("%d bytes in %.2fs (%.1f MiB/s), %s, root %s",
+	d.core.Milestone(node, events.ConductorImageWritten, fmt.Sprintf("%d bytes in %.2fs (%.1f MiB/s), %s, root %s",
 		st.Size(), secs, float64(st.Size())/(1<<20)/max(secs, 1e-9), kind, res.RootUUIDOrDiskID()))
 	return res, nil
 }
@@ -223,13 +224,13 @@ func (d *Deploy) finish(ctx context.Context, t *drivers.Task, address string) (d
 	if err := d.core.Reboot(ctx, t); err != nil {
 		return d.fail(ctx, t, err, "Failed to reboot node %s into its instance. Error: %s", t.Node.UUID, err)
 	}
-	d.core.Milestone(t.Node, "reboot", "into the instance")
+	d.core.Milestone(t.Node, events.ConductorReboot, "into the instance")
 	return drivers.StepDone, nil
 }
 
 // bootloaderInstalled is pass_bootloader_install_info.
 func (d *Deploy) bootloaderInstalled(ctx context.Context, t *drivers.Task, address, status, ramdiskErr string) (drivers.Step, error) {
-	d.core.Milestone(t.Node, "bootloader", "status "+status)
+	d.core.Milestone(t.Node, events.ConductorBootloader, "status "+status)
 	if status != "SUCCEEDED" {
 		return d.fail(ctx, t, errors.New(ramdiskErr), "Failed to install bootloader on node %s. Error: %s.", t.Node.UUID, ramdiskErr)
 	}
@@ -243,7 +244,7 @@ func (d *Deploy) bootloaderInstalled(ctx context.Context, t *drivers.Task, addre
 // tables (erase_devices_metadata), notify, power off.
 func (d *Deploy) continueCleaning(ctx context.Context, t *drivers.Task, address, iqn, ramdiskErr string) (drivers.Step, error) {
 	node := t.Node
-	d.core.Milestone(node, "pass_deploy_info", "from "+address+" (cleaning)")
+	d.core.Milestone(node, events.ConductorPassDeployInfo, "from "+address+" (cleaning)")
 	if ramdiskErr != "" {
 		return d.fail(ctx, t, errors.New(ramdiskErr), "Error returned from deploy ramdisk: %s", ramdiskErr)
 	}
@@ -271,7 +272,7 @@ func (d *Deploy) wipe(ctx context.Context, node *provisioner.Node, address, iqn 
 	if err := d.logout(ctx, node, s); err != nil {
 		return err
 	}
-	d.core.Milestone(node, "disk wiped", "partition tables destroyed")
+	d.core.Milestone(node, events.ConductorDiskWiped, "partition tables destroyed")
 	return d.notify(ctx, node, address)
 }
 

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"log/slog"
 	"net"
@@ -324,12 +325,12 @@ func (d *Deploy) Prepare(ctx context.Context, t *drivers.Task) error {
 			return fmt.Errorf("Root partition is too small for requested image. Image virtual size: %d MB, Root size: %d MB", imageMB, in.RootMB)
 		}
 	}
-	d.core.Milestone(node, "image cached", fmt.Sprintf("%s, %d bytes, whole disk %t, %.2fs", in.ImageSource, size, whole, d.core.Since(start).Seconds()))
+	d.core.Milestone(node, events.ConductorImageCached, fmt.Sprintf("%s, %d bytes, whole disk %t, %.2fs", in.ImageSource, size, whole, d.core.Since(start).Seconds()))
 	if err := d.prepareRamdisk(ctx, t, ""); err != nil {
 		d.destroyImages(node)
 		return err
 	}
-	d.core.Milestone(node, "prepare", "deploy ramdisk configured, boot device pxe")
+	d.core.Milestone(node, events.ConductorPrepare, "deploy ramdisk configured, boot device pxe")
 	return nil
 }
 
@@ -413,7 +414,7 @@ func (d *Deploy) PrepareCleaning(ctx context.Context, t *drivers.Task) error {
 	if err := d.prepareRamdisk(ctx, t, disk.BootOptionNetboot); err != nil {
 		return err
 	}
-	d.core.Milestone(t.Node, "prepare", "deploy ramdisk configured for cleaning")
+	d.core.Milestone(t.Node, events.ConductorPrepare, "deploy ramdisk configured for cleaning")
 	return nil
 }
 
@@ -441,6 +442,6 @@ func (d *Deploy) notify(ctx context.Context, node *provisioner.Node, address str
 	if err := errors.Join(werr, c.Close()); err != nil {
 		return fmt.Errorf("notify %s: %w", addr, err)
 	}
-	d.core.Milestone(node, "notify", "done sent to "+addr)
+	d.core.Milestone(node, events.ConductorNotify, "done sent to "+addr)
 	return nil
 }

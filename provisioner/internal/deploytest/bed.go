@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"net"
 	"net/http"
@@ -37,7 +38,7 @@ type Variant struct {
 	// Name is the deploy interface's name; nodes are enrolled with it.
 	Name string
 	// New builds the deploy interface from the shared part of its config
-	// (Images, Milestone, Now) for b.
+	// (Images, Recorder, Now) for b.
 	New func(core deploy.Config, b *Bed) (drivers.DeployInterface, error)
 	// Ramdisk is what machines boot from the deploy label.
 	Ramdisk Ramdisk
@@ -56,7 +57,7 @@ type Options struct {
 	Clock *testenv.Clock
 	// Service, when set, configures the provisioner instead of the
 	// Driver hardware type (the production wiring: Netboot, IPMI);
-	// StateDir, Hostname and Milestone are filled in.
+	// StateDir, Hostname and Recorder are filled in.
 	Service func(b *Bed) service.Config
 }
 
@@ -124,7 +125,7 @@ func NewBed(t testing.TB, o Options) *Bed {
 	} else {
 		cfg = b.testHardware(o, filepath.Join(dir, "master"))
 	}
-	cfg.StateDir, cfg.Milestone = filepath.Join(dir, "state"), b.milestone
+	cfg.StateDir, cfg.Recorder = filepath.Join(dir, "state"), events.RecorderFunc(b.record)
 	if cfg.Hostname == "" {
 		cfg.Hostname = "test-conductor"
 	}
@@ -165,7 +166,7 @@ func (b *Bed) testHardware(o Options, cacheDir string) service.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	core := deploy.Config{Images: cache, Milestone: b.milestone}
+	core := deploy.Config{Images: cache, Recorder: events.RecorderFunc(b.record)}
 	if o.Clock != nil {
 		core.Now = o.Clock.Now
 	}
@@ -252,11 +253,14 @@ func (b *Bed) serve(svc *service.Service, ln net.Listener) {
 	}
 }
 
-func (b *Bed) milestone(node, kind, detail string) {
+func (b *Bed) record(e events.Event) {
+	if e.Kind == events.ConductorState || e.Kind.Source() == "api" {
+		return // the milestones of the deploy, not every state
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.milestones[node] = append(b.milestones[node], kind)
-	b.details[node] = append(b.details[node], kind+": "+detail)
+	b.milestones[e.Node] = append(b.milestones[e.Node], string(e.Kind))
+	b.details[e.Node] = append(b.details[e.Node], string(e.Kind)+": "+e.Detail)
 }
 
 // Milestones are node uuid's milestone kinds so far, comma-separated.
