@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +72,9 @@ type Config struct {
 	// bootloader, notify, reboot, disk wiped, and the conductor's active and
 	// failed. It is called from conductor tasks and must not block.
 	Milestone func(node, kind, detail string)
+	// Boot, when set, adds the DHCP, TFTP and HTTP boot servers
+	// (ServeBoot) and fills what Netboot leaves empty from them.
+	Boot *BootServers
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -128,8 +132,10 @@ type Netboot struct {
 
 // Service is a configured provisioner, not yet serving.
 type Service struct {
-	cfg   Config
-	ready chan struct{}
+	cfg       Config
+	ready     chan struct{}
+	readyOnce sync.Once
+	boot      *bootServers // nil without Config.Boot
 	// st is the store once Serve opened it; the boot interfaces read ports
 	// through it.
 	st atomic.Pointer[sqlite.Store]
@@ -150,6 +156,11 @@ func New(cfg Config) (*Service, error) {
 	if s.cfg.Drivers == nil {
 		if s.cfg.IPMI.Logger == nil {
 			s.cfg.IPMI.Logger = s.cfg.Logger
+		}
+		if s.cfg.Boot != nil {
+			if err := s.newBootServers(); err != nil {
+				return nil, err
+			}
 		}
 		if s.cfg.Netboot != nil {
 			if err := s.netboot(); err != nil {
@@ -174,7 +185,12 @@ func (s *Service) Ready() <-chan struct{} { return s.ready }
 
 // Serve opens the store, runs the conductor and answers the API on ln
 // until ctx ends; then it stops both, closes the store and returns nil.
+// Serve may be called again after it returned, on the same ln: a
+// conductor restart (it recovers the nodes from the store as on any
+// start). A listener with SetDeadline (TCP, Unix) stays open for that and
+// is the caller's to close; any other is closed when Serve returns.
 func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
+	ln = reusable(ln)
 	if err := os.MkdirAll(s.cfg.StateDir, 0o755); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
@@ -217,7 +233,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 			return nil
 		}
 		s.cfg.Logger.Info("provisioner API listening", "addr", ln.Addr().String())
-		close(s.ready)
+		s.readyOnce.Do(func() { close(s.ready) })
 		return srv.Serve(gctx, ln)
 	})
 	return g.Wait()
