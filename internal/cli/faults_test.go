@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/testbed"
 )
 
 // runCLI runs one metalbed command and returns its stdout.
@@ -27,7 +29,7 @@ func runCLI(t *testing.T, args ...string) string {
 
 // ipmitoolResult runs the real ipmitool against n's BMC and returns its
 // output and error (a fault makes it fail).
-func ipmitoolResult(t *testing.T, n inventoryNode, args ...string) (string, error) {
+func ipmitoolResult(t *testing.T, n testbed.InventoryNode, args ...string) (string, error) {
 	t.Helper()
 	bin := testenv.RequireTool(t, "ipmitool", "ipmitool")
 	pw := filepath.Join(t.TempDir(), "pw")
@@ -69,7 +71,7 @@ func TestUpFaultIPMI(t *testing.T) {
 	if res, err := ipmitoolResult(t, n, "chassis", "power", "status"); err != nil || !strings.Contains(res, "Chassis Power is") {
 		t.Fatalf("power status after the fault: %v\n%s", err, res)
 	}
-	var doc faultsDoc
+	var doc testbed.FaultsDoc
 	if err := json.Unmarshal([]byte(runCLI(t, "fault", "list", "--json", "--url", u.inv.Timeline)), &doc); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +129,7 @@ func TestUpFaultIPMI(t *testing.T) {
 	}
 	kinds := map[string]int{}
 	for _, e := range tl.Entries {
-		if e.Source == srcFault {
+		if e.Source == "fault" {
 			kinds[e.Kind]++
 		}
 	}
@@ -170,7 +172,7 @@ func TestUpFaultDeploy(t *testing.T) {
 		}
 		kinds := map[string]int{}
 		for _, e := range tl.Entries {
-			if e.Source == srcFault {
+			if e.Source == "fault" {
 				kinds[e.Kind]++
 			}
 		}

@@ -191,7 +191,7 @@ func ramdiskInit(ctx context.Context, s Streams) error {
 		Params:     p,
 		Env:        m,
 		Export:     exportBlockDevice(log),
-		FetchToken: fetchTFTP,
+		FetchToken: ramdisk.FetchTFTP,
 		Console:    s.Out,
 		Milestone:  consoleMilestones(s.Out),
 		Logger:     log,

@@ -1,0 +1,364 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/iscsitarget"
+	"github.com/metalbed/metalbed/provisioner/boot"
+	"github.com/metalbed/metalbed/provisioner/drivers"
+	"github.com/metalbed/metalbed/provisioner/service"
+	"github.com/metalbed/metalbed/vms/libvirt"
+	"github.com/metalbed/metalbed/vms/ramdisk"
+	"github.com/metalbed/metalbed/vms/sim"
+	"github.com/metalbed/metalbed/vms/sim/kernel"
+	"github.com/metalbed/metalbed/vms/sim/loader"
+	"github.com/metalbed/metalbed/vms/sim/pxe"
+)
+
+// bed is the provisioner beside the machines: the provisioner service
+// (API, conductor, boot servers), the deploy images, the timeline every
+// component records into (timeline.go) and the injected faults
+// (faults.go).
+type bed struct {
+	cfg     Provisioner
+	dir     string // <state dir>/provisioner
+	version string
+	log     *slog.Logger
+	// vmNet, when set, is the boot network of real VMs: the DHCP, TFTP
+	// and HTTP boot servers listen inside its namespace on its address,
+	// the API is reachable there too (ramdisks call back to it), and the
+	// conductor dials ramdisks and agents from inside it. The API and
+	// timeline for people and scripts stay on loopback, as do the BMCs.
+	vmNet      *libvirt.Network
+	ramdiskDir string
+
+	tl     *events.Timeline
+	tlSink *os.File
+	faults *fault.Set
+	// machineOf maps a NIC's MAC (string) to its machine's name, for
+	// faults addressed by name at layers that see only MACs and IPs.
+	machineOf sync.Map
+	// nodeName maps a node's UUID to its machine's name, for faults
+	// addressed by name at the conductor, which sees only UUIDs.
+	nodeName sync.Map
+	// kill stops the running conductor (a conductor fault); guarded by
+	// killMu, set by serveProvisioner.
+	killMu sync.Mutex
+	kill   context.CancelFunc
+
+	apiLn, tlLn net.Listener
+	// vmAPILn is the API's listener inside vmNet's namespace, proxied to
+	// apiLn (nil without vmNet).
+	vmAPILn net.Listener
+	// The boot servers' sockets, handed to the service.
+	dhcpConn, tftpConn net.PacketConn
+	httpLn             net.Listener
+	boot               service.BootServers // sockets and pool; prepare adds the hooks
+
+	svc *service.Service // built by prepare
+	// deploy images, built by prepare
+	deployKernel, deployRamdisk string
+}
+
+// listenBed binds every socket of the provisioner side; it writes no file.
+func listenBed(t *Testbed, nw *libvirt.Network) (_ *bed, err error) {
+	b := &bed{cfg: *t.cfg.Provisioner, dir: filepath.Join(t.cfg.StateDir, "provisioner"), version: t.cfg.Version,
+		log: t.log, vmNet: nw, ramdiskDir: t.cfg.Libvirt.RamdiskDir, faults: fault.NewSet()}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	if nw != nil {
+		if err := b.listenVMNet(); err != nil {
+			return nil, err
+		}
+	} else if err := b.listenLoopback(); err != nil {
+		return nil, err
+	}
+	if b.apiLn, err = net.Listen("tcp4", b.cfg.APIAddr); err != nil {
+		return nil, fmt.Errorf("provisioner API: %w", err)
+	}
+	if b.tlLn, err = net.Listen("tcp4", b.cfg.TimelineAddr); err != nil {
+		return nil, fmt.Errorf("timeline endpoint: %w", err)
+	}
+	return b, nil
+}
+
+// checkLoopback checks the boot servers' loopback addresses and DHCP
+// range of simulated machines.
+func checkLoopback(p Provisioner) error {
+	ap, err := netip.ParseAddrPort(p.DHCPAddr)
+	if err != nil {
+		return configError("DHCP address: %v", err)
+	}
+	if !ap.Addr().Is4() || ap.Addr().IsUnspecified() {
+		return configError("DHCP address %s: want an IPv4 loopback address", p.DHCPAddr)
+	}
+	first, last, ok := strings.Cut(p.DHCPRange, "-")
+	if !ok {
+		return configError("DHCP range must be FIRST-LAST, got %q", p.DHCPRange)
+	}
+	lo := netip.MustParsePrefix("127.0.0.0/8")
+	for _, s := range []string{first, last} {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil {
+			return configError("DHCP range: %v", err)
+		}
+		if !lo.Contains(a) {
+			return configError("DHCP range %s: simulated machines live on loopback, 127.0.0.0/8", p.DHCPRange)
+		}
+	}
+	return nil
+}
+
+// listenLoopback opens the boot servers' sockets on loopback, for
+// simulated machines.
+func (b *bed) listenLoopback() error {
+	var err error
+	if b.dhcpConn, err = net.ListenPacket("udp4", b.cfg.DHCPAddr); err != nil {
+		return fmt.Errorf("dhcp: listen %s: %w", b.cfg.DHCPAddr, err)
+	}
+	if b.tftpConn, err = net.ListenPacket("udp4", b.cfg.TFTPAddr); err != nil {
+		return fmt.Errorf("tftp: listen %s: %w", b.cfg.TFTPAddr, err)
+	}
+	if b.httpLn, err = net.Listen("tcp4", b.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("http: listen %s: %w", b.cfg.HTTPAddr, err)
+	}
+	b.boot = service.BootServers{DHCPConn: b.dhcpConn, TFTPConn: b.tftpConn, HTTPListener: b.httpLn,
+		DHCPRange: b.cfg.DHCPRange, DHCPSubnet: netip.MustParsePrefix("127.0.0.0/8")}
+	return nil
+}
+
+// prepare makes the state directory, the timeline and the deploy images and
+// builds the provisioner service. It runs once the state directory is
+// locked.
+func (b *bed) prepare(ctx context.Context) error {
+	if err := os.MkdirAll(b.dir, 0o755); err != nil {
+		return fmt.Errorf("provisioner state: %w", err)
+	}
+	if err := b.openTimeline(); err != nil {
+		return err
+	}
+	var err error
+	if b.vmNet != nil {
+		if b.deployKernel, b.deployRamdisk, err = realRamdisk(b.ramdiskDir); err != nil {
+			return err
+		}
+	} else if b.deployKernel, b.deployRamdisk, err = DeployImages(ctx, filepath.Join(b.dir, "images"), b.version); err != nil {
+		return err
+	}
+	if b.svc, err = service.New(b.serviceConfig()); err != nil {
+		return err
+	}
+	return nil
+}
+
+// apiURL is the provisioner API as clients and ramdisks reach it.
+func (b *bed) apiURL() string { return "http://" + b.apiLn.Addr().String() }
+
+// timelineURL is the timeline endpoint's base URL.
+func (b *bed) timelineURL() string { return "http://" + b.tlLn.Addr().String() }
+
+// httpURL is the HTTP boot server's base URL.
+func (b *bed) httpURL() string { return "http://" + b.httpLn.Addr().String() }
+
+// httpRoot is the directory the HTTP boot server serves.
+func (b *bed) httpRoot() string { return filepath.Join(b.dir, "http") }
+
+// tftpPort is the TFTP server's UDP port.
+func (b *bed) tftpPort() int { return b.tftpConn.LocalAddr().(*net.UDPAddr).Port }
+
+// serve runs the provisioner and its servers until ctx ends.
+func (b *bed) serve(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return b.svc.ServeBoot(gctx) })
+	g.Go(func() error { return b.serveProvisioner(gctx) })
+	g.Go(func() error {
+		h := faultHandler(b.faults, HTTPBootInfo{URL: b.httpURL(), Root: b.httpRoot()}, timelineHandler(b.tl))
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			<-gctx.Done()
+			shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			srv.Shutdown(shut)
+		}()
+		if err := srv.Serve(b.tlLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("timeline endpoint: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return b.watchNodes(gctx) })
+	if b.vmAPILn != nil {
+		g.Go(func() error { return b.serveVMAPI(gctx) })
+		// iPXE waits ~16 s for an IPv6 router unless told there is none.
+		g.Go(func() error { return b.vmNet.ServeRA(gctx, 0) })
+	}
+	return g.Wait()
+}
+
+// serveProvisioner runs the conductor and API until ctx ends; each time a
+// conductor fault kills it (faults.go), a new Serve of the same service
+// starts on the same database and API socket, recovering the nodes as
+// Ironic's conductor does on start.
+func (b *bed) serveProvisioner(ctx context.Context) error {
+	for restarts := 0; ; restarts++ {
+		sctx, cancel := context.WithCancel(ctx)
+		b.killMu.Lock()
+		b.kill = cancel
+		b.killMu.Unlock()
+		err := b.svc.Serve(sctx, b.apiLn)
+		killed := sctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !killed {
+			if err != nil {
+				return fmt.Errorf("provisioner: %w", err)
+			}
+			return nil
+		}
+		b.log.Warn("conductor killed by an injected fault; restarting", "event", "conductor.restart")
+		b.recordRestart(restarts + 1)
+	}
+}
+
+// close closes every socket and the timeline log.
+func (b *bed) close() {
+	for _, c := range []interface{ Close() error }{b.dhcpConn, b.tftpConn, b.httpLn, b.apiLn, b.tlLn, b.vmAPILn} {
+		if c != nil {
+			c.Close()
+		}
+	}
+	b.closeTimeline()
+}
+
+// checkInterval is how often the conductor looks for timed-out call-backs:
+// a tenth of the timeout, between 100 ms and Ironic's 10 s, so that a
+// shortened call-back timeout fires within 10 % of itself. 0 (the
+// conductor's default timeout) checks every 10 s.
+func checkInterval(callbackTimeout time.Duration) time.Duration {
+	if callbackTimeout <= 0 {
+		return 10 * time.Second
+	}
+	return min(max(callbackTimeout/10, 100*time.Millisecond), 10*time.Second)
+}
+
+// serviceConfig configures the provisioner: simulated BMCs answer at once
+// and need no pacing between commands; power transitions are polled often.
+func (b *bed) serviceConfig() service.Config {
+	ipmi := drivers.IPMIConfig{Client: b.cfg.IPMIClient, Logger: b.log,
+		MinCommandInterval: 10 * time.Millisecond, PollInterval: 100 * time.Millisecond}
+	bs := b.boot
+	bs.DHCPObserver, bs.TFTPObserver, bs.HTTPObserver = b.dhcpEvent, b.tftpEvent, b.httpEvent
+	bs.DHCPHosts, bs.TFTPFault, bs.HTTPFault = b.faultyHosts, b.tftpFault, b.httpFault
+	return service.Config{
+		Timeline:               timelineHandler(b.tl),
+		APIAddr:                b.apiLn.Addr().String(),
+		StateDir:               b.dir,
+		IPMI:                   ipmi,
+		DeployCallbackTimeout:  b.cfg.CallbackTimeout,
+		CleanCallbackTimeout:   b.cfg.CallbackTimeout,
+		CheckProvisionInterval: checkInterval(b.cfg.CallbackTimeout),
+		Boot:                   &bs,
+		Netboot: &service.Netboot{
+			APIURL:       b.ramdiskAPIURL(),
+			DialContext:  b.dialContext(),
+			AppendParams: b.appendParams(),
+			NotifyDelay:  b.cfg.NotifyDelay,
+			// Without Debian's ipxe package, the ipxe interface still boots
+			// iPXE ROMs (the simulated machines) from the script alone.
+			Loaders: boot.Loaders{IPXEOnly: boot.MissingIPXE()},
+		},
+		Milestone: func(node, kind, detail string) {
+			b.recordMilestone(node, kind, detail)
+			b.conductorFault(node, kind)
+		},
+		Logger: b.log,
+	}
+}
+
+// nodeHooks wires machine name to the bed: its firmware, its BMC's
+// commands into its timeline and the fault seams of its BMC.
+func (b *bed) nodeHooks(name string) nodeHooks {
+	var firmware sim.Firmware
+	var vm func(Machine, string) (fleetMachine, error)
+	if nw := b.vmNet; nw != nil {
+		vm = func(p Machine, dir string) (fleetMachine, error) { return openVM(nw, p, dir) }
+	} else {
+		firmware = b.machineFirmware(name)
+	}
+	return nodeHooks{
+		firmware: firmware,
+		vm:       vm,
+		bmcIntercept: func(netfn, cmd uint8) (uint8, bool, time.Duration) {
+			b.recordIPMI(name, netfn, cmd)
+			return b.ipmiFault(name, netfn, cmd)
+		},
+		machineFault: func(op string) string {
+			h, _ := b.fault(name, fault.IPMI, op)
+			return h.Action
+		},
+	}
+}
+
+// machineFirmware is what a machine runs at power-on: the NIC's PXE ROM
+// against the bed's DHCP and TFTP servers, and the local-boot loader; both
+// hand over to the simulated kernel, which runs the deploy ramdisk with an
+// iSCSI target exporting the machine's disk.
+func (b *bed) machineFirmware(name string) sim.Firmware {
+	kc := kernel.Config{
+		Export:       b.exporter(name),
+		FetchToken:   ramdisk.FetchTFTP,
+		Bootloader:   b.bootloader(name),
+		TFTPPort:     b.tftpPort(),
+		Milestone:    b.recordRamdisk,
+		RamdiskFault: b.ramdiskFault,
+		AgentFault:   b.agentFault,
+		Logger:       b.log,
+	}
+	return sim.StockFirmware{
+		NetBoot: &pxe.ROM{
+			DHCPServer: b.dhcpConn.LocalAddr().String(),
+			DHCPClient: "127.0.0.1:0",
+			TFTPPort:   b.tftpPort(),
+			Exec:       kernel.Executor(kc),
+		},
+		LocalBoot: loader.Loader{Kernel: kc},
+	}
+}
+
+// exporter is the ramdisk's iSCSI target (tgtd in Ironic's bash ramdisk):
+// metalbed's iscsitarget serving the machine's disk as LUN 1. Logins go
+// into the machine's timeline.
+func (b *bed) exporter(name string) ramdisk.Exporter {
+	return func(ctx context.Context, ln net.Listener, iqn string, dev ramdisk.BlockDevice) error {
+		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Size: b.diskSize(name, dev.Size()),
+			Logger: b.loginLogger(name), Faults: b.iscsiFaults(name)})
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+		err = t.Serve(ctx, ln)
+		if errors.Is(err, iscsitarget.ErrClosed) || ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+}
