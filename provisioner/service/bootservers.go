@@ -142,10 +142,12 @@ func (s *Service) newBootServers() error {
 	if nb.APIURL == "" {
 		nb.APIURL = "http://" + s.cfg.APIAddr
 	}
+	if nb.Hosts == nil {
+		nb.Hosts = &dhcp.StaticHosts{}
+	}
 	hosts, ok := nb.Hosts.(dhcp.HostSource)
-	if nb.Hosts == nil || !ok {
-		sh := &dhcp.StaticHosts{}
-		nb.Hosts, hosts = sh, sh
+	if !ok {
+		return fmt.Errorf("boot servers: Netboot.Hosts %T is not a dhcp.HostSource the DHCP server can answer from", nb.Hosts)
 	}
 	if c.DHCPHosts != nil {
 		hosts = c.DHCPHosts(hosts)
