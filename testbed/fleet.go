@@ -213,7 +213,10 @@ func startNode(p Machine, dir string, log *slog.Logger, h nodeHooks) (*fleetNode
 		return nil, fmt.Errorf("BMC of %s: %w", p.Name, err)
 	}
 	addr := net.JoinHostPort(p.BMCAddress, strconv.Itoa(p.BMCPort))
-	conn, err := net.ListenPacket("udp", addr)
+	conn, err := p.BMCConn, error(nil)
+	if conn == nil {
+		conn, err = net.ListenPacket("udp", addr)
+	}
 	if err != nil {
 		m.Close()
 		if errors.Is(err, syscall.EACCES) {

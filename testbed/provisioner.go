@@ -91,13 +91,30 @@ func listenBed(t *Testbed, nw *libvirt.Network) (_ *bed, err error) {
 	} else if err := b.listenLoopback(); err != nil {
 		return nil, err
 	}
-	if b.apiLn, err = net.Listen("tcp4", b.cfg.APIAddr); err != nil {
+	if b.apiLn, err = listen(b.cfg.Listeners.API, b.cfg.APIAddr); err != nil {
 		return nil, fmt.Errorf("provisioner API: %w", err)
 	}
-	if b.tlLn, err = net.Listen("tcp4", b.cfg.TimelineAddr); err != nil {
+	if b.tlLn, err = listen(b.cfg.Listeners.Timeline, b.cfg.TimelineAddr); err != nil {
 		return nil, fmt.Errorf("timeline endpoint: %w", err)
 	}
 	return b, nil
+}
+
+// listen is ln when the caller opened it, else a new TCP listener on addr.
+func listen(ln net.Listener, addr string) (net.Listener, error) {
+	if ln != nil {
+		return ln, nil
+	}
+	return net.Listen("tcp4", addr)
+}
+
+// listenPacket is conn when the caller opened it, else a new UDP socket on
+// addr.
+func listenPacket(conn net.PacketConn, addr string) (net.PacketConn, error) {
+	if conn != nil {
+		return conn, nil
+	}
+	return net.ListenPacket("udp4", addr)
 }
 
 // checkLoopback checks the boot servers' loopback addresses and DHCP
@@ -131,14 +148,15 @@ func checkLoopback(p Provisioner) error {
 // simulated machines.
 func (b *bed) listenLoopback() error {
 	var err error
-	if b.dhcpConn, err = net.ListenPacket("udp4", b.cfg.DHCPAddr); err != nil {
-		return fmt.Errorf("dhcp: listen %s: %w", b.cfg.DHCPAddr, err)
+	ls := b.cfg.Listeners
+	if b.dhcpConn, err = listenPacket(ls.DHCP, b.cfg.DHCPAddr); err != nil {
+		return fmt.Errorf("dhcp: %w", err)
 	}
-	if b.tftpConn, err = net.ListenPacket("udp4", b.cfg.TFTPAddr); err != nil {
-		return fmt.Errorf("tftp: listen %s: %w", b.cfg.TFTPAddr, err)
+	if b.tftpConn, err = listenPacket(ls.TFTP, b.cfg.TFTPAddr); err != nil {
+		return fmt.Errorf("tftp: %w", err)
 	}
-	if b.httpLn, err = net.Listen("tcp4", b.cfg.HTTPAddr); err != nil {
-		return fmt.Errorf("http: listen %s: %w", b.cfg.HTTPAddr, err)
+	if b.httpLn, err = listen(ls.HTTP, b.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("http: %w", err)
 	}
 	b.boot = service.BootServers{DHCPConn: b.dhcpConn, TFTPConn: b.tftpConn, HTTPListener: b.httpLn,
 		DHCPRange: b.cfg.DHCPRange, DHCPSubnet: netip.MustParsePrefix("127.0.0.0/8")}

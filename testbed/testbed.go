@@ -91,9 +91,11 @@ type Machine struct {
 	DiskBytes  int64
 	BootMode   vms.BootMode
 	PowerDelay time.Duration
-	// BMCAddress and BMCPort are where its BMC listens (port 0: a free one).
+	// BMCAddress and BMCPort are where its BMC listens (port 0: a free
+	// one); BMCConn, when set, is a socket the caller opened instead.
 	BMCAddress string
 	BMCPort    int
+	BMCConn    net.PacketConn
 	Username   string
 	Password   string
 }
@@ -117,6 +119,16 @@ type Provisioner struct {
 	// tells a ramdisk "done" (0: 3 s as Ironic; negative: none).
 	CallbackTimeout time.Duration
 	NotifyDelay     time.Duration
+	// Listeners, when set, are sockets the caller opened instead of the
+	// addresses above (each one that is set replaces its address).
+	Listeners Listeners
+}
+
+// Listeners are the provisioner side's sockets opened by the caller. The
+// boot servers' (DHCP, TFTP, HTTP) are used with the sim backend only.
+type Listeners struct {
+	API, Timeline, HTTP net.Listener
+	DHCP, TFTP          net.PacketConn
 }
 
 // Libvirt configures real VMs.

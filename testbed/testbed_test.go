@@ -85,7 +85,13 @@ func serve(t *testing.T, tb *Testbed) {
 // inventory names them, with no API.
 func TestServeMachinesOnly(t *testing.T) {
 	dir := t.TempDir()
-	tb, err := New(Config{StateDir: dir, Machines: machines(2)})
+	ms := machines(2)
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0") // a BMC socket opened by the caller
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms[1].BMCConn = conn
+	tb, err := New(Config{StateDir: dir, Machines: ms})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +104,8 @@ func TestServeMachinesOnly(t *testing.T) {
 	if err := json.Unmarshal(b, &inv); err != nil {
 		t.Fatal(err)
 	}
-	if len(inv.Nodes) != 2 || inv.API != "" || inv.Nodes[1].Name != "node-1" || inv.Nodes[0].BMC.Port == 0 || tb.APIURL() != "" {
+	if len(inv.Nodes) != 2 || inv.API != "" || inv.Nodes[1].Name != "node-1" || inv.Nodes[0].BMC.Port == 0 || tb.APIURL() != "" ||
+		inv.Nodes[1].BMC.Port != conn.LocalAddr().(*net.UDPAddr).Port {
 		t.Errorf("inventory %s", b)
 	}
 	// The state directory is locked while the testbed runs.
@@ -115,11 +122,20 @@ func TestConductorKillRestarts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the deploy ramdisk")
 	}
-	tb, err := New(Config{StateDir: t.TempDir(), Machines: machines(1), Provisioner: free(), Enroll: true})
+	p := free()
+	api, err := net.Listen("tcp", "127.0.0.1:0") // opened by the caller
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Listeners.API = api
+	tb, err := New(Config{StateDir: t.TempDir(), Machines: machines(1), Provisioner: p, Enroll: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	serve(t, tb)
+	if tb.APIURL() != "http://"+api.Addr().String() {
+		t.Errorf("API %s, listener %s", tb.APIURL(), api.Addr())
+	}
 	if tb.NodeUUIDs()["node-0"] == "" {
 		t.Fatalf("not enrolled: %v", tb.NodeUUIDs())
 	}

@@ -13,9 +13,10 @@ type faultKind struct {
 	layer, op, action, arg, what string
 }
 
-// faultKinds lists the faults of the layers wired in this file's package
-// (faults.go, adapter.go); agent and conductor faults are listed by their
-// own layers' help (faults_agent.go) and are not checked here.
+// faultKinds lists the faults of the layers the testbed wires
+// (testbed/faults.go, testbed/bmc.go); agent and conductor faults are
+// listed by their own layers' help (testbed/faults.go) and are not checked
+// here.
 func faultKinds() []faultKind {
 	return []faultKind{
 		{"ipmi", "0xNN/0xNN (netfn/cmd)", "drop", "", "no reply"},
