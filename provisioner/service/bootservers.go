@@ -328,8 +328,8 @@ func (s *Service) TFTPPort() int {
 	return int(s.boot.tftpAddr.Port())
 }
 
-// HTTPURL is the HTTP boot server's base URL, without a trailing slash,
-// and HTTPRoot the directory it serves ("" without BootServers).
+// HTTPURL is the HTTP boot server's base URL, without a trailing slash
+// ("" without BootServers).
 func (s *Service) HTTPURL() string {
 	if s.boot == nil {
 		return ""
@@ -337,6 +337,8 @@ func (s *Service) HTTPURL() string {
 	return "http://" + s.boot.httpAddr.String()
 }
 
+// HTTPRoot is the directory the HTTP boot server serves ("" without
+// BootServers).
 func (s *Service) HTTPRoot() string {
 	if s.boot == nil {
 		return ""
