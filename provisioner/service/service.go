@@ -153,14 +153,14 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Service{cfg: cfg, ready: make(chan struct{})}
+	if s.cfg.Boot != nil {
+		if err := s.newBootServers(); err != nil {
+			return nil, err
+		}
+	}
 	if s.cfg.Drivers == nil {
 		if s.cfg.IPMI.Logger == nil {
 			s.cfg.IPMI.Logger = s.cfg.Logger
-		}
-		if s.cfg.Boot != nil {
-			if err := s.newBootServers(); err != nil {
-				return nil, err
-			}
 		}
 		if s.cfg.Netboot != nil {
 			if err := s.netboot(); err != nil {
