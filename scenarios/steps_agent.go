@@ -13,7 +13,7 @@ import (
 // Steps of features/agent.feature and features/conductor.feature: deploys
 // through metalbed's IPA-compatible agent (the direct deploy interface)
 // and the agent and conductor faults of `metalbed up` (layers agent and
-// conductor, internal/cli/faults_agent.go).
+// conductor, testbed/faults.go).
 
 // restartTimeout bounds a conductor restart after a kill fault.
 const restartTimeout = 60 * time.Second

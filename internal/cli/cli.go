@@ -11,6 +11,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/metalbed/metalbed/testbed"
 )
 
 // Streams are where a command writes.
@@ -60,7 +62,7 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp), errors.Is(err, testbed.ErrConfig):
 		return 2
 	default:
 		return 1

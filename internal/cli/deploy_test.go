@@ -15,6 +15,8 @@ import (
 
 	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/testenv"
+
+	"github.com/metalbed/metalbed/testbed"
 )
 
 // requireBootLoaders skips (or, with METALBED_INTEROP=required, fails)
@@ -79,7 +81,7 @@ func TestDemo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ins, err := disk.Inspect(f, demoDiskBytes)
+		ins, err := disk.Inspect(f, testbed.DemoMachines(testbed.DemoNodes(false), false)[i].DiskBytes)
 		f.Close()
 		if err != nil || ins.BootSignature || len(ins.Layout.Partitions) != 0 {
 			t.Errorf("%s after undeploy: %+v, %v", path, ins, err)
@@ -112,7 +114,7 @@ func startProvisionedUp(t *testing.T, dir string, extra ...string) *upRun {
 			t.Fatalf("metalbed up not ready in time; stderr:\n%s", u.stderr)
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(dir, inventoryFile))
+	b, err := os.ReadFile(filepath.Join(dir, testbed.InventoryFile))
 	if err != nil {
 		t.Fatalf("ready but no inventory: %v", err)
 	}
@@ -249,13 +251,13 @@ func TestUpEnrollBaremetalCLI(t *testing.T) {
 	if err := Run(t.Context(), []string{"timeline", node.Name, "--json", "--state-dir", dir}, &tout, &terr); err != nil {
 		t.Fatalf("timeline: %v %s", err, terr.String())
 	}
-	var doc timelineDoc
+	var doc testbed.TimelineDoc
 	if err := json.Unmarshal([]byte(tout.String()), &doc); err != nil {
 		t.Fatalf("timeline --json: %v\n%s", err, tout.String())
 	}
 	kinds := map[string]bool{}
 	for _, e := range doc.Entries {
-		kinds[e.Kind] = true
+		kinds[string(e.Kind)] = true
 	}
 	for _, k := range []string{"bmc.chassis_control", "dhcp.ack", "tftp.file", "ramdisk.up", "iscsi.login",
 		"conductor.image_written", "ramdisk.bootloader", "conductor.active", "instance.booted"} {
@@ -279,20 +281,20 @@ func TestUpEnrollBaremetalCLI(t *testing.T) {
 func TestUpEnrollAgainKeepsNodes(t *testing.T) {
 	dir := t.TempDir()
 	u := startProvisionedUp(t, dir, "--nodes", "1")
-	api := newAPIClient(u.inv.API)
-	first, err := api.node(t.Context(), "node-0")
+	api := testbed.NewClient(u.inv.API)
+	first, err := api.Node(t.Context(), "node-0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := api.provision(t.Context(), first.UUID, "manage"); err != nil {
+	if err := api.Provision(t.Context(), first.UUID, "manage"); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	if _, err := api.waitState(ctx, first.UUID, "manageable", nil); err != nil {
+	if _, err := api.WaitState(ctx, first.UUID, "manageable", nil); err != nil {
 		t.Fatal(err)
 	}
-	ramdisk := filepath.Join(dir, "provisioner", "images", deployRamdiskName)
+	ramdisk := filepath.Join(dir, "provisioner", "images", testbed.DeployRamdiskName)
 	before, err := os.Stat(ramdisk)
 	if err != nil {
 		t.Fatal(err)
@@ -300,8 +302,8 @@ func TestUpEnrollAgainKeepsNodes(t *testing.T) {
 	u.stop(t)
 
 	u = startProvisionedUp(t, dir, "--nodes", "1")
-	api = newAPIClient(u.inv.API)
-	again, err := api.node(t.Context(), "node-0")
+	api = testbed.NewClient(u.inv.API)
+	again, err := api.Node(t.Context(), "node-0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,14 +329,14 @@ func TestUpIPXENetboot(t *testing.T) {
 	requireBootLoaders(t)
 	dir := t.TempDir()
 	u := startProvisionedUp(t, dir, "--nodes", "1", "--boot-interface", "ipxe")
-	api := newAPIClient(u.inv.API)
+	api := testbed.NewClient(u.inv.API)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
 	for _, step := range [][2]string{{"manage", "manageable"}, {"provide", "available"}} {
-		if err := api.provision(ctx, "node-0", step[0]); err != nil {
+		if err := api.Provision(ctx, "node-0", step[0]); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := api.waitState(ctx, "node-0", step[1], nil); err != nil {
+		if _, err := api.WaitState(ctx, "node-0", step[1], nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -342,7 +344,7 @@ func TestUpIPXENetboot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kernel := filepath.Join(dir, "provisioner", "images", deployKernelName) // any bzImage
+	kernel := filepath.Join(dir, "provisioner", "images", testbed.DeployKernelName) // any bzImage
 	initrd := filepath.Join(t.TempDir(), "initrd")
 	if err := os.WriteFile(initrd, []byte("instance initrd"), 0o644); err != nil {
 		t.Fatal(err)
@@ -352,18 +354,18 @@ func TestUpIPXENetboot(t *testing.T) {
 		for k, v := range map[string]any{"image_source": img.Path, "image_checksum": checksum, "root_gb": 1, "kernel": kernel, "ramdisk": initrd} {
 			ops = append(ops, map[string]any{"op": "add", "path": "/instance_info/" + k, "value": v})
 		}
-		if err := api.patch(ctx, "node-0", ops); err != nil {
+		if err := api.Patch(ctx, "node-0", ops); err != nil {
 			t.Fatal(err)
 		}
-		if err := api.provision(ctx, "node-0", "active"); err != nil {
+		if err := api.Provision(ctx, "node-0", "active"); err != nil {
 			t.Fatal(err)
 		}
-		_, err := api.waitState(ctx, "node-0", "active", nil)
+		_, err := api.WaitState(ctx, "node-0", "active", nil)
 		return err
 	}
 	// A wrong checksum fails the deploy, and the failure is in the
 	// node's timeline; a deploy failed node deploys again.
-	if err := deploy(strings.Repeat("0", 32)); !errors.Is(err, errStateFailed) || !strings.Contains(err.Error(), "checksum") {
+	if err := deploy(strings.Repeat("0", 32)); !errors.Is(err, testbed.ErrStateFailed) || !strings.Contains(err.Error(), "checksum") {
 		t.Fatalf("deploy with a wrong checksum: %v", err)
 	}
 	doc, err := fetchTimeline(ctx, u.inv.Timeline, "node-0")

@@ -1,5 +1,8 @@
 package cli
 
+// The fault commands: HTTP clients of the fault endpoint of a running
+// `metalbed up` (testbed/faultapi.go).
+
 import (
 	"context"
 	"encoding/json"
@@ -8,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,104 +18,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/testbed"
 )
-
-// newInjector is the one fault.Injector every server of the bed asks at
-// its dispatch point: the bed's rules, the bed as the resolver of
-// requesters (Lookup), each hit recorded in the node's timeline.
-func (b *bed) newInjector() fault.Injector {
-	return fault.NewInjector(fault.InjectorConfig{
-		Rules:    b.faults,
-		Resolver: b,
-		// b.tl is made after the servers' configs (prepare); a nil
-		// timeline records nothing.
-		Recorder: events.RecorderFunc(func(e events.Event) { b.tl.Record(e) }),
-	})
-}
-
-// Lookup resolves a key a server knows a requester by (machine or node
-// name, node UUID, MAC, IP, IQN) to the node, for the Injector: the
-// timeline's identity registry, and for a client IP it has not tied to a
-// node yet, the DHCP lease's MAC.
-func (b *bed) Lookup(key string) (events.Identity, bool) {
-	if b.tl == nil {
-		return events.Identity{}, false
-	}
-	if id, ok := b.tl.Lookup(key); ok {
-		return id, true
-	}
-	if ip, err := netip.ParseAddr(key); err == nil && b.boot.dhcp != nil {
-		if mac, ok := b.boot.dhcp.MACOf(ip); ok {
-			return b.tl.Lookup(mac.String())
-		}
-	}
-	return events.Identity{}, false
-}
-
-// fault asks the bed's Injector whether op of layer on the node named
-// node must fail: the conductor's kill (faults_agent.go).
-func (b *bed) fault(node string, layer fault.Layer, op string) (fault.Hit, bool) {
-	return b.inject.Inject(layer, events.Who{NodeName: node}, op)
-}
-
-// faultHandler serves the fault rules of `metalbed up` beside the timeline:
-//
-//	GET    /v1/faults        the rules, with how often each has fired
-//	POST   /v1/faults        add one rule (a JSON fault.Rule); 201 with the rule
-//	DELETE /v1/faults        remove every rule (?node=NAME: only that node's)
-//	DELETE /v1/faults/{id}   remove one rule
-//
-// GET also names the HTTP boot server layer http breaks (its URL and the
-// directory it serves), where a <machine>/ folder holds files fetched for
-// that machine.
-func faultHandler(set *fault.Set, httpBoot httpBootInfo, next http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/", next)
-	mux.HandleFunc("GET /v1/faults", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, faultsDoc{Faults: set.List(), HTTPBoot: httpBoot})
-	})
-	mux.HandleFunc("POST /v1/faults", func(w http.ResponseWriter, r *http.Request) {
-		var rule fault.Rule
-		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&rule); err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "fault rule: " + err.Error()})
-			return
-		}
-		added, err := set.Add(rule)
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusCreated, added)
-	})
-	mux.HandleFunc("DELETE /v1/faults", func(w http.ResponseWriter, r *http.Request) {
-		set.Clear(r.URL.Query().Get("node"))
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("DELETE /v1/faults/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if err := set.Remove(r.PathValue("id")); err != nil {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	return mux
-}
-
-// faultsDoc is the body of GET /v1/faults.
-type faultsDoc struct {
-	Faults   []fault.Rule `json:"faults"`
-	HTTPBoot httpBootInfo `json:"http_boot"`
-}
-
-// httpBootInfo is where the HTTP boot server is.
-type httpBootInfo struct {
-	URL  string `json:"url,omitempty"`
-	Root string `json:"root,omitempty"`
-}
 
 // runFaultAdd adds a fault rule to a running `metalbed up`.
 func runFaultAdd(ctx context.Context, s Streams, args []string) error {
@@ -177,7 +84,7 @@ func runFaultList(ctx context.Context, s Streams, args []string) error {
 	if err != nil {
 		return err
 	}
-	var doc faultsDoc
+	var doc testbed.FaultsDoc
 	if err := faultCall(ctx, http.MethodGet, u+"/v1/faults", nil, &doc); err != nil {
 		return err
 	}
@@ -247,13 +154,13 @@ func faultEndpointFlags(fs *flag.FlagSet) func() (string, error) {
 			}
 			dir = d
 		}
-		b, err := os.ReadFile(filepath.Join(dir, inventoryFile))
+		b, err := os.ReadFile(filepath.Join(dir, testbed.InventoryFile))
 		if err != nil {
 			return "", fmt.Errorf("no running `metalbed up` with a provisioner found: %w", err)
 		}
-		var inv inventory
+		var inv testbed.Inventory
 		if err := json.Unmarshal(b, &inv); err != nil {
-			return "", fmt.Errorf("%s: %w", inventoryFile, err)
+			return "", fmt.Errorf("%s: %w", testbed.InventoryFile, err)
 		}
 		if inv.Timeline == "" {
 			return "", errors.New("this `metalbed up` runs without the provisioner: no fault endpoint")
@@ -301,14 +208,6 @@ func faultCall(ctx context.Context, method, u string, body []byte, out any) erro
 		return fmt.Errorf("faults: %w", err)
 	}
 	return nil
-}
-
-// machineNamed is the machine a MAC belongs to; "" when unknown.
-func (b *bed) machineNamed(mac string) string {
-	if v, ok := b.machineOf.Load(mac); ok {
-		return v.(string)
-	}
-	return ""
 }
 
 // printFaultKinds writes the fault catalog for `metalbed fault add -h`.

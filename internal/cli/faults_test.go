@@ -15,6 +15,7 @@ import (
 	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/internal/testenv"
+	"github.com/metalbed/metalbed/testbed"
 )
 
 // runCLI runs one metalbed command and returns its stdout.
@@ -29,7 +30,7 @@ func runCLI(t *testing.T, args ...string) string {
 
 // ipmitoolResult runs the real ipmitool against n's BMC and returns its
 // output and error (a fault makes it fail).
-func ipmitoolResult(t *testing.T, n inventoryNode, args ...string) (string, error) {
+func ipmitoolResult(t *testing.T, n testbed.InventoryNode, args ...string) (string, error) {
 	t.Helper()
 	bin := testenv.RequireTool(t, "ipmitool", "ipmitool")
 	pw := filepath.Join(t.TempDir(), "pw")
@@ -71,7 +72,7 @@ func TestUpFaultIPMI(t *testing.T) {
 	if res, err := ipmitoolResult(t, n, "chassis", "power", "status"); err != nil || !strings.Contains(res, "Chassis Power is") {
 		t.Fatalf("power status after the fault: %v\n%s", err, res)
 	}
-	var doc faultsDoc
+	var doc testbed.FaultsDoc
 	if err := json.Unmarshal([]byte(runCLI(t, "fault", "list", "--json", "--url", u.inv.Timeline)), &doc); err != nil {
 		t.Fatal(err)
 	}

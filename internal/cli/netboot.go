@@ -32,7 +32,8 @@ func (l *listFlag) Set(v string) error {
 }
 
 // runNetbootServe runs the provisioner's DHCP, TFTP and HTTP boot servers
-// on their own, for a lab network or to boot a machine by hand.
+// on their own, each configured by its flags, for a lab network or to boot
+// a machine by hand (a provisioner runs them itself: service.BootServers).
 func runNetbootServe(ctx context.Context, s Streams, args []string) error {
 	fs := newFlags("netboot serve", s)
 	tftpRoot := fs.String("tftp-root", "", "directory served over TFTP (\"\" = no TFTP server)")
@@ -67,122 +68,57 @@ func runNetbootServe(ctx context.Context, s Streams, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(s.Err, &slog.HandlerOptions{Level: level}))
 
-	var bs bootServers
-	defer bs.close()
+	var ls listeners
+	defer ls.close()
+	// Every socket is open before any server starts.
+	var serve []func(context.Context) error
 	if *dhcpAddr != "" {
 		cfg, err := netbootDHCPConfig(*dhcpAddr, *serverIP, *rangeFlag, *subnet, *router, *nextServer, *ipxeScript, *biosBoot, *uefiBoot, hostMACs, *answerUnknown)
 		if err != nil {
 			return err
 		}
 		cfg.LeaseTime, cfg.LeaseFile, cfg.Logger = *leaseTime, *leaseFile, log
-		if err := bs.listenDHCP(cfg, *dhcpAddr, *dhcpIface); err != nil {
+		srv, err := dhcp.New(cfg)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(s.Out, "dhcp  %s  server %s  range %s-%s  %d host(s)\n", bs.dhcpConn.LocalAddr(), cfg.ServerIP, cfg.First, cfg.Last, len(hostMACs))
+		conn, err := listenDHCP(*dhcpAddr, *dhcpIface)
+		if err != nil {
+			return err
+		}
+		ls = append(ls, conn)
+		serve = append(serve, func(ctx context.Context) error { return srv.Serve(ctx, conn) })
+		fmt.Fprintf(s.Out, "dhcp  %s  server %s  range %s-%s  %d host(s)\n", conn.LocalAddr(), cfg.ServerIP, cfg.First, cfg.Last, len(hostMACs))
 	}
 	if *tftpRoot != "" {
-		if err := bs.listenTFTP(tftp.Config{Root: *tftpRoot, Logger: log}, *tftpAddr); err != nil {
+		srv, err := tftp.New(tftp.Config{Root: *tftpRoot, Logger: log})
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(s.Out, "tftp  %s  root %s\n", bs.tftpConn.LocalAddr(), *tftpRoot)
+		conn, err := ls.listenPacket(*tftpAddr)
+		if err != nil {
+			return fmt.Errorf("tftp: listen %s: %w", *tftpAddr, err)
+		}
+		serve = append(serve, func(ctx context.Context) error { return srv.Serve(ctx, conn) })
+		fmt.Fprintf(s.Out, "tftp  %s  root %s\n", conn.LocalAddr(), *tftpRoot)
 	}
 	if *httpRoot != "" {
-		if err := bs.listenHTTP(httpboot.Config{Root: *httpRoot, Logger: log}, *httpAddr); err != nil {
+		srv, err := httpboot.New(httpboot.Config{Root: *httpRoot, Logger: log})
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(s.Out, "http  %s/  root %s\n", bs.httpURL(), *httpRoot)
+		ln, err := ls.listen("tcp4", *httpAddr)
+		if err != nil {
+			return fmt.Errorf("http: listen %s: %w", *httpAddr, err)
+		}
+		serve = append(serve, func(ctx context.Context) error { return srv.Serve(ctx, ln) })
+		fmt.Fprintf(s.Out, "http  http://%s/  root %s\n", ln.Addr(), *httpRoot)
 	}
-	return bs.serve(ctx)
-}
-
-// bootServers are the provisioner's DHCP, TFTP and HTTP boot servers with
-// their sockets: `netboot serve` runs the ones it is given, `up` and `demo`
-// all three beside the provisioner.
-type bootServers struct {
-	dhcp     *dhcp.Server
-	dhcpConn net.PacketConn
-	tftp     *tftp.Server
-	tftpConn net.PacketConn
-	http     *httpboot.Server
-	httpLn   net.Listener
-}
-
-// listenDHCP builds the DHCP server and opens its socket.
-func (b *bootServers) listenDHCP(cfg dhcp.Config, addr, iface string) error {
-	srv, err := dhcp.New(cfg)
-	if err != nil {
-		return err
-	}
-	conn, err := listenDHCP(addr, iface)
-	if err != nil {
-		return err
-	}
-	b.dhcp, b.dhcpConn = srv, conn
-	return nil
-}
-
-// listenTFTP builds the TFTP server and opens its socket.
-func (b *bootServers) listenTFTP(cfg tftp.Config, addr string) error {
-	srv, err := tftp.New(cfg)
-	if err != nil {
-		return err
-	}
-	conn, err := net.ListenPacket("udp4", addr)
-	if err != nil {
-		return fmt.Errorf("tftp: listen %s: %w", addr, err)
-	}
-	b.tftp, b.tftpConn = srv, conn
-	return nil
-}
-
-// listenHTTP builds the HTTP boot server and opens its listener.
-func (b *bootServers) listenHTTP(cfg httpboot.Config, addr string) error {
-	srv, err := httpboot.New(cfg)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp4", addr)
-	if err != nil {
-		return fmt.Errorf("http: listen %s: %w", addr, err)
-	}
-	b.http, b.httpLn = srv, ln
-	return nil
-}
-
-// httpURL is the HTTP boot server's base URL, without a trailing slash.
-func (b *bootServers) httpURL() string { return "http://" + b.httpLn.Addr().String() }
-
-// tftpPort is the TFTP server's UDP port.
-func (b *bootServers) tftpPort() int { return b.tftpConn.LocalAddr().(*net.UDPAddr).Port }
-
-// serve runs the servers that were opened until ctx ends; the first that
-// fails stops the others.
-func (b *bootServers) serve(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	if b.dhcp != nil {
-		g.Go(func() error { return b.dhcp.Serve(ctx, b.dhcpConn) })
-	}
-	if b.tftp != nil {
-		g.Go(func() error { return b.tftp.Serve(ctx, b.tftpConn) })
-	}
-	if b.http != nil {
-		g.Go(func() error { return b.http.Serve(ctx, b.httpLn) })
+	g, gctx := errgroup.WithContext(ctx)
+	for _, f := range serve {
+		g.Go(func() error { return f(gctx) })
 	}
 	return g.Wait()
-}
-
-// close closes the sockets (Serve closes them too when ctx ends; closing
-// twice is harmless).
-func (b *bootServers) close() {
-	if b.dhcpConn != nil {
-		b.dhcpConn.Close()
-	}
-	if b.tftpConn != nil {
-		b.tftpConn.Close()
-	}
-	if b.httpLn != nil {
-		b.httpLn.Close()
-	}
 }
 
 // netbootDHCPConfig builds the DHCP server's Config from flags.

@@ -3,13 +3,16 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/metalbed/metalbed/provisioner/api"
+	"github.com/metalbed/metalbed/provisioner/boot"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/service"
 )
@@ -48,19 +51,30 @@ func provisionerRegistry(list string, ipmi drivers.IPMIConfig) (*drivers.Registr
 	return drivers.NewRegistry(types...)
 }
 
-// runProvisionerServe runs the provisioner (Ironic-compatible API and
-// conductor) on its own.
+// runProvisionerServe runs the provisioner on its own: the
+// Ironic-compatible API and conductor and, with --boot-servers, the DHCP,
+// TFTP and HTTP boot servers, so that it deploys machines whose BMCs run
+// elsewhere (`metalbed up --no-provisioner --netboot-dhcp ADDR`, or real
+// ones).
 func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 	fs := newFlags("provisioner serve", s)
 	addr := fs.String("addr", api.DefaultAddr, "API listen address")
 	stateDir := fs.String("state-dir", provisionerStateDir(), "directory holding the provisioner database")
-	driverList := fs.String("drivers", "ipmi,fake-hardware", "enabled hardware types, comma-separated")
+	driverList := fs.String("drivers", defaultDrivers, "enabled hardware types, comma-separated")
 	ipmiClient := fs.String("ipmi-client", drivers.ClientIPMITool, "IPMI client behind the ipmi hardware type: ipmitool or native")
+	ipmiInterval := fs.Duration("ipmi-min-command-interval", 5*time.Second, "least time between two IPMI commands to one BMC (Ironic's [ipmi]min_command_interval; simulated BMCs need none)")
+	ipmiPoll := fs.Duration("ipmi-poll-interval", time.Second, "pause between power state polls after a power change")
 	htpasswd := fs.String("htpasswd", "", "htpasswd file (bcrypt) turning on HTTP basic auth; \"\" = no auth")
 	hostname := fs.String("hostname", "", "conductor name (default: the host name)")
 	powerSync := fs.Duration("power-sync-interval", 60*time.Second, "how often power states are read from the BMCs (negative disables)")
 	callbackTimeout := fs.Duration("deploy-callback-timeout", 1800*time.Second, "how long a node may wait for its deploy ramdisk")
 	automatedClean := fs.Bool("automated-clean", false, "clean nodes on provide and undeploy (needs the deploy ramdisk)")
+	notifyDelay := fs.Duration("notify-delay", 3*time.Second, "pause before the conductor tells a ramdisk it is done (Ironic's 3 s)")
+	dhcpAddr := fs.String("dhcp-addr", service.DefaultDHCPAddr, "DHCP server listen address (port 67 needs root)")
+	dhcpRange := fs.String("dhcp-range", service.DefaultDHCPRange, "addresses leased to the machines, FIRST-LAST")
+	tftpAddr := fs.String("tftp-addr", service.DefaultTFTPAddr, "TFTP boot server listen address")
+	httpAddr := fs.String("http-addr", service.DefaultHTTPAddr, "HTTP boot server listen address")
+	withBoot := fs.Bool("boot-servers", false, "also run the DHCP, TFTP and HTTP boot servers (--dhcp-addr, --tftp-addr, --http-addr) and give the ipmi hardware type the network boot (pxe, ipxe) and deploy (iscsi, direct) interfaces: a provisioner that deploys machines on its own")
 	verbose := fs.Bool("verbose", false, "log debug messages")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -70,22 +84,96 @@ func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(s.Err, &slog.HandlerOptions{Level: level}))
-	reg, err := provisionerRegistry(*driverList, drivers.IPMIConfig{Client: *ipmiClient, Logger: log})
-	if err != nil {
-		return err
+	ipmi := drivers.IPMIConfig{Client: *ipmiClient, MinCommandInterval: *ipmiInterval, PollInterval: *ipmiPoll, Logger: log}
+	if *withBoot && !sameSet(*driverList, defaultDrivers) {
+		return usageError("--boot-servers comes with the default hardware types (--drivers %s)", defaultDrivers)
 	}
-	svc, err := service.New(service.Config{
-		APIAddr: *addr, StateDir: *stateDir, Drivers: reg, Hostname: *hostname, HTPasswdFile: *htpasswd,
-		PowerSyncInterval: *powerSync, DeployCallbackTimeout: *callbackTimeout, AutomatedClean: *automatedClean,
-		Logger: log,
-	})
-	if err != nil {
-		return err
+	var reg *drivers.Registry // nil: the service's default set, with network boot
+	if !*withBoot {
+		var err error
+		if reg, err = provisionerRegistry(*driverList, ipmi); err != nil {
+			return err
+		}
 	}
-	ln, err := net.Listen("tcp", svc.Addr())
+	var ls listeners
+	defer ls.close()
+	ln, err := ls.listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("provisioner API: %w", err)
 	}
-	fmt.Fprintf(s.Out, "provisioner API on http://%s (state in %s, drivers %s)\n", ln.Addr(), *stateDir, strings.Join(reg.Names(), ", "))
-	return svc.Serve(ctx, ln)
+	cfg := service.Config{
+		APIAddr: ln.Addr().String(), StateDir: *stateDir, Drivers: reg, IPMI: ipmi, Hostname: *hostname, HTPasswdFile: *htpasswd,
+		PowerSyncInterval: *powerSync, DeployCallbackTimeout: *callbackTimeout, CleanCallbackTimeout: *callbackTimeout,
+		CheckProvisionInterval: min(max(*callbackTimeout/10, 100*time.Millisecond), 60*time.Second),
+		AutomatedClean:         *automatedClean, Logger: log,
+	}
+	if *withBoot {
+		bs := &service.BootServers{DHCPRange: *dhcpRange}
+		if bs.DHCPConn, err = ls.listenPacket(*dhcpAddr); err != nil {
+			return fmt.Errorf("dhcp: %w", err)
+		}
+		if bs.TFTPConn, err = ls.listenPacket(*tftpAddr); err != nil {
+			return fmt.Errorf("tftp: %w", err)
+		}
+		if bs.HTTPListener, err = ls.listen("tcp4", *httpAddr); err != nil {
+			return fmt.Errorf("http: %w", err)
+		}
+		cfg.Boot = bs
+		cfg.Netboot = &service.Netboot{NotifyDelay: *notifyDelay, Loaders: boot.Loaders{IPXEOnly: boot.MissingIPXE()}}
+	}
+	svc, err := service.New(cfg)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	names := "ipmi, fake-hardware"
+	if reg != nil {
+		names = strings.Join(reg.Names(), ", ")
+	}
+	fmt.Fprintf(s.Out, "provisioner API on http://%s (state in %s, drivers %s)\n", ln.Addr(), *stateDir, names)
+	if *withBoot {
+		fmt.Fprintf(s.Out, "boot servers: dhcp %s (range %s), tftp %s, http %s\n", svc.DHCPAddr(), *dhcpRange, svc.TFTPAddr(), svc.HTTPURL())
+	}
+	return svc.Run(ctx, ln)
+}
+
+// defaultDrivers are the hardware types of the service's default registry.
+const defaultDrivers = "ipmi,fake-hardware"
+
+// sameSet reports whether two comma lists name the same elements.
+func sameSet(a, b string) bool {
+	set := func(l string) map[string]bool {
+		m := map[string]bool{}
+		for _, v := range strings.Split(l, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				m[v] = true
+			}
+		}
+		return m
+	}
+	return maps.Equal(set(a), set(b))
+}
+
+// listeners are the sockets a command opened, closed when it returns.
+type listeners []io.Closer
+
+func (ls *listeners) listen(network, addr string) (net.Listener, error) {
+	ln, err := net.Listen(network, addr)
+	if err == nil {
+		*ls = append(*ls, ln)
+	}
+	return ln, err
+}
+
+func (ls *listeners) listenPacket(addr string) (net.PacketConn, error) {
+	c, err := net.ListenPacket("udp4", addr)
+	if err == nil {
+		*ls = append(*ls, c)
+	}
+	return c, err
+}
+
+func (ls listeners) close() {
+	for _, c := range ls {
+		c.Close()
+	}
 }

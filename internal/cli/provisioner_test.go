@@ -5,11 +5,15 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/testenv"
+	"github.com/metalbed/metalbed/testbed"
 )
 
 func TestProvisionerServe(t *testing.T) {
@@ -49,4 +53,101 @@ func TestProvisionerServe(t *testing.T) {
 	if err := Run(t.Context(), []string{"provisioner", "serve", "--drivers", "nonesuch"}, io.Discard, io.Discard); ExitCode(err) != 2 {
 		t.Fatalf("bad --drivers: %v", err)
 	}
+	if err := Run(t.Context(), []string{"provisioner", "serve", "--boot-servers", "--drivers", "ipmi"}, io.Discard, io.Discard); ExitCode(err) != 2 {
+		t.Fatalf("--boot-servers with --drivers ipmi: %v", err)
+	}
+}
+
+// TestProvisionerServeDeploys deploys a machine with `metalbed provisioner
+// serve` on its own: its boot servers on free ports, the machine and its
+// BMC in another `metalbed up --no-provisioner` whose PXE ROMs ask the
+// provisioner's DHCP server. The node is enrolled through the API with its
+// BMC's address, as a user would, and deployed by the agent (deploy
+// interface direct) to active; its instance boots.
+func TestProvisionerServeDeploys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("deploys a machine")
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	pctx, stop := context.WithCancel(ctx)
+	var out, errb testenv.SyncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(pctx, []string{"provisioner", "serve", "--boot-servers", "--addr", "127.0.0.1:0", "--state-dir", filepath.Join(dir, "provisioner"),
+			"--ipmi-client", "native", "--ipmi-min-command-interval", "10ms", "--ipmi-poll-interval", "100ms", "--notify-delay", "100ms",
+			"--dhcp-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, &out, &errb)
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("provisioner serve: %v", err)
+		}
+	})
+	re := regexp.MustCompile(`provisioner API on (http://\S+) .*\nboot servers: dhcp (\S+) \(range \S+\), tftp 127\.0\.0\.1:(\d+), http (\S+)\n`)
+	var m []string
+	for m == nil {
+		if m = re.FindStringSubmatch(out.String()); m != nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("provisioner serve ended: %v\n%s\n%s", err, out.String(), errb.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	apiURL, dhcpAddr, tftpPort := m[1], m[2], m[3]
+	u := startUp(t, filepath.Join(dir, "machines"), "--nodes", "1", "--netboot-dhcp", dhcpAddr, "--netboot-tftp-port", tftpPort)
+	n := u.inv.Nodes[0]
+
+	kernel, ramdisk, err := testbed.DeployImages(ctx, filepath.Join(dir, "images"), Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := disk.Build(ctx, disk.BuildConfig{Kind: disk.KindPartition, Out: filepath.Join(dir, "part.img"), Hostname: "standalone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := testbed.NewClient(apiURL)
+	var node testbed.Node
+	if err := api.Do(ctx, http.MethodPost, "/v1/nodes", map[string]any{
+		"name": n.Name, "driver": "ipmi", "deploy_interface": "direct", "boot_interface": "ipxe",
+		"driver_info": map[string]any{
+			"ipmi_address": n.BMC.Address, "ipmi_port": n.BMC.Port, "ipmi_username": n.BMC.Username, "ipmi_password": n.BMC.Password,
+			"deploy_kernel": kernel, "deploy_ramdisk": ramdisk,
+		},
+		"properties": map[string]any{"cpus": 2, "memory_mb": 2048, "local_gb": n.Disk.SizeBytes >> 30, "cpu_arch": "x86_64",
+			"capabilities": "boot_mode:" + string(n.BootMode)},
+	}, &node); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.Do(ctx, http.MethodPost, "/v1/ports", map[string]any{"address": n.MACs[0], "node_uuid": node.UUID, "pxe_enabled": true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range [][2]string{{"manage", "manageable"}, {"provide", "available"}} {
+		if err := api.Provision(ctx, node.UUID, step[0]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := api.WaitState(ctx, node.UUID, step[1], nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ops []map[string]any
+	for k, v := range map[string]any{"image_source": img.Path, "image_checksum": img.MD5, "root_gb": 1, "image_type": "partition",
+		"capabilities": map[string]any{"boot_option": "local"}} {
+		ops = append(ops, map[string]any{"op": "add", "path": "/instance_info/" + k, "value": v})
+	}
+	if err := api.Patch(ctx, node.UUID, ops); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.Provision(ctx, node.UUID, "active"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.WaitState(ctx, node.UUID, "active", nil); err != nil {
+		b, _ := os.ReadFile(n.ConsoleLog)
+		t.Fatalf("%v\nconsole:\n%s\nprovisioner:\n%s", err, b, errb.String())
+	}
+	waitConsole(t, n.ConsoleLog, "metalbed-instance: booted standalone root=")
+	u.stop(t)
 }

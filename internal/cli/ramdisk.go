@@ -3,18 +3,15 @@ package cli
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"github.com/metalbed/metalbed/disk"
-	"github.com/metalbed/metalbed/iscsitarget"
 	"github.com/metalbed/metalbed/vms/ramdisk"
+	"github.com/metalbed/metalbed/vms/ramdisk/pid1"
 	"github.com/metalbed/metalbed/vms/sim/pxe"
 )
 
@@ -134,12 +131,10 @@ func writeFileAtomic(path string, b []byte) error {
 	return os.Rename(tmp, path)
 }
 
-// runRamdiskInit is /init of a real machine's deploy ramdisk: cmd/metalbed
-// runs it when it is PID 1. It mounts /proc, /sys and /dev, configures the
-// boot NIC by DHCP, reads the deploy parameters from /proc/cmdline and
-// runs the iSCSI deploy (export the disk, pass_deploy_info, wait for the
-// conductor, reboot). It never returns as PID 1: a failed deploy stays on
-// the console until the conductor times out and powers the machine off.
+// runRamdiskInit is /init of a real machine's deploy ramdisk (pid1.Run):
+// cmd/metalbed runs it when it is PID 1. It never returns as PID 1: a
+// failed deploy stays on the console until the conductor times out and
+// powers the machine off.
 func runRamdiskInit(ctx context.Context, s Streams, args []string) error {
 	fs := newFlags("ramdisk init", s)
 	if err := parseFlags(fs, args); err != nil {
@@ -148,68 +143,7 @@ func runRamdiskInit(ctx context.Context, s Streams, args []string) error {
 	if os.Getpid() != 1 {
 		return usageError("ramdisk init runs only as PID 1 (the initramfs's /init); it mounts file systems and reconfigures the network")
 	}
-	err := ramdiskInit(ctx, s)
+	err := pid1.Run(ctx, pid1.Config{Console: s.Out, Log: s.Err, Version: Version})
 	fmt.Fprintf(s.Out, "metalbed-ramdisk: FAILED: %v\n", err)
 	select {} // PID 1 must not exit: the kernel would panic
-}
-
-func ramdiskInit(ctx context.Context, s Streams) error {
-	log := slog.New(slog.NewTextHandler(s.Err, nil))
-	fmt.Fprintf(s.Out, "metalbed-ramdisk: metalbed %s as /init\n", Version)
-	if err := ramdisk.Mount(); err != nil {
-		return err
-	}
-	cmdline, err := os.ReadFile("/proc/cmdline")
-	if err != nil {
-		return err
-	}
-	if root, ok := ramdisk.ParseInstanceRoot(string(cmdline)); ok {
-		// Booted as a netboot instance's initramfs: mount the deployed root.
-		root.Console = s.Out
-		return root.SwitchTo(ctx)
-	}
-	p, err := ramdisk.ParseCmdline(string(cmdline))
-	if err != nil {
-		return fmt.Errorf("kernel command line: %w", err)
-	}
-	m, err := ramdisk.NewMachine(ctx, ramdisk.MachineConfig{MAC: p.BootIF, Console: s.Out, Logger: log})
-	if err != nil {
-		return err
-	}
-	if p.ClientIP == nil {
-		p.ClientIP = m.IP // iPXE passes no ip=: the lease is the address
-	}
-	if p.BootServer == nil {
-		if siaddr := m.Lease.ACK.ServerIPAddr; siaddr != nil && !siaddr.IsUnspecified() {
-			p.BootServer = siaddr
-		}
-	}
-	if p.AgentMode() {
-		return runRealAgent(ctx, s.Out, m, p, log)
-	}
-	return ramdisk.Run(ctx, ramdisk.Config{
-		Params:     p,
-		Env:        m,
-		Export:     exportBlockDevice(log),
-		FetchToken: fetchTFTP,
-		Console:    s.Out,
-		Recorder:   ramdisk.ConsoleRecorder(s.Out, nil),
-		Logger:     log,
-	})
-}
-
-// exportBlockDevice serves a disk as LUN 1 with metalbed's iSCSI target.
-func exportBlockDevice(log *slog.Logger) ramdisk.Exporter {
-	return func(ctx context.Context, ln net.Listener, iqn string, dev ramdisk.BlockDevice) error {
-		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Logger: log})
-		if err != nil {
-			return err
-		}
-		defer t.Close()
-		err = t.Serve(ctx, ln)
-		if errors.Is(err, iscsitarget.ErrClosed) || ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
 }

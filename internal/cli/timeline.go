@@ -10,49 +10,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/testbed"
 )
-
-// timelineHandler serves the per-node timeline of `metalbed up`:
-//
-//	GET /v1/nodes/{node}/timeline   one node's entries, oldest first; node
-//	                                is its name, UUID, a MAC or its machine UUID
-//	GET /v1/timeline                the names of the nodes with entries
-func timelineHandler(tl *events.Timeline) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/nodes/{node}/timeline", func(w http.ResponseWriter, r *http.Request) {
-		key := r.PathValue("node")
-		es := tl.Node(key)
-		if len(es) == 0 {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no timeline for node %q", key)})
-			return
-		}
-		// Sources record when a step ended (a TFTP transfer) or began; show
-		// them in time order.
-		sort.SliceStable(es, func(i, j int) bool { return es[i].Time.Before(es[j].Time) })
-		writeJSON(w, http.StatusOK, timelineDoc{Node: es[0].Node, Entries: es})
-	})
-	mux.HandleFunc("GET /v1/timeline", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string][]string{"nodes": tl.Nodes()})
-	})
-	return mux
-}
-
-// timelineDoc is the body of GET /v1/nodes/{node}/timeline.
-type timelineDoc struct {
-	Node    string         `json:"node"`
-	Entries []events.Entry `json:"entries"`
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
-}
 
 // runTimeline prints one node's timeline from a running `metalbed up`.
 func runTimeline(ctx context.Context, s Streams, args []string) error {
@@ -89,7 +52,7 @@ func runTimeline(ctx context.Context, s Streams, args []string) error {
 // endpoint (default: the "timeline" of DIR's inventory.json), or, when
 // nothing answers there, from DIR/provisioner/timeline.jsonl: the history
 // of a testbed that has stopped.
-func readTimeline(ctx context.Context, endpoint, stateDir, node string) (*timelineDoc, error) {
+func readTimeline(ctx context.Context, endpoint, stateDir, node string) (*testbed.TimelineDoc, error) {
 	if endpoint != "" {
 		return fetchTimeline(ctx, endpoint, node)
 	}
@@ -101,8 +64,8 @@ func readTimeline(ctx context.Context, endpoint, stateDir, node string) (*timeli
 		}
 		dir = d
 	}
-	var inv inventory
-	if b, err := os.ReadFile(filepath.Join(dir, inventoryFile)); err == nil && json.Unmarshal(b, &inv) == nil && inv.Timeline != "" {
+	var inv testbed.Inventory
+	if b, err := os.ReadFile(filepath.Join(dir, testbed.InventoryFile)); err == nil && json.Unmarshal(b, &inv) == nil && inv.Timeline != "" {
 		doc, err := fetchTimeline(ctx, inv.Timeline, node)
 		var unreachable *url.Error
 		if !errors.As(err, &unreachable) {
@@ -123,11 +86,11 @@ func readTimeline(ctx context.Context, endpoint, stateDir, node string) (*timeli
 	if len(es) == 0 {
 		return nil, fmt.Errorf("no timeline for node %q in %s", node, log)
 	}
-	return &timelineDoc{Node: es[0].Node, Entries: es}, nil
+	return &testbed.TimelineDoc{Node: es[0].Node, Entries: es}, nil
 }
 
 // fetchTimeline reads one node's timeline from base.
-func fetchTimeline(ctx context.Context, base, node string) (*timelineDoc, error) {
+func fetchTimeline(ctx context.Context, base, node string) (*testbed.TimelineDoc, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	u := strings.TrimRight(base, "/") + "/v1/nodes/" + url.PathEscape(node) + "/timeline"
@@ -151,7 +114,7 @@ func fetchTimeline(ctx context.Context, base, node string) (*timelineDoc, error)
 		}
 		return nil, fmt.Errorf("timeline: %s", resp.Status)
 	}
-	var doc timelineDoc
+	var doc testbed.TimelineDoc
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return nil, fmt.Errorf("timeline: %w", err)
 	}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/metalbed/metalbed/internal/testenv"
+
+	"github.com/metalbed/metalbed/testbed"
 )
 
 // requirePyghmi checks /usr/bin/python3 can import pyghmi.
@@ -38,7 +40,7 @@ type upRun struct {
 	cancel         context.CancelFunc
 	done           chan error
 	stdout, stderr *testenv.SyncBuffer
-	inv            inventory
+	inv            testbed.Inventory
 }
 
 // startUp runs `metalbed up --no-provisioner --bmc-base-port 0` on dir and
@@ -89,7 +91,7 @@ func (u *upRun) stop(t *testing.T) {
 	}
 }
 
-func (u *upRun) node(t *testing.T, name string) inventoryNode {
+func (u *upRun) node(t *testing.T, name string) testbed.InventoryNode {
 	t.Helper()
 	for _, n := range u.inv.Nodes {
 		if n.Name == name {
@@ -97,12 +99,12 @@ func (u *upRun) node(t *testing.T, name string) inventoryNode {
 		}
 	}
 	t.Fatalf("no %s in inventory %+v", name, u.inv)
-	return inventoryNode{}
+	return testbed.InventoryNode{}
 }
 
 // ipmitool runs the real ipmitool against a node's BMC with a password
 // file, as Ironic's ipmitool driver does.
-func ipmitool(t *testing.T, n inventoryNode, iface string, suite string, args ...string) string {
+func ipmitool(t *testing.T, n testbed.InventoryNode, iface string, suite string, args ...string) string {
 	t.Helper()
 	bin := testenv.RequireTool(t, "ipmitool", "ipmitool")
 	pw := filepath.Join(t.TempDir(), "pw")
@@ -262,7 +264,7 @@ func TestUpEndToEnd(t *testing.T) {
 
 	// ipmitool lanplus with cipher suites 3 and 17, as a deploy drives them.
 	for _, c := range []struct {
-		n     inventoryNode
+		n     testbed.InventoryNode
 		suite string
 	}{{n0, "3"}, {n1, "17"}} {
 		ipmi := func(args ...string) string { return ipmitool(t, c.n, "lanplus", c.suite, args...) }
@@ -607,16 +609,6 @@ func TestUpCallbackTimeoutFlag(t *testing.T) {
 	err := Run(t.Context(), []string{"up", "--nodes", "1", "--state-dir", t.TempDir(), "--deploy-callback-timeout", "-5s"}, &out, &errb)
 	if err == nil || !strings.Contains(err.Error(), "--deploy-callback-timeout") {
 		t.Fatalf("negative --deploy-callback-timeout: got %v, want a usage error naming the flag", err)
-	}
-	for _, c := range []struct{ timeout, want time.Duration }{
-		{0, 10 * time.Second},                // the conductor's default timeout
-		{10 * time.Minute, 10 * time.Second}, // Ironic's check interval
-		{20 * time.Second, 2 * time.Second},
-		{500 * time.Millisecond, 100 * time.Millisecond},
-	} {
-		if got := checkInterval(c.timeout); got != c.want {
-			t.Errorf("checkInterval(%s) = %s, want %s", c.timeout, got, c.want)
-		}
 	}
 }
 

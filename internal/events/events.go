@@ -319,6 +319,14 @@ func (t *Timeline) Subscribe(fn func(Entry)) (cancel func()) {
 	}
 }
 
+// SetSink makes w the sink of the entries recorded from now on (the log a
+// testbed opens once it has read its history back).
+func (t *Timeline) SetSink(w io.Writer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cfg.Sink, t.sinkErr = w, nil
+}
+
 // SinkErr reports the first error writing to the sink; later entries are
 // kept in memory only.
 func (t *Timeline) SinkErr() error {

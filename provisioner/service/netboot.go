@@ -61,7 +61,7 @@ func (s *Service) netboot() error {
 	core := deploy.Config{
 		Images: cache, DialContext: nb.DialContext,
 		DefaultBootMode: nb.DefaultBootMode, DefaultBootOption: nb.DefaultBootOption,
-		Recorder: s.cfg.Recorder, Logger: s.cfg.Logger, Now: s.cfg.Now,
+		Recorder: s.cfg.Recorder, Faults: s.conductorFaults(), Logger: s.cfg.Logger, Now: s.cfg.Now,
 	}
 	dep, err := iscsi.New(iscsi.Config{
 		Config: core, ImagesDir: nb.ImagesDir,

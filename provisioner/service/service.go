@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -72,6 +74,14 @@ type Config struct {
 	// wiped) and of the API (ports created, changed, deleted), keyed by node
 	// UUID and name. It is called from conductor tasks and must not block.
 	Recorder events.Recorder
+	// Faults is asked at every dispatch point of the provisioner's servers
+	// (DHCP, TFTP, HTTP boot) and at each step of the conductor (layer
+	// conductor: a "kill" hit stops the conductor as a crash would, and
+	// Serve returns ErrConductorKilled). nil: no faults.
+	Faults fault.Injector
+	// Boot, when set, adds the DHCP, TFTP and HTTP boot servers
+	// (ServeBoot) and fills what Netboot leaves empty from them.
+	Boot *BootServers
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Now is the conductor's clock (conductor.Config.Now) and the deploy
@@ -132,8 +142,14 @@ type Netboot struct {
 
 // Service is a configured provisioner, not yet serving.
 type Service struct {
-	cfg   Config
-	ready chan struct{}
+	cfg       Config
+	ready     chan struct{}
+	readyOnce sync.Once
+	// crash stops the running Serve as a crash of the conductor process
+	// would (a conductor fault); nil while none runs.
+	crashMu sync.Mutex
+	crash   context.CancelCauseFunc
+	boot    *bootServers // nil without Config.Boot
 }
 
 // New checks cfg and applies defaults. It does no I/O.
@@ -148,6 +164,11 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Service{cfg: cfg, ready: make(chan struct{})}
+	if s.cfg.Boot != nil {
+		if err := s.newBootServers(); err != nil {
+			return nil, err
+		}
+	}
 	if s.cfg.Drivers == nil {
 		if s.cfg.IPMI.Logger == nil {
 			s.cfg.IPMI.Logger = s.cfg.Logger
@@ -175,7 +196,26 @@ func (s *Service) Ready() <-chan struct{} { return s.ready }
 
 // Serve opens the store, runs the conductor and answers the API on ln
 // until ctx ends; then it stops both, closes the store and returns nil.
-func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
+// Serve may be called again after it returned, on the same ln: a
+// conductor restart (it recovers the nodes from the store as on any
+// start). A listener with SetDeadline (TCP, Unix) stays open for that and
+// is the caller's to close; any other is closed when Serve returns.
+func (s *Service) Serve(ctx context.Context, ln net.Listener) (err error) {
+	ln = reusable(ln)
+	parent := ctx
+	ctx, crash := context.WithCancelCause(ctx)
+	s.crashMu.Lock()
+	s.crash = crash
+	s.crashMu.Unlock()
+	defer func() {
+		s.crashMu.Lock()
+		s.crash = nil
+		s.crashMu.Unlock()
+		crash(nil)
+		if parent.Err() == nil && errors.Is(context.Cause(ctx), ErrConductorKilled) {
+			err = ErrConductorKilled
+		}
+	}()
 	if err := os.MkdirAll(s.cfg.StateDir, 0o755); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
@@ -192,8 +232,9 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 		Hostname: s.cfg.Hostname, Store: st, Drivers: s.cfg.Drivers, Logger: s.cfg.Logger,
 		PowerSyncInterval: s.cfg.PowerSyncInterval, DeployCallbackTimeout: s.cfg.DeployCallbackTimeout,
 		CleanCallbackTimeout: s.cfg.CleanCallbackTimeout, CheckProvisionInterval: s.cfg.CheckProvisionInterval,
-		AutomatedClean: s.cfg.AutomatedClean, Recorder: s.cfg.Recorder, OnStarted: func() { close(started) },
-		Now: s.cfg.Now,
+		AutomatedClean: s.cfg.AutomatedClean, Recorder: s.cfg.Recorder, Faults: s.conductorFaults(),
+		OnStarted: func() { close(started) },
+		Now:       s.cfg.Now,
 	})
 	if err != nil {
 		return err
@@ -218,8 +259,43 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 			return nil
 		}
 		s.cfg.Logger.Info("provisioner API listening", "addr", ln.Addr().String())
-		close(s.ready)
+		s.readyOnce.Do(func() { close(s.ready) })
 		return srv.Serve(gctx, ln)
 	})
 	return g.Wait()
+}
+
+// ErrConductorKilled is what Serve returns when a conductor fault (layer
+// conductor, action kill) stopped it: the conductor died as its process
+// would, with tasks in flight abandoned; the caller may Serve again, which
+// recovers the nodes as Ironic's conductor does on start.
+var ErrConductorKilled = errors.New("conductor killed by an injected fault")
+
+// conductorFaults is the Injector the conductor and the deploy interfaces
+// ask: Config.Faults, with layer conductor's kill carried out by stopping
+// the running Serve.
+type conductorFaults struct{ s *Service }
+
+func (f conductorFaults) Inject(layer fault.Layer, who events.Who, op string) (fault.Hit, bool) {
+	if f.s.cfg.Faults == nil {
+		return fault.Hit{}, false
+	}
+	h, ok := f.s.cfg.Faults.Inject(layer, who, op)
+	if ok && layer == fault.Conductor && h.Action == fault.ActionKill {
+		f.s.crashMu.Lock()
+		if f.s.crash != nil {
+			f.s.crash(ErrConductorKilled)
+		}
+		f.s.crashMu.Unlock()
+	}
+	return h, ok
+}
+
+// conductorFaults is nil without Config.Faults (the conductor then asks
+// nobody), else the Injector that carries a kill out.
+func (s *Service) conductorFaults() fault.Injector {
+	if s.cfg.Faults == nil {
+		return nil
+	}
+	return conductorFaults{s}
 }

@@ -1,4 +1,4 @@
-package cli
+package testbed
 
 import (
 	"bytes"
@@ -14,15 +14,15 @@ import (
 
 // Names of the deploy images in the provisioner's state directory.
 const (
-	deployKernelName  = "deploy_kernel"
-	deployRamdiskName = "deploy_ramdisk"
+	DeployKernelName  = "deploy_kernel"
+	DeployRamdiskName = "deploy_ramdisk"
 )
 
-// deployImages makes the deploy kernel (the gokrazy bzImage from the module
+// DeployImages makes the deploy kernel (the gokrazy bzImage from the module
 // cache) and the deploy ramdisk (an initramfs whose /init is this metalbed
 // binary) in dir, reusing what an earlier start left there while its
 // source is unchanged. It returns their paths.
-func deployImages(ctx context.Context, dir string) (kernelPath, ramdiskPath string, err error) {
+func DeployImages(ctx context.Context, dir, version string) (kernelPath, ramdiskPath string, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", "", fmt.Errorf("deploy images: %w", err)
 	}
@@ -30,8 +30,8 @@ func deployImages(ctx context.Context, dir string) (kernelPath, ramdiskPath stri
 	if err != nil {
 		return "", "", fmt.Errorf("deploy kernel: %w", err)
 	}
-	kernelPath = filepath.Join(dir, deployKernelName)
-	if err := refresh(kernelPath, src, func(w io.Writer) error {
+	kernelPath = filepath.Join(dir, DeployKernelName)
+	if err := refresh(kernelPath, src, version, func(w io.Writer) error {
 		f, err := os.Open(src)
 		if err != nil {
 			return err
@@ -46,9 +46,9 @@ func deployImages(ctx context.Context, dir string) (kernelPath, ramdiskPath stri
 	if err != nil {
 		return "", "", fmt.Errorf("deploy ramdisk: this program's path: %w", err)
 	}
-	ramdiskPath = filepath.Join(dir, deployRamdiskName)
-	if err := refresh(ramdiskPath, exe, func(w io.Writer) error {
-		return ramdisk.BuildInitramfs(w, ramdisk.ImageConfig{Init: exe, Version: Version})
+	ramdiskPath = filepath.Join(dir, DeployRamdiskName)
+	if err := refresh(ramdiskPath, exe, version, func(w io.Writer) error {
+		return ramdisk.BuildInitramfs(w, ramdisk.ImageConfig{Init: exe, Version: version})
 	}); err != nil {
 		return "", "", fmt.Errorf("deploy ramdisk: %w", err)
 	}
@@ -58,12 +58,12 @@ func deployImages(ctx context.Context, dir string) (kernelPath, ramdiskPath stri
 // refresh rebuilds out with build unless out.src records the same source
 // (path, size, modification time) as src has now. The new file replaces
 // the old one atomically.
-func refresh(out, src string, build func(io.Writer) error) error {
+func refresh(out, src, version string, build func(io.Writer) error) error {
 	fi, err := os.Stat(src)
 	if err != nil {
 		return err
 	}
-	stamp := []byte(fmt.Sprintf("%s %d %d %s\n", src, fi.Size(), fi.ModTime().UnixNano(), Version))
+	stamp := []byte(fmt.Sprintf("%s %d %d %s\n", src, fi.Size(), fi.ModTime().UnixNano(), version))
 	if old, err := os.ReadFile(out + ".src"); err == nil && bytes.Equal(old, stamp) {
 		if _, err := os.Stat(out); err == nil {
 			return nil

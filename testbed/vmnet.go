@@ -1,4 +1,4 @@
-package cli
+package testbed
 
 import (
 	"context"
@@ -14,8 +14,7 @@ import (
 	"sync"
 
 	"github.com/metalbed/metalbed/provisioner/dhcp"
-	"github.com/metalbed/metalbed/provisioner/httpboot"
-	"github.com/metalbed/metalbed/provisioner/tftp"
+	"github.com/metalbed/metalbed/provisioner/service"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/libvirt"
 )
@@ -28,53 +27,34 @@ const (
 	vmAPIPort  = 6385
 )
 
-// listenVMNet opens the boot servers inside the real VMs' boot network
-// (bedConfig.vmNet): DHCP on the namespace's interface (port 67,
-// broadcast), TFTP answering from its one socket (a per-transfer socket
-// would open outside the namespace), HTTP, and the API's second listener
-// for ramdisks, proxied to the API on loopback. The DHCP pool is the
-// network's .100-.250.
+// listenVMNet opens the boot servers' sockets inside the real VMs' boot
+// network: DHCP on the namespace's interface (port 67, broadcast), TFTP
+// answering from its one socket (a per-transfer socket would open outside
+// the namespace), HTTP, and the API's second listener for ramdisks,
+// proxied to the API on loopback. The DHCP pool is the network's
+// .100-.250.
 func (b *bed) listenVMNet() error {
-	cfg, nw := b.cfg, b.cfg.vmNet
+	nw := b.vmNet
 	server := nw.Addr()
 	pool, err := vmPool(nw.Prefix(), server)
 	if err != nil {
 		return err
 	}
-	srv, err := dhcp.New(dhcp.Config{
-		ServerIP: server, Pool: pool, Hosts: b.hosts, Faults: b.inject,
-		LeaseFile: filepath.Join(cfg.dir, "dhcp-leases.json"),
-		Logger:    cfg.log, Observer: b.dhcpEvent,
-	})
-	if err != nil {
+	if b.dhcpConn, err = nw.ListenDHCP(); err != nil {
 		return err
 	}
-	conn, err := nw.ListenDHCP()
-	if err != nil {
-		return err
-	}
-	b.boot.dhcp, b.boot.dhcpConn = srv, conn
-	ts, err := tftp.New(tftp.Config{Root: b.tftpRoot, SinglePort: true, Logger: cfg.log, Observer: b.tftpEvent, Faults: b.inject})
-	if err != nil {
-		return err
-	}
-	tconn, err := nw.ListenPacket("udp4", netip.AddrPortFrom(server, vmTFTPPort).String())
-	if err != nil {
+	if b.tftpConn, err = nw.ListenPacket("udp4", netip.AddrPortFrom(server, vmTFTPPort).String()); err != nil {
 		return fmt.Errorf("tftp: %w", err)
 	}
-	b.boot.tftp, b.boot.tftpConn = ts, tconn
-	hs, err := httpboot.New(httpboot.Config{Root: b.httpRoot, Logger: cfg.log, Observer: b.httpEvent, Faults: b.inject})
-	if err != nil {
-		return err
-	}
-	hl, err := nw.Listen("tcp4", netip.AddrPortFrom(server, vmHTTPPort).String())
-	if err != nil {
+	if b.httpLn, err = nw.Listen("tcp4", netip.AddrPortFrom(server, vmHTTPPort).String()); err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	b.boot.http, b.boot.httpLn = hs, hl
 	if b.vmAPILn, err = nw.Listen("tcp4", netip.AddrPortFrom(server, vmAPIPort).String()); err != nil {
 		return fmt.Errorf("provisioner API in the boot network: %w", err)
 	}
+	b.boot = service.BootServers{DHCPConn: b.dhcpConn, TFTPConn: b.tftpConn, HTTPListener: b.httpLn,
+		DHCPServerIP: server, DHCPRange: pool.First.String() + "-" + pool.Last.String(), DHCPSubnet: pool.Subnet,
+		TFTPSinglePort: true}
 	return nil
 }
 
@@ -107,7 +87,7 @@ func (b *bed) ramdiskAPIURL() string {
 // serial console, which is what their console log records; "" (Ironic's
 // default) for simulated machines.
 func (b *bed) appendParams() string {
-	if b.cfg.vmNet != nil {
+	if b.vmNet != nil {
 		return "nofb nomodeset vga=normal console=ttyS0,115200"
 	}
 	return ""
@@ -117,7 +97,7 @@ func (b *bed) appendParams() string {
 // URLs: from inside the boot network for its addresses, else as usual.
 // nil for simulated machines (the packages' default dialers).
 func (b *bed) dialContext() func(ctx context.Context, network, addr string) (net.Conn, error) {
-	nw := b.cfg.vmNet
+	nw := b.vmNet
 	if nw == nil {
 		return nil
 	}
@@ -155,7 +135,7 @@ func (b *bed) serveVMAPI(ctx context.Context) error {
 			var d net.Dialer
 			up, err := d.DialContext(ctx, "tcp4", b.apiLn.Addr().String())
 			if err != nil {
-				b.cfg.log.Warn("boot-network API proxy", "err", err)
+				b.log.Warn("boot-network API proxy", "err", err)
 				return
 			}
 			defer up.Close()
@@ -181,7 +161,7 @@ func realRamdisk(dir string) (kernel, initramfs string, err error) {
 	for _, p := range []string{kernel, initramfs} {
 		if _, err := os.Stat(p); err != nil {
 			if errors.Is(err, os.ErrNotExist) {
-				return "", "", usageError("%s is missing: real VMs boot the ramdisk `metalbed ramdisk build --out %s` makes", p, dir)
+				return "", "", configError("%s is missing: real VMs boot the ramdisk `metalbed ramdisk build --out %s` makes", p, dir)
 			}
 			return "", "", err
 		}
@@ -191,28 +171,28 @@ func realRamdisk(dir string) (kernel, initramfs string, err error) {
 
 // openVM opens machine p as a libvirt VM on the boot network: its disk and
 // serial log under dir/<name>/, its domain named metalbed-<network>-<name>.
-func openVM(nw *libvirt.Network, p nodePlan, dir string) (fleetMachine, error) {
-	mdir := filepath.Join(dir, p.name)
+func openVM(nw *libvirt.Network, p Machine, dir string) (fleetMachine, error) {
+	mdir := filepath.Join(dir, p.Name)
 	if err := os.MkdirAll(mdir, 0o755); err != nil {
-		return nil, fmt.Errorf("machine %s: %w", p.name, err)
+		return nil, fmt.Errorf("machine %s: %w", p.Name, err)
 	}
-	if len(p.macs) == 0 {
-		return nil, fmt.Errorf("machine %s: no NIC", p.name)
+	if len(p.MACs) == 0 {
+		return nil, fmt.Errorf("machine %s: no NIC", p.Name)
 	}
 	m, err := libvirt.Open(libvirt.Config{
-		Name: vmDomainName(nw, p.name), MAC: p.macs[0], Bridge: nw.Bridge,
-		Disk: filepath.Join(mdir, "disk.img"), DiskBytes: p.diskBytes,
-		SerialLog: filepath.Join(mdir, "console.log"), BootMode: p.bootMode,
+		Name: vmDomainName(nw, p.Name), MAC: p.MACs[0], Bridge: nw.Bridge,
+		Disk: filepath.Join(mdir, "disk.img"), DiskBytes: p.DiskBytes,
+		SerialLog: filepath.Join(mdir, "console.log"), BootMode: p.BootMode,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("machine %s: %w", p.name, err)
+		return nil, fmt.Errorf("machine %s: %w", p.Name, err)
 	}
 	fm, ok := m.(fleetMachine)
 	if !ok {
 		m.Close()
-		return nil, fmt.Errorf("machine %s: the libvirt machine lacks BootMode/ConsoleLog", p.name)
+		return nil, fmt.Errorf("machine %s: the libvirt machine lacks BootMode/ConsoleLog", p.Name)
 	}
-	return namedVM{fm, p.name}, nil
+	return namedVM{fm, p.Name}, nil
 }
 
 // namedVM is a VM known by its machine name (node-0), not its domain's.
@@ -243,22 +223,10 @@ type fleetMachine interface {
 	ConsoleLog() string
 }
 
-// defaultBootNetwork is the provisioner's address on a real-VM boot
-// network; each network is its own namespace and bridge, so beds may
-// share it.
-const defaultBootNetwork = "10.235.0.1/24"
-
 // createBootNetwork creates the boot network of the bed whose state is in
 // dir: named after dir (a second bed on another state dir gets its own),
 // with the provisioner at addr.
-func createBootNetwork(ctx context.Context, dir, addr string) (*libvirt.Network, error) {
-	pfx, err := netip.ParsePrefix(addr)
-	if err != nil || !pfx.Addr().Is4() {
-		return nil, usageError("--boot-network %q: want an IPv4 address and prefix such as %s", addr, defaultBootNetwork)
-	}
-	if _, err := vmPool(pfx, pfx.Addr()); err != nil {
-		return nil, usageError("--boot-network: %v", err)
-	}
+func createBootNetwork(ctx context.Context, dir string, pfx netip.Prefix) (*libvirt.Network, error) {
 	sum := sha256.Sum256([]byte(dir))
 	nw, err := libvirt.CreateNetwork(ctx, libvirt.NetworkConfig{Name: "b" + hex.EncodeToString(sum[:])[:7], Addr: pfx})
 	if err != nil {

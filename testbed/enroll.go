@@ -1,9 +1,11 @@
-package cli
+package testbed
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/provisioner/boot"
 	"net/http"
 	"slices"
 )
@@ -39,20 +41,20 @@ const (
 // keeps its state; only its driver_info is pointed at the machine's BMC and
 // the deploy images again when they moved (free BMC ports change on every
 // start). It returns the node UUIDs by name.
-func enroll(ctx context.Context, c *apiClient, specs []enrollSpec) (map[string]string, error) {
+func enroll(ctx context.Context, c *Client, specs []enrollSpec) (map[string]string, error) {
 	deploys, err := c.enabledInterfaces(ctx, "ipmi", "deploy")
 	if err != nil {
 		return nil, fmt.Errorf("enroll: hardware type ipmi: %w", err)
 	}
 	uuids := map[string]string{}
 	for _, sp := range specs {
-		if n, err := c.node(ctx, sp.name); err == nil {
+		if n, err := c.Node(ctx, sp.name); err == nil {
 			uuids[sp.name] = n.UUID
 			if err := repoint(ctx, c, n, sp); err != nil {
 				return nil, fmt.Errorf("enroll %s: %w", sp.name, err)
 			}
 			continue
-		} else if ae := (*apiError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
+		} else if ae := (*APIError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
 			return nil, fmt.Errorf("enroll %s: %w", sp.name, err)
 		}
 		body := map[string]any{
@@ -85,14 +87,14 @@ func enroll(ctx context.Context, c *apiClient, specs []enrollSpec) (map[string]s
 		if sp.bootInterface != "" {
 			body["boot_interface"] = sp.bootInterface
 		}
-		var n apiNode
-		if err := c.do(ctx, http.MethodPost, "/v1/nodes", body, &n); err != nil {
+		var n Node
+		if err := c.Do(ctx, http.MethodPost, "/v1/nodes", body, &n); err != nil {
 			return nil, fmt.Errorf("enroll %s: %w", sp.name, err)
 		}
 		uuids[sp.name] = n.UUID
 		for _, mac := range sp.macs {
 			port := map[string]any{"address": mac, "node_uuid": n.UUID, "pxe_enabled": true}
-			if err := c.do(ctx, http.MethodPost, "/v1/ports", port, nil); err != nil {
+			if err := c.Do(ctx, http.MethodPost, "/v1/ports", port, nil); err != nil {
 				return nil, fmt.Errorf("enroll %s: port %s: %w", sp.name, mac, err)
 			}
 		}
@@ -102,7 +104,7 @@ func enroll(ctx context.Context, c *apiClient, specs []enrollSpec) (map[string]s
 
 // repoint updates an enrolled node's BMC address and deploy images when
 // they differ from the machine's now.
-func repoint(ctx context.Context, c *apiClient, n *apiNode, sp enrollSpec) error {
+func repoint(ctx context.Context, c *Client, n *Node, sp enrollSpec) error {
 	var ops []map[string]any
 	for k, v := range map[string]any{
 		"ipmi_address": sp.bmcAddress, "ipmi_port": sp.bmcPort,
@@ -115,5 +117,37 @@ func repoint(ctx context.Context, c *apiClient, n *apiNode, sp enrollSpec) error
 	if len(ops) == 0 {
 		return nil
 	}
-	return c.patch(ctx, n.UUID, ops)
+	return c.Patch(ctx, n.UUID, ops)
+}
+
+// DefaultBootInterface is pxe when Debian's pxelinux and ipxe boot programs
+// are installed; otherwise ipxe, which boots iPXE ROMs (the simulated
+// machines', QEMU's) without them.
+func DefaultBootInterface() string {
+	if boot.HavePXELinux() && !boot.MissingIPXE() {
+		return "pxe"
+	}
+	return "ipxe"
+}
+
+// enrollSpecs describes every machine for enroll.
+func (f *fleet) enrollSpecs(b *bed, bootInterface string) []enrollSpec {
+	if bootInterface == "" {
+		bootInterface = DefaultBootInterface()
+	}
+	specs := make([]enrollSpec, 0, len(f.nodes))
+	for _, n := range f.nodes {
+		a := n.bmcAddr()
+		sp := enrollSpec{
+			name: n.plan.Name, bmcAddress: a.IP.String(), bmcPort: a.Port,
+			username: n.plan.Username, password: n.plan.Password,
+			bootMode: string(n.machine.BootMode()), diskBytes: n.machine.Disk().SizeBytes,
+			deployKernel: b.deployKernel, deployRd: b.deployRamdisk, bootInterface: bootInterface,
+		}
+		for _, nic := range n.machine.NICs() {
+			sp.macs = append(sp.macs, nic.MAC.String())
+		}
+		specs = append(specs, sp)
+	}
+	return specs
 }

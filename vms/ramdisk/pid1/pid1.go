@@ -1,8 +1,11 @@
-package cli
+// Package pid1 is the program a real machine's deploy ramdisk runs as
+// /init: cmd/metalbed runs it when it is PID 1 (`metalbed ramdisk init`).
+package pid1
 
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,15 +15,93 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/metalbed/metalbed/iscsitarget"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 	"github.com/metalbed/metalbed/vms/ramdisk/agent"
 )
 
-// runRealAgent is the ramdisk's agent mode on a real machine (ipa-api-url
+// Config configures the ramdisk program.
+type Config struct {
+	// Console is the serial console: progress and milestones for the
+	// conductor and people; Log gets the log records.
+	Console, Log io.Writer
+	// Version is metalbed's version, shown at start.
+	Version string
+}
+
+// Run is /init of a real machine's deploy ramdisk: it mounts /proc, /sys
+// and /dev, configures the boot NIC by DHCP, reads the deploy parameters
+// from /proc/cmdline and runs the iSCSI deploy (export the disk,
+// pass_deploy_info, wait for the conductor, reboot) or, with ipa-api-url,
+// the agent; booted as a netboot instance's initramfs it mounts the
+// deployed root instead. It returns only when that fails; its caller, PID
+// 1, must not exit.
+func Run(ctx context.Context, cfg Config) error {
+	log := slog.New(slog.NewTextHandler(cfg.Log, nil))
+	fmt.Fprintf(cfg.Console, "metalbed-ramdisk: metalbed %s as /init\n", cfg.Version)
+	if err := ramdisk.Mount(); err != nil {
+		return err
+	}
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return err
+	}
+	if root, ok := ramdisk.ParseInstanceRoot(string(cmdline)); ok {
+		// Booted as a netboot instance's initramfs: mount the deployed root.
+		root.Console = cfg.Console
+		return root.SwitchTo(ctx)
+	}
+	p, err := ramdisk.ParseCmdline(string(cmdline))
+	if err != nil {
+		return fmt.Errorf("kernel command line: %w", err)
+	}
+	m, err := ramdisk.NewMachine(ctx, ramdisk.MachineConfig{MAC: p.BootIF, Console: cfg.Console, Logger: log})
+	if err != nil {
+		return err
+	}
+	if p.ClientIP == nil {
+		p.ClientIP = m.IP // iPXE passes no ip=: the lease is the address
+	}
+	if p.BootServer == nil {
+		if siaddr := m.Lease.ACK.ServerIPAddr; siaddr != nil && !siaddr.IsUnspecified() {
+			p.BootServer = siaddr
+		}
+	}
+	if p.AgentMode() {
+		return runAgent(ctx, cfg.Console, m, p, log)
+	}
+	return ramdisk.Run(ctx, ramdisk.Config{
+		Params:     p,
+		Env:        m,
+		Export:     exportBlockDevice(log),
+		FetchToken: ramdisk.FetchTFTP,
+		Console:    cfg.Console,
+		Recorder:   ramdisk.ConsoleRecorder(cfg.Console, nil),
+		Logger:     log,
+	})
+}
+
+// exportBlockDevice serves a disk as LUN 1 with metalbed's iSCSI target.
+func exportBlockDevice(log *slog.Logger) ramdisk.Exporter {
+	return func(ctx context.Context, ln net.Listener, iqn string, dev ramdisk.BlockDevice) error {
+		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+		err = t.Serve(ctx, ln)
+		if errors.Is(err, iscsitarget.ErrClosed) || ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+}
+
+// runAgent is the ramdisk's agent mode on a real machine (ipa-api-url
 // on the kernel command line): metalbed's ironic-python-agent-compatible
 // agent with the machine's disks, its boot NIC's lease, and the inventory
 // read from /proc and /sys. It returns only when the agent fails.
-func runRealAgent(ctx context.Context, console io.Writer, m *ramdisk.Machine, p ramdisk.Params, log *slog.Logger) error {
+func runAgent(ctx context.Context, console io.Writer, m *ramdisk.Machine, p ramdisk.Params, log *slog.Logger) error {
 	acfg, err := agent.ConfigFromParams(p)
 	if err != nil {
 		return fmt.Errorf("agent parameters: %w", err)

@@ -1,4 +1,4 @@
-package cli
+package testbed
 
 import (
 	"bytes"
@@ -17,28 +17,29 @@ import (
 // python-ironicclient 5.0.1 negotiates.
 const apiVersion = "1.78"
 
-// apiClient calls the provisioner's Ironic v1 API over HTTP, as a user's
-// client does: `up --enroll` and `demo` go through it and nothing else.
-type apiClient struct {
+// Client calls the provisioner's Ironic v1 API over HTTP, as a user's
+// client does: enrolling and the demo go through it and nothing else.
+type Client struct {
 	base string // e.g. http://127.0.0.1:6385
 	hc   *http.Client
 }
 
-func newAPIClient(base string) *apiClient {
-	return &apiClient{base: strings.TrimRight(base, "/"), hc: &http.Client{Timeout: 60 * time.Second}}
+// NewClient is a client of the API at base, e.g. http://127.0.0.1:6385.
+func NewClient(base string) *Client {
+	return &Client{base: strings.TrimRight(base, "/"), hc: &http.Client{Timeout: 60 * time.Second}}
 }
 
-// apiError is an error answer of the API.
-type apiError struct {
+// APIError is an error answer of the API.
+type APIError struct {
 	Status  int
 	Message string
 }
 
-func (e *apiError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, e.Message) }
+func (e *APIError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, e.Message) }
 
-// do sends body (JSON, when not nil) and decodes a JSON answer into out
+// Do sends body (JSON, when not nil) and decodes a JSON answer into out
 // (when not nil).
-func (c *apiClient) do(ctx context.Context, method, path string, body, out any) error {
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -66,7 +67,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %w", method, path, &apiError{Status: resp.StatusCode, Message: errorMessage(b)})
+		return fmt.Errorf("%s %s: %w", method, path, &APIError{Status: resp.StatusCode, Message: errorMessage(b)})
 	}
 	if out != nil && len(bytes.TrimSpace(b)) > 0 {
 		if err := json.Unmarshal(b, out); err != nil {
@@ -94,8 +95,8 @@ func errorMessage(b []byte) string {
 	return strings.TrimSpace(string(b))
 }
 
-// apiNode is the part of a node the CLI reads.
-type apiNode struct {
+// Node is the part of a node the testbed reads.
+type Node struct {
 	UUID                 string         `json:"uuid"`
 	Name                 string         `json:"name"`
 	ProvisionState       string         `json:"provision_state"`
@@ -106,16 +107,17 @@ type apiNode struct {
 	DriverInfo           map[string]any `json:"driver_info"`
 }
 
-func (n *apiNode) lastError() string {
+func (n *Node) lastError() string {
 	if n.LastError == nil {
 		return ""
 	}
 	return *n.LastError
 }
 
-func (c *apiClient) node(ctx context.Context, id string) (*apiNode, error) {
-	var n apiNode
-	if err := c.do(ctx, http.MethodGet, "/v1/nodes/"+url.PathEscape(id), nil, &n); err != nil {
+// Node reads one node by name or UUID.
+func (c *Client) Node(ctx context.Context, id string) (*Node, error) {
+	var n Node
+	if err := c.Do(ctx, http.MethodGet, "/v1/nodes/"+url.PathEscape(id), nil, &n); err != nil {
 		return nil, err
 	}
 	return &n, nil
@@ -123,9 +125,9 @@ func (c *apiClient) node(ctx context.Context, id string) (*apiNode, error) {
 
 // enabledInterfaces lists a hardware type's enabled interfaces of one role
 // ("deploy", "boot").
-func (c *apiClient) enabledInterfaces(ctx context.Context, driver, role string) ([]string, error) {
+func (c *Client) enabledInterfaces(ctx context.Context, driver, role string) ([]string, error) {
 	var d map[string]any
-	if err := c.do(ctx, http.MethodGet, "/v1/drivers/"+url.PathEscape(driver), nil, &d); err != nil {
+	if err := c.Do(ctx, http.MethodGet, "/v1/drivers/"+url.PathEscape(driver), nil, &d); err != nil {
 		return nil, err
 	}
 	var names []string
@@ -139,30 +141,30 @@ func (c *apiClient) enabledInterfaces(ctx context.Context, driver, role string) 
 	return names, nil
 }
 
-// provision asks for a provision state change (manage, provide, active,
+// Provision asks for a provision state change (manage, provide, active,
 // deleted, …).
-func (c *apiClient) provision(ctx context.Context, id, target string) error {
-	return c.do(ctx, http.MethodPut, "/v1/nodes/"+url.PathEscape(id)+"/states/provision", map[string]any{"target": target}, nil)
+func (c *Client) Provision(ctx context.Context, id, target string) error {
+	return c.Do(ctx, http.MethodPut, "/v1/nodes/"+url.PathEscape(id)+"/states/provision", map[string]any{"target": target}, nil)
 }
 
-// patch applies a JSON patch to a node.
-func (c *apiClient) patch(ctx context.Context, id string, ops []map[string]any) error {
-	return c.do(ctx, http.MethodPatch, "/v1/nodes/"+url.PathEscape(id), ops, nil)
+// Patch applies a JSON patch to a node.
+func (c *Client) Patch(ctx context.Context, id string, ops []map[string]any) error {
+	return c.Do(ctx, http.MethodPatch, "/v1/nodes/"+url.PathEscape(id), ops, nil)
 }
 
-// errStateFailed says a node landed in a failure state while waited on.
-var errStateFailed = errors.New("provisioning failed")
+// ErrStateFailed says a node landed in a failure state while waited on.
+var ErrStateFailed = errors.New("provisioning failed")
 
-// waitState polls a node until it rests in want (no target state) and
+// WaitState polls a node until it rests in want (no target state) and
 // returns it; a failure state ("deploy failed", "clean failed", …) or ctx
 // ending stops the wait. seen, when not nil, is called for every state
 // change observed.
-func (c *apiClient) waitState(ctx context.Context, id, want string, seen func(*apiNode)) (*apiNode, error) {
+func (c *Client) WaitState(ctx context.Context, id, want string, seen func(*Node)) (*Node, error) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	last := ""
 	for {
-		n, err := c.node(ctx, id)
+		n, err := c.Node(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -178,7 +180,7 @@ func (c *apiClient) waitState(ctx context.Context, id, want string, seen func(*a
 		// A failed node keeps its target (deploy failed → active), as
 		// Ironic's do.
 		if strings.HasSuffix(n.ProvisionState, " failed") {
-			return n, fmt.Errorf("node %s: %w: %s: %s", id, errStateFailed, n.ProvisionState, n.lastError())
+			return n, fmt.Errorf("node %s: %w: %s: %s", id, ErrStateFailed, n.ProvisionState, n.lastError())
 		}
 		select {
 		case <-ctx.Done():

@@ -1,4 +1,4 @@
-package cli
+package testbed
 
 import (
 	"context"
@@ -10,9 +10,6 @@ import (
 )
 
 // bmcMachine adapts a vms.Machine to the bmcemu.Machine a BMC drives.
-// fault, when set, may return "ignore" for op "power" (the command is
-// acknowledged, not carried out) or "forget-bootflags" for op
-// "boot-flags" (the flags are acknowledged, not kept).
 type bmcMachine struct {
 	m vms.Machine
 }

@@ -1,0 +1,96 @@
+package testbed
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/metalbed/metalbed/vms"
+	"github.com/metalbed/metalbed/vms/sim"
+)
+
+// Inventory is inventory.json, which scripts read: its shape is a contract.
+type Inventory struct {
+	Nodes []InventoryNode `json:"nodes"`
+	// API and Timeline are the provisioner API and the timeline endpoint,
+	// absent with --no-provisioner.
+	API      string `json:"api,omitempty"`
+	Timeline string `json:"timeline,omitempty"`
+}
+
+type InventoryNode struct {
+	Name       string        `json:"name"`
+	BMC        InventoryBMC  `json:"bmc"`
+	MACs       []string      `json:"macs"`
+	Disk       InventoryDisk `json:"disk"`
+	UUID       string        `json:"uuid"`
+	BootMode   vms.BootMode  `json:"boot_mode"`
+	ConsoleLog string        `json:"console_log"`
+}
+
+type InventoryBMC struct {
+	Address  string `json:"address"`
+	Port     int    `json:"port"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+type InventoryDisk struct {
+	Path      string `json:"path"`
+	SizeBytes int64  `json:"size_bytes"`
+}
+
+func (f *fleet) inventory(b *bed) Inventory {
+	inv := Inventory{Nodes: make([]InventoryNode, 0, len(f.nodes))}
+	if b != nil {
+		inv.API, inv.Timeline = b.apiURL(), b.timelineURL()
+	}
+	for _, n := range f.nodes {
+		a := n.bmcAddr()
+		in := InventoryNode{
+			Name:       n.plan.Name,
+			BMC:        InventoryBMC{Address: a.IP.String(), Port: a.Port, Username: n.plan.Username, Password: n.plan.Password},
+			MACs:       []string{},
+			Disk:       InventoryDisk{Path: n.machine.Disk().Path, SizeBytes: n.machine.Disk().SizeBytes},
+			UUID:       sim.FormatUUID(n.machine.UUID()),
+			BootMode:   n.machine.BootMode(),
+			ConsoleLog: n.machine.ConsoleLog(),
+		}
+		for _, nic := range n.machine.NICs() {
+			in.MACs = append(in.MACs, nic.MAC.String())
+		}
+		inv.Nodes = append(inv.Nodes, in)
+	}
+	return inv
+}
+
+// writeInventory writes inventory.json atomically (temp file + rename).
+func writeInventory(path string, inv Inventory) error {
+	b, err := json.MarshalIndent(inv, "", "  ")
+	if err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".inventory.json.tmp*")
+	if err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	err = tmp.Chmod(0o644)
+	if err == nil {
+		_, err = tmp.Write(append(b, '\n'))
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("inventory %s: %w", path, err)
+	}
+	return nil
+}

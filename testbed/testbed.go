@@ -1,0 +1,408 @@
+// Package testbed is metalbed's composition root: simulated machines (or
+// libvirt VMs), their IPMI BMCs, the provisioner, the per-node timeline and
+// fault injection, built from one Config and run by one Serve. `metalbed
+// up` and `metalbed demo` are thin command lines over it.
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/provisioner/drivers"
+	"github.com/metalbed/metalbed/provisioner/service"
+	"github.com/metalbed/metalbed/vms"
+	"github.com/metalbed/metalbed/vms/libvirt"
+)
+
+// Defaults of the provisioner side.
+const (
+	DefaultAPIAddr      = "127.0.0.1:6385"
+	DefaultTimelineAddr = "127.0.0.1:6386"
+	// DefaultBootNetwork is the provisioner's address on a real-VM boot
+	// network; each network is its own namespace and bridge, so testbeds
+	// may share it.
+	DefaultBootNetwork = "10.235.0.1/24"
+	// InventoryFile is written into the state directory once everything
+	// listens; its shape (Inventory) is a contract with scripts.
+	InventoryFile = "inventory.json"
+)
+
+// ErrConfig marks an invalid Config (a command line maps it to a usage
+// error).
+var ErrConfig = errors.New("testbed config")
+
+func configError(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, a...))
+}
+
+// Config is what the YAML topology and the command line describe.
+type Config struct {
+	// StateDir holds every machine's state, disk and console log,
+	// inventory.json and the provisioner's state (provisioner/); required.
+	// One process at a time may use it (it is locked).
+	StateDir string
+	// Machines are the machines and their BMCs, resolved; at least one.
+	Machines []Machine
+	// Backend is "sim" (default: simulated machines in this process) or
+	// "libvirt" (real VMs; needs Provisioner).
+	Backend string
+	// Libvirt configures the libvirt backend.
+	Libvirt Libvirt
+	// Provisioner, when set, runs the provisioner beside the machines and
+	// wires their firmware to it; nil runs only the machines and BMCs.
+	Provisioner *Provisioner
+	// ExternalDHCP, without Provisioner, is a loopback DHCP server
+	// (HOST:PORT) the machines' PXE ROMs ask when told to network-boot (a
+	// standalone Ironic's dnsmasq); ExternalTFTPPort the TFTP port on the
+	// next-server it names (default 69). "": the machines cannot
+	// network-boot.
+	ExternalDHCP     string
+	ExternalTFTPPort int
+	// Enroll enrolls every machine as a node (driver ipmi, its BMC, a PXE
+	// port per MAC), left in "enroll", before Ready; BootInterface is their
+	// boot interface ("" = pxe when Debian's pxelinux and ipxe are
+	// installed, else ipxe; libvirt: ipxe).
+	Enroll        bool
+	BootInterface string
+	// Progress gets a line every 2 s while machines are still starting;
+	// nil: none.
+	Progress io.Writer
+	// Version stamps the deploy ramdisk built from this binary.
+	Version string
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Machine is one machine and its BMC.
+type Machine struct {
+	Name       string
+	MACs       []net.HardwareAddr
+	DiskBytes  int64
+	BootMode   vms.BootMode
+	PowerDelay time.Duration
+	// BMCAddress and BMCPort are where its BMC listens (port 0: a free
+	// one); BMCConn, when set, is a socket the caller opened instead.
+	BMCAddress string
+	BMCPort    int
+	BMCConn    net.PacketConn
+	Username   string
+	Password   string
+}
+
+// Provisioner configures the provisioner side. Every address may have
+// port 0 (a free port).
+type Provisioner struct {
+	// APIAddr is the Ironic v1 API (default DefaultAPIAddr); TimelineAddr
+	// the timeline and fault endpoint (default DefaultTimelineAddr).
+	APIAddr, TimelineAddr string
+	// DHCPAddr, TFTPAddr, HTTPAddr and DHCPRange: the boot servers on
+	// loopback (defaults service.DefaultDHCPAddr …, DHCPRange inside
+	// 127.0.0.0/8). Ignored with the libvirt backend, whose boot servers
+	// live in the boot network.
+	DHCPAddr, TFTPAddr, HTTPAddr, DHCPRange string
+	// IPMIClient is the ipmi hardware type's client: "native" (default)
+	// or "ipmitool".
+	IPMIClient string
+	// CallbackTimeout is the deploy and clean call-back timeout (0: the
+	// conductor's default); NotifyDelay is waited before the conductor
+	// tells a ramdisk "done" (0: 3 s as Ironic; negative: none).
+	CallbackTimeout time.Duration
+	NotifyDelay     time.Duration
+	// Listeners, when set, are sockets the caller opened instead of the
+	// addresses above (each one that is set replaces its address).
+	Listeners Listeners
+}
+
+// Listeners are the provisioner side's sockets opened by the caller. The
+// boot servers' (DHCP, TFTP, HTTP) are used with the sim backend only.
+type Listeners struct {
+	API, Timeline, HTTP net.Listener
+	DHCP, TFTP          net.PacketConn
+}
+
+// Libvirt configures real VMs.
+type Libvirt struct {
+	// BootNetwork is the provisioner's address and prefix on the VMs' boot
+	// network (default DefaultBootNetwork).
+	BootNetwork string
+	// RamdiskDir holds vmlinuz and initramfs of `metalbed ramdisk build`;
+	// default <StateDir>/ramdisk.
+	RamdiskDir string
+	// RemoveVMs undefines the VMs' domains when Serve returns.
+	RemoveVMs bool
+}
+
+// Testbed is a configured testbed; Serve runs it.
+type Testbed struct {
+	cfg     Config
+	log     *slog.Logger
+	bootNet netip.Prefix
+	started chan struct{}
+	ready   chan struct{}
+
+	// Set while Serve runs, before started is closed.
+	fleet *fleet
+	bed   *bed // nil without a provisioner
+	uuids map[string]string
+
+	mu sync.Mutex
+}
+
+// New checks cfg and applies defaults. It does no I/O.
+func New(cfg Config) (*Testbed, error) {
+	if cfg.StateDir == "" {
+		return nil, configError("no state directory")
+	}
+	abs, err := filepath.Abs(cfg.StateDir)
+	if err != nil {
+		return nil, configError("state dir: %v", err)
+	}
+	cfg.StateDir = abs
+	if len(cfg.Machines) == 0 {
+		return nil, configError("no machines")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Backend == "" {
+		cfg.Backend = "sim"
+	}
+	t := &Testbed{cfg: cfg, log: cfg.Logger, started: make(chan struct{}), ready: make(chan struct{})}
+	switch cfg.Backend {
+	case "sim":
+	case "libvirt":
+		if cfg.Provisioner == nil {
+			return nil, configError("the libvirt backend runs the provisioner: the VMs' only network is its boot network")
+		}
+		if t.cfg.Libvirt.BootNetwork == "" {
+			t.cfg.Libvirt.BootNetwork = DefaultBootNetwork
+		}
+		if t.cfg.Libvirt.RamdiskDir == "" {
+			t.cfg.Libvirt.RamdiskDir = filepath.Join(abs, "ramdisk")
+		}
+		pfx, err := netip.ParsePrefix(t.cfg.Libvirt.BootNetwork)
+		if err != nil || !pfx.Addr().Is4() {
+			return nil, configError("boot network %q: want an IPv4 address and prefix such as %s", t.cfg.Libvirt.BootNetwork, DefaultBootNetwork)
+		}
+		if _, err := vmPool(pfx, pfx.Addr()); err != nil {
+			return nil, configError("boot network: %v", err)
+		}
+		t.bootNet = pfx
+		if t.cfg.BootInterface == "" {
+			t.cfg.BootInterface = "ipxe" // QEMU's NIC ROMs are iPXE
+		}
+	default:
+		return nil, configError("backend %q: want sim or libvirt", cfg.Backend)
+	}
+	if cfg.Enroll && cfg.Provisioner == nil {
+		return nil, configError("enrolling needs the provisioner")
+	}
+	if cfg.ExternalDHCP != "" {
+		if cfg.Provisioner != nil {
+			return nil, configError("an external DHCP server goes without the provisioner (the provisioner serves its own DHCP)")
+		}
+		ap, err := netip.ParseAddrPort(cfg.ExternalDHCP)
+		if err != nil || !ap.Addr().Is4() || !ap.Addr().IsLoopback() || ap.Port() == 0 {
+			return nil, configError("external DHCP server %q: want a loopback HOST:PORT such as 127.0.0.1:6767 (simulated machines live on loopback)", cfg.ExternalDHCP)
+		}
+		if t.cfg.ExternalTFTPPort == 0 {
+			t.cfg.ExternalTFTPPort = 69
+		}
+	}
+	if p := cfg.Provisioner; p != nil {
+		pc := *p
+		if pc.APIAddr == "" {
+			pc.APIAddr = DefaultAPIAddr
+		}
+		if pc.TimelineAddr == "" {
+			pc.TimelineAddr = DefaultTimelineAddr
+		}
+		if pc.DHCPAddr == "" {
+			pc.DHCPAddr = service.DefaultDHCPAddr
+		}
+		if pc.TFTPAddr == "" {
+			pc.TFTPAddr = service.DefaultTFTPAddr
+		}
+		if pc.HTTPAddr == "" {
+			pc.HTTPAddr = service.DefaultHTTPAddr
+		}
+		if pc.DHCPRange == "" {
+			pc.DHCPRange = service.DefaultDHCPRange
+		}
+		if pc.IPMIClient == "" {
+			pc.IPMIClient = drivers.ClientNative
+		}
+		if pc.NotifyDelay == 0 {
+			pc.NotifyDelay = 3 * time.Second
+		}
+		if pc.CallbackTimeout < 0 {
+			return nil, configError("deploy call-back timeout %s: want a positive duration", pc.CallbackTimeout)
+		}
+		if cfg.Backend == "sim" {
+			if err := checkLoopback(pc); err != nil {
+				return nil, err
+			}
+		}
+		t.cfg.Provisioner = &pc
+	}
+	return t, nil
+}
+
+// Serve opens the machines, binds every socket, builds the deploy images,
+// runs the BMCs and the provisioner, enrolls the machines (Config.Enroll)
+// and writes inventory.json; it runs until ctx ends, then closes
+// everything and returns nil (also when ctx ends while starting).
+func (t *Testbed) Serve(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			err = nil // interrupted while starting: nothing half-done is left
+		}
+	}()
+	var nw *libvirt.Network
+	if t.cfg.Backend == "libvirt" {
+		if err := libvirt.Built(); err != nil {
+			return err
+		}
+		if nw, err = createBootNetwork(ctx, t.cfg.StateDir, t.bootNet); err != nil {
+			return err
+		}
+		defer nw.Close()
+	}
+	hooks := t.externalNetboot()
+	var b *bed
+	if t.cfg.Provisioner != nil {
+		if b, err = listenBed(t, nw); err != nil {
+			return err
+		}
+		defer b.close()
+		hooks = b.nodeHooks
+	}
+	f, err := startFleet(ctx, t.cfg.Machines, t.cfg.StateDir, t.log, t.cfg.Progress, hooks)
+	if err != nil {
+		return err
+	}
+	defer f.close()
+	f.removeVMs = t.cfg.Libvirt.RemoveVMs
+	t.mu.Lock()
+	t.fleet, t.bed = f, b
+	t.mu.Unlock()
+	close(t.started)
+	if b != nil {
+		if err := b.prepare(ctx); err != nil {
+			return err
+		}
+		for _, n := range f.nodes {
+			defer b.watchMachine(n.machine)()
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return f.serve(gctx) })
+	if b != nil {
+		g.Go(func() error { return b.serve(gctx) })
+	}
+	g.Go(func() error {
+		if b != nil {
+			select {
+			case <-b.svc.Ready():
+			case <-gctx.Done():
+				return nil
+			}
+			if t.cfg.Enroll {
+				uuids, err := b.enroll(gctx, f.enrollSpecs(b, t.cfg.BootInterface))
+				if err != nil {
+					if gctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				t.mu.Lock()
+				t.uuids = uuids
+				t.mu.Unlock()
+			}
+		}
+		if err := writeInventory(filepath.Join(t.cfg.StateDir, InventoryFile), t.Inventory()); err != nil {
+			return err
+		}
+		close(t.ready)
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return f.close()
+}
+
+// Started is closed once every socket is bound and every machine is open:
+// the addresses and the inventory are known (the deploy images may still
+// be building).
+func (t *Testbed) Started() <-chan struct{} { return t.started }
+
+// Ready is closed once the provisioner answers, the machines are enrolled
+// (Config.Enroll) and inventory.json is written.
+func (t *Testbed) Ready() <-chan struct{} { return t.ready }
+
+// Dir is the state directory.
+func (t *Testbed) Dir() string { return t.cfg.StateDir }
+
+// APIURL is the provisioner API, e.g. http://127.0.0.1:6385; "" before
+// Started or without a provisioner.
+func (t *Testbed) APIURL() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.bed == nil {
+		return ""
+	}
+	return t.bed.apiURL()
+}
+
+// TimelineURL is the timeline and fault endpoint; "" before Started or
+// without a provisioner.
+func (t *Testbed) TimelineURL() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.bed == nil {
+		return ""
+	}
+	return t.bed.timelineURL()
+}
+
+// Timeline is the per-node timeline; nil before Ready or without a
+// provisioner.
+func (t *Testbed) Timeline() *events.Timeline {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.bed == nil {
+		return nil
+	}
+	return t.bed.tl
+}
+
+// NodeUUIDs are the nodes Config.Enroll enrolled, by machine name.
+func (t *Testbed) NodeUUIDs() map[string]string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.uuids
+}
+
+// Inventory describes the machines, their BMCs and the endpoints; empty
+// before Started.
+func (t *Testbed) Inventory() Inventory {
+	t.mu.Lock()
+	f, b := t.fleet, t.bed
+	t.mu.Unlock()
+	if f == nil {
+		return Inventory{Nodes: []InventoryNode{}}
+	}
+	return f.inventory(b)
+}
