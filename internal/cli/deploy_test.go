@@ -272,7 +272,22 @@ func TestUpEnrollBaremetalCLI(t *testing.T) {
 	if other := showNode(t, api, u.inv.Nodes[0].Name); other["provision_state"] != "available" {
 		t.Errorf("%s: %v", u.inv.Nodes[0].Name, other["provision_state"])
 	}
+	uuid, _ := shown["uuid"].(string)
 	u.stop(t)
+
+	// With nothing running on the state dir, `metalbed timeline` reads
+	// timeline.jsonl: the same entries, found by the node's UUID too.
+	var offline, oerr testenv.SyncBuffer
+	if err := Run(t.Context(), []string{"timeline", uuid, "--json", "--state-dir", dir}, &offline, &oerr); err != nil {
+		t.Fatalf("timeline of a stopped testbed: %v %s", err, oerr.String())
+	}
+	var after testbed.TimelineDoc
+	if err := json.Unmarshal([]byte(offline.String()), &after); err != nil {
+		t.Fatalf("timeline --json of a stopped testbed: %v\n%s", err, offline.String())
+	}
+	if after.Node != node.Name || len(after.Entries) < len(doc.Entries) {
+		t.Errorf("stopped testbed's timeline of %s: node %q, %d entries, want %s and at least %d", uuid, after.Node, len(after.Entries), node.Name, len(doc.Entries))
+	}
 }
 
 // TestUpEnrollAgainKeepsNodes restarts `up --enroll` on the same state
