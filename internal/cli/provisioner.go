@@ -52,8 +52,8 @@ func provisionerRegistry(list string, ipmi drivers.IPMIConfig) (*drivers.Registr
 }
 
 // runProvisionerServe runs the provisioner on its own: the
-// Ironic-compatible API and conductor and, with --boot-servers, the DHCP,
-// TFTP and HTTP boot servers, so that it deploys machines whose BMCs run
+// Ironic-compatible API and conductor and (unless --boot-servers=false) the
+// DHCP, TFTP and HTTP boot servers, so that it deploys machines whose BMCs run
 // elsewhere (`metalbed up --no-provisioner --netboot-dhcp ADDR`, or real
 // ones).
 func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
@@ -74,7 +74,7 @@ func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 	dhcpRange := fs.String("dhcp-range", service.DefaultDHCPRange, "addresses leased to the machines, FIRST-LAST")
 	tftpAddr := fs.String("tftp-addr", service.DefaultTFTPAddr, "TFTP boot server listen address")
 	httpAddr := fs.String("http-addr", service.DefaultHTTPAddr, "HTTP boot server listen address")
-	withBoot := fs.Bool("boot-servers", false, "also run the DHCP, TFTP and HTTP boot servers (--dhcp-addr, --tftp-addr, --http-addr) and give the ipmi hardware type the network boot (pxe, ipxe) and deploy (iscsi, direct) interfaces: a provisioner that deploys machines on its own")
+	withBoot := fs.Bool("boot-servers", true, "run the DHCP, TFTP and HTTP boot servers (--dhcp-addr, --tftp-addr, --http-addr) and give the ipmi hardware type the network boot (pxe, ipxe) and deploy (iscsi, direct) interfaces, so the provisioner deploys machines on its own; --boot-servers=false runs the API and conductor only")
 	verbose := fs.Bool("verbose", false, "log debug messages")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -86,7 +86,7 @@ func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 	log := slog.New(slog.NewTextHandler(s.Err, &slog.HandlerOptions{Level: level}))
 	ipmi := drivers.IPMIConfig{Client: *ipmiClient, MinCommandInterval: *ipmiInterval, PollInterval: *ipmiPoll, Logger: log}
 	if *withBoot && !sameSet(*driverList, defaultDrivers) {
-		return usageError("--boot-servers comes with the default hardware types (--drivers %s)", defaultDrivers)
+		return usageError("the boot servers come with the default hardware types (--drivers %s); add --boot-servers=false to run other hardware types with the API and conductor only", defaultDrivers)
 	}
 	var reg *drivers.Registry // nil: the service's default set, with network boot
 	if !*withBoot {

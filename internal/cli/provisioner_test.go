@@ -22,7 +22,7 @@ func TestProvisionerServe(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, []string{"provisioner", "serve", "--addr", "127.0.0.1:0", "--state-dir", t.TempDir(),
-			"--drivers", "fake-hardware"}, &out, io.Discard)
+			"--drivers", "fake-hardware", "--boot-servers=false"}, &out, io.Discard)
 	}()
 	re := regexp.MustCompile(`provisioner API on (http://127\.0\.0\.1:\d+)`)
 	var url string
@@ -53,8 +53,8 @@ func TestProvisionerServe(t *testing.T) {
 	if err := Run(t.Context(), []string{"provisioner", "serve", "--drivers", "nonesuch"}, io.Discard, io.Discard); ExitCode(err) != 2 {
 		t.Fatalf("bad --drivers: %v", err)
 	}
-	if err := Run(t.Context(), []string{"provisioner", "serve", "--boot-servers", "--drivers", "ipmi"}, io.Discard, io.Discard); ExitCode(err) != 2 {
-		t.Fatalf("--boot-servers with --drivers ipmi: %v", err)
+	if err := Run(t.Context(), []string{"provisioner", "serve", "--drivers", "ipmi"}, io.Discard, io.Discard); ExitCode(err) != 2 {
+		t.Fatalf("boot servers with --drivers ipmi: %v", err)
 	}
 }
 
