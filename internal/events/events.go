@@ -454,8 +454,8 @@ func (t *Timeline) setMany(n *node, field *[]string, prefix, v string) {
 
 // merge moves o's keys and entries into n.
 func (t *Timeline) merge(n, o *node) {
-	for k, v := range t.index {
-		if v == o {
+	for _, k := range o.keys() {
+		if t.index[k] == o {
 			t.index[k] = n
 		}
 	}
@@ -521,6 +521,25 @@ func (t *Timeline) trim(es []Entry) []Entry {
 		es = append(es[:0:0], es[over:]...)
 	}
 	return es
+}
+
+// keys are n's index keys.
+func (n *node) keys() []string {
+	var ks []string
+	for _, p := range []struct {
+		prefix string
+		vs     []string
+	}{
+		{"u:", []string{n.uuid}}, {"n:", []string{n.name}}, {"m:", []string{n.machine}}, {"s:", []string{n.smbios}},
+		{"a:", n.macs}, {"i:", n.ips}, {"q:", n.iqns},
+	} {
+		for _, v := range p.vs {
+			if k := normKey(v); k != "" {
+				ks = append(ks, p.prefix+k)
+			}
+		}
+	}
+	return ks
 }
 
 func (n *node) display() string {
