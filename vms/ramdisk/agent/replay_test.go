@@ -15,7 +15,7 @@ import (
 	"github.com/metalbed/metalbed/internal/testenv"
 )
 
-// buildImage builds a test instance image with provisioner/images.
+// buildImage builds a test instance image with disk.
 func buildImage(t *testing.T, kind disk.Kind, mode string) (*disk.Built, []byte) {
 	t.Helper()
 	testenv.RequireTool(t, "mkfs.ext4", "e2fsprogs")
