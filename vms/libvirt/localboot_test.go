@@ -95,11 +95,11 @@ func TestLocalBoot(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			disk := filepath.Join(dir, "disk.img")
+			diskPath := filepath.Join(dir, "disk.img")
 			var diskBytes int64
 			var rootPartUUID string
 			if c.kind == disk.KindWholeDisk {
-				b, err := disk.Build(ctx, disk.BuildConfig{Kind: disk.KindWholeDisk, BootMode: string(c.mode), Out: disk, Init: initBin, Hostname: "lb-" + c.name, Grub: grub})
+				b, err := disk.Build(ctx, disk.BuildConfig{Kind: disk.KindWholeDisk, BootMode: string(c.mode), Out: diskPath, Init: initBin, Hostname: "lb-" + c.name, Grub: grub})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -107,10 +107,10 @@ func TestLocalBoot(t *testing.T) {
 					t.Fatalf("whole-disk image built with loader %q", b.BootLoader)
 				}
 				diskBytes = b.Size
-				rootPartUUID = inspectRoot(t, disk, diskBytes)
+				rootPartUUID = inspectRoot(t, diskPath, diskBytes)
 			} else {
 				diskBytes = 512 << 20
-				rootPartUUID = deployPartition(t, disk, diskBytes, part, c.mode, c.label, grubDir)
+				rootPartUUID = deployPartition(t, diskPath, diskBytes, part, c.mode, c.label, grubDir)
 			}
 
 			select {
@@ -123,7 +123,7 @@ func TestLocalBoot(t *testing.T) {
 			consoleLog := filepath.Join(dir, "console.log")
 			m, err := libvirt.New(libvirt.Config{
 				Name: fmt.Sprintf("mblb-%s-%d", id, i), MAC: net.HardwareAddr{0x52, 0x54, 0x00, 0xb0, byte(os.Getpid()), byte(i)},
-				Bridge: netw.Bridge, Disk: disk, DiskBytes: diskBytes,
+				Bridge: netw.Bridge, Disk: diskPath, DiskBytes: diskBytes,
 				SerialLog: consoleLog, BootMode: c.mode,
 			})
 			if err != nil {
