@@ -82,9 +82,7 @@ type Machine struct {
 	gen    uint64 // increments on every boot; a stale soft-off timer sees it
 	closed bool
 
-	subMu   sync.Mutex
-	subs    map[uint64]func(vms.Event)
-	nextSub uint64
+	subs vms.Subscribers
 }
 
 // run is one firmware execution, from power-on or reset to power-off.
@@ -181,7 +179,6 @@ func Open(cfg Config) (*Machine, error) {
 		root:    root,
 		cancel:  cancel,
 		st:      st,
-		subs:    map[uint64]func(vms.Event){},
 	}
 	if st.Power == vms.PowerOn && st.LastBoot != nil {
 		m.console.printf("\r\n[metalbed: process restarted; machine was on, resuming its last boot]\r\n")
@@ -611,29 +608,11 @@ func (m *Machine) AttachConsole(ctx context.Context) (io.ReadWriteCloser, error)
 
 // Subscribe implements vms.Machine.
 func (m *Machine) Subscribe(fn func(vms.Event)) (cancel func()) {
-	m.subMu.Lock()
-	id := m.nextSub
-	m.nextSub++
-	m.subs[id] = fn
-	m.subMu.Unlock()
-	return func() {
-		m.subMu.Lock()
-		delete(m.subs, id)
-		m.subMu.Unlock()
-	}
+	return m.subs.Subscribe(fn)
 }
 
 func (m *Machine) emit(kind vms.EventKind, detail string) {
-	ev := vms.Event{Time: time.Now(), Machine: m.cfg.Name, Kind: kind, Detail: detail}
-	m.subMu.Lock()
-	fns := make([]func(vms.Event), 0, len(m.subs))
-	for _, fn := range m.subs {
-		fns = append(fns, fn)
-	}
-	m.subMu.Unlock()
-	for _, fn := range fns {
-		fn(ev)
-	}
+	m.subs.Emit(vms.Event{Time: time.Now(), Machine: m.cfg.Name, Kind: kind, Detail: detail})
 }
 
 // Close stops the machine's goroutines; its state is already saved (a
