@@ -153,14 +153,27 @@ func showNode(t *testing.T, api, node string) map[string]any {
 // waitProvision polls `baremetal node show` until the node rests in want.
 func waitProvision(t *testing.T, api, node, want string, within time.Duration) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		n := showNode(t, api, node)
+	return waitNode(t, api, node, want, within, func(n map[string]any) bool {
 		if n["provision_state"] == want && n["target_provision_state"] == nil {
-			return n
+			return true
 		}
 		if s, _ := n["provision_state"].(string); strings.HasSuffix(s, "failed") {
 			t.Fatalf("%s: %s: %v", node, s, n["last_error"])
+		}
+		return false
+	})
+}
+
+// waitNode polls `baremetal node show` until there says the node is where
+// the test wants it (want names that place); there fails the test for a
+// state the node will not leave.
+func waitNode(t *testing.T, api, node, want string, within time.Duration, there func(n map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		n := showNode(t, api, node)
+		if there(n) {
+			return n
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s still %v (target %v) after %s, want %s", node, n["provision_state"], n["target_provision_state"], within, want)

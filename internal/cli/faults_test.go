@@ -211,24 +211,12 @@ func TestUpFaultDeploy(t *testing.T) {
 // stays "active", so waitProvision does not fit).
 func waitDeployFailed(t *testing.T, api, node string, within time.Duration) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		n := showNode(t, api, node)
-		if n["provision_state"] == "deploy failed" {
-			return n
-		}
+	return waitNode(t, api, node, "deploy failed", within, func(n map[string]any) bool {
 		if n["provision_state"] == "active" {
 			t.Fatalf("%s deployed despite the fault", node)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still %v after %s, want deploy failed", node, n["provision_state"], within)
-		}
-		select {
-		case <-t.Context().Done():
-			t.Fatal(t.Context().Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+		return n["provision_state"] == "deploy failed"
+	})
 }
 
 // TestUpFaultNetboot breaks a machine's PXE boot at DHCP and at TFTP and
