@@ -24,7 +24,15 @@ func fatConfigDrive(t testing.TB) []byte {
 	mkfs := testenv.RequireTool(t, "mkfs.fat", "dosfstools")
 	p := filepath.Join(t.TempDir(), "cd.img")
 	run(t, mkfs, "-C", "-n", "config-2", p, "16384")
-	raw, err := os.ReadFile(p)
+	_, cd := readConfigDrive(t, p)
+	return cd
+}
+
+// readConfigDrive reads the config drive image at path and returns it and
+// the base64-gzipped form Ironic receives.
+func readConfigDrive(t testing.TB, path string) (raw, encoded []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +40,7 @@ func fatConfigDrive(t testing.TB) []byte {
 	zw := gzip.NewWriter(&gz)
 	zw.Write(raw)
 	zw.Close()
-	return []byte(base64.StdEncoding.EncodeToString(gz.Bytes()))
+	return raw, []byte(base64.StdEncoding.EncodeToString(gz.Bytes()))
 }
 
 func wantRoles(p PartitionParams) []string {
@@ -420,14 +428,7 @@ func TestDeployISOConfigDrive(t *testing.T) {
 	}
 	iso := filepath.Join(t.TempDir(), "cd.iso")
 	run(t, geniso, "-o", iso, "-ldots", "-allow-lowercase", "-allow-multidot", "-l", "-quiet", "-J", "-r", "-V", "config-2", tree)
-	raw, err := os.ReadFile(iso)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(raw)
-	zw.Close()
+	raw, encoded := readConfigDrive(t, iso)
 	img := buildImage(t, KindPartition, "")
 	imgFile, err := os.Open(img.Path)
 	if err != nil {
@@ -436,7 +437,7 @@ func TestDeployISOConfigDrive(t *testing.T) {
 	defer imgFile.Close()
 	disk := sparseDisk(t, testDiskSize)
 	res, err := DeployPartitionImage(t.Context(), disk, testDiskSize, imgFile, img.Size,
-		PartitionParams{RootMB: 100, ConfigDrive: []byte(base64.StdEncoding.EncodeToString(gz.Bytes()))})
+		PartitionParams{RootMB: 100, ConfigDrive: encoded})
 	if err != nil {
 		t.Fatal(err)
 	}
