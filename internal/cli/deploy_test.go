@@ -29,12 +29,7 @@ func requireBootLoaders(t *testing.T) {
 		{"/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common"},
 		{"/usr/lib/ipxe/ipxe.efi", "ipxe"},
 	} {
-		if _, err := os.Stat(f.path); err != nil {
-			if os.Getenv("METALBED_INTEROP") == "required" {
-				t.Fatalf("%s missing (Debian package %s) and METALBED_INTEROP=required", f.path, f.pkg)
-			}
-			t.Skipf("%s missing: install the Debian package %s", f.path, f.pkg)
-		}
+		testenv.RequireFile(t, f.path, f.pkg)
 	}
 }
 
