@@ -65,11 +65,7 @@ func wantRoles(p PartitionParams) []string {
 
 func TestDeployPartitionImageMatrix(t *testing.T) {
 	img := buildImage(t, KindPartition, "")
-	imgFile, err := os.Open(img.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer imgFile.Close()
+	imgFile := openImage(t, img)
 	cd := fatConfigDrive(t)
 	for _, mode := range []string{BootModeBIOS, BootModeUEFI} {
 		for _, opt := range []string{BootOptionNetboot, BootOptionLocal} {
@@ -223,11 +219,7 @@ func TestDeployWholeDiskImage(t *testing.T) {
 	for _, mode := range []string{BootModeBIOS, BootModeUEFI} {
 		t.Run(mode, func(t *testing.T) {
 			img := buildImage(t, KindWholeDisk, mode)
-			f, err := os.Open(img.Path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
+			f := openImage(t, img)
 			disk := sparseDisk(t, testDiskSize)
 			res, err := DeployWholeDiskImage(t.Context(), disk, testDiskSize, f, img.Size)
 			if err != nil {
@@ -285,11 +277,7 @@ func TestDeployWholeDiskImage(t *testing.T) {
 
 func TestDeployBadInputs(t *testing.T) {
 	img := buildImage(t, KindPartition, "")
-	imgFile, err := os.Open(img.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer imgFile.Close()
+	imgFile := openImage(t, img)
 	const size = 600 << 20
 	cases := []struct {
 		name     string
@@ -344,11 +332,7 @@ func TestDeployBadInputs(t *testing.T) {
 
 func TestDestroyDiskMetadata(t *testing.T) {
 	img := buildImage(t, KindPartition, "")
-	imgFile, err := os.Open(img.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer imgFile.Close()
+	imgFile := openImage(t, img)
 	disk := sparseDisk(t, testDiskSize)
 	if _, err := DeployPartitionImage(t.Context(), disk, testDiskSize, imgFile, img.Size, PartitionParams{BootMode: BootModeUEFI, RootMB: 100}); err != nil {
 		t.Fatal(err)
@@ -430,11 +414,7 @@ func TestDeployISOConfigDrive(t *testing.T) {
 	run(t, geniso, "-o", iso, "-ldots", "-allow-lowercase", "-allow-multidot", "-l", "-quiet", "-J", "-r", "-V", "config-2", tree)
 	raw, encoded := readConfigDrive(t, iso)
 	img := buildImage(t, KindPartition, "")
-	imgFile, err := os.Open(img.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer imgFile.Close()
+	imgFile := openImage(t, img)
 	disk := sparseDisk(t, testDiskSize)
 	res, err := DeployPartitionImage(t.Context(), disk, testDiskSize, imgFile, img.Size,
 		PartitionParams{RootMB: 100, ConfigDrive: encoded})
