@@ -76,15 +76,7 @@ func testRamdiskISCSIDeploy(t *testing.T, bin, rd string, mode vms.BootMode, idx
 	iqn := "iqn.2008-10.org.openstack:" + uuid
 	infos := make(chan passDeployInfo, 4)
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/nodes/"+uuid+"/vendor_passthru/pass_deploy_info", func(w http.ResponseWriter, r *http.Request) {
-		var info passDeployInfo
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&info); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		infos <- info
-		w.WriteHeader(http.StatusAccepted)
-	})
+	handlePassthru(mux, uuid, "pass_deploy_info", infos)
 	serveAPI(t, netw, mux)
 
 	base := "http://" + srv.String() + ":8080"
@@ -222,6 +214,20 @@ func linkRamdisk(t *testing.T, rd, dir string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// handlePassthru sends what the ramdisk POSTs to node's vendor passthru
+// method (JSON) into ch.
+func handlePassthru[T any](mux *http.ServeMux, node, method string, ch chan<- T) {
+	mux.HandleFunc("POST /v1/nodes/"+node+"/vendor_passthru/"+method, func(w http.ResponseWriter, r *http.Request) {
+		var body T
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		ch <- body
+		w.WriteHeader(http.StatusAccepted)
+	})
 }
 
 // serveAPI serves h on port 6385 of netw's host address, inside the

@@ -3,9 +3,7 @@
 package libvirt_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -271,17 +269,8 @@ func testRamdiskLocalBoot(t *testing.T, bin, rd string, part *disk.Built, mode v
 	}
 	deployInfo, bootloaderInfo := make(chan callback, 4), make(chan callback, 4)
 	mux := http.NewServeMux()
-	for name, ch := range map[string]chan callback{"pass_deploy_info": deployInfo, "pass_bootloader_install_info": bootloaderInfo} {
-		mux.HandleFunc("POST /v1/nodes/"+uuid+"/vendor_passthru/"+name, func(w http.ResponseWriter, r *http.Request) {
-			var c callback
-			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&c); err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			ch <- c
-			w.WriteHeader(http.StatusAccepted)
-		})
-	}
+	handlePassthru(mux, uuid, "pass_deploy_info", deployInfo)
+	handlePassthru(mux, uuid, "pass_bootloader_install_info", bootloaderInfo)
 	serveAPI(t, netw, mux)
 
 	base := "http://" + srv.String() + ":8080"
