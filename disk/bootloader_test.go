@@ -12,11 +12,7 @@ import (
 
 func TestInstallBootloader(t *testing.T) {
 	img := buildImage(t, KindPartition, "")
-	imgFile, err := os.Open(img.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer imgFile.Close()
+	imgFile := openImage(t, img)
 	kernelPath, err := DefaultKernel(t.Context())
 	if err != nil {
 		t.Fatal(err)

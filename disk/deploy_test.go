@@ -24,7 +24,15 @@ func fatConfigDrive(t testing.TB) []byte {
 	mkfs := testenv.RequireTool(t, "mkfs.fat", "dosfstools")
 	p := filepath.Join(t.TempDir(), "cd.img")
 	run(t, mkfs, "-C", "-n", "config-2", p, "16384")
-	raw, err := os.ReadFile(p)
+	_, cd := readConfigDrive(t, p)
+	return cd
+}
+
+// readConfigDrive reads the config drive image at path and returns it and
+// the base64-gzipped form Ironic receives.
+func readConfigDrive(t testing.TB, path string) (raw, encoded []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +40,7 @@ func fatConfigDrive(t testing.TB) []byte {
 	zw := gzip.NewWriter(&gz)
 	zw.Write(raw)
 	zw.Close()
-	return []byte(base64.StdEncoding.EncodeToString(gz.Bytes()))
+	return raw, []byte(base64.StdEncoding.EncodeToString(gz.Bytes()))
 }
 
 func wantRoles(p PartitionParams) []string {
@@ -57,11 +65,7 @@ func wantRoles(p PartitionParams) []string {
 
 func TestDeployPartitionImageMatrix(t *testing.T) {
 	img := buildImage(t, KindPartition, "")
-	imgFile, err := os.Open(img.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer imgFile.Close()
+	imgFile := openImage(t, img)
 	cd := fatConfigDrive(t)
 	for _, mode := range []string{BootModeBIOS, BootModeUEFI} {
 		for _, opt := range []string{BootOptionNetboot, BootOptionLocal} {
@@ -215,11 +219,7 @@ func TestDeployWholeDiskImage(t *testing.T) {
 	for _, mode := range []string{BootModeBIOS, BootModeUEFI} {
 		t.Run(mode, func(t *testing.T) {
 			img := buildImage(t, KindWholeDisk, mode)
-			f, err := os.Open(img.Path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
+			f := openImage(t, img)
 			disk := sparseDisk(t, testDiskSize)
 			res, err := DeployWholeDiskImage(t.Context(), disk, testDiskSize, f, img.Size)
 			if err != nil {
@@ -277,11 +277,7 @@ func TestDeployWholeDiskImage(t *testing.T) {
 
 func TestDeployBadInputs(t *testing.T) {
 	img := buildImage(t, KindPartition, "")
-	imgFile, err := os.Open(img.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer imgFile.Close()
+	imgFile := openImage(t, img)
 	const size = 600 << 20
 	cases := []struct {
 		name     string
@@ -336,11 +332,7 @@ func TestDeployBadInputs(t *testing.T) {
 
 func TestDestroyDiskMetadata(t *testing.T) {
 	img := buildImage(t, KindPartition, "")
-	imgFile, err := os.Open(img.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer imgFile.Close()
+	imgFile := openImage(t, img)
 	disk := sparseDisk(t, testDiskSize)
 	if _, err := DeployPartitionImage(t.Context(), disk, testDiskSize, imgFile, img.Size, PartitionParams{BootMode: BootModeUEFI, RootMB: 100}); err != nil {
 		t.Fatal(err)
@@ -420,23 +412,12 @@ func TestDeployISOConfigDrive(t *testing.T) {
 	}
 	iso := filepath.Join(t.TempDir(), "cd.iso")
 	run(t, geniso, "-o", iso, "-ldots", "-allow-lowercase", "-allow-multidot", "-l", "-quiet", "-J", "-r", "-V", "config-2", tree)
-	raw, err := os.ReadFile(iso)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(raw)
-	zw.Close()
+	raw, encoded := readConfigDrive(t, iso)
 	img := buildImage(t, KindPartition, "")
-	imgFile, err := os.Open(img.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer imgFile.Close()
+	imgFile := openImage(t, img)
 	disk := sparseDisk(t, testDiskSize)
 	res, err := DeployPartitionImage(t.Context(), disk, testDiskSize, imgFile, img.Size,
-		PartitionParams{RootMB: 100, ConfigDrive: []byte(base64.StdEncoding.EncodeToString(gz.Bytes()))})
+		PartitionParams{RootMB: 100, ConfigDrive: encoded})
 	if err != nil {
 		t.Fatal(err)
 	}

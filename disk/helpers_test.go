@@ -70,6 +70,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// openImage opens the image file of img until the test ends.
+func openImage(t testing.TB, img *Built) *os.File {
+	t.Helper()
+	f, err := os.Open(img.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
 // buildImage builds an instance image into a temp dir.
 func buildImage(t testing.TB, kind Kind, bootMode string) *Built {
 	t.Helper()

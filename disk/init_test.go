@@ -28,11 +28,7 @@ func rootTree(t *testing.T, img *Built) string {
 func TestInstanceImageContents(t *testing.T) {
 	img := buildImage(t, KindPartition, "")
 	dir := rootTree(t, img)
-	f, err := os.Open(img.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := openImage(t, img)
 	for _, p := range []string{"/sbin/init", "/etc/hostname", "/etc/fstab", "/boot/grub/grub.cfg", "/boot/vmlinuz"} {
 		want, err := os.ReadFile(filepath.Join(dir, p))
 		if err != nil {

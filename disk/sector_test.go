@@ -59,11 +59,7 @@ func TestSectorDiskMatchesByteWrites(t *testing.T) {
 // sectors, as an iSCSI LUN would.
 func TestDeployOnWholeSectorDisk(t *testing.T) {
 	img := buildImage(t, KindPartition, "")
-	imgFile, err := os.Open(img.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer imgFile.Close()
+	imgFile := openImage(t, img)
 	f := sparseDisk(t, testDiskSize)
 	p := PartitionParams{BootMode: BootModeUEFI, BootOption: BootOptionLocal, RootMB: 100, SwapMB: 16, EphemeralMB: 32, ConfigDrive: fatConfigDrive(t)}
 	res, err := DeployPartitionImage(t.Context(), strictDisk{f}, testDiskSize, imgFile, img.Size, p)

@@ -6,10 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/iscsitarget/internal/pdu"
 	"github.com/metalbed/metalbed/iscsitarget/internal/scsi"
 )
@@ -51,7 +51,7 @@ func FuzzConnection(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Panics are recovered per connection and logged at Error level:
 		// any Error record fails the fuzz case.
-		errs := &lockedBuffer{}
+		errs := &testenv.SyncBuffer{}
 		tg, err := New(Config{IQN: testIQN, Disk: newMemDisk(64 << 10),
 			Logger:      slog.New(slog.NewTextHandler(errs, &slog.HandlerOptions{Level: slog.LevelError})),
 			NopInterval: time.Hour})
@@ -82,21 +82,4 @@ func FuzzConnection(f *testing.F) {
 			t.Fatalf("target logged an error: %s", s)
 		}
 	})
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

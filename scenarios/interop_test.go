@@ -88,34 +88,10 @@ func pollUntil(ctx context.Context, timeout, interval time.Duration, what string
 	}
 }
 
-// Inventory is metalbed up's DIR/inventory.json.
-type Inventory struct {
-	Nodes []InventoryNode `json:"nodes"`
-}
-
-// InventoryNode is one machine of the inventory.
-type InventoryNode struct {
-	Name string `json:"name"`
-	BMC  struct {
-		Address  string `json:"address"`
-		Port     int    `json:"port"`
-		Username string `json:"username"`
-		Password string `json:"password"`
-	} `json:"bmc"`
-	MACs []string `json:"macs"`
-	Disk struct {
-		Path      string `json:"path"`
-		SizeBytes int64  `json:"size_bytes"`
-	} `json:"disk"`
-	UUID       string `json:"uuid"`
-	BootMode   string `json:"boot_mode"`
-	ConsoleLog string `json:"console_log"`
-}
-
 // Fleet is one running `metalbed up --no-provisioner`.
 type Fleet struct {
 	Dir       string
-	Inventory Inventory
+	Inventory inventory
 	Stdout    *testenv.SyncBuffer
 	Stderr    *testenv.SyncBuffer
 }
@@ -177,7 +153,7 @@ func startFleet(t testing.TB, bin string, n int, extra ...string) *Fleet {
 
 // ipmitool runs the real ipmitool over lanplus against a machine's BMC
 // (cipher suite "" = ipmitool's own choice) and returns its output.
-func ipmitool(ctx context.Context, n InventoryNode, suite string, args ...string) (string, error) {
+func ipmitool(ctx context.Context, n inventoryNode, suite string, args ...string) (string, error) {
 	full := []string{"-I", "lanplus", "-H", n.BMC.Address, "-p", fmt.Sprint(n.BMC.Port),
 		"-U", n.BMC.Username, "-E"}
 	if suite != "" {
@@ -196,7 +172,7 @@ func ipmitool(ctx context.Context, n InventoryNode, suite string, args ...string
 
 // bootParam5 reads the BMC's boot flags (parameter 5) with ipmitool and
 // returns the data bytes as ipmitool prints them, e.g. "c004000000".
-func bootParam5(ctx context.Context, n InventoryNode, suite string) (string, error) {
+func bootParam5(ctx context.Context, n inventoryNode, suite string) (string, error) {
 	out, err := ipmitool(ctx, n, suite, "chassis", "bootparam", "get", "5")
 	if err != nil {
 		return "", err

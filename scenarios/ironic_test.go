@@ -58,7 +58,7 @@ func TestRealIronicDrivesMetalbedBMCs(t *testing.T) {
 
 // driveNodeThroughIronic enrols one metalbed machine in Ironic and walks it
 // through manage, validate, power, boot device and provide, then deletes it.
-func driveNodeThroughIronic(t *testing.T, ir *Ironic, m InventoryNode, suite string) {
+func driveNodeThroughIronic(t *testing.T, ir *Ironic, m inventoryNode, suite string) {
 	name := m.Name + "-cs" + suite
 	if suite == "" {
 		name = m.Name + "-cs-unset"
@@ -149,7 +149,7 @@ func driveNodeThroughIronic(t *testing.T, ir *Ironic, m InventoryNode, suite str
 
 // assertChassisPower checks the machine's power with ipmitool against its
 // BMC, independently of Ironic.
-func assertChassisPower(t *testing.T, m InventoryNode, suite, want string) {
+func assertChassisPower(t *testing.T, m inventoryNode, suite, want string) {
 	t.Helper()
 	out, err := ipmitool(t.Context(), m, suite, "power", "status")
 	if err != nil {
@@ -163,7 +163,7 @@ func assertChassisPower(t *testing.T, m InventoryNode, suite, want string) {
 // checkBootDevice sets PXE through Ironic (persistent or one-time), reads
 // it back through Ironic, and reads parameter 5 from the BMC with ipmitool:
 // its first two data bytes must be wantHex (flags and device selector).
-func checkBootDevice(t *testing.T, ir *Ironic, m InventoryNode, suite, uuid string, persistent bool, wantHex string) {
+func checkBootDevice(t *testing.T, ir *Ironic, m inventoryNode, suite, uuid string, persistent bool, wantHex string) {
 	t.Helper()
 	args := []string{"node", "boot", "device", "set", uuid, "pxe"}
 	label := "node boot device set pxe"
@@ -232,7 +232,7 @@ func TestRealIronicDeploysMetalbedMachine(t *testing.T) {
 		IPXEScriptPath: "boot.ipxe", AnswerUnknown: true, Range: "127.0.0.100-127.0.0.149"})
 	nbPXE := startNetboot(t, bin, NetbootOptions{TFTPRoot: tftpRoot, HTTPRoot: httpRoot,
 		AnswerUnknown: true, Range: "127.0.0.150-127.0.0.199"})
-	fleetOf := func(nb *Netboot, topology string) []InventoryNode {
+	fleetOf := func(nb *Netboot, topology string) []inventoryNode {
 		path := filepath.Join(t.TempDir(), "topology.yaml")
 		if err := os.WriteFile(path, []byte(topology), 0o644); err != nil {
 			t.Fatal(err)
@@ -250,7 +250,7 @@ func TestRealIronicDeploysMetalbedMachine(t *testing.T) {
 	cases := []struct {
 		bootIface string
 		mode      vms.BootMode
-		machine   InventoryNode
+		machine   inventoryNode
 	}{
 		{"ipxe", vms.BIOS, ipxeNodes[0]},
 		{"ipxe", vms.UEFI, ipxeNodes[1]},
@@ -284,7 +284,7 @@ func TestRealIronicDeploysMetalbedMachine(t *testing.T) {
 // or ipxe) and the direct deploy interface in boot mode mode, deploys the
 // whole-disk image at imageURL with real Ironic, checks the disk, and
 // undeploys.
-func deployThroughIronic(t *testing.T, ir *Ironic, m InventoryNode, art DeployArtifacts, imageURL, bootIface string, mode vms.BootMode) {
+func deployThroughIronic(t *testing.T, ir *Ironic, m inventoryNode, art DeployArtifacts, imageURL, bootIface string, mode vms.BootMode) {
 	var created struct {
 		UUID string `json:"uuid"`
 	}

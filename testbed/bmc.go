@@ -21,22 +21,19 @@ func (a bmcMachine) PowerState(ctx context.Context) (bool, error) {
 	return ps == vms.PowerOn, err
 }
 
+// powerActions maps the chassis controls a BMC accepts to machine power actions.
+var powerActions = map[bmcemu.PowerAction]vms.PowerAction{
+	bmcemu.PowerDown:           vms.ActionOff,
+	bmcemu.PowerUp:             vms.ActionOn,
+	bmcemu.PowerCycle:          vms.ActionCycle,
+	bmcemu.HardReset:           vms.ActionReset,
+	bmcemu.DiagnosticInterrupt: vms.ActionDiag,
+	bmcemu.SoftShutdown:        vms.ActionSoft,
+}
+
 func (a bmcMachine) Control(ctx context.Context, act bmcemu.PowerAction) error {
-	var va vms.PowerAction
-	switch act {
-	case bmcemu.PowerDown:
-		va = vms.ActionOff
-	case bmcemu.PowerUp:
-		va = vms.ActionOn
-	case bmcemu.PowerCycle:
-		va = vms.ActionCycle
-	case bmcemu.HardReset:
-		va = vms.ActionReset
-	case bmcemu.DiagnosticInterrupt:
-		va = vms.ActionDiag
-	case bmcemu.SoftShutdown:
-		va = vms.ActionSoft
-	default:
+	va, ok := powerActions[act]
+	if !ok {
 		return fmt.Errorf("chassis control %d: not supported", act)
 	}
 	return a.m.Power(ctx, va)
@@ -55,22 +52,19 @@ func (a bmcMachine) AttachConsole(ctx context.Context) (io.ReadWriteCloser, erro
 	return a.m.AttachConsole(ctx)
 }
 
+// selEvents maps the machine events a BMC records in its SEL; it ignores the others.
+var selEvents = map[vms.EventKind]bmcemu.MachineEventKind{
+	vms.EventPowerOn:  bmcemu.EventPowerOn,
+	vms.EventPowerOff: bmcemu.EventPowerOff,
+	vms.EventReset:    bmcemu.EventReset,
+	vms.EventBoot:     bmcemu.EventBoot,
+}
+
 // Subscribe forwards the events a BMC records in its SEL.
 func (a bmcMachine) Subscribe(fn func(bmcemu.MachineEvent)) (cancel func()) {
 	return a.m.Subscribe(func(ev vms.Event) {
-		var k bmcemu.MachineEventKind
-		switch ev.Kind {
-		case vms.EventPowerOn:
-			k = bmcemu.EventPowerOn
-		case vms.EventPowerOff:
-			k = bmcemu.EventPowerOff
-		case vms.EventReset:
-			k = bmcemu.EventReset
-		case vms.EventBoot:
-			k = bmcemu.EventBoot
-		default:
-			return
+		if k, ok := selEvents[ev.Kind]; ok {
+			fn(bmcemu.MachineEvent{Time: ev.Time, Kind: k, Detail: ev.Detail})
 		}
-		fn(bmcemu.MachineEvent{Time: ev.Time, Kind: k, Detail: ev.Detail})
 	})
 }

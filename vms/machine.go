@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"time"
 )
 
@@ -164,4 +165,42 @@ type Event struct {
 	Machine string
 	Kind    EventKind
 	Detail  string
+}
+
+// Subscribers holds the functions a Machine's Subscribe added; the zero
+// value is ready and safe for concurrent use.
+type Subscribers struct {
+	mu   sync.Mutex
+	fns  map[uint64]func(Event)
+	next uint64
+}
+
+// Subscribe adds fn until cancel, as Machine.Subscribe does.
+func (s *Subscribers) Subscribe(fn func(Event)) (cancel func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fns == nil {
+		s.fns = map[uint64]func(Event){}
+	}
+	id := s.next
+	s.next++
+	s.fns[id] = fn
+	return func() {
+		s.mu.Lock()
+		delete(s.fns, id)
+		s.mu.Unlock()
+	}
+}
+
+// Emit calls every function subscribed when it is called, outside the lock.
+func (s *Subscribers) Emit(ev Event) {
+	s.mu.Lock()
+	fns := make([]func(Event), 0, len(s.fns))
+	for _, fn := range s.fns {
+		fns = append(fns, fn)
+	}
+	s.mu.Unlock()
+	for _, fn := range fns {
+		fn(ev)
+	}
 }

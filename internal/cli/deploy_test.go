@@ -29,12 +29,7 @@ func requireBootLoaders(t *testing.T) {
 		{"/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common"},
 		{"/usr/lib/ipxe/ipxe.efi", "ipxe"},
 	} {
-		if _, err := os.Stat(f.path); err != nil {
-			if os.Getenv("METALBED_INTEROP") == "required" {
-				t.Fatalf("%s missing (Debian package %s) and METALBED_INTEROP=required", f.path, f.pkg)
-			}
-			t.Skipf("%s missing: install the Debian package %s", f.path, f.pkg)
-		}
+		testenv.RequireFile(t, f.path, f.pkg)
 	}
 }
 
@@ -87,6 +82,18 @@ func TestDemo(t *testing.T) {
 			t.Errorf("%s after undeploy: %+v, %v", path, ins, err)
 		}
 	}
+}
+
+// startLongUp skips a -short run (why says what takes long), needs the
+// boot loaders, and starts a provisioned `metalbed up` in a new state
+// directory (u.dir).
+func startLongUp(t *testing.T, why string, extra ...string) *upRun {
+	t.Helper()
+	if testing.Short() {
+		t.Skip(why)
+	}
+	requireBootLoaders(t)
+	return startProvisionedUp(t, t.TempDir(), extra...)
 }
 
 // startProvisionedUp runs `metalbed up --enroll` with every port free and
@@ -150,17 +157,39 @@ func showNode(t *testing.T, api, node string) map[string]any {
 	return n
 }
 
+// makeAvailable moves node from enroll to available as an operator does.
+func makeAvailable(t *testing.T, api, node string) {
+	t.Helper()
+	baremetal(t, api, "node", "manage", node, "--wait", "60")
+	waitProvision(t, api, node, "manageable", time.Minute)
+	baremetal(t, api, "node", "provide", node, "--wait", "60")
+	waitProvision(t, api, node, "available", time.Minute)
+}
+
 // waitProvision polls `baremetal node show` until the node rests in want.
 func waitProvision(t *testing.T, api, node, want string, within time.Duration) map[string]any {
+	t.Helper()
+	return waitNode(t, api, node, want, within, func(n map[string]any) bool {
+		if n["provision_state"] == want && n["target_provision_state"] == nil {
+			return true
+		}
+		if s, _ := n["provision_state"].(string); strings.HasSuffix(s, "failed") {
+			t.Fatalf("%s: %s: %v", node, s, n["last_error"])
+		}
+		return false
+	})
+}
+
+// waitNode polls `baremetal node show` until there says the node is where
+// the test wants it (want names that place); there fails the test for a
+// state the node will not leave.
+func waitNode(t *testing.T, api, node, want string, within time.Duration, there func(n map[string]any) bool) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		n := showNode(t, api, node)
-		if n["provision_state"] == want && n["target_provision_state"] == nil {
+		if there(n) {
 			return n
-		}
-		if s, _ := n["provision_state"].(string); strings.HasSuffix(s, "failed") {
-			t.Fatalf("%s: %s: %v", node, s, n["last_error"])
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s still %v (target %v) after %s, want %s", node, n["provision_state"], n["target_provision_state"], within, want)
@@ -180,12 +209,7 @@ func waitProvision(t *testing.T, api, node, want string, within time.Duration) m
 // boot) until its instance boots on the machine's console.
 func TestUpEnrollBaremetalCLI(t *testing.T) {
 	testenv.RequireTool(t, "baremetal", "python3-ironicclient")
-	if testing.Short() {
-		t.Skip("deploys a machine")
-	}
-	requireBootLoaders(t)
-	dir := t.TempDir()
-	u := startProvisionedUp(t, dir, "--nodes", "2")
+	u := startLongUp(t, "deploys a machine", "--nodes", "2")
 	api := u.inv.API
 	if !regexp.MustCompile(`^http://127\.0\.0\.1:\d+$`).MatchString(api) || u.inv.Timeline == "" {
 		t.Fatalf("inventory api %q timeline %q", api, u.inv.Timeline)
@@ -207,10 +231,7 @@ func TestUpEnrollBaremetalCLI(t *testing.T) {
 		}
 	}
 	for _, n := range u.inv.Nodes {
-		baremetal(t, api, "node", "manage", n.Name, "--wait", "60")
-		waitProvision(t, api, n.Name, "manageable", time.Minute)
-		baremetal(t, api, "node", "provide", n.Name, "--wait", "60")
-		waitProvision(t, api, n.Name, "available", time.Minute)
+		makeAvailable(t, api, n.Name)
 	}
 
 	img, err := disk.Build(t.Context(), disk.BuildConfig{Kind: disk.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "cli-deployed"})
@@ -248,7 +269,7 @@ func TestUpEnrollBaremetalCLI(t *testing.T) {
 	// Its timeline, as `metalbed timeline NODE --json` prints it, holds
 	// the deploy's milestones from every source.
 	var tout, terr testenv.SyncBuffer
-	if err := Run(t.Context(), []string{"timeline", node.Name, "--json", "--state-dir", dir}, &tout, &terr); err != nil {
+	if err := Run(t.Context(), []string{"timeline", node.Name, "--json", "--state-dir", u.dir}, &tout, &terr); err != nil {
 		t.Fatalf("timeline: %v %s", err, terr.String())
 	}
 	var doc testbed.TimelineDoc
@@ -338,12 +359,7 @@ func TestUpEnrollAgainKeepsNodes(t *testing.T) {
 // TestUpIPXENetboot deploys a netboot node enrolled with
 // --boot-interface ipxe: iPXE scripts, kernels and ramdisks over HTTP.
 func TestUpIPXENetboot(t *testing.T) {
-	if testing.Short() {
-		t.Skip("deploys a machine")
-	}
-	requireBootLoaders(t)
-	dir := t.TempDir()
-	u := startProvisionedUp(t, dir, "--nodes", "1", "--boot-interface", "ipxe")
+	u := startLongUp(t, "deploys a machine", "--nodes", "1", "--boot-interface", "ipxe")
 	api := testbed.NewClient(u.inv.API)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
@@ -359,7 +375,7 @@ func TestUpIPXENetboot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kernel := filepath.Join(dir, "provisioner", "images", testbed.DeployKernelName) // any bzImage
+	kernel := filepath.Join(u.dir, "provisioner", "images", testbed.DeployKernelName) // any bzImage
 	initrd := filepath.Join(t.TempDir(), "initrd")
 	if err := os.WriteFile(initrd, []byte("instance initrd"), 0o644); err != nil {
 		t.Fatal(err)

@@ -50,16 +50,11 @@ func ipmitoolResult(t *testing.T, n testbed.InventoryNode, args ...string) (stri
 // the failure, the rule's fired count and the timeline entry.
 func TestUpFaultIPMI(t *testing.T) {
 	testenv.RequireTool(t, "ipmitool", "ipmitool")
-	if testing.Short() {
-		t.Skip("builds the deploy images")
-	}
-	requireBootLoaders(t)
-	dir := t.TempDir()
-	u := startProvisionedUp(t, dir, "--nodes", "1")
+	u := startLongUp(t, "builds the deploy images", "--nodes", "1")
 	n := u.inv.Nodes[0]
 
 	// Get Chassis Status (netfn 0x00, cmd 0x01) answered with 0xC3, once.
-	out := runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ipmi", "--op", "0x00/0x01",
+	out := runCLI(t, "fault", "add", "--state-dir", u.dir, "--node", n.Name, "--layer", "ipmi", "--op", "0x00/0x01",
 		"--action", "cc", "--arg", "0xc3", "--count", "1")
 	if !strings.HasPrefix(out, "fault f1 added") {
 		t.Fatalf("fault add printed %q", out)
@@ -79,17 +74,17 @@ func TestUpFaultIPMI(t *testing.T) {
 	if len(doc.Faults) != 1 || doc.Faults[0].Fired != 1 || doc.Faults[0].Node != n.Name {
 		t.Fatalf("fault list: %+v", doc.Faults)
 	}
-	if table := runCLI(t, "fault", "list", "--state-dir", dir); !strings.Contains(table, "0x00/0x01") {
+	if table := runCLI(t, "fault", "list", "--state-dir", u.dir); !strings.Contains(table, "0x00/0x01") {
 		t.Errorf("fault list table:\n%s", table)
 	}
 
 	// No reply at all: ipmitool gives up.
-	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ipmi", "--op", "0x00/0x01", "--action", "drop")
+	runCLI(t, "fault", "add", "--state-dir", u.dir, "--node", n.Name, "--layer", "ipmi", "--op", "0x00/0x01", "--action", "drop")
 	if res, err := ipmitoolResult(t, n, "chassis", "power", "status"); err == nil {
 		t.Fatalf("power status with no reply succeeded:\n%s", res)
 	}
-	runCLI(t, "fault", "clear", "--state-dir", dir)
-	if err := json.Unmarshal([]byte(runCLI(t, "fault", "list", "--json", "--state-dir", dir)), &doc); err != nil || len(doc.Faults) != 0 {
+	runCLI(t, "fault", "clear", "--state-dir", u.dir)
+	if err := json.Unmarshal([]byte(runCLI(t, "fault", "list", "--json", "--state-dir", u.dir)), &doc); err != nil || len(doc.Faults) != 0 {
 		t.Fatalf("after clear: %v %+v", err, doc.Faults)
 	}
 	if _, err := ipmitoolResult(t, n, "chassis", "power", "status"); err != nil {
@@ -97,8 +92,8 @@ func TestUpFaultIPMI(t *testing.T) {
 	}
 
 	// Power on acknowledged, not carried out; boot flags acknowledged, not kept.
-	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ipmi", "--op", "power", "--action", "ignore", "--count", "1")
-	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ipmi", "--op", "boot-flags", "--action", "forget-bootflags", "--count", "1")
+	runCLI(t, "fault", "add", "--state-dir", u.dir, "--node", n.Name, "--layer", "ipmi", "--op", "power", "--action", "ignore", "--count", "1")
+	runCLI(t, "fault", "add", "--state-dir", u.dir, "--node", n.Name, "--layer", "ipmi", "--op", "boot-flags", "--action", "forget-bootflags", "--count", "1")
 	if res, err := ipmitoolResult(t, n, "chassis", "power", "on"); err != nil {
 		t.Fatalf("power on under ignore: %v\n%s", err, res)
 	}
@@ -111,7 +106,7 @@ func TestUpFaultIPMI(t *testing.T) {
 	if res, _ := ipmitoolResult(t, n, "chassis", "bootparam", "get", "5"); strings.Contains(res, "Force PXE") {
 		t.Errorf("forgotten boot flags kept:\n%s", res)
 	}
-	runCLI(t, "fault", "clear", "--state-dir", dir)
+	runCLI(t, "fault", "clear", "--state-dir", u.dir)
 	ipmitoolResult(t, n, "chassis", "bootdev", "pxe")
 	if res, _ := ipmitoolResult(t, n, "chassis", "bootparam", "get", "5"); !strings.Contains(res, "Force PXE") {
 		t.Errorf("boot flags without the fault not kept:\n%s", res)
@@ -119,7 +114,7 @@ func TestUpFaultIPMI(t *testing.T) {
 
 	// A bad rule is refused with a clear error.
 	var eout, eerr testenv.SyncBuffer
-	if err := Run(t.Context(), []string{"fault", "add", "--state-dir", dir, "--layer", "bogus", "--action", "x"}, &eout, &eerr); err == nil ||
+	if err := Run(t.Context(), []string{"fault", "add", "--state-dir", u.dir, "--layer", "bogus", "--action", "x"}, &eout, &eerr); err == nil ||
 		!strings.Contains(err.Error(), "bogus") {
 		t.Errorf("bad layer: %v", err)
 	}
@@ -145,17 +140,9 @@ func TestUpFaultIPMI(t *testing.T) {
 // state, last_error and timeline.
 func TestUpFaultDeploy(t *testing.T) {
 	testenv.RequireTool(t, "baremetal", "python3-ironicclient")
-	if testing.Short() {
-		t.Skip("deploys a machine")
-	}
-	requireBootLoaders(t)
-	dir := t.TempDir()
-	u := startProvisionedUp(t, dir, "--nodes", "1", "--deploy-callback-timeout", "2m")
+	u := startLongUp(t, "deploys a machine", "--nodes", "1", "--deploy-callback-timeout", "2m")
 	api, n := u.inv.API, u.inv.Nodes[0]
-	baremetal(t, api, "node", "manage", n.Name, "--wait", "60")
-	waitProvision(t, api, n.Name, "manageable", time.Minute)
-	baremetal(t, api, "node", "provide", n.Name, "--wait", "60")
-	waitProvision(t, api, n.Name, "available", time.Minute)
+	makeAvailable(t, api, n.Name)
 	img, err := disk.Build(t.Context(), disk.BuildConfig{Kind: disk.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "faulty"})
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +168,7 @@ func TestUpFaultDeploy(t *testing.T) {
 	}
 
 	// The ramdisk reports an error in pass_deploy_info.
-	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "ramdisk", "--op", "pass_deploy_info",
+	runCLI(t, "fault", "add", "--state-dir", u.dir, "--node", n.Name, "--layer", "ramdisk", "--op", "pass_deploy_info",
 		"--action", "error", "--arg", "disk on fire", "--count", "1")
 	baremetal(t, api, "node", "deploy", n.Name)
 	shown := waitDeployFailed(t, api, n.Name, 5*time.Minute)
@@ -193,7 +180,7 @@ func TestUpFaultDeploy(t *testing.T) {
 	}
 
 	// The ramdisk's iSCSI target refuses the conductor's login.
-	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "iscsi", "--op", "login", "--action", "refuse-login")
+	runCLI(t, "fault", "add", "--state-dir", u.dir, "--node", n.Name, "--layer", "iscsi", "--op", "login", "--action", "refuse-login")
 	baremetal(t, api, "node", "deploy", n.Name)
 	shown = waitDeployFailed(t, api, n.Name, 5*time.Minute)
 	le, _ := shown["last_error"].(string)
@@ -211,36 +198,19 @@ func TestUpFaultDeploy(t *testing.T) {
 // stays "active", so waitProvision does not fit).
 func waitDeployFailed(t *testing.T, api, node string, within time.Duration) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		n := showNode(t, api, node)
-		if n["provision_state"] == "deploy failed" {
-			return n
-		}
+	return waitNode(t, api, node, "deploy failed", within, func(n map[string]any) bool {
 		if n["provision_state"] == "active" {
 			t.Fatalf("%s deployed despite the fault", node)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still %v after %s, want deploy failed", node, n["provision_state"], within)
-		}
-		select {
-		case <-t.Context().Done():
-			t.Fatal(t.Context().Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+		return n["provision_state"] == "deploy failed"
+	})
 }
 
 // TestUpFaultNetboot breaks a machine's PXE boot at DHCP and at TFTP and
 // finds each fault in its timeline.
 func TestUpFaultNetboot(t *testing.T) {
 	testenv.RequireTool(t, "ipmitool", "ipmitool")
-	if testing.Short() {
-		t.Skip("builds the deploy images")
-	}
-	requireBootLoaders(t)
-	dir := t.TempDir()
-	u := startProvisionedUp(t, dir, "--nodes", "1")
+	u := startLongUp(t, "builds the deploy images", "--nodes", "1")
 	n := u.inv.Nodes[0]
 	waitKinds := func(want ...string) {
 		t.Helper()
@@ -283,23 +253,20 @@ func TestUpFaultNetboot(t *testing.T) {
 	// The DHCP server answers a node only while the conductor boots it:
 	// start a deploy, whose PXE boot finds no offer.
 	api := u.inv.API
-	baremetal(t, api, "node", "manage", n.Name, "--wait", "60")
-	waitProvision(t, api, n.Name, "manageable", time.Minute)
-	baremetal(t, api, "node", "provide", n.Name, "--wait", "60")
-	waitProvision(t, api, n.Name, "available", time.Minute)
+	makeAvailable(t, api, n.Name)
 	img, err := disk.Build(t.Context(), disk.BuildConfig{Kind: disk.KindPartition, Out: filepath.Join(t.TempDir(), "part.img"), Hostname: "netboot"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	baremetal(t, api, "node", "set", n.Name, "--instance-info", "image_source="+img.Path, "--instance-info", "image_checksum="+img.MD5,
 		"--instance-info", "root_gb=1", "--instance-info", `capabilities={"boot_option": "local"}`)
-	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "dhcp", "--action", "no-offer")
+	runCLI(t, "fault", "add", "--state-dir", u.dir, "--node", n.Name, "--layer", "dhcp", "--action", "no-offer")
 	baremetal(t, api, "node", "deploy", n.Name)
 	waitKinds("fault.dhcp.no-offer", "machine.boot-failed")
 	power("chassis", "power", "off")
-	runCLI(t, "fault", "clear", "--state-dir", dir)
+	runCLI(t, "fault", "clear", "--state-dir", u.dir)
 
-	runCLI(t, "fault", "add", "--state-dir", dir, "--node", n.Name, "--layer", "tftp", "--action", "missing")
+	runCLI(t, "fault", "add", "--state-dir", u.dir, "--node", n.Name, "--layer", "tftp", "--action", "missing")
 	power("chassis", "bootdev", "pxe")
 	power("chassis", "power", "on")
 	waitKinds("dhcp.ack", "fault.tftp.missing", "tftp.error")

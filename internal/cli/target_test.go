@@ -10,27 +10,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
-
-type targetServeOutput struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *targetServeOutput) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *targetServeOutput) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func TestTargetServeUsage(t *testing.T) {
 	for _, args := range [][]string{
@@ -73,7 +57,7 @@ func TestTargetServe(t *testing.T) {
 	}
 	t.Setenv("METALBED_CHAP_SECRET", "from-the-env-1")
 	ctx, cancel := context.WithCancel(t.Context())
-	var out, errOut targetServeOutput
+	var out, errOut testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, []string{"target", "serve", "--disk", disk, "--iqn", "iqn.2026-11.org.metalbed.test:cli",

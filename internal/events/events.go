@@ -84,19 +84,27 @@ type tagged struct {
 }
 
 func (t tagged) Record(e Event) {
-	fill := func(dst *string, v string) {
-		if *dst == "" {
-			*dst = v
-		}
-	}
-	fill(&e.Node, t.who.Node)
-	fill(&e.NodeName, t.who.NodeName)
-	fill(&e.Machine, t.who.Machine)
-	fill(&e.MachineUUID, t.who.MachineUUID)
-	fill(&e.MAC, t.who.MAC)
-	fill(&e.IP, t.who.IP)
-	fill(&e.IQN, t.who.IQN)
+	e.Who = e.Who.Or(t.who)
 	t.r.Record(e)
+}
+
+// Or returns w with each empty key filled from d.
+func (w Who) Or(d Who) Who {
+	or := func(v, d string) string {
+		if v == "" {
+			return d
+		}
+		return v
+	}
+	return Who{
+		Node:        or(w.Node, d.Node),
+		NodeName:    or(w.NodeName, d.NodeName),
+		Machine:     or(w.Machine, d.Machine),
+		MachineUUID: or(w.MachineUUID, d.MachineUUID),
+		MAC:         or(w.MAC, d.MAC),
+		IP:          or(w.IP, d.IP),
+		IQN:         or(w.IQN, d.IQN),
+	}
 }
 
 // Entry is one recorded event as the timeline keeps, stores and serves it.

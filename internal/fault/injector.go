@@ -53,19 +53,7 @@ type tagged struct {
 }
 
 func (t tagged) Inject(layer Layer, who events.Who, op string) (Hit, bool) {
-	fill := func(dst *string, v string) {
-		if *dst == "" {
-			*dst = v
-		}
-	}
-	fill(&who.Node, t.who.Node)
-	fill(&who.NodeName, t.who.NodeName)
-	fill(&who.Machine, t.who.Machine)
-	fill(&who.MachineUUID, t.who.MachineUUID)
-	fill(&who.MAC, t.who.MAC)
-	fill(&who.IP, t.who.IP)
-	fill(&who.IQN, t.who.IQN)
-	return t.in.Inject(layer, who, op)
+	return t.in.Inject(layer, who.Or(t.who), op)
 }
 
 // InjectorConfig configures a RuleInjector.

@@ -76,6 +76,15 @@ func RequireTool(t testing.TB, name, pkg string) string {
 	return ""
 }
 
+// RequireFile skips the test, naming the Debian package pkg that provides
+// it, when the file at path is missing (fails under METALBED_INTEROP=required).
+func RequireFile(t testing.TB, path, pkg string) {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		Unavailable(t, fmt.Sprintf("%s not found: install the Debian package %s", path, pkg))
+	}
+}
+
 func isExecutable(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0

@@ -73,30 +73,36 @@ func TestTGTDRoundTrip256MiB(t *testing.T) {
 	checkNoLeak(t)
 	const size = 256 << 20
 	d := startTGTD(t, size)
-	s := dialT(t, Config{Addr: d.addr, TargetIQN: d.iqn, MaxOutstanding: 8})
-	if s.Size() != size || s.BlockSize() != 512 {
+	roundTrip(t, "tgtd", d.addr, d.iqn, d.file, 1, size)
+}
+
+// roundTrip writes size random bytes (from seed) through a session with
+// the target at addr, reads them back, finds them in the target's backing
+// file and in what qemu-img (libiscsi) reads, and closes the session.
+func roundTrip(t *testing.T, name, addr, iqn, file string, seed uint64, size int) {
+	s := dialT(t, Config{Addr: addr, TargetIQN: iqn, MaxOutstanding: 8})
+	if s.Size() != int64(size) || s.BlockSize() != 512 {
 		t.Fatalf("Size %d BlockSize %d, want %d and 512", s.Size(), s.BlockSize(), size)
 	}
-	data := randomBytes(1, size)
+	data := randomBytes(seed, size)
 	want := sha256.Sum256(data)
 	writeAll(t, s, data, 16<<20)
 	if err := s.Sync(t.Context()); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
-	if got := sumReader(t, s, size, 16<<20); got != want {
+	if got := sumReader(t, s, int64(size), 16<<20); got != want {
 		t.Fatalf("read back sha256 %x, wrote %x", got, want)
 	}
-	if got := sumFile(t, d.file, size); got != want {
-		t.Fatalf("tgtd's backing file sha256 %x, wrote %x", got, want)
+	if got := sumFile(t, file, int64(size)); got != want {
+		t.Fatalf("%s's backing file sha256 %x, wrote %x", name, got, want)
 	}
-	// libiscsi (through qemu-img) reads what we wrote.
 	qemu := testenv.RequireTool(t, "qemu-img", "qemu-utils and qemu-block-extra")
 	out := filepath.Join(t.TempDir(), "out.img")
-	url := fmt.Sprintf("iscsi://%s/%s/1", d.addr, d.iqn)
+	url := fmt.Sprintf("iscsi://%s/%s/1", addr, iqn)
 	if b, err := exec.CommandContext(t.Context(), qemu, "convert", "-O", "raw", url, out).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img convert %s: %v: %s", url, err, b)
 	}
-	if got := sumFile(t, out, size); got != want {
+	if got := sumFile(t, out, int64(size)); got != want {
 		t.Fatalf("qemu-img (libiscsi) read sha256 %x, wrote %x", got, want)
 	}
 	if err := s.Close(); err != nil {

@@ -5,10 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/internal/fault/faulttest"
-	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/iscsitarget"
 )
 
@@ -68,34 +65,7 @@ func TestMetalbedRoundTrip256MiB(t *testing.T) {
 	checkNoLeak(t)
 	const size = 256 << 20
 	m := startMetalbed(t, size, nil)
-	s := dialT(t, Config{Addr: m.addr, TargetIQN: m.iqn, MaxOutstanding: 8})
-	if s.Size() != size || s.BlockSize() != 512 {
-		t.Fatalf("Size %d BlockSize %d", s.Size(), s.BlockSize())
-	}
-	data := randomBytes(11, size)
-	want := sha256.Sum256(data)
-	writeAll(t, s, data, 16<<20)
-	if err := s.Sync(t.Context()); err != nil {
-		t.Fatalf("Sync: %v", err)
-	}
-	if got := sumReader(t, s, size, 16<<20); got != want {
-		t.Fatalf("read back sha256 %x, wrote %x", got, want)
-	}
-	if got := sumFile(t, m.file, size); got != want {
-		t.Fatalf("backing file sha256 %x, wrote %x", got, want)
-	}
-	qemu := testenv.RequireTool(t, "qemu-img", "qemu-utils and qemu-block-extra")
-	out := filepath.Join(t.TempDir(), "out.img")
-	url := fmt.Sprintf("iscsi://%s/%s/1", m.addr, m.iqn)
-	if b, err := exec.CommandContext(t.Context(), qemu, "convert", "-O", "raw", url, out).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img convert %s: %v: %s", url, err, b)
-	}
-	if got := sumFile(t, out, size); got != want {
-		t.Fatalf("qemu-img (libiscsi) read sha256 %x, wrote %x", got, want)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
+	roundTrip(t, "metalbed", m.addr, m.iqn, m.file, 11, size)
 	eventually(t, 5*time.Second, "the target to drop the session", func() bool { return m.tg.Sessions() == 0 })
 }
 

@@ -390,20 +390,7 @@ func isAgent(node *provisioner.Node, extra map[string]string) bool {
 func (b *Interface) deployParams(node *provisioner.Node, extra map[string]string) ([]param, error) {
 	if isAgent(node, extra) {
 		ps := []param{{"selinux", "0"}, {"troubleshoot", "0"}, {"text", ""}}
-		for _, f := range strings.Fields(b.cfg.AppendParams) {
-			k, v, _ := strings.Cut(f, "=")
-			ps = append(ps, param{k, v})
-		}
-		for _, p := range ps {
-			if err := checkParam(p.Key, p.Value); err != nil {
-				return nil, invalid("%v", err)
-			}
-		}
-		merged, err := mergeParams(ps, extra)
-		if err != nil {
-			return nil, invalid("%v", err)
-		}
-		return merged, nil
+		return checkMerge(b.appendParams(ps), extra)
 	}
 	key := extra["deployment_key"]
 	if key == "" {
@@ -438,15 +425,25 @@ func (b *Interface) deployParams(node *provisioner.Node, extra map[string]string
 		{"troubleshoot", "0"},
 		{"text", ""},
 	}
-	for _, f := range strings.Fields(b.cfg.AppendParams) {
-		k, v, _ := strings.Cut(f, "=")
-		ps = append(ps, param{k, v})
-	}
-	ps = append(ps, param{"boot_option", bootOption})
+	ps = append(b.appendParams(ps), param{"boot_option", bootOption})
 	if hints != "" {
 		ps = append(ps, param{"root_device", hints})
 	}
 	ps = append(ps, param{"boot_mode", b.bootMode(node)})
+	return checkMerge(ps, extra)
+}
+
+// appendParams appends AppendParams (pxe_append_params) to ps.
+func (b *Interface) appendParams(ps []param) []param {
+	for _, f := range strings.Fields(b.cfg.AppendParams) {
+		k, v, _ := strings.Cut(f, "=")
+		ps = append(ps, param{k, v})
+	}
+	return ps
+}
+
+// checkMerge checks ps and merges the caller's extra parameters into them.
+func checkMerge(ps []param, extra map[string]string) ([]param, error) {
 	for _, p := range ps {
 		if err := checkParam(p.Key, p.Value); err != nil {
 			return nil, invalid("%v", err)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/dhcp"
 	"github.com/metalbed/metalbed/provisioner/drivers"
@@ -31,26 +32,12 @@ const (
 	rootUUID  = "0c2f4e19-6ad3-4d1c-a86e-0d5a4f1d7e3a"
 )
 
-// requireFile skips (or, with METALBED_INTEROP=required, fails) when a file
-// a Debian package provides is missing.
-func requireFile(t testing.TB, p, pkg string) {
-	t.Helper()
-	if _, err := os.Stat(p); err == nil {
-		return
-	}
-	msg := fmt.Sprintf("%s not installed (Debian package %s)", p, pkg)
-	if os.Getenv("METALBED_INTEROP") == "required" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
 func requireLoaders(t testing.TB) {
 	t.Helper()
-	requireFile(t, "/usr/lib/PXELINUX/pxelinux.0", "pxelinux")
-	requireFile(t, "/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common")
-	requireFile(t, "/usr/lib/ipxe/undionly.kpxe", "ipxe")
-	requireFile(t, "/usr/lib/ipxe/ipxe.efi", "ipxe")
+	testenv.RequireFile(t, "/usr/lib/PXELINUX/pxelinux.0", "pxelinux")
+	testenv.RequireFile(t, "/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common")
+	testenv.RequireFile(t, "/usr/lib/ipxe/undionly.kpxe", "ipxe")
+	testenv.RequireFile(t, "/usr/lib/ipxe/ipxe.efi", "ipxe")
 }
 
 // recordingManagement is a ManagementInterface test double that records

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	_ "github.com/gokrazy/kernel.amd64" // a real bzImage for the boot tests
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/boot"
 	"github.com/metalbed/metalbed/provisioner/dhcp"
@@ -47,11 +48,7 @@ const (
 // peer is missing.
 func interop(t testing.TB, what, pkg string) {
 	t.Helper()
-	msg := fmt.Sprintf("%s not available (Debian package %s)", what, pkg)
-	if os.Getenv("METALBED_INTEROP") == "required" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testenv.Unavailable(t, fmt.Sprintf("%s not available (Debian package %s)", what, pkg))
 }
 
 func requireFiles(t testing.TB) {
@@ -62,9 +59,7 @@ func requireFiles(t testing.TB) {
 		{"/usr/lib/ipxe/undionly.kpxe", "ipxe"},
 		{"/usr/lib/ipxe/ipxe.efi", "ipxe"},
 	} {
-		if _, err := os.Stat(f.path); err != nil {
-			interop(t, f.path, f.pkg)
-		}
+		testenv.RequireFile(t, f.path, f.pkg)
 	}
 }
 

@@ -106,67 +106,51 @@ func TestReplyConstruction(t *testing.T) {
 	tests := []struct {
 		name      string
 		mods      []dhcpv4.Modifier
-		from      netip.AddrPort
+		from      netip.AddrPort // zero: fromZero
 		wantFile  string
-		wantPXE   bool // option 60/43/97 expected
-		wantDst   netip.AddrPort
+		wantPXE   bool           // option 60/43/97 expected
+		wantDst   netip.AddrPort // zero: 255.255.255.255:68
 		wantPool  netip.Prefix
 		wantRoute netip.Addr
 	}{
 		{
 			name:     "BIOS PXE ROM",
 			mods:     []dhcpv4.Modifier{withArch(iana.INTEL_X86PC), withPXEClient(0), withUUID},
-			from:     fromZero,
 			wantFile: "pxelinux.0", wantPXE: true,
-			wantDst: netip.MustParseAddrPort("255.255.255.255:68"),
 		},
 		{
 			name:     "UEFI x86-64 arch 7",
 			mods:     []dhcpv4.Modifier{withArch(iana.EFI_X86_64), withPXEClient(7), withUUID},
-			from:     fromZero,
 			wantFile: "ipxe.efi", wantPXE: true,
-			wantDst: netip.MustParseAddrPort("255.255.255.255:68"),
 		},
 		{
 			name:     "UEFI arch 9",
 			mods:     []dhcpv4.Modifier{withArch(iana.EFI_BC), withPXEClient(9)},
-			from:     fromZero,
 			wantFile: "ipxe.efi", wantPXE: true,
-			wantDst: netip.MustParseAddrPort("255.255.255.255:68"),
 		},
 		{
 			name:     "IA32 UEFI arch 6",
 			mods:     []dhcpv4.Modifier{withArch(iana.EFI_IA32), withPXEClient(6)},
-			from:     fromZero,
 			wantFile: "ipxe32.efi", wantPXE: true,
-			wantDst: netip.MustParseAddrPort("255.255.255.255:68"),
 		},
 		{
 			name:     "iPXE chains to the HTTP script",
 			mods:     []dhcpv4.Modifier{withArch(iana.INTEL_X86PC), withPXEClient(0), withIPXE},
-			from:     fromZero,
 			wantFile: "http://192.0.2.1:8080/boot.ipxe", wantPXE: true,
-			wantDst: netip.MustParseAddrPort("255.255.255.255:68"),
 		},
 		{
 			name:     "iPXE by option 175 on UEFI",
 			mods:     []dhcpv4.Modifier{withArch(iana.EFI_X86_64), dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(175), []byte{1, 1, 1})},
-			from:     fromZero,
 			wantFile: "http://192.0.2.1:8080/boot.ipxe",
-			wantDst:  netip.MustParseAddrPort("255.255.255.255:68"),
 		},
 		{
 			name:     "plain DHCP client without arch gets the BIOS file, no PXE options",
-			from:     fromZero,
 			wantFile: "pxelinux.0",
-			wantDst:  netip.MustParseAddrPort("255.255.255.255:68"),
 		},
 		{
 			name:     "unknown architecture gets an address but no file",
 			mods:     []dhcpv4.Modifier{withArch(iana.EFI_ARM64), withPXEClient(11)},
-			from:     fromZero,
 			wantFile: "",
-			wantDst:  netip.MustParseAddrPort("255.255.255.255:68"),
 		},
 		{
 			name:     "relayed: reply to giaddr:67 from the relay's pool",
@@ -189,7 +173,11 @@ func TestReplyConstruction(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s, _ := newTestServer(t, nil)
 			req := discover(t, macKnown, tt.mods...)
-			resp, dst, ok := s.handle(req, tt.from)
+			from := tt.from
+			if !from.IsValid() {
+				from = fromZero
+			}
+			resp, dst, ok := s.handle(req, from)
 			if !ok {
 				t.Fatal("no reply")
 			}
@@ -199,8 +187,12 @@ func TestReplyConstruction(t *testing.T) {
 			if resp.TransactionID != req.TransactionID || resp.OpCode != dhcpv4.OpcodeBootReply {
 				t.Errorf("xid/op not a reply to the request: %v", resp.Summary())
 			}
-			if dst != tt.wantDst {
-				t.Errorf("dst = %s, want %s", dst, tt.wantDst)
+			wantDst := tt.wantDst
+			if !wantDst.IsValid() {
+				wantDst = netip.MustParseAddrPort("255.255.255.255:68")
+			}
+			if dst != wantDst {
+				t.Errorf("dst = %s, want %s", dst, wantDst)
 			}
 			pool := tt.wantPool
 			if !pool.IsValid() {
@@ -320,30 +312,24 @@ func TestRequestStates(t *testing.T) {
 			t.Fatalf("renew: %v to %s", resp, dst)
 		}
 	})
-	t.Run("init-reboot with another address is refused", func(t *testing.T) {
-		req, _ := dhcpv4.New(dhcpv4.WithHwAddr(macKnown), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
-			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(192, 0, 2, 150))))
-		resp, _, ok := s.handle(req, fromZero)
-		if !ok || resp.MessageType() != dhcpv4.MessageTypeNak {
-			t.Fatalf("want NAK, got %v", resp)
-		}
-	})
-	t.Run("init-reboot wrong network is refused", func(t *testing.T) {
-		req, _ := dhcpv4.New(dhcpv4.WithHwAddr(macOther), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
-			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(10, 9, 9, 9))))
-		resp, _, ok := s.handle(req, fromZero)
-		if !ok || resp.MessageType() != dhcpv4.MessageTypeNak {
-			t.Fatalf("want NAK, got %v", resp)
-		}
-	})
-	t.Run("someone else's address is refused", func(t *testing.T) {
-		req, _ := dhcpv4.New(dhcpv4.WithHwAddr(macOther), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
-			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip.AsSlice())))
-		resp, _, ok := s.handle(req, fromZero)
-		if !ok || resp.MessageType() != dhcpv4.MessageTypeNak {
-			t.Fatalf("want NAK, got %v", resp)
-		}
-	})
+	for _, c := range []struct {
+		name      string
+		mac       net.HardwareAddr
+		requested net.IP
+	}{
+		{"init-reboot with another address is refused", macKnown, net.IPv4(192, 0, 2, 150)},
+		{"init-reboot wrong network is refused", macOther, net.IPv4(10, 9, 9, 9)},
+		{"someone else's address is refused", macOther, ip.AsSlice()},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req, _ := dhcpv4.New(dhcpv4.WithHwAddr(c.mac), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+				dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(c.requested)))
+			resp, _, ok := s.handle(req, fromZero)
+			if !ok || resp.MessageType() != dhcpv4.MessageTypeNak {
+				t.Fatalf("want NAK, got %v", resp)
+			}
+		})
+	}
 	t.Run("request for another server frees the offer", func(t *testing.T) {
 		offer, _, _ := s.handle(discover(t, macOther), fromZero)
 		req, _ := dhcpv4.NewRequestFromOffer(offer, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(192, 0, 2, 254))))

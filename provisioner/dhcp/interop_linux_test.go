@@ -69,6 +69,21 @@ func newNetnsPair(t *testing.T) netnsPair {
 	return p
 }
 
+// serveInNetns serves s on a socket of listenInNetns until the test ends.
+func serveInNetns(t *testing.T, s *Server, ns, iface string) {
+	t.Helper()
+	conn := listenInNetns(t, ns, iface)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, conn) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+}
+
 // listenInNetns opens a DHCP server socket (0.0.0.0:67, bound to iface,
 // SO_BROADCAST) inside namespace ns. The socket stays in ns after the
 // thread that made it is gone.
@@ -150,16 +165,7 @@ func TestInteropBusyboxUdhcpc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := listenInNetns(t, p.server, p.serverIf)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, conn) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	serveInNetns(t, s, p.server, p.serverIf)
 
 	dir := t.TempDir()
 	envFile := filepath.Join(dir, "env")
@@ -295,16 +301,7 @@ func TestInteropPerfdhcpRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := listenInNetns(t, p.server, p.serverIf)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, conn) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	serveInNetns(t, s, p.server, p.serverIf)
 
 	const n = 40
 	runCtx, stop := context.WithTimeout(t.Context(), 60*time.Second)

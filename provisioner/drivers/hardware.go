@@ -37,63 +37,49 @@ func Roles() []Role {
 
 // InterfaceName returns the interface chosen for role in ifaces.
 func InterfaceName(ifaces provisioner.Interfaces, role Role) string {
-	switch role {
-	case RoleBios:
-		return ifaces.Bios
-	case RoleBoot:
-		return ifaces.Boot
-	case RoleConsole:
-		return ifaces.Console
-	case RoleDeploy:
-		return ifaces.Deploy
-	case RoleInspect:
-		return ifaces.Inspect
-	case RoleManagement:
-		return ifaces.Management
-	case RoleNetwork:
-		return ifaces.Network
-	case RolePower:
-		return ifaces.Power
-	case RoleRaid:
-		return ifaces.Raid
-	case RoleRescue:
-		return ifaces.Rescue
-	case RoleStorage:
-		return ifaces.Storage
-	case RoleVendor:
-		return ifaces.Vendor
+	if f := interfaceField(&ifaces, role); f != nil {
+		return *f
 	}
 	return ""
 }
 
 // SetInterfaceName sets the interface chosen for role in ifaces.
 func SetInterfaceName(ifaces *provisioner.Interfaces, role Role, name string) {
+	if f := interfaceField(ifaces, role); f != nil {
+		*f = name
+	}
+}
+
+// interfaceField is the field of ifaces that holds role's interface; nil
+// for an unknown role.
+func interfaceField(ifaces *provisioner.Interfaces, role Role) *string {
 	switch role {
 	case RoleBios:
-		ifaces.Bios = name
+		return &ifaces.Bios
 	case RoleBoot:
-		ifaces.Boot = name
+		return &ifaces.Boot
 	case RoleConsole:
-		ifaces.Console = name
+		return &ifaces.Console
 	case RoleDeploy:
-		ifaces.Deploy = name
+		return &ifaces.Deploy
 	case RoleInspect:
-		ifaces.Inspect = name
+		return &ifaces.Inspect
 	case RoleManagement:
-		ifaces.Management = name
+		return &ifaces.Management
 	case RoleNetwork:
-		ifaces.Network = name
+		return &ifaces.Network
 	case RolePower:
-		ifaces.Power = name
+		return &ifaces.Power
 	case RoleRaid:
-		ifaces.Raid = name
+		return &ifaces.Raid
 	case RoleRescue:
-		ifaces.Rescue = name
+		return &ifaces.Rescue
 	case RoleStorage:
-		ifaces.Storage = name
+		return &ifaces.Storage
 	case RoleVendor:
-		ifaces.Vendor = name
+		return &ifaces.Vendor
 	}
+	return nil
 }
 
 // ErrUnsupported is returned (wrapped) when a hardware type has no

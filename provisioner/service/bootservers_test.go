@@ -16,25 +16,13 @@ import (
 	tftpclient "github.com/pin/tftp/v3"
 
 	"github.com/metalbed/metalbed/provisioner/dhcp"
-	"github.com/metalbed/metalbed/provisioner/drivers"
 )
 
 // TestServeAgainOnTheSameListener restarts the conductor and API the way
 // a conductor fault does: a new Serve on the same Service and listener,
 // which answers again with the same nodes.
 func TestServeAgainOnTheSameListener(t *testing.T) {
-	reg, err := drivers.NewRegistry(drivers.NewFakeHardware())
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := New(Config{StateDir: t.TempDir(), Drivers: reg, Hostname: "svc-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, ln := newService(t, t.TempDir())
 	defer ln.Close()
 	url := "http://" + ln.Addr().String()
 	for round := range 3 {

@@ -1,13 +1,11 @@
 package service
 
 import (
-	"context"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/metalbed/metalbed/provisioner/dhcp"
 )
@@ -32,18 +30,7 @@ func TestNetbootWiring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-svc.Ready():
-	case err := <-done:
-		t.Fatalf("Serve: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("service not ready")
-	}
-	url := "http://" + ln.Addr().String()
+	url, _ := serveOn(t, svc, ln)
 	code, drv := call(t, "GET", url+"/v1/drivers/ipmi", "")
 	if code != 200 {
 		t.Fatalf("GET driver: %d %v", code, drv)

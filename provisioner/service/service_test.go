@@ -17,7 +17,9 @@ import (
 	"github.com/metalbed/metalbed/provisioner/store/sqlite"
 )
 
-func serve(t *testing.T, dir string) (url string, stop func()) {
+// newService makes a Service over the fake hardware with its state in dir,
+// and a listener on a free port for it.
+func newService(t *testing.T, dir string) (*Service, net.Listener) {
 	t.Helper()
 	reg, err := drivers.NewRegistry(drivers.NewFakeHardware())
 	if err != nil {
@@ -31,6 +33,19 @@ func serve(t *testing.T, dir string) (url string, stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return svc, ln
+}
+
+func serve(t *testing.T, dir string) (url string, stop func()) {
+	t.Helper()
+	svc, ln := newService(t, dir)
+	return serveOn(t, svc, ln)
+}
+
+// serveOn serves svc on ln until stop or the test's end, and returns once
+// svc is ready.
+func serveOn(t *testing.T, svc *Service, ln net.Listener) (url string, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Serve(ctx, ln) }()
@@ -137,18 +152,7 @@ func TestSurvivesRestartAndRecovers(t *testing.T) {
 // TestStopDuringStartIsClean: a stop (SIGINT) that lands while the store is
 // still opening is a clean stop, not an error.
 func TestStopDuringStartIsClean(t *testing.T) {
-	reg, err := drivers.NewRegistry(drivers.NewFakeHardware())
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := New(Config{StateDir: t.TempDir(), Drivers: reg, Hostname: "svc-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, ln := newService(t, t.TempDir())
 	defer ln.Close()
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()

@@ -55,6 +55,24 @@ func (f *fixture) eventsFor(name string) []Event {
 	return out
 }
 
+// waitEvent waits up to 10 s for the first event of file name (what says
+// which transfer that is) and returns it.
+func (f *fixture) waitEvent(t *testing.T, name, what string) Event {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(f.eventsFor(name)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no event for %s", what)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return f.eventsFor(name)[0]
+}
+
 // start serves a temp root holding kernel (random bytes of the given size)
 // and pxelinux.cfg/01-52-54-00-00-00-01, plus a secret outside the root
 // and a symlink to it.
@@ -368,18 +386,7 @@ func TestFaultActions(t *testing.T) {
 		if err == nil || len(got) > 8192 {
 			t.Errorf("stalled transfer: %d bytes, %v", len(got), err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for len(f.eventsFor("deploy_kernel")) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("no event for the stalled transfer")
-			}
-			select {
-			case <-t.Context().Done():
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-		if ev := f.eventsFor("deploy_kernel")[0]; ev.Err == nil || ev.Bytes > 8192 {
+		if ev := f.waitEvent(t, "deploy_kernel", "the stalled transfer"); ev.Err == nil || ev.Bytes > 8192 {
 			t.Errorf("stalled transfer event %+v", ev)
 		}
 	})
@@ -446,18 +453,7 @@ func TestFaultStall(t *testing.T) {
 	if fi, err := os.Stat(out); err == nil && fi.Size() >= 64<<10 {
 		t.Fatalf("stalled transfer delivered the whole file (%d bytes); tftp said %q", fi.Size(), b)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(f.eventsFor("deploy_kernel")) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no event for the stalled transfer")
-		}
-		select {
-		case <-t.Context().Done():
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	ev := f.eventsFor("deploy_kernel")[0]
+	ev := f.waitEvent(t, "deploy_kernel", "the stalled transfer")
 	if !errors.Is(ev.Err, errStalled) && (ev.Err == nil || !strings.Contains(ev.Err.Error(), "stalled")) {
 		t.Errorf("stalled transfer ended with %v, want %v", ev.Err, errStalled)
 	}

@@ -59,22 +59,10 @@ func TestRamdiskISCSIDeploy(t *testing.T) {
 func testRamdiskISCSIDeploy(t *testing.T, bin, rd string, mode vms.BootMode, idx int) {
 	ctx := t.Context()
 	dir := t.TempDir()
-	for _, name := range []string{"vmlinuz", "initramfs"} {
-		if err := os.Link(filepath.Join(rd, name), filepath.Join(dir, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	linkRamdisk(t, rd, dir)
 	subnet := fmt.Sprintf("10.233.%d", 8+idx)
 	id := fmt.Sprintf("d%d%d", os.Getpid()%1e6, idx)
-	netw, err := libvirt.CreateNetwork(ctx, libvirt.NetworkConfig{Name: id, Addr: netip.MustParsePrefix(subnet + ".1/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netw.Close(); err != nil {
-			t.Errorf("remove network: %v", err)
-		}
-	})
+	netw := createNetwork(t, id, subnet+".1/24")
 	srv := netw.Addr()
 
 	// The API: only pass_deploy_info for this node, in the namespace.
@@ -88,22 +76,8 @@ func testRamdiskISCSIDeploy(t *testing.T, bin, rd string, mode vms.BootMode, idx
 	iqn := "iqn.2008-10.org.openstack:" + uuid
 	infos := make(chan passDeployInfo, 4)
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/nodes/"+uuid+"/vendor_passthru/pass_deploy_info", func(w http.ResponseWriter, r *http.Request) {
-		var info passDeployInfo
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&info); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		infos <- info
-		w.WriteHeader(http.StatusAccepted)
-	})
-	apiLn, err := netw.Listen("tcp4", srv.String()+":6385")
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := &http.Server{Handler: mux}
-	go api.Serve(apiLn)
-	t.Cleanup(func() { api.Close() })
+	handlePassthru(mux, uuid, "pass_deploy_info", infos)
+	serveAPI(t, netw, mux)
 
 	base := "http://" + srv.String() + ":8080"
 	params := strings.Join([]string{
@@ -112,13 +86,7 @@ func testRamdiskISCSIDeploy(t *testing.T, bin, rd string, mode vms.BootMode, idx
 		"ironic_api_url=http://" + srv.String() + ":6385", "troubleshoot=0", "text",
 		"boot_option=netboot", "boot_mode=" + string(mode),
 	}, " ")
-	if mode == vms.UEFI {
-		params += " initrd=initramfs" // iPXE's EFI loader passes the initrd by name
-	}
-	script := fmt.Sprintf("#!ipxe\nkernel %s/vmlinuz %s\ninitrd %s/initramfs\nboot\n", base, params, base)
-	if err := os.WriteFile(filepath.Join(dir, "boot.ipxe"), []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeBootScript(t, dir, base, "vmlinuz", "initramfs", params, mode)
 
 	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0xde, byte(os.Getpid()), byte(idx)}
 	servers := serveNetboot(t, netw, bin, dir, subnet+".100-"+subnet+".199", mac)
@@ -126,18 +94,10 @@ func testRamdiskISCSIDeploy(t *testing.T, bin, rd string, mode vms.BootMode, idx
 	consoleLog := filepath.Join(dir, "console.log")
 	diskPath := filepath.Join(dir, "disk.img")
 	const diskBytes = 64 << 20
-	m, err := libvirt.New(libvirt.Config{
+	m := newMachine(t, libvirt.Config{
 		Name: "mbtest-" + id, MAC: mac, Bridge: netw.Bridge,
 		Disk: diskPath, DiskBytes: diskBytes,
 		SerialLog: consoleLog, BootMode: mode,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := m.Remove(); err != nil {
-			t.Errorf("remove machine: %v", err)
-		}
 	})
 	if err := m.SetBootFlags(ctx, vms.NewBootFlags(vms.BootPXE, false, mode == vms.UEFI)); err != nil {
 		t.Fatal(err)
@@ -174,17 +134,8 @@ func testRamdiskISCSIDeploy(t *testing.T, bin, rd string, mode vms.BootMode, idx
 	}
 
 	// Log in from the namespace, as the conductor does, and write an image.
-	dial := func(ctx context.Context, a string) (net.Conn, error) {
-		var c net.Conn
-		err := netw.Do(func() (err error) {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, "tcp4", a)
-			return err
-		})
-		return c, err
-	}
 	t1 := time.Now()
-	s, err := initiator.Dial(ctx, initiator.Config{Addr: info.Address + ":3260", TargetIQN: iqn, DialContext: dial})
+	s, err := initiator.Dial(ctx, initiator.Config{Addr: info.Address + ":3260", TargetIQN: iqn, DialContext: dialIn(netw)})
 	if err != nil {
 		t.Fatalf("iSCSI login to the ramdisk: %v\nconsole:\n%s", err, console())
 	}
@@ -216,18 +167,7 @@ func testRamdiskISCSIDeploy(t *testing.T, bin, rd string, mode vms.BootMode, idx
 	}
 
 	// The conductor's notice: the ramdisk stops the target and reboots.
-	err = netw.Do(func() error {
-		c, err := net.DialTimeout("tcp4", info.Address+":10000", 10*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_, err = c.Write([]byte("done\n"))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("notice on port 10000: %v", err)
-	}
+	notice(t, netw, info.Address)
 	deadline := time.Now().Add(time.Minute)
 	for !strings.Contains(console(), "metalbed-ramdisk: rebooting") {
 		if time.Now().After(deadline) {
@@ -263,4 +203,72 @@ func testRamdiskISCSIDeploy(t *testing.T, bin, rd string, mode vms.BootMode, idx
 	}
 	t.Logf("%s: power on to pass_deploy_info %v; login+write+sync of 8 MiB %v; power on to reboot+off %v",
 		mode, callback.Round(time.Millisecond), written.Round(time.Millisecond), total.Round(time.Millisecond))
+}
+
+// linkRamdisk links the deploy ramdisk's vmlinuz and initramfs from rd
+// (`metalbed ramdisk build --out rd`) into dir.
+func linkRamdisk(t *testing.T, rd, dir string) {
+	t.Helper()
+	for _, name := range []string{"vmlinuz", "initramfs"} {
+		if err := os.Link(filepath.Join(rd, name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// handlePassthru sends what the ramdisk POSTs to node's vendor passthru
+// method (JSON) into ch.
+func handlePassthru[T any](mux *http.ServeMux, node, method string, ch chan<- T) {
+	mux.HandleFunc("POST /v1/nodes/"+node+"/vendor_passthru/"+method, func(w http.ResponseWriter, r *http.Request) {
+		var body T
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		ch <- body
+		w.WriteHeader(http.StatusAccepted)
+	})
+}
+
+// serveAPI serves h on port 6385 of netw's host address, inside the
+// namespace, until the test ends.
+func serveAPI(t *testing.T, netw *libvirt.Network, h http.Handler) {
+	t.Helper()
+	ln, err := netw.Listen("tcp4", netw.Addr().String()+":6385")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &http.Server{Handler: h}
+	go api.Serve(ln)
+	t.Cleanup(func() { api.Close() })
+}
+
+// dialIn dials from netw's namespace, as the conductor does.
+func dialIn(netw *libvirt.Network) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := netw.Do(func() (err error) {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, "tcp4", addr)
+			return err
+		})
+		return c, err
+	}
+}
+
+// notice sends the conductor's notice to the ramdisk at addr on port 10000.
+func notice(t *testing.T, netw *libvirt.Network, addr string) {
+	t.Helper()
+	err := netw.Do(func() error {
+		c, err := net.DialTimeout("tcp4", addr+":10000", 10*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("done\n"))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("notice on port 10000: %v", err)
+	}
 }

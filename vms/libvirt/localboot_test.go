@@ -3,13 +3,9 @@
 package libvirt_test
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,15 +64,7 @@ func TestLocalBoot(t *testing.T) {
 	t.Logf("GRUB images and instance images: %v", time.Since(t0).Round(time.Millisecond))
 
 	id := fmt.Sprintf("lb%d", os.Getpid()%1e6)
-	netw, err := libvirt.CreateNetwork(ctx, libvirt.NetworkConfig{Name: id, Addr: netip.MustParsePrefix("10.233.30.1/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netw.Close(); err != nil {
-			t.Errorf("remove network: %v", err)
-		}
-	})
+	netw := createNetwork(t, id, "10.233.30.1/24")
 
 	slots := make(chan struct{}, localBootVMs)
 	cases := []struct {
@@ -95,11 +83,11 @@ func TestLocalBoot(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			diskFile := filepath.Join(dir, "disk.img")
+			diskPath := filepath.Join(dir, "disk.img")
 			var diskBytes int64
 			var rootPartUUID string
 			if c.kind == disk.KindWholeDisk {
-				b, err := disk.Build(ctx, disk.BuildConfig{Kind: disk.KindWholeDisk, BootMode: string(c.mode), Out: diskFile, Init: initBin, Hostname: "lb-" + c.name, Grub: grub})
+				b, err := disk.Build(ctx, disk.BuildConfig{Kind: disk.KindWholeDisk, BootMode: string(c.mode), Out: diskPath, Init: initBin, Hostname: "lb-" + c.name, Grub: grub})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -107,10 +95,10 @@ func TestLocalBoot(t *testing.T) {
 					t.Fatalf("whole-disk image built with loader %q", b.BootLoader)
 				}
 				diskBytes = b.Size
-				rootPartUUID = inspectRoot(t, diskFile, diskBytes)
+				rootPartUUID = inspectRoot(t, diskPath, diskBytes)
 			} else {
 				diskBytes = 512 << 20
-				rootPartUUID = deployPartition(t, diskFile, diskBytes, part, c.mode, c.label, grubDir)
+				rootPartUUID = deployPartition(t, diskPath, diskBytes, part, c.mode, c.label, grubDir)
 			}
 
 			select {
@@ -121,18 +109,10 @@ func TestLocalBoot(t *testing.T) {
 			defer func() { <-slots }()
 
 			consoleLog := filepath.Join(dir, "console.log")
-			m, err := libvirt.New(libvirt.Config{
+			m := newMachine(t, libvirt.Config{
 				Name: fmt.Sprintf("mblb-%s-%d", id, i), MAC: net.HardwareAddr{0x52, 0x54, 0x00, 0xb0, byte(os.Getpid()), byte(i)},
-				Bridge: netw.Bridge, Disk: diskFile, DiskBytes: diskBytes,
+				Bridge: netw.Bridge, Disk: diskPath, DiskBytes: diskBytes,
 				SerialLog: consoleLog, BootMode: c.mode,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				if err := m.Remove(); err != nil {
-					t.Errorf("remove machine: %v", err)
-				}
 			})
 			if err := m.SetBootFlags(ctx, vms.NewBootFlags(vms.BootDisk, true, c.mode == vms.UEFI)); err != nil {
 				t.Fatal(err)
@@ -275,22 +255,10 @@ func TestRamdiskLocalBoot(t *testing.T) {
 func testRamdiskLocalBoot(t *testing.T, bin, rd string, part *disk.Built, mode vms.BootMode, idx int) {
 	ctx := t.Context()
 	dir := t.TempDir()
-	for _, name := range []string{"vmlinuz", "initramfs"} {
-		if err := os.Link(filepath.Join(rd, name), filepath.Join(dir, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	linkRamdisk(t, rd, dir)
 	subnet := fmt.Sprintf("10.233.%d", 31+idx)
 	id := fmt.Sprintf("r%d%d", os.Getpid()%1e6, idx)
-	netw, err := libvirt.CreateNetwork(ctx, libvirt.NetworkConfig{Name: id, Addr: netip.MustParsePrefix(subnet + ".1/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netw.Close(); err != nil {
-			t.Errorf("remove network: %v", err)
-		}
-	})
+	netw := createNetwork(t, id, subnet+".1/24")
 	srv := netw.Addr()
 
 	uuid := fmt.Sprintf("%08x-0000-4000-8000-%012x", os.Getpid(), idx)
@@ -301,24 +269,9 @@ func testRamdiskLocalBoot(t *testing.T, bin, rd string, part *disk.Built, mode v
 	}
 	deployInfo, bootloaderInfo := make(chan callback, 4), make(chan callback, 4)
 	mux := http.NewServeMux()
-	for name, ch := range map[string]chan callback{"pass_deploy_info": deployInfo, "pass_bootloader_install_info": bootloaderInfo} {
-		mux.HandleFunc("POST /v1/nodes/"+uuid+"/vendor_passthru/"+name, func(w http.ResponseWriter, r *http.Request) {
-			var c callback
-			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&c); err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			ch <- c
-			w.WriteHeader(http.StatusAccepted)
-		})
-	}
-	apiLn, err := netw.Listen("tcp4", srv.String()+":6385")
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := &http.Server{Handler: mux}
-	go api.Serve(apiLn)
-	t.Cleanup(func() { api.Close() })
+	handlePassthru(mux, uuid, "pass_deploy_info", deployInfo)
+	handlePassthru(mux, uuid, "pass_bootloader_install_info", bootloaderInfo)
+	serveAPI(t, netw, mux)
 
 	base := "http://" + srv.String() + ":8080"
 	params := strings.Join([]string{
@@ -327,30 +280,16 @@ func testRamdiskLocalBoot(t *testing.T, bin, rd string, part *disk.Built, mode v
 		"ironic_api_url=http://" + srv.String() + ":6385", "troubleshoot=0",
 		"boot_option=local", "boot_mode=" + string(mode),
 	}, " ")
-	if mode == vms.UEFI {
-		params += " initrd=initramfs" // iPXE's EFI loader passes the initrd by name
-	}
-	script := fmt.Sprintf("#!ipxe\nkernel %s/vmlinuz %s\ninitrd %s/initramfs\nboot\n", base, params, base)
-	if err := os.WriteFile(filepath.Join(dir, "boot.ipxe"), []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeBootScript(t, dir, base, "vmlinuz", "initramfs", params, mode)
 	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0xb1, byte(os.Getpid()), byte(idx)}
 	servers := serveNetboot(t, netw, bin, dir, subnet+".100-"+subnet+".199", mac)
 
 	consoleLog := filepath.Join(dir, "console.log")
 	const diskBytes = 384 << 20
-	m, err := libvirt.New(libvirt.Config{
+	m := newMachine(t, libvirt.Config{
 		Name: "mbtest-" + id, MAC: mac, Bridge: netw.Bridge,
 		Disk: filepath.Join(dir, "disk.img"), DiskBytes: diskBytes,
 		SerialLog: consoleLog, BootMode: mode,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := m.Remove(); err != nil {
-			t.Errorf("remove machine: %v", err)
-		}
 	})
 	if err := m.SetBootFlags(ctx, vms.NewBootFlags(vms.BootPXE, false, mode == vms.UEFI)); err != nil {
 		t.Fatal(err)
@@ -370,21 +309,6 @@ func testRamdiskLocalBoot(t *testing.T, bin, rd string, part *disk.Built, mode v
 			t.Fatal(ctx.Err())
 		}
 		return callback{}
-	}
-	notice := func(addr string) {
-		t.Helper()
-		err := netw.Do(func() error {
-			c, err := net.DialTimeout("tcp4", addr+":10000", 10*time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			_, err = c.Write([]byte("done\n"))
-			return err
-		})
-		if err != nil {
-			t.Fatalf("notice on port 10000: %v", err)
-		}
 	}
 	waitConsole := func(want string, d time.Duration) {
 		t.Helper()
@@ -411,16 +335,7 @@ func testRamdiskLocalBoot(t *testing.T, bin, rd string, part *disk.Built, mode v
 	}
 
 	// The conductor's part: lay the disk out over iSCSI and write the image.
-	dial := func(ctx context.Context, a string) (net.Conn, error) {
-		var c net.Conn
-		err := netw.Do(func() (err error) {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, "tcp4", a)
-			return err
-		})
-		return c, err
-	}
-	s, err := initiator.Dial(ctx, initiator.Config{Addr: info.Address + ":3260", TargetIQN: iqn, DialContext: dial})
+	s, err := initiator.Dial(ctx, initiator.Config{Addr: info.Address + ":3260", TargetIQN: iqn, DialContext: dialIn(netw)})
 	if err != nil {
 		t.Fatalf("iSCSI login to the ramdisk: %v", err)
 	}
@@ -441,14 +356,14 @@ func testRamdiskLocalBoot(t *testing.T, bin, rd string, part *disk.Built, mode v
 	if err := s.Close(); err != nil {
 		t.Errorf("logout: %v", err)
 	}
-	notice(info.Address)
+	notice(t, netw, info.Address)
 
 	bl := wait(bootloaderInfo, "pass_bootloader_install_info")
 	if bl.Status != "SUCCEEDED" || bl.Error != "" {
 		t.Fatalf("pass_bootloader_install_info %+v\nconsole tail:\n%s", bl, tail([]byte(console()), 4000))
 	}
 	waitConsole("bootloader: GRUB 2", 10*time.Second)
-	notice(info.Address)
+	notice(t, netw, info.Address)
 	waitConsole("metalbed-ramdisk: rebooting", time.Minute)
 	deployed := time.Since(start)
 

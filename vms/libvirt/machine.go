@@ -29,9 +29,9 @@ type Machine struct {
 
 	mu     sync.Mutex // guards the fields below
 	flags  vms.BootFlags
-	subs   map[int]func(vms.Event)
-	nextID int
 	closed bool
+
+	subs vms.Subscribers
 
 	stopConsole context.CancelFunc // ends watchConsole
 }
@@ -56,7 +56,7 @@ func New(cfg Config) (*Machine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("libvirt machine %s: connect %s: %w", cfg.Name, cfg.URI, err)
 	}
-	m := &Machine{cfg: cfg, conn: conn, uuid: cfg.UUID, subs: map[int]func(vms.Event){}}
+	m := &Machine{cfg: cfg, conn: conn, uuid: cfg.UUID}
 	if dom, err := conn.LookupDomainByName(cfg.Name); err == nil {
 		if doc, err := dom.GetXMLDesc(golibvirt.DOMAIN_XML_INACTIVE); err == nil {
 			if f, ok := bootFlagsFromXML(doc); ok {
@@ -392,29 +392,11 @@ func (c *console) Close() error {
 // Subscribe implements vms.Machine: power transitions and boots this
 // Machine carried out.
 func (m *Machine) Subscribe(fn func(vms.Event)) (cancel func()) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	id := m.nextID
-	m.nextID++
-	m.subs[id] = fn
-	return func() {
-		m.mu.Lock()
-		delete(m.subs, id)
-		m.mu.Unlock()
-	}
+	return m.subs.Subscribe(fn)
 }
 
 func (m *Machine) emit(k vms.EventKind, detail string) {
-	ev := vms.Event{Time: time.Now(), Machine: m.cfg.Name, Kind: k, Detail: detail}
-	m.mu.Lock()
-	fns := make([]func(vms.Event), 0, len(m.subs))
-	for _, fn := range m.subs {
-		fns = append(fns, fn)
-	}
-	m.mu.Unlock()
-	for _, fn := range fns {
-		fn(ev)
-	}
+	m.subs.Emit(vms.Event{Time: time.Now(), Machine: m.cfg.Name, Kind: k, Detail: detail})
 }
 
 func (m *Machine) checkOpen() error {

@@ -109,30 +109,14 @@ func testPXEBoot(t *testing.T, mode vms.BootMode, idx int) {
 		t.Fatal(err)
 	}
 	id := fmt.Sprintf("p%d%d", os.Getpid()%1e6, idx)
-	netw, err := libvirt.CreateNetwork(ctx, libvirt.NetworkConfig{Name: id, Addr: netip.MustParsePrefix("10.233.7.1/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netw.Close(); err != nil {
-			t.Errorf("remove network: %v", err)
-		}
-	})
+	netw := createNetwork(t, id, "10.233.7.1/24")
 
 	nonceB := make([]byte, 8)
 	rand.Read(nonceB)
 	nonce := hex.EncodeToString(nonceB)
 	srv := netw.Addr()
 
-	base := "http://" + srv.String() + ":8080"
-	initrdArg := ""
-	if mode == vms.UEFI {
-		initrdArg = " initrd=initrd.gz" // iPXE's EFI loader passes the initrd by name
-	}
-	script := fmt.Sprintf("#!ipxe\nkernel %s/vmlinuz console=ttyS0,115200 panic=-1 mbnonce=%s%s\ninitrd %s/initrd.gz\nboot\n", base, nonce, initrdArg, base)
-	if err := os.WriteFile(filepath.Join(dir, "boot.ipxe"), []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeBootScript(t, dir, "http://"+srv.String()+":8080", "vmlinuz", "initrd.gz", "console=ttyS0,115200 panic=-1 mbnonce="+nonce, mode)
 
 	// The boot servers run as `metalbed netboot serve` inside the
 	// namespace (fixed ports are fine there: nothing else lives in it).
@@ -141,18 +125,10 @@ func testPXEBoot(t *testing.T, mode vms.BootMode, idx int) {
 	events := servers
 
 	consoleLog := filepath.Join(dir, "console.log")
-	m, err := libvirt.New(libvirt.Config{
+	m := newMachine(t, libvirt.Config{
 		Name: "mbtest-" + id, MAC: mac, Bridge: netw.Bridge,
 		Disk: filepath.Join(dir, "disk.img"), DiskBytes: 64 << 20,
 		SerialLog: consoleLog, BootMode: mode,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := m.Remove(); err != nil {
-			t.Errorf("remove machine: %v", err)
-		}
 	})
 	var machineEvents eventLog
 	cancel := m.Subscribe(func(e vms.Event) { machineEvents.add("%s %s", e.Kind, e.Detail) })
@@ -216,6 +192,50 @@ func testPXEBoot(t *testing.T, mode vms.BootMode, idx int) {
 		}
 	}
 	t.Logf("%s: power on to marker on the console: %v; servers:\n%s", mode, booted, ev)
+}
+
+// createNetwork creates the libvirt network id with this host at addr
+// (e.g. "10.233.7.1/24"), removed when the test ends.
+func createNetwork(t *testing.T, id, addr string) *libvirt.Network {
+	t.Helper()
+	netw, err := libvirt.CreateNetwork(t.Context(), libvirt.NetworkConfig{Name: id, Addr: netip.MustParsePrefix(addr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := netw.Close(); err != nil {
+			t.Errorf("remove network: %v", err)
+		}
+	})
+	return netw
+}
+
+// newMachine defines a libvirt machine, removed when the test ends.
+func newMachine(t *testing.T, cfg libvirt.Config) *libvirt.Machine {
+	t.Helper()
+	m, err := libvirt.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := m.Remove(); err != nil {
+			t.Errorf("remove machine: %v", err)
+		}
+	})
+	return m
+}
+
+// writeBootScript writes dir/boot.ipxe: boot kernel with params and the
+// initrd, both fetched from base.
+func writeBootScript(t *testing.T, dir, base, kernel, initrd, params string, mode vms.BootMode) {
+	t.Helper()
+	if mode == vms.UEFI {
+		params += " initrd=" + initrd // iPXE's EFI loader passes the initrd by name
+	}
+	script := fmt.Sprintf("#!ipxe\nkernel %s/%s %s\ninitrd %s/%s\nboot\n", base, kernel, params, base, initrd)
+	if err := os.WriteFile(filepath.Join(dir, "boot.ipxe"), []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func tail(b []byte, n int) []byte {

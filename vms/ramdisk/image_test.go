@@ -41,13 +41,7 @@ func TestInitramfsRoundTrip(t *testing.T) {
 // TestInitramfsReadableByCpio checks the archive with GNU cpio, a reader
 // nobody here wrote: the kernel's unpacker takes the same newc format.
 func TestInitramfsReadableByCpio(t *testing.T) {
-	cpioBin, err := exec.LookPath("cpio")
-	if err != nil {
-		if os.Getenv("METALBED_INTEROP") == "required" {
-			t.Fatal("cpio not installed (Debian package cpio)")
-		}
-		t.Skip("cpio not installed (Debian package cpio)")
-	}
+	cpioBin := testenv.RequireTool(t, "cpio", "cpio")
 	img := buildTestImage(t)
 	zr, err := gzip.NewReader(bytes.NewReader(img))
 	if err != nil {

@@ -82,9 +82,7 @@ type Machine struct {
 	gen    uint64 // increments on every boot; a stale soft-off timer sees it
 	closed bool
 
-	subMu   sync.Mutex
-	subs    map[uint64]func(vms.Event)
-	nextSub uint64
+	subs vms.Subscribers
 }
 
 // run is one firmware execution, from power-on or reset to power-off.
@@ -181,7 +179,6 @@ func Open(cfg Config) (*Machine, error) {
 		root:    root,
 		cancel:  cancel,
 		st:      st,
-		subs:    map[uint64]func(vms.Event){},
 	}
 	if st.Power == vms.PowerOn && st.LastBoot != nil {
 		m.console.printf("\r\n[metalbed: process restarted; machine was on, resuming its last boot]\r\n")
@@ -611,29 +608,11 @@ func (m *Machine) AttachConsole(ctx context.Context) (io.ReadWriteCloser, error)
 
 // Subscribe implements vms.Machine.
 func (m *Machine) Subscribe(fn func(vms.Event)) (cancel func()) {
-	m.subMu.Lock()
-	id := m.nextSub
-	m.nextSub++
-	m.subs[id] = fn
-	m.subMu.Unlock()
-	return func() {
-		m.subMu.Lock()
-		delete(m.subs, id)
-		m.subMu.Unlock()
-	}
+	return m.subs.Subscribe(fn)
 }
 
 func (m *Machine) emit(kind vms.EventKind, detail string) {
-	ev := vms.Event{Time: time.Now(), Machine: m.cfg.Name, Kind: kind, Detail: detail}
-	m.subMu.Lock()
-	fns := make([]func(vms.Event), 0, len(m.subs))
-	for _, fn := range m.subs {
-		fns = append(fns, fn)
-	}
-	m.subMu.Unlock()
-	for _, fn := range fns {
-		fn(ev)
-	}
+	m.subs.Emit(vms.Event{Time: time.Now(), Machine: m.cfg.Name, Kind: kind, Detail: detail})
 }
 
 // Close stops the machine's goroutines; its state is already saved (a
@@ -669,25 +648,12 @@ func (d fileDisk) ReadAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer f.Close()
-	if off < 0 {
-		return 0, fmt.Errorf("read at negative offset %d", off)
-	}
-	if off >= d.size {
-		return 0, io.EOF
-	}
-	if rest := d.size - off; int64(len(p)) > rest {
-		n, err := f.ReadAt(p[:rest], off)
-		if err == nil {
-			err = io.EOF
-		}
-		return n, err
-	}
-	return f.ReadAt(p, off)
+	return readDisk(f, d.size, p, off)
 }
 
 func (d fileDisk) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > d.size {
-		return 0, fmt.Errorf("write of %d bytes at %d is beyond the %d-byte disk", len(p), off, d.size)
+	if err := checkWrite(d.size, p, off); err != nil {
+		return 0, err
 	}
 	f, err := os.OpenFile(d.path, os.O_WRONLY, 0)
 	if err != nil {
@@ -698,6 +664,33 @@ func (d fileDisk) WriteAt(p []byte, off int64) (int, error) {
 		err = cerr
 	}
 	return n, err
+}
+
+// readDisk reads p at off from f, a disk of size bytes: a read that
+// reaches the end returns what it read and io.EOF.
+func readDisk(f io.ReaderAt, size int64, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read at negative offset %d", off)
+	}
+	if off >= size {
+		return 0, io.EOF
+	}
+	if rest := size - off; int64(len(p)) > rest {
+		n, err := f.ReadAt(p[:rest], off)
+		if err == nil {
+			err = io.EOF
+		}
+		return n, err
+	}
+	return f.ReadAt(p, off)
+}
+
+// checkWrite refuses a write of p at off that does not fit a disk of size bytes.
+func checkWrite(size int64, p []byte, off int64) error {
+	if off < 0 || off+int64(len(p)) > size {
+		return fmt.Errorf("write of %d bytes at %d is beyond the %d-byte disk", len(p), off, size)
+	}
+	return nil
 }
 
 // runDisk is the disk as one boot sees it: the file is opened on first
@@ -736,25 +729,12 @@ func (d *runDisk) ReadAt(p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if off < 0 {
-		return 0, fmt.Errorf("read at negative offset %d", off)
-	}
-	if off >= d.size {
-		return 0, io.EOF
-	}
-	if rest := d.size - off; int64(len(p)) > rest {
-		n, err := f.ReadAt(p[:rest], off)
-		if err == nil {
-			err = io.EOF
-		}
-		return n, err
-	}
-	return f.ReadAt(p, off)
+	return readDisk(f, d.size, p, off)
 }
 
 func (d *runDisk) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > d.size {
-		return 0, fmt.Errorf("write of %d bytes at %d is beyond the %d-byte disk", len(p), off, d.size)
+	if err := checkWrite(d.size, p, off); err != nil {
+		return 0, err
 	}
 	f, err := d.file()
 	if err != nil {

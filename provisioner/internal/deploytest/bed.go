@@ -99,9 +99,7 @@ func NewBed(t testing.TB, o Options) *Bed {
 		{"/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common"},
 		{"/usr/lib/ipxe/ipxe.efi", "ipxe"},
 	} {
-		if _, err := os.Stat(f.path); err != nil {
-			testenv.Unavailable(t, fmt.Sprintf("%s not available (Debian package %s)", f.path, f.pkg))
-		}
+		testenv.RequireFile(t, f.path, f.pkg)
 	}
 	dir := t.TempDir()
 	b := &Bed{t: t, TFTPRoot: filepath.Join(dir, "tftp"), HTTPRoot: filepath.Join(dir, "http"),

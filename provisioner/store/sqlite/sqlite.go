@@ -380,8 +380,14 @@ func (s *Store) UpdateNode(ctx context.Context, n *provisioner.Node) error {
 	if err != nil {
 		return fmt.Errorf("update node %s: %w", n.UUID, err)
 	}
+	return found(res, "node", n.UUID)
+}
+
+// found returns nil when res changed a row, else ErrNotFound naming what
+// (node, port) and uuid.
+func found(res sql.Result, what, uuid string) error {
 	if k, _ := res.RowsAffected(); k == 0 {
-		return fmt.Errorf("node %s: %w", n.UUID, store.ErrNotFound)
+		return fmt.Errorf("%s %s: %w", what, uuid, store.ErrNotFound)
 	}
 	return nil
 }
@@ -392,10 +398,7 @@ func (s *Store) DeleteNode(ctx context.Context, uuid string) error {
 	if err != nil {
 		return fmt.Errorf("delete node %s: %w", uuid, err)
 	}
-	if k, _ := res.RowsAffected(); k == 0 {
-		return fmt.Errorf("node %s: %w", uuid, store.ErrNotFound)
-	}
-	return nil
+	return found(res, "node", uuid)
 }
 
 // ReserveNode implements store.Store.
@@ -548,10 +551,7 @@ func (s *Store) UpdatePort(ctx context.Context, p *provisioner.Port) error {
 	if err != nil {
 		return fmt.Errorf("update port %s: %w", p.UUID, err)
 	}
-	if k, _ := res.RowsAffected(); k == 0 {
-		return fmt.Errorf("port %s: %w", p.UUID, store.ErrNotFound)
-	}
-	return nil
+	return found(res, "port", p.UUID)
 }
 
 // DeletePort implements store.Store.
@@ -560,10 +560,7 @@ func (s *Store) DeletePort(ctx context.Context, uuid string) error {
 	if err != nil {
 		return fmt.Errorf("delete port %s: %w", uuid, err)
 	}
-	if k, _ := res.RowsAffected(); k == 0 {
-		return fmt.Errorf("port %s: %w", uuid, store.ErrNotFound)
-	}
-	return nil
+	return found(res, "port", uuid)
 }
 
 // AddHistory implements store.Store.

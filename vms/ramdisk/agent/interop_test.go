@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/metalbed/metalbed/disk"
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // ironicClientScript drives the agent with the agent client of the real
@@ -101,10 +103,7 @@ print(json.dumps(out))
 func TestIronicAgentClientInterop(t *testing.T) {
 	py := "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import ironic.drivers.modules.agent_client").Run(); err != nil {
-		if os.Getenv("METALBED_INTEROP") == "required" {
-			t.Fatalf("Ironic's python library not importable (Debian package python3-ironic): %v", err)
-		}
-		t.Skipf("Ironic's python library not importable; install the Debian package python3-ironic: %v", err)
+		testenv.Unavailable(t, fmt.Sprintf("Ironic's python library not importable; install the Debian package python3-ironic: %v", err))
 	}
 	_, img := buildImage(t, disk.KindWholeDisk, disk.BootModeUEFI)
 	is := newImageServer(t)

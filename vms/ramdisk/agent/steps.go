@@ -57,24 +57,12 @@ func (a *Agent) extensions() map[string]map[string]commandSpec {
 				run:    func(ctx context.Context, _ *command, p params) (any, error) { return nil, a.installBootloader(ctx, p) }},
 		},
 		"deploy": {
-			"get_deploy_steps": {params: []string{"node", "ports"}, nrequired: 2,
-				run: func(_ context.Context, _ *command, p params) (any, error) {
-					if err := a.cacheNode(p); err != nil {
-						return nil, err
-					}
-					return map[string]any{"deploy_steps": map[string]any{hwManagerClass: deploySteps()}, "hardware_manager_version": hwVersions()}, nil
-				}},
+			"get_deploy_steps": a.getSteps("deploy_steps", deploySteps),
 			"execute_deploy_step": {async: true, params: []string{"step", "node", "ports", "deploy_version"}, nrequired: 3, extra: true,
 				run: func(ctx context.Context, _ *command, p params) (any, error) { return a.executeStep(ctx, p, "deploy") }},
 		},
 		"clean": {
-			"get_clean_steps": {params: []string{"node", "ports"}, nrequired: 2,
-				run: func(_ context.Context, _ *command, p params) (any, error) {
-					if err := a.cacheNode(p); err != nil {
-						return nil, err
-					}
-					return map[string]any{"clean_steps": map[string]any{hwManagerClass: cleanSteps()}, "hardware_manager_version": hwVersions()}, nil
-				}},
+			"get_clean_steps": a.getSteps("clean_steps", cleanSteps),
 			"execute_clean_step": {async: true, params: []string{"step", "node", "ports", "clean_version"}, nrequired: 3, extra: true,
 				run: func(ctx context.Context, _ *command, p params) (any, error) { return a.executeStep(ctx, p, "clean") }},
 		},
@@ -82,6 +70,18 @@ func (a *Agent) extensions() map[string]map[string]commandSpec {
 			"collect_system_logs": {run: func(context.Context, *command, params) (any, error) { return a.systemLogs() }},
 		},
 	}
+}
+
+// getSteps is get_deploy_steps or get_clean_steps: it caches the node and
+// answers steps() under key.
+func (a *Agent) getSteps(key string, steps func() []map[string]any) commandSpec {
+	return commandSpec{params: []string{"node", "ports"}, nrequired: 2,
+		run: func(_ context.Context, _ *command, p params) (any, error) {
+			if err := a.cacheNode(p); err != nil {
+				return nil, err
+			}
+			return map[string]any{key: map[string]any{hwManagerClass: steps()}, "hardware_manager_version": hwVersions()}, nil
+		}}
 }
 
 // cacheNode is IPA's hardware.cache_node: the node the conductor sent

@@ -19,6 +19,7 @@ import (
 
 	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/internal/fault/faulttest"
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 	"github.com/metalbed/metalbed/vms/sim"
@@ -32,31 +33,14 @@ type fileDisk struct {
 
 func (d fileDisk) Size() int64 { return d.size }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func bootContext(t *testing.T) (*sim.BootContext, *lockedBuf) {
+func bootContext(t *testing.T) (*sim.BootContext, *testenv.SyncBuffer) {
 	f, err := os.Create(filepath.Join(t.TempDir(), "disk.img"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
 	f.Truncate(1 << 30)
-	con := &lockedBuf{}
+	con := &testenv.SyncBuffer{}
 	return &sim.BootContext{
 		Machine: "node-0", Device: vms.BootPXE, Mode: vms.BIOS,
 		Disk: fileDisk{f, 1 << 30}, Console: con,

@@ -104,27 +104,10 @@ func deployWith(t *testing.T, dsk fileDisk, mode string, bootloader bool, grub *
 	return res
 }
 
-type console struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (c *console) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.Write(p)
-}
-
-func (c *console) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
-}
-
 // boot runs the loader until the instance announces itself or Boot returns.
 func boot(t *testing.T, dsk fileDisk, mode vms.BootMode) (string, error) {
 	t.Helper()
-	con := &console{}
+	con := &testenv.SyncBuffer{}
 	b := &sim.BootContext{Machine: "node-1", Device: vms.BootDisk, Mode: mode, Disk: dsk, Console: con,
 		Emit: func(vms.EventKind, string) {}}
 	ctx, cancel := context.WithCancel(t.Context())
@@ -222,7 +205,7 @@ func TestNetbootInstanceRootUUID(t *testing.T) {
 		{"UUID=" + res.RootUUID, "metalbed-instance: booted web-1", false},
 		{"UUID=00000000-1111-2222-3333-444444444444", "VFS: Cannot open root device", true},
 	} {
-		con := &console{}
+		con := &testenv.SyncBuffer{}
 		b := &sim.BootContext{Machine: "node-2", Mode: vms.BIOS, Disk: dsk, Console: con, Emit: func(vms.EventKind, string) {}}
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		err := kernel.Boot(ctx, kernel.Config{}, b, pxe.Image{KernelName: "kernel", Kernel: kern, Cmdline: "root=" + c.root + " ro"})

@@ -19,6 +19,7 @@ import (
 	_ "github.com/gokrazy/kernel.amd64" // a real bzImage for the boot tests
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 	"github.com/metalbed/metalbed/vms/sim"
@@ -28,11 +29,7 @@ import (
 // peer is missing.
 func interop(t *testing.T, what, pkg string) {
 	t.Helper()
-	msg := fmt.Sprintf("%s not available (Debian package %s)", what, pkg)
-	if os.Getenv("METALBED_INTEROP") == "required" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testenv.Unavailable(t, fmt.Sprintf("%s not available (Debian package %s)", what, pkg))
 }
 
 // realKernel returns the gokrazy bzImage from the module cache.
