@@ -299,7 +299,7 @@ func TestUpEnrollBaremetalCLI(t *testing.T) {
 	// With nothing running on the state dir, `metalbed timeline` reads
 	// timeline.jsonl: the same entries, found by the node's UUID too.
 	var offline, oerr testenv.SyncBuffer
-	if err := Run(t.Context(), []string{"timeline", uuid, "--json", "--state-dir", dir}, &offline, &oerr); err != nil {
+	if err := Run(t.Context(), []string{"timeline", uuid, "--json", "--state-dir", u.dir}, &offline, &oerr); err != nil {
 		t.Fatalf("timeline of a stopped testbed: %v %s", err, oerr.String())
 	}
 	var after testbed.TimelineDoc
