@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/vms"
 )
@@ -145,5 +147,39 @@ func TestRedfishOverSimulatedMachines(t *testing.T) {
 	}
 	if b := boot(); b["BootSourceOverrideEnabled"] != "Once" || b["BootSourceOverrideTarget"] != "Cd" || b["BootSourceOverrideMode"] != "Legacy" {
 		t.Errorf("flags set as IPMI does read as %v", b)
+	}
+}
+
+// TestRedfishTimeline: with the provisioner, Redfish actions are in the
+// node's timeline, keyed by the machine's name.
+func TestRedfishTimeline(t *testing.T) {
+	tb, err := New(Config{StateDir: t.TempDir(), Machines: machines(1), Provisioner: free(), Redfish: &Redfish{Addr: "127.0.0.1:0", PlainHTTP: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, tb)
+	inv := tb.Inventory()
+	r := inv.Nodes[0].Redfish
+	if r == nil || r.VerifyCA != false {
+		t.Fatalf("inventory redfish %+v", r)
+	}
+	post := func(path, body string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", r.Address+path, strings.NewReader(body))
+		req.SetBasicAuth(r.Username, r.Password)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("POST %s: %d", path, resp.StatusCode)
+		}
+	}
+	post("/redfish/v1/SessionService/Sessions", `{"UserName": "admin", "Password": "password"}`)
+	post(r.SystemID+"/Actions/ComputerSystem.Reset", `{"ResetType": "On"}`)
+	post("/redfish/v1/Managers/node-0/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia", `{"Image": "http://127.0.0.1/x.iso"}`)
+	for _, k := range []events.Kind{events.BMCRedfishSessions, events.BMCRedfishReset, events.BMCRedfishMedia} {
+		testenv.Eventually(t, 10*time.Second, func() bool { return hasKind(tb, "node-0", k) }, "%s in node-0's timeline", k)
 	}
 }
