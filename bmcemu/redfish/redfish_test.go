@@ -543,6 +543,14 @@ func TestInventoryResources(t *testing.T) {
 		get(man, "Links", "ManagerForServers").([]any)[0].(map[string]any)["@odata.id"] != sys {
 		t.Errorf("manager: %v", man)
 	}
+	_, _, th := b.do(t, "GET", "/redfish/v1/Chassis/"+m.hw.UUID+"/Thermal", "basic", nil)
+	if temps, _ := th["Temperatures"].([]any); len(temps) != 1 {
+		t.Errorf("thermal: %v", th)
+	}
+	_, _, ch := b.do(t, "GET", "/redfish/v1/Chassis/"+m.hw.UUID, "basic", nil)
+	if ch["PowerState"] != "Off" || get(ch, "Links", "ComputerSystems").([]any)[0].(map[string]any)["@odata.id"] != sys {
+		t.Errorf("chassis: %v", ch)
+	}
 	cd := mgr + "/VirtualMedia/Cd"
 	if st, _, _ := b.do(t, "POST", cd+"/Actions/VirtualMedia.InsertMedia", "basic", map[string]any{"Image": "http://127.0.0.1/boot.iso", "Inserted": true}); st != 204 {
 		t.Fatalf("insert: %d", st)
