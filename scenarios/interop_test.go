@@ -110,6 +110,13 @@ type InventoryNode struct {
 	UUID       string `json:"uuid"`
 	BootMode   string `json:"boot_mode"`
 	ConsoleLog string `json:"console_log"`
+	Redfish    *struct {
+		Address  string `json:"address"`
+		SystemID string `json:"system_id"`
+		Username string `json:"username"`
+		Password string `json:"password"`
+		VerifyCA any    `json:"verify_ca"`
+	} `json:"redfish"`
 }
 
 // Fleet is one running `metalbed up --no-provisioner`.
