@@ -82,6 +82,9 @@ type Server struct {
 	auth    *sessions
 
 	serving sync.Mutex
+
+	lifeMu sync.Mutex
+	life   context.Context // Serve's ctx: bounds work that outlives a request
 }
 
 // New validates cfg, applies defaults and builds the route table. It does
@@ -150,6 +153,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return errors.New("redfish: Serve already running")
 	}
 	defer s.serving.Unlock()
+	s.lifeMu.Lock()
+	s.life = ctx
+	s.lifeMu.Unlock()
 	for _, sys := range s.systems {
 		cancel := sys.m.Subscribe(sys.machineEvent)
 		defer cancel()
@@ -194,6 +200,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	w.Header().Set("OData-Version", "4.0")
 	s.mux.ServeHTTP(w, r)
+}
+
+// lifetime is the context of the running Serve (Background before).
+func (s *Server) lifetime() context.Context {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	if s.life == nil {
+		return context.Background()
+	}
+	return s.life
 }
 
 // record tells the Recorder about an action on sys.

@@ -289,12 +289,15 @@ func (sys *system) recordReset(rt string) {
 // after a GracefulRestart, or resets it when it has not within
 // RestartTimeout.
 func (sys *system) finishRestart() {
-	ctx, cancel := context.WithTimeout(context.Background(), sys.srv.cfg.RestartTimeout+machineTimeout)
+	ctx, cancel := context.WithTimeout(sys.srv.lifetime(), sys.srv.cfg.RestartTimeout+machineTimeout)
 	defer cancel()
 	deadline := time.Now().Add(sys.srv.cfg.RestartTimeout)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for time.Now().Before(deadline) {
+		if ctx.Err() != nil {
+			return // the service stopped
+		}
 		on, err := sys.m.PowerState(ctx)
 		if err != nil {
 			sys.log.Warn("graceful restart", "err", err)
@@ -306,7 +309,11 @@ func (sys *system) finishRestart() {
 			}
 			return
 		}
-		<-tick.C
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
 	}
 	sys.log.Warn("graceful restart: the OS did not power off; resetting", "event", "GracefulRestart")
 	if err := sys.m.Control(ctx, bmcemu.HardReset); err != nil {
