@@ -15,8 +15,9 @@ import (
 // Redfish service, over HTTPS verified with the CA inventory.json names,
 // and drives one machine with the real `baremetal` CLI: manage (power and
 // management validated), power on/off (checked independently with
-// ipmitool against the machine's IPMI BMC), persistent and one-time PXE
-// (read back by Ironic and, as parameter 5, by ipmitool), inspection
+// ipmitool against the machine's IPMI BMC), persistent and one-time PXE in
+// legacy and UEFI mode (read back by Ironic and, as parameter 5, by
+// ipmitool), inspection
 // (CPUs, memory, disk, MACs from the ComputerSystem) and provide.
 func TestRealIronicDrivesMetalbedRedfish(t *testing.T) {
 	requireIronic(t)
@@ -83,10 +84,19 @@ func TestRealIronicDrivesMetalbedRedfish(t *testing.T) {
 	ir.WaitPower(t, uuid, "power off", 120*time.Second)
 	assertChassisPower(t, m, "17", "off")
 
-	for _, c := range []struct {
+	for i, c := range []struct {
 		persistent bool
-		flags      byte // parameter 5 byte 0 & 0xc0: valid, persistent
-	}{{true, 0xc0}, {false, 0x80}} {
+		flags      byte // parameter 5 byte 0 & 0xe0: valid, persistent, EFI
+	}{{true, 0xc0}, {false, 0x80}, {true, 0xe0}, {false, 0xa0}} {
+		if i == 2 {
+			// UEFI: Ironic sets the boot mode with a PATCH of
+			// BootSourceOverrideMode alone, reads it back, and the next
+			// boot device keeps it.
+			ir.Baremetal(t, "node boot mode set uefi", "node", "boot", "mode", "set", uuid, "uefi")
+			ir.WaitNode(t, uuid, "boot_mode uefi", 60*time.Second, func(n IronicNode) bool {
+				return str(n.BootMode) == "uefi"
+			})
+		}
 		args := []string{"node", "boot", "device", "set", uuid, "pxe"}
 		if c.persistent {
 			args = append(args, "--persistent")
@@ -105,8 +115,8 @@ func TestRealIronicDrivesMetalbedRedfish(t *testing.T) {
 			t.Fatal(err)
 		}
 		var b0, b1 byte
-		if len(data) < 4 || !parseHexByte(data[0:2], &b0) || !parseHexByte(data[2:4], &b1) || b0&0xc0 != c.flags || b1 != 0x04 {
-			t.Errorf("parameter 5 %s after Ironic's Redfish pxe (persistent %v): want valid/persistent %02x, PXE 04", data, c.persistent, c.flags)
+		if len(data) < 4 || !parseHexByte(data[0:2], &b0) || !parseHexByte(data[2:4], &b1) || b0&0xe0 != c.flags || b1 != 0x04 {
+			t.Errorf("parameter 5 %s after Ironic's Redfish pxe (persistent %v): want valid/persistent/EFI %02x, PXE 04", data, c.persistent, c.flags)
 		}
 	}
 

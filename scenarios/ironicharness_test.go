@@ -188,6 +188,7 @@ type IronicNode struct {
 	PowerState           *string        `json:"power_state"`
 	TargetPowerState     *string        `json:"target_power_state"`
 	LastError            *string        `json:"last_error"`
+	BootMode             *string        `json:"boot_mode"`
 	DriverInternalInfo   map[string]any `json:"driver_internal_info"`
 }
 
