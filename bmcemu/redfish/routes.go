@@ -147,8 +147,7 @@ func (q *request) machineCtx() (context.Context, context.CancelFunc) {
 }
 
 func (s *Server) getVersions(q *request) error {
-	writeJSON(q.w, http.StatusOK, map[string]string{"v1": "/redfish/v1/"})
-	return nil
+	return q.ok(versions{V1: "/redfish/v1/"})
 }
 
 func (s *Server) getRoot(q *request) error {

@@ -41,6 +41,11 @@ func newCollection(id, typ, name string, members []string) collection {
 	return c
 }
 
+// versions is GET /redfish: the protocol versions and their roots.
+type versions struct {
+	V1 string `json:"v1"`
+}
+
 type serviceRoot struct {
 	resource
 	RedfishVersion string          `json:"RedfishVersion"`
