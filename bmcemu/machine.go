@@ -3,6 +3,7 @@ package bmcemu
 import (
 	"context"
 	"io"
+	"net"
 	"time"
 )
 
@@ -27,6 +28,27 @@ type Machine interface {
 	// Subscribe calls fn for every machine event (power transitions,
 	// boots) until cancel is called. fn must not block.
 	Subscribe(fn func(MachineEvent)) (cancel func())
+	// Hardware describes the machine as its inventory shows it (Redfish
+	// ComputerSystem, NICs, disk). It does not change while the machine
+	// is open.
+	Hardware() Hardware
+}
+
+// Hardware is what a BMC reports of a machine's make-up.
+type Hardware struct {
+	// Name is the machine's name; UUID its SMBIOS system UUID in the
+	// canonical textual form (8-4-4-4-12 lowercase hex).
+	Name, UUID string
+	// MACs are its NICs' addresses, in NIC order.
+	MACs []net.HardwareAddr
+	// DiskBytes is the size of its one local disk (0: no disk).
+	DiskBytes int64
+	// CPUs and MemoryBytes are its processors and memory.
+	CPUs        int
+	MemoryBytes int64
+	// UEFI says the firmware boots in UEFI mode when no boot override is
+	// valid (false: legacy BIOS).
+	UEFI bool
 }
 
 // PowerAction is a Chassis Control action (IPMI v2.0 table 28-4, data byte 1).

@@ -101,6 +101,10 @@ func (m *testMachine) bootLocked() MachineEvent {
 	return MachineEvent{Kind: EventBoot, Detail: dev}
 }
 
+func (m *testMachine) Hardware() Hardware {
+	return Hardware{Name: "test", UUID: "00000000-0000-0000-0000-000000000001"}
+}
+
 func (m *testMachine) BootFlags(context.Context) ([5]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

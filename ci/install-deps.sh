@@ -15,10 +15,10 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 apt-get update -qq
-# IPMI peers; iSCSI peers; Ironic's CLI; network boot peers and boot programs;
+# IPMI and Redfish peers; iSCSI peers; Ironic's CLI; network boot peers and boot programs;
 # disk and filesystem tools the image tests check our bytes with.
 apt-get install -y -qq --no-install-recommends \
-  ipmitool python3-pyghmi openipmi \
+  ipmitool python3-pyghmi openipmi python3-sushy redfishtool \
   tgt libiscsi-bin qemu-utils qemu-block-extra \
   python3-ironicclient python3-ironic ironic-api ironic-conductor \
   busybox tftp-hpa tftpd-hpa dnsmasq-base kea-admin curl iproute2 \

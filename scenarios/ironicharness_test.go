@@ -31,6 +31,9 @@ type IronicOptions struct {
 	// AutomatedClean turns on Ironic's automated cleaning (through the
 	// agent, on provide and undeploy).
 	AutomatedClean bool
+	// Redfish enables the redfish hardware type (power, management and
+	// inspect interfaces redfish).
+	Redfish bool
 }
 
 // Ironic is a real standalone Ironic (ironic-api + ironic-conductor from
@@ -68,8 +71,19 @@ func startIronic(t testing.TB, o IronicOptions) *Ironic {
 	dir := t.TempDir()
 	cmd := exec.CommandContext(t.Context(), "bash", filepath.Join(root, "ci/ironic/start.sh"), dir)
 	// start.sh treats an empty variable as unset (its default).
-	cmd.Env = append(os.Environ(), "IRONIC_HTTP_URL="+o.HTTPURL, "IRONIC_HTTP_ROOT="+o.HTTPRoot,
+	cmdEnv := os.Environ()
+	if o.Redfish {
+		// requests lets REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE override a
+		// session's own verify= (psf/requests#3829): the conductor would
+		// check metalbed's Redfish certificate against the system bundle
+		// instead of the node's redfish_verify_ca.
+		cmdEnv = slices.DeleteFunc(cmdEnv, func(kv string) bool {
+			return strings.HasPrefix(kv, "REQUESTS_CA_BUNDLE=") || strings.HasPrefix(kv, "CURL_CA_BUNDLE=")
+		})
+	}
+	cmd.Env = append(cmdEnv, "IRONIC_HTTP_URL="+o.HTTPURL, "IRONIC_HTTP_ROOT="+o.HTTPRoot,
 		"IRONIC_TFTP_ROOT="+o.TFTPRoot, fmt.Sprintf("IRONIC_AUTOMATED_CLEAN=%t", o.AutomatedClean),
+		"IRONIC_REDFISH="+map[bool]string{true: "1"}[o.Redfish],
 		// A test killed by -timeout runs no cleanup: Ironic then stops itself.
 		fmt.Sprintf("IRONIC_WATCH_PID=%d", os.Getpid()))
 	var stderr bytes.Buffer
@@ -174,6 +188,7 @@ type IronicNode struct {
 	PowerState           *string        `json:"power_state"`
 	TargetPowerState     *string        `json:"target_power_state"`
 	LastError            *string        `json:"last_error"`
+	BootMode             *string        `json:"boot_mode"`
 	DriverInternalInfo   map[string]any `json:"driver_internal_info"`
 }
 

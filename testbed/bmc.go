@@ -7,11 +7,29 @@ import (
 
 	"github.com/metalbed/metalbed/bmcemu"
 	"github.com/metalbed/metalbed/vms"
+	"github.com/metalbed/metalbed/vms/sim"
 )
 
 // bmcMachine adapts a vms.Machine to the bmcemu.Machine a BMC drives.
 type bmcMachine struct {
-	m vms.Machine
+	m    vms.Machine
+	mode vms.BootMode // the firmware's own boot mode
+}
+
+// Hardware implements bmcemu.Machine.
+func (a bmcMachine) Hardware() bmcemu.Hardware {
+	h := bmcemu.Hardware{
+		Name:        a.m.Name(),
+		UUID:        sim.FormatUUID(a.m.UUID()),
+		DiskBytes:   a.m.Disk().SizeBytes,
+		CPUs:        simCPUs,
+		MemoryBytes: simMemoryMB << 20, // what enrollment reports (enroll.go)
+		UEFI:        a.mode == vms.UEFI,
+	}
+	for _, n := range a.m.NICs() {
+		h.MACs = append(h.MACs, n.MAC)
+	}
+	return h
 }
 
 var _ bmcemu.Machine = bmcMachine{}

@@ -201,7 +201,7 @@ func startNode(p Machine, dir string, log *slog.Logger, h nodeHooks) (*fleetNode
 		return nil, err
 	}
 	bmc, err := bmcemu.New(bmcemu.Config{
-		Machine:  bmcMachine{m: m},
+		Machine:  bmcMachine{m: m, mode: m.BootMode()},
 		Name:     p.Name,
 		Username: p.Username,
 		Password: p.Password,

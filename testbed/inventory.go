@@ -27,6 +27,21 @@ type InventoryNode struct {
 	UUID       string        `json:"uuid"`
 	BootMode   vms.BootMode  `json:"boot_mode"`
 	ConsoleLog string        `json:"console_log"`
+	// Redfish is the node as a Redfish ComputerSystem; absent without
+	// the Redfish service.
+	Redfish *InventoryRedfish `json:"redfish,omitempty"`
+}
+
+// InventoryRedfish is what Ironic's redfish driver_info needs: the
+// service (redfish_address), the system (redfish_system_id), the BMC's
+// credentials and how to verify the service (redfish_verify_ca).
+type InventoryRedfish struct {
+	Address  string `json:"address"`
+	SystemID string `json:"system_id"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+	// VerifyCA is the CA file's path with HTTPS, false with plain HTTP.
+	VerifyCA any `json:"verify_ca"`
 }
 
 type InventoryBMC struct {
@@ -41,7 +56,7 @@ type InventoryDisk struct {
 	SizeBytes int64  `json:"size_bytes"`
 }
 
-func (f *fleet) inventory(b *bed) Inventory {
+func (f *fleet) inventory(b *bed, rf *redfishService) Inventory {
 	inv := Inventory{Nodes: make([]InventoryNode, 0, len(f.nodes))}
 	if b != nil {
 		inv.API, inv.Timeline = b.apiURL(), b.timelineURL()
@@ -59,6 +74,14 @@ func (f *fleet) inventory(b *bed) Inventory {
 		}
 		for _, nic := range n.machine.NICs() {
 			in.MACs = append(in.MACs, nic.MAC.String())
+		}
+		if rf != nil {
+			r := &InventoryRedfish{Address: rf.url, SystemID: "/redfish/v1/Systems/" + in.UUID,
+				Username: n.plan.Username, Password: n.plan.Password, VerifyCA: false}
+			if rf.caFile != "" {
+				r.VerifyCA = rf.caFile
+			}
+			in.Redfish = r
 		}
 		inv.Nodes = append(inv.Nodes, in)
 	}

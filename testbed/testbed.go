@@ -75,6 +75,9 @@ type Config struct {
 	// installed, else ipxe; libvirt: ipxe).
 	Enroll        bool
 	BootInterface string
+	// Redfish, when set, serves every machine as a Redfish ComputerSystem
+	// on one listener as well (the IPMI BMCs stay); nil: no Redfish.
+	Redfish *Redfish
 	// Progress gets a line every 2 s while machines are still starting;
 	// nil: none.
 	Progress io.Writer
@@ -152,9 +155,10 @@ type Testbed struct {
 	ready   chan struct{}
 
 	// Set while Serve runs, before started is closed.
-	fleet *fleet
-	bed   *bed // nil without a provisioner
-	uuids map[string]string
+	fleet   *fleet
+	bed     *bed            // nil without a provisioner
+	redfish *redfishService // nil without Config.Redfish
+	uuids   map[string]string
 
 	mu sync.Mutex
 }
@@ -294,8 +298,19 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 	}
 	defer f.close()
 	f.removeVMs = t.cfg.Libvirt.RemoveVMs
+	var rf *redfishService
+	if t.cfg.Redfish != nil {
+		var rec events.Recorder
+		if b != nil {
+			rec = b.tl
+		}
+		if rf, err = startRedfish(*t.cfg.Redfish, t.cfg.StateDir, f, rec, t.log); err != nil {
+			return err
+		}
+		defer rf.ln.Close()
+	}
 	t.mu.Lock()
-	t.fleet, t.bed = f, b
+	t.fleet, t.bed, t.redfish = f, b, rf
 	t.mu.Unlock()
 	close(t.started)
 	if b != nil {
@@ -308,6 +323,9 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return f.serve(gctx) })
+	if rf != nil {
+		g.Go(func() error { return rf.serve(gctx) })
+	}
 	if b != nil {
 		g.Go(func() error { return b.serve(gctx) })
 	}
@@ -366,6 +384,17 @@ func (t *Testbed) APIURL() string {
 	return t.bed.apiURL()
 }
 
+// RedfishURL is the Redfish service, e.g. https://127.0.0.1:8000; ""
+// before Started or without Config.Redfish.
+func (t *Testbed) RedfishURL() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.redfish == nil {
+		return ""
+	}
+	return t.redfish.url
+}
+
 // TimelineURL is the timeline and fault endpoint; "" before Started or
 // without a provisioner.
 func (t *Testbed) TimelineURL() string {
@@ -399,10 +428,10 @@ func (t *Testbed) NodeUUIDs() map[string]string {
 // before Started.
 func (t *Testbed) Inventory() Inventory {
 	t.mu.Lock()
-	f, b := t.fleet, t.bed
+	f, b, rf := t.fleet, t.bed, t.redfish
 	t.mu.Unlock()
 	if f == nil {
 		return Inventory{Nodes: []InventoryNode{}}
 	}
-	return f.inventory(b)
+	return f.inventory(b, rf)
 }

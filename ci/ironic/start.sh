@@ -28,6 +28,8 @@
 #                      false); cleaning then runs the agent's
 #                      erase_devices_metadata only ([deploy]
 #                      erase_devices_priority = 0: no full-disk shred)
+#   IRONIC_REDFISH=1   also enable the redfish hardware type (redfish power,
+#                      management and inspect interfaces; needs python3-sushy)
 #   IRONIC_START_TIMEOUT  seconds to wait for the services (default 120)
 #   IRONIC_WATCH_PID   a PID (e.g. a test process): when it exits without
 #                      having stopped Ironic, a watchdog runs stop.sh
@@ -76,6 +78,7 @@ min_interval=${IRONIC_MIN_COMMAND_INTERVAL:-1}
 callback_timeout=${IRONIC_DEPLOY_CALLBACK_TIMEOUT:-600}
 start_timeout=${IRONIC_START_TIMEOUT:-120}
 api_url=http://127.0.0.1:$api_port
+rf=${IRONIC_REDFISH:+,redfish}
 
 mkdir -p "$http_root" "$tftp_root" "$tftp_root/master_images" "$dir/master_images" \
   "$dir/images" "$dir/lock" "$dir/tmp" "$dir/files"
@@ -99,13 +102,13 @@ use_stderr = false
 state_path = $dir
 tempdir = $dir/tmp
 hash_ring_reset_interval = 5
-enabled_hardware_types = ipmi,fake-hardware
-enabled_power_interfaces = ipmitool,fake
-enabled_management_interfaces = ipmitool,fake
+enabled_hardware_types = ipmi,fake-hardware$rf
+enabled_power_interfaces = ipmitool,fake$rf
+enabled_management_interfaces = ipmitool,fake$rf
 enabled_boot_interfaces = pxe,ipxe,fake
 enabled_deploy_interfaces = direct,fake
 enabled_console_interfaces = no-console,fake
-enabled_inspect_interfaces = no-inspect,fake
+enabled_inspect_interfaces = no-inspect,fake$rf
 enabled_network_interfaces = noop
 enabled_raid_interfaces = no-raid,agent,fake
 enabled_rescue_interfaces = no-rescue,fake

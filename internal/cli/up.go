@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +50,8 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	bootNet := fs.String("boot-network", testbed.DefaultBootNetwork, "with --backend libvirt: the provisioner's address and prefix on the VMs' boot network, inside a network namespace metalbed creates (nothing is routed to or from it)")
 	removeVMs := fs.Bool("remove-vms", false, "with --backend libvirt: on exit, undefine the VMs' libvirt domains (and their UEFI variables) instead of keeping them for the next `up` on this state dir; the disks stay")
 	ramdiskDir := fs.String("ramdisk-dir", "", "with --backend libvirt: the deploy kernel and ramdisk real VMs boot, from `metalbed ramdisk build --out DIR` (default STATE_DIR/ramdisk)")
+	redfishAddr := fs.String("redfish-addr", testbed.DefaultRedfishAddr, "HOST:PORT of the Redfish service in front of every machine (each a ComputerSystem at /redfish/v1/Systems/<UUID>, with its BMC's credentials); port 0: a free one; \"\" disables Redfish")
+	redfishHTTP := fs.Bool("redfish-plain-http", false, "serve Redfish over plain HTTP instead of HTTPS (HTTPS uses a CA and certificate generated into the state dir; inventory.json names the CA)")
 	bootIface := fs.String("boot-interface", "", "boot interface of the nodes --enroll creates: pxe (TFTP, needs Debian's pxelinux and ipxe), ipxe (HTTP); default pxe when those are installed, else ipxe")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -107,6 +110,12 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 		Libvirt:  testbed.Libvirt{BootNetwork: *bootNet, RamdiskDir: *ramdiskDir, RemoveVMs: *removeVMs},
 		Progress: s.Err, Version: Version, Logger: log,
 	}
+	if *redfishAddr != "" {
+		if _, _, err := net.SplitHostPort(*redfishAddr); err != nil {
+			return usageError("--redfish-addr %q: want HOST:PORT, or \"\" to disable Redfish", *redfishAddr)
+		}
+		cfg.Redfish = &testbed.Redfish{Addr: *redfishAddr, PlainHTTP: *redfishHTTP}
+	}
 	if *noProv {
 		cfg.ExternalDHCP, cfg.ExternalTFTPPort = *netbootDHCP, *netbootTFTPPort
 	} else {
@@ -129,15 +138,19 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	if len(inv.Nodes) == 1 {
 		machines = "machine"
 	}
+	redfishAt := ""
+	if u := tb.RedfishURL(); u != "" {
+		redfishAt = ", Redfish " + u
+	}
 	if cfg.Provisioner == nil {
-		fmt.Fprintf(s.Out, "metalbed: %d %s up, BMCs on %s, inventory %s\n", len(inv.Nodes), machines, addrSummary(inv), where)
+		fmt.Fprintf(s.Out, "metalbed: %d %s up, BMCs on %s%s, inventory %s\n", len(inv.Nodes), machines, addrSummary(inv), redfishAt, where)
 	} else {
 		enrolled := ""
 		if *enrollNodes {
 			enrolled = " (enrolled)"
 		}
-		fmt.Fprintf(s.Out, "metalbed: %d %s up%s, BMCs on %s, API %s, timeline %s, inventory %s\n",
-			len(inv.Nodes), machines, enrolled, addrSummary(inv), inv.API, inv.Timeline, where)
+		fmt.Fprintf(s.Out, "metalbed: %d %s up%s, BMCs on %s%s, API %s, timeline %s, inventory %s\n",
+			len(inv.Nodes), machines, enrolled, addrSummary(inv), redfishAt, inv.API, inv.Timeline, where)
 	}
 	if err := <-done; err != nil {
 		return err

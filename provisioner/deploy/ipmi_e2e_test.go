@@ -71,6 +71,8 @@ func (bmcMachine) AttachConsole(context.Context) (io.ReadWriteCloser, error) {
 
 func (bmcMachine) Subscribe(func(bmcemu.MachineEvent)) func() { return func() {} }
 
+func (bmcMachine) Hardware() bmcemu.Hardware { return bmcemu.Hardware{Name: "deploy-test"} }
+
 // TestDeployThroughIPMI deploys a uefi local-boot node and undeploys it
 // (with automated cleaning) through ipmitool and bmcemu.
 func TestDeployThroughIPMI(t *testing.T) {

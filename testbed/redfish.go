@@ -1,0 +1,90 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"syscall"
+
+	"github.com/metalbed/metalbed/bmcemu/redfish"
+	"github.com/metalbed/metalbed/internal/events"
+)
+
+// DefaultRedfishAddr is where the Redfish service listens by default.
+const DefaultRedfishAddr = "127.0.0.1:8000"
+
+// Redfish configures the one Redfish service in front of every machine:
+// each is a ComputerSystem at /redfish/v1/Systems/<SMBIOS UUID>, managed
+// with its BMC's credentials.
+type Redfish struct {
+	// Addr is HOST:PORT (port 0: a free one); "" => DefaultRedfishAddr.
+	Addr string
+	// Listener, when set, is a socket the caller opened instead of Addr.
+	Listener net.Listener
+	// PlainHTTP serves plain HTTP; by default HTTPS, with a CA and a
+	// certificate for 127.0.0.1 generated into the state directory.
+	PlainHTTP bool
+}
+
+// redfishService is the running Redfish service of a testbed.
+type redfishService struct {
+	srv    *redfish.Server
+	ln     net.Listener
+	url    string // scheme://host:port
+	caFile string // "" with plain HTTP
+}
+
+// startRedfish binds the Redfish listener and builds the service over the
+// fleet's machines; rec receives its events (nil: none).
+func startRedfish(cfg Redfish, dir string, f *fleet, rec events.Recorder, log *slog.Logger) (*redfishService, error) {
+	ln := cfg.Listener
+	if ln == nil {
+		addr := cfg.Addr
+		if addr == "" {
+			addr = DefaultRedfishAddr
+		}
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("redfish: %w (another metalbed or sushy-emulator? choose another port with --redfish-addr, or port 0 for a free one)", err)
+			}
+			return nil, fmt.Errorf("redfish: %w", err)
+		}
+	}
+	rs := &redfishService{ln: ln}
+	rc := redfish.Config{PlainHTTP: cfg.PlainHTTP, Recorder: rec, Logger: log}
+	scheme := "http"
+	if !cfg.PlainHTTP {
+		var ips []net.IP
+		if ta, ok := ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsUnspecified() {
+			ips = append(ips, ta.IP)
+		}
+		cert, err := redfish.GenerateCertificate(dir, ips...)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		rc.CertFile, rc.KeyFile, rs.caFile = cert.CertFile, cert.KeyFile, cert.CAFile
+		scheme = "https"
+	}
+	for _, n := range f.nodes {
+		rc.Systems = append(rc.Systems, redfish.System{
+			Machine:  bmcMachine{m: n.machine, mode: n.machine.BootMode()},
+			Username: n.plan.Username,
+			Password: n.plan.Password,
+		})
+	}
+	srv, err := redfish.New(rc)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	rs.srv = srv
+	rs.url = scheme + "://" + ln.Addr().String()
+	return rs, nil
+}
+
+// serve runs the service until ctx ends.
+func (rs *redfishService) serve(ctx context.Context) error { return rs.srv.Serve(ctx, rs.ln) }
