@@ -52,6 +52,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	ramdiskDir := fs.String("ramdisk-dir", "", "with --backend libvirt: the deploy kernel and ramdisk real VMs boot, from `metalbed ramdisk build --out DIR` (default STATE_DIR/ramdisk)")
 	redfishAddr := fs.String("redfish-addr", testbed.DefaultRedfishAddr, "HOST:PORT of the Redfish service in front of every machine (each a ComputerSystem at /redfish/v1/Systems/<UUID>, with its BMC's credentials); port 0: a free one; \"\" disables Redfish")
 	redfishHTTP := fs.Bool("redfish-plain-http", false, "serve Redfish over plain HTTP instead of HTTPS (HTTPS uses a CA and certificate generated into the state dir; inventory.json names the CA)")
+	enrollDriver := fs.String("enroll-driver", "ipmi", "hardware type of the nodes --enroll creates: ipmi (redfish comes when metalbed's conductor speaks Redfish)")
 	bootIface := fs.String("boot-interface", "", "boot interface of the nodes --enroll creates: pxe (TFTP, needs Debian's pxelinux and ipxe), ipxe (HTTP); default pxe when those are installed, else ipxe")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -63,6 +64,13 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	}
 	if *noProv && *enrollNodes {
 		return usageError("--enroll needs the provisioner: drop --no-provisioner")
+	}
+	switch *enrollDriver {
+	case "ipmi":
+	case "redfish":
+		return usageError("--enroll-driver redfish: metalbed's own conductor does not speak Redfish yet (its redfish hardware type comes with virtual media boot); enroll with ipmi, or point a real Ironic's redfish hardware type at the \"redfish\" of each node in inventory.json")
+	default:
+		return usageError("--enroll-driver %q: want ipmi (or, later, redfish)", *enrollDriver)
 	}
 	if *netbootDHCP != "" && !*noProv {
 		return usageError("--netboot-dhcp names an external boot server: it goes with --no-provisioner (the provisioner serves its own DHCP)")
