@@ -40,28 +40,28 @@ func (s *Server) routes() *http.ServeMux {
 		{"GET /redfish/v1/SessionService/Sessions/{id}", false, s.getSession},
 		{"DELETE /redfish/v1/SessionService/Sessions/{id}", false, s.deleteSession},
 		{"GET /redfish/v1/Systems", false, s.getSystems},
-		{"GET " + sys, false, s.getSystem},
-		{"PATCH " + sys, false, s.patchSystem},
-		{"POST " + sys + "/Actions/ComputerSystem.Reset", false, s.postReset},
-		{"GET " + sys + "/EthernetInterfaces", false, s.getNICs},
-		{"GET " + sys + "/EthernetInterfaces/{nic}", false, s.getNIC},
-		{"GET " + sys + "/Processors", false, s.getProcessors},
-		{"GET " + sys + "/Processors/{cpu}", false, s.getProcessor},
-		{"GET " + sys + "/SimpleStorage", false, s.getSimpleStorages},
-		{"GET " + sys + "/SimpleStorage/{ctl}", false, s.getSimpleStorage},
-		{"GET " + sys + "/Storage", false, s.getStorages},
-		{"GET " + sys + "/Storage/{ctl}", false, s.getStorage},
-		{"GET " + sys + "/Storage/{ctl}/Drives/{drive}", false, s.getDrive},
+		{"GET " + sys, false, s.onSystem(s.getSystem)},
+		{"PATCH " + sys, false, s.onSystem(s.patchSystem)},
+		{"POST " + sys + "/Actions/ComputerSystem.Reset", false, s.onSystem(s.postReset)},
+		{"GET " + sys + "/EthernetInterfaces", false, s.onSystem(s.getNICs)},
+		{"GET " + sys + "/EthernetInterfaces/{nic}", false, s.onSystem(s.getNIC)},
+		{"GET " + sys + "/Processors", false, s.onSystem(s.getProcessors)},
+		{"GET " + sys + "/Processors/{cpu}", false, s.onSystem(s.getProcessor)},
+		{"GET " + sys + "/SimpleStorage", false, s.onSystem(s.getSimpleStorages)},
+		{"GET " + sys + "/SimpleStorage/{ctl}", false, s.onSystem(s.getSimpleStorage)},
+		{"GET " + sys + "/Storage", false, s.onSystem(s.getStorages)},
+		{"GET " + sys + "/Storage/{ctl}", false, s.onSystem(s.getStorage)},
+		{"GET " + sys + "/Storage/{ctl}/Drives/{drive}", false, s.onSystem(s.getDrive)},
 		{"GET /redfish/v1/Managers", false, s.getManagers},
-		{"GET " + mgr, false, s.getManager},
-		{"GET " + mgr + "/VirtualMedia", false, s.getMediaCollection},
+		{"GET " + mgr, false, s.onSystem(s.getManager)},
+		{"GET " + mgr + "/VirtualMedia", false, s.onSystem(s.getMediaCollection)},
 		{"GET " + mgr + "/VirtualMedia/{dev}", false, s.getMedia},
 		{"POST " + mgr + "/VirtualMedia/{dev}/Actions/VirtualMedia.InsertMedia", false, s.postInsert},
 		{"POST " + mgr + "/VirtualMedia/{dev}/Actions/VirtualMedia.EjectMedia", false, s.postEject},
 		{"GET /redfish/v1/Chassis", false, s.getChassisCollection},
-		{"GET " + chs, false, s.getChassis},
-		{"GET " + chs + "/Power", false, s.getPower},
-		{"GET " + chs + "/Thermal", false, s.getThermal},
+		{"GET " + chs, false, s.onSystem(s.getChassis)},
+		{"GET " + chs + "/Power", false, s.onSystem(s.getPower)},
+		{"GET " + chs + "/Thermal", false, s.onSystem(s.getThermal)},
 	}
 	mux := http.NewServeMux()
 	for _, rt := range table {
@@ -125,6 +125,18 @@ func (q *request) ok(v any) error {
 func (q *request) noContent() error {
 	q.w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// onSystem is a route of one system's resources: the handler gets the
+// system {sys} names, once q's account may see it.
+func (s *Server) onSystem(h func(q *request, sys *system) error) func(*request) error {
+	return func(q *request) error {
+		sys, err := s.system(q)
+		if err != nil {
+			return err
+		}
+		return h(q, sys)
+	}
 }
 
 // system resolves {sys} (UUID or name) to a system q's account manages.
@@ -244,11 +256,7 @@ func (s *Server) getSystems(q *request) error {
 		"Computer System Collection", s.visible(q, (*system).path)))
 }
 
-func (s *Server) getSystem(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getSystem(q *request, sys *system) error {
 	ctx, cancel := q.machineCtx()
 	defer cancel()
 	v, err := sys.view(ctx)
@@ -258,11 +266,7 @@ func (s *Server) getSystem(q *request) error {
 	return q.ok(v)
 }
 
-func (s *Server) patchSystem(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) patchSystem(q *request, sys *system) error {
 	var p systemPatch
 	if err := decodeBody(q.r.Body, &p, false); err != nil {
 		return err
@@ -294,11 +298,7 @@ func (s *Server) patchSystem(q *request) error {
 	return q.ok(v)
 }
 
-func (s *Server) postReset(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) postReset(q *request, sys *system) error {
 	var req resetRequest
 	if err := decodeBody(q.r.Body, &req, false); err != nil {
 		return err
@@ -316,11 +316,7 @@ func (s *Server) postReset(q *request) error {
 
 func nicID(i int) string { return "NIC" + strconv.Itoa(i) }
 
-func (s *Server) getNICs(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getNICs(q *request, sys *system) error {
 	var m []string
 	for i := range sys.hw.MACs {
 		m = append(m, sys.path()+"/EthernetInterfaces/"+nicID(i))
@@ -328,11 +324,7 @@ func (s *Server) getNICs(q *request) error {
 	return q.ok(newCollection(sys.path()+"/EthernetInterfaces", "#EthernetInterfaceCollection.EthernetInterfaceCollection", "Ethernet Interface Collection", m))
 }
 
-func (s *Server) getNIC(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getNIC(q *request, sys *system) error {
 	for i, mac := range sys.hw.MACs {
 		if q.r.PathValue("nic") != nicID(i) {
 			continue
@@ -351,11 +343,7 @@ func (s *Server) getNIC(q *request) error {
 
 func cpuID(i int) string { return "CPU" + strconv.Itoa(i) }
 
-func (s *Server) getProcessors(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getProcessors(q *request, sys *system) error {
 	var m []string
 	for i := range sys.hw.CPUs {
 		m = append(m, sys.path()+"/Processors/"+cpuID(i))
@@ -363,11 +351,7 @@ func (s *Server) getProcessors(q *request) error {
 	return q.ok(newCollection(sys.path()+"/Processors", "#ProcessorCollection.ProcessorCollection", "Processors Collection", m))
 }
 
-func (s *Server) getProcessor(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getProcessor(q *request, sys *system) error {
 	for i := range sys.hw.CPUs {
 		if q.r.PathValue("cpu") != cpuID(i) {
 			continue
@@ -394,20 +378,12 @@ const (
 	driveID   = "Disk0"
 )
 
-func (s *Server) getSimpleStorages(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getSimpleStorages(q *request, sys *system) error {
 	return q.ok(newCollection(sys.path()+"/SimpleStorage", "#SimpleStorageCollection.SimpleStorageCollection", "Simple Storage Collection",
 		[]string{sys.path() + "/SimpleStorage/" + storageID}))
 }
 
-func (s *Server) getSimpleStorage(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getSimpleStorage(q *request, sys *system) error {
 	if q.r.PathValue("ctl") != storageID {
 		return errNotFound(q.r.URL.Path)
 	}
@@ -422,20 +398,12 @@ func (s *Server) getSimpleStorage(q *request) error {
 	return q.ok(v)
 }
 
-func (s *Server) getStorages(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getStorages(q *request, sys *system) error {
 	return q.ok(newCollection(sys.path()+"/Storage", "#StorageCollection.StorageCollection", "Storage Collection",
 		[]string{sys.path() + "/Storage/" + storageID}))
 }
 
-func (s *Server) getStorage(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getStorage(q *request, sys *system) error {
 	if q.r.PathValue("ctl") != storageID {
 		return errNotFound(q.r.URL.Path)
 	}
@@ -456,11 +424,7 @@ func (s *Server) getStorage(q *request) error {
 	return q.ok(v)
 }
 
-func (s *Server) getDrive(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getDrive(q *request, sys *system) error {
 	if q.r.PathValue("ctl") != storageID || q.r.PathValue("drive") != driveID || sys.hw.DiskBytes <= 0 {
 		return errNotFound(q.r.URL.Path)
 	}
@@ -478,11 +442,7 @@ func (s *Server) getManagers(q *request) error {
 		s.visible(q, (*system).managerPath)))
 }
 
-func (s *Server) getManager(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getManager(q *request, sys *system) error {
 	return q.ok(manager{
 		resource:        resource{ODataID: sys.managerPath(), ODataType: "#Manager.v1_10_0.Manager", ID: sys.id, Name: "BMC of " + sys.hw.Name},
 		ManagerType:     "BMC",
@@ -499,11 +459,7 @@ func (s *Server) getManager(q *request) error {
 	})
 }
 
-func (s *Server) getMediaCollection(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getMediaCollection(q *request, sys *system) error {
 	var m []string
 	for _, md := range sys.media {
 		m = append(m, sys.managerPath()+"/VirtualMedia/"+md.id)
@@ -564,11 +520,7 @@ func (s *Server) getChassisCollection(q *request) error {
 		s.visible(q, (*system).chassisPath)))
 }
 
-func (s *Server) getChassis(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getChassis(q *request, sys *system) error {
 	ctx, cancel := q.machineCtx()
 	defer cancel()
 	on, err := sys.m.PowerState(ctx)
@@ -592,11 +544,7 @@ func (s *Server) getChassis(q *request) error {
 
 // Power and Thermal follow the IPMI BMC's sensors: readings while on, none
 // while off.
-func (s *Server) getPower(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getPower(q *request, sys *system) error {
 	ctx, cancel := q.machineCtx()
 	defer cancel()
 	on, err := sys.m.PowerState(ctx)
@@ -613,11 +561,7 @@ func (s *Server) getPower(q *request) error {
 	})
 }
 
-func (s *Server) getThermal(q *request) error {
-	sys, err := s.system(q)
-	if err != nil {
-		return err
-	}
+func (s *Server) getThermal(q *request, sys *system) error {
 	ctx, cancel := q.machineCtx()
 	defer cancel()
 	on, err := sys.m.PowerState(ctx)
