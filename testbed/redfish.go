@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/fault"
 	"log/slog"
 	"net"
 	"syscall"
@@ -37,8 +38,9 @@ type redfishService struct {
 }
 
 // startRedfish binds the Redfish listener and builds the service over the
-// fleet's machines; rec receives its events (nil: none).
-func startRedfish(cfg Redfish, dir string, f *fleet, rec events.Recorder, log *slog.Logger) (*redfishService, error) {
+// fleet's machines; rec receives its events and faults is asked at each
+// request (nil: none).
+func startRedfish(cfg Redfish, dir string, f *fleet, rec events.Recorder, faults fault.Injector, log *slog.Logger) (*redfishService, error) {
 	ln := cfg.Listener
 	if ln == nil {
 		addr := cfg.Addr
@@ -54,7 +56,7 @@ func startRedfish(cfg Redfish, dir string, f *fleet, rec events.Recorder, log *s
 		}
 	}
 	rs := &redfishService{ln: ln}
-	rc := redfish.Config{PlainHTTP: cfg.PlainHTTP, Recorder: rec, Logger: log}
+	rc := redfish.Config{PlainHTTP: cfg.PlainHTTP, Recorder: rec, Faults: faults, Logger: log}
 	scheme := "http"
 	if !cfg.PlainHTTP {
 		var ips []net.IP

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"github.com/metalbed/metalbed/internal/fault"
 	"io"
 	"net"
 	"net/http"
@@ -182,4 +183,31 @@ func TestRedfishTimeline(t *testing.T) {
 	for _, k := range []events.Kind{events.BMCRedfishSessions, events.BMCRedfishReset, events.BMCRedfishMedia} {
 		testenv.Eventually(t, 10*time.Second, func() bool { return hasKind(tb, "node-0", k) }, "%s in node-0's timeline", k)
 	}
+
+	// A fault at layer redfish, added through the fault endpoint as
+	// `metalbed fault add` does: node-0's next reset answers 503, in its
+	// timeline as fault.redfish.status.
+	rule, _ := json.Marshal(fault.Rule{Node: "node-0", Layer: fault.Redfish, Op: "POST", Action: "status", Arg: "503", Count: 1})
+	res, err := http.Post(tb.TimelineURL()+"/v1/faults", "application/json", bytes.NewReader(rule))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /v1/faults: %s", res.Status)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", r.Address+r.SystemID+"/Actions/ComputerSystem.Reset", strings.NewReader(`{"ResetType": "ForceOff"}`))
+	req.SetBasicAuth(r.Username, r.Password)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("reset with a redfish fault: %d, want 503", resp.StatusCode)
+	}
+	if !hasKind(tb, "node-0", "fault.redfish.status") {
+		t.Errorf("no fault.redfish.status in node-0's timeline")
+	}
+	post(r.SystemID+"/Actions/ComputerSystem.Reset", `{"ResetType": "ForceOff"}`) // the rule fired its one time
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/fault"
 	"io"
 	"log/slog"
 	"net"
@@ -301,10 +302,11 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 	var rf *redfishService
 	if t.cfg.Redfish != nil {
 		var rec events.Recorder
+		var faults fault.Injector
 		if b != nil {
-			rec = b.tl
+			rec, faults = b.tl, b.inject
 		}
-		if rf, err = startRedfish(*t.cfg.Redfish, t.cfg.StateDir, f, rec, t.log); err != nil {
+		if rf, err = startRedfish(*t.cfg.Redfish, t.cfg.StateDir, f, rec, faults, t.log); err != nil {
 			return err
 		}
 		defer rf.ln.Close()

@@ -16,6 +16,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/fault"
 	"log/slog"
 	"net"
 	"net/http"
@@ -48,6 +49,11 @@ type Config struct {
 	// (reset, boot override, virtual media, sessions), keyed by the
 	// machine's name. nil => none.
 	Recorder events.Recorder
+	// Faults is asked (layer redfish, op the HTTP method) before every
+	// request to one machine's resources: "status" answers with Arg's HTTP
+	// status (default 500), "delay" (or any hit's Delay) answers late.
+	// nil => none.
+	Faults fault.Injector
 	// Logger; nil => discard. Keys node, event, err.
 	Logger *slog.Logger
 	// Now is the clock for sessions and Manager DateTime. Default time.Now.

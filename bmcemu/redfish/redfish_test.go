@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"github.com/metalbed/metalbed/internal/fault"
 	"io"
 	"net"
 	"net/http"
@@ -43,6 +44,8 @@ type bedOptions struct {
 	machines int
 	// otherAccount gives the last machine the account other/secret.
 	otherAccount bool
+	// faults is the service's fault.Injector; nil: none.
+	faults fault.Injector
 }
 
 func startBed(t *testing.T, o bedOptions) *bed {
@@ -55,6 +58,7 @@ func startBed(t *testing.T, o bedOptions) *bed {
 		PlainHTTP:      o.plain,
 		Now:            b.clock.Now,
 		RestartTimeout: 2 * time.Second,
+		Faults:         o.faults,
 		Recorder: events.RecorderFunc(func(e events.Event) {
 			b.mu.Lock()
 			b.events = append(b.events, e)

@@ -3,9 +3,12 @@ package redfish
 import (
 	"context"
 	"fmt"
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // route is one row of the dispatch table.
@@ -100,6 +103,10 @@ func (s *Server) handler(rt route) http.HandlerFunc {
 				return
 			}
 			req.who = p
+		}
+		if err := s.fault(req); err != nil {
+			writeError(w, err)
+			return
 		}
 		if err := rt.handle(req); err != nil {
 			if _, ok := err.(*apiError); !ok {
@@ -576,4 +583,39 @@ func (s *Server) getThermal(q *request, sys *system) error {
 		resource:     resource{ODataID: sys.chassisPath() + "/Thermal", ODataType: "#Thermal.v1_5_0.Thermal", ID: "Thermal", Name: "Thermal"},
 		Temperatures: []temperature{t},
 	})
+}
+
+// fault asks the Injector about a request to one machine's resources
+// ({sys} names it) and carries the hit out: a delay, then for "status" the
+// error to answer with.
+func (s *Server) fault(q *request) error {
+	if s.cfg.Faults == nil || q.r.PathValue("sys") == "" {
+		return nil
+	}
+	sys, ok := s.byID[strings.ToLower(q.r.PathValue("sys"))]
+	if !ok {
+		sys, ok = s.byID[q.r.PathValue("sys")]
+	}
+	if !ok {
+		return nil // answered 404 by the route
+	}
+	h, ok := s.cfg.Faults.Inject(fault.Redfish, events.Who{Machine: sys.hw.Name}, q.r.Method)
+	if !ok {
+		return nil
+	}
+	if h.Delay > 0 {
+		select {
+		case <-time.After(h.Delay):
+		case <-q.ctx.Done():
+			return q.ctx.Err()
+		}
+	}
+	if h.Action != "status" {
+		return nil
+	}
+	code, err := h.ArgInt()
+	if err != nil || code < 400 || code > 599 {
+		code = http.StatusInternalServerError
+	}
+	return &apiError{int(code), "GeneralError", fmt.Sprintf("injected fault %s: %s %s answered %d", h.RuleID, q.r.Method, q.r.URL.Path, code)}
 }

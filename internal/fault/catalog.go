@@ -48,6 +48,8 @@ var catalog = [...]Spec{
 	{Agent, "<extension>.<command>", "command-failed", "message", "the command ends FAILED with Arg as its error", "fault.agent.command-failed"},
 	{Disk, "write", "write-error", "", "WRITE fails with a write error", "fault.disk.write-error"},
 	{Disk, "size", "too-small", "bytes (default 536870912)", "the disk reports fewer blocks than the deploy needs", "fault.disk.too-small"},
+	{Redfish, "HTTP method (GET, PATCH, POST, DELETE)", "status", "HTTP status (default 500)", "a request to the machine's resources answered with that status and a Redfish error body", "fault.redfish.status"},
+	{Redfish, "HTTP method", "delay", "", "the request answered after --delay", "fault.redfish.delay"},
 	{Conductor, "milestone (\"prepare\", \"write_image\" …) or \"now\"", "kill", "", "the conductor dies and restarts on the same database", "fault.conductor.kill"},
 }
 

@@ -42,9 +42,10 @@ const (
 	Agent     Layer = "agent"
 	Disk      Layer = "disk"
 	Conductor Layer = "conductor"
+	Redfish   Layer = "redfish"
 )
 
-var layers = []Layer{IPMI, DHCP, TFTP, HTTP, ISCSI, Ramdisk, Agent, Disk, Conductor}
+var layers = []Layer{IPMI, DHCP, TFTP, HTTP, ISCSI, Ramdisk, Agent, Disk, Conductor, Redfish}
 
 // Rule is one fault.
 type Rule struct {
