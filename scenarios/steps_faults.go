@@ -57,6 +57,8 @@ var namedFaults = map[string]faultRule{
 	"http/truncated body":                {Op: "{node}/{image}", Action: "truncate"},
 	"http/wrong checksum":                {Op: "{node}/{image}", Action: "corrupt", Arg: "4096"},
 	"disk/too small":                     {Op: "size", Action: "too-small", Arg: "536870912"},
+	"redfish/503 on the next action":     {Op: "POST", Action: "status", Arg: "503", Count: 1},
+	"redfish/late answers":               {Op: "GET", Action: "delay", Delay: 2 * time.Second, Count: 1},
 }
 
 // addFault posts r to the testbed's fault endpoint.

@@ -141,6 +141,7 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 	w.registerGophercloudSteps(sc)
 	w.registerFaultSteps(sc)
 	w.registerAgentSteps(sc)
+	w.registerRedfishSteps(sc)
 	w.registerPendingSteps(sc)
 }
 
