@@ -247,7 +247,7 @@ type Agent struct {
 	node      map[string]any // node from lookup, then from deploy/clean steps
 	nodeUUID  string
 	token     string
-	tokenReq  bool
+	tokenless bool // a legacy conductor issued no token: commands need none
 	hbTimeout int
 	commands  []*command
 	byID      map[string]*command
@@ -320,8 +320,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if lk.Token != "" && lk.Token != redactedToken {
 		a.token = lk.Token
 	}
-	a.tokenReq = lk.TokenRequired
+	a.tokenless = lk.Legacy && lk.Token == "" && a.token == ""
+	noToken := a.token == "" && !a.tokenless
 	a.mu.Unlock()
+	if noToken {
+		a.say("ERROR: the lookup gave no agent token (%q: it was handed to an earlier lookup); every command will be refused", lk.Token)
+		a.milestone(events.AgentTokenMissing, lk.UUID)
+	}
 	a.say("lookup succeeded, node UUID is %s (heartbeat_timeout %d s%s)", lk.UUID, lk.HeartbeatTimeout, map[bool]string{true: ", legacy API"}[lk.Legacy])
 	a.milestone(events.AgentLookup, lk.UUID)
 

@@ -10,11 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/metalbed/metalbed/disk"
+	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/testenv"
 )
 
@@ -450,5 +453,45 @@ func TestRootDeviceHints(t *testing.T) {
 	_, got = h.command("standby.prepare_image", map[string]any{"image_info": info}, true)
 	if e, _ := got["command_error"].(map[string]any); e["type"] != "DeviceNotFound" {
 		t.Errorf("no matching disk: %v", got)
+	}
+}
+
+// TestRedactedTokenRefusesAll: an agent whose lookup was answered with
+// "******" (the token went to an earlier lookup) has no token and refuses
+// every command, an empty token as much as a guessed one, and says so on
+// its console and in the timeline.
+func TestRedactedTokenRefusesAll(t *testing.T) {
+	ironic := newFakeIronic(t)
+	var doc map[string]any
+	if err := json.Unmarshal(ironic.lookup, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["config"].(map[string]any)["agent_token"] = "******"
+	ironic.lookup, _ = json.Marshal(doc)
+	var console testenv.SyncBuffer
+	var mu sync.Mutex
+	var kinds []events.Kind
+	h := startAgent(t, ironic, newTestEnv(sparseDisk(t, "vda", 64<<20)), func(c *Config) {
+		c.MinDiskBytes = -1
+		c.Console = &console
+		c.Recorder = events.RecorderFunc(func(e events.Event) {
+			mu.Lock()
+			kinds = append(kinds, e.Kind)
+			mu.Unlock()
+		})
+	})
+	body := map[string]any{"name": "standby.sync", "params": map[string]any{}}
+	for _, q := range []string{"", "&agent_token=", "&agent_token=******", "&agent_token=guess"} {
+		if st, got := h.call("POST", "/v1/commands/?wait=true"+q, body); st != 401 || got["faultstring"] != "401 Unauthorized: Token invalid." {
+			t.Errorf("command with token query %q: %d %v", q, st, got)
+		}
+	}
+	if !strings.Contains(console.String(), "ERROR: the lookup gave no agent token") {
+		t.Errorf("console does not say the token is missing:\n%s", console.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Contains(kinds, events.AgentTokenMissing) {
+		t.Errorf("no %s event; got %v", events.AgentTokenMissing, kinds)
 	}
 }

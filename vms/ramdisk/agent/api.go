@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -106,15 +107,19 @@ func (a *Agent) apiV1(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-// tokenValid is IPA 9.4's validate_agent_token: a missing token passes only
-// when one is known but the conductor does not require it.
+// tokenValid checks a request's agent token against the one this agent was
+// issued, in constant time. An agent without a token (the lookup answered
+// "******": someone else took it) accepts nothing, and an empty token is
+// never a match — only a conductor from before agent tokens (a legacy
+// lookup that issued none, and none given on the command line) is obeyed
+// without one, as IPA does.
 func (a *Agent) tokenValid(token string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if token == "" && a.token != "" && !a.tokenReq {
-		return true
+	if a.token == "" {
+		return a.tokenless && token == ""
 	}
-	return token == a.token
+	return subtle.ConstantTimeCompare([]byte(token), []byte(a.token)) == 1
 }
 
 // getAllowed locks the result endpoints once a GET carried a token (IPA
