@@ -68,9 +68,63 @@ func errInternal(msg string) *apiError {
 	return &apiError{http.StatusInternalServerError, "InternalError", "The request failed due to an internal service error: " + msg}
 }
 
+// propertyError is one property of a request body in error: a Base
+// registry message naming the property (RelatedProperties) and its
+// MessageArgs.
+type propertyError struct {
+	id   string // Base message registry MessageId, without the prefix
+	msg  string
+	args []string
+	prop string // "Attributes/ProcTurboMode"
+}
+
+// propertyErrors is a 400 answer listing every property in error, one
+// @Message.ExtendedInfo entry each.
+type propertyErrors []*propertyError
+
+func (e propertyErrors) Error() string {
+	var msgs []string
+	for _, p := range e {
+		msgs = append(msgs, p.msg)
+	}
+	return strings.Join(msgs, " ")
+}
+
+// propertyMessage is an ExtendedInfo message about properties.
+type propertyMessage struct {
+	message
+	MessageArgs       []string `json:"MessageArgs"`
+	RelatedProperties []string `json:"RelatedProperties"`
+}
+
+func writePropertyErrors(w http.ResponseWriter, pe propertyErrors) {
+	var body struct {
+		Error struct {
+			Code         string            `json:"code"`
+			Message      string            `json:"message"`
+			ExtendedInfo []propertyMessage `json:"@Message.ExtendedInfo"`
+		} `json:"error"`
+	}
+	body.Error.Code = baseRegistry + "GeneralError"
+	body.Error.Message = "A general error has occurred. See ExtendedInfo for more information."
+	for _, p := range pe {
+		body.Error.ExtendedInfo = append(body.Error.ExtendedInfo, propertyMessage{
+			message:           message{ODataType: "#Message.v1_1_1.Message", MessageID: baseRegistry + p.id, Message: p.msg, Severity: "Warning"},
+			MessageArgs:       p.args,
+			RelatedProperties: []string{"#/" + p.prop},
+		})
+	}
+	writeJSON(w, http.StatusBadRequest, body)
+}
+
 // writeError writes err as a Redfish error body. A plain error is an
 // internal error.
 func writeError(w http.ResponseWriter, err error) {
+	var pe propertyErrors
+	if errors.As(err, &pe) {
+		writePropertyErrors(w, pe)
+		return
+	}
 	var ae *apiError
 	if !errors.As(err, &ae) {
 		ae = errInternal(err.Error())

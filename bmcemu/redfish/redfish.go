@@ -134,7 +134,8 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("redfish: system %d: machine has no UUID or name", i)
 		}
 		sys := &system{srv: s, id: id, hw: hw, m: sc.Machine, user: sc.Username, pass: sc.Password,
-			log: log.With("node", hw.Name), lastState: "None"}
+			log: log.With("node", hw.Name), lastState: "None",
+			bios: newBiosState(hw.UEFI), secure: newSecureBootState()}
 		sys.media = []*media{
 			{id: "Cd", name: "Virtual CD", types: []string{"CD", "DVD"}},
 			{id: "UsbStick", name: "Virtual USB stick", types: []string{"USBStick"}},

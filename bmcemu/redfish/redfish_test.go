@@ -44,6 +44,8 @@ type bedOptions struct {
 	machines int
 	// otherAccount gives the last machine the account other/secret.
 	otherAccount bool
+	// uefi makes every machine's firmware boot UEFI (default legacy BIOS).
+	uefi bool
 	// faults is the service's fault.Injector; nil: none.
 	faults fault.Injector
 }
@@ -67,6 +69,7 @@ func startBed(t *testing.T, o bedOptions) *bed {
 	}
 	for i := range o.machines {
 		m := newFakeMachine("node-"+string(rune('0'+i)), i)
+		m.hw.UEFI = o.uefi
 		b.machines = append(b.machines, m)
 		sc := System{Machine: m, Username: testUser, Password: testPass}
 		if o.otherAccount && i == o.machines-1 {

@@ -54,6 +54,7 @@ type serviceRoot struct {
 	Managers       odataID         `json:"Managers"`
 	Chassis        odataID         `json:"Chassis"`
 	SessionService odataID         `json:"SessionService"`
+	Registries     odataID         `json:"Registries"`
 	Links          serviceRootLink `json:"Links"`
 }
 
@@ -92,6 +93,8 @@ type computerSystem struct {
 	EthernetIfs   odataID       `json:"EthernetInterfaces"`
 	SimpleStorage odataID       `json:"SimpleStorage"`
 	Storage       odataID       `json:"Storage"`
+	Bios          odataID       `json:"Bios"`
+	SecureBoot    odataID       `json:"SecureBoot"`
 	Links         systemLinks   `json:"Links"`
 	Actions       systemActions `json:"Actions"`
 }

@@ -20,6 +20,8 @@ type system struct {
 	user, pass string
 	log        *slog.Logger
 	media      []*media
+	bios       *biosState       // bios.go
+	secure     *secureBootState // secureboot.go
 
 	mu sync.Mutex
 	// overlay is what Redfish said about the boot override that parameter
@@ -321,8 +323,10 @@ func (sys *system) finishRestart() {
 	}
 }
 
-// machineEvent follows the machine's boots for BootProgress.
+// machineEvent follows the machine's boots for BootProgress and the
+// firmware's settings.
 func (sys *system) machineEvent(ev bmcemu.MachineEvent) {
+	sys.firmwareEvent(ev)
 	sys.mu.Lock()
 	defer sys.mu.Unlock()
 	switch ev.Kind {
@@ -367,6 +371,8 @@ func (sys *system) view(ctx context.Context) (computerSystem, error) {
 		EthernetIfs:   odataID{p + "/EthernetInterfaces"},
 		SimpleStorage: odataID{p + "/SimpleStorage"},
 		Storage:       odataID{p + "/Storage"},
+		Bios:          odataID{sys.biosPath()},
+		SecureBoot:    odataID{sys.secureBootPath()},
 		Links: systemLinks{
 			ManagedBy: []odataID{{sys.managerPath()}},
 			Chassis:   []odataID{{sys.chassisPath()}},

@@ -43,6 +43,10 @@ const (
 	BMCRedfishBoot     Kind = "bmc.redfish.boot"
 	BMCRedfishMedia    Kind = "bmc.redfish.virtual_media"
 	BMCRedfishSessions Kind = "bmc.redfish.session"
+	// Detail: staged, applied (at a power-on or reset), reset to defaults, a password changed.
+	BMCRedfishBios Kind = "bmc.redfish.bios"
+	// Detail: SecureBootEnable set, keys reset, SecureBootCurrentBoot decided at a boot.
+	BMCRedfishSecureBoot Kind = "bmc.redfish.secure_boot"
 )
 
 // The boot servers.
@@ -119,6 +123,7 @@ var known = func() map[Kind]bool {
 		MachineUp, MachinePowerOn, MachinePowerOff, MachineReset, MachineBoot, MachineBootFailed,
 		MachineDHCP, MachineNBP, MachineKernel, MachineLoader, MachineNMI, MachineConsole, InstanceBooted,
 		BMCChassisControl, BMCSetBootOptions, BMCRedfishRequest, BMCRedfishReset, BMCRedfishBoot, BMCRedfishMedia, BMCRedfishSessions,
+		BMCRedfishBios, BMCRedfishSecureBoot,
 		DHCPOffer, DHCPAck, DHCPNak, DHCPRelease, DHCPDecline, DHCPInform, TFTPFile, TFTPError, HTTPFile, HTTPError,
 		ISCSILogin, ISCSILogout,
 		RamdiskUp, RamdiskDisk, RamdiskISCSI, RamdiskPassDeployInfo, RamdiskPassBootloaderInstall, RamdiskNotice,
