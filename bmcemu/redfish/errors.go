@@ -44,6 +44,10 @@ func errBadValue(prop, value string) *apiError {
 	return &apiError{http.StatusBadRequest, "PropertyValueNotInList", fmt.Sprintf("The value %q for the property %s is not in the list of acceptable values.", value, prop)}
 }
 
+func errBadFormat(prop, value string) *apiError {
+	return &apiError{http.StatusBadRequest, "PropertyValueFormatError", fmt.Sprintf("The value %q for the property %s is of a different format than the property can accept.", value, prop)}
+}
+
 func errMissing(prop string) *apiError {
 	return &apiError{http.StatusBadRequest, "PropertyMissing", fmt.Sprintf("The property %s is a required property and must be included in the request.", prop)}
 }

@@ -68,6 +68,7 @@ func (s *Server) routes() *http.ServeMux {
 		{"GET /redfish/v1/Registries/{reg}/{file}", false, s.getRegistry},
 		{"GET /redfish/v1/Managers", false, s.getManagers},
 		{"GET " + mgr, false, s.onSystem(s.getManager)},
+		{"PATCH " + mgr, false, s.onSystem(s.patchManager)},
 		{"GET " + mgr + "/VirtualMedia", false, s.onSystem(s.getMediaCollection)},
 		{"GET " + mgr + "/VirtualMedia/{dev}", false, s.getMedia},
 		{"POST " + mgr + "/VirtualMedia/{dev}/Actions/VirtualMedia.InsertMedia", false, s.postInsert},
@@ -462,20 +463,27 @@ func (s *Server) getManagers(q *request) error {
 }
 
 func (s *Server) getManager(q *request, sys *system) error {
-	return q.ok(manager{
-		resource:        resource{ODataID: sys.managerPath(), ODataType: "#Manager.v1_10_0.Manager", ID: sys.id, Name: "BMC of " + sys.hw.Name},
-		ManagerType:     "BMC",
-		FirmwareVersion: firmwareVersion,
-		DateTime:        s.cfg.Now().Format("2006-01-02T15:04:05-07:00"),
-		UUID:            sys.id,
-		Status:          enabledOK,
-		PowerState:      "On",
-		VirtualMedia:    odataID{sys.managerPath() + "/VirtualMedia"},
+	return q.ok(s.managerView(sys))
+}
+
+// managerView is sys's Manager as a client reads it.
+func (s *Server) managerView(sys *system) manager {
+	dateTime, zone := sys.clock.now(s.cfg.Now())
+	return manager{
+		resource:            resource{ODataID: sys.managerPath(), ODataType: "#Manager.v1_10_0.Manager", ID: sys.id, Name: "BMC of " + sys.hw.Name},
+		ManagerType:         "BMC",
+		FirmwareVersion:     firmwareVersion,
+		DateTime:            dateTime,
+		DateTimeLocalOffset: zone,
+		UUID:                sys.id,
+		Status:              enabledOK,
+		PowerState:          "On",
+		VirtualMedia:        odataID{sys.managerPath() + "/VirtualMedia"},
 		Links: managerLinks{
 			ManagerForServers: []odataID{{sys.path()}},
 			ManagerForChassis: []odataID{{sys.chassisPath()}},
 		},
-	})
+	}
 }
 
 func (s *Server) getMediaCollection(q *request, sys *system) error {

@@ -195,14 +195,15 @@ type drive struct {
 
 type manager struct {
 	resource
-	ManagerType     string       `json:"ManagerType"`
-	FirmwareVersion string       `json:"FirmwareVersion"`
-	DateTime        string       `json:"DateTime"`
-	UUID            string       `json:"UUID"`
-	Status          *status      `json:"Status"`
-	PowerState      string       `json:"PowerState"`
-	VirtualMedia    odataID      `json:"VirtualMedia"`
-	Links           managerLinks `json:"Links"`
+	ManagerType         string       `json:"ManagerType"`
+	FirmwareVersion     string       `json:"FirmwareVersion"`
+	DateTime            string       `json:"DateTime"`
+	DateTimeLocalOffset string       `json:"DateTimeLocalOffset"`
+	UUID                string       `json:"UUID"`
+	Status              *status      `json:"Status"`
+	PowerState          string       `json:"PowerState"`
+	VirtualMedia        odataID      `json:"VirtualMedia"`
+	Links               managerLinks `json:"Links"`
 }
 
 type managerLinks struct {

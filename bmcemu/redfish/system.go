@@ -22,6 +22,7 @@ type system struct {
 	media      []*media
 	bios       *biosState       // bios.go
 	secure     *secureBootState // secureboot.go
+	clock      clock            // the Manager's DateTime (manager.go)
 
 	mu sync.Mutex
 	// overlay is what Redfish said about the boot override that parameter

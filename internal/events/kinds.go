@@ -47,6 +47,8 @@ const (
 	BMCRedfishBios Kind = "bmc.redfish.bios"
 	// Detail: SecureBootEnable set, keys reset, SecureBootCurrentBoot decided at a boot.
 	BMCRedfishSecureBoot Kind = "bmc.redfish.secure_boot"
+	// BMCRedfishManager: a Manager's DateTime set.
+	BMCRedfishManager Kind = "bmc.redfish.manager"
 )
 
 // The boot servers.
@@ -123,7 +125,7 @@ var known = func() map[Kind]bool {
 		MachineUp, MachinePowerOn, MachinePowerOff, MachineReset, MachineBoot, MachineBootFailed,
 		MachineDHCP, MachineNBP, MachineKernel, MachineLoader, MachineNMI, MachineConsole, InstanceBooted,
 		BMCChassisControl, BMCSetBootOptions, BMCRedfishRequest, BMCRedfishReset, BMCRedfishBoot, BMCRedfishMedia, BMCRedfishSessions,
-		BMCRedfishBios, BMCRedfishSecureBoot,
+		BMCRedfishBios, BMCRedfishSecureBoot, BMCRedfishManager,
 		DHCPOffer, DHCPAck, DHCPNak, DHCPRelease, DHCPDecline, DHCPInform, TFTPFile, TFTPError, HTTPFile, HTTPError,
 		ISCSILogin, ISCSILogout,
 		RamdiskUp, RamdiskDisk, RamdiskISCSI, RamdiskPassDeployInfo, RamdiskPassBootloaderInstall, RamdiskNotice,
