@@ -65,6 +65,14 @@ func (s *Server) routes() *http.ServeMux {
 		{"GET " + chs, false, s.onSystem(s.getChassis)},
 		{"GET " + chs + "/Power", false, s.onSystem(s.getPower)},
 		{"GET " + chs + "/Thermal", false, s.onSystem(s.getThermal)},
+		{"GET " + taskServicePath, false, s.getTaskService},
+		{"GET " + tasksPath, false, s.getTasks},
+		{"GET " + tasksPath + "/{id}", false, s.getTask},
+		{"GET " + monitorsPath + "/{id}", false, s.getTaskMonitor},
+		{"GET " + updateServicePath, false, s.getUpdateService},
+		{"POST " + simpleUpdatePath, false, s.postSimpleUpdate},
+		{"GET " + inventoryPath, false, s.getFirmwareInventory},
+		{"GET " + inventoryPath + "/{fw}", false, s.getFirmware},
 	}
 	mux := http.NewServeMux()
 	for _, rt := range table {
@@ -95,6 +103,10 @@ func (s *Server) handler(rt route) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		req := &request{w: w, r: r, ctx: r.Context()}
+		if err := s.unavailable(w, r); err != nil {
+			writeError(w, err)
+			return
+		}
 		if !rt.public {
 			p, err := s.auth.authenticate(r)
 			if err != nil {
@@ -103,6 +115,10 @@ func (s *Server) handler(rt route) http.HandlerFunc {
 				return
 			}
 			req.who = p
+			if err := s.sessionFault(req); err != nil {
+				writeError(w, err)
+				return
+			}
 		}
 		if err := s.fault(req); err != nil {
 			writeError(w, err)
@@ -178,6 +194,8 @@ func (s *Server) getRoot(q *request) error {
 		Managers:       odataID{"/redfish/v1/Managers"},
 		Chassis:        odataID{"/redfish/v1/Chassis"},
 		SessionService: odataID{"/redfish/v1/SessionService"},
+		Tasks:          odataID{taskServicePath},
+		UpdateService:  odataID{updateServicePath},
 		Links:          serviceRootLink{Sessions: odataID{"/redfish/v1/SessionService/Sessions"}},
 	})
 }
@@ -450,10 +468,11 @@ func (s *Server) getManagers(q *request) error {
 }
 
 func (s *Server) getManager(q *request, sys *system) error {
+	bmcVersion, _ := sys.fw.versions()
 	return q.ok(manager{
 		resource:        resource{ODataID: sys.managerPath(), ODataType: "#Manager.v1_10_0.Manager", ID: sys.id, Name: "BMC of " + sys.hw.Name},
 		ManagerType:     "BMC",
-		FirmwareVersion: firmwareVersion,
+		FirmwareVersion: bmcVersion,
 		DateTime:        s.cfg.Now().Format("2006-01-02T15:04:05-07:00"),
 		UUID:            sys.id,
 		Status:          enabledOK,

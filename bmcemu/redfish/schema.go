@@ -54,6 +54,8 @@ type serviceRoot struct {
 	Managers       odataID         `json:"Managers"`
 	Chassis        odataID         `json:"Chassis"`
 	SessionService odataID         `json:"SessionService"`
+	Tasks          odataID         `json:"Tasks"` // the TaskService
+	UpdateService  odataID         `json:"UpdateService"`
 	Links          serviceRootLink `json:"Links"`
 }
 
@@ -82,6 +84,7 @@ type computerSystem struct {
 	Manufacturer  string        `json:"Manufacturer"`
 	Model         string        `json:"Model"`
 	SerialNumber  string        `json:"SerialNumber"`
+	BiosVersion   string        `json:"BiosVersion"`
 	PowerState    string        `json:"PowerState"`
 	Status        *status       `json:"Status"`
 	Boot          boot          `json:"Boot"`

@@ -45,6 +45,12 @@ const (
 	BMCRedfishSessions Kind = "bmc.redfish.session"
 )
 
+// The Redfish service's tasks and firmware updates.
+const (
+	BMCRedfishTask     Kind = "bmc.redfish.task"     // a task changed state
+	BMCRedfishFirmware Kind = "bmc.redfish.firmware" // an image applied; the BMC rebooted
+)
+
 // The boot servers.
 const (
 	DHCPOffer   Kind = "dhcp.offer"
@@ -119,6 +125,7 @@ var known = func() map[Kind]bool {
 		MachineUp, MachinePowerOn, MachinePowerOff, MachineReset, MachineBoot, MachineBootFailed,
 		MachineDHCP, MachineNBP, MachineKernel, MachineLoader, MachineNMI, MachineConsole, InstanceBooted,
 		BMCChassisControl, BMCSetBootOptions, BMCRedfishRequest, BMCRedfishReset, BMCRedfishBoot, BMCRedfishMedia, BMCRedfishSessions,
+		BMCRedfishTask, BMCRedfishFirmware,
 		DHCPOffer, DHCPAck, DHCPNak, DHCPRelease, DHCPDecline, DHCPInform, TFTPFile, TFTPError, HTTPFile, HTTPError,
 		ISCSILogin, ISCSILogout,
 		RamdiskUp, RamdiskDisk, RamdiskISCSI, RamdiskPassDeployInfo, RamdiskPassBootloaderInstall, RamdiskNotice,
