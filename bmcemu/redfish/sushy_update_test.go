@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/internal/testenv"
 )
@@ -82,5 +83,29 @@ func TestSushyPowerOnConflict(t *testing.T) {
 	runSushyUpdate(t, b, "conflict")
 	if n := count(rec.kinds(), "fault.redfish.power-on-conflict"); n != 1 {
 		t.Errorf("power-on-conflict recorded %d times, want once (one ForceOff)", n)
+	}
+}
+
+// TestSushySessionExpire: under layer redfish's session-expire, sushy's
+// request with the expired session gets 401, and sushy (as Ironic runs it)
+// logs in again and repeats it.
+func TestSushySessionExpire(t *testing.T) {
+	requireSushy(t)
+	in, rec := ruleInjector(t, fault.Rule{Layer: fault.Redfish, Action: "session-expire", Count: 1})
+	b := startBed(t, bedOptions{faults: in})
+	runSushyUpdate(t, b, "session")
+	if n := count(rec.kinds(), "fault.redfish.session-expire"); n != 1 {
+		t.Errorf("session-expire recorded %d times, want once", n)
+	}
+	logins := 0
+	b.mu.Lock()
+	for _, e := range b.events {
+		if e.Kind == events.BMCRedfishSessions && strings.HasPrefix(e.Detail, "login ") {
+			logins++
+		}
+	}
+	b.mu.Unlock()
+	if logins != 2 {
+		t.Errorf("%d session logins, want 2 (the first, and sushy's after the 401)", logins)
 	}
 }

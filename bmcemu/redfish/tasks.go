@@ -145,7 +145,8 @@ func (l *taskList) run(t *task, work func(context.Context, taskRun) error) {
 }
 
 // setState moves t to state; an Exception carries failure, which becomes
-// the last of its Messages too.
+// the last of its Messages too unless the work has already said why
+// (a Critical message).
 func (l *taskList) setState(t *task, state string, failure *apiError) {
 	l.mu.Lock()
 	t.state = state
@@ -158,7 +159,9 @@ func (l *taskList) setState(t *task, state string, failure *apiError) {
 		t.percent = 100
 	case taskException:
 		t.failure = failure
-		t.messages = append(t.messages, message{ODataType: messageType, MessageID: baseRegistry + failure.id, Message: failure.msg, Severity: "Critical"})
+		if n := len(t.messages); n == 0 || t.messages[n-1].Severity != "Critical" {
+			t.messages = append(t.messages, message{ODataType: messageType, MessageID: baseRegistry + failure.id, Message: failure.msg, Severity: "Critical"})
+		}
 		detail += ": " + failure.msg
 	}
 	l.mu.Unlock()
@@ -226,7 +229,7 @@ func (l *taskList) view(t *task) (taskResource, bool, *apiError) {
 		TaskState:       t.state,
 		TaskStatus:      "OK",
 		PercentComplete: t.percent,
-		StartTime:       t.start.Format(time.RFC3339),
+		StartTime:       t.start.Format(redfishTime),
 		TaskMonitor:     t.monitorPath(),
 		Messages:        append([]message{}, t.messages...),
 	}
@@ -234,7 +237,7 @@ func (l *taskList) view(t *task) (taskResource, bool, *apiError) {
 		v.TaskStatus = "Critical"
 	}
 	if t.finished() {
-		v.EndTime = t.end.Format(time.RFC3339)
+		v.EndTime = t.end.Format(redfishTime)
 	}
 	return v, t.finished(), t.failure
 }
@@ -262,14 +265,18 @@ type taskResource struct {
 	Messages        []message `json:"Messages"`
 }
 
-const messageType = "#Message.v1_1_1.Message"
+const (
+	messageType = "#Message.v1_1_1.Message"
+	// redfishTime is the Edm.DateTimeOffset layout of the Manager's DateTime.
+	redfishTime = "2006-01-02T15:04:05-07:00"
+)
 
 func (s *Server) getTaskService(q *request) error {
 	return q.ok(taskService{
 		resource:                     resource{ODataID: taskServicePath, ODataType: "#TaskService.v1_1_5.TaskService", ID: "TaskService", Name: "Task Service"},
 		ServiceEnabled:               true,
 		CompletedTaskOverWritePolicy: "Oldest",
-		DateTime:                     s.cfg.Now().Format(time.RFC3339),
+		DateTime:                     s.cfg.Now().Format(redfishTime),
 		Status:                       enabledOK,
 		Tasks:                        odataID{tasksPath},
 	})

@@ -56,9 +56,9 @@ var catalog = [...]Spec{
 	{Disk, "size", "too-small", "bytes (default 536870912)", "the disk reports fewer blocks than the deploy needs", "fault.disk.too-small", false},
 	{Redfish, "HTTP method (GET, PATCH, POST, DELETE)", "status", "HTTP status (default 500)", "a request to the machine's resources answered with that status and a Redfish error body", "fault.redfish.status", false},
 	{Redfish, "HTTP method", "delay", "", "the request answered after --delay", "fault.redfish.delay", false},
-	{Redfish, "power-off", "power-on-conflict", "seconds (default 5)", "as iDRAC does: after a ForceOff or GracefulShutdown the Reset that would power the system on (On, ForceOn …) is refused with 409 Conflict for Arg seconds; fires at the power-off", "fault.redfish.power-on-conflict", true},
-	{Redfish, "task", "task-fail", "message (default \"injected failure\")", "the next task of the machine (a SimpleUpdate) ends in Exception with Arg as its message, changing nothing", "fault.redfish.task-fail", true},
-	{Redfish, "session", "session-expire", "", "the next request with a session token of the machine's account finds the session expired: 401, the session removed", "fault.redfish.session-expire", true},
+	{Redfish, "power-off", "power-on-conflict", "seconds (default 5)", "as an iDRAC does: a ForceOff or GracefulShutdown the rule hits (the fault fires and is recorded there) makes every Reset that would power the system on (On, ForceOn …) answer 409 Conflict for Arg seconds", "fault.redfish.power-on-conflict", true},
+	{Redfish, "task", "task-fail", "message (default \"injected failure\")", "a task of the machine the rule hits (a SimpleUpdate; --count 1: the next one) ends in Exception with Arg in its message, changing nothing", "fault.redfish.task-fail", true},
+	{Redfish, "session", "session-expire", "", "a request with a session token of the machine's account the rule hits finds the session expired: 401, the session removed (sushy logs in again)", "fault.redfish.session-expire", true},
 	{Conductor, "milestone (\"prepare\", \"write_image\" …) or \"now\"", "kill", "", "the conductor dies and restarts on the same database", "fault.conductor.kill", false},
 }
 

@@ -8,6 +8,8 @@
 #   sushy_update.py update IMAGE_URL WANT_VERSION   the update succeeds
 #   sushy_update.py fail IMAGE_URL WHY              the task ends in Exception
 #   sushy_update.py conflict                        On after ForceOff: 409
+#   sushy_update.py session                         an expired session: sushy
+#                                                   logs in again
 import os
 import sys
 import time
@@ -153,6 +155,20 @@ def conflict():
     check(system.power_state == sushy.SYSTEM_POWER_STATE_OFF, "still off (%s)" % system.power_state)
 
 
+def session():
+    auth = sushy_auth.SessionOrBasicAuth(USER, PASS)
+    root = sushy.Sushy(URL, verify=CA, auth=auth)
+    first = auth.get_session_key()
+    check(first is not None, "logged in with a session")
+    # The fault expires the session at this request: the 401 makes sushy
+    # log in again and repeat it.
+    system = root.get_system(SYSTEM)
+    check(system.identity, "the system read despite the expired session")
+    check(auth.get_session_key() not in (None, first), "sushy logged in again with a new session")
+    system.refresh()
+    check(True, "the new session works")
+
+
 print("sushy", getattr(sushy, "__version__", "?"))
 mode = sys.argv[1]
 if mode == "update":
@@ -161,6 +177,8 @@ elif mode == "fail":
     fail(sys.argv[2], sys.argv[3])
 elif mode == "conflict":
     conflict()
+elif mode == "session":
+    session()
 else:
     check(False, "mode %s" % mode)
 print("ALL OK", flush=True)
