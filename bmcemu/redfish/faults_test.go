@@ -100,10 +100,9 @@ func TestFaultPowerOnConflict(t *testing.T) {
 		t.Error("the machine is off after the window")
 	}
 	// The rule fired once: the next power-off arms nothing.
-	reset("GracefulShutdown")
-	b.machines[0].mu.Lock()
-	b.machines[0].on = false
-	b.machines[0].mu.Unlock()
+	if st, body := reset("ForceOff"); st != http.StatusNoContent {
+		t.Fatalf("second ForceOff: %d %v", st, body)
+	}
 	if st, body := reset("On"); st != http.StatusNoContent {
 		t.Errorf("On after a second power-off (rule spent): %d %v", st, body)
 	}
@@ -180,5 +179,36 @@ func TestFaultSessionExpire(t *testing.T) {
 	}
 	if n := count(rec.kinds(), "fault.redfish.session-expire"); n != 1 {
 		t.Errorf("session-expire recorded %d times", n)
+	}
+}
+
+// TestFaultPowerOnConflictKinds: a GracefulShutdown opens the window as a
+// ForceOff does, and every Reset that would power the system on from off
+// (PushPowerButton, PowerCycle, ForceRestart, GracefulRestart) is refused
+// in it; a power-on Reset never opens one.
+func TestFaultPowerOnConflictKinds(t *testing.T) {
+	in, rec := ruleInjector(t, fault.Rule{Layer: fault.Redfish, Action: "power-on-conflict"})
+	b := startBed(t, bedOptions{plain: true, faults: in})
+	reset := func(rt string) int {
+		st, _, _ := b.do(t, "POST", b.sysPath(0)+"/Actions/ComputerSystem.Reset", "basic", map[string]any{"ResetType": rt})
+		return st
+	}
+	if st := reset("On"); st != http.StatusNoContent {
+		t.Fatalf("On: %d", st)
+	}
+	if st := reset("GracefulShutdown"); st != http.StatusNoContent {
+		t.Fatalf("GracefulShutdown: %d", st)
+	}
+	for _, rt := range []string{"PushPowerButton", "PowerCycle", "ForceRestart", "GracefulRestart", "On"} {
+		if st := reset(rt); st != http.StatusConflict {
+			t.Errorf("%s within the default 5 s: %d, want 409", rt, st)
+		}
+	}
+	b.clock.Advance(5 * time.Second)
+	if st := reset("PushPowerButton"); st != http.StatusNoContent {
+		t.Errorf("PushPowerButton after 5 s: %d", st)
+	}
+	if n := count(rec.kinds(), "fault.redfish.power-on-conflict"); n != 1 {
+		t.Errorf("recorded %d times, want once (one power-off)", n)
 	}
 }
