@@ -140,7 +140,7 @@ func (sys *system) biosView() biosResource {
 		resource:          resource{ODataID: p, ODataType: "#Bios.v1_1_0.Bios", ID: "BIOS", Name: "BIOS Configuration Current Settings"},
 		Description:       "The BIOS attributes in effect",
 		AttributeRegistry: biosRegistryID,
-		Attributes:        copyAttributes(b.current),
+		Attributes:        sys.currentAttributes(),
 		Settings:          so,
 		Actions: &biosActions{
 			ResetBios:      action{Target: p + "/Actions/Bios.ResetBios"},
@@ -358,4 +358,12 @@ func (sys *system) applyBiosSettings() map[string]any {
 	b.pending = map[string]any{}
 	b.applied = sys.srv.cfg.Now()
 	return applied
+}
+
+// currentAttributes are the attributes in effect, SystemBiosVersion the
+// BIOS the machine runs (an UpdateService image changes it).
+func (sys *system) currentAttributes() map[string]any {
+	m := copyAttributes(sys.bios.current)
+	_, m["SystemBiosVersion"] = sys.fw.versions()
+	return m
 }

@@ -51,9 +51,15 @@ type Config struct {
 	Recorder events.Recorder
 	// Faults is asked (layer redfish, op the HTTP method) before every
 	// request to one machine's resources: "status" answers with Arg's HTTP
-	// status (default 500), "delay" (or any hit's Delay) answers late.
-	// nil => none.
+	// status (default 500), "delay" (or any hit's Delay) answers late. It
+	// is also asked at three moments (faults.go): op "power-off"
+	// (power-on-conflict), "task" (task-fail) and "session"
+	// (session-expire). nil => none.
 	Faults fault.Injector
+	// FirmwareReboot is how long the BMC reboots after a SimpleUpdate of
+	// its firmware (by Now's clock): requests to its system answer 503
+	// meanwhile. Default 5 s.
+	FirmwareReboot time.Duration
 	// Logger; nil => discard. Keys node, event, err.
 	Logger *slog.Logger
 	// Now is the clock for sessions and Manager DateTime. Default time.Now.
@@ -86,6 +92,7 @@ type Server struct {
 	byID    map[string]*system // UUID and name
 	mux     *http.ServeMux
 	auth    *sessions
+	tasks   *taskList
 
 	serving sync.Mutex
 
@@ -107,6 +114,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.RestartTimeout <= 0 {
 		cfg.RestartTimeout = defaultRestartTimeout
+	}
+	if cfg.FirmwareReboot <= 0 {
+		cfg.FirmwareReboot = defaultFirmwareReboot
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -149,6 +159,7 @@ func New(cfg Config) (*Server, error) {
 		s.systems = append(s.systems, sys)
 	}
 	s.auth = newSessions(s)
+	s.tasks = newTaskList(s)
 	s.mux = s.routes()
 	return s, nil
 }

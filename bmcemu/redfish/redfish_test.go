@@ -48,6 +48,8 @@ type bedOptions struct {
 	uefi bool
 	// faults is the service's fault.Injector; nil: none.
 	faults fault.Injector
+	// firmwareReboot is Config.FirmwareReboot; 0: the default.
+	firmwareReboot time.Duration
 }
 
 func startBed(t *testing.T, o bedOptions) *bed {
@@ -61,6 +63,7 @@ func startBed(t *testing.T, o bedOptions) *bed {
 		Now:            b.clock.Now,
 		RestartTimeout: 2 * time.Second,
 		Faults:         o.faults,
+		FirmwareReboot: o.firmwareReboot,
 		Recorder: events.RecorderFunc(func(e events.Event) {
 			b.mu.Lock()
 			b.events = append(b.events, e)

@@ -20,8 +20,9 @@ const (
 	registriesPath      = "/redfish/v1/Registries"
 	biosRegistryPath    = registriesPath + "/" + biosRegistryID
 	biosRegistryURI     = biosRegistryPath + "/" + biosRegistryID + ".json"
-	// biosVersion is the firmware the registry describes (SystemBiosVersion).
-	biosVersion = "metalbed-1.0.0"
+	// biosVersion is the firmware the registry describes and every
+	// system's BIOS version until an update (SystemBiosVersion, BiosVersion).
+	biosVersion = "1.0.0"
 )
 
 // Attribute types of an AttributeRegistry entry.

@@ -77,6 +77,14 @@ func (s *Server) routes() *http.ServeMux {
 		{"GET " + chs, false, s.onSystem(s.getChassis)},
 		{"GET " + chs + "/Power", false, s.onSystem(s.getPower)},
 		{"GET " + chs + "/Thermal", false, s.onSystem(s.getThermal)},
+		{"GET " + taskServicePath, false, s.getTaskService},
+		{"GET " + tasksPath, false, s.getTasks},
+		{"GET " + tasksPath + "/{id}", false, s.getTask},
+		{"GET " + monitorsPath + "/{id}", false, s.getTaskMonitor},
+		{"GET " + updateServicePath, false, s.getUpdateService},
+		{"POST " + simpleUpdatePath, false, s.postSimpleUpdate},
+		{"GET " + inventoryPath, false, s.getFirmwareInventory},
+		{"GET " + inventoryPath + "/{fw}", false, s.getFirmware},
 	}
 	mux := http.NewServeMux()
 	for _, rt := range table {
@@ -107,6 +115,10 @@ func (s *Server) handler(rt route) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		req := &request{w: w, r: r, ctx: r.Context()}
+		if err := s.unavailable(w, r); err != nil {
+			writeError(w, err)
+			return
+		}
 		if !rt.public {
 			p, err := s.auth.authenticate(r)
 			if err != nil {
@@ -115,6 +127,10 @@ func (s *Server) handler(rt route) http.HandlerFunc {
 				return
 			}
 			req.who = p
+			if err := s.sessionFault(req); err != nil {
+				writeError(w, err)
+				return
+			}
 		}
 		if err := s.fault(req); err != nil {
 			writeError(w, err)
@@ -191,6 +207,8 @@ func (s *Server) getRoot(q *request) error {
 		Chassis:        odataID{"/redfish/v1/Chassis"},
 		SessionService: odataID{"/redfish/v1/SessionService"},
 		Registries:     odataID{registriesPath},
+		Tasks:          odataID{taskServicePath},
+		UpdateService:  odataID{updateServicePath},
 		Links:          serviceRootLink{Sessions: odataID{"/redfish/v1/SessionService/Sessions"}},
 	})
 }
@@ -469,10 +487,11 @@ func (s *Server) getManager(q *request, sys *system) error {
 // managerView is sys's Manager as a client reads it.
 func (s *Server) managerView(sys *system) manager {
 	dateTime, zone := sys.clock.now(s.cfg.Now())
+	bmcVersion, _ := sys.fw.versions()
 	return manager{
 		resource:            resource{ODataID: sys.managerPath(), ODataType: "#Manager.v1_10_0.Manager", ID: sys.id, Name: "BMC of " + sys.hw.Name},
 		ManagerType:         "BMC",
-		FirmwareVersion:     firmwareVersion,
+		FirmwareVersion:     bmcVersion,
 		DateTime:            dateTime,
 		DateTimeLocalOffset: zone,
 		UUID:                sys.id,

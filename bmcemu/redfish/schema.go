@@ -55,6 +55,8 @@ type serviceRoot struct {
 	Chassis        odataID         `json:"Chassis"`
 	SessionService odataID         `json:"SessionService"`
 	Registries     odataID         `json:"Registries"`
+	Tasks          odataID         `json:"Tasks"` // the TaskService
+	UpdateService  odataID         `json:"UpdateService"`
 	Links          serviceRootLink `json:"Links"`
 }
 
@@ -83,6 +85,7 @@ type computerSystem struct {
 	Manufacturer  string        `json:"Manufacturer"`
 	Model         string        `json:"Model"`
 	SerialNumber  string        `json:"SerialNumber"`
+	BiosVersion   string        `json:"BiosVersion"`
 	PowerState    string        `json:"PowerState"`
 	Status        *status       `json:"Status"`
 	Boot          boot          `json:"Boot"`

@@ -34,6 +34,9 @@ type system struct {
 	// firmware's own mode).
 	mode      string
 	lastState string // BootProgress.LastState
+
+	fw       firmware      // versions and BMC reboot (update.go)
+	conflict powerConflict // layer redfish's power-on-conflict (faults.go)
 }
 
 type bootOverlay struct {
@@ -226,7 +229,7 @@ func (sys *system) patchBoot(ctx context.Context, p *bootPatch) error {
 }
 
 // resetTypes are the ResetType values of #ComputerSystem.Reset.
-var resetTypes = []string{"On", "ForceOff", "GracefulShutdown", "GracefulRestart", "ForceRestart", "Nmi", "PushPowerButton", "PowerCycle"}
+var resetTypes = []string{"On", "ForceOn", "ForceOff", "GracefulShutdown", "GracefulRestart", "ForceRestart", "Nmi", "PushPowerButton", "PowerCycle"}
 
 // reset carries out a ResetType on the machine.
 func (sys *system) reset(ctx context.Context, rt string) error {
@@ -236,7 +239,7 @@ func (sys *system) reset(ctx context.Context, rt string) error {
 	}
 	var a bmcemu.PowerAction
 	switch rt {
-	case "On":
+	case "On", "ForceOn":
 		a = bmcemu.PowerUp
 	case "ForceOff":
 		a = bmcemu.PowerDown
@@ -276,9 +279,13 @@ func (sys *system) reset(ctx context.Context, rt string) error {
 	default:
 		return errBadValue("ResetType", rt)
 	}
+	if err := sys.powerOnAllowed(a, rt); err != nil {
+		return err
+	}
 	if err := sys.m.Control(ctx, a); err != nil {
 		return fmt.Errorf("reset %s: %w", rt, err)
 	}
+	sys.afterPowerAction(a)
 	sys.recordReset(rt)
 	return nil
 }
@@ -353,6 +360,7 @@ func (sys *system) view(ctx context.Context) (computerSystem, error) {
 	sys.mu.Lock()
 	last := sys.lastState
 	sys.mu.Unlock()
+	_, bios := sys.fw.versions()
 	p := sys.path()
 	cs := computerSystem{
 		resource:      resource{ODataID: p, ODataType: "#ComputerSystem.v1_13_0.ComputerSystem", ID: sys.id, Name: sys.hw.Name},
@@ -362,6 +370,7 @@ func (sys *system) view(ctx context.Context) (computerSystem, error) {
 		Manufacturer:  "metalbed",
 		Model:         "metalbed simulated machine",
 		SerialNumber:  sys.id,
+		BiosVersion:   bios,
 		PowerState:    powerState(on),
 		Status:        enabledOK,
 		Boot:          b,

@@ -51,6 +51,12 @@ const (
 	BMCRedfishManager Kind = "bmc.redfish.manager"
 )
 
+// The Redfish service's tasks and firmware updates.
+const (
+	BMCRedfishTask     Kind = "bmc.redfish.task"     // a task changed state
+	BMCRedfishFirmware Kind = "bmc.redfish.firmware" // an image applied; the BMC rebooted
+)
+
 // The boot servers.
 const (
 	DHCPOffer   Kind = "dhcp.offer"
@@ -126,6 +132,7 @@ var known = func() map[Kind]bool {
 		MachineDHCP, MachineNBP, MachineKernel, MachineLoader, MachineNMI, MachineConsole, InstanceBooted,
 		BMCChassisControl, BMCSetBootOptions, BMCRedfishRequest, BMCRedfishReset, BMCRedfishBoot, BMCRedfishMedia, BMCRedfishSessions,
 		BMCRedfishBios, BMCRedfishSecureBoot, BMCRedfishManager,
+		BMCRedfishTask, BMCRedfishFirmware,
 		DHCPOffer, DHCPAck, DHCPNak, DHCPRelease, DHCPDecline, DHCPInform, TFTPFile, TFTPError, HTTPFile, HTTPError,
 		ISCSILogin, ISCSILogout,
 		RamdiskUp, RamdiskDisk, RamdiskISCSI, RamdiskPassDeployInfo, RamdiskPassBootloaderInstall, RamdiskNotice,

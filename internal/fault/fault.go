@@ -120,6 +120,9 @@ func (s *Set) Add(r Rule) (Rule, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if spec, _ := Find(r.Layer, r.Action); spec.Fixed {
+		r.Op = spec.Op
+	}
 	if r.ID == "" {
 		s.nextID++
 		r.ID = fmt.Sprintf("f%d", s.nextID)
@@ -141,8 +144,16 @@ func (r Rule) validate() error {
 	if strings.TrimSpace(r.Action) == "" {
 		return errors.New("fault rule needs an action")
 	}
-	if _, err := Find(r.Layer, r.Action); err != nil {
+	spec, err := Find(r.Layer, r.Action)
+	if err != nil {
 		return err
+	}
+	anyOp := r.Op == "" || r.Op == "*"
+	if spec.Fixed && !anyOp && !strings.EqualFold(r.Op, spec.Op) {
+		return fmt.Errorf("layer %s asks about %s only at op %q, not %q", r.Layer, r.Action, spec.Op, r.Op)
+	}
+	if other, ok := fixedOp(r.Layer, r.Op); ok && !spec.Fixed {
+		return fmt.Errorf("layer %s op %q is action %s's alone", r.Layer, r.Op, other.Action)
 	}
 	if r.Count < 0 || r.Skip < 0 {
 		return errors.New("fault count and skip must not be negative")
@@ -223,6 +234,9 @@ func (s *Set) MatchAny(names []string, layer Layer, op string) (Hit, bool) {
 		r := &e.rule
 		if r.Layer != layer || !wildAny(r.Node, names) || !wild(r.Op, op) {
 			continue
+		}
+		if _, fixed := fixedOp(layer, op); fixed && !strings.EqualFold(r.Op, op) {
+			continue // a moment only its own action's rules are asked at
 		}
 		if r.Count > 0 && r.Fired >= r.Count {
 			continue

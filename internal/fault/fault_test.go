@@ -137,3 +137,41 @@ func TestValidationAndRemove(t *testing.T) {
 		t.Error("nil set matched")
 	}
 }
+
+// TestFixedOps: an action asked at one moment (Spec.Fixed) gets that op
+// when the rule names none, refuses another, and is the only action asked
+// there: a rule for every op of the layer is neither hit nor counted at
+// that moment, and the fixed rule is never hit at another op.
+func TestFixedOps(t *testing.T) {
+	s := NewSet()
+	wide, err := s.Add(Rule{ID: "wide", Layer: Redfish, Action: "status", Arg: "503", Skip: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Add(Rule{ID: "conflict", Layer: Redfish, Action: "power-on-conflict", Arg: "5", Count: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Op != "power-off" {
+		t.Errorf("fixed rule op %q, want power-off", r.Op)
+	}
+	if _, err := s.Add(Rule{Layer: Redfish, Op: "GET", Action: "task-fail"}); err == nil {
+		t.Error("task-fail at op GET accepted")
+	}
+	if _, err := s.Add(Rule{Layer: Redfish, Op: "session", Action: "status"}); err == nil {
+		t.Error("status at session-expire's op accepted")
+	}
+	if h, ok := s.Match("n", Redfish, "power-off"); !ok || h.RuleID != "conflict" || h.Kind != "fault.redfish.power-on-conflict" {
+		t.Errorf("power-off: %+v %v, want the conflict rule", h, ok)
+	}
+	if h, ok := s.Match("n", Redfish, "power-off"); ok {
+		t.Errorf("power-off after the one hit: %+v (the wide rule must not match there)", h)
+	}
+	// The wide rule's Skip 1 is consumed by the first GET only.
+	if _, ok := s.Match("n", Redfish, "GET"); ok {
+		t.Error("first GET hit despite skip 1")
+	}
+	if h, ok := s.Match("n", Redfish, "GET"); !ok || h.RuleID != wide.ID {
+		t.Errorf("second GET: %+v %v", h, ok)
+	}
+}

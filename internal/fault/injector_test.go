@@ -97,18 +97,24 @@ func TestInjectorRecordsTypedKinds(t *testing.T) {
 	tl := timeline(t)
 	var rec recorded
 	set := NewSet()
+	opOf := func(s Spec) string {
+		if s.Fixed {
+			return s.Op
+		}
+		return "op-" + s.Action
+	}
 	for _, s := range Catalog() {
-		if _, err := set.Add(Rule{Node: "node-1", Layer: s.Layer, Op: "op-" + s.Action, Action: s.Action, Arg: "7", Count: 1}); err != nil {
+		if _, err := set.Add(Rule{Node: "node-1", Layer: s.Layer, Op: opOf(s), Action: s.Action, Arg: "7", Count: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	in := NewInjector(InjectorConfig{Rules: set, Resolver: tl, Recorder: &rec})
 	for _, s := range Catalog() {
-		h, ok := in.Inject(s.Layer, events.Who{IP: "127.0.0.42"}, "op-"+s.Action)
-		if !ok || h.Kind != s.Kind || h.Action != s.Action || h.Layer != s.Layer || h.Op != "op-"+s.Action {
+		h, ok := in.Inject(s.Layer, events.Who{IP: "127.0.0.42"}, opOf(s))
+		if !ok || h.Kind != s.Kind || h.Action != s.Action || h.Layer != s.Layer || h.Op != opOf(s) {
 			t.Errorf("%s/%s: hit %+v, %v", s.Layer, s.Action, h, ok)
 		}
-		if _, ok := in.Inject(s.Layer, events.Who{IP: "127.0.0.42"}, "op-"+s.Action); ok {
+		if _, ok := in.Inject(s.Layer, events.Who{IP: "127.0.0.42"}, opOf(s)); ok {
 			t.Errorf("%s/%s: count 1 fired twice", s.Layer, s.Action)
 		}
 	}
@@ -120,7 +126,7 @@ func TestInjectorRecordsTypedKinds(t *testing.T) {
 		if e.Kind != s.Kind || e.Machine != "node-1" || e.IP != "" || e.MAC != "" {
 			t.Errorf("event %d = %+v, want kind %s for machine node-1 without addresses", i, e, s.Kind)
 		}
-		if !strings.Contains(e.Detail, "op op-"+s.Action) || !strings.Contains(e.Detail, "arg 7") {
+		if !strings.Contains(e.Detail, "op "+opOf(s)) || !strings.Contains(e.Detail, "arg 7") {
 			t.Errorf("event %d detail %q", i, e.Detail)
 		}
 	}
