@@ -20,6 +20,7 @@ type system struct {
 	user, pass string
 	log        *slog.Logger
 	media      []*media
+	sel        *bmcemu.SEL // the machine's System Event Log
 
 	mu sync.Mutex
 	// overlay is what Redfish said about the boot override that parameter
@@ -264,7 +265,7 @@ func (sys *system) reset(ctx context.Context, rt string) error {
 			a = bmcemu.PowerUp
 			break
 		}
-		if err := sys.m.Control(ctx, bmcemu.SoftShutdown); err != nil {
+		if err := sys.control(ctx, bmcemu.SoftShutdown); err != nil {
 			return fmt.Errorf("graceful restart: %w", err)
 		}
 		go sys.finishRestart()
@@ -273,7 +274,7 @@ func (sys *system) reset(ctx context.Context, rt string) error {
 	default:
 		return errBadValue("ResetType", rt)
 	}
-	if err := sys.m.Control(ctx, a); err != nil {
+	if err := sys.control(ctx, a); err != nil {
 		return fmt.Errorf("reset %s: %w", rt, err)
 	}
 	sys.recordReset(rt)
@@ -304,7 +305,7 @@ func (sys *system) finishRestart() {
 			return
 		}
 		if !on {
-			if err := sys.m.Control(ctx, bmcemu.PowerUp); err != nil {
+			if err := sys.control(ctx, bmcemu.PowerUp); err != nil {
 				sys.log.Warn("graceful restart: power on", "err", err)
 			}
 			return
@@ -316,7 +317,7 @@ func (sys *system) finishRestart() {
 		}
 	}
 	sys.log.Warn("graceful restart: the OS did not power off; resetting", "event", "GracefulRestart")
-	if err := sys.m.Control(ctx, bmcemu.HardReset); err != nil {
+	if err := sys.control(ctx, bmcemu.HardReset); err != nil {
 		sys.log.Warn("graceful restart: reset", "err", err)
 	}
 }
@@ -367,6 +368,7 @@ func (sys *system) view(ctx context.Context) (computerSystem, error) {
 		EthernetIfs:   odataID{p + "/EthernetInterfaces"},
 		SimpleStorage: odataID{p + "/SimpleStorage"},
 		Storage:       odataID{p + "/Storage"},
+		LogServices:   odataID{p + "/LogServices"},
 		Links: systemLinks{
 			ManagedBy: []odataID{{sys.managerPath()}},
 			Chassis:   []odataID{{sys.chassisPath()}},

@@ -43,6 +43,7 @@ const (
 	BMCRedfishBoot     Kind = "bmc.redfish.boot"
 	BMCRedfishMedia    Kind = "bmc.redfish.virtual_media"
 	BMCRedfishSessions Kind = "bmc.redfish.session"
+	BMCRedfishLog      Kind = "bmc.redfish.log" // a LogService cleared
 )
 
 // The boot servers.
@@ -119,6 +120,7 @@ var known = func() map[Kind]bool {
 		MachineUp, MachinePowerOn, MachinePowerOff, MachineReset, MachineBoot, MachineBootFailed,
 		MachineDHCP, MachineNBP, MachineKernel, MachineLoader, MachineNMI, MachineConsole, InstanceBooted,
 		BMCChassisControl, BMCSetBootOptions, BMCRedfishRequest, BMCRedfishReset, BMCRedfishBoot, BMCRedfishMedia, BMCRedfishSessions,
+		BMCRedfishLog,
 		DHCPOffer, DHCPAck, DHCPNak, DHCPRelease, DHCPDecline, DHCPInform, TFTPFile, TFTPError, HTTPFile, HTTPError,
 		ISCSILogin, ISCSILogout,
 		RamdiskUp, RamdiskDisk, RamdiskISCSI, RamdiskPassDeployInfo, RamdiskPassBootloaderInstall, RamdiskNotice,
