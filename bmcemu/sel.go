@@ -84,11 +84,12 @@ func (s *SEL) Time(now time.Time) time.Time {
 }
 
 // Follow records m's events (power on and off, reset, boot) in the SEL
-// until stop is called; an event without a time is stamped with now().
-// Every BMC protocol serving m follows it while it serves: the first call
-// subscribes to m and the others share that one subscription, which ends
-// when every stop has been called, so each event is recorded once. A SEL
-// is one machine's log: later calls must name the machine of the first.
+// until stop is called. Every BMC protocol serving m follows it while it
+// serves: the first call subscribes to m and the others share that one
+// subscription, which ends when every stop has been called, so each event
+// is recorded once. An event without a time is stamped with the now of the
+// call that subscribed. A SEL is one machine's log: later calls must name
+// the machine of the first.
 func (s *SEL) Follow(m Machine, now func() time.Time) (stop func()) {
 	s.followMu.Lock()
 	defer s.followMu.Unlock()
