@@ -296,7 +296,7 @@ func (s *Server) chassisControl(ctx context.Context, req []byte) ([]byte, uint8)
 		return nil, completionCode(err)
 	}
 	s.metrics.powerActions.Inc()
-	s.recordControl(a)
+	s.sel.RecordControl(s.cfg.Now(), a)
 	s.log.Info("chassis control", "event", a.String())
 	s.record(events.BMCChassisControl, a.String())
 	return nil, ccOK
@@ -498,7 +498,6 @@ func (s *Server) addSELEntry(_ context.Context, req []byte) ([]byte, uint8) {
 		return nil, ccLengthInvalid
 	}
 	id := s.sel.addRaw(s.cfg.Now(), req)
-	s.metrics.selEntries.Inc()
 	return []byte{byte(id), byte(id >> 8)}, ccOK
 }
 

@@ -6,26 +6,48 @@ import (
 	"time"
 )
 
-// selEntry is one 16-byte System Event Log record (IPMI v2.0 table 32-1).
-type selEntry [16]byte
-
-func (e selEntry) id() uint16 { return binary.LittleEndian.Uint16(e[0:2]) }
-
-// selStore is a bounded System Event Log: when full the oldest record goes.
-type selStore struct {
+// SEL is one machine's System Event Log: bounded, the oldest record going
+// when it is full, as IPMI v2.0 §31 describes it. One SEL may be shared by
+// every BMC protocol serving the machine (Config.SEL, and the Redfish
+// service's LogService), so what IPMI lists and clears Redfish lists and
+// clears, and the other way round.
+//
+// Records come from three places: the machine's own events (power on and
+// off, resets, boots), written by Follow; the actions a BMC carries out for
+// a client (RecordControl); and records a client adds (Add, IPMI Add SEL
+// Entry). Follow subscribes to the machine once however many protocols
+// follow it, so each machine event is one record.
+type SEL struct {
 	mu          sync.Mutex
-	entries     []selEntry
+	entries     []SELRecord
 	capacity    int
 	nextID      uint16
 	reservation uint16
 	lastAdd     uint32
 	lastErase   uint32
 	clockOffset time.Duration // Set SEL Time minus real time
+	written     counter       // metalbed_bmc_sel_entries_total
+
+	followMu  sync.Mutex
+	followers int
+	unfollow  func()
 }
 
-func newSELStore(capacity int) *selStore {
-	return &selStore{capacity: capacity, nextID: 1}
+// NewSEL returns an empty SEL of capacity records; capacity <= 0 means
+// the default, 128.
+func NewSEL(capacity int) *SEL {
+	if capacity <= 0 {
+		capacity = defaultSELCapacity
+	}
+	return &SEL{capacity: capacity, nextID: 1, written: nopCounter{}}
 }
+
+// SELRecord is one 16-byte System Event Log record (IPMI v2.0 table 32-1),
+// record ID included.
+type SELRecord [16]byte
+
+// ID is the record ID the SEL assigned.
+func (e SELRecord) ID() uint16 { return binary.LittleEndian.Uint16(e[0:2]) }
 
 // Event record fields (IPMI v2.0 tables 29-6, 42-1 to 42-3).
 const (
@@ -38,9 +60,69 @@ const (
 	selDeassert          = 0x80
 )
 
+// Capacity is the number of records the SEL holds before it wraps.
+func (s *SEL) Capacity() int { return s.capacity }
+
+// Entries returns a copy of the records, oldest first.
+func (s *SEL) Entries() []SELRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]SELRecord(nil), s.entries...)
+}
+
+// Add stores a record as Add SEL Entry does: the SEL assigns its record ID
+// (returned) and, for the timestamped record types (below 0xE0), stamps it
+// with the SEL's time at now.
+func (s *SEL) Add(now time.Time, rec SELRecord) uint16 { return s.addRaw(now, rec[:]) }
+
+// Clear empties the SEL and notes now as the last erase.
+func (s *SEL) Clear(now time.Time) { s.clear(now) }
+
+// Time is the SEL's clock at now: now unless Set SEL Time moved it.
+func (s *SEL) Time(now time.Time) time.Time {
+	return time.Unix(int64(s.time(now)), 0).UTC()
+}
+
+// Follow records m's events (power on and off, reset, boot) in the SEL
+// until stop is called. Every BMC protocol serving m follows it while it
+// serves: the first call subscribes to m and the others share that one
+// subscription, which ends when every stop has been called, so each event
+// is recorded once. An event without a time is stamped with the now of the
+// call that subscribed. A SEL is one machine's log: later calls must name
+// the machine of the first.
+func (s *SEL) Follow(m Machine, now func() time.Time) (stop func()) {
+	s.followMu.Lock()
+	defer s.followMu.Unlock()
+	s.followers++
+	if s.followers == 1 {
+		s.unfollow = m.Subscribe(func(ev MachineEvent) { s.recordEvent(ev, now) })
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.followMu.Lock()
+			defer s.followMu.Unlock()
+			s.followers--
+			if s.followers == 0 {
+				s.unfollow()
+				s.unfollow = nil
+			}
+		})
+	}
+}
+
+// countInto makes every record written count in c.
+func (s *SEL) countInto(c counter) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, unset := s.written.(nopCounter); unset {
+		s.written = c
+	}
+}
+
 // add stores a system event record and returns its record ID.
-func (s *selStore) add(now time.Time, sensorType, sensorNum, dirType, d1, d2, d3 uint8) uint16 {
-	var e selEntry
+func (s *SEL) add(now time.Time, sensorType, sensorNum, dirType, d1, d2, d3 uint8) uint16 {
+	var e SELRecord
 	e[2] = 0x02 // system event record
 	e[7], e[8] = 0x20, 0x00
 	e[9] = 0x04 // EvM revision: IPMI 2.0
@@ -56,8 +138,8 @@ func (s *selStore) add(now time.Time, sensorType, sensorNum, dirType, d1, d2, d3
 }
 
 // addRaw stores a record a client sent (Add SEL Entry), assigning its ID.
-func (s *selStore) addRaw(now time.Time, rec []byte) uint16 {
-	var e selEntry
+func (s *SEL) addRaw(now time.Time, rec []byte) uint16 {
+	var e SELRecord
 	copy(e[:], rec)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -68,7 +150,7 @@ func (s *selStore) addRaw(now time.Time, rec []byte) uint16 {
 	return s.insertLocked(e, ts)
 }
 
-func (s *selStore) insertLocked(e selEntry, ts uint32) uint16 {
+func (s *SEL) insertLocked(e SELRecord, ts uint32) uint16 {
 	id := s.nextID
 	s.nextID++
 	if s.nextID == 0 || s.nextID == 0xffff {
@@ -81,10 +163,11 @@ func (s *selStore) insertLocked(e selEntry, ts uint32) uint16 {
 	}
 	s.entries = append(s.entries, e)
 	s.lastAdd = ts
+	s.written.Inc()
 	return id
 }
 
-func (s *selStore) reserve() uint16 {
+func (s *SEL) reserve() uint16 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reservation++
@@ -94,7 +177,7 @@ func (s *selStore) reserve() uint16 {
 	return s.reservation
 }
 
-func (s *selStore) validReservation(id uint16) bool {
+func (s *SEL) validReservation(id uint16) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return id != 0 && id == s.reservation
@@ -102,12 +185,12 @@ func (s *selStore) validReservation(id uint16) bool {
 
 // get returns the record with the given ID (0x0000 first, 0xFFFF last) and
 // the ID of the record after it (0xFFFF when it is the last).
-func (s *selStore) get(id uint16) (selEntry, uint16, bool) {
+func (s *SEL) get(id uint16) (SELRecord, uint16, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := len(s.entries)
 	if n == 0 {
-		return selEntry{}, 0, false
+		return SELRecord{}, 0, false
 	}
 	i := -1
 	switch id {
@@ -117,23 +200,23 @@ func (s *selStore) get(id uint16) (selEntry, uint16, bool) {
 		i = n - 1
 	default:
 		for j, e := range s.entries {
-			if e.id() == id {
+			if e.ID() == id {
 				i = j
 				break
 			}
 		}
 	}
 	if i < 0 {
-		return selEntry{}, 0, false
+		return SELRecord{}, 0, false
 	}
 	next := uint16(0xffff)
 	if i+1 < n {
-		next = s.entries[i+1].id()
+		next = s.entries[i+1].ID()
 	}
 	return s.entries[i], next, true
 }
 
-func (s *selStore) clear(now time.Time) {
+func (s *SEL) clear(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.entries = s.entries[:0]
@@ -146,7 +229,7 @@ type selInfo struct {
 	lastAdd, lastErase uint32
 }
 
-func (s *selStore) info() selInfo {
+func (s *SEL) info() selInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return selInfo{
@@ -157,61 +240,56 @@ func (s *selStore) info() selInfo {
 	}
 }
 
-func (s *selStore) time(now time.Time) uint32 {
+func (s *SEL) time(now time.Time) uint32 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return uint32(now.Add(s.clockOffset).Unix())
 }
 
-func (s *selStore) setTime(now time.Time, t uint32) {
+func (s *SEL) setTime(now time.Time, t uint32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clockOffset = time.Unix(int64(t), 0).Sub(now)
 }
 
-// recordMachineEvent writes a Machine event into the SEL.
-func (s *Server) recordMachineEvent(ev MachineEvent) {
+// recordEvent writes a Machine event into the SEL.
+func (s *SEL) recordEvent(ev MachineEvent, clock func() time.Time) {
 	now := ev.Time
 	if now.IsZero() {
-		now = s.cfg.Now()
+		now = clock()
 	}
 	switch ev.Kind {
 	case EventPowerOn:
 		// Power Unit "Power Off / Power Down" deasserted.
-		s.sel.add(now, selSensorPowerUnit, 0x01, selDeassert|selSensorSpecific, 0x00, 0xff, 0xff)
+		s.add(now, selSensorPowerUnit, 0x01, selDeassert|selSensorSpecific, 0x00, 0xff, 0xff)
 	case EventPowerOff:
-		s.sel.add(now, selSensorPowerUnit, 0x01, selSensorSpecific, 0x00, 0xff, 0xff)
+		s.add(now, selSensorPowerUnit, 0x01, selSensorSpecific, 0x00, 0xff, 0xff)
 	case EventReset:
 		// System Boot / Restart Initiated: "Initiated by hard reset".
-		s.sel.add(now, selSensorBootRestart, 0x02, selSensorSpecific, 0x01, 0xff, 0xff)
+		s.add(now, selSensorBootRestart, 0x02, selSensorSpecific, 0x01, 0xff, 0xff)
 	case EventBoot:
 		// System Firmware Progress: "Starting OS boot process" (0x13).
-		s.sel.add(now, selSensorFwProgress, 0x03, selSensorSpecific, 0xc2, 0x13, 0xff)
-	default:
-		return
+		s.add(now, selSensorFwProgress, 0x03, selSensorSpecific, 0xc2, 0x13, 0xff)
 	}
-	s.metrics.selEntries.Inc()
-	s.log.Debug("sel entry", "event", string(ev.Kind))
 }
 
-// recordControl writes the Chassis Control action a client requested.
-func (s *Server) recordControl(a PowerAction) {
-	now := s.cfg.Now()
+// RecordControl writes the record of a power action a BMC carried out for
+// a client, whichever protocol asked: the button press (or power cycle, or
+// diagnostic interrupt) it amounts to. The machine's own events that
+// follow are Follow's.
+func (s *SEL) RecordControl(now time.Time, a PowerAction) {
 	switch a {
 	case PowerDown, PowerUp, SoftShutdown:
 		// Button / Switch "Power Button pressed".
-		s.sel.add(now, selSensorButton, 0x04, selSensorSpecific, 0x00, 0xff, 0xff)
+		s.add(now, selSensorButton, 0x04, selSensorSpecific, 0x00, 0xff, 0xff)
 	case PowerCycle:
 		// Power Unit "Power Cycle".
-		s.sel.add(now, selSensorPowerUnit, 0x01, selSensorSpecific, 0x01, 0xff, 0xff)
+		s.add(now, selSensorPowerUnit, 0x01, selSensorSpecific, 0x01, 0xff, 0xff)
 	case HardReset:
 		// Button / Switch "Reset Button pressed".
-		s.sel.add(now, selSensorButton, 0x04, selSensorSpecific, 0x02, 0xff, 0xff)
+		s.add(now, selSensorButton, 0x04, selSensorSpecific, 0x02, 0xff, 0xff)
 	case DiagnosticInterrupt:
 		// Critical Interrupt "Front Panel NMI / Diagnostic Interrupt".
-		s.sel.add(now, selSensorCritIntr, 0x05, selSensorSpecific, 0x00, 0xff, 0xff)
-	default:
-		return
+		s.add(now, selSensorCritIntr, 0x05, selSensorSpecific, 0x00, 0xff, 0xff)
 	}
-	s.metrics.selEntries.Inc()
 }

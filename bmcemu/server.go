@@ -87,8 +87,13 @@ type Config struct {
 	// are reused, so counters aggregate over BMCs (no per-BMC labels).
 	Registerer prometheus.Registerer
 	// SELCapacity bounds the System Event Log; the oldest entries are
-	// overwritten. Default 128.
+	// overwritten. Default 128. Unused with SEL.
 	SELCapacity int
+	// SEL is the machine's System Event Log, when other BMC protocols
+	// serving the same machine (the Redfish service) share it: what one
+	// lists, adds or clears, the others see. nil => the BMC's own, of
+	// SELCapacity records.
+	SEL *SEL
 	// Now is the clock for SEL timestamps. Default time.Now.
 	Now func() time.Time
 }
@@ -102,7 +107,7 @@ type Server struct {
 	bmc     *bmc.BMC
 	reg     *handlers.Registry
 	metrics *metrics
-	sel     *selStore
+	sel     *SEL
 	sdr     *sdrRepo
 	hal     *halAdapter
 
@@ -193,13 +198,19 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 
+	sel := cfg.SEL
+	if sel == nil {
+		sel = NewSEL(cfg.SELCapacity)
+	}
+	sel.countInto(m.selEntries)
+
 	s := &Server{
 		cfg:      cfg,
 		log:      log.With("node", cfg.Name),
 		machine:  cfg.Machine,
 		faults:   fault.OrNone(cfg.Faults),
 		metrics:  m,
-		sel:      newSELStore(cfg.SELCapacity),
+		sel:      sel,
 		sdr:      newSDRRepo(),
 		dropNext: make(map[string]int),
 		solAddrs: make(map[string]struct{}),
@@ -284,8 +295,8 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	cancelSub := s.machine.Subscribe(s.recordMachineEvent)
-	defer cancelSub()
+	stopSEL := s.sel.Follow(s.machine, s.cfg.Now)
+	defer stopSEL()
 
 	gate := &gateConn{srv: s, conn: conn, pace: newPacer(conn, s.cfg.ReplyDelay, s.cfg.ResendAfter)}
 	gate.pace.quiet = s.solActive

@@ -59,6 +59,9 @@ type fleetNode struct {
 	machine fleetMachine
 	bmc     *bmcemu.Server
 	conn    net.PacketConn
+	// sel is the machine's System Event Log, shared by its IPMI BMC and
+	// the Redfish service.
+	sel *bmcemu.SEL
 }
 
 // progressEvery is how often a long start-up reports progress.
@@ -200,8 +203,10 @@ func startNode(p Machine, dir string, log *slog.Logger, h nodeHooks) (*fleetNode
 	if err != nil {
 		return nil, err
 	}
+	sel := bmcemu.NewSEL(0)
 	bmc, err := bmcemu.New(bmcemu.Config{
 		Machine:  bmcMachine{m: m, mode: m.BootMode()},
+		SEL:      sel,
 		Name:     p.Name,
 		Username: p.Username,
 		Password: p.Password,
@@ -229,7 +234,7 @@ func startNode(p Machine, dir string, log *slog.Logger, h nodeHooks) (*fleetNode
 		}
 		return nil, fmt.Errorf("BMC of %s: %w", p.Name, err)
 	}
-	return &fleetNode{plan: p, machine: m, bmc: bmc, conn: conn}, nil
+	return &fleetNode{plan: p, machine: m, bmc: bmc, conn: conn, sel: sel}, nil
 }
 
 // serve runs every BMC until ctx ends; the first BMC that fails stops all.

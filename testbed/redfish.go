@@ -76,6 +76,7 @@ func startRedfish(cfg Redfish, dir string, f *fleet, rec events.Recorder, faults
 			Machine:  bmcMachine{m: n.machine, mode: n.machine.BootMode()},
 			Username: n.plan.Username,
 			Password: n.plan.Password,
+			SEL:      n.sel,
 		})
 	}
 	srv, err := redfish.New(rc)

@@ -8,7 +8,9 @@
 //
 // It is written for the clients Ironic uses (sushy) and the DMTF's
 // redfishtool: sessions and basic auth, ETags with If-Match, Redfish error
-// bodies, the Reset action, Boot overrides, virtual media.
+// bodies, the Reset action, Boot overrides, virtual media, the System Event
+// Log as a LogService (one bmcemu.SEL shared with the IPMI BMC) and Chassis
+// Thermal and Power from the IPMI sensors (bmcemu.Sensors).
 package redfish
 
 import (
@@ -46,8 +48,8 @@ type Config struct {
 	// power the machine off before it resets it. Default 30 s.
 	RestartTimeout time.Duration
 	// Recorder is told of every Redfish action that changes a machine
-	// (reset, boot override, virtual media, sessions), keyed by the
-	// machine's name. nil => none.
+	// (reset, boot override, virtual media, sessions, log clears), keyed
+	// by the machine's name. nil => none.
 	Recorder events.Recorder
 	// Faults is asked (layer redfish, op the HTTP method) before every
 	// request to one machine's resources: "status" answers with Arg's HTTP
@@ -70,6 +72,10 @@ type Config struct {
 type System struct {
 	Machine            bmcemu.Machine
 	Username, Password string
+	// SEL is the machine's System Event Log, shared with its IPMI BMC
+	// (bmcemu.Config.SEL) so both protocols list and clear the same
+	// records. nil => the service's own, of 128 records.
+	SEL *bmcemu.SEL
 }
 
 const (
@@ -145,7 +151,10 @@ func New(cfg Config) (*Server, error) {
 		}
 		sys := &system{srv: s, id: id, hw: hw, m: sc.Machine, user: sc.Username, pass: sc.Password,
 			log: log.With("node", hw.Name), lastState: "None",
-			bios: newBiosState(hw.UEFI), secure: newSecureBootState()}
+			bios: newBiosState(hw.UEFI), secure: newSecureBootState(), sel: sc.SEL}
+		if sys.sel == nil {
+			sys.sel = bmcemu.NewSEL(0)
+		}
 		sys.media = []*media{
 			{id: "Cd", name: "Virtual CD", types: []string{"CD", "DVD"}},
 			{id: "UsbStick", name: "Virtual USB stick", types: []string{"USBStick"}},
@@ -177,6 +186,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	for _, sys := range s.systems {
 		cancel := sys.m.Subscribe(sys.machineEvent)
 		defer cancel()
+		stopSEL := sys.sel.Follow(sys.m, s.cfg.Now)
+		defer stopSEL()
 	}
 	hs := &http.Server{
 		Handler:           s,

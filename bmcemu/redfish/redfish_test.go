@@ -50,6 +50,9 @@ type bedOptions struct {
 	faults fault.Injector
 	// firmwareReboot is Config.FirmwareReboot; 0: the default.
 	firmwareReboot time.Duration
+	// sel is the first machine's SEL (shared with an IPMI BMC); nil: the
+	// service's own.
+	sel *bmcemu.SEL
 }
 
 func startBed(t *testing.T, o bedOptions) *bed {
@@ -75,6 +78,9 @@ func startBed(t *testing.T, o bedOptions) *bed {
 		m.hw.UEFI = o.uefi
 		b.machines = append(b.machines, m)
 		sc := System{Machine: m, Username: testUser, Password: testPass}
+		if i == 0 {
+			sc.SEL = o.sel
+		}
 		if o.otherAccount && i == o.machines-1 {
 			sc.Username, sc.Password = "other", "secret"
 		}
@@ -554,7 +560,7 @@ func TestInventoryResources(t *testing.T) {
 		t.Errorf("manager: %v", man)
 	}
 	_, _, th := b.do(t, "GET", "/redfish/v1/Chassis/"+m.hw.UUID+"/Thermal", "basic", nil)
-	if temps, _ := th["Temperatures"].([]any); len(temps) != 1 {
+	if temps, _ := th["Temperatures"].([]any); len(temps) != 2 {
 		t.Errorf("thermal: %v", th)
 	}
 	_, _, ch := b.do(t, "GET", "/redfish/v1/Chassis/"+m.hw.UUID, "basic", nil)

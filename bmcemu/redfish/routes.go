@@ -86,6 +86,7 @@ func (s *Server) routes() *http.ServeMux {
 		{"GET " + inventoryPath, false, s.getFirmwareInventory},
 		{"GET " + inventoryPath + "/{fw}", false, s.getFirmware},
 	}
+	table = append(table, s.logRoutes()...)
 	mux := http.NewServeMux()
 	for _, rt := range table {
 		mux.HandleFunc(rt.pattern, s.handler(rt))
@@ -498,6 +499,7 @@ func (s *Server) managerView(sys *system) manager {
 		Status:              enabledOK,
 		PowerState:          "On",
 		VirtualMedia:        odataID{sys.managerPath() + "/VirtualMedia"},
+		LogServices:         odataID{sys.managerPath() + "/LogServices"},
 		Links: managerLinks{
 			ManagerForServers: []odataID{{sys.path()}},
 			ManagerForChassis: []odataID{{sys.chassisPath()}},
@@ -585,42 +587,6 @@ func (s *Server) getChassis(q *request, sys *system) error {
 			ComputerSystems: []odataID{{sys.path()}},
 			ManagedBy:       []odataID{{sys.managerPath()}},
 		},
-	})
-}
-
-// Power and Thermal follow the IPMI BMC's sensors: readings while on, none
-// while off.
-func (s *Server) getPower(q *request, sys *system) error {
-	ctx, cancel := q.machineCtx()
-	defer cancel()
-	on, err := sys.m.PowerState(ctx)
-	if err != nil {
-		return fmt.Errorf("power state: %w", err)
-	}
-	pc := powerControl{ODataID: sys.chassisPath() + "/Power#/PowerControl/0", MemberID: "0", Name: "System Power Control", Status: enabledOK}
-	if on {
-		pc.PowerConsumedWatts = 120
-	}
-	return q.ok(power{
-		resource:     resource{ODataID: sys.chassisPath() + "/Power", ODataType: "#Power.v1_5_0.Power", ID: "Power", Name: "Power"},
-		PowerControl: []powerControl{pc},
-	})
-}
-
-func (s *Server) getThermal(q *request, sys *system) error {
-	ctx, cancel := q.machineCtx()
-	defer cancel()
-	on, err := sys.m.PowerState(ctx)
-	if err != nil {
-		return fmt.Errorf("power state: %w", err)
-	}
-	t := temperature{ODataID: sys.chassisPath() + "/Thermal#/Temperatures/0", MemberID: "0", Name: "CPU Temp", PhysicalContext: "CPU", ReadingCelsius: 25, Status: enabledOK}
-	if on {
-		t.ReadingCelsius = 45
-	}
-	return q.ok(thermal{
-		resource:     resource{ODataID: sys.chassisPath() + "/Thermal", ODataType: "#Thermal.v1_5_0.Thermal", ID: "Thermal", Name: "Thermal"},
-		Temperatures: []temperature{t},
 	})
 }
 

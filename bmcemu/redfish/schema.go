@@ -98,6 +98,7 @@ type computerSystem struct {
 	Storage       odataID       `json:"Storage"`
 	Bios          odataID       `json:"Bios"`
 	SecureBoot    odataID       `json:"SecureBoot"`
+	LogServices   odataID       `json:"LogServices"`
 	Links         systemLinks   `json:"Links"`
 	Actions       systemActions `json:"Actions"`
 }
@@ -206,6 +207,7 @@ type manager struct {
 	Status              *status      `json:"Status"`
 	PowerState          string       `json:"PowerState"`
 	VirtualMedia        odataID      `json:"VirtualMedia"`
+	LogServices         odataID      `json:"LogServices"`
 	Links               managerLinks `json:"Links"`
 }
 
@@ -244,33 +246,6 @@ type chassis struct {
 type chassisLinks struct {
 	ComputerSystems []odataID `json:"ComputerSystems"`
 	ManagedBy       []odataID `json:"ManagedBy"`
-}
-
-type power struct {
-	resource
-	PowerControl []powerControl `json:"PowerControl"`
-}
-
-type powerControl struct {
-	ODataID            string  `json:"@odata.id"`
-	MemberID           string  `json:"MemberId"`
-	Name               string  `json:"Name"`
-	PowerConsumedWatts float64 `json:"PowerConsumedWatts"`
-	Status             *status `json:"Status"`
-}
-
-type thermal struct {
-	resource
-	Temperatures []temperature `json:"Temperatures"`
-}
-
-type temperature struct {
-	ODataID         string  `json:"@odata.id"`
-	MemberID        string  `json:"MemberId"`
-	Name            string  `json:"Name"`
-	ReadingCelsius  float64 `json:"ReadingCelsius"`
-	PhysicalContext string  `json:"PhysicalContext"`
-	Status          *status `json:"Status"`
 }
 
 // errorBody is the Redfish error response (DSP0266 §9.7.2).

@@ -1,6 +1,7 @@
 package redfish
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/bmcemu"
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/testenv"
 )
@@ -82,4 +84,102 @@ func cleanEnv() []string {
 		env = append(env, kv)
 	}
 	return env
+}
+
+// TestSushyLogsAndSensors: sushy reads the same sensors as ipmitool and the
+// SEL records IPMI wrote, and its ClearLog empties what ipmitool lists.
+func TestSushyLogsAndSensors(t *testing.T) {
+	requireSushy(t)
+	sel := bmcemu.NewSEL(0)
+	b := startBed(t, bedOptions{sel: sel})
+	ipmi := startIPMI(t, b.machines[0], sel)
+	ipmi.must("power", "on")
+	rec := filepath.Join(t.TempDir(), "sel.txt")
+	// Fan1 below its lower critical threshold (trigger reading 5, threshold 6).
+	if err := os.WriteFile(rec, []byte("0x04 0x04 0x03 0x01 0x52 0x05 0x06\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ipmi.must("sel", "add", rec)
+	sensors := parseIpmitoolSensor(t, ipmi.must("sensor"))
+	ipmiCount := strings.Count(ipmi.must("sel", "list"), "\n")
+
+	script, err := os.ReadFile(filepath.Join("testdata", "sushy_logs.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "sushy_logs.py")
+	if err := os.WriteFile(path, script, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), debianPython, path)
+	cmd.Env = append(cleanEnv(), "RF_URL="+b.url, "RF_CA="+b.cert.CAFile, "RF_USER="+testUser, "RF_PASS="+testPass, "RF_SYSTEM="+b.sysPath(0))
+	var out testenv.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("sushy: %v\n%s", err, out.String())
+	}
+	t.Logf("sushy:\n%s", out.String())
+	var res struct {
+		Temperatures map[string]struct {
+			Reading, Unc, Ucr, Unr float64
+			Number                 int
+			Health                 string
+		}
+		Fans map[string]struct {
+			Reading, Lnc, Lcr, Lnr float64
+			Units, Health          string
+		}
+		Supplies []float64
+		Entries  []struct {
+			ID                                        string `json:"Id"`
+			EntryType, Message, SensorType, EntryCode string
+			Severity                                  string
+			SensorNumber                              int
+		}
+		AfterClear int `json:"after_clear"`
+	}
+	_, line, ok := strings.Cut(out.String(), "RESULT ")
+	if !ok || !strings.Contains(out.String(), "ALL OK") {
+		t.Fatalf("sushy script did not finish:\n%s", out.String())
+	}
+	line, _, _ = strings.Cut(line, "\n")
+	if err := json.Unmarshal([]byte(line), &res); err != nil {
+		t.Fatalf("RESULT: %v: %s", err, line)
+	}
+	for name, tm := range res.Temperatures {
+		ip := sensors[name]
+		if tm.Reading != ip.value || tm.Unc != ip.thresholds["unc"] || tm.Ucr != ip.thresholds["ucr"] || tm.Unr != ip.thresholds["unr"] || tm.Health != "OK" {
+			t.Errorf("sushy %s %+v, ipmitool %+v", name, tm, ip)
+		}
+	}
+	for name, f := range res.Fans {
+		ip := sensors[name]
+		if f.Reading != ip.value || f.Units != "RPM" || f.Lnc != ip.thresholds["lnc"] || f.Lcr != ip.thresholds["lcr"] || f.Lnr != ip.thresholds["lnr"] {
+			t.Errorf("sushy %s %+v, ipmitool %+v", name, f, ip)
+		}
+	}
+	if len(res.Temperatures)+len(res.Fans) != len(sensors)-1 || len(res.Supplies) != 1 || res.Supplies[0] != sensors["Pwr Consumption"].value {
+		t.Errorf("sushy parsed %d temperatures, %d fans, supplies %v; ipmitool %d sensors", len(res.Temperatures), len(res.Fans), res.Supplies, len(sensors))
+	}
+	if len(res.Entries) != ipmiCount {
+		t.Errorf("sushy read %d SEL entries, ipmitool listed %d", len(res.Entries), ipmiCount)
+	}
+	var fanLow bool
+	for _, e := range res.Entries {
+		if e.EntryType != "SEL" || e.SensorType == "" || e.EntryCode == "" {
+			t.Errorf("entry %+v", e)
+		}
+		fanLow = fanLow || (e.Message == "Fan: Lower Critical going low" && e.SensorType == "Fan" && e.SensorNumber == 3 &&
+			e.EntryCode == "Lower Critical - going low" && e.Severity == "Critical")
+	}
+	if !fanLow {
+		t.Errorf("sushy did not read the record ipmitool added: %+v", res.Entries)
+	}
+	if res.AfterClear != 0 {
+		t.Errorf("%d entries after sushy's ClearLog", res.AfterClear)
+	}
+	if out := ipmi.must("sel", "info"); !strings.Contains(out, "Entries          : 0") {
+		t.Errorf("after sushy's ClearLog, ipmitool sel info:\n%s", out)
+	}
 }

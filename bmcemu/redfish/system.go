@@ -23,6 +23,7 @@ type system struct {
 	bios       *biosState       // bios.go
 	secure     *secureBootState // secureboot.go
 	clock      clock            // the Manager's DateTime (manager.go)
+	sel        *bmcemu.SEL      // the machine's System Event Log
 
 	mu sync.Mutex
 	// overlay is what Redfish said about the boot override that parameter
@@ -270,7 +271,7 @@ func (sys *system) reset(ctx context.Context, rt string) error {
 			a = bmcemu.PowerUp
 			break
 		}
-		if err := sys.m.Control(ctx, bmcemu.SoftShutdown); err != nil {
+		if err := sys.control(ctx, bmcemu.SoftShutdown); err != nil {
 			return fmt.Errorf("graceful restart: %w", err)
 		}
 		go sys.finishRestart()
@@ -282,7 +283,7 @@ func (sys *system) reset(ctx context.Context, rt string) error {
 	if err := sys.powerOnAllowed(a, rt); err != nil {
 		return err
 	}
-	if err := sys.m.Control(ctx, a); err != nil {
+	if err := sys.control(ctx, a); err != nil {
 		return fmt.Errorf("reset %s: %w", rt, err)
 	}
 	sys.afterPowerAction(a)
@@ -314,7 +315,7 @@ func (sys *system) finishRestart() {
 			return
 		}
 		if !on {
-			if err := sys.m.Control(ctx, bmcemu.PowerUp); err != nil {
+			if err := sys.control(ctx, bmcemu.PowerUp); err != nil {
 				sys.log.Warn("graceful restart: power on", "err", err)
 			}
 			return
@@ -326,7 +327,7 @@ func (sys *system) finishRestart() {
 		}
 	}
 	sys.log.Warn("graceful restart: the OS did not power off; resetting", "event", "GracefulRestart")
-	if err := sys.m.Control(ctx, bmcemu.HardReset); err != nil {
+	if err := sys.control(ctx, bmcemu.HardReset); err != nil {
 		sys.log.Warn("graceful restart: reset", "err", err)
 	}
 }
@@ -383,6 +384,7 @@ func (sys *system) view(ctx context.Context) (computerSystem, error) {
 		Storage:       odataID{p + "/Storage"},
 		Bios:          odataID{sys.biosPath()},
 		SecureBoot:    odataID{sys.secureBootPath()},
+		LogServices:   odataID{p + "/LogServices"},
 		Links: systemLinks{
 			ManagedBy: []odataID{{sys.managerPath()}},
 			Chassis:   []odataID{{sys.chassisPath()}},

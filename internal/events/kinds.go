@@ -49,6 +49,7 @@ const (
 	BMCRedfishSecureBoot Kind = "bmc.redfish.secure_boot"
 	// BMCRedfishManager: a Manager's DateTime set.
 	BMCRedfishManager Kind = "bmc.redfish.manager"
+	BMCRedfishLog     Kind = "bmc.redfish.log" // a LogService cleared
 )
 
 // The Redfish service's tasks and firmware updates.
@@ -133,6 +134,7 @@ var known = func() map[Kind]bool {
 		BMCChassisControl, BMCSetBootOptions, BMCRedfishRequest, BMCRedfishReset, BMCRedfishBoot, BMCRedfishMedia, BMCRedfishSessions,
 		BMCRedfishBios, BMCRedfishSecureBoot, BMCRedfishManager,
 		BMCRedfishTask, BMCRedfishFirmware,
+		BMCRedfishLog,
 		DHCPOffer, DHCPAck, DHCPNak, DHCPRelease, DHCPDecline, DHCPInform, TFTPFile, TFTPError, HTTPFile, HTTPError,
 		ISCSILogin, ISCSILogout,
 		RamdiskUp, RamdiskDisk, RamdiskISCSI, RamdiskPassDeployInfo, RamdiskPassBootloaderInstall, RamdiskNotice,
