@@ -117,3 +117,26 @@ Feature: Redfish BMCs: power, boot overrides and sessions
     And the BMC of machine "node-0" reports chassis power off
     And the timeline of node "node-0" shows "bmc.redfish.boot"
     And the timeline of node "node-0" shows "bmc.redfish.reset"
+
+  Scenario: After a power-off the BMC refuses power-on for a while, as an iDRAC does
+    Given a metalbed testbed with 1 bios machine
+    And I reset machine "node-0" with "On" through Redfish
+    And the fault "409 on power-on for 3 s after a power-off" is injected at layer "redfish" for node "node-0"
+    When I reset machine "node-0" with "ForceOff" through Redfish
+    And I ask Redfish to reset machine "node-0" with "On"
+    Then the response status is 409
+    And the timeline of node "node-0" shows "fault.redfish.power-on-conflict"
+    And Redfish reports machine "node-0" powered "Off"
+    And Redfish powers machine "node-0" on within 30 seconds
+    And Redfish reports machine "node-0" powered "On"
+
+  Scenario: A session that expires early has to be opened again
+    Given a metalbed testbed with 1 bios machine
+    And I log in to the Redfish service with the credentials of machine "node-0"
+    And machine "node-0"'s system answers 200 to my session
+    When the fault "session expires early" is injected at layer "redfish" for node "node-0"
+    Then machine "node-0"'s system answers 401 to my session
+    And the Redfish error says "no valid session"
+    And the timeline of node "node-0" shows "fault.redfish.session-expire"
+    When I log in to the Redfish service with the credentials of machine "node-0"
+    Then machine "node-0"'s system answers 200 to my session

@@ -186,6 +186,15 @@ func (w *world) registerRedfishSteps(sc *godog.ScenarioContext) {
 		_, err := w.redfishDo(ctx, name, http.MethodPost, "{system}/Actions/ComputerSystem.Reset", w.redfishAs(name), map[string]string{"ResetType": kind}, nil)
 		return err
 	})
+	sc.Step(`^Redfish powers machine "([^"]*)" on within (\d+) seconds$`, func(ctx context.Context, name string, secs int) error {
+		return poll(ctx, time.Duration(secs)*time.Second, "a Reset On accepted", func() (bool, string, error) {
+			r, err := w.redfishDo(ctx, name, http.MethodPost, "{system}/Actions/ComputerSystem.Reset", w.redfishAs(name), map[string]string{"ResetType": "On"}, nil)
+			if err != nil {
+				return false, "", err
+			}
+			return r.status/100 == 2, fmt.Sprintf("HTTP %d %s", r.status, r.body), nil
+		})
+	})
 	sc.Step(`^Redfish reports machine "([^"]*)" powered "(On|Off)"$`, func(ctx context.Context, name, want string) error {
 		return poll(ctx, w.redfishWait(), "PowerState "+want, func() (bool, string, error) {
 			s, _, err := w.redfishSystem(ctx, name)
