@@ -5,13 +5,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 )
 
 // BenchmarkSystems10000 serves 10 000 fake machines from one Server and
 // reports the live heap the service costs per System (the machines' own
-// bytes excluded): once built, and after a GET of every System. Each
+// bytes excluded): once built, and after a GET of every System; and the
+// whole test process's RSS after those GETs. Each
 // iteration is then one GET of a System over loopback (one keep-alive
 // client). ci/bench/redfish.sh measures whole processes against
 // sushy-tools; this isolates the Redfish service.
@@ -65,8 +69,27 @@ func BenchmarkSystems10000(b *testing.B) {
 	// After the loop: b.Loop's first call resets reported metrics.
 	b.ReportMetric(float64(built-base)/n, "B/system-built")
 	b.ReportMetric(float64(served-base)/n, "B/system-after-GET")
+	if kb := vmRSS(); kb > 0 {
+		b.ReportMetric(float64(kb)/1024, "MB-RSS")
+	}
 	client.CloseIdleConnections()
 	runtime.KeepAlive(srv)
+}
+
+// vmRSS is this process's resident set in KiB from /proc (0 where there
+// is none): the test binary, the fake machines and the service.
+func vmRSS() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return kb
+		}
+	}
+	return 0
 }
 
 // liveHeap is the heap in use after a full collection.
