@@ -141,7 +141,7 @@ func (r Rule) validate() error {
 	if strings.TrimSpace(r.Action) == "" {
 		return errors.New("fault rule needs an action")
 	}
-	if _, err := Find(r.Layer, r.Action); err != nil {
+	if err := CheckArg(r.Layer, r.Action, r.Arg); err != nil {
 		return err
 	}
 	if r.Count < 0 || r.Skip < 0 {
