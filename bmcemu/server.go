@@ -115,6 +115,8 @@ type Server struct {
 	dropMu   sync.Mutex
 	dropNext map[string]int // remote address -> replies still to drop
 
+	unknownUser sync.Map // console session ID -> managed session ID of a RAKP 1 naming no user (packet.go)
+
 	solMu    sync.Mutex
 	solAddrs map[string]struct{} // remote addresses with SOL activated
 
