@@ -172,7 +172,7 @@ func (t *Testbed) DeployDemo(ctx context.Context, nodes []DemoNode, img *DemoIma
 	if err != nil {
 		return nil, err
 	}
-	api := NewClient(b.apiURL())
+	api := b.client()
 	results := make([]DemoResult, len(f.nodes))
 	var g errgroup.Group
 	for i, n := range f.nodes {
@@ -267,7 +267,7 @@ func demoDeploy(ctx context.Context, api *Client, tl *events.Timeline, name, uui
 // automated cleaning wiped its disk.
 func (t *Testbed) UndeployDemo(ctx context.Context, results []DemoResult) {
 	b := t.provisioner()
-	api := NewClient(b.apiURL())
+	api := b.client()
 	var g errgroup.Group
 	for i := range results {
 		r := &results[i]

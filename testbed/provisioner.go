@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/iscsitarget"
+	"github.com/metalbed/metalbed/provisioner/api"
 	"github.com/metalbed/metalbed/provisioner/boot"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/service"
@@ -55,6 +57,11 @@ type bed struct {
 	inject fault.Injector
 
 	apiLn, tlLn net.Listener
+	// htpasswd is the merged htpasswd file the API and the timeline
+	// endpoint load, internal the testbed's own account in it (auth.go);
+	// both unset without Provisioner.HTPasswdFile.
+	htpasswd string
+	internal *url.Userinfo
 	// vmAPILn is the API's listener inside vmNet's namespace, proxied to
 	// apiLn (nil without vmNet).
 	vmAPILn net.Listener
@@ -175,6 +182,9 @@ func (b *bed) prepare(ctx context.Context) error {
 	} else if b.deployKernel, b.deployRamdisk, err = DeployImages(ctx, filepath.Join(b.dir, "images"), b.version); err != nil {
 		return err
 	}
+	if err := b.setupAuth(); err != nil {
+		return err
+	}
 	if b.svc, err = service.New(b.serviceConfig()); err != nil {
 		return err
 	}
@@ -201,8 +211,15 @@ func (b *bed) serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return b.svc.ServeBoot(gctx) })
 	g.Go(func() error { return b.serveProvisioner(gctx) })
+	var h http.Handler = faultHandler(b.faults, HTTPBootInfo{URL: b.httpURL(), Root: b.httpRoot()}, b.knownNode, timelineHandler(b.tl))
+	if f := b.htpasswd; f != "" {
+		creds, err := api.LoadHTPasswd(f)
+		if err != nil {
+			return err
+		}
+		h = creds.Require("metalbed timeline", h)
+	}
 	g.Go(func() error {
-		h := faultHandler(b.faults, HTTPBootInfo{URL: b.httpURL(), Root: b.httpRoot()}, b.knownNode, timelineHandler(b.tl))
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			<-gctx.Done()
@@ -287,9 +304,10 @@ func (b *bed) serviceConfig() service.Config {
 			// iPXE ROMs (the simulated machines) from the script alone.
 			Loaders: boot.Loaders{IPXEOnly: boot.MissingIPXE()},
 		},
-		Recorder: b.tl,
-		Faults:   b.inject,
-		Logger:   b.log,
+		Recorder:     b.tl,
+		Faults:       b.inject,
+		Logger:       b.log,
+		HTPasswdFile: b.htpasswd,
 	}
 }
 

@@ -123,6 +123,11 @@ type Provisioner struct {
 	// tells a ramdisk "done" (0: 3 s as Ironic; negative: none).
 	CallbackTimeout time.Duration
 	NotifyDelay     time.Duration
+	// HTPasswdFile, when set, is a bcrypt htpasswd file whose users alone
+	// may use the API and the timeline and fault endpoint (HTTP basic
+	// auth); the ramdisks' endpoints stay guarded by deploy key and agent
+	// token. "" = no auth.
+	HTPasswdFile string
 	// Listeners, when set, are sockets the caller opened instead of the
 	// addresses above (each one that is set replaces its address).
 	Listeners Listeners

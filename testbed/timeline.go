@@ -205,5 +205,5 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // conductor records each node as it is created, the API each port, so the
 // timeline ties node UUIDs and names to the machines by their MACs.
 func (b *bed) enroll(ctx context.Context, specs []enrollSpec) (map[string]string, error) {
-	return enroll(ctx, NewClient(b.apiURL()), specs)
+	return enroll(ctx, b.client(), specs)
 }
