@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/metalbed/metalbed/internal/events"
@@ -64,6 +65,8 @@ type bed struct {
 	boot               service.BootServers // sockets and pool; prepare adds the hooks
 
 	svc *service.Service // built by prepare
+	// reg is the testbed's metrics registry, handed to every component.
+	reg *prometheus.Registry
 	// deploy images, built by prepare
 	deployKernel, deployRamdisk string
 }
@@ -71,7 +74,7 @@ type bed struct {
 // listenBed binds every socket of the provisioner side; it writes no file.
 func listenBed(t *Testbed, nw *libvirt.Network) (_ *bed, err error) {
 	b := &bed{cfg: *t.cfg.Provisioner, dir: filepath.Join(t.cfg.StateDir, "provisioner"), version: t.cfg.Version,
-		log: t.log, vmNet: nw, ramdiskDir: t.cfg.Libvirt.RamdiskDir, faults: fault.NewSet(), tl: events.New(events.Config{})}
+		log: t.log, vmNet: nw, reg: t.reg, ramdiskDir: t.cfg.Libvirt.RamdiskDir, faults: fault.NewSet(), tl: events.New(events.Config{})}
 	b.inject = b.newInjector()
 	defer func() {
 		if err != nil {
@@ -287,9 +290,11 @@ func (b *bed) serviceConfig() service.Config {
 			// iPXE ROMs (the simulated machines) from the script alone.
 			Loaders: boot.Loaders{IPXEOnly: boot.MissingIPXE()},
 		},
-		Recorder: b.tl,
-		Faults:   b.inject,
-		Logger:   b.log,
+		Recorder:   b.tl,
+		Faults:     b.inject,
+		Registerer: b.reg,
+		Gatherer:   b.reg,
+		Logger:     b.log,
 	}
 }
 
@@ -337,7 +342,7 @@ func (b *bed) exporter(name string) ramdisk.Exporter {
 	return func(ctx context.Context, ln net.Listener, iqn string, dev ramdisk.BlockDevice) error {
 		who := events.Who{Machine: name}
 		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Size: dev.Size(), Logger: b.log,
-			Recorder: events.Tag(b.tl, who), Faults: fault.Tag(b.inject, who)})
+			Recorder: events.Tag(b.tl, who), Faults: fault.Tag(b.inject, who), Registerer: b.reg})
 		if err != nil {
 			return err
 		}
