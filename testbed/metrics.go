@@ -5,7 +5,6 @@ import (
 	"net"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Metrics configures the testbed's own metrics listener. Every testbed
@@ -24,14 +23,6 @@ type Metrics struct {
 	PProf bool
 }
 
-// newRegistry is a testbed's registry, with Go's runtime and process
-// collectors.
-func newRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
-}
-
 // listenMetrics opens the metrics listener of cfg (nil: none).
 func listenMetrics(cfg *Metrics) (net.Listener, error) {
 	if cfg == nil {
@@ -44,10 +35,14 @@ func listenMetrics(cfg *Metrics) (net.Listener, error) {
 	return ln, nil
 }
 
-// withMetrics gives every BMC the testbed's registry.
+// withMetrics gives every BMC the testbed's registry (hooks may be nil:
+// no other hooks).
 func withMetrics(hooks func(string) nodeHooks, reg prometheus.Registerer) func(string) nodeHooks {
 	return func(name string) nodeHooks {
-		h := hooks(name)
+		var h nodeHooks
+		if hooks != nil {
+			h = hooks(name)
+		}
 		h.bmcMetrics = reg
 		return h
 	}

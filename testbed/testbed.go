@@ -193,7 +193,7 @@ func New(cfg Config) (*Testbed, error) {
 	if cfg.Backend == "" {
 		cfg.Backend = "sim"
 	}
-	t := &Testbed{cfg: cfg, log: cfg.Logger, started: make(chan struct{}), ready: make(chan struct{}), reg: newRegistry()}
+	t := &Testbed{cfg: cfg, log: cfg.Logger, started: make(chan struct{}), ready: make(chan struct{}), reg: metrics.NewRegistry()}
 	switch cfg.Backend {
 	case "sim":
 	case "libvirt":

@@ -21,11 +21,20 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Namespace prefixes every metalbed metric.
 const Namespace = "metalbed"
+
+// NewRegistry is a registry for one composition root (a testbed, a
+// provisioner process), holding Go's runtime and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
 
 // Register registers c with reg and returns the collector to use: c, or
 // the one already registered under the same descriptor (the same component
