@@ -91,8 +91,7 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 
-	api := scrape(t, tb.APIURL()+"/metrics")
-	for _, w := range []struct {
+	wants := []struct {
 		name   string
 		labels map[string]string
 		min    float64
@@ -111,10 +110,26 @@ func TestMetrics(t *testing.T) {
 		{"metalbed_redfish_requests_total", map[string]string{"method": "GET", "code": "200"}, 1},
 		{"metalbed_fault_fired_total", map[string]string{"layer": "redfish", "action": "status"}, 1},
 		{"go_goroutines", nil, 1},
-	} {
-		if got := value(api, w.name, w.labels); got < w.min {
-			t.Errorf("%s%v = %v, want at least %v", w.name, w.labels, got, w.min)
+	}
+	// A server counts a request once its handler returned, which may be
+	// after the client read the answer: scrape until all have moved.
+	var api map[string]*dto.MetricFamily
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		api = scrape(t, tb.APIURL()+"/metrics")
+		var short []string
+		for _, w := range wants {
+			if got := value(api, w.name, w.labels); got < w.min {
+				short = append(short, fmt.Sprintf("%s%v = %v, want at least %v", w.name, w.labels, got, w.min))
+			}
 		}
+		if len(short) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counters that did not move:\n%s", strings.Join(short, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	// Bounded cardinality: nothing that names a node or a NIC in a label.
 	mac := machines(1)[0].MACs[0].String()

@@ -112,8 +112,16 @@ func TestProvisionerServeMetrics(t *testing.T) {
 		}
 		want := `metalbed_api_requests_total{code="200",method="GET",route="/v1/drivers"}`
 		for _, url := range []string{api + "/metrics", own + "/metrics"} {
-			if body := checkScrape(t, url, "metalbed_api_requests_total", "metalbed_api_request_seconds", "go_goroutines"); !strings.Contains(body, want) {
-				t.Errorf("GET %s: no %s", url, want)
+			// Counted once the handler returned, maybe after the answer
+			// arrived: scrape until it shows.
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				body := checkScrape(t, url, "metalbed_api_requests_total", "metalbed_api_request_seconds", "go_goroutines")
+				if strings.Contains(body, want) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("GET %s: no %s", url, want)
+				}
 			}
 		}
 		code, _ := get(t, own+"/debug/pprof/")

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -57,12 +58,22 @@ func TestMetricsRoute(t *testing.T) {
 				t.Errorf("with htpasswd, /metrics without credentials: %d", code)
 			}
 		}
-		code, body := get("/metrics", htpasswd != "")
-		if code != http.StatusOK {
-			t.Fatalf("htpasswd %q: /metrics: %d %s", htpasswd, code, body)
-		}
-		if want := `metalbed_api_requests_total{code="404",method="GET",route="/v1/nodes/{node}"} 2`; !strings.Contains(body, want) {
-			t.Errorf("htpasswd %q: no %s in\n%s", htpasswd, want, body)
+		// A request is counted once its handler returned, which may be
+		// after the client read the answer: scrape until it shows.
+		want := `metalbed_api_requests_total{code="404",method="GET",route="/v1/nodes/{node}"} 2`
+		var body string
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			var code int
+			if code, body = get("/metrics", htpasswd != ""); code != http.StatusOK {
+				t.Fatalf("htpasswd %q: /metrics: %d %s", htpasswd, code, body)
+			}
+			if strings.Contains(body, want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("htpasswd %q: no %s in\n%s", htpasswd, want, body)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 		if strings.Contains(body, "no-such-node") {
 			t.Errorf("a node from a path in a label:\n%s", body)
