@@ -336,10 +336,10 @@ func FuzzCommands(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	table := srv.commandTable()
+	table := commandTable
 	f.Fuzz(func(t *testing.T, which uint8, req []byte) {
 		c := table[int(which)%len(table)]
-		resp, cc := c.fn(t.Context(), req)
+		resp, cc := c.fn(srv, t.Context(), req)
 		if cc != ccOK && resp != nil {
 			t.Fatalf("%s: cc %#x with data % x", c.name, cc, resp)
 		}

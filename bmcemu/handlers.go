@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/handlers"
@@ -45,7 +46,7 @@ const (
 // machineTimeout bounds every call into the Machine from a command.
 const machineTimeout = 5 * time.Second
 
-type handlerFunc func(ctx context.Context, req []byte) ([]byte, uint8)
+type handlerFunc func(s *Server, ctx context.Context, req []byte) ([]byte, uint8)
 
 // command is one entry of bmcemu's own part of the dispatch table.
 type command struct {
@@ -56,55 +57,83 @@ type command struct {
 
 // commandTable lists the commands bmcemu answers itself (Cold and Warm
 // Reset, which need the session, are registered separately).
-func (s *Server) commandTable() []command {
-	return []command{
-		{netfnApp, 0x01, "Get Device ID", s.getDeviceID},
-		{netfnApp, 0x04, "Get Self Test Results", s.getSelfTest},
-		{netfnApp, 0x08, "Get Device GUID", s.getGUID},
-		{netfnApp, 0x37, "Get System GUID", s.getGUID},
-		{netfnChassis, 0x01, "Get Chassis Status", s.getChassisStatus},
-		{netfnChassis, 0x02, "Chassis Control", s.chassisControl},
-		{netfnChassis, 0x08, "Set System Boot Options", s.setBootOptions},
-		{netfnChassis, 0x09, "Get System Boot Options", s.getBootOptions},
-		{netfnSensor, 0x2d, "Get Sensor Reading", s.getSensorReading},
-		{netfnSensor, 0x27, "Get Sensor Thresholds", s.getSensorThresholds},
-		{netfnSensor, 0x25, "Get Sensor Hysteresis", s.getSensorHysteresis},
-		{netfnStorage, 0x40, "Get SEL Info", s.getSELInfo},
-		{netfnStorage, 0x41, "Get SEL Allocation Info", s.getSELAllocInfo},
-		{netfnStorage, 0x42, "Reserve SEL", s.reserveSEL},
-		{netfnStorage, 0x43, "Get SEL Entry", s.getSELEntry},
-		{netfnStorage, 0x44, "Add SEL Entry", s.addSELEntry},
-		{netfnStorage, 0x47, "Clear SEL", s.clearSEL},
-		{netfnStorage, 0x48, "Get SEL Time", s.getSELTime},
-		{netfnStorage, 0x49, "Set SEL Time", s.setSELTime},
-	}
+var commandTable = []command{
+	{netfnApp, 0x01, "Get Device ID", (*Server).getDeviceID},
+	{netfnApp, 0x04, "Get Self Test Results", (*Server).getSelfTest},
+	{netfnApp, 0x08, "Get Device GUID", (*Server).getGUID},
+	{netfnApp, 0x37, "Get System GUID", (*Server).getGUID},
+	{netfnChassis, 0x01, "Get Chassis Status", (*Server).getChassisStatus},
+	{netfnChassis, 0x02, "Chassis Control", (*Server).chassisControl},
+	{netfnChassis, 0x08, "Set System Boot Options", (*Server).setBootOptions},
+	{netfnChassis, 0x09, "Get System Boot Options", (*Server).getBootOptions},
+	{netfnSensor, 0x2d, "Get Sensor Reading", (*Server).getSensorReading},
+	{netfnSensor, 0x27, "Get Sensor Thresholds", (*Server).getSensorThresholds},
+	{netfnSensor, 0x25, "Get Sensor Hysteresis", (*Server).getSensorHysteresis},
+	{netfnStorage, 0x40, "Get SEL Info", (*Server).getSELInfo},
+	{netfnStorage, 0x41, "Get SEL Allocation Info", (*Server).getSELAllocInfo},
+	{netfnStorage, 0x42, "Reserve SEL", (*Server).reserveSEL},
+	{netfnStorage, 0x43, "Get SEL Entry", (*Server).getSELEntry},
+	{netfnStorage, 0x44, "Add SEL Entry", (*Server).addSELEntry},
+	{netfnStorage, 0x47, "Clear SEL", (*Server).clearSEL},
+	{netfnStorage, 0x48, "Get SEL Time", (*Server).getSELTime},
+	{netfnStorage, 0x49, "Set SEL Time", (*Server).setSELTime},
 }
 
-// buildRegistry assembles the dispatch table, keyed by netfn/cmd, before
-// serving. go-ipmi contributes the session commands (authentication
-// capabilities, cipher suites, privilege, close, v1.5 challenge/activate),
-// payload activation for SOL, SDR repository access, channel, user and LAN
-// configuration; bmcemu's handlers replace everything that speaks for the
-// machine. The middleware (Faults, metrics, logging, panic recovery)
-// wraps every entry, unknown commands included.
-func (s *Server) buildRegistry() *handlers.Registry {
+// registry is the dispatch table, keyed by netfn/cmd, every Server
+// shares: built once, before the first Serve. go-ipmi contributes the
+// session commands (authentication capabilities, cipher suites, privilege,
+// close, v1.5 challenge/activate), payload activation for SOL, SDR
+// repository access, channel, user and LAN configuration; bmcemu's
+// handlers replace everything that speaks for the machine. The middleware
+// (Faults, metrics, logging, panic recovery) wraps every entry, unknown
+// commands included. One table for all BMCs, not one each: at 10 000 BMCs
+// a table apiece was a third of the process's heap. A request finds its
+// Server through the go-ipmi BMC it arrived at (serving).
+var registry = sync.OnceValue(func() *handlers.Registry {
 	r := handlers.NewRegistry()
-	r.Use(s.middleware)
+	r.Use(middleware)
 	handlers.RegisterAllHandlers(r)
-
-	for _, h := range s.commandTable() {
+	for _, h := range commandTable {
 		fn := h.fn
 		r.RegisterFunc(types.Command{ID: h.cmd, NetFn: types.NetFn(h.netfn), Name: h.name},
-			func(ctx context.Context, _ *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
-				resp, cc := fn(ctx, req)
+			func(ctx context.Context, hctx *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
+				s := serverOf(hctx)
+				if s == nil {
+					return nil, ccUnspecified, nil
+				}
+				resp, cc := fn(s, ctx, req)
 				return resp, types.CompletionCode(cc), nil
 			})
 	}
 	for _, c := range []types.Command{{ID: 0x02, NetFn: netfnApp, Name: "Cold Reset"}, {ID: 0x03, NetFn: netfnApp, Name: "Warm Reset"}} {
-		r.RegisterFunc(c, s.bmcReset)
+		r.RegisterFunc(c, onServer((*Server).bmcReset))
 	}
-	r.RegisterFunc(types.CommandActivateSession, s.activateSession15)
+	r.RegisterFunc(types.CommandActivateSession, onServer((*Server).activateSession15))
 	return r
+})
+
+// serving maps each serving Server's go-ipmi BMC to the Server.
+var serving sync.Map // *bmc.BMC -> *Server
+
+// serverOf is the Server a request arrived at; nil when none serves.
+func serverOf(hctx *handlers.HandlerContext) *Server {
+	if hctx == nil || hctx.BMC == nil {
+		return nil
+	}
+	v, _ := serving.Load(hctx.BMC)
+	s, _ := v.(*Server)
+	return s
+}
+
+// onServer adapts a Server method to a registry handler.
+func onServer(h func(*Server, context.Context, *handlers.HandlerContext, []byte) ([]byte, types.CompletionCode, error)) func(context.Context, *handlers.HandlerContext, []byte) ([]byte, types.CompletionCode, error) {
+	return func(ctx context.Context, hctx *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
+		s := serverOf(hctx)
+		if s == nil {
+			return nil, ccUnspecified, nil
+		}
+		return h(s, ctx, hctx, req)
+	}
 }
 
 // who is the machine this BMC manages, as Faults and Recorder know it.
@@ -154,8 +183,12 @@ func (s *Server) setBootFlags(ctx context.Context, flags [5]byte) error {
 
 // middleware wraps every command: Faults, metrics, debug log, and panic
 // recovery as the last line of defence (a handler panic answers 0xFF).
-func (s *Server) middleware(next handlers.Handler) handlers.Handler {
+func middleware(next handlers.Handler) handlers.Handler {
 	return handlers.HandlerFunc(func(ctx context.Context, hctx *handlers.HandlerContext, req []byte) (resp []byte, cc types.CompletionCode, err error) {
+		s := serverOf(hctx)
+		if s == nil {
+			return nil, ccUnspecified, nil
+		}
 		var netfn, cmd uint8
 		if hctx != nil {
 			netfn, cmd = uint8(hctx.Command.NetFn), hctx.Command.ID

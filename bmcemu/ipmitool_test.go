@@ -302,3 +302,17 @@ func TestIPMI15ConcurrentSessions(t *testing.T) {
 		}
 	}
 }
+
+// TestRAKPStatusCodes: a RAKP 1 naming a user the BMC does not have is
+// answered with RAKP 2 status 0x0D, unauthorized name (IPMI v2.0 table
+// 13-15), which ipmitool reports as such; the right user still logs in.
+func TestRAKPStatusCodes(t *testing.T) {
+	_, port := startBMC(t, newTestMachine(), nil)
+	bin := testenv.RequireTool(t, "ipmitool", "ipmitool")
+	out, err := exec.CommandContext(t.Context(), bin, "-v", "-I", "lanplus", "-H", "127.0.0.1", "-p", strconv.Itoa(port),
+		"-U", "nobody", "-P", "password", "-R", "1", "-N", "1", "power", "status").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "RAKP 2 message indicates an error : unauthorized name") {
+		t.Errorf("unknown user: %v\n%s", err, out)
+	}
+	mustContain(t, newIpmitool(t, port, ipmitoolModes[0], "password").must("power", "status"), "Chassis Power is off")
+}

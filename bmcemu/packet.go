@@ -17,7 +17,9 @@ const (
 	payloadSOL      = 0x01
 	payloadOpenReq  = 0x10
 	payloadRAKP1    = 0x12
+	payloadRAKP2    = 0x13
 	payloadRAKP3    = 0x14
+	payloadRAKP4    = 0x15
 	flagEncrypted   = 0x80
 	flagAuthentic   = 0x40
 	maxIPMIPacket   = 1024 // nothing legitimate in IPMI over LAN comes near
@@ -37,6 +39,8 @@ type header struct {
 	// plain is the IPMI message when it travels unencrypted (IPMI 1.5, or
 	// RMCP+ session-less or unencrypted); nil otherwise.
 	plain []byte
+	// payload is an RMCP+ packet's payload (16 bytes in); nil otherwise.
+	payload []byte
 }
 
 var (
@@ -90,8 +94,9 @@ func parseHeader(pkt []byte) (header, error) {
 		if 16+n > len(pkt) {
 			return h, errLength
 		}
+		h.payload = pkt[16 : 16+n]
 		if h.payloadType == payloadIPMI && !h.encrypted {
-			h.plain = pkt[16 : 16+n]
+			h.plain = h.payload
 		}
 		return h, nil
 	}
@@ -197,6 +202,7 @@ func (g *gateConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if g.srv.dropReply(b, addr) {
 		return len(b), nil
 	}
+	b = g.srv.rakpStatus(b)
 	g.srv.metrics.replies.Inc()
 	return g.pace.send(b, addr)
 }
@@ -215,6 +221,9 @@ func (s *Server) admit(pkt []byte, addr net.Addr) bool {
 		s.metrics.malformed.Inc()
 		s.log.Debug("dropped malformed packet", "ip", addrString(addr), "err", err)
 		return false
+	}
+	if h.rmcpPlus && h.payloadType == payloadRAKP1 {
+		s.noteRAKP1(h.payload)
 	}
 	if h.plain != nil && (!h.rmcpPlus || h.payloadType == payloadIPMI) {
 		if _, err := parseIPMIRequest(h.plain); err != nil {
@@ -247,4 +256,64 @@ func addrString(a net.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// RMCP+ status codes of RAKP messages 2 and 4 (IPMI v2.0 table 13-15).
+const (
+	rakpUnauthorizedName = 0x0d
+	rakpInvalidICV       = 0x0f
+)
+
+// noteRAKP1 remembers a RAKP 1 that names a user this BMC does not have
+// (IPMI v2.0 table 13-11: username at byte 28, its length at byte 27), so
+// that its RAKP 2 answers "unauthorized name" as the spec says. go-ipmi
+// answers such a RAKP 1 with a valid-looking RAKP 2 and fails the session
+// only at RAKP 3.
+func (s *Server) noteRAKP1(p []byte) {
+	if len(p) < 28 || 28+int(p[27]) > len(p) {
+		return
+	}
+	if _, err := s.bmc.Users.GetByName(string(p[28 : 28+int(p[27])])); err == nil {
+		return
+	}
+	managed := binary.LittleEndian.Uint32(p[4:8])
+	sess, err := s.bmc.Sessions.Get(managed)
+	if err != nil {
+		return
+	}
+	s.unknownUser.Store(sess.ConsoleID, managed)
+}
+
+// rakpStatus corrects the status of go-ipmi's RAKP 2 and 4 to the spec's
+// codes: RAKP 2 for a RAKP 1 naming an unknown user becomes 0x0D
+// (unauthorized name; the pending session is closed), and RAKP 4 refusing
+// a RAKP 3 whose key exchange code does not match — a wrong password —
+// says 0x0F (invalid integrity check value), not 0x0D. Anything else is
+// returned as it is.
+func (s *Server) rakpStatus(b []byte) []byte {
+	h, err := parseHeader(b)
+	if err != nil || !h.rmcpPlus || len(h.payload) < 8 {
+		return b
+	}
+	switch h.payloadType {
+	case payloadRAKP2:
+		console := binary.LittleEndian.Uint32(h.payload[4:8])
+		v, ok := s.unknownUser.LoadAndDelete(console)
+		if !ok || h.payload[1] != 0 {
+			return b
+		}
+		_ = s.bmc.Sessions.Close(v.(uint32))
+		// The error form: tag, status, reserved, console session ID.
+		out := append([]byte(nil), b[:16+8]...)
+		out[16+1] = rakpUnauthorizedName
+		binary.LittleEndian.PutUint16(out[14:16], 8)
+		return out
+	case payloadRAKP4:
+		if h.payload[1] == rakpUnauthorizedName {
+			out := append([]byte(nil), b...)
+			out[16+1] = rakpInvalidICV
+			return out
+		}
+	}
+	return b
 }

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/bmc"
-	"github.com/bougou/go-ipmi/pkg/handlers"
 	"github.com/bougou/go-ipmi/pkg/server"
 	"github.com/bougou/go-ipmi/pkg/types"
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,7 +104,6 @@ type Server struct {
 	faults  fault.Injector
 	machine Machine
 	bmc     *bmc.BMC
-	reg     *handlers.Registry
 	metrics *metrics
 	sel     *SEL
 	sdr     *sdrRepo
@@ -116,6 +114,8 @@ type Server struct {
 
 	dropMu   sync.Mutex
 	dropNext map[string]int // remote address -> replies still to drop
+
+	unknownUser sync.Map // console session ID -> managed session ID of a RAKP 1 naming no user (packet.go)
 
 	solMu    sync.Mutex
 	solAddrs map[string]struct{} // remote addresses with SOL activated
@@ -254,7 +254,6 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("bmcemu: configure user: %w", err)
 	}
 	s.bmc = b
-	s.reg = s.buildRegistry()
 	return s, nil
 }
 
@@ -297,13 +296,15 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 
 	stopSEL := s.sel.Follow(s.machine, s.cfg.Now)
 	defer stopSEL()
+	serving.Store(s.bmc, s)
+	defer serving.Delete(s.bmc)
 
 	gate := &gateConn{srv: s, conn: conn, pace: newPacer(conn, s.cfg.ReplyDelay, s.cfg.ResendAfter)}
 	gate.pace.quiet = s.solActive
 	defer gate.pace.stop()
 	// One byte over the largest datagram admitted, so an oversize one reads
 	// as too large instead of silently truncated.
-	inner := server.NewServer(s.bmc, gate, server.WithHandlerRegistry(s.reg),
+	inner := server.NewServer(s.bmc, gate, server.WithHandlerRegistry(registry()),
 		server.WithServerBufferSize(maxIPMIPacket+1))
 
 	stop := context.AfterFunc(ctx, func() {

@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -42,7 +43,7 @@ func TestRealIronicDrivesMetalbedRedfish(t *testing.T) {
 		UUID string `json:"uuid"`
 	}
 	out := ir.Baremetal(t, "node create", "node", "create", "--driver", "redfish", "--name", m.Name,
-		"--boot-interface", "pxe", "--deploy-interface", "direct", "--inspect-interface", "redfish",
+		"--boot-interface", "pxe", "--deploy-interface", "direct", "--inspect-interface", "redfish", "--bios-interface", "redfish",
 		"--driver-info", "redfish_address="+rf.Address,
 		"--driver-info", "redfish_system_id="+rf.SystemID,
 		"--driver-info", "redfish_username="+rf.Username,
@@ -75,6 +76,21 @@ func TestRealIronicDrivesMetalbedRedfish(t *testing.T) {
 		if (v.Interface == "power" || v.Interface == "management" || v.Interface == "inspect") && (v.Result == nil || !*v.Result) {
 			t.Errorf("node validate: %s is not True: %s", v.Interface, v.Reason)
 		}
+	}
+
+	// manage cached the BIOS settings through the redfish bios interface:
+	// metalbed's Bios attributes as Ironic stores them.
+	var settings []map[string]any // the CLI's columns: "BIOS setting name", "BIOS setting value"
+	out = ir.Baremetal(t, "node bios setting list", "node", "bios", "setting", "list", uuid, "-f", "json")
+	if err := json.Unmarshal([]byte(out), &settings); err != nil {
+		t.Fatalf("bios setting list output: %v", err)
+	}
+	bios := map[string]any{}
+	for _, s := range settings {
+		bios[fmt.Sprint(s["BIOS setting name"])] = s["BIOS setting value"]
+	}
+	if bios["ProcTurboMode"] != "Enabled" || bios["BootMode"] != "Bios" {
+		t.Errorf("Ironic's cached BIOS settings %s: want ProcTurboMode Enabled and BootMode Bios", out)
 	}
 
 	ir.Baremetal(t, "node power on", "node", "power", "on", uuid)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,7 +43,9 @@ type Options struct {
 	// Format is godog's formatter; "" = pretty with Concurrency 1, else
 	// progress.
 	Format string
-	// JUnit, if set, is a file to write godog's JUnit XML to as well.
+	// JUnit, if set, is a file to write the results to as JUnit XML as
+	// well (WriteJUnit), once the scenarios have run; a run refused
+	// before it starts writes none.
 	JUnit string
 	// Concurrency is how many scenarios run at once; 0 = 1.
 	Concurrency int
@@ -86,7 +89,20 @@ type Result struct {
 	Skipped   int
 	// Failures are the scenarios that did not pass, in the order they ended.
 	Failures []Failure
-	Elapsed  time.Duration
+	// Scenarios are every scenario that ran, in the order they ended.
+	Scenarios []Case
+	Elapsed   time.Duration
+}
+
+// Case is one scenario that ran, as a JUnit test case.
+type Case struct {
+	Name    string
+	Ref     string // path/x.feature:LINE
+	Status  string // passed, failed, pending, undefined, skipped
+	Step    string // the step that did not pass ("" when passed)
+	Err     string
+	Output  string // the failure report (node states, timelines, faults, consoles, logs, rerun line)
+	Elapsed time.Duration
 }
 
 // Failure is one scenario that did not pass.
@@ -178,6 +194,12 @@ func RunSuite(ctx context.Context, o Options) (*Result, error) {
 	if fsys == nil {
 		fsys = osFS{}
 	}
+	if err := ValidateTags(o.Tags); err != nil {
+		return nil, err
+	}
+	if err := CheckPaths(fsys, o.Paths); err != nil {
+		return nil, err
+	}
 	paths, fsys, err := selectRows(fsys, o.Paths)
 	if err != nil {
 		return nil, err
@@ -201,12 +223,6 @@ func RunSuite(ctx context.Context, o Options) (*Result, error) {
 		if concurrency == 1 {
 			format = "pretty"
 		}
-	}
-	if o.JUnit != "" {
-		if strings.Contains(o.JUnit, ",") {
-			return nil, fmt.Errorf("scenarios: JUnit file name %q has a comma, which godog's format list cannot hold", o.JUnit)
-		}
-		format += ",junit:" + o.JUnit
 	}
 	tags := o.Tags
 	if tags == "" {
@@ -233,23 +249,34 @@ func RunSuite(ctx context.Context, o Options) (*Result, error) {
 		},
 	}.Run()
 	res.Elapsed = time.Since(start)
+	if o.JUnit != "" {
+		if err := WriteJUnit(o.JUnit, fsys, res); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
 }
 
-// record counts a scenario's outcome and keeps a failure.
-func (s *suite) record(f Failure, err error) {
+// record counts a scenario's outcome and keeps it (c) and, when it did
+// not pass, its failure.
+func (s *suite) record(f Failure, err error, c Case) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.result
 	if r == nil {
 		return
 	}
+	c.Name, c.Ref = f.Name, f.Ref
 	switch {
 	case err == nil:
 		r.Passed++
+		c.Status, c.Step = "passed", ""
+		r.Scenarios = append(r.Scenarios, c)
 		return
 	case errors.Is(err, godog.ErrSkip):
 		r.Skipped++
+		c.Status = "skipped"
+		r.Scenarios = append(r.Scenarios, c)
 		return
 	case errors.Is(err, godog.ErrPending):
 		r.Pending++
@@ -263,6 +290,70 @@ func (s *suite) record(f Failure, err error) {
 	}
 	f.Err = err.Error()
 	r.Failures = append(r.Failures, f)
+	c.Status, c.Err = f.Status, f.Err
+	r.Scenarios = append(r.Scenarios, c)
+}
+
+// ValidateTags checks a godog tag expression before godog reads it (godog
+// panics on an empty term, as in "@power &&", and silently matches
+// nothing for Cucumber's "or"/"not"/"||" syntax, which it does not
+// have). "" is the default expression. Godog's syntax: terms joined by
+// "&&" (and), each a list of tags joined by "," (or), a tag @name or
+// ~@name (not).
+func ValidateTags(expr string) error {
+	if expr == "" {
+		return nil
+	}
+	const syntax = `tags are @tag or ~@tag (not), joined by "," (or) and "&&" (and)`
+	for _, and := range strings.Split(expr, "&&") {
+		for _, term := range strings.Split(and, ",") {
+			term = strings.TrimSpace(term)
+			name := strings.TrimPrefix(strings.TrimPrefix(term, "~"), "@")
+			switch {
+			case term == "":
+				return fmt.Errorf("tag expression %q has an empty term: %s", expr, syntax)
+			case !validTag.MatchString(name):
+				return fmt.Errorf("tag expression %q: %q is not a tag: %s", expr, term, syntax)
+			}
+		}
+	}
+	return nil
+}
+
+// validTag is a tag name without its @: no blanks and none of godog's
+// operators.
+var validTag = regexp.MustCompile(`^[^\s@~,&|()!]+$`)
+
+// CheckPaths checks that every path names a feature file or folder in
+// fsys (nil: the file system) and every FILE:LINE a scenario or an
+// Examples row, before anything is started: godog only reports a missing
+// path on its output and runs nothing.
+func CheckPaths(fsys fs.FS, paths []string) error {
+	if fsys == nil {
+		fsys = osFS{}
+	}
+	for _, p := range paths {
+		file, _ := splitLine(p)
+		f, err := fsys.Open(file)
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("feature path %s: no such file or folder", file)
+		}
+		if err != nil {
+			return fmt.Errorf("feature path %s: %w", file, unwrapPathError(err))
+		}
+		f.Close()
+	}
+	_, _, err := selectRows(fsys, paths)
+	return err
+}
+
+// unwrapPathError drops the *fs.PathError's repetition of the path.
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // scenarioRef is "path/x.feature:LINE" for a scenario: the line of its

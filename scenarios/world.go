@@ -90,6 +90,9 @@ type world struct {
 	dir  string
 	env  *env
 
+	began      time.Time // when the scenario started
+	failedStep string    // the text of the step that did not pass
+
 	nodes map[string]string // node name in the scenario -> API UUID
 
 	last    *apiResponse // the last API response
@@ -107,7 +110,7 @@ var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 func (s *suite) initScenario(sc *godog.ScenarioContext) {
 	w := &world{s: s, nodes: map[string]string{}}
 	sc.Before(func(ctx context.Context, p *godog.Scenario) (context.Context, error) {
-		w.name = p.Name
+		w.name, w.began = p.Name, time.Now()
 		dir, err := os.MkdirTemp(s.work, unsafeName.ReplaceAllString(p.Name, "-")+"-")
 		if err != nil {
 			return ctx, err
@@ -115,15 +118,23 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 		w.dir = dir
 		return ctx, nil
 	})
+	sc.StepContext().After(func(ctx context.Context, st *godog.Step, status godog.StepResultStatus, err error) (context.Context, error) {
+		if status != godog.StepPassed && status != godog.StepSkipped && w.failedStep == "" {
+			w.failedStep = st.Text
+		}
+		return ctx, nil
+	})
 	sc.After(func(ctx context.Context, p *godog.Scenario, err error) (context.Context, error) {
 		f := Failure{Name: p.Name, Ref: s.scenarioRef(p)}
 		if s.rerun != nil {
 			f.Rerun = s.rerun(f.Ref)
 		}
+		c := Case{Step: w.failedStep}
 		if err != nil {
-			w.explain(ctx, f, err)
+			c.Output = w.explain(ctx, f, err)
 		}
-		s.record(f, err)
+		c.Elapsed = time.Since(w.began)
+		s.record(f, err, c)
 		if w.sol != nil {
 			w.sol.close()
 		}
@@ -149,15 +160,16 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 // read before the environment is torn down: every node's state,
 // last_error and timeline, the faults in force with their seeds, each
 // machine's console tail, the tail of every metalbed process log, and the
-// command line that reruns the scenario alone.
-func (w *world) explain(ctx context.Context, f Failure, err error) {
+// command line that reruns the scenario alone. It returns what it printed.
+func (w *world) explain(ctx context.Context, f Failure, err error) (report string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n=== scenario %q (%s) failed: %v\n", w.name, f.Ref, err)
 	defer func() {
 		if f.Rerun != "" {
 			fmt.Fprintf(&b, "rerun: %s\n", f.Rerun)
 		}
-		io.WriteString(w.s.out, b.String())
+		report = b.String()
+		io.WriteString(w.s.out, report)
 	}()
 	if w.env == nil {
 		fmt.Fprintf(&b, "(no environment was started)\n")
@@ -200,6 +212,7 @@ func (w *world) explain(ctx context.Context, f Failure, err error) {
 			filepath.Base(filepath.Dir(w.env.machine[m].ConsoleLog))+"/console.log", w.env.consoleTail(m, 20))
 	}
 	b.WriteString(w.env.logs(30))
+	return "" // the deferred function sets report
 }
 
 // timelineShown is how many of a node's last timeline entries a failure

@@ -2,8 +2,10 @@ package testbed
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/metalbed/metalbed/internal/fault"
 )
@@ -18,7 +20,11 @@ import (
 // GET also names the HTTP boot server layer http breaks (its URL and the
 // directory it serves), where a <machine>/ folder holds files fetched for
 // that machine.
-func faultHandler(set *fault.Set, httpBoot HTTPBootInfo, next http.Handler) http.Handler {
+//
+// POST refuses (400, {"error": …}) what `metalbed fault add` refuses: an
+// unknown layer or action, an arg the action's layer cannot read
+// (fault.CheckArg), and a node knownNode does not know.
+func faultHandler(set *fault.Set, httpBoot HTTPBootInfo, knownNode func(name string) error, next http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", next)
 	mux.HandleFunc("GET /v1/faults", func(w http.ResponseWriter, r *http.Request) {
@@ -30,6 +36,10 @@ func faultHandler(set *fault.Set, httpBoot HTTPBootInfo, next http.Handler) http
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&rule); err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "fault rule: " + err.Error()})
+			return
+		}
+		if err := knownNode(rule.Node); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
 		added, err := set.Add(rule)
@@ -63,4 +73,21 @@ type FaultsDoc struct {
 type HTTPBootInfo struct {
 	URL  string `json:"url,omitempty"`
 	Root string `json:"root,omitempty"`
+}
+
+// knownNode refuses a fault rule's node the testbed does not have: a rule
+// names every node ("" or "*"), or one by a name rules match on (the
+// machine's name, the node's name or UUID, fault.Set.MatchAny).
+func (b *bed) knownNode(name string) error {
+	if name == "" || name == "*" {
+		return nil
+	}
+	if id, ok := b.tl.Lookup(name); ok {
+		for _, n := range []string{id.Machine, id.NodeName, id.Node} {
+			if n != "" && strings.EqualFold(n, name) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("fault node %q: no such machine or node here (machines: %s)", name, strings.Join(b.tl.Nodes(), ", "))
 }

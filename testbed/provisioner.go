@@ -205,7 +205,7 @@ func (b *bed) serve(ctx context.Context) error {
 	g.Go(func() error { return b.svc.ServeBoot(gctx) })
 	g.Go(func() error { return b.serveProvisioner(gctx) })
 	g.Go(func() error {
-		h := faultHandler(b.faults, HTTPBootInfo{URL: b.httpURL(), Root: b.httpRoot()}, timelineHandler(b.tl))
+		h := faultHandler(b.faults, HTTPBootInfo{URL: b.httpURL(), Root: b.httpRoot()}, b.knownNode, timelineHandler(b.tl))
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			<-gctx.Done()

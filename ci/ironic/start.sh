@@ -114,7 +114,7 @@ enabled_raid_interfaces = no-raid,agent,fake
 enabled_rescue_interfaces = no-rescue,fake
 enabled_storage_interfaces = noop
 enabled_vendor_interfaces = ipmitool,no-vendor,fake
-enabled_bios_interfaces = no-bios,fake
+enabled_bios_interfaces = no-bios,fake$rf
 default_network_interface = noop
 
 [api]

@@ -4,9 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -24,10 +21,5 @@ func main() {
 	}
 	err := cli.Run(ctx, args, os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) { // the usage is already printed
-			fmt.Fprintf(os.Stderr, "metalbed: %v\n", err)
-		}
-		os.Exit(cli.ExitCode(err))
-	}
+	os.Exit(cli.Exit(err, os.Stderr))
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -109,27 +110,85 @@ func TestUpStopsCleanlyOnSignal(t *testing.T) {
 	}
 }
 
+// TestExitCodes: usage errors exit 2 with the last line of stderr
+// "metalbed: usage: …", runtime errors exit 1 with "metalbed: …", -h and
+// --version exit 0.
 func TestExitCodes(t *testing.T) {
 	bin := buildBinary(t)
 	for _, c := range []struct {
 		args []string
 		code int
+		last string // prefix of the last line of stderr
 	}{
-		{nil, 2},
-		{[]string{"frobnicate"}, 2},
-		{[]string{"up", "--redfish-addr", "127.0.0.1:0", "--nodes", "1", "--enroll", "--no-provisioner", "--state-dir", t.TempDir()}, 2},
-		{[]string{"up", "--redfish-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "x"}, 2},
-		{[]string{"version"}, 0},
+		{nil, 2, "metalbed: usage: no command given"},
+		{[]string{"frobnicate"}, 2, `metalbed: usage: unknown command "frobnicate"`},
+		{[]string{"up", "--redfish-addr", "127.0.0.1:0", "--nodes", "1", "--enroll", "--no-provisioner", "--state-dir", t.TempDir()}, 2, "metalbed: usage: --enroll needs the provisioner"},
+		{[]string{"up", "--redfish-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "x"}, 2, `metalbed: usage: invalid value "x" for flag -nodes`},
+		{[]string{"fault", "add", "--url", "http://127.0.0.1:1", "--layer", "ipmi", "--action", "cc", "--arg", "zz"}, 2, `metalbed: usage: fault add: fault ipmi cc: arg "zz"`},
+		{[]string{"fault", "list", "--url", "http://127.0.0.1:1"}, 1, "metalbed: faults: Get "},
+		{[]string{"version"}, 0, ""},
+		{[]string{"--version"}, 0, ""},
+		{[]string{"fault", "-h"}, 0, ""},
+		{[]string{"fault", "add", "-h"}, 0, ""},
 	} {
-		err := exec.Command(bin, c.args...).Run()
+		var stderr bytes.Buffer
+		cmd := exec.Command(bin, c.args...)
+		cmd.Stderr = &stderr
+		err := cmd.Run()
 		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {
 			code = ee.ExitCode()
 		} else if err != nil {
 			t.Fatal(err)
 		}
-		if code != c.code {
-			t.Errorf("metalbed %v: exit %d, want %d", c.args, code, c.code)
+		lines := strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n")
+		if last := lines[len(lines)-1]; code != c.code || !strings.HasPrefix(last, c.last) {
+			t.Errorf("metalbed %v: exit %d, last line %q; want %d, %q", c.args, code, last, c.code, c.last)
+		}
+	}
+}
+
+// TestVersionFromBuildInfo: a binary built with VCS stamping prints the
+// module version and the commit recorded in it (+dirty when the tree had
+// changes), for `version` and `--version`; one built without (as from a
+// git worktree, whose .git file the go command does not take for a
+// repository) says it has no revision rather than "dev".
+func TestVersionFromBuildInfo(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "metalbed")
+	if out, err := exec.CommandContext(t.Context(), "go", "build", "-buildvcs=auto", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build -buildvcs=auto: %v\n%s", err, out)
+	}
+	info, err := exec.CommandContext(t.Context(), "go", "version", "-m", bin).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	setting := func(key string) string {
+		m := regexp.MustCompile(`(?m)^\s+build\s+` + regexp.QuoteMeta(key) + `=(\S+)$`).FindSubmatch(info)
+		if m == nil {
+			return ""
+		}
+		return string(m[1])
+	}
+	// The go command records the module version (a pseudo-version from
+	// the commit since Go 1.24, else "(devel)") beside the revision.
+	mod := regexp.MustCompile(`(?m)^\s+mod\s+\S+\s+(\S+)`).FindSubmatch(info)
+	if mod == nil {
+		t.Fatalf("no module line in\n%s", info)
+	}
+	version := strings.Replace(string(mod[1]), "(devel)", "devel", 1)
+	want := "metalbed " + version + " (no VCS revision"
+	if rev := setting("vcs.revision"); rev != "" {
+		if setting("vcs.modified") == "true" {
+			rev += "+dirty"
+		}
+		want = "metalbed " + version + " (" + rev + ", " + setting("vcs.time") + ")"
+	} else {
+		t.Logf("built without VCS information; checking the output says so")
+	}
+	for _, arg := range []string{"version", "--version"} {
+		out, err := exec.Command(bin, arg).Output()
+		if err != nil || !strings.HasPrefix(string(out), want) {
+			t.Errorf("metalbed %s: %v %q, want %q…", arg, err, out, want)
 		}
 	}
 }

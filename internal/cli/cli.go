@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strings"
 
@@ -38,14 +39,14 @@ func commands() []command {
 		{"ramdisk init", "run as the deploy ramdisk's /init (only as PID 1; metalbed does this by itself when it is PID 1)", runRamdiskInit},
 		{"provisioner serve", "run the Ironic-compatible provisioner (API and conductor)", runProvisionerServe},
 		{"up", "run simulated machines and their BMCs until interrupted", runUp},
-		{"demo", "bring up 3 machines and drive their BMCs as Ironic would", runDemo},
+		{"demo", fmt.Sprintf("bring up %d machines (simulated, or VMs with --backend libvirt), deploy each a different way through the API and undeploy them", len(testbed.DemoNodes(false))), runDemo},
 		{"timeline", "print a node's timeline from a running `metalbed up` (NODE [--json])", runTimeline},
 		{"fault add", "inject a fault into a running `metalbed up` (--layer --action [--node --op --arg --count --skip --probability --delay --seed])", runFaultAdd},
 		{"fault list", "list the faults of a running `metalbed up` and how often each fired", runFaultList},
 		{"fault clear", "remove faults from a running `metalbed up` (all, --node NAME, or IDs)", runFaultClear},
 		{"scenario run", "run the Gherkin scenarios against this binary as a CI gate ([PATHS] [--tags --junit --backend --concurrency --seed])", runScenarioRun},
 		{"target serve", "serve a disk file as LUN 1 of an iSCSI target", runTargetServe},
-		{"version", "print the version", runVersion},
+		{"version", "print the module version and the VCS revision it was built from (also --version)", runVersion},
 	}
 }
 
@@ -57,28 +58,68 @@ func usageError(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
 }
 
-// ExitCode maps an error returned by Run to a process exit code.
+// ExitCode maps an error returned by Run to a process exit code: 0 for
+// none (and for -h, whose usage is the asked-for output), 2 for a
+// command-line mistake, 1 for anything that went wrong while running.
 func ExitCode(err error) int {
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp), errors.Is(err, testbed.ErrConfig):
+	case isUsage(err):
 		return 2
 	default:
 		return 1
 	}
 }
 
+func isUsage(err error) bool {
+	return errors.Is(err, errUsage) || errors.Is(err, testbed.ErrConfig)
+}
+
+// Exit reports err on stderr in metalbed's one error format and returns
+// the exit code for it (ExitCode): a usage error as the single line
+// "metalbed: usage: …", any other as "metalbed: …"; nothing for nil or
+// -h (the usage is already printed).
+func Exit(err error, stderr io.Writer) int {
+	code := ExitCode(err)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return code
+	}
+	msg := err.Error()
+	if code == 2 {
+		for trimmed := ""; trimmed != msg; {
+			trimmed = msg
+			msg = strings.TrimPrefix(strings.TrimPrefix(msg, "usage: "), "metalbed: ")
+		}
+		fmt.Fprintf(stderr, "metalbed: usage: %s\n", strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", "; ")), " "))
+		return code
+	}
+	fmt.Fprintf(stderr, "metalbed: %s\n", strings.TrimPrefix(msg, "metalbed: "))
+	return code
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
 // Run executes the command named by args.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s := Streams{Out: stdout, Err: stderr}
 	table := commands()
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
+		printHelp(stderr, table)
+		return usageError("no command given")
+	}
+	switch {
+	case args[0] == "-version" || args[0] == "--version":
+		return runVersion(ctx, s, args[1:])
+	case isHelp(args[0]) && (len(args) == 1 || isHelp(args[1])):
 		printHelp(stdout, table)
-		if len(args) == 0 {
-			return usageError("no command given")
-		}
 		return nil
+	case isHelp(args[0]):
+		// `metalbed help fault add` is `metalbed fault add -h`.
+		return Run(ctx, append(append([]string(nil), args[1:]...), "-h"), stdout, stderr)
 	}
 	for _, words := range []int{2, 1} {
 		if len(args) < words {
@@ -91,17 +132,55 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
+	// A group of commands (`metalbed fault`, `metalbed fault -h`): its
+	// commands.
+	if group := groupOf(table, args[0]); len(group) > 0 {
+		if len(args) > 1 && isHelp(args[1]) {
+			printHelp(stdout, group)
+			return nil
+		}
+		printHelp(stderr, group)
+		if len(args) == 1 {
+			return usageError("%s needs a command: %s", args[0], strings.Join(subcommands(group), ", "))
+		}
+		return usageError("unknown command %q: %s has %s", strings.Join(args[:2], " "), args[0], strings.Join(subcommands(group), ", "))
+	}
 	printHelp(stderr, table)
-	return usageError("unknown command %q", strings.Join(args, " "))
+	return usageError("unknown command %q", args[0])
+}
+
+// groupOf returns the commands whose name has two words, the first word.
+func groupOf(table []command, word string) []command {
+	var out []command
+	for _, c := range table {
+		if first, _, two := strings.Cut(c.name, " "); two && first == word {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// subcommands returns the second words of a group's names.
+func subcommands(group []command) []string {
+	out := make([]string, len(group))
+	for i, c := range group {
+		_, out[i], _ = strings.Cut(c.name, " ")
+	}
+	sort.Strings(out)
+	return out
 }
 
 func printHelp(w io.Writer, table []command) {
-	fmt.Fprintln(w, "usage: metalbed <command> [flags]")
+	fmt.Fprintln(w, "usage: metalbed <command> [flags]   (metalbed <command> -h: its flags)")
 	fmt.Fprintln(w, "\ncommands:")
 	sorted := append([]command(nil), table...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].name < sorted[j].name })
+	width := 0
 	for _, c := range sorted {
-		fmt.Fprintf(w, "  %-16s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
+	}
+	for _, c := range sorted {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nEvery flag can also be set as METALBED_<FLAG> (dashes become underscores).")
 }
@@ -147,14 +226,61 @@ func envName(flagName string) string {
 	return "METALBED_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// Version is set at build time with -ldflags "-X ...cli.Version=...".
-var Version = "dev"
+// Version, when set at build time (-ldflags "-X
+// github.com/metalbed/metalbed/internal/cli.Version=v1.2.3"), is the
+// version metalbed reports instead of its module version.
+var Version = ""
+
+// version is the version metalbed reports: Version, else the module
+// version of this build, with the VCS revision it was built from.
+func version() string {
+	bi, _ := debug.ReadBuildInfo()
+	return formatVersion(Version, bi)
+}
+
+// formatVersion is "VERSION (REVISION[+dirty], TIME)" from the build
+// information the Go toolchain records; "devel" stands for a build of a
+// working tree ("(devel)"), and a build without VCS information
+// (-buildvcs=false, no git) says so instead of a revision.
+func formatVersion(override string, bi *debug.BuildInfo) string {
+	v := override
+	if v == "" && bi != nil {
+		v = bi.Main.Version
+	}
+	if v == "" || v == "(devel)" {
+		v = "devel"
+	}
+	var rev, at string
+	dirty := false
+	if bi != nil {
+		for _, kv := range bi.Settings {
+			switch kv.Key {
+			case "vcs.revision":
+				rev = kv.Value
+			case "vcs.time":
+				at = kv.Value
+			case "vcs.modified":
+				dirty = kv.Value == "true"
+			}
+		}
+	}
+	if rev == "" {
+		return v + " (no VCS revision: built without VCS stamping)"
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	if at != "" {
+		return fmt.Sprintf("%s (%s, %s)", v, rev, at)
+	}
+	return fmt.Sprintf("%s (%s)", v, rev)
+}
 
 func runVersion(_ context.Context, s Streams, args []string) error {
 	fs := newFlags("version", s)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	fmt.Fprintf(s.Out, "metalbed %s\n", Version)
+	fmt.Fprintf(s.Out, "metalbed %s\n", version())
 	return nil
 }

@@ -28,7 +28,7 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up when the deploys have not finished by then")
 	undeploy := fs.Bool("undeploy", true, "undeploy the nodes back to available at the end")
 	backend := fs.String("backend", "sim", "the machines: sim (simulated, in this process) or libvirt (real VMs: root, libvirtd running, a metalbed built with -tags libvirt_dlopen)")
-	ramdiskDir := fs.String("ramdisk-dir", "", "with --backend libvirt: the deploy kernel and ramdisk of `metalbed ramdisk build --out DIR`; default: built from the source tree in the working directory into the state directory")
+	ramdiskDir := fs.String("ramdisk-dir", "", "with --backend libvirt: `DIR` holding the deploy kernel and ramdisk (from metalbed ramdisk build --out DIR); default: built from the source tree in the working directory into the state directory")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -53,7 +53,7 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	// running `metalbed up`.
 	const free = "127.0.0.1:0"
 	cfg := testbed.Config{
-		StateDir: dir, Backend: *backend, Version: Version, Logger: log,
+		StateDir: dir, Backend: *backend, Version: version(), Logger: log,
 		Provisioner: &testbed.Provisioner{APIAddr: free, DHCPAddr: free, TFTPAddr: free, HTTPAddr: free, TimelineAddr: free,
 			CallbackTimeout: *timeout, NotifyDelay: 500 * time.Millisecond},
 		// A demo's VMs go with it when its state does (a temporary directory).

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,7 +30,7 @@ func runFaultAdd(ctx context.Context, s Streams, args []string) error {
 	var r fault.Rule
 	var layer string
 	fs.StringVar(&r.Node, "node", "", "machine name the fault hits (default: every node)")
-	fs.StringVar(&layer, "layer", "", "ipmi, dhcp, tftp, http, iscsi, ramdisk, agent, disk or conductor")
+	fs.StringVar(&layer, "layer", "", "where the fault is injected: "+layerList())
 	fs.StringVar(&r.Op, "op", "", "operation of the layer (IPMI \"0x00/0x02\", iSCSI \"login\", a file name …; default: every one)")
 	fs.StringVar(&r.Action, "action", "", "what goes wrong (see the table above)")
 	fs.StringVar(&r.Arg, "arg", "", "the action's argument (a completion code, a byte count, a message)")
@@ -50,10 +51,12 @@ func runFaultAdd(ctx context.Context, s Streams, args []string) error {
 		return err
 	}
 	if layer == "" || r.Action == "" {
-		return usageError("metalbed fault add: --layer and --action are required")
+		return usageError("fault add: --layer and --action are required")
 	}
-	if _, err := fault.Find(fault.Layer(layer), r.Action); err != nil {
-		return usageError("metalbed fault add: %v", err)
+	// What the fault endpoint refuses (400) is refused here first, but
+	// for the node, which only the running testbed knows.
+	if err := fault.CheckArg(fault.Layer(layer), r.Action, r.Arg); err != nil {
+		return usageError("fault add: %v", err)
 	}
 	r.Layer = fault.Layer(layer)
 	u, err := base()
@@ -103,31 +106,64 @@ func runFaultList(ctx context.Context, s Streams, args []string) error {
 }
 
 // runFaultClear removes fault rules from a running `metalbed up`: every
-// one, a node's (--node), or those named as arguments.
+// one, a node's (--node), or those named as arguments (IDs from `metalbed
+// fault list`).
 func runFaultClear(ctx context.Context, s Streams, args []string) error {
 	fs := newFlags("fault clear", s)
 	base := faultEndpointFlags(fs)
 	node := fs.String("node", "", "remove only this node's rules")
-	if err := parseFlags(fs, args); err != nil {
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: metalbed fault clear [ID...] [flags]\n\n"+
+			"Removes the fault rules named by ID (as fault list shows them), or\n"+
+			"without IDs every rule (--node NAME: only that node's).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	ids, err := parseArgsAndFlags(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(ids) > 0 && *node != "" {
+		return usageError("fault clear: give IDs or --node, not both")
 	}
 	u, err := base()
 	if err != nil {
 		return err
 	}
-	if ids := fs.Args(); len(ids) > 0 {
+	if len(ids) > 0 {
+		// Every ID is tried; the error names those not removed.
+		var errs []error
 		for _, id := range ids {
-			if err := faultCall(ctx, http.MethodDelete, u+"/v1/faults/"+id, nil, nil); err != nil {
-				return err
+			if err := faultCall(ctx, http.MethodDelete, u+"/v1/faults/"+url.PathEscape(id), nil, nil); err != nil {
+				errs = append(errs, fmt.Errorf("fault %s: %w", id, err))
+				continue
 			}
+			fmt.Fprintf(s.Out, "fault %s cleared\n", id)
 		}
-		return nil
+		return errors.Join(errs...)
 	}
 	q := ""
 	if *node != "" {
-		q = "?node=" + *node
+		q = "?node=" + url.QueryEscape(*node)
 	}
-	return faultCall(ctx, http.MethodDelete, u+"/v1/faults"+q, nil, nil)
+	if err := faultCall(ctx, http.MethodDelete, u+"/v1/faults"+q, nil, nil); err != nil {
+		return err
+	}
+	if *node != "" {
+		fmt.Fprintf(s.Out, "faults of %s cleared\n", *node)
+	} else {
+		fmt.Fprintln(s.Out, "faults cleared")
+	}
+	return nil
+}
+
+// layerList names the fault layers, from the catalog.
+func layerList() string {
+	ls := fault.Layers()
+	names := make([]string, len(ls))
+	for i, l := range ls {
+		names[i] = string(l)
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 func orStar(s string) string {
@@ -140,8 +176,8 @@ func orStar(s string) string {
 // faultEndpointFlags adds --url and --state-dir and returns how to find the
 // running `metalbed up`'s timeline endpoint, as `metalbed timeline` does.
 func faultEndpointFlags(fs *flag.FlagSet) func() (string, error) {
-	stateDir := fs.String("state-dir", "", "state directory of the running `metalbed up` (default as up's)")
-	endpoint := fs.String("url", "", "timeline endpoint of `metalbed up`, e.g. http://127.0.0.1:6386 (default: the \"timeline\" of inventory.json)")
+	stateDir := fs.String("state-dir", "", "state directory `DIR` of the running metalbed up (default as up's)")
+	endpoint := fs.String("url", "", "timeline endpoint `URL` of metalbed up, e.g. http://127.0.0.1:6386 (default: the \"timeline\" of inventory.json)")
 	return func() (string, error) {
 		if *endpoint != "" {
 			return strings.TrimRight(*endpoint, "/"), nil
@@ -195,11 +231,17 @@ func faultCall(ctx context.Context, method, u string, body []byte, out any) erro
 		return fmt.Errorf("faults: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
+		msg := "fault endpoint " + u + ": " + resp.Status
 		var e struct{ Error string }
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
+			msg = e.Error
 		}
-		return fmt.Errorf("faults: %s", resp.Status)
+		if resp.StatusCode == http.StatusBadRequest {
+			// The endpoint refused what was asked: a usage error, as
+			// when the CLI refuses it itself.
+			return usageError("%s", msg)
+		}
+		return errors.New(msg)
 	}
 	if out == nil {
 		return nil

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,6 +78,18 @@ func TestUpFaultIPMI(t *testing.T) {
 	}
 	if table := runCLI(t, "fault", "list", "--state-dir", u.dir); !strings.Contains(table, "0x00/0x01") {
 		t.Errorf("fault list table:\n%s", table)
+	}
+	// Cleared by its ID; a rule for a node this testbed does not have is
+	// refused by the endpoint, as a usage error.
+	if out := runCLI(t, "fault", "clear", "--state-dir", u.dir, "f1"); out != "fault f1 cleared\n" {
+		t.Errorf("fault clear f1: %q", out)
+	}
+	if err := Run(t.Context(), []string{"fault", "add", "--state-dir", u.dir, "--node", "no-such-node", "--layer", "ipmi", "--action", "drop"}, io.Discard, io.Discard); ExitCode(err) != 2 ||
+		!strings.Contains(fmt.Sprint(err), `fault node "no-such-node": no such machine or node here (machines: `+n.Name) {
+		t.Errorf("fault for an unknown node: %v (exit %d)", err, ExitCode(err))
+	}
+	if err := json.Unmarshal([]byte(runCLI(t, "fault", "list", "--json", "--state-dir", u.dir)), &doc); err != nil || len(doc.Faults) != 0 {
+		t.Fatalf("after clear f1: %v %+v", err, doc.Faults)
 	}
 
 	// No reply at all: ipmitool gives up.

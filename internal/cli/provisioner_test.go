@@ -101,7 +101,7 @@ func TestProvisionerServeDeploys(t *testing.T) {
 	u := startUp(t, filepath.Join(dir, "machines"), "--nodes", "1", "--netboot-dhcp", dhcpAddr, "--netboot-tftp-port", tftpPort)
 	n := u.inv.Nodes[0]
 
-	kernel, ramdisk, err := testbed.DeployImages(ctx, filepath.Join(dir, "images"), Version)
+	kernel, ramdisk, err := testbed.DeployImages(ctx, filepath.Join(dir, "images"), version())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func runRamdiskBuild(ctx context.Context, s Streams, args []string) error {
 	kernel := fs.String("kernel", "", "deploy kernel (bzImage); default the vmlinuz of "+gokrazyKernel+" at the version the source tree's go.mod pins")
 	grubDir := fs.String("grub-dir", disk.DefaultGrubLibDir, "GRUB 2 platform modules (i386-pc, x86_64-efi) the bootloader step's GRUB images are made from with grub-mkimage; Debian packages grub-pc-bin, grub-efi-amd64-bin")
 	noGrub := fs.Bool("no-grub", false, "leave GRUB out: the bootloader step then installs metalbed's placeholder loader, which only simulated firmware boots")
-	src := fs.String("src", ".", "metalbed source tree /init is built from; needs the Go toolchain (`go` on PATH): the running binary is usually dynamically linked and cannot be /init")
+	src := fs.String("src", ".", "metalbed source tree `DIR` /init is built from; needs the Go toolchain (go on PATH): the running binary is usually dynamically linked and cannot be /init")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -79,7 +79,7 @@ func runRamdiskBuild(ctx context.Context, s Streams, args []string) error {
 		loader = fmt.Sprintf("GRUB 2 for %s in %s", strings.Join(modes, " and "), disk.GrubImagesDir)
 	}
 	var rd bytes.Buffer
-	if err := ramdisk.BuildInitramfs(&rd, ramdisk.ImageConfig{Init: init, Version: Version, Grub: grub}); err != nil {
+	if err := ramdisk.BuildInitramfs(&rd, ramdisk.ImageConfig{Init: init, Version: version(), Grub: grub}); err != nil {
 		return err
 	}
 	for name, b := range map[string][]byte{"vmlinuz": k, "initramfs": rd.Bytes()} {
@@ -143,7 +143,7 @@ func runRamdiskInit(ctx context.Context, s Streams, args []string) error {
 	if os.Getpid() != 1 {
 		return usageError("ramdisk init runs only as PID 1 (the initramfs's /init); it mounts file systems and reconfigures the network")
 	}
-	err := pid1.Run(ctx, pid1.Config{Console: s.Out, Log: s.Err, Version: Version})
+	err := pid1.Run(ctx, pid1.Config{Console: s.Out, Log: s.Err, Version: version()})
 	fmt.Fprintf(s.Out, "metalbed-ramdisk: FAILED: %v\n", err)
 	select {} // PID 1 must not exit: the kernel would panic
 }

@@ -35,8 +35,8 @@ func TestRamdiskBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m, err := ramdisk.ReadMarker(bytes.NewReader(rd), int64(len(rd))); err != nil || m.Version != Version {
-		t.Errorf("marker %+v, %v; want metalbed-ramdisk %s", m, err, Version)
+	if m, err := ramdisk.ReadMarker(bytes.NewReader(rd), int64(len(rd))); err != nil || m.Version != version() {
+		t.Errorf("marker %+v, %v; want metalbed-ramdisk %s", m, err, version())
 	}
 	zr, err := gzip.NewReader(bytes.NewReader(rd))
 	if err != nil {

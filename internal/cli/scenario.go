@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -26,11 +27,11 @@ func runScenarioRun(ctx context.Context, s Streams, args []string) error {
 	tags := flags.String("tags", "", "godog tag expression choosing scenarios (default \""+scenarios.DefaultTags+"\")")
 	junit := flags.String("junit", "", "also write the results to this file as JUnit XML")
 	backend := flags.String("backend", "sim", "machines the scenarios run on: sim (simulated) or libvirt (real VMs: root, libvirtd, a metalbed built with -tags libvirt_dlopen; default tags then \""+scenarios.LibvirtTags+"\")")
-	ramdiskDir := flags.String("ramdisk-dir", "", "with --backend libvirt: the deploy kernel and ramdisk the VMs boot, from `metalbed ramdisk build --out DIR` (required)")
+	ramdiskDir := flags.String("ramdisk-dir", "", "with --backend libvirt: `DIR` holding the deploy kernel and ramdisk the VMs boot, from metalbed ramdisk build --out DIR (required)")
 	concurrency := flags.Int("concurrency", 6, "scenarios run at once, each with its own testbed")
 	seed := flags.Int64("seed", 0, "run the scenarios in an order shuffled with this seed (0: file order); each rerun line repeats it")
 	format := flags.String("format", "", "godog formatter: pretty, progress, cucumber, … (default pretty with --concurrency 1, else progress)")
-	keep := flags.Bool("keep", false, "keep the scenarios' state directories even when every scenario passed")
+	keep := flags.Bool("keep", false, "keep the scenarios' state directories (removed after the run by default, failed or not)")
 	flags.Usage = func() {
 		fmt.Fprintf(flags.Output(), "usage: metalbed scenario run [PATHS...] [flags]\n\n"+
 			"PATHS are feature files or folders read from disk, FILE:LINE selecting one scenario\n"+
@@ -57,13 +58,25 @@ func runScenarioRun(ctx context.Context, s Streams, args []string) error {
 	if *concurrency < 1 {
 		return usageError("--concurrency %d: want 1 or more", *concurrency)
 	}
+	// What godog would panic on, or only mention on its output before
+	// running nothing, is refused here, before anything starts or any
+	// file is written.
+	if err := scenarios.ValidateTags(*tags); err != nil {
+		return usageError("--tags: %v", err)
+	}
+	var fsys fs.FS = diskOrShipped{}
+	if len(paths) == 0 {
+		fsys, paths = shippedFeatures{}, []string{"features"}
+	}
+	if err := scenarios.CheckPaths(fsys, paths); err != nil {
+		return usageError("%v", err)
+	}
 	if *junit != "" {
-		// godog only says so on stderr and runs nothing: say it here.
-		f, err := os.Create(*junit)
-		if err != nil {
-			return fmt.Errorf("scenario run: JUnit file: %w", err)
+		// The XML is written once the scenarios have run; its folder
+		// must be there.
+		if fi, err := os.Stat(filepath.Dir(*junit)); err != nil || !fi.IsDir() {
+			return usageError("--junit %s: no folder %s to write it in", *junit, filepath.Dir(*junit))
 		}
-		f.Close()
 	}
 	bin, err := os.Executable()
 	if err != nil {
@@ -72,10 +85,6 @@ func runScenarioRun(ctx context.Context, s Streams, args []string) error {
 	tools, err := scenarios.FindTools()
 	if err != nil {
 		return fmt.Errorf("scenario run: %w", err)
-	}
-	var fsys fs.FS = diskOrShipped{}
-	if len(paths) == 0 {
-		fsys, paths = shippedFeatures{}, []string{"features"}
 	}
 	work, err := os.MkdirTemp("", "metalbed-scenarios-")
 	if err != nil {
@@ -116,8 +125,12 @@ func runScenarioRun(ctx context.Context, s Streams, args []string) error {
 			return "metalbed scenario run " + shellQuote(ref) + rerunFlags
 		},
 	})
-	if err != nil {
+	if *keep {
+		fmt.Fprintf(s.Out, "state directories kept in %s\n", work)
+	} else {
 		os.RemoveAll(work)
+	}
+	if err != nil {
 		return fmt.Errorf("scenario run: %w", err)
 	}
 	if len(res.Failures) > 0 {
@@ -126,10 +139,8 @@ func runScenarioRun(ctx context.Context, s Streams, args []string) error {
 			fmt.Fprintf(s.Out, "  %-9s %s  %s\n            rerun: %s\n", f.Status, f.Ref, f.Name, f.Rerun)
 		}
 	}
-	if res.OK() && !*keep {
-		os.RemoveAll(work)
-	} else {
-		fmt.Fprintf(s.Out, "state directories kept in %s\n", work)
+	if !res.OK() && !*keep {
+		fmt.Fprintf(s.Out, "state directories removed (--keep keeps them)\n")
 	}
 	if *junit != "" {
 		fmt.Fprintf(s.Out, "JUnit XML written to %s\n", *junit)

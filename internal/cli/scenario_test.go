@@ -15,17 +15,19 @@ import (
 	"github.com/metalbed/metalbed/internal/testenv"
 )
 
-// junitDoc is the part of godog's JUnit XML the test reads.
+// junitDoc is the part of the JUnit XML the test reads.
 type junitDoc struct {
 	Tests    int `xml:"tests,attr"`
 	Failures int `xml:"failures,attr"`
 	Suites   []struct {
 		Name  string `xml:"name,attr"`
 		Cases []struct {
-			Name    string `xml:"name,attr"`
-			Status  string `xml:"status,attr"`
-			Failure *struct {
+			Name      string `xml:"name,attr"`
+			Classname string `xml:"classname,attr"`
+			Status    string `xml:"status,attr"`
+			Failure   *struct {
 				Message string `xml:"message,attr"`
+				Body    string `xml:",chardata"`
 			} `xml:"failure"`
 		} `xml:"testcase"`
 	} `xml:"testsuite"`
@@ -78,9 +80,14 @@ func TestScenarioRun(t *testing.T) {
 		defer cancel()
 		cmd := exec.CommandContext(ctx, bin, append([]string{"scenario", "run"}, args...)...)
 		cmd.Dir = dir
-		// A failed run keeps its state directories under $TMPDIR.
-		cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
+		// The run's state directories go under $TMPDIR, and go away
+		// with the run.
+		tmp := t.TempDir()
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 		out, err := cmd.CombinedOutput()
+		if left, _ := filepath.Glob(filepath.Join(tmp, "metalbed-scenarios-*")); len(left) > 0 {
+			t.Errorf("metalbed scenario run %v left %v behind", args, left)
+		}
 		var ee *exec.ExitError
 		switch {
 		case err == nil:
@@ -116,8 +123,9 @@ func TestScenarioRun(t *testing.T) {
 			t.Errorf("no one-line summary of one passed scenario:\n%s", out)
 		}
 		doc := readJUnit(t, junit)
-		if doc.Tests != 1 || doc.Failures != 0 || len(doc.Suites) != 1 || len(doc.Suites[0].Cases) != 1 || doc.Suites[0].Cases[0].Status != "passed" {
-			t.Errorf("JUnit: %+v, want one passed test case", doc)
+		if doc.Tests != 1 || doc.Failures != 0 || len(doc.Suites) != 1 || len(doc.Suites[0].Cases) != 1 || doc.Suites[0].Cases[0].Status != "passed" ||
+			doc.Suites[0].Cases[0].Classname != "pass" || doc.Suites[0].Name != "A tiny passing feature" {
+			t.Errorf("JUnit: %+v, want one passed test case of class pass", doc)
 		}
 	})
 
@@ -144,8 +152,15 @@ func TestScenarioRun(t *testing.T) {
 			t.Fatalf("JUnit: %+v, want one failed test case", doc)
 		}
 		c := doc.Suites[0].Cases[0]
-		if c.Name != "An enrolled node is not active" || c.Status != "failed" || c.Failure == nil || !strings.Contains(c.Failure.Message, `want "active"`) {
-			t.Errorf("JUnit test case %+v, want the failure with its message", c)
+		if c.Name != "An enrolled node is not active" || c.Classname != "fail" || c.Status != "failed" || c.Failure == nil ||
+			!strings.HasPrefix(c.Failure.Message, `Step node "node-0" has provision state "active": node node-0 is "enroll", want "active"`) {
+			t.Errorf("JUnit test case %+v, want the failure with the step and its message", c)
+		}
+		// The failure's body is the report printed during the run.
+		for _, want := range []string{"timeline (last ", "action=no-callback seed=42", "rerun: metalbed scenario run fail.feature:3 --seed 5"} {
+			if c.Failure == nil || !strings.Contains(c.Failure.Body, want) {
+				t.Errorf("JUnit failure body lacks %q", want)
+			}
 		}
 		m := regexp.MustCompile(`(?m)^rerun: metalbed scenario run (\S+) --seed 5$`).FindStringSubmatch(out)
 		if m == nil {
@@ -174,8 +189,20 @@ func TestScenarioRun(t *testing.T) {
 		if code != 1 || !strings.Contains(out, "without libvirt support") {
 			t.Errorf("--backend libvirt in a build without libvirt: exit %d, want 1 and why\n%s", code, out)
 		}
-		if out, code := run(t, "pass.feature:2"); code != 1 || !strings.Contains(out, "no Scenario, Scenario Outline or Examples row on line 2") {
-			t.Errorf("a line holding no scenario: exit %d, want 1 and why\n%s", code, out)
+		if out, code := run(t, "pass.feature:2"); code != 2 || !strings.Contains(out, "no Scenario, Scenario Outline or Examples row on line 2") {
+			t.Errorf("a line holding no scenario: exit %d, want 2 and why\n%s", code, out)
+		}
+		// Refused before anything runs, in one line, no panic, no
+		// JUnit file.
+		junit := filepath.Join(t.TempDir(), "refused.xml")
+		for _, args := range [][]string{{"--tags", "@power &&"}, {"nope.feature"}} {
+			out, code := run(t, append(args, "--junit", junit)...)
+			if code != 2 || strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, "metalbed: usage: ") || strings.Contains(out, "panic") {
+				t.Errorf("%v: exit %d, want 2 and one line\n%s", args, code, out)
+			}
+			if _, err := os.Stat(junit); err == nil {
+				t.Errorf("%v left a JUnit file", args)
+			}
 		}
 	})
 }

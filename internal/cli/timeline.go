@@ -21,8 +21,8 @@ import (
 func runTimeline(ctx context.Context, s Streams, args []string) error {
 	fs := newFlags("timeline", s)
 	asJSON := fs.Bool("json", false, "print the entries as JSON")
-	stateDir := fs.String("state-dir", "", "state directory of the running `metalbed up` (default as up's)")
-	endpoint := fs.String("url", "", "timeline endpoint of `metalbed up`, e.g. http://127.0.0.1:6386 (default: the \"timeline\" of inventory.json)")
+	stateDir := fs.String("state-dir", "", "state directory `DIR` of the running metalbed up (default as up's)")
+	endpoint := fs.String("url", "", "timeline endpoint `URL` of metalbed up, e.g. http://127.0.0.1:6386 (default: the \"timeline\" of inventory.json)")
 	// The node comes first (`metalbed timeline node-0 --json`); flags may
 	// follow it.
 	var node string
@@ -33,7 +33,7 @@ func runTimeline(ctx context.Context, s Streams, args []string) error {
 		return err
 	}
 	if node == "" {
-		return usageError("usage: metalbed timeline NODE [--json] (NODE: name, UUID or MAC)")
+		return usageError("metalbed timeline NODE [--json] (NODE: name, UUID or MAC)")
 	}
 	doc, err := readTimeline(ctx, *endpoint, *stateDir, node)
 	if err != nil {

@@ -44,12 +44,12 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	pf := provisionerFlags(fs)
 	timelineAddr := fs.String("timeline-addr", testbed.DefaultTimelineAddr, "per-node timeline endpoint listen address (GET /v1/nodes/NODE/timeline)")
 	enrollNodes := fs.Bool("enroll", false, "enroll every machine as a node (driver ipmi, its BMC, a PXE port per MAC), left in \"enroll\"")
-	netbootDHCP := fs.String("netboot-dhcp", "", "with --no-provisioner: the DHCP server (loopback HOST:PORT) the machines' PXE ROMs ask when told to network-boot, e.g. `metalbed netboot serve` as a standalone Ironic's dnsmasq; \"\" = the machines cannot network-boot")
+	netbootDHCP := fs.String("netboot-dhcp", "", "with --no-provisioner: the DHCP server (loopback `HOST:PORT`) the machines' PXE ROMs ask when told to network-boot, e.g. metalbed netboot serve as a standalone Ironic's dnsmasq; \"\" = the machines cannot network-boot")
 	netbootTFTPPort := fs.Int("netboot-tftp-port", 69, "with --netboot-dhcp: the TFTP port on the next-server the DHCP server names")
 	backend := fs.String("backend", "sim", "the machines: sim (simulated, in this process) or libvirt (real VMs under libvirtd; needs root, a metalbed built with -tags libvirt_dlopen, and --ramdisk-dir)")
 	bootNet := fs.String("boot-network", testbed.DefaultBootNetwork, "with --backend libvirt: the provisioner's address and prefix on the VMs' boot network, inside a network namespace metalbed creates (nothing is routed to or from it)")
-	removeVMs := fs.Bool("remove-vms", false, "with --backend libvirt: on exit, undefine the VMs' libvirt domains (and their UEFI variables) instead of keeping them for the next `up` on this state dir; the disks stay")
-	ramdiskDir := fs.String("ramdisk-dir", "", "with --backend libvirt: the deploy kernel and ramdisk real VMs boot, from `metalbed ramdisk build --out DIR` (default STATE_DIR/ramdisk)")
+	removeVMs := fs.Bool("remove-vms", false, "with --backend libvirt: on exit, undefine the VMs' libvirt domains (and their UEFI variables) instead of keeping them for the next metalbed up on this state dir; the disks stay")
+	ramdiskDir := fs.String("ramdisk-dir", "", "with --backend libvirt: `DIR` holding the deploy kernel and ramdisk real VMs boot, from metalbed ramdisk build --out DIR (default STATE_DIR/ramdisk)")
 	redfishAddr := fs.String("redfish-addr", testbed.DefaultRedfishAddr, "HOST:PORT of the Redfish service in front of every machine (each a ComputerSystem at /redfish/v1/Systems/<UUID>, with its BMC's credentials); port 0: a free one; \"\" disables Redfish")
 	redfishHTTP := fs.Bool("redfish-plain-http", false, "serve Redfish over plain HTTP instead of HTTPS (HTTPS uses a CA and certificate generated into the state dir; inventory.json names the CA)")
 	enrollDriver := fs.String("enroll-driver", "ipmi", "hardware type of the nodes --enroll creates: ipmi (redfish comes when metalbed's conductor speaks Redfish)")
@@ -118,7 +118,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	cfg := testbed.Config{
 		StateDir: dir, Machines: machines(plans), Backend: *backend, Enroll: *enrollNodes, BootInterface: *bootIface,
 		Libvirt:  testbed.Libvirt{BootNetwork: *bootNet, RamdiskDir: *ramdiskDir, RemoveVMs: *removeVMs},
-		Progress: s.Err, Version: Version, Logger: log,
+		Progress: s.Err, Version: version(), Logger: log,
 	}
 	if *redfishAddr != "" {
 		if _, _, err := net.SplitHostPort(*redfishAddr); err != nil {

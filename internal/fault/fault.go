@@ -148,6 +148,9 @@ func (r Rule) validate() error {
 	if err != nil {
 		return err
 	}
+	if err := CheckArg(r.Layer, r.Action, r.Arg); err != nil {
+		return err
+	}
 	anyOp := r.Op == "" || r.Op == "*"
 	if spec.Fixed && !anyOp && !strings.EqualFold(r.Op, spec.Op) {
 		return fmt.Errorf("layer %s asks about %s only at op %q, not %q", r.Layer, r.Action, spec.Op, r.Op)

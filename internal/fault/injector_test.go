@@ -103,8 +103,17 @@ func TestInjectorRecordsTypedKinds(t *testing.T) {
 		}
 		return "op-" + s.Action
 	}
+	// An arg each action takes (CheckArg): "" for those that take none.
+	argOf := func(s Spec) string {
+		for _, a := range []string{"7", "503", "192.0.2.7", "7ms"} {
+			if CheckArg(s.Layer, s.Action, a) == nil {
+				return a
+			}
+		}
+		return ""
+	}
 	for _, s := range Catalog() {
-		if _, err := set.Add(Rule{Node: "node-1", Layer: s.Layer, Op: opOf(s), Action: s.Action, Arg: "7", Count: 1}); err != nil {
+		if _, err := set.Add(Rule{Node: "node-1", Layer: s.Layer, Op: opOf(s), Action: s.Action, Arg: argOf(s), Count: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -126,7 +135,7 @@ func TestInjectorRecordsTypedKinds(t *testing.T) {
 		if e.Kind != s.Kind || e.Machine != "node-1" || e.IP != "" || e.MAC != "" {
 			t.Errorf("event %d = %+v, want kind %s for machine node-1 without addresses", i, e, s.Kind)
 		}
-		if !strings.Contains(e.Detail, "op "+opOf(s)) || !strings.Contains(e.Detail, "arg 7") {
+		if arg := argOf(s); !strings.Contains(e.Detail, "op "+opOf(s)) || (arg != "") != strings.Contains(e.Detail, " arg "+arg) {
 			t.Errorf("event %d detail %q", i, e.Detail)
 		}
 	}

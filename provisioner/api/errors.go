@@ -77,7 +77,13 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 	fault := "Client"
 	if status >= 500 {
 		fault = "Server"
-		log.Error("request failed", "err", err)
+		if errors.Is(err, context.Canceled) {
+			// The client went away or the server is shutting down:
+			// nothing failed that an operator must look at.
+			log.Debug("request cancelled", "err", err)
+		} else {
+			log.Error("request failed", "err", err)
+		}
 	}
 	inner := `{"faultcode": ` + pyJSON(fault) + `, "faultstring": ` + pyJSON(msg) + `, "debuginfo": null}`
 	writeJSON(w, status, map[string]string{"error_message": inner})

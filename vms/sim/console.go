@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 )
 
 // consoleBuffer is how much output an attached reader may fall behind
@@ -18,9 +19,11 @@ const consoleBuffer = 64 << 10
 // console is a machine's serial port: an append-only log file plus live
 // fan-out to attached readers. Writes from attached clients are keystrokes.
 type console struct {
-	path string // console.log, opened per write so an idle machine holds no descriptor
+	path string // console.log: open while output flows, closed when idle
 
 	mu      sync.Mutex
+	file    *os.File    // nil while idle
+	idle    *time.Timer // closes file after consoleIdle without output
 	conns   map[*consoleConn]struct{}
 	closed  bool
 	input   chan []byte // keystrokes for the program running on the machine
@@ -42,14 +45,7 @@ func (c *console) Write(p []byte) (int, error) {
 	if c.closed {
 		return 0, errors.New("console closed")
 	}
-	var err error
-	f, err := os.OpenFile(c.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err == nil {
-		_, err = f.Write(p)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
+	err := c.appendLocked(p)
 	for cc := range c.conns {
 		cc.push(p)
 	}
@@ -57,6 +53,43 @@ func (c *console) Write(p []byte) (int, error) {
 		return 0, fmt.Errorf("console log: %w", err)
 	}
 	return len(p), nil
+}
+
+// consoleIdle is how long the log stays open after the last output: a
+// booting machine writes many lines without reopening the file, an idle
+// fleet of thousands holds no descriptors.
+const consoleIdle = 2 * time.Second
+
+// appendLocked writes p to the log file, opening it if needed and arming
+// the idle close. c.mu is held.
+func (c *console) appendLocked(p []byte) error {
+	if c.file == nil {
+		f, err := os.OpenFile(c.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return err
+		}
+		c.file = f
+		if c.idle == nil {
+			c.idle = time.AfterFunc(consoleIdle, c.closeIdle)
+		}
+	}
+	c.idle.Reset(consoleIdle)
+	_, err := c.file.Write(p)
+	return err
+}
+
+// closeIdle closes the log file after consoleIdle without output.
+func (c *console) closeIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeFileLocked()
+}
+
+func (c *console) closeFileLocked() {
+	if c.file != nil {
+		c.file.Close()
+		c.file = nil
+	}
 }
 
 // printf writes a formatted line; errors are dropped since the console is
@@ -95,6 +128,10 @@ func (c *console) attach(ctx context.Context) (*consoleConn, error) {
 func (c *console) close() {
 	c.mu.Lock()
 	c.closed = true
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+	c.closeFileLocked()
 	conns := c.conns
 	c.conns = map[*consoleConn]struct{}{}
 	c.mu.Unlock()
