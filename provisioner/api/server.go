@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/metalbed/metalbed/internal/metrics"
-
 	"github.com/metalbed/metalbed/provisioner/conductor"
 	"github.com/metalbed/metalbed/provisioner/store"
 )
