@@ -606,6 +606,7 @@ func (c *conn) work(tk *task) {
 		res = scsi.ExecuteLUN0(cmd, ok && lun == 0)
 	}
 	c.delay()
+	c.t.metrics.command(tk, res)
 	c.respond(tk, res)
 	c.release(tk)
 	if dataIn != nil {

@@ -187,6 +187,7 @@ func (c *conn) loginFail(l *login, req *pdu.PDU, err error) error {
 		return errors.Join(le, werr)
 	}
 	c.t.log.Warn("iscsi login refused", "ip", c.remote, "initiator", l.initiator, "err", le)
+	c.t.metrics.logins.WithLabelValues("failure").Inc()
 	return le
 }
 
@@ -293,6 +294,7 @@ func (c *conn) loginStep(l *login, req *pdu.PDU, kvs []pdu.KV) (bool, error) {
 		c.maxCmdSN = req.CmdSN() + uint32(t.cfg.QueueDepth) - 1
 		t.log.Info("iscsi login", "ip", c.remote, "initiator", l.initiator, "session", l.sessionType,
 			"header_digest", c.p.headerDigest, "data_digest", c.p.dataDigest)
+		t.metrics.logins.WithLabelValues("success").Inc()
 		t.rec.Record(events.Event{Kind: events.ISCSILogin, Detail: fmt.Sprintf("initiator=%s session=%s", l.initiator, l.sessionType),
 			Who: events.Who{IQN: t.cfg.IQN, IP: remoteIP(c.remote)}})
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/iscsitarget/internal/scsi"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Disk is the storage a Target exports: a file, a block device, or
@@ -84,6 +85,12 @@ type Config struct {
 	// capacity of Arg bytes (default 512 MiB) when that is less than
 	// Size. nil: no faults.
 	Faults fault.Injector
+	// Registerer receives metalbed_iscsi_logins_total{result},
+	// metalbed_iscsi_commands_total{status},
+	// metalbed_iscsi_read_bytes_total and metalbed_iscsi_written_bytes_total
+	// (no IQN label: targets sharing a Registerer add up). nil: none are
+	// exported.
+	Registerer prometheus.Registerer
 	// ResponseDelay is waited before each SCSI response and NOP-In reply:
 	// a slow target. Default 0.
 	ResponseDelay time.Duration
@@ -109,6 +116,7 @@ type Target struct {
 	lu       *scsi.LU
 	pool     bufPool
 	handlers [64]pduHandler
+	metrics  targetMetrics
 
 	mu        sync.Mutex
 	closed    bool
@@ -196,7 +204,12 @@ func New(cfg Config) (*Target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("iscsitarget: %w", err)
 	}
+	m, err := newTargetMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("iscsitarget: %w", err)
+	}
 	return &Target{
+		metrics:   m,
 		cfg:       cfg,
 		log:       cfg.Logger,
 		rec:       events.OrDiscard(cfg.Recorder),

@@ -14,7 +14,7 @@ import (
 
 // newInjector is the one fault.Injector every server of the bed asks.
 func (b *bed) newInjector() fault.Injector {
-	return fault.NewInjector(fault.InjectorConfig{Rules: b.faults, Resolver: b, Recorder: b.tl})
+	return fault.NewInjector(fault.InjectorConfig{Rules: b.faults, Resolver: b, Recorder: b.tl, Registerer: b.reg})
 }
 
 // Lookup resolves a key a server knows a requester by (machine or node

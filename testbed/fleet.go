@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/metalbed/metalbed/bmcemu"
@@ -178,6 +179,9 @@ type nodeHooks struct {
 	// (bmcemu Config.Recorder). nil => none.
 	bmcFaults fault.Injector
 	bmcEvents events.Recorder
+	// bmcMetrics receives the BMC's metalbed_bmc_* counters (bmcemu
+	// Config.Registerer); nil => none.
+	bmcMetrics prometheus.Registerer
 	// vm, when set, opens the machine as a real VM instead of a simulated
 	// one (firmware is then unused: the VM has its own).
 	vm func(p Machine, dir string) (fleetMachine, error)
@@ -205,15 +209,16 @@ func startNode(p Machine, dir string, log *slog.Logger, h nodeHooks) (*fleetNode
 	}
 	sel := bmcemu.NewSEL(0)
 	bmc, err := bmcemu.New(bmcemu.Config{
-		Machine:  bmcMachine{m: m, mode: m.BootMode()},
-		SEL:      sel,
-		Name:     p.Name,
-		Username: p.Username,
-		Password: p.Password,
-		GUID:     m.UUID(),
-		Faults:   h.bmcFaults,
-		Recorder: h.bmcEvents,
-		Logger:   log,
+		Machine:    bmcMachine{m: m, mode: m.BootMode()},
+		SEL:        sel,
+		Name:       p.Name,
+		Username:   p.Username,
+		Password:   p.Password,
+		GUID:       m.UUID(),
+		Faults:     h.bmcFaults,
+		Recorder:   h.bmcEvents,
+		Registerer: h.bmcMetrics,
+		Logger:     log,
 	})
 	if err != nil {
 		m.Close()

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/metalbed/metalbed/internal/events"
@@ -71,6 +72,8 @@ type bed struct {
 	boot               service.BootServers // sockets and pool; prepare adds the hooks
 
 	svc *service.Service // built by prepare
+	// reg is the testbed's metrics registry, handed to every component.
+	reg *prometheus.Registry
 	// deploy images, built by prepare
 	deployKernel, deployRamdisk string
 }
@@ -78,7 +81,7 @@ type bed struct {
 // listenBed binds every socket of the provisioner side; it writes no file.
 func listenBed(t *Testbed, nw *libvirt.Network) (_ *bed, err error) {
 	b := &bed{cfg: *t.cfg.Provisioner, dir: filepath.Join(t.cfg.StateDir, "provisioner"), version: t.cfg.Version,
-		log: t.log, vmNet: nw, ramdiskDir: t.cfg.Libvirt.RamdiskDir, faults: fault.NewSet(), tl: events.New(events.Config{})}
+		log: t.log, vmNet: nw, reg: t.reg, ramdiskDir: t.cfg.Libvirt.RamdiskDir, faults: fault.NewSet(), tl: events.New(events.Config{})}
 	b.inject = b.newInjector()
 	defer func() {
 		if err != nil {
@@ -306,6 +309,8 @@ func (b *bed) serviceConfig() service.Config {
 		},
 		Recorder:     b.tl,
 		Faults:       b.inject,
+		Registerer:   b.reg,
+		Gatherer:     b.reg,
 		Logger:       b.log,
 		HTPasswdFile: b.htpasswd,
 	}
@@ -355,7 +360,7 @@ func (b *bed) exporter(name string) ramdisk.Exporter {
 	return func(ctx context.Context, ln net.Listener, iqn string, dev ramdisk.BlockDevice) error {
 		who := events.Who{Machine: name}
 		t, err := iscsitarget.New(iscsitarget.Config{IQN: iqn, Disk: dev, Size: dev.Size(), Logger: b.log,
-			Recorder: events.Tag(b.tl, who), Faults: fault.Tag(b.inject, who)})
+			Recorder: events.Tag(b.tl, who), Faults: fault.Tag(b.inject, who), Registerer: b.reg})
 		if err != nil {
 			return err
 		}

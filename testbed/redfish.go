@@ -9,6 +9,8 @@ import (
 	"net"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/metalbed/metalbed/bmcemu/redfish"
 	"github.com/metalbed/metalbed/internal/events"
 )
@@ -40,7 +42,7 @@ type redfishService struct {
 // startRedfish binds the Redfish listener and builds the service over the
 // fleet's machines; rec receives its events and faults is asked at each
 // request (nil: none).
-func startRedfish(cfg Redfish, dir string, f *fleet, rec events.Recorder, faults fault.Injector, log *slog.Logger) (*redfishService, error) {
+func startRedfish(cfg Redfish, dir string, f *fleet, rec events.Recorder, faults fault.Injector, reg prometheus.Registerer, log *slog.Logger) (*redfishService, error) {
 	ln := cfg.Listener
 	if ln == nil {
 		addr := cfg.Addr
@@ -56,7 +58,7 @@ func startRedfish(cfg Redfish, dir string, f *fleet, rec events.Recorder, faults
 		}
 	}
 	rs := &redfishService{ln: ln}
-	rc := redfish.Config{PlainHTTP: cfg.PlainHTTP, Recorder: rec, Faults: faults, Logger: log}
+	rc := redfish.Config{PlainHTTP: cfg.PlainHTTP, Recorder: rec, Faults: faults, Registerer: reg, Logger: log}
 	scheme := "http"
 	if !cfg.PlainHTTP {
 		var ips []net.IP

@@ -17,9 +17,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/metrics"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/service"
 	"github.com/metalbed/metalbed/vms"
@@ -84,6 +86,10 @@ type Config struct {
 	Progress io.Writer
 	// Version stamps the deploy ramdisk built from this binary.
 	Version string
+	// Metrics, when set, serves the testbed's Prometheus metrics (and
+	// pprof) on a listener of its own (metrics.go); nil: only at the
+	// provisioner API's /metrics.
+	Metrics *Metrics
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -165,6 +171,10 @@ type Testbed struct {
 	bed     *bed            // nil without a provisioner
 	redfish *redfishService // nil without Config.Redfish
 	uuids   map[string]string
+	// reg is this testbed's metrics registry (metrics.go); metricsLn its
+	// own listener (nil without Config.Metrics).
+	reg       *prometheus.Registry
+	metricsLn net.Listener
 
 	mu sync.Mutex
 }
@@ -188,7 +198,7 @@ func New(cfg Config) (*Testbed, error) {
 	if cfg.Backend == "" {
 		cfg.Backend = "sim"
 	}
-	t := &Testbed{cfg: cfg, log: cfg.Logger, started: make(chan struct{}), ready: make(chan struct{})}
+	t := &Testbed{cfg: cfg, log: cfg.Logger, started: make(chan struct{}), ready: make(chan struct{}), reg: metrics.NewRegistry()}
 	switch cfg.Backend {
 	case "sim":
 	case "libvirt":
@@ -289,6 +299,13 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 		}
 		defer nw.Close()
 	}
+	mln, err := listenMetrics(t.cfg.Metrics)
+	if err != nil {
+		return err
+	}
+	if mln != nil {
+		defer mln.Close()
+	}
 	hooks := t.externalNetboot()
 	var b *bed
 	if t.cfg.Provisioner != nil {
@@ -298,7 +315,7 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 		defer b.close()
 		hooks = b.nodeHooks
 	}
-	f, err := startFleet(ctx, t.cfg.Machines, t.cfg.StateDir, t.log, t.cfg.Progress, hooks)
+	f, err := startFleet(ctx, t.cfg.Machines, t.cfg.StateDir, t.log, t.cfg.Progress, withMetrics(hooks, t.reg))
 	if err != nil {
 		return err
 	}
@@ -311,13 +328,13 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 		if b != nil {
 			rec, faults = b.tl, b.inject
 		}
-		if rf, err = startRedfish(*t.cfg.Redfish, t.cfg.StateDir, f, rec, faults, t.log); err != nil {
+		if rf, err = startRedfish(*t.cfg.Redfish, t.cfg.StateDir, f, rec, faults, t.reg, t.log); err != nil {
 			return err
 		}
 		defer rf.ln.Close()
 	}
 	t.mu.Lock()
-	t.fleet, t.bed, t.redfish = f, b, rf
+	t.fleet, t.bed, t.redfish, t.metricsLn = f, b, rf, mln
 	t.mu.Unlock()
 	close(t.started)
 	if b != nil {
@@ -332,6 +349,9 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 	g.Go(func() error { return f.serve(gctx) })
 	if rf != nil {
 		g.Go(func() error { return rf.serve(gctx) })
+	}
+	if mln != nil {
+		g.Go(func() error { return metrics.Serve(gctx, mln, t.reg, t.cfg.Metrics.PProf) })
 	}
 	if b != nil {
 		g.Go(func() error { return b.serve(gctx) })

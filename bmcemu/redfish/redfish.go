@@ -28,6 +28,8 @@ import (
 
 	"github.com/metalbed/metalbed/bmcemu"
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures one Redfish service.
@@ -64,6 +66,9 @@ type Config struct {
 	FirmwareReboot time.Duration
 	// Logger; nil => discard. Keys node, event, err.
 	Logger *slog.Logger
+	// Registerer receives metalbed_redfish_requests_total{method,code} and
+	// metalbed_redfish_request_seconds{method}. nil => none are exported.
+	Registerer prometheus.Registerer
 	// Now is the clock for sessions and Manager DateTime. Default time.Now.
 	Now func() time.Time
 }
@@ -101,6 +106,9 @@ type Server struct {
 	tasks   *taskList
 
 	serving sync.Mutex
+
+	requests *prometheus.CounterVec   // method, code
+	latency  *prometheus.HistogramVec // method
 
 	lifeMu sync.Mutex
 	life   context.Context // Serve's ctx: bounds work that outlives a request
@@ -167,6 +175,12 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.systems = append(s.systems, sys)
 	}
+	r := &metrics.Registry{Reg: cfg.Registerer}
+	s.requests = r.CounterVec("redfish", "requests_total", "Redfish requests answered, by method and status code.", "method", "code")
+	s.latency = r.HistogramVec("redfish", "request_seconds", "Time to answer Redfish requests, by method.", nil, "method")
+	if r.Err != nil {
+		return nil, fmt.Errorf("redfish: %w", r.Err)
+	}
 	s.auth = newSessions(s)
 	s.tasks = newTaskList(s)
 	s.mux = s.routes()
@@ -221,6 +235,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	began := time.Now()
+	sw := &metrics.StatusWriter{ResponseWriter: w}
+	w = sw
+	defer func() {
+		m := metrics.Method(r.Method)
+		s.requests.WithLabelValues(m, metrics.Code(sw.Code())).Inc()
+		s.latency.WithLabelValues(m).Observe(time.Since(began).Seconds())
+	}()
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Warn("redfish handler panicked", "err", fmt.Sprint(p), "path", r.URL.Path)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/metrics"
 	"github.com/metalbed/metalbed/provisioner/api"
 	"github.com/metalbed/metalbed/provisioner/boot"
 	"github.com/metalbed/metalbed/provisioner/drivers"
@@ -76,8 +77,13 @@ func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 	httpAddr := fs.String("http-addr", service.DefaultHTTPAddr, "HTTP boot server listen address")
 	withBoot := fs.Bool("boot-servers", true, "run the DHCP, TFTP and HTTP boot servers (--dhcp-addr, --tftp-addr, --http-addr) and give the ipmi hardware type the network boot (pxe, ipxe) and deploy (iscsi, direct) interfaces, so the provisioner deploys machines on its own; --boot-servers=false runs the API and conductor only")
 	verbose := fs.Bool("verbose", false, "log debug messages")
+	metricsAddr := fs.String("metrics-addr", "", "HOST:PORT of a listener of its own for the Prometheus metrics (GET /metrics; the API answers /metrics too); port 0: a free one; \"\" = none")
+	pprofOn := fs.Bool("pprof", false, "serve Go's profiles under /debug/pprof/ on the --metrics-addr listener")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *pprofOn && *metricsAddr == "" {
+		return usageError("--pprof serves on the metrics listener: give --metrics-addr too")
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -107,6 +113,13 @@ func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 		CheckProvisionInterval: min(max(*callbackTimeout/10, 100*time.Millisecond), 60*time.Second),
 		AutomatedClean:         *automatedClean, Logger: log,
 	}
+	mreg := metrics.NewRegistry()
+	cfg.Registerer, cfg.Gatherer, cfg.PProf = mreg, mreg, *pprofOn
+	if *metricsAddr != "" {
+		if cfg.MetricsListener, err = ls.listen("tcp", *metricsAddr); err != nil {
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+	}
 	if *withBoot {
 		bs := &service.BootServers{DHCPRange: *dhcpRange}
 		if bs.DHCPConn, err = ls.listenPacket(*dhcpAddr); err != nil {
@@ -130,6 +143,9 @@ func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 		names = strings.Join(reg.Names(), ", ")
 	}
 	fmt.Fprintf(s.Out, "provisioner API on http://%s (state in %s, drivers %s)\n", ln.Addr(), *stateDir, names)
+	if cfg.MetricsListener != nil {
+		fmt.Fprintf(s.Out, "metrics on http://%s/metrics\n", cfg.MetricsListener.Addr())
+	}
 	if *withBoot {
 		fmt.Fprintf(s.Out, "boot servers: dhcp %s (range %s), tftp %s, http %s\n", svc.DHCPAddr(), *dhcpRange, svc.TFTPAddr(), svc.HTTPURL())
 	}

@@ -54,6 +54,8 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	redfishHTTP := fs.Bool("redfish-plain-http", false, "serve Redfish over plain HTTP instead of HTTPS (HTTPS uses a CA and certificate generated into the state dir; inventory.json names the CA)")
 	enrollDriver := fs.String("enroll-driver", "ipmi", "hardware type of the nodes --enroll creates: ipmi (redfish comes when metalbed's conductor speaks Redfish)")
 	bootIface := fs.String("boot-interface", "", "boot interface of the nodes --enroll creates: pxe (TFTP, needs Debian's pxelinux and ipxe), ipxe (HTTP); default pxe when those are installed, else ipxe")
+	metricsAddr := fs.String("metrics-addr", "", "HOST:PORT of a listener of its own for the Prometheus metrics (GET /metrics; the provisioner API answers /metrics too); port 0: a free one; \"\" = none")
+	pprofOn := fs.Bool("pprof", false, "serve Go's profiles under /debug/pprof/ on the --metrics-addr listener")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -124,6 +126,11 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 		}
 		cfg.Redfish = &testbed.Redfish{Addr: *redfishAddr, PlainHTTP: *redfishHTTP}
 	}
+	if *metricsAddr != "" {
+		cfg.Metrics = &testbed.Metrics{Addr: *metricsAddr, PProf: *pprofOn}
+	} else if *pprofOn {
+		return usageError("--pprof serves on the metrics listener: give --metrics-addr too")
+	}
 	if *noProv {
 		cfg.ExternalDHCP, cfg.ExternalTFTPPort = *netbootDHCP, *netbootTFTPPort
 	} else {
@@ -159,6 +166,9 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 		}
 		fmt.Fprintf(s.Out, "metalbed: %d %s up%s, BMCs on %s%s, API %s, timeline %s, inventory %s\n",
 			len(inv.Nodes), machines, enrolled, addrSummary(inv), redfishAt, inv.API, inv.Timeline, where)
+	}
+	if u := tb.MetricsURL(); u != "" {
+		fmt.Fprintf(s.Out, "metalbed: metrics on %s/metrics\n", u)
 	}
 	if err := <-done; err != nil {
 		return err

@@ -3,7 +3,10 @@ package fault
 import (
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/metrics"
 )
 
 // Injector is what a server asks at its dispatch point: must this request
@@ -66,21 +69,29 @@ type InjectorConfig struct {
 	// Recorder receives each hit as an event of the catalog's kind
 	// ("fault.<layer>.<action>") for the node's timeline. nil: none.
 	Recorder events.Recorder
+	// Registerer receives metalbed_fault_fired_total{layer,action}, one
+	// count per hit (the catalog's layers and actions: a bounded set).
+	// nil: not exported. (A registry already holding that name with
+	// another type leaves the counter unexported.)
+	Registerer prometheus.Registerer
 }
 
 // RuleInjector is the Injector over a Set: it resolves the requester to a
 // node, matches the rules addressed to that node (by machine name, node
 // name or node UUID) and records each hit.
 type RuleInjector struct {
-	cfg InjectorConfig
-	rec events.Recorder
+	cfg   InjectorConfig
+	rec   events.Recorder
+	fired *prometheus.CounterVec // layer, action
 }
 
 var _ Injector = (*RuleInjector)(nil)
 
 // NewInjector returns the Injector of cfg.
 func NewInjector(cfg InjectorConfig) *RuleInjector {
-	return &RuleInjector{cfg: cfg, rec: events.OrDiscard(cfg.Recorder)}
+	r := &metrics.Registry{Reg: cfg.Registerer}
+	fired := r.CounterVec("fault", "fired_total", "Injected faults that hit a request, by layer and action.", "layer", "action")
+	return &RuleInjector{cfg: cfg, rec: events.OrDiscard(cfg.Recorder), fired: fired}
 }
 
 // Inject resolves who to one node, asks the rules about op of layer on
@@ -104,6 +115,9 @@ func (in *RuleInjector) Inject(layer Layer, who events.Who, op string) (Hit, boo
 	h, ok := in.cfg.Rules.MatchAny([]string{id.Machine, id.NodeName, id.Node}, layer, op)
 	if !ok {
 		return h, false
+	}
+	if in.fired != nil {
+		in.fired.WithLabelValues(string(h.Layer), h.Action).Inc()
 	}
 	detail := fmt.Sprintf("rule %s op %s", h.RuleID, op)
 	if h.Arg != "" {

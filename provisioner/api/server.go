@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/metalbed/metalbed/internal/metrics"
 	"github.com/metalbed/metalbed/provisioner/conductor"
 	"github.com/metalbed/metalbed/provisioner/store"
 )
@@ -50,6 +52,14 @@ type Config struct {
 	// (events.Port*, carrying the node's UUID and name and the port's MAC):
 	// the timeline learns which MAC is which node from them. Default: none.
 	Recorder events.Recorder
+	// Registerer receives the API's metrics (metalbed_api_requests_total
+	// and metalbed_api_request_seconds, by method, the route's pattern and
+	// status); nil: none are exported.
+	Registerer prometheus.Registerer
+	// Gatherer, when set, answers GET /metrics in Prometheus' format (like
+	// Ironic's healthcheck: public, or behind Credentials when they are
+	// set); nil: /metrics is Ironic's 404.
+	Gatherer prometheus.Gatherer
 }
 
 // Server is the API.
@@ -61,6 +71,7 @@ type Server struct {
 	handler http.Handler
 	fields  []nodeField
 	rec     events.Recorder
+	metrics apiMetrics
 }
 
 // New checks cfg and builds the routing table. It does no I/O.
@@ -75,6 +86,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, c: cfg.Conductor, st: cfg.Store, fields: nodeFields(), rec: events.OrDiscard(cfg.Recorder)}
+	var err error
+	if s.metrics, err = newAPIMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -198,6 +213,13 @@ func (s *Server) routes() http.Handler {
 	for _, rt := range s.table() {
 		mux.Handle(rt.pattern, s.wrap(rt))
 	}
+	if s.cfg.Gatherer != nil {
+		// Public on a noauth API, as Ironic's healthcheck; behind the
+		// basic auth when Credentials are set.
+		scrape := metrics.Handler(s.cfg.Gatherer)
+		mux.Handle("GET /metrics", s.wrap(route{pattern: "GET /metrics", access: private,
+			h: func(w http.ResponseWriter, r *http.Request) error { scrape.ServeHTTP(w, r); return nil }}))
+	}
 	// Anything else: Ironic's 404 shape.
 	mux.Handle("/", s.wrap(route{pattern: "/", access: private, versioned: true,
 		h: func(http.ResponseWriter, *http.Request) error { return errNotFound }}))
@@ -218,6 +240,17 @@ func (s *Server) routes() http.Handler {
 }
 
 func (s *Server) wrap(rt route) http.Handler {
+	inner := s.serveRoute(rt)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		began := time.Now()
+		sw := &metrics.StatusWriter{ResponseWriter: w}
+		inner.ServeHTTP(sw, r)
+		s.metrics.observe(r.Method, rt.pattern, sw.Code(), time.Since(began))
+	})
+}
+
+// serveRoute answers rt: version negotiation, auth, the handler.
+func (s *Server) serveRoute(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Openstack-Request-Id", "req-"+uuid.NewString())
 		if rt.versioned {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/api"
 	"github.com/metalbed/metalbed/provisioner/conductor"
@@ -32,6 +34,7 @@ type stackOpts struct {
 	dbPath     string
 	ipmiClient string // drivers.ClientIPMITool (default) or drivers.ClientNative
 	timeline   http.Handler
+	metrics    *prometheus.Registry // the API's and conductor's metrics, served at /metrics
 }
 
 func newStack(t testing.TB, o stackOpts) *stack {
@@ -56,7 +59,7 @@ func newStack(t testing.TB, o stackOpts) *stack {
 		t.Fatal(err)
 	}
 	c, err := conductor.New(conductor.Config{Hostname: "test-conductor", Store: st, Drivers: reg,
-		PowerSyncInterval: -1, CheckProvisionInterval: -1, LockRetries: -1})
+		PowerSyncInterval: -1, CheckProvisionInterval: -1, LockRetries: -1, Registerer: registerer(o.metrics)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +69,11 @@ func newStack(t testing.TB, o stackOpts) *stack {
 			t.Fatal(err)
 		}
 	}
-	srv, err := api.New(api.Config{Conductor: c, Store: st, Credentials: creds, Timeline: o.timeline})
+	acfg := api.Config{Conductor: c, Store: st, Credentials: creds, Timeline: o.timeline}
+	if o.metrics != nil {
+		acfg.Registerer, acfg.Gatherer = o.metrics, o.metrics
+	}
+	srv, err := api.New(acfg)
 	if err != nil {
 		t.Fatal(err)
 	}

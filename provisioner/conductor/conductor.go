@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/drivers"
@@ -73,6 +74,10 @@ type Config struct {
 	// (events.ConductorFailed, detail last_error), keyed by node UUID and
 	// name, when it happens. It must not block. Default: none.
 	Recorder events.Recorder
+	// Registerer receives the conductor's metrics (metalbed_conductor_*:
+	// transitions, time in each state, deploy and clean durations, power
+	// actions). nil: none are exported.
+	Registerer prometheus.Registerer
 	// Faults is asked (layer conductor) when a node becomes active or fails
 	// (ops "active", "failed") and about every node once a second (op
 	// "now"); the Injector a service hands in carries a kill out by
@@ -105,6 +110,7 @@ type Conductor struct {
 	runCtx    context.Context // nil until Run
 	tasks     sync.WaitGroup
 	powerFail map[string]int // node -> BMC failures in a row during sync
+	metrics   *condMetrics
 }
 
 // New checks cfg and applies defaults. It does no I/O.
@@ -148,9 +154,13 @@ func New(cfg Config) (*Conductor, error) {
 	}
 	cfg.Recorder = events.OrDiscard(cfg.Recorder)
 	cfg.Faults = fault.OrNone(cfg.Faults)
+	m, err := newCondMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
 	return &Conductor{
 		cfg: cfg, log: cfg.Logger, host: cfg.Hostname, st: cfg.Store, types: cfg.Drivers,
-		powerFail: map[string]int{},
+		powerFail: map[string]int{}, metrics: m,
 	}, nil
 }
 
@@ -315,7 +325,7 @@ func (c *Conductor) history(ctx context.Context, n *provisioner.Node, severity, 
 
 // transition moves n along the table by event and saves it.
 func (c *Conductor) transition(ctx context.Context, n *provisioner.Node, event Event) error {
-	from := n.ProvisionState
+	from, since := n.ProvisionState, n.ProvisionUpdatedAt
 	to, err := Next(from, event)
 	if err != nil {
 		return err
@@ -328,6 +338,7 @@ func (c *Conductor) transition(ctx context.Context, n *provisioner.Node, event E
 		return fmt.Errorf("save node %s: %w", n.UUID, err)
 	}
 	c.log.Info("provision state", "node", n.UUID, "event", event, "state", to, "from", from)
+	c.metrics.transition(n, from, since, n.ProvisionUpdatedAt, event)
 	c.recordState(n)
 	switch {
 	case to == provisioner.StateActive:

@@ -103,6 +103,7 @@ func (c *Conductor) powerAction(ctx context.Context, power powerDriver, n *provi
 	}
 	var err error
 	skip := false
+	began := time.Now()
 	if target == provisioner.PowerOn || target == provisioner.PowerOff {
 		var cur provisioner.PowerState
 		cur, err = power.GetPowerState(ctx, n)
@@ -123,6 +124,14 @@ func (c *Conductor) powerAction(ctx context.Context, power powerDriver, n *provi
 	}
 	if ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled) {
 		return // conductor stopping
+	}
+	switch {
+	case err != nil:
+		c.metrics.powerAction(target, "failure", time.Since(began))
+	case skip:
+		c.metrics.powerAction(target, "skipped", 0)
+	default:
+		c.metrics.powerAction(target, "success", time.Since(began))
 	}
 	fresh, gerr := c.st.Node(context.WithoutCancel(ctx), n.UUID)
 	if gerr == nil {

@@ -25,8 +25,10 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/metrics"
 )
 
 // Host is what the server tells one MAC: where and what to boot.
@@ -162,6 +164,10 @@ type Config struct {
 	// "wrong-next-server" sends next-server Arg (default 127.0.0.254,
 	// where nothing serves TFTP). nil: no faults.
 	Faults fault.Injector
+	// Registerer receives metalbed_dhcp_messages_total{kind}: offers,
+	// acks and naks sent, releases, declines and informs received. nil:
+	// none are exported.
+	Registerer prometheus.Registerer
 }
 
 // EventKind names what the server did.
@@ -195,6 +201,7 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	faults fault.Injector
+	msgs   *prometheus.CounterVec // kind
 	leases *leaseTable
 	dirty  chan struct{} // lease table changed and must be written
 }
@@ -255,7 +262,13 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("dhcp: %w", err)
 		}
 	}
-	return &Server{cfg: cfg, log: log, leases: lt, dirty: make(chan struct{}, 1), faults: fault.OrNone(cfg.Faults)}, nil
+	r := &metrics.Registry{Reg: cfg.Registerer}
+	msgs := r.CounterVec("dhcp", "messages_total",
+		"DHCP exchanges by kind: offer, ack and nak sent; release, decline and inform received.", "kind")
+	if r.Err != nil {
+		return nil, fmt.Errorf("dhcp: %w", r.Err)
+	}
+	return &Server{cfg: cfg, log: log, leases: lt, dirty: make(chan struct{}, 1), faults: fault.OrNone(cfg.Faults), msgs: msgs}, nil
 }
 
 func (p Pool) validate() error {

@@ -363,6 +363,7 @@ func (s *Server) destination(req, resp *dhcpv4.DHCPv4, from netip.AddrPort) neti
 }
 
 func (s *Server) emit(kind EventKind, c client, ip netip.Addr, bootFile string, now time.Time) {
+	s.msgs.WithLabelValues(string(kind)).Inc()
 	if s.cfg.Observer == nil {
 		return
 	}

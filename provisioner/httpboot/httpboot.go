@@ -23,6 +23,8 @@ import (
 
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Files serves generated content. Open gets a cleaned, root-relative,
@@ -61,6 +63,10 @@ type Config struct {
 	// holds what is fetched for that machine (the conductor downloading
 	// <machine>/<image>). nil: no faults.
 	Faults fault.Injector
+	// Registerer receives metalbed_httpboot_requests_total{method,code},
+	// metalbed_httpboot_sent_bytes_total and
+	// metalbed_httpboot_request_seconds. nil: none are exported.
+	Registerer prometheus.Registerer
 }
 
 // answerFault is how one answer goes wrong; the zero value is none.
@@ -142,6 +148,10 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	faults fault.Injector
+	// metrics
+	requests *prometheus.CounterVec // method, code
+	sent     prometheus.Counter
+	took     prometheus.Histogram
 }
 
 // New validates cfg and applies defaults; it does no I/O.
@@ -159,7 +169,16 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, faults: fault.OrNone(cfg.Faults)}, nil
+	r := &metrics.Registry{Reg: cfg.Registerer}
+	s := &Server{cfg: cfg, log: log, faults: fault.OrNone(cfg.Faults),
+		requests: r.CounterVec("httpboot", "requests_total", "HTTP boot requests answered, by method and status code.", "method", "code"),
+		sent:     r.Counter("httpboot", "sent_bytes_total", "Body bytes sent by the HTTP boot server."),
+		took:     r.Histogram("httpboot", "request_seconds", "Time to answer HTTP boot requests, bodies included.", nil),
+	}
+	if r.Err != nil {
+		return nil, fmt.Errorf("httpboot: %w", r.Err)
+	}
+	return s, nil
 }
 
 // Serve serves HTTP on ln until ctx ends, then shuts down gracefully and
@@ -197,6 +216,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ev := Event{Path: name, Method: r.Method, Status: cw.status(), Bytes: cw.n,
 			Range: r.Header.Get("Range"), Duration: time.Since(start), Time: start}
 		ev.Remote, _ = netip.ParseAddrPort(r.RemoteAddr)
+		s.requests.WithLabelValues(metrics.Method(r.Method), metrics.Code(ev.Status)).Inc()
+		s.sent.Add(float64(ev.Bytes))
+		s.took.Observe(ev.Duration.Seconds())
 		s.log.Info("httpboot: request", "path", name, "ip", ev.Remote.Addr(), "status", ev.Status, "bytes", ev.Bytes)
 		if s.cfg.Observer != nil {
 			s.cfg.Observer(ev)

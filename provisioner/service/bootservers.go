@@ -9,7 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/metalbed/metalbed/internal/metrics"
 
 	"github.com/metalbed/metalbed/provisioner/dhcp"
 	"github.com/metalbed/metalbed/provisioner/httpboot"
@@ -146,16 +149,16 @@ func (s *Service) newBootServers() error {
 	b.tftpRoot, b.httpRoot = nb.TFTPRoot, nb.HTTPRoot
 	if b.dhcp, err = dhcp.New(dhcp.Config{
 		ServerIP: server, Pool: pool, Hosts: hosts, LeaseFile: c.LeaseFile,
-		Logger: s.cfg.Logger, Observer: c.DHCPObserver, Faults: s.cfg.Faults,
+		Logger: s.cfg.Logger, Observer: c.DHCPObserver, Faults: s.cfg.Faults, Registerer: s.cfg.Registerer,
 	}); err != nil {
 		return err
 	}
 	if b.tftp, err = tftp.New(tftp.Config{Root: nb.TFTPRoot, SinglePort: c.TFTPSinglePort,
-		Logger: s.cfg.Logger, Observer: c.TFTPObserver, Faults: s.cfg.Faults}); err != nil {
+		Logger: s.cfg.Logger, Observer: c.TFTPObserver, Faults: s.cfg.Faults, Registerer: s.cfg.Registerer}); err != nil {
 		return err
 	}
 	if b.http, err = httpboot.New(httpboot.Config{Root: nb.HTTPRoot,
-		Logger: s.cfg.Logger, Observer: c.HTTPObserver, Faults: s.cfg.Faults}); err != nil {
+		Logger: s.cfg.Logger, Observer: c.HTTPObserver, Faults: s.cfg.Faults, Registerer: s.cfg.Registerer}); err != nil {
 		return err
 	}
 	s.cfg.Netboot = &nb
@@ -277,12 +280,20 @@ func (s *Service) ServeBoot(ctx context.Context) error {
 	return g.Wait()
 }
 
-// Run serves the API and conductor on ln (Serve) and the boot servers
-// (ServeBoot) until ctx ends.
+// Run serves the API and conductor on ln (Serve), the boot servers
+// (ServeBoot) and the metrics listener (Config.MetricsListener) until ctx
+// ends.
 func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.ServeBoot(gctx) })
 	g.Go(func() error { return s.Serve(gctx, ln) })
+	if mln := s.cfg.MetricsListener; mln != nil {
+		gather := s.cfg.Gatherer
+		if gather == nil {
+			gather = prometheus.NewRegistry() // an empty scrape rather than none
+		}
+		g.Go(func() error { return metrics.Serve(gctx, mln, gather, s.cfg.PProf) })
+	}
 	return g.Wait()
 }
 

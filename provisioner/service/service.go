@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"net/netip"
@@ -84,6 +85,18 @@ type Config struct {
 	Boot *BootServers
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Registerer receives the metrics of the conductor, the API and the
+	// boot servers (metalbed_conductor_*, metalbed_api_*, metalbed_dhcp_*,
+	// metalbed_tftp_*, metalbed_httpboot_*); Gatherer, when set, answers
+	// GET /metrics on the API listener (behind HTPasswdFile's auth when
+	// set). nil: none. Never the global registry: the caller makes one.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	// MetricsListener, when set, is a listener of its own Run serves
+	// Gatherer's /metrics on (without auth), with Go's profiles under
+	// /debug/pprof/ when PProf is set.
+	MetricsListener net.Listener
+	PProf           bool
 	// Now is the conductor's clock (conductor.Config.Now) and the deploy
 	// interfaces' (deploy.Config.Now); default time.Now.
 	Now func() time.Time
@@ -233,8 +246,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) (err error) {
 		PowerSyncInterval: s.cfg.PowerSyncInterval, DeployCallbackTimeout: s.cfg.DeployCallbackTimeout,
 		CleanCallbackTimeout: s.cfg.CleanCallbackTimeout, CheckProvisionInterval: s.cfg.CheckProvisionInterval,
 		AutomatedClean: s.cfg.AutomatedClean, Recorder: s.cfg.Recorder, Faults: s.conductorFaults(),
-		OnStarted: func() { close(started) },
-		Now:       s.cfg.Now,
+		Registerer: s.cfg.Registerer, OnStarted: func() { close(started) }, Now: s.cfg.Now,
 	})
 	if err != nil {
 		return err
@@ -245,7 +257,8 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) (err error) {
 			return err
 		}
 	}
-	srv, err := api.New(api.Config{Conductor: cond, Store: st, Credentials: creds, Logger: s.cfg.Logger, Timeline: s.cfg.Timeline, Recorder: s.cfg.Recorder})
+	srv, err := api.New(api.Config{Conductor: cond, Store: st, Credentials: creds, Logger: s.cfg.Logger, Timeline: s.cfg.Timeline, Recorder: s.cfg.Recorder,
+		Registerer: s.cfg.Registerer, Gatherer: s.cfg.Gatherer})
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,9 @@ import (
 
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/metrics"
 	"github.com/pin/tftp/v3"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Files serves generated content. Open gets a cleaned, root-relative,
@@ -70,6 +72,10 @@ type Config struct {
 	// arrives whole. Any other hit's Delay starts the transfer late. nil:
 	// no faults.
 	Faults fault.Injector
+	// Registerer receives metalbed_tftp_transfers_total{result},
+	// metalbed_tftp_sent_bytes_total and metalbed_tftp_transfer_seconds.
+	// nil: none are exported.
+	Registerer prometheus.Registerer
 }
 
 // transferFault is how one transfer goes wrong; the zero value is none.
@@ -184,6 +190,10 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	faults fault.Injector
+	// metrics
+	transfers *prometheus.CounterVec // result: success, failure
+	sent      prometheus.Counter
+	took      prometheus.Histogram
 }
 
 // ErrAccess is returned for names that would leave the root.
@@ -208,7 +218,16 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, faults: fault.OrNone(cfg.Faults)}, nil
+	r := &metrics.Registry{Reg: cfg.Registerer}
+	s := &Server{cfg: cfg, log: log, faults: fault.OrNone(cfg.Faults),
+		transfers: r.CounterVec("tftp", "transfers_total", "TFTP read requests ended, by result (success, failure).", "result"),
+		sent:      r.Counter("tftp", "sent_bytes_total", "File bytes sent by TFTP transfers, failed ones included."),
+		took:      r.Histogram("tftp", "transfer_seconds", "Duration of TFTP transfers, failed ones included.", nil),
+	}
+	if r.Err != nil {
+		return nil, fmt.Errorf("tftp: %w", r.Err)
+	}
+	return s, nil
 }
 
 // Serve answers read requests on conn until ctx ends, waits for transfers
@@ -260,6 +279,13 @@ func (s *Server) read(ctx context.Context, root *os.Root, name string, rf io.Rea
 	var n int64
 	defer func() {
 		ev := Event{File: name, Remote: remote, Bytes: n, Duration: time.Since(start), Err: err, Time: start}
+		result := "success"
+		if err != nil {
+			result = "failure"
+		}
+		s.transfers.WithLabelValues(result).Inc()
+		s.sent.Add(float64(n))
+		s.took.Observe(ev.Duration.Seconds())
 		if err != nil {
 			s.log.Info("tftp: transfer failed", "file", name, "ip", remote.Addr(), "err", err)
 		} else {
