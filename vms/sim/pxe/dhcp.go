@@ -78,7 +78,7 @@ type dhcpClient struct {
 	uuid    [16]byte
 	arch    iana.Arch
 	ipxe    bool
-	plain   bool // an OS's client (the ramdisk's): no PXE options
+	plain   bool         // an OS's client (the ramdisk's): no PXE options
 	server  *net.UDPAddr // where requests go
 	local   *net.UDPAddr // where the socket binds before there is a lease
 	timeout time.Duration
