@@ -99,9 +99,12 @@ func (bt Booter) Boot(ctx context.Context, b *sim.BootContext) error {
 		return nil
 	}
 	if err != nil {
-		if errors.Is(err, ErrEjected) {
+		var ee execError
+		switch {
+		case errors.As(err, &ee):
+		case errors.Is(err, ErrEjected):
 			say("%s: read error: the medium was ejected", what)
-		} else {
+		default:
 			say("%s: %v", what, err)
 		}
 		return fmt.Errorf("%s %s: %w", what, url, err)
@@ -186,8 +189,17 @@ func (r *run) boot(ctx context.Context) error {
 	r.say("Command line: %s", e.cmdline)
 	r.b.Emit(vms.EventBoot, r.b.Device.String())
 	r.b.Emit(vms.EventConsole, "kernel "+e.kernel+" "+e.cmdline)
-	return r.bt.Exec(ctx, r.b, pimg)
+	if err := r.bt.Exec(ctx, r.b, pimg); err != nil {
+		return execError{err}
+	}
+	return nil
 }
+
+// execError is the failure of what the medium booted: the kernel said why
+// on the console already.
+type execError struct{ error }
+
+func (e execError) Unwrap() error { return e.error }
 
 // cause keeps an eject visible through file-system errors.
 func (r *run) cause(err error) error {
