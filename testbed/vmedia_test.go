@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+
 	"github.com/metalbed/metalbed/disk/iso9660/isotest"
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/testenv"
@@ -29,7 +32,9 @@ const vmediaParams = "ipa-api-url=http://127.0.0.1:6385 ipa-agent-token=t0k3n ip
 // metalbed's ramdisk, with Ironic's isolinux and GRUB templates: "bios"
 // (ISOLINUX only) and "both" (ISOLINUX and an El Torito EFI image whose
 // grub.cfg boots the same kernel).
-func deployISOs(t *testing.T) map[string][]byte {
+func deployISOs(t *testing.T) map[string][]byte { return deployISOsWith(t, vmediaParams) }
+
+func deployISOsWith(t *testing.T, vmediaParams string) map[string][]byte {
 	t.Helper()
 	kernel := make([]byte, 8192) // passes the boot protocol check
 	kernel[510], kernel[511] = 0x55, 0xAA
@@ -276,4 +281,92 @@ func TestVirtualMediaBootFailedTimeline(t *testing.T) {
 		}
 		return false
 	}, "machine.boot-failed with the 404 in node-0's timeline")
+}
+
+// TestVirtualMediaAgentLooksUp: booted from an ISO whose command line
+// carries ipa-api-url and no BOOTIF (as Ironic's virtual media ISO), the
+// ramdisk brings its NIC up by DHCP (the network's server: here
+// Config.ExternalDHCP, as for a real Ironic) and the agent looks the node
+// up by its MAC and heartbeats with the command line's token.
+func TestVirtualMediaAgentLooksUp(t *testing.T) {
+	leased := net.IPv4(127, 77, 0, 9)
+	dhcpAddr := plainDHCP(t, leased)
+	tb, err := New(Config{StateDir: t.TempDir(), Machines: machines(1), ExternalDHCP: dhcpAddr,
+		Redfish: &Redfish{Addr: "127.0.0.1:0", PlainHTTP: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, tb)
+	m := tb.fleet.nodes[0].machine
+	mac := m.NICs()[0].MAC.String()
+	tokens := make(chan string, 4)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v1/lookup":
+			if !strings.Contains(r.URL.Query().Get("addresses"), mac) {
+				http.NotFound(w, r)
+				return
+			}
+			// Ironic hides the token it put on the ISO's command line.
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"node": {"uuid": "603c03f7-93d4-4e40-99ff-26d6c463d0d3", "properties": {}, "instance_info": {}, "driver_internal_info": {}},
+				"config": {"heartbeat_timeout": 300, "agent_token": "******", "agent_token_required": true}}`)
+		case strings.HasPrefix(r.URL.Path, "/v1/heartbeat/"):
+			var hb struct {
+				Token string `json:"agent_token"`
+			}
+			json.NewDecoder(r.Body).Decode(&hb)
+			select {
+			case tokens <- hb.Token:
+			default:
+			}
+			w.WriteHeader(http.StatusAccepted)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"versions":[{"id":"v1","status":"CURRENT","version":"1.82","min_version":"1.1"}],"default_version":{"id":"v1","status":"CURRENT","version":"1.82","min_version":"1.1"}}`)
+		}
+	}))
+	defer api.Close()
+	params := "ipa-api-url=" + api.URL + " ipa-agent-token=vm3d1a ipa-global-request-id=req-9 boot_method=vmedia"
+	isos := serveISOs(t, deployISOsWith(t, params))
+	newRedfishClient(t, tb, 0).bootCd(isos+"/bios.iso", "Legacy")
+	select {
+	case tok := <-tokens:
+		if tok != "vm3d1a" {
+			t.Errorf("heartbeat token %q, want the command line's", tok)
+		}
+	case <-time.After(60 * time.Second):
+		b, _ := os.ReadFile(m.ConsoleLog())
+		t.Fatalf("no heartbeat; console:\n%s", b)
+	}
+	consoleSince(t, m, 0, "eth0: "+leased.String()+"/8 via DHCP", "lookup succeeded")
+}
+
+// plainDHCP answers every DISCOVER and REQUEST with ip: the network's DHCP
+// server as a booted OS sees it.
+func plainDHCP(t *testing.T, ip net.IP) string {
+	t.Helper()
+	handler := func(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
+		typ := dhcpv4.MessageTypeOffer
+		if m.MessageType() == dhcpv4.MessageTypeRequest {
+			typ = dhcpv4.MessageTypeAck
+		}
+		resp, err := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(typ), dhcpv4.WithYourIP(ip),
+			dhcpv4.WithNetmask(net.CIDRMask(8, 32)), dhcpv4.WithLeaseTime(3600),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(127, 0, 0, 1))))
+		if err == nil {
+			conn.WriteTo(resp.ToBytes(), peer)
+		}
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server4.NewServer("", nil, handler, server4.WithConn(conn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+	return conn.LocalAddr().String()
 }
