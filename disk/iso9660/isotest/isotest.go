@@ -159,3 +159,28 @@ func ESPImage(t testing.TB, files map[string][]byte) []byte {
 	}
 	return b
 }
+
+// Mkisofs writes files into a directory and runs genisoimage (what Ironic
+// runs as mkisofs) with args, then "-o <image> <dir>", exactly as a caller
+// spells them: for reproducing a particular builder's command line.
+func Mkisofs(t testing.TB, files map[string][]byte, args ...string) string {
+	t.Helper()
+	tool := testenv.RequireTool(t, "genisoimage", "genisoimage")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	for p, b := range files {
+		full := filepath.Join(src, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, "image.iso")
+	args = append(args, "-quiet", "-o", out, src)
+	if b, err := exec.CommandContext(t.Context(), tool, args...).CombinedOutput(); err != nil {
+		t.Fatalf("genisoimage %v: %v\n%s", args, err, b)
+	}
+	return out
+}

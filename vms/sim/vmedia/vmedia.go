@@ -247,12 +247,16 @@ func (r *run) fromISO(im *iso9660.Image) (*loaderEntry, error) {
 			return nil, fmt.Errorf("%w in UEFI mode: the El Torito EFI image has no %s (%v)", ErrNotBootable, disk.ESPLoaderPath, r.cause(err))
 		}
 		r.say("BdsDxe: starting Boot0001 \"UEFI %s\" from %s", r.what, disk.ESPLoaderPath)
-		// GRUB on the ESP reads its grub.cfg there, else on the ISO.
-		if e, err := r.grubFrom(espFS, "the EFI image", espGrubConfigs); err == nil || !errors.Is(err, iso9660.ErrNotExist) {
-			if e != nil {
-				e.fs = r.chooseFS(e, espFS, fs)
-			}
-			return e, err
+		// GRUB on the ESP reads its grub.cfg there; one without a linux
+		// entry (or none) leads to the ISO's ("search ... configfile", as
+		// Ironic's ESP does with its grub_config_path on the ISO).
+		e, err := r.grubFrom(espFS, "the EFI image", espGrubConfigs)
+		switch {
+		case err == nil:
+			e.fs = r.chooseFS(e, espFS, fs)
+			return e, nil
+		case errors.Is(err, ErrEjected):
+			return nil, err
 		}
 		return r.grubFrom(fs, "", isoGrubConfigs)
 	}
@@ -371,8 +375,6 @@ func (r *run) grubFrom(fs files, where string, names []string) (*loaderEntry, er
 		}
 	}
 	if err != nil {
-		r.say("error: %v.", err)
-		r.say("grub> ")
 		return nil, fmt.Errorf("%w: %s: %v", ErrNotBootable, name, err)
 	}
 	e := &loaderEntry{loader: "GRUB", config: name, kernel: ge.Kernel, cmdline: strings.TrimSpace("BOOT_IMAGE=" + ge.Kernel + " " + ge.Cmdline), fs: fs, dir: "/"}

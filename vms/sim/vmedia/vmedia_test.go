@@ -337,3 +337,57 @@ func TestHTTPImageReads(t *testing.T) {
 		t.Errorf("sent %d bytes for reads of ~70 KiB", sent)
 	}
 }
+
+// TestIronicMkisofsCommands boots ISOs made with the very mkisofs command
+// lines of Ironic 21.4's images.py: create_isolinux_image_for_bios (no
+// -c, ISOLINUX at isolinux/isolinux.bin) and create_esp_image_for_uefi
+// (EFI only: -e boot/grub/efiboot.img; grub.cfg on the ISO at
+// grub_config_path, EFI/BOOT/grub.cfg, found by the ESP's own grub.cfg
+// through search and configfile).
+func TestIronicMkisofsCommands(t *testing.T) {
+	testenv.RequireFile(t, isotest.IsolinuxBin, "isolinux")
+	isolinux, err := os.ReadFile(isotest.IsolinuxBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bios := isotest.Mkisofs(t, map[string][]byte{
+		"vmlinuz": bzImage(), "initrd": initrd, "isolinux/isolinux.bin": isolinux,
+		"isolinux/isolinux.cfg": []byte(isolinuxCfg),
+	}, "-r", "-V", "VMEDIA_BOOT_ISO", "-J", "-l", "-publisher", "ironic", "-no-emul-boot",
+		"-boot-load-size", "4", "-boot-info-table", "-b", "isolinux/isolinux.bin")
+	espGrub := "search --no-floppy --set=root --label VMEDIA_BOOT_ISO\nset prefix=($root)/EFI/BOOT\nconfigfile $prefix/grub.cfg\n"
+	uefi := isotest.Mkisofs(t, map[string][]byte{
+		"vmlinuz": bzImage(), "initrd": initrd, "EFI/BOOT/grub.cfg": []byte(grubCfg),
+		"boot/grub/efiboot.img": isotest.ESPImage(t, map[string][]byte{
+			"EFI/BOOT/BOOTX64.EFI": []byte("MZ"), "EFI/BOOT/grub.cfg": []byte(espGrub)}),
+	}, "-r", "-V", "VMEDIA_BOOT_ISO", "-l", "-publisher", "ironic", "-e", "boot/grub/efiboot.img", "-no-emul-boot")
+	for _, tc := range []struct {
+		iso     string
+		mode    vms.BootMode
+		cmdline string
+		fail    string
+	}{
+		{bios, vms.BIOS, "BOOT_IMAGE=/vmlinuz initrd=/initrd text " + params + " --", ""},
+		{uefi, vms.UEFI, "BOOT_IMAGE=/vmlinuz " + params + " --", ""},
+		{bios, vms.UEFI, "", "no El Torito EFI entry"},
+		{uefi, vms.BIOS, "", "no El Torito BIOS entry"},
+	} {
+		b, err := os.ReadFile(tc.iso)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := serve(t, b, false)
+		bc, con, got := bootCtx(tc.mode, vms.BootCDROM, inserted(srv.URL+"/image.iso"))
+		err = booter(got).Boot(t.Context(), bc)
+		if tc.fail != "" {
+			if err == nil || !strings.Contains(con.String(), tc.fail) {
+				t.Errorf("%s on %s: %v; console:\n%s", filepath.Base(filepath.Dir(tc.iso)), tc.mode, err, con)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v; console:\n%s", tc.mode, err, con)
+		}
+		checkBooted(t, got, con, tc.cmdline)
+	}
+}
