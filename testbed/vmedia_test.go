@@ -63,6 +63,9 @@ func deployISOsWith(t *testing.T, vmediaParams string) map[string][]byte {
 		}
 		out[name] = b
 	}
+	// A FAT USB stick holding the same, booted by UEFI through BOOTX64.EFI.
+	out["stick"] = isotest.ESPImage(t, map[string][]byte{"EFI/BOOT/BOOTX64.EFI": []byte("MZ"),
+		"EFI/BOOT/grub.cfg": []byte(grub), "vmlinuz": kernel, "initrd": initrd.Bytes()})
 	return out
 }
 
@@ -247,6 +250,16 @@ func TestRedfishVirtualMediaBoot(t *testing.T) {
 	}
 	bootFailed(2, "no DHCP server")
 
+	// A USB stick through UsbStick and a Usb override.
+	off = consoleLen(m)
+	rf.must("POST", rf.sys+"/Actions/ComputerSystem.Reset", map[string]string{"ResetType": "ForceOff"}, 204)
+	rf.must("POST", rf.mgr+"/VirtualMedia/UsbStick/Actions/VirtualMedia.InsertMedia", map[string]any{"Image": isos + "/stick.iso"}, 204)
+	rf.must("PATCH", rf.sys, map[string]any{"Boot": map[string]string{"BootSourceOverrideTarget": "Usb", "BootSourceOverrideEnabled": "Once", "BootSourceOverrideMode": "UEFI"}}, 200)
+	rf.must("POST", rf.sys+"/Actions/ComputerSystem.Reset", map[string]string{"ResetType": "On"}, 204)
+	consoleSince(t, m, off, "Booting from virtual USB stick (UEFI)...", "GRUB reads /EFI/BOOT/grub.cfg",
+		"Command line: BOOT_IMAGE=/vmlinuz "+vmediaParams+" --", "Unpacking initramfs /initrd")
+	bootFailed(3, "no DHCP server")
+
 	// A BIOS-only ISO on UEFI, and an image that is not there.
 	for i, c := range []struct{ image, mode, console, reason string }{
 		{isos + "/bios.iso", "UEFI", "no El Torito EFI entry", "no El Torito EFI entry"},
@@ -255,7 +268,7 @@ func TestRedfishVirtualMediaBoot(t *testing.T) {
 		off = consoleLen(m)
 		rf.bootCd(c.image, c.mode)
 		consoleSince(t, m, off, c.console, "No bootable device.")
-		bootFailed(3+i, c.reason)
+		bootFailed(4+i, c.reason)
 		if o := override(); o != "Disabled" {
 			t.Errorf("Once Cd after a failed boot reads %s", o)
 		}
