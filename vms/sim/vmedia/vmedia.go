@@ -234,6 +234,14 @@ func (r *run) fromISO(im *iso9660.Image) (*loaderEntry, error) {
 	if r.b.Mode == vms.UEFI {
 		ent, err := im.BootEntryFor(iso9660.PlatformEFI)
 		if err != nil {
+			// EDK2 reads every bootable entry regardless of its platform
+			// ID and boots one whose image is a FAT file system with
+			// the loader: a mislabelled EFI image still boots.
+			if alt, ok := r.fatEntry(im); ok {
+				ent, err = alt, nil
+			}
+		}
+		if err != nil {
 			r.say("BdsDxe: No bootable option or device was found.")
 			return nil, fmt.Errorf("%w in UEFI mode: no El Torito EFI entry (%v)", ErrNotBootable, r.cause(err))
 		}
@@ -293,6 +301,28 @@ func (r *run) fromISO(im *iso9660.Image) (*loaderEntry, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// fatEntry finds a bootable no-emulation entry of another platform whose
+// image is a FAT file system holding the UEFI loader.
+func (r *run) fatEntry(im *iso9660.Image) (iso9660.BootEntry, bool) {
+	ents, err := im.BootCatalog()
+	if err != nil {
+		return iso9660.BootEntry{}, false
+	}
+	for _, e := range ents {
+		if !e.Bootable || e.Emulation != iso9660.NoEmulation {
+			continue
+		}
+		img, err := im.BootImage(e)
+		if err != nil {
+			continue
+		}
+		if _, err := disk.ReadFATFile(img, img.Size(), disk.ESPLoaderPath, r.maxFile()); err == nil {
+			return e, true
+		}
+	}
+	return iso9660.BootEntry{}, false
 }
 
 // chooseFS picks where a grub.cfg read from the ESP finds its files: the

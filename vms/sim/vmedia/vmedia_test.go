@@ -391,3 +391,23 @@ func TestIronicMkisofsCommands(t *testing.T) {
 		checkBooted(t, got, con, tc.cmdline)
 	}
 }
+
+// TestMislabelledEFIImage: an El Torito entry for the x86 platform whose
+// image is an ESP boots in UEFI mode, as with EDK2, which ignores the
+// platform ID.
+func TestMislabelledEFIImage(t *testing.T) {
+	iso := isotest.Mkisofs(t, map[string][]byte{
+		"vmlinuz": bzImage(), "initrd": initrd, "boot/grub/grub.cfg": []byte(grubCfg),
+		"efiboot.img": isotest.ESPImage(t, map[string][]byte{"EFI/BOOT/BOOTX64.EFI": []byte("MZ")}),
+	}, "-r", "-J", "-b", "efiboot.img", "-no-emul-boot")
+	b, err := os.ReadFile(iso)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, b, false)
+	bc, con, got := bootCtx(vms.UEFI, vms.BootCDROM, inserted(srv.URL+"/image.iso"))
+	if err := booter(got).Boot(t.Context(), bc); err != nil {
+		t.Fatalf("%v; console:\n%s", err, con)
+	}
+	checkBooted(t, got, con, "BOOT_IMAGE=/vmlinuz "+params+" --")
+}
