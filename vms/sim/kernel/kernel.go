@@ -15,6 +15,7 @@ import (
 	"github.com/metalbed/metalbed/internal/fault"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -180,7 +181,8 @@ func bringUpNIC(ctx context.Context, cfg Config, b *sim.BootContext, p ramdisk.P
 		return pxe.Lease{}, vms.NIC{}, errors.New("no DHCP server reachable from this machine's network: no address for the ramdisk")
 	}
 	var errs []error
-	for i, n := range nics {
+	for _, n := range nics {
+		i := slices.IndexFunc(b.NICs, func(x vms.NIC) bool { return x.MAC.String() == n.MAC.String() })
 		fmt.Fprintf(b.Console, "metalbed-ramdisk: DHCP on eth%d (%s)\r\n", i, n.MAC)
 		l, err := pxe.DHCP(ctx, pxe.DHCPConfig{Server: cfg.DHCPServer, Client: cfg.DHCPClient, MAC: n.MAC, Timeout: dhcpTimeout, Tries: dhcpTries})
 		if err == nil {
