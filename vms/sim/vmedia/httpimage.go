@@ -51,6 +51,7 @@ type HTTPImage struct {
 	opt    ImageOptions
 	size   int64
 	ranged bool
+	own    bool // client was made here: Close closes its connections
 
 	mu       sync.Mutex
 	full     []byte
@@ -104,11 +105,25 @@ func OpenHTTPImage(ctx context.Context, url string, opt ImageOptions) (*HTTPImag
 		tr.TLSClientConfig = tc
 		client = &http.Client{Transport: tr, Timeout: opt.Timeout}
 	}
-	im := &HTTPImage{url: url, ctx: ctx, client: client, opt: opt, cache: map[int64]*list.Element{}, lru: list.New()}
+	im := &HTTPImage{url: url, ctx: ctx, client: client, own: opt.Client == nil, opt: opt, cache: map[int64]*list.Element{}, lru: list.New()}
 	if err := im.probe(); err != nil {
+		im.Close()
 		return nil, err
 	}
 	return im, nil
+}
+
+// Close drops the cache and the idle connections of a client made by
+// OpenHTTPImage. Reads after Close fetch again.
+func (im *HTTPImage) Close() error {
+	im.mu.Lock()
+	im.cache = map[int64]*list.Element{}
+	im.lru.Init()
+	im.mu.Unlock()
+	if im.own {
+		im.client.CloseIdleConnections()
+	}
+	return nil
 }
 
 // Size is the image's size in bytes.

@@ -93,6 +93,7 @@ func (bt Booter) Boot(ctx context.Context, b *sim.BootContext) error {
 	} else {
 		say("%s: %d bytes (the server ignores Range requests: downloaded whole)", what, img.Size())
 	}
+	defer img.Close()
 	r := &run{bt: bt, b: b, say: say, what: what, img: img}
 	err = r.boot(ctx)
 	if ctx.Err() != nil {
@@ -185,6 +186,7 @@ func (r *run) boot(ctx context.Context) error {
 		return fmt.Errorf("%w: kernel %s: %v", ErrNotBootable, e.kernel, err)
 	}
 	req, fetched := r.img.Stats()
+	r.img.Close() // all that boots is in memory now
 	r.say("Booting %s (%d bytes, %d initrd; %d requests, %d bytes read from the image)", e.kernel, len(kernel), len(pimg.Initrds), req, fetched)
 	r.say("Command line: %s", e.cmdline)
 	r.b.Emit(vms.EventBoot, r.b.Device.String())
