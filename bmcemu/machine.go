@@ -34,6 +34,29 @@ type Machine interface {
 	Hardware() Hardware
 }
 
+// MediaDevice names a virtual media drive of a machine.
+type MediaDevice string
+
+// Virtual media drives a Redfish Manager offers: a CD/DVD drive and a USB
+// stick slot.
+const (
+	MediaCD       MediaDevice = "cd"
+	MediaUSBStick MediaDevice = "usb"
+)
+
+// MediaMachine is a Machine whose firmware boots virtual media: a Redfish
+// service hands InsertMedia and EjectMedia to it (and keeps its own
+// VirtualMedia state as well), so a boot from Cd reads the inserted image.
+// Machines without it keep virtual media as Redfish state only.
+type MediaMachine interface {
+	Machine
+	// InsertMedia puts the image at imageURL (http or https) into device;
+	// the machine reads it when it boots from that device.
+	InsertMedia(ctx context.Context, device MediaDevice, imageURL string) error
+	// EjectMedia empties device; an empty device is not an error.
+	EjectMedia(ctx context.Context, device MediaDevice) error
+}
+
 // Hardware is what a BMC reports of a machine's make-up.
 type Hardware struct {
 	// Name is the machine's name; UUID its SMBIOS system UUID in the

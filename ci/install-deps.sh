@@ -16,7 +16,8 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 apt-get update -qq
 # IPMI and Redfish peers; iSCSI peers; Ironic's CLI; network boot peers and boot programs;
-# disk and filesystem tools the image tests check our bytes with.
+# disk and filesystem tools the image tests check our bytes with; ISO builders
+# (virtual media images: genisoimage is what Ironic runs as mkisofs) and ISOLINUX.
 apt-get install -y -qq --no-install-recommends \
   ipmitool python3-pyghmi openipmi python3-sushy redfishtool \
   tgt libiscsi-bin qemu-utils qemu-block-extra \
@@ -24,6 +25,7 @@ apt-get install -y -qq --no-install-recommends \
   busybox tftp-hpa tftpd-hpa dnsmasq-base kea-admin curl iproute2 \
   pxelinux syslinux-common ipxe cpio grub-pc-bin grub-efi-amd64-bin \
   fdisk gdisk dosfstools mtools genisoimage binutils e2fsprogs \
+  isolinux xorriso \
   >/dev/null
 # Real VMs (the libvirt tier, issue 8): QEMU with iPXE ROMs and OVMF, and
 # libvirtd; ci/libvirt/start.sh starts the daemons.

@@ -352,7 +352,7 @@ func (w *fatWriter) writeFSInfo() error {
 	return nil
 }
 
-// fatFS is a minimal read-only FAT16/FAT32 reader for untrusted disks.
+// fatFS is a minimal read-only FAT12/FAT16/FAT32 reader for untrusted disks.
 type fatFS struct {
 	r                  io.ReaderAt
 	size               int64
@@ -363,7 +363,7 @@ type fatFS struct {
 	rootStart, rootLen int64 // FAT16 fixed root directory
 	rootCluster        uint32
 	clusters           uint32
-	fat32              bool
+	fat32, fat12       bool
 	label              string
 	serial             string  // volume serial as blkid prints it: XXXX-XXXX
 	fsInfo             []int64 // FAT32 FSInfo sector and its backup
@@ -414,10 +414,15 @@ func openFAT(r io.ReaderAt, size int64) (*fatFS, error) {
 	}
 	f.clusters = uint32((total*f.bps - f.dataStart) / f.clusterBytes)
 	switch {
-	case f.clusters < 4085:
-		return nil, errors.New("fat: FAT12 is not supported")
 	case f.clusters < 65525:
-		if fatSz*f.bps < int64(f.clusters+2)*2 {
+		// FAT12 (small images: an El Torito EFI image, a floppy-sized
+		// stick) or FAT16: both keep the extended boot record at 0x24.
+		f.fat12 = f.clusters < 4085
+		need := int64(f.clusters+2) * 2
+		if f.fat12 {
+			need = (int64(f.clusters+2)*3 + 1) / 2
+		}
+		if fatSz*f.bps < need {
 			return nil, errors.New("fat: FAT too small for its clusters")
 		}
 		if bs[0x26] == 0x29 {
@@ -455,6 +460,17 @@ func fatSerial(b []byte) string {
 
 func (f *fatFS) next(c uint32) (uint32, error) {
 	var b [4]byte
+	if f.fat12 {
+		// 12-bit entries, two in three bytes: entry c starts at byte c*1.5.
+		if _, err := f.r.ReadAt(b[:2], f.fatStart+int64(c)+int64(c/2)); err != nil {
+			return 0, fmt.Errorf("fat: read FAT: %w", err)
+		}
+		v := uint32(binary.LittleEndian.Uint16(b[:2]))
+		if c&1 == 1 {
+			return v >> 4, nil
+		}
+		return v & 0xfff, nil
+	}
 	if f.fat32 {
 		if _, err := f.r.ReadAt(b[:4], f.fatStart+int64(c)*4); err != nil {
 			return 0, fmt.Errorf("fat: read FAT: %w", err)
@@ -468,8 +484,11 @@ func (f *fatFS) next(c uint32) (uint32, error) {
 }
 
 func (f *fatFS) isEnd(c uint32) bool {
-	if f.fat32 {
+	switch {
+	case f.fat32:
 		return c >= 0x0ffffff8
+	case f.fat12:
+		return c >= 0xff8
 	}
 	return c >= 0xfff8
 }
@@ -579,7 +598,7 @@ func (f *fatFS) stat(p string) (fatEntry, error) {
 	return fatEntry{}, fmt.Errorf("fat: %s not found", p)
 }
 
-// ReadFATFile reads a file of at most limit bytes from the FAT16/32 file
+// ReadFATFile reads a file of at most limit bytes from the FAT12/16/32 file
 // system in the first size bytes of r.
 func ReadFATFile(r io.ReaderAt, size int64, p string, limit int64) ([]byte, error) {
 	f, err := openFAT(r, size)

@@ -34,6 +34,47 @@ func (a bmcMachine) Hardware() bmcemu.Hardware {
 
 var _ bmcemu.Machine = bmcMachine{}
 
+// mediaBMCMachine is a bmcMachine whose machine has virtual media drives:
+// what Redfish inserts reaches the machine's firmware.
+type mediaBMCMachine struct {
+	bmcMachine
+	mm vms.MediaMachine
+}
+
+var _ bmcemu.MediaMachine = mediaBMCMachine{}
+
+// newBMCMachine adapts m for a BMC, with its virtual media drives when it
+// has them (simulated machines; libvirt VMs keep media as Redfish state).
+func newBMCMachine(m vms.Machine, mode vms.BootMode) bmcemu.Machine {
+	a := bmcMachine{m: m, mode: mode}
+	if mm, ok := m.(vms.MediaMachine); ok {
+		return mediaBMCMachine{bmcMachine: a, mm: mm}
+	}
+	return a
+}
+
+// mediaDevices maps a BMC's virtual media drives to the machine's.
+var mediaDevices = map[bmcemu.MediaDevice]vms.MediaDevice{
+	bmcemu.MediaCD:       vms.MediaCD,
+	bmcemu.MediaUSBStick: vms.MediaUSB,
+}
+
+func (a mediaBMCMachine) InsertMedia(ctx context.Context, dev bmcemu.MediaDevice, imageURL string) error {
+	d, ok := mediaDevices[dev]
+	if !ok {
+		return fmt.Errorf("virtual media %q: %w", dev, vms.ErrNoMediaDrive)
+	}
+	return a.mm.InsertMedia(ctx, d, imageURL)
+}
+
+func (a mediaBMCMachine) EjectMedia(ctx context.Context, dev bmcemu.MediaDevice) error {
+	d, ok := mediaDevices[dev]
+	if !ok {
+		return fmt.Errorf("virtual media %q: %w", dev, vms.ErrNoMediaDrive)
+	}
+	return a.mm.EjectMedia(ctx, d)
+}
+
 func (a bmcMachine) PowerState(ctx context.Context) (bool, error) {
 	ps, err := a.m.PowerState(ctx)
 	return ps == vms.PowerOn, err

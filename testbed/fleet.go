@@ -157,8 +157,10 @@ func (t *Testbed) externalNetboot() func(name string) nodeHooks {
 	}
 	dhcpServer, tftpPort, log := t.cfg.ExternalDHCP, t.cfg.ExternalTFTPPort, t.log
 	return func(string) nodeHooks {
-		kc := kernel.Config{FetchToken: ramdisk.FetchTFTP, TFTPPort: tftpPort, Logger: log}
+		kc := kernel.Config{FetchToken: ramdisk.FetchTFTP, TFTPPort: tftpPort, Logger: log,
+			DHCPServer: dhcpServer, DHCPClient: "127.0.0.1:0"}
 		return nodeHooks{firmware: sim.StockFirmware{
+			MediaBoot: mediaBoot(kc),
 			NetBoot: &pxe.ROM{
 				DHCPServer: dhcpServer,
 				DHCPClient: "127.0.0.1:0",
@@ -172,7 +174,8 @@ func (t *Testbed) externalNetboot() func(name string) nodeHooks {
 
 // nodeHooks wire one machine and its BMC to the provisioner side.
 type nodeHooks struct {
-	// firmware runs at power-on; nil => sim.StockFirmware{}.
+	// firmware runs at power-on; nil => sim.StockFirmware booting only
+	// virtual media.
 	firmware sim.Firmware
 	// bmcFaults is the BMC's fault.Injector (bmcemu Config.Faults: layer
 	// ipmi); bmcEvents records what its commands do to the machine
@@ -193,8 +196,14 @@ func startNode(p Machine, dir string, log *slog.Logger, h nodeHooks) (*fleetNode
 	if h.vm != nil {
 		m, err = h.vm(p, dir)
 	} else {
+		fw := h.firmware
+		if fw == nil {
+			// No boot network: virtual media still boots (its ramdisk
+			// finds no DHCP server).
+			fw = sim.StockFirmware{MediaBoot: mediaBoot(kernel.Config{Logger: log})}
+		}
 		m, err = sim.Open(sim.Config{
-			Firmware:   h.firmware,
+			Firmware:   fw,
 			Name:       p.Name,
 			StateDir:   dir,
 			MACs:       p.MACs,

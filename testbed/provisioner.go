@@ -338,11 +338,14 @@ func (b *bed) machineFirmware(name string) sim.Firmware {
 		Export:     b.exporter(name),
 		FetchToken: ramdisk.FetchTFTP,
 		TFTPPort:   b.tftpPort(),
+		DHCPServer: b.dhcpConn.LocalAddr().String(),
+		DHCPClient: "127.0.0.1:0",
 		Recorder:   b.tl,
 		Faults:     b.inject,
 		Logger:     b.log,
 	}
 	return sim.StockFirmware{
+		MediaBoot: mediaBoot(kc),
 		NetBoot: &pxe.ROM{
 			DHCPServer: b.dhcpConn.LocalAddr().String(),
 			DHCPClient: "127.0.0.1:0",

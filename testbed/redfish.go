@@ -75,7 +75,7 @@ func startRedfish(cfg Redfish, dir string, f *fleet, rec events.Recorder, faults
 	}
 	for _, n := range f.nodes {
 		rc.Systems = append(rc.Systems, redfish.System{
-			Machine:  bmcMachine{m: n.machine, mode: n.machine.BootMode()},
+			Machine:  newBMCMachine(n.machine, n.machine.BootMode()),
 			Username: n.plan.Username,
 			Password: n.plan.Password,
 			SEL:      n.sel,

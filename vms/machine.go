@@ -35,6 +35,30 @@ type Machine interface {
 	Close() error
 }
 
+// MediaDevice names a virtual media drive.
+type MediaDevice string
+
+// Virtual media drives: a CD/DVD drive (boot device BootCDROM) and a USB
+// stick slot (BootUSB).
+const (
+	MediaCD  MediaDevice = "cd"
+	MediaUSB MediaDevice = "usb"
+)
+
+// ErrNoMediaDrive is returned for a drive a machine does not have.
+var ErrNoMediaDrive = errors.New("no such virtual media drive")
+
+// MediaMachine is a Machine with virtual media drives a BMC fills: what is
+// inserted is an image URL (http or https) the firmware reads when it boots
+// from that drive. Ejecting an empty drive is not an error.
+type MediaMachine interface {
+	Machine
+	InsertMedia(ctx context.Context, dev MediaDevice, imageURL string) error
+	EjectMedia(ctx context.Context, dev MediaDevice) error
+	// Media is the image URL in dev ("" when empty).
+	Media(ctx context.Context, dev MediaDevice) (string, error)
+}
+
 // PowerState of a machine.
 type PowerState string
 
@@ -74,6 +98,9 @@ const (
 	BootCDROM  BootDevice = 0x5
 	BootSetup  BootDevice = 0x6
 	BootRemote BootDevice = 0x9
+	// BootUSB is "primary removable media" (0xF): Redfish's Usb target,
+	// a virtual USB stick.
+	BootUSB BootDevice = 0xf
 )
 
 func (d BootDevice) String() string {
@@ -94,6 +121,8 @@ func (d BootDevice) String() string {
 		return "bios"
 	case BootRemote:
 		return "remote"
+	case BootUSB:
+		return "usb"
 	}
 	return "unknown"
 }

@@ -164,8 +164,8 @@ func New(cfg Config) (*Server, error) {
 			sys.sel = bmcemu.NewSEL(0)
 		}
 		sys.media = []*media{
-			{id: "Cd", name: "Virtual CD", types: []string{"CD", "DVD"}},
-			{id: "UsbStick", name: "Virtual USB stick", types: []string{"USBStick"}},
+			{id: "Cd", name: "Virtual CD", types: []string{"CD", "DVD"}, dev: bmcemu.MediaCD},
+			{id: "UsbStick", name: "Virtual USB stick", types: []string{"USBStick"}, dev: bmcemu.MediaUSBStick},
 		}
 		for _, k := range []string{id, hw.Name} {
 			if _, dup := s.byID[k]; dup {

@@ -32,6 +32,7 @@ type bed struct {
 	url      string // https://127.0.0.1:port or http://…
 	client   *http.Client
 	machines []*fakeMachine
+	media    []*mediaMachine // with bedOptions.media
 	cert     Certificate
 	clock    *testenv.Clock
 
@@ -53,6 +54,8 @@ type bedOptions struct {
 	// sel is the first machine's SEL (shared with an IPMI BMC); nil: the
 	// service's own.
 	sel *bmcemu.SEL
+	// media makes every machine a bmcemu.MediaMachine (b.media).
+	media bool
 }
 
 func startBed(t *testing.T, o bedOptions) *bed {
@@ -78,6 +81,11 @@ func startBed(t *testing.T, o bedOptions) *bed {
 		m.hw.UEFI = o.uefi
 		b.machines = append(b.machines, m)
 		sc := System{Machine: m, Username: testUser, Password: testPass}
+		if o.media {
+			mm := &mediaMachine{fakeMachine: m}
+			b.media = append(b.media, mm)
+			sc.Machine = mm
+		}
 		if i == 0 {
 			sc.SEL = o.sel
 		}

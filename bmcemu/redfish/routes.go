@@ -544,7 +544,9 @@ func (s *Server) postInsert(q *request) error {
 	if err := decodeBody(q.r.Body, &req, false); err != nil {
 		return err
 	}
-	if err := sys.insert(md, req); err != nil {
+	ctx, cancel := q.machineCtx()
+	defer cancel()
+	if err := sys.insert(ctx, md, req); err != nil {
 		return err
 	}
 	return q.noContent()
@@ -559,7 +561,11 @@ func (s *Server) postEject(q *request) error {
 	if err := decodeBody(q.r.Body, &req, true); err != nil {
 		return err
 	}
-	sys.eject(md)
+	ctx, cancel := q.machineCtx()
+	defer cancel()
+	if err := sys.eject(ctx, md); err != nil {
+		return err
+	}
 	return q.noContent()
 }
 

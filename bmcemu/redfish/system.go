@@ -20,6 +20,7 @@ type system struct {
 	user, pass string
 	log        *slog.Logger
 	media      []*media
+	mediaMu    sync.Mutex       // serializes inserts and ejects (service and machine)
 	bios       *biosState       // bios.go
 	secure     *secureBootState // secureboot.go
 	clock      clock            // the Manager's DateTime (manager.go)
@@ -46,10 +47,12 @@ type bootOverlay struct {
 }
 
 // media is one virtual media device of a Manager. Its state is the
-// service's: booting from it is not modelled yet.
+// service's; a machine that implements bmcemu.MediaMachine is told of
+// every insert and eject, so its firmware boots the image.
 type media struct {
 	id, name string
 	types    []string
+	dev      bmcemu.MediaDevice
 
 	image          string
 	inserted       bool
@@ -444,19 +447,29 @@ func imageName(uri string) string {
 	return uri
 }
 
-// insert inserts image into m.
-func (sys *system) insert(m *media, req insertMediaRequest) error {
+// insert inserts image into m, and into the machine's drive when the
+// machine has virtual media drives.
+func (sys *system) insert(ctx context.Context, m *media, req insertMediaRequest) error {
 	if req.Image == nil || *req.Image == "" {
 		return errMissing("Image")
 	}
 	if req.Inserted != nil && !*req.Inserted {
 		return errBadValue("Inserted", "false")
 	}
+	sys.mediaMu.Lock()
+	defer sys.mediaMu.Unlock()
 	sys.mu.Lock()
 	if m.inserted {
 		sys.mu.Unlock()
 		return errConflict(fmt.Sprintf("%s holds %s already: eject it first.", m.id, m.image))
 	}
+	sys.mu.Unlock()
+	if mm, ok := sys.m.(bmcemu.MediaMachine); ok {
+		if err := mm.InsertMedia(ctx, m.dev, *req.Image); err != nil {
+			return fmt.Errorf("insert %s into %s: %w", *req.Image, m.id, err)
+		}
+	}
+	sys.mu.Lock()
 	m.image, m.inserted, m.writeProtected = *req.Image, true, true
 	if req.WriteProtected != nil {
 		m.writeProtected = *req.WriteProtected
@@ -468,12 +481,21 @@ func (sys *system) insert(m *media, req insertMediaRequest) error {
 	return nil
 }
 
-// eject empties m; ejecting an empty device is not an error.
-func (sys *system) eject(m *media) {
+// eject empties m (and the machine's drive); ejecting an empty device is
+// not an error.
+func (sys *system) eject(ctx context.Context, m *media) error {
+	sys.mediaMu.Lock()
+	defer sys.mediaMu.Unlock()
+	if mm, ok := sys.m.(bmcemu.MediaMachine); ok {
+		if err := mm.EjectMedia(ctx, m.dev); err != nil {
+			return fmt.Errorf("eject %s: %w", m.id, err)
+		}
+	}
 	sys.mu.Lock()
 	was := m.image
 	m.image, m.inserted, m.writeProtected = "", false, false
 	sys.mu.Unlock()
 	sys.log.Info("virtual media ejected", "event", "eject", "image", was)
 	sys.srv.record(sys, events.BMCRedfishMedia, "eject "+m.id)
+	return nil
 }

@@ -45,6 +45,10 @@ type BootContext struct {
 	// Emit records a machine event (vms.EventBoot with the device booted,
 	// vms.EventConsole for a line worth a timeline entry).
 	Emit func(kind vms.EventKind, detail string)
+	// Media is the image URL a virtual media drive holds now ("" when
+	// empty): firmware reading a medium asks at every read, so an eject
+	// during the boot is seen. nil => no virtual media drives.
+	Media func(dev vms.MediaDevice) string
 	// Reset resets the machine as reboot(2) or the reset line does, and
 	// PowerOff powers it off as an OS shutdown does. Both return at once;
 	// the running program then sees ctx end. They do nothing once this boot
@@ -73,6 +77,10 @@ type StockFirmware struct {
 	// NetBoot runs a network boot (the PXE client). nil => no network boot
 	// program in this build: PXE boots fail.
 	NetBoot Firmware
+	// MediaBoot boots the medium in a virtual media drive: it is called
+	// with Device set to vms.BootCDROM or vms.BootUSB. nil => booting
+	// virtual media fails, saying no media boot is in this build.
+	MediaBoot Firmware
 	// LocalBoot runs what a bootable disk holds (the local-boot loader).
 	// nil => a disk with a valid boot sector or ESP still fails to boot,
 	// saying the loader is not in this build.
@@ -142,6 +150,30 @@ func (fw StockFirmware) bootFrom(ctx context.Context, b *BootContext, d vms.Boot
 		}
 		b.Emit(vms.EventBoot, vms.BootDisk.String())
 		return fw.LocalBoot.Boot(ctx, b)
+	case vms.BootCDROM, vms.BootUSB:
+		what, dev := "virtual CD", vms.MediaCD
+		if d == vms.BootUSB {
+			what, dev = "virtual USB stick", vms.MediaUSB
+		}
+		fmt.Fprintf(con, "Booting from %s (%s)...\r\n", what, modeName(b.Mode))
+		url := ""
+		if b.Media != nil {
+			url = b.Media(dev)
+		}
+		if url == "" {
+			fmt.Fprintf(con, "%s: no medium\r\n", what)
+			return fmt.Errorf("%s: no medium", d)
+		}
+		if fw.MediaBoot == nil {
+			fmt.Fprintf(con, "%s: no virtual media boot is available in this build\r\n", what)
+			return fmt.Errorf("%s: no virtual media boot is available in this build", d)
+		}
+		mb := *b
+		mb.Device = d
+		if err := fw.MediaBoot.Boot(ctx, &mb); err != nil {
+			return fmt.Errorf("%s: %w", d, err)
+		}
+		return nil
 	case vms.BootSetup:
 		fmt.Fprintf(con, "Entering firmware setup (nothing to configure); halted\r\n")
 		b.Emit(vms.EventBoot, vms.BootSetup.String())

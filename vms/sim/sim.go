@@ -14,6 +14,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -59,7 +60,7 @@ type Config struct {
 // gives one.
 const DefaultDiskBytes = 10 << 30
 
-var _ vms.Machine = (*Machine)(nil)
+var _ vms.MediaMachine = (*Machine)(nil)
 
 // Machine is a simulated server. It is safe for concurrent use.
 type Machine struct {
@@ -200,6 +201,7 @@ func reconcile(cfg Config, saved *state) (state, error) {
 			lb := *saved.LastBoot
 			st.LastBoot = &lb
 		}
+		st.Media = maps.Clone(saved.Media)
 		if st.Name != cfg.Name {
 			return st, fmt.Errorf("saved state belongs to machine %q", st.Name)
 		}
@@ -356,6 +358,75 @@ func (m *Machine) SetBootFlags(ctx context.Context, f vms.BootFlags) error {
 	}
 	m.log.Info("boot flags set", "flags", fmt.Sprintf("% x", f[:]), "device", f.Device().String(),
 		"valid", f.Valid(), "persistent", f.Persistent(), "efi", f.EFI())
+	return nil
+}
+
+// mediaDrives are the virtual media drives of a simulated machine.
+var mediaDrives = map[vms.MediaDevice]bool{vms.MediaCD: true, vms.MediaUSB: true}
+
+// InsertMedia implements vms.MediaMachine: the drive holds imageURL from
+// now on (saved; it survives power cycles and restarts). The image is
+// read when the machine boots from the drive, not now.
+func (m *Machine) InsertMedia(ctx context.Context, dev vms.MediaDevice, imageURL string) error {
+	if !mediaDrives[dev] {
+		return fmt.Errorf("machine %s: %q: %w", m.cfg.Name, dev, vms.ErrNoMediaDrive)
+	}
+	if imageURL == "" {
+		return fmt.Errorf("machine %s: insert into %s: no image URL", m.cfg.Name, dev)
+	}
+	return m.setMedia(dev, imageURL)
+}
+
+// EjectMedia implements vms.MediaMachine. A boot reading the drive's image
+// fails at its next read, as firmware whose CD was pulled does.
+func (m *Machine) EjectMedia(ctx context.Context, dev vms.MediaDevice) error {
+	if !mediaDrives[dev] {
+		return fmt.Errorf("machine %s: %q: %w", m.cfg.Name, dev, vms.ErrNoMediaDrive)
+	}
+	return m.setMedia(dev, "")
+}
+
+// Media implements vms.MediaMachine.
+func (m *Machine) Media(ctx context.Context, dev vms.MediaDevice) (string, error) {
+	if !mediaDrives[dev] {
+		return "", fmt.Errorf("machine %s: %q: %w", m.cfg.Name, dev, vms.ErrNoMediaDrive)
+	}
+	return m.mediaNow(dev), nil
+}
+
+func (m *Machine) mediaNow(dev vms.MediaDevice) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.st.Media[dev]
+}
+
+func (m *Machine) setMedia(dev vms.MediaDevice, imageURL string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return m.errClosed()
+	}
+	old := maps.Clone(m.st.Media)
+	if imageURL == "" {
+		delete(m.st.Media, dev)
+		if len(m.st.Media) == 0 {
+			m.st.Media = nil
+		}
+	} else {
+		if m.st.Media == nil {
+			m.st.Media = map[vms.MediaDevice]string{}
+		}
+		m.st.Media[dev] = imageURL
+	}
+	if err := m.st.save(m.dir); err != nil {
+		m.st.Media = old
+		return fmt.Errorf("machine %s: virtual media %s: %w", m.cfg.Name, dev, err)
+	}
+	if imageURL == "" {
+		m.log.Info("virtual media ejected", "device", string(dev))
+	} else {
+		m.log.Info("virtual media inserted", "device", string(dev), "image", imageURL)
+	}
 	return nil
 }
 
@@ -560,6 +631,7 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 		Console:      m.console,
 		ConsoleInput: m.console.input,
 		Emit:         m.emit,
+		Media:        m.mediaNow,
 		Reset:        m.fromBoot(m.gen, vms.ActionReset),
 		PowerOff:     m.fromBoot(m.gen, vms.ActionOff),
 	}

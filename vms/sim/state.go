@@ -38,6 +38,8 @@ type state struct {
 	// LastBoot is what the machine booted last, so a machine that was on
 	// when the process stopped resumes the same boot.
 	LastBoot *lastBoot `json:"last_boot,omitempty"`
+	// Media is what each virtual media drive holds: an image URL.
+	Media map[vms.MediaDevice]string `json:"media,omitempty"`
 }
 
 type lastBoot struct {
@@ -94,6 +96,11 @@ func loadState(dir string) (*state, error) {
 	for _, m := range s.MACs {
 		if _, err := ParseMAC(m); err != nil {
 			return nil, bad("mac: %v", err)
+		}
+	}
+	for dev, url := range s.Media {
+		if !mediaDrives[dev] || url == "" {
+			return nil, bad("media: drive %q holding %q", dev, url)
 		}
 	}
 	return &s, nil

@@ -15,9 +15,12 @@ import (
 	"github.com/metalbed/metalbed/internal/fault"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
+	"time"
 
+	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 	"github.com/metalbed/metalbed/vms/sim"
 	"github.com/metalbed/metalbed/vms/sim/pxe"
@@ -33,6 +36,12 @@ type Config struct {
 	Bootloader ramdisk.BootloaderInstaller
 	// TFTPPort is the boot server's TFTP port (69 on a real network).
 	TFTPPort int
+	// DHCPServer and DHCPClient are where the ramdisk's DHCP client sends
+	// and binds (see pxe.ROM) when the firmware handed over without a
+	// lease — a boot from virtual media: the ramdisk then brings its NIC
+	// up by DHCP, as IPA's does. DHCPServer "" => such a ramdisk finds no
+	// network; DHCPClient "" => "0.0.0.0:68".
+	DHCPServer, DHCPClient string
 	// Reset resets the machine, as reboot(2) does. It is called from the
 	// running program and must not wait for that program to end.
 	Reset func()
@@ -90,6 +99,19 @@ func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Ima
 		fmt.Fprintf(b.Console, "metalbed-ramdisk: bad kernel command line: %v\r\n", err)
 		return fmt.Errorf("ramdisk: %w", err)
 	}
+	if img.Lease.IP == nil {
+		// Booted from media: no ROM configured a NIC. The ramdisk asks
+		// DHCP on BOOTIF's NIC, else on each NIC in turn.
+		lease, nic, err := bringUpNIC(ctx, cfg, b, p)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			fmt.Fprintf(b.Console, "metalbed-ramdisk: %v\r\n", err)
+			return fmt.Errorf("ramdisk: %w", err)
+		}
+		img.Lease, img.NIC = lease, nic
+	}
 	if p.ClientIP == nil {
 		// iPXE passes no ip=; the NIC's lease is the address.
 		p.ClientIP = img.Lease.IP
@@ -128,6 +150,53 @@ func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Ima
 		return fmt.Errorf("ramdisk: %w", err)
 	}
 	return nil
+}
+
+// dhcpTimeout and dhcpTries bound the ramdisk's DHCP on one NIC.
+const (
+	dhcpTimeout = time.Second
+	dhcpTries   = 3
+)
+
+// bringUpNIC configures a NIC by DHCP as the ramdisk's init does when no
+// firmware did: BOOTIF's NIC when the command line names one, else the
+// first NIC that gets a lease.
+func bringUpNIC(ctx context.Context, cfg Config, b *sim.BootContext, p ramdisk.Params) (pxe.Lease, vms.NIC, error) {
+	nics := b.NICs
+	if p.BootIF != nil {
+		nics = nil
+		for _, n := range b.NICs {
+			if n.MAC.String() == p.BootIF.String() {
+				nics = append(nics, n)
+			}
+		}
+		if len(nics) == 0 {
+			return pxe.Lease{}, vms.NIC{}, fmt.Errorf("BOOTIF %s is not a NIC of this machine", p.BootIF)
+		}
+	}
+	if len(nics) == 0 {
+		return pxe.Lease{}, vms.NIC{}, errors.New("no network interface")
+	}
+	if cfg.DHCPServer == "" {
+		return pxe.Lease{}, vms.NIC{}, errors.New("no DHCP server reachable from this machine's network: no address for the ramdisk")
+	}
+	var errs []error
+	for _, n := range nics {
+		i := slices.IndexFunc(b.NICs, func(x vms.NIC) bool { return x.MAC.String() == n.MAC.String() })
+		fmt.Fprintf(b.Console, "metalbed-ramdisk: DHCP on eth%d (%s)\r\n", i, n.MAC)
+		l, err := pxe.DHCP(ctx, pxe.DHCPConfig{Server: cfg.DHCPServer, Client: cfg.DHCPClient, MAC: n.MAC, Timeout: dhcpTimeout, Tries: dhcpTries})
+		if err == nil {
+			ones, _ := l.Netmask.Size()
+			fmt.Fprintf(b.Console, "metalbed-ramdisk: eth%d: %s/%d via DHCP from %s\r\n", i, l.IP, ones, l.ServerID)
+			b.Emit(vms.EventConsole, "dhcp "+l.String())
+			return l, n, nil
+		}
+		if ctx.Err() != nil {
+			return pxe.Lease{}, vms.NIC{}, ctx.Err()
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", n.MAC, err))
+	}
+	return pxe.Lease{}, vms.NIC{}, fmt.Errorf("DHCP: no lease: %w", errors.Join(errs...))
 }
 
 // env is the simulated machine as the ramdisk sees it.

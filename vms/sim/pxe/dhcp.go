@@ -11,6 +11,50 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 )
 
+// DHCPConfig is one DHCP exchange of a booted OS bringing up its NIC (the
+// ramdisk's udhcpc/dhclient after a boot from virtual media): no PXE
+// options, so the server hands out an address and no boot file.
+type DHCPConfig struct {
+	// Server is where requests go (see ROM.DHCPServer); Client the
+	// address the socket binds (see ROM.DHCPClient; default "0.0.0.0:68").
+	Server, Client string
+	MAC            net.HardwareAddr
+	// Timeout is the first wait, doubled per retry (default 2 s); Tries
+	// bounds the rounds (default 4).
+	Timeout time.Duration
+	Tries   int
+}
+
+// DHCP runs one DORA exchange as an OS's DHCP client.
+func DHCP(ctx context.Context, cfg DHCPConfig) (Lease, error) {
+	if cfg.Server == "" {
+		return Lease{}, errors.New("dhcp: no server address")
+	}
+	if cfg.Client == "" {
+		cfg.Client = "0.0.0.0:68"
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.Tries == 0 {
+		cfg.Tries = 4
+	}
+	server, err := net.ResolveUDPAddr("udp4", cfg.Server)
+	if err != nil {
+		return Lease{}, fmt.Errorf("dhcp: server %q: %w", cfg.Server, err)
+	}
+	local, err := net.ResolveUDPAddr("udp4", cfg.Client)
+	if err != nil {
+		return Lease{}, fmt.Errorf("dhcp: client address %q: %w", cfg.Client, err)
+	}
+	c := &dhcpClient{mac: cfg.MAC, plain: true, server: server, local: local, timeout: cfg.Timeout, tries: cfg.Tries}
+	l, err := c.exchange(ctx)
+	if errors.Is(err, errNoOffer) {
+		err = errors.New("no DHCP offers were received")
+	}
+	return l, err
+}
+
 // Lease is what the DHCP exchange gave the NIC.
 type Lease struct {
 	IP         net.IP
@@ -34,6 +78,7 @@ type dhcpClient struct {
 	uuid    [16]byte
 	arch    iana.Arch
 	ipxe    bool
+	plain   bool         // an OS's client (the ramdisk's): no PXE options
 	server  *net.UDPAddr // where requests go
 	local   *net.UDPAddr // where the socket binds before there is a lease
 	timeout time.Duration
@@ -43,6 +88,13 @@ type dhcpClient struct {
 var errNoOffer = errors.New("PXE-E51: No DHCP or proxyDHCP offers were received")
 
 func (c *dhcpClient) modifiers() []dhcpv4.Modifier {
+	if c.plain {
+		return []dhcpv4.Modifier{
+			dhcpv4.WithBroadcast(true),
+			dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter,
+				dhcpv4.OptionDomainNameServer, dhcpv4.OptionHostName, dhcpv4.OptionDomainName),
+		}
+	}
 	uuidOpt := append([]byte{0}, c.uuid[:]...)
 	class := fmt.Sprintf("PXEClient:Arch:%05d:UNDI:002001", uint16(c.arch))
 	mods := []dhcpv4.Modifier{

@@ -41,6 +41,9 @@ type pxeLabel struct {
 	// COM32 names a SYSLINUX module the label runs instead of a kernel
 	// (Ironic's boot_whole_disk label: "COM32 chain.c32", append mbr:<id>).
 	COM32 string
+	// Initrd is the label's "initrd" directive (SYSLINUX 4+), files
+	// loaded before those of initrd= on the append line.
+	Initrd string
 }
 
 // pxeConfig is a parsed pxelinux config: the labels and which is default.
@@ -80,6 +83,11 @@ func parsePXELinux(text string) (*pxeConfig, error) {
 				return nil, fmt.Errorf("line %d: %s outside a label", n, key)
 			}
 			cur.Kernel = rest
+		case "initrd":
+			if cur == nil {
+				return nil, fmt.Errorf("line %d: initrd outside a label", n)
+			}
+			cur.Initrd = rest
 		case "append":
 			if cur == nil {
 				return nil, fmt.Errorf("line %d: append outside a label", n)
@@ -104,7 +112,7 @@ func parsePXELinux(text string) (*pxeConfig, error) {
 				return nil, fmt.Errorf("line %d: com32 outside a label or without a module", n)
 			}
 			cur.COM32 = rest
-		case "prompt", "timeout", "totaltimeout", "ontimeout", "say", "display", "menu", "serial", "noescape", "implicit", "allowoptions", "font", "kbdmap":
+		case "prompt", "timeout", "ui", "f1", "f2", "totaltimeout", "ontimeout", "say", "display", "menu", "serial", "noescape", "implicit", "allowoptions", "font", "kbdmap":
 		default:
 			return nil, fmt.Errorf("line %d: unknown directive %q", n, key)
 		}
@@ -129,6 +137,36 @@ func (c *pxeConfig) pick() (*pxeLabel, error) {
 		return c.Labels[c.Order[0]], nil
 	}
 	return nil, fmt.Errorf("default label %q not found", name)
+}
+
+// SyslinuxLabel is the label a SYSLINUX-family config (pxelinux.cfg,
+// isolinux.cfg, syslinux.cfg) boots by default.
+type SyslinuxLabel struct {
+	Name, Kernel, Append string
+	// Initrds are the files the label loads: its initrd directive's,
+	// then initrd=a,b of its append line.
+	Initrds   []string
+	LocalBoot bool
+	COM32     string
+}
+
+// ParseSyslinuxDefault parses a SYSLINUX-family config (the subset
+// Ironic's templates use) and returns its default label.
+func ParseSyslinuxDefault(text string) (SyslinuxLabel, error) {
+	cfg, err := parsePXELinux(text)
+	if err != nil {
+		return SyslinuxLabel{}, err
+	}
+	l, err := cfg.pick()
+	if err != nil {
+		return SyslinuxLabel{}, err
+	}
+	out := SyslinuxLabel{Name: l.Name, Kernel: l.Kernel, Append: l.Append, LocalBoot: l.LocalBoot, COM32: l.COM32}
+	if l.Initrd != "" {
+		out.Initrds = append(out.Initrds, strings.Split(l.Initrd, ",")...)
+	}
+	out.Initrds = append(out.Initrds, initrds(l.Append)...)
+	return out, nil
 }
 
 // initrds takes initrd=a,b out of an append line, returning the files and

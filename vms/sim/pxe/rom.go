@@ -307,7 +307,11 @@ func (r *romRun) pxelinux(ctx context.Context, nbp string) error {
 		return err
 	}
 	img := Image{KernelName: label.Kernel, Kernel: kernel, Lease: r.lease, NIC: r.nic}
-	for _, name := range initrds(label.Append) {
+	files := initrds(label.Append)
+	if label.Initrd != "" {
+		files = append(strings.Split(label.Initrd, ","), files...)
+	}
+	for _, name := range files {
 		r.say("Loading %s...", name)
 		data, err := r.fetch(ctx, resolveTFTP(prefix, name))
 		if err != nil {
