@@ -45,7 +45,7 @@ func TestUpStopsCleanlyOnSignal(t *testing.T) {
 		sig := c.sig
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			cmd := exec.Command(bin, append([]string{"up", "--redfish-addr", "127.0.0.1:0", "--nodes", "3", "--state-dir", dir, "--bmc-base-port", "0"}, c.args...)...)
+			cmd := exec.Command(bin, append([]string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--nodes", "3", "--state-dir", dir, "--bmc-base-port", "0"}, c.args...)...)
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -117,8 +117,8 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{nil, 2},
 		{[]string{"frobnicate"}, 2},
-		{[]string{"up", "--redfish-addr", "127.0.0.1:0", "--nodes", "1", "--enroll", "--no-provisioner", "--state-dir", t.TempDir()}, 2},
-		{[]string{"up", "--redfish-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "x"}, 2},
+		{[]string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--nodes", "1", "--enroll", "--no-provisioner", "--state-dir", t.TempDir()}, 2},
+		{[]string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "x"}, 2},
 		{[]string{"version"}, 0},
 	} {
 		err := exec.Command(bin, c.args...).Run()
