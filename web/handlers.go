@@ -110,8 +110,9 @@ func sse(w http.ResponseWriter) (send func(event string, data []byte) error, ok 
 	}, true
 }
 
-// follow streams the pages' updates: it calls update with every entry
-// published (coalescing bursts: at most every 150 ms), and sends
+// follow streams the pages' updates: it calls update with nil at once,
+// then with every entry published (coalescing bursts: at most every
+// 150 ms), and sends
 // "reload" when a replay restarted since the page was rendered.
 func (s *Server) follow(w http.ResponseWriter, r *http.Request, update func(send func(string, []byte) error, batch []events.Entry) error) {
 	c, gen, cancel := s.subscribe()
@@ -123,6 +124,11 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request, update func(send
 	pageGen, _ := strconv.Atoi(r.URL.Query().Get("gen"))
 	if pageGen != gen {
 		send("reload", []byte("{}"))
+		return
+	}
+	// What happened between the page's render and this subscription
+	// would be lost: start with a fresh render (batch nil: everything).
+	if err := update(send, nil); err != nil {
 		return
 	}
 	ctx := r.Context()
@@ -174,7 +180,7 @@ func (s *Server) fleetEvents(w http.ResponseWriter, r *http.Request) {
 			touched[e.Node] = true
 		}
 		for _, st := range s.fleet() {
-			if !touched[st.Name] {
+			if batch != nil && !touched[st.Name] {
 				continue
 			}
 			html, err := render("row", st)
@@ -195,7 +201,7 @@ func (s *Server) nodeEvents(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	s.follow(w, r, func(send func(string, []byte) error, batch []events.Entry) error {
 		st, es, _ := s.node(name)
-		mine := false
+		mine := batch == nil
 		for _, e := range batch {
 			mine = mine || e.Node == st.Name
 		}

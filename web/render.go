@@ -37,7 +37,7 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"power": func(p string) template.HTML {
 		switch p {
 		case "power on":
-			return `<span class="badge pw-on" data-power="on">⏻ on</span>`
+			return `<span class="badge pw-on" data-power="on">● on</span>`
 		case "power off":
 			return `<span class="badge pw-off" data-power="off">○ off</span>`
 		}
@@ -157,7 +157,7 @@ func swimlanes(es []events.Entry, ps []phase, end time.Time) template.HTML {
 		fmt.Fprintf(&b, `<g class="phase" data-state="%s"><rect x="%.1f" y="%.0f" width="%.1f" height="%.0f" fill="%s" stroke="#fff"/><title>%s: %s</title>`,
 			esc(p.State), x1, top+2, x2-x1, bandH-4, phaseFill[c], esc(p.Label()), fmtDur(p.Duration()))
 		label := p.State + " " + fmtDur(p.Duration())
-		if float64(len(label))*7.5 < x2-x1 {
+		if float64(len([]rune(label)))*8.5+8 < x2-x1 {
 			fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" fill="#fff" style="fill:%s">%s</text>`, x1+4, top+bandH/2+5, textOn(c), esc(label))
 		}
 		b.WriteString(`</g>`)
