@@ -150,3 +150,70 @@ func TestReplayPlays(t *testing.T) {
 		t.Errorf("replay node page: %s", body)
 	}
 }
+
+// TestActionsCallTheAPI: the node view's forms become the API's and the
+// fault endpoint's requests, as a user's client sends them, and the
+// browser goes back to the node view with the outcome.
+func TestActionsCallTheAPI(t *testing.T) {
+	type call struct{ method, path, version, body string }
+	calls := make(chan call, 10)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		calls <- call{r.Method, r.URL.Path, r.Header.Get("X-OpenStack-Ironic-API-Version"), string(b)}
+		switch {
+		case r.URL.Path == "/v1/faults" && r.Method == "GET":
+			io.WriteString(w, `{"faults":[{"id":"f1","node":"node-0","layer":"ipmi","op":"power-on","action":"cc","count":1,"fired":0},{"id":"f2","node":"other","layer":"dhcp","action":"drop"}]}`)
+		case r.URL.Path == "/v1/faults":
+			w.WriteHeader(http.StatusCreated)
+		case strings.HasSuffix(r.URL.Path, "/provision"):
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"error_message": "{\"faultstring\": \"The requested action \\\"active\\\" can not be performed on node in state \\\"enroll\\\".\"}"}`)
+		default:
+			w.WriteHeader(http.StatusAccepted)
+		}
+	}))
+	defer api.Close()
+	tl := events.New(events.Config{})
+	tl.Record(events.Event{Kind: events.ConductorState, Detail: "enroll", Who: events.Who{Machine: "node-0", Node: "uuid-0"}})
+	s, err := New(Config{Timeline: tl, APIURL: api.URL, FaultsURL: api.URL, Machines: func() []Machine { return []Machine{{Name: "node-0"}} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(path, form string) string {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", path, strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		s.ServeHTTP(rec, req)
+		if rec.Code != http.StatusSeeOther {
+			t.Fatalf("POST %s = %d", path, rec.Code)
+		}
+		return rec.Header().Get("Location")
+	}
+	for _, c := range []struct {
+		path, form string
+		want       call
+		loc        string
+	}{
+		{"/nodes/node-0/power", "target=power+off", call{"PUT", "/v1/nodes/uuid-0/states/power", "1.78", `{"target":"power off"}`}, "ok=asked+for+power+off"},
+		{"/nodes/node-0/boot-device", "device=disk&persistent=true", call{"PUT", "/v1/nodes/uuid-0/management/boot_device", "1.78", `{"boot_device":"disk","persistent":true}`}, "ok=boot+device+disk"},
+		{"/nodes/node-0/provision", "target=active", call{"PUT", "/v1/nodes/uuid-0/states/provision", "1.78", `{"target":"active"}`}, "can+not+be+performed"},
+		{"/nodes/node-0/faults", "layer=ipmi&op=power-on&action=cc&arg=0xc0&count=2", call{"POST", "/v1/faults", "1.78",
+			`{"id":"","node":"node-0","layer":"ipmi","op":"power-on","action":"cc","arg":"0xc0","count":2,"seed":0,"fired":0}`}, "ok=fault+ipmi+cc+injected"},
+	} {
+		loc := post(c.path, c.form)
+		if got := <-calls; got != c.want {
+			t.Errorf("POST %s %s: called %+v, want %+v", c.path, c.form, got, c.want)
+		}
+		if !strings.HasPrefix(loc, "/nodes/node-0?") || !strings.Contains(loc, c.loc) {
+			t.Errorf("POST %s: back to %q, want %q", c.path, loc, c.loc)
+		}
+	}
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest("GET", "/nodes/node-0?ok=done", nil))
+	<-calls // GET /v1/faults
+	body := rec.Body.String()
+	if !strings.Contains(body, "ipmi power-on cc") || strings.Contains(body, "dhcp") || !strings.Contains(body, "✔ done") {
+		t.Errorf("node view: faults of the node and the outcome expected:\n%s", body)
+	}
+}
