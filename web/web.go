@@ -71,7 +71,7 @@ type Config struct {
 type Server struct {
 	cfg Config
 	log *slog.Logger
-	mux *http.ServeMux
+	mux http.Handler
 
 	mu     sync.Mutex
 	tl     *events.Timeline // the live timeline, or the replay's
@@ -104,7 +104,9 @@ func New(cfg Config) (*Server, error) {
 		s.replay = newReplayer(s, cfg.Replay, cfg.Speed)
 		s.tl = events.New(events.Config{})
 	}
-	s.mux = s.routes()
+	// The buttons change machines: another site's page must not be able
+	// to post to them from the user's browser (CSRF).
+	s.mux = http.NewCrossOriginProtection().Handler(s.routes())
 	return s, nil
 }
 

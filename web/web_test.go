@@ -209,7 +209,16 @@ func TestActionsCallTheAPI(t *testing.T) {
 			t.Errorf("POST %s: back to %q, want %q", c.path, loc, c.loc)
 		}
 	}
+	// Another site's page cannot post to the buttons.
 	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/nodes/node-0/power", strings.NewReader("target=power+off"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	s.ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("cross-site POST = %d, want 403", rec.Code)
+	}
+	rec = httptest.NewRecorder()
 	s.ServeHTTP(rec, httptest.NewRequest("GET", "/nodes/node-0?ok=done", nil))
 	<-calls // GET /v1/faults
 	body := rec.Body.String()
