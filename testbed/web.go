@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/web"
 )
 
@@ -61,13 +62,23 @@ func (ws *webService) serve(ctx context.Context) error { return ws.srv.Serve(ctx
 
 // webMachines is the inventory as the dashboard shows it.
 func (t *Testbed) webMachines() []web.Machine {
+	t.mu.Lock()
+	f := t.fleet
+	t.mu.Unlock()
 	inv := t.Inventory()
 	ms := make([]web.Machine, 0, len(inv.Nodes))
-	for _, n := range inv.Nodes {
+	for i, n := range inv.Nodes {
 		m := web.Machine{Name: n.Name, IPMI: "ipmi://" + net.JoinHostPort(n.BMC.Address, strconv.Itoa(n.BMC.Port)),
 			BootMode: string(n.BootMode), ConsoleLog: n.ConsoleLog}
 		if n.Redfish != nil {
 			m.Redfish = n.Redfish.Address + n.Redfish.SystemID
+		}
+		if f != nil && i < len(f.nodes) { // the inventory lists the fleet's nodes in order
+			vm := f.nodes[i].machine
+			m.Power = func(ctx context.Context) (bool, error) {
+				ps, err := vm.PowerState(ctx)
+				return ps == vms.PowerOn, err
+			}
 		}
 		ms = append(ms, m)
 	}

@@ -165,7 +165,9 @@ func TestBrowserDeploy(t *testing.T) {
 		t.Fatalf("inventory web %q, WebURL %q", inv.Web, url)
 	}
 
-	run(t, ctx, 30*time.Second, "fleet view", chromedp.Navigate(url), chromedp.WaitVisible(`#row-node-0`))
+	// A machine that has not changed since the testbed started is asked
+	// for its power state.
+	run(t, ctx, 30*time.Second, "fleet view", chromedp.Navigate(url), chromedp.WaitVisible(`#row-node-0 [data-power="off"]`))
 	fleet := get(t, ctx, 10*time.Second, "fleet text", chromedp.Text(`#fleet tbody`))
 	if !strings.Contains(fleet, "node-0") || !strings.Contains(fleet, "ipmi://127.0.0.1:") {
 		t.Errorf("fleet view: %q", fleet)

@@ -63,6 +63,9 @@ func (s *Server) writePage(w http.ResponseWriter, name string, p any) {
 func (s *Server) fleetPage(w http.ResponseWriter, r *http.Request) {
 	p := s.base("Fleet", r)
 	p.Nodes = s.fleet()
+	for _, st := range p.Nodes {
+		readPower(r.Context(), st)
+	}
 	s.writePage(w, "fleet", p)
 }
 
@@ -74,6 +77,7 @@ func (s *Server) nodeView(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := s.base(st.Name, r)
+	readPower(r.Context(), st)
 	s.nodePage(&p, st, es)
 	p.Actions = s.cfg.APIURL != "" && s.replay == nil
 	if p.FaultsOn = s.cfg.FaultsURL != "" && s.replay == nil; p.FaultsOn {
@@ -183,6 +187,7 @@ func (s *Server) fleetEvents(w http.ResponseWriter, r *http.Request) {
 			if batch != nil && !touched[st.Name] {
 				continue
 			}
+			readPower(r.Context(), st)
 			html, err := render("row", st)
 			if err != nil {
 				return err
@@ -209,6 +214,7 @@ func (s *Server) nodeEvents(w http.ResponseWriter, r *http.Request) {
 			return nil
 		}
 		p := page{}
+		readPower(r.Context(), st)
 		s.nodePage(&p, st, es)
 		html, err := render("live", p)
 		if err != nil {

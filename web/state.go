@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"sort"
 	"strings"
 	"time"
@@ -203,4 +204,23 @@ func tone(provision string) (class, icon string) {
 		return "idle", "○"
 	}
 	return "busy", "⟳"
+}
+
+// readPower asks the machine for its power state, when it can be asked:
+// the event stream says nothing of a machine that has not changed since
+// the testbed started.
+func readPower(ctx context.Context, st *nodeState) {
+	if st.Machine.Power == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	on, err := st.Machine.Power(ctx)
+	switch {
+	case err != nil:
+	case on:
+		st.Power = "power on"
+	default:
+		st.Power = "power off"
+	}
 }

@@ -41,6 +41,9 @@ type Machine struct {
 	// ConsoleLog is the machine's serial console file, streamed to the
 	// node view; "" for none.
 	ConsoleLog string
+	// Power reads whether the machine is on, as its BMC does; nil: the
+	// power state is the event stream's last power event.
+	Power func(context.Context) (on bool, err error)
 }
 
 // Config configures the dashboard.
