@@ -62,7 +62,7 @@ func (s *Server) writePage(w http.ResponseWriter, name string, p any) {
 
 func (s *Server) fleetPage(w http.ResponseWriter, r *http.Request) {
 	p := s.base("Fleet", r)
-	p.Nodes = s.fleet()
+	p.Nodes = s.fleet(nil)
 	for _, st := range p.Nodes {
 		readPower(r.Context(), st)
 	}
@@ -179,14 +179,16 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request, update func(send
 // fleetEvents re-renders the row of every node an entry touched.
 func (s *Server) fleetEvents(w http.ResponseWriter, r *http.Request) {
 	s.follow(w, r, func(send func(string, []byte) error, batch []events.Entry) error {
-		touched := map[string]bool{}
-		for _, e := range batch {
-			touched[e.Node] = true
-		}
-		for _, st := range s.fleet() {
-			if batch != nil && !touched[st.Name] {
-				continue
+		var touched map[string]bool // nil: every row
+		if batch != nil {
+			touched = map[string]bool{}
+			for _, e := range batch {
+				if e.Node != "" {
+					touched[e.Node] = true
+				}
 			}
+		}
+		for _, st := range s.fleet(touched) {
 			readPower(r.Context(), st)
 			html, err := render("row", st)
 			if err != nil {

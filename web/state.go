@@ -67,25 +67,40 @@ func apply(st *nodeState, e events.Entry) {
 }
 
 // fleet is every machine of the inventory and every node of the
-// timeline, by name.
-func (s *Server) fleet() []*nodeState {
+// timeline, by name; only, when not nil, keeps just those names (a live
+// update folds only the nodes it touched).
+func (s *Server) fleet(only map[string]bool) []*nodeState {
 	tl := s.timeline()
 	byName := map[string]*nodeState{}
 	var out []*nodeState
-	for _, m := range s.cfg.Machines() {
-		st := &nodeState{Name: m.Name, Machine: m}
-		byName[m.Name] = st
+	add := func(st *nodeState) {
+		byName[st.Name] = st
 		out = append(out, st)
 	}
+	for _, m := range s.cfg.Machines() {
+		if only == nil || only[m.Name] {
+			add(&nodeState{Name: m.Name, Machine: m})
+		}
+	}
 	if tl != nil {
-		for _, n := range tl.Nodes() {
+		names := tl.Nodes()
+		if only != nil {
+			names = names[:0:0]
+			for n := range only {
+				names = append(names, n)
+			}
+		}
+		for _, n := range names {
+			es := tl.Node(n)
+			if len(es) == 0 {
+				continue
+			}
 			st := byName[n]
 			if st == nil {
 				st = &nodeState{Name: n}
-				byName[n] = st
-				out = append(out, st)
+				add(st)
 			}
-			fold(st, tl.Node(n))
+			fold(st, es)
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
