@@ -33,3 +33,5 @@ apt-get install -y -qq --no-install-recommends \
   qemu-system-x86 qemu-utils ipxe-qemu ovmf \
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
   >/dev/null
+# The web dashboard's browser tests (chromedp drives headless chromium).
+apt-get install -y -qq --no-install-recommends chromium >/dev/null

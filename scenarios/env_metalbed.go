@@ -132,7 +132,7 @@ func startEnv(ctx context.Context, bin, dir string, spec envSpec) (*env, error) 
 	}
 	if spec.Machines > 0 || spec.Topology != "" {
 		mdir := filepath.Join(dir, "machines")
-		args := []string{"up", "--redfish-addr", "127.0.0.1:0", "--no-provisioner", "--state-dir", mdir, "--bmc-base-port", "0"}
+		args := []string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--no-provisioner", "--state-dir", mdir, "--bmc-base-port", "0"}
 		if spec.Topology != "" {
 			path := filepath.Join(dir, "topology.yaml")
 			if err := os.WriteFile(path, []byte(spec.Topology), 0o644); err != nil {
@@ -178,7 +178,7 @@ func startEnv(ctx context.Context, bin, dir string, spec envSpec) (*env, error) 
 // startTestbed runs one `metalbed up --enroll` with every port ephemeral.
 func (e *env) startTestbed(ctx, sctx context.Context, bin string, spec envSpec) error {
 	mdir := filepath.Join(e.dir, "machines")
-	args := []string{"up", "--redfish-addr", "127.0.0.1:0", "--enroll", "--nodes", fmt.Sprint(spec.Machines), "--state-dir", mdir,
+	args := []string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--enroll", "--nodes", fmt.Sprint(spec.Machines), "--state-dir", mdir,
 		"--bmc-base-port", "0", "--api-addr", "127.0.0.1:0", "--dhcp-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0", "--timeline-addr", "127.0.0.1:0",
 		"--log-level", "info"}

@@ -102,7 +102,7 @@ type Fleet struct {
 func startFleet(t testing.TB, bin string, n int, extra ...string) *Fleet {
 	t.Helper()
 	f := &Fleet{Dir: t.TempDir(), Stdout: &testenv.SyncBuffer{}, Stderr: &testenv.SyncBuffer{}}
-	args := append([]string{"up", "--redfish-addr", "127.0.0.1:0", "--nodes", fmt.Sprint(n), "--no-provisioner",
+	args := append([]string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--nodes", fmt.Sprint(n), "--no-provisioner",
 		"--state-dir", f.Dir, "--bmc-base-port", "0"}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f.Stdout, f.Stderr

@@ -176,6 +176,10 @@ func (w *world) explain(ctx context.Context, f Failure, err error) (report strin
 		return
 	}
 	fmt.Fprintf(&b, "state directory: %s\n", w.env.dir)
+	if w.env.timelineURL != "" {
+		fmt.Fprintf(&b, "replay the timeline in a browser: metalbed web --replay %s\n",
+			filepath.Join(w.env.dir, "machines", "provisioner", "timeline.jsonl"))
+	}
 	names := make([]string, 0, len(w.nodes))
 	for n := range w.nodes {
 		names = append(names, n)

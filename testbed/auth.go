@@ -37,11 +37,7 @@ func (b *bed) setupAuth() error {
 	if err != nil {
 		return fmt.Errorf("--htpasswd: %w", err)
 	}
-	var secret [24]byte
-	if _, err := rand.Read(secret[:]); err != nil {
-		return err
-	}
-	pass := hex.EncodeToString(secret[:])
+	pass, _ := b.internal.Password()
 	// A random 192-bit password needs no bcrypt work factor.
 	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
 	if err != nil {
@@ -56,17 +52,31 @@ func (b *bed) setupAuth() error {
 		return fmt.Errorf("htpasswd: %w", err)
 	}
 	b.htpasswd = path
-	b.internal = url.UserPassword(internalUser, pass)
 	return nil
+}
+
+// newInternalAccount makes up the testbed's own account when the API will
+// ask for credentials (Provisioner.HTPasswdFile); nil otherwise.
+func newInternalAccount(cfg Provisioner) *url.Userinfo {
+	if cfg.HTPasswdFile == "" {
+		return nil
+	}
+	var secret [24]byte
+	rand.Read(secret[:]) // never fails (crypto/rand)
+	return url.UserPassword(internalUser, hex.EncodeToString(secret[:]))
+}
+
+// withUser is base with the testbed's own account as its userinfo (Go's
+// HTTP client sends it as basic auth); base itself without one.
+func (b *bed) withUser(base string) string {
+	u, err := url.Parse(base)
+	if err != nil || b.internal == nil {
+		return base
+	}
+	u.User = b.internal
+	return u.String()
 }
 
 // client is the testbed's own client of its API, with the internal
 // account's credentials when the API asks for them.
-func (b *bed) client() *Client {
-	u, err := url.Parse(b.apiURL())
-	if err != nil || b.internal == nil {
-		return NewClient(b.apiURL())
-	}
-	u.User = b.internal
-	return NewClient(u.String())
-}
+func (b *bed) client() *Client { return NewClient(b.withUser(b.apiURL())) }

@@ -28,7 +28,7 @@ func TestHTPasswd(t *testing.T) {
 	}
 	p := free()
 	p.HTPasswdFile = file
-	tb, err := New(Config{StateDir: t.TempDir(), Machines: machines(1), Provisioner: p, Enroll: true})
+	tb, err := New(Config{StateDir: t.TempDir(), Machines: machines(1), Provisioner: p, Enroll: true, Web: &Web{Addr: "127.0.0.1:0"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,6 +60,8 @@ func TestHTPasswd(t *testing.T) {
 		{tb.TimelineURL(), "/v1/faults", alice, 200},
 		{tb.TimelineURL(), "/v1/nodes/node-0/timeline", nil, 401},
 		{tb.APIURL(), "/", nil, 200}, // the root document stays public, as Ironic's
+		{tb.WebURL(), "/", nil, 401},
+		{tb.WebURL(), "/nodes/node-0", alice, 200},
 	} {
 		if got := get(c.base, c.path, c.user); got != c.want {
 			t.Errorf("GET %s%s as %v: %d, want %d", c.base, c.path, c.user, got, c.want)

@@ -17,6 +17,8 @@ type Inventory struct {
 	// absent with --no-provisioner.
 	API      string `json:"api,omitempty"`
 	Timeline string `json:"timeline,omitempty"`
+	// Web is the dashboard, absent without it.
+	Web string `json:"web,omitempty"`
 }
 
 type InventoryNode struct {

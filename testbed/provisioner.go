@@ -83,6 +83,7 @@ func listenBed(t *Testbed, nw *libvirt.Network) (_ *bed, err error) {
 	b := &bed{cfg: *t.cfg.Provisioner, dir: filepath.Join(t.cfg.StateDir, "provisioner"), version: t.cfg.Version,
 		log: t.log, vmNet: nw, reg: t.reg, ramdiskDir: t.cfg.Libvirt.RamdiskDir, faults: fault.NewSet(), tl: events.New(events.Config{})}
 	b.inject = b.newInjector()
+	b.internal = newInternalAccount(b.cfg)
 	defer func() {
 		if err != nil {
 			b.close()

@@ -81,6 +81,9 @@ type Config struct {
 	// Redfish, when set, serves every machine as a Redfish ComputerSystem
 	// on one listener as well (the IPMI BMCs stay); nil: no Redfish.
 	Redfish *Redfish
+	// Web, when set, serves the dashboard (package web) over the
+	// machines, the timeline, the API and the faults; nil: none.
+	Web *Web
 	// Progress gets a line every 2 s while machines are still starting;
 	// nil: none.
 	Progress io.Writer
@@ -170,6 +173,7 @@ type Testbed struct {
 	fleet   *fleet
 	bed     *bed            // nil without a provisioner
 	redfish *redfishService // nil without Config.Redfish
+	web     *webService     // nil without Config.Web
 	uuids   map[string]string
 	// reg is this testbed's metrics registry (metrics.go); metricsLn its
 	// own listener (nil without Config.Metrics).
@@ -336,6 +340,16 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 	t.mu.Lock()
 	t.fleet, t.bed, t.redfish, t.metricsLn = f, b, rf, mln
 	t.mu.Unlock()
+	var ws *webService
+	if t.cfg.Web != nil {
+		if ws, err = startWeb(*t.cfg.Web, t, b); err != nil {
+			return err
+		}
+		defer ws.ln.Close()
+		t.mu.Lock()
+		t.web = ws
+		t.mu.Unlock()
+	}
 	close(t.started)
 	if b != nil {
 		if err := b.prepare(ctx); err != nil {
@@ -352,6 +366,9 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 	}
 	if mln != nil {
 		g.Go(func() error { return metrics.Serve(gctx, mln, t.reg, t.cfg.Metrics.PProf) })
+	}
+	if ws != nil {
+		g.Go(func() error { return ws.serve(gctx) })
 	}
 	if b != nil {
 		g.Go(func() error { return b.serve(gctx) })
@@ -455,10 +472,14 @@ func (t *Testbed) NodeUUIDs() map[string]string {
 // before Started.
 func (t *Testbed) Inventory() Inventory {
 	t.mu.Lock()
-	f, b, rf := t.fleet, t.bed, t.redfish
+	f, b, rf, ws := t.fleet, t.bed, t.redfish, t.web
 	t.mu.Unlock()
 	if f == nil {
 		return Inventory{Nodes: []InventoryNode{}}
 	}
-	return f.inventory(b, rf)
+	inv := f.inventory(b, rf)
+	if ws != nil {
+		inv.Web = ws.url
+	}
+	return inv
 }

@@ -37,7 +37,7 @@ start() {
   local n=$1 dir=$2 t0
   : >"$work/out"
   t0=$(date +%s.%N)
-  "$work/metalbed" up --nodes "$n" --no-provisioner --state-dir "$dir" --bmc-base-port 0 --redfish-addr 127.0.0.1:0 \
+  "$work/metalbed" up --nodes "$n" --no-provisioner --state-dir "$dir" --bmc-base-port 0 --redfish-addr 127.0.0.1:0 --web-addr 127.0.0.1:0 \
     >"$work/out" 2>"$work/err" &
   pid=$!
   for _ in $(seq 1 3000); do

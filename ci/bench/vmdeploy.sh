@@ -48,7 +48,7 @@ def run(backend, n):
     args = [BIN, "up", "--backend", backend, "--nodes", str(n), "--enroll", "--state-dir", d,
             "--disk-size", "4GiB", "--bmc-base-port", "0", "--api-addr", "127.0.0.1:0",
             "--timeline-addr", "127.0.0.1:0", "--dhcp-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0",
-            "--http-addr", "127.0.0.1:0", "--boot-interface", "ipxe", "--log-level", "warn"]
+            "--http-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--boot-interface", "ipxe", "--log-level", "warn"]
     if backend == "libvirt":
         args += ["--ramdisk-dir", os.path.join(WORK, "ramdisk"), "--boot-network", "10.237.0.1/24", "--remove-vms"]
     log = open(d + ".log", "w")

@@ -46,7 +46,7 @@ func TestUpStopsCleanlyOnSignal(t *testing.T) {
 		sig := c.sig
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			cmd := exec.Command(bin, append([]string{"up", "--redfish-addr", "127.0.0.1:0", "--nodes", "3", "--state-dir", dir, "--bmc-base-port", "0"}, c.args...)...)
+			cmd := exec.Command(bin, append([]string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--nodes", "3", "--state-dir", dir, "--bmc-base-port", "0"}, c.args...)...)
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -122,8 +122,8 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{nil, 2, "metalbed: usage: no command given"},
 		{[]string{"frobnicate"}, 2, `metalbed: usage: unknown command "frobnicate"`},
-		{[]string{"up", "--redfish-addr", "127.0.0.1:0", "--nodes", "1", "--enroll", "--no-provisioner", "--state-dir", t.TempDir()}, 2, "metalbed: usage: --enroll needs the provisioner"},
-		{[]string{"up", "--redfish-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "x"}, 2, `metalbed: usage: invalid value "x" for flag -nodes`},
+		{[]string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--nodes", "1", "--enroll", "--no-provisioner", "--state-dir", t.TempDir()}, 2, "metalbed: usage: --enroll needs the provisioner"},
+		{[]string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "x"}, 2, `metalbed: usage: invalid value "x" for flag -nodes`},
 		{[]string{"fault", "add", "--url", "http://127.0.0.1:1", "--layer", "ipmi", "--action", "cc", "--arg", "zz"}, 2, `metalbed: usage: fault add: fault ipmi cc: arg "zz"`},
 		{[]string{"fault", "list", "--url", "http://127.0.0.1:1"}, 1, "metalbed: faults: Get "},
 		{[]string{"version"}, 0, ""},

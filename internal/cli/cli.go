@@ -46,6 +46,7 @@ func commands() []command {
 		{"fault clear", "remove faults from a running `metalbed up` (all, --node NAME, or IDs)", runFaultClear},
 		{"scenario run", "run the Gherkin scenarios against this binary as a CI gate ([PATHS] [--tags --junit --backend --concurrency --seed])", runScenarioRun},
 		{"target serve", "serve a disk file as LUN 1 of an iSCSI target", runTargetServe},
+		{"web", "serve the web dashboard over a recorded timeline (--replay timeline.jsonl [--speed N --web-addr HOST:PORT])", runWeb},
 		{"version", "print the module version and the VCS revision it was built from (also --version)", runVersion},
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/testbed"
 	"github.com/metalbed/metalbed/vms/libvirt"
+	"github.com/metalbed/metalbed/web"
 )
 
 // runDemo brings up the demo's testbed (testbed.DemoNodes), deploys every
@@ -29,6 +31,8 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	undeploy := fs.Bool("undeploy", true, "undeploy the nodes back to available at the end")
 	backend := fs.String("backend", "sim", "the machines: sim (simulated, in this process) or libvirt (real VMs: root, libvirtd running, a metalbed built with -tags libvirt_dlopen)")
 	ramdiskDir := fs.String("ramdisk-dir", "", "with --backend libvirt: `DIR` holding the deploy kernel and ramdisk (from metalbed ramdisk build --out DIR); default: built from the source tree in the working directory into the state directory")
+	webOn := fs.Bool("web", false, "serve the web dashboard on --web-addr while the demo runs, and keep serving after the deploys until interrupted")
+	webAddr := fs.String("web-addr", web.DefaultAddr, "with --web: HOST:PORT of the dashboard (port 0: a free one)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -58,6 +62,12 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 			CallbackTimeout: *timeout, NotifyDelay: 500 * time.Millisecond},
 		// A demo's VMs go with it when its state does (a temporary directory).
 		Libvirt: testbed.Libvirt{RemoveVMs: *stateDir == ""},
+	}
+	if *webOn {
+		if _, _, err := net.SplitHostPort(*webAddr); err != nil {
+			return usageError("--web-addr %q: want HOST:PORT", *webAddr)
+		}
+		cfg.Web = &testbed.Web{Addr: *webAddr}
 	}
 	kind, vm := "simulated machines", false
 	switch *backend {
@@ -99,6 +109,9 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 		return errors.Join(err, ctx.Err())
 	}
 	fmt.Fprintf(s.Out, "metalbed demo: %d %s, IPMI BMCs on %s, and the provisioner (state in %s)\n", len(nodes), kind, addrSummary(tb.Inventory()), dir)
+	if u := tb.WebURL(); u != "" {
+		fmt.Fprintf(s.Out, "web dashboard %s (watch the deploys live there)\n", u)
+	}
 	fmt.Fprintf(s.Out, "building the deploy kernel and ramdisk and a partition instance image...\n")
 	select {
 	case <-tb.Ready():
@@ -157,6 +170,10 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 				fmt.Fprintf(s.Out, "  %-7s available again in %.1fs, %s\n", r.Name, r.Undeployed.Seconds(), cleaned)
 			}
 		}
+	}
+	if u := tb.WebURL(); u != "" && ctx.Err() == nil {
+		fmt.Fprintf(s.Out, "\nthe web dashboard keeps serving at %s until interrupted (Ctrl-C)\n", u)
+		<-ctx.Done()
 	}
 	if err := serveErr(); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("demo: %w", err)

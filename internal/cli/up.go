@@ -16,6 +16,7 @@ import (
 	"github.com/metalbed/metalbed/testbed"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/libvirt"
+	"github.com/metalbed/metalbed/web"
 )
 
 // Defaults of `metalbed up`.
@@ -51,6 +52,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	removeVMs := fs.Bool("remove-vms", false, "with --backend libvirt: on exit, undefine the VMs' libvirt domains (and their UEFI variables) instead of keeping them for the next metalbed up on this state dir; the disks stay")
 	ramdiskDir := fs.String("ramdisk-dir", "", "with --backend libvirt: `DIR` holding the deploy kernel and ramdisk real VMs boot, from metalbed ramdisk build --out DIR (default STATE_DIR/ramdisk)")
 	redfishAddr := fs.String("redfish-addr", testbed.DefaultRedfishAddr, "HOST:PORT of the Redfish service in front of every machine (each a ComputerSystem at /redfish/v1/Systems/<UUID>, with its BMC's credentials); port 0: a free one; \"\" disables Redfish")
+	webAddr := fs.String("web-addr", web.DefaultAddr, "HOST:PORT of the web dashboard (the fleet, each node's timeline and console, live); port 0: a free one; \"\" disables it")
 	redfishHTTP := fs.Bool("redfish-plain-http", false, "serve Redfish over plain HTTP instead of HTTPS (HTTPS uses a CA and certificate generated into the state dir; inventory.json names the CA)")
 	enrollDriver := fs.String("enroll-driver", "ipmi", "hardware type of the nodes --enroll creates: ipmi (redfish comes when metalbed's conductor speaks Redfish)")
 	bootIface := fs.String("boot-interface", "", "boot interface of the nodes --enroll creates: pxe (TFTP, needs Debian's pxelinux and ipxe), ipxe (HTTP); default pxe when those are installed, else ipxe")
@@ -131,6 +133,12 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	} else if *pprofOn {
 		return usageError("--pprof serves on the metrics listener: give --metrics-addr too")
 	}
+	if *webAddr != "" {
+		if _, _, err := net.SplitHostPort(*webAddr); err != nil {
+			return usageError("--web-addr %q: want HOST:PORT, or \"\" to disable the dashboard", *webAddr)
+		}
+		cfg.Web = &testbed.Web{Addr: *webAddr}
+	}
 	if *noProv {
 		cfg.ExternalDHCP, cfg.ExternalTFTPPort = *netbootDHCP, *netbootTFTPPort
 	} else {
@@ -156,6 +164,9 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	redfishAt := ""
 	if u := tb.RedfishURL(); u != "" {
 		redfishAt = ", Redfish " + u
+	}
+	if u := tb.WebURL(); u != "" {
+		redfishAt += ", web " + u
 	}
 	if cfg.Provisioner == nil {
 		fmt.Fprintf(s.Out, "metalbed: %d %s up, BMCs on %s%s, inventory %s\n", len(inv.Nodes), machines, addrSummary(inv), redfishAt, where)

@@ -47,7 +47,7 @@ func startUp(t *testing.T, dir string, extra ...string) *upRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	u := &upRun{dir: dir, cancel: cancel, done: make(chan error, 1), stdout: &testenv.SyncBuffer{}, stderr: &testenv.SyncBuffer{}}
-	args := append([]string{"up", "--redfish-addr", "127.0.0.1:0", "--no-provisioner", "--state-dir", dir, "--bmc-base-port", "0"}, extra...)
+	args := append([]string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--no-provisioner", "--state-dir", dir, "--bmc-base-port", "0"}, extra...)
 	go func() { u.done <- Run(ctx, args, u.stdout, u.stderr) }()
 	t.Cleanup(func() {
 		cancel()
@@ -476,7 +476,7 @@ func TestUpPortInUse(t *testing.T) {
 	defer c.Close()
 	port := c.LocalAddr().(*net.UDPAddr).Port
 	var out, errb bytes.Buffer
-	err = Run(t.Context(), []string{"up", "--redfish-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "2", "--state-dir", t.TempDir(),
+	err = Run(t.Context(), []string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "2", "--state-dir", t.TempDir(),
 		"--bmc-base-port", strconv.Itoa(port)}, &out, &errb)
 	if err == nil || !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), "--bmc-base-port") {
 		t.Errorf("port in use: %v", err)
@@ -490,7 +490,7 @@ func TestUpInterruptedWhileStarting(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	var out, errb bytes.Buffer
-	if err := Run(ctx, []string{"up", "--redfish-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "50", "--state-dir", t.TempDir(), "--bmc-base-port", "0"}, &out, &errb); err != nil {
+	if err := Run(ctx, []string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "50", "--state-dir", t.TempDir(), "--bmc-base-port", "0"}, &out, &errb); err != nil {
 		t.Errorf("interrupted start: %v", err)
 	}
 	if out.Len() != 0 {
@@ -507,7 +507,7 @@ func TestUpCorruptStateNamesTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
-	err := Run(t.Context(), []string{"up", "--redfish-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "2", "--state-dir", dir, "--bmc-base-port", "0"}, &out, &errb)
+	err := Run(t.Context(), []string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "2", "--state-dir", dir, "--bmc-base-port", "0"}, &out, &errb)
 	if err == nil || !strings.Contains(err.Error(), bad) {
 		t.Errorf("corrupt state: %v, want an error naming %s", err, bad)
 	}
@@ -520,7 +520,7 @@ func TestUpStateDirLocked(t *testing.T) {
 	dir := t.TempDir()
 	u := startUp(t, dir, "--nodes", "1", "--disk-size", "1MiB")
 	var out, errb bytes.Buffer
-	err := Run(t.Context(), []string{"up", "--redfish-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "1", "--state-dir", dir, "--bmc-base-port", "0"}, &out, &errb)
+	err := Run(t.Context(), []string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "1", "--state-dir", dir, "--bmc-base-port", "0"}, &out, &errb)
 	if err == nil || !strings.Contains(err.Error(), "in use by another metalbed") {
 		t.Errorf("second up on the same state dir: %v", err)
 	}
@@ -594,7 +594,7 @@ func TestUpRemovesStaleInventory(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
-	if err := Run(t.Context(), []string{"up", "--redfish-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "1", "--state-dir", dir, "--bmc-base-port", "0"}, &out, &errb); err == nil {
+	if err := Run(t.Context(), []string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--no-provisioner", "--nodes", "1", "--state-dir", dir, "--bmc-base-port", "0"}, &out, &errb); err == nil {
 		t.Fatal("started on a corrupt state")
 	}
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
@@ -604,7 +604,7 @@ func TestUpRemovesStaleInventory(t *testing.T) {
 
 func TestUpCallbackTimeoutFlag(t *testing.T) {
 	var out, errb bytes.Buffer
-	err := Run(t.Context(), []string{"up", "--redfish-addr", "127.0.0.1:0", "--nodes", "1", "--state-dir", t.TempDir(), "--deploy-callback-timeout", "-5s"}, &out, &errb)
+	err := Run(t.Context(), []string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--nodes", "1", "--state-dir", t.TempDir(), "--deploy-callback-timeout", "-5s"}, &out, &errb)
 	if err == nil || !strings.Contains(err.Error(), "--deploy-callback-timeout") {
 		t.Fatalf("negative --deploy-callback-timeout: got %v, want a usage error naming the flag", err)
 	}
@@ -621,7 +621,7 @@ func TestUpNetbootFlags(t *testing.T) {
 		{[]string{"--no-provisioner", "--netboot-dhcp", "127.0.0.1:6767", "--netboot-tftp-port", "0"}, "--netboot-tftp-port"},
 	} {
 		var out, errb bytes.Buffer
-		args := append([]string{"up", "--redfish-addr", "127.0.0.1:0", "--nodes", "1", "--state-dir", t.TempDir(), "--bmc-base-port", "0"}, c.args...)
+		args := append([]string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--nodes", "1", "--state-dir", t.TempDir(), "--bmc-base-port", "0"}, c.args...)
 		err := Run(t.Context(), args, &out, &errb)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("up %q: got %v, want an error naming %q", c.args, err, c.want)
