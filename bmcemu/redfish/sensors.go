@@ -47,6 +47,26 @@ func (r sensorReading) status() *status {
 
 // threshold is the threshold t in the sensor's unit, nil when the sensor
 // has none.
+// member names r as the i-th member of the array at prefix.
+func (r sensorReading) member(prefix string, i int) sensorMember {
+	id := strconv.Itoa(i)
+	return sensorMember{ODataID: prefix + id, MemberID: id, Name: r.Name, SensorNumber: int(r.Number)}
+}
+
+// limits are r's thresholds, physical context and health.
+func (r sensorReading) limits() sensorLimits {
+	return sensorLimits{
+		UpperThresholdNonCritical: r.threshold(bmcemu.UpperNonCritical),
+		UpperThresholdCritical:    r.threshold(bmcemu.UpperCritical),
+		UpperThresholdFatal:       r.threshold(bmcemu.UpperNonRecoverable),
+		LowerThresholdNonCritical: r.threshold(bmcemu.LowerNonCritical),
+		LowerThresholdCritical:    r.threshold(bmcemu.LowerCritical),
+		LowerThresholdFatal:       r.threshold(bmcemu.LowerNonRecoverable),
+		PhysicalContext:           physicalContext(r.Entity),
+		Status:                    r.status(),
+	}
+}
+
 func (r sensorReading) threshold(t bmcemu.Threshold) *float64 {
 	v, ok := r.Thresholds[t]
 	if !ok {
@@ -85,35 +105,17 @@ func (s *Server) getThermal(q *request, sys *system) error {
 	for _, r := range readings {
 		switch {
 		case r.Type == bmcemu.SensorTemperature:
-			id := strconv.Itoa(len(v.Temperatures))
 			v.Temperatures = append(v.Temperatures, temperature{
-				ODataID: p + "#/Temperatures/" + id, MemberID: id, Name: r.Name,
-				SensorNumber:              int(r.Number),
-				ReadingCelsius:            r.value,
-				UpperThresholdNonCritical: r.threshold(bmcemu.UpperNonCritical),
-				UpperThresholdCritical:    r.threshold(bmcemu.UpperCritical),
-				UpperThresholdFatal:       r.threshold(bmcemu.UpperNonRecoverable),
-				LowerThresholdNonCritical: r.threshold(bmcemu.LowerNonCritical),
-				LowerThresholdCritical:    r.threshold(bmcemu.LowerCritical),
-				LowerThresholdFatal:       r.threshold(bmcemu.LowerNonRecoverable),
-				PhysicalContext:           physicalContext(r.Entity),
-				Status:                    r.status(),
+				sensorMember:   r.member(p+"#/Temperatures/", len(v.Temperatures)),
+				ReadingCelsius: r.value,
+				sensorLimits:   r.limits(),
 			})
 		case r.Type == bmcemu.SensorFan && r.Unit == "RPM":
-			id := strconv.Itoa(len(v.Fans))
 			v.Fans = append(v.Fans, fan{
-				ODataID: p + "#/Fans/" + id, MemberID: id, Name: r.Name,
-				SensorNumber:              int(r.Number),
-				Reading:                   r.value,
-				ReadingUnits:              "RPM",
-				UpperThresholdNonCritical: r.threshold(bmcemu.UpperNonCritical),
-				UpperThresholdCritical:    r.threshold(bmcemu.UpperCritical),
-				UpperThresholdFatal:       r.threshold(bmcemu.UpperNonRecoverable),
-				LowerThresholdNonCritical: r.threshold(bmcemu.LowerNonCritical),
-				LowerThresholdCritical:    r.threshold(bmcemu.LowerCritical),
-				LowerThresholdFatal:       r.threshold(bmcemu.LowerNonRecoverable),
-				PhysicalContext:           physicalContext(r.Entity),
-				Status:                    r.status(),
+				sensorMember: r.member(p+"#/Fans/", len(v.Fans)),
+				Reading:      r.value,
+				ReadingUnits: "RPM",
+				sensorLimits: r.limits(),
 			})
 		}
 	}
@@ -167,28 +169,29 @@ type thermal struct {
 }
 
 type temperature struct {
-	ODataID                   string   `json:"@odata.id"`
-	MemberID                  string   `json:"MemberId"`
-	Name                      string   `json:"Name"`
-	SensorNumber              int      `json:"SensorNumber"`
-	ReadingCelsius            float64  `json:"ReadingCelsius"`
-	UpperThresholdNonCritical *float64 `json:"UpperThresholdNonCritical,omitempty"`
-	UpperThresholdCritical    *float64 `json:"UpperThresholdCritical,omitempty"`
-	UpperThresholdFatal       *float64 `json:"UpperThresholdFatal,omitempty"`
-	LowerThresholdNonCritical *float64 `json:"LowerThresholdNonCritical,omitempty"`
-	LowerThresholdCritical    *float64 `json:"LowerThresholdCritical,omitempty"`
-	LowerThresholdFatal       *float64 `json:"LowerThresholdFatal,omitempty"`
-	PhysicalContext           string   `json:"PhysicalContext"`
-	Status                    *status  `json:"Status"`
+	sensorMember
+	ReadingCelsius float64 `json:"ReadingCelsius"`
+	sensorLimits
 }
 
 type fan struct {
-	ODataID                   string   `json:"@odata.id"`
-	MemberID                  string   `json:"MemberId"`
-	Name                      string   `json:"Name"`
-	SensorNumber              int      `json:"SensorNumber"`
-	Reading                   float64  `json:"Reading"`
-	ReadingUnits              string   `json:"ReadingUnits"`
+	sensorMember
+	Reading      float64 `json:"Reading"`
+	ReadingUnits string  `json:"ReadingUnits"`
+	sensorLimits
+}
+
+// sensorMember is what a Thermal array member says of its sensor.
+type sensorMember struct {
+	ODataID      string `json:"@odata.id"`
+	MemberID     string `json:"MemberId"`
+	Name         string `json:"Name"`
+	SensorNumber int    `json:"SensorNumber"`
+}
+
+// sensorLimits are a Thermal member's thresholds (only those the sensor
+// has), where it sits and its health against them.
+type sensorLimits struct {
 	UpperThresholdNonCritical *float64 `json:"UpperThresholdNonCritical,omitempty"`
 	UpperThresholdCritical    *float64 `json:"UpperThresholdCritical,omitempty"`
 	UpperThresholdFatal       *float64 `json:"UpperThresholdFatal,omitempty"`

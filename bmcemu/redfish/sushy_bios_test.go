@@ -1,9 +1,7 @@
 package redfish
 
 import (
-	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -22,27 +20,9 @@ func TestSushyBios(t *testing.T) {
 	b := startBed(t, bedOptions{uefi: true})
 	sys := b.sysPath(0)
 	defaults := b.attrs(t, sys+"/Bios")
-	script, err := os.ReadFile(filepath.Join("testdata", "sushy_bios.py"))
-	if err != nil {
-		t.Fatal(err)
+	if out := b.runSushy(t, "sushy_bios.py", nil); !strings.Contains(out, "ALL OK") {
+		t.Fatalf("sushy script did not finish:\n%s", out)
 	}
-	path := filepath.Join(t.TempDir(), "sushy_bios.py")
-	if err := os.WriteFile(path, script, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(t.Context(), debianPython, path)
-	cmd.Env = append(cleanEnv(),
-		"RF_URL="+b.url, "RF_CA="+b.cert.CAFile, "RF_USER="+testUser, "RF_PASS="+testPass, "RF_SYSTEM="+sys)
-	var out testenv.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("sushy: %v\n%s", err, out.String())
-	}
-	if !strings.Contains(out.String(), "ALL OK") {
-		t.Fatalf("sushy script did not finish:\n%s", out.String())
-	}
-	t.Logf("sushy:\n%s", out.String())
 
 	// What the script left, seen from here: the defaults back, nothing
 	// staged, Secure Boot off for the next boot, and the timeline.

@@ -37,29 +37,10 @@ func TestSushy(t *testing.T) {
 	requireSushy(t)
 	b := startBed(t, bedOptions{})
 	m := b.machines[0]
-	script, err := os.ReadFile(filepath.Join("testdata", "sushy_drive.py"))
-	if err != nil {
-		t.Fatal(err)
+	out := b.runSushy(t, "sushy_drive.py", []string{"RF_MACS=" + m.hw.MACs[0].String(), "RF_DISK=" + strconv.FormatInt(m.hw.DiskBytes, 10)})
+	if !strings.Contains(out, "ALL OK") {
+		t.Fatalf("sushy script did not finish:\n%s", out)
 	}
-	path := filepath.Join(t.TempDir(), "sushy_drive.py")
-	if err := os.WriteFile(path, script, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx := t.Context()
-	cmd := exec.CommandContext(ctx, debianPython, path)
-	cmd.Env = append(cleanEnv(),
-		"RF_URL="+b.url, "RF_CA="+b.cert.CAFile, "RF_USER="+testUser, "RF_PASS="+testPass,
-		"RF_SYSTEM="+b.sysPath(0), "RF_MACS="+m.hw.MACs[0].String(), "RF_DISK="+strconv.FormatInt(m.hw.DiskBytes, 10))
-	var out testenv.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("sushy: %v\n%s", err, out.String())
-	}
-	if !strings.Contains(out.String(), "ALL OK") {
-		t.Fatalf("sushy script did not finish:\n%s", out.String())
-	}
-	t.Logf("sushy:\n%s", out.String())
 	seen := map[events.Kind]bool{}
 	for _, k := range b.kinds() {
 		seen[k] = true
@@ -103,23 +84,7 @@ func TestSushyLogsAndSensors(t *testing.T) {
 	sensors := parseIpmitoolSensor(t, ipmi.must("sensor"))
 	ipmiCount := strings.Count(ipmi.must("sel", "list"), "\n")
 
-	script, err := os.ReadFile(filepath.Join("testdata", "sushy_logs.py"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "sushy_logs.py")
-	if err := os.WriteFile(path, script, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(t.Context(), debianPython, path)
-	cmd.Env = append(cleanEnv(), "RF_URL="+b.url, "RF_CA="+b.cert.CAFile, "RF_USER="+testUser, "RF_PASS="+testPass, "RF_SYSTEM="+b.sysPath(0))
-	var out testenv.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("sushy: %v\n%s", err, out.String())
-	}
-	t.Logf("sushy:\n%s", out.String())
+	out := b.runSushy(t, "sushy_logs.py", nil)
 	var res struct {
 		Temperatures map[string]struct {
 			Reading, Unc, Ucr, Unr float64
@@ -139,9 +104,9 @@ func TestSushyLogsAndSensors(t *testing.T) {
 		}
 		AfterClear int `json:"after_clear"`
 	}
-	_, line, ok := strings.Cut(out.String(), "RESULT ")
-	if !ok || !strings.Contains(out.String(), "ALL OK") {
-		t.Fatalf("sushy script did not finish:\n%s", out.String())
+	_, line, ok := strings.Cut(out, "RESULT ")
+	if !ok || !strings.Contains(out, "ALL OK") {
+		t.Fatalf("sushy script did not finish:\n%s", out)
 	}
 	line, _, _ = strings.Cut(line, "\n")
 	if err := json.Unmarshal([]byte(line), &res); err != nil {
@@ -182,4 +147,33 @@ func TestSushyLogsAndSensors(t *testing.T) {
 	if out := ipmi.must("sel", "info"); !strings.Contains(out, "Entries          : 0") {
 		t.Errorf("after sushy's ClearLog, ipmitool sel info:\n%s", out)
 	}
+}
+
+// runSushy runs testdata/script with Debian's python3 (and its sushy)
+// against b, with args: RF_URL, RF_CA, RF_USER, RF_PASS, RF_SYSTEM (the
+// first machine's) and RF_MANAGER in its environment, plus env. It fails
+// the test unless the script exits 0, and returns its output.
+func (b *bed) runSushy(t *testing.T, script string, env []string, args ...string) string {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("testdata", script))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), script)
+	if err := os.WriteFile(path, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), debianPython, append([]string{path}, args...)...)
+	cmd.Env = append(cleanEnv(),
+		"RF_URL="+b.url, "RF_CA="+b.cert.CAFile, "RF_USER="+testUser, "RF_PASS="+testPass,
+		"RF_SYSTEM="+b.sysPath(0), "RF_MANAGER=/redfish/v1/Managers/"+b.machines[0].hw.UUID)
+	cmd.Env = append(cmd.Env, env...)
+	var out testenv.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("sushy %s %v: %v\n%s", script, args, err, out.String())
+	}
+	t.Logf("sushy %s %v:\n%s", script, args, out.String())
+	return out.String()
 }

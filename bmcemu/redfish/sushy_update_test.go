@@ -2,16 +2,12 @@ package redfish
 
 import (
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
-	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // runSushyUpdate runs testdata/sushy_update.py with args against b. The
@@ -19,14 +15,6 @@ import (
 // reboot, measured on that clock, ends.
 func runSushyUpdate(t *testing.T, b *bed, args ...string) string {
 	t.Helper()
-	script, err := os.ReadFile(filepath.Join("testdata", "sushy_update.py"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "sushy_update.py")
-	if err := os.WriteFile(path, script, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
 	go func() {
@@ -41,21 +29,11 @@ func runSushyUpdate(t *testing.T, b *bed, args ...string) string {
 			}
 		}
 	}()
-	cmd := exec.CommandContext(t.Context(), debianPython, append([]string{path}, args...)...)
-	cmd.Env = append(cleanEnv(),
-		"RF_URL="+b.url, "RF_CA="+b.cert.CAFile, "RF_USER="+testUser, "RF_PASS="+testPass,
-		"RF_SYSTEM="+b.sysPath(0), "RF_MANAGER=/redfish/v1/Managers/"+b.machines[0].hw.UUID)
-	var out testenv.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("sushy %v: %v\n%s", args, err, out.String())
+	out := b.runSushy(t, "sushy_update.py", nil, args...)
+	if !strings.Contains(out, "ALL OK") {
+		t.Fatalf("sushy script %v did not finish:\n%s", args, out)
 	}
-	if !strings.Contains(out.String(), "ALL OK") {
-		t.Fatalf("sushy script %v did not finish:\n%s", args, out.String())
-	}
-	t.Logf("sushy %v:\n%s", args, out.String())
-	return out.String()
+	return out
 }
 
 // TestSushyFirmwareUpdate: sushy's simple_update, as Ironic's redfish
