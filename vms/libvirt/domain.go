@@ -30,6 +30,9 @@ type DomainSpec struct {
 	SerialLog string
 	// Flags are the BMC's boot flags, kept in the domain's metadata.
 	Flags vms.BootFlags
+	// CDROM is the ISO file in the virtual CD drive ("" = an empty tray);
+	// CDROMURL the image URL it was fetched from, kept in the metadata.
+	CDROM, CDROMURL string
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -70,7 +73,7 @@ func (s DomainSpec) XML() (string, error) {
 		UUID:     formatUUID(s.UUID),
 		Memory:   xUnit{Unit: "MiB", Value: s.MemoryMiB},
 		VCPU:     1,
-		Metadata: xMetadata{Machine: xMachine{BootFlags: hex.EncodeToString(s.Flags[:])}},
+		Metadata: xMetadata{Machine: xMachine{BootFlags: hex.EncodeToString(s.Flags[:]), CDROM: s.CDROMURL}},
 		OS: xOS{
 			Type: xOSType{Arch: "x86_64", Machine: "q35", Value: "hvm"},
 		},
@@ -80,12 +83,19 @@ func (s DomainSpec) XML() (string, error) {
 		OnCrash:    "destroy",
 		SecLabel:   xSecLabel{Type: "static", Model: "dac", Relabel: "no", Label: "+0:+0"},
 		Devices: xDevices{
-			Disk: xDisk{
+			Disks: []xDisk{{
 				Type: "file", Device: "disk",
 				Driver: xDriver{Name: "qemu", Type: s.DiskType},
-				Source: xFileSource{File: s.Disk},
+				Source: &xFileSource{File: s.Disk},
 				Target: xTarget{Dev: "vda", Bus: "virtio"},
-			},
+			}, {
+				// The virtual CD drive a BMC's InsertMedia fills: SATA, as
+				// SeaBIOS and OVMF boot from it on q35.
+				Type: "file", Device: "cdrom",
+				Driver:   xDriver{Name: "qemu", Type: "raw"},
+				Target:   xTarget{Dev: "sda", Bus: "sata"},
+				ReadOnly: &struct{}{},
+			}},
 			Interface: xInterface{
 				Type:   "bridge",
 				MAC:    xMAC{Address: s.MAC.String()},
@@ -107,6 +117,9 @@ func (s DomainSpec) XML() (string, error) {
 			{Enabled: "no", Name: "enrolled-keys"},
 		}}
 	}
+	if s.CDROM != "" {
+		d.Devices.Disks[1].Source = &xFileSource{File: s.CDROM}
+	}
 	for _, b := range s.Boot {
 		d.OS.Boot = append(d.OS.Boot, xBoot{Dev: b})
 	}
@@ -120,22 +133,58 @@ func (s DomainSpec) XML() (string, error) {
 // bootFlagsFromXML reads the boot flags from a domain's XML metadata; ok is
 // false when the domain holds none (not defined by metalbed).
 func bootFlagsFromXML(doc string) (f vms.BootFlags, ok bool) {
-	var d struct {
-		Metadata struct {
-			Machine struct {
-				BootFlags string `xml:"bootflags"`
-			} `xml:"https://metalbed.dev/xmlns/libvirt/1 machine"`
-		} `xml:"metadata"`
-	}
-	if err := xml.Unmarshal([]byte(doc), &d); err != nil {
+	d, err := metadataOf(doc)
+	if err != nil {
 		return f, false
 	}
-	b, err := hex.DecodeString(strings.TrimSpace(d.Metadata.Machine.BootFlags))
+	b, err := hex.DecodeString(strings.TrimSpace(d.BootFlags))
 	if err != nil || len(b) != len(f) {
 		return f, false
 	}
 	copy(f[:], b)
 	return f, true
+}
+
+// cdromFromXML is the image URL and file of the virtual CD drive a domain
+// defined by metalbed holds ("" for an empty tray).
+func cdromFromXML(doc string) (url, file string) {
+	md, err := metadataOf(doc)
+	if err != nil || md.CDROM == "" {
+		return "", ""
+	}
+	var d struct {
+		Disks []struct {
+			Device string `xml:"device,attr"`
+			Source struct {
+				File string `xml:"file,attr"`
+			} `xml:"source"`
+		} `xml:"devices>disk"`
+	}
+	if xml.Unmarshal([]byte(doc), &d) != nil {
+		return "", ""
+	}
+	for _, x := range d.Disks {
+		if x.Device == "cdrom" && x.Source.File != "" {
+			return md.CDROM, x.Source.File
+		}
+	}
+	return "", ""
+}
+
+// domainMetadata is metalbed's part of a domain's metadata.
+type domainMetadata struct {
+	BootFlags string `xml:"bootflags"`
+	CDROM     string `xml:"cdrom"`
+}
+
+func metadataOf(doc string) (domainMetadata, error) {
+	var d struct {
+		Metadata struct {
+			Machine domainMetadata `xml:"https://metalbed.dev/xmlns/libvirt/1 machine"`
+		} `xml:"metadata"`
+	}
+	err := xml.Unmarshal([]byte(doc), &d)
+	return d.Metadata.Machine, err
 }
 
 // BootOrder is the boot order firmware gets for the given flags: the
@@ -183,6 +232,7 @@ type xMetadata struct {
 type xMachine struct {
 	NS        string `xml:"xmlns:mb,attr"`
 	BootFlags string `xml:"mb:bootflags"`
+	CDROM     string `xml:"mb:cdrom,omitempty"` // the inserted image's URL
 }
 
 func (m xMachine) MarshalXML(e *xml.Encoder, start xml.StartElement) error {
@@ -235,7 +285,7 @@ type xSecLabel struct {
 }
 
 type xDevices struct {
-	Disk      xDisk      `xml:"disk"`
+	Disks     []xDisk    `xml:"disk"`
 	Interface xInterface `xml:"interface"`
 	Serial    xSerial    `xml:"serial"`
 	Console   xConsole   `xml:"console"`
@@ -253,11 +303,12 @@ type xRNGBackend struct {
 }
 
 type xDisk struct {
-	Type   string      `xml:"type,attr"`
-	Device string      `xml:"device,attr"`
-	Driver xDriver     `xml:"driver"`
-	Source xFileSource `xml:"source"`
-	Target xTarget     `xml:"target"`
+	Type     string       `xml:"type,attr"`
+	Device   string       `xml:"device,attr"`
+	Driver   xDriver      `xml:"driver"`
+	Source   *xFileSource `xml:"source"`
+	Target   xTarget      `xml:"target"`
+	ReadOnly *struct{}    `xml:"readonly"`
 }
 
 type xDriver struct {

@@ -30,6 +30,8 @@ type Machine struct {
 	mu     sync.Mutex // guards the fields below
 	flags  vms.BootFlags
 	closed bool
+	// cdURL and cdFile are the image in the CD drive (media.go); "" empty.
+	cdURL, cdFile string
 
 	subs vms.Subscribers
 
@@ -62,6 +64,7 @@ func New(cfg Config) (*Machine, error) {
 			if f, ok := bootFlagsFromXML(doc); ok {
 				m.flags = f
 			}
+			m.cdURL, m.cdFile = cdromFromXML(doc)
 		}
 		if m.uuid == ([16]byte{}) {
 			if u, err := dom.GetUUID(); err == nil {
@@ -97,6 +100,7 @@ func (m *Machine) spec(f vms.BootFlags) DomainSpec {
 		Name: m.cfg.Name, UUID: m.uuid, Type: m.cfg.DomainType, MemoryMiB: m.cfg.MemoryMiB,
 		Mode: m.cfg.BootMode, Boot: BootOrder(f), Disk: m.cfg.Disk, DiskType: m.cfg.diskType(),
 		MAC: m.cfg.MAC, Bridge: m.cfg.Bridge, SerialLog: m.cfg.SerialLog, Flags: f,
+		CDROM: m.cdFile, CDROMURL: m.cdURL,
 	}
 }
 
