@@ -44,7 +44,7 @@ type mediaBMCMachine struct {
 var _ bmcemu.MediaMachine = mediaBMCMachine{}
 
 // newBMCMachine adapts m for a BMC, with its virtual media drives when it
-// has them (simulated machines; libvirt VMs keep media as Redfish state).
+// has them (simulated machines: CD and USB stick; libvirt VMs: the CD).
 func newBMCMachine(m vms.Machine, mode vms.BootMode) bmcemu.Machine {
 	a := bmcMachine{m: m, mode: mode}
 	if mm, ok := m.(vms.MediaMachine); ok {

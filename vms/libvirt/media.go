@@ -110,6 +110,9 @@ func (m *Machine) setCDROM(url, file string) error {
 	}
 	doc := `<disk type="file" device="cdrom"><driver name="qemu" type="raw"/>` + src + `<target dev="sda" bus="sata"/><readonly/></disk>`
 	if err := dom.UpdateDeviceFlags(doc, golibvirt.DOMAIN_DEVICE_MODIFY_LIVE); err != nil {
+		if still, rerr := m.running(); rerr == nil && !still {
+			return nil // it powered off meanwhile: the definition holds the change
+		}
 		return fmt.Errorf("libvirt machine %s: change the CD in the running domain: %w", m.cfg.Name, err)
 	}
 	return nil

@@ -10,22 +10,31 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/metalbed/metalbed/disk/iso9660/isotest"
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/libvirt"
 )
 
-// TestVirtualMediaBoot: an ISO built with genisoimage and ISOLINUX, as
-// Ironic builds its deploy ISO for BIOS machines, is inserted into a real
-// VM's CD drive from an HTTP URL; a one-time Cd override boots it under
-// SeaBIOS (the kernel and initramfs from the ISO, the command line from
-// isolinux.cfg), is consumed, and the eject empties the drive.
+// TestVirtualMediaBoot: an ISO built with genisoimage, as Ironic builds
+// its deploy ISO — ISOLINUX for BIOS, an EFI El Torito image with GRUB for
+// UEFI — is inserted into a real VM's CD drive from an HTTP URL; a
+// one-time Cd override boots it under SeaBIOS or OVMF (the kernel and
+// initramfs from the ISO, the command line from isolinux.cfg or grub.cfg),
+// is consumed, and the eject empties the drive.
 func TestVirtualMediaBoot(t *testing.T) {
 	requireLibvirt(t)
+	for i, mode := range []vms.BootMode{vms.BIOS, vms.UEFI} {
+		t.Run(string(mode), func(t *testing.T) { testVirtualMediaBoot(t, mode, i) })
+	}
+}
+
+func testVirtualMediaBoot(t *testing.T, mode vms.BootMode, idx int) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	buildInitramfs(t, filepath.Join(dir, "initrd.gz"))
@@ -40,21 +49,31 @@ func TestVirtualMediaBoot(t *testing.T) {
 	nonceB := make([]byte, 8)
 	rand.Read(nonceB)
 	nonce := hex.EncodeToString(nonceB)
-	// Ironic's isolinux_config.template, filled in.
-	cfg := "default boot\n\nlabel boot\nkernel /vmlinuz\nappend initrd=/initrd text console=ttyS0,115200 panic=-1 mbnonce=" + nonce + " --\n"
-	iso := isotest.Build(t, isotest.Spec{BIOS: true, Files: map[string][]byte{
-		"vmlinuz": kernel, "initrd": initrd, "isolinux/isolinux.cfg": []byte(cfg),
-	}})
+	params := "console=ttyS0,115200 panic=-1 mbnonce=" + nonce
+	spec := isotest.Spec{Files: map[string][]byte{"vmlinuz": kernel, "initrd": initrd}}
+	if mode == vms.BIOS {
+		// Ironic's isolinux_config.template, filled in.
+		spec.BIOS = true
+		spec.Files["isolinux/isolinux.cfg"] = []byte("default boot\n\nlabel boot\nkernel /vmlinuz\nappend initrd=/initrd text " + params + " --\n")
+	} else {
+		// Ironic's grub_config.template on the ISO, and an ESP whose GRUB
+		// finds the ISO's files (Ironic copies the distribution's signed
+		// shim and GRUB there; here a GRUB built with grub-mkstandalone).
+		cfg := "set default=0\nset timeout=1\nmenuentry \"boot_partition\" {\nlinux /vmlinuz " + params + " --\ninitrd /initrd\n}\n"
+		spec.Files["EFI/BOOT/grub.cfg"] = []byte(cfg)
+		spec.ESP = map[string][]byte{"EFI/BOOT/BOOTX64.EFI": grubEFI(t, "search --no-floppy --file /vmlinuz --set=root\nconfigfile /EFI/BOOT/grub.cfg\n")}
+	}
+	iso := isotest.Build(t, spec)
 	srv := httptest.NewServer(http.FileServer(http.Dir(filepath.Dir(iso))))
 	defer srv.Close()
 
-	id := fmt.Sprintf("m%d", os.Getpid()%1e6)
-	netw := createNetwork(t, id, "10.233.9.1/24")
+	id := fmt.Sprintf("m%d%d", os.Getpid()%1e6, idx)
+	netw := createNetwork(t, id, fmt.Sprintf("10.233.%d.1/24", 9+idx))
 	consoleLog := filepath.Join(dir, "console.log")
 	m := newMachine(t, libvirt.Config{
-		Name: "mbtest-" + id, MAC: []byte{0x52, 0x54, 0x00, 0xcd, byte(os.Getpid()), 1}, Bridge: netw.Bridge,
+		Name: "mbtest-" + id, MAC: []byte{0x52, 0x54, 0x00, 0xcd, byte(os.Getpid()), byte(idx)}, Bridge: netw.Bridge,
 		Disk: filepath.Join(dir, "disk.img"), DiskBytes: 64 << 20,
-		SerialLog: consoleLog, BootMode: vms.BIOS,
+		SerialLog: consoleLog, BootMode: mode,
 	})
 	if err := m.InsertMedia(ctx, vms.MediaCD, srv.URL+"/missing.iso"); err == nil {
 		t.Error("a 404 image was inserted")
@@ -69,7 +88,7 @@ func TestVirtualMediaBoot(t *testing.T) {
 	if got, _ := m.Media(ctx, vms.MediaCD); got != url {
 		t.Errorf("Media = %q, want %q", got, url)
 	}
-	if err := m.SetBootFlags(ctx, vms.NewBootFlags(vms.BootCDROM, false, false)); err != nil {
+	if err := m.SetBootFlags(ctx, vms.NewBootFlags(vms.BootCDROM, false, mode == vms.UEFI)); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -95,11 +114,52 @@ func TestVirtualMediaBoot(t *testing.T) {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	t.Logf("power on to the ISO's init on the console: %v", time.Since(start))
+	t.Logf("%s: power on to the ISO's init on the console: %v", mode, time.Since(start))
+	// /init powers the machine off; then the tray is emptied.
+	for {
+		ps, err := m.PowerState(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps == vms.PowerOff {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("machine still %s after /init powered off", ps)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 	if err := m.EjectMedia(ctx, vms.MediaCD); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := m.Media(ctx, vms.MediaCD); got != "" {
 		t.Errorf("Media after eject = %q", got)
 	}
+}
+
+// grubEFI builds a standalone GRUB EFI binary (Debian's
+// grub-efi-amd64-bin) whose embedded configuration is cfg.
+func grubEFI(t *testing.T, cfg string) []byte {
+	t.Helper()
+	mk := testenv.RequireTool(t, "grub-mkstandalone", "grub-efi-amd64-bin")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "grub.cfg"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "BOOTX64.EFI")
+	cmd := exec.CommandContext(t.Context(), mk, "-O", "x86_64-efi", "-o", out,
+		"--modules=part_gpt part_msdos iso9660 fat search linux normal configfile",
+		"boot/grub/grub.cfg="+filepath.Join(dir, "grub.cfg"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("grub-mkstandalone: %v\n%s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
