@@ -313,6 +313,8 @@ func (b *bed) serviceConfig() service.Config {
 		Gatherer:     b.reg,
 		Logger:       b.log,
 		HTPasswdFile: b.htpasswd,
+		// The Redfish service answers at once: poll power often, retry soon.
+		Redfish: drivers.RedfishConfig{PollInterval: 100 * time.Millisecond, ConnectionRetryInterval: 200 * time.Millisecond},
 	}
 }
 
