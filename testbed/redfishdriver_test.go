@@ -128,3 +128,48 @@ func TestEnrollRedfishDriver(t *testing.T) {
 		t.Errorf("no Redfish reset and boot in the timeline: %+v", tb.Timeline().Node("node-0"))
 	}
 }
+
+// TestRedfishDriverDirectDeploy deploys a simulated machine to active
+// through the redfish hardware type (power and boot device over Redfish,
+// plain HTTP), the agent's direct deploy and the PXE/iPXE boot servers.
+func TestRedfishDriverDirectDeploy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("deploys a machine")
+	}
+	nodes := []DemoNode{{vms.BIOS, "local", "direct", "agent deploy through redfish, local boot (bios)"}}
+	tb, err := New(Config{StateDir: t.TempDir(), Machines: DemoMachines(nodes, false), Provisioner: free(),
+		Redfish: &Redfish{Addr: "127.0.0.1:0", PlainHTTP: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, tb)
+	b := tb.provisioner()
+	specs := tb.fleet.enrollSpecs(b, "", "redfish", tb.redfish)
+	specs[0].deployInterface = "direct"
+	uuids, err := b.enroll(t.Context(), specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := tb.BuildDemoImage(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	if r := demoDeploy(ctx, NewClient(tb.APIURL()), tb.Timeline(), "node-0", uuids["node-0"], nodes[0], img, nil); r.Err != nil {
+		t.Fatalf("deploy: %v", r.Err)
+	}
+	var n struct {
+		Driver         string `json:"driver"`
+		ProvisionState string `json:"provision_state"`
+	}
+	if err := NewClient(tb.APIURL()).Do(ctx, http.MethodGet, "/v1/nodes/node-0", nil, &n); err != nil {
+		t.Fatal(err)
+	}
+	if n.Driver != "redfish" || n.ProvisionState != "active" {
+		t.Errorf("node %+v", n)
+	}
+	if !hasKind(tb, "node-0", events.BMCRedfishReset) || !hasKind(tb, "node-0", events.BMCRedfishBoot) {
+		t.Errorf("no Redfish reset and boot in the timeline")
+	}
+}
