@@ -34,6 +34,7 @@ type fakeRedfish struct {
 	conflict int      // answer the next n resets 409
 	fail503  int      // answer the next n GETs 503
 	staleTag bool     // answer the next PATCH with If-Match 412
+	login503 int      // answer the next n logins 503
 }
 
 const fakeSystem = "/redfish/v1/Systems/sys-1"
@@ -66,6 +67,11 @@ func (f *fakeRedfish) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost && r.URL.Path == "/redfish/v1/SessionService/Sessions" {
 		if !f.sessions {
 			rfErr(w, http.StatusNotFound, "no sessions")
+			return
+		}
+		if f.login503 > 0 {
+			f.login503--
+			rfErr(w, http.StatusServiceUnavailable, "restarting")
 			return
 		}
 		var c struct{ UserName, Password string }
@@ -282,6 +288,18 @@ func TestRedfishRetries(t *testing.T) {
 	}
 	if f.logins != 2 {
 		t.Errorf("%d logins, want 2", f.logins)
+	}
+	// A login answered 503 is retried, and stays a session (no fallback
+	// to basic auth).
+	f.mu.Lock()
+	clear(f.tokens)
+	f.login503 = 2
+	f.mu.Unlock()
+	if _, err := p.GetPowerState(ctx, node); err != nil {
+		t.Fatalf("through login 503s: %v", err)
+	}
+	if f.logins != 3 {
+		t.Errorf("%d logins, want 3", f.logins)
 	}
 
 	// 409 twice, then the reset goes through (3 attempts).

@@ -176,6 +176,11 @@ func (c *rfClient) login(ctx context.Context) error {
 	tok := resp.Header.Get("X-Auth-Token")
 	if resp.StatusCode/100 != 2 || tok == "" {
 		rerr := newRedfishError(http.MethodPost, path, resp)
+		if retryable(rerr.Status) {
+			// The service is busy or restarting: no reason to give up on
+			// sessions; the caller retries.
+			return fmt.Errorf("redfish login to %s: %w", c.base, rerr)
+		}
 		if c.authType == "session" {
 			return fmt.Errorf("redfish session login to %s: %w", c.base, rerr)
 		}
