@@ -1,13 +1,16 @@
 package testbed
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/vms"
 )
@@ -123,6 +126,22 @@ func TestEnrollRedfishDriver(t *testing.T) {
 	}
 
 	power("power on", vms.PowerOn)
+	// An iDRAC-like BMC refuses power-on for 3 s after a power-off (409):
+	// the driver's retries outlast it.
+	rule, _ := json.Marshal(fault.Rule{Node: "node-0", Layer: fault.Redfish, Op: "power-off", Action: "power-on-conflict", Arg: "3", Count: 1})
+	res, err := http.Post(tb.TimelineURL()+"/v1/faults", "application/json", bytes.NewReader(rule))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /v1/faults: %s", res.Status)
+	}
+	power("power off", vms.PowerOff)
+	power("power on", vms.PowerOn)
+	if !hasKind(tb, "node-0", "fault.redfish.power-on-conflict") {
+		t.Errorf("the 409 fault did not fire: %+v", tb.Timeline().Node("node-0"))
+	}
 	power("power off", vms.PowerOff)
 	if !hasKind(tb, "node-0", events.BMCRedfishReset) || !hasKind(tb, "node-0", events.BMCRedfishBoot) {
 		t.Errorf("no Redfish reset and boot in the timeline: %+v", tb.Timeline().Node("node-0"))
