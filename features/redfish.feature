@@ -140,3 +140,18 @@ Feature: Redfish BMCs: power, boot overrides and sessions
     And the timeline of node "node-0" shows "fault.redfish.session-expire"
     When I log in to the Redfish service with the credentials of machine "node-0"
     Then machine "node-0"'s system answers 200 to my session
+
+  Scenario: metalbed's conductor drives a machine through its redfish hardware type
+    Given a metalbed environment with 1 machine
+    And machine "node-0" is enrolled with the redfish driver
+    And node "node-0" is manageable
+    When node "node-0" is powered "power on" through the API
+    Then node "node-0" reaches power state "power on"
+    And Redfish reports machine "node-0" powered "On"
+    And the BMC of machine "node-0" reports chassis power on
+    When I set the boot device of node "node-0" to "pxe" persistently through the API
+    Then the BMC of machine "node-0" holds boot flags "e004000000"
+    And the API reports the boot device of node "node-0" as "pxe" with persistent true
+    When node "node-0" is powered "power off" through the API
+    Then node "node-0" reaches power state "power off"
+    And the BMC of machine "node-0" reports chassis power off

@@ -161,7 +161,7 @@ func startEnv(ctx context.Context, bin, dir string, spec envSpec) (*env, error) 
 
 	p, err := startProc(ctx, bin, filepath.Join(dir, "provisioner.log"), "provisioner", "serve",
 		"--addr", "127.0.0.1:0", "--state-dir", filepath.Join(dir, "provisioner"),
-		"--drivers", "ipmi,fake-hardware", "--boot-servers=false", "--power-sync-interval", syncFlag(spec.PowerSync), "--hostname", "scenario-conductor")
+		"--drivers", "ipmi,redfish,fake-hardware", "--boot-servers=false", "--power-sync-interval", syncFlag(spec.PowerSync), "--hostname", "scenario-conductor")
 	if err != nil {
 		return nil, err
 	}

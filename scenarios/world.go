@@ -153,6 +153,7 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 	w.registerFaultSteps(sc)
 	w.registerAgentSteps(sc)
 	w.registerRedfishSteps(sc)
+	w.registerRedfishDriverSteps(sc)
 	w.registerPendingSteps(sc)
 }
 

@@ -164,7 +164,7 @@ type DemoResult struct {
 // result. It needs Ready.
 func (t *Testbed) DeployDemo(ctx context.Context, nodes []DemoNode, img *DemoImage, bootIface string, seen func(node, state string)) ([]DemoResult, error) {
 	b, f := t.provisioner(), t.fleet
-	specs := f.enrollSpecs(b, bootIface)
+	specs := f.enrollSpecs(b, bootIface, "", nil)
 	for i := range specs {
 		specs[i].deployInterface = nodes[i].Deploy
 	}

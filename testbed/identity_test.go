@@ -80,7 +80,7 @@ func TestHandEnrolledNodeTimeline(t *testing.T) {
 	}
 	stop := run(t, tb)
 	b := tb.provisioner()
-	specs := tb.fleet.enrollSpecs(b, "")
+	specs := tb.fleet.enrollSpecs(b, "", "", nil)
 	specs[0].name = "web-7" // the machine is node-0
 	uuids, err := b.enroll(t.Context(), specs)
 	if err != nil {

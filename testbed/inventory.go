@@ -78,12 +78,7 @@ func (f *fleet) inventory(b *bed, rf *redfishService) Inventory {
 			in.MACs = append(in.MACs, nic.MAC.String())
 		}
 		if rf != nil {
-			r := &InventoryRedfish{Address: rf.url, SystemID: "/redfish/v1/Systems/" + in.UUID,
-				Username: n.plan.Username, Password: n.plan.Password, VerifyCA: false}
-			if rf.caFile != "" {
-				r.VerifyCA = rf.caFile
-			}
-			in.Redfish = r
+			in.Redfish = rf.nodeInfo(n)
 		}
 		inv.Nodes = append(inv.Nodes, in)
 	}

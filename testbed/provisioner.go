@@ -314,6 +314,10 @@ func (b *bed) serviceConfig() service.Config {
 		Gatherer:     b.reg,
 		Logger:       b.log,
 		HTPasswdFile: b.htpasswd,
+		// The Redfish service answers at once: poll power often. Retries
+		// (409, 5xx) 1 s apart span 4 s, past an iDRAC-like 409 on
+		// power-on for 3 s after a power-off (the redfish fault).
+		Redfish: drivers.RedfishConfig{PollInterval: 100 * time.Millisecond, ConnectionRetryInterval: time.Second},
 	}
 }
 

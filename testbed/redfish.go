@@ -13,6 +13,7 @@ import (
 
 	"github.com/metalbed/metalbed/bmcemu/redfish"
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/vms/sim"
 )
 
 // DefaultRedfishAddr is where the Redfish service listens by default.
@@ -93,3 +94,16 @@ func startRedfish(cfg Redfish, dir string, f *fleet, rec events.Recorder, faults
 
 // serve runs the service until ctx ends.
 func (rs *redfishService) serve(ctx context.Context) error { return rs.srv.Serve(ctx, rs.ln) }
+
+// nodeInfo is machine n as Ironic's redfish driver_info sees it (and as
+// inventory.json shows it): the service, n's ComputerSystem, its BMC's
+// credentials, and the CA file to verify the service (false over plain
+// HTTP).
+func (rs *redfishService) nodeInfo(n *fleetNode) *InventoryRedfish {
+	r := &InventoryRedfish{Address: rs.url, SystemID: "/redfish/v1/Systems/" + sim.FormatUUID(n.machine.UUID()),
+		Username: n.plan.Username, Password: n.plan.Password, VerifyCA: false}
+	if rs.caFile != "" {
+		r.VerifyCA = rs.caFile
+	}
+	return r
+}

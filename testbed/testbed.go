@@ -78,6 +78,11 @@ type Config struct {
 	// installed, else ipxe; libvirt: ipxe).
 	Enroll        bool
 	BootInterface string
+	// EnrollDriver is the hardware type Enroll gives the nodes: "ipmi"
+	// (default: driver_info ipmi_*, the machine's IPMI BMC) or "redfish"
+	// (driver_info redfish_*, the machine's ComputerSystem on the Redfish
+	// service: needs Redfish). Boot and deploy interfaces are the same.
+	EnrollDriver string
 	// Redfish, when set, serves every machine as a Redfish ComputerSystem
 	// on one listener as well (the IPMI BMCs stay); nil: no Redfish.
 	Redfish *Redfish
@@ -232,6 +237,15 @@ func New(cfg Config) (*Testbed, error) {
 	if cfg.Enroll && cfg.Provisioner == nil {
 		return nil, configError("enrolling needs the provisioner")
 	}
+	switch cfg.EnrollDriver {
+	case "", "ipmi":
+	case "redfish":
+		if cfg.Redfish == nil {
+			return nil, configError("enrolling with driver redfish needs the Redfish service")
+		}
+	default:
+		return nil, configError("enroll driver %q: want ipmi or redfish", cfg.EnrollDriver)
+	}
 	if cfg.ExternalDHCP != "" {
 		if cfg.Provisioner != nil {
 			return nil, configError("an external DHCP server goes without the provisioner (the provisioner serves its own DHCP)")
@@ -381,7 +395,7 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 				return nil
 			}
 			if t.cfg.Enroll {
-				uuids, err := b.enroll(gctx, f.enrollSpecs(b, t.cfg.BootInterface))
+				uuids, err := b.enroll(gctx, f.enrollSpecs(b, t.cfg.BootInterface, t.cfg.EnrollDriver, rf))
 				if err != nil {
 					if gctx.Err() != nil {
 						return nil

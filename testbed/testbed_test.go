@@ -50,6 +50,8 @@ func TestNewChecksConfig(t *testing.T) {
 		{StateDir: dir, Machines: machines(1), Provisioner: &Provisioner{DHCPRange: "127.1.0.1"}},
 		{StateDir: dir, Machines: machines(1), Provisioner: &Provisioner{DHCPAddr: "0.0.0.0:67"}},
 		{StateDir: dir, Machines: machines(1), Provisioner: &Provisioner{CallbackTimeout: -time.Second}},
+		{StateDir: dir, Machines: machines(1), Provisioner: free(), Enroll: true, EnrollDriver: "redfish"},
+		{StateDir: dir, Machines: machines(1), Provisioner: free(), Enroll: true, EnrollDriver: "idrac", Redfish: &Redfish{}},
 	} {
 		if _, err := New(c); !errors.Is(err, ErrConfig) {
 			t.Errorf("New(%+v) = %v, want ErrConfig", c, err)

@@ -40,10 +40,16 @@ func provisionerRegistry(list string, ipmi drivers.IPMIConfig) (*drivers.Registr
 				return nil, err
 			}
 			types = append(types, h)
+		case "redfish":
+			h, err := drivers.NewRedfish(drivers.RedfishConfig{PollInterval: ipmi.PollInterval, Logger: ipmi.Logger})
+			if err != nil {
+				return nil, err
+			}
+			types = append(types, h)
 		case "fake-hardware":
 			types = append(types, drivers.NewFakeHardware())
 		default:
-			return nil, usageError("unknown hardware type %q (want ipmi, fake-hardware)", name)
+			return nil, usageError("unknown hardware type %q (want ipmi, redfish, fake-hardware)", name)
 		}
 	}
 	if len(types) == 0 {
@@ -91,7 +97,8 @@ func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(s.Err, &slog.HandlerOptions{Level: level}))
 	ipmi := drivers.IPMIConfig{Client: *ipmiClient, MinCommandInterval: *ipmiInterval, PollInterval: *ipmiPoll, Logger: log}
-	if *withBoot && !sameSet(*driverList, defaultDrivers) {
+	// "ipmi,fake-hardware" was the default before redfish joined it.
+	if *withBoot && !sameSet(*driverList, defaultDrivers) && !sameSet(*driverList, "ipmi,fake-hardware") {
 		return usageError("the boot servers come with the default hardware types (--drivers %s); add --boot-servers=false to run other hardware types with the API and conductor only", defaultDrivers)
 	}
 	var reg *drivers.Registry // nil: the service's default set, with network boot
@@ -153,7 +160,7 @@ func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 }
 
 // defaultDrivers are the hardware types of the service's default registry.
-const defaultDrivers = "ipmi,fake-hardware"
+const defaultDrivers = "ipmi,redfish,fake-hardware"
 
 // sameSet reports whether two comma lists name the same elements.
 func sameSet(a, b string) bool {

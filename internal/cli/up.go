@@ -54,7 +54,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	redfishAddr := fs.String("redfish-addr", testbed.DefaultRedfishAddr, "HOST:PORT of the Redfish service in front of every machine (each a ComputerSystem at /redfish/v1/Systems/<UUID>, with its BMC's credentials); port 0: a free one; \"\" disables Redfish")
 	webAddr := fs.String("web-addr", web.DefaultAddr, "HOST:PORT of the web dashboard (the fleet, each node's timeline and console, live); port 0: a free one; \"\" disables it")
 	redfishHTTP := fs.Bool("redfish-plain-http", false, "serve Redfish over plain HTTP instead of HTTPS (HTTPS uses a CA and certificate generated into the state dir; inventory.json names the CA)")
-	enrollDriver := fs.String("enroll-driver", "ipmi", "hardware type of the nodes --enroll creates: ipmi (redfish comes when metalbed's conductor speaks Redfish)")
+	enrollDriver := fs.String("enroll-driver", "ipmi", "hardware type of the nodes --enroll creates: ipmi (driver_info ipmi_*, each machine's IPMI BMC) or redfish (driver_info redfish_*, each machine's ComputerSystem on the Redfish service)")
 	bootIface := fs.String("boot-interface", "", "boot interface of the nodes --enroll creates: pxe (TFTP, needs Debian's pxelinux and ipxe), ipxe (HTTP); default pxe when those are installed, else ipxe")
 	metricsAddr := fs.String("metrics-addr", "", "HOST:PORT of a listener of its own for the Prometheus metrics (GET /metrics; the provisioner API answers /metrics too); port 0: a free one; \"\" = none")
 	pprofOn := fs.Bool("pprof", false, "serve Go's profiles under /debug/pprof/ on the --metrics-addr listener")
@@ -72,9 +72,11 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	switch *enrollDriver {
 	case "ipmi":
 	case "redfish":
-		return usageError("--enroll-driver redfish: metalbed's own conductor does not speak Redfish yet (its redfish hardware type comes with virtual media boot); enroll with ipmi, or point a real Ironic's redfish hardware type at the \"redfish\" of each node in inventory.json")
+		if *redfishAddr == "" {
+			return usageError("--enroll-driver redfish needs the Redfish service: drop --redfish-addr \"\"")
+		}
 	default:
-		return usageError("--enroll-driver %q: want ipmi (or, later, redfish)", *enrollDriver)
+		return usageError("--enroll-driver %q: want ipmi or redfish", *enrollDriver)
 	}
 	if *netbootDHCP != "" && !*noProv {
 		return usageError("--netboot-dhcp names an external boot server: it goes with --no-provisioner (the provisioner serves its own DHCP)")
@@ -118,7 +120,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 		return usageError("no machines: give --nodes N or list machines in --config")
 	}
 	cfg := testbed.Config{
-		StateDir: dir, Machines: machines(plans), Backend: *backend, Enroll: *enrollNodes, BootInterface: *bootIface,
+		StateDir: dir, Machines: machines(plans), Backend: *backend, Enroll: *enrollNodes, BootInterface: *bootIface, EnrollDriver: *enrollDriver,
 		Libvirt:  testbed.Libvirt{BootNetwork: *bootNet, RamdiskDir: *ramdiskDir, RemoveVMs: *removeVMs},
 		Progress: s.Err, Version: version(), Logger: log,
 	}

@@ -679,10 +679,14 @@ func TestUpRedfish(t *testing.T) {
 	if err := Run(t.Context(), []string{"up", "--no-provisioner", "--redfish-addr", "nonsense", "--state-dir", t.TempDir()}, &out, &errb); err == nil {
 		t.Error("--redfish-addr nonsense accepted")
 	}
-	// Enrolling with the redfish hardware type waits for metalbed's
-	// conductor to speak Redfish: refused, with the way a user can go.
-	for driver, want := range map[string]string{"redfish": "does not speak Redfish yet", "idrac": `want ipmi`} {
-		err := Run(t.Context(), []string{"up", "--enroll", "--enroll-driver", driver, "--state-dir", t.TempDir()}, &out, &errb)
+	// Enrolling with the redfish hardware type needs the Redfish service;
+	// other hardware types are refused.
+	for driver, args := range map[string][]string{
+		"redfish": {"--redfish-addr", "", "needs the Redfish service"},
+		"idrac":   {"want ipmi or redfish"},
+	} {
+		want := args[len(args)-1]
+		err := Run(t.Context(), append([]string{"up", "--enroll", "--enroll-driver", driver, "--state-dir", t.TempDir()}, args[:len(args)-1]...), &out, &errb)
 		if ExitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), want) {
 			t.Errorf("--enroll-driver %s: %v (exit %d), want a usage error naming %q", driver, err, ExitCode(err), want)
 		}

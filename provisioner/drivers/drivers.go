@@ -2,7 +2,7 @@
 // interfaces, as Ironic composes them: a hardware type is one implementation
 // per role. Interfaces talk to machines only over the wire (IPMI, HTTP, …).
 //
-// Two hardware types exist, built explicitly (no init registries):
+// Three hardware types exist, built explicitly (no init registries):
 //
 //   - "ipmi" (NewIPMI): power, management and vendor interfaces all named
 //     "ipmitool", as in Ironic, whichever client IPMIConfig.Client selects:
@@ -10,10 +10,14 @@
 //     ClientNative speaks lanplus through go-ipmi (cipher suite 17, else 3)
 //     with the same bytes, pacing, retries and polling. Boot "pxe" and
 //     deploy "direct" are plugged in through IPMIConfig.
+//   - "redfish" (NewRedfish): power and management "redfish" over a small
+//     Redfish client (sessions as sushy opens them, If-Match, retries),
+//     driver_info redfish_* as Ironic's. Boot and deploy as for ipmi,
+//     plugged in through RedfishConfig.
 //   - "fake-hardware" (NewFakeHardware): Ironic's fake interfaces, with
 //     power state and boot device really kept per node.
 //
-// NewDefaultRegistry builds both; a conductor looks a node's interfaces up
+// NewDefaultRegistry builds all three; a conductor looks a node's interfaces up
 // with Registry.Get(node.Driver) and HardwareType.PowerFor(node) etc., and
 // hands the boot and deploy interfaces a Task (HardwareType.NewTask): the
 // node with its ports and resolved interfaces, so that none of them looks

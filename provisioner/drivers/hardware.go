@@ -258,11 +258,15 @@ func PyList(names []string) string {
 }
 
 // NewDefaultRegistry is the registry metalbed's conductor uses: "ipmi"
-// configured by cfg, and "fake-hardware".
-func NewDefaultRegistry(cfg IPMIConfig) (*Registry, error) {
-	ipmi, err := NewIPMI(cfg)
+// configured by ipmi, "redfish" configured by redfish, and "fake-hardware".
+func NewDefaultRegistry(ipmi IPMIConfig, redfish RedfishConfig) (*Registry, error) {
+	ih, err := NewIPMI(ipmi)
 	if err != nil {
 		return nil, err
 	}
-	return NewRegistry(ipmi, NewFakeHardware())
+	rh, err := NewRedfish(redfish)
+	if err != nil {
+		return nil, err
+	}
+	return NewRegistry(ih, rh, NewFakeHardware())
 }

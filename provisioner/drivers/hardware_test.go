@@ -15,15 +15,22 @@ import (
 )
 
 func TestDefaultRegistry(t *testing.T) {
-	r, err := NewDefaultRegistry(IPMIConfig{})
+	r, err := NewDefaultRegistry(IPMIConfig{}, RedfishConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.Names(); !slices.Equal(got, []string{"fake-hardware", "ipmi"}) {
+	if got := r.Names(); !slices.Equal(got, []string{"fake-hardware", "ipmi", "redfish"}) {
 		t.Errorf("names %v", got)
 	}
-	if _, err := r.Get("redfish"); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("redfish: %v", err)
+	if _, err := r.Get("idrac"); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("idrac: %v", err)
+	}
+	rf, err := r.Get("redfish")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rf.Defaults(); got.Power != "redfish" || got.Management != "redfish" || got.Boot != "pxe" || got.Deploy != "direct" || got.Vendor != "no-vendor" {
+		t.Errorf("redfish defaults %+v", got)
 	}
 
 	ipmi, err := r.Get("ipmi")

@@ -43,10 +43,15 @@ type Config struct {
 	// StateDir holds the database; required. Created if missing.
 	StateDir string
 	// Drivers are the enabled hardware types; default
-	// drivers.NewDefaultRegistry(IPMI): "ipmi" and "fake-hardware".
+	// drivers.NewDefaultRegistry(IPMI, Redfish): "ipmi", "redfish" and
+	// "fake-hardware".
 	Drivers *drivers.Registry
 	// IPMI configures the default "ipmi" hardware type when Drivers is nil.
 	IPMI drivers.IPMIConfig
+	// Redfish configures the default "redfish" hardware type when Drivers
+	// is nil; its Boot and Deploy default to those of IPMI (after Netboot
+	// filled them), its DefaultBootMode and Logger too.
+	Redfish drivers.RedfishConfig
 	// Hostname names the conductor; default os.Hostname().
 	Hostname string
 	// HTPasswdFile turns on HTTP basic auth (bcrypt htpasswd); default off.
@@ -191,7 +196,20 @@ func New(cfg Config) (*Service, error) {
 				return nil, err
 			}
 		}
-		reg, err := drivers.NewDefaultRegistry(s.cfg.IPMI)
+		rf := s.cfg.Redfish
+		if rf.Boot == nil {
+			rf.Boot = s.cfg.IPMI.Boot
+		}
+		if rf.Deploy == nil {
+			rf.Deploy = s.cfg.IPMI.Deploy
+		}
+		if rf.DefaultBootMode == "" {
+			rf.DefaultBootMode = s.cfg.IPMI.DefaultBootMode
+		}
+		if rf.Logger == nil {
+			rf.Logger = s.cfg.IPMI.Logger
+		}
+		reg, err := drivers.NewDefaultRegistry(s.cfg.IPMI, rf)
 		if err != nil {
 			return nil, fmt.Errorf("provisioner drivers: %w", err)
 		}

@@ -1,0 +1,194 @@
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/testenv"
+	"github.com/metalbed/metalbed/vms"
+)
+
+// TestEnrollRedfishDriver enrolls a machine with metalbed's redfish
+// hardware type against the testbed's Redfish service over HTTPS (verified
+// with the state dir's CA): validation passes, "manage" reads the power
+// state over Redfish, power on and off reach the machine, and a persistent
+// pxe boot device shows in the boot flags IPMI reads.
+func TestEnrollRedfishDriver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the deploy ramdisk")
+	}
+	dir := t.TempDir()
+	tb, err := New(Config{StateDir: dir, Machines: machines(1), Provisioner: free(), Enroll: true, EnrollDriver: "redfish",
+		Redfish: &Redfish{Addr: "127.0.0.1:0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, tb)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	c := NewClient(tb.APIURL())
+	id := tb.NodeUUIDs()["node-0"]
+	if id == "" {
+		t.Fatalf("not enrolled: %v", tb.NodeUUIDs())
+	}
+	var node struct {
+		Driver              string         `json:"driver"`
+		PowerInterface      string         `json:"power_interface"`
+		ManagementInterface string         `json:"management_interface"`
+		BootInterface       string         `json:"boot_interface"`
+		DriverInfo          map[string]any `json:"driver_info"`
+	}
+	if err := c.Do(ctx, http.MethodGet, "/v1/nodes/"+id, nil, &node); err != nil {
+		t.Fatal(err)
+	}
+	inv := tb.Inventory().Nodes[0].Redfish
+	di := node.DriverInfo
+	if node.Driver != "redfish" || node.PowerInterface != "redfish" || node.ManagementInterface != "redfish" ||
+		node.BootInterface != DefaultBootInterface() ||
+		di["redfish_address"] != tb.RedfishURL() || di["redfish_system_id"] != inv.SystemID ||
+		di["redfish_username"] != "admin" || di["redfish_password"] != "******" ||
+		di["redfish_verify_ca"] != filepath.Join(dir, "redfish-ca.pem") || di["ipmi_address"] != nil {
+		t.Errorf("node %+v", node)
+	}
+	var val map[string]struct {
+		Result *bool  `json:"result"`
+		Reason string `json:"reason"`
+	}
+	if err := c.Do(ctx, http.MethodGet, "/v1/nodes/"+id+"/validate", nil, &val); err != nil {
+		t.Fatal(err)
+	}
+	for _, iface := range []string{"power", "management"} {
+		if r := val[iface]; r.Result == nil || !*r.Result {
+			t.Errorf("validate %s: %+v", iface, r)
+		}
+	}
+
+	if err := c.Provision(ctx, id, "manage"); err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.WaitState(ctx, id, "manageable", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.PowerState == nil || *n.PowerState != "power off" {
+		t.Errorf("power state after manage: %v (last_error %q)", n.PowerState, n.lastError())
+	}
+
+	m := tb.fleet.nodes[0].machine
+	machinePower := func() vms.PowerState {
+		st, err := m.PowerState(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	power := func(target string, want vms.PowerState) {
+		t.Helper()
+		if err := c.Do(ctx, http.MethodPut, "/v1/nodes/"+id+"/states/power", map[string]any{"target": target}, nil); err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		testenv.Eventually(t, time.Minute, func() bool {
+			n, err := c.Node(ctx, id)
+			return err == nil && n.PowerState != nil && *n.PowerState == target
+		}, "the node to report %s", target)
+		if st := machinePower(); st != want {
+			t.Errorf("after %s the machine is %v", target, st)
+		}
+	}
+
+	if err := c.Do(ctx, http.MethodPut, "/v1/nodes/"+id+"/management/boot_device",
+		map[string]any{"boot_device": "pxe", "persistent": true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := m.BootFlags(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Valid() || !f.Persistent() || f.Device() != vms.BootPXE || f.EFI() {
+		t.Errorf("boot flags after a persistent pxe over Redfish: % x", f)
+	}
+	var bd struct {
+		BootDevice string `json:"boot_device"`
+		Persistent bool   `json:"persistent"`
+	}
+	if err := c.Do(ctx, http.MethodGet, "/v1/nodes/"+id+"/management/boot_device", nil, &bd); err != nil {
+		t.Fatal(err)
+	}
+	if bd.BootDevice != "pxe" || !bd.Persistent {
+		t.Errorf("boot device %+v", bd)
+	}
+
+	power("power on", vms.PowerOn)
+	// An iDRAC-like BMC refuses power-on for 3 s after a power-off (409):
+	// the driver's retries outlast it.
+	rule, _ := json.Marshal(fault.Rule{Node: "node-0", Layer: fault.Redfish, Op: "power-off", Action: "power-on-conflict", Arg: "3", Count: 1})
+	res, err := http.Post(tb.TimelineURL()+"/v1/faults", "application/json", bytes.NewReader(rule))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /v1/faults: %s", res.Status)
+	}
+	power("power off", vms.PowerOff)
+	power("power on", vms.PowerOn)
+	if !hasKind(tb, "node-0", "fault.redfish.power-on-conflict") {
+		t.Errorf("the 409 fault did not fire: %+v", tb.Timeline().Node("node-0"))
+	}
+	power("power off", vms.PowerOff)
+	if !hasKind(tb, "node-0", events.BMCRedfishReset) || !hasKind(tb, "node-0", events.BMCRedfishBoot) {
+		t.Errorf("no Redfish reset and boot in the timeline: %+v", tb.Timeline().Node("node-0"))
+	}
+}
+
+// TestRedfishDriverDirectDeploy deploys a simulated machine to active
+// through the redfish hardware type (power and boot device over Redfish,
+// plain HTTP), the agent's direct deploy and the PXE/iPXE boot servers.
+func TestRedfishDriverDirectDeploy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("deploys a machine")
+	}
+	nodes := []DemoNode{{vms.BIOS, "local", "direct", "agent deploy through redfish, local boot (bios)"}}
+	tb, err := New(Config{StateDir: t.TempDir(), Machines: DemoMachines(nodes, false), Provisioner: free(),
+		Redfish: &Redfish{Addr: "127.0.0.1:0", PlainHTTP: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, tb)
+	b := tb.provisioner()
+	specs := tb.fleet.enrollSpecs(b, "", "redfish", tb.redfish)
+	specs[0].deployInterface = "direct"
+	uuids, err := b.enroll(t.Context(), specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := tb.BuildDemoImage(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	if r := demoDeploy(ctx, NewClient(tb.APIURL()), tb.Timeline(), "node-0", uuids["node-0"], nodes[0], img, nil); r.Err != nil {
+		t.Fatalf("deploy: %v", r.Err)
+	}
+	var n struct {
+		Driver         string `json:"driver"`
+		ProvisionState string `json:"provision_state"`
+	}
+	if err := NewClient(tb.APIURL()).Do(ctx, http.MethodGet, "/v1/nodes/node-0", nil, &n); err != nil {
+		t.Fatal(err)
+	}
+	if n.Driver != "redfish" || n.ProvisionState != "active" {
+		t.Errorf("node %+v", n)
+	}
+	if !hasKind(tb, "node-0", events.BMCRedfishReset) || !hasKind(tb, "node-0", events.BMCRedfishBoot) {
+		t.Errorf("no Redfish reset and boot in the timeline")
+	}
+}
