@@ -189,8 +189,10 @@ func setAddr(name string, ip net.IP, mask net.IPMask) error {
 	return nil
 }
 
-// Disks lists /sys/block (loop, ram and zram devices left out); each
-// disk's Dev is /dev/<name> opened read-write once.
+// Disks lists /sys/block (loop, ram and zram devices and optical drives
+// left out, as ironic-python-agent lists only lsblk's TYPE "disk": an
+// empty virtual CD tray is no disk, nor is the virtual media the ramdisk
+// booted from); each disk's Dev is /dev/<name> opened read-write once.
 func (m *Machine) Disks(context.Context) ([]Disk, error) {
 	entries, err := os.ReadDir("/sys/block")
 	if err != nil {
@@ -199,7 +201,7 @@ func (m *Machine) Disks(context.Context) ([]Disk, error) {
 	names := make([]string, 0, len(entries))
 	for _, e := range entries {
 		n := e.Name()
-		if strings.HasPrefix(n, "loop") || strings.HasPrefix(n, "ram") || strings.HasPrefix(n, "zram") {
+		if strings.HasPrefix(n, "loop") || strings.HasPrefix(n, "ram") || strings.HasPrefix(n, "zram") || optical(n) {
 			continue
 		}
 		names = append(names, n)
@@ -216,6 +218,16 @@ func (m *Machine) Disks(context.Context) ([]Disk, error) {
 		}
 	}
 	return disks, nil
+}
+
+// optical reports whether /sys/block/name is a CD/DVD drive: sr*, or a
+// SCSI device of type 5 (TYPE_ROM).
+func optical(name string) bool {
+	if strings.HasPrefix(name, "sr") {
+		return true
+	}
+	b, err := os.ReadFile(filepath.Join("/sys/block", name, "device", "type"))
+	return err == nil && strings.TrimSpace(string(b)) == "5"
 }
 
 func (m *Machine) disk(sysName string) (Disk, error) {
