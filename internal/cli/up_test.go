@@ -204,15 +204,31 @@ func checkInventoryShape(t *testing.T, dir string, nodes int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var raw map[string][]map[string]json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil || len(raw) != 1 {
-		t.Fatalf("inventory is not {\"nodes\": [...]}: %v\n%s", err, b)
+	// Without the provisioner: the nodes, and the dashboard when it runs.
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(b, &top); err != nil {
+		t.Fatalf("inventory is not a JSON object: %v\n%s", err, b)
 	}
-	if len(raw["nodes"]) != nodes {
-		t.Fatalf("%d nodes in inventory, want %d", len(raw["nodes"]), nodes)
+	for k := range top {
+		if k != "nodes" && k != "web" {
+			t.Errorf("inventory has %q; want only nodes (and web)\n%s", k, b)
+		}
+	}
+	var raw struct {
+		Nodes []map[string]json.RawMessage `json:"nodes"`
+		Web   string                       `json:"web"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatalf("inventory is not {\"nodes\": [...], \"web\": URL}: %v\n%s", err, b)
+	}
+	if w, ok := top["web"]; ok && !strings.HasPrefix(raw.Web, "http://") {
+		t.Errorf("inventory web %s, want an http:// URL", w)
+	}
+	if len(raw.Nodes) != nodes {
+		t.Fatalf("%d nodes in inventory, want %d", len(raw.Nodes), nodes)
 	}
 	macRE := regexp.MustCompile(`^52:54:00(:[0-9a-f]{2}){3}$`)
-	for i, n := range raw["nodes"] {
+	for i, n := range raw.Nodes {
 		for _, k := range []string{"name", "bmc", "macs", "disk"} {
 			if _, ok := n[k]; !ok {
 				t.Errorf("node %d lacks %q", i, k)
