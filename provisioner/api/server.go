@@ -167,6 +167,7 @@ func (s *Server) table() []route {
 		v("GET /v1/nodes/{node}/management/boot_device", private, s.getBootDevice),
 		v("PUT /v1/nodes/{node}/management/boot_device", private, s.setBootDevice),
 		v("GET /v1/nodes/{node}/management/boot_device/supported", private, s.supportedBootDevices),
+		v("PUT /v1/nodes/{node}/management/inject_nmi", private, s.injectNMI),
 		v("GET /v1/nodes/{node}/vendor_passthru/methods", private, s.vendorMethods),
 		v("/v1/nodes/{node}/vendor_passthru", ramdisk, s.vendorPassthru),
 		v("/v1/nodes/{node}/vendor_passthru/{method}", ramdisk, s.vendorPassthru),

@@ -225,6 +225,19 @@ func (s *Server) setBootDevice(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// injectNMI is PUT /v1/nodes/{node}/management/inject_nmi (1.29+), with
+// an empty JSON body as the client sends.
+func (s *Server) injectNMI(w http.ResponseWriter, r *http.Request) error {
+	if minor(r) < 29 {
+		return errNotFound
+	}
+	if err := s.c.InjectNMI(r.Context(), r.PathValue("node")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
 func (s *Server) supportedBootDevices(w http.ResponseWriter, r *http.Request) error {
 	devs, err := s.c.SupportedBootDevices(r.Context(), r.PathValue("node"))
 	if err != nil {

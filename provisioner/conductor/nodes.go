@@ -308,6 +308,30 @@ func (c *Conductor) SetBootDevice(ctx context.Context, ident string, dev drivers
 	return nil
 }
 
+// InjectNMI sends the node's machine a non-maskable interrupt through its
+// management interface, as Ironic's inject_nmi; a management interface
+// without one answers Ironic's UnsupportedDriverExtension.
+func (c *Conductor) InjectNMI(ctx context.Context, ident string) error {
+	n, err := c.acquire(ctx, ident)
+	if err != nil {
+		return err
+	}
+	defer c.release(ctx, n.UUID)
+	m, err := c.management(ctx, n)
+	if err != nil {
+		return err
+	}
+	nmi, ok := m.(drivers.NMIInjector)
+	if !ok {
+		return refuse(KindInvalid, "%s", unsupported(n.Driver, "inject nmi"))
+	}
+	if err := nmi.InjectNMI(ctx, n); err != nil {
+		return driverFailure(err)
+	}
+	c.log.Info("NMI injected", "node", n.UUID)
+	return nil
+}
+
 // VendorMethods lists the node's vendor passthru methods.
 func (c *Conductor) VendorMethods(ctx context.Context, ident string) ([]drivers.VendorMethod, error) {
 	n, err := c.node(ctx, ident)

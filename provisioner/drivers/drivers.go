@@ -64,6 +64,13 @@ type ManagementInterface interface {
 	SetBootDevice(ctx context.Context, node *provisioner.Node, dev BootDevice) error
 }
 
+// NMIInjector is a management interface that can send the machine a
+// non-maskable interrupt (Ironic's management.inject_nmi): IPMI's Chassis
+// Control diagnostic interrupt, Redfish's ResetType Nmi.
+type NMIInjector interface {
+	InjectNMI(ctx context.Context, node *provisioner.Node) error
+}
+
 // Task is one piece of work on one node, as the conductor hands it to the
 // boot and deploy interfaces (Ironic's task: task.node, task.ports,
 // task.driver.power/management/boot). The conductor builds it under the

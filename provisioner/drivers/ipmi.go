@@ -677,6 +677,19 @@ func (m *IPMIManagement) SetBootDevice(ctx context.Context, node *provisioner.No
 	})
 }
 
+// InjectNMI sends Chassis Control "pulse diagnostic interrupt" (IPMI v2.0
+// table 28-4, data 0x04), what `ipmitool power diag` sends for Ironic.
+func (m *IPMIManagement) InjectNMI(ctx context.Context, node *provisioner.Node) error {
+	info, err := m.core.info(node)
+	if err != nil {
+		return err
+	}
+	return m.core.do(ctx, info, "power diag", func(ctx context.Context, t time.Duration) error {
+		_, err := m.core.bmc.raw(ctx, info, 0x00, 0x02, []byte{0x04}, t)
+		return err
+	})
+}
+
 // GetBootDevice reads parameter 5. Device is "" when the BMC reports no
 // override or one Ironic does not name.
 func (m *IPMIManagement) GetBootDevice(ctx context.Context, node *provisioner.Node) (BootDevice, error) {
