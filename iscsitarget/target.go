@@ -26,6 +26,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/metalbed/metalbed/internal/events"
@@ -341,10 +342,15 @@ func (t *Target) Serve(ctx context.Context, ln net.Listener) error {
 				}
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if retryAccept(err) {
+				// As net/http: back off and accept again; running out of
+				// descriptors for a moment must not end the export.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
+				t.log.Warn("iscsi accept failed; retrying", "err", err, "delay", delay)
+				select {
+				case <-ctx.Done():
+				case <-time.After(delay):
+				}
 				continue
 			}
 			t.mu.Lock()
@@ -493,4 +499,16 @@ func (p *bufPool) put(b []byte) {
 	}
 	b = b[:cap(b)]
 	p.classes[c].Put(&b)
+}
+
+// retryAccept reports whether an Accept error is passing: a timeout, or
+// the process or system out of descriptors or buffers, or a connection
+// aborted before it was accepted.
+func retryAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }

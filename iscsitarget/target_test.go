@@ -699,3 +699,57 @@ func TestCommandFloodIsBounded(t *testing.T) {
 	}
 	c.nop(true)
 }
+
+// emfileListener fails its first n Accepts with EMFILE, as accept(2) does
+// when the process is out of file descriptors, then accepts for real.
+type emfileListener struct {
+	net.Listener
+	mu sync.Mutex
+	n  int
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	fail := l.n > 0
+	if fail {
+		l.n--
+	}
+	l.mu.Unlock()
+	if fail {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestServeSurvivesEMFILE: running out of file descriptors makes Accept
+// fail for a while; the target backs off and serves again afterwards
+// instead of ending Serve (and the ramdisk's export with it).
+func TestServeSurvivesEMFILE(t *testing.T) {
+	tg, err := New(Config{IQN: testIQN, Disk: newMemDisk(1 << 20), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &emfileListener{Listener: inner, n: 5}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- tg.Serve(ctx, ln) }()
+	c, err := dial(t, inner.Addr().String(), loginOpts{iqn: testIQN})
+	if err != nil {
+		t.Fatalf("login after EMFILE: %v", err)
+	}
+	c.nc.Close()
+	ln.mu.Lock()
+	left := ln.n
+	ln.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d EMFILE left: the login did not come after them", left)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve = %v, want nil", err)
+	}
+}
