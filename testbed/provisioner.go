@@ -224,7 +224,7 @@ func (b *bed) serve(ctx context.Context) error {
 		h = creds.Require("metalbed timeline", h)
 	}
 	g.Go(func() error {
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		go func() {
 			<-gctx.Done()
 			shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)

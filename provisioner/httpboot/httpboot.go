@@ -44,6 +44,9 @@ type Config struct {
 	Files Files
 	// ReadHeaderTimeout bounds reading a request's headers; default 10s.
 	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle this long, so idle
+	// clients give their descriptors back; default 2 minutes.
+	IdleTimeout time.Duration
 	// ShutdownTimeout is how long Serve waits for responses in flight
 	// when ctx ends; default 5s.
 	ShutdownTimeout time.Duration
@@ -159,6 +162,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Root == "" && cfg.Files == nil {
 		return nil, errors.New("httpboot: Root or Files is required")
 	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 2 * time.Minute
+	}
 	if cfg.ReadHeaderTimeout <= 0 {
 		cfg.ReadHeaderTimeout = 10 * time.Second
 	}
@@ -187,6 +193,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}

@@ -1,6 +1,7 @@
 package httpboot
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -337,4 +338,38 @@ func TestAnswerFaultOf(t *testing.T) {
 			t.Errorf("%+v: %+v, want %+v", c.h, got, c.want)
 		}
 	}
+}
+
+// TestIdleConnectionsClosed: a keep-alive connection left idle is closed
+// by the server after IdleTimeout, so idle clients cannot hold its
+// descriptors for ever.
+func TestIdleConnectionsClosed(t *testing.T) {
+	root := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(root, "f"), []byte("x"), 0o644))
+	s, err := New(Config{Root: root, IdleTimeout: 200 * time.Millisecond})
+	must(t, err)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	must(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	must(t, err)
+	defer c.Close()
+	_, err = c.Write([]byte("GET /f HTTP/1.1\r\nHost: x\r\n\r\n"))
+	must(t, err)
+	must(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	must(t, err)
+	resp.Body.Close()
+	// Idle now: the server hangs up well before the 10 s deadline.
+	start := time.Now()
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read on the idle connection: %v, want EOF (closed by the server)", err)
+	}
+	t.Logf("idle connection closed after %v", time.Since(start))
 }
