@@ -312,39 +312,14 @@ func TestVirtualMediaAgentLooksUp(t *testing.T) {
 	serve(t, tb)
 	m := tb.fleet.nodes[0].machine
 	mac := m.NICs()[0].MAC.String()
-	tokens := make(chan string, 4)
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/v1/lookup":
-			if !strings.Contains(r.URL.Query().Get("addresses"), mac) {
-				http.NotFound(w, r)
-				return
-			}
-			// Ironic hides the token it put on the ISO's command line.
-			w.Header().Set("Content-Type", "application/json")
-			io.WriteString(w, `{"node": {"uuid": "603c03f7-93d4-4e40-99ff-26d6c463d0d3", "properties": {}, "instance_info": {}, "driver_internal_info": {}},
-				"config": {"heartbeat_timeout": 300, "agent_token": "******", "agent_token_required": true}}`)
-		case strings.HasPrefix(r.URL.Path, "/v1/heartbeat/"):
-			var hb struct {
-				Token string `json:"agent_token"`
-			}
-			json.NewDecoder(r.Body).Decode(&hb)
-			select {
-			case tokens <- hb.Token:
-			default:
-			}
-			w.WriteHeader(http.StatusAccepted)
-		default:
-			w.Header().Set("Content-Type", "application/json")
-			io.WriteString(w, `{"versions":[{"id":"v1","status":"CURRENT","version":"1.82","min_version":"1.1"}],"default_version":{"id":"v1","status":"CURRENT","version":"1.82","min_version":"1.1"}}`)
-		}
-	}))
-	defer api.Close()
+	// Ironic hides the token it put on the ISO's command line.
+	api := testenv.NewFakeIronic(t, mac, testenv.IronicLookup("******"))
 	params := "ipa-api-url=" + api.URL + " ipa-agent-token=vm3d1a ipa-global-request-id=req-9 boot_method=vmedia"
 	isos := serveISOs(t, deployISOsWith(t, params))
 	newRedfishClient(t, tb, 0).bootCd(isos+"/bios.iso", "Legacy")
 	select {
-	case tok := <-tokens:
+	case hb := <-api.Heartbeats:
+		tok := hb.AgentToken
 		if tok != "vm3d1a" {
 			t.Errorf("heartbeat token %q, want the command line's", tok)
 		}

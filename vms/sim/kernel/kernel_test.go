@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -159,38 +158,8 @@ func TestRamdiskRunsWithMachineDiskAndLease(t *testing.T) {
 // agent looks the machine up by its MAC, heartbeats a callback_url on the
 // leased address, and answers its API there.
 func TestAgentModeLooksUpAndServes(t *testing.T) {
-	// The lookup answer in Ironic 21.4's shape (agent-lookup-200.json).
-	lookup := []byte(`{"node": {"uuid": "603c03f7-93d4-4e40-99ff-26d6c463d0d3", "properties": {}, "instance_info": {}, "driver_internal_info": {}},
-		"config": {"heartbeat_timeout": 300, "agent_token": "s3cret", "agent_token_required": true, "agent_md5_checksum_enable": false}}`)
 	leased := net.IPv4(127, 79, byte(rand.IntN(250)+1), byte(rand.IntN(250)+1))
-	callback := make(chan string, 4)
-	var lookedUp sync.Once
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/v1/lookup":
-			if !strings.Contains(r.URL.Query().Get("addresses"), "52:54:00:12:34:56") {
-				http.NotFound(w, r)
-				return
-			}
-			lookedUp.Do(func() {})
-			w.Header().Set("Content-Type", "application/json")
-			w.Write(lookup)
-		case strings.HasPrefix(r.URL.Path, "/v1/heartbeat/"):
-			var hb struct {
-				CallbackURL string `json:"callback_url"`
-			}
-			json.NewDecoder(r.Body).Decode(&hb)
-			select {
-			case callback <- hb.CallbackURL:
-			default:
-			}
-			w.WriteHeader(http.StatusAccepted)
-		default:
-			w.Header().Set("Content-Type", "application/json")
-			io.WriteString(w, `{"versions":[{"id":"v1","status":"CURRENT","version":"1.82","min_version":"1.1"}],"default_version":{"id":"v1","status":"CURRENT","version":"1.82","min_version":"1.1"}}`)
-		}
-	}))
-	defer api.Close()
+	api := testenv.NewFakeIronic(t, "52:54:00:12:34:56", testenv.IronicLookup("s3cret"))
 
 	b, con := bootContext(t)
 	mac, _ := net.ParseMAC("52:54:00:12:34:56")
@@ -207,7 +176,8 @@ func TestAgentModeLooksUpAndServes(t *testing.T) {
 	go func() { done <- Executor(Config{})(ctx, b, img) }()
 	var cb string
 	select {
-	case cb = <-callback:
+	case hb := <-api.Heartbeats:
+		cb = hb.CallbackURL
 	case <-time.After(30 * time.Second):
 		t.Fatalf("no heartbeat; console:\n%s", con)
 	}

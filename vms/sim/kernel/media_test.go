@@ -2,12 +2,8 @@ package kernel
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +12,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/sim/pxe"
 )
@@ -68,34 +65,8 @@ func TestMediaBootAgentBringsUpNIC(t *testing.T) {
 	leased := net.IPv4(127, 78, byte(rand.IntN(250)+1), byte(rand.IntN(250)+1))
 	dhcpAddr, classes := plainDHCP(t, leased)
 	mac, _ := net.ParseMAC("52:54:00:12:34:57")
-	tokens := make(chan string, 4)
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/v1/lookup":
-			if !strings.Contains(r.URL.Query().Get("addresses"), mac.String()) {
-				http.NotFound(w, r)
-				return
-			}
-			// Ironic hides a token it already handed out (virtual media).
-			w.Header().Set("Content-Type", "application/json")
-			io.WriteString(w, `{"node": {"uuid": "603c03f7-93d4-4e40-99ff-26d6c463d0d3", "properties": {}, "instance_info": {}, "driver_internal_info": {}},
-				"config": {"heartbeat_timeout": 300, "agent_token": "******", "agent_token_required": true}}`)
-		case strings.HasPrefix(r.URL.Path, "/v1/heartbeat/"):
-			var hb struct {
-				Token string `json:"agent_token"`
-			}
-			json.NewDecoder(r.Body).Decode(&hb)
-			select {
-			case tokens <- hb.Token:
-			default:
-			}
-			w.WriteHeader(http.StatusAccepted)
-		default:
-			w.Header().Set("Content-Type", "application/json")
-			io.WriteString(w, `{"versions":[{"id":"v1","status":"CURRENT","version":"1.82","min_version":"1.1"}],"default_version":{"id":"v1","status":"CURRENT","version":"1.82","min_version":"1.1"}}`)
-		}
-	}))
-	defer api.Close()
+	// Ironic hides a token it already handed out (virtual media).
+	api := testenv.NewFakeIronic(t, mac.String(), testenv.IronicLookup("******"))
 
 	b, con := bootContext(t)
 	b.Device = vms.BootCDROM
@@ -111,7 +82,8 @@ func TestMediaBootAgentBringsUpNIC(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- Executor(Config{DHCPServer: dhcpAddr, DHCPClient: "127.0.0.1:0"})(ctx, b, img) }()
 	select {
-	case tok := <-tokens:
+	case hb := <-api.Heartbeats:
+		tok := hb.AgentToken
 		if !strings.Contains(tok, "t0k3n") {
 			t.Errorf("heartbeat carried token %q, want the command line's", tok)
 		}
