@@ -125,6 +125,33 @@ func TestEnrollRedfishDriver(t *testing.T) {
 		t.Errorf("boot device %+v", bd)
 	}
 
+	// boot mode set (API 1.76) through the redfish management interface:
+	// the BMC's override mode changes and the node records it.
+	if err := c.Do(ctx, http.MethodPut, "/v1/nodes/"+id+"/states/boot_mode", map[string]any{"target": "uefi"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, func() bool {
+		var bm struct {
+			BootMode  *string `json:"boot_mode"`
+			LastError *string `json:"last_error"`
+		}
+		err := c.Do(ctx, http.MethodGet, "/v1/nodes/"+id, nil, &bm)
+		if err == nil && bm.LastError != nil && *bm.LastError != "" {
+			t.Fatalf("boot mode set: %s", *bm.LastError)
+		}
+		return err == nil && bm.BootMode != nil && *bm.BootMode == "uefi"
+	}, "boot_mode uefi on the node")
+	if f, err := m.BootFlags(ctx); err != nil || !f.EFI() {
+		t.Errorf("boot flags after boot mode set uefi: % x (%v)", f, err)
+	}
+	if err := c.Do(ctx, http.MethodPut, "/v1/nodes/"+id+"/states/boot_mode", map[string]any{"target": "bios"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, func() bool {
+		f, err := m.BootFlags(ctx)
+		return err == nil && !f.EFI()
+	}, "the legacy boot mode back on the BMC")
+
 	power("power on", vms.PowerOn)
 	// An iDRAC-like BMC refuses power-on for 3 s after a power-off (409):
 	// the driver's retries outlast it.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -344,4 +345,67 @@ func testBaremetalCLIIPMI(t *testing.T, client string, bmc bmcPeer) {
 		t.Errorf("deploy: %v\n%s", err, out)
 	}
 	s.baremetal(t, "node", "delete", "bm0")
+}
+
+// TestBaremetalCLIVIFsAndBootMode attaches, lists and detaches VIFs with
+// the real baremetal CLI (kept on the ports' internal_info, as Ironic's
+// port-ID network interfaces do), checks Ironic's errors for a VIF
+// attached twice, no free port and an unknown VIF, and that boot mode set
+// on fake-hardware gets Ironic's unsupported error.
+func TestBaremetalCLIVIFsAndBootMode(t *testing.T) {
+	testenv.RequireTool(t, "baremetal", "python3-ironicclient")
+	s := newStack(t, stackOpts{})
+	id := field(s.baremetalJSON(t, "node", "create", "--driver", "fake-hardware", "--name", "vif0"), "uuid").(string)
+	ports := map[string]bool{}
+	for _, mac := range []string{"52:54:00:aa:00:01", "52:54:00:aa:00:02"} {
+		ports[field(s.baremetalJSON(t, "port", "create", mac, "--node", id), "uuid").(string)] = true
+	}
+	if out := s.baremetal(t, "node", "vif", "list", "vif0"); strings.Contains(string(out), "vif-") {
+		t.Fatalf("vifs before any attach:\n%s", out)
+	}
+	s.baremetal(t, "node", "vif", "attach", "vif0", "vif-a")
+	s.baremetal(t, "node", "vif", "attach", "vif0", "vif-b")
+	if out, err := s.baremetalErr(t, "node", "vif", "attach", "vif0", "vif-a"); err == nil ||
+		!strings.Contains(string(out), "VIF vif-a is already attached to Ironic Port") || !strings.Contains(string(out), "(HTTP 409)") {
+		t.Errorf("attach twice: %v\n%s", err, out)
+	}
+	if out, err := s.baremetalErr(t, "node", "vif", "attach", "vif0", "vif-c"); err == nil ||
+		!strings.Contains(string(out), "Unable to attach VIF vif-c, not enough free physical ports. (HTTP 400)") {
+		t.Errorf("attach with no free port: %v\n%s", err, out)
+	}
+	list := s.baremetalJSON(t, "node", "vif", "list", "vif0").([]any)
+	var got []string
+	for _, row := range list {
+		got = append(got, field(row, "ID").(string))
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"vif-a", "vif-b"}) {
+		t.Fatalf("vif list: %v", list)
+	}
+	held := map[string]bool{}
+	for p := range ports {
+		info, _ := field(s.baremetalJSON(t, "port", "show", p, "--fields", "internal_info"), "internal_info").(map[string]any)
+		if v, ok := info["tenant_vif_port_id"].(string); ok {
+			held[v] = true
+		}
+	}
+	if !held["vif-a"] || !held["vif-b"] {
+		t.Errorf("ports' tenant_vif_port_id: %v", held)
+	}
+	s.baremetal(t, "node", "vif", "detach", "vif0", "vif-a")
+	if out, err := s.baremetalErr(t, "node", "vif", "detach", "vif0", "vif-a"); err == nil ||
+		!strings.Contains(string(out), "Unable to detach VIF vif-a from node "+id+" because it is not attached to it. (HTTP 400)") {
+		t.Errorf("detach twice: %v\n%s", err, out)
+	}
+	if l := s.baremetalJSON(t, "node", "vif", "list", "vif0").([]any); len(l) != 1 || field(l[0], "ID") != "vif-b" {
+		t.Errorf("after detach: %v", l)
+	}
+	if out, err := s.baremetalErr(t, "--os-baremetal-api-version", "1.76", "node", "boot", "mode", "set", "vif0", "uefi"); err == nil ||
+		!strings.Contains(string(out), "Driver fake-hardware does not support set_boot_mode (disabled or not implemented). (HTTP 400)") {
+		t.Errorf("boot mode set on fake-hardware: %v\n%s", err, out)
+	}
+	if out, err := s.baremetalErr(t, "--os-baremetal-api-version", "1.76", "node", "boot", "mode", "set", "vif0", "legacy"); err == nil ||
+		!strings.Contains(string(out), "invalid choice") && !strings.Contains(string(out), "Invalid boot mode") {
+		t.Errorf("boot mode set legacy: %v\n%s", err, out)
+	}
 }
