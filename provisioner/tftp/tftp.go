@@ -20,6 +20,8 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/metalbed/metalbed/internal/events"
@@ -72,6 +74,14 @@ type Config struct {
 	// arrives whole. Any other hit's Delay starts the transfer late. nil:
 	// no faults.
 	Faults fault.Injector
+	// MaxTransfers bounds the transfers in flight (each holds a socket and
+	// a file for up to Timeout×Retries when the client goes silent);
+	// requests beyond it are refused at once with "server busy". Default
+	// 1024 (2048 descriptors).
+	MaxTransfers int
+	// MaxPerClient bounds the transfers in flight to one client address
+	// (a PXE ROM needs one or two at a time); default 8.
+	MaxPerClient int
 	// Registerer receives metalbed_tftp_transfers_total{result},
 	// metalbed_tftp_sent_bytes_total and metalbed_tftp_transfer_seconds.
 	// nil: none are exported.
@@ -194,6 +204,37 @@ type Server struct {
 	transfers *prometheus.CounterVec // result: success, failure
 	sent      prometheus.Counter
 	took      prometheus.Histogram
+
+	mu       sync.Mutex
+	inFlight int
+	perIP    map[netip.Addr]int
+}
+
+// ErrBusy refuses a request beyond MaxTransfers or MaxPerClient, or one
+// the host has no descriptor left for: the client may try again.
+var ErrBusy = errors.New("server busy, try again later")
+
+// admit counts a transfer for ip in, or refuses it with ErrBusy; the
+// returned func counts it out.
+func (s *Server) admit(ip netip.Addr) (func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inFlight >= s.cfg.MaxTransfers {
+		return nil, fmt.Errorf("%w (%d transfers in flight)", ErrBusy, s.inFlight)
+	}
+	if s.perIP[ip] >= s.cfg.MaxPerClient {
+		return nil, fmt.Errorf("%w (%d transfers in flight to %s)", ErrBusy, s.perIP[ip], ip)
+	}
+	s.inFlight++
+	s.perIP[ip]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.inFlight--
+		if s.perIP[ip]--; s.perIP[ip] <= 0 {
+			delete(s.perIP, ip)
+		}
+	}, nil
 }
 
 // ErrAccess is returned for names that would leave the root.
@@ -211,6 +252,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Retries <= 0 {
 		cfg.Retries = 5
 	}
+	if cfg.MaxTransfers <= 0 {
+		cfg.MaxTransfers = 1024
+	}
+	if cfg.MaxPerClient <= 0 {
+		cfg.MaxPerClient = 8
+	}
 	if cfg.MaxBlockSize != 0 && (cfg.MaxBlockSize < 513 || cfg.MaxBlockSize > 65464) {
 		return nil, fmt.Errorf("tftp: MaxBlockSize %d outside 513..65464", cfg.MaxBlockSize)
 	}
@@ -219,7 +266,7 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &metrics.Registry{Reg: cfg.Registerer}
-	s := &Server{cfg: cfg, log: log, faults: fault.OrNone(cfg.Faults),
+	s := &Server{cfg: cfg, log: log, faults: fault.OrNone(cfg.Faults), perIP: map[netip.Addr]int{},
 		transfers: r.CounterVec("tftp", "transfers_total", "TFTP read requests ended, by result (success, failure).", "result"),
 		sent:      r.Counter("tftp", "sent_bytes_total", "File bytes sent by TFTP transfers, failed ones included."),
 		took:      r.Histogram("tftp", "transfer_seconds", "Duration of TFTP transfers, failed ones included.", nil),
@@ -295,6 +342,11 @@ func (s *Server) read(ctx context.Context, root *os.Root, name string, rf io.Rea
 			s.cfg.Observer(ev)
 		}
 	}()
+	done, err := s.admit(remote.Addr())
+	if err != nil {
+		return err
+	}
+	defer done()
 	clean, err := CleanPath(name)
 	if err != nil {
 		return err
@@ -350,6 +402,10 @@ func (s *Server) open(root *os.Root, clean string) (io.ReaderAt, int64, error) {
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, 0, fmt.Errorf("%s: file not found", clean)
+		}
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			s.log.Warn("tftp: out of file descriptors", "file", clean, "err", err)
+			return nil, 0, fmt.Errorf("%s: %w", clean, ErrBusy)
 		}
 		s.log.Warn("tftp: refused", "file", clean, "err", err)
 		return nil, 0, fmt.Errorf("%s: %w", clean, ErrAccess)

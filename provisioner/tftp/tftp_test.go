@@ -195,7 +195,14 @@ func TestBusyboxBlockSize(t *testing.T) {
 // its payload as text (the message of an ERROR, the options of an OACK).
 func rrq(t *testing.T, addr *net.UDPAddr, name string, opts ...string) (opcode uint16, msg string) {
 	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return rrqFrom(t, net.IPv4(127, 0, 0, 1), addr, name, opts...)
+}
+
+// rrqFrom is rrq from the address src. The transfer is left
+// unacknowledged: the server holds it until its retries run out.
+func rrqFrom(t *testing.T, src net.IP, addr *net.UDPAddr, name string, opts ...string) (opcode uint16, msg string) {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: src})
 	must(t, err)
 	defer c.Close()
 	p := []byte{0, 1}
@@ -538,4 +545,34 @@ func TestSinglePortTFTPHPAClient(t *testing.T) {
 	if n := len(f.eventsFor("deploy_kernel")); n != 4 {
 		t.Errorf("%d transfer events, want 4", n)
 	}
+}
+
+
+// TestTransfersBounded: unacknowledged transfers count against
+// MaxPerClient and MaxTransfers; a request beyond either gets an ERROR
+// saying the server is busy at once, while other clients are served, and
+// the slots free again when the held transfers end.
+func TestTransfersBounded(t *testing.T) {
+	f, _ := startWith(t, 4<<10, func(c *Config) {
+		c.MaxPerClient, c.MaxTransfers = 2, 3
+		c.Timeout, c.Retries = 300*time.Millisecond, 2
+	})
+	from := func(last byte) net.IP { return net.IPv4(127, 0, 0, last) }
+	expect := func(src net.IP, wantOp uint16, what string) {
+		t.Helper()
+		op, msg := rrqFrom(t, src, f.addr, "deploy_kernel")
+		if op != wantOp || (wantOp == 5 && !strings.Contains(msg, "server busy")) {
+			t.Fatalf("%s: opcode %d %q, want %d", what, op, msg, wantOp)
+		}
+	}
+	expect(from(1), 3, "first transfer to 127.0.0.1")
+	expect(from(1), 3, "second transfer to 127.0.0.1")
+	expect(from(1), 5, "third transfer to one client (MaxPerClient 2)")
+	expect(from(2), 3, "another client")
+	expect(from(3), 5, "fourth transfer in all (MaxTransfers 3)")
+	// The held transfers time out; the slots come back.
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		op, _ := rrqFrom(t, from(1), f.addr, "deploy_kernel")
+		return op == 3
+	}, "a slot freed for 127.0.0.1")
 }
