@@ -547,7 +547,6 @@ func TestSinglePortTFTPHPAClient(t *testing.T) {
 	}
 }
 
-
 // TestTransfersBounded: unacknowledged transfers count against
 // MaxPerClient and MaxTransfers; a request beyond either gets an ERROR
 // saying the server is busy at once, while other clients are served, and
