@@ -18,6 +18,10 @@ var (
 	ErrDuplicate = errors.New("already exists")
 )
 
+// HistoryMaxEntries is how many history events a node keeps, the newest
+// (Ironic's [conductor] node_history_max_entries default).
+const HistoryMaxEntries = 300
+
 // LockedError reports a node reserved by another conductor (or task).
 type LockedError struct {
 	Node, Holder string
@@ -79,6 +83,8 @@ type Store interface {
 	UpdatePort(ctx context.Context, p *provisioner.Port) error
 	DeletePort(ctx context.Context, uuid string) error
 
+	// AddHistory appends e to its node's history, which keeps the newest
+	// HistoryMaxEntries.
 	AddHistory(ctx context.Context, e provisioner.HistoryEvent) error
 	// History lists a node's events, oldest first.
 	History(ctx context.Context, nodeUUID string) ([]provisioner.HistoryEvent, error)

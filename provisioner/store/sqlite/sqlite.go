@@ -577,6 +577,14 @@ func (s *Store) AddHistory(ctx context.Context, e provisioner.HistoryEvent) erro
 	if err != nil {
 		return fmt.Errorf("add history for %s: %w", e.NodeUUID, err)
 	}
+	// Keep the newest HistoryMaxEntries, as Ironic's history clean-up
+	// does ([conductor] node_history_max_entries).
+	_, err = s.db.ExecContext(ctx, `DELETE FROM node_history WHERE node_uuid = ? AND id <= (
+		SELECT id FROM node_history WHERE node_uuid = ? ORDER BY id DESC LIMIT 1 OFFSET ?)`,
+		e.NodeUUID, e.NodeUUID, store.HistoryMaxEntries)
+	if err != nil {
+		return fmt.Errorf("prune history of %s: %w", e.NodeUUID, err)
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"testing"
@@ -147,4 +148,39 @@ func namesOf(ns []*provisioner.Node) string {
 		out += n.Name
 	}
 	return out
+}
+
+// TestHistoryCapped: a node keeps its newest store.HistoryMaxEntries
+// events; another node's history is untouched.
+func TestHistoryCapped(t *testing.T) {
+	ctx := t.Context()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := testNode("11111111-1111-1111-1111-111111111111", "a"), testNode("22222222-2222-2222-2222-222222222222", "b")
+	for _, n := range []*provisioner.Node{a, b} {
+		if err := s.CreateNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AddHistory(ctx, provisioner.HistoryEvent{UUID: "b-0", NodeUUID: b.UUID, Event: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	total := store.HistoryMaxEntries + 25
+	for i := range total {
+		if err := s.AddHistory(ctx, provisioner.HistoryEvent{UUID: fmt.Sprintf("a-%d", i), NodeUUID: a.UUID, Event: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := s.History(ctx, a.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != store.HistoryMaxEntries || h[0].Event != fmt.Sprint(total-store.HistoryMaxEntries) || h[len(h)-1].Event != fmt.Sprint(total-1) {
+		t.Fatalf("history of a: %d entries, %q .. %q", len(h), h[0].Event, h[len(h)-1].Event)
+	}
+	if hb, err := s.History(ctx, b.UUID); err != nil || len(hb) != 1 {
+		t.Fatalf("history of b: %v %v", hb, err)
+	}
 }
