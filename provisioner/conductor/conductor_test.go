@@ -375,10 +375,39 @@ func TestProvideAndClean(t *testing.T) {
 	}
 	h.c.Provision(t.Context(), n.UUID, "manage", ProvisionOptions{})
 	waitState(t, h.st, n.UUID, provisioner.StateManageable)
-	h.c.Provision(t.Context(), n.UUID, "clean", ProvisionOptions{CleanSteps: []map[string]any{{"interface": "deploy", "step": "erase_devices"}}})
-	got = waitState(t, h.st, n.UUID, provisioner.StateCleanFailed)
-	if got.TargetProvisionState != provisioner.StateManageable {
-		t.Fatalf("manual clean target: %+v", got)
+	// A deploy interface that runs no ramdisk offers no clean steps: a
+	// manual cleaning is refused before anything starts, as Ironic's.
+	err := h.c.Provision(t.Context(), n.UUID, "clean", ProvisionOptions{CleanSteps: []map[string]any{{"interface": "deploy", "step": "erase_devices"}}})
+	if KindOf(err) != KindInvalid || !strings.Contains(err.Error(), "node does not support this clean step: {'interface': 'deploy', 'step': 'erase_devices'}") {
+		t.Fatalf("manual clean on a deploy interface without steps: %v", err)
+	}
+	if got, _ := h.st.Node(t.Context(), n.UUID); got.ProvisionState != provisioner.StateManageable {
+		t.Fatalf("after a refused manual clean: %s", got.ProvisionState)
+	}
+}
+
+// TestCleanStepsValidated: clean_steps are checked as Ironic's schema
+// checks them, each refusal a 400 with jsonschema's first line.
+func TestCleanStepsValidated(t *testing.T) {
+	p := &testPower{state: provisioner.PowerOff}
+	h := start(t, openStore(t, ":memory:"), testTypes(t, p, nil), nil)
+	n := newNode(t, h, provisioner.StateManageable)
+	for _, tc := range []struct {
+		step map[string]any
+		want string
+	}{
+		{map[string]any{"step": "erase_devices"}, "Invalid clean_steps: 'interface' is a required property"},
+		{map[string]any{"interface": "deploy"}, "Invalid clean_steps: 'step' is a required property"},
+		{map[string]any{"interface": "disk", "step": "x"}, "Invalid clean_steps: 'disk' is not one of ['power', 'management', 'deploy', 'bios', 'raid']"},
+		{map[string]any{"interface": "deploy", "step": "x", "priority": 10.0}, "Invalid clean_steps: Additional properties are not allowed ('priority' was unexpected)"},
+		{map[string]any{"interface": "deploy", "step": ""}, "Invalid clean_steps: '' is too short"},
+		{map[string]any{"interface": "deploy", "step": 3.0}, "Invalid clean_steps: 3 is not of type 'string'"},
+		{map[string]any{"interface": "deploy", "step": "x", "args": "no"}, "Invalid clean_steps: 'no' is not of type 'object'"},
+	} {
+		err := h.c.Provision(t.Context(), n.UUID, "clean", ProvisionOptions{CleanSteps: []map[string]any{tc.step}})
+		if KindOf(err) != KindInvalid || err.Error() != tc.want {
+			t.Errorf("%v: got %v, want %q", tc.step, err, tc.want)
+		}
 	}
 }
 
@@ -563,7 +592,7 @@ func TestEveryAcceptedVerb(t *testing.T) {
 		{"clean failed", "manage", ProvisionOptions{}, "manageable", ""},
 		{"inspect failed", "manage", ProvisionOptions{}, "manageable", ""},
 		{"manageable", "provide", ProvisionOptions{}, "available", ""},
-		{"manageable", "clean", ProvisionOptions{CleanSteps: steps}, "clean failed", ""},
+		{"manageable", "clean", ProvisionOptions{CleanSteps: steps}, "", "node does not support this clean step"},
 		{"manageable", "clean", ProvisionOptions{}, "", `"clean_steps" is required`},
 		{"manageable", "inspect", ProvisionOptions{}, "", "Driver test does not support inspect"},
 		{"inspect failed", "inspect", ProvisionOptions{}, "", "Driver test does not support inspect"},

@@ -47,6 +47,11 @@ func (c *Conductor) Provision(ctx context.Context, ident, verb string, opts Prov
 	if event == EventClean && len(opts.CleanSteps) == 0 {
 		return refuse(KindInvalid, "\"clean_steps\" is required when setting target provision state to %s", "clean")
 	}
+	if event == EventClean {
+		if err := checkCleanSteps(opts.CleanSteps); err != nil {
+			return err
+		}
+	}
 	n, err = c.acquire(ctx, n.UUID)
 	if err != nil {
 		return err
@@ -108,6 +113,11 @@ func (c *Conductor) Provision(ctx context.Context, ident, verb string, opts Prov
 				"Failed to validate power driver interface. Can not clean node %s. Error: %s", n.UUID, cause(err, n, drivers.RolePower))}
 		}
 		steps := opts.CleanSteps
+		if event == EventClean {
+			if err := checkManualSteps(h, n, steps); err != nil {
+				return err
+			}
+		}
 		work = func(ctx context.Context, n *provisioner.Node) { c.clean(ctx, n, steps) }
 	case event == EventDeploy || event == EventRebuild:
 		if err := c.validateDeploy(ctx, h, n); err != nil {
@@ -215,16 +225,18 @@ func (c *Conductor) verify(ctx context.Context, n *provisioner.Node) {
 // manual after "clean").
 func (c *Conductor) clean(ctx context.Context, n *provisioner.Node, manualSteps []map[string]any) {
 	if len(manualSteps) > 0 {
-		c.failNode(ctx, n, fmt.Sprintf("Failed to prepare node %s for cleaning: clean step %v is not supported: "+
-			"clean steps run in the deploy ramdisk, which this conductor does not run yet.", n.UUID, manualSteps[0]["step"]))
+		recordManualSteps(n, manualSteps)
+		c.cleanThroughDeploy(ctx, n)
 		return
 	}
+	// Steps of a manual cleaning that failed are not this one's.
+	delete(n.DriverInternalInfo, drivers.ManualCleanStepsKey)
 	automated := c.cfg.AutomatedClean
 	if n.AutomatedClean != nil {
 		automated = *n.AutomatedClean
 	}
 	if automated {
-		c.automatedClean(ctx, n)
+		c.cleanThroughDeploy(ctx, n)
 		return
 	}
 	c.log.Info("automated cleaning is disabled, node moved to available", "node", n.UUID)
@@ -284,9 +296,10 @@ func (c *Conductor) tearDown(ctx context.Context, n *provisioner.Node) {
 	c.clean(ctx, n, nil)
 }
 
-// automatedClean runs cleaning through the node's deploy interface when it
-// can (drivers.Cleaner), as Ironic's automated cleaning boots the ramdisk.
-func (c *Conductor) automatedClean(ctx context.Context, n *provisioner.Node) {
+// cleanThroughDeploy runs cleaning through the node's deploy interface
+// when it can (drivers.Cleaner), as Ironic's cleaning boots the ramdisk:
+// the automated steps, or the manual ones recorded in driver_internal_info.
+func (c *Conductor) cleanThroughDeploy(ctx context.Context, n *provisioner.Node) {
 	failMsg := func(err error) string { return fmt.Sprintf("Failed to prepare node %s for cleaning: %s", n.UUID, err) }
 	d, t, err := c.deployTask(ctx, n)
 	if err != nil && !errors.Is(err, drivers.ErrUnsupported) {

@@ -73,6 +73,13 @@ func (c *Conductor) afterStep(ctx context.Context, n *provisioner.Node, step dri
 		c.fail(ctx, n, err, failMsg)
 		return
 	}
+	if event == EventDone && n.ProvisionState == provisioner.StateCleaning {
+		// Manual cleaning ends in "manageable", where it started.
+		if _, manual := n.DriverInternalInfo[drivers.ManualCleanStepsKey]; manual {
+			delete(n.DriverInternalInfo, drivers.ManualCleanStepsKey)
+			event = EventManage
+		}
+	}
 	if err := c.transition(ctx, n, event); err != nil {
 		c.log.Error("move node after step", "node", n.UUID, "state", n.ProvisionState, "event", event, "err", err)
 	}

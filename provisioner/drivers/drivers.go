@@ -196,6 +196,22 @@ type Cleaner interface {
 	Clean(ctx context.Context, task *Task) (Step, error)
 }
 
+// ManualCleaner is a Cleaner that also runs the clean steps a user names
+// in manual cleaning ("clean" with clean_steps). The conductor checks each
+// step against CleanSteps and records the list in driver_internal_info
+// (ManualCleanStepsKey) before PrepareCleaning; Clean then runs those
+// steps in order instead of the automated ones.
+type ManualCleaner interface {
+	Cleaner
+	// CleanSteps names the steps it runs, all on interface "deploy".
+	CleanSteps() []string
+}
+
+// ManualCleanStepsKey is the driver_internal_info key holding a manual
+// cleaning's steps ([]any of {"interface","step","args"} maps), as
+// Ironic's driver_internal_info clean_steps.
+const ManualCleanStepsKey = "clean_steps"
+
 // AgentHeartbeat is implemented by a DeployInterface driven by the agent's
 // heartbeats (Ironic's direct deploy). The conductor records each heartbeat
 // (agent_url, token checked), and when the node waits ("wait call-back")

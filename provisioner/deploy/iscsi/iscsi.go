@@ -408,6 +408,12 @@ func (d *Deploy) TakeOver(ctx context.Context, t *drivers.Task) error {
 	return d.core.TakeOver(ctx, t)
 }
 
+var _ drivers.ManualCleaner = (*Deploy)(nil)
+
+// CleanSteps names what its cleaning does, the one step a manual
+// cleaning may ask of it: the ramdisk wipes the disk's partition tables.
+func (d *Deploy) CleanSteps() []string { return []string{"erase_devices_metadata"} }
+
 // PrepareCleaning makes the node boot the deploy ramdisk (boot_option
 // netboot: it must not install a bootloader) with a new deploy key.
 func (d *Deploy) PrepareCleaning(ctx context.Context, t *drivers.Task) error {
