@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"io/fs"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -52,7 +54,44 @@ func lockStateDir(dir string) (*os.File, error) {
 		}
 		return nil, fmt.Errorf("state dir lock %s: %w", path, err)
 	}
+	// The holder's PID, for `metalbed status` and `metalbed down`
+	// (Holder): only a process holding the lock writes it.
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
 	return f, nil
+}
+
+// Holder reports whether a process runs the testbed of state dir dir
+// (holds its lock) and, if so, its PID. A dir that was never used is not
+// running.
+func Holder(dir string) (pid int, running bool, err error) {
+	path := filepath.Join(dir, ".lock")
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("state dir lock: %w", err)
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+	if err == nil {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		return 0, false, nil
+	}
+	if !errors.Is(err, syscall.EWOULDBLOCK) {
+		return 0, false, fmt.Errorf("state dir lock %s: %w", path, err)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 32))
+	if err != nil {
+		return 0, true, fmt.Errorf("state dir lock %s: %w", path, err)
+	}
+	pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, true, fmt.Errorf("state dir %s is locked by a process that did not write its PID into %s", dir, path)
+	}
+	return pid, true, nil
 }
 
 type fleetNode struct {

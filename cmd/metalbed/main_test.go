@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -190,5 +191,100 @@ func TestVersionFromBuildInfo(t *testing.T) {
 		if err != nil || !strings.HasPrefix(string(out), want) {
 			t.Errorf("metalbed %s: %v %q, want %q…", arg, err, out, want)
 		}
+	}
+}
+
+// TestStatusAndDown: `metalbed status` names the running up's PID and
+// addresses (exit 0) and says nothing runs (exit 3) before and after;
+// `metalbed down` stops it with SIGTERM (it exits 0, state saved) and is
+// a no-op when nothing runs.
+func TestStatusAndDown(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	run := func(args ...string) (string, int) {
+		t.Helper()
+		out, err := exec.Command(bin, args...).Output()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	if out, code := run("status", "--state-dir", dir); code != 3 || !strings.HasPrefix(out, "nothing runs on ") {
+		t.Fatalf("status before up: exit %d %q", code, out)
+	}
+	free := "127.0.0.1:0"
+	cmd := exec.Command(bin, "up", "--nodes", "2", "--state-dir", dir, "--bmc-base-port", "0", "--redfish-addr", free, "--web-addr", free,
+		"--api-addr", free, "--dhcp-addr", free, "--tftp-addr", free, "--http-addr", free, "--timeline-addr", free)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case ready <- sc.Text():
+			default:
+			}
+		}
+		done <- cmd.Wait()
+	}()
+	select {
+	case <-ready:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("no ready line; stderr:\n%s", stderr.String())
+	}
+	out, code := run("status", "--state-dir", dir)
+	if code != 0 || !strings.Contains(out, "metalbed up is running on "+dir+" (pid "+strconv.Itoa(cmd.Process.Pid)+")") ||
+		!strings.Contains(out, "machines:  2") || !strings.Contains(out, "api:") {
+		t.Fatalf("status while up runs: exit %d\n%s", code, out)
+	}
+	var doc struct {
+		Running   bool `json:"running"`
+		PID       int  `json:"pid"`
+		Inventory struct {
+			API   string `json:"api"`
+			Nodes []any  `json:"nodes"`
+		} `json:"inventory"`
+	}
+	if out, code = run("status", "--state-dir", dir, "--json"); code != 0 || json.Unmarshal([]byte(out), &doc) != nil ||
+		!doc.Running || doc.PID != cmd.Process.Pid || doc.Inventory.API == "" || len(doc.Inventory.Nodes) != 2 {
+		t.Fatalf("status --json: exit %d\n%s", code, out)
+	}
+	if out, code = run("down", "--state-dir", dir); code != 0 || !strings.HasPrefix(out, "stopped metalbed up on "+dir) {
+		t.Fatalf("down: exit %d %q; stderr of up:\n%s", code, out, stderr.String())
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("up after down: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("up still running after down returned")
+	}
+	if !strings.Contains(stderr.String(), "stopped; state saved") {
+		t.Errorf("up's stderr:\n%s", stderr.String())
+	}
+	if out, code = run("status", "--state-dir", dir); code != 3 || !strings.HasPrefix(out, "nothing runs on ") {
+		t.Errorf("status after down: exit %d %q", code, out)
+	}
+	if out, code = run("down", "--state-dir", dir); code != 0 || !strings.HasPrefix(out, "nothing runs on ") {
+		t.Errorf("down with nothing running: exit %d %q", code, out)
 	}
 }

@@ -47,6 +47,8 @@ func commands() []command {
 		{"scenario run", "run the Gherkin scenarios against this binary as a CI gate ([PATHS] [--tags --junit --backend --concurrency --seed])", runScenarioRun},
 		{"target serve", "serve a disk file as LUN 1 of an iSCSI target", runTargetServe},
 		{"web", "serve the web dashboard over a recorded timeline (--replay timeline.jsonl [--speed N --web-addr HOST:PORT])", runWeb},
+		{"status", "say whether a metalbed up runs on a state dir, its pid and addresses ([--state-dir DIR --json]; exit 3 when none)", runStatus},
+		{"down", "stop the metalbed up running on a state dir ([--state-dir DIR --timeout D])", runDown},
 		{"version", "print the module version and the VCS revision it was built from (also --version)", runVersion},
 	}
 }
@@ -61,13 +63,16 @@ func usageError(format string, a ...any) error {
 
 // ExitCode maps an error returned by Run to a process exit code: 0 for
 // none (and for -h, whose usage is the asked-for output), 2 for a
-// command-line mistake, 1 for anything that went wrong while running.
+// command-line mistake, 3 for `status` when nothing runs, 1 for anything
+// that went wrong while running.
 func ExitCode(err error) int {
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case isUsage(err):
 		return 2
+	case errors.Is(err, errNotRunning):
+		return 3
 	default:
 		return 1
 	}
@@ -94,6 +99,9 @@ func Exit(err error, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "metalbed: usage: %s\n", strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", "; ")), " "))
 		return code
+	}
+	if code == 3 {
+		return code // status said so on stdout
 	}
 	fmt.Fprintf(stderr, "metalbed: %s\n", strings.TrimPrefix(msg, "metalbed: "))
 	return code
