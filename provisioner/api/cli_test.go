@@ -404,6 +404,18 @@ func TestBaremetalCLIVIFsAndBootMode(t *testing.T) {
 		!strings.Contains(string(out), "Driver fake-hardware does not support set_boot_mode (disabled or not implemented). (HTTP 400)") {
 		t.Errorf("boot mode set on fake-hardware: %v\n%s", err, out)
 	}
+	// Manual cleaning through the CLI: fake-hardware's deploy interface
+	// runs no ramdisk, so it offers no clean steps; malformed steps get
+	// Ironic's schema message.
+	s.baremetal(t, "node", "manage", "vif0", "--wait", "30")
+	if out, err := s.baremetalErr(t, "node", "clean", "vif0", "--clean-steps", `[{"interface": "deploy", "step": "erase_devices_metadata"}]`); err == nil ||
+		!strings.Contains(string(out), "node does not support this clean step: {'interface': 'deploy', 'step': 'erase_devices_metadata'} (HTTP 400)") {
+		t.Errorf("manual clean on fake-hardware: %v\n%s", err, out)
+	}
+	if out, err := s.baremetalErr(t, "node", "clean", "vif0", "--clean-steps", `[{"interface": "disk", "step": "x"}]`); err == nil ||
+		!strings.Contains(string(out), "Invalid clean_steps: 'disk' is not one of ['power', 'management', 'deploy', 'bios', 'raid'] (HTTP 400)") {
+		t.Errorf("manual clean with a bad interface: %v\n%s", err, out)
+	}
 	if out, err := s.baremetalErr(t, "--os-baremetal-api-version", "1.76", "node", "boot", "mode", "set", "vif0", "legacy"); err == nil ||
 		!strings.Contains(string(out), "invalid choice") && !strings.Contains(string(out), "Invalid boot mode") {
 		t.Errorf("boot mode set legacy: %v\n%s", err, out)
