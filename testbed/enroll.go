@@ -123,6 +123,15 @@ func enroll(ctx context.Context, c *Client, specs []enrollSpec) (map[string]stri
 		if sp.bootInterface != "" {
 			body["boot_interface"] = sp.bootInterface
 		}
+		// The serial console over SOL, for `baremetal node console
+		// enable` (Ironic's default is no-console).
+		consoles, err := c.enabledInterfaces(ctx, driver, "console")
+		if err != nil {
+			return nil, fmt.Errorf("enroll: hardware type %s: %w", driver, err)
+		}
+		if slices.Contains(consoles, "ipmitool-socat") {
+			body["console_interface"] = "ipmitool-socat"
+		}
 		var n Node
 		if err := c.Do(ctx, http.MethodPost, "/v1/nodes", body, &n); err != nil {
 			return nil, fmt.Errorf("enroll %s: %w", sp.name, err)

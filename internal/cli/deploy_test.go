@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -265,6 +267,37 @@ func TestUpEnrollBaremetalCLI(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+
+	// Its serial console, as a user reaches it: `baremetal node console
+	// enable`, the tcp:// URL `console show` gives, keystrokes echoed back
+	// over the BMC's SOL.
+	baremetal(t, api, "node", "console", "enable", node.Name)
+	var cons struct {
+		Enabled bool           `json:"console_enabled"`
+		Info    map[string]any `json:"console_info"`
+	}
+	if err := json.Unmarshal([]byte(baremetal(t, api, "node", "console", "show", node.Name, "-f", "json")), &cons); err != nil {
+		t.Fatal(err)
+	}
+	curl, _ := cons.Info["url"].(string)
+	if !cons.Enabled || !strings.HasPrefix(curl, "tcp://127.0.0.1:") {
+		t.Fatalf("console show: %+v", cons)
+	}
+	conn, err := net.Dial("tcp", strings.TrimPrefix(curl, "tcp://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var echo testenv.SyncBuffer
+	go io.Copy(&echo, conn)
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		if strings.Contains(echo.String(), "cli-ping") {
+			return true
+		}
+		conn.Write([]byte("cli-ping\r"))
+		return false
+	}, "keystrokes echoed over the console URL")
+	conn.Close()
+	baremetal(t, api, "node", "console", "disable", node.Name)
 
 	// Its timeline, as `metalbed timeline NODE --json` prints it, holds
 	// the deploy's milestones from every source.

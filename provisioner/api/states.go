@@ -314,10 +314,19 @@ func (s *Server) consoleState(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if n.Interfaces.Console != "fake" {
-		return badRequest(fmt.Sprintf("Driver %s does not support console (disabled or not implemented).", n.Driver))
+	if n.Interfaces.Console == "fake" {
+		writeJSON(w, http.StatusOK, obj{{"console_enabled", n.ConsoleEnabled}, {"console_info", nil}})
+		return nil
 	}
-	writeJSON(w, http.StatusOK, obj{{"console_enabled", n.ConsoleEnabled}, {"console_info", nil}})
+	enabled, info, err := s.c.ConsoleInfo(r.Context(), n.UUID)
+	if err != nil {
+		return err
+	}
+	var ci any
+	if info != nil {
+		ci = info
+	}
+	writeJSON(w, http.StatusOK, obj{{"console_enabled", enabled}, {"console_info", ci}})
 	return nil
 }
 
@@ -332,7 +341,19 @@ func (s *Server) setConsole(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return badRequest(fmt.Sprintf("Invalid input for field/attribute enabled. Value: '%v'. Wrong type. Expected a boolean.", body.Enabled))
 	}
-	_, err := s.c.UpdateNode(r.Context(), r.PathValue("node"), func(n *provisioner.Node) error {
+	n, err := s.c.Node(r.Context(), r.PathValue("node"))
+	if err != nil {
+		return err
+	}
+	if n.Interfaces.Console != "fake" {
+		if err := s.c.SetConsole(r.Context(), n.UUID, on); err != nil {
+			return err
+		}
+		w.Header().Set("Location", baseURL(r)+"/v1/nodes/"+r.PathValue("node")+"/states/console")
+		w.WriteHeader(http.StatusAccepted)
+		return nil
+	}
+	_, err = s.c.UpdateNode(r.Context(), r.PathValue("node"), func(n *provisioner.Node) error {
 		if n.Interfaces.Console != "fake" {
 			return badRequest(fmt.Sprintf("Driver %s does not support console (disabled or not implemented).", n.Driver))
 		}

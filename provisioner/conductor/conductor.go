@@ -201,6 +201,8 @@ func (c *Conductor) Run(ctx context.Context) error {
 	c.runCtx = ctx
 	c.mu.Unlock()
 	c.log.Info("conductor started", "host", c.host, "drivers", c.types.Names())
+	c.startConsoles(ctx)
+	defer c.stopConsoles(ctx)
 	if c.cfg.OnStarted != nil {
 		c.cfg.OnStarted()
 	}

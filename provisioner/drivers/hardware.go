@@ -116,6 +116,7 @@ type HardwareType struct {
 	Boot       map[string]BootInterface
 	Deploy     map[string]DeployInterface
 	Vendor     map[string]VendorInterface
+	Console    map[string]ConsoleInterface
 }
 
 // Defaults returns the default interface for every role.
@@ -180,6 +181,11 @@ func (h *HardwareType) BootFor(node *provisioner.Node) (BootInterface, error) {
 // DeployFor returns the deploy interface node uses.
 func (h *HardwareType) DeployFor(node *provisioner.Node) (DeployInterface, error) {
 	return pick(h, RoleDeploy, h.Deploy, node.Interfaces.Deploy)
+}
+
+// ConsoleFor returns the console interface node uses.
+func (h *HardwareType) ConsoleFor(node *provisioner.Node) (ConsoleInterface, error) {
+	return pick(h, RoleConsole, h.Console, node.Interfaces.Console)
 }
 
 // VendorFor returns the vendor interface node uses.

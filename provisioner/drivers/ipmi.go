@@ -70,7 +70,10 @@ type IPMIConfig struct {
 	// the API shows Ironic's shape, and then report "not implemented".
 	Boot   map[string]BootInterface
 	Deploy map[string]DeployInterface
-	Logger *slog.Logger // nil => discard
+	// ConsoleAddr is where the ipmitool-socat console interface listens
+	// (Ironic's [console]socat_address); default "127.0.0.1".
+	ConsoleAddr string
+	Logger      *slog.Logger // nil => discard
 }
 
 func (c *IPMIConfig) applyDefaults() error {
@@ -106,6 +109,9 @@ func (c *IPMIConfig) applyDefaults() error {
 			return fmt.Errorf("cipher suite %d out of range", cs)
 		}
 	}
+	if c.ConsoleAddr == "" {
+		c.ConsoleAddr = "127.0.0.1"
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -140,7 +146,7 @@ func NewIPMI(cfg IPMIConfig) (*HardwareType, error) {
 		Enabled: map[Role][]string{
 			RoleBios:       {"no-bios"},
 			RoleBoot:       bootNames,
-			RoleConsole:    {"no-console"},
+			RoleConsole:    {"no-console", "ipmitool-socat"},
 			RoleDeploy:     deployNames,
 			RoleInspect:    {"no-inspect"},
 			RoleManagement: {"ipmitool"},
@@ -156,6 +162,7 @@ func NewIPMI(cfg IPMIConfig) (*HardwareType, error) {
 		Boot:       boot,
 		Deploy:     deploy,
 		Vendor:     map[string]VendorInterface{"ipmitool": &IPMIVendor{core: core}},
+		Console:    map[string]ConsoleInterface{"ipmitool-socat": &IPMIConsole{core: core}},
 	}, nil
 }
 
@@ -407,6 +414,9 @@ type bmcClient interface {
 	bootDevice(ctx context.Context, info ipmiInfo, timeout time.Duration) (BootDevice, error)
 	// bmcReset resets the BMC (Cold Reset 0x06/0x02, Warm Reset 0x06/0x03).
 	bmcReset(ctx context.Context, info ipmiInfo, warm bool, timeout time.Duration) error
+	// sol bridges the BMC's Serial-over-LAN console and rw until either
+	// ends or ctx ends.
+	sol(ctx context.Context, info ipmiInfo, rw io.ReadWriter) error
 }
 
 // ipmiCore is what the ipmi power, management and vendor interfaces share:

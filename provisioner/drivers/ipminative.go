@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/client"
 	"github.com/bougou/go-ipmi/pkg/command/chassis"
+	"github.com/bougou/go-ipmi/pkg/command/transport"
 	"github.com/bougou/go-ipmi/pkg/types"
 
 	"github.com/metalbed/metalbed/provisioner"
@@ -44,10 +46,17 @@ func privLevel(name string) types.PrivilegeLevel {
 	return types.PrivilegeLevelAdministrator
 }
 
-// session opens a lanplus session, runs fn and closes the session.
-func (nativeClient) session(ctx context.Context, info ipmiInfo, timeout time.Duration, fn func(ctx context.Context, c *client.Client) error) (err error) {
+// session opens a lanplus session, runs fn and closes the session; the
+// whole of it is bounded by timeout.
+func (n nativeClient) session(ctx context.Context, info ipmiInfo, timeout time.Duration, fn func(ctx context.Context, c *client.Client) error) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	return n.open(ctx, info, fn)
+}
+
+// open opens a lanplus session, runs fn for as long as it takes and
+// closes the session.
+func (nativeClient) open(ctx context.Context, info ipmiInfo, fn func(ctx context.Context, c *client.Client) error) error {
 	port := info.Port
 	if port == 0 {
 		port = 623
@@ -78,6 +87,24 @@ func (nativeClient) session(ctx context.Context, info ipmiInfo, timeout time.Dur
 		_ = c.Close(closeCtx)
 	}()
 	return fn(ctx, c)
+}
+
+// sol activates the SOL payload (instance 1) and copies the console both
+// ways between the BMC and rw until rw ends, ctx ends or the BMC
+// deactivates it; the payload is deactivated after.
+func (n nativeClient) sol(ctx context.Context, info ipmiInfo, rw io.ReadWriter) error {
+	return n.open(ctx, info, func(ctx context.Context, c *client.Client) error {
+		req := &transport.ActivatePayloadRequest{PayloadType: types.PayloadTypeSOL, PayloadInstance: 1}
+		if _, err := c.ActivatePayload(ctx, req); err != nil {
+			return fmt.Errorf("activate SOL: %w", err)
+		}
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			_, _ = c.DeactivatePayload(dctx, &transport.DeactivatePayloadRequest{PayloadType: types.PayloadTypeSOL, PayloadInstance: 1})
+		}()
+		return c.SOLStream(ctx, rw, rw, nil)
+	})
 }
 
 // sessionDialer dials the BMC for one session and closes what it dialed.

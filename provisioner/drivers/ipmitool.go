@@ -6,12 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/metalbed/metalbed/provisioner"
@@ -114,31 +116,42 @@ func nextCipherSuite(versions []int, actual int) int {
 	return versions[max(i-1, 0)]
 }
 
-func (c *ipmitoolClient) exec(ctx context.Context, info ipmiInfo, cs int, timeout time.Duration, command []string) (string, error) {
+// passwordFile writes info's password into a 0600 temporary file for
+// ipmitool -f; remove deletes it.
+func (c *ipmitoolClient) passwordFile(info ipmiInfo) (path string, remove func(), err error) {
 	pw, err := os.CreateTemp(c.tempDir, "metalbed-ipmi-*")
 	if err != nil {
-		return "", fmt.Errorf("create password file: %w", err)
+		return "", nil, fmt.Errorf("create password file: %w", err)
 	}
-	defer os.Remove(pw.Name())
+	remove = func() { os.Remove(pw.Name()) }
 	// ipmitool prompts without -f; an empty password is written as NUL, as
 	// Ironic does.
 	secret := info.Password
 	if secret == "" {
 		secret = "\x00"
 	}
-	if err := pw.Chmod(0o600); err != nil {
-		pw.Close()
-		return "", fmt.Errorf("password file: %w", err)
+	err = pw.Chmod(0o600)
+	if err == nil {
+		_, err = pw.WriteString(secret)
 	}
-	if _, err := pw.WriteString(secret); err != nil {
-		pw.Close()
-		return "", fmt.Errorf("write password file: %w", err)
+	if cerr := pw.Close(); err == nil {
+		err = cerr
 	}
-	if err := pw.Close(); err != nil {
-		return "", fmt.Errorf("write password file: %w", err)
+	if err != nil {
+		remove()
+		return "", nil, fmt.Errorf("write password file: %w", err)
 	}
+	return pw.Name(), remove, nil
+}
 
-	args := append(c.args(info, cs), "-f", pw.Name())
+func (c *ipmitoolClient) exec(ctx context.Context, info ipmiInfo, cs int, timeout time.Duration, command []string) (string, error) {
+	pwFile, remove, err := c.passwordFile(info)
+	if err != nil {
+		return "", err
+	}
+	defer remove()
+
+	args := append(c.args(info, cs), "-f", pwFile)
 	args = append(args, command...)
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -258,4 +271,54 @@ func parseRawOutput(out string) ([]byte, error) {
 		data = append(data, b[0])
 	}
 	return data, nil
+}
+
+// sol is Ironic's ipmitool-socat console without socat: `sol deactivate`
+// (its failure ignored: nothing may be active), then `sol activate` with a
+// pseudo-terminal as its terminal, copying between the terminal and rw
+// until either side ends or ctx ends.
+func (c *ipmitoolClient) sol(ctx context.Context, info ipmiInfo, rw io.ReadWriter) error {
+	_, _ = c.run(ctx, info, 10*time.Second, "sol", "deactivate")
+	pwFile, remove, err := c.passwordFile(info)
+	if err != nil {
+		return err
+	}
+	defer remove()
+	master, slave, err := openPTY()
+	if err != nil {
+		return err
+	}
+	defer master.Close()
+	args := append(c.args(info, info.CipherSuite), "-f", pwFile, "sol", "activate")
+	cmd := exec.CommandContext(ctx, c.tool, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	cmd.WaitDelay = time.Second
+	if err := cmd.Start(); err != nil {
+		slave.Close()
+		return &ipmitoolError{Command: "sol activate", Err: err}
+	}
+	slave.Close()
+	done := make(chan struct{})
+	go func() {
+		// Keystrokes to ipmitool; ends when the client goes.
+		io.Copy(master, rw)
+		cmd.Process.Signal(syscall.SIGTERM)
+		close(done)
+	}()
+	// The console from ipmitool; EIO once it has exited.
+	io.Copy(rw, master)
+	err = cmd.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil // the client hung up
+	default:
+	}
+	if err != nil {
+		return &ipmitoolError{Command: "sol activate", Err: err}
+	}
+	return nil
 }
