@@ -181,7 +181,12 @@ func (e *env) startTestbed(ctx, sctx context.Context, bin string, spec envSpec) 
 	args := []string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--enroll", "--nodes", fmt.Sprint(spec.Machines), "--state-dir", mdir,
 		"--bmc-base-port", "0", "--api-addr", "127.0.0.1:0", "--dhcp-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0", "--timeline-addr", "127.0.0.1:0",
-		"--log-level", "info"}
+		"--log-level", "info",
+		// A scenario's faults and timeline steps are about the deploy it
+		// runs; Ironic's automated cleaning on provide would boot the
+		// ramdisk first and take their hits. Scenarios that clean say so
+		// on the node (automated_clean true) or clean by hand.
+		"--automated-clean=false"}
 	disk := cmp.Or(spec.DiskSize, "2GiB")
 	if spec.RamdiskDir != "" {
 		disk = cmp.Or(spec.DiskSize, "4GiB")

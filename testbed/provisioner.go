@@ -295,6 +295,7 @@ func (b *bed) serviceConfig() service.Config {
 		APIAddr:                b.apiLn.Addr().String(),
 		StateDir:               b.dir,
 		IPMI:                   ipmi,
+		AutomatedClean:         b.cfg.AutomatedClean,
 		DeployCallbackTimeout:  b.cfg.CallbackTimeout,
 		CleanCallbackTimeout:   b.cfg.CallbackTimeout,
 		CheckProvisionInterval: checkInterval(b.cfg.CallbackTimeout),

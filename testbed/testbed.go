@@ -137,6 +137,10 @@ type Provisioner struct {
 	// tells a ramdisk "done" (0: 3 s as Ironic; negative: none).
 	CallbackTimeout time.Duration
 	NotifyDelay     time.Duration
+	// AutomatedClean cleans nodes whose automated_clean is unset on
+	// provide and undeploy, as Ironic's [conductor]automated_clean (true
+	// there, and in `metalbed up`); false: they go straight to available.
+	AutomatedClean bool
 	// HTPasswdFile, when set, is a bcrypt htpasswd file whose users alone
 	// may use the API and the timeline and fault endpoint (HTTP basic
 	// auth); the ramdisks' endpoints stay guarded by deploy key and agent

@@ -164,8 +164,8 @@ func makeAvailable(t *testing.T, api, node string) {
 	t.Helper()
 	baremetal(t, api, "node", "manage", node, "--wait", "60")
 	waitProvision(t, api, node, "manageable", time.Minute)
-	baremetal(t, api, "node", "provide", node, "--wait", "60")
-	waitProvision(t, api, node, "available", time.Minute)
+	baremetal(t, api, "node", "provide", node, "--wait", "300")
+	waitProvision(t, api, node, "available", 5*time.Minute)
 }
 
 // waitProvision polls `baremetal node show` until the node rests in want.

@@ -75,7 +75,7 @@ func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 	hostname := fs.String("hostname", "", "conductor name (default: the host name)")
 	powerSync := fs.Duration("power-sync-interval", 60*time.Second, "how often power states are read from the BMCs (negative disables)")
 	callbackTimeout := fs.Duration("deploy-callback-timeout", 1800*time.Second, "how long a node may wait for its deploy ramdisk")
-	automatedClean := fs.Bool("automated-clean", false, "clean nodes on provide and undeploy (needs the deploy ramdisk)")
+	automatedClean := fs.Bool("automated-clean", true, "clean nodes whose automated_clean is unset on provide and undeploy through the deploy ramdisk (Ironic's default); false: straight to available")
 	notifyDelay := fs.Duration("notify-delay", 3*time.Second, "pause before the conductor tells a ramdisk it is done (Ironic's 3 s)")
 	dhcpAddr := fs.String("dhcp-addr", service.DefaultDHCPAddr, "DHCP server listen address (port 67 needs root)")
 	dhcpRange := fs.String("dhcp-range", service.DefaultDHCPRange, "addresses leased to the machines, FIRST-LAST")

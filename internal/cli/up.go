@@ -232,6 +232,7 @@ type bedFlags struct {
 	ipmiClient                                       *string
 	callbackTimeout, notifyDelay                     *time.Duration
 	htpasswd                                         *string
+	automatedClean                                   *bool
 }
 
 func provisionerFlags(fs *flag.FlagSet) bedFlags {
@@ -244,6 +245,7 @@ func provisionerFlags(fs *flag.FlagSet) bedFlags {
 		ipmiClient:      fs.String("ipmi-client", drivers.ClientNative, "IPMI client of the ipmi hardware type: native or ipmitool"),
 		callbackTimeout: fs.Duration("deploy-callback-timeout", 10*time.Minute, "how long a node may wait in \"wait call-back\" or \"clean wait\" for its ramdisk (a call-back, or the agent's next heartbeat) before it fails; testbeds shorten it (e.g. 20s) to see a timeout in seconds"),
 		notifyDelay:     fs.Duration("notify-delay", 3*time.Second, "pause before the conductor tells a ramdisk it is done (Ironic's 3 s)"),
+		automatedClean:  fs.Bool("automated-clean", true, "clean nodes whose automated_clean is unset on provide and undeploy through the deploy ramdisk (Ironic's default); false: straight to available"),
 		htpasswd:        fs.String("htpasswd", "", "`FILE`, an htpasswd (bcrypt) whose users alone may use the API and the timeline and fault endpoint (HTTP basic auth; metalbed fault and timeline then take --url http://USER:PASS@HOST:PORT); \"\" = no auth"),
 	}
 }
@@ -253,6 +255,7 @@ func (f bedFlags) config(timelineAddr string) *testbed.Provisioner {
 		APIAddr: *f.apiAddr, TimelineAddr: timelineAddr, DHCPAddr: *f.dhcpAddr, DHCPRange: *f.dhcpRange,
 		TFTPAddr: *f.tftpAddr, HTTPAddr: *f.httpAddr, IPMIClient: *f.ipmiClient,
 		CallbackTimeout: *f.callbackTimeout, NotifyDelay: *f.notifyDelay, HTPasswdFile: *f.htpasswd,
+		AutomatedClean: *f.automatedClean,
 	}
 }
 
