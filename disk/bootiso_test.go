@@ -223,6 +223,25 @@ func TestMakeFATImage(t *testing.T) {
 	}
 }
 
+// sparseFile is a file of size bytes that takes no space.
+func sparseFile(t *testing.T, size int64) string {
+	f := sparseDisk(t, size)
+	return f.Name()
+}
+
+// TestDefaultISOLoadersMissing: without grub-mkimage the error names the
+// Debian package; nothing asked, nothing needed.
+func TestDefaultISOLoadersMissing(t *testing.T) {
+	if l, err := DefaultISOLoaders(t.Context(), false, false); err != nil || l.GrubEFI != nil || l.IsolinuxBin != "" {
+		t.Errorf("no modes: %+v %v", l, err)
+	}
+	t.Setenv("PATH", t.TempDir())
+	_, err := DefaultISOLoaders(t.Context(), false, true)
+	if !errors.Is(err, ErrNoGrub) || !strings.Contains(err.Error(), "grub-common") {
+		t.Errorf("no grub-mkimage: %v", err)
+	}
+}
+
 func TestBuildBootISOErrors(t *testing.T) {
 	kernel, initrd, _, _ := isoInputs(t)
 	out := filepath.Join(t.TempDir(), "boot.iso")
@@ -242,6 +261,7 @@ func TestBuildBootISOErrors(t *testing.T) {
 		{"no ldlinux", func(c *BootISOConfig) { c.Loaders.LdlinuxC32 = missing }, "ldlinux.c32"},
 		{"no GRUB", func(c *BootISOConfig) { c.UEFI = true }, "GRUB EFI image"},
 		{"GRUB not PE", func(c *BootISOConfig) { c.UEFI, c.Loaders.GrubEFI = true, []byte("grub") }, "PE/COFF"},
+		{"initrd over 4 GiB", func(c *BootISOConfig) { c.Initrd = sparseFile(t, 4<<30) }, "4 GiB"},
 		{"long label", func(c *BootISOConfig) { c.Label = strings.Repeat("L", 33) }, "longer than 32"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -116,7 +116,7 @@ func (w *Writer) AddBoot(b BootSpec) error {
 
 // layout is an image's sectors, decided before any byte is written.
 type layout struct {
-	root, jroot *node
+	root        *node
 	dirs, jdirs []*node // breadth first: path table order
 	files       []*node // data order
 	bootFiles   []*node // per w.boot
@@ -125,11 +125,11 @@ type layout struct {
 	pathSize    int64    // primary path table bytes
 	jpathSize   int64
 	total       int64 // sectors
-	descriptors int64 // volume descriptors incl. terminator
 	when        time.Time
 }
 
-// Write writes the image to out, reading every file once.
+// Write writes the image to out, reading every file once (again on each
+// call).
 func (w *Writer) Write(out io.Writer) error {
 	if len(w.VolumeID) > 32 {
 		return fmt.Errorf("iso9660: volume ID %q is longer than 32 characters", w.VolumeID)
@@ -158,7 +158,7 @@ func (w *Writer) Write(out io.Writer) error {
 	for i, t := range []struct {
 		joliet, bigEndian bool
 	}{{false, false}, {false, true}, {true, false}, {true, true}} {
-		if ww.n != l.pathLBA[i]*SectorSize {
+		if ww.err == nil && ww.n != l.pathLBA[i]*SectorSize {
 			return fmt.Errorf("iso9660: internal layout error at path table %d", i)
 		}
 		ww.write(padSector(pathTable(l.treeDirs(t.joliet), t.joliet, t.bigEndian)))
@@ -188,8 +188,8 @@ func (w *Writer) layout() (*layout, error) {
 	}
 	l.when = l.when.UTC().Truncate(time.Second)
 	l.root = &node{dir: true}
-	for _, f := range w.files {
-		if err := insert(l.root, f); err != nil {
+	for _, f := range w.files { // fresh nodes: Write may run again
+		if err := insert(l.root, &node{name: f.name, src: f.src, size: f.size}); err != nil {
 			return nil, err
 		}
 	}
@@ -209,11 +209,11 @@ func (w *Writer) layout() (*layout, error) {
 	}
 	// Sectors: 16 system, descriptors, catalog, path tables, directories, files.
 	next := int64(16)
-	l.descriptors = 2 + 1 // PVD, Joliet SVD, terminator
+	descriptors := int64(2 + 1) // PVD, Joliet SVD, terminator
 	if len(w.boot) > 0 {
-		l.descriptors++
+		descriptors++ // El Torito boot record
 	}
-	next += l.descriptors
+	next += descriptors
 	if len(w.boot) > 0 {
 		l.catalogLBA = next
 		next++
@@ -792,7 +792,7 @@ func (s *sectorWriter) copyFile(f *node) {
 	if f.data != nil {
 		src = bytes.NewReader(f.data)
 	}
-	n, err := io.Copy(s, src)
+	n, err := io.CopyBuffer(s, src, make([]byte, 1<<20))
 	if err == nil && s.err == nil && n != f.size {
 		err = fmt.Errorf("%d of %d bytes (did it shrink?)", n, f.size)
 	}
