@@ -26,11 +26,13 @@ import (
 //	/boot/grub/efiboot.img             EFI El Torito entry: a FAT ESP with EFI/BOOT/BOOTX64.EFI (GRUB)
 //	/EFI/BOOT/grub.cfg                 Ironic's grub_conf.template (its grub_config_path)
 //
-// GRUB started from the El Torito image sees the CD, not the FAT image, as
-// its boot device ($cmdpath is (cd0)/EFI/BOOT), so its early config reads
-// the ISO's /EFI/BOOT/grub.cfg (see grubEarlyConfigEFI). The ESP holds a
-// grub.cfg too, for firmware that makes GRUB start on the FAT image: it
-// finds the ISO by its label and reads the same grub.cfg.
+// GRUB started from the El Torito image names the whole CD as its boot
+// device (GRUB's efidisk maps an El Torito device path to the disk, so
+// $cmdpath is (cd0)/EFI/BOOT), and its early config (grubEarlyConfigEFI)
+// reads the ISO's /EFI/BOOT/grub.cfg, as the distribution GRUB on
+// Ironic's ESP does; OVMF boots it so (vms/libvirt TestVirtualMediaBoot).
+// The ESP holds a grub.cfg too, for a GRUB that starts on the FAT image
+// instead: it finds the ISO by its label and reads the same grub.cfg.
 
 // DefaultBootISOLabel is the volume ID Ironic gives a deploy ISO.
 const DefaultBootISOLabel = "VMEDIA_BOOT_ISO"

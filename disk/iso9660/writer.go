@@ -450,7 +450,8 @@ func systemUseFor(n *node, self, rootDot bool) []byte {
 }
 
 // encodeRecord encodes a directory record: target's extent, ident, and for the
-// primary tree the Rock Ridge area of rr.
+// primary tree the System Use (Rock Ridge) area su. A nil layout sizes
+// the record only (extents are not yet known).
 func encodeRecord(target *node, ident []byte, joliet bool, su []byte, l *layout, when time.Time) []byte {
 	n := 33 + len(ident)
 	if len(ident)%2 == 0 {
