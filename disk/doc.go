@@ -17,6 +17,9 @@
 //     the ESP (uefi), from GrubImages that MakeGrubImages makes with
 //     Debian's grub-mkimage at run time (grub.go); metalbed's placeholder
 //     loader, which only simulated firmware boots, when asked for.
+//   - BuildBootISO makes the deploy ISO of a virtual media boot as Ironic
+//     lays it out (kernel, ramdisk, ISOLINUX for BIOS, an El Torito EFI
+//     image with GRUB for UEFI) with iso9660.Writer, no mkisofs (bootiso.go).
 //   - Inspect reads a disk the way firmware and a boot loader do: label,
 //     MBR boot code, ESP and its loader, file systems, grub.cfg. Disks are
 //     untrusted input there; every structure is bounded.

@@ -17,6 +17,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/disk/iso9660/isotest"
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/testenv"
@@ -36,17 +37,7 @@ func deployISOs(t *testing.T) map[string][]byte { return deployISOsWith(t, vmedi
 
 func deployISOsWith(t *testing.T, vmediaParams string) map[string][]byte {
 	t.Helper()
-	kernel := make([]byte, 8192) // passes the boot protocol check
-	kernel[510], kernel[511] = 0x55, 0xAA
-	copy(kernel[0x202:], "HdrS")
-	init := filepath.Join(t.TempDir(), "init")
-	if err := os.WriteFile(init, []byte("\x7fELF stand-in for the metalbed binary"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var initrd bytes.Buffer
-	if err := ramdisk.BuildInitramfs(&initrd, ramdisk.ImageConfig{Init: init, Version: "test"}); err != nil {
-		t.Fatal(err)
-	}
+	kernel, initrd := deployKernelInitrd(t)
 	files := map[string][]byte{
 		"vmlinuz": kernel, "initrd": initrd.Bytes(),
 		"isolinux/isolinux.cfg": []byte("default boot\n\nlabel boot\nkernel /vmlinuz\nappend initrd=/initrd text " + vmediaParams + " --\n"),
@@ -67,6 +58,52 @@ func deployISOsWith(t *testing.T, vmediaParams string) map[string][]byte {
 	out["stick"] = isotest.ESPImage(t, map[string][]byte{"EFI/BOOT/BOOTX64.EFI": []byte("MZ"),
 		"EFI/BOOT/grub.cfg": []byte(grub), "vmlinuz": kernel, "initrd": initrd.Bytes()})
 	return out
+}
+
+// deployKernelInitrd is a kernel stand-in that passes the boot protocol
+// check and metalbed's ramdisk.
+func deployKernelInitrd(t *testing.T) ([]byte, *bytes.Buffer) {
+	t.Helper()
+	kernel := make([]byte, 8192)
+	kernel[510], kernel[511] = 0x55, 0xAA
+	copy(kernel[0x202:], "HdrS")
+	init := filepath.Join(t.TempDir(), "init")
+	if err := os.WriteFile(init, []byte("\x7fELF stand-in for the metalbed binary"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var initrd bytes.Buffer
+	if err := ramdisk.BuildInitramfs(&initrd, ramdisk.ImageConfig{Init: init, Version: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	return kernel, &initrd
+}
+
+// builtISO is the deploy ISO metalbed's conductor builds
+// (disk.BuildBootISO), BIOS and UEFI, from the same kernel and ramdisk.
+func builtISO(t *testing.T, vmediaParams string) []byte {
+	t.Helper()
+	loaders, err := disk.DefaultISOLoaders(t.Context(), true, true)
+	if err != nil {
+		testenv.Unavailable(t, err.Error())
+	}
+	kernel, initrd := deployKernelInitrd(t)
+	dir := t.TempDir()
+	k, i, out := filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd"), filepath.Join(dir, "boot.iso")
+	if err := os.WriteFile(k, kernel, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(i, initrd.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = disk.BuildBootISO(t.Context(), disk.BootISOConfig{Kernel: k, Initrd: i, Cmdline: vmediaParams, BIOS: true, UEFI: true, Loaders: loaders}, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // serveISOs serves each image at /<name>.iso with range support; other
@@ -300,34 +337,52 @@ func TestVirtualMediaBootFailedTimeline(t *testing.T) {
 // carries ipa-api-url and no BOOTIF (as Ironic's virtual media ISO), the
 // ramdisk brings its NIC up by DHCP (the network's server: here
 // Config.ExternalDHCP, as for a real Ironic) and the agent looks the node
-// up by its MAC and heartbeats with the command line's token.
+// up by its MAC and heartbeats with the command line's token. The ISO is
+// the one genisoimage builds as Ironic does, or disk.BuildBootISO's,
+// booted in legacy BIOS mode and in UEFI mode.
 func TestVirtualMediaAgentLooksUp(t *testing.T) {
-	leased := net.IPv4(127, 77, 0, 9)
-	dhcpAddr := plainDHCP(t, leased)
-	tb, err := New(Config{StateDir: t.TempDir(), Machines: machines(1), ExternalDHCP: dhcpAddr,
-		Redfish: &Redfish{Addr: "127.0.0.1:0", PlainHTTP: true}})
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name, image, mode, loader string
+	}{
+		{"ironic-bios", "bios", "Legacy", "ISOLINUX reads /isolinux/isolinux.cfg"},
+		{"built-bios", "built", "Legacy", "ISOLINUX reads /isolinux/isolinux.cfg"},
+		{"built-uefi", "built", "UEFI", "GRUB reads /EFI/BOOT/grub.cfg"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leased := net.IPv4(127, 77, 0, 9)
+			dhcpAddr := plainDHCP(t, leased)
+			tb, err := New(Config{StateDir: t.TempDir(), Machines: machines(1), ExternalDHCP: dhcpAddr,
+				Redfish: &Redfish{Addr: "127.0.0.1:0", PlainHTTP: true}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			serve(t, tb)
+			m := tb.fleet.nodes[0].machine
+			mac := m.NICs()[0].MAC.String()
+			// Ironic hides the token it put on the ISO's command line.
+			api := testenv.NewFakeIronic(t, mac, testenv.IronicLookup("******"))
+			params := "ipa-api-url=" + api.URL + " ipa-agent-token=vm3d1a ipa-global-request-id=req-9 boot_method=vmedia"
+			var isos map[string][]byte
+			if tc.image == "built" {
+				isos = map[string][]byte{"built": builtISO(t, params)}
+			} else {
+				isos = deployISOsWith(t, params)
+			}
+			url := serveISOs(t, isos)
+			newRedfishClient(t, tb, 0).bootCd(url+"/"+tc.image+".iso", tc.mode)
+			select {
+			case hb := <-api.Heartbeats:
+				tok := hb.AgentToken
+				if tok != "vm3d1a" {
+					t.Errorf("heartbeat token %q, want the command line's", tok)
+				}
+			case <-time.After(60 * time.Second):
+				b, _ := os.ReadFile(m.ConsoleLog())
+				t.Fatalf("no heartbeat; console:\n%s", b)
+			}
+			consoleSince(t, m, 0, tc.loader, "eth0: "+leased.String()+"/8 via DHCP", "lookup succeeded")
+		})
 	}
-	serve(t, tb)
-	m := tb.fleet.nodes[0].machine
-	mac := m.NICs()[0].MAC.String()
-	// Ironic hides the token it put on the ISO's command line.
-	api := testenv.NewFakeIronic(t, mac, testenv.IronicLookup("******"))
-	params := "ipa-api-url=" + api.URL + " ipa-agent-token=vm3d1a ipa-global-request-id=req-9 boot_method=vmedia"
-	isos := serveISOs(t, deployISOsWith(t, params))
-	newRedfishClient(t, tb, 0).bootCd(isos+"/bios.iso", "Legacy")
-	select {
-	case hb := <-api.Heartbeats:
-		tok := hb.AgentToken
-		if tok != "vm3d1a" {
-			t.Errorf("heartbeat token %q, want the command line's", tok)
-		}
-	case <-time.After(60 * time.Second):
-		b, _ := os.ReadFile(m.ConsoleLog())
-		t.Fatalf("no heartbeat; console:\n%s", b)
-	}
-	consoleSince(t, m, 0, "eth0: "+leased.String()+"/8 via DHCP", "lookup succeeded")
 }
 
 // plainDHCP answers every DISCOVER and REQUEST with ip: the network's DHCP

@@ -4,7 +4,7 @@
 // case-insensitively), and the El Torito boot catalog with its BIOS and EFI
 // boot images. It reads through an io.ReaderAt, so an image behind HTTP
 // range requests is read only where needed. Images are untrusted input:
-// every structure is bounded.
+// every structure is bounded. Writer writes images (writer.go).
 package iso9660
 
 import (

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/disk/iso9660/isotest"
 	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/vms"
@@ -27,14 +28,42 @@ import (
 // one-time Cd override boots it under SeaBIOS or OVMF (the kernel and
 // initramfs from the ISO, the command line from isolinux.cfg or grub.cfg),
 // is consumed, and the eject empties the drive.
+//
+// The "built" cases boot the ISO metalbed's conductor builds in Go
+// (disk.BuildBootISO: Ironic's layout and templates, ISOLINUX with the
+// boot info table, efiboot.img with grub-mkimage's GRUB).
 func TestVirtualMediaBoot(t *testing.T) {
 	requireLibvirt(t)
-	for i, mode := range []vms.BootMode{vms.BIOS, vms.UEFI} {
-		t.Run(string(mode), func(t *testing.T) { testVirtualMediaBoot(t, mode, i) })
+	for i, tc := range []struct {
+		name  string
+		mode  vms.BootMode
+		built bool
+	}{
+		{"bios", vms.BIOS, false}, {"uefi", vms.UEFI, false},
+		{"built-bios", vms.BIOS, true}, {"built-uefi", vms.UEFI, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testVirtualMediaBoot(t, tc.mode, tc.built, i) })
 	}
 }
 
-func testVirtualMediaBoot(t *testing.T, mode vms.BootMode, idx int) {
+// builtISO writes disk.BuildBootISO's image of kernel and initrd to
+// dir/image.iso.
+func builtISO(t *testing.T, mode vms.BootMode, kernel, initrd, params, dir string) string {
+	t.Helper()
+	loaders, err := disk.DefaultISOLoaders(t.Context(), mode == vms.BIOS, mode == vms.UEFI)
+	if err != nil {
+		testenv.Unavailable(t, err.Error())
+	}
+	out := filepath.Join(dir, "image.iso")
+	err = disk.BuildBootISO(t.Context(), disk.BootISOConfig{Kernel: kernel, Initrd: initrd, Cmdline: params,
+		BIOS: mode == vms.BIOS, UEFI: mode == vms.UEFI, Loaders: loaders}, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func testVirtualMediaBoot(t *testing.T, mode vms.BootMode, built bool, idx int) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	buildInitramfs(t, filepath.Join(dir, "initrd.gz"))
@@ -63,7 +92,12 @@ func testVirtualMediaBoot(t *testing.T, mode vms.BootMode, idx int) {
 		spec.Files["EFI/BOOT/grub.cfg"] = []byte(cfg)
 		spec.ESP = map[string][]byte{"EFI/BOOT/BOOTX64.EFI": grubEFI(t, "search --no-floppy --file /vmlinuz --set=root\nconfigfile /EFI/BOOT/grub.cfg\n")}
 	}
-	iso := isotest.Build(t, spec)
+	var iso string
+	if built {
+		iso = builtISO(t, mode, kernelPath(t), filepath.Join(dir, "initrd.gz"), params, t.TempDir())
+	} else {
+		iso = isotest.Build(t, spec)
+	}
 	srv := httptest.NewServer(http.FileServer(http.Dir(filepath.Dir(iso))))
 	defer srv.Close()
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/disk/iso9660/isotest"
 	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/vms"
@@ -183,6 +184,54 @@ func TestBootIronicISO(t *testing.T) {
 			}
 			if !slicesContains(got.events, "boot cdrom") {
 				t.Errorf("events %v", got.events)
+			}
+		})
+	}
+}
+
+// TestBootBuiltISO boots the deploy ISO metalbed's conductor builds
+// (disk.BuildBootISO, Ironic's layout without mkisofs): BIOS through
+// ISOLINUX, UEFI through GRUB on the EFI image, which leads to the ISO's
+// /EFI/BOOT/grub.cfg.
+func TestBootBuiltISO(t *testing.T) {
+	loaders, err := disk.DefaultISOLoaders(t.Context(), true, true)
+	if err != nil {
+		testenv.Unavailable(t, err.Error())
+	}
+	dir := t.TempDir()
+	kernel, initrdFile, iso := filepath.Join(dir, "kernel"), filepath.Join(dir, "initrd"), filepath.Join(dir, "boot.iso")
+	if err := os.WriteFile(kernel, bzImage(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(initrdFile, initrd, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = disk.BuildBootISO(t.Context(), disk.BootISOConfig{Kernel: kernel, Initrd: initrdFile, Cmdline: params,
+		BIOS: true, UEFI: true, Loaders: loaders}, iso)
+	if err != nil {
+		t.Fatal(err)
+	}
+	image, err := os.ReadFile(iso)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mode    vms.BootMode
+		cmdline string
+		console string
+	}{
+		{vms.BIOS, "BOOT_IMAGE=/vmlinuz initrd=/initrd text " + params + " --", "ISOLINUX reads /isolinux/isolinux.cfg"},
+		{vms.UEFI, "BOOT_IMAGE=/vmlinuz " + params + " --", "GRUB reads /EFI/BOOT/grub.cfg\r"},
+	} {
+		t.Run(string(tc.mode), func(t *testing.T) {
+			srv := serve(t, image, false)
+			b, con, got := bootCtx(tc.mode, vms.BootCDROM, inserted(srv.URL+"/image.iso"))
+			if err := booter(got).Boot(t.Context(), b); err != nil {
+				t.Fatalf("%v; console:\n%s", err, con)
+			}
+			checkBooted(t, got, con, tc.cmdline)
+			if !strings.Contains(con.String(), tc.console) {
+				t.Errorf("console lacks %q:\n%s", tc.console, con)
 			}
 		})
 	}
