@@ -71,7 +71,7 @@ func InstallBootloader(ctx context.Context, disk Disk, diskSize int64, bootMode 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	useGrub := grub.has(bootMode)
+	useGrub := grub.Has(bootMode)
 	switch bootMode {
 	case BootModeBIOS:
 		if useGrub {
