@@ -168,7 +168,10 @@ func TestRamdiskInstallsGrubFromInitramfs(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			cfg := Config{
-				Export:   func(ctx context.Context, _ net.Listener, _ string, _ ramdisk.BlockDevice) error { <-ctx.Done(); return nil },
+				Export: func(ctx context.Context, _ net.Listener, _ string, _ ramdisk.BlockDevice) error {
+					<-ctx.Done()
+					return nil
+				},
 				Reset:    cancel,
 				Recorder: rec,
 			}
