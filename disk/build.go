@@ -152,7 +152,7 @@ func Build(ctx context.Context, cfg BuildConfig) (*Built, error) {
 	}
 	rootUUID := formatUUID(uuid)
 	grubCfg := GrubConfigText(rootUUID)
-	out := &Built{Path: cfg.Out, RootUUID: rootUUID, KernelPE: isPE(kernel)}
+	out := &Built{Path: cfg.Out, RootUUID: rootUUID, KernelPE: IsPE(kernel)}
 
 	rootSizeMB := cfg.SizeMB
 	var esp, rootStart int64

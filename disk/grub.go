@@ -175,7 +175,7 @@ func (g *GrubImages) check() error {
 			return fmt.Errorf("GRUB %s: does not start with diskboot.img (no blocklist)", GrubCoreImg)
 		}
 	}
-	if len(g.EFI) > 0 && (len(g.EFI) > grubEFIMax || !isPE(g.EFI)) {
+	if len(g.EFI) > 0 && (len(g.EFI) > grubEFIMax || !IsPE(g.EFI)) {
 		return fmt.Errorf("GRUB %s: not a PE/COFF image", GrubEFIImg)
 	}
 	return nil
