@@ -201,8 +201,9 @@ func (sys *system) patchBoot(ctx context.Context, p *bootPatch) error {
 	if p.HTTPBootURI != nil {
 		next.HTTPBootURI = *p.HTTPBootURI
 	}
-	if next.Target == "UefiHttp" && next.Mode != "UEFI" && (p.Target != nil || p.Mode != nil) {
-		// Legacy BIOS has no HTTP boot: real BMCs refuse the pair.
+	if next.Target == "UefiHttp" && next.Enabled != "Disabled" && next.Mode != "UEFI" && (p.Target != nil || p.Mode != nil) {
+		// Legacy BIOS has no HTTP boot: real BMCs refuse the pair for
+		// an override that applies.
 		sys.mu.Unlock()
 		return errValueConflict("Boot/BootSourceOverrideTarget", "Boot/BootSourceOverrideMode",
 			"UefiHttp needs BootSourceOverrideMode UEFI, not "+next.Mode+".")
