@@ -166,6 +166,7 @@ func ReadInitramfs(initrd io.ReaderAt, size int64, name string) (*Initramfs, err
 	var m Marker
 	grubDir := strings.TrimPrefix(disk.GrubImagesDir, "/")
 	grub := map[string][]byte{}
+	var grubErr error // an unreadable GRUB image: the bootloader step fails with it
 	for {
 		rec, err := rr.ReadRecord()
 		if errors.Is(err, io.EOF) {
@@ -189,8 +190,8 @@ func ReadInitramfs(initrd io.ReaderAt, size int64, name string) (*Initramfs, err
 			found = true
 		case path.Dir(file) == grubDir && rec.Mode&cpio.S_IFMT == cpio.S_IFREG:
 			b, err := readRecord(rec, maxGrubFile)
-			if err != nil {
-				return nil, fmt.Errorf("initramfs %s: /%s: %w", name, file, err)
+			if err != nil && grubErr == nil {
+				grubErr = fmt.Errorf("GRUB images in %s:/%s: %w", name, file, err)
 			}
 			grub[path.Base(file)] = b // a later record replaces an earlier one, as unpacking does
 		}
@@ -204,6 +205,8 @@ func ReadInitramfs(initrd io.ReaderAt, size int64, name string) (*Initramfs, err
 	bl := Bootloaders{Placeholder: m.Loader == LoaderPlaceholder, From: name + ":" + disk.GrubImagesDir}
 	g, err := disk.GrubImagesFromFiles(grub, bl.From)
 	switch {
+	case grubErr != nil:
+		bl.Err = grubErr
 	case err == nil:
 		bl.Grub = g
 	case !errors.Is(err, disk.ErrNoGrub):

@@ -183,4 +183,10 @@ func TestInitramfsBootloaders(t *testing.T) {
 	if _, err := bl.Install(t.Context(), nil, 0, disk.BootModeUEFI); err != bl.Err {
 		t.Errorf("Install with broken GRUB = %v, want %v", err, bl.Err)
 	}
+	// An image too large to be GRUB's is not read: the archive still
+	// unpacks, the step fails.
+	huge := read(ImageConfig{Grub: &disk.GrubImages{EFI: make([]byte, 33<<20)}})
+	if huge.Err == nil || !strings.Contains(huge.Err.Error(), disk.GrubEFIImg) || huge.Grub != nil {
+		t.Errorf("huge GRUB image: %+v", huge)
+	}
 }
