@@ -57,6 +57,19 @@ type MediaMachine interface {
 	EjectMedia(ctx context.Context, device MediaDevice) error
 }
 
+// HTTPBootMachine is a Machine whose UEFI firmware does HTTP boot: a
+// Redfish service sets a UefiHttp override through it, so the next boot
+// (while the flags stand) fetches the URI. Machines without it see a
+// UefiHttp override as a network boot, its URI as Redfish state only.
+type HTTPBootMachine interface {
+	Machine
+	// SetHTTPBoot stores parameter 5 as SetBootFlags does and, with uri
+	// not "", makes a boot under exactly these flags a UEFI HTTP boot from
+	// uri (http or https: an ISO image or an EFI application); uri ""
+	// clears it. SetBootFlags clears it too.
+	SetHTTPBoot(ctx context.Context, data [5]byte, uri string) error
+}
+
 // Hardware is what a BMC reports of a machine's make-up.
 type Hardware struct {
 	// Name is the machine's name; UUID its SMBIOS system UUID in the

@@ -229,7 +229,7 @@ func (cfg BootISOConfig) check() error {
 		return errors.New("no initrd")
 	case cfg.UEFI && len(cfg.Loaders.GrubEFI) == 0:
 		return errors.New("UEFI needs a GRUB EFI image (ISOLoaders.GrubEFI; DefaultISOLoaders builds one)")
-	case cfg.UEFI && !isPE(cfg.Loaders.GrubEFI):
+	case cfg.UEFI && !IsPE(cfg.Loaders.GrubEFI):
 		return errors.New("ISOLoaders.GrubEFI is not a PE/COFF image")
 	case len(cfg.Label) > 32:
 		return fmt.Errorf("label %q is longer than 32 characters", cfg.Label)

@@ -71,7 +71,7 @@ func InstallBootloader(ctx context.Context, disk Disk, diskSize int64, bootMode 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	useGrub := grub.has(bootMode)
+	useGrub := grub.Has(bootMode)
 	switch bootMode {
 	case BootModeBIOS:
 		if useGrub {
@@ -101,7 +101,7 @@ func InstallBootloader(ctx context.Context, disk Disk, diskSize int64, bootMode 
 		loader := kernel
 		if useGrub {
 			loader = grub.EFI
-		} else if !isPE(kernel) {
+		} else if !IsPE(kernel) {
 			return nil, fmt.Errorf("install bootloader: kernel %s is not an EFI stub (PE/COFF) image", entry.Kernel)
 		}
 		esp := ins.Partition(ins.ESP)

@@ -152,7 +152,7 @@ func Build(ctx context.Context, cfg BuildConfig) (*Built, error) {
 	}
 	rootUUID := formatUUID(uuid)
 	grubCfg := GrubConfigText(rootUUID)
-	out := &Built{Path: cfg.Out, RootUUID: rootUUID, KernelPE: isPE(kernel)}
+	out := &Built{Path: cfg.Out, RootUUID: rootUUID, KernelPE: IsPE(kernel)}
 
 	rootSizeMB := cfg.SizeMB
 	var esp, rootStart int64
@@ -185,7 +185,7 @@ func Build(ctx context.Context, cfg BuildConfig) (*Built, error) {
 			cfg.Grub = nil
 		}
 		out.BootLoader = "metalbed"
-		if cfg.Grub.has(cfg.BootMode) {
+		if cfg.Grub.Has(cfg.BootMode) {
 			out.BootLoader = "grub"
 		} else if !cfg.PlaceholderLoader {
 			return nil, fmt.Errorf("image build: %w: no %s images", ErrNoGrub, cfg.BootMode)
@@ -305,7 +305,7 @@ func assembleDisk(ctx context.Context, cfg BuildConfig, rootImg string, rootStar
 			return "", err
 		}
 		loader := kernel
-		if cfg.Grub.has(BootModeUEFI) {
+		if cfg.Grub.Has(BootModeUEFI) {
 			loader = cfg.Grub.EFI
 		}
 		err = makeFAT32(f, size, mib, espMB*mib, ESPLabel, []espFile{
@@ -324,13 +324,13 @@ func assembleDisk(ctx context.Context, cfg BuildConfig, rootImg string, rootStar
 		diskID := binary.LittleEndian.Uint32(u[:4]) | 1
 		rootEntry.mbrType, rootEntry.bootable = mbrTypeLinux, true
 		code := biosBootCode()
-		if cfg.Grub.has(BootModeBIOS) {
+		if cfg.Grub.Has(BootModeBIOS) {
 			code = nil // installGrubBIOS writes boot.img
 		}
 		if err := writeMBR(f, code, diskID, []tableEntry{rootEntry}); err != nil {
 			return "", err
 		}
-		if cfg.Grub.has(BootModeBIOS) {
+		if cfg.Grub.Has(BootModeBIOS) {
 			if err := installGrubBIOS(f, cfg.Grub, 1, rootStart/SectorSize); err != nil {
 				return "", err
 			}

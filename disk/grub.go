@@ -185,7 +185,7 @@ func (g *GrubImages) check() error {
 			return fmt.Errorf("GRUB %s: does not start with diskboot.img (no blocklist)", GrubCoreImg)
 		}
 	}
-	if len(g.EFI) > 0 && (len(g.EFI) > grubEFIMax || !isPE(g.EFI)) {
+	if len(g.EFI) > 0 && (len(g.EFI) > grubEFIMax || !IsPE(g.EFI)) {
 		return fmt.Errorf("GRUB %s: not a PE/COFF image", GrubEFIImg)
 	}
 	return nil
@@ -195,27 +195,36 @@ func (g *GrubImages) check() error {
 // GrubCoreImg for BIOS, GrubEFIImg for UEFI). A directory holding neither
 // set is an error wrapping ErrNoGrub.
 func ReadGrubImages(dir string) (*GrubImages, error) {
-	g := &GrubImages{}
-	for _, f := range []struct {
-		name string
-		dst  *[]byte
-	}{{GrubBootImg, &g.BIOSBoot}, {GrubCoreImg, &g.BIOSCore}, {GrubEFIImg, &g.EFI}} {
-		b, err := os.ReadFile(filepath.Join(dir, f.name))
+	files := map[string][]byte{}
+	for _, name := range []string{GrubBootImg, GrubCoreImg, GrubEFIImg} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		*f.dst = b
+		files[name] = b
 	}
+	return GrubImagesFromFiles(files, dir)
+}
+
+// GrubImagesFromFiles takes the images out of files, keyed by file name as
+// in a GRUB images directory (see Files); other names are ignored. from
+// names where the files came from, for errors. Files holding neither set
+// are an error wrapping ErrNoGrub.
+func GrubImagesFromFiles(files map[string][]byte, from string) (*GrubImages, error) {
+	g := &GrubImages{BIOSBoot: files[GrubBootImg], BIOSCore: files[GrubCoreImg], EFI: files[GrubEFIImg]}
 	if len(g.BIOSCore) == 0 && len(g.EFI) == 0 {
-		return nil, fmt.Errorf("%w: no GRUB images in %s", ErrNoGrub, dir)
+		return nil, fmt.Errorf("%w: no GRUB images in %s", ErrNoGrub, from)
 	}
 	if (len(g.BIOSCore) == 0) != (len(g.BIOSBoot) == 0) {
-		return nil, fmt.Errorf("GRUB images in %s: %s and %s go together", dir, GrubBootImg, GrubCoreImg)
+		return nil, fmt.Errorf("GRUB images in %s: %s and %s go together", from, GrubBootImg, GrubCoreImg)
 	}
-	return g, g.check()
+	if err := g.check(); err != nil {
+		return nil, fmt.Errorf("GRUB images in %s: %w", from, err)
+	}
+	return g, nil
 }
 
 // Files returns the images by file name, as a GRUB images directory holds
@@ -231,8 +240,9 @@ func (g *GrubImages) Files() map[string][]byte {
 	return m
 }
 
-// has reports whether g holds the images for a boot mode.
-func (g *GrubImages) has(bootMode string) bool {
+// Has reports whether g holds the images for a boot mode ("bios" or
+// "uefi"); a nil g holds none.
+func (g *GrubImages) Has(bootMode string) bool {
 	if g == nil {
 		return false
 	}

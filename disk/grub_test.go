@@ -17,7 +17,7 @@ func TestGrubImagesDir(t *testing.T) {
 		}
 	}
 	back, err := ReadGrubImages(dir)
-	if err != nil || !back.has(BootModeBIOS) || !back.has(BootModeUEFI) || len(back.BIOSCore) != len(g.BIOSCore) {
+	if err != nil || !back.Has(BootModeBIOS) || !back.Has(BootModeUEFI) || len(back.BIOSCore) != len(g.BIOSCore) {
 		t.Fatalf("read back: %v", err)
 	}
 	if _, err := ReadGrubImages(t.TempDir()); !errors.Is(err, ErrNoGrub) || !strings.Contains(err.Error(), "grub-pc-bin") {

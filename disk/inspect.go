@@ -205,18 +205,18 @@ func (ins *Inspection) inspectESP(disk io.ReaderAt, p *Partition) {
 	ins.ESPLoader = true
 	if head, err := f.readChain(e.cluster, 4096); err == nil && len(head) >= 0x40 {
 		head = head[:min(int64(len(head)), e.size)]
-		ins.ESPLoaderPE = isPE(head)
-		ins.ESPLoaderGrub = ins.ESPLoaderPE && isGrubEFI(head)
+		ins.ESPLoaderPE = IsPE(head)
+		ins.ESPLoaderGrub = ins.ESPLoaderPE && IsGrubEFI(head)
 	}
 	if cfg, err := ReadFATFile(part, p.Size, ESPGrubCfgPath, grubConfigLimit); err == nil {
 		ins.ESPGrubConfig = string(cfg)
 	}
 }
 
-// isPE reports whether b starts a PE/COFF image: "MZ", and at the offset
-// stored at 0x3c the signature "PE\0\0". A Linux bzImage built with
-// CONFIG_EFI_STUB passes this.
-func isPE(b []byte) bool {
+// IsPE reports whether b starts a PE/COFF image (an EFI application):
+// "MZ", and at the offset stored at 0x3c the signature "PE\0\0". A Linux
+// bzImage built with CONFIG_EFI_STUB passes this.
+func IsPE(b []byte) bool {
 	if len(b) < 0x40 || b[0] != 'M' || b[1] != 'Z' {
 		return false
 	}
@@ -224,9 +224,12 @@ func isPE(b []byte) bool {
 	return off >= 0x40 && off+4 <= int64(len(b)) && string(b[off:off+4]) == "PE\x00\x00"
 }
 
-// isGrubEFI reports whether a PE/COFF image's section table (within head)
+// IsGrubEFI reports whether a PE/COFF image's section table (within head)
 // names the "mods" section grub-mkimage puts GRUB's modules in.
-func isGrubEFI(head []byte) bool {
+func IsGrubEFI(head []byte) bool {
+	if !IsPE(head) {
+		return false
+	}
 	pe := int(binary.LittleEndian.Uint32(head[0x3c:]))
 	if pe+24 > len(head) {
 		return false

@@ -51,6 +51,7 @@ Feature: Deploying nodes
     And the timeline of node "node-0" shows "tftp.file" before "<up>"
     And the timeline of node "node-0" shows "<written>" before "<bootloader>"
     And the timeline of node "node-0" shows "<bootloader>" before "instance.booted"
+    And the timeline of node "node-0" shows "<bootloader>" naming "GRUB 2"
 
     Examples:
       | iface  | mode | up         | written                 | bootloader         |

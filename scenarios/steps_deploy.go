@@ -208,6 +208,24 @@ func (w *world) registerDeploySteps(sc *godog.ScenarioContext) {
 			return false, fmt.Sprintf("%d entries", len(tl)), nil
 		})
 	})
+	sc.Step(`^the timeline of node "([^"]*)" shows "([^"]*)" naming "([^"]*)"$`, func(ctx context.Context, name, kind, text string) error {
+		return poll(ctx, 30*time.Second, fmt.Sprintf("the timeline of %s to show %q naming %q", name, kind, text), func() (bool, string, error) {
+			tl, err := w.timeline(ctx, name)
+			if err != nil {
+				return false, "", err
+			}
+			var details []string
+			for _, e := range tl {
+				if e.Kind == kind && strings.Contains(e.Detail, text) {
+					return true, "", nil
+				}
+				if e.Kind == kind {
+					details = append(details, e.Detail)
+				}
+			}
+			return false, fmt.Sprintf("%s details %q", kind, details), nil
+		})
+	})
 	sc.Step(`^the timeline of node "([^"]*)" shows "([^"]*)" (\d+) times$`, func(ctx context.Context, name, kind string, want int) error {
 		return poll(ctx, deployTimeout, fmt.Sprintf("the timeline of %s to show %q %d times", name, kind, want), func() (bool, string, error) {
 			tl, err := w.timeline(ctx, name)

@@ -43,14 +43,33 @@ type mediaBMCMachine struct {
 
 var _ bmcemu.MediaMachine = mediaBMCMachine{}
 
+// httpBootBMCMachine is a mediaBMCMachine whose firmware also does UEFI
+// HTTP boot (simulated machines): a Redfish UefiHttp override reaches it.
+type httpBootBMCMachine struct {
+	mediaBMCMachine
+	hm vms.HTTPBootMachine
+}
+
+var _ bmcemu.HTTPBootMachine = httpBootBMCMachine{}
+
+func (a httpBootBMCMachine) SetHTTPBoot(ctx context.Context, data [5]byte, uri string) error {
+	return a.hm.SetHTTPBoot(ctx, vms.BootFlags(data), uri)
+}
+
 // newBMCMachine adapts m for a BMC, with its virtual media drives when it
-// has them (simulated machines: CD and USB stick; libvirt VMs: the CD).
+// has them (simulated machines: CD and USB stick; libvirt VMs: the CD) and
+// its UEFI HTTP boot (simulated machines).
 func newBMCMachine(m vms.Machine, mode vms.BootMode) bmcemu.Machine {
 	a := bmcMachine{m: m, mode: mode}
-	if mm, ok := m.(vms.MediaMachine); ok {
-		return mediaBMCMachine{bmcMachine: a, mm: mm}
+	mm, ok := m.(vms.MediaMachine)
+	if !ok {
+		return a
 	}
-	return a
+	media := mediaBMCMachine{bmcMachine: a, mm: mm}
+	if hm, ok := m.(vms.HTTPBootMachine); ok {
+		return httpBootBMCMachine{mediaBMCMachine: media, hm: hm}
+	}
+	return media
 }
 
 // mediaDevices maps a BMC's virtual media drives to the machine's.

@@ -3,9 +3,11 @@ package testbed
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"github.com/metalbed/metalbed/disk"
@@ -20,7 +22,8 @@ const (
 
 // DeployImages makes the deploy kernel (the gokrazy bzImage from the module
 // cache) and the deploy ramdisk (an initramfs whose /init is this metalbed
-// binary) in dir, reusing what an earlier start left there while its
+// binary, with GRUB 2 images made by disk.MakeGrubImages when the host has
+// GRUB) in dir, reusing what an earlier start left there while its
 // source is unchanged. It returns their paths.
 func DeployImages(ctx context.Context, dir, version string) (kernelPath, ramdiskPath string, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -46,9 +49,17 @@ func DeployImages(ctx context.Context, dir, version string) (kernelPath, ramdisk
 	if err != nil {
 		return "", "", fmt.Errorf("deploy ramdisk: this program's path: %w", err)
 	}
+	// GRUB goes in when this host has it, so the bootloader step installs
+	// what real firmware boots; without it the step reports a fallback to
+	// metalbed's placeholder loader on every deploy.
+	_, noGrub := exec.LookPath("grub-mkimage")
 	ramdiskPath = filepath.Join(dir, DeployRamdiskName)
-	if err := refresh(ramdiskPath, exe, version, func(w io.Writer) error {
-		return ramdisk.BuildInitramfs(w, ramdisk.ImageConfig{Init: exe, Version: version})
+	if err := refresh(ramdiskPath, exe, fmt.Sprintf("%s grub-mkimage=%v", version, noGrub == nil), func(w io.Writer) error {
+		grub, err := disk.MakeGrubImages(ctx, "")
+		if err != nil && !errors.Is(err, disk.ErrNoGrub) {
+			return fmt.Errorf("GRUB images: %w", err)
+		}
+		return ramdisk.BuildInitramfs(w, ramdisk.ImageConfig{Init: exe, Version: version, Grub: grub})
 	}); err != nil {
 		return "", "", fmt.Errorf("deploy ramdisk: %w", err)
 	}

@@ -198,14 +198,16 @@ func (t *Testbed) externalNetboot() func(name string) nodeHooks {
 	return func(string) nodeHooks {
 		kc := kernel.Config{FetchToken: ramdisk.FetchTFTP, TFTPPort: tftpPort, Logger: log,
 			DHCPServer: dhcpServer, DHCPClient: "127.0.0.1:0"}
+		rom := &pxe.ROM{
+			DHCPServer: dhcpServer,
+			DHCPClient: "127.0.0.1:0",
+			TFTPPort:   tftpPort,
+			Exec:       kernel.Executor(kc),
+		}
 		return nodeHooks{firmware: sim.StockFirmware{
 			MediaBoot: mediaBoot(kc),
-			NetBoot: &pxe.ROM{
-				DHCPServer: dhcpServer,
-				DHCPClient: "127.0.0.1:0",
-				TFTPPort:   tftpPort,
-				Exec:       kernel.Executor(kc),
-			},
+			HTTPBoot:  httpBoot(kc, rom),
+			NetBoot:   rom,
 			LocalBoot: loader.Loader{Kernel: kc},
 		}}
 	}
@@ -239,7 +241,8 @@ func startNode(p Machine, dir string, log *slog.Logger, h nodeHooks) (*fleetNode
 		if fw == nil {
 			// No boot network: virtual media still boots (its ramdisk
 			// finds no DHCP server).
-			fw = sim.StockFirmware{MediaBoot: mediaBoot(kernel.Config{Logger: log})}
+			kc := kernel.Config{Logger: log}
+			fw = sim.StockFirmware{MediaBoot: mediaBoot(kc), HTTPBoot: httpBoot(kc, nil)}
 		}
 		m, err = sim.Open(sim.Config{
 			Firmware:   fw,

@@ -350,14 +350,16 @@ func (b *bed) machineFirmware(name string) sim.Firmware {
 		Faults:     b.inject,
 		Logger:     b.log,
 	}
+	rom := &pxe.ROM{
+		DHCPServer: b.dhcpConn.LocalAddr().String(),
+		DHCPClient: "127.0.0.1:0",
+		TFTPPort:   b.tftpPort(),
+		Exec:       kernel.Executor(kc),
+	}
 	return sim.StockFirmware{
 		MediaBoot: mediaBoot(kc),
-		NetBoot: &pxe.ROM{
-			DHCPServer: b.dhcpConn.LocalAddr().String(),
-			DHCPClient: "127.0.0.1:0",
-			TFTPPort:   b.tftpPort(),
-			Exec:       kernel.Executor(kc),
-		},
+		HTTPBoot:  httpBoot(kc, rom),
+		NetBoot:   rom,
 		LocalBoot: loader.Loader{Kernel: kc},
 	}
 }

@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/internal/testenv"
@@ -217,5 +220,53 @@ func TestRedfishDriverDirectDeploy(t *testing.T) {
 	}
 	if !hasKind(tb, "node-0", events.BMCRedfishReset) || !hasKind(tb, "node-0", events.BMCRedfishBoot) {
 		t.Errorf("no Redfish reset and boot in the timeline")
+	}
+	checkGrubInstalled(t, tb, "node-0", events.AgentBootloader, disk.BootModeBIOS)
+}
+
+// checkGrubInstalled checks what a local-boot deploy's bootloader step
+// installed on a simulated machine: the deploy ramdisk (DeployImages)
+// carries GRUB 2 when this host has grub-mkimage, so GRUB is on the
+// machine's disk and the timeline and console name it; without GRUB the
+// timeline holds the fallback to the placeholder.
+func checkGrubInstalled(t *testing.T, tb *Testbed, node string, kind events.Kind, mode string) {
+	t.Helper()
+	var detail string
+	fallback := false
+	for _, e := range tb.Timeline().Node(node) {
+		switch e.Kind {
+		case kind:
+			detail = e.Detail
+		case events.RamdiskBootloaderFallback, events.AgentBootloaderFallback:
+			fallback = true
+		}
+	}
+	var in InventoryNode
+	for _, n := range tb.Inventory().Nodes {
+		if n.Name == node {
+			in = n
+		}
+	}
+	con, _ := os.ReadFile(in.ConsoleLog)
+	if _, err := exec.LookPath("grub-mkimage"); err != nil {
+		if !fallback {
+			t.Errorf("no GRUB on this host and no bootloader fallback in the timeline")
+		}
+		return
+	}
+	if detail != mode+" GRUB 2" || fallback || !bytes.Contains(con, []byte("boot loader on /dev/vda (root ")) || !bytes.Contains(con, []byte("GRUB 2")) {
+		t.Errorf("%s = %q, fallback %v; console:\n%s", kind, detail, fallback, con)
+	}
+	f, err := os.Open(in.Disk.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ins, err := disk.Inspect(f, in.Disk.SizeBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if (mode == disk.BootModeBIOS && ins.BootLoader != "grub") || (mode == disk.BootModeUEFI && !ins.ESPLoaderGrub) {
+		t.Errorf("%s's disk: MBR loader %q, ESP GRUB %v; want GRUB 2 for %s", node, ins.BootLoader, ins.ESPLoaderGrub, mode)
 	}
 }

@@ -13,3 +13,11 @@ import (
 func mediaBoot(kc kernel.Config) sim.Firmware {
 	return vmedia.Booter{Exec: kernel.Executor(kc)}
 }
+
+// httpBoot is a simulated UEFI machine's HTTP boot (Redfish UefiHttp): the
+// URI is fetched over HTTP(S); an ISO boots as virtual media does, iPXE's
+// EFI binary continues as ipxe (the NIC's ROM: nil when the machine has no
+// boot network), GRUB loads its kernel from the server.
+func httpBoot(kc kernel.Config, ipxe sim.Firmware) sim.Firmware {
+	return vmedia.HTTPBooter{Media: vmedia.Booter{Exec: kernel.Executor(kc)}, IPXE: ipxe}
+}

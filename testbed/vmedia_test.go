@@ -39,7 +39,7 @@ func deployISOsWith(t *testing.T, vmediaParams string) map[string][]byte {
 	t.Helper()
 	kernel, initrd := deployKernelInitrd(t)
 	files := map[string][]byte{
-		"vmlinuz": kernel, "initrd": initrd.Bytes(),
+		"vmlinuz": kernel, "initrd": initrd,
 		"isolinux/isolinux.cfg": []byte("default boot\n\nlabel boot\nkernel /vmlinuz\nappend initrd=/initrd text " + vmediaParams + " --\n"),
 	}
 	grub := "menuentry \"install\" {\nlinux /vmlinuz " + vmediaParams + " --\ninitrd /initrd\n}\n"
@@ -56,26 +56,26 @@ func deployISOsWith(t *testing.T, vmediaParams string) map[string][]byte {
 	}
 	// A FAT USB stick holding the same, booted by UEFI through BOOTX64.EFI.
 	out["stick"] = isotest.ESPImage(t, map[string][]byte{"EFI/BOOT/BOOTX64.EFI": []byte("MZ"),
-		"EFI/BOOT/grub.cfg": []byte(grub), "vmlinuz": kernel, "initrd": initrd.Bytes()})
+		"EFI/BOOT/grub.cfg": []byte(grub), "vmlinuz": kernel, "initrd": initrd})
 	return out
 }
 
-// deployKernelInitrd is a kernel stand-in that passes the boot protocol
-// check and metalbed's ramdisk.
-func deployKernelInitrd(t *testing.T) ([]byte, *bytes.Buffer) {
+// deployKernelInitrd are a kernel the simulated firmware accepts and
+// metalbed's deploy ramdisk.
+func deployKernelInitrd(t *testing.T) (kernel, initrd []byte) {
 	t.Helper()
-	kernel := make([]byte, 8192)
+	kernel = make([]byte, 8192) // passes the boot protocol check
 	kernel[510], kernel[511] = 0x55, 0xAA
 	copy(kernel[0x202:], "HdrS")
 	init := filepath.Join(t.TempDir(), "init")
 	if err := os.WriteFile(init, []byte("\x7fELF stand-in for the metalbed binary"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	var initrd bytes.Buffer
-	if err := ramdisk.BuildInitramfs(&initrd, ramdisk.ImageConfig{Init: init, Version: "test"}); err != nil {
+	var rd bytes.Buffer
+	if err := ramdisk.BuildInitramfs(&rd, ramdisk.ImageConfig{Init: init, Version: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	return kernel, &initrd
+	return kernel, rd.Bytes()
 }
 
 // builtISO is the deploy ISO metalbed's conductor builds
@@ -92,7 +92,7 @@ func builtISO(t *testing.T, vmediaParams string) []byte {
 	if err := os.WriteFile(k, kernel, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(i, initrd.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(i, initrd, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	err = disk.BuildBootISO(t.Context(), disk.BootISOConfig{Kernel: k, Initrd: i, Cmdline: vmediaParams, BIOS: true, UEFI: true, Loaders: loaders}, out)
@@ -109,8 +109,18 @@ func builtISO(t *testing.T, vmediaParams string) []byte {
 // serveISOs serves each image at /<name>.iso with range support; other
 // paths are 404.
 func serveISOs(t *testing.T, isos map[string][]byte) string {
+	files := map[string][]byte{}
+	for name, b := range isos {
+		files["/"+name+".iso"] = b
+	}
+	return serveFiles(t, files)
+}
+
+// serveFiles serves each file at its path with range support; other paths
+// are 404.
+func serveFiles(t *testing.T, files map[string][]byte) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, ok := isos[strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/"), ".iso")]
+		b, ok := files[r.URL.Path]
 		if !ok {
 			http.NotFound(w, r)
 			return
@@ -387,16 +397,24 @@ func TestVirtualMediaAgentLooksUp(t *testing.T) {
 
 // plainDHCP answers every DISCOVER and REQUEST with ip: the network's DHCP
 // server as a booted OS sees it.
-func plainDHCP(t *testing.T, ip net.IP) string {
+func plainDHCP(t *testing.T, ip net.IP) string { return bootDHCP(t, ip, "") }
+
+// bootDHCP is plainDHCP naming bootFile (when not "") to network boot
+// clients, as a boot network's server does for iPXE.
+func bootDHCP(t *testing.T, ip net.IP, bootFile string) string {
 	t.Helper()
 	handler := func(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 		typ := dhcpv4.MessageTypeOffer
 		if m.MessageType() == dhcpv4.MessageTypeRequest {
 			typ = dhcpv4.MessageTypeAck
 		}
-		resp, err := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(typ), dhcpv4.WithYourIP(ip),
+		mods := []dhcpv4.Modifier{dhcpv4.WithMessageType(typ), dhcpv4.WithYourIP(ip),
 			dhcpv4.WithNetmask(net.CIDRMask(8, 32)), dhcpv4.WithLeaseTime(3600),
-			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(127, 0, 0, 1))))
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(127, 0, 0, 1)))}
+		if bootFile != "" {
+			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptBootFileName(bootFile)))
+		}
+		resp, err := dhcpv4.NewReplyFromRequest(m, mods...)
 		if err == nil {
 			conn.WriteTo(resp.ToBytes(), peer)
 		}

@@ -59,6 +59,18 @@ type MediaMachine interface {
 	Media(ctx context.Context, dev MediaDevice) (string, error)
 }
 
+// HTTPBootMachine is a Machine whose UEFI firmware does HTTP boot
+// (Redfish's UefiHttp boot override with HttpBootUri).
+type HTTPBootMachine interface {
+	Machine
+	// SetHTTPBoot stores the boot flags as SetBootFlags does and, with uri
+	// not "", makes a boot under exactly these flags a UEFI HTTP boot of
+	// uri (http or https: an ISO image or an EFI application); uri ""
+	// clears it, and so does SetBootFlags. A consumed one-time override
+	// takes the URI with it.
+	SetHTTPBoot(ctx context.Context, f BootFlags, uri string) error
+}
+
 // PowerState of a machine.
 type PowerState string
 

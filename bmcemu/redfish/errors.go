@@ -48,6 +48,11 @@ func errBadFormat(prop, value string) *apiError {
 	return &apiError{http.StatusBadRequest, "PropertyValueFormatError", fmt.Sprintf("The value %q for the property %s is of a different format than the property can accept.", value, prop)}
 }
 
+// errValueConflict is a property whose value conflicts with another's.
+func errValueConflict(prop, other, why string) *apiError {
+	return &apiError{http.StatusBadRequest, "PropertyValueConflict", fmt.Sprintf("The property %s could not be written because its value would conflict with the value of the %s property: %s", prop, other, why)}
+}
+
 func errMissing(prop string) *apiError {
 	return &apiError{http.StatusBadRequest, "PropertyMissing", fmt.Sprintf("The property %s is a required property and must be included in the request.", prop)}
 }

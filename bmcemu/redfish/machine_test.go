@@ -22,8 +22,12 @@ type fakeMachine struct {
 	flags   [5]byte
 	actions []bmcemu.PowerAction
 	boots   []string // "<selector> efi=<bool>" per boot
-	subs    map[int]func(bmcemu.MachineEvent)
-	nextSub int
+	// httpURI is the UEFI HTTP boot URI set with flags (SetHTTPBoot);
+	// httpBoots the URI each boot fetched ("" for none).
+	httpURI   string
+	httpBoots []string
+	subs      map[int]func(bmcemu.MachineEvent)
+	nextSub   int
 }
 
 func newFakeMachine(name string, n int) *fakeMachine {
@@ -84,13 +88,16 @@ func (m *fakeMachine) bootLocked(why bmcemu.MachineEventKind) []bmcemu.MachineEv
 	m.on = true
 	dev := "none"
 	efi := m.hw.UEFI
+	uri := ""
 	if m.flags[0]&0x80 != 0 {
 		dev = fmt.Sprintf("%d", m.flags[1]>>2&0x0f)
 		efi = m.flags[0]&0x20 != 0
+		uri = m.httpURI
 		if m.flags[0]&0x40 == 0 {
-			m.flags = [5]byte{}
+			m.flags, m.httpURI = [5]byte{}, ""
 		}
 	}
+	m.httpBoots = append(m.httpBoots, uri)
 	m.boots = append(m.boots, fmt.Sprintf("%s efi=%v", dev, efi))
 	return []bmcemu.MachineEvent{{Kind: why}, {Kind: bmcemu.EventBoot, Detail: dev}}
 }
@@ -101,11 +108,27 @@ func (m *fakeMachine) BootFlags(context.Context) ([5]byte, error) {
 	return m.flags, nil
 }
 
-func (m *fakeMachine) SetBootFlags(_ context.Context, f [5]byte) error {
+func (m *fakeMachine) SetBootFlags(ctx context.Context, f [5]byte) error {
+	return m.SetHTTPBoot(ctx, f, "")
+}
+
+// SetHTTPBoot implements bmcemu.HTTPBootMachine as the simulated machine
+// does: the URI holds while the flags do, and a boot consumes both.
+func (m *fakeMachine) SetHTTPBoot(_ context.Context, f [5]byte, uri string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.flags = f
+	m.flags, m.httpURI = f, uri
 	return nil
+}
+
+// lastHTTPBoot is the URI the last boot fetched by UEFI HTTP boot.
+func (m *fakeMachine) lastHTTPBoot() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.httpBoots) == 0 {
+		return ""
+	}
+	return m.httpBoots[len(m.httpBoots)-1]
 }
 
 func (m *fakeMachine) AttachConsole(context.Context) (io.ReadWriteCloser, error) {

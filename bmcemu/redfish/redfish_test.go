@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"github.com/metalbed/metalbed/internal/fault"
 	"io"
 	"net"
@@ -508,6 +509,76 @@ func TestBootOverrideSemantics(t *testing.T) {
 	}
 	if n != 6 {
 		t.Errorf("%d boot events, want 6", n)
+	}
+}
+
+// TestUefiHttpBoot: a UefiHttp override with its HttpBootUri reaches a
+// machine whose firmware does HTTP boot, is consumed by the next boot as
+// other Once targets are, and is refused as real BMCs refuse it: not in
+// Legacy mode, not with a URI that is not http(s).
+func TestUefiHttpBoot(t *testing.T) {
+	b := startBed(t, bedOptions{plain: true})
+	m := b.machines[0]
+	sys := b.sysPath(0)
+	reset := sys + "/Actions/ComputerSystem.Reset"
+	patch := func(boot map[string]string) (int, string) {
+		t.Helper()
+		st, _, body := b.do(t, "PATCH", sys, "basic", map[string]any{"Boot": boot})
+		return st, fmt.Sprint(body)
+	}
+	bootOf := func() map[string]any {
+		_, _, s := b.do(t, "GET", sys, "basic", nil)
+		return s["Boot"].(map[string]any)
+	}
+	const uri = "http://127.0.0.1:8080/images/deploy.iso"
+
+	for _, c := range []struct {
+		boot map[string]string
+		want string
+	}{
+		// The machine boots Legacy: UefiHttp alone conflicts with it.
+		{map[string]string{"BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideEnabled": "Once", "HttpBootUri": uri}, "PropertyValueConflict"},
+		{map[string]string{"BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideMode": "Legacy"}, "PropertyValueConflict"},
+		{map[string]string{"BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideMode": "UEFI", "HttpBootUri": "ftp://127.0.0.1/deploy.iso"}, "PropertyValueFormatError"},
+		{map[string]string{"BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideMode": "UEFI", "HttpBootUri": "deploy.iso"}, "PropertyValueFormatError"},
+		{map[string]string{"BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideMode": "UEFI", "HttpBootUri": "http:///deploy.iso"}, "PropertyValueFormatError"},
+	} {
+		if st, body := patch(c.boot); st != 400 || !strings.Contains(body, c.want) {
+			t.Errorf("PATCH %v: %d %s, want 400 %s", c.boot, st, body, c.want)
+		}
+	}
+	if f, _ := m.BootFlags(t.Context()); f != ([5]byte{}) {
+		t.Errorf("refused PATCHes changed the flags: % x", f)
+	}
+
+	if st, body := patch(map[string]string{"BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideEnabled": "Once", "BootSourceOverrideMode": "UEFI", "HttpBootUri": uri}); st != 200 {
+		t.Fatalf("PATCH UefiHttp: %d %s", st, body)
+	}
+	if got := bootOf(); got["BootSourceOverrideTarget"] != "UefiHttp" || got["HttpBootUri"] != uri || got["BootSourceOverrideMode"] != "UEFI" {
+		t.Errorf("UefiHttp read back as %v", got)
+	}
+	// Mode Legacy under a UefiHttp override is the same conflict.
+	if st, body := patch(map[string]string{"BootSourceOverrideMode": "Legacy"}); st != 400 || !strings.Contains(body, "PropertyValueConflict") {
+		t.Errorf("PATCH Legacy under UefiHttp: %d %s", st, body)
+	}
+	b.do(t, "POST", reset, "basic", map[string]string{"ResetType": "On"})
+	if got, http := m.lastBoot(), m.lastHTTPBoot(); got != "1 efi=true" || http != uri {
+		t.Errorf("boot %q fetching %q, want a UEFI network boot of %s", got, http, uri)
+	}
+	if got := bootOf(); got["BootSourceOverrideEnabled"] != "Disabled" || got["BootSourceOverrideTarget"] == "UefiHttp" {
+		t.Errorf("after the boot that consumed Once: %v", got)
+	}
+	b.do(t, "POST", reset, "basic", map[string]string{"ResetType": "ForceRestart"})
+	if http := m.lastHTTPBoot(); http != "" {
+		t.Errorf("second boot fetched %q: the Once override applied twice", http)
+	}
+
+	// Another target takes the URI away from the machine.
+	patch(map[string]string{"BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideEnabled": "Continuous", "BootSourceOverrideMode": "UEFI", "HttpBootUri": uri})
+	patch(map[string]string{"BootSourceOverrideTarget": "Pxe"})
+	b.do(t, "POST", reset, "basic", map[string]string{"ResetType": "ForceRestart"})
+	if got, http := m.lastBoot(), m.lastHTTPBoot(); got != "1 efi=true" || http != "" {
+		t.Errorf("Pxe after UefiHttp: boot %q fetching %q", got, http)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"sync"
 	"time"
 
@@ -168,6 +169,11 @@ func (sys *system) patchBoot(ctx context.Context, p *bootPatch) error {
 			return errBadValue("Boot/BootSourceOverrideTarget", *p.Target)
 		}
 	}
+	if p.HTTPBootURI != nil && *p.HTTPBootURI != "" {
+		if err := checkHTTPBootURI(*p.HTTPBootURI); err != nil {
+			return err
+		}
+	}
 	f, err := sys.m.BootFlags(ctx)
 	if err != nil {
 		return fmt.Errorf("boot flags: %w", err)
@@ -195,6 +201,13 @@ func (sys *system) patchBoot(ctx context.Context, p *bootPatch) error {
 	if p.HTTPBootURI != nil {
 		next.HTTPBootURI = *p.HTTPBootURI
 	}
+	if next.Target == "UefiHttp" && next.Enabled != "Disabled" && next.Mode != "UEFI" && (p.Target != nil || p.Mode != nil) {
+		// Legacy BIOS has no HTTP boot: real BMCs refuse the pair for
+		// an override that applies.
+		sys.mu.Unlock()
+		return errValueConflict("Boot/BootSourceOverrideTarget", "Boot/BootSourceOverrideMode",
+			"UefiHttp needs BootSourceOverrideMode UEFI, not "+next.Mode+".")
+	}
 	var nf [5]byte
 	switch next.Enabled {
 	case "Once":
@@ -217,7 +230,7 @@ func (sys *system) patchBoot(ctx context.Context, p *bootPatch) error {
 	sys.overlay = &bootOverlay{flags: nf, target: next.Target, uri: next.HTTPBootURI}
 	sys.mode = next.Mode
 	sys.mu.Unlock()
-	if err := sys.m.SetBootFlags(ctx, nf); err != nil {
+	if err := sys.setBootFlags(ctx, nf, next); err != nil {
 		sys.mu.Lock()
 		sys.overlay, sys.mode = prevOverlay, prevMode
 		sys.mu.Unlock()
@@ -229,6 +242,32 @@ func (sys *system) patchBoot(ctx context.Context, p *bootPatch) error {
 	}
 	sys.log.Info("boot override set", "event", "boot", "state", detail)
 	sys.srv.record(sys, events.BMCRedfishBoot, detail)
+	return nil
+}
+
+// setBootFlags writes parameter 5 to the machine; a UefiHttp override with
+// its URI goes to a machine whose firmware does HTTP boot
+// (bmcemu.HTTPBootMachine) together with the flags. Other machines keep
+// the URI as Redfish state only and see a network boot.
+func (sys *system) setBootFlags(ctx context.Context, nf [5]byte, next boot) error {
+	hm, ok := sys.m.(bmcemu.HTTPBootMachine)
+	if !ok {
+		return sys.m.SetBootFlags(ctx, nf)
+	}
+	uri := ""
+	if next.Target == "UefiHttp" && next.Enabled != "Disabled" {
+		uri = next.HTTPBootURI
+	}
+	return hm.SetHTTPBoot(ctx, nf, uri)
+}
+
+// checkHTTPBootURI accepts what UEFI HTTP boot fetches: an absolute http
+// or https URL with a host.
+func checkHTTPBootURI(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errBadFormat("Boot/HttpBootUri", s)
+	}
 	return nil
 }
 

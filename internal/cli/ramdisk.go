@@ -79,7 +79,7 @@ func runRamdiskBuild(ctx context.Context, s Streams, args []string) error {
 		loader = fmt.Sprintf("GRUB 2 for %s in %s", strings.Join(modes, " and "), disk.GrubImagesDir)
 	}
 	var rd bytes.Buffer
-	if err := ramdisk.BuildInitramfs(&rd, ramdisk.ImageConfig{Init: init, Version: version(), Grub: grub}); err != nil {
+	if err := ramdisk.BuildInitramfs(&rd, ramdisk.ImageConfig{Init: init, Version: version(), Grub: grub, Placeholder: *noGrub}); err != nil {
 		return err
 	}
 	for name, b := range map[string][]byte{"vmlinuz": k, "initramfs": rd.Bytes()} {

@@ -86,18 +86,25 @@ const (
 	RamdiskPassDeployInfo        Kind = "ramdisk.pass_deploy_info"
 	RamdiskPassBootloaderInstall Kind = "ramdisk.pass_bootloader_install_info"
 	RamdiskNotice                Kind = "ramdisk.notice"
-	RamdiskBootloader            Kind = "ramdisk.bootloader"
-	RamdiskReboot                Kind = "ramdisk.reboot"
-	AgentUp                      Kind = "agent.up"
-	AgentLookup                  Kind = "agent.lookup"
-	AgentHeartbeat               Kind = "agent.heartbeat"
-	AgentImage                   Kind = "agent.image"
-	AgentImageWritten            Kind = "agent.image.written"
-	AgentBootloader              Kind = "agent.bootloader"
-	AgentClean                   Kind = "agent.clean"
-	AgentPowerOff                Kind = "agent.poweroff"
-	AgentReboot                  Kind = "agent.reboot"
-	AgentTokenMissing            Kind = "agent.token_missing"
+	RamdiskBootloader            Kind = "ramdisk.bootloader" // Detail: boot mode and loader
+	// RamdiskBootloaderFallback: the bootloader step installed metalbed's
+	// placeholder loader because the ramdisk carries no GRUB for the boot
+	// mode, unasked. Detail: why.
+	RamdiskBootloaderFallback Kind = "ramdisk.bootloader_fallback"
+	RamdiskReboot             Kind = "ramdisk.reboot"
+	AgentUp                   Kind = "agent.up"
+	AgentLookup               Kind = "agent.lookup"
+	AgentHeartbeat            Kind = "agent.heartbeat"
+	AgentImage                Kind = "agent.image"
+	AgentImageWritten         Kind = "agent.image.written"
+	AgentBootloader           Kind = "agent.bootloader" // Detail: boot mode and loader
+	// AgentBootloaderFallback: as RamdiskBootloaderFallback, in the agent's
+	// image.install_bootloader.
+	AgentBootloaderFallback Kind = "agent.bootloader_fallback"
+	AgentClean              Kind = "agent.clean"
+	AgentPowerOff           Kind = "agent.poweroff"
+	AgentReboot             Kind = "agent.reboot"
+	AgentTokenMissing       Kind = "agent.token_missing"
 )
 
 // The conductor and the API.
@@ -138,8 +145,8 @@ var known = func() map[Kind]bool {
 		DHCPOffer, DHCPAck, DHCPNak, DHCPRelease, DHCPDecline, DHCPInform, TFTPFile, TFTPError, HTTPFile, HTTPError,
 		ISCSILogin, ISCSILogout,
 		RamdiskUp, RamdiskDisk, RamdiskISCSI, RamdiskPassDeployInfo, RamdiskPassBootloaderInstall, RamdiskNotice,
-		RamdiskBootloader, RamdiskReboot, AgentUp, AgentLookup, AgentHeartbeat, AgentImage, AgentImageWritten,
-		AgentBootloader, AgentClean, AgentPowerOff, AgentReboot, AgentTokenMissing,
+		RamdiskBootloader, RamdiskBootloaderFallback, RamdiskReboot, AgentUp, AgentLookup, AgentHeartbeat, AgentImage, AgentImageWritten,
+		AgentBootloader, AgentBootloaderFallback, AgentClean, AgentPowerOff, AgentReboot, AgentTokenMissing,
 		ConductorState, ConductorImageCached, ConductorPrepare, ConductorPowerOn, ConductorPowerOff,
 		ConductorPassDeployInfo, ConductorISCSILogin, ConductorISCSILogout, ConductorImageWritten,
 		ConductorWriteImage, ConductorAgentBusy, ConductorBootloader, ConductorNotify, ConductorReboot,

@@ -126,7 +126,9 @@ func iscsiRamdisk(ctx context.Context, m *deploytest.Machine, cmdline string) er
 		},
 	}
 	if berr := m.Faults().BootloaderErr; berr != nil {
-		cfg.Bootloader = func(context.Context, ramdisk.Disk, string) error { return berr }
+		cfg.Bootloader = func(context.Context, ramdisk.Disk, string) (ramdisk.Installed, error) {
+			return ramdisk.Installed{}, berr
+		}
 	}
 	return ramdisk.Run(ctx, cfg)
 }

@@ -28,8 +28,8 @@ const localBootVMs = 4
 // whole-disk images as `metalbed image build` makes them, and partition
 // images laid out as the conductor does for local boot
 // (disk.DeployPartitionImage) with the deploy ramdisk's bootloader step
-// (ramdisk.InstallBootloaderFrom over the GRUB images that `metalbed
-// ramdisk build` puts into the initramfs) run on the disk file. Each VM
+// (ramdisk.BootloadersFrom over the GRUB images that `metalbed ramdisk
+// build` puts into the initramfs, unpacked under a directory) run on the disk file. Each VM
 // must announce the instance on its serial console with the root
 // partition's PARTUUID, which GRUB's probe put on the command line.
 func TestLocalBoot(t *testing.T) {
@@ -44,8 +44,9 @@ func TestLocalBoot(t *testing.T) {
 	if len(grub.BIOSCore) == 0 || len(grub.EFI) == 0 {
 		t.Fatalf("GRUB images: BIOS %d bytes, EFI %d bytes: install grub-pc-bin and grub-efi-amd64-bin", len(grub.BIOSCore), len(grub.EFI))
 	}
-	grubDir := filepath.Join(work, "grub")
-	if err := os.Mkdir(grubDir, 0o755); err != nil {
+	rdRoot := filepath.Join(work, "ramdisk")
+	grubDir := filepath.Join(rdRoot, disk.GrubImagesDir)
+	if err := os.MkdirAll(grubDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for name, b := range grub.Files() {
@@ -98,7 +99,7 @@ func TestLocalBoot(t *testing.T) {
 				rootPartUUID = inspectRoot(t, diskPath, diskBytes)
 			} else {
 				diskBytes = 512 << 20
-				rootPartUUID = deployPartition(t, diskPath, diskBytes, part, c.mode, c.label, grubDir)
+				rootPartUUID = deployPartition(t, diskPath, diskBytes, part, c.mode, c.label, rdRoot)
 			}
 
 			select {
@@ -153,8 +154,9 @@ func TestLocalBoot(t *testing.T) {
 
 // deployPartition lays the partition image out on a new disk file as the
 // conductor does for local boot and runs the ramdisk's bootloader step on
-// it with the GRUB images of grubDir; it returns the root's PARTUUID.
-func deployPartition(t *testing.T, path string, size int64, part *disk.Built, mode vms.BootMode, label, grubDir string) string {
+// it with the GRUB images of the ramdisk unpacked at rdRoot; it returns the
+// root's PARTUUID.
+func deployPartition(t *testing.T, path string, size int64, part *disk.Built, mode vms.BootMode, label, rdRoot string) string {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -175,9 +177,13 @@ func deployPartition(t *testing.T, path string, size int64, part *disk.Built, mo
 	if err != nil {
 		t.Fatal(err)
 	}
-	step := ramdisk.InstallBootloaderFrom(grubDir)
-	if err := step(t.Context(), ramdisk.Disk{Name: "vda", SizeBytes: size, Dev: fileDev{f, size}}, string(mode)); err != nil {
-		t.Fatalf("bootloader step: %v", err)
+	bl, err := ramdisk.BootloadersFrom(rdRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := bl.Installer()
+	if ins, err := step(t.Context(), ramdisk.Disk{Name: "vda", SizeBytes: size, Dev: fileDev{f, size}}, string(mode)); err != nil || !ins.Grub {
+		t.Fatalf("bootloader step: %+v, %v", ins, err)
 	}
 	ins, err := disk.Inspect(f, size)
 	if err != nil {

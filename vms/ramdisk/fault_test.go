@@ -89,7 +89,7 @@ func TestFaultBootloaderFailed(t *testing.T) {
 		}
 		ran := false
 		err = Run(t.Context(), Config{Params: p, Env: env, Export: (&recordingExporter{}).export,
-			Bootloader: func(context.Context, Disk, string) error { ran = true; return nil },
+			Bootloader: func(context.Context, Disk, string) (Installed, error) { ran = true; return Installed{}, nil },
 			Faults:     faulttest.New(t, fault.Rule{Layer: fault.Ramdisk, Op: "bootloader", Action: "bootloader-failed", Arg: arg})})
 		if err != nil {
 			t.Fatal(err)

@@ -29,7 +29,15 @@ type Marker struct {
 	Program string   `json:"program"` // always "metalbed-ramdisk"
 	Version string   `json:"version"`
 	Modes   []string `json:"modes"` // deploy modes /init speaks: "iscsi", later "agent"
+	// Loader is LoaderPlaceholder when the ramdisk was built to install
+	// metalbed's placeholder loader where it carries no GRUB (`metalbed
+	// ramdisk build --no-grub`); else empty.
+	Loader string `json:"loader,omitempty"`
 }
+
+// LoaderPlaceholder is Marker.Loader of a ramdisk built without GRUB on
+// purpose.
+const LoaderPlaceholder = "placeholder"
 
 const markerProgram = "metalbed-ramdisk"
 
@@ -48,6 +56,10 @@ type ImageConfig struct {
 	// the GRUB images it writes; without it those install metalbed's
 	// placeholder loader, which real firmware does not boot.
 	Grub *disk.GrubImages
+	// Placeholder says the user asked for metalbed's placeholder loader
+	// where Grub has no images (the marker says so): the bootloader step
+	// then installs it without reporting a fallback.
+	Placeholder bool
 }
 
 // BuildInitramfs writes a gzip-compressed newc cpio archive — the format
@@ -59,7 +71,11 @@ func BuildInitramfs(w io.Writer, cfg ImageConfig) error {
 	if err != nil {
 		return fmt.Errorf("read init program: %w", err)
 	}
-	marker, err := json.Marshal(Marker{Program: markerProgram, Version: cfg.Version, Modes: []string{"iscsi"}})
+	m := Marker{Program: markerProgram, Version: cfg.Version, Modes: []string{"iscsi"}}
+	if cfg.Placeholder {
+		m.Loader = LoaderPlaceholder
+	}
+	marker, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
@@ -94,69 +110,117 @@ func BuildInitramfs(w io.Writer, cfg ImageConfig) error {
 // maxMarker bounds the marker read from untrusted bytes.
 const maxMarker = 64 << 10
 
+// maxGrubFile bounds one GRUB image read from an initramfs (the UEFI
+// image is the largest, a few MiB).
+const maxGrubFile = 32 << 20
+
+// Initramfs is what simulated firmware takes from a metalbed ramdisk's
+// initramfs: what it is, and the boot loaders its bootloader step installs.
+type Initramfs struct {
+	Marker      Marker
+	Bootloaders Bootloaders
+}
+
 // ReadMarker inspects an initrd (gzip-compressed or plain newc cpio) and
 // returns its marker, or an error wrapping ErrNotRamdisk saying why not.
 func ReadMarker(initrd io.ReaderAt, size int64) (Marker, error) {
+	i, err := ReadInitramfs(initrd, size, "initramfs")
+	if err != nil {
+		return Marker{}, err
+	}
+	return i.Marker, nil
+}
+
+// ReadInitramfs reads a metalbed ramdisk's initrd (gzip-compressed or
+// plain newc cpio), as a kernel unpacks it: the marker, and the GRUB
+// images under disk.GrubImagesDir. name names the initrd in messages. An
+// initrd that is not a metalbed ramdisk is an error wrapping
+// ErrNotRamdisk; unusable GRUB images are Bootloaders.Err.
+func ReadInitramfs(initrd io.ReaderAt, size int64, name string) (*Initramfs, error) {
 	var r io.ReaderAt = initrd
 	head := make([]byte, 6)
 	if _, err := initrd.ReadAt(head, 0); err != nil {
-		return Marker{}, fmt.Errorf("%w: %d bytes, too short for an initramfs", ErrNotRamdisk, size)
+		return nil, fmt.Errorf("%w: %d bytes, too short for an initramfs", ErrNotRamdisk, size)
 	}
 	if head[0] == 0x1f && head[1] == 0x8b {
 		zr, err := gzip.NewReader(io.NewSectionReader(initrd, 0, size))
 		if err != nil {
-			return Marker{}, fmt.Errorf("%w: bad gzip: %v", ErrNotRamdisk, err)
+			return nil, fmt.Errorf("%w: bad gzip: %v", ErrNotRamdisk, err)
 		}
 		// Bound the decompressed size: a ramdisk larger than 1 GiB is not ours.
 		raw, err := io.ReadAll(io.LimitReader(zr, 1<<30))
 		if err != nil {
-			return Marker{}, fmt.Errorf("%w: gunzip: %v", ErrNotRamdisk, err)
+			return nil, fmt.Errorf("%w: gunzip: %v", ErrNotRamdisk, err)
 		}
 		r, size = bytes.NewReader(raw), int64(len(raw))
 		if len(raw) < 6 {
-			return Marker{}, fmt.Errorf("%w: empty archive", ErrNotRamdisk)
+			return nil, fmt.Errorf("%w: empty archive", ErrNotRamdisk)
 		}
 		copy(head, raw)
 	}
 	if string(head) != "070701" {
-		return Marker{}, fmt.Errorf("%w: no newc cpio archive (magic %q)", ErrNotRamdisk, head)
+		return nil, fmt.Errorf("%w: no newc cpio archive (magic %q)", ErrNotRamdisk, head)
 	}
 	rr := cpio.Newc.Reader(r)
-	hasInit := false
+	hasInit, found := false, false
 	var m Marker
-	found := false
+	grubDir := strings.TrimPrefix(disk.GrubImagesDir, "/")
+	grub := map[string][]byte{}
+	var grubErr error // an unreadable GRUB image: the bootloader step fails with it
 	for {
 		rec, err := rr.ReadRecord()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return Marker{}, fmt.Errorf("%w: cpio: %v", ErrNotRamdisk, err)
+			return nil, fmt.Errorf("%w: cpio: %v", ErrNotRamdisk, err)
 		}
-		switch rec.Name {
-		case "init":
+		file := path.Clean(strings.TrimPrefix(rec.Name, "/"))
+		switch {
+		case file == "init":
 			hasInit = rec.Mode&0o111 != 0
-		case MarkerPath:
-			if rec.FileSize > maxMarker {
-				return Marker{}, fmt.Errorf("%w: marker of %d bytes", ErrNotRamdisk, rec.FileSize)
-			}
-			b, err := io.ReadAll(io.NewSectionReader(rec.ReaderAt, 0, int64(rec.FileSize)))
+		case file == MarkerPath:
+			b, err := readRecord(rec, maxMarker)
 			if err != nil {
-				return Marker{}, fmt.Errorf("%w: marker: %v", ErrNotRamdisk, err)
+				return nil, fmt.Errorf("%w: marker: %v", ErrNotRamdisk, err)
 			}
 			if err := json.Unmarshal(b, &m); err != nil || m.Program != markerProgram {
-				return Marker{}, fmt.Errorf("%w: marker %s is not metalbed's", ErrNotRamdisk, MarkerPath)
+				return nil, fmt.Errorf("%w: marker %s is not metalbed's", ErrNotRamdisk, MarkerPath)
 			}
 			found = true
+		case path.Dir(file) == grubDir && rec.Mode&cpio.S_IFMT == cpio.S_IFREG:
+			b, err := readRecord(rec, maxGrubFile)
+			if err != nil && grubErr == nil {
+				grubErr = fmt.Errorf("GRUB images in %s:/%s: %w", name, file, err)
+			}
+			grub[path.Base(file)] = b // a later record replaces an earlier one, as unpacking does
 		}
 	}
 	switch {
 	case !found:
-		return Marker{}, fmt.Errorf("%w: no %s in the archive", ErrNotRamdisk, MarkerPath)
+		return nil, fmt.Errorf("%w: no %s in the archive", ErrNotRamdisk, MarkerPath)
 	case !hasInit:
-		return Marker{}, fmt.Errorf("%w: no executable /init", ErrNotRamdisk)
+		return nil, fmt.Errorf("%w: no executable /init", ErrNotRamdisk)
 	}
-	return m, nil
+	bl := Bootloaders{Placeholder: m.Loader == LoaderPlaceholder, From: name + ":" + disk.GrubImagesDir}
+	g, err := disk.GrubImagesFromFiles(grub, bl.From)
+	switch {
+	case grubErr != nil:
+		bl.Err = grubErr
+	case err == nil:
+		bl.Grub = g
+	case !errors.Is(err, disk.ErrNoGrub):
+		bl.Err = err // the kernel unpacks it all the same; the bootloader step fails
+	}
+	return &Initramfs{Marker: m, Bootloaders: bl}, nil
+}
+
+// readRecord reads a cpio file of at most limit bytes.
+func readRecord(rec cpio.Record, limit uint64) ([]byte, error) {
+	if rec.FileSize > limit {
+		return nil, fmt.Errorf("%d bytes, more than %d", rec.FileSize, limit)
+	}
+	return io.ReadAll(io.NewSectionReader(rec.ReaderAt, 0, int64(rec.FileSize)))
 }
 
 // CheckStatic reports whether prog is an ELF executable a bare initramfs

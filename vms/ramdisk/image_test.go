@@ -80,10 +80,10 @@ func TestReadMarkerRefusesOthers(t *testing.T) {
 	}
 }
 
-func FuzzReadMarker(f *testing.F) {
+func FuzzReadInitramfs(f *testing.F) {
 	f.Add([]byte("070701"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ReadMarker(bytes.NewReader(b), int64(len(b)))
+		ReadInitramfs(bytes.NewReader(b), int64(len(b)), "fuzz")
 	})
 }
 
@@ -119,6 +119,7 @@ func TestInitramfsCarriesGrub(t *testing.T) {
 	if err := BuildInitramfs(&b, ImageConfig{Init: init, Version: "test", Grub: g}); err != nil {
 		t.Fatal(err)
 	}
+	img := bytes.Clone(b.Bytes())
 	zr, err := gzip.NewReader(&b)
 	if err != nil {
 		t.Fatal(err)
@@ -135,5 +136,57 @@ func TestInitramfsCarriesGrub(t *testing.T) {
 	}
 	if !bytes.Equal(back.BIOSBoot, g.BIOSBoot) || !bytes.Equal(back.BIOSCore, g.BIOSCore) || !bytes.Equal(back.EFI, g.EFI) {
 		t.Fatal("GRUB images differ after the initramfs round trip")
+	}
+	// The simulated kernel reads them from the archive itself.
+	fs, err := ReadInitramfs(bytes.NewReader(img), int64(len(img)), "initrd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bl := fs.Bootloaders; bl.Err != nil || bl.Placeholder || !bytes.Equal(bl.Grub.BIOSCore, g.BIOSCore) || !bytes.Equal(bl.Grub.EFI, g.EFI) ||
+		bl.From != "initrd:"+disk.GrubImagesDir {
+		t.Errorf("bootloaders read from the archive: %+v", bl)
+	}
+	if bl, err := BootloadersFrom(root); err != nil || bl.Placeholder || !bl.Grub.Has(disk.BootModeBIOS) || !bl.Grub.Has(disk.BootModeUEFI) {
+		t.Errorf("BootloadersFrom(unpacked) = %+v, %v", bl, err)
+	}
+}
+
+// TestInitramfsBootloaders reads what the bootloader step would install
+// out of archives without GRUB (asked for or not) and with broken images.
+func TestInitramfsBootloaders(t *testing.T) {
+	init := filepath.Join(t.TempDir(), "init")
+	os.WriteFile(init, []byte("program"), 0o755)
+	read := func(cfg ImageConfig) Bootloaders {
+		t.Helper()
+		cfg.Init, cfg.Version = init, "t"
+		var b bytes.Buffer
+		if err := BuildInitramfs(&b, cfg); err != nil {
+			t.Fatal(err)
+		}
+		fs, err := ReadInitramfs(bytes.NewReader(b.Bytes()), int64(b.Len()), "rd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fs.Bootloaders
+	}
+	if bl := read(ImageConfig{}); bl.Grub != nil || bl.Placeholder || bl.Err != nil {
+		t.Errorf("without GRUB: %+v", bl)
+	}
+	if bl := read(ImageConfig{Placeholder: true}); bl.Grub != nil || !bl.Placeholder || bl.Err != nil {
+		t.Errorf("placeholder asked: %+v", bl)
+	}
+	broken := &disk.GrubImages{EFI: []byte("not a PE image")}
+	bl := read(ImageConfig{Grub: broken})
+	if bl.Err == nil || !strings.Contains(bl.Err.Error(), "PE/COFF") || !strings.Contains(bl.Err.Error(), "rd:"+disk.GrubImagesDir) {
+		t.Fatalf("broken GRUB: %+v", bl)
+	}
+	if _, err := bl.Install(t.Context(), nil, 0, disk.BootModeUEFI); err != bl.Err {
+		t.Errorf("Install with broken GRUB = %v, want %v", err, bl.Err)
+	}
+	// An image too large to be GRUB's is not read: the archive still
+	// unpacks, the step fails.
+	huge := read(ImageConfig{Grub: &disk.GrubImages{EFI: make([]byte, 33<<20)}})
+	if huge.Err == nil || !strings.Contains(huge.Err.Error(), disk.GrubEFIImg) || huge.Grub != nil {
+		t.Errorf("huge GRUB image: %+v", huge)
 	}
 }

@@ -36,16 +36,21 @@ type Exporter func(ctx context.Context, ln net.Listener, iqn string, dev BlockDe
 type TokenFetcher func(ctx context.Context, server net.IP, port int, name string) ([]byte, error)
 
 // BootloaderInstaller makes a deployed disk bootable for the boot mode
-// ("bios" or "uefi"), as grub-install did in the bash ramdisk.
-type BootloaderInstaller func(ctx context.Context, disk Disk, bootMode string) error
+// ("bios" or "uefi"), as grub-install did in the bash ramdisk, and says
+// what it installed.
+type BootloaderInstaller func(ctx context.Context, disk Disk, bootMode string) (Installed, error)
 
 // Config configures one run of the ramdisk.
 type Config struct {
 	Params     Params
 	Env        Env
 	Export     Exporter
-	FetchToken TokenFetcher        // nil: no token header is sent
-	Bootloader BootloaderInstaller // nil: InstallBootloader
+	FetchToken TokenFetcher // nil: no token header is sent
+	// Bootloader is the bootloader step; nil: InstallBootloader, with the
+	// boot loaders of the ramdisk running on this machine. A simulated
+	// machine's passes those of the initramfs it booted
+	// (Bootloaders.Installer).
+	Bootloader BootloaderInstaller
 	// HTTP posts the callbacks; default a client with a 30 s timeout.
 	HTTP *http.Client
 	// Ports; defaults 3260 (iSCSI), 10000 (conductor notice), 69 (TFTP).
@@ -232,12 +237,16 @@ func (r *run) do(ctx context.Context) error {
 	if r.p.BootOption == "local" && r.firstErr == "" {
 		status, msg := "SUCCEEDED", ""
 		r.say("installing bootloader (%s)", r.p.BootMode)
-		if err := r.installBootloader(ctx, disk); err != nil {
+		if ins, err := r.installBootloader(ctx, disk); err != nil {
 			status, msg = "FAILED", err.Error()
 			r.say("ERROR: bootloader install failed: %v", err)
 		} else {
-			r.say("bootloader: %s", loaderName(disk, r.p.BootMode))
-			r.milestone(events.RamdiskBootloader, r.p.BootMode)
+			r.say("bootloader: %s", ins.Loader)
+			if ins.Fallback != "" {
+				r.say("ERROR: %s", ins.Fallback)
+				r.milestone(events.RamdiskBootloaderFallback, ins.Fallback)
+			}
+			r.milestone(events.RamdiskBootloader, r.p.BootMode+" "+ins.Short())
 		}
 		body := bootloaderInfo{Address: address, Status: status, Key: r.p.DeploymentKey, Error: msg}
 		if err := r.callback(ctx, "pass_bootloader_install_info", body); err != nil {
@@ -252,13 +261,13 @@ func (r *run) do(ctx context.Context) error {
 	return r.cfg.Env.Reboot(ctx)
 }
 
-func (r *run) installBootloader(ctx context.Context, disk Disk) error {
+func (r *run) installBootloader(ctx context.Context, disk Disk) (Installed, error) {
 	if h, ok := r.fault("bootloader"); ok && h.Action == "bootloader-failed" {
 		msg := h.Arg
 		if msg == "" {
 			msg = "injected fault: grub-install failed"
 		}
-		return errors.New(msg)
+		return Installed{}, errors.New(msg)
 	}
 	return r.cfg.Bootloader(ctx, disk, r.p.BootMode)
 }

@@ -267,12 +267,12 @@ func TestLocalBoot(t *testing.T) {
 			var gotMode string
 			err = Run(t.Context(), Config{
 				Params: p, Env: env, Export: (&recordingExporter{}).export,
-				Bootloader: func(_ context.Context, d Disk, mode string) error {
+				Bootloader: func(_ context.Context, d Disk, mode string) (Installed, error) {
 					if d.Name != "vda" {
 						t.Errorf("bootloader on %s", d.Name)
 					}
 					gotMode = mode
-					return tc.installErr
+					return Installed{Loader: "GRUB 2", Grub: true}, tc.installErr
 				},
 			})
 			if err != nil {

@@ -30,6 +30,9 @@ type BootContext struct {
 	// Device is the effective boot device: the override's, or vms.BootNone
 	// for the firmware's own boot order.
 	Device vms.BootDevice
+	// HTTPBootURI, with Device vms.BootPXE, makes this boot a UEFI HTTP
+	// boot of the URI (Redfish's UefiHttp override with HttpBootUri).
+	HTTPBootURI string
 	// Override says Device came from a valid boot flags override;
 	// Persistent says that override applies to every boot.
 	Override, Persistent bool
@@ -81,6 +84,10 @@ type StockFirmware struct {
 	// with Device set to vms.BootCDROM or vms.BootUSB. nil => booting
 	// virtual media fails, saying no media boot is in this build.
 	MediaBoot Firmware
+	// HTTPBoot runs a UEFI HTTP boot of BootContext.HTTPBootURI (UEFI
+	// mode only). nil => such boots fail, saying no HTTP boot is in this
+	// build.
+	HTTPBoot Firmware
 	// LocalBoot runs what a bootable disk holds (the local-boot loader).
 	// nil => a disk with a valid boot sector or ESP still fails to boot,
 	// saying the loader is not in this build.
@@ -131,6 +138,9 @@ func (fw StockFirmware) bootFrom(ctx context.Context, b *BootContext, d vms.Boot
 	con := b.Console
 	switch d {
 	case vms.BootPXE:
+		if b.HTTPBootURI != "" {
+			return fw.httpBoot(ctx, b)
+		}
 		fmt.Fprintf(con, "Booting from network (%s PXE)...\r\n", modeName(b.Mode))
 		if fw.NetBoot == nil {
 			fmt.Fprintf(con, "PXE: no network boot program is available in this build\r\n")
@@ -183,6 +193,26 @@ func (fw StockFirmware) bootFrom(ctx context.Context, b *BootContext, d vms.Boot
 		fmt.Fprintf(con, "Boot device %s is not present on this machine\r\n", d)
 		return fmt.Errorf("%s: device not present", d)
 	}
+}
+
+// httpBoot is a UEFI HTTP boot: UEFI firmware only — legacy BIOS has
+// none, and the boot fails as on hardware.
+func (fw StockFirmware) httpBoot(ctx context.Context, b *BootContext) error {
+	con := b.Console
+	fmt.Fprintf(con, "Booting from network (%s HTTP): %s\r\n", modeName(b.Mode), b.HTTPBootURI)
+	if b.Mode != vms.UEFI {
+		fmt.Fprintf(con, "HTTP boot: not available in legacy BIOS mode (UEFI HTTP boot needs UEFI firmware)\r\n")
+		return errors.New("http boot: not available in legacy BIOS mode")
+	}
+	if fw.HTTPBoot == nil {
+		fmt.Fprintf(con, "HTTP boot: no HTTP boot is available in this build\r\n")
+		return errors.New("http boot: no HTTP boot is available in this build")
+	}
+	b.Emit(vms.EventBoot, "http "+b.HTTPBootURI)
+	if err := fw.HTTPBoot.Boot(ctx, b); err != nil {
+		return fmt.Errorf("http boot %s: %w", b.HTTPBootURI, err)
+	}
+	return nil
 }
 
 func modeName(m vms.BootMode) string {

@@ -343,21 +343,31 @@ func (m *Machine) BootFlags(ctx context.Context) (vms.BootFlags, error) {
 	return m.st.flags(), nil
 }
 
-// SetBootFlags implements vms.Machine: parameter 5 is stored byte for byte.
+// SetBootFlags implements vms.Machine: parameter 5 is stored byte for byte
+// (and an HTTP boot URI cleared).
 func (m *Machine) SetBootFlags(ctx context.Context, f vms.BootFlags) error {
+	return m.SetHTTPBoot(ctx, f, "")
+}
+
+// SetHTTPBoot implements vms.HTTPBootMachine: the flags are stored as
+// SetBootFlags stores them, and a boot under them fetches uri over HTTP(S)
+// when the firmware boots in UEFI mode (legacy BIOS fails the boot: it has
+// no HTTP boot). The URI is saved with the flags.
+func (m *Machine) SetHTTPBoot(ctx context.Context, f vms.BootFlags, uri string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return m.errClosed()
 	}
-	old := m.st.BootFlags
+	oldFlags, oldURI := m.st.BootFlags, m.st.HTTPBootURI
 	m.st.setFlags(f)
+	m.st.HTTPBootURI = uri
 	if err := m.st.save(m.dir); err != nil {
-		m.st.BootFlags = old
+		m.st.BootFlags, m.st.HTTPBootURI = oldFlags, oldURI
 		return fmt.Errorf("machine %s: set boot flags: %w", m.cfg.Name, err)
 	}
 	m.log.Info("boot flags set", "flags", fmt.Sprintf("% x", f[:]), "device", f.Device().String(),
-		"valid", f.Valid(), "persistent", f.Persistent(), "efi", f.EFI())
+		"valid", f.Valid(), "persistent", f.Persistent(), "efi", f.EFI(), "http_boot_uri", uri)
 	return nil
 }
 
@@ -565,6 +575,7 @@ func (m *Machine) powerOn(why vms.EventKind) error {
 	lb := lastBoot{Device: vms.BootNone, Mode: m.st.BootMode}
 	if flags.Valid() {
 		lb.Device, lb.Override = flags.Device(), true
+		lb.HTTPBootURI = m.st.HTTPBootURI
 		lb.Mode = vms.BIOS
 		if flags.EFI() {
 			lb.Mode = vms.UEFI
@@ -623,6 +634,7 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 		Machine:      m.cfg.Name,
 		UUID:         m.uuid,
 		Device:       lb.Device,
+		HTTPBootURI:  lb.HTTPBootURI,
 		Override:     lb.Override,
 		Persistent:   lb.Override && flags.Valid() && flags.Persistent(),
 		Mode:         lb.Mode,

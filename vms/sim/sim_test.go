@@ -713,3 +713,62 @@ func TestFirmwareResetsAndPowersOff(t *testing.T) {
 		t.Errorf("%d boots, want 2 (power-on, one reset)", fw.boots)
 	}
 }
+
+// TestHTTPBootURI: an HTTP boot URI holds while the flags it was set with
+// do, survives a restart, is consumed with a one-time override, and goes
+// when SetBootFlags writes the flags again.
+func TestHTTPBootURI(t *testing.T) {
+	const uri = "http://127.0.0.1:8080/ipxe.efi"
+	dir := t.TempDir()
+	fw := &recordingFirmware{}
+	m := open(t, Config{StateDir: dir, BootMode: vms.UEFI, Firmware: fw})
+	once := vms.NewBootFlags(vms.BootPXE, false, true)
+	if err := m.SetHTTPBoot(t.Context(), once, uri); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	m = open(t, Config{StateDir: dir, BootMode: vms.UEFI, Firmware: fw})
+	mustPower(t, m, vms.ActionOn)
+	if b := fw.wait(t, 1); b.HTTPBootURI != uri || b.Device != vms.BootPXE || b.Mode != vms.UEFI {
+		t.Errorf("boot after a restart: device %s mode %s HTTP %q", b.Device, b.Mode, b.HTTPBootURI)
+	}
+	mustPower(t, m, vms.ActionReset)
+	if b := fw.wait(t, 2); b.HTTPBootURI != "" || b.Override {
+		t.Errorf("second boot: HTTP %q override %v: the one-time override applied twice", b.HTTPBootURI, b.Override)
+	}
+	persistent := vms.NewBootFlags(vms.BootPXE, true, true)
+	if err := m.SetHTTPBoot(t.Context(), persistent, uri); err != nil {
+		t.Fatal(err)
+	}
+	mustPower(t, m, vms.ActionReset)
+	if b := fw.wait(t, 3); b.HTTPBootURI != uri {
+		t.Errorf("persistent: HTTP %q", b.HTTPBootURI)
+	}
+	if err := m.SetBootFlags(t.Context(), persistent); err != nil { // as IPMI writes them
+		t.Fatal(err)
+	}
+	mustPower(t, m, vms.ActionReset)
+	if b := fw.wait(t, 4); b.HTTPBootURI != "" || b.Device != vms.BootPXE {
+		t.Errorf("after SetBootFlags: device %s HTTP %q, want a PXE boot", b.Device, b.HTTPBootURI)
+	}
+}
+
+// TestStockFirmwareHTTPBoot: HTTP boot is UEFI's; under legacy BIOS flags,
+// or without an HTTP boot in the build, the boot fails saying so.
+func TestStockFirmwareHTTPBoot(t *testing.T) {
+	m := open(t, Config{StateDir: t.TempDir(), Firmware: StockFirmware{}})
+	ev := watch(t, m)
+	for i, c := range []struct {
+		efi  bool
+		want string
+	}{{false, "not available in legacy BIOS mode"}, {true, "no HTTP boot is available in this build"}} {
+		mustPower(t, m, vms.ActionOff)
+		if err := m.SetHTTPBoot(t.Context(), vms.NewBootFlags(vms.BootPXE, false, c.efi), "http://127.0.0.1/x.iso"); err != nil {
+			t.Fatal(err)
+		}
+		mustPower(t, m, vms.ActionOn)
+		if e := ev.waitFor(t, vms.EventBootFail, i+1); !strings.Contains(e.Detail, c.want) {
+			t.Errorf("efi %v: boot-failed %q, want %q", c.efi, e.Detail, c.want)
+		}
+	}
+}

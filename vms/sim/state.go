@@ -40,12 +40,17 @@ type state struct {
 	LastBoot *lastBoot `json:"last_boot,omitempty"`
 	// Media is what each virtual media drive holds: an image URL.
 	Media map[vms.MediaDevice]string `json:"media,omitempty"`
+	// HTTPBootURI makes a boot under BootFlags a UEFI HTTP boot of it
+	// (SetHTTPBoot); it goes when the flags change or are consumed.
+	HTTPBootURI string `json:"http_boot_uri,omitempty"`
 }
 
 type lastBoot struct {
 	Device   vms.BootDevice `json:"device"`
 	Mode     vms.BootMode   `json:"mode"`
 	Override bool           `json:"override"`
+	// HTTPBootURI is the URI of a UEFI HTTP boot.
+	HTTPBootURI string `json:"http_boot_uri,omitempty"`
 }
 
 func (s *state) flags() vms.BootFlags {
@@ -55,7 +60,12 @@ func (s *state) flags() vms.BootFlags {
 	return f
 }
 
-func (s *state) setFlags(f vms.BootFlags) { s.BootFlags = hex.EncodeToString(f[:]) }
+// setFlags stores parameter 5; an HTTP boot URI set with other flags goes.
+func (s *state) setFlags(f vms.BootFlags) {
+	if enc := hex.EncodeToString(f[:]); enc != s.BootFlags {
+		s.BootFlags, s.HTTPBootURI = enc, ""
+	}
+}
 
 // loadState reads dir/state.json. It returns (nil, nil) when the file does
 // not exist, and an error naming the file when it cannot be trusted.

@@ -141,12 +141,15 @@ type Config struct {
 	MinDiskBytes int64
 	// TempDir caches partition images; default os.TempDir().
 	TempDir string
-	// GrubDir holds the GRUB images image.install_bootloader writes
-	// (images.ReadGrubImages); default images.GrubImagesDir, where
-	// `metalbed ramdisk build` puts them. Without them the agent installs
-	// metalbed's placeholder loader, which only simulated firmware boots,
-	// and says so on the console.
-	GrubDir string
+	// Bootloaders are what image.install_bootloader installs; nil: those
+	// of the ramdisk running on this machine (ramdisk.LocalBootloaders,
+	// read from disk.GrubImagesDir, where `metalbed ramdisk build` puts
+	// them). A simulated machine passes those of the initramfs it booted.
+	// Without GRUB for the boot mode the agent installs metalbed's
+	// placeholder loader, which only simulated firmware boots — an error
+	// on the console and an AgentBootloaderFallback event unless the
+	// ramdisk was built to do so.
+	Bootloaders *ramdisk.Bootloaders
 	// Console receives what a person reads on the serial console; the
 	// agent keeps its own copy for log.collect_system_logs.
 	Console io.Writer

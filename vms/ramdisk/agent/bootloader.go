@@ -3,12 +3,12 @@ package agent
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"github.com/metalbed/metalbed/internal/events"
 	"strings"
 
 	"github.com/metalbed/metalbed/disk"
+	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
 // installBootloader is image.install_bootloader. On a disk laid out for a
@@ -32,21 +32,21 @@ func (a *Agent) installBootloader(ctx context.Context, p params) error {
 		return err
 	}
 	device := "/dev/" + disk.Name
-	err = a.bootloader(ctx, disk.Dev, disk.SizeBytes, device, rootUUID, espUUID, target)
+	detail, err := a.bootloader(ctx, disk.Dev, disk.SizeBytes, device, rootUUID, espUUID, target)
 	if err != nil && ignore != nil && *ignore {
 		a.say("error setting up bootloader (ignored): %v", err)
 		return nil
 	}
 	if err == nil {
-		a.milestone(events.AgentBootloader, target)
+		a.milestone(events.AgentBootloader, detail)
 	}
 	return err
 }
 
-func (a *Agent) bootloader(ctx context.Context, dev disk.Disk, size int64, device, rootUUID, espUUID, target string) error {
+func (a *Agent) bootloader(ctx context.Context, dev disk.Disk, size int64, device, rootUUID, espUUID, target string) (detail string, err error) {
 	ins, err := disk.Inspect(dev, size)
 	if err != nil {
-		return errExecution(fmt.Sprintf("Installing GRUB2 boot loader to device %s failed with %v.", device, err))
+		return "", errExecution(fmt.Sprintf("Installing GRUB2 boot loader to device %s failed with %v.", device, err))
 	}
 	var root *disk.Partition
 	for i := range ins.Layout.Partitions {
@@ -63,41 +63,42 @@ func (a *Agent) bootloader(ctx context.Context, dev disk.Disk, size int64, devic
 		whole := rootUUID == "" || rootUUID == "0x00000000" || strings.EqualFold(rootUUID, diskID) ||
 			strings.EqualFold(rootUUID, ins.Layout.DiskID)
 		if !whole {
-			return &restError{Type: "DeviceNotFound", Code: 404,
+			return "", &restError{Type: "DeviceNotFound", Code: 404,
 				Message: "Error finding the disk or partition device to deploy the image onto",
 				Details: fmt.Sprintf("No partition with UUID %s found on device %s", rootUUID, device)}
 		}
 		switch {
 		case target == disk.BootModeUEFI && ins.ESPLoader:
 			a.say("whole-disk image on %s has an EFI loader on partition %d; boot entry set", device, ins.ESP)
-			return nil
+			return target + " whole-disk image's own loader", nil
 		case target == disk.BootModeUEFI:
-			return errExecution(fmt.Sprintf("No EFI boot loader found on the whole-disk image on %s (no ESP with %s)", device, disk.ESPLoaderPath))
+			return "", errExecution(fmt.Sprintf("No EFI boot loader found on the whole-disk image on %s (no ESP with %s)", device, disk.ESPLoaderPath))
 		case rootUUID == "" || rootUUID == "0x00000000" || ins.BootCode:
 			a.say("not using grub2-install on the whole-disk image on %s", device)
-			return nil
+			return target + " whole-disk image's own loader", nil
 		}
-		return errExecution(fmt.Sprintf("The whole-disk image on %s has no boot code for %s boot", device, target))
+		return "", errExecution(fmt.Sprintf("The whole-disk image on %s has no boot code for %s boot", device, target))
 	}
-	dir := a.cfg.GrubDir
-	if dir == "" {
-		dir = disk.GrubImagesDir
-	}
-	grub, err := disk.ReadGrubImages(dir)
-	if errors.Is(err, disk.ErrNoGrub) {
-		grub, err = nil, nil
-	}
+	bl, err := a.bootloaders()
 	if err != nil {
-		return errExecution(fmt.Sprintf("Installing GRUB2 boot loader to device %s failed with %v.", device, err))
+		return "", errExecution(fmt.Sprintf("Installing GRUB2 boot loader to device %s failed with %v.", device, err))
 	}
-	after, err := disk.InstallBootloader(ctx, dev, size, target, grub)
+	installed, err := bl.Install(ctx, dev, size, target)
 	if err != nil {
-		return errExecution(fmt.Sprintf("Installing GRUB2 boot loader to device %s failed with %v.", device, err))
+		return "", errExecution(fmt.Sprintf("Installing GRUB2 boot loader to device %s failed with %v.", device, err))
 	}
-	loader := "metalbed's placeholder (no GRUB images in " + dir + "; boots on simulated firmware only)"
-	if (target == disk.BootModeUEFI && after.ESPLoaderGrub) || (target != disk.BootModeUEFI && after.BootLoader == "grub") {
-		loader = "GRUB 2"
+	a.say("installed the %s boot loader on %s (root %s): %s", target, device, rootUUID, installed.Loader)
+	if installed.Fallback != "" {
+		a.say("ERROR: %s", installed.Fallback)
+		a.milestone(events.AgentBootloaderFallback, installed.Fallback)
 	}
-	a.say("installed the %s boot loader on %s (root %s): %s", target, device, rootUUID, loader)
-	return nil
+	return target + " " + installed.Short(), nil
+}
+
+// bootloaders are Config.Bootloaders, else the running ramdisk's.
+func (a *Agent) bootloaders() (ramdisk.Bootloaders, error) {
+	if a.cfg.Bootloaders != nil {
+		return *a.cfg.Bootloaders, nil
+	}
+	return ramdisk.LocalBootloaders()
 }

@@ -18,8 +18,9 @@ const simMemoryBytes = 2 << 30
 
 // runAgent is the ramdisk's /init in agent mode (ipa-api-url on the kernel
 // command line): metalbed's ironic-python-agent-compatible agent, with the
-// machine's disk, NIC lease and power lines.
-func runAgent(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image, p ramdisk.Params, base ramdisk.Env, rec events.Recorder) error {
+// machine's disk, NIC lease and power lines, and the boot loaders bl of
+// the initramfs.
+func runAgent(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image, p ramdisk.Params, base ramdisk.Env, rec events.Recorder, bl ramdisk.Bootloaders) error {
 	acfg, err := agent.ConfigFromParams(p)
 	if err != nil {
 		fmt.Fprintf(b.Console, "metalbed-ramdisk: bad agent parameters: %v\r\n", err)
@@ -60,6 +61,7 @@ func runAgent(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image
 	acfg.Env = agent.EnvFrom(base, hw, powerOff)
 	acfg.Console = crlf{b.Console}
 	acfg.Recorder = rec
+	acfg.Bootloaders = &bl
 	acfg.Logger = cfg.Logger
 	acfg.Faults = fault.Tag(cfg.Faults, events.Who{Machine: b.Machine})
 	acfg.MinDiskBytes = -1 // simulated disks may be smaller than IPA's 4 GiB minimum

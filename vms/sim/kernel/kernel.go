@@ -32,8 +32,6 @@ type Config struct {
 	Export ramdisk.Exporter
 	// FetchToken reads token-<uuid> from the boot server over TFTP.
 	FetchToken ramdisk.TokenFetcher
-	// Bootloader installs the bootloader for local boot.
-	Bootloader ramdisk.BootloaderInstaller
 	// TFTPPort is the boot server's TFTP port (69 on a real network).
 	TFTPPort int
 	// DHCPServer and DHCPClient are where the ramdisk's DHCP client sends
@@ -66,8 +64,10 @@ func Executor(cfg Config) pxe.Executor {
 }
 
 // Boot runs a kernel handed over by firmware: metalbed's ramdisk when an
-// initrd is one; else the deployed instance when the command line names a
-// root= on the machine's disk; else it panics as Linux does.
+// initrd is one — with the boot loaders that initramfs carries, as its
+// /init on a real machine would find them; else the deployed instance
+// when the command line names a root= on the machine's disk; else it
+// panics as Linux does.
 func Boot(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image) error {
 	con := b.Console
 	if err := pxe.CheckBzImage(img.Kernel); err != nil {
@@ -77,11 +77,11 @@ func Boot(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image) er
 	fmt.Fprintf(con, "[    0.000000] Linux version (metalbed sim) booting %s\r\n", img.KernelName)
 	fmt.Fprintf(con, "[    0.000000] Command line: %s\r\n", img.Cmdline)
 	for _, rd := range img.Initrds {
-		m, err := ramdisk.ReadMarker(bytes.NewReader(rd.Data), int64(len(rd.Data)))
+		fs, err := ramdisk.ReadInitramfs(bytes.NewReader(rd.Data), int64(len(rd.Data)), rd.Name)
 		if err == nil {
-			fmt.Fprintf(con, "[    0.400000] Unpacking initramfs %s (%s %s)\r\n", rd.Name, m.Program, m.Version)
+			fmt.Fprintf(con, "[    0.400000] Unpacking initramfs %s (%s %s)\r\n", rd.Name, fs.Marker.Program, fs.Marker.Version)
 			fmt.Fprintf(con, "[    0.500000] Run /init as init process\r\n")
-			return runRamdisk(ctx, cfg, b, img)
+			return runRamdisk(ctx, cfg, b, img, fs.Bootloaders)
 		}
 	}
 	if root := rootArg(img.Cmdline); root != "" {
@@ -92,8 +92,9 @@ func Boot(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image) er
 	return fmt.Errorf("%w: %s", ErrPanic, msg)
 }
 
-// runRamdisk is the ramdisk's /init on this machine.
-func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image) error {
+// runRamdisk is the ramdisk's /init on this machine; bl are the boot
+// loaders of its initramfs.
+func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image, bl ramdisk.Bootloaders) error {
 	p, err := ramdisk.ParseCmdline(img.Cmdline)
 	if err != nil {
 		fmt.Fprintf(b.Console, "metalbed-ramdisk: bad kernel command line: %v\r\n", err)
@@ -128,14 +129,14 @@ func runRamdisk(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Ima
 	// real ramdisk prints it (consoleRecorder).
 	rec := ramdisk.ConsoleRecorder(crlf{b.Console}, events.Tag(cfg.Recorder, events.Who{Machine: b.Machine}))
 	if p.AgentMode() {
-		return runAgent(ctx, cfg, b, img, p, env, rec)
+		return runAgent(ctx, cfg, b, img, p, env, rec, bl)
 	}
 	err = ramdisk.Run(ctx, ramdisk.Config{
 		Params:     p,
 		Env:        env,
 		Export:     cfg.Export,
 		FetchToken: cfg.FetchToken,
-		Bootloader: cfg.Bootloader,
+		Bootloader: bl.Installer(),
 		TFTPPort:   cfg.TFTPPort,
 		Console:    crlf{b.Console},
 		Recorder:   rec,

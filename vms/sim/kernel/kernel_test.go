@@ -3,13 +3,11 @@ package kernel
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,24 +80,7 @@ func TestNotARamdiskPanics(t *testing.T) {
 // resets the machine after the conductor's notice.
 func TestRamdiskRunsWithMachineDiskAndLease(t *testing.T) {
 	leased := net.IPv4(127, 78, byte(rand.IntN(250)+1), byte(rand.IntN(250)+1))
-	type deployInfo struct{ Address, Key, IQN, Error string }
-	got := make(chan deployInfo, 1)
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var d deployInfo
-		json.NewDecoder(r.Body).Decode(&d)
-		w.WriteHeader(http.StatusAccepted)
-		got <- d
-		go func() {
-			c, err := net.Dial("tcp", net.JoinHostPort(d.Address, "10000"))
-			if err != nil {
-				t.Errorf("notify: %v", err)
-				return
-			}
-			io.WriteString(c, "done")
-			c.Close()
-		}()
-	}))
-	defer api.Close()
+	url, got := fakeConductor(t)
 
 	b, con := bootContext(t)
 	var exported ramdisk.BlockDevice
@@ -120,7 +101,7 @@ func TestRamdiskRunsWithMachineDiskAndLease(t *testing.T) {
 		KernelName: "deploy_kernel",
 		Kernel:     bzImage(),
 		Initrds:    []pxe.File{{Name: "deploy_ramdisk", Data: initramfs(t)}},
-		Cmdline:    "deployment_id=u1 deployment_key=k1 iscsi_target_iqn=iqn.2008-10.org.openstack:u1 ironic_api_url=" + api.URL + " disk=cciss/c0d0,sda,hda,vda",
+		Cmdline:    "deployment_id=u1 deployment_key=k1 iscsi_target_iqn=iqn.2008-10.org.openstack:u1 ironic_api_url=" + url + " disk=cciss/c0d0,sda,hda,vda",
 		Lease:      pxe.Lease{IP: leased, NextServer: net.IPv4(127, 0, 0, 1)},
 	}
 	done := make(chan error, 1)
@@ -128,7 +109,7 @@ func TestRamdiskRunsWithMachineDiskAndLease(t *testing.T) {
 
 	select {
 	case d := <-got:
-		if d.Address != leased.String() || d.Key != "k1" || d.IQN != "iqn.2008-10.org.openstack:u1" || d.Error != "" {
+		if d["address"] != leased.String() || d["key"] != "k1" || d["iqn"] != "iqn.2008-10.org.openstack:u1" || d["error"] != "" {
 			t.Errorf("pass_deploy_info = %+v", d)
 		}
 	case <-time.After(20 * time.Second):

@@ -214,11 +214,17 @@ func (r *romRun) bootFile(ctx context.Context, name string, depth int) error {
 		return r.script(ctx, string(data), r.baseURL(name))
 	case bytes.Contains(data, []byte("PXELINUX")):
 		return r.pxelinux(ctx, name)
-	case bytes.Contains(data, []byte("iPXE")) || ipxeNBPNames[path.Base(name)]:
+	case IsIPXE(name, data):
 		// A chained iPXE asks DHCP again as iPXE and runs the script it gets.
 		return r.bootFile(ctx, r.lease.BootFile, depth+1)
 	}
 	return fmt.Errorf("%w %s: not a boot program this ROM can run (not an iPXE script, PXELINUX or iPXE)", ErrExec, name)
+}
+
+// IsIPXE reports whether a boot program (its name, or a URL ending in it,
+// and its bytes) is iPXE: what a chained iPXE does this ROM does itself.
+func IsIPXE(name string, data []byte) bool {
+	return bytes.Contains(data, []byte("iPXE")) || ipxeNBPNames[path.Base(name)]
 }
 
 // ipxeNBPNames are the names iPXE's boot programs ship under; the BIOS ones

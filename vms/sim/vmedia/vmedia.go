@@ -88,14 +88,21 @@ func (bt Booter) Boot(ctx context.Context, b *sim.BootContext) error {
 		say("%s: cannot read the medium: %v", what, err)
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	defer img.Close()
+	return bt.bootImage(ctx, b, what, img, (*run).boot)
+}
+
+// bootImage boots img, read on demand, with how (a method of run), and
+// says on the console why a boot failed.
+func (bt Booter) bootImage(ctx context.Context, b *sim.BootContext, what string, img *HTTPImage, how func(*run, context.Context) error) error {
+	say := func(format string, a ...any) { fmt.Fprintf(b.Console, format+"\r\n", a...) }
 	if img.Ranged() {
 		say("%s: %d bytes, read on demand", what, img.Size())
 	} else {
 		say("%s: %d bytes (the server ignores Range requests: downloaded whole)", what, img.Size())
 	}
-	defer img.Close()
 	r := &run{bt: bt, b: b, say: say, what: what, img: img}
-	err = r.boot(ctx)
+	err := how(r, ctx)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -108,7 +115,7 @@ func (bt Booter) Boot(ctx context.Context, b *sim.BootContext) error {
 		default:
 			say("%s: %v", what, err)
 		}
-		return fmt.Errorf("%s %s: %w", what, url, err)
+		return fmt.Errorf("%s %s: %w", what, img.URL(), err)
 	}
 	return nil
 }
@@ -164,6 +171,11 @@ func (r *run) boot(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return r.load(ctx, e)
+}
+
+// load reads the kernel and initrds e names and hands over to them.
+func (r *run) load(ctx context.Context, e *loaderEntry) error {
 	r.say("%s: %s reads %s", r.what, e.loader, e.config)
 	r.say("Loading %s...", e.kernel)
 	kernel, err := e.fs.read(resolve(e.dir, e.kernel), r.maxFile())
