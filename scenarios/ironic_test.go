@@ -339,8 +339,8 @@ func checkNetbootConfig(t *testing.T, ir *Ironic, m inventoryNode, bootIface str
 // deployThroughIronic enrols machine m as e says with the direct deploy
 // interface, cleans it to available, deploys the whole-disk image at
 // imageURL with real Ironic, checks the disk, and undeploys (cleaning
-// again) back to available. It returns the node's UUID.
-func deployThroughIronic(t *testing.T, ir *Ironic, m inventoryNode, art DeployArtifacts, imageURL string, e ironicEnrolment) string {
+// again) back to available.
+func deployThroughIronic(t *testing.T, ir *Ironic, m inventoryNode, art DeployArtifacts, imageURL string, e ironicEnrolment) {
 	var created struct {
 		UUID string `json:"uuid"`
 	}
@@ -430,7 +430,6 @@ func deployThroughIronic(t *testing.T, ir *Ironic, m inventoryNode, art DeployAr
 	if testing.Verbose() {
 		logConsole()
 	}
-	return uuid
 }
 
 // tailLines returns the last n lines of s.
