@@ -22,34 +22,22 @@ import (
 // (CPUs, memory, disk, MACs from the ComputerSystem) and provide.
 func TestRealIronicDrivesMetalbedRedfish(t *testing.T) {
 	requireIronic(t)
-	if err := exec.Command("/usr/bin/python3", "-c", "import sushy").Run(); err != nil {
-		testenv.Unavailable(t, "sushy not importable by /usr/bin/python3: install the Debian package python3-sushy")
-	}
+	requireSushy(t)
 	bin := buildMetalbed(t)
 	fleet := startFleet(t, bin, 1)
 	m := fleet.Inventory.Nodes[0]
-	rf := m.Redfish
-	if rf == nil {
-		t.Fatalf("inventory without redfish: %+v", m)
-	}
-	ca, ok := rf.VerifyCA.(string)
-	if !ok || !strings.HasPrefix(rf.Address, "https://") {
-		t.Fatalf("redfish %+v: want HTTPS with a CA file", rf)
-	}
 	ir := startIronic(t, IronicOptions{Redfish: true})
 	t.Logf("real Ironic ready in %s s", ir.StartSeconds)
 
 	var created struct {
 		UUID string `json:"uuid"`
 	}
-	out := ir.Baremetal(t, "node create", "node", "create", "--driver", "redfish", "--name", m.Name,
-		"--boot-interface", "pxe", "--deploy-interface", "direct", "--inspect-interface", "redfish", "--bios-interface", "redfish",
-		"--driver-info", "redfish_address="+rf.Address,
-		"--driver-info", "redfish_system_id="+rf.SystemID,
-		"--driver-info", "redfish_username="+rf.Username,
-		"--driver-info", "redfish_password="+rf.Password,
-		"--driver-info", "redfish_verify_ca="+ca,
-		"-f", "json")
+	args := []string{"node", "create", "--driver", "redfish", "--name", m.Name,
+		"--boot-interface", "pxe", "--deploy-interface", "direct", "--inspect-interface", "redfish", "--bios-interface", "redfish", "-f", "json"}
+	for _, kv := range redfishDriverInfo(t, m) {
+		args = append(args, "--driver-info", kv)
+	}
+	out := ir.Baremetal(t, "node create", args...)
 	if err := json.Unmarshal([]byte(out), &created); err != nil {
 		t.Fatalf("node create output: %v", err)
 	}
@@ -158,6 +146,32 @@ func TestRealIronicDrivesMetalbedRedfish(t *testing.T) {
 	ir.Baremetal(t, "node provide", "node", "provide", uuid)
 	ir.WaitProvision(t, uuid, "available", 120*time.Second)
 	t.Logf("Ironic calls against metalbed's Redfish:\n%s", ir.Calls.Summary())
+}
+
+// redfishDriverInfo is the driver_info of the redfish hardware type for
+// machine m, from inventory.json's redfish fields: the Redfish service over
+// HTTPS, verified with the CA file inventory.json names.
+func redfishDriverInfo(t testing.TB, m inventoryNode) []string {
+	t.Helper()
+	rf := m.Redfish
+	if rf == nil {
+		t.Fatalf("inventory without redfish: %+v", m)
+	}
+	ca, ok := rf.VerifyCA.(string)
+	if !ok || !strings.HasPrefix(rf.Address, "https://") {
+		t.Fatalf("redfish %+v: want HTTPS with a CA file", rf)
+	}
+	return []string{"redfish_address=" + rf.Address, "redfish_system_id=" + rf.SystemID,
+		"redfish_username=" + rf.Username, "redfish_password=" + rf.Password, "redfish_verify_ca=" + ca}
+}
+
+// requireSushy skips (or fails under METALBED_INTEROP=required) when the
+// system's Python cannot import sushy, the redfish hardware type's library.
+func requireSushy(t testing.TB) {
+	t.Helper()
+	if err := exec.Command("/usr/bin/python3", "-c", "import sushy").Run(); err != nil {
+		testenv.Unavailable(t, "sushy not importable by /usr/bin/python3: install the Debian package python3-sushy")
+	}
 }
 
 func parseHexByte(s string, b *byte) bool {

@@ -274,31 +274,83 @@ func TestRealIronicDeploysMetalbedMachine(t *testing.T) {
 			if err := os.Rename(art.Image, filepath.Join(httpRoot, imageName)); err != nil {
 				t.Fatal(err)
 			}
-			deployThroughIronic(t, ir, c.machine, art, nbIPXE.HTTPURL+"/"+imageName, c.bootIface, c.mode)
+			deployThroughIronic(t, ir, c.machine, art, nbIPXE.HTTPURL+"/"+imageName, ipmiEnrolment(ir, c.machine, c.bootIface, c.mode))
 		})
 	}
 	t.Logf("Ironic calls:\n%s", ir.Calls.Summary())
 }
 
-// deployThroughIronic enrols machine m with boot interface bootIface (pxe
-// or ipxe) and the direct deploy interface in boot mode mode, deploys the
-// whole-disk image at imageURL with real Ironic, checks the disk, and
-// undeploys.
-func deployThroughIronic(t *testing.T, ir *Ironic, m inventoryNode, art DeployArtifacts, imageURL, bootIface string, mode vms.BootMode) {
+// ironicEnrolment is how a machine is enrolled in Ironic for a deploy
+// through the direct deploy interface.
+type ironicEnrolment struct {
+	// Driver is the hardware type (ipmi or redfish), DriverInfo its
+	// driver_info as key=value (the BMC's address and credentials, and
+	// anything the boot interface needs besides deploy_kernel and
+	// deploy_ramdisk).
+	Driver     string
+	DriverInfo []string
+	// BootIface is the boot interface: pxe, ipxe or redfish-virtual-media.
+	BootIface string
+	Mode      vms.BootMode
+	// CheckBoot checks what Ironic prepared for the ramdisk's boot (its
+	// PXE config, its ISO) once the deploy waits for the agent.
+	CheckBoot func(t *testing.T, uuid string)
+	// CheckActive, when set, checks what is left of the ramdisk's boot
+	// once the node is active.
+	CheckActive func(t *testing.T, uuid string)
+}
+
+// ipmiEnrolment enrols m through its IPMI BMC (cipher suite 17) with a
+// network boot interface (pxe or ipxe), checking the boot config Ironic
+// writes for the machine's MAC.
+func ipmiEnrolment(ir *Ironic, m inventoryNode, bootIface string, mode vms.BootMode) ironicEnrolment {
+	return ironicEnrolment{
+		Driver: "ipmi", BootIface: bootIface, Mode: mode,
+		DriverInfo: []string{"ipmi_address=" + m.BMC.Address, fmt.Sprintf("ipmi_port=%d", m.BMC.Port),
+			"ipmi_username=" + m.BMC.Username, "ipmi_password=" + m.BMC.Password, "ipmi_cipher_suite=17"},
+		CheckBoot: func(t *testing.T, uuid string) { checkNetbootConfig(t, ir, m, bootIface) },
+	}
+}
+
+// checkNetbootConfig reads what Ironic handed the machine: its PXE or
+// iPXE config for this MAC, with the deploy kernel's command line.
+func checkNetbootConfig(t *testing.T, ir *Ironic, m inventoryNode, bootIface string) {
+	t.Helper()
+	mac := strings.ReplaceAll(strings.ToLower(m.MACs[0]), ":", "-")
+	cfgPath := filepath.Join(ir.HTTPRoot, "pxelinux.cfg", mac)
+	if bootIface == "pxe" {
+		cfgPath = filepath.Join(ir.TFTPRoot, "pxelinux.cfg", "01-"+mac)
+	}
+	bootCfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatalf("Ironic wrote no %s config for %s: %v", bootIface, m.MACs[0], err)
+	}
+	t.Logf("Ironic's %s config for %s (%s):\n%s", bootIface, m.MACs[0], cfgPath, bootCfg)
+	if bootIface == "ipxe" {
+		if _, err := os.Stat(filepath.Join(ir.HTTPRoot, "boot.ipxe")); err != nil {
+			t.Errorf("Ironic wrote no boot.ipxe in its http_root: %v", err)
+		}
+	}
+	if want := "ipa-api-url=" + ir.APIURL; !strings.Contains(string(bootCfg), want) {
+		t.Fatalf("Ironic's %s config lacks %q", bootIface, want)
+	}
+}
+
+// deployThroughIronic enrols machine m as e says with the direct deploy
+// interface, cleans it to available, deploys the whole-disk image at
+// imageURL with real Ironic, checks the disk, and undeploys (cleaning
+// again) back to available.
+func deployThroughIronic(t *testing.T, ir *Ironic, m inventoryNode, art DeployArtifacts, imageURL string, e ironicEnrolment) {
 	var created struct {
 		UUID string `json:"uuid"`
 	}
-	out := ir.Baremetal(t, "node create", "node", "create", "--driver", "ipmi", "--name", m.Name,
-		"--boot-interface", bootIface, "--deploy-interface", "direct",
-		"--driver-info", "ipmi_address="+m.BMC.Address,
-		"--driver-info", fmt.Sprintf("ipmi_port=%d", m.BMC.Port),
-		"--driver-info", "ipmi_username="+m.BMC.Username,
-		"--driver-info", "ipmi_password="+m.BMC.Password,
-		"--driver-info", "ipmi_cipher_suite=17",
-		"--driver-info", "deploy_kernel=file://"+art.Kernel,
-		"--driver-info", "deploy_ramdisk=file://"+art.Ramdisk,
-		"--property", "capabilities=boot_mode:"+string(mode),
-		"-f", "json")
+	args := []string{"node", "create", "--driver", e.Driver, "--name", m.Name,
+		"--boot-interface", e.BootIface, "--deploy-interface", "direct"}
+	for _, kv := range append(e.DriverInfo, "deploy_kernel=file://"+art.Kernel, "deploy_ramdisk=file://"+art.Ramdisk) {
+		args = append(args, "--driver-info", kv)
+	}
+	args = append(args, "--property", "capabilities=boot_mode:"+string(e.Mode), "-f", "json")
+	out := ir.Baremetal(t, "node create", args...)
 	if err := json.Unmarshal([]byte(out), &created); err != nil {
 		t.Fatalf("node create output: %v", err)
 	}
@@ -344,26 +396,7 @@ func deployThroughIronic(t *testing.T, ir *Ironic, m inventoryNode, art DeployAr
 		t.Fatalf("node deploy: provision_state %s, want wait call-back (last_error: %s)", n.ProvisionState, str(n.LastError))
 	}
 
-	// What Ironic handed the machine: its PXE or iPXE config for this MAC,
-	// with the deploy kernel's command line.
-	mac := strings.ReplaceAll(strings.ToLower(m.MACs[0]), ":", "-")
-	cfgPath := filepath.Join(ir.HTTPRoot, "pxelinux.cfg", mac)
-	if bootIface == "pxe" {
-		cfgPath = filepath.Join(ir.TFTPRoot, "pxelinux.cfg", "01-"+mac)
-	}
-	bootCfg, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatalf("Ironic wrote no %s config for %s: %v", bootIface, m.MACs[0], err)
-	}
-	t.Logf("Ironic's %s config for %s (%s):\n%s", bootIface, m.MACs[0], cfgPath, bootCfg)
-	if bootIface == "ipxe" {
-		if _, err := os.Stat(filepath.Join(ir.HTTPRoot, "boot.ipxe")); err != nil {
-			t.Errorf("Ironic wrote no boot.ipxe in its http_root: %v", err)
-		}
-	}
-	if want := "ipa-api-url=" + ir.APIURL; !strings.Contains(string(bootCfg), want) {
-		t.Fatalf("Ironic's %s config lacks %q", bootIface, want)
-	}
+	e.CheckBoot(t, uuid)
 
 	// The machine boots Ironic's config; the ramdisk's
 	// agent looks the node up, heartbeats and runs Ironic's commands; Ironic
@@ -380,6 +413,9 @@ func deployThroughIronic(t *testing.T, ir *Ironic, m inventoryNode, art DeployAr
 	t.Logf("%s console.log after Ironic's reboot to the instance:\n%s", m.Name, tailLines(string(raw), 8))
 	if got := diskPrefixMD5(t, m.Disk.Path, art.ImageSize); got != art.ImageMD5 {
 		t.Errorf("%s's disk holds %s over the image's %d bytes, want the image's md5 %s", m.Name, got, art.ImageSize, art.ImageMD5)
+	}
+	if e.CheckActive != nil {
+		e.CheckActive(t, uuid)
 	}
 
 	// Undeploy: with automated cleaning on, the ramdisk boots again and

@@ -34,6 +34,13 @@ type IronicOptions struct {
 	// Redfish enables the redfish hardware type (power, management and
 	// inspect interfaces redfish).
 	Redfish bool
+	// VirtualMedia enables the redfish-virtual-media boot interface too
+	// (implies Redfish): deploy ISOs built with mkisofs and ISOLINUX,
+	// published under HTTPRoot/redfish/ and inserted from HTTPURL/redfish/.
+	VirtualMedia bool
+	// HeartbeatTimeout is Ironic's [api] ramdisk_heartbeat_timeout in
+	// seconds, which bounds the agent's heartbeat period; 0 = Ironic's 300.
+	HeartbeatTimeout int
 }
 
 // Ironic is a real standalone Ironic (ironic-api + ironic-conductor from
@@ -72,6 +79,7 @@ func startIronic(t testing.TB, o IronicOptions) *Ironic {
 	cmd := exec.CommandContext(t.Context(), "bash", filepath.Join(root, "ci/ironic/start.sh"), dir)
 	// start.sh treats an empty variable as unset (its default).
 	cmdEnv := os.Environ()
+	o.Redfish = o.Redfish || o.VirtualMedia
 	if o.Redfish {
 		// requests lets REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE override a
 		// session's own verify= (psf/requests#3829): the conductor would
@@ -84,6 +92,8 @@ func startIronic(t testing.TB, o IronicOptions) *Ironic {
 	cmd.Env = append(cmdEnv, "IRONIC_HTTP_URL="+o.HTTPURL, "IRONIC_HTTP_ROOT="+o.HTTPRoot,
 		"IRONIC_TFTP_ROOT="+o.TFTPRoot, fmt.Sprintf("IRONIC_AUTOMATED_CLEAN=%t", o.AutomatedClean),
 		"IRONIC_REDFISH="+map[bool]string{true: "1"}[o.Redfish],
+		"IRONIC_VMEDIA="+map[bool]string{true: "1"}[o.VirtualMedia],
+		"IRONIC_HEARTBEAT_TIMEOUT="+map[bool]string{true: fmt.Sprint(o.HeartbeatTimeout)}[o.HeartbeatTimeout > 0],
 		// A test killed by -timeout runs no cleanup: Ironic then stops itself.
 		fmt.Sprintf("IRONIC_WATCH_PID=%d", os.Getpid()))
 	var stderr bytes.Buffer

@@ -188,23 +188,30 @@ func startFleet(ctx context.Context, plans []Machine, dir string, log *slog.Logg
 // next-server's TFTP port (and HTTP, for iPXE scripts), and hands over to
 // the simulated kernel, which runs the deploy ramdisk (the agent, for a
 // real Ironic's kernel parameters); the local-boot loader boots the
-// deployed disk. Nothing records a timeline: there is no provisioner. nil
-// without an external DHCP server.
-func (t *Testbed) externalNetboot() func(name string) nodeHooks {
+// deployed disk. rec, when set, records the machines' ramdisk and agent
+// steps and their BMCs' commands (the machines-only timeline,
+// Config.TimelineAddr). nil without an external DHCP server and rec.
+func (t *Testbed) externalNetboot(rec events.Recorder) func(name string) nodeHooks {
 	if t.cfg.ExternalDHCP == "" {
-		return nil
+		if rec == nil {
+			return nil
+		}
+		// No boot network: virtual media still boots, and is recorded.
+		return func(string) nodeHooks {
+			return nodeHooks{firmware: sim.StockFirmware{MediaBoot: mediaBoot(kernel.Config{Logger: t.log, Recorder: rec})}, bmcEvents: rec}
+		}
 	}
 	dhcpServer, tftpPort, log := t.cfg.ExternalDHCP, t.cfg.ExternalTFTPPort, t.log
 	return func(string) nodeHooks {
 		kc := kernel.Config{FetchToken: ramdisk.FetchTFTP, TFTPPort: tftpPort, Logger: log,
-			DHCPServer: dhcpServer, DHCPClient: "127.0.0.1:0"}
+			DHCPServer: dhcpServer, DHCPClient: "127.0.0.1:0", Recorder: rec}
 		rom := &pxe.ROM{
 			DHCPServer: dhcpServer,
 			DHCPClient: "127.0.0.1:0",
 			TFTPPort:   tftpPort,
 			Exec:       kernel.Executor(kc),
 		}
-		return nodeHooks{firmware: sim.StockFirmware{
+		return nodeHooks{bmcEvents: rec, firmware: sim.StockFirmware{
 			MediaBoot: mediaBoot(kc),
 			HTTPBoot:  httpBoot(kc, rom),
 			NetBoot:   rom,

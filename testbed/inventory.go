@@ -14,7 +14,8 @@ import (
 type Inventory struct {
 	Nodes []InventoryNode `json:"nodes"`
 	// API and Timeline are the provisioner API and the timeline endpoint,
-	// absent with --no-provisioner.
+	// absent with --no-provisioner (Timeline then names the machines'
+	// timeline, Config.TimelineAddr, when there is one).
 	API      string `json:"api,omitempty"`
 	Timeline string `json:"timeline,omitempty"`
 	// Web is the dashboard, absent without it.

@@ -223,19 +223,7 @@ func (b *bed) serve(ctx context.Context) error {
 		}
 		h = creds.Require("metalbed timeline", h)
 	}
-	g.Go(func() error {
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-		go func() {
-			<-gctx.Done()
-			shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			srv.Shutdown(shut)
-		}()
-		if err := srv.Serve(b.tlLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("timeline endpoint: %w", err)
-		}
-		return nil
-	})
+	g.Go(func() error { return serveHTTP(gctx, b.tlLn, h, "timeline endpoint") })
 	if b.vmAPILn != nil {
 		g.Go(func() error { return b.serveVMAPI(gctx) })
 		// iPXE waits ~16 s for an IPv6 router unless told there is none.

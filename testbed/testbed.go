@@ -72,6 +72,13 @@ type Config struct {
 	// network-boot.
 	ExternalDHCP     string
 	ExternalTFTPPort int
+	// TimelineAddr, without Provisioner, serves the machines' timeline
+	// (their power, boots, console milestones, ramdisk and agent steps,
+	// the Redfish actions on them) at HOST:PORT (port 0: a free one), as
+	// the provisioner's timeline endpoint does, for a provisioner metalbed
+	// does not run; it is kept in memory only. "": none. With Provisioner,
+	// Provisioner.TimelineAddr is the timeline endpoint.
+	TimelineAddr string
 	// Enroll enrolls every machine as a node (driver ipmi, its BMC, a PXE
 	// port per MAC), left in "enroll", before Ready; BootInterface is their
 	// boot interface ("" = pxe when Debian's pxelinux and ipxe are
@@ -184,6 +191,9 @@ type Testbed struct {
 	redfish *redfishService // nil without Config.Redfish
 	web     *webService     // nil without Config.Web
 	uuids   map[string]string
+	// machineTL is the machines-only timeline (Config.TimelineAddr); nil
+	// with a provisioner or without it.
+	machineTL *machineTimeline
 	// reg is this testbed's metrics registry (metrics.go); metricsLn its
 	// own listener (nil without Config.Metrics).
 	reg       *prometheus.Registry
@@ -249,6 +259,9 @@ func New(cfg Config) (*Testbed, error) {
 		}
 	default:
 		return nil, configError("enroll driver %q: want ipmi or redfish", cfg.EnrollDriver)
+	}
+	if cfg.TimelineAddr != "" && cfg.Provisioner != nil {
+		return nil, configError("Config.TimelineAddr is the timeline of machines without the provisioner (the provisioner's is Provisioner.TimelineAddr)")
 	}
 	if cfg.ExternalDHCP != "" {
 		if cfg.Provisioner != nil {
@@ -328,7 +341,16 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 	if mln != nil {
 		defer mln.Close()
 	}
-	hooks := t.externalNetboot()
+	var mt *machineTimeline
+	var rec events.Recorder
+	if t.cfg.Provisioner == nil && t.cfg.TimelineAddr != "" {
+		if mt, err = listenMachineTimeline(t.cfg.TimelineAddr); err != nil {
+			return err
+		}
+		defer mt.ln.Close()
+		rec = mt.tl
+	}
+	hooks := t.externalNetboot(rec)
 	var b *bed
 	if t.cfg.Provisioner != nil {
 		if b, err = listenBed(t, nw); err != nil {
@@ -349,6 +371,8 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 		var faults fault.Injector
 		if b != nil {
 			rec, faults = b.tl, b.inject
+		} else if mt != nil {
+			rec = mt.tl
 		}
 		if rf, err = startRedfish(*t.cfg.Redfish, t.cfg.StateDir, f, rec, faults, t.reg, t.log); err != nil {
 			return err
@@ -356,7 +380,7 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 		defer rf.ln.Close()
 	}
 	t.mu.Lock()
-	t.fleet, t.bed, t.redfish, t.metricsLn = f, b, rf, mln
+	t.fleet, t.bed, t.redfish, t.metricsLn, t.machineTL = f, b, rf, mln, mt
 	t.mu.Unlock()
 	var ws *webService
 	if t.cfg.Web != nil {
@@ -377,8 +401,16 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 			defer b.watchMachine(n.machine)()
 		}
 	}
+	if mt != nil {
+		for _, n := range f.nodes {
+			defer watchMachine(mt.tl, n.machine, "BMC wired")()
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return f.serve(gctx) })
+	if mt != nil {
+		g.Go(func() error { return mt.serve(gctx) })
+	}
 	if rf != nil {
 		g.Go(func() error { return rf.serve(gctx) })
 	}
@@ -457,26 +489,33 @@ func (t *Testbed) RedfishURL() string {
 	return t.redfish.url
 }
 
-// TimelineURL is the timeline and fault endpoint; "" before Started or
-// without a provisioner.
+// TimelineURL is the timeline and fault endpoint (without a provisioner:
+// the machines' timeline, Config.TimelineAddr); "" before Started or
+// without either.
 func (t *Testbed) TimelineURL() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.bed == nil {
-		return ""
+	switch {
+	case t.bed != nil:
+		return t.bed.timelineURL()
+	case t.machineTL != nil:
+		return t.machineTL.url()
 	}
-	return t.bed.timelineURL()
+	return ""
 }
 
-// Timeline is the per-node timeline; nil before Ready or without a
-// provisioner.
+// Timeline is the per-node timeline (without a provisioner: the
+// machines', Config.TimelineAddr); nil before Ready or without either.
 func (t *Testbed) Timeline() *events.Timeline {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.bed == nil {
-		return nil
+	switch {
+	case t.bed != nil:
+		return t.bed.tl
+	case t.machineTL != nil:
+		return t.machineTL.tl
 	}
-	return t.bed.tl
+	return nil
 }
 
 // NodeUUIDs are the nodes Config.Enroll enrolled, by machine name.
@@ -496,6 +535,9 @@ func (t *Testbed) Inventory() Inventory {
 		return Inventory{Nodes: []InventoryNode{}}
 	}
 	inv := f.inventory(b, rf)
+	if inv.Timeline == "" {
+		inv.Timeline = t.TimelineURL()
+	}
 	if ws != nil {
 		inv.Web = ws.url
 	}

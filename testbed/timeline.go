@@ -116,13 +116,20 @@ var consoleKinds = map[string]events.Kind{
 // firmware's console milestones, "instance booted", and a real VM's
 // ramdisk and agent steps read off its serial console.
 func (b *bed) watchMachine(m fleetMachine) (cancel func()) {
+	return watchMachine(b.tl, m, "BMC and provisioner wired")
+}
+
+// watchMachine registers m in tl and records its events there (see
+// bed.watchMachine); wired says what the machine is wired to, for its
+// first entry.
+func watchMachine(tl *events.Timeline, m fleetMachine, wired string) (cancel func()) {
 	name := m.Name()
 	id := events.Identity{Machine: name, MachineUUID: sim.FormatUUID(m.UUID())}
 	for _, nic := range m.NICs() {
 		id.MACs = append(id.MACs, nic.MAC.String())
 	}
-	b.tl.Learn(id)
-	b.tl.Record(events.Event{Kind: events.MachineUp, Detail: fmt.Sprintf("%s, BMC and provisioner wired", m.BootMode()), Who: events.Who{Machine: name}})
+	tl.Learn(id)
+	tl.Record(events.Event{Kind: events.MachineUp, Detail: fmt.Sprintf("%s, %s", m.BootMode(), wired), Who: events.Who{Machine: name}})
 	return m.Subscribe(func(ev vms.Event) {
 		kind, detail := machineKinds[ev.Kind], ev.Detail
 		if ev.Kind == vms.EventConsole {
@@ -131,7 +138,7 @@ func (b *bed) watchMachine(m fleetMachine) (cancel func()) {
 		if kind == "" {
 			return
 		}
-		b.tl.Record(events.Event{Time: ev.Time, Kind: kind, Detail: detail, Who: events.Who{Machine: name}})
+		tl.Record(events.Event{Time: ev.Time, Kind: kind, Detail: detail, Who: events.Who{Machine: name}})
 	})
 }
 

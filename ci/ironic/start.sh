@@ -30,6 +30,19 @@
 #                      erase_devices_priority = 0: no full-disk shred)
 #   IRONIC_REDFISH=1   also enable the redfish hardware type (redfish power,
 #                      management and inspect interfaces; needs python3-sushy)
+#   IRONIC_VMEDIA=1    also enable the redfish-virtual-media boot interface
+#                      (implies IRONIC_REDFISH): Ironic builds the deploy ISO
+#                      with mkisofs (genisoimage) and ISOLINUX (isolinux,
+#                      syslinux-common), publishes it under
+#                      http_root/redfish/ ([redfish] use_swift = False) and
+#                      has the BMC insert it from http_url/redfish/
+#   IRONIC_BOOTLOADER  [conductor] bootloader: the EFI system partition image
+#                      (file:// under file_url_allowed_paths, or http://)
+#                      Ironic puts on UEFI ISOs; nodes may set driver_info
+#                      bootloader instead ("" = none)
+#   IRONIC_HEARTBEAT_TIMEOUT  [api] ramdisk_heartbeat_timeout, the agent's
+#                      heartbeat period's bound it gets at lookup (default
+#                      Ironic's 300: an agent heartbeats every 90-180 s)
 #   IRONIC_START_TIMEOUT  seconds to wait for the services (default 120)
 #   IRONIC_WATCH_PID   a PID (e.g. a test process): when it exits without
 #                      having stopped Ironic, a watchdog runs stop.sh
@@ -78,10 +91,21 @@ min_interval=${IRONIC_MIN_COMMAND_INTERVAL:-1}
 callback_timeout=${IRONIC_DEPLOY_CALLBACK_TIMEOUT:-600}
 start_timeout=${IRONIC_START_TIMEOUT:-120}
 api_url=http://127.0.0.1:$api_port
+[ -n "${IRONIC_VMEDIA:-}" ] && IRONIC_REDFISH=1
 rf=${IRONIC_REDFISH:+,redfish}
+vmedia=${IRONIC_VMEDIA:+,redfish-virtual-media}
+isolinux_bin=/usr/lib/ISOLINUX/isolinux.bin
+ldlinux_c32=/usr/lib/syslinux/modules/bios/ldlinux.c32
+if [ -n "$vmedia" ]; then
+  # Ironic runs `mkisofs` by name (ironic/common/images.py); Debian's
+  # genisoimage provides /usr/bin/mkisofs.
+  command -v mkisofs >/dev/null || die "mkisofs not found: apt-get install genisoimage"
+  [ -r "$isolinux_bin" ] || die "$isolinux_bin not found: apt-get install isolinux"
+  [ -r "$ldlinux_c32" ] || die "$ldlinux_c32 not found: apt-get install syslinux-common"
+fi
 
 mkdir -p "$http_root" "$tftp_root" "$tftp_root/master_images" "$dir/master_images" \
-  "$dir/images" "$dir/lock" "$dir/tmp" "$dir/files"
+  "$dir/images" "$dir/lock" "$dir/tmp" "$dir/files" "$dir/master_iso_images"
 allowed=$dir/files${IRONIC_FILE_URL_ALLOWED_PATHS:+,$IRONIC_FILE_URL_ALLOWED_PATHS}
 loaders=${IRONIC_PXE_LOADERS:-}
 if [ -z "$loaders" ] && [ -r /usr/lib/PXELINUX/pxelinux.0 ] && [ -r /usr/lib/syslinux/modules/bios/ldlinux.c32 ]; then
@@ -105,7 +129,7 @@ hash_ring_reset_interval = 5
 enabled_hardware_types = ipmi,fake-hardware$rf
 enabled_power_interfaces = ipmitool,fake$rf
 enabled_management_interfaces = ipmitool,fake$rf
-enabled_boot_interfaces = pxe,ipxe,fake
+enabled_boot_interfaces = pxe,ipxe,fake$vmedia
 enabled_deploy_interfaces = direct,fake
 enabled_console_interfaces = no-console,fake
 enabled_inspect_interfaces = no-inspect,fake$rf
@@ -116,11 +140,18 @@ enabled_storage_interfaces = noop
 enabled_vendor_interfaces = ipmitool,no-vendor,fake
 enabled_bios_interfaces = no-bios,fake$rf
 default_network_interface = noop
+# redfish-virtual-media: the ISOLINUX files Ironic copies onto BIOS ISOs
+# (its default isolinux_bin, /usr/lib/syslinux/isolinux.bin, is not where
+# Debian puts it) and where UEFI ISOs carry GRUB's configuration.
+isolinux_bin = $isolinux_bin
+ldlinux_c32 = $ldlinux_c32
+grub_config_path = EFI/BOOT/grub.cfg
 
 [api]
 host_ip = 127.0.0.1
 port = $api_port
 api_workers = 1
+ramdisk_heartbeat_timeout = ${IRONIC_HEARTBEAT_TIMEOUT:-300}
 
 [json_rpc]
 auth_strategy = noauth
@@ -147,6 +178,7 @@ sync_power_state_interval = 60
 power_state_change_timeout = 30
 workers_pool_size = 16
 file_url_allowed_paths = $allowed
+${IRONIC_BOOTLOADER:+bootloader = $IRONIC_BOOTLOADER}
 
 [agent]
 deploy_logs_collect = never
@@ -177,6 +209,13 @@ http_root = $http_root
 fast_track = false
 erase_devices_priority = 0
 default_boot_mode = bios
+iso_master_path = $dir/master_iso_images
+
+[redfish]
+# Virtual media ISOs go to http_root/redfish/ and are inserted from
+# http_url/redfish/ (no Swift); this is the deploy ISO's kernel command line.
+use_swift = false
+kernel_append_params = console=ttyS0,115200n8 nofb nomodeset vga=normal
 
 [oslo_messaging_notifications]
 driver = noop

@@ -708,3 +708,23 @@ func TestUpRedfish(t *testing.T) {
 		}
 	}
 }
+
+// TestUpMachinesTimeline: `up --no-provisioner --timeline-addr` names its
+// machines' timeline in its ready line and inventory.json, and `metalbed
+// timeline` reads a machine's there (its first entry: the machine up, its
+// BMC wired); without --timeline-addr there is none.
+func TestUpMachinesTimeline(t *testing.T) {
+	u := startUp(t, t.TempDir(), "--nodes", "1", "--timeline-addr", "127.0.0.1:0")
+	if u.inv.Timeline == "" || !strings.Contains(u.stdout.String(), ", timeline "+u.inv.Timeline+",") {
+		t.Fatalf("inventory timeline %q, ready line %q: want the machines' timeline named in both", u.inv.Timeline, u.stdout)
+	}
+	var out, errb bytes.Buffer
+	if err := Run(t.Context(), []string{"timeline", "node-0", "--url", u.inv.Timeline}, &out, &errb); err != nil {
+		t.Fatalf("metalbed timeline node-0: %v\n%s", err, errb.String())
+	}
+	mustContain(t, "metalbed timeline node-0", out.String(), "machine.up")
+	mustContain(t, "metalbed timeline node-0", out.String(), "BMC wired")
+	if plain := startUp(t, t.TempDir(), "--nodes", "1"); plain.inv.Timeline != "" {
+		t.Errorf("up --no-provisioner without --timeline-addr names a timeline: %q", plain.inv.Timeline)
+	}
+}

@@ -1,0 +1,57 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/metalbed/metalbed/internal/events"
+)
+
+// machineTimeline is the timeline of a testbed without the provisioner
+// (Config.TimelineAddr): each machine's power and boots, its firmware's
+// console milestones, its ramdisk's and agent's steps and the Redfish
+// actions on it, served as the provisioner's timeline is (GET
+// /v1/nodes/{machine}/timeline, GET /v1/timeline) for whoever provisions
+// the machines instead (a real Ironic). It is kept in memory only.
+type machineTimeline struct {
+	tl *events.Timeline
+	ln net.Listener
+}
+
+// listenMachineTimeline binds the endpoint's listener.
+func listenMachineTimeline(addr string) (*machineTimeline, error) {
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		return nil, fmt.Errorf("timeline endpoint: %w", err)
+	}
+	return &machineTimeline{tl: events.New(events.Config{}), ln: ln}, nil
+}
+
+// url is the endpoint's base URL.
+func (mt *machineTimeline) url() string { return "http://" + mt.ln.Addr().String() }
+
+// serve answers timeline requests until ctx ends.
+func (mt *machineTimeline) serve(ctx context.Context) error {
+	return serveHTTP(ctx, mt.ln, timelineHandler(mt.tl), "timeline endpoint")
+}
+
+// serveHTTP serves h on ln until ctx ends, then shuts the server down,
+// giving requests in flight 5 s; idle keep-alive connections are closed
+// after 2 minutes.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, what string) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	go func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shut)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
