@@ -70,7 +70,10 @@ type IPMIConfig struct {
 	// the API shows Ironic's shape, and then report "not implemented".
 	Boot   map[string]BootInterface
 	Deploy map[string]DeployInterface
-	Logger *slog.Logger // nil => discard
+	// Inspect are the inspect interfaces by name ("agent"), enabled beside
+	// the default "no-inspect", as Ironic 21.4's defaults have it.
+	Inspect map[string]InspectInterface
+	Logger  *slog.Logger // nil => discard
 }
 
 func (c *IPMIConfig) applyDefaults() error {
@@ -135,6 +138,7 @@ func NewIPMI(cfg IPMIConfig) (*HardwareType, error) {
 	core := &ipmiCore{cfg: cfg, bmc: bmc, log: cfg.Logger, last: map[string]time.Time{}}
 	boot, bootNames := namedDefault(cfg.Boot, "pxe")
 	deploy, deployNames := namedDefault(cfg.Deploy, "direct")
+	inspect, inspectNames := namedDefault(cfg.Inspect, "no-inspect")
 	return &HardwareType{
 		Name: "ipmi",
 		Enabled: map[Role][]string{
@@ -142,7 +146,7 @@ func NewIPMI(cfg IPMIConfig) (*HardwareType, error) {
 			RoleBoot:       bootNames,
 			RoleConsole:    {"no-console"},
 			RoleDeploy:     deployNames,
-			RoleInspect:    {"no-inspect"},
+			RoleInspect:    inspectNames,
 			RoleManagement: {"ipmitool"},
 			RoleNetwork:    {"noop"},
 			RolePower:      {"ipmitool"},
@@ -155,6 +159,7 @@ func NewIPMI(cfg IPMIConfig) (*HardwareType, error) {
 		Management: map[string]ManagementInterface{"ipmitool": &IPMIManagement{core: core}},
 		Boot:       boot,
 		Deploy:     deploy,
+		Inspect:    inspect,
 		Vendor:     map[string]VendorInterface{"ipmitool": &IPMIVendor{core: core}},
 	}, nil
 }
