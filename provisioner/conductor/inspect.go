@@ -493,6 +493,8 @@ func (c *Conductor) abortInspection(ctx context.Context, n *provisioner.Node) {
 	ins, t, err := c.inspectTask(ctx, n)
 	if err == nil {
 		err = ins.Abort(ctx, t)
+	} else if errors.Is(err, drivers.ErrUnsupported) {
+		err = nil // no inspect interface: nothing to undo
 	}
 	delete(n.DriverInternalInfo, lookupBMCKey)
 	if err != nil && ctx.Err() == nil {
