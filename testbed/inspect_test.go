@@ -13,11 +13,13 @@ import (
 	"github.com/metalbed/metalbed/internal/events"
 )
 
-// TestAgentInspection enrolls a simulated machine with the redfish
-// hardware type and then takes its ports and properties away: "inspect"
-// with inspect_interface agent creates a port per NIC the Redfish service
-// lists, boots the agent ramdisk by PXE with
-// ipa-inspection-callback-url, the agent posts its inventory to
+// TestAgentInspection inspects a simulated machine with inspect_interface
+// agent, its scheduling properties taken away after enrollment: with the
+// redfish hardware type its ports are taken away too, and inspection
+// creates a port per NIC the Redfish service lists; with ipmi the ports
+// stay (the PXE boot needs them) and the inventory is looked up by MAC.
+// Either way the agent ramdisk boots by PXE with
+// ipa-inspection-callback-url, posts its inventory to
 // /v1/continue_inspection, and the node returns to manageable, powered
 // off, with cpus, memory_mb, local_gb and cpu_arch of the machine and its
 // inventory served on GET /v1/nodes/{node}/inventory (1.81).
@@ -25,6 +27,12 @@ func TestAgentInspection(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots the agent ramdisk")
 	}
+	for _, driver := range []string{"redfish", "ipmi"} {
+		t.Run(driver, func(t *testing.T) { testAgentInspection(t, driver) })
+	}
+}
+
+func testAgentInspection(t *testing.T, driver string) {
 	ms := machines(1)
 	ms[0].DiskBytes = 3 << 30 // sparse: local_gb 2
 	tb, err := New(Config{StateDir: t.TempDir(), Machines: ms, Provisioner: free(),
@@ -34,7 +42,7 @@ func TestAgentInspection(t *testing.T) {
 	}
 	serve(t, tb)
 	b := tb.provisioner()
-	specs := tb.fleet.enrollSpecs(b, "", "redfish", tb.redfish)
+	specs := tb.fleet.enrollSpecs(b, "", driver, tb.redfish)
 	specs[0].deployInterface = "direct"
 	uuids, err := b.enroll(t.Context(), specs)
 	if err != nil {
@@ -44,7 +52,7 @@ func TestAgentInspection(t *testing.T) {
 	defer cancel()
 	c := NewClient(tb.APIURL())
 	id := uuids["node-0"]
-	forgetHardware(ctx, t, c, id)
+	forgetHardware(ctx, t, c, id, driver == "redfish")
 
 	if err := c.Provision(ctx, id, "manage"); err != nil {
 		t.Fatal(err)
@@ -125,7 +133,7 @@ func TestAgentInspection(t *testing.T) {
 	if inv.PluginData["boot_interface"] != m.MACs[0].String() || inv.PluginData["root_disk"] == nil {
 		t.Errorf("stored plugin data %v", inv.PluginData)
 	}
-	if !slices.ContainsFunc(tb.Timeline().Node("node-0"), func(e events.Entry) bool {
+	if driver == "redfish" && !slices.ContainsFunc(tb.Timeline().Node("node-0"), func(e events.Entry) bool {
 		return e.Kind == events.PortCreated && e.Detail == m.MACs[0].String()
 	}) {
 		t.Errorf("no %s for %s in the timeline", events.PortCreated, m.MACs[0])
@@ -141,9 +149,24 @@ func localGB(size int64) int64 {
 	return 0
 }
 
-// forgetHardware removes the node's ports and scheduling properties, so
-// that only inspection can know them.
-func forgetHardware(ctx context.Context, t *testing.T, c *Client, id string) {
+// forgetHardware removes the node's scheduling properties and, with
+// ports, its ports, so that only inspection can know them.
+func forgetHardware(ctx context.Context, t *testing.T, c *Client, id string, ports bool) {
+	t.Helper()
+	if ports {
+		deletePorts(ctx, t, c, id)
+	}
+	var ops []map[string]any
+	for _, k := range []string{"cpus", "memory_mb", "local_gb", "cpu_arch"} {
+		ops = append(ops, map[string]any{"op": "remove", "path": "/properties/" + k})
+	}
+	if err := c.Patch(ctx, id, ops); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deletePorts deletes the node's ports.
+func deletePorts(ctx context.Context, t *testing.T, c *Client, id string) {
 	t.Helper()
 	var ports struct {
 		Ports []struct {
@@ -157,13 +180,6 @@ func forgetHardware(ctx context.Context, t *testing.T, c *Client, id string) {
 		if err := c.Do(ctx, http.MethodDelete, "/v1/ports/"+p.UUID, nil, nil); err != nil {
 			t.Fatal(err)
 		}
-	}
-	var ops []map[string]any
-	for _, k := range []string{"cpus", "memory_mb", "local_gb", "cpu_arch"} {
-		ops = append(ops, map[string]any{"op": "remove", "path": "/properties/" + k})
-	}
-	if err := c.Patch(ctx, id, ops); err != nil {
-		t.Fatal(err)
 	}
 }
 
