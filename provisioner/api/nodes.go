@@ -829,18 +829,6 @@ func (s *Server) historyEvent(w http.ResponseWriter, r *http.Request) error {
 	return clientErr(http.StatusNotFound, fmt.Sprintf("Node history record %s could not be found.", r.PathValue("event")))
 }
 
-// inventory (1.81): metalbed runs no inspection, so no node has one.
-func (s *Server) inventory(w http.ResponseWriter, r *http.Request) error {
-	if minor(r) < 81 {
-		return errNotFound
-	}
-	n, err := s.c.Node(r.Context(), r.PathValue("node"))
-	if err != nil {
-		return err
-	}
-	return clientErr(http.StatusNotFound, fmt.Sprintf("Node inventory for node %s could not be found.", n.UUID))
-}
-
 // shards (1.82) counts nodes per shard.
 func (s *Server) shards(w http.ResponseWriter, r *http.Request) error {
 	if minor(r) < 82 {

@@ -2,7 +2,8 @@
 // (default 127.0.0.1:6385): version negotiation and error shapes as Ironic
 // 21.4 answers them, nodes, ports, states, management, vendor passthru,
 // drivers, conductors, node history, and the ramdisk endpoints (lookup,
-// heartbeat) guarded by agent token and deploy key.
+// heartbeat, continue_inspection) guarded by agent token, deploy key or
+// the node's state.
 package api
 
 import (
@@ -208,6 +209,7 @@ func (s *Server) table() []route {
 
 		v("GET /v1/lookup", ramdisk, s.lookup),
 		v("POST /v1/heartbeat/{node}", ramdisk, s.heartbeat),
+		v("POST /v1/continue_inspection", ramdisk, s.continueInspection),
 	}
 }
 

@@ -53,6 +53,9 @@ type Config struct {
 	// CleanCallbackTimeout fails nodes left in "clean wait" longer than
 	// this (Ironic clean_callback_timeout). Default 1800 s.
 	CleanCallbackTimeout time.Duration
+	// InspectWaitTimeout fails nodes left in "inspect wait" longer than
+	// this (Ironic [conductor]inspect_wait_timeout). Default 1800 s.
+	InspectWaitTimeout time.Duration
 	// CheckProvisionInterval is how often timeouts are checked (Ironic
 	// check_provision_state_interval). Default 60 s.
 	CheckProvisionInterval time.Duration
@@ -142,6 +145,7 @@ func New(cfg Config) (*Conductor, error) {
 	def(&cfg.PowerSyncInterval, 60*time.Second)
 	def(&cfg.DeployCallbackTimeout, 1800*time.Second)
 	def(&cfg.CleanCallbackTimeout, 1800*time.Second)
+	def(&cfg.InspectWaitTimeout, 1800*time.Second)
 	def(&cfg.CheckProvisionInterval, 60*time.Second)
 	def(&cfg.HeartbeatInterval, 10*time.Second)
 	def(&cfg.HeartbeatTimeout, 60*time.Second)

@@ -34,7 +34,9 @@ type edge struct {
 // ../shared/docs/protocol-notes.md ("Provision state machine") states it,
 // plus the two edges Ironic adds to finish manual cleaning (cleaning
 // -manage-> manageable) and to take an available node back
-// (available -manage-> manageable). Nothing else changes provision_state.
+// (available -manage-> manageable), and the edge current Ironic adds for
+// agent inspection (inspect wait -resume-> inspecting, when the ramdisk
+// posts its inventory). Nothing else changes provision_state.
 var transitions = map[edge]provisioner.ProvisionState{
 	{provisioner.StateEnroll, EventManage}:         provisioner.StateVerifying,
 	{provisioner.StateVerifying, EventDone}:        provisioner.StateManageable,
@@ -56,6 +58,7 @@ var transitions = map[edge]provisioner.ProvisionState{
 	{provisioner.StateInspectWait, EventDone}:      provisioner.StateManageable,
 	{provisioner.StateInspectWait, EventFail}:      provisioner.StateInspectFailed,
 	{provisioner.StateInspectWait, EventAbort}:     provisioner.StateInspectFailed,
+	{provisioner.StateInspectWait, EventResume}:    provisioner.StateInspecting,
 	{provisioner.StateInspectFailed, EventManage}:  provisioner.StateManageable,
 	{provisioner.StateInspectFailed, EventInspect}: provisioner.StateInspecting,
 	{provisioner.StateAvailable, EventDeploy}:      provisioner.StateDeploying,

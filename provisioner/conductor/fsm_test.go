@@ -27,7 +27,7 @@ var want = map[provisioner.ProvisionState]map[Event]provisioner.ProvisionState{
 	"clean wait":     {"resume": "cleaning", "fail": "clean failed", "abort": "clean failed"},
 	"clean failed":   {"manage": "manageable"},
 	"inspecting":     {"done": "manageable", "wait": "inspect wait", "fail": "inspect failed"},
-	"inspect wait":   {"done": "manageable", "fail": "inspect failed", "abort": "inspect failed"},
+	"inspect wait":   {"done": "manageable", "fail": "inspect failed", "abort": "inspect failed", "resume": "inspecting"},
 	"inspect failed": {"manage": "manageable", "inspect": "inspecting"},
 	"available":      {"deploy": "deploying", "manage": "manageable"},
 	"deploying":      {"wait": "wait call-back", "done": "active", "fail": "deploy failed"},

@@ -259,6 +259,9 @@ func (c *Conductor) CheckTimeouts(ctx context.Context) {
 		{provisioner.StateCleanWait, c.cfg.CleanCallbackTimeout, func(*provisioner.Node) string {
 			return "Timeout reached while cleaning the node. Please check if the ramdisk responsible for the cleaning is running on the node."
 		}},
+		{provisioner.StateInspectWait, c.cfg.InspectWaitTimeout, func(*provisioner.Node) string {
+			return "timeout reached while inspecting the node"
+		}},
 	} {
 		free := ""
 		nodes, err := c.st.Nodes(ctx, store.NodeFilter{ProvisionState: w.state, Reservation: &free})
@@ -283,8 +286,13 @@ func (c *Conductor) CheckTimeouts(ctx context.Context) {
 }
 
 // cleanUpAfterTimeout removes the deploy's files (Ironic's
-// cleanup_after_timeout); a failure is appended to last_error.
+// cleanup_after_timeout), or undoes an inspection; a failure is appended
+// to last_error.
 func (c *Conductor) cleanUpAfterTimeout(ctx context.Context, n *provisioner.Node) {
+	if n.ProvisionState == provisioner.StateInspectFailed {
+		c.abortInspection(ctx, n)
+		return
+	}
 	d, t, err := c.deployTask(ctx, n)
 	if err != nil {
 		return

@@ -102,6 +102,9 @@ func (c *Conductor) Provision(ctx context.Context, ident, verb string, opts Prov
 		if msg != "" {
 			c.history(ctx, n, "ERROR", "provisioning", msg)
 		}
+		if n.ProvisionState == provisioner.StateInspectFailed {
+			c.abortInspection(ctx, n)
+		}
 		return nil
 	case event == EventProvide, event == EventClean:
 		power, err := h.PowerFor(n)
@@ -133,8 +136,10 @@ func (c *Conductor) Provision(ctx context.Context, ident, verb string, opts Prov
 	case event == EventDelete:
 		work = c.tearDown
 	case event == EventInspect:
-		// No inspect interface is implemented: Ironic refuses at validation.
-		return refuse(KindInvalid, "%s", unsupported(n.Driver, drivers.RoleInspect))
+		if err := c.validateInspect(ctx, h, n); err != nil {
+			return err
+		}
+		work = c.inspect
 	default:
 		return badTransition(verb, n)
 	}

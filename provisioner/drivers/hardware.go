@@ -115,6 +115,7 @@ type HardwareType struct {
 	Management map[string]ManagementInterface
 	Boot       map[string]BootInterface
 	Deploy     map[string]DeployInterface
+	Inspect    map[string]InspectInterface
 	Vendor     map[string]VendorInterface
 	Console    map[string]ConsoleInterface
 }

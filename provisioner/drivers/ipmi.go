@@ -73,7 +73,10 @@ type IPMIConfig struct {
 	// ConsoleAddr is where the ipmitool-socat console interface listens
 	// (Ironic's [console]socat_address); default "127.0.0.1".
 	ConsoleAddr string
-	Logger      *slog.Logger // nil => discard
+	// Inspect are the inspect interfaces by name ("agent"), enabled beside
+	// the default "no-inspect", as Ironic 21.4's defaults have it.
+	Inspect map[string]InspectInterface
+	Logger  *slog.Logger // nil => discard
 }
 
 func (c *IPMIConfig) applyDefaults() error {
@@ -141,6 +144,7 @@ func NewIPMI(cfg IPMIConfig) (*HardwareType, error) {
 	core := &ipmiCore{cfg: cfg, bmc: bmc, log: cfg.Logger, last: map[string]time.Time{}}
 	boot, bootNames := namedDefault(cfg.Boot, "pxe")
 	deploy, deployNames := namedDefault(cfg.Deploy, "direct")
+	inspect, inspectNames := namedDefault(cfg.Inspect, "no-inspect")
 	return &HardwareType{
 		Name: "ipmi",
 		Enabled: map[Role][]string{
@@ -148,7 +152,7 @@ func NewIPMI(cfg IPMIConfig) (*HardwareType, error) {
 			RoleBoot:       bootNames,
 			RoleConsole:    {"no-console", "ipmitool-socat"},
 			RoleDeploy:     deployNames,
-			RoleInspect:    {"no-inspect"},
+			RoleInspect:    inspectNames,
 			RoleManagement: {"ipmitool"},
 			RoleNetwork:    {"noop"},
 			RolePower:      {"ipmitool"},
@@ -161,6 +165,7 @@ func NewIPMI(cfg IPMIConfig) (*HardwareType, error) {
 		Management: map[string]ManagementInterface{"ipmitool": &IPMIManagement{core: core}},
 		Boot:       boot,
 		Deploy:     deploy,
+		Inspect:    inspect,
 		Vendor:     map[string]VendorInterface{"ipmitool": &IPMIVendor{core: core}},
 		Console:    map[string]ConsoleInterface{"ipmitool-socat": &IPMIConsole{core: core}},
 	}, nil

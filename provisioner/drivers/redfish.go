@@ -42,7 +42,9 @@ type RedfishConfig struct {
 	// IPMIConfig: default "pxe" and "direct".
 	Boot   map[string]BootInterface
 	Deploy map[string]DeployInterface
-	Logger *slog.Logger // nil => discard
+	// Inspect are the inspect interfaces by name, as in IPMIConfig.
+	Inspect map[string]InspectInterface
+	Logger  *slog.Logger // nil => discard
 }
 
 func (c *RedfishConfig) applyDefaults() error {
@@ -82,6 +84,7 @@ func NewRedfish(cfg RedfishConfig) (*HardwareType, error) {
 	core := &redfishCore{cfg: cfg, log: cfg.Logger, clients: map[redfishInfo]*rfClient{}}
 	boot, bootNames := namedDefault(cfg.Boot, "pxe")
 	deploy, deployNames := namedDefault(cfg.Deploy, "direct")
+	inspect, inspectNames := namedDefault(cfg.Inspect, "no-inspect")
 	return &HardwareType{
 		Name: "redfish",
 		Enabled: map[Role][]string{
@@ -89,7 +92,7 @@ func NewRedfish(cfg RedfishConfig) (*HardwareType, error) {
 			RoleBoot:       bootNames,
 			RoleConsole:    {"no-console"},
 			RoleDeploy:     deployNames,
-			RoleInspect:    {"no-inspect"},
+			RoleInspect:    inspectNames,
 			RoleManagement: {"redfish"},
 			RoleNetwork:    {"noop"},
 			RolePower:      {"redfish"},
@@ -102,6 +105,7 @@ func NewRedfish(cfg RedfishConfig) (*HardwareType, error) {
 		Management: map[string]ManagementInterface{"redfish": &RedfishManagement{core: core}},
 		Boot:       boot,
 		Deploy:     deploy,
+		Inspect:    inspect,
 	}, nil
 }
 
@@ -224,9 +228,12 @@ func (c *redfishCore) client(info redfishInfo) (*rfClient, error) {
 
 // rfSystem is the part of a ComputerSystem the interfaces read.
 type rfSystem struct {
-	ODataID    string `json:"@odata.id"`
-	PowerState string `json:"PowerState"`
-	Boot       struct {
+	ODataID     string `json:"@odata.id"`
+	PowerState  string `json:"PowerState"`
+	EthernetIfs struct {
+		ODataID string `json:"@odata.id"`
+	} `json:"EthernetInterfaces"`
+	Boot struct {
 		Enabled        string   `json:"BootSourceOverrideEnabled"`
 		Target         string   `json:"BootSourceOverrideTarget"`
 		AllowedTargets []string `json:"BootSourceOverrideTarget@Redfish.AllowableValues"`

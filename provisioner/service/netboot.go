@@ -92,5 +92,14 @@ func (s *Service) netboot() error {
 	deploys[iscsi.Name] = dep
 	deploys[directdeploy.Name] = direct
 	s.cfg.IPMI.Boot, s.cfg.IPMI.Deploy = boots, deploys
+	agentInspect, err := drivers.NewAgentInspect(nb.APIURL)
+	if err != nil {
+		return err
+	}
+	inspects := map[string]drivers.InspectInterface{drivers.AgentInspectName: agentInspect}
+	for k, v := range s.cfg.IPMI.Inspect {
+		inspects[k] = v
+	}
+	s.cfg.IPMI.Inspect = inspects
 	return nil
 }

@@ -203,6 +203,9 @@ func New(cfg Config) (*Service, error) {
 		if rf.Deploy == nil {
 			rf.Deploy = s.cfg.IPMI.Deploy
 		}
+		if rf.Inspect == nil {
+			rf.Inspect = s.cfg.IPMI.Inspect
+		}
 		if rf.DefaultBootMode == "" {
 			rf.DefaultBootMode = s.cfg.IPMI.DefaultBootMode
 		}

@@ -6,8 +6,10 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/metalbed/metalbed/provisioner"
 )
@@ -89,6 +91,14 @@ type Store interface {
 	// History lists a node's events, oldest first.
 	History(ctx context.Context, nodeUUID string) ([]provisioner.HistoryEvent, error)
 
+	// SetInventory stores the inspection data of a node, replacing what an
+	// earlier inspection stored (Ironic's node_inventory); it goes with
+	// the node.
+	SetInventory(ctx context.Context, nodeUUID string, inv Inventory) error
+	// Inventory returns what SetInventory stored; ErrNotFound when the node
+	// was never inspected.
+	Inventory(ctx context.Context, nodeUUID string) (Inventory, error)
+
 	// RegisterConductor inserts or replaces c.
 	RegisterConductor(ctx context.Context, c provisioner.Conductor) error
 	// TouchConductor records a heartbeat now.
@@ -98,4 +108,13 @@ type Store interface {
 	Conductors(ctx context.Context) ([]provisioner.Conductor, error)
 
 	Close() error
+}
+
+// Inventory is a node's inspection data as the ramdisk posted it: the
+// hardware inventory and the rest of its data (Ironic's plugin_data),
+// each a JSON object.
+type Inventory struct {
+	Inventory  json.RawMessage
+	PluginData json.RawMessage
+	CreatedAt  time.Time
 }

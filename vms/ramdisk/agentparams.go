@@ -25,6 +25,9 @@ type AgentParams struct {
 	AgentToken      string        // ipa-agent-token (virtual media boots)
 	APIVersion      string        // ipa-ironic-api-version: skip version discovery
 	Debug           bool          // ipa-debug=1
+	// InspectionCallbackURL is ipa-inspection-callback-url: where the
+	// agent posts its inventory (inspection).
+	InspectionCallbackURL string
 }
 
 // AgentMode reports whether the command line asks for the agent: it names
@@ -86,6 +89,12 @@ func (p Params) ParseAgentParams() (AgentParams, error) {
 			return a, fmt.Errorf("%s=%q: want a TCP port", d.key, v)
 		}
 		*d.dst = n
+	}
+	if v, ok := raw["ipa-inspection-callback-url"]; ok {
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return a, fmt.Errorf("ipa-inspection-callback-url=%q: want an http(s) URL", v)
+		}
+		a.InspectionCallbackURL = v
 	}
 	if v := a.APIVersion; v != "" {
 		maj, min, ok := strings.Cut(v, ".")

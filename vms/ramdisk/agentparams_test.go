@@ -31,12 +31,17 @@ func TestParseAgentParams(t *testing.T) {
 	if p.BootIF.String() != "52:54:00:12:34:56" {
 		t.Errorf("BOOTIF %v", p.BootIF)
 	}
+	insp, _ := ParseCmdline(ironicAgentCmdline + " ipa-inspection-callback-url=http://127.0.0.1:6385/v1/continue_inspection")
+	if a, err := insp.ParseAgentParams(); err != nil || a.InspectionCallbackURL != "http://127.0.0.1:6385/v1/continue_inspection" {
+		t.Errorf("inspection callback: %+v, %v", a, err)
+	}
 	iscsi, _ := ParseCmdline("deployment_id=x deployment_key=k iscsi_target_iqn=i ironic_api_url=http://h")
 	if iscsi.AgentMode() {
 		t.Error("an iSCSI command line selected agent mode")
 	}
 	for _, bad := range []string{"ipa-api-url=", "ipa-api-url=ftp://h", "ipa-api-url=http://h ipa-insecure=maybe",
-		"ipa-api-url=http://h ipa-lookup-timeout=-1", "ipa-api-url=http://h ipa-listen-port=70000", "ipa-api-url=http://h ipa-ironic-api-version=1"} {
+		"ipa-api-url=http://h ipa-lookup-timeout=-1", "ipa-api-url=http://h ipa-listen-port=70000", "ipa-api-url=http://h ipa-ironic-api-version=1",
+		"ipa-api-url=http://h ipa-inspection-callback-url=mdns"} {
 		p, _ := ParseCmdline(bad)
 		if _, err := p.ParseAgentParams(); err == nil || !strings.Contains(err.Error(), "ipa-") {
 			t.Errorf("%q: err %v", bad, err)

@@ -61,6 +61,13 @@ var migrations = []string{
 		updated_at TEXT NOT NULL,
 		data TEXT NOT NULL
 	);`,
+	// 2: inspection data (Ironic's node_inventory).
+	`CREATE TABLE node_inventory (
+		node_uuid TEXT PRIMARY KEY REFERENCES nodes(uuid) ON DELETE CASCADE,
+		created_at TEXT NOT NULL,
+		inventory TEXT NOT NULL,
+		plugin_data TEXT NOT NULL
+	);`,
 }
 
 // Store is a store.Store on one SQLite file.
@@ -608,6 +615,41 @@ func (s *Store) History(ctx context.Context, nodeUUID string) ([]provisioner.His
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// SetInventory implements store.Store.
+func (s *Store) SetInventory(ctx context.Context, nodeUUID string, inv store.Inventory) error {
+	if inv.CreatedAt.IsZero() {
+		inv.CreatedAt = s.now()
+	}
+	plugin := inv.PluginData
+	if len(plugin) == 0 {
+		plugin = json.RawMessage("{}")
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO node_inventory(node_uuid, created_at, inventory, plugin_data) VALUES(?,?,?,?)`,
+		nodeUUID, ts(inv.CreatedAt), string(inv.Inventory), string(plugin))
+	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
+		return fmt.Errorf("node %s: %w", nodeUUID, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("store inventory of %s: %w", nodeUUID, err)
+	}
+	return nil
+}
+
+// Inventory implements store.Store.
+func (s *Store) Inventory(ctx context.Context, nodeUUID string) (store.Inventory, error) {
+	var created, inv, plugin string
+	err := s.db.QueryRowContext(ctx, `SELECT created_at, inventory, plugin_data FROM node_inventory WHERE node_uuid = ?`, nodeUUID).
+		Scan(&created, &inv, &plugin)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Inventory{}, fmt.Errorf("inventory of node %s: %w", nodeUUID, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Inventory{}, fmt.Errorf("inventory of node %s: %w", nodeUUID, err)
+	}
+	t, _ := time.Parse(time.RFC3339Nano, created)
+	return store.Inventory{Inventory: json.RawMessage(inv), PluginData: json.RawMessage(plugin), CreatedAt: t}, nil
 }
 
 // RegisterConductor implements store.Store.

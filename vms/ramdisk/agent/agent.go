@@ -116,6 +116,10 @@ type Config struct {
 	DriverName string
 	// NodeUUID, when known, is sent with the lookup.
 	NodeUUID string
+	// InspectionCallbackURL (ipa-inspection-callback-url), when set, is
+	// where the agent posts its inventory before the lookup, as IPA's
+	// inspector does.
+	InspectionCallbackURL string
 	// AgentToken is a token known before lookup (ipa-agent-token).
 	AgentToken string
 	// IronicAPIVersion skips version discovery ("1.68"); default: read the
@@ -308,6 +312,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer ln.Close()
 	a.say("agent API listening on %s", ln.Addr())
 
+	if id := a.runInspection(ctx, inv); id != "" && a.cfg.NodeUUID == "" {
+		a.cfg.NodeUUID = id
+	}
 	lk, err := a.ironic.lookup(ctx, inv)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -435,6 +442,8 @@ func ConfigFromParams(p ramdisk.Params) (Config, error) {
 		GlobalRequestID:  ap.GlobalRequestID,
 		LookupTimeout:    ap.LookupTimeout,
 		LookupInterval:   ap.LookupInterval,
+
+		InspectionCallbackURL: ap.InspectionCallbackURL,
 	}, nil
 }
 

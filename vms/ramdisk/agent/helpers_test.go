@@ -215,6 +215,8 @@ func (f *fakeIronic) answer(r *http.Request) (int, []byte) {
 			return 404, notFound
 		}
 		return 200, f.legacy
+	case r.Method == http.MethodPost && path == "/v1/continue_inspection":
+		return 202, []byte(`{"uuid": "` + inspectedUUID + `"}`)
 	case r.Method == http.MethodPost && (strings.HasPrefix(path, "/v1/heartbeat/") || strings.HasSuffix(path, "/vendor_passthru/heartbeat")):
 		n := 0
 		for _, q := range f.reqs {

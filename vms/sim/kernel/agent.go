@@ -13,8 +13,12 @@ import (
 	"github.com/metalbed/metalbed/vms/sim/pxe"
 )
 
-// simMemoryBytes is the memory a simulated machine reports to the agent.
-const simMemoryBytes = 2 << 30
+// simMemoryBytes and simCPUs are the memory and CPUs a simulated machine
+// reports to the agent: what the testbed enrolls and its BMCs report.
+const (
+	simMemoryBytes = 2 << 30
+	simCPUs        = 2
+)
 
 // runAgent is the ramdisk's /init in agent mode (ipa-api-url on the kernel
 // command line): metalbed's ironic-python-agent-compatible agent, with the
@@ -31,7 +35,7 @@ func runAgent(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image
 		mode = "uefi"
 	}
 	hw := agent.Hardware{
-		CPU:          agent.CPU{ModelName: "metalbed simulated CPU", Count: 1, Architecture: "x86_64"},
+		CPU:          agent.CPU{ModelName: "metalbed simulated CPU", Count: simCPUs, Architecture: "x86_64"},
 		MemoryBytes:  simMemoryBytes,
 		PhysicalMB:   simMemoryBytes >> 20,
 		BMCAddress:   "0.0.0.0",
