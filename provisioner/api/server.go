@@ -198,6 +198,15 @@ func (s *Server) table() []route {
 		v("PATCH /v1/ports/{port}", private, s.patchPort),
 		v("DELETE /v1/ports/{port}", private, s.deletePort),
 
+		v("GET /v1/chassis", private, s.listChassis(false)),
+		v("GET /v1/chassis/detail", private, s.listChassis(true)),
+		v("POST /v1/chassis", private, s.createChassis),
+		v("GET /v1/chassis/{chassis}", private, s.showChassis),
+		v("PATCH /v1/chassis/{chassis}", private, s.patchChassis),
+		v("DELETE /v1/chassis/{chassis}", private, s.deleteChassis),
+		v("GET /v1/chassis/{chassis}/nodes", private, s.listNodes(false)),
+		v("GET /v1/chassis/{chassis}/nodes/detail", private, s.listNodes(true)),
+
 		v("GET /v1/drivers", private, s.listDrivers),
 		v("GET /v1/drivers/{driver}", private, s.showDriver),
 		v("GET /v1/drivers/{driver}/properties", private, s.driverProperties),
