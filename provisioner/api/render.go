@@ -157,4 +157,3 @@ func (s *Server) listFields(r *http.Request, known func(string) (int, bool), def
 	}
 	return fields, nil
 }
-
