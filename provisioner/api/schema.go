@@ -94,3 +94,24 @@ func checkUUIDArg(name, value string) error {
 	}
 	return nil
 }
+
+// checkTraitSchema validates v as Ironic's TRAITS_SCHEMA (validTrait),
+// with jsonschema's messages.
+func checkTraitSchema(what string, v any) error {
+	bad := func(format string, a ...any) error {
+		return badRequest(fmt.Sprintf("Schema error for %s: ", what) + fmt.Sprintf(format, a...))
+	}
+	s, ok := v.(string)
+	switch {
+	case !ok:
+		return bad("%s is not of type 'string'", conductor.PyRepr(v))
+	case s == "":
+		return bad("'' is too short")
+	case len(s) > 255:
+		return bad("%s is too long", conductor.PyRepr(s))
+	case !validTrait(s):
+		return bad("%s is not valid under any of the given schemas. Possible root cause: %s does not match '%s'",
+			conductor.PyRepr(s), conductor.PyRepr(s), customTraitRE.String())
+	}
+	return nil
+}
