@@ -188,6 +188,8 @@ func (s *Server) table() []route {
 		v("PUT /v1/nodes/{node}/traits/{trait}", private, s.setTraits),
 		v("DELETE /v1/nodes/{node}/traits", private, s.deleteTraits),
 		v("DELETE /v1/nodes/{node}/traits/{trait}", private, s.deleteTraits),
+		v("GET /v1/nodes/{node}/allocation", private, s.showNodeAllocation),
+		v("DELETE /v1/nodes/{node}/allocation", private, s.deleteNodeAllocation),
 		v("GET /v1/nodes/{node}/ports", private, s.nodePorts(false)),
 		v("GET /v1/nodes/{node}/ports/detail", private, s.nodePorts(true)),
 
@@ -206,6 +208,18 @@ func (s *Server) table() []route {
 		v("DELETE /v1/chassis/{chassis}", private, s.deleteChassis),
 		v("GET /v1/chassis/{chassis}/nodes", private, s.listNodes(false)),
 		v("GET /v1/chassis/{chassis}/nodes/detail", private, s.listNodes(true)),
+
+		v("GET /v1/allocations", private, s.listAllocations),
+		v("POST /v1/allocations", private, s.createAllocation),
+		v("GET /v1/allocations/{allocation}", private, s.showAllocation),
+		v("PATCH /v1/allocations/{allocation}", private, s.patchAllocation),
+		v("DELETE /v1/allocations/{allocation}", private, s.deleteAllocation),
+
+		v("GET /v1/deploy_templates", private, s.listTemplates),
+		v("POST /v1/deploy_templates", private, s.createTemplate),
+		v("GET /v1/deploy_templates/{template}", private, s.showTemplate),
+		v("PATCH /v1/deploy_templates/{template}", private, s.patchTemplate),
+		v("DELETE /v1/deploy_templates/{template}", private, s.deleteTemplate),
 
 		v("GET /v1/drivers", private, s.listDrivers),
 		v("GET /v1/drivers/{driver}", private, s.showDriver),
