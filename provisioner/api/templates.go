@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,6 +47,8 @@ var deployStepSchema = map[string]prop{
 
 // deployInterfaces are the interfaces a deploy step may name
 // (conductor/steps.py DEPLOYING_INTERFACE_PRIORITY).
+var digitsRE = regexp.MustCompile(`^[0-9]+$`)
+
 var deployInterfaces = []string{"power", "management", "deploy", "bios", "raid"}
 
 var templateFields = fieldVersions(map[string]int{
@@ -78,19 +82,25 @@ func checkDeployStep(what string, v any) (provisioner.DeployStep, error) {
 	if st.Step == "" {
 		return st, bad("'' is too short")
 	}
+	var prio float64
 	switch p := m["priority"].(type) {
 	case string:
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 || strings.HasPrefix(p, "+") {
+		if !digitsRE.MatchString(p) {
 			return st, bad("%s does not match '^[0-9]+$'", conductor.PyRepr(p))
 		}
-		st.Priority = n
+		prio, _ = strconv.ParseFloat(p, 64)
 	case float64:
 		if p < 0 {
 			return st, bad("%v is less than the minimum of 0", p)
 		}
-		st.Priority = int(p)
+		prio = p
 	}
+	if prio > math.MaxInt32 {
+		// Ironic's schema has no maximum, but its database column is a
+		// 32-bit integer.
+		return st, bad("%v is greater than the maximum of %d", m["priority"], math.MaxInt32)
+	}
+	st.Priority = int(prio)
 	return st, nil
 }
 
