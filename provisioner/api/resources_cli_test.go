@@ -307,3 +307,24 @@ func TestInstanceRemovalFreesAllocation(t *testing.T) {
 		t.Errorf("allocation after instance_uuid removal: %d %s", got.status, got.body)
 	}
 }
+
+// TestAllocationLockedNode: a candidate locked by another conductor is
+// not taken; the allocation fails with Ironic's message once the retries
+// (none in this stack) are spent, and succeeds when the lock is gone.
+func TestAllocationLockedNode(t *testing.T) {
+	s := newStack(t, stackOpts{})
+	id := s.availableNode(t, "n0", "baremetal")
+	if _, err := s.st.ReserveNode(t.Context(), id, "other-conductor"); err != nil {
+		t.Fatal(err)
+	}
+	a := s.must(t, 201, "POST", "/v1/allocations", "1.82", map[string]any{"resource_class": "baremetal"}).obj(t)
+	if want := "Failed to process allocation " + a["uuid"].(string) + ": could not reserve any of 1 suitable nodes."; a["state"] != "error" || a["last_error"] != want {
+		t.Errorf("allocation of a locked node: %v %v, want %q", a["state"], a["last_error"], want)
+	}
+	if err := s.st.ReleaseNode(t.Context(), id, "other-conductor"); err != nil {
+		t.Fatal(err)
+	}
+	if b := s.must(t, 201, "POST", "/v1/allocations", "1.82", map[string]any{"resource_class": "baremetal"}).obj(t); b["node_uuid"] != id {
+		t.Errorf("allocation after release: %v", b)
+	}
+}

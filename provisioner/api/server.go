@@ -1,8 +1,9 @@
 // Package api serves the provisioner's Ironic v1-compatible REST API
 // (default 127.0.0.1:6385): version negotiation and error shapes as Ironic
-// 21.4 answers them, nodes, ports, states, management, vendor passthru,
-// drivers, conductors, node history, and the ramdisk endpoints (lookup,
-// heartbeat) guarded by agent token and deploy key.
+// 21.4 answers them, nodes, ports, chassis, allocations, deploy templates,
+// states, management, vendor passthru, drivers, conductors, node history,
+// and the ramdisk endpoints (lookup, heartbeat) guarded by agent token and
+// deploy key.
 package api
 
 import (

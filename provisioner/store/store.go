@@ -1,7 +1,8 @@
-// Package store is the provisioner's persistent state: nodes, ports, node
-// history and conductors. Store is the interface the API and the conductor
-// use; package sqlite implements it on an embedded database, and another
-// implementation (PostgreSQL, for several conductors) can follow.
+// Package store is the provisioner's persistent state: nodes, ports, chassis,
+// deploy templates, allocations, node history and conductors. Store is the
+// interface the API and the conductor use; package sqlite implements it on
+// an embedded database, and another implementation (PostgreSQL, for several
+// conductors) can follow.
 package store
 
 import (
