@@ -70,6 +70,8 @@ type Node struct {
 	Reservation          string // conductor holding the lock, "" when free
 	InstanceUUID         string
 	ResourceClass        string
+	ChassisUUID          string // "" when the node is in no chassis
+	AllocationUUID       string // "" when no allocation holds the node
 	BootMode             string // "bios", "uefi" or ""
 	Fault                string
 
@@ -117,6 +119,59 @@ type Port struct {
 	IsSmartNIC          bool
 	CreatedAt           time.Time
 	UpdatedAt           time.Time
+}
+
+// Chassis groups nodes (Ironic's chassis): a description and extra, no
+// behaviour.
+type Chassis struct {
+	UUID        string
+	Description string
+	Extra       map[string]any
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+// DeployStep is one step of a deploy template, as Ironic's API takes it.
+type DeployStep struct {
+	Interface string         `json:"interface"`
+	Step      string         `json:"step"`
+	Args      map[string]any `json:"args"`
+	Priority  int            `json:"priority"`
+}
+
+// DeployTemplate (API 1.55) names a set of deploy steps after a trait: a
+// node deployed with that trait in its instance's traits runs them.
+type DeployTemplate struct {
+	UUID      string
+	Name      string // a trait: CUSTOM_* or a standard one
+	Steps     []DeployStep
+	Extra     map[string]any
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Allocation states (Ironic's allocation state machine, short).
+const (
+	AllocationAllocating = "allocating"
+	AllocationActive     = "active"
+	AllocationError      = "error"
+)
+
+// Allocation (API 1.52) reserves one available node matching a resource
+// class and traits, as Nova's and metalsmith's scheduling does.
+type Allocation struct {
+	UUID           string
+	Name           string
+	NodeUUID       string // "" until a node is picked
+	State          string // AllocationAllocating, AllocationActive or AllocationError
+	LastError      string
+	ResourceClass  string
+	Traits         []string
+	CandidateNodes []string // node UUIDs
+	Owner          string
+	Extra          map[string]any
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
 }
 
 // HistoryEvent is one entry of a node's history (API 1.78): errors and

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -157,6 +158,67 @@ func FuzzVersionHeader(f *testing.F) {
 		}
 		if m := minor(got); m < minMinor || m > maxMinor {
 			t.Fatalf("%q negotiated 1.%d", v, m)
+		}
+	})
+}
+
+func FuzzDecodeTemplate(f *testing.F) {
+	for _, seed := range []string{
+		`{"name":"CUSTOM_A","steps":[{"interface":"bios","step":"apply_configuration","args":{},"priority":150}]}`,
+		`{"name":"CUSTOM_A","steps":[{"interface":"bios","step":"x","args":{},"priority":"10"}]}`,
+		`{"name":"HW_CPU_X86_AVX","steps":[{"interface":"raid","step":"x","args":{"a":1},"priority":-1}]}`,
+		`{"name":5,"steps":"x"}`, `{"steps":[null]}`, `{"name":"CUSTOM_A","steps":[1.5]}`, `{}`,
+		`{"name":"CUSTOM_A","steps":[{"interface":"bios","step":"x","args":{},"priority":1e300}]}`,
+		`{"name":"CUSTOM_A","steps":[{"interface":"bios","step":"x","args":{},"priority":"99999999999999999999"}]}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var doc map[string]any
+		if json.Unmarshal(body, &doc) != nil || doc == nil {
+			return
+		}
+		var tpl provisioner.DeployTemplate
+		if err := decodeTemplate("template", doc, &tpl); err != nil {
+			if !clientError(err) {
+				t.Fatalf("non-client error %v", err)
+			}
+			return
+		}
+		if !validTrait(tpl.Name) || len(tpl.Steps) == 0 {
+			t.Fatalf("accepted %+v", tpl)
+		}
+		for _, st := range tpl.Steps {
+			if st.Priority < 0 || st.Step == "" {
+				t.Fatalf("accepted step %+v", st)
+			}
+		}
+	})
+}
+
+func FuzzCheckSchema(f *testing.F) {
+	for _, seed := range []string{
+		`{"description":"rack","extra":{"a":1}}`, `{"uuid":5}`, `{"foo":1,"bar":2}`,
+		`{"resource_class":"baremetal","traits":["CUSTOM_GPU", 1],"candidate_nodes":["n0"]}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var doc map[string]any
+		if json.Unmarshal(body, &doc) != nil || doc == nil {
+			return
+		}
+		for _, schema := range []map[string]prop{chassisSchema, allocationSchema, templateSchema} {
+			if err := checkSchema("x", doc, schema); err != nil && !clientError(err) {
+				t.Fatalf("non-client error %v", err)
+			}
+		}
+		if traits, ok := doc["traits"].([]any); ok {
+			for _, tr := range traits {
+				if err := checkTraitSchema("x", tr); err != nil && !clientError(err) {
+					t.Fatalf("non-client error %v", err)
+				}
+			}
 		}
 	})
 }

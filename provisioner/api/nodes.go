@@ -203,12 +203,14 @@ func nodeFields() []nodeField {
 		ifaceField(drivers.RoleVendor, 31),
 		linkField("links", 1, ""),
 		ro("conductor", 49, func(v nodeView) any { return orNull(v.conductor) }),
-		ro("allocation_uuid", 52, func(v nodeView) any { return nil }),
-		{"chassis_uuid", 1, func(v nodeView) any { return nil }, func(n *provisioner.Node, val any) error {
-			if val != nil {
-				return badRequest("Chassis are not supported by metalbed; chassis_uuid must be null.")
+		ro("allocation_uuid", 52, func(v nodeView) any { return orNull(v.n.AllocationUUID) }),
+		{"chassis_uuid", 1, func(v nodeView) any { return orNull(v.n.ChassisUUID) }, func(n *provisioner.Node, val any) error {
+			s, err := asString("chassis_uuid", val)
+			if err == nil && s != "" && !uuidRE.MatchString(s) {
+				err = checkUUIDArg("chassis_uuid", s)
 			}
-			return nil
+			n.ChassisUUID = strings.ToLower(s)
+			return err
 		}},
 		linkField("ports", 1, "/ports"),
 		linkField("states", 14, "/states"),
@@ -417,6 +419,15 @@ func (s *Server) listNodes(detail bool) handlerFunc {
 		if f.Maintenance, err = queryBool(r, "maintenance"); err != nil {
 			return err
 		}
+		if chassis := cmp.Or(r.PathValue("chassis"), q.Get("chassis_uuid")); chassis != "" {
+			if err := checkUUIDArg("chassis_uuid", chassis); err != nil {
+				return err
+			}
+			if _, err := s.chassis(r, chassis); err != nil {
+				return err
+			}
+			f.ChassisUUID = chassis
+		}
 		if q.Has("shard") {
 			if minor(r) < 82 {
 				return errNotAcceptable
@@ -589,6 +600,9 @@ func (s *Server) createNode(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.nodeChassis(r, n); err != nil {
+		return err
+	}
 	if err := s.c.CreateNode(r.Context(), n); err != nil {
 		return err
 	}
@@ -713,8 +727,14 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) error {
 		return errNotAcceptable
 	}
 	n, err := s.c.UpdateNode(r.Context(), r.PathValue("node"), func(n *provisioner.Node) error {
-		oldDriver := n.Driver
+		oldDriver, oldChassis := n.Driver, n.ChassisUUID
 		if err := s.patchNodeDoc(n, ops, minor(r), r); err != nil {
+			return err
+		}
+		if oldChassis != "" && n.ChassisUUID == "" && minor(r) < 25 {
+			return errNotAcceptable // removing chassis_uuid came with 1.25
+		}
+		if err := s.nodeChassis(r, n); err != nil {
 			return err
 		}
 		if reset != nil && *reset {

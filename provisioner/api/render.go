@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -103,4 +104,56 @@ func masked(m map[string]any) map[string]any {
 		out[k] = v
 	}
 	return out
+}
+
+// pick keeps the named fields of o (and links, as Ironic's sanitize_dict
+// does); fields nil keeps all.
+func pick(o obj, fields []string) obj {
+	if fields == nil {
+		return o
+	}
+	out := make(obj, 0, len(fields)+1)
+	for _, e := range o {
+		if e.k == "links" || slices.Contains(fields, e.k) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// fieldVersions answers parseFields' question from a table of field name
+// to the microversion that introduced it.
+func fieldVersions(m map[string]int) func(string) (int, bool) {
+	return func(name string) (int, bool) {
+		v, ok := m[name]
+		return v, ok
+	}
+}
+
+// listFields is Ironic's get_request_return_fields for a listing:
+// ?fields, or ?detail=true (1.43+; not both) for every field (nil), else
+// defaults.
+func (s *Server) listFields(r *http.Request, known func(string) (int, bool), defaults []string) ([]string, error) {
+	fields, err := s.parseFields(r, known)
+	if err != nil {
+		return nil, err
+	}
+	d, err := queryBool(r, "detail")
+	if err != nil {
+		return nil, err
+	}
+	if d != nil && minor(r) < 43 {
+		return nil, errNotAcceptable
+	}
+	detail := d != nil && *d
+	if detail && fields != nil {
+		return nil, badRequest("Can not specify ?detail=True and fields in the same request.")
+	}
+	if detail {
+		return nil, nil
+	}
+	if fields == nil {
+		fields = defaults
+	}
+	return fields, nil
 }

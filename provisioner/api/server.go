@@ -1,9 +1,9 @@
 // Package api serves the provisioner's Ironic v1-compatible REST API
 // (default 127.0.0.1:6385): version negotiation and error shapes as Ironic
-// 21.4 answers them, nodes, ports, states, management, vendor passthru,
-// drivers, conductors, node history, and the ramdisk endpoints (lookup,
-// heartbeat, continue_inspection) guarded by agent token, deploy key or
-// the node's state.
+// 21.4 answers them, nodes, ports, chassis, allocations, deploy templates,
+// states, management, vendor passthru, drivers, conductors, node history,
+// and the ramdisk endpoints (lookup, heartbeat, continue_inspection)
+// guarded by agent token, deploy key or the node's state.
 package api
 
 import (
@@ -189,6 +189,8 @@ func (s *Server) table() []route {
 		v("PUT /v1/nodes/{node}/traits/{trait}", private, s.setTraits),
 		v("DELETE /v1/nodes/{node}/traits", private, s.deleteTraits),
 		v("DELETE /v1/nodes/{node}/traits/{trait}", private, s.deleteTraits),
+		v("GET /v1/nodes/{node}/allocation", private, s.showNodeAllocation),
+		v("DELETE /v1/nodes/{node}/allocation", private, s.deleteNodeAllocation),
 		v("GET /v1/nodes/{node}/ports", private, s.nodePorts(false)),
 		v("GET /v1/nodes/{node}/ports/detail", private, s.nodePorts(true)),
 
@@ -198,6 +200,27 @@ func (s *Server) table() []route {
 		v("GET /v1/ports/{port}", private, s.showPort),
 		v("PATCH /v1/ports/{port}", private, s.patchPort),
 		v("DELETE /v1/ports/{port}", private, s.deletePort),
+
+		v("GET /v1/chassis", private, s.listChassis(false)),
+		v("GET /v1/chassis/detail", private, s.listChassis(true)),
+		v("POST /v1/chassis", private, s.createChassis),
+		v("GET /v1/chassis/{chassis}", private, s.showChassis),
+		v("PATCH /v1/chassis/{chassis}", private, s.patchChassis),
+		v("DELETE /v1/chassis/{chassis}", private, s.deleteChassis),
+		v("GET /v1/chassis/{chassis}/nodes", private, s.listNodes(false)),
+		v("GET /v1/chassis/{chassis}/nodes/detail", private, s.listNodes(true)),
+
+		v("GET /v1/allocations", private, s.listAllocations),
+		v("POST /v1/allocations", private, s.createAllocation),
+		v("GET /v1/allocations/{allocation}", private, s.showAllocation),
+		v("PATCH /v1/allocations/{allocation}", private, s.patchAllocation),
+		v("DELETE /v1/allocations/{allocation}", private, s.deleteAllocation),
+
+		v("GET /v1/deploy_templates", private, s.listTemplates),
+		v("POST /v1/deploy_templates", private, s.createTemplate),
+		v("GET /v1/deploy_templates/{template}", private, s.showTemplate),
+		v("PATCH /v1/deploy_templates/{template}", private, s.patchTemplate),
+		v("DELETE /v1/deploy_templates/{template}", private, s.deleteTemplate),
 
 		v("GET /v1/drivers", private, s.listDrivers),
 		v("GET /v1/drivers/{driver}", private, s.showDriver),

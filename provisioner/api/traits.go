@@ -1,22 +1,44 @@
 package api
 
 import (
+	_ "embed"
 	"fmt"
 	"net/http"
 	"regexp"
 	"slices"
+	"strings"
 
 	"github.com/metalbed/metalbed/provisioner"
 )
 
-// traitRE accepts custom traits and names shaped like os-traits' standard
-// ones (metalbed does not carry the os-traits list itself).
-var traitRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
+// osTraits is os-traits 2.9.0's list of standard traits (Ironic 21.4's
+// STANDARD_TRAITS), one a line.
+//
+//go:embed os_traits.txt
+var osTraits string
+
+// standardTraits holds the names in osTraits.
+var standardTraits = func() map[string]bool {
+	m := map[string]bool{}
+	for _, t := range strings.Fields(osTraits) {
+		m[t] = true
+	}
+	return m
+}()
+
+// customTraitRE is Ironic's CUSTOM_TRAIT_PATTERN.
+var customTraitRE = regexp.MustCompile(`^CUSTOM_[A-Z0-9_]+$`)
+
+// validTrait is Ironic's TRAITS_SCHEMA: 1 to 255 characters, a custom
+// trait or a standard one.
+func validTrait(t string) bool {
+	return len(t) > 0 && len(t) <= 255 && (customTraitRE.MatchString(t) || standardTraits[t])
+}
 
 const maxTraits = 50
 
 func checkTrait(t string) error {
-	if len(t) == 0 || len(t) > 255 || !traitRE.MatchString(t) {
+	if !validTrait(t) {
 		return badRequest("Invalid trait. A valid trait must be no longer than 255 characters. Standard traits are defined in the os_traits library. A custom trait must start with the prefix CUSTOM_ and use the following characters: A-Z, 0-9 and _")
 	}
 	return nil

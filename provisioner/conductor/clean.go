@@ -52,27 +52,27 @@ func checkCleanSteps(steps []map[string]any) error {
 		}
 		iface, _ := st["interface"].(string)
 		if !slices.Contains(cleaningInterfaces, iface) {
-			return bad("%s is not one of [%s]", pyRepr(st["interface"]), strings.Join(quoted, ", "))
+			return bad("%s is not one of [%s]", PyRepr(st["interface"]), strings.Join(quoted, ", "))
 		}
 		name, ok := st["step"].(string)
 		if !ok {
-			return bad("%s is not of type 'string'", pyRepr(st["step"]))
+			return bad("%s is not of type 'string'", PyRepr(st["step"]))
 		}
 		if name == "" {
 			return bad("'' is too short")
 		}
 		if a, ok := st["args"]; ok {
 			if _, isObj := a.(map[string]any); !isObj {
-				return bad("%s is not of type 'object'", pyRepr(a))
+				return bad("%s is not of type 'object'", PyRepr(a))
 			}
 		}
 	}
 	return nil
 }
 
-// pyRepr renders a JSON value as Python's repr does in jsonschema's
+// PyRepr renders a JSON value as Python's repr does in jsonschema's
 // messages.
-func pyRepr(v any) string {
+func PyRepr(v any) string {
 	switch v := v.(type) {
 	case nil:
 		return "None"

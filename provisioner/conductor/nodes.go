@@ -74,7 +74,13 @@ func (c *Conductor) UpdateNode(ctx context.Context, ident string, edit func(n *p
 	if err := edit(n); err != nil {
 		return nil, err
 	}
-	n.UUID, n.Reservation = before.UUID, before.Reservation
+	n.UUID, n.Reservation, n.AllocationUUID = before.UUID, before.Reservation, before.AllocationUUID
+	if before.AllocationUUID != "" && before.InstanceUUID != "" && n.InstanceUUID == "" {
+		if err := checkInstanceRemoval(n); err != nil {
+			return nil, err
+		}
+		c.dropAllocation(ctx, n)
+	}
 	if n.Driver != before.Driver || n.Interfaces != before.Interfaces {
 		if err := c.prepare(n); err != nil {
 			return nil, err

@@ -294,6 +294,7 @@ func (c *Conductor) tearDown(ctx context.Context, n *provisioner.Node) {
 	}
 	n.InstanceInfo = map[string]any{}
 	n.InstanceUUID = ""
+	c.dropAllocation(ctx, n)
 	if err := c.transition(ctx, n, EventClean); err != nil {
 		c.log.Error("tear down", "node", n.UUID, "err", err)
 		return

@@ -1,7 +1,8 @@
-// Package store is the provisioner's persistent state: nodes, ports, node
-// history and conductors. Store is the interface the API and the conductor
-// use; package sqlite implements it on an embedded database, and another
-// implementation (PostgreSQL, for several conductors) can follow.
+// Package store is the provisioner's persistent state: nodes, ports, chassis,
+// deploy templates, allocations, node history and conductors. Store is the
+// interface the API and the conductor use; package sqlite implements it on
+// an embedded database, and another implementation (PostgreSQL, for several
+// conductors) can follow.
 package store
 
 import (
@@ -18,6 +19,8 @@ import (
 var (
 	ErrNotFound  = errors.New("not found")
 	ErrDuplicate = errors.New("already exists")
+	// ErrNotEmpty refuses deleting a chassis that still holds nodes.
+	ErrNotEmpty = errors.New("not empty")
 )
 
 // HistoryMaxEntries is how many history events a node keeps, the newest
@@ -40,6 +43,7 @@ type NodeFilter struct {
 	Driver         string
 	Shard          *string // nil = any
 	Reservation    *string // nil = any; "" = unreserved
+	ChassisUUID    string  // "" = any
 	// SortKey is one of id, uuid, name, created_at, updated_at,
 	// provision_state, driver, power_state ("" = id).
 	SortKey  string
@@ -57,6 +61,25 @@ type PortFilter struct {
 	SortDesc bool
 	Marker   string
 	Limit    int
+}
+
+// ListFilter orders and pages chassis, deploy templates and allocations.
+type ListFilter struct {
+	// SortKey is id, uuid, created_at, updated_at, or name where the
+	// resource has one ("" = id).
+	SortKey  string
+	SortDesc bool
+	Marker   string // UUID of the last item of the previous page
+	Limit    int    // 0 = no limit
+}
+
+// AllocationFilter selects allocations.
+type AllocationFilter struct {
+	ListFilter
+	NodeUUID      string
+	ResourceClass string
+	State         string
+	Owner         string
 }
 
 // Store keeps everything the provisioner knows. Every method is safe for
@@ -84,6 +107,38 @@ type Store interface {
 	Ports(ctx context.Context, f PortFilter) ([]*provisioner.Port, error)
 	UpdatePort(ctx context.Context, p *provisioner.Port) error
 	DeletePort(ctx context.Context, uuid string) error
+
+	// CreateChassis inserts c; ErrDuplicate when its UUID exists.
+	CreateChassis(ctx context.Context, c *provisioner.Chassis) error
+	// Chassis finds a chassis by UUID.
+	Chassis(ctx context.Context, uuid string) (*provisioner.Chassis, error)
+	ChassisList(ctx context.Context, f ListFilter) ([]*provisioner.Chassis, error)
+	UpdateChassis(ctx context.Context, c *provisioner.Chassis) error
+	// DeleteChassis removes a chassis; ErrNotEmpty while nodes are in it.
+	DeleteChassis(ctx context.Context, uuid string) error
+
+	// CreateDeployTemplate inserts t; ErrDuplicate when its UUID or name
+	// exists.
+	CreateDeployTemplate(ctx context.Context, t *provisioner.DeployTemplate) error
+	// DeployTemplate finds a template by UUID or, failing that, by name.
+	DeployTemplate(ctx context.Context, ident string) (*provisioner.DeployTemplate, error)
+	DeployTemplates(ctx context.Context, f ListFilter) ([]*provisioner.DeployTemplate, error)
+	// UpdateDeployTemplate writes t (found by UUID); ErrDuplicate when a
+	// rename collides.
+	UpdateDeployTemplate(ctx context.Context, t *provisioner.DeployTemplate) error
+	DeleteDeployTemplate(ctx context.Context, uuid string) error
+
+	// CreateAllocation inserts a; ErrDuplicate when its UUID or name exists.
+	CreateAllocation(ctx context.Context, a *provisioner.Allocation) error
+	// Allocation finds an allocation by UUID or, failing that, by name.
+	Allocation(ctx context.Context, ident string) (*provisioner.Allocation, error)
+	Allocations(ctx context.Context, f AllocationFilter) ([]*provisioner.Allocation, error)
+	// UpdateAllocation writes a (found by UUID); ErrDuplicate when a
+	// rename collides or another allocation holds a.NodeUUID.
+	UpdateAllocation(ctx context.Context, a *provisioner.Allocation) error
+	// DeleteAllocation removes an allocation. Deleting a node deletes its
+	// allocation, as in Ironic.
+	DeleteAllocation(ctx context.Context, uuid string) error
 
 	// AddHistory appends e to its node's history, which keeps the newest
 	// HistoryMaxEntries.

@@ -61,7 +61,39 @@ var migrations = []string{
 		updated_at TEXT NOT NULL,
 		data TEXT NOT NULL
 	);`,
-	// 2: inspection data (Ironic's node_inventory).
+	// 2: chassis; nodes name theirs.
+	`CREATE TABLE chassis (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		uuid TEXT NOT NULL UNIQUE,
+		created_at TEXT NOT NULL,
+		updated_at TEXT NOT NULL DEFAULT '',
+		data TEXT NOT NULL
+	);
+	ALTER TABLE nodes ADD COLUMN chassis_uuid TEXT REFERENCES chassis(uuid);
+	CREATE INDEX nodes_chassis ON nodes(chassis_uuid);`,
+	// 3: deploy templates.
+	`CREATE TABLE deploy_templates (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		uuid TEXT NOT NULL UNIQUE,
+		name TEXT NOT NULL UNIQUE,
+		created_at TEXT NOT NULL,
+		updated_at TEXT NOT NULL DEFAULT '',
+		data TEXT NOT NULL
+	);`,
+	// 4: allocations; one per node at most, gone with their node.
+	`CREATE TABLE allocations (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		uuid TEXT NOT NULL UNIQUE,
+		name TEXT UNIQUE,
+		node_uuid TEXT UNIQUE REFERENCES nodes(uuid) ON DELETE CASCADE,
+		resource_class TEXT NOT NULL DEFAULT '',
+		state TEXT NOT NULL,
+		owner TEXT NOT NULL DEFAULT '',
+		created_at TEXT NOT NULL,
+		updated_at TEXT NOT NULL DEFAULT '',
+		data TEXT NOT NULL
+	);`,
+	// 5: inspection data (Ironic's node_inventory).
 	`CREATE TABLE node_inventory (
 		node_uuid TEXT PRIMARY KEY REFERENCES nodes(uuid) ON DELETE CASCADE,
 		created_at TEXT NOT NULL,
@@ -164,6 +196,8 @@ type nodeRecord struct {
 	Reservation        string                     `json:"-"`
 	InstanceUUID       string                     `json:"instance_uuid,omitempty"`
 	ResourceClass      string                     `json:"resource_class,omitempty"`
+	ChassisUUID        string                     `json:"chassis_uuid,omitempty"`
+	AllocationUUID     string                     `json:"allocation_uuid,omitempty"`
 	BootMode           string                     `json:"boot_mode,omitempty"`
 	Fault              string                     `json:"fault,omitempty"`
 	Description        string                     `json:"description,omitempty"`
@@ -197,6 +231,7 @@ func toRecord(n *provisioner.Node) nodeRecord {
 		PowerState: n.PowerState, TargetPowerState: n.TargetPowerState,
 		LastError: n.LastError, Maintenance: n.Maintenance, MaintenanceReason: n.MaintenanceReason,
 		Reservation: n.Reservation, InstanceUUID: n.InstanceUUID, ResourceClass: n.ResourceClass,
+		ChassisUUID: n.ChassisUUID, AllocationUUID: n.AllocationUUID,
 		BootMode: n.BootMode, Fault: n.Fault, Description: n.Description, Owner: n.Owner,
 		Lessee: n.Lessee, ConductorGroup: n.ConductorGroup, Shard: n.Shard,
 		Protected: n.Protected, ProtectedReason: n.ProtectedReason, Retired: n.Retired,
@@ -216,6 +251,7 @@ func (r nodeRecord) node() *provisioner.Node {
 		PowerState: r.PowerState, TargetPowerState: r.TargetPowerState,
 		LastError: r.LastError, Maintenance: r.Maintenance, MaintenanceReason: r.MaintenanceReason,
 		Reservation: r.Reservation, InstanceUUID: r.InstanceUUID, ResourceClass: r.ResourceClass,
+		ChassisUUID: r.ChassisUUID, AllocationUUID: r.AllocationUUID,
 		BootMode: r.BootMode, Fault: r.Fault, Description: r.Description, Owner: r.Owner,
 		Lessee: r.Lessee, ConductorGroup: r.ConductorGroup, Shard: r.Shard,
 		Protected: r.Protected, ProtectedReason: r.ProtectedReason, Retired: r.Retired,
@@ -240,6 +276,11 @@ func nullString(s string) any {
 	return s
 }
 
+// isForeignKey reports a FOREIGN KEY constraint violation.
+func isForeignKey(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "FOREIGN KEY")
+}
+
 // isUnique reports a UNIQUE constraint violation.
 func isUnique(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
@@ -252,11 +293,14 @@ func (s *Store) CreateNode(ctx context.Context, n *provisioner.Node) error {
 		return fmt.Errorf("encode node %s: %w", n.UUID, err)
 	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO nodes(uuid, name, driver, provision_state, power_state,
-		maintenance, reservation, shard, created_at, updated_at, data) VALUES(?,?,?,?,?,?,?,?,?,?,?)`,
+		maintenance, reservation, shard, chassis_uuid, created_at, updated_at, data) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)`,
 		n.UUID, nullString(n.Name), n.Driver, string(n.ProvisionState), string(n.PowerState),
-		n.Maintenance, nullString(n.Reservation), n.Shard, ts(n.CreatedAt), ts(n.UpdatedAt), data)
+		n.Maintenance, nullString(n.Reservation), n.Shard, nullString(n.ChassisUUID), ts(n.CreatedAt), ts(n.UpdatedAt), data)
 	if isUnique(err) {
 		return fmt.Errorf("node %s: %w", n.UUID, store.ErrDuplicate)
+	}
+	if isForeignKey(err) {
+		return fmt.Errorf("chassis %s: %w", n.ChassisUUID, store.ErrNotFound)
 	}
 	if err != nil {
 		return fmt.Errorf("insert node %s: %w", n.UUID, err)
@@ -347,6 +391,9 @@ func (s *Store) Nodes(ctx context.Context, f store.NodeFilter) ([]*provisioner.N
 	if f.Shard != nil {
 		where, args = append(where, "shard = ?"), append(args, *f.Shard)
 	}
+	if f.ChassisUUID != "" {
+		where, args = append(where, "chassis_uuid = ?"), append(args, f.ChassisUUID)
+	}
 	if f.Reservation != nil {
 		if *f.Reservation == "" {
 			where = append(where, "reservation IS NULL")
@@ -378,11 +425,14 @@ func (s *Store) UpdateNode(ctx context.Context, n *provisioner.Node) error {
 		return fmt.Errorf("encode node %s: %w", n.UUID, err)
 	}
 	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET name = ?, driver = ?, provision_state = ?,
-		power_state = ?, maintenance = ?, reservation = ?, shard = ?, updated_at = ?, data = ? WHERE uuid = ?`,
+		power_state = ?, maintenance = ?, reservation = ?, shard = ?, chassis_uuid = ?, updated_at = ?, data = ? WHERE uuid = ?`,
 		nullString(n.Name), n.Driver, string(n.ProvisionState), string(n.PowerState), n.Maintenance,
-		nullString(n.Reservation), n.Shard, ts(n.UpdatedAt), data, n.UUID)
+		nullString(n.Reservation), n.Shard, nullString(n.ChassisUUID), ts(n.UpdatedAt), data, n.UUID)
 	if isUnique(err) {
 		return fmt.Errorf("node %s name %q: %w", n.UUID, n.Name, store.ErrDuplicate)
+	}
+	if isForeignKey(err) {
+		return fmt.Errorf("chassis %s: %w", n.ChassisUUID, store.ErrNotFound)
 	}
 	if err != nil {
 		return fmt.Errorf("update node %s: %w", n.UUID, err)
@@ -487,7 +537,7 @@ func (s *Store) CreatePort(ctx context.Context, p *provisioner.Port) error {
 	if isUnique(err) {
 		return fmt.Errorf("port %s: %w", p.Address, store.ErrDuplicate)
 	}
-	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
+	if isForeignKey(err) {
 		return fmt.Errorf("node %s: %w", p.NodeUUID, store.ErrNotFound)
 	}
 	if err != nil {
@@ -552,7 +602,7 @@ func (s *Store) UpdatePort(ctx context.Context, p *provisioner.Port) error {
 	if isUnique(err) {
 		return fmt.Errorf("port %s: %w", p.Address, store.ErrDuplicate)
 	}
-	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
+	if isForeignKey(err) {
 		return fmt.Errorf("node %s: %w", p.NodeUUID, store.ErrNotFound)
 	}
 	if err != nil {
@@ -578,7 +628,7 @@ func (s *Store) AddHistory(ctx context.Context, e provisioner.HistoryEvent) erro
 	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO node_history(uuid, node_uuid, created_at, data) VALUES(?,?,?,?)`,
 		e.UUID, e.NodeUUID, ts(e.CreatedAt), data)
-	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
+	if isForeignKey(err) {
 		return fmt.Errorf("node %s: %w", e.NodeUUID, store.ErrNotFound)
 	}
 	if err != nil {
