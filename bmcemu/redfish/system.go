@@ -168,6 +168,9 @@ func (sys *system) patchBoot(ctx context.Context, p *bootPatch) error {
 			return errBadValue("Boot/BootSourceOverrideTarget", *p.Target)
 		}
 	}
+	if p.Target != nil && sys.srv.dropBootOverride(sys, *p.Target) {
+		return nil
+	}
 	f, err := sys.m.BootFlags(ctx)
 	if err != nil {
 		return fmt.Errorf("boot flags: %w", err)
