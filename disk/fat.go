@@ -246,22 +246,41 @@ func (w *fatWriter) entry(dir uint32, name string, attr byte, cluster uint32, si
 			continue
 		}
 		e := buf[off : off+32]
-		clear(e)
-		copy(e[0:11], sn[:])
-		e[11], e[12] = attr, flags
-		const dosDate = 0x0021 // 1980-01-01: reproducible images
-		binary.LittleEndian.PutUint16(e[16:], dosDate)
-		binary.LittleEndian.PutUint16(e[18:], dosDate)
-		binary.LittleEndian.PutUint16(e[24:], dosDate)
-		binary.LittleEndian.PutUint16(e[20:], uint16(cluster>>16))
-		binary.LittleEndian.PutUint16(e[26:], uint16(cluster))
-		binary.LittleEndian.PutUint32(e[28:], uint32(size))
+		putFATEntry(e, sn, attr, flags, cluster, size)
 		if _, err := w.disk.WriteAt(e, w.clusterOff(dir)+int64(off)); err != nil {
 			return fmt.Errorf("write directory entry: %w", err)
 		}
 		return nil
 	}
 	return errors.New("directory cluster full")
+}
+
+// putFATEntry encodes a 32-byte directory entry with the 8.3 name sn and
+// NT case flags, dated 1980-01-01 so images are reproducible.
+func putFATEntry(e []byte, sn [11]byte, attr, flags byte, cluster uint32, size int64) {
+	clear(e[:32])
+	copy(e[0:11], sn[:])
+	e[11], e[12] = attr, flags
+	const dosDate = 0x0021
+	binary.LittleEndian.PutUint16(e[16:], dosDate)
+	binary.LittleEndian.PutUint16(e[18:], dosDate)
+	binary.LittleEndian.PutUint16(e[24:], dosDate)
+	binary.LittleEndian.PutUint16(e[20:], uint16(cluster>>16))
+	binary.LittleEndian.PutUint16(e[26:], uint16(cluster))
+	binary.LittleEndian.PutUint32(e[28:], uint32(size))
+}
+
+// putDotEntries writes the "." and ".." entries that start the directory
+// cluster c (dotdot is 0 for a child of the root).
+func putDotEntries(blk []byte, c, dotdot uint32) {
+	for i, d := range []struct {
+		name string
+		c    uint32
+	}{{".", c}, {"..", dotdot}} {
+		var sn [11]byte
+		copy(sn[:], fmt.Sprintf("%-11s", d.name))
+		putFATEntry(blk[32*i:], sn, 0x10, 0, d.c, 0)
+	}
 }
 
 func (w *fatWriter) mkdirAll(dir string) (uint32, error) {
@@ -289,18 +308,7 @@ func (w *fatWriter) mkdirAll(dir string) (uint32, error) {
 	if parentPath == "/" {
 		dotdot = 0 // FAT: ".." of a child of the root names cluster 0
 	}
-	for i, d := range []struct {
-		name string
-		c    uint32
-	}{{".", c}, {"..", dotdot}} {
-		e := blk[32*i : 32*i+32]
-		copy(e[0:11], fmt.Sprintf("%-11s", d.name))
-		e[11] = 0x10
-		binary.LittleEndian.PutUint16(e[16:], 0x0021)
-		binary.LittleEndian.PutUint16(e[24:], 0x0021)
-		binary.LittleEndian.PutUint16(e[20:], uint16(d.c>>16))
-		binary.LittleEndian.PutUint16(e[26:], uint16(d.c))
-	}
+	putDotEntries(blk, c, dotdot)
 	if _, err := w.disk.WriteAt(blk, w.clusterOff(c)); err != nil {
 		return 0, fmt.Errorf("write directory: %w", err)
 	}

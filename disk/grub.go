@@ -78,13 +78,16 @@ const (
 
 // Modules embedded in the images: disks and partition tables, ext2/3/4
 // (and FAT for the ESP), search, probe, the menu (normal) and the Linux
-// loader; the BIOS image also drives the serial port, so GRUB shows on
+// loader; the EFI image also reads ISO 9660, searches by label and has
+// linuxefi/initrdefi, so it boots a deploy ISO (BuildBootISO) whose
+// grub.cfg follows Ironic's template; the BIOS image also drives the serial port, so GRUB shows on
 // the console that real VMs log (on UEFI, OVMF mirrors its console there).
 var (
 	grubModulesBIOS = []string{"biosdisk", "part_msdos", "part_gpt", "ext2", "search", "search_fs_uuid",
 		"search_fs_file", "configfile", "normal", "linux", "probe", "echo", "test", "serial", "terminal"}
 	grubModulesEFI = []string{"part_gpt", "part_msdos", "fat", "ext2", "search", "search_fs_uuid",
-		"search_fs_file", "configfile", "normal", "linux", "probe", "echo", "test"}
+		"search_fs_file", "configfile", "normal", "linux", "probe", "echo", "test",
+		"iso9660", "search_label", "linuxefi"}
 )
 
 const grubEarlyConfigBIOS = `serial --unit=0 --speed=115200
@@ -138,16 +141,23 @@ func MakeGrubImages(ctx context.Context, libDir string) (*GrubImages, error) {
 			return nil, err
 		}
 	}
-	efi := filepath.Join(libDir, "x86_64-efi")
-	if _, err := os.Stat(filepath.Join(efi, "linux.mod")); err == nil {
-		if g.EFI, err = mkimage(ctx, mk, work, efi, "x86_64-efi", "/EFI/BOOT", grubEarlyConfigEFI, grubModulesEFI); err != nil {
-			return nil, err
-		}
+	if g.EFI, err = grubEFI(ctx, mk, work, libDir); err != nil {
+		return nil, err
 	}
 	if g.BIOSCore == nil && g.EFI == nil {
 		return nil, fmt.Errorf("%w: no i386-pc or x86_64-efi modules under %s", ErrNoGrub, libDir)
 	}
 	return g, g.check()
+}
+
+// grubEFI builds the x86_64-efi image from the modules under libDir, or
+// returns nil if they are not there.
+func grubEFI(ctx context.Context, mk, work, libDir string) ([]byte, error) {
+	efi := filepath.Join(libDir, "x86_64-efi")
+	if _, err := os.Stat(filepath.Join(efi, "linux.mod")); err != nil {
+		return nil, nil
+	}
+	return mkimage(ctx, mk, work, efi, "x86_64-efi", "/EFI/BOOT", grubEarlyConfigEFI, grubModulesEFI)
 }
 
 func mkimage(ctx context.Context, mk, work, dir, format, prefix, early string, modules []string) ([]byte, error) {
