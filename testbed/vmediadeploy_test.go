@@ -83,8 +83,8 @@ func TestVirtualMediaDeploy(t *testing.T) {
 	}
 	requireISOLoaders(t, true, true)
 	nodes := []DemoNode{
-		{vms.BIOS, "local", "direct", "agent deploy from virtual media (bios)"},
-		{vms.UEFI, "local", "direct", "agent deploy from virtual media (uefi)"},
+		{Mode: vms.BIOS, Option: "local", Deploy: "direct", What: "agent deploy from virtual media (bios)"},
+		{Mode: vms.UEFI, Option: "local", Deploy: "direct", What: "agent deploy from virtual media (uefi)"},
 	}
 	tb, uuids := vmediaBed(t, nodes)
 	img, err := tb.BuildDemoImage(t.Context())
