@@ -154,6 +154,7 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 	w.registerAgentSteps(sc)
 	w.registerRedfishSteps(sc)
 	w.registerRedfishDriverSteps(sc)
+	w.registerVirtualMediaSteps(sc)
 	w.registerPendingSteps(sc)
 }
 

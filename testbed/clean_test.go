@@ -22,7 +22,7 @@ func TestManualCleaning(t *testing.T) {
 	if testing.Short() {
 		t.Skip("deploys a machine")
 	}
-	nodes := []DemoNode{{vms.BIOS, "local", "direct", "agent deploy, local boot (bios)"}}
+	nodes := []DemoNode{{Mode: vms.BIOS, Option: "local", Deploy: "direct", What: "agent deploy, local boot (bios)"}}
 	tb, err := New(Config{StateDir: t.TempDir(), Machines: DemoMachines(nodes, false), Provisioner: free()})
 	if err != nil {
 		t.Fatal(err)

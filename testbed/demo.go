@@ -15,6 +15,7 @@ import (
 
 	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/provisioner/boot"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/sim"
 )
@@ -25,10 +26,15 @@ type DemoNode struct {
 	Option string // boot_option
 	Deploy string // deploy_interface
 	What   string
+	// Boot is the node's boot interface; "" is the demo's. With
+	// redfish-virtual-media the node is enrolled with driver redfish
+	// (the testbed needs Config.Redfish).
+	Boot string
 }
 
 // DemoNodes are the demo's four machines: on simulated machines, three by
-// the bash ramdisk over iSCSI, one by the agent (deploy_interface direct).
+// the bash ramdisk over iSCSI, one by the agent (deploy_interface direct)
+// booted from Redfish virtual media (driver redfish).
 // On real VMs (libvirt) netboot instances boot with the deploy ramdisk's
 // initramfs, which mounts the deployed root; local-boot ones through the
 // GRUB the ramdisk or agent installed; four VMs are about what 2 cores run
@@ -36,17 +42,17 @@ type DemoNode struct {
 func DemoNodes(libvirt bool) []DemoNode {
 	if libvirt {
 		return []DemoNode{
-			{vms.BIOS, "netboot", "iscsi", "iSCSI deploy, netboot (bios, VM)"},
-			{vms.UEFI, "local", "iscsi", "iSCSI deploy, local boot (uefi, VM)"},
-			{vms.BIOS, "local", "direct", "agent deploy, local boot (bios, VM)"},
-			{vms.BIOS, "netboot", "direct", "agent deploy, netboot (bios, VM)"},
+			{Mode: vms.BIOS, Option: "netboot", Deploy: "iscsi", What: "iSCSI deploy, netboot (bios, VM)"},
+			{Mode: vms.UEFI, Option: "local", Deploy: "iscsi", What: "iSCSI deploy, local boot (uefi, VM)"},
+			{Mode: vms.BIOS, Option: "local", Deploy: "direct", What: "agent deploy, local boot (bios, VM)"},
+			{Mode: vms.BIOS, Option: "netboot", Deploy: "direct", What: "agent deploy, netboot (bios, VM)"},
 		}
 	}
 	return []DemoNode{
-		{vms.BIOS, "netboot", "iscsi", "iSCSI deploy, netboot (bios)"},
-		{vms.BIOS, "local", "iscsi", "iSCSI deploy, local boot (bios)"},
-		{vms.UEFI, "local", "iscsi", "iSCSI deploy, local boot (uefi)"},
-		{vms.BIOS, "local", "direct", "agent deploy, local boot (bios)"},
+		{Mode: vms.BIOS, Option: "netboot", Deploy: "iscsi", What: "iSCSI deploy, netboot (bios)"},
+		{Mode: vms.BIOS, Option: "local", Deploy: "iscsi", What: "iSCSI deploy, local boot (bios)"},
+		{Mode: vms.UEFI, Option: "local", Deploy: "iscsi", What: "iSCSI deploy, local boot (uefi)"},
+		{Mode: vms.BIOS, Option: "local", Deploy: "direct", What: "agent deploy, Redfish virtual media (bios)", Boot: boot.VirtualMediaName},
 	}
 }
 
@@ -167,6 +173,15 @@ func (t *Testbed) DeployDemo(ctx context.Context, nodes []DemoNode, img *DemoIma
 	specs := f.enrollSpecs(b, bootIface, "", nil)
 	for i := range specs {
 		specs[i].deployInterface = nodes[i].Deploy
+		if nodes[i].Boot != "" {
+			specs[i].bootInterface = nodes[i].Boot
+		}
+		if nodes[i].Boot == boot.VirtualMediaName {
+			if t.redfish == nil {
+				return nil, fmt.Errorf("demo: %s boots from virtual media: the testbed needs Config.Redfish", specs[i].name)
+			}
+			specs[i].driver, specs[i].redfish = "redfish", t.redfish.nodeInfo(f.nodes[i])
+		}
 	}
 	uuids, err := b.enroll(ctx, specs)
 	if err != nil {

@@ -2,12 +2,12 @@ package testbed
 
 import (
 	"context"
-
 	"errors"
 	"fmt"
-	"github.com/metalbed/metalbed/provisioner/boot"
 	"net/http"
 	"slices"
+
+	"github.com/metalbed/metalbed/provisioner/boot"
 )
 
 // enrollSpec is what enrolling one machine needs.
@@ -36,6 +36,17 @@ func (sp enrollSpec) driverName() string {
 		return "ipmi"
 	}
 	return sp.driver
+}
+
+// capabilities are the node's properties/capabilities: its boot mode,
+// and for virtual media boot_option local (Ironic 21.4's default; the
+// redfish-virtual-media interface boots instances from disk only).
+func (sp enrollSpec) capabilities() string {
+	c := "boot_mode:" + sp.bootMode
+	if sp.bootInterface == boot.VirtualMediaName {
+		c += ",boot_option:local"
+	}
+	return c
 }
 
 // bmcInfo is the driver_info that points the node at its BMC: ipmi_* or,
@@ -109,7 +120,7 @@ func enroll(ctx context.Context, c *Client, specs []enrollSpec) (map[string]stri
 				"memory_mb":    simMemoryMB,
 				"local_gb":     sp.diskBytes >> 30,
 				"cpu_arch":     simCPUArch,
-				"capabilities": "boot_mode:" + sp.bootMode,
+				"capabilities": sp.capabilities(),
 			},
 		}
 		switch {
@@ -203,6 +214,9 @@ func (f *fleet) enrollSpecs(b *bed, bootInterface, driver string, rf *redfishSer
 		}
 		if rf != nil {
 			sp.redfish = rf.nodeInfo(n)
+		}
+		if bootInterface == boot.VirtualMediaName {
+			sp.deployInterface = "direct" // virtual media boots the agent only
 		}
 		for _, nic := range n.machine.NICs() {
 			sp.macs = append(sp.macs, nic.MAC.String())

@@ -185,7 +185,7 @@ func TestRedfishDriverDirectDeploy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("deploys a machine")
 	}
-	nodes := []DemoNode{{vms.BIOS, "local", "direct", "agent deploy through redfish, local boot (bios)"}}
+	nodes := []DemoNode{{Mode: vms.BIOS, Option: "local", Deploy: "direct", What: "agent deploy through redfish, local boot (bios)"}}
 	tb, err := New(Config{StateDir: t.TempDir(), Machines: DemoMachines(nodes, false), Provisioner: free(),
 		Redfish: &Redfish{Addr: "127.0.0.1:0", PlainHTTP: true}})
 	if err != nil {

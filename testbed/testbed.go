@@ -22,6 +22,7 @@ import (
 
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/metrics"
+	"github.com/metalbed/metalbed/provisioner/boot"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/service"
 	"github.com/metalbed/metalbed/vms"
@@ -82,7 +83,8 @@ type Config struct {
 	// Enroll enrolls every machine as a node (driver ipmi, its BMC, a PXE
 	// port per MAC), left in "enroll", before Ready; BootInterface is their
 	// boot interface ("" = pxe when Debian's pxelinux and ipxe are
-	// installed, else ipxe; libvirt: ipxe).
+	// installed, else ipxe; libvirt: ipxe; redfish-virtual-media with
+	// EnrollDriver redfish: deploy interface direct, boot_option local).
 	Enroll        bool
 	BootInterface string
 	// EnrollDriver is the hardware type Enroll gives the nodes: "ipmi"
@@ -262,6 +264,15 @@ func New(cfg Config) (*Testbed, error) {
 	}
 	if cfg.TimelineAddr != "" && cfg.Provisioner != nil {
 		return nil, configError("Config.TimelineAddr is the timeline of machines without the provisioner (the provisioner's is Provisioner.TimelineAddr)")
+	}
+	switch t.cfg.BootInterface {
+	case "", "pxe", "ipxe":
+	case boot.VirtualMediaName:
+		if cfg.EnrollDriver != "redfish" {
+			return nil, configError("boot interface %s needs enroll driver redfish (the BMC inserts the ISO)", boot.VirtualMediaName)
+		}
+	default:
+		return nil, configError("boot interface %q: want pxe, ipxe or %s", t.cfg.BootInterface, boot.VirtualMediaName)
 	}
 	if cfg.ExternalDHCP != "" {
 		if cfg.Provisioner != nil {

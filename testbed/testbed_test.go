@@ -52,6 +52,8 @@ func TestNewChecksConfig(t *testing.T) {
 		{StateDir: dir, Machines: machines(1), Provisioner: &Provisioner{CallbackTimeout: -time.Second}},
 		{StateDir: dir, Machines: machines(1), Provisioner: free(), Enroll: true, EnrollDriver: "redfish"},
 		{StateDir: dir, Machines: machines(1), Provisioner: free(), Enroll: true, EnrollDriver: "idrac", Redfish: &Redfish{}},
+		{StateDir: dir, Machines: machines(1), Provisioner: free(), Enroll: true, BootInterface: "redfish-virtual-media"},
+		{StateDir: dir, Machines: machines(1), Provisioner: free(), Enroll: true, BootInterface: "http"},
 	} {
 		if _, err := New(c); !errors.Is(err, ErrConfig) {
 			t.Errorf("New(%+v) = %v, want ErrConfig", c, err)

@@ -19,13 +19,15 @@ import (
 
 // The fixed ops of layer redfish and their actions.
 const (
-	opPowerOff = "power-off" // after a Reset powered the system off
-	opTask     = "task"      // a task is created
-	opSession  = "session"   // a request came with a session token
+	opPowerOff = "power-off"     // after a Reset powered the system off
+	opTask     = "task"          // a task is created
+	opSession  = "session"       // a request came with a session token
+	opBoot     = "boot-override" // a PATCH sets the Boot override's target
 
 	actionPowerOnConflict = "power-on-conflict"
 	actionTaskFail        = "task-fail"
 	actionSessionExpire   = "session-expire"
+	actionDropBoot        = "drop-boot-override"
 
 	defaultConflictSeconds = 5
 )
@@ -137,4 +139,17 @@ func (a *sessions) expire(ls *loginSession) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.dropLocked(ls)
+}
+
+// dropBootOverride asks about a PATCH setting the boot override to target
+// on sys: a "drop-boot-override" hit answers the PATCH as done but keeps
+// nothing, as a BMC that loses overrides does; the timeline shows it.
+func (s *Server) dropBootOverride(sys *system, target string) bool {
+	h, ok := s.ask(sys, opBoot)
+	if !ok || h.Action != actionDropBoot {
+		return false
+	}
+	sys.log.Info("boot override dropped (injected fault)", "event", actionDropBoot, "state", target)
+	s.record(sys, events.BMCRedfishBoot, "target "+target+" acknowledged, not kept (fault "+h.RuleID+")")
+	return true
 }

@@ -214,3 +214,37 @@ func TestFaultPowerOnConflictKinds(t *testing.T) {
 		t.Errorf("recorded %d times, want once (one power-off)", n)
 	}
 }
+
+// TestFaultDropBootOverride: a PATCH of the boot override the rule hits is
+// answered 200 but keeps nothing (the machine's flags and the override
+// read back unchanged), recorded as fault.redfish.drop-boot-override and
+// as a bmc.redfish.boot event saying so; the next PATCH is kept. A rule of
+// another action is never asked at that moment.
+func TestFaultDropBootOverride(t *testing.T) {
+	in, rec := ruleInjector(t, fault.Rule{Layer: fault.Redfish, Action: "drop-boot-override", Count: 1})
+	b := startBed(t, bedOptions{plain: true, faults: in})
+	override := func() (string, string) {
+		_, _, body := b.do(t, "GET", b.sysPath(0), "basic", nil)
+		boot, _ := body["Boot"].(map[string]any)
+		return fmt.Sprint(boot["BootSourceOverrideTarget"]), fmt.Sprint(boot["BootSourceOverrideEnabled"])
+	}
+	patch := map[string]any{"Boot": map[string]any{"BootSourceOverrideTarget": "Cd", "BootSourceOverrideEnabled": "Once"}}
+	if st, _, body := b.do(t, "PATCH", b.sysPath(0), "basic", patch); st != http.StatusOK && st != http.StatusNoContent {
+		t.Fatalf("PATCH: %d %v", st, body)
+	}
+	if tgt, en := override(); tgt == "Cd" || en == "Once" {
+		t.Errorf("a dropped override reads %s %s", tgt, en)
+	}
+	if n := count(rec.kinds(), "fault.redfish.drop-boot-override"); n != 1 {
+		t.Errorf("drop-boot-override recorded %d times", n)
+	}
+	if d := b.details(events.BMCRedfishBoot); len(d) != 1 || !strings.Contains(d[0], "target Cd acknowledged, not kept") {
+		t.Errorf("boot events %q", d)
+	}
+	if st, _, body := b.do(t, "PATCH", b.sysPath(0), "basic", patch); st != http.StatusOK && st != http.StatusNoContent {
+		t.Fatalf("PATCH: %d %v", st, body)
+	}
+	if tgt, en := override(); tgt != "Cd" || en != "Once" {
+		t.Errorf("the next override reads %s %s, want Cd Once", tgt, en)
+	}
+}

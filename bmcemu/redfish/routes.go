@@ -596,6 +596,16 @@ func (s *Server) getChassis(q *request, sys *system) error {
 	})
 }
 
+// requestOp is the op a request is asked about: its method, and for an
+// action its name too ("POST VirtualMedia.InsertMedia"), so that a rule
+// can hit one action (fault.Rule.Op "VirtualMedia.InsertMedia").
+func requestOp(r *http.Request) string {
+	if _, action, ok := strings.Cut(r.URL.Path, "/Actions/"); ok && action != "" {
+		return r.Method + " " + action
+	}
+	return r.Method
+}
+
 // fault asks the Injector about a request to one machine's resources
 // ({sys} names it) and carries the hit out: a delay, then for "status" the
 // error to answer with.
@@ -610,7 +620,7 @@ func (s *Server) fault(q *request) error {
 	if !ok {
 		return nil // answered 404 by the route
 	}
-	h, ok := s.cfg.Faults.Inject(fault.Redfish, events.Who{Machine: sys.hw.Name}, q.r.Method)
+	h, ok := s.cfg.Faults.Inject(fault.Redfish, events.Who{Machine: sys.hw.Name}, requestOp(q.r))
 	if !ok {
 		return nil
 	}

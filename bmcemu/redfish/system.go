@@ -174,6 +174,9 @@ func (sys *system) patchBoot(ctx context.Context, p *bootPatch) error {
 			return err
 		}
 	}
+	if p.Target != nil && sys.srv.dropBootOverride(sys, *p.Target) {
+		return nil
+	}
 	f, err := sys.m.BootFlags(ctx)
 	if err != nil {
 		return fmt.Errorf("boot flags: %w", err)

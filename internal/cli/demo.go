@@ -60,6 +60,8 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 		StateDir: dir, Backend: *backend, Version: version(), Logger: log,
 		Provisioner: &testbed.Provisioner{APIAddr: free, DHCPAddr: free, TFTPAddr: free, HTTPAddr: free, TimelineAddr: free,
 			CallbackTimeout: *timeout, NotifyDelay: 500 * time.Millisecond},
+		// The virtual media node's BMC (testbed.DemoNodes).
+		Redfish: &testbed.Redfish{Addr: free},
 		// A demo's VMs go with it when its state does (a temporary directory).
 		Libvirt: testbed.Libvirt{RemoveVMs: *stateDir == ""},
 	}
@@ -191,7 +193,7 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("demo: %w", errors.Join(errs...))
 	}
-	protocols := "IPMI, DHCP, TFTP, iSCSI and HTTP"
+	protocols := "IPMI, Redfish (virtual media), DHCP, TFTP, iSCSI and HTTP"
 	if bootIface == "ipxe" {
 		protocols = "IPMI, DHCP, HTTP (iPXE) and iSCSI"
 	}
@@ -211,7 +213,7 @@ var demoPhases = []struct {
 	kinds []events.Kind
 }{
 	{"DHCP", []events.Kind{events.DHCPAck}},
-	{"TFTP", []events.Kind{events.TFTPFile}},
+	{"TFTP/CD", []events.Kind{events.TFTPFile, events.BMCRedfishMedia}},
 	{"RAMDISK UP", []events.Kind{events.RamdiskUp, events.AgentUp}},
 	{"LOOKUP", []events.Kind{events.AgentLookup}},
 	{"HEARTBEAT", []events.Kind{events.AgentHeartbeat}},

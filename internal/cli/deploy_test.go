@@ -35,9 +35,10 @@ func requireBootLoaders(t *testing.T) {
 	}
 }
 
-// TestDemo runs `metalbed demo` as a user does: three machines deployed
-// at once (iSCSI netboot bios, local boot bios, local boot uefi), every
-// instance booted, then undeployed. It fails if any instance does not boot.
+// TestDemo runs `metalbed demo` as a user does: four machines deployed
+// at once (iSCSI netboot bios, local boot bios, local boot uefi; the agent
+// booted from Redfish virtual media, bios), every instance booted, then
+// undeployed. It fails if any instance does not boot.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the demo deploys four machines")
@@ -62,7 +63,7 @@ func TestDemo(t *testing.T) {
 		{"node-0", `iSCSI deploy, netboot \(bios\)(\s+\+\d+\.\d\ds){3}(\s+-){2}(\s+\+\d+\.\d\ds){2}\s+-(\s+\+\d+\.\d\ds){3}\s+booted`},
 		{"node-1", `iSCSI deploy, local boot \(bios\)(\s+\+\d+\.\d\ds){3}(\s+-){2}(\s+\+\d+\.\d\ds){6}\s+booted`},
 		{"node-2", `iSCSI deploy, local boot \(uefi\)(\s+\+\d+\.\d\ds){3}(\s+-){2}(\s+\+\d+\.\d\ds){6}\s+booted`},
-		{"node-3", `agent deploy, local boot \(bios\)(\s+\+\d+\.\d\ds){5}\s+-(\s+\+\d+\.\d\ds){5}\s+booted`},
+		{"node-3", `agent deploy, Redfish virtual media \(bios\)(\s+\+\d+\.\d\ds){5}\s+-(\s+\+\d+\.\d\ds){5}\s+booted`},
 	} {
 		if !regexp.MustCompile(`(?m)^` + row.node + `\s+` + row.what).MatchString(s) {
 			t.Errorf("no complete phase row for %s:\n%s", row.node, s)

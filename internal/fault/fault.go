@@ -235,7 +235,7 @@ func (s *Set) MatchAny(names []string, layer Layer, op string) (Hit, bool) {
 	defer s.mu.Unlock()
 	for _, e := range s.rules {
 		r := &e.rule
-		if r.Layer != layer || !wildAny(r.Node, names) || !wild(r.Op, op) {
+		if r.Layer != layer || !wildAny(r.Node, names) || !opMatches(layer, r.Op, op) {
 			continue
 		}
 		if _, fixed := fixedOp(layer, op); fixed && !strings.EqualFold(r.Op, op) {
@@ -268,6 +268,18 @@ func wildAny(pattern string, vs []string) bool {
 		}
 	}
 	return false
+}
+
+// opMatches reports whether a rule's op pattern matches op. Layer redfish
+// asks about an action's POST as "POST <action>" ("POST
+// VirtualMedia.InsertMedia"): a rule's op matches it whole, by its method
+// alone ("POST") or by its action alone ("VirtualMedia.InsertMedia").
+func opMatches(layer Layer, pattern, op string) bool {
+	if wild(pattern, op) {
+		return true
+	}
+	method, action, ok := strings.Cut(op, " ")
+	return layer == Redfish && ok && (strings.EqualFold(pattern, method) || strings.EqualFold(pattern, action))
 }
 
 func wild(pattern, v string) bool {

@@ -175,3 +175,34 @@ func TestFixedOps(t *testing.T) {
 		t.Errorf("second GET: %+v %v", h, ok)
 	}
 }
+
+// TestRedfishActionOps: layer redfish asks about an action's POST as
+// "POST <action>"; a rule's op matches it whole, by method or by action,
+// and no other layer splits ops that way.
+func TestRedfishActionOps(t *testing.T) {
+	const op = "POST VirtualMedia.InsertMedia"
+	for _, c := range []struct {
+		layer   Layer
+		ruleOp  string
+		askedOp string
+		want    bool
+	}{
+		{Redfish, "VirtualMedia.InsertMedia", op, true},
+		{Redfish, "POST", op, true},
+		{Redfish, op, op, true},
+		{Redfish, "", op, true},
+		{Redfish, "VirtualMedia.EjectMedia", op, false},
+		{Redfish, "GET", op, false},
+		{Redfish, "VirtualMedia.InsertMedia", "POST", false},
+		{HTTP, "a", "a b", false},
+	} {
+		s := NewSet()
+		action := "status"
+		if _, err := s.Add(Rule{Layer: c.layer, Op: c.ruleOp, Action: action}); err != nil {
+			t.Fatal(err)
+		}
+		if _, hit := s.Match("n", c.layer, c.askedOp); hit != c.want {
+			t.Errorf("layer %s rule op %q asked %q: hit %v, want %v", c.layer, c.ruleOp, c.askedOp, hit, c.want)
+		}
+	}
+}

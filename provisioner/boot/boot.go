@@ -40,6 +40,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/dhcp"
 	"github.com/metalbed/metalbed/provisioner/drivers"
@@ -124,6 +125,12 @@ type Config struct {
 	Token func(ctx context.Context, node *provisioner.Node) (string, error)
 	// Loaders locate pxelinux.0, ldlinux.c32, undionly.kpxe and ipxe.efi.
 	Loaders Loaders
+	// ISOLoaders finds what the redfish-virtual-media interface's boot
+	// ISOs need: ISOLINUX for bios, a GRUB EFI image for uefi. It is asked
+	// once per boot mode, when the first node of that mode is validated,
+	// so a missing package fails only the nodes that need it; default
+	// disk.DefaultISOLoaders.
+	ISOLoaders func(ctx context.Context, bios, uefi bool) (disk.ISOLoaders, error)
 	// DiskDevices is the ramdisk's disk= candidates; default
 	// "cciss/c0d0,sda,hda,vda" (Ironic's [pxe]disk_devices).
 	DiskDevices string
@@ -189,6 +196,16 @@ func newInterface(cfg Config, ipxe bool) (*Interface, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("boot: %s interface: missing %s", name, strings.Join(missing, ", "))
 	}
+	cfg, log, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Interface{cfg: cfg, ipxe: ipxe, log: log.With("boot_interface", name)}, nil
+}
+
+// withDefaults trims the URLs and fills the zero fields every boot
+// interface shares with their documented defaults.
+func (cfg Config) withDefaults() (Config, *slog.Logger, error) {
 	cfg.APIURL = strings.TrimRight(cfg.APIURL, "/")
 	cfg.HTTPURL = strings.TrimRight(cfg.HTTPURL, "/")
 	if cfg.Loaders.PXELinux == "" {
@@ -217,20 +234,20 @@ func newInterface(cfg Config, ipxe bool) (*Interface, error) {
 		cfg.DefaultBootMode = "uefi"
 	case "uefi", "bios":
 	default:
-		return nil, fmt.Errorf("boot: DefaultBootMode %q: want uefi or bios", cfg.DefaultBootMode)
+		return cfg, nil, fmt.Errorf("boot: DefaultBootMode %q: want uefi or bios", cfg.DefaultBootMode)
 	}
 	switch cfg.DefaultBootOption {
 	case "":
 		cfg.DefaultBootOption = "netboot"
 	case "netboot", "local":
 	default:
-		return nil, fmt.Errorf("boot: DefaultBootOption %q: want netboot or local", cfg.DefaultBootOption)
+		return cfg, nil, fmt.Errorf("boot: DefaultBootOption %q: want netboot or local", cfg.DefaultBootOption)
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Interface{cfg: cfg, ipxe: ipxe, log: log.With("boot_interface", name)}, nil
+	return cfg, log, nil
 }
 
 // Name is the interface's name in Ironic: "pxe" or "ipxe".
@@ -434,8 +451,11 @@ func (b *Interface) deployParams(node *provisioner.Node, extra map[string]string
 }
 
 // appendParams appends AppendParams (pxe_append_params) to ps.
-func (b *Interface) appendParams(ps []param) []param {
-	for _, f := range strings.Fields(b.cfg.AppendParams) {
+func (b *Interface) appendParams(ps []param) []param { return appendFields(ps, b.cfg.AppendParams) }
+
+// appendFields appends the space-separated key[=value] words of s to ps.
+func appendFields(ps []param, s string) []param {
+	for _, f := range strings.Fields(s) {
 		k, v, _ := strings.Cut(f, "=")
 		ps = append(ps, param{k, v})
 	}

@@ -245,6 +245,11 @@ type rfSystem struct {
 			Allowed []string `json:"ResetType@Redfish.AllowableValues"`
 		} `json:"#ComputerSystem.Reset"`
 	} `json:"Actions"`
+	Links struct {
+		ManagedBy []struct {
+			ID string `json:"@odata.id"`
+		} `json:"ManagedBy"`
+	} `json:"Links"`
 }
 
 // system resolves the node's ComputerSystem path (the only member of the

@@ -114,8 +114,15 @@ func answerFaultOf(h fault.Hit) answerFault {
 // machine whose folder path is in.
 func requester(remote netip.AddrPort, path string) events.Who {
 	who := events.Who{IP: remote.Addr().String()}
-	if folder, _, ok := strings.Cut(path, "/"); ok {
-		who.Machine = folder
+	folder, rest, ok := strings.Cut(path, "/")
+	if !ok {
+		return who
+	}
+	who.Machine = folder
+	// A virtual media ISO, redfish/boot-<node uuid>.iso, is read by the
+	// BMC (not from the node's address): it names its node.
+	if id, iso := strings.CutPrefix(rest, "boot-"); folder == "redfish" && iso && strings.HasSuffix(id, ".iso") {
+		who.Machine, who.Node = "", strings.TrimSuffix(id, ".iso")
 	}
 	return who
 }

@@ -15,7 +15,9 @@ import (
 )
 
 // netboot builds the pxe/ipxe boot interfaces and the iscsi and direct
-// deploy interfaces into s.cfg.IPMI. They depend on nothing the registry
+// deploy interfaces into s.cfg.IPMI, and with an HTTP root the
+// redfish-virtual-media boot interface into s.cfg.Redfish (unless the
+// caller chose its boot interfaces). They depend on nothing the registry
 // holds: the conductor hands them each node's ports and power, management
 // and boot interfaces in a drivers.Task.
 func (s *Service) netboot() error {
@@ -43,7 +45,7 @@ func (s *Service) netboot() error {
 	bc := boot.Config{
 		TFTPRoot: nb.TFTPRoot, TFTPServer: nb.TFTPServer, HTTPRoot: nb.HTTPRoot, HTTPURL: nb.HTTPURL,
 		APIURL: nb.APIURL, Hosts: nb.Hosts, Images: cache,
-		Loaders: nb.Loaders, AppendParams: nb.AppendParams,
+		Loaders: nb.Loaders, ISOLoaders: nb.ISOLoaders, AppendParams: nb.AppendParams,
 		DefaultBootMode: nb.DefaultBootMode, DefaultBootOption: nb.DefaultBootOption, Logger: s.cfg.Logger,
 	}
 	pxe, err := boot.NewPXE(bc)
@@ -51,12 +53,16 @@ func (s *Service) netboot() error {
 		return err
 	}
 	bootIfaces := map[string]drivers.BootInterface{"pxe": pxe}
+	var vmedia *boot.VirtualMedia
 	if nb.HTTPRoot != "" && nb.HTTPURL != "" {
 		ipxe, err := boot.NewIPXE(bc)
 		if err != nil {
 			return err
 		}
 		bootIfaces["ipxe"] = ipxe
+		if vmedia, err = boot.NewVirtualMedia(bc); err != nil {
+			return err
+		}
 	}
 	core := deploy.Config{
 		Images: cache, DialContext: nb.DialContext,
@@ -101,5 +107,14 @@ func (s *Service) netboot() error {
 		inspects[k] = v
 	}
 	s.cfg.IPMI.Inspect = inspects
+	if s.cfg.Redfish.Boot == nil && vmedia != nil {
+		// The redfish hardware type boots as ipmi does, and from
+		// virtual media too (Ironic's supported_boot_interfaces).
+		rf := map[string]drivers.BootInterface{boot.VirtualMediaName: vmedia}
+		for k, v := range boots {
+			rf[k] = v
+		}
+		s.cfg.Redfish.Boot = rf
+	}
 	return nil
 }

@@ -24,6 +24,7 @@ import (
 
 	"net/netip"
 
+	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/provisioner/api"
 	"github.com/metalbed/metalbed/provisioner/boot"
 	"github.com/metalbed/metalbed/provisioner/conductor"
@@ -132,6 +133,10 @@ type Netboot struct {
 	ImagesDir     string
 	// Loaders locate pxelinux.0, ldlinux.c32, undionly.kpxe, ipxe.efi.
 	Loaders boot.Loaders
+	// ISOLoaders finds ISOLINUX and GRUB for the redfish-virtual-media
+	// boot interface's ISOs (boot.Config.ISOLoaders); default
+	// disk.DefaultISOLoaders, asked when a node first needs them.
+	ISOLoaders func(ctx context.Context, bios, uefi bool) (disk.ISOLoaders, error)
 	// DefaultBootMode ("uefi" default, or "bios") and DefaultBootOption
 	// ("netboot" default, or "local") apply when a node chooses none.
 	DefaultBootMode   string

@@ -222,7 +222,7 @@ func (d *Deploy) Prepare(ctx context.Context, t *drivers.Task) error {
 	if err := t.Boot.PrepareRamdisk(ctx, t, d.ramdiskParams(node)); err != nil {
 		return err
 	}
-	d.core.Milestone(node, events.ConductorPrepare, "agent ramdisk configured, boot device pxe")
+	d.core.Milestone(node, events.ConductorPrepare, "agent ramdisk configured, boot interface "+bootName(t))
 	return nil
 }
 
@@ -505,4 +505,13 @@ func (d *Deploy) do(ctx context.Context, method, u string, body []byte, out any)
 		return fmt.Errorf("bad agent answer: %w", err)
 	}
 	return nil
+}
+
+// bootName is the task's boot interface as the node names it (pxe when it
+// names none).
+func bootName(t *drivers.Task) string {
+	if b := t.Node.Interfaces.Boot; b != "" {
+		return b
+	}
+	return "pxe"
 }

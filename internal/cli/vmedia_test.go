@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/metalbed/metalbed/disk"
+	"github.com/metalbed/metalbed/internal/testenv"
+)
+
+// TestUpEnrollRedfishVirtualMedia is the README's virtual media
+// walk-through: `metalbed up --nodes 1 --boot-mode uefi --enroll
+// --enroll-driver redfish --boot-interface redfish-virtual-media`; the
+// real baremetal CLI sees the node with driver redfish, boot interface
+// redfish-virtual-media, deploy interface direct, and the redfish driver
+// offering that boot interface; it deploys a whole-disk image (the agent
+// boots from the virtual CD), the instance boots from disk, and undeploy
+// brings the node back to available.
+func TestUpEnrollRedfishVirtualMedia(t *testing.T) {
+	testenv.RequireTool(t, "baremetal", "python3-ironicclient")
+	if _, err := disk.DefaultISOLoaders(t.Context(), false, true); err != nil {
+		testenv.Unavailable(t, "boot ISOs need grub-efi-amd64-bin: "+err.Error())
+	}
+	u := startLongUp(t, "deploys a machine through virtual media", "--nodes", "1", "--boot-mode", "uefi",
+		"--enroll-driver", "redfish", "--boot-interface", "redfish-virtual-media")
+	api := u.inv.API
+	n := u.inv.Nodes[0]
+	node := showNode(t, api, n.Name)
+	props, _ := node["properties"].(map[string]any)
+	if node["driver"] != "redfish" || node["boot_interface"] != "redfish-virtual-media" || node["deploy_interface"] != "direct" ||
+		!strings.Contains(fmt.Sprint(props["capabilities"]), "boot_option:local") {
+		t.Errorf("enrolled %s: %v", n.Name, node)
+	}
+	var drv struct {
+		Boot string `json:"enabled_boot_interfaces"` // "ipxe, pxe, …"
+	}
+	if out := baremetal(t, api, "--os-baremetal-api-version", "latest", "driver", "show", "redfish", "-f", "json"); json.Unmarshal([]byte(out), &drv) != nil ||
+		!slices.Contains(strings.Split(drv.Boot, ", "), "redfish-virtual-media") {
+		t.Errorf("driver redfish boot interfaces %q in %s", drv.Boot, out)
+	}
+	makeAvailable(t, api, n.Name)
+
+	img, err := disk.Build(t.Context(), disk.BuildConfig{Kind: disk.KindWholeDisk, BootMode: "uefi", Out: filepath.Join(t.TempDir(), "disk.img"), Hostname: "vmedia-deployed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	baremetal(t, api, "node", "set", n.Name, "--instance-info", "image_source="+img.Path, "--instance-info", "image_checksum="+img.MD5)
+	baremetal(t, api, "node", "deploy", n.Name)
+	waitProvision(t, api, n.Name, "active", 5*time.Minute)
+	testenv.Eventually(t, time.Minute, func() bool {
+		con, _ := os.ReadFile(n.ConsoleLog)
+		return strings.Contains(string(con), "metalbed-instance: booted vmedia-deployed")
+	}, "the instance of %s to boot (console: %s)", n.Name, consoleOf(n.ConsoleLog))
+	con, _ := os.ReadFile(n.ConsoleLog)
+	for _, want := range []string{"Booting from virtual CD (UEFI)...", "boot_method=vmedia", "Booting from hard disk (UEFI)..."} {
+		if !bytes.Contains(con, []byte(want)) {
+			t.Errorf("console of %s lacks %q", n.Name, want)
+		}
+	}
+
+	baremetal(t, api, "node", "undeploy", n.Name)
+	waitProvision(t, api, n.Name, "available", 5*time.Minute)
+	// The ISO was published at <state dir>/provisioner/http/redfish and
+	// is gone again.
+	isos, err := filepath.Glob(filepath.Join(u.dir, "provisioner", "http", "redfish", "*.iso"))
+	if err != nil || len(isos) != 0 {
+		t.Errorf("ISOs still published after undeploy: %v %v", isos, err)
+	}
+	if _, err := os.Stat(filepath.Join(u.dir, "provisioner", "http", "redfish")); err != nil {
+		t.Errorf("no ISO directory: %v", err)
+	}
+}
+
+// TestUpBootInterfaceFlag: --boot-interface takes pxe, ipxe or
+// redfish-virtual-media, the latter only with --enroll-driver redfish.
+func TestUpBootInterfaceFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--boot-interface", "redfish-virtual-media"}, "needs --enroll-driver redfish"},
+		{[]string{"--boot-interface", "http"}, "want pxe, ipxe or redfish-virtual-media"},
+	} {
+		var out, errb bytes.Buffer
+		err := Run(t.Context(), append([]string{"up", "--enroll", "--state-dir", t.TempDir()}, c.args...), &out, &errb)
+		if ExitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), c.want) {
+			t.Errorf("%v: %v (exit %d), want a usage error naming %q", c.args, err, ExitCode(err), c.want)
+		}
+	}
+}
+
+// consoleOf prints a console log when formatted.
+type consoleOf string
+
+func (c consoleOf) String() string {
+	b, _ := os.ReadFile(string(c))
+	return string(b)
+}
