@@ -204,13 +204,9 @@ func (s *Server) listAllocations(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	items := make([]obj, 0, len(list))
-	last := ""
-	for _, a := range list {
-		items = append(items, renderAllocation(r, a, fields))
-		last = a.UUID
-	}
-	writeJSON(w, http.StatusOK, collection(r, "allocations", items, p.limit, last))
+	writeCollection(w, r, "allocations", list, p.limit,
+		func(x *provisioner.Allocation) obj { return renderAllocation(r, x, fields) },
+		func(x *provisioner.Allocation) string { return x.UUID })
 	return nil
 }
 

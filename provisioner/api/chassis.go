@@ -81,13 +81,9 @@ func (s *Server) listChassis(detail bool) handlerFunc {
 		if err != nil {
 			return err
 		}
-		items := make([]obj, 0, len(list))
-		last := ""
-		for _, c := range list {
-			items = append(items, renderChassis(r, c, fields))
-			last = c.UUID
-		}
-		writeJSON(w, http.StatusOK, collection(r, "chassis", items, p.limit, last))
+		writeCollection(w, r, "chassis", list, p.limit,
+			func(x *provisioner.Chassis) obj { return renderChassis(r, x, fields) },
+			func(x *provisioner.Chassis) string { return x.UUID })
 		return nil
 	}
 }

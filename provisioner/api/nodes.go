@@ -382,6 +382,18 @@ func collection(r *http.Request, key string, items []obj, limit int, lastUUID st
 	return out
 }
 
+// writeCollection answers a list of items rendered by render, with the
+// "next" link of a full page after the last one's UUID (collection).
+func writeCollection[T any](w http.ResponseWriter, r *http.Request, key string, list []T, limit int, render func(T) obj, uuidOf func(T) string) {
+	items := make([]obj, 0, len(list))
+	last := ""
+	for _, x := range list {
+		items = append(items, render(x))
+		last = uuidOf(x)
+	}
+	writeJSON(w, http.StatusOK, collection(r, key, items, limit, last))
+}
+
 var nodeSortKeys = []string{"id", "uuid", "name", "created_at", "updated_at", "provision_state", "driver", "power_state", "maintenance"}
 
 func (s *Server) listNodes(detail bool) handlerFunc {

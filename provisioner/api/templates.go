@@ -206,13 +206,9 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	items := make([]obj, 0, len(list))
-	last := ""
-	for _, t := range list {
-		items = append(items, renderTemplate(r, t, fields))
-		last = t.UUID
-	}
-	writeJSON(w, http.StatusOK, collection(r, "deploy_templates", items, p.limit, last))
+	writeCollection(w, r, "deploy_templates", list, p.limit,
+		func(x *provisioner.DeployTemplate) obj { return renderTemplate(r, x, fields) },
+		func(x *provisioner.DeployTemplate) string { return x.UUID })
 	return nil
 }
 
