@@ -17,16 +17,19 @@ import (
 // process exits 3, as an LSB init script's status does.
 var errNotRunning = errors.New("not running")
 
-// stateDirFlag resolves --state-dir as up does.
-func stateDirFlag(dir string) (string, error) {
-	if dir == "" {
-		d, err := defaultStateDir()
-		if err != nil {
-			return "", err
+// holderOf resolves --state-dir as up does and says whether a process
+// runs a testbed there, and its PID.
+func holderOf(stateDir string) (dir string, pid int, running bool, err error) {
+	if stateDir == "" {
+		if stateDir, err = defaultStateDir(); err != nil {
+			return "", 0, false, err
 		}
-		dir = d
 	}
-	return filepath.Abs(dir)
+	if dir, err = filepath.Abs(stateDir); err != nil {
+		return "", 0, false, err
+	}
+	pid, running, err = testbed.Holder(dir)
+	return dir, pid, running, err
 }
 
 // runStatus says whether a `metalbed up` runs on a state dir, its PID and
@@ -38,11 +41,7 @@ func runStatus(ctx context.Context, s Streams, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	dir, err := stateDirFlag(*stateDir)
-	if err != nil {
-		return err
-	}
-	pid, running, err := testbed.Holder(dir)
+	dir, pid, running, err := holderOf(*stateDir)
 	if err != nil {
 		return err
 	}
@@ -96,11 +95,7 @@ func runDown(ctx context.Context, s Streams, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	dir, err := stateDirFlag(*stateDir)
-	if err != nil {
-		return err
-	}
-	pid, running, err := testbed.Holder(dir)
+	dir, pid, running, err := holderOf(*stateDir)
 	if err != nil {
 		return err
 	}

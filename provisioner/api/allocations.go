@@ -269,16 +269,20 @@ func (s *Server) patchAllocation(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) deleteAllocation(w http.ResponseWriter, r *http.Request) error {
-	a, err := s.allocation(r)
-	if err != nil {
-		return err
+// deleteAllocationOf deletes the allocation find names (by its own path,
+// or by its node's).
+func (s *Server) deleteAllocationOf(find func(*http.Request) (*provisioner.Allocation, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		a, err := find(r)
+		if err != nil {
+			return err
+		}
+		if err := s.c.DeleteAllocation(r.Context(), a.UUID); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
 	}
-	if err := s.c.DeleteAllocation(r.Context(), a.UUID); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 // nodeAllocation finds the allocation holding the node the path names:
@@ -311,17 +315,5 @@ func (s *Server) showNodeAllocation(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	writeJSON(w, http.StatusOK, renderAllocation(r, a, fields))
-	return nil
-}
-
-func (s *Server) deleteNodeAllocation(w http.ResponseWriter, r *http.Request) error {
-	a, err := s.nodeAllocation(r)
-	if err != nil {
-		return err
-	}
-	if err := s.c.DeleteAllocation(r.Context(), a.UUID); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

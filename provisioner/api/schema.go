@@ -47,19 +47,12 @@ func checkSchema(what string, body map[string]any, props map[string]prop, requir
 	bad := func(format string, a ...any) error {
 		return badRequest(fmt.Sprintf("Schema error for %s: ", what) + fmt.Sprintf(format, a...))
 	}
-	var extra []string
-	for k := range body {
-		if _, ok := props[k]; !ok {
-			extra = append(extra, "'"+k+"'")
-		}
+	allowed := make([]string, 0, len(props))
+	for k := range props {
+		allowed = append(allowed, k)
 	}
-	if len(extra) > 0 {
-		slices.Sort(extra)
-		verb := "was"
-		if len(extra) > 1 {
-			verb = "were"
-		}
-		return bad("Additional properties are not allowed (%s %s unexpected)", strings.Join(extra, ", "), verb)
+	if msg := conductor.AdditionalProperties(body, allowed...); msg != "" {
+		return bad("%s", msg)
 	}
 	for _, k := range required {
 		if _, ok := body[k]; !ok {

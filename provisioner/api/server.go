@@ -190,7 +190,7 @@ func (s *Server) table() []route {
 		v("DELETE /v1/nodes/{node}/traits", private, s.deleteTraits),
 		v("DELETE /v1/nodes/{node}/traits/{trait}", private, s.deleteTraits),
 		v("GET /v1/nodes/{node}/allocation", private, s.showNodeAllocation),
-		v("DELETE /v1/nodes/{node}/allocation", private, s.deleteNodeAllocation),
+		v("DELETE /v1/nodes/{node}/allocation", private, s.deleteAllocationOf(s.nodeAllocation)),
 		v("GET /v1/nodes/{node}/ports", private, s.nodePorts(false)),
 		v("GET /v1/nodes/{node}/ports/detail", private, s.nodePorts(true)),
 
@@ -214,7 +214,7 @@ func (s *Server) table() []route {
 		v("POST /v1/allocations", private, s.createAllocation),
 		v("GET /v1/allocations/{allocation}", private, s.showAllocation),
 		v("PATCH /v1/allocations/{allocation}", private, s.patchAllocation),
-		v("DELETE /v1/allocations/{allocation}", private, s.deleteAllocation),
+		v("DELETE /v1/allocations/{allocation}", private, s.deleteAllocationOf(s.allocation)),
 
 		v("GET /v1/deploy_templates", private, s.listTemplates),
 		v("POST /v1/deploy_templates", private, s.createTemplate),

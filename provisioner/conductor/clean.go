@@ -36,19 +36,8 @@ func checkCleanSteps(steps []map[string]any) error {
 				return bad("'%s' is a required property", k)
 			}
 		}
-		var extra []string
-		for k := range st {
-			if k != "interface" && k != "step" && k != "args" {
-				extra = append(extra, "'"+k+"'")
-			}
-		}
-		if len(extra) > 0 {
-			slices.Sort(extra)
-			verb := "was"
-			if len(extra) > 1 {
-				verb = "were"
-			}
-			return bad("Additional properties are not allowed (%s %s unexpected)", strings.Join(extra, ", "), verb)
+		if msg := AdditionalProperties(st, "interface", "step", "args"); msg != "" {
+			return bad("%s", msg)
 		}
 		iface, _ := st["interface"].(string)
 		if !slices.Contains(cleaningInterfaces, iface) {
@@ -68,6 +57,27 @@ func checkCleanSteps(steps []map[string]any) error {
 		}
 	}
 	return nil
+}
+
+// AdditionalProperties is jsonschema's message for the keys of body not
+// among allowed ("Additional properties are not allowed ('x' was
+// unexpected)"), "" when there are none.
+func AdditionalProperties(body map[string]any, allowed ...string) string {
+	var extra []string
+	for k := range body {
+		if !slices.Contains(allowed, k) {
+			extra = append(extra, "'"+k+"'")
+		}
+	}
+	if len(extra) == 0 {
+		return ""
+	}
+	slices.Sort(extra)
+	verb := "was"
+	if len(extra) > 1 {
+		verb = "were"
+	}
+	return fmt.Sprintf("Additional properties are not allowed (%s %s unexpected)", strings.Join(extra, ", "), verb)
 }
 
 // PyRepr renders a JSON value as Python's repr does in jsonschema's

@@ -46,15 +46,11 @@ func portVIF(p *provisioner.Port) string {
 // PXE-enabled ones. A VIF already on one of the node's ports is Ironic's
 // VifAlreadyAttached (409); no free port NoFreePhysicalPorts (400).
 func (c *Conductor) AttachVIF(ctx context.Context, ident, vif, portUUID string) error {
-	n, err := c.acquire(ctx, ident)
+	n, ports, release, err := c.lockedPorts(ctx, ident)
 	if err != nil {
 		return err
 	}
-	defer c.release(ctx, n.UUID)
-	ports, err := c.st.Ports(ctx, store.PortFilter{NodeUUID: n.UUID})
-	if err != nil {
-		return err
-	}
+	defer release()
 	for _, p := range ports {
 		if portVIF(p) == vif {
 			return refuse(KindConflict, "Unable to attach VIF because VIF %s is already attached to Ironic Port %s", vif, p.UUID)
@@ -89,6 +85,22 @@ func (c *Conductor) AttachVIF(ctx context.Context, ident, vif, portUUID string) 
 	return nil
 }
 
+// lockedPorts takes the node's lock and lists its ports; release drops
+// the lock.
+func (c *Conductor) lockedPorts(ctx context.Context, ident string) (*provisioner.Node, []*provisioner.Port, func(), error) {
+	n, err := c.acquire(ctx, ident)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	release := func() { c.release(ctx, n.UUID) }
+	ports, err := c.st.Ports(ctx, store.PortFilter{NodeUUID: n.UUID})
+	if err != nil {
+		release()
+		return nil, nil, nil, err
+	}
+	return n, ports, release, nil
+}
+
 func boolRank(b bool) int {
 	if b {
 		return 1
@@ -99,15 +111,11 @@ func boolRank(b bool) int {
 // DetachVIF removes vif from the node's port holding it; a VIF on none is
 // Ironic's VifNotAttached (400).
 func (c *Conductor) DetachVIF(ctx context.Context, ident, vif string) error {
-	n, err := c.acquire(ctx, ident)
+	n, ports, release, err := c.lockedPorts(ctx, ident)
 	if err != nil {
 		return err
 	}
-	defer c.release(ctx, n.UUID)
-	ports, err := c.st.Ports(ctx, store.PortFilter{NodeUUID: n.UUID})
-	if err != nil {
-		return err
-	}
+	defer release()
 	for _, p := range ports {
 		if portVIF(p) != vif {
 			continue
