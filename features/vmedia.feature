@@ -9,6 +9,9 @@ Feature: Deploying from Redfish virtual media with metalbed's conductor
   virtual CD and boot it once; the agent deploys the image and the
   instance boots from disk, the CD ejected and the ISO removed. Faults of
   the BMC and of the ISO's web server end the deploy as Ironic ends it.
+  On real VMs (@libvirt) the BMC fetches the ISO from the HTTP boot server
+  in the boot network and puts it in the VM's SATA CD drive; SeaBIOS boots
+  its isolinux, OVMF its GRUB, and the ramdisk gets its address by DHCP.
 
   Scenario Outline: A <mode> machine deploys a <kind> image from virtual media and undeploys
     Given a virtual media testbed with 1 <mode> machine
@@ -35,6 +38,33 @@ Feature: Deploying from Redfish virtual media with metalbed's conductor
       | mode | kind       | cd                                     |
       | bios | partition  | Booting from virtual CD (legacy BIOS)  |
       | uefi | whole-disk | Booting from virtual CD (UEFI)         |
+
+  @libvirt
+  Scenario Outline: A real <mode> VM deploys a <kind> image from virtual media and undeploys
+    Given a virtual media testbed with 1 <mode> machine
+    And node "node-0" is available
+    And node "node-0" has instance_info for a "<kind>" image
+    And node "node-0" has automated cleaning on
+    When I deploy node "node-0"
+    Then node "node-0" is active
+    And node "node-0" has no last_error
+    And the disk of machine "node-0" holds the image
+    And machine "node-0" boots its instance from its disk
+    And the timeline of node "node-0" shows "machine.boot" naming "cdrom"
+    And the timeline of node "node-0" shows "machine.console" naming "boot_method=vmedia"
+    And the timeline of node "node-0" shows "bmc.redfish.virtual_media" before "agent.lookup"
+    And the timeline of node "node-0" shows "agent.heartbeat" before "agent.image.written"
+    And the timeline of node "node-0" shows "agent.image.written" before "instance.booted"
+    And the boot ISO of node "node-0" is no longer published
+    When I undeploy node "node-0"
+    Then node "node-0" ends in provision state "available"
+    And the disk of machine "node-0" holds no partition table
+    And the boot ISO of node "node-0" is no longer published
+
+    Examples:
+      | mode | kind       |
+      | bios | partition  |
+      | uefi | whole-disk |
 
   Scenario: The ISO's URL answers 404: the machine cannot boot it and the deploy times out
     Given a virtual media testbed with 1 bios machine and a deploy callback timeout of 20 seconds

@@ -316,7 +316,8 @@ func (b *bed) nodeHooks(name string) nodeHooks {
 	var firmware sim.Firmware
 	var vm func(Machine, string) (fleetMachine, error)
 	if nw := b.vmNet; nw != nil {
-		vm = func(p Machine, dir string) (fleetMachine, error) { return openVM(nw, p, dir) }
+		dial := b.dialContext()
+		vm = func(p Machine, dir string) (fleetMachine, error) { return openVM(nw, dial, p, dir) }
 	} else {
 		firmware = b.machineFirmware(name)
 	}

@@ -170,8 +170,10 @@ func realRamdisk(dir string) (kernel, initramfs string, err error) {
 }
 
 // openVM opens machine p as a libvirt VM on the boot network: its disk and
-// serial log under dir/<name>/, its domain named metalbed-<network>-<name>.
-func openVM(nw *libvirt.Network, p Machine, dir string) (fleetMachine, error) {
+// serial log under dir/<name>/, its domain named metalbed-<network>-<name>;
+// the images its BMC inserts as virtual media are fetched with dial (the
+// HTTP boot server listens in the boot network).
+func openVM(nw *libvirt.Network, dial func(ctx context.Context, network, addr string) (net.Conn, error), p Machine, dir string) (fleetMachine, error) {
 	mdir := filepath.Join(dir, p.Name)
 	if err := os.MkdirAll(mdir, 0o755); err != nil {
 		return nil, fmt.Errorf("machine %s: %w", p.Name, err)
@@ -183,6 +185,7 @@ func openVM(nw *libvirt.Network, p Machine, dir string) (fleetMachine, error) {
 		Name: vmDomainName(nw, p.Name), MAC: p.MACs[0], Bridge: nw.Bridge,
 		Disk: filepath.Join(mdir, "disk.img"), DiskBytes: p.DiskBytes,
 		SerialLog: filepath.Join(mdir, "console.log"), BootMode: p.BootMode,
+		Dial: dial,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("machine %s: %w", p.Name, err)
@@ -192,7 +195,11 @@ func openVM(nw *libvirt.Network, p Machine, dir string) (fleetMachine, error) {
 		m.Close()
 		return nil, fmt.Errorf("machine %s: the libvirt machine lacks BootMode/ConsoleLog", p.Name)
 	}
-	return namedVM{fm, p.Name}, nil
+	vm := namedVM{fm, p.Name}
+	if mm, ok := m.(vms.MediaMachine); ok {
+		return mediaVM{vm, mm}, nil
+	}
+	return vm, nil
 }
 
 // namedVM is a VM known by its machine name (node-0), not its domain's.
@@ -209,6 +216,27 @@ func (v namedVM) Remove() error {
 		return r.Remove()
 	}
 	return v.Close()
+}
+
+// mediaVM is a namedVM with a virtual CD drive (libvirt.Machine's), which
+// the machine's Redfish BMC inserts images into.
+type mediaVM struct {
+	namedVM
+	media vms.MediaMachine
+}
+
+var _ vms.MediaMachine = mediaVM{}
+
+func (v mediaVM) InsertMedia(ctx context.Context, dev vms.MediaDevice, imageURL string) error {
+	return v.media.InsertMedia(ctx, dev, imageURL)
+}
+
+func (v mediaVM) EjectMedia(ctx context.Context, dev vms.MediaDevice) error {
+	return v.media.EjectMedia(ctx, dev)
+}
+
+func (v mediaVM) Media(ctx context.Context, dev vms.MediaDevice) (string, error) {
+	return v.media.Media(ctx, dev)
 }
 
 // vmDomainName names a machine's libvirt domain.

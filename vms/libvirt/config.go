@@ -1,6 +1,7 @@
 package libvirt
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,6 +44,10 @@ type Config struct {
 	DomainType string
 	// Logger gets milestones (power transitions, boots). nil => discard.
 	Logger *slog.Logger
+	// Dial connects InsertMedia to the image's web server (a server in the
+	// boot network's namespace is not reachable from the host's); nil =>
+	// a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func (c *Config) defaults() error {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -39,7 +40,7 @@ func (m *Machine) InsertMedia(ctx context.Context, dev vms.MediaDevice, imageURL
 		return fmt.Errorf("libvirt machine %s: image %q: want an http or https URL", m.cfg.Name, imageURL)
 	}
 	file := filepath.Join(filepath.Dir(m.cfg.Disk), m.cfg.Name+"-cd.iso")
-	if err := fetchImage(ctx, imageURL, file); err != nil {
+	if err := fetchImage(ctx, m.cfg.Dial, imageURL, file); err != nil {
 		return fmt.Errorf("libvirt machine %s: insert %s: %w", m.cfg.Name, imageURL, err)
 	}
 	if err := m.setCDROM(imageURL, file); err != nil {
@@ -118,13 +119,21 @@ func (m *Machine) setCDROM(url, file string) error {
 	return nil
 }
 
-// fetchImage downloads url into file (through a temporary file beside it).
-func fetchImage(ctx context.Context, url, file string) error {
+// fetchImage downloads url into file (through a temporary file beside it),
+// connecting with dial (nil: the default transport's dialer).
+func fetchImage(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), url, file string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if dial != nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.DialContext = dial
+		defer tr.CloseIdleConnections()
+		client = &http.Client{Transport: tr}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("kernel command line: %w", err)
 	}
+	if bm := p.Raw["boot_method"]; bm != "" {
+		// Ironic's vmedia boot (no BOOTIF, no ip=): the NIC is the first
+		// one that gets a lease. The line reaches the timeline.
+		fmt.Fprintf(cfg.Console, "metalbed-ramdisk: boot_method=%s\n", bm)
+	}
 	m, err := ramdisk.NewMachine(ctx, ramdisk.MachineConfig{MAC: p.BootIF, Console: cfg.Console, Logger: log})
 	if err != nil {
 		return err
