@@ -294,7 +294,10 @@ func TestInstanceRemovalFreesAllocation(t *testing.T) {
 	}
 	removal := []map[string]any{{"op": "remove", "path": "/instance_uuid"}}
 	s.must(t, 202, "PUT", "/v1/nodes/n0/states/provision", "1.82", map[string]any{"target": "active"})
-	s.waitNode(t, id, "active", func(n *provisioner.Node) bool { return n.ProvisionState == provisioner.StateActive })
+	// The deploy task lets go of the node's lock just after "active".
+	s.waitNode(t, id, "active and unlocked", func(n *provisioner.Node) bool {
+		return n.ProvisionState == provisioner.StateActive && n.Reservation == ""
+	})
 	if got := s.do(t, "PATCH", "/v1/nodes/n0", "1.82", removal); got.status != 409 ||
 		faultstring(t, got) != "Node "+id+" with an allocation can not have instance_uuid removed unless it is in one of allowed (enroll, inspecting, inspect wait, manageable, available) states or in maintenance mode." {
 		t.Errorf("instance_uuid removal while active: %d %s", got.status, got.body)

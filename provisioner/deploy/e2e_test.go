@@ -183,6 +183,21 @@ func lastBootIsDisk(t *testing.T, m *deploytest.Machine) {
 
 func milestonesInclude(t *testing.T, b *deploytest.Bed, uuid string, kinds ...string) {
 	t.Helper()
+	// The conductor records a state's milestone (conductor.active) just
+	// after saving the state the test saw.
+	all := func() bool {
+		ms := b.Milestones(uuid)
+		for _, k := range kinds {
+			if !strings.Contains(ms, k) {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !all() && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
 	ms := b.Milestones(uuid)
 	for _, k := range kinds {
 		if !strings.Contains(ms, k) {
