@@ -133,7 +133,9 @@ func TestLocalBoot(t *testing.T) {
 				want += c.name
 			}
 			want += " root=PARTUUID=" + rootPartUUID
-			deadline := time.Now().Add(2 * time.Minute)
+			// TCG on a loaded 2-core host: OVMF, GRUB and the kernel take
+			// 50 s alone and well over 2 min beside other jobs.
+			deadline := time.Now().Add(4 * time.Minute)
 			for !strings.Contains(console(), want) {
 				if time.Now().After(deadline) {
 					t.Fatalf("no %q on the serial console after %v; console tail:\n%s", want, time.Since(start).Round(time.Second), tail([]byte(console()), 4000))
