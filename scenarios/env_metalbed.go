@@ -161,7 +161,10 @@ func startEnv(ctx context.Context, bin, dir string, spec envSpec) (*env, error) 
 
 	p, err := startProc(ctx, bin, filepath.Join(dir, "provisioner.log"), "provisioner", "serve",
 		"--addr", "127.0.0.1:0", "--state-dir", filepath.Join(dir, "provisioner"),
-		"--drivers", "ipmi,redfish,fake-hardware", "--boot-servers=false", "--power-sync-interval", syncFlag(spec.PowerSync), "--hostname", "scenario-conductor")
+		"--drivers", "ipmi,redfish,fake-hardware", "--boot-servers=false", "--power-sync-interval", syncFlag(spec.PowerSync), "--hostname", "scenario-conductor",
+		// As for up: no automated cleaning unless a scenario asks (this
+		// provisioner runs no deploy ramdisk to clean with).
+		"--automated-clean=false")
 	if err != nil {
 		return nil, err
 	}
