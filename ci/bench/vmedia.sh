@@ -75,13 +75,13 @@ def run(backend):
         inv = json.load(open(inv_path))
         base = inv["api"]
         kinds = {"node-0": "pxe", "node-1": "redfish-virtual-media"}
+        # Undeploying clears instance_info (as Ironic): set before each deploy.
+        instance = [{"op": "add", "path": "/instance_info/" + k, "value": v} for k, v in {
+            "image_source": "file://" + os.path.join(WORK, "instance.img"), "image_checksum": md5,
+            "root_gb": "1", "image_type": "whole-disk", "capabilities": {"boot_option": "local"}}.items()]
         for name, boot in kinds.items():
-            ops = [{"op": "replace", "path": "/deploy_interface", "value": "direct"},
-                   {"op": "replace", "path": "/boot_interface", "value": boot}]
-            ops += [{"op": "add", "path": "/instance_info/" + k, "value": v} for k, v in {
-                "image_source": "file://" + os.path.join(WORK, "instance.img"), "image_checksum": md5,
-                "root_gb": "1", "image_type": "whole-disk", "capabilities": {"boot_option": "local"}}.items()]
-            api(base, "PATCH", "/v1/nodes/" + name, ops)
+            api(base, "PATCH", "/v1/nodes/" + name, [{"op": "replace", "path": "/deploy_interface", "value": "direct"},
+                                                     {"op": "replace", "path": "/boot_interface", "value": boot}])
             for target, want in (("manage", "manageable"), ("provide", "available")):
                 api(base, "PUT", "/v1/nodes/%s/states/provision" % name, {"target": target})
                 wait_state(base, name, want, time.time() + 300)
@@ -89,6 +89,7 @@ def run(backend):
         for r in range(int(os.environ["ROUNDS"])):
             order = list(kinds.items()) if r % 2 == 0 else list(reversed(kinds.items()))
             for name, boot in order:
+                api(base, "PATCH", "/v1/nodes/" + name, instance)
                 t0 = time.time()
                 api(base, "PUT", "/v1/nodes/%s/states/provision" % name, {"target": "active"})
                 active = wait_state(base, name, "active", t0 + 900) - t0
