@@ -20,28 +20,13 @@ go build -tags libvirt_dlopen -o "$work/metalbed" ./cmd/metalbed
 "$work/metalbed" image build --kind partition --out "$work/instance.img" >"$work/image.txt"
 BIN="$work/metalbed" WORK="$work" NODES="${NODES:-1 4}" DEPLOY="${DEPLOY:-iscsi}" BOOT="${BOOT:-local}" \
   python3 - "$out" <<'PY'
-import datetime, json, os, platform, re, statistics, subprocess, sys, threading, time, urllib.request
+import datetime, json, os, platform, re, statistics, subprocess, sys, threading, time
+sys.path.insert(0, "ci/bench")
+from deploylib import api, booted_at, wait_state
 
 BIN, WORK = os.environ["BIN"], os.environ["WORK"]
 img = open(os.path.join(WORK, "image.txt")).read()
 md5 = re.search(r"^md5: (\w+)$", img, re.M).group(1)
-
-def api(base, method, path, body=None):
-    req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json", "X-OpenStack-Ironic-API-Version": "1.78"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        b = r.read()
-        return json.loads(b) if b else None
-
-def wait_state(base, node, want, deadline):
-    while time.time() < deadline:
-        n = api(base, "GET", "/v1/nodes/" + node)
-        if n["provision_state"] == want and not n.get("target_provision_state"):
-            return time.time()
-        if n["provision_state"] in ("deploy failed", "clean failed", "error"):
-            raise RuntimeError("%s: %s: %s" % (node, n["provision_state"], n.get("last_error")))
-        time.sleep(0.25)
-    raise RuntimeError("%s: not %s in time" % (node, want))
 
 def run(backend, n):
     d = os.path.join(WORK, "%s-%d" % (backend, n))
@@ -79,18 +64,7 @@ def run(backend, n):
                 t0 = time.time()
                 api(base, "PUT", "/v1/nodes/%s/states/provision" % name, {"target": "active"})
                 t_active = wait_state(base, name, "active", t0 + 900) - t0
-                while time.time() < t0 + 900:
-                    tl = api(base, "GET", "/v1/nodes/%s/timeline" % name)
-                    entries = tl["entries"] if isinstance(tl, dict) else tl
-                    booted = [e for e in entries if e["kind"] == "instance.booted"]
-                    if booted:
-                        ts = booted[-1]["time"].rstrip("Z")
-                        whole, _, frac = ts.partition(".")
-                        t = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc).timestamp() + float("0." + (frac or "0"))
-                        res[name] = (t_active, t - t0)
-                        return
-                    time.sleep(0.5)
-                raise RuntimeError(name + ": instance did not boot")
+                res[name] = (t_active, booted_at(base, name, 0, t0 + 900) - t0)
             except Exception as e:
                 errs.append(e)
         th = [threading.Thread(target=one, args=(x,)) for x in names]

@@ -20,40 +20,12 @@ if [[ " ${BACKENDS:-sim} " == *" libvirt "* ]]; then
 fi
 "$work/metalbed" image build --kind whole-disk --out "$work/instance.img" >"$work/image.txt"
 BIN="$work/metalbed" WORK="$work" BACKENDS="${BACKENDS:-sim}" ROUNDS="${ROUNDS:-5}" python3 - "$out" <<'PY'
-import datetime, json, os, platform, re, statistics, subprocess, sys, time, urllib.request
+import datetime, json, os, platform, re, statistics, subprocess, sys, time
+sys.path.insert(0, "ci/bench")
+from deploylib import api, booted_at, wait_state
 
 BIN, WORK = os.environ["BIN"], os.environ["WORK"]
 md5 = re.search(r"^md5: (\w+)$", open(os.path.join(WORK, "image.txt")).read(), re.M).group(1)
-
-def api(base, method, path, body=None):
-    req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json", "X-OpenStack-Ironic-API-Version": "1.78"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        b = r.read()
-        return json.loads(b) if b else None
-
-def wait_state(base, node, want, deadline):
-    while time.time() < deadline:
-        n = api(base, "GET", "/v1/nodes/" + node)
-        if n["provision_state"] == want and not n.get("target_provision_state"):
-            return time.time()
-        if n["provision_state"] in ("deploy failed", "clean failed", "error"):
-            raise RuntimeError("%s: %s: %s" % (node, n["provision_state"], n.get("last_error")))
-        time.sleep(0.25)
-    raise RuntimeError("%s: not %s in time" % (node, want))
-
-def booted_at(base, name, after, deadline):
-    while time.time() < deadline:
-        tl = api(base, "GET", "/v1/nodes/%s/timeline" % name)
-        for e in reversed(tl["entries"] if isinstance(tl, dict) else tl):
-            if e["kind"] != "instance.booted":
-                continue
-            whole, _, frac = e["time"].rstrip("Z").partition(".")
-            t = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc).timestamp() + float("0." + (frac or "0"))
-            if t >= after:
-                return t
-        time.sleep(0.5)
-    raise RuntimeError(name + ": instance did not boot")
 
 def run(backend):
     d = os.path.join(WORK, backend)
