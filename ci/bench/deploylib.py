@@ -1,5 +1,5 @@
 """What the deploy benchmarks (vmdeploy.sh, vmedia.sh) ask metalbed's API."""
-import datetime, json, time, urllib.request
+import contextlib, datetime, json, os, signal, subprocess, time, urllib.request
 
 
 def api(base, method, path, body=None):
@@ -36,3 +36,33 @@ def booted_at(base, node, after, deadline):
                 return t
         time.sleep(0.5)
     raise RuntimeError(node + ": instance did not boot")
+
+
+@contextlib.contextmanager
+def up(bin, work, name, backend, nodes, *extra):
+    """Runs `metalbed up --enroll` with every port free (its log in
+    work/name.log); yields its inventory.json; stops it with SIGINT."""
+    d = os.path.join(work, name)
+    args = [bin, "up", "--backend", backend, "--nodes", str(nodes), "--enroll", "--state-dir", d,
+            "--disk-size", "4GiB", "--bmc-base-port", "0", "--api-addr", "127.0.0.1:0",
+            "--timeline-addr", "127.0.0.1:0", "--dhcp-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0",
+            "--http-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--redfish-addr", "127.0.0.1:0",
+            "--log-level", "warn", *extra]
+    if backend == "libvirt":
+        args += ["--ramdisk-dir", os.path.join(work, "ramdisk"), "--remove-vms"]
+    log = open(d + ".log", "w")
+    p = subprocess.Popen(args, stdout=log, stderr=log)
+    try:
+        inv_path = os.path.join(d, "inventory.json")
+        for _ in range(3000):
+            if os.path.exists(inv_path) or p.poll() is not None:
+                break
+            time.sleep(0.1)
+        with open(inv_path) as f:
+            yield json.load(f)
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()

@@ -22,29 +22,15 @@ BIN="$work/metalbed" WORK="$work" NODES="${NODES:-1 4}" DEPLOY="${DEPLOY:-iscsi}
   python3 - "$out" <<'PY'
 import datetime, json, os, platform, re, statistics, subprocess, sys, threading, time
 sys.path.insert(0, "ci/bench")
-from deploylib import api, booted_at, wait_state
+from deploylib import api, booted_at, up, wait_state
 
 BIN, WORK = os.environ["BIN"], os.environ["WORK"]
 img = open(os.path.join(WORK, "image.txt")).read()
 md5 = re.search(r"^md5: (\w+)$", img, re.M).group(1)
 
 def run(backend, n):
-    d = os.path.join(WORK, "%s-%d" % (backend, n))
-    args = [BIN, "up", "--backend", backend, "--nodes", str(n), "--enroll", "--state-dir", d,
-            "--disk-size", "4GiB", "--bmc-base-port", "0", "--api-addr", "127.0.0.1:0",
-            "--timeline-addr", "127.0.0.1:0", "--dhcp-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0",
-            "--http-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--boot-interface", "ipxe", "--log-level", "warn"]
-    if backend == "libvirt":
-        args += ["--ramdisk-dir", os.path.join(WORK, "ramdisk"), "--boot-network", "10.237.0.1/24", "--remove-vms"]
-    log = open(d + ".log", "w")
-    p = subprocess.Popen(args, stdout=log, stderr=log)
-    try:
-        inv_path = os.path.join(d, "inventory.json")
-        for _ in range(600):
-            if os.path.exists(inv_path):
-                break
-            time.sleep(0.1)
-        inv = json.load(open(inv_path))
+    with up(BIN, WORK, "%s-%d" % (backend, n), backend, n, "--boot-interface", "ipxe",
+            *(["--boot-network", "10.237.0.1/24"] if backend == "libvirt" else [])) as inv:
         base = inv["api"]
         names = [x["name"] for x in inv["nodes"]]
         for name in names:
@@ -73,12 +59,6 @@ def run(backend, n):
         if errs:
             raise errs[0]
         return res
-    finally:
-        p.send_signal(2)
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 rows = []
 for n in [int(x) for x in os.environ["NODES"].split()]:

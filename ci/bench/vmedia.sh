@@ -22,29 +22,14 @@ fi
 BIN="$work/metalbed" WORK="$work" BACKENDS="${BACKENDS:-sim}" ROUNDS="${ROUNDS:-5}" python3 - "$out" <<'PY'
 import datetime, json, os, platform, re, statistics, subprocess, sys, time
 sys.path.insert(0, "ci/bench")
-from deploylib import api, booted_at, wait_state
+from deploylib import api, booted_at, up, wait_state
 
 BIN, WORK = os.environ["BIN"], os.environ["WORK"]
 md5 = re.search(r"^md5: (\w+)$", open(os.path.join(WORK, "image.txt")).read(), re.M).group(1)
 
 def run(backend):
-    d = os.path.join(WORK, backend)
-    args = [BIN, "up", "--backend", backend, "--nodes", "2", "--enroll", "--enroll-driver", "redfish",
-            "--automated-clean=false", "--state-dir", d, "--disk-size", "4GiB", "--bmc-base-port", "0",
-            "--api-addr", "127.0.0.1:0", "--timeline-addr", "127.0.0.1:0", "--dhcp-addr", "127.0.0.1:0",
-            "--tftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0",
-            "--redfish-addr", "127.0.0.1:0", "--log-level", "warn"]
-    if backend == "libvirt":
-        args += ["--ramdisk-dir", os.path.join(WORK, "ramdisk"), "--boot-network", "10.238.0.1/24", "--remove-vms"]
-    log = open(d + ".log", "w")
-    p = subprocess.Popen(args, stdout=log, stderr=log)
-    try:
-        inv_path = os.path.join(d, "inventory.json")
-        for _ in range(3000):
-            if os.path.exists(inv_path):
-                break
-            time.sleep(0.1)
-        inv = json.load(open(inv_path))
+    with up(BIN, WORK, backend, backend, 2, "--enroll-driver", "redfish", "--automated-clean=false",
+            *(["--boot-network", "10.238.0.1/24"] if backend == "libvirt" else [])) as inv:
         base = inv["api"]
         kinds = {"node-0": "pxe", "node-1": "redfish-virtual-media"}
         # Undeploying clears instance_info (as Ironic): set before each deploy.
@@ -71,12 +56,6 @@ def run(backend):
                 api(base, "PUT", "/v1/nodes/%s/states/provision" % name, {"target": "deleted"})
                 wait_state(base, name, "available", time.time() + 600)
         return res
-    finally:
-        p.send_signal(2)
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 results = {b: run(b) for b in os.environ["BACKENDS"].split()}
 

@@ -185,7 +185,7 @@ func (s *Server) listAllocations(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f := store.AllocationFilter{ListFilter: store.ListFilter{SortKey: p.sortKey, SortDesc: p.sortDesc, Marker: p.marker, Limit: p.limit},
+	f := store.AllocationFilter{ListFilter: p.filter(),
 		ResourceClass: q.Get("resource_class"), State: q.Get("state"), Owner: q.Get("owner")}
 	if f.Owner != "" && minor(r) < minAllocationOwner {
 		return errNotAcceptable

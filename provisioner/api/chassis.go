@@ -77,7 +77,7 @@ func (s *Server) listChassis(detail bool) handlerFunc {
 				return err
 			}
 		}
-		list, err := s.st.ChassisList(r.Context(), store.ListFilter{SortKey: p.sortKey, SortDesc: p.sortDesc, Marker: p.marker, Limit: p.limit})
+		list, err := s.st.ChassisList(r.Context(), p.filter())
 		if err != nil {
 			return err
 		}

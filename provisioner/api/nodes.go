@@ -339,6 +339,11 @@ type paging struct {
 	sortDesc bool
 }
 
+// filter is the store's view of p.
+func (p paging) filter() store.ListFilter {
+	return store.ListFilter{SortKey: p.sortKey, SortDesc: p.sortDesc, Marker: p.marker, Limit: p.limit}
+}
+
 func (s *Server) readPaging(r *http.Request, sortable []string) (paging, error) {
 	q := r.URL.Query()
 	var p paging

@@ -202,7 +202,7 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	list, err := s.st.DeployTemplates(r.Context(), store.ListFilter{SortKey: p.sortKey, SortDesc: p.sortDesc, Marker: p.marker, Limit: p.limit})
+	list, err := s.st.DeployTemplates(r.Context(), p.filter())
 	if err != nil {
 		return err
 	}
