@@ -194,11 +194,12 @@ func (s *stack) availableNode(t *testing.T, name, rc string, traits ...string) s
 	for _, step := range []struct{ verb, state string }{{"manage", "manageable"}, {"provide", "available"}} {
 		s.must(t, 202, "PUT", "/v1/nodes/"+id+"/states/provision", "1.82", map[string]any{"target": step.verb})
 		s.waitNode(t, id, step.state, func(n *provisioner.Node) bool {
-			return string(n.ProvisionState) == step.state && n.TargetProvisionState == ""
+			// The task lets go of the node's lock just after the state.
+			return string(n.ProvisionState) == step.state && n.TargetProvisionState == "" && n.Reservation == ""
 		})
 	}
 	s.must(t, 202, "PUT", "/v1/nodes/"+id+"/states/power", "1.82", map[string]any{"target": "power off"})
-	s.waitNode(t, id, "powered off", func(n *provisioner.Node) bool { return n.PowerState == provisioner.PowerOff })
+	s.waitNode(t, id, "powered off", func(n *provisioner.Node) bool { return n.PowerState == provisioner.PowerOff && n.Reservation == "" })
 	return id
 }
 
@@ -241,7 +242,7 @@ func TestBaremetalCLIAllocations(t *testing.T) {
 	}
 
 	s.must(t, 202, "PUT", "/v1/nodes/gpu0/states/provision", "1.82", map[string]any{"target": "active"})
-	s.waitNode(t, gpu, "active", func(n *provisioner.Node) bool { return n.ProvisionState == provisioner.StateActive })
+	s.waitNode(t, gpu, "active", func(n *provisioner.Node) bool { return n.ProvisionState == provisioner.StateActive && n.Reservation == "" })
 	s.wantCLIError(t, "Cannot remove allocation "+id+" for node "+gpu+", because the node is active (and maintenance mode is off) (HTTP 409)",
 		"allocation", "delete", "web0")
 	s.must(t, 202, "PUT", "/v1/nodes/gpu0/states/provision", "1.82", map[string]any{"target": "deleted"})
