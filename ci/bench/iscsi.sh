@@ -10,11 +10,11 @@
 # Needs root (tgtd), tgt, qemu-utils and qemu-block-extra. Everything
 # listens on 127.0.0.1 only; both targets are stopped by PID.
 #
-# Env: ROUNDS (3), SIZE_MB (512), OURS_PORT (13271), TGT_PORT (13270),
+# Env: ROUNDS (5; each figure is the median of the rounds, with its min–max), SIZE_MB (512), OURS_PORT (13271), TGT_PORT (13270),
 # TGT_CONTROL (12: tgtd -C socket number), WORK (a temp dir).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 SIZE_MB=${SIZE_MB:-512}
 OURS_PORT=${OURS_PORT:-13271}
 TGT_PORT=${TGT_PORT:-13270}
@@ -114,31 +114,36 @@ out="$WORK/section.md"
   awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", ($1=="ours"?"metalbed":($1=="tgt"?"tgtd":"tgtd tuned")), $2, $3, $4, $5, $6, $7, $8}' "$raw"
   echo
   awk -F'\t' '
-    function median(arr, n,   i, j, t) {
+    function sort(arr, n,   i, j, t) {
       for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
-      return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
     }
-    { n[$1]++; k = n[$1]; w[$1, k] = $3; wc[$1, k] = $4; r[$1, k] = $5; rc[$1, k] = $6; if ($7 > hwm[$1]) hwm[$1] = $7 }
+    # stat(t, col): "median (min–max)" of column col over target t'"'"'s rounds.
+    function stat(t, col, fmt,   i, a, n) {
+      n = cnt[t]; for (i = 1; i <= n; i++) a[i] = v[t, col, i]; sort(a, n)
+      med[t, col] = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+      return sprintf(fmt " (" fmt "–" fmt ")", med[t, col], a[1], a[n])
+    }
+    # ratio(t, u, col): median ours/peer ratio of the medians, and the
+    # range of the per-round ratios (round i of t against round i of u).
+    function ratio(t, u, col,   i, a, n) {
+      n = cnt[t]; for (i = 1; i <= n; i++) a[i] = (v[u, col, i] > 0 ? v[t, col, i] / v[u, col, i] : 0); sort(a, n)
+      return sprintf("**%.2f×** (%.2f–%.2f)", (med[u, col] > 0 ? med[t, col] / med[u, col] : 0), a[1], a[n])
+    }
+    { k = ++cnt[$1]; for (c = 3; c <= 6; c++) v[$1, c, k] = $c; if ($7 > hwm[$1]) hwm[$1] = $7 }
     END {
-      for (t in n) {
-        for (i = 1; i <= n[t]; i++) { a[i] = w[t, i] } ; mw[t] = median(a, n[t])
-        for (i = 1; i <= n[t]; i++) { a[i] = wc[t, i] } ; mwc[t] = median(a, n[t])
-        for (i = 1; i <= n[t]; i++) { a[i] = r[t, i] } ; mr[t] = median(a, n[t])
-        for (i = 1; i <= n[t]; i++) { a[i] = rc[t, i] } ; mrc[t] = median(a, n[t])
-      }
-      ratio = "%.2f"
-      print "| median | write MB/s | write CPU s | read MB/s | read CPU s | peak RSS KiB |"
+      print "| median (min–max) of " cnt["ours"] " rounds | write MB/s | write CPU s | read MB/s | read CPU s | peak RSS KiB |"
       print "|---|---|---|---|---|---|"
-      printf "| metalbed | %.1f | %.2f | %.1f | %.2f | %d |\n", mw["ours"], mwc["ours"], mr["ours"], mrc["ours"], hwm["ours"]
-      printf "| tgtd (defaults) | %.1f | %.2f | %.1f | %.2f | %d |\n", mw["tgt"], mwc["tgt"], mr["tgt"], mrc["tgt"], hwm["tgt"]
-      printf "| tgtd tuned | %.1f | %.2f | %.1f | %.2f | (same process) |\n", mw["tgt2"], mwc["tgt2"], mr["tgt2"], mrc["tgt2"]
-      printf "| **metalbed / tgtd** | **%.2f×** | **%.2f×** | **%.2f×** | **%.2f×** | **%.2f×** |\n",
-        mw["ours"] / mw["tgt"], (mwc["tgt"] > 0 ? mwc["ours"] / mwc["tgt"] : 0),
-        mr["ours"] / mr["tgt"], (mrc["tgt"] > 0 ? mrc["ours"] / mrc["tgt"] : 0), hwm["ours"] / hwm["tgt"]
-      printf "| **metalbed / tgtd tuned** | **%.2f×** | **%.2f×** | **%.2f×** | **%.2f×** | |\n",
-        mw["ours"] / mw["tgt2"], (mwc["tgt2"] > 0 ? mwc["ours"] / mwc["tgt2"] : 0),
-        mr["ours"] / mr["tgt2"], (mrc["tgt2"] > 0 ? mrc["ours"] / mrc["tgt2"] : 0)
+      split("ours tgt tgt2", ts, " ")
+      name["ours"] = "metalbed"; name["tgt"] = "tgtd (defaults)"; name["tgt2"] = "tgtd tuned"
+      for (i = 1; i <= 3; i++) {
+        t = ts[i]
+        printf "| %s | %s | %s | %s | %s | %s |\n", name[t], stat(t, 3, "%.1f"), stat(t, 4, "%.2f"), stat(t, 5, "%.1f"), stat(t, 6, "%.2f"), (t == "tgt2" ? "(same process)" : hwm[t])
+      }
+      printf "| metalbed / tgtd | %s | %s | %s | %s | **%.2f×** |\n", ratio("ours", "tgt", 3), ratio("ours", "tgt", 4), ratio("ours", "tgt", 5), ratio("ours", "tgt", 6), hwm["ours"] / hwm["tgt"]
+      printf "| metalbed / tgtd tuned | %s | %s | %s | %s | |\n", ratio("ours", "tgt2", 3), ratio("ours", "tgt2", 4), ratio("ours", "tgt2", 5), ratio("ours", "tgt2", 6)
     }' "$raw"
+  echo
+  echo "Ratios: of the medians, in brackets the lowest and highest ratio of one round (round i of metalbed against round i of the peer; the targets alternate within a round)."
   echo
   echo "tgtd's defaults are 8 KiB data segments (MaxRecvDataSegmentLength, MaxXmitDataSegmentLength) and InitialR2T=Yes; \"tgtd tuned\" is a second target in the same tgtd with 256 KiB segments and InitialR2T=No, which is what metalbed's target negotiates with libiscsi. Peak RSS of tgtd covers both of its targets."
   echo

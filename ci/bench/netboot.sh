@@ -11,7 +11,10 @@
 #     127.0.0.1, the same client (curl) fetching a 64 MiB file at blksize
 #     512, 1468 and 8192.
 # Knobs (env): DHCP_SECS (10), DHCP_RATES ("1000 20000"), DHCP_CLIENTS
-# (20000), TFTP_MIB (64), RUNS (3, median reported).
+# (20000), TFTP_MIB (64), ROUNDS (5). Each round runs every server once,
+# alternating, and each figure is the median of the rounds with its
+# min-max; a ratio is that of the medians, with the range of the per-round
+# ratios.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,7 +24,7 @@ DHCP_SECS=${DHCP_SECS:-10}
 DHCP_RATES=${DHCP_RATES:-"1000 20000"}
 DHCP_CLIENTS=${DHCP_CLIENTS:-20000}
 TFTP_MIB=${TFTP_MIB:-64}
-RUNS=${RUNS:-3}
+ROUNDS=${ROUNDS:-${RUNS:-5}}
 
 need() { command -v "$1" >/dev/null || { echo "netboot bench: $1 missing (Debian package $2)" >&2; exit 1; }; }
 need perfdhcp kea-admin
@@ -104,17 +107,21 @@ wait_udp() { # wait_udp NS ADDR:PORT — until a socket is bound
   echo "netboot bench: nothing listening on $2 in $1" >&2; return 1
 }
 
-declare -A acks drops
-for rate in $DHCP_RATES; do
-  for srv in ours dnsmasq ours-mem dnsmasq-ro; do
-    d=$work/dhcp-$srv-$rate; mkdir -p "$d"
-    if [ "$srv" = ours ]; then pid=$(start_ours_dhcp "$d" file); else pid=$("start_${srv}_dhcp" "$d"); fi
-    pids+=("$pid")
-    wait_udp "$sns" 198.18.0.1:67
-    read -r a dr < <(perfdhcp_acks "$d" "$rate")
-    stop "$pid"
-    echo "dhcp $srv rate=$rate: $a acks/s, $dr% REQUEST-ACK drops" >&2
-    acks[$srv,$rate]=$a; drops[$srv,$rate]=$(printf '%.1f' "$dr")
+# Every figure is appended to $work/vals/KEY, a line per round.
+mkdir -p "$work/vals"
+record() { echo "$2" >>"$work/vals/$1"; }
+for round in $(seq "$ROUNDS"); do
+  for rate in $DHCP_RATES; do
+    for srv in ours dnsmasq ours-mem dnsmasq-ro; do
+      d=$work/dhcp-$srv-$rate-$round; mkdir -p "$d"
+      if [ "$srv" = ours ]; then pid=$(start_ours_dhcp "$d" file); else pid=$("start_${srv}_dhcp" "$d"); fi
+      pids+=("$pid")
+      wait_udp "$sns" 198.18.0.1:67
+      read -r a dr < <(perfdhcp_acks "$d" "$rate")
+      stop "$pid"
+      echo "round $round: dhcp $srv rate=$rate: $a acks/s, $dr% REQUEST-ACK drops" >&2
+      record "dhcp-$srv-$rate" "$a"; record "drop-$srv-$rate" "$dr"
+    done
   done
 done
 
@@ -134,11 +141,9 @@ fetch() {
   [ "$got_sum" = "$want_sum" ] || { echo "netboot bench: TFTP bytes differ (port $1 blksize $2)" >&2; exit 1; }
   awk -v t="$t" -v mib="$TFTP_MIB" 'BEGIN { printf "%.1f\n", mib / t }'
 }
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-
-declare -A tftp_ours tftp_hpa
+declare -A tftp_port
 for srv in ours hpa; do
-  port=$(free_port)
+  port=$(free_port); tftp_port[$srv]=$port
   if [ "$srv" = ours ]; then
     "$mb" netboot serve --tftp-root "$root" --tftp-addr "127.0.0.1:$port" >"$work/tftp-ours.out" 2>"$work/tftp-ours.log" &
   else
@@ -146,17 +151,36 @@ for srv in ours hpa; do
   fi
   pid=$!; pids+=("$pid")
   for _ in $(seq 100); do ss -Hulpn "sport = :$port" | grep -q . && break; sleep 0.05; done
+done
+for round in $(seq "$ROUNDS"); do
   for blk in 512 1468 8192; do
-    v=$(for _ in $(seq "$RUNS"); do fetch "$port" "$blk"; done | median)
-    echo "tftp $srv blksize=$blk: $v MiB/s" >&2
-    if [ "$srv" = ours ]; then tftp_ours[$blk]=$v; else tftp_hpa[$blk]=$v; fi
+    for srv in ours hpa; do
+      v=$(fetch "${tftp_port[$srv]}" "$blk")
+      echo "round $round: tftp $srv blksize=$blk: $v MiB/s" >&2
+      record "tftp-$srv-$blk" "$v"
+    done
   done
-  stop "$pid"
 done
 
 # ---------------------------------------------------------------- report
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+# stat KEY [FMT]: "median (min–max)" of the rounds' figures.
+stat() {
+  sort -n "$work/vals/$1" | awk -v fmt="${2:-%.0f}" '{ a[NR] = $1 }
+    END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+          printf fmt " (" fmt "–" fmt ")\n", m, a[1], a[NR] }'
+}
+# ratio KEY_OURS KEY_PEER: the ratio of the medians, bold, and in brackets
+# the lowest and highest ratio of one round.
+ratio() {
+  paste "$work/vals/$1" "$work/vals/$2" | awk '{ r[NR] = ($2 > 0 ? $1 / $2 : 0); o[NR] = $1; p[NR] = $2 }
+    function med(a, n,   i, j, t) {
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    END { mo = med(o, NR); mp = med(p, NR); med(r, NR)
+          if (mp == 0) print "n/a"; else printf "**%.2f×** (%.2f–%.2f)\n", mo / mp, r[1], r[NR] }'
+}
 {
   echo "# Netboot benchmarks (DHCP, TFTP)"
   echo
@@ -171,23 +195,24 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf 
   echo "namespaces; each server answers every MAC with pxelinux.0 as boot file and keeps a lease file."
   echo "dnsmasq $(dnsmasq --version | head -1 | awk '{print $3}') runs with --no-ping (metalbed does no ICMP check either)."
   echo
-  echo "Cells: acks/s (REQUEST-ACK drop %). Left: both keep a lease file (metalbed coalesces writes in a"
+  echo "Cells: acks/s, median of $ROUNDS alternating rounds (min–max), then the median REQUEST-ACK drop %. Left: both keep a lease file (metalbed coalesces writes in a"
   echo "background goroutine; dnsmasq rewrites its file after every change). Right: no lease file"
   echo "(metalbed without --lease-file, dnsmasq --leasefile-ro)."
   echo
   echo "| offered DORA/s | metalbed, lease file | dnsmasq, lease file | ratio | metalbed, memory | dnsmasq --leasefile-ro | ratio |"
   echo "|---:|---:|---:|---:|---:|---:|---:|"
   for rate in $DHCP_RATES; do
-    echo "| $rate | ${acks[ours,$rate]} (${drops[ours,$rate]}%) | ${acks[dnsmasq,$rate]} (${drops[dnsmasq,$rate]}%) | $(ratio "${acks[ours,$rate]}" "${acks[dnsmasq,$rate]}")" \
-      "| ${acks[ours-mem,$rate]} (${drops[ours-mem,$rate]}%) | ${acks[dnsmasq-ro,$rate]} (${drops[dnsmasq-ro,$rate]}%) | $(ratio "${acks[ours-mem,$rate]}" "${acks[dnsmasq-ro,$rate]}") |"
+    cell() { echo "$(stat "dhcp-$1-$rate") ($(stat "drop-$1-$rate" %.1f | cut -d' ' -f1)%)"; }
+    echo "| $rate | $(cell ours) | $(cell dnsmasq) | $(ratio "dhcp-ours-$rate" "dhcp-dnsmasq-$rate")" \
+      "| $(cell ours-mem) | $(cell dnsmasq-ro) | $(ratio "dhcp-ours-mem-$rate" "dhcp-dnsmasq-ro-$rate") |"
   done
   echo
-  echo "## TFTP: MiB/s for a $TFTP_MIB MiB file over 127.0.0.1 (curl $(curl --version | head -1 | awk '{print $2}'), median of $RUNS)"
+  echo "## TFTP: MiB/s for a $TFTP_MIB MiB file over 127.0.0.1 (curl $(curl --version | head -1 | awk '{print $2}'), median (min–max) of $ROUNDS alternating rounds)"
   echo
   echo "| blksize | metalbed MiB/s | tftpd-hpa MiB/s | ratio |"
   echo "|---:|---:|---:|---:|"
   for blk in 512 1468 8192; do
-    echo "| $blk | ${tftp_ours[$blk]} | ${tftp_hpa[$blk]} | $(ratio "${tftp_ours[$blk]}" "${tftp_hpa[$blk]}") |"
+    echo "| $blk | $(stat "tftp-ours-$blk" %.1f) | $(stat "tftp-hpa-$blk" %.1f) | $(ratio "tftp-ours-$blk" "tftp-hpa-$blk") |"
   done
   echo
   echo "Both servers log each lease/transfer (metalbed to a file at info level, dnsmasq to --log-facility)."
