@@ -3,11 +3,13 @@
 package scenarios
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/metalbed/metalbed/internal/testenv"
 )
@@ -18,33 +20,8 @@ import (
 // libvirt`. It needs root and a running libvirtd (ci/libvirt/start.sh);
 // without them it skips, unless METALBED_LIBVIRT=required (ci/libvirt/test.sh).
 func TestLibvirtFeatures(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real VMs; skipped with -short")
-	}
-	fail := t.Skipf
-	if os.Getenv("METALBED_LIBVIRT") == "required" {
-		fail = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		fail("real VMs need root (network namespaces, bridges, qemu:///system)")
-	}
-	if _, err := os.Stat("/var/run/libvirt/libvirt-sock"); err != nil {
-		fail("libvirtd is not running (ci/libvirt/start.sh): %v", err)
-	}
-	tools := map[string]string{
-		"ipmitool":  testenv.RequireTool(t, "ipmitool", "ipmitool"),
-		"baremetal": testenv.RequireTool(t, "baremetal", "python3-ironicclient"),
-	}
+	bin, rd, tools := libvirtPrerequisites(t)
 	work := t.TempDir()
-	bin := filepath.Join(work, "metalbed")
-	build := exec.CommandContext(t.Context(), "go", "build", "-tags", "libvirt_dlopen", "-o", bin, "github.com/metalbed/metalbed/cmd/metalbed")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build -tags libvirt_dlopen metalbed: %v\n%s", err, out)
-	}
-	rd := filepath.Join(work, "ramdisk")
-	if out, err := exec.CommandContext(t.Context(), bin, "ramdisk", "build", "--out", rd, "--src", "..").CombinedOutput(); err != nil {
-		t.Fatalf("metalbed ramdisk build: %v\n%s", err, out)
-	}
 	tags := LibvirtTags
 	if *optTags != DefaultTags {
 		tags = *optTags
@@ -75,4 +52,58 @@ func TestLibvirtFeatures(t *testing.T) {
 	if res.Passed == 0 {
 		t.Fatal("no @libvirt scenario ran")
 	}
+}
+
+// TestLibvirtDemo runs the README's `metalbed demo --backend libvirt`: four
+// VMs deployed at once, as the simulated demo, every instance booted and
+// every node undeployed (with the deploy ramdisk built once for the tier).
+func TestLibvirtDemo(t *testing.T) {
+	bin, rd, _ := libvirtPrerequisites(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "demo", "--backend", "libvirt", "--ramdisk-dir", rd, "--log-level", "warn").CombinedOutput()
+	t.Logf("metalbed demo --backend libvirt:\n%s", out)
+	if err != nil {
+		t.Fatalf("metalbed demo --backend libvirt: %v", err)
+	}
+	if s := string(out); !strings.Contains(s, "4 of 4 instances booted") || strings.Count(s, "available again in") != 4 {
+		t.Errorf("the demo on VMs did not boot and undeploy all four machines")
+	}
+}
+
+// libvirtPrerequisites skips (fails with METALBED_LIBVIRT=required) where
+// real VMs cannot run, and gives the metalbed binary built with libvirt
+// support, the deploy ramdisk `metalbed ramdisk build` made from it (both
+// in a temporary directory of t; Go's build cache makes the second test's
+// builds quick) and the real client tools the scenarios run.
+func libvirtPrerequisites(t *testing.T) (bin, ramdisk string, tools map[string]string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("real VMs; skipped with -short")
+	}
+	fail := t.Skipf
+	if os.Getenv("METALBED_LIBVIRT") == "required" {
+		fail = t.Fatalf
+	}
+	if os.Geteuid() != 0 {
+		fail("real VMs need root (network namespaces, bridges, qemu:///system)")
+	}
+	if _, err := os.Stat("/var/run/libvirt/libvirt-sock"); err != nil {
+		fail("libvirtd is not running (ci/libvirt/start.sh): %v", err)
+	}
+	tools = map[string]string{
+		"ipmitool":  testenv.RequireTool(t, "ipmitool", "ipmitool"),
+		"baremetal": testenv.RequireTool(t, "baremetal", "python3-ironicclient"),
+	}
+	work := t.TempDir()
+	bin = filepath.Join(work, "metalbed")
+	build := exec.CommandContext(t.Context(), "go", "build", "-tags", "libvirt_dlopen", "-o", bin, "github.com/metalbed/metalbed/cmd/metalbed")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags libvirt_dlopen metalbed: %v\n%s", err, out)
+	}
+	ramdisk = filepath.Join(work, "ramdisk")
+	if out, err := exec.CommandContext(t.Context(), bin, "ramdisk", "build", "--out", ramdisk, "--src", "..").CombinedOutput(); err != nil {
+		t.Fatalf("metalbed ramdisk build: %v\n%s", err, out)
+	}
+	return bin, ramdisk, tools
 }

@@ -12,4 +12,4 @@ trap 'ci/libvirt/stop.sh' EXIT
 METALBED_LIBVIRT=required go test -race -count=1 -tags libvirt_dlopen ./vms/libvirt/... "$@"
 # The @libvirt scenarios: `metalbed up --backend libvirt` testbeds deployed
 # through the conductor (iscsi and direct), one VM at a time.
-METALBED_LIBVIRT=required go test -count=1 -timeout 30m -tags libvirt_dlopen -run TestLibvirtFeatures ./scenarios/
+METALBED_LIBVIRT=required go test -count=1 -timeout 30m -tags libvirt_dlopen -run "TestLibvirtFeatures|TestLibvirtDemo" ./scenarios/
