@@ -24,7 +24,7 @@ type readmeCommand struct {
 }
 
 // readmePrograms are the programs whose command lines the README shows.
-var readmePrograms = regexp.MustCompile(`^(\$ )?(go run ./cmd/metalbed|go build|go test|go tool|metalbed|\./metalbed|baremetal|ipmitool|redfishtool|curl|tail|export|bash|ci/|/usr/bin/python3)\b`)
+var readmePrograms = regexp.MustCompile(`^(\$ )?(go run ./cmd/metalbed|go build|go test|go tool|METALBED_[A-Z_]+=\S+ metalbed|metalbed|iscsi-[a-z0-9]+|qemu-img|\./metalbed|baremetal|ipmitool|redfishtool|curl|tail|export|bash|ci/|/usr/bin/python3)\b`)
 
 // readmeCommands reads README.md's command lines: lines of indented (4
 // spaces, after a blank line) or fenced sh code blocks that start with one
@@ -163,6 +163,8 @@ var readmeMirrors = []readmeMirror{
 	{"", "baremetal node manage <node uuid>; baremetal node provide", "scenarios", "TestRealIronicVirtualMediaDeploy", []string{`"provide"`}},
 	{"", "baremetal node set <node uuid> --instance-info image_source=http://", "scenarios", "TestRealIronicVirtualMediaDeploy", []string{"image_source="}},
 	{"", "baremetal node deploy <node uuid>; baremetal node undeploy", "scenarios", "TestRealIronicVirtualMediaDeploy", []string{`"undeploy"`}},
+	{"", "METALBED_CHAP_SECRET=secret12chars metalbed target serve --disk disk.img", "internal/cli", "TestTargetServe", []string{`"METALBED_CHAP_SECRET"`, `"--chap-user"`, `"--iqn"`}},
+	{"", "iscsi-readcapacity16 -s iscsi://user%secret12chars@", "internal/cli", "TestTargetServe", []string{`"iscsi-readcapacity16"`}},
 	{"", "metalbed up --enroll --metrics-addr 127.0.0.1:9100 --pprof &", "internal/cli", "TestUpMetrics", []string{`"--metrics-addr"`, `"--pprof"`}},
 	{"", "curl -s 127.0.0.1:6385/metrics | grep '^metalbed_conductor'", "internal/cli", "TestREADMEQuickstart", nil},
 	{"", "go tool pprof http://127.0.0.1:9100/debug/pprof/heap", "internal/cli", "TestUpMetrics", []string{`/debug/pprof/`}},
