@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/httpserve"
 )
 
 // machineTimeline is the timeline of a testbed without the provisioner
@@ -43,7 +44,7 @@ func (mt *machineTimeline) serve(ctx context.Context) error {
 // giving requests in flight 5 s; idle keep-alive connections are closed
 // after 2 minutes.
 func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, what string) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := httpserve.Server(h, httpserve.Options{})
 	go func() {
 		<-ctx.Done()
 		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)

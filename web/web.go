@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/httpserve"
 )
 
 // DefaultAddr is where `metalbed up` and `metalbed demo` serve the
@@ -131,8 +132,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	} else if s.cfg.Timeline != nil {
 		defer s.cfg.Timeline.Subscribe(s.publish)()
 	}
-	hs := &http.Server{Handler: s, BaseContext: func(net.Listener) context.Context { return ctx },
-		ReadHeaderTimeout: 10 * time.Second}
+	hs := httpserve.Server(s, httpserve.Options{BaseContext: ctx})
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {

@@ -18,7 +18,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/metalbed/metalbed/internal/fault"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,6 +27,8 @@ import (
 
 	"github.com/metalbed/metalbed/bmcemu"
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/httpserve"
 	"github.com/metalbed/metalbed/internal/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -203,13 +204,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		stopSEL := sys.sel.Follow(sys.m, s.cfg.Now)
 		defer stopSEL()
 	}
-	hs := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
+	hs := httpserve.Server(s, httpserve.Options{BaseContext: ctx, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)})
 	scheme := "http"
 	if !s.cfg.PlainHTTP {
 		cert, err := tls.LoadX509KeyPair(s.cfg.CertFile, s.cfg.KeyFile)

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/metalbed/metalbed/internal/httpserve"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -181,7 +182,7 @@ func Mux(g prometheus.Gatherer, withPprof bool) http.Handler {
 // Serve answers Mux(g, withPprof) on ln until ctx ends, then shuts down
 // and returns nil. ln is closed when Serve returns.
 func Serve(ctx context.Context, ln net.Listener, g prometheus.Gatherer, withPprof bool) error {
-	srv := &http.Server{Handler: Mux(g, withPprof), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := httpserve.Server(Mux(g, withPprof), httpserve.Options{})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

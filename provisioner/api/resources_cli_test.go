@@ -242,7 +242,9 @@ func TestBaremetalCLIAllocations(t *testing.T) {
 	}
 
 	s.must(t, 202, "PUT", "/v1/nodes/gpu0/states/provision", "1.82", map[string]any{"target": "active"})
-	s.waitNode(t, gpu, "active", func(n *provisioner.Node) bool { return n.ProvisionState == provisioner.StateActive && n.Reservation == "" })
+	s.waitNode(t, gpu, "active", func(n *provisioner.Node) bool {
+		return n.ProvisionState == provisioner.StateActive && n.Reservation == ""
+	})
 	s.wantCLIError(t, "Cannot remove allocation "+id+" for node "+gpu+", because the node is active (and maintenance mode is off) (HTTP 409)",
 		"allocation", "delete", "web0")
 	s.must(t, 202, "PUT", "/v1/nodes/gpu0/states/provision", "1.82", map[string]any{"target": "deleted"})

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"log/slog"
 	"net"
@@ -21,6 +20,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/httpserve"
 	"github.com/metalbed/metalbed/internal/metrics"
 	"github.com/metalbed/metalbed/provisioner/conductor"
 	"github.com/metalbed/metalbed/provisioner/store"
@@ -101,13 +102,8 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Serve answers requests on ln until ctx ends, then shuts down gracefully
 // and returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
+	srv := httpserve.Server(s.handler, httpserve.Options{BaseContext: ctx})
+	srv.ReadTimeout = 60 * time.Second // a request body (JSON) is small
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/httpserve"
 	"github.com/metalbed/metalbed/internal/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -197,13 +198,8 @@ func New(cfg Config) (*Server, error) {
 // Serve serves HTTP on ln until ctx ends, then shuts down gracefully and
 // returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
-		IdleTimeout:       s.cfg.IdleTimeout,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	srv := httpserve.Server(s, httpserve.Options{ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: s.cfg.IdleTimeout,
+		BaseContext: ctx, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -39,6 +39,7 @@ import (
 
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/httpserve"
 	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
@@ -341,7 +342,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.milestone(events.AgentLookup, lk.UUID)
 
 	callback := a.callbackURL(ln.Addr())
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(a.cfg.Logger.Handler(), slog.LevelWarn)}
+	srv := httpserve.Server(a.Handler(), httpserve.Options{ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(a.cfg.Logger.Handler(), slog.LevelWarn)})
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
