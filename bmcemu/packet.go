@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+	"time"
 )
 
 // Wire constants (IPMI v2.0 §13.1–13.8, DMTF ASF for the RMCP header).
@@ -204,6 +205,9 @@ func (g *gateConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	b = g.srv.rakpStatus(b)
 	g.srv.metrics.replies.Inc()
+	if d := g.srv.cfg.Latency; d > 0 {
+		time.Sleep(d)
+	}
 	return g.pace.send(b, addr)
 }
 

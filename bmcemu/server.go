@@ -75,6 +75,9 @@ type Config struct {
 	// defaults, 1 ms and 2 ms; a negative value turns each off.
 	ReplyDelay  time.Duration
 	ResendAfter time.Duration
+	// Latency holds every reply back this long, as a BMC on a slow
+	// management controller answers (vms/timing's BMCLatency). 0: none.
+	Latency time.Duration
 	// Logger receives per-packet debug lines and milestones. nil => discard.
 	Logger *slog.Logger
 	// Recorder is told of each command that changes the machine (chassis

@@ -259,6 +259,7 @@ func startNode(p Machine, dir string, log *slog.Logger, h nodeHooks) (*fleetNode
 			DiskBytes:  p.DiskBytes,
 			BootMode:   p.BootMode,
 			PowerDelay: p.PowerDelay,
+			Pace:       p.Pace,
 			Logger:     log,
 		})
 	}
@@ -276,6 +277,7 @@ func startNode(p Machine, dir string, log *slog.Logger, h nodeHooks) (*fleetNode
 		Faults:     h.bmcFaults,
 		Recorder:   h.bmcEvents,
 		Registerer: h.bmcMetrics,
+		Latency:    p.Pace.BMCLatency,
 		Logger:     log,
 	})
 	if err != nil {

@@ -80,6 +80,7 @@ func startRedfish(cfg Redfish, dir string, f *fleet, rec events.Recorder, faults
 			Username: n.plan.Username,
 			Password: n.plan.Password,
 			SEL:      n.sel,
+			Latency:  n.plan.Pace.BMCLatency,
 		})
 	}
 	srv, err := redfish.New(rc)

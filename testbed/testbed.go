@@ -8,12 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/metalbed/metalbed/internal/fault"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,12 +21,14 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/internal/metrics"
 	"github.com/metalbed/metalbed/provisioner/boot"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/service"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/libvirt"
+	"github.com/metalbed/metalbed/vms/timing"
 )
 
 // Defaults of the provisioner side.
@@ -107,8 +109,20 @@ type Config struct {
 	// pprof) on a listener of its own (metrics.go); nil: only at the
 	// provisioner API's /metrics.
 	Metrics *Metrics
+	// Timing, when set, gives every simulated machine the pace of real
+	// hardware (vms/timing); nil: as fast as the host.
+	Timing *Timing
 	// Logger; nil discards.
 	Logger *slog.Logger
+}
+
+// Timing is the hardware pace of a testbed's machines: each machine's
+// figures are drawn around Profile's from Seed and its name, and divided
+// by Speed (vms/timing.Profile.Machine).
+type Timing struct {
+	Profile timing.Profile
+	Speed   float64
+	Seed    uint64
 }
 
 // Machine is one machine and its BMC.
@@ -118,6 +132,9 @@ type Machine struct {
 	DiskBytes  int64
 	BootMode   vms.BootMode
 	PowerDelay time.Duration
+	// Pace is the machine's hardware pace (POST, link-up, disk rate, BMC
+	// latency); zero: Config.Timing's figures for it, else the host's.
+	Pace timing.Figures
 	// BMCAddress and BMCPort are where its BMC listens (port 0: a free
 	// one); BMCConn, when set, is a socket the caller opened instead.
 	BMCAddress string
@@ -222,6 +239,14 @@ func New(cfg Config) (*Testbed, error) {
 	}
 	if cfg.Backend == "" {
 		cfg.Backend = "sim"
+	}
+	if cfg.Timing != nil {
+		cfg.Machines = slices.Clone(cfg.Machines)
+		for i, m := range cfg.Machines {
+			if m.Pace.Zero() {
+				cfg.Machines[i].Pace = cfg.Timing.Profile.Machine(m.Name, cfg.Timing.Seed, cfg.Timing.Speed)
+			}
+		}
 	}
 	t := &Testbed{cfg: cfg, log: cfg.Logger, started: make(chan struct{}), ready: make(chan struct{}), reg: metrics.NewRegistry()}
 	switch cfg.Backend {

@@ -82,6 +82,9 @@ type System struct {
 	// (bmcemu.Config.SEL) so both protocols list and clear the same
 	// records. nil => the service's own, of 128 records.
 	SEL *bmcemu.SEL
+	// Latency holds every answer about this system back this long, as a
+	// BMC on a slow management controller answers (vms/timing). 0: none.
+	Latency time.Duration
 }
 
 const (
@@ -158,7 +161,7 @@ func New(cfg Config) (*Server, error) {
 		if id == "" || hw.Name == "" {
 			return nil, fmt.Errorf("redfish: system %d: machine has no UUID or name", i)
 		}
-		sys := &system{srv: s, id: id, hw: hw, m: sc.Machine, user: sc.Username, pass: sc.Password,
+		sys := &system{srv: s, id: id, hw: hw, m: sc.Machine, user: sc.Username, pass: sc.Password, latency: sc.Latency,
 			log: log.With("node", hw.Name), lastState: "None",
 			bios: newBiosState(hw.UEFI), secure: newSecureBootState(), sel: sc.SEL}
 		if sys.sel == nil {

@@ -187,6 +187,13 @@ func (s *Server) system(q *request) (*system, error) {
 	if !sys.visibleTo(q.who) {
 		return nil, errForbidden()
 	}
+	if sys.latency > 0 {
+		select {
+		case <-time.After(sys.latency):
+		case <-q.ctx.Done():
+			return nil, q.ctx.Err()
+		}
+	}
 	return sys, nil
 }
 

@@ -26,6 +26,7 @@ type system struct {
 	secure     *secureBootState // secureboot.go
 	clock      clock            // the Manager's DateTime (manager.go)
 	sel        *bmcemu.SEL      // the machine's System Event Log
+	latency    time.Duration    // System.Latency
 
 	mu sync.Mutex
 	// overlay is what Redfish said about the boot override that parameter

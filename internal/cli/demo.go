@@ -33,6 +33,7 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 	ramdiskDir := fs.String("ramdisk-dir", "", "with --backend libvirt: `DIR` holding the deploy kernel and ramdisk (from metalbed ramdisk build --out DIR); default: built from the source tree in the working directory into the state directory")
 	webOn := fs.Bool("web", false, "serve the web dashboard on --web-addr while the demo runs, and keep serving after the deploys until interrupted")
 	webAddr := fs.String("web-addr", web.DefaultAddr, "with --web: HOST:PORT of the dashboard (port 0: a free one)")
+	pace := timingFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -70,6 +71,9 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 			return usageError("--web-addr %q: want HOST:PORT", *webAddr)
 		}
 		cfg.Web = &testbed.Web{Addr: *webAddr}
+	}
+	if cfg.Timing, err = pace(); err != nil {
+		return err
 	}
 	kind, vm := "simulated machines", false
 	switch *backend {

@@ -59,6 +59,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	bootIface := fs.String("boot-interface", "", "boot interface of the nodes --enroll creates: pxe (TFTP, needs Debian's pxelinux and ipxe), ipxe (HTTP), redfish-virtual-media (with --enroll-driver redfish: an ISO the BMC inserts as a virtual CD, built with Debian's isolinux or grub-efi-amd64-bin; deploy interface direct); default pxe when pxelinux and ipxe are installed, else ipxe")
 	metricsAddr := fs.String("metrics-addr", "", "HOST:PORT of a listener of its own for the Prometheus metrics (GET /metrics; the provisioner API answers /metrics too); port 0: a free one; \"\" = none")
 	pprofOn := fs.Bool("pprof", false, "serve Go's profiles under /debug/pprof/ on the --metrics-addr listener")
+	pace := timingFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -133,6 +134,9 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 		StateDir: dir, Machines: machines(plans), Backend: *backend, Enroll: *enrollNodes, BootInterface: *bootIface, EnrollDriver: *enrollDriver,
 		Libvirt:  testbed.Libvirt{BootNetwork: *bootNet, RamdiskDir: *ramdiskDir, RemoveVMs: *removeVMs},
 		Progress: s.Err, Version: version(), Logger: log,
+	}
+	if cfg.Timing, err = pace(); err != nil {
+		return err
 	}
 	if *redfishAddr != "" {
 		if _, _, err := net.SplitHostPort(*redfishAddr); err != nil {

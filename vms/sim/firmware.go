@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/metalbed/metalbed/vms"
+	"github.com/metalbed/metalbed/vms/timing"
 )
 
 // Firmware is what runs on a machine from power-on or reset until power
@@ -52,6 +54,9 @@ type BootContext struct {
 	// empty): firmware reading a medium asks at every read, so an eject
 	// during the boot is seen. nil => no virtual media drives.
 	Media func(dev vms.MediaDevice) string
+	// Pace is the machine's hardware pace: firmware waits its POST and
+	// a NIC's LinkUp (vms/timing).
+	Pace timing.Figures
 	// Reset resets the machine as reboot(2) or the reset line does, and
 	// PowerOff powers it off as an OS shutdown does. Both return at once;
 	// the running program then sees ctx end. They do nothing once this boot
@@ -108,6 +113,12 @@ func (fw StockFirmware) Boot(ctx context.Context, b *BootContext) error {
 	}
 	if b.Disk != nil {
 		fmt.Fprintf(con, "Disk 0: %d MiB\r\n", b.Disk.Size()>>20)
+	}
+	if b.Pace.POST > 0 {
+		fmt.Fprintf(con, "Memory test and option ROMs (POST %s)...\r\n", b.Pace.POST.Round(time.Millisecond))
+		if !sleep(ctx, b.Pace.POST) {
+			return nil
+		}
 	}
 	order := []vms.BootDevice{b.Device}
 	switch {
@@ -269,4 +280,16 @@ func checkBootable(d Disk, mode vms.BootMode) error {
 		}
 	}
 	return errors.New("GPT has no EFI System Partition")
+}
+
+// sleep waits d, or less if ctx ends first; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/metalbed/metalbed/vms"
+	"github.com/metalbed/metalbed/vms/timing"
 )
 
 // Config describes one simulated machine.
@@ -50,6 +51,10 @@ type Config struct {
 	// SoftOffDelay is how long the running OS takes to shut down after a
 	// soft (ACPI) power-off request. Default 2s.
 	SoftOffDelay time.Duration
+	// Pace is the machine's hardware pace (vms/timing): its POST and
+	// link-up times the firmware waits, its disk's write rate, and its
+	// power-on time when PowerDelay is 0. Zero: as fast as the host.
+	Pace timing.Figures
 	// Firmware runs on every power-on and reset. nil => StockFirmware{}.
 	Firmware Firmware
 	// Logger gets milestones (power transitions, boots). nil => discard.
@@ -130,6 +135,9 @@ func Open(cfg Config) (*Machine, error) {
 	}
 	if cfg.NICs == 0 {
 		cfg.NICs = 1
+	}
+	if cfg.PowerDelay == 0 {
+		cfg.PowerDelay = cfg.Pace.PowerOn
 	}
 	if cfg.SoftOffDelay == 0 {
 		cfg.SoftOffDelay = 2 * time.Second
@@ -629,7 +637,7 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 	r := &run{cancel: cancel, done: make(chan struct{})}
 	m.run = r
 	flags := m.st.flags()
-	disk := &runDisk{path: m.disk.path, size: m.disk.size}
+	disk := &runDisk{path: m.disk.path, size: m.disk.size, rate: m.cfg.Pace.DiskWriteBytesPerSec}
 	b := &BootContext{
 		Machine:      m.cfg.Name,
 		UUID:         m.uuid,
@@ -644,6 +652,7 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 		ConsoleInput: m.console.input,
 		Emit:         m.emit,
 		Media:        m.mediaNow,
+		Pace:         m.cfg.Pace,
 		Reset:        m.fromBoot(m.gen, vms.ActionReset),
 		PowerOff:     m.fromBoot(m.gen, vms.ActionOff),
 	}
@@ -784,6 +793,10 @@ func checkWrite(size int64, p []byte, off int64) error {
 type runDisk struct {
 	path string
 	size int64
+	rate int64 // write bytes per second; 0: as fast as the host
+
+	pace     sync.Mutex
+	nextFree time.Time // when the throttled disk has written what it was given
 
 	mu       sync.Mutex
 	f        *os.File
@@ -824,7 +837,26 @@ func (d *runDisk) WriteAt(p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	d.throttle(len(p))
 	return f.WriteAt(p, off)
+}
+
+// throttle holds a write of n bytes until a disk writing rate bytes a
+// second would have taken it: writes queue one behind the other, as on a
+// device, so concurrent writers share the rate.
+func (d *runDisk) throttle(n int) {
+	if d.rate <= 0 {
+		return
+	}
+	d.pace.Lock()
+	now := time.Now()
+	if d.nextFree.Before(now) {
+		d.nextFree = now
+	}
+	d.nextFree = d.nextFree.Add(time.Duration(float64(n) / float64(d.rate) * float64(time.Second)))
+	until := d.nextFree
+	d.pace.Unlock()
+	time.Sleep(time.Until(until))
 }
 
 func (d *runDisk) detach() {

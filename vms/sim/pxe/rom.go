@@ -109,6 +109,17 @@ func (r *ROM) Boot(ctx context.Context, b *sim.BootContext) error {
 	nic := b.NICs[0]
 	say("iPXE 1.21.1 (metalbed SimROM) -- Open Source Network Boot Firmware")
 	say("net0: %s using sim-net on %s", nic.MAC, b.Machine)
+	if b.Pace.LinkUp > 0 {
+		say("Waiting for link-up on net0...")
+		t := time.NewTimer(b.Pace.LinkUp)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		}
+		say("net0: link up after %s", b.Pace.LinkUp.Round(time.Millisecond))
+	}
 	say("Configuring (net0 %s)...", nic.MAC)
 
 	server, err := net.ResolveUDPAddr("udp4", cfg.DHCPServer)

@@ -550,3 +550,25 @@ func FuzzPXELinux(f *testing.F) {
 		}
 	})
 }
+
+// TestLinkUpBeforeDHCP: a machine paced with a link-up time waits it
+// (at least, however loaded the host) before its first DHCPDISCOVER, and
+// says so on the console.
+func TestLinkUpBeforeDHCP(t *testing.T) {
+	pc, _ := net.ListenPacket("udp4", "127.0.0.1:0") // silent
+	defer pc.Close()
+	rom := &ROM{DHCPServer: pc.LocalAddr().String(), DHCPClient: "127.0.0.1:0", Timeout: 20 * time.Millisecond, DHCPTries: 1,
+		Exec: func(context.Context, *sim.BootContext, Image) error { return nil }}
+	b, console, _ := bootCtx(vms.BIOS)
+	b.Pace.LinkUp = 300 * time.Millisecond
+	start := time.Now()
+	rom.Boot(t.Context(), b)
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Errorf("the ROM gave up after %v, before its 300ms link-up", took)
+	}
+	for _, want := range []string{"Waiting for link-up on net0...", "net0: link up after 300ms", "Configuring (net0"} {
+		if !strings.Contains(console.String(), want) {
+			t.Errorf("console lacks %q:\n%s", want, console)
+		}
+	}
+}
