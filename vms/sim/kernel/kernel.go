@@ -81,6 +81,10 @@ func Boot(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image) er
 		if err == nil {
 			fmt.Fprintf(con, "[    0.400000] Unpacking initramfs %s (%s %s)\r\n", rd.Name, fs.Marker.Program, fs.Marker.Version)
 			fmt.Fprintf(con, "[    0.500000] Run /init as init process\r\n")
+			// The kernel and initrd images are unpacked: let them go, as
+			// Linux frees the initrd once it is unpacked (tens of MB
+			// per machine, for the whole deploy, otherwise).
+			img.Kernel, img.Initrds = nil, nil
 			return runRamdisk(ctx, cfg, b, img, fs.Bootloaders)
 		}
 	}
