@@ -18,33 +18,13 @@ import (
 // libvirt`. It needs root and a running libvirtd (ci/libvirt/start.sh);
 // without them it skips, unless METALBED_LIBVIRT=required (ci/libvirt/test.sh).
 func TestLibvirtFeatures(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real VMs; skipped with -short")
-	}
-	fail := t.Skipf
-	if os.Getenv("METALBED_LIBVIRT") == "required" {
-		fail = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		fail("real VMs need root (network namespaces, bridges, qemu:///system)")
-	}
-	if _, err := os.Stat("/var/run/libvirt/libvirt-sock"); err != nil {
-		fail("libvirtd is not running (ci/libvirt/start.sh): %v", err)
-	}
+	requireLibvirtVMs(t)
 	tools := map[string]string{
 		"ipmitool":  testenv.RequireTool(t, "ipmitool", "ipmitool"),
 		"baremetal": testenv.RequireTool(t, "baremetal", "python3-ironicclient"),
 	}
 	work := t.TempDir()
-	bin := filepath.Join(work, "metalbed")
-	build := exec.CommandContext(t.Context(), "go", "build", "-tags", "libvirt_dlopen", "-o", bin, "github.com/metalbed/metalbed/cmd/metalbed")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build -tags libvirt_dlopen metalbed: %v\n%s", err, out)
-	}
-	rd := filepath.Join(work, "ramdisk")
-	if out, err := exec.CommandContext(t.Context(), bin, "ramdisk", "build", "--out", rd, "--src", "..").CombinedOutput(); err != nil {
-		t.Fatalf("metalbed ramdisk build: %v\n%s", err, out)
-	}
+	bin, rd := buildLibvirtMetalbed(t, work)
 	tags := LibvirtTags
 	if *optTags != DefaultTags {
 		tags = *optTags
@@ -75,4 +55,42 @@ func TestLibvirtFeatures(t *testing.T) {
 	if res.Passed == 0 {
 		t.Fatal("no @libvirt scenario ran")
 	}
+}
+
+// requireLibvirtVMs skips a test of real VMs (or, under
+// METALBED_LIBVIRT=required, fails it) unless this process is root and
+// libvirtd runs (ci/libvirt/start.sh); -short skips it.
+func requireLibvirtVMs(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("real VMs; skipped with -short")
+	}
+	fail := t.Skipf
+	if os.Getenv("METALBED_LIBVIRT") == "required" {
+		fail = t.Fatalf
+	}
+	if os.Geteuid() != 0 {
+		fail("real VMs need root (network namespaces, bridges, qemu:///system)")
+	}
+	if _, err := os.Stat("/var/run/libvirt/libvirt-sock"); err != nil {
+		fail("libvirtd is not running (ci/libvirt/start.sh): %v", err)
+	}
+}
+
+// buildLibvirtMetalbed builds the metalbed binary with libvirt support
+// into dir and the deploy kernel and ramdisk real VMs boot (`metalbed
+// ramdisk build`, vmlinuz and initramfs) into dir/ramdisk; it returns both
+// paths.
+func buildLibvirtMetalbed(t *testing.T, dir string) (bin, ramdiskDir string) {
+	t.Helper()
+	bin = filepath.Join(dir, "metalbed")
+	build := exec.CommandContext(t.Context(), "go", "build", "-tags", "libvirt_dlopen", "-o", bin, "github.com/metalbed/metalbed/cmd/metalbed")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags libvirt_dlopen metalbed: %v\n%s", err, out)
+	}
+	ramdiskDir = filepath.Join(dir, "ramdisk")
+	if out, err := exec.CommandContext(t.Context(), bin, "ramdisk", "build", "--out", ramdiskDir, "--src", "..").CombinedOutput(); err != nil {
+		t.Fatalf("metalbed ramdisk build: %v\n%s", err, out)
+	}
+	return bin, ramdiskDir
 }

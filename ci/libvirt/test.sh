@@ -11,5 +11,9 @@ ci/libvirt/start.sh >/dev/null
 trap 'ci/libvirt/stop.sh' EXIT
 METALBED_LIBVIRT=required go test -race -count=1 -tags libvirt_dlopen ./vms/libvirt/... "$@"
 # The @libvirt scenarios: `metalbed up --backend libvirt` testbeds deployed
-# through the conductor (iscsi and direct), one VM at a time.
-METALBED_LIBVIRT=required go test -count=1 -timeout 30m -tags libvirt_dlopen -run TestLibvirtFeatures ./scenarios/
+# through the conductor (iscsi and direct), one VM at a time; then a real
+# Ironic 21.4 deploys a BIOS and a UEFI VM through Redfish virtual media
+# (TestRealIronicVirtualMediaDeploysVMs, with METALBED_INTEROP=required: a
+# missing Ironic fails too).
+METALBED_LIBVIRT=required METALBED_INTEROP=required go test -count=1 -timeout 40m -tags libvirt_dlopen \
+  -run 'TestLibvirtFeatures|TestRealIronicVirtualMediaDeploysVMs' ./scenarios/
