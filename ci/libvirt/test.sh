@@ -10,6 +10,9 @@ cd "$(dirname "$0")/../.."
 ci/libvirt/start.sh >/dev/null
 trap 'ci/libvirt/stop.sh' EXIT
 METALBED_LIBVIRT=required go test -race -count=1 -tags libvirt_dlopen ./vms/libvirt/... "$@"
+# The boot network of `metalbed up --backend libvirt --no-provisioner`
+# (inventory, Redfish inside it); no VM boots.
+METALBED_LIBVIRT=required go test -race -count=1 -tags libvirt_dlopen -run TestBootNetworkWithoutProvisioner ./testbed/
 # The @libvirt scenarios: `metalbed up --backend libvirt` testbeds deployed
 # through the conductor (iscsi and direct), one VM at a time; then a real
 # Ironic 21.4 deploys a BIOS and a UEFI VM through Redfish virtual media
