@@ -77,6 +77,13 @@ type inventory struct {
 	Nodes    []inventoryNode `json:"nodes"`
 	API      string          `json:"api"`      // with the provisioner
 	Timeline string          `json:"timeline"` // with the provisioner
+	// BootNetwork is the real VMs' boot network (--backend libvirt).
+	BootNetwork *struct {
+		Namespace string `json:"namespace"`
+		Interface string `json:"interface"`
+		Address   string `json:"address"`
+		Prefix    string `json:"prefix"`
+	} `json:"boot_network"`
 }
 
 type inventoryNode struct {
@@ -101,6 +108,9 @@ type inventoryNode struct {
 		Username string `json:"username"`
 		Password string `json:"password"`
 		VerifyCA any    `json:"verify_ca"` // the CA file's path, or false over plain HTTP
+		// BootNetworkAddress is the service as reached from inside the
+		// real VMs' boot network (--backend libvirt).
+		BootNetworkAddress string `json:"boot_network_address"`
 	} `json:"redfish"`
 }
 

@@ -1,6 +1,7 @@
 package scenarios
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -150,18 +151,21 @@ func TestRealIronicDrivesMetalbedRedfish(t *testing.T) {
 
 // redfishDriverInfo is the driver_info of the redfish hardware type for
 // machine m, from inventory.json's redfish fields: the Redfish service over
-// HTTPS, verified with the CA file inventory.json names.
+// HTTPS, verified with the CA file inventory.json names, at the address a
+// provisioner on the machines' network uses (inside the boot network for
+// real VMs, where Ironic then runs).
 func redfishDriverInfo(t testing.TB, m inventoryNode) []string {
 	t.Helper()
 	rf := m.Redfish
 	if rf == nil {
 		t.Fatalf("inventory without redfish: %+v", m)
 	}
+	addr := cmp.Or(rf.BootNetworkAddress, rf.Address)
 	ca, ok := rf.VerifyCA.(string)
-	if !ok || !strings.HasPrefix(rf.Address, "https://") {
+	if !ok || !strings.HasPrefix(addr, "https://") {
 		t.Fatalf("redfish %+v: want HTTPS with a CA file", rf)
 	}
-	return []string{"redfish_address=" + rf.Address, "redfish_system_id=" + rf.SystemID,
+	return []string{"redfish_address=" + addr, "redfish_system_id=" + rf.SystemID,
 		"redfish_username=" + rf.Username, "redfish_password=" + rf.Password, "redfish_verify_ca=" + ca}
 }
 

@@ -82,23 +82,34 @@ func TestRealIronicVirtualMediaDeploy(t *testing.T) {
 			if err := os.Rename(art.Image, filepath.Join(httpRoot, imageName)); err != nil {
 				t.Fatal(err)
 			}
-			e := ironicEnrolment{Driver: "redfish", BootIface: "redfish-virtual-media", Mode: mode,
-				DriverInfo: redfishDriverInfo(t, m),
-				CheckBoot:  func(t *testing.T, uuid string) { checkDeployISO(t, ir, uuid, mode) },
-				CheckActive: func(t *testing.T, uuid string) {
-					if _, err := os.Stat(publishedISO(ir, uuid)); !os.IsNotExist(err) {
-						t.Errorf("the deploy ISO is still published once active (stat: %v)", err)
-					}
-				},
-			}
-			if mode == vms.UEFI {
-				e.DriverInfo = append(e.DriverInfo, "bootloader=file://"+esp)
-			}
+			e := vmediaEnrolment(t, ir, m, mode, esp)
 			deployThroughIronic(t, ir, m, art, nb.HTTPURL+"/"+imageName, e)
-			checkVirtualMediaTimeline(t, fleet.Inventory.Timeline, m.Name)
+			checkVirtualMediaTimeline(t, fleet.Inventory.Timeline, m.Name, vmediaMilestones)
 		})
 	}
 	t.Logf("Ironic calls:\n%s", ir.Calls.Summary())
+}
+
+// vmediaEnrolment enrols machine m for Ironic's redfish hardware type
+// with the redfish-virtual-media boot interface, at inventory.json's
+// Redfish fields, in boot mode mode; UEFI ISOs carry the EFI system
+// partition image esp (driver_info bootloader). Once the deploy waits for
+// the agent, the ISO Ironic published must carry the agent's command line;
+// once active, it must be gone.
+func vmediaEnrolment(t *testing.T, ir *Ironic, m inventoryNode, mode vms.BootMode, esp string) ironicEnrolment {
+	e := ironicEnrolment{Driver: "redfish", BootIface: "redfish-virtual-media", Mode: mode,
+		DriverInfo: redfishDriverInfo(t, m),
+		CheckBoot:  func(t *testing.T, uuid string) { checkDeployISO(t, ir, uuid, mode) },
+		CheckActive: func(t *testing.T, uuid string) {
+			if _, err := os.Stat(publishedISO(ir, uuid)); !os.IsNotExist(err) {
+				t.Errorf("the deploy ISO is still published once active (stat: %v)", err)
+			}
+		},
+	}
+	if mode == vms.UEFI {
+		e.DriverInfo = append(e.DriverInfo, "bootloader=file://"+esp)
+	}
+	return e
 }
 
 // publishedISO is where Ironic publishes a node's deploy ISO with
@@ -185,21 +196,31 @@ func buildESP(t testing.TB, dir string) string {
 	return esp
 }
 
-// vmediaMilestones are what a machine's timeline shows, in this order, when
-// Ironic cleans and deploys it through virtual media: for each ramdisk
-// boot the CD inserted (InsertMedia of Ironic's ISO), the boot from it and
-// the agent's lookup; the cleaning step; the image written; the CD ejected
-// and the boot from disk. Other entries may come between.
-var vmediaMilestones = []struct{ kind, detail string }{
-	{"bmc.redfish.virtual_media", "insert Cd "}, {"machine.boot", "cdrom"}, {"agent.lookup", ""},
-	{"agent.heartbeat", ""}, {"agent.clean", "erase_devices_metadata"},
+// milestone is a timeline entry a check looks for: its kind and the
+// beginning of its detail.
+type milestone struct{ kind, detail string }
+
+// vmediaDeployMilestones are what a machine's timeline shows, in this
+// order, when Ironic deploys it through virtual media: the CD inserted
+// (InsertMedia of Ironic's ISO), the boot from it and the agent's lookup;
+// the image written; the CD ejected and the boot from disk. Other entries
+// may come between.
+var vmediaDeployMilestones = []milestone{
 	{"bmc.redfish.virtual_media", "insert Cd "}, {"machine.boot", "cdrom"}, {"agent.lookup", ""},
 	{"agent.image.written", ""}, {"bmc.redfish.virtual_media", "eject Cd"}, {"machine.boot", "disk"},
 }
 
+// vmediaMilestones are vmediaDeployMilestones after automated cleaning on
+// provide: the same ramdisk boot from the CD, the agent's lookup,
+// heartbeat and cleaning step.
+var vmediaMilestones = append([]milestone{
+	{"bmc.redfish.virtual_media", "insert Cd "}, {"machine.boot", "cdrom"}, {"agent.lookup", ""},
+	{"agent.heartbeat", ""}, {"agent.clean", "erase_devices_metadata"},
+}, vmediaDeployMilestones...)
+
 // checkVirtualMediaTimeline reads the machine's timeline from `metalbed
-// up`'s timeline endpoint and finds vmediaMilestones in it, in order.
-func checkVirtualMediaTimeline(t *testing.T, endpoint, machine string) {
+// up`'s timeline endpoint and finds want in it, in order.
+func checkVirtualMediaTimeline(t *testing.T, endpoint, machine string, want []milestone) {
 	t.Helper()
 	if endpoint == "" {
 		t.Fatalf("inventory.json of metalbed up --no-provisioner --timeline-addr names no timeline endpoint")
@@ -223,12 +244,15 @@ func checkVirtualMediaTimeline(t *testing.T, endpoint, machine string) {
 		t.Fatalf("timeline of %s: %v", machine, err)
 	}
 	next := 0
+	var found strings.Builder
 	for _, e := range doc.Entries {
-		if next < len(vmediaMilestones) && e.Kind == vmediaMilestones[next].kind && strings.HasPrefix(e.Detail, vmediaMilestones[next].detail) {
+		if next < len(want) && e.Kind == want[next].kind && strings.HasPrefix(e.Detail, want[next].detail) {
+			fmt.Fprintf(&found, "  %s %-28s %s\n", e.Time.Format("15:04:05.000"), e.Kind, e.Detail)
 			next++
 		}
 	}
-	if next == len(vmediaMilestones) {
+	if next == len(want) {
+		t.Logf("%s's timeline, the milestones checked:\n%s", machine, found.String())
 		return
 	}
 	var b strings.Builder
@@ -236,5 +260,5 @@ func checkVirtualMediaTimeline(t *testing.T, endpoint, machine string) {
 		fmt.Fprintf(&b, "  %s %-8s %-28s %s\n", e.Time.Format("15:04:05.000"), e.Source, e.Kind, e.Detail)
 	}
 	t.Errorf("%s's timeline lacks %s %q after the %d milestones before it; the timeline (%d entries):\n%s",
-		machine, vmediaMilestones[next].kind, vmediaMilestones[next].detail, next, len(doc.Entries), b.String())
+		machine, want[next].kind, want[next].detail, next, len(doc.Entries), b.String())
 }

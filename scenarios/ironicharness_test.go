@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,6 +42,16 @@ type IronicOptions struct {
 	// HeartbeatTimeout is Ironic's [api] ramdisk_heartbeat_timeout in
 	// seconds, which bounds the agent's heartbeat period; 0 = Ironic's 300.
 	HeartbeatTimeout int
+	// SingleProcess runs Debian's all-in-one `ironic` instead of
+	// ironic-api and ironic-conductor.
+	SingleProcess bool
+	// NetNS runs Ironic inside that network namespace (a real-VM boot
+	// network, inventory.json boot_network), listening on HostIP there;
+	// the test then reaches it through Dial. "" = on the host's loopback.
+	NetNS, HostIP string
+	// Dial connects to the API from where NetNS is (nil: the default
+	// dialer), e.g. libvirt.NamespaceDialer(NetNS).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Ironic is a real standalone Ironic (ironic-api + ironic-conductor from
@@ -54,6 +65,10 @@ type Ironic struct {
 	FilesDir     string // where file:// images may live ([conductor] file_url_allowed_paths)
 	StartSeconds string // how long start.sh took, as it measured
 	Calls        *CallLog
+	// NetNS is the network namespace Ironic runs in ("" = none): the
+	// baremetal CLI runs there too, and client reaches the API there.
+	NetNS  string
+	client *http.Client
 }
 
 // requireIronic skips (or, under METALBED_INTEROP=required, fails) when the
@@ -94,14 +109,21 @@ func startIronic(t testing.TB, o IronicOptions) *Ironic {
 		"IRONIC_REDFISH="+map[bool]string{true: "1"}[o.Redfish],
 		"IRONIC_VMEDIA="+map[bool]string{true: "1"}[o.VirtualMedia],
 		"IRONIC_HEARTBEAT_TIMEOUT="+map[bool]string{true: fmt.Sprint(o.HeartbeatTimeout)}[o.HeartbeatTimeout > 0],
+		"IRONIC_NETNS="+o.NetNS, "IRONIC_HOST_IP="+o.HostIP,
 		// A test killed by -timeout runs no cleanup: Ironic then stops itself.
 		fmt.Sprintf("IRONIC_WATCH_PID=%d", os.Getpid()))
+	if o.SingleProcess {
+		cmd.Env = append(cmd.Env, "IRONIC_SINGLE_PROCESS=1")
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, name := range []string{"ironic-conductor.log", "ironic-api.log"} {
+			for _, name := range []string{"ironic-conductor.log", "ironic-api.log", "ironic.log"} {
+				if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+					continue // IRONIC_SINGLE_PROCESS logs to ironic.log alone
+				}
 				t.Logf("last non-debug lines of %s:\n%s", name, tailLog(filepath.Join(dir, name), 30))
 			}
 		}
@@ -125,7 +147,10 @@ func startIronic(t testing.TB, o IronicOptions) *Ironic {
 	}
 	ir := &Ironic{Dir: dir, APIURL: env["IRONIC_API_URL"], HTTPRoot: env["IRONIC_HTTP_ROOT"],
 		TFTPRoot: env["IRONIC_TFTP_ROOT"], HTTPURL: env["IRONIC_HTTP_URL"], FilesDir: env["IRONIC_FILES_DIR"],
-		StartSeconds: env["IRONIC_START_SECONDS"], Calls: &CallLog{}}
+		StartSeconds: env["IRONIC_START_SECONDS"], Calls: &CallLog{}, NetNS: o.NetNS, client: http.DefaultClient}
+	if o.Dial != nil {
+		ir.client = &http.Client{Transport: &http.Transport{DialContext: o.Dial}}
+	}
 	if ir.APIURL == "" {
 		t.Fatalf("ci/ironic/start.sh printed no IRONIC_API_URL:\n%s", out)
 	}
@@ -170,6 +195,9 @@ func (ir *Ironic) Baremetal(t testing.TB, label string, args ...string) string {
 // TryBaremetal is Baremetal returning the failure instead.
 func (ir *Ironic) TryBaremetal(ctx context.Context, label string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "baremetal", args...)
+	if ir.NetNS != "" {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ir.NetNS, "baremetal"}, args...)...)
+	}
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "OS_") })
 	cmd.Env = append(env, "OS_AUTH_TYPE=none", "OS_ENDPOINT="+ir.APIURL)
 	var stdout, stderr bytes.Buffer
@@ -219,7 +247,7 @@ func (ir *Ironic) Node(ctx context.Context, ident string) (IronicNode, error) {
 		return n, err
 	}
 	req.Header.Set("X-OpenStack-Ironic-API-Version", "1.82")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := ir.client.Do(req)
 	if err != nil {
 		return n, fmt.Errorf("GET node %s: %w", ident, err)
 	}

@@ -20,8 +20,13 @@ import (
 // libvirt`. It needs root and a running libvirtd (ci/libvirt/start.sh);
 // without them it skips, unless METALBED_LIBVIRT=required (ci/libvirt/test.sh).
 func TestLibvirtFeatures(t *testing.T) {
-	bin, rd, tools := libvirtPrerequisites(t)
+	requireLibvirtVMs(t)
+	tools := map[string]string{
+		"ipmitool":  testenv.RequireTool(t, "ipmitool", "ipmitool"),
+		"baremetal": testenv.RequireTool(t, "baremetal", "python3-ironicclient"),
+	}
 	work := t.TempDir()
+	bin, rd := buildLibvirtMetalbed(t, work)
 	tags := LibvirtTags
 	if *optTags != DefaultTags {
 		tags = *optTags
@@ -54,29 +59,10 @@ func TestLibvirtFeatures(t *testing.T) {
 	}
 }
 
-// TestLibvirtDemo runs the README's `metalbed demo --backend libvirt`: four
-// VMs deployed at once, as the simulated demo, every instance booted and
-// every node undeployed (with the deploy ramdisk built once for the tier).
-func TestLibvirtDemo(t *testing.T) {
-	bin, rd, _ := libvirtPrerequisites(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "demo", "--backend", "libvirt", "--ramdisk-dir", rd, "--log-level", "warn").CombinedOutput()
-	t.Logf("metalbed demo --backend libvirt:\n%s", out)
-	if err != nil {
-		t.Fatalf("metalbed demo --backend libvirt: %v", err)
-	}
-	if s := string(out); !strings.Contains(s, "4 of 4 instances booted") || strings.Count(s, "available again in") != 4 {
-		t.Errorf("the demo on VMs did not boot and undeploy all four machines")
-	}
-}
-
-// libvirtPrerequisites skips (fails with METALBED_LIBVIRT=required) where
-// real VMs cannot run, and gives the metalbed binary built with libvirt
-// support, the deploy ramdisk `metalbed ramdisk build` made from it (both
-// in a temporary directory of t; Go's build cache makes the second test's
-// builds quick) and the real client tools the scenarios run.
-func libvirtPrerequisites(t *testing.T) (bin, ramdisk string, tools map[string]string) {
+// requireLibvirtVMs skips a test of real VMs (or, under
+// METALBED_LIBVIRT=required, fails it) unless this process is root and
+// libvirtd runs (ci/libvirt/start.sh); -short skips it.
+func requireLibvirtVMs(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("real VMs; skipped with -short")
@@ -91,19 +77,40 @@ func libvirtPrerequisites(t *testing.T) (bin, ramdisk string, tools map[string]s
 	if _, err := os.Stat("/var/run/libvirt/libvirt-sock"); err != nil {
 		fail("libvirtd is not running (ci/libvirt/start.sh): %v", err)
 	}
-	tools = map[string]string{
-		"ipmitool":  testenv.RequireTool(t, "ipmitool", "ipmitool"),
-		"baremetal": testenv.RequireTool(t, "baremetal", "python3-ironicclient"),
-	}
-	work := t.TempDir()
-	bin = filepath.Join(work, "metalbed")
+}
+
+// buildLibvirtMetalbed builds the metalbed binary with libvirt support
+// into dir and the deploy kernel and ramdisk real VMs boot (`metalbed
+// ramdisk build`, vmlinuz and initramfs) into dir/ramdisk; it returns both
+// paths.
+func buildLibvirtMetalbed(t *testing.T, dir string) (bin, ramdiskDir string) {
+	t.Helper()
+	bin = filepath.Join(dir, "metalbed")
 	build := exec.CommandContext(t.Context(), "go", "build", "-tags", "libvirt_dlopen", "-o", bin, "github.com/metalbed/metalbed/cmd/metalbed")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build -tags libvirt_dlopen metalbed: %v\n%s", err, out)
 	}
-	ramdisk = filepath.Join(work, "ramdisk")
-	if out, err := exec.CommandContext(t.Context(), bin, "ramdisk", "build", "--out", ramdisk, "--src", "..").CombinedOutput(); err != nil {
+	ramdiskDir = filepath.Join(dir, "ramdisk")
+	if out, err := exec.CommandContext(t.Context(), bin, "ramdisk", "build", "--out", ramdiskDir, "--src", "..").CombinedOutput(); err != nil {
 		t.Fatalf("metalbed ramdisk build: %v\n%s", err, out)
 	}
-	return bin, ramdisk, tools
+	return bin, ramdiskDir
+}
+
+// TestLibvirtDemo runs the README's `metalbed demo --backend libvirt`: four
+// VMs deployed at once, as the simulated demo, every instance booted and
+// every node undeployed.
+func TestLibvirtDemo(t *testing.T) {
+	requireLibvirtVMs(t)
+	bin, rd := buildLibvirtMetalbed(t, t.TempDir())
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "demo", "--backend", "libvirt", "--ramdisk-dir", rd, "--log-level", "warn").CombinedOutput()
+	t.Logf("metalbed demo --backend libvirt:\n%s", out)
+	if err != nil {
+		t.Fatalf("metalbed demo --backend libvirt: %v", err)
+	}
+	if s := string(out); !strings.Contains(s, "4 of 4 instances booted") || strings.Count(s, "available again in") != 4 {
+		t.Errorf("the demo on VMs did not boot and undeploy all four machines")
+	}
 }

@@ -46,6 +46,10 @@ type NetbootOptions struct {
 	// servers whose machines run at once need ranges apart: each agent
 	// listens on its lease's port 9999.
 	Range string
+	// NetNS runs the server inside that network namespace (a real-VM boot
+	// network), its DHCP on 0.0.0.0:67 bound to Iface (broadcast replies on
+	// a real link) and TFTP and HTTP on ServerIP. "" = on loopback.
+	NetNS, Iface, ServerIP string
 }
 
 // TFTPPort is the port of nb's TFTP server.
@@ -65,7 +69,7 @@ func (nb *Netboot) TFTPPort(t testing.TB) string {
 // is wanted, once more with --http-addr pinned to that port.
 func startNetboot(t testing.TB, bin string, o NetbootOptions) *Netboot {
 	t.Helper()
-	nb := runNetboot(t, bin, o, "127.0.0.1:0", "")
+	nb := runNetboot(t, bin, o, net.JoinHostPort(cmp.Or(o.ServerIP, "127.0.0.1"), "0"), "")
 	if o.IPXEScriptPath == "" {
 		return nb
 	}
@@ -77,10 +81,17 @@ func startNetboot(t testing.TB, bin string, o NetbootOptions) *Netboot {
 func runNetboot(t testing.TB, bin string, o NetbootOptions, httpAddr, script string) *Netboot {
 	t.Helper()
 	nb := &Netboot{Stdout: &testenv.SyncBuffer{}, Stderr: &testenv.SyncBuffer{}}
+	server, dhcpAddr := cmp.Or(o.ServerIP, "127.0.0.1"), "127.0.0.1:0"
+	if o.NetNS != "" {
+		dhcpAddr = "0.0.0.0:67"
+	}
 	args := []string{"netboot", "serve", "--verbose",
-		"--dhcp-addr", "127.0.0.1:0", "--server-ip", "127.0.0.1", "--range", cmp.Or(o.Range, "127.0.0.100-127.0.0.199"),
-		"--tftp-root", o.TFTPRoot, "--tftp-addr", "127.0.0.1:0",
+		"--dhcp-addr", dhcpAddr, "--server-ip", server, "--range", cmp.Or(o.Range, "127.0.0.100-127.0.0.199"),
+		"--tftp-root", o.TFTPRoot, "--tftp-addr", net.JoinHostPort(server, "0"),
 		"--http-root", o.HTTPRoot, "--http-addr", httpAddr}
+	if o.Iface != "" {
+		args = append(args, "--dhcp-iface", o.Iface)
+	}
 	for _, m := range o.MACs {
 		args = append(args, "--host", m)
 	}
@@ -91,6 +102,9 @@ func runNetboot(t testing.TB, bin string, o NetbootOptions, httpAddr, script str
 		args = append(args, "--ipxe-script", script)
 	}
 	cmd := exec.Command(bin, args...)
+	if o.NetNS != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", o.NetNS, bin}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = nb.Stdout, nb.Stderr
 	// A test killed by -timeout runs no cleanup: the child then gets SIGTERM.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
@@ -175,9 +189,17 @@ func buildDeployArtifacts(t testing.TB, bin, dir, bootMode string) DeployArtifac
 		t.Fatal(err)
 	}
 
+	buildWholeDiskImage(t, bin, bootMode, &a)
+	return a
+}
+
+// buildWholeDiskImage builds a whole-disk image booting in bootMode with
+// `metalbed image build` at a.Image and fills in its md5 and size.
+func buildWholeDiskImage(t testing.TB, bin, bootMode string, a *DeployArtifacts) {
+	t.Helper()
 	build := exec.CommandContext(t.Context(), bin, "image", "build", "--kind", "whole-disk", "--boot-mode", bootMode, "--out", a.Image)
 	build.Dir = repoRoot(t)
-	out, err = build.CombinedOutput()
+	out, err := build.CombinedOutput()
 	if err != nil {
 		t.Fatalf("metalbed image build: %v\n%s", err, out)
 	}
@@ -187,7 +209,6 @@ func buildDeployArtifacts(t testing.TB, bin, dir, bootMode string) DeployArtifac
 		t.Fatal(err)
 	}
 	a.ImageSize = st.Size()
-	return a
 }
 
 func copyFile(t testing.TB, from, to string) {

@@ -20,6 +20,19 @@ type Inventory struct {
 	Timeline string `json:"timeline,omitempty"`
 	// Web is the dashboard, absent without it.
 	Web string `json:"web,omitempty"`
+	// BootNetwork is the real VMs' boot network, absent with simulated
+	// machines.
+	BootNetwork *InventoryBootNetwork `json:"boot_network,omitempty"`
+}
+
+// InventoryBootNetwork is where a provisioner metalbed does not run (a
+// real Ironic, `metalbed netboot serve`) joins the real VMs' boot network:
+// `ip netns exec NAMESPACE ...`, listening on Address, DHCP on Interface.
+type InventoryBootNetwork struct {
+	Namespace string `json:"namespace"`
+	Interface string `json:"interface"`
+	Address   string `json:"address"` // the provisioner's, e.g. 10.235.0.1
+	Prefix    string `json:"prefix"`  // e.g. 10.235.0.0/24
 }
 
 type InventoryNode struct {
@@ -45,6 +58,10 @@ type InventoryRedfish struct {
 	Password string `json:"password"`
 	// VerifyCA is the CA file's path with HTTPS, false with plain HTTP.
 	VerifyCA any `json:"verify_ca"`
+	// BootNetworkAddress is the same service as reached from inside the
+	// real VMs' boot network (Inventory.BootNetwork), where a provisioner
+	// on that network finds it; absent with simulated machines.
+	BootNetworkAddress string `json:"boot_network_address,omitempty"`
 }
 
 type InventoryBMC struct {

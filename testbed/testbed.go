@@ -61,7 +61,10 @@ type Config struct {
 	// Machines are the machines and their BMCs, resolved; at least one.
 	Machines []Machine
 	// Backend is "sim" (default: simulated machines in this process) or
-	// "libvirt" (real VMs; needs Provisioner).
+	// "libvirt" (real VMs on a boot network in a namespace metalbed
+	// creates; without Provisioner nothing serves DHCP or boot files there:
+	// a provisioner started inside the namespace does, see
+	// Inventory.BootNetwork).
 	Backend string
 	// Libvirt configures the libvirt backend.
 	Libvirt Libvirt
@@ -213,6 +216,8 @@ type Testbed struct {
 	// machineTL is the machines-only timeline (Config.TimelineAddr); nil
 	// with a provisioner or without it.
 	machineTL *machineTimeline
+	// vmNet is the real VMs' boot network; nil with the sim backend.
+	vmNet *libvirt.Network
 	// reg is this testbed's metrics registry (metrics.go); metricsLn its
 	// own listener (nil without Config.Metrics).
 	reg       *prometheus.Registry
@@ -252,8 +257,8 @@ func New(cfg Config) (*Testbed, error) {
 	switch cfg.Backend {
 	case "sim":
 	case "libvirt":
-		if cfg.Provisioner == nil {
-			return nil, configError("the libvirt backend runs the provisioner: the VMs' only network is its boot network")
+		if cfg.ExternalDHCP != "" {
+			return nil, configError("an external DHCP server on loopback cannot serve real VMs: run it inside the boot network's namespace instead")
 		}
 		if t.cfg.Libvirt.BootNetwork == "" {
 			t.cfg.Libvirt.BootNetwork = DefaultBootNetwork
@@ -387,6 +392,9 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 		rec = mt.tl
 	}
 	hooks := t.externalNetboot(rec)
+	if nw != nil {
+		hooks = vmHooks(nw, rec)
+	}
 	var b *bed
 	if t.cfg.Provisioner != nil {
 		if b, err = listenBed(t, nw); err != nil {
@@ -410,13 +418,13 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 		} else if mt != nil {
 			rec = mt.tl
 		}
-		if rf, err = startRedfish(*t.cfg.Redfish, t.cfg.StateDir, f, rec, faults, t.reg, t.log); err != nil {
+		if rf, err = startRedfish(*t.cfg.Redfish, t.cfg.StateDir, f, nw, rec, faults, t.reg, t.log); err != nil {
 			return err
 		}
-		defer rf.ln.Close()
+		defer rf.close()
 	}
 	t.mu.Lock()
-	t.fleet, t.bed, t.redfish, t.metricsLn, t.machineTL = f, b, rf, mln, mt
+	t.fleet, t.bed, t.redfish, t.metricsLn, t.machineTL, t.vmNet = f, b, rf, mln, mt, nw
 	t.mu.Unlock()
 	var ws *webService
 	if t.cfg.Web != nil {
@@ -565,12 +573,16 @@ func (t *Testbed) NodeUUIDs() map[string]string {
 // before Started.
 func (t *Testbed) Inventory() Inventory {
 	t.mu.Lock()
-	f, b, rf, ws := t.fleet, t.bed, t.redfish, t.web
+	f, b, rf, ws, nw := t.fleet, t.bed, t.redfish, t.web, t.vmNet
 	t.mu.Unlock()
 	if f == nil {
 		return Inventory{Nodes: []InventoryNode{}}
 	}
 	inv := f.inventory(b, rf)
+	if nw != nil {
+		inv.BootNetwork = &InventoryBootNetwork{Namespace: nw.NS, Interface: nw.Iface,
+			Address: nw.Addr().String(), Prefix: nw.Prefix().String()}
+	}
 	if inv.Timeline == "" {
 		inv.Timeline = t.TimelineURL()
 	}

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
 
+	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/provisioner/dhcp"
 	"github.com/metalbed/metalbed/provisioner/service"
 	"github.com/metalbed/metalbed/vms"
@@ -97,10 +99,15 @@ func (b *bed) appendParams() string {
 // URLs: from inside the boot network for its addresses, else as usual.
 // nil for simulated machines (the packages' default dialers).
 func (b *bed) dialContext() func(ctx context.Context, network, addr string) (net.Conn, error) {
-	nw := b.vmNet
-	if nw == nil {
+	if b.vmNet == nil {
 		return nil
 	}
+	return bootNetDial(b.vmNet)
+}
+
+// bootNetDial dials addresses of boot network nw from inside its
+// namespace, any other address as usual.
+func bootNetDial(nw *libvirt.Network) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if ap, err := netip.ParseAddrPort(addr); err == nil && nw.Prefix().Contains(ap.Addr().Unmap()) {
 			return nw.DialContext(ctx, network, addr)
@@ -110,12 +117,30 @@ func (b *bed) dialContext() func(ctx context.Context, network, addr string) (net
 	}
 }
 
-// serveVMAPI proxies connections to the API's boot-network listener to the
+// vmHooks opens every machine as a VM on boot network nw, for a testbed
+// without the provisioner: the BMCs record into rec (nil: nowhere), and
+// whoever provisions the VMs serves their DHCP and boot files from inside
+// nw's namespace; the images the BMCs insert are fetched through
+// bootNetDial.
+func vmHooks(nw *libvirt.Network, rec events.Recorder) func(name string) nodeHooks {
+	dial := bootNetDial(nw)
+	return func(string) nodeHooks {
+		return nodeHooks{bmcEvents: rec, vm: func(p Machine, dir string) (fleetMachine, error) { return openVM(nw, dial, p, dir) }}
+	}
+}
+
+// serveVMAPI relays connections to the API's boot-network listener to the
 // API on loopback until ctx ends. The API reads the ramdisk's address from
 // what it posts (pass_deploy_info "address", the agent's callback_url),
-// not from the connection, so the proxy changes nothing it sees.
+// not from the connection, so the relay changes nothing it sees.
 func (b *bed) serveVMAPI(ctx context.Context) error {
-	ln := b.vmAPILn
+	return relayTCP(ctx, b.vmAPILn, b.apiLn.Addr().String(), "provisioner API in the boot network", b.log)
+}
+
+// relayTCP accepts connections on ln (a listener in a boot network) and
+// relays each to target (a loopback address in the root namespace) until
+// ctx ends; what names ln in errors and logs.
+func relayTCP(ctx context.Context, ln net.Listener, target, what string, log *slog.Logger) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var wg sync.WaitGroup
@@ -126,16 +151,16 @@ func (b *bed) serveVMAPI(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("provisioner API in the boot network: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer c.Close()
 			var d net.Dialer
-			up, err := d.DialContext(ctx, "tcp4", b.apiLn.Addr().String())
+			up, err := d.DialContext(ctx, "tcp4", target)
 			if err != nil {
-				b.log.Warn("boot-network API proxy", "err", err)
+				log.Warn(what+" relay", "err", err)
 				return
 			}
 			defer up.Close()

@@ -57,6 +57,15 @@
 #   IRONIC_FILE_URL_ALLOWED_PATHS  comma-separated directories whose files may
 #                      be file:// image sources, besides DIR/files (Ironic
 #                      21.4.4 refuses any other file:// path)
+#   IRONIC_NETNS       a network namespace (e.g. the boot network of
+#                      `metalbed up --backend libvirt --no-provisioner`,
+#                      inventory.json boot_network.namespace): Ironic runs in
+#                      it (`ip netns exec`; needs root), on a real lab's
+#                      provisioning network, and so do the readiness checks;
+#                      drive it with `ip netns exec NS baremetal ...`
+#   IRONIC_HOST_IP     the address the API listens on and the agents call
+#                      back (my_ip, tftp_server; default 127.0.0.1), e.g.
+#                      inventory.json boot_network.address with IRONIC_NETNS
 set -euo pipefail
 
 die() { echo "ironic/start.sh: $*" >&2; exit 1; }
@@ -76,9 +85,17 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 [ -e "$dir/pids" ] && die "$dir/pids exists: Ironic already started there? stop it with ci/ironic/stop.sh $dir/pids"
 
-# A free TCP port on 127.0.0.1 (the system's Python, not a pyenv one).
+host_ip=${IRONIC_HOST_IP:-127.0.0.1}
+# in_ns runs a command in IRONIC_NETNS (as is without it).
+in_ns=()
+if [ -n "${IRONIC_NETNS:-}" ]; then
+  [ -e "/run/netns/$IRONIC_NETNS" ] || die "network namespace $IRONIC_NETNS not found (ip netns list)"
+  in_ns=(ip netns exec "$IRONIC_NETNS")
+fi
+
+# A free TCP port on $host_ip (the system's Python, not a pyenv one).
 free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  "${in_ns[@]}" /usr/bin/python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$host_ip"
 }
 
 api_port=${IRONIC_API_PORT:-$(free_port)}
@@ -90,7 +107,7 @@ tftp_root=${IRONIC_TFTP_ROOT:-$dir/tftpboot}
 min_interval=${IRONIC_MIN_COMMAND_INTERVAL:-1}
 callback_timeout=${IRONIC_DEPLOY_CALLBACK_TIMEOUT:-600}
 start_timeout=${IRONIC_START_TIMEOUT:-120}
-api_url=http://127.0.0.1:$api_port
+api_url=http://$host_ip:$api_port
 [ -n "${IRONIC_VMEDIA:-}" ] && IRONIC_REDFISH=1
 rf=${IRONIC_REDFISH:+,redfish}
 vmedia=${IRONIC_VMEDIA:+,redfish-virtual-media}
@@ -118,7 +135,7 @@ fi
 cat >"$dir/ironic.conf" <<EOF
 [DEFAULT]
 host = 127.0.0.1
-my_ip = 127.0.0.1
+my_ip = $host_ip
 auth_strategy = noauth
 rpc_transport = $([ -n "$single" ] && echo none || echo json-rpc)
 debug = true
@@ -148,7 +165,7 @@ ldlinux_c32 = $ldlinux_c32
 grub_config_path = EFI/BOOT/grub.cfg
 
 [api]
-host_ip = 127.0.0.1
+host_ip = $host_ip
 port = $api_port
 api_workers = 1
 ramdisk_heartbeat_timeout = ${IRONIC_HEARTBEAT_TIMEOUT:-300}
@@ -195,7 +212,7 @@ command_retry_timeout = 30
 dhcp_provider = none
 
 [pxe]
-tftp_server = 127.0.0.1
+tftp_server = $host_ip
 tftp_root = $tftp_root
 tftp_master_path = $tftp_root/master_images
 images_path = $dir/images
@@ -231,7 +248,7 @@ ironic-dbsync --config-file "$dir/ironic.conf" create_schema >"$dir/dbsync.log" 
 # Each service in its own session (setsid), so it outlives this script and
 # is stopped by its PID alone.
 start() { # program
-  setsid "$1" --config-file "$dir/ironic.conf" --log-file "$dir/$1.log" \
+  setsid "${in_ns[@]}" "$1" --config-file "$dir/ironic.conf" --log-file "$dir/$1.log" \
     </dev/null >"$dir/$1.out" 2>&1 &
   echo $! >>"$dir/pids"
   log "$1 pid $!"
@@ -261,11 +278,11 @@ alive() {
 api_up=
 while :; do
   alive || die "a service exited; see $dir/ironic-conductor.log $dir/ironic-api.log $dir/*.out: $(tail -5 "$dir"/*.out "$dir"/*.log 2>/dev/null | tail -20)"
-  if [ -z "$api_up" ] && curl -fsS -o /dev/null "$api_url/v1" 2>/dev/null; then
+  if [ -z "$api_up" ] && "${in_ns[@]}" curl -fsS -o /dev/null "$api_url/v1" 2>/dev/null; then
     api_up=1
     log "GET /v1 answers after $(since) s"
   fi
-  if [ -n "$api_up" ] && baremetal conductor list -f value -c Hostname -c Alive 2>/dev/null | grep -q '^127.0.0.1 True$'; then
+  if [ -n "$api_up" ] && "${in_ns[@]}" baremetal conductor list -f value -c Hostname -c Alive 2>/dev/null | grep -q '^127.0.0.1 True$'; then
     break
   fi
   [ "$(date +%s)" -lt "$deadline" ] || die "not ready after ${start_timeout}s; see $dir/*.log"
@@ -285,6 +302,7 @@ IRONIC_HTTP_URL=$http_url
 IRONIC_FILES_DIR=$dir/files
 IRONIC_PIDFILE=$dir/pids
 IRONIC_START_SECONDS=$elapsed
+IRONIC_NETNS=${IRONIC_NETNS:-}
 EOF
 log "ready in ${elapsed}s: conductor 127.0.0.1 alive, API $api_url; stop with ci/ironic/stop.sh $dir/pids"
 cat "$dir/env"

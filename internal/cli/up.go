@@ -31,7 +31,7 @@ const (
 func runUp(ctx context.Context, s Streams, args []string) error {
 	fs := newFlags("up", s)
 	nodes := fs.Int("nodes", 1, "number of machines (node-0 … node-N-1; the config's machines count first)")
-	noProv := fs.Bool("no-provisioner", false, "run only the machines and their BMCs")
+	noProv := fs.Bool("no-provisioner", false, "run only the machines and their BMCs (with --backend libvirt: a provisioner of your own serves the VMs from inside the boot network's namespace, inventory.json boot_network)")
 	stateDir := fs.String("state-dir", "", "directory holding every machine's state, disk and console log, and inventory.json (default $XDG_STATE_HOME/metalbed, else ~/.local/state/metalbed)")
 	basePort := fs.Int("bmc-base-port", defaultBasePort, "UDP port of node-0's BMC; node-i listens on base+i (0: ephemeral ports)")
 	bmcAddr := fs.String("bmc-address", defaultBMCAddress, "IP address the BMCs listen on")
@@ -95,13 +95,13 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	if *backend != "sim" && *backend != "libvirt" {
 		return usageError("--backend %q: want sim or libvirt", *backend)
 	}
+	if *backend == "libvirt" && *netbootDHCP != "" {
+		return usageError("--netboot-dhcp is a loopback DHCP server, which real VMs cannot reach: run it inside the boot network's namespace (inventory.json boot_network)")
+	}
 	if *backend == "libvirt" {
 		if err := libvirt.Built(); err != nil {
 			return fmt.Errorf("up --backend libvirt: %w", err)
 		}
-	}
-	if *backend == "libvirt" && *noProv {
-		return usageError("--backend libvirt runs the provisioner: the VMs' only network is its boot network (drop --no-provisioner)")
 	}
 	if *netbootTFTPPort < 1 || *netbootTFTPPort > 65535 {
 		return usageError("--netboot-tftp-port %d: want 1-65535", *netbootTFTPPort)
@@ -190,6 +190,9 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	if cfg.Provisioner == nil {
 		if inv.Timeline != "" {
 			redfishAt += ", timeline " + inv.Timeline
+		}
+		if bn := inv.BootNetwork; bn != nil {
+			redfishAt += fmt.Sprintf(", boot network %s in netns %s", bn.Address, bn.Namespace)
 		}
 		fmt.Fprintf(s.Out, "metalbed: %d %s up, BMCs on %s%s, inventory %s\n", len(inv.Nodes), machines, addrSummary(inv), redfishAt, where)
 	} else {

@@ -695,6 +695,11 @@ func TestUpRedfish(t *testing.T) {
 	if err := Run(t.Context(), []string{"up", "--no-provisioner", "--redfish-addr", "nonsense", "--state-dir", t.TempDir()}, &out, &errb); err == nil {
 		t.Error("--redfish-addr nonsense accepted")
 	}
+	// Real VMs cannot reach a DHCP server on loopback.
+	err := Run(t.Context(), []string{"up", "--no-provisioner", "--backend", "libvirt", "--netboot-dhcp", "127.0.0.1:6767", "--state-dir", t.TempDir()}, &out, &errb)
+	if ExitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), "boot network's namespace") {
+		t.Errorf("--backend libvirt --netboot-dhcp: %v (exit %d), want a usage error pointing to the boot network", err, ExitCode(err))
+	}
 	// Enrolling with the redfish hardware type needs the Redfish service;
 	// other hardware types are refused.
 	for driver, args := range map[string][]string{

@@ -150,17 +150,40 @@ func disableIPv6(dev string) error {
 // Sockets fn creates belong to the namespace for life. The thread is
 // discarded afterwards, never returned to the Go scheduler.
 func (n *Network) Do(fn func() error) error {
+	return inNamespace(n.NS, fn)
+}
+
+// NamespaceDialer dials from inside the named network namespace (under
+// /run/netns, e.g. a boot network's "mb-NAME" another process created):
+// for a client on the host that talks to a server listening there, such
+// as a provisioner run with `ip netns exec`. Each connection keeps the
+// namespace for life. Needs CAP_SYS_ADMIN.
+func NamespaceDialer(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := inNamespace(ns, func() (err error) {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}
+
+// inNamespace runs fn on an OS thread that has joined network namespace ns
+// (see Network.Do); fn's error is returned as is.
+func inNamespace(ns string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		f, err := os.Open(filepath.Join("/run/netns", n.NS))
+		f, err := os.Open(filepath.Join("/run/netns", ns))
 		if err != nil {
-			errc <- fmt.Errorf("network %s: %w", n.cfg.Name, err)
+			errc <- fmt.Errorf("network namespace: %w", err)
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("network %s: join namespace %s: %w", n.cfg.Name, n.NS, err)
+			errc <- fmt.Errorf("join namespace %s: %w", ns, err)
 			return
 		}
 		errc <- fn()
@@ -214,11 +237,5 @@ func (n *Network) Command(ctx context.Context, name string, args ...string) *exe
 // DialContext connects from inside the namespace (see net.Dialer), e.g. to
 // a VM's ramdisk. The connection keeps the namespace for life.
 func (n *Network) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := n.Do(func() (err error) {
-		var d net.Dialer
-		c, err = d.DialContext(ctx, network, addr)
-		return err
-	})
-	return c, err
+	return NamespaceDialer(n.NS)(ctx, network, addr)
 }

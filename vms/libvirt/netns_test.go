@@ -2,6 +2,7 @@ package libvirt
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -86,6 +87,32 @@ func TestNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	dc.Close()
+
+	// A client outside the Network (another process's namespace, by name)
+	// reaches a server listening inside it.
+	ln, err := n.Listen("tcp4", "10.233.250.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if sc, err := ln.Accept(); err == nil {
+			sc.Write([]byte("ok"))
+			sc.Close()
+		}
+	}()
+	cc, err := NamespaceDialer(n.NS)(ctx, "tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("NamespaceDialer(%s): %v", n.NS, err)
+	}
+	got, err := io.ReadAll(cc)
+	cc.Close()
+	if err != nil || string(got) != "ok" {
+		t.Errorf("read through NamespaceDialer: %q, %v", got, err)
+	}
+	if _, err := NamespaceDialer("mb-nosuchnet")(ctx, "tcp4", ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "mb-nosuchnet") {
+		t.Errorf("NamespaceDialer of a missing namespace: %v, want an error naming it", err)
+	}
 
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
