@@ -181,7 +181,8 @@ func (c *Conductor) HeartbeatTimeout() time.Duration { return c.cfg.HeartbeatTim
 func (c *Conductor) now() time.Time { return c.cfg.Now().UTC() }
 
 // Run registers the conductor, recovers nodes a previous run left in
-// transient states, then runs the periodic tasks until ctx ends. It waits
+// transient states, carries on those it left waiting for their machines
+// (resume.go), then runs the periodic tasks until ctx ends. It waits
 // for running tasks, marks itself offline and returns nil — also when ctx
 // ends while it is still starting.
 func (c *Conductor) Run(ctx context.Context) error {
@@ -201,10 +202,22 @@ func (c *Conductor) Run(ctx context.Context) error {
 		c.offline(ctx)
 		return nil
 	}
+	held, err := c.reserveResumable(ctx)
+	if err != nil {
+		for _, n := range held {
+			c.release(ctx, n.UUID)
+		}
+		if ctx.Err() == nil {
+			return fmt.Errorf("recover nodes: %w", err)
+		}
+		c.offline(ctx)
+		return nil
+	}
 	c.mu.Lock()
 	c.runCtx = ctx
 	c.mu.Unlock()
 	c.log.Info("conductor started", "host", c.host, "drivers", c.types.Names())
+	c.resume(held)
 	c.startConsoles(ctx)
 	defer c.stopConsoles(ctx)
 	if c.cfg.OnStarted != nil {
