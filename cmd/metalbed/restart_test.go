@@ -6,13 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -164,7 +162,7 @@ func deployImages(t *testing.T, bin string) string {
 	// run by this test binary would stamp them with the wrong executable.
 	// So run up once and stop it when ready.
 	state := filepath.Dir(filepath.Dir(dir))
-	u := startUp(t, ctx, bin, state, 0, "127.77.255.10-127.77.255.200")
+	u := startUp(t, ctx, bin, state, "127.77.255.10-127.77.255.200")
 	u.kill(t)
 	return dir
 }
@@ -178,16 +176,15 @@ type upProc struct {
 }
 
 // startUp starts `metalbed up --enroll` with one node on state and waits
-// for its ready line. Every port is free; the BMC's is bmcPort, the same
-// across restarts of state as the default base port is (the node's
-// driver_info names it). The machine leases from dhcpRange: the ramdisk
-// binds fixed ports on its address, so testbeds running at once need
-// ranges of their own.
-func startUp(t *testing.T, ctx context.Context, bin, state string, bmcPort int, dhcpRange string) *upProc {
+// for its ready line. Every port is free, the BMC's too: a restart
+// re-points the node at it before the conductor carries the node on. The
+// machine leases from dhcpRange: the ramdisk binds fixed ports on its
+// address, so testbeds running at once need ranges of their own.
+func startUp(t *testing.T, ctx context.Context, bin, state, dhcpRange string) *upProc {
 	t.Helper()
 	free := "127.0.0.1:0"
 	cmd := exec.CommandContext(ctx, bin, "up", "--redfish-addr", free, "--web-addr", free, "--enroll", "--nodes", "1",
-		"--state-dir", state, "--bmc-base-port", strconv.Itoa(bmcPort), "--api-addr", free, "--dhcp-addr", free, "--tftp-addr", free,
+		"--state-dir", state, "--bmc-base-port", "0", "--api-addr", free, "--dhcp-addr", free, "--tftp-addr", free,
 		"--http-addr", free, "--timeline-addr", free, "--notify-delay", "100ms", "--log-level", "warn", "--dhcp-range", dhcpRange)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -276,8 +273,7 @@ func runKillPoint(t *testing.T, bin, images string, img restartImg, p killPoint,
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	bmcPort := freeUDPPort(t)
-	u := startUp(t, ctx, bin, state, bmcPort, dhcpRange)
+	u := startUp(t, ctx, bin, state, dhcpRange)
 	ii := map[string]any{
 		"image_source": img.built.Path, "image_checksum": img.built.MD5, "root_gb": "1",
 		"image_type": "partition", "capabilities": map[string]any{"boot_option": p.option},
@@ -309,7 +305,7 @@ func runKillPoint(t *testing.T, bin, images string, img restartImg, p killPoint,
 	u.kill(t)
 	booted := countBooted(t, u)
 	t0 := time.Now()
-	u = startUp(t, ctx, bin, state, bmcPort, dhcpRange)
+	u = startUp(t, ctx, bin, state, dhcpRange)
 	var end map[string]any
 	testenv.Eventually(t, time.Minute, func() bool {
 		n, err := u.node(ctx)
@@ -323,7 +319,7 @@ func runKillPoint(t *testing.T, bin, images string, img restartImg, p killPoint,
 		end = n
 		return true
 	}, "%s: node-0 did not reach %q within a minute of the restart (states before the kill %v); stderr:\n%s", p.name, p.want, seen, u.stderr)
-	t.Logf("killed in %q (states seen %v): %s %.1fs after the restart", seen[len(seen)-1], seen, provState(end), time.Since(t0).Seconds())
+	t.Logf("%s: killed in %q (states seen %v): %s %.1fs after the restart", p.name, seen[len(seen)-1], seen, provState(end), time.Since(t0).Seconds())
 	le, _ := end["last_error"].(string)
 	if p.lastError == "" && le != "" || !strings.Contains(le, p.lastError) {
 		t.Errorf("last_error %q, want %q", le, p.lastError)
@@ -364,13 +360,3 @@ func countBooted(t *testing.T, u *upProc) int {
 	return bytes.Count(b, []byte("metalbed-instance: booted"))
 }
 
-// freeUDPPort is a loopback UDP port nothing listens on now.
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}

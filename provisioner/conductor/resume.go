@@ -47,6 +47,32 @@ func (c *Conductor) reserveResumable(ctx context.Context) ([]*provisioner.Node, 
 	return held, nil
 }
 
+// resumeAfter locks and carries on the resumable nodes once gate is
+// closed (Config.ResumeAfter), unless ctx ends first.
+func (c *Conductor) resumeAfter(ctx context.Context, gate <-chan struct{}) {
+	select {
+	case <-gate:
+	case <-ctx.Done():
+		return
+	}
+	held, err := c.reserveResumable(ctx)
+	if err != nil {
+		c.releaseAll(ctx, held)
+		if ctx.Err() == nil {
+			c.log.Error("resume nodes", "err", err)
+		}
+		return
+	}
+	c.resume(held)
+}
+
+// releaseAll drops the locks of nodes.
+func (c *Conductor) releaseAll(ctx context.Context, nodes []*provisioner.Node) {
+	for _, n := range nodes {
+		c.release(ctx, n.UUID)
+	}
+}
+
 // resume carries on each node reserveResumable locked, one task per node.
 func (c *Conductor) resume(nodes []*provisioner.Node) {
 	for _, n := range nodes {

@@ -97,3 +97,38 @@ func TestRestartResumesWaitingNodes(t *testing.T) {
 	}
 	h2.stop()
 }
+
+// TestResumeWaitsForItsGate: with ResumeAfter set, a waiting node is left
+// as it is (unlocked, not prepared) until the gate closes, then carried on.
+func TestResumeWaitsForItsGate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st := openStore(t, path)
+	h := start(t, st, testTypes(t, &testPower{}, newCountingDeploy()), nil)
+	waiting := newNode(t, h, provisioner.StateWaitCallback)
+	h.stop()
+	st.Close()
+
+	st2 := openStore(t, path)
+	d := newCountingDeploy()
+	gate := make(chan struct{})
+	h2 := start(t, st2, testTypes(t, &testPower{}, d), func(c *Config) { c.ResumeAfter = gate })
+	// The API answers meanwhile: a node call goes through, the node is
+	// not locked.
+	if _, err := h2.c.UpdateNode(t.Context(), waiting.UUID, func(n *provisioner.Node) error {
+		n.DriverInfo["address"] = "127.0.0.2"
+		return nil
+	}); err != nil {
+		t.Fatalf("node locked before the gate closed: %v", err)
+	}
+	if p, _, _ := d.calls(waiting.UUID); p != 0 {
+		t.Fatalf("prepared before the gate closed")
+	}
+	close(gate)
+	waitFor(t, "the node booted again", func() bool {
+		_, deployed, _ := d.calls(waiting.UUID)
+		return deployed == 1
+	})
+	if got := waitState(t, st2, waiting.UUID, provisioner.StateWaitCallback); got.DriverInfo["address"] != "127.0.0.2" {
+		t.Errorf("driver_info %v", got.DriverInfo)
+	}
+}
