@@ -29,6 +29,12 @@ type killPoint struct {
 	deploy string // deploy_interface: iscsi or direct
 	option string // boot_option: netboot or local
 	clean  bool   // killed during "provide"'s automated cleaning, not the deploy
+	// inspect: killed during an agent inspection of the manageable node
+	// instead.
+	inspect bool
+	// upArgs are more flags of `metalbed up` (the driver, the boot
+	// interface).
+	upArgs []string
 	// delayPower, when set, makes the BMC answer the node's next chassis
 	// control (the power on of the prepare) that late: a window in which
 	// the conductor is mid-step.
@@ -71,20 +77,23 @@ func stuck(state string) string {
 }
 
 // TestRestartAfterSIGKILL is issue 15's "restarts lose nothing": `metalbed
-// up --enroll` (the built binary) is killed with SIGKILL at ten points of
-// an iSCSI and a direct (agent) deploy, restarted on the same state
-// directory, and each node must end as Ironic documents within a minute:
-// a node waiting for its ramdisk (wait call-back, clean wait) carries on
-// to active or available, an active netboot instance boots again, and a
-// node the conductor was mid-step on (deploying, cleaning) fails with
-// Ironic's "can't be resumed" message.
+// up --enroll` (the built binary) is killed with SIGKILL at twelve points
+// of iSCSI and direct (agent) deploys, cleanings and an inspection,
+// restarted on the same state directory, and each node must end as Ironic
+// documents within a minute: a node waiting for its ramdisk (wait
+// call-back, clean wait, inspect wait) carries on to active, available or
+// manageable, an active netboot instance boots again, and a node the
+// conductor was mid-step on (deploying, cleaning) fails with Ironic's
+// "can't be resumed" message. The points run at once, each on a testbed
+// of its own.
 func TestRestartAfterSIGKILL(t *testing.T) {
 	if testing.Short() {
-		t.Skip("deploys ten machines, each killed and restarted")
+		t.Skip("deploys twelve machines, each killed and restarted")
 	}
 	for _, f := range []struct{ path, pkg string }{
 		{"/usr/lib/PXELINUX/pxelinux.0", "pxelinux"},
 		{"/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common"},
+		{disk.DefaultIsolinuxBin, "isolinux"}, // the virtual media ISO
 	} {
 		testenv.RequireFile(t, f.path, f.pkg)
 	}
@@ -110,6 +119,15 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 				return provState(n) == "wait call-back" && internalInfo(n)["deployment_started"] == true
 			}},
 		{name: "direct/clean-wait", deploy: "direct", option: "local", clean: true, at: inState("clean wait"), want: "available"},
+		{name: "direct/inspect-wait", deploy: "direct", option: "local", inspect: true, at: inState("inspect wait"), want: "manageable"},
+		// Redfish virtual media: the ISO is built and inserted again; the
+		// Redfish service moves to a new port on the restart, and the node
+		// is re-pointed at it before the conductor carries it on.
+		{name: "direct/vmedia-heartbeat", deploy: "direct", option: "local", want: "active",
+			upArgs: []string{"--enroll-driver", "redfish", "--boot-interface", "redfish-virtual-media"},
+			at: func(n map[string]any, _ []string) bool {
+				return provState(n) == "wait call-back" && internalInfo(n)["agent_url"] != nil
+			}},
 	}
 	for i, p := range points {
 		t.Run(p.name, func(t *testing.T) {
@@ -150,18 +168,17 @@ func restartImage(t *testing.T) restartImg {
 	return restartImg{built: built, kernel: kernel, ramdisk: initrd}
 }
 
-// deployImages builds the deploy kernel and ramdisk of bin once, into the
-// provisioner directory of a state directory each kill point copies them
-// from (up reuses them while bin is unchanged).
+// deployImages has bin build its deploy kernel and ramdisk once, by
+// running `up` until it is ready (they are stamped with the executable
+// that built them, so testbed.DeployImages in this test binary would not
+// do), and returns their directory, which each kill point copies into its
+// state directory: `up` reuses them there instead of building its own.
 func deployImages(t *testing.T, bin string) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "provisioner", "images")
+	state := t.TempDir()
+	dir := filepath.Join(state, "provisioner", "images")
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	// `up --no-provisioner` would not build them; the testbed's function
-	// run by this test binary would stamp them with the wrong executable.
-	// So run up once and stop it when ready.
-	state := filepath.Dir(filepath.Dir(dir))
 	u := startUp(t, ctx, bin, state, "127.77.255.10-127.77.255.200")
 	u.kill(t)
 	return dir
@@ -180,12 +197,13 @@ type upProc struct {
 // re-points the node at it before the conductor carries the node on. The
 // machine leases from dhcpRange: the ramdisk binds fixed ports on its
 // address, so testbeds running at once need ranges of their own.
-func startUp(t *testing.T, ctx context.Context, bin, state, dhcpRange string) *upProc {
+func startUp(t *testing.T, ctx context.Context, bin, state, dhcpRange string, extra ...string) *upProc {
 	t.Helper()
 	free := "127.0.0.1:0"
 	cmd := exec.CommandContext(ctx, bin, "up", "--redfish-addr", free, "--web-addr", free, "--enroll", "--nodes", "1",
 		"--state-dir", state, "--bmc-base-port", "0", "--api-addr", free, "--dhcp-addr", free, "--tftp-addr", free,
 		"--http-addr", free, "--timeline-addr", free, "--notify-delay", "100ms", "--log-level", "warn", "--dhcp-range", dhcpRange)
+	cmd.Args = append(cmd.Args, extra...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +291,7 @@ func runKillPoint(t *testing.T, bin, images string, img restartImg, p killPoint,
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	u := startUp(t, ctx, bin, state, dhcpRange)
+	u := startUp(t, ctx, bin, state, dhcpRange, p.upArgs...)
 	ii := map[string]any{
 		"image_source": img.built.Path, "image_checksum": img.built.MD5, "root_gb": "1",
 		"image_type": "partition", "capabilities": map[string]any{"boot_option": p.option},
@@ -295,9 +313,15 @@ func runKillPoint(t *testing.T, bin, images string, img restartImg, p killPoint,
 	if p.delayPower > 0 {
 		u.fault(t, bin, "--layer", "ipmi", "--op", "0x00/0x02", "--action", "delay", "--delay", p.delayPower.String(), "--count", "1")
 	}
-	if p.clean {
+	switch {
+	case p.inspect:
+		if err := u.api.Patch(ctx, "node-0", []map[string]any{{"op": "replace", "path": "/inspect_interface", "value": "agent"}}); err != nil {
+			t.Fatal(err)
+		}
+		u.provision(t, "inspect", "")
+	case p.clean:
 		u.provision(t, "provide", "")
-	} else {
+	default:
 		u.provision(t, "provide", "available")
 		u.provision(t, "active", "")
 	}
@@ -305,7 +329,7 @@ func runKillPoint(t *testing.T, bin, images string, img restartImg, p killPoint,
 	u.kill(t)
 	booted := countBooted(t, u)
 	t0 := time.Now()
-	u = startUp(t, ctx, bin, state, dhcpRange)
+	u = startUp(t, ctx, bin, state, dhcpRange, p.upArgs...)
 	var end map[string]any
 	testenv.Eventually(t, time.Minute, func() bool {
 		n, err := u.node(ctx)
@@ -359,4 +383,3 @@ func countBooted(t *testing.T, u *upProc) int {
 	}
 	return bytes.Count(b, []byte("metalbed-instance: booted"))
 }
-

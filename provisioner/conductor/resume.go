@@ -12,13 +12,13 @@ import (
 // restarted conductor carries on (Ironic leaves them to their call-back
 // timeout; here the boot servers' answers died with the process, and in
 // "metalbed up" so did the machine's ramdisk):
-//   - "wait call-back" and "clean wait": the deploy ramdisk is prepared
-//     again and the node rebooted into it (resumeWait);
+//   - "wait call-back", "clean wait" and "inspect wait": the ramdisk is
+//     prepared again and the node rebooted into it (resumeWait);
 //   - "active": the deploy interface takes the node over (Ironic's
 //     _do_takeover), rebuilding its instance boot: DHCP answers, netboot
 //     config, boot device.
 var resumeStates = []provisioner.ProvisionState{
-	provisioner.StateWaitCallback, provisioner.StateCleanWait, provisioner.StateActive,
+	provisioner.StateWaitCallback, provisioner.StateCleanWait, provisioner.StateInspectWait, provisioner.StateActive,
 }
 
 // reserveResumable takes the lock of every node this start carries on
@@ -90,8 +90,8 @@ func (c *Conductor) resume(nodes []*provisioner.Node) {
 }
 
 // resumeWait carries on a node left waiting for its ramdisk: it takes the
-// "resume" edge and runs the deploy (or cleaning) task again from the
-// deploy interface's prepare, which writes the ramdisk's boot files and
+// "resume" edge and runs the deploy (cleaning, inspection) task again
+// from the interface's prepare, which writes the ramdisk's boot files and
 // DHCP answers anew (a new deploy key or agent token) and reboots the node
 // into it; the ramdisk then calls back or heartbeats as on a first boot.
 // What the previous ramdisk did is redone: the image is written again.
@@ -104,11 +104,14 @@ func (c *Conductor) resumeWait(ctx context.Context, n *provisioner.Node) {
 		c.log.Error("resume node", "node", n.UUID, "state", from, "err", err)
 		return
 	}
-	if from == provisioner.StateCleanWait {
+	switch from {
+	case provisioner.StateCleanWait:
 		c.cleanThroughDeploy(ctx, n)
-		return
+	case provisioner.StateInspectWait:
+		c.inspect(ctx, n)
+	default:
+		c.deploy(ctx, n)
 	}
-	c.deploy(ctx, n)
 }
 
 // takeOver rebuilds an active node's instance boot through its deploy
