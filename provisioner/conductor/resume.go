@@ -22,9 +22,11 @@ var resumeStates = []provisioner.ProvisionState{
 }
 
 // reserveResumable takes the lock of every node this start carries on
-// (resumeStates, not in maintenance, not held by another conductor), so
-// that no call-back, heartbeat or API verb reaches one before resume has
-// run. It runs before the API answers; the nodes are handed to resume.
+// (resumeStates, not in maintenance, not held by anyone), so that no
+// call-back, heartbeat or API verb reaches one before resume has run. It
+// runs before the API answers, or once Config.ResumeAfter is closed (a
+// node some task holds then is busy and left alone); the nodes are handed
+// to resume.
 func (c *Conductor) reserveResumable(ctx context.Context) ([]*provisioner.Node, error) {
 	var held []*provisioner.Node
 	for _, state := range resumeStates {
