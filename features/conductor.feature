@@ -4,8 +4,10 @@ Feature: The conductor dies mid-deploy
   conductor at once, as if its process died, and starts a new one on the
   same database and API address. The new conductor recovers the nodes as
   Ironic 21.4's does on start: a node left in "deploying" cannot be resumed
-  and fails; a node in "wait call-back" waits on, and its agent's next
-  heartbeat carries the deploy to the end.
+  and fails; a node in "wait call-back" is carried on: the new conductor
+  prepares its ramdisk boot again (the boot servers' answers died with the
+  old one) and reboots it, and the new agent's heartbeats carry the deploy
+  to the end.
 
   Scenario: Killed while the node is deploying, the node fails on the restart
     Given an agent testbed with 1 bios machine

@@ -37,9 +37,35 @@ type APIError struct {
 
 func (e *APIError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, e.Message) }
 
+// Lock retries: a call answered 409 because the node is locked (a task
+// of the conductor holds it, e.g. one resuming the node after a restart)
+// is tried again, as python-ironicclient does (max_retries 5,
+// retry_interval 2 s).
+const (
+	lockedRetries       = 5
+	lockedRetryInterval = 2 * time.Second
+)
+
 // Do sends body (JSON, when not nil) and decodes a JSON answer into out
-// (when not nil).
+// (when not nil). A node locked by a conductor task is retried.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	for attempt := 0; ; attempt++ {
+		err := c.do(ctx, method, path, body, out)
+		var ae *APIError
+		if attempt >= lockedRetries || !errors.As(err, &ae) || ae.Status != http.StatusConflict ||
+			!strings.Contains(ae.Message, " is locked by host ") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(lockedRetryInterval):
+		}
+	}
+}
+
+// do is one call of Do.
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)

@@ -72,6 +72,10 @@ type bed struct {
 	boot               service.BootServers // sockets and pool; prepare adds the hooks
 
 	svc *service.Service // built by prepare
+	// enrolled is closed once the machines are enrolled (or re-pointed at
+	// their BMCs) after the provisioner answers: the conductor carries on
+	// nodes a previous run left waiting only then (service ResumeAfter).
+	enrolled chan struct{}
 	// reg is the testbed's metrics registry, handed to every component.
 	reg *prometheus.Registry
 	// deploy images, built by prepare
@@ -81,7 +85,8 @@ type bed struct {
 // listenBed binds every socket of the provisioner side; it writes no file.
 func listenBed(t *Testbed, nw *libvirt.Network) (_ *bed, err error) {
 	b := &bed{cfg: *t.cfg.Provisioner, dir: filepath.Join(t.cfg.StateDir, "provisioner"), version: t.cfg.Version,
-		log: t.log, vmNet: nw, reg: t.reg, ramdiskDir: t.cfg.Libvirt.RamdiskDir, faults: fault.NewSet(), tl: events.New(events.Config{})}
+		log: t.log, vmNet: nw, reg: t.reg, ramdiskDir: t.cfg.Libvirt.RamdiskDir, faults: fault.NewSet(), tl: events.New(events.Config{}),
+		enrolled: make(chan struct{})}
 	b.inject = b.newInjector()
 	b.internal = newInternalAccount(b.cfg)
 	defer func() {
@@ -303,6 +308,7 @@ func (b *bed) serviceConfig() service.Config {
 		Gatherer:     b.reg,
 		Logger:       b.log,
 		HTPasswdFile: b.htpasswd,
+		ResumeAfter:  b.enrolled,
 		// The Redfish service answers at once: poll power often. Retries
 		// (409, 5xx) 1 s apart span 4 s, past an iDRAC-like 409 on
 		// power-on for 3 s after a power-off (the redfish fault).

@@ -486,6 +486,7 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 				t.uuids = uuids
 				t.mu.Unlock()
 			}
+			close(b.enrolled)
 		}
 		if err := writeInventory(filepath.Join(t.cfg.StateDir, InventoryFile), t.Inventory()); err != nil {
 			return err

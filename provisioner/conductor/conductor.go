@@ -94,6 +94,12 @@ type Config struct {
 	// OnStarted, when set, is called once Run has registered the
 	// conductor and recovered the nodes, before any periodic task.
 	OnStarted func()
+	// ResumeAfter, when set, holds back carrying on the nodes a previous
+	// run left waiting for their machines (resume.go) until it is closed:
+	// the caller first re-points nodes at BMCs that moved (the testbed's
+	// enroll). nil: they are locked before the API answers and carried on
+	// at once.
+	ResumeAfter <-chan struct{}
 	// Now is the clock every timestamp the conductor records (provision
 	// and power state changes, heartbeats, history) and every timeout it
 	// checks (callback timeouts, conductor liveness) is read from; default
@@ -181,7 +187,8 @@ func (c *Conductor) HeartbeatTimeout() time.Duration { return c.cfg.HeartbeatTim
 func (c *Conductor) now() time.Time { return c.cfg.Now().UTC() }
 
 // Run registers the conductor, recovers nodes a previous run left in
-// transient states, then runs the periodic tasks until ctx ends. It waits
+// transient states, carries on those it left waiting for their machines
+// (resume.go), then runs the periodic tasks until ctx ends. It waits
 // for running tasks, marks itself offline and returns nil — also when ctx
 // ends while it is still starting.
 func (c *Conductor) Run(ctx context.Context) error {
@@ -201,10 +208,25 @@ func (c *Conductor) Run(ctx context.Context) error {
 		c.offline(ctx)
 		return nil
 	}
+	var held []*provisioner.Node
+	if c.cfg.ResumeAfter == nil {
+		var err error
+		if held, err = c.reserveResumable(ctx); err != nil {
+			c.releaseAll(ctx, held)
+			if ctx.Err() == nil {
+				return fmt.Errorf("recover nodes: %w", err)
+			}
+			c.offline(ctx)
+			return nil
+		}
+	}
 	c.mu.Lock()
 	c.runCtx = ctx
 	c.mu.Unlock()
 	c.log.Info("conductor started", "host", c.host, "drivers", c.types.Names())
+	if c.cfg.ResumeAfter == nil {
+		c.resume(held)
+	}
 	c.startConsoles(ctx)
 	defer c.stopConsoles(ctx)
 	if c.cfg.OnStarted != nil {
@@ -229,6 +251,13 @@ func (c *Conductor) Run(ctx context.Context) error {
 					f(ctx)
 				}
 			}
+		}()
+	}
+	if c.cfg.ResumeAfter != nil {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			c.resumeAfter(ctx, c.cfg.ResumeAfter)
 		}()
 	}
 	every(c.cfg.HeartbeatInterval, func(ctx context.Context) {

@@ -103,6 +103,11 @@ type Config struct {
 	// /debug/pprof/ when PProf is set.
 	MetricsListener net.Listener
 	PProf           bool
+	// ResumeAfter holds back carrying on, at each conductor start, the
+	// nodes left waiting for their machines until it is closed
+	// (conductor.Config.ResumeAfter): a caller that re-points nodes at
+	// BMCs that moved closes it once it did. nil: at once.
+	ResumeAfter <-chan struct{}
 	// Now is the conductor's clock (conductor.Config.Now) and the deploy
 	// interfaces' (deploy.Config.Now); default time.Now.
 	Now func() time.Time
@@ -273,6 +278,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) (err error) {
 		CleanCallbackTimeout: s.cfg.CleanCallbackTimeout, CheckProvisionInterval: s.cfg.CheckProvisionInterval,
 		AutomatedClean: s.cfg.AutomatedClean, Recorder: s.cfg.Recorder, Faults: s.conductorFaults(),
 		Registerer: s.cfg.Registerer, OnStarted: func() { close(started) }, Now: s.cfg.Now,
+		ResumeAfter: s.cfg.ResumeAfter,
 	})
 	if err != nil {
 		return err
