@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -17,7 +16,6 @@ import (
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/provisioner/boot"
 	"github.com/metalbed/metalbed/vms"
-	"github.com/metalbed/metalbed/vms/sim"
 )
 
 // DemoNode is one machine of the demo and how it is deployed.
@@ -56,8 +54,8 @@ func DemoNodes(libvirt bool) []DemoNode {
 	}
 }
 
-// DemoMachines are the demo's machines node-0 … with BMCs on free loopback
-// ports: disks of 2 GiB (room for a 1 GiB root partition and the ESP), 4
+// DemoMachines are the demo's machines node-0 … with MACs of the testbed's
+// own (Machine.MACs) and BMCs on free loopback ports: disks of 2 GiB (room for a 1 GiB root partition and the ESP), 4
 // GiB on VMs (the agent, as IPA, takes no disk under 4 GiB).
 func DemoMachines(nodes []DemoNode, libvirt bool) []Machine {
 	size := int64(2 << 30)
@@ -67,7 +65,7 @@ func DemoMachines(nodes []DemoNode, libvirt bool) []Machine {
 	ms := make([]Machine, len(nodes))
 	for i, n := range nodes {
 		name := fmt.Sprintf("node-%d", i)
-		ms[i] = Machine{Name: name, MACs: []net.HardwareAddr{sim.MAC(name, 0, 0)}, DiskBytes: size, BootMode: n.Mode,
+		ms[i] = Machine{Name: name, DiskBytes: size, BootMode: n.Mode,
 			BMCAddress: "127.0.0.1", Username: "admin", Password: "password"}
 	}
 	return ms

@@ -32,16 +32,18 @@ import (
 // fleet is the machines of a testbed with their BMCs, listening.
 type fleet struct {
 	dir   string
-	lock  *os.File // flock on DIR/.lock: one process per state dir
 	nodes []*fleetNode
 	// removeVMs makes close undefine real VMs' domains (their disks stay
 	// in the state dir) instead of leaving them defined for the next run.
 	removeVMs bool
 }
 
-// lockStateDir takes an exclusive lock on dir so that two processes never
-// run the same machines (their state files would race).
+// lockStateDir makes dir and takes an exclusive lock on it so that two
+// processes never run the same machines (their state files would race).
 func lockStateDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
 	path := filepath.Join(dir, ".lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -112,8 +114,9 @@ const progressEvery = 2 * time.Second
 // more than on the CPU, so many go at once.
 const openParallel = 64
 
-// startFleet opens every machine under dir and binds every BMC socket. It
-// returns once every BMC socket is bound, so clients may connect.
+// startFleet opens every machine under dir (made and locked by the
+// caller) and binds every BMC socket. It returns once every BMC socket is
+// bound, so clients may connect.
 //
 // progress, when not nil, gets a line every progressEvery while machines
 // are still starting (a first start of 10 000 machines takes a while).
@@ -121,20 +124,12 @@ const openParallel = 64
 // hooks, when not nil, wires each machine (by name) to the provisioner;
 // nil leaves the stock firmware that boots nothing from the network.
 func startFleet(ctx context.Context, plans []Machine, dir string, log *slog.Logger, progress io.Writer, hooks func(name string) nodeHooks) (*fleet, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
-	}
-	lock, err := lockStateDir(dir)
-	if err != nil {
-		return nil, err
-	}
 	// An inventory left by an earlier run names ports that may change: it
 	// goes now, and the new one appears once every BMC listens.
 	if err := os.Remove(filepath.Join(dir, InventoryFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		lock.Close()
 		return nil, fmt.Errorf("old inventory: %w", err)
 	}
-	f := &fleet{dir: dir, lock: lock, nodes: make([]*fleetNode, len(plans))}
+	f := &fleet{dir: dir, nodes: make([]*fleetNode, len(plans))}
 	var started atomic.Int64
 	if progress != nil {
 		stop := make(chan struct{})
@@ -172,7 +167,7 @@ func startFleet(ctx context.Context, plans []Machine, dir string, log *slog.Logg
 			return nil
 		})
 	}
-	err = g.Wait()
+	err := g.Wait()
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -256,6 +251,7 @@ func startNode(p Machine, dir string, log *slog.Logger, h nodeHooks) (*fleetNode
 			Name:       p.Name,
 			StateDir:   dir,
 			MACs:       p.MACs,
+			UUID:       p.uuid,
 			DiskBytes:  p.DiskBytes,
 			BootMode:   p.BootMode,
 			PowerDelay: p.PowerDelay,
@@ -295,9 +291,9 @@ func startNode(p Machine, dir string, log *slog.Logger, h nodeHooks) (*fleetNode
 			return nil, fmt.Errorf("BMC of %s: %w (ports below 1024, such as --bmc-per-ip's 623, need root or CAP_NET_BIND_SERVICE)", p.Name, err)
 		}
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("BMC of %s: %w (another metalbed or vbmc? choose other ports with --bmc-base-port, or 0 for free ones)", p.Name, err)
+			err = fmt.Errorf("%w (another metalbed or vbmc?)", err)
 		}
-		return nil, fmt.Errorf("BMC of %s: %w", p.Name, err)
+		return nil, addrError("Machine.BMCPort", addr, fmt.Errorf("BMC of %s: %w", p.Name, err))
 	}
 	return &fleetNode{plan: p, machine: m, bmc: bmc, conn: conn, sel: sel}, nil
 }
@@ -333,10 +329,6 @@ func (f *fleet) close() error {
 			errs = append(errs, err)
 		}
 		f.nodes[i] = nil
-	}
-	if f.lock != nil {
-		f.lock.Close() // releases the flock
-		f.lock = nil
 	}
 	return errors.Join(errs...)
 }

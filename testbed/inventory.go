@@ -23,6 +23,12 @@ type Inventory struct {
 	// BootNetwork is the real VMs' boot network, absent with simulated
 	// machines.
 	BootNetwork *InventoryBootNetwork `json:"boot_network,omitempty"`
+	// Redfish is the Redfish service (each node's is under Nodes),
+	// Metrics the metrics listener; absent without them.
+	Redfish string `json:"redfish,omitempty"`
+	Metrics string `json:"metrics,omitempty"`
+	// Boot is the provisioner's boot servers; absent without it.
+	Boot *InventoryBoot `json:"boot,omitempty"`
 }
 
 // InventoryBootNetwork is where a provisioner metalbed does not run (a
@@ -33,6 +39,16 @@ type InventoryBootNetwork struct {
 	Interface string `json:"interface"`
 	Address   string `json:"address"` // the provisioner's, e.g. 10.235.0.1
 	Prefix    string `json:"prefix"`  // e.g. 10.235.0.0/24
+}
+
+// InventoryBoot is where the boot servers listen and what they lease.
+type InventoryBoot struct {
+	DHCP string `json:"dhcp"` // HOST:PORT (UDP)
+	TFTP string `json:"tftp"` // HOST:PORT (UDP)
+	HTTP string `json:"http"` // base URL
+	// DHCPRange is FIRST-LAST, the machines' addresses: the testbed's
+	// own block of 127.0.0.0/8 with simulated machines.
+	DHCPRange string `json:"dhcp_range"`
 }
 
 type InventoryNode struct {
@@ -80,6 +96,11 @@ func (f *fleet) inventory(b *bed, rf *redfishService) Inventory {
 	inv := Inventory{Nodes: make([]InventoryNode, 0, len(f.nodes))}
 	if b != nil {
 		inv.API, inv.Timeline = b.apiURL(), b.timelineURL()
+		inv.Boot = &InventoryBoot{DHCP: b.dhcpConn.LocalAddr().String(), TFTP: b.tftpConn.LocalAddr().String(),
+			HTTP: b.httpURL(), DHCPRange: b.boot.DHCPRange}
+	}
+	if rf != nil {
+		inv.Redfish = rf.url
 	}
 	for _, n := range f.nodes {
 		a := n.bmcAddr()

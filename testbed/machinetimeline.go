@@ -27,7 +27,7 @@ type machineTimeline struct {
 func listenMachineTimeline(addr string) (*machineTimeline, error) {
 	ln, err := net.Listen("tcp4", addr)
 	if err != nil {
-		return nil, fmt.Errorf("timeline endpoint: %w", err)
+		return nil, addrError("TimelineAddr", addr, fmt.Errorf("timeline endpoint: %w", err))
 	}
 	return &machineTimeline{tl: events.New(events.Config{}), ln: ln}, nil
 }

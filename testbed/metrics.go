@@ -30,7 +30,7 @@ func listenMetrics(cfg *Metrics) (net.Listener, error) {
 	}
 	ln, err := listen(cfg.Listener, cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("metrics listener: %w", err)
+		return nil, addrError("Metrics.Addr", cfg.Addr, fmt.Errorf("metrics listener: %w", err))
 	}
 	return ln, nil
 }

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,7 +82,8 @@ type bed struct {
 }
 
 // listenBed binds every socket of the provisioner side; it writes no file.
-func listenBed(t *Testbed, nw *libvirt.Network) (_ *bed, err error) {
+// leases, with simulated machines, is the DHCP range the testbed holds.
+func listenBed(t *Testbed, nw *libvirt.Network, leases *blockClaim) (_ *bed, err error) {
 	b := &bed{cfg: *t.cfg.Provisioner, dir: filepath.Join(t.cfg.StateDir, "provisioner"), version: t.cfg.Version,
 		log: t.log, vmNet: nw, reg: t.reg, ramdiskDir: t.cfg.Libvirt.RamdiskDir, faults: fault.NewSet(), tl: events.New(events.Config{}),
 		enrolled: make(chan struct{})}
@@ -94,6 +94,9 @@ func listenBed(t *Testbed, nw *libvirt.Network) (_ *bed, err error) {
 			b.close()
 		}
 	}()
+	if leases != nil {
+		b.cfg.DHCPRange = leases.rng.String()
+	}
 	if nw != nil {
 		if err := b.listenVMNet(); err != nil {
 			return nil, err
@@ -102,10 +105,10 @@ func listenBed(t *Testbed, nw *libvirt.Network) (_ *bed, err error) {
 		return nil, err
 	}
 	if b.apiLn, err = listen(b.cfg.Listeners.API, b.cfg.APIAddr); err != nil {
-		return nil, fmt.Errorf("provisioner API: %w", err)
+		return nil, addrError("Provisioner.APIAddr", b.cfg.APIAddr, fmt.Errorf("provisioner API: %w", err))
 	}
 	if b.tlLn, err = listen(b.cfg.Listeners.Timeline, b.cfg.TimelineAddr); err != nil {
-		return nil, fmt.Errorf("timeline endpoint: %w", err)
+		return nil, addrError("Provisioner.TimelineAddr", b.cfg.TimelineAddr, fmt.Errorf("timeline endpoint: %w", err))
 	}
 	return b, nil
 }
@@ -137,19 +140,16 @@ func checkLoopback(p Provisioner) error {
 	if !ap.Addr().Is4() || ap.Addr().IsUnspecified() {
 		return configError("DHCP address %s: want an IPv4 loopback address", p.DHCPAddr)
 	}
-	first, last, ok := strings.Cut(p.DHCPRange, "-")
-	if !ok {
-		return configError("DHCP range must be FIRST-LAST, got %q", p.DHCPRange)
+	if p.DHCPRange == "" {
+		return nil // a free block (blocks.go)
+	}
+	r, err := parseRange(p.DHCPRange)
+	if err != nil {
+		return configError("DHCP range %v", err)
 	}
 	lo := netip.MustParsePrefix("127.0.0.0/8")
-	for _, s := range []string{first, last} {
-		a, err := netip.ParseAddr(strings.TrimSpace(s))
-		if err != nil {
-			return configError("DHCP range: %v", err)
-		}
-		if !lo.Contains(a) {
-			return configError("DHCP range %s: simulated machines live on loopback, 127.0.0.0/8", p.DHCPRange)
-		}
+	if !lo.Contains(r.first) || !lo.Contains(r.last) {
+		return configError("DHCP range %s: simulated machines live on loopback, 127.0.0.0/8", p.DHCPRange)
 	}
 	return nil
 }
@@ -160,13 +160,13 @@ func (b *bed) listenLoopback() error {
 	var err error
 	ls := b.cfg.Listeners
 	if b.dhcpConn, err = listenPacket(ls.DHCP, b.cfg.DHCPAddr); err != nil {
-		return fmt.Errorf("dhcp: %w", err)
+		return addrError("Provisioner.DHCPAddr", b.cfg.DHCPAddr, fmt.Errorf("dhcp: %w", err))
 	}
 	if b.tftpConn, err = listenPacket(ls.TFTP, b.cfg.TFTPAddr); err != nil {
-		return fmt.Errorf("tftp: %w", err)
+		return addrError("Provisioner.TFTPAddr", b.cfg.TFTPAddr, fmt.Errorf("tftp: %w", err))
 	}
 	if b.httpLn, err = listen(ls.HTTP, b.cfg.HTTPAddr); err != nil {
-		return fmt.Errorf("http: %w", err)
+		return addrError("Provisioner.HTTPAddr", b.cfg.HTTPAddr, fmt.Errorf("http: %w", err))
 	}
 	b.boot = service.BootServers{DHCPConn: b.dhcpConn, TFTPConn: b.tftpConn, HTTPListener: b.httpLn,
 		DHCPRange: b.cfg.DHCPRange, DHCPSubnet: netip.MustParsePrefix("127.0.0.0/8")}

@@ -67,9 +67,9 @@ func startRedfish(cfg Redfish, dir string, f *fleet, nw *libvirt.Network, rec ev
 		var err error
 		if ln, err = net.Listen("tcp", addr); err != nil {
 			if errors.Is(err, syscall.EADDRINUSE) {
-				return nil, fmt.Errorf("redfish: %w (another metalbed or sushy-emulator? choose another port with --redfish-addr, or port 0 for a free one)", err)
+				err = fmt.Errorf("%w (another metalbed or sushy-emulator?)", err)
 			}
-			return nil, fmt.Errorf("redfish: %w", err)
+			return nil, addrError("Redfish.Addr", addr, fmt.Errorf("redfish: %w", err))
 		}
 	}
 	rs := &redfishService{ln: ln, log: log}

@@ -130,8 +130,12 @@ type Timing struct {
 
 // Machine is one machine and its BMC.
 type Machine struct {
-	Name       string
+	Name string
+	// MACs are its NICs' addresses; nil: NICs addresses (default 1)
+	// derived from the testbed's ID (IdentityFile) and the name, unique
+	// to this testbed and the same across its restarts.
 	MACs       []net.HardwareAddr
+	NICs       int
 	DiskBytes  int64
 	BootMode   vms.BootMode
 	PowerDelay time.Duration
@@ -145,6 +149,9 @@ type Machine struct {
 	BMCConn    net.PacketConn
 	Username   string
 	Password   string
+
+	// uuid is its SMBIOS UUID, derived as its MACs are (withIdentity).
+	uuid [16]byte
 }
 
 // Provisioner configures the provisioner side. Every address may have
@@ -153,10 +160,14 @@ type Provisioner struct {
 	// APIAddr is the Ironic v1 API (default DefaultAPIAddr); TimelineAddr
 	// the timeline and fault endpoint (default DefaultTimelineAddr).
 	APIAddr, TimelineAddr string
-	// DHCPAddr, TFTPAddr, HTTPAddr and DHCPRange: the boot servers on
-	// loopback (defaults service.DefaultDHCPAddr …, DHCPRange inside
-	// 127.0.0.0/8). Ignored with the libvirt backend, whose boot servers
-	// live in the boot network.
+	// DHCPAddr, TFTPAddr and HTTPAddr: the boot servers on loopback
+	// (defaults service.DefaultDHCPAddr …). DHCPRange: the addresses
+	// leased to the machines, FIRST-LAST inside 127.0.0.0/8, on which
+	// their ramdisks listen; Serve refuses one that overlaps a range
+	// another running testbed holds. "": a block of the host's no running
+	// testbed holds (127.N.0.10-127.N.255.250), the same across restarts
+	// when free (blocks.go). Ignored with the libvirt backend, whose boot
+	// servers live in the boot network.
 	DHCPAddr, TFTPAddr, HTTPAddr, DHCPRange string
 	// IPMIClient is the ipmi hardware type's client: "native" (default)
 	// or "ipmitool".
@@ -203,6 +214,7 @@ type Libvirt struct {
 type Testbed struct {
 	cfg     Config
 	log     *slog.Logger
+	blocks  blockRegistry // the host's loopback blocks (blocks.go)
 	bootNet netip.Prefix
 	started chan struct{}
 	ready   chan struct{}
@@ -253,7 +265,8 @@ func New(cfg Config) (*Testbed, error) {
 			}
 		}
 	}
-	t := &Testbed{cfg: cfg, log: cfg.Logger, started: make(chan struct{}), ready: make(chan struct{}), reg: metrics.NewRegistry()}
+	t := &Testbed{cfg: cfg, log: cfg.Logger, started: make(chan struct{}), ready: make(chan struct{}), reg: metrics.NewRegistry(),
+		blocks: blockRegistry{dir: blockRegistryDir()}}
 	switch cfg.Backend {
 	case "sim":
 	case "libvirt":
@@ -333,9 +346,6 @@ func New(cfg Config) (*Testbed, error) {
 		if pc.HTTPAddr == "" {
 			pc.HTTPAddr = service.DefaultHTTPAddr
 		}
-		if pc.DHCPRange == "" {
-			pc.DHCPRange = service.DefaultDHCPRange
-		}
 		if pc.IPMIClient == "" {
 			pc.IPMIClient = drivers.ClientNative
 		}
@@ -365,6 +375,23 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 			err = nil // interrupted while starting: nothing half-done is left
 		}
 	}()
+	lock, err := lockStateDir(t.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close() // last: releases the state dir
+	id, err := loadIdentity(t.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	plans := withIdentity(t.cfg.Machines, id.ID)
+	var leases *blockClaim
+	if t.cfg.Provisioner != nil && t.cfg.Backend == "sim" {
+		if leases, err = t.claimLeases(id); err != nil {
+			return err
+		}
+		defer leases.release()
+	}
 	var nw *libvirt.Network
 	if t.cfg.Backend == "libvirt" {
 		if err := libvirt.Built(); err != nil {
@@ -397,13 +424,13 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 	}
 	var b *bed
 	if t.cfg.Provisioner != nil {
-		if b, err = listenBed(t, nw); err != nil {
+		if b, err = listenBed(t, nw, leases); err != nil {
 			return err
 		}
 		defer b.close()
 		hooks = b.nodeHooks
 	}
-	f, err := startFleet(ctx, t.cfg.Machines, t.cfg.StateDir, t.log, t.cfg.Progress, withMetrics(hooks, t.reg))
+	f, err := startFleet(ctx, plans, t.cfg.StateDir, t.log, t.cfg.Progress, withMetrics(hooks, t.reg))
 	if err != nil {
 		return err
 	}
@@ -590,5 +617,6 @@ func (t *Testbed) Inventory() Inventory {
 	if ws != nil {
 		inv.Web = ws.url
 	}
+	inv.Metrics = t.MetricsURL()
 	return inv
 }

@@ -43,9 +43,9 @@ func startWeb(cfg Web, t *Testbed, b *bed) (*webService, error) {
 		var err error
 		if ln, err = net.Listen("tcp", addr); err != nil {
 			if errors.Is(err, syscall.EADDRINUSE) {
-				return nil, fmt.Errorf("web: %w (another metalbed? choose another port with --web-addr, or port 0 for a free one)", err)
+				err = fmt.Errorf("%w (another metalbed?)", err)
 			}
-			return nil, fmt.Errorf("web: %w", err)
+			return nil, addrError("Web.Addr", addr, fmt.Errorf("web: %w", err))
 		}
 	}
 	wc := web.Config{Machines: t.webMachines, Logger: t.log}

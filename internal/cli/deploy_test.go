@@ -103,12 +103,19 @@ func startLongUp(t *testing.T, why string, extra ...string) *upRun {
 // waits for its ready line.
 func startProvisionedUp(t *testing.T, dir string, extra ...string) *upRun {
 	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	u := &upRun{dir: dir, cancel: cancel, done: make(chan error, 1), stdout: &testenv.SyncBuffer{}, stderr: &testenv.SyncBuffer{}}
 	args := []string{"up", "--redfish-addr", "127.0.0.1:0", "--web-addr", "127.0.0.1:0", "--enroll", "--state-dir", dir, "--bmc-base-port", "0", "--api-addr", "127.0.0.1:0",
 		"--dhcp-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--timeline-addr", "127.0.0.1:0", "--notify-delay", "100ms"}
-	go func() { u.done <- Run(ctx, append(args, extra...), u.stdout, u.stderr) }()
+	return startUpArgs(t, dir, append(args, extra...)...)
+}
+
+// startUpArgs runs `metalbed ARGS…` (up on state dir dir) and waits for its
+// ready line.
+func startUpArgs(t *testing.T, dir string, args ...string) *upRun {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	u := &upRun{dir: dir, cancel: cancel, done: make(chan error, 1), stdout: &testenv.SyncBuffer{}, stderr: &testenv.SyncBuffer{}}
+	go func() { u.done <- Run(ctx, args, u.stdout, u.stderr) }()
 	t.Cleanup(func() {
 		cancel()
 		<-u.done

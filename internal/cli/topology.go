@@ -32,7 +32,7 @@ import (
 //	  bmc: {username: admin, password: password}
 //	machines:
 //	  - name: node-0
-//	    macs: ["52:54:00:12:34:56"]
+//	    macs: ["52:54:00:12:34:56"]  # pinned; default: derived from the testbed ID
 //	    disk_size: 20GiB
 //	    boot_mode: uefi
 //	    bmc: {address: 127.0.0.1, port: 6240, username: root, password: calvin}
@@ -167,6 +167,7 @@ func (t *topology) errf(i int, format string, a ...any) error {
 type nodePlan struct {
 	name       string
 	macs       []net.HardwareAddr
+	nics       int // without macs: how many the testbed derives
 	diskBytes  int64
 	bootMode   vms.BootMode
 	powerDelay time.Duration
@@ -313,7 +314,8 @@ func plan(s upSettings, t *topology) ([]nodePlan, error) {
 		}
 		plans[i] = p
 	}
-	// Derived MACs last, so they steer clear of every listed one.
+	// The testbed derives the MACs not listed from its ID (unique to
+	// this state dir), steering clear of every listed one.
 	for i, m := range specs {
 		if len(plans[i].macs) > 0 {
 			continue
@@ -328,14 +330,7 @@ func plan(s upSettings, t *topology) ([]nodePlan, error) {
 		if nics < 1 || nics > 32 {
 			return nil, t.errf(i, "machine %s: nics %d: want 1 to 32", m.Name, nics)
 		}
-		for n := range nics {
-			mac := sim.MAC(m.Name, n, 0)
-			for salt := 1; usedMAC[mac.String()] != ""; salt++ {
-				mac = sim.MAC(m.Name, n, salt)
-			}
-			usedMAC[mac.String()] = m.Name
-			plans[i].macs = append(plans[i].macs, mac)
-		}
+		plans[i].nics = nics
 	}
 	return plans, nil
 }

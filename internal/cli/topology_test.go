@@ -115,7 +115,7 @@ machines:
 	}
 	n0 := plans[3]
 	if n0.port != 7001 || plans[1].port != 7000 || n0.username != "root" || n0.password != "calvin" || n0.bootMode != vms.UEFI ||
-		n0.diskBytes != 2<<30 || len(n0.macs) != 2 || n0.addr != "127.0.0.1" {
+		n0.diskBytes != 2<<30 || len(n0.macs) != 0 || n0.nics != 2 || n0.addr != "127.0.0.1" {
 		t.Errorf("node-0 %+v", n0)
 	}
 	if plans[2].port != 7002 {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -60,11 +61,19 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	metricsAddr := fs.String("metrics-addr", "", "HOST:PORT of a listener of its own for the Prometheus metrics (GET /metrics; the provisioner API answers /metrics too); port 0: a free one; \"\" = none")
 	pprofOn := fs.Bool("pprof", false, "serve Go's profiles under /debug/pprof/ on the --metrics-addr listener")
 	pace := timingFlags(fs)
+	ports := fs.String("ports", "fixed", "fixed: the default ports above, refused at start when taken; auto: free ones for every port not given (BMCs, Redfish, web, API, timeline, DHCP, TFTP, HTTP), named in the ready line and inventory.json")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	switch *ports {
+	case "fixed":
+	case "auto":
+		autoPorts(fs, set)
+	default:
+		return usageError("--ports %q: want fixed or auto", *ports)
+	}
 	if *pf.callbackTimeout < 0 {
 		return usageError("--deploy-callback-timeout %s: want a positive duration", *pf.callbackTimeout)
 	}
@@ -171,7 +180,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	go func() { done <- tb.Serve(ctx) }()
 	select {
 	case err := <-done:
-		return err
+		return flagOfAddr(err)
 	case <-tb.Ready():
 	}
 	inv := tb.Inventory()
@@ -200,24 +209,77 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 		if *enrollNodes {
 			enrolled = " (enrolled)"
 		}
-		fmt.Fprintf(s.Out, "metalbed: %d %s up%s, BMCs on %s%s, API %s, timeline %s, inventory %s\n",
-			len(inv.Nodes), machines, enrolled, addrSummary(inv), redfishAt, inv.API, inv.Timeline, where)
+		boot := ""
+		if b := inv.Boot; b != nil {
+			boot = fmt.Sprintf(", boot DHCP %s TFTP %s HTTP %s leasing %s", b.DHCP, b.TFTP, b.HTTP, b.DHCPRange)
+		}
+		fmt.Fprintf(s.Out, "metalbed: %d %s up%s, BMCs on %s%s, API %s, timeline %s%s, inventory %s\n",
+			len(inv.Nodes), machines, enrolled, addrSummary(inv), redfishAt, inv.API, inv.Timeline, boot, where)
 	}
 	if u := tb.MetricsURL(); u != "" {
 		fmt.Fprintf(s.Out, "metalbed: metrics on %s/metrics\n", u)
 	}
 	if err := <-done; err != nil {
-		return err
+		return flagOfAddr(err)
 	}
 	fmt.Fprintf(s.Err, "metalbed: stopped; state saved in %s\n", dir)
 	return nil
+}
+
+// addrFlags are the flags of `up` by the testbed.Config field they set.
+var addrFlags = map[string]string{
+	"Machine.BMCPort":          "--bmc-base-port",
+	"Provisioner.APIAddr":      "--api-addr",
+	"Provisioner.TimelineAddr": "--timeline-addr",
+	"TimelineAddr":             "--timeline-addr",
+	"Provisioner.DHCPAddr":     "--dhcp-addr",
+	"Provisioner.TFTPAddr":     "--tftp-addr",
+	"Provisioner.HTTPAddr":     "--http-addr",
+	"Provisioner.DHCPRange":    "--dhcp-range",
+	"Redfish.Addr":             "--redfish-addr",
+	"Web.Addr":                 "--web-addr",
+	"Metrics.Addr":             "--metrics-addr",
+}
+
+// autoPorts gives every address flag not set (on the command line or in
+// the environment) port 0, a free one, and the BMCs free ports unless the
+// topology file names them (--ports auto).
+func autoPorts(fs *flag.FlagSet, set map[string]bool) {
+	for _, flag := range addrFlags {
+		name := strings.TrimPrefix(flag, "--")
+		f := fs.Lookup(name)
+		if set[name] || f == nil {
+			continue
+		}
+		if name == "bmc-base-port" {
+			f.Value.Set("0")
+			continue
+		}
+		if host, _, err := net.SplitHostPort(f.Value.String()); err == nil {
+			f.Value.Set(net.JoinHostPort(host, "0"))
+		}
+	}
+}
+
+// flagOfAddr names the flag of an address the testbed could not have (a
+// port taken, a DHCP range another testbed holds).
+func flagOfAddr(err error) error {
+	var ae *testbed.AddrError
+	if !errors.As(err, &ae) || addrFlags[ae.Field] == "" {
+		return err
+	}
+	hint := "give another, port 0 for a free one, or --ports auto for free ones throughout"
+	if ae.Field == "Provisioner.DHCPRange" {
+		hint = "leave --dhcp-range out: each testbed then leases from a block of its own"
+	}
+	return fmt.Errorf("%s %s: %w (%s)", addrFlags[ae.Field], ae.Addr, err, hint)
 }
 
 // machines turns the resolved plans into the testbed's machines.
 func machines(plans []nodePlan) []testbed.Machine {
 	ms := make([]testbed.Machine, len(plans))
 	for i, p := range plans {
-		ms[i] = testbed.Machine{Name: p.name, MACs: p.macs, DiskBytes: p.diskBytes, BootMode: p.bootMode, PowerDelay: p.powerDelay,
+		ms[i] = testbed.Machine{Name: p.name, MACs: p.macs, NICs: p.nics, DiskBytes: p.diskBytes, BootMode: p.bootMode, PowerDelay: p.powerDelay,
 			BMCAddress: p.addr, BMCPort: p.port, Username: p.username, Password: p.password}
 	}
 	return ms
@@ -262,7 +324,7 @@ func provisionerFlags(fs *flag.FlagSet) bedFlags {
 	return bedFlags{
 		apiAddr:         fs.String("api-addr", testbed.DefaultAPIAddr, "provisioner API (Ironic v1) listen address"),
 		dhcpAddr:        fs.String("dhcp-addr", service.DefaultDHCPAddr, "DHCP server address the machines' PXE ROMs send to (loopback, no root)"),
-		dhcpRange:       fs.String("dhcp-range", service.DefaultDHCPRange, "addresses leased to the machines, FIRST-LAST inside 127.0.0.0/8"),
+		dhcpRange:       fs.String("dhcp-range", "", "addresses leased to the machines, FIRST-LAST inside 127.0.0.0/8 (their ramdisks listen there; refused when it overlaps a range another running testbed holds); default: a block no running testbed holds, 127.N.0.10-127.N.255.250, kept across restarts"),
 		tftpAddr:        fs.String("tftp-addr", service.DefaultTFTPAddr, "TFTP boot server listen address"),
 		httpAddr:        fs.String("http-addr", service.DefaultHTTPAddr, "HTTP boot server listen address"),
 		ipmiClient:      fs.String("ipmi-client", drivers.ClientNative, "IPMI client of the ipmi hardware type: native or ipmitool"),

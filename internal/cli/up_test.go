@@ -204,25 +204,30 @@ func checkInventoryShape(t *testing.T, dir string, nodes int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Without the provisioner: the nodes, and the dashboard when it runs.
+	// Without the provisioner: the nodes, and the dashboard and the
+	// Redfish service when they run.
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(b, &top); err != nil {
 		t.Fatalf("inventory is not a JSON object: %v\n%s", err, b)
 	}
 	for k := range top {
-		if k != "nodes" && k != "web" {
-			t.Errorf("inventory has %q; want only nodes (and web)\n%s", k, b)
+		if k != "nodes" && k != "web" && k != "redfish" {
+			t.Errorf("inventory has %q; want only nodes (and web, redfish)\n%s", k, b)
 		}
 	}
 	var raw struct {
-		Nodes []map[string]json.RawMessage `json:"nodes"`
-		Web   string                       `json:"web"`
+		Nodes   []map[string]json.RawMessage `json:"nodes"`
+		Web     string                       `json:"web"`
+		Redfish string                       `json:"redfish"`
 	}
 	if err := json.Unmarshal(b, &raw); err != nil {
-		t.Fatalf("inventory is not {\"nodes\": [...], \"web\": URL}: %v\n%s", err, b)
+		t.Fatalf("inventory is not {\"nodes\": [...], \"web\": URL, \"redfish\": URL}: %v\n%s", err, b)
 	}
 	if w, ok := top["web"]; ok && !strings.HasPrefix(raw.Web, "http://") {
 		t.Errorf("inventory web %s, want an http:// URL", w)
+	}
+	if r, ok := top["redfish"]; ok && !strings.HasPrefix(raw.Redfish, "http") {
+		t.Errorf("inventory redfish %s, want a URL", r)
 	}
 	if len(raw.Nodes) != nodes {
 		t.Fatalf("%d nodes in inventory, want %d", len(raw.Nodes), nodes)

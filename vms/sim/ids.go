@@ -9,24 +9,42 @@ import (
 	"strings"
 )
 
-// MAC is the default MAC address of a machine's NIC: locally administered
-// 52:54:00:xx:xx:xx (the prefix QEMU and libvirt use), derived from the
-// machine name and NIC index so a machine keeps its MACs across restarts.
-// salt picks another address when a caller finds a collision (24 bits
-// collide a few times among 10 000 machines); use 0 first.
-func MAC(name string, nic, salt int) net.HardwareAddr {
+// MAC is the default MAC address of a machine's NIC: MACIn with no
+// testbed, as metalbed derived them before testbed IDs.
+func MAC(name string, nic, salt int) net.HardwareAddr { return MACIn("", name, nic, salt) }
+
+// MACIn is the MAC address of a machine's NIC in the testbed with ID
+// testbed: locally administered 52:54:00:xx:xx:xx (the prefix QEMU and
+// libvirt use), derived from the testbed ID, the machine name and the NIC
+// index, so a machine keeps its MACs across restarts while node-0 of two
+// testbeds differ. salt picks another address when a caller finds a
+// collision (24 bits collide a few times among 10 000 machines); use 0
+// first. testbed "" derives from the name alone.
+func MACIn(testbed, name string, nic, salt int) net.HardwareAddr {
 	key := name + "/nic" + strconv.Itoa(nic)
 	if salt != 0 {
 		key += "/" + strconv.Itoa(salt)
+	}
+	if testbed != "" {
+		key = testbed + "/" + key
 	}
 	h := sha256.Sum256([]byte(key))
 	return net.HardwareAddr{0x52, 0x54, 0x00, h[0], h[1], h[2]}
 }
 
-// UUIDFor is the SMBIOS system UUID of a machine: a name-based UUID
-// (version 5 layout over SHA-256) so it is stable across restarts.
-func UUIDFor(name string) [16]byte {
-	h := sha256.Sum256([]byte("metalbed machine " + name))
+// UUIDFor is the SMBIOS system UUID of a machine: UUIDIn with no testbed.
+func UUIDFor(name string) [16]byte { return UUIDIn("", name) }
+
+// UUIDIn is the SMBIOS system UUID of a machine in the testbed with ID
+// testbed: a name-based UUID (version 5 layout over SHA-256) so it is
+// stable across restarts and differs between testbeds. testbed ""
+// derives from the name alone.
+func UUIDIn(testbed, name string) [16]byte {
+	key := "metalbed machine " + name
+	if testbed != "" {
+		key = "metalbed testbed " + testbed + " machine " + name
+	}
+	h := sha256.Sum256([]byte(key))
 	var u [16]byte
 	copy(u[:], h[:16])
 	u[6] = u[6]&0x0f | 0x50

@@ -39,6 +39,9 @@ type Config struct {
 	// NICs is the number of NICs when MACs is nil and nothing is saved;
 	// default 1.
 	NICs int
+	// UUID is the SMBIOS system UUID. Zero => as saved, else
+	// UUIDFor(Name).
+	UUID [16]byte
 	// DiskBytes is the disk size. 0 => as saved, else 10 GiB. A disk is
 	// grown to a larger size but never shrunk.
 	DiskBytes int64
@@ -239,6 +242,9 @@ func reconcile(cfg Config, saved *state) (state, error) {
 			}
 			st.MACs = append(st.MACs, s)
 		}
+	}
+	if cfg.UUID != ([16]byte{}) {
+		st.UUID = FormatUUID(cfg.UUID)
 	}
 	if cfg.BootMode != "" {
 		st.BootMode = cfg.BootMode
