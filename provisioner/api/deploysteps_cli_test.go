@@ -34,27 +34,30 @@ func TestBaremetalCLIDeployStepsRefused(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	id := s.availableNode(t, "fake0", "baremetal", "CUSTOM_BIOS", "CUSTOM_CORE")
 	s.baremetal(t, "deploy", "template", "create", "CUSTOM_BIOS", "--steps", biosStep)
-	s.baremetal(t, "deploy", "template", "create", "CUSTOM_CORE", "--steps",
-		`[{"interface": "deploy", "step": "deploy", "args": {"force": true}, "priority": 150}]`)
+	s.must(t, 201, "POST", "/v1/deploy_templates", "1.82", map[string]any{"name": "CUSTOM_CORE", "steps": []any{
+		map[string]any{"interface": "deploy", "step": "deploy", "args": map[string]any{"force": true}, "priority": 150}}})
+	instanceTraits := func(traits ...any) {
+		s.must(t, 200, "PATCH", "/v1/nodes/"+id, "1.82", []map[string]any{{"op": "add", "path": "/instance_info/traits", "value": traits}})
+	}
 	prefix := "Failed to validate deploy or power info for node " + id + ": "
 
-	s.baremetal(t, "node", "set", "fake0", "--instance-info", `traits=["CUSTOM_BIOS"]`)
+	instanceTraits("CUSTOM_BIOS")
 	s.wantCLIError(t, prefix+"Validation of deploy steps from deploy templates matching this node's instance traits failed. "+
 		"Matching deploy templates: CUSTOM_BIOS. Errors: node does not support this deploy step: "+biosStepDict+" (HTTP 400)",
 		"node", "deploy", "fake0")
 
-	s.baremetal(t, "node", "set", "fake0", "--instance-info", `traits=["CUSTOM_CORE", "CUSTOM_BIOS"]`)
+	instanceTraits("CUSTOM_CORE", "CUSTOM_BIOS")
 	s.wantCLIError(t, prefix+"Validation of deploy steps from deploy templates matching this node's instance traits failed. "+
 		"Matching deploy templates: CUSTOM_BIOS,CUSTOM_CORE. Errors: node does not support this deploy step: "+biosStepDict+
 		"; deploy step {'interface': 'deploy', 'step': 'deploy', 'args': {'force': True}, 'priority': 150} has these unexpected arguments: force"+
 		"; deploy step deploy on interface deploy is a core step and cannot be overridden by user steps. It may be disabled by setting the priority to 0 (HTTP 400)",
 		"node", "deploy", "fake0")
 
-	s.baremetal(t, "node", "set", "fake0", "--instance-info", `traits=["CUSTOM_NOT_ON_NODE"]`)
+	instanceTraits("CUSTOM_NOT_ON_NODE")
 	s.wantCLIError(t, prefix+"Cannot specify instance traits that are not also set on the node. Node "+id+" is missing traits CUSTOM_NOT_ON_NODE (HTTP 400)",
 		"node", "deploy", "fake0")
 
-	s.baremetal(t, "node", "unset", "fake0", "--instance-info", "traits")
+	s.must(t, 200, "PATCH", "/v1/nodes/"+id, "1.82", []map[string]any{{"op": "remove", "path": "/instance_info/traits"}})
 	twice := `[{"interface": "deploy", "step": "deploy", "args": {}, "priority": 100}, {"interface": "deploy", "step": "deploy", "args": {}, "priority": 100}]`
 	s.wantCLIError(t, prefix+`Validation of deploy steps from "deploy steps" argument failed.deploy step deploy on interface deploy is a core step and cannot be overridden by user steps. It may be disabled by setting the priority to 0`+
 		"; deploy step deploy on interface deploy is a core step and cannot be overridden by user steps. It may be disabled by setting the priority to 0"+
@@ -224,16 +227,12 @@ func TestBaremetalCLIDeployStepBios(t *testing.T) {
 	s := newStack(t, stackOpts{redfish: true, recorder: rec})
 	m := &biosMachine{}
 	addr := startBiosRedfish(t, m, rec)
-	n := s.baremetalJSON(t, "node", "create", "--driver", "redfish", "--name", "rf0", "--bios-interface", "redfish",
-		"--deploy-interface", "fake", "--boot-interface", "fake", "--driver-info", "redfish_address="+addr,
-		"--driver-info", "redfish_username=admin", "--driver-info", "redfish_password=secret")
-	id := field(n, "uuid").(string)
-	s.baremetal(t, "node", "manage", "rf0", "--wait", "60")
-	s.baremetal(t, "node", "provide", "rf0", "--wait", "60")
-	s.baremetal(t, "node", "power", "on", "rf0")
+	id := s.provideNode(t, map[string]any{"driver": "redfish", "name": "rf0", "bios_interface": "redfish",
+		"deploy_interface": "fake", "boot_interface": "fake", "driver_info": map[string]any{
+			"redfish_address": addr, "redfish_username": "admin", "redfish_password": "secret"}}, "CUSTOM_HT_OFF")
+	s.must(t, 202, "PUT", "/v1/nodes/"+id+"/states/power", "1.82", map[string]any{"target": "power on"})
 	s.waitNode(t, id, "power on", func(n *provisioner.Node) bool { return n.PowerState == provisioner.PowerOn && n.Reservation == "" })
 	s.baremetal(t, "deploy", "template", "create", "CUSTOM_HT_OFF", "--steps", biosStep)
-	s.baremetal(t, "node", "add", "trait", "rf0", "CUSTOM_HT_OFF")
 	s.baremetal(t, "node", "set", "rf0", "--instance-info", `traits=["CUSTOM_HT_OFF"]`)
 	var during []string
 	m.mu.Lock()
@@ -270,11 +269,14 @@ func TestBaremetalCLIDeployStepBios(t *testing.T) {
 		t.Errorf("Bios attributes after the deploy: %v", a)
 	}
 
-	// A value the BIOS refuses: the PATCH fails, the deploy fails.
-	s.baremetal(t, "node", "undeploy", "rf0", "--wait", "60")
-	s.baremetal(t, "node", "set", "rf0", "--instance-info", `traits=["CUSTOM_HT_OFF"]`)
+	// A value the BIOS refuses, in deploy_steps (overriding the
+	// template's step): the PATCH fails, the deploy fails.
+	s.must(t, 202, "PUT", "/v1/nodes/"+id+"/states/provision", "1.82", map[string]any{"target": "rebuild"})
+	s.waitNode(t, id, "rebuilt", func(n *provisioner.Node) bool {
+		return n.ProvisionState == provisioner.StateActive && n.Reservation == ""
+	})
 	bad := `[{"interface": "bios", "step": "apply_configuration", "args": {"settings": [{"name": "LogicalProc", "value": "Sometimes"}]}, "priority": 150}]`
-	s.baremetal(t, "node", "deploy", "rf0", "--deploy-steps", bad)
+	s.baremetal(t, "node", "rebuild", "rf0", "--deploy-steps", bad)
 	failed := s.waitNode(t, id, "deploy failed", func(n *provisioner.Node) bool {
 		return n.ProvisionState == provisioner.StateDeployFailed && n.Reservation == ""
 	})

@@ -397,7 +397,8 @@ func (s *Server) setConsole(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// bios (1.40): no BIOS interface is implemented, so no node has settings.
+// bios (1.40): the conductor does not cache BIOS settings (Ironic's
+// cache_bios_settings), so no node has any here.
 func (s *Server) bios(w http.ResponseWriter, r *http.Request) error {
 	if minor(r) < 40 {
 		return errNotFound
