@@ -235,10 +235,8 @@ func validateUserSteps(driver []drivers.DeployStepInfo, user []provisioner.Deplo
 
 // planDeploySteps validates the deploy's steps as Ironic's do_node_deploy
 // does (validate_instance_info_traits, then
-// validate_user_deploy_steps_and_templates) and returns them all, sorted
-// as _get_all_deployment_steps: the request's steps, then the templates'
-// not among them, override the driver's; steps at priority 0 are dropped.
-// An error is Ironic's message (400).
+// validate_user_deploy_steps_and_templates) and returns them all, in the
+// order they run (allDeploySteps). An error is Ironic's message (400).
 func (c *Conductor) planDeploySteps(ctx context.Context, h *drivers.HardwareType, n *provisioner.Node,
 	requested []provisioner.DeployStep) ([]provisioner.DeployStep, error) {
 	invalid := func(err error) error {
@@ -261,16 +259,27 @@ func (c *Conductor) planDeploySteps(ctx context.Context, h *drivers.HardwareType
 	if err := validateUserSteps(driver, requested, `Validation of deploy steps from "deploy steps" argument failed.`); err != nil {
 		return nil, invalid(err)
 	}
+	return allDeploySteps(driver, requested, fromTemplates), nil
+}
+
+// allDeploySteps is _get_all_deployment_steps: the requested steps, then
+// the templates' steps not among them, override the driver's steps of the
+// same interface and name; steps at priority 0 are dropped; the rest are
+// sorted by priority, then interface (DEPLOYING_INTERFACE_PRIORITY),
+// highest first, keeping their order otherwise.
+func allDeploySteps(driver []drivers.DeployStepInfo, requested, fromTemplates []provisioner.DeployStep) []provisioner.DeployStep {
+	same := func(iface, step string) func(provisioner.DeployStep) bool {
+		return func(s provisioner.DeployStep) bool { return s.Interface == iface && s.Step == step }
+	}
 	user := slices.Clone(requested)
 	for _, st := range fromTemplates {
-		if !slices.ContainsFunc(requested, func(r provisioner.DeployStep) bool { return r.Interface == st.Interface && r.Step == st.Step }) {
+		if !slices.ContainsFunc(requested, same(st.Interface, st.Step)) {
 			user = append(user, st)
 		}
 	}
 	var steps []provisioner.DeployStep
 	for _, d := range driver {
-		overridden := slices.ContainsFunc(user, func(u provisioner.DeployStep) bool { return u.Interface == string(d.Interface) && u.Step == d.Step })
-		if d.Priority > 0 && !overridden {
+		if d.Priority > 0 && !slices.ContainsFunc(user, same(string(d.Interface), d.Step)) {
 			steps = append(steps, provisioner.DeployStep{Interface: string(d.Interface), Step: d.Step, Args: map[string]any{}, Priority: d.Priority})
 		}
 	}
@@ -285,7 +294,7 @@ func (c *Conductor) planDeploySteps(ctx context.Context, h *drivers.HardwareType
 		}
 		return deployingInterfacePriority[b.Interface] - deployingInterfacePriority[a.Interface]
 	})
-	return steps, nil
+	return steps
 }
 
 // recordDeploySteps keeps the deploy's steps in driver_internal_info.

@@ -16,6 +16,16 @@ type PyItem struct {
 // as the dicts Ironic builds and prints in its messages.
 type PyDict []PyItem
 
+// pyString is a str's repr: single quotes unless it holds one and no
+// double quote, backslashes doubled.
+func pyString(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\\`)
+	if strings.Contains(s, "'") && !strings.Contains(s, `"`) {
+		return `"` + s + `"`
+	}
+	return "'" + strings.ReplaceAll(s, "'", `\'`) + "'"
+}
+
 // PyLiteral renders a JSON value as Python's repr does, as Ironic's
 // messages print dicts and lists ({'interface': 'bios', 'args': {}}):
 // None, True/False, quoted strings, numbers as JSON has them, lists, and
@@ -25,7 +35,7 @@ func PyLiteral(v any) string {
 	case nil:
 		return "None"
 	case string:
-		return "'" + strings.ReplaceAll(strings.ReplaceAll(v, `\`, `\\`), "'", `\'`) + "'"
+		return pyString(v)
 	case bool:
 		if v {
 			return "True"
