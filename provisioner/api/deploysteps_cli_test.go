@@ -45,6 +45,12 @@ func TestBaremetalCLIDeployStepsRefused(t *testing.T) {
 	s.wantCLIError(t, prefix+"Validation of deploy steps from deploy templates matching this node's instance traits failed. "+
 		"Matching deploy templates: CUSTOM_BIOS. Errors: node does not support this deploy step: "+biosStepDict+" (HTTP 400)",
 		"node", "deploy", "fake0")
+	for _, row := range s.baremetalJSON(t, "node", "validate", "fake0").([]any) {
+		if field(row, "Interface") == "deploy" && (field(row, "Result") != false || field(row, "Reason") != "Validation of deploy steps from deploy templates "+
+			"matching this node's instance traits failed. Matching deploy templates: CUSTOM_BIOS. Errors: node does not support this deploy step: "+biosStepDict) {
+			t.Errorf("validate: %v", row)
+		}
+	}
 
 	instanceTraits("CUSTOM_CORE", "CUSTOM_BIOS")
 	s.wantCLIError(t, prefix+"Validation of deploy steps from deploy templates matching this node's instance traits failed. "+
@@ -232,6 +238,9 @@ func TestBaremetalCLIDeployStepBios(t *testing.T) {
 			"redfish_address": addr, "redfish_username": "admin", "redfish_password": "secret"}}, "CUSTOM_HT_OFF")
 	s.must(t, 202, "PUT", "/v1/nodes/"+id+"/states/power", "1.82", map[string]any{"target": "power on"})
 	s.waitNode(t, id, "power on", func(n *provisioner.Node) bool { return n.PowerState == provisioner.PowerOn && n.Reservation == "" })
+	if v := s.must(t, 200, "GET", "/v1/nodes/"+id+"/validate", "1.82", nil).obj(t)["bios"].(map[string]any); v["result"] != true {
+		t.Errorf("validate bios: %v", v)
+	}
 	s.baremetal(t, "deploy", "template", "create", "CUSTOM_HT_OFF", "--steps", biosStep)
 	s.baremetal(t, "node", "set", "rf0", "--instance-info", `traits=["CUSTOM_HT_OFF"]`)
 	var during []string
