@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/metalbed/metalbed/disk"
+	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/testenv"
 )
 
@@ -45,13 +46,21 @@ func TestUpEnrollRedfishVirtualMedia(t *testing.T) {
 		!slices.Contains(strings.Split(drv.Boot, ", "), "redfish-virtual-media") {
 		t.Errorf("driver redfish boot interfaces %q in %s", drv.Boot, out)
 	}
+	// A deploy template for the flavor's trait, as Nova passes it: its
+	// bios.apply_configuration runs before deploy.deploy on the machine's
+	// Redfish BIOS.
+	baremetal(t, api, "node", "set", n.Name, "--bios-interface", "redfish")
 	makeAvailable(t, api, n.Name)
+	baremetal(t, api, "deploy", "template", "create", "CUSTOM_HT_OFF", "--steps",
+		`[{"interface": "bios", "step": "apply_configuration", "args": {"settings": [{"name": "LogicalProc", "value": "Disabled"}]}, "priority": 150}]`)
+	baremetal(t, api, "node", "add", "trait", n.Name, "CUSTOM_HT_OFF")
 
 	img, err := disk.Build(t.Context(), disk.BuildConfig{Kind: disk.KindWholeDisk, BootMode: "uefi", Out: filepath.Join(t.TempDir(), "disk.img"), Hostname: "vmedia-deployed"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	baremetal(t, api, "node", "set", n.Name, "--instance-info", "image_source="+img.Path, "--instance-info", "image_checksum="+img.MD5)
+	baremetal(t, api, "node", "set", n.Name, "--instance-info", "image_source="+img.Path, "--instance-info", "image_checksum="+img.MD5,
+		"--instance-info", `traits=["CUSTOM_HT_OFF"]`)
 	baremetal(t, api, "node", "deploy", n.Name)
 	waitProvision(t, api, n.Name, "active", 5*time.Minute)
 	testenv.Eventually(t, time.Minute, func() bool {
@@ -63,6 +72,24 @@ func TestUpEnrollRedfishVirtualMedia(t *testing.T) {
 		if !bytes.Contains(con, []byte(want)) {
 			t.Errorf("console of %s lacks %q", n.Name, want)
 		}
+	}
+
+	tl, err := fetchTimeline(t.Context(), u.inv.Timeline, n.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	for _, e := range tl.Entries {
+		if e.Kind == events.ConductorDeployStep || e.Kind == events.BMCRedfishBios {
+			steps = append(steps, string(e.Kind)+" "+e.Detail)
+		}
+	}
+	wantSteps := "conductor.deploy_step bios.apply_configuration (priority 150)\n" +
+		"bmc.redfish.bios staged LogicalProc=Disabled for the next reset\n" +
+		"bmc.redfish.bios applied LogicalProc=Disabled at power-on\n" +
+		"conductor.deploy_step deploy.deploy (priority 100)"
+	if got := strings.Join(steps, "\n"); got != wantSteps {
+		t.Errorf("deploy steps in the timeline of %s:\n%s\nwant\n%s", n.Name, got, wantSteps)
 	}
 
 	baremetal(t, api, "node", "undeploy", n.Name)

@@ -127,7 +127,9 @@ const (
 	ConductorActive         Kind = "conductor.active"
 	ConductorFailed         Kind = "conductor.failed"
 	ConductorRestart        Kind = "conductor.restart"
-	PortCreated             Kind = "api.port_created" // ties a MAC to a node
+	ConductorDeployStep     Kind = "conductor.deploy_step"      // Detail: "iface.step (priority N)", as it starts
+	ConductorDeployStepDone Kind = "conductor.deploy_step_done" // Detail: "iface.step"
+	PortCreated             Kind = "api.port_created"           // ties a MAC to a node
 	PortUpdated             Kind = "api.port_updated"
 	PortDeleted             Kind = "api.port_deleted"
 )
@@ -150,7 +152,7 @@ var known = func() map[Kind]bool {
 		ConductorState, ConductorImageCached, ConductorPrepare, ConductorPowerOn, ConductorPowerOff,
 		ConductorPassDeployInfo, ConductorISCSILogin, ConductorISCSILogout, ConductorImageWritten,
 		ConductorWriteImage, ConductorAgentBusy, ConductorBootloader, ConductorNotify, ConductorReboot,
-		ConductorDiskWiped, ConductorActive, ConductorFailed, ConductorRestart, PortCreated, PortUpdated, PortDeleted,
+		ConductorDiskWiped, ConductorActive, ConductorFailed, ConductorRestart, ConductorDeployStep, ConductorDeployStepDone, PortCreated, PortUpdated, PortDeleted,
 	} {
 		m[k] = true
 	}

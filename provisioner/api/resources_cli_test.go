@@ -187,7 +187,14 @@ func TestDeployTemplateValidation(t *testing.T) {
 // state, as an allocation needs.
 func (s *stack) availableNode(t *testing.T, name, rc string, traits ...string) string {
 	t.Helper()
-	id := s.must(t, 201, "POST", "/v1/nodes", "1.82", map[string]any{"driver": "fake-hardware", "name": name, "resource_class": rc}).obj(t)["uuid"].(string)
+	return s.provideNode(t, map[string]any{"driver": "fake-hardware", "name": name, "resource_class": rc}, traits...)
+}
+
+// provideNode is availableNode for the node POST /v1/nodes creates from
+// body.
+func (s *stack) provideNode(t *testing.T, body map[string]any, traits ...string) string {
+	t.Helper()
+	id := s.must(t, 201, "POST", "/v1/nodes", "1.82", body).obj(t)["uuid"].(string)
 	if len(traits) > 0 {
 		s.must(t, 204, "PUT", "/v1/nodes/"+id+"/traits", "1.82", map[string]any{"traits": traits})
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/api"
 	"github.com/metalbed/metalbed/provisioner/conductor"
@@ -35,6 +36,11 @@ type stackOpts struct {
 	ipmiClient string // drivers.ClientIPMITool (default) or drivers.ClientNative
 	timeline   http.Handler
 	metrics    *prometheus.Registry // the API's and conductor's metrics, served at /metrics
+	// redfish adds the "redfish" hardware type, its deploy interface
+	// "fake" (synchronous, as fake-hardware's) and boot interface "fake".
+	redfish bool
+	// recorder gets the conductor's events.
+	recorder events.Recorder
 }
 
 func newStack(t testing.TB, o stackOpts) *stack {
@@ -54,12 +60,24 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := drivers.NewRegistry(ipmi, drivers.NewFakeHardware())
+	types := []*drivers.HardwareType{ipmi, drivers.NewFakeHardware()}
+	if o.redfish {
+		rf, err := drivers.NewRedfish(drivers.RedfishConfig{PollInterval: 20 * time.Millisecond, PowerTimeout: 10 * time.Second,
+			ConnectionAttempts: 2, ConnectionRetryInterval: 50 * time.Millisecond,
+			Boot:   map[string]drivers.BootInterface{"fake": drivers.FakeBoot{}},
+			Deploy: map[string]drivers.DeployInterface{"fake": drivers.FakeDeploy{}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		types = append(types, rf)
+	}
+	reg, err := drivers.NewRegistry(types...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, err := conductor.New(conductor.Config{Hostname: "test-conductor", Store: st, Drivers: reg,
-		PowerSyncInterval: -1, CheckProvisionInterval: -1, LockRetries: -1, Registerer: registerer(o.metrics)})
+		PowerSyncInterval: -1, CheckProvisionInterval: -1, LockRetries: -1, Registerer: registerer(o.metrics),
+		Recorder: o.recorder})
 	if err != nil {
 		t.Fatal(err)
 	}

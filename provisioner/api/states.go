@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/conductor"
@@ -122,7 +123,7 @@ type provisionBody struct {
 	Target      *string          `json:"target"`
 	ConfigDrive any              `json:"configdrive"`
 	CleanSteps  []map[string]any `json:"clean_steps"`
-	DeploySteps []map[string]any `json:"deploy_steps"`
+	DeploySteps []any            `json:"deploy_steps"`
 	Rescue      *string          `json:"rescue_password"`
 	Disable     *bool            `json:"disable_ramdisk"`
 }
@@ -158,7 +159,35 @@ func decodeProvisionBody(body []byte, version int) (string, conductor.ProvisionO
 		}
 	}
 	opts.ConfigDrive, opts.CleanSteps = in.ConfigDrive, in.CleanSteps
+	if len(in.DeploySteps) > 0 {
+		steps, err := decodeDeploySteps(verb, in.DeploySteps, version)
+		if err != nil {
+			return "", opts, err
+		}
+		opts.DeploySteps = steps
+	}
 	return verb, opts, nil
+}
+
+// decodeDeploySteps is Ironic's check_allow_deploy_steps and
+// _check_steps for a provision request's deploy_steps (not empty):
+// API 1.69, target active or rebuild, each step as DEPLOY_STEP_SCHEMA.
+func decodeDeploySteps(verb string, raw []any, version int) ([]provisioner.DeployStep, error) {
+	if version < 69 {
+		return nil, errNotAcceptable
+	}
+	if verb != "active" && verb != "rebuild" {
+		return nil, badRequest(`"deploy_steps" is only valid when setting target provision state to active or rebuild`)
+	}
+	steps := make([]provisioner.DeployStep, 0, len(raw))
+	for _, v := range raw {
+		st, err := checkDeployStep("deploy_steps", v)
+		if err != nil {
+			return nil, badRequest("Invalid deploy_steps: " + strings.TrimPrefix(err.Error(), "Schema error for deploy_steps: "))
+		}
+		steps = append(steps, st)
+	}
+	return steps, nil
 }
 
 func (s *Server) setProvision(w http.ResponseWriter, r *http.Request) error {
@@ -368,7 +397,8 @@ func (s *Server) setConsole(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// bios (1.40): no BIOS interface is implemented, so no node has settings.
+// bios (1.40): the conductor does not cache BIOS settings (Ironic's
+// cache_bios_settings), so no node has any here.
 func (s *Server) bios(w http.ResponseWriter, r *http.Request) error {
 	if minor(r) < 40 {
 		return errNotFound

@@ -20,7 +20,8 @@ import (
 )
 
 // Deploy templates (API 1.55). metalbed keeps and serves them as Ironic
-// does; its conductor does not yet run their steps at deploy time.
+// does; its conductor runs their steps at deploy time (conductor
+// planDeploySteps).
 
 const minDeployTemplates = 55
 

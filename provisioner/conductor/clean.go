@@ -81,21 +81,8 @@ func AdditionalProperties(body map[string]any, allowed ...string) string {
 }
 
 // PyRepr renders a JSON value as Python's repr does in jsonschema's
-// messages.
-func PyRepr(v any) string {
-	switch v := v.(type) {
-	case nil:
-		return "None"
-	case string:
-		return "'" + v + "'"
-	case bool:
-		if v {
-			return "True"
-		}
-		return "False"
-	}
-	return fmt.Sprint(v)
-}
+// messages (drivers.PyLiteral).
+func PyRepr(v any) string { return drivers.PyLiteral(v) }
 
 // checkManualSteps refuses steps the node's deploy interface does not
 // run (Ironic: "node does not support this clean step"), before anything

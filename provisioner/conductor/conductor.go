@@ -405,6 +405,9 @@ func (c *Conductor) recordState(n *provisioner.Node) {
 // failNode takes the "fail" edge with last_error set, recording history.
 func (c *Conductor) failNode(ctx context.Context, n *provisioner.Node, msg string) {
 	n.LastError = msg
+	if n.ProvisionState == provisioner.StateDeploying || n.ProvisionState == provisioner.StateWaitCallback {
+		clearDeploySteps(n)
+	}
 	if err := c.transition(ctx, n, EventFail); err != nil {
 		c.log.Error("fail node", "node", n.UUID, "state", n.ProvisionState, "err", err)
 		return

@@ -205,15 +205,18 @@ func (c *Conductor) Validate(ctx context.Context, ident string) ([]InterfaceResu
 			if d, ierr = h.DeployFor(n); ierr == nil {
 				ierr = validateTask(d)
 			}
-		default:
-			// Roles without implementations here: Ironic's no-op and fake
-			// interfaces validate, the "no-*" placeholders do not.
-			name := drivers.InterfaceName(n.Interfaces, role)
-			if name == "noop" || name == "fake" {
-				out = append(out, InterfaceResult{Interface: role, Result: true})
-			} else {
-				out = append(out, InterfaceResult{Interface: role, Reason: unsupported(n.Driver, role)})
+			if ierr == nil {
+				ierr = c.validateDeploySteps(ctx, h, n)
 			}
+		case drivers.RoleBios:
+			b, err := h.BiosFor(n)
+			if err != nil {
+				out = append(out, placeholderResult(n, role))
+				continue
+			}
+			ierr = b.Validate(ctx, n)
+		default:
+			out = append(out, placeholderResult(n, role))
 			continue
 		}
 		if ierr != nil {
@@ -223,6 +226,28 @@ func (c *Conductor) Validate(ctx context.Context, ident string) ([]InterfaceResu
 		out = append(out, InterfaceResult{Interface: role, Result: true})
 	}
 	return out, nil
+}
+
+// placeholderResult validates a role without an implementation here:
+// Ironic's no-op and fake interfaces validate, the "no-*" placeholders do
+// not.
+func placeholderResult(n *provisioner.Node, role drivers.Role) InterfaceResult {
+	name := drivers.InterfaceName(n.Interfaces, role)
+	if name == "noop" || name == "fake" {
+		return InterfaceResult{Interface: role, Result: true}
+	}
+	return InterfaceResult{Interface: role, Reason: unsupported(n.Driver, role)}
+}
+
+// validateDeploySteps is the deploy interface's part of validate that
+// checks instance traits and the deploy templates they name, with the
+// message Ironic's validate shows (no "Failed to validate …" prefix).
+func (c *Conductor) validateDeploySteps(ctx context.Context, h *drivers.HardwareType, n *provisioner.Node) error {
+	_, err := c.planDeploySteps(ctx, h, n, nil)
+	if e := (*Error)(nil); errors.As(err, &e) && e.Err != nil {
+		return e.Err
+	}
+	return err
 }
 
 // management returns the node's validated management interface.

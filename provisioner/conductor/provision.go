@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 )
@@ -15,6 +16,9 @@ import (
 type ProvisionOptions struct {
 	ConfigDrive any              // "configdrive" (deploy, rebuild)
 	CleanSteps  []map[string]any // "clean_steps" (clean)
+	// DeploySteps are "deploy_steps" (active, rebuild; API 1.69), checked
+	// against DEPLOY_STEP_SCHEMA by the API.
+	DeploySteps []provisioner.DeployStep
 }
 
 // Verbs are the provision targets the API accepts.
@@ -88,6 +92,7 @@ func (c *Conductor) Provision(ctx context.Context, ident, verb string, opts Prov
 		switch n.ProvisionState {
 		case provisioner.StateWaitCallback:
 			msg = "Deploy aborted by request."
+			clearDeploySteps(n)
 		case provisioner.StateCleanWait:
 			msg = fmt.Sprintf("Clean operation aborted for node %s.", n.UUID)
 		case provisioner.StateInspectWait:
@@ -126,6 +131,11 @@ func (c *Conductor) Provision(ctx context.Context, ident, verb string, opts Prov
 		if err := c.validateDeploy(ctx, h, n); err != nil {
 			return err
 		}
+		steps, err := c.planDeploySteps(ctx, h, n, opts.DeploySteps)
+		if err != nil {
+			return err
+		}
+		recordDeploySteps(n, steps)
 		if opts.ConfigDrive != nil {
 			if n.InstanceInfo == nil {
 				n.InstanceInfo = map[string]any{}
@@ -257,6 +267,16 @@ func (c *Conductor) deploy(ctx context.Context, n *provisioner.Node) {
 		c.failNode(ctx, n, cause(err, n, drivers.RoleDeploy))
 		return
 	}
+	before, _ := conductorSteps(n)
+	if !c.runDeploySteps(ctx, n, before) {
+		return
+	}
+	core := coreDeployStep()
+	if err := c.showDeployStep(ctx, n, core); err != nil {
+		c.log.Error("deploy: save node", "node", n.UUID, "err", err)
+		return
+	}
+	c.record(n, events.ConductorDeployStep, stepLabel(core))
 	if err := d.Prepare(ctx, t); err != nil {
 		if ctx.Err() == nil {
 			c.fail(ctx, n, err, func(err error) string { return fmt.Sprintf("Failed to prepare to deploy: %s", err) })

@@ -73,6 +73,13 @@ func (c *Conductor) afterStep(ctx context.Context, n *provisioner.Node, step dri
 		c.fail(ctx, n, err, failMsg)
 		return
 	}
+	if event == EventDone && n.ProvisionState == provisioner.StateDeploying {
+		// The deploy interface is done: the steps after deploy.deploy.
+		if _, after := conductorSteps(n); !c.runDeploySteps(ctx, n, after) {
+			return
+		}
+		clearDeploySteps(n)
+	}
 	if event == EventDone && n.ProvisionState == provisioner.StateCleaning {
 		// Manual cleaning ends in "manageable", where it started.
 		if _, manual := n.DriverInternalInfo[drivers.ManualCleanStepsKey]; manual {

@@ -118,6 +118,7 @@ type HardwareType struct {
 	Inspect    map[string]InspectInterface
 	Vendor     map[string]VendorInterface
 	Console    map[string]ConsoleInterface
+	Bios       map[string]BiosInterface
 }
 
 // Defaults returns the default interface for every role.
@@ -187,6 +188,11 @@ func (h *HardwareType) DeployFor(node *provisioner.Node) (DeployInterface, error
 // ConsoleFor returns the console interface node uses.
 func (h *HardwareType) ConsoleFor(node *provisioner.Node) (ConsoleInterface, error) {
 	return pick(h, RoleConsole, h.Console, node.Interfaces.Console)
+}
+
+// BiosFor returns the bios interface node uses.
+func (h *HardwareType) BiosFor(node *provisioner.Node) (BiosInterface, error) {
+	return pick(h, RoleBios, h.Bios, node.Interfaces.Bios)
 }
 
 // VendorFor returns the vendor interface node uses.

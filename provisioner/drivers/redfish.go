@@ -88,7 +88,7 @@ func NewRedfish(cfg RedfishConfig) (*HardwareType, error) {
 	return &HardwareType{
 		Name: "redfish",
 		Enabled: map[Role][]string{
-			RoleBios:       {"no-bios"},
+			RoleBios:       {"no-bios", "redfish"},
 			RoleBoot:       bootNames,
 			RoleConsole:    {"no-console"},
 			RoleDeploy:     deployNames,
@@ -103,6 +103,7 @@ func NewRedfish(cfg RedfishConfig) (*HardwareType, error) {
 		},
 		Power:      map[string]PowerInterface{"redfish": &RedfishPower{core: core}},
 		Management: map[string]ManagementInterface{"redfish": &RedfishManagement{core: core}},
+		Bios:       map[string]BiosInterface{"redfish": &RedfishBios{core: core}},
 		Boot:       boot,
 		Deploy:     deploy,
 		Inspect:    inspect,
@@ -245,6 +246,9 @@ type rfSystem struct {
 			Allowed []string `json:"ResetType@Redfish.AllowableValues"`
 		} `json:"#ComputerSystem.Reset"`
 	} `json:"Actions"`
+	Bios struct {
+		ODataID string `json:"@odata.id"`
+	} `json:"Bios"`
 	Links struct {
 		ManagedBy []struct {
 			ID string `json:"@odata.id"`
