@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,8 +65,10 @@ type bed struct {
 	htpasswd string
 	internal *url.Userinfo
 	// vmAPILn is the API's listener inside vmNet's namespace, proxied to
-	// apiLn (nil without vmNet).
+	// apiLn (nil without vmNet); vmPeers maps the proxy's connections to
+	// the API (their local address) to the VMs' addresses (apiPeer).
 	vmAPILn net.Listener
+	vmPeers sync.Map
 	// The boot servers' sockets, handed to the service.
 	dhcpConn, tftpConn net.PacketConn
 	httpLn             net.Listener
@@ -280,6 +283,7 @@ func (b *bed) serviceConfig() service.Config {
 	bs.DHCPObserver, bs.TFTPObserver, bs.HTTPObserver = b.dhcpEvent, b.tftpEvent, b.httpEvent
 	return service.Config{
 		Timeline:               timelineHandler(b.tl),
+		APIPeer:                b.apiPeer,
 		APIAddr:                b.apiLn.Addr().String(),
 		StateDir:               b.dir,
 		IPMI:                   ipmi,

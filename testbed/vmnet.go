@@ -111,9 +111,8 @@ func (b *bed) dialContext() func(ctx context.Context, network, addr string) (net
 }
 
 // serveVMAPI proxies connections to the API's boot-network listener to the
-// API on loopback until ctx ends. The API reads the ramdisk's address from
-// what it posts (pass_deploy_info "address", the agent's callback_url),
-// not from the connection, so the proxy changes nothing it sees.
+// API on loopback until ctx ends. The API learns each VM's address through
+// apiPeer: a lookup pins the agent's callback_url to it.
 func (b *bed) serveVMAPI(ctx context.Context) error {
 	ln := b.vmAPILn
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -139,6 +138,8 @@ func (b *bed) serveVMAPI(ctx context.Context) error {
 				return
 			}
 			defer up.Close()
+			b.vmPeers.Store(up.LocalAddr().String(), c.RemoteAddr().String())
+			defer b.vmPeers.Delete(up.LocalAddr().String())
 			done := make(chan struct{})
 			go func() {
 				io.Copy(up, c)
@@ -153,6 +154,15 @@ func (b *bed) serveVMAPI(ctx context.Context) error {
 			}
 		}()
 	}
+}
+
+// apiPeer is the service's APIPeer: the VM behind a connection
+// serveVMAPI relays, else the connection's own remote address.
+func (b *bed) apiPeer(remoteAddr string) string {
+	if vm, ok := b.vmPeers.Load(remoteAddr); ok {
+		return vm.(string)
+	}
+	return remoteAddr
 }
 
 // realRamdisk locates the deploy kernel and ramdisk real VMs boot.
