@@ -218,7 +218,7 @@ func (b *bed) serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return b.svc.ServeBoot(gctx) })
 	g.Go(func() error { return b.serveProvisioner(gctx) })
-	var h http.Handler = faultHandler(b.faults, HTTPBootInfo{URL: b.httpURL(), Root: b.httpRoot()}, b.knownNode, timelineHandler(b.tl))
+	var h http.Handler = faultHandler(b.faults, HTTPBootInfo{URL: b.httpURL(), Root: b.httpRoot()}, knownNode(b.tl), timelineHandler(b.tl))
 	if f := b.htpasswd; f != "" {
 		creds, err := api.LoadHTPasswd(f)
 		if err != nil {
