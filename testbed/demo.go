@@ -23,7 +23,8 @@ type DemoNode struct {
 	Mode   vms.BootMode
 	Option string // boot_option
 	Deploy string // deploy_interface
-	What   string
+	// What says how in a few words (the demo's table shows 24 runes).
+	What string
 	// Boot is the node's boot interface; "" is the demo's. With
 	// redfish-virtual-media the node is enrolled with driver redfish
 	// (the testbed needs Config.Redfish).
@@ -40,17 +41,17 @@ type DemoNode struct {
 func DemoNodes(libvirt bool) []DemoNode {
 	if libvirt {
 		return []DemoNode{
-			{Mode: vms.BIOS, Option: "netboot", Deploy: "iscsi", What: "iSCSI deploy, netboot (bios, VM)"},
-			{Mode: vms.UEFI, Option: "local", Deploy: "iscsi", What: "iSCSI deploy, local boot (uefi, VM)"},
-			{Mode: vms.BIOS, Option: "local", Deploy: "direct", What: "agent deploy, local boot (bios, VM)"},
-			{Mode: vms.BIOS, Option: "netboot", Deploy: "direct", What: "agent deploy, netboot (bios, VM)"},
+			{Mode: vms.BIOS, Option: "netboot", Deploy: "iscsi", What: "iSCSI, netboot, bios, VM"},
+			{Mode: vms.UEFI, Option: "local", Deploy: "iscsi", What: "iSCSI, local, uefi, VM"},
+			{Mode: vms.BIOS, Option: "local", Deploy: "direct", What: "agent, local, bios, VM"},
+			{Mode: vms.BIOS, Option: "netboot", Deploy: "direct", What: "agent, netboot, bios, VM"},
 		}
 	}
 	return []DemoNode{
-		{Mode: vms.BIOS, Option: "netboot", Deploy: "iscsi", What: "iSCSI deploy, netboot (bios)"},
-		{Mode: vms.BIOS, Option: "local", Deploy: "iscsi", What: "iSCSI deploy, local boot (bios)"},
-		{Mode: vms.UEFI, Option: "local", Deploy: "iscsi", What: "iSCSI deploy, local boot (uefi)"},
-		{Mode: vms.BIOS, Option: "local", Deploy: "direct", What: "agent deploy, Redfish virtual media (bios)", Boot: boot.VirtualMediaName},
+		{Mode: vms.BIOS, Option: "netboot", Deploy: "iscsi", What: "iSCSI, netboot, bios"},
+		{Mode: vms.BIOS, Option: "local", Deploy: "iscsi", What: "iSCSI, local, bios"},
+		{Mode: vms.UEFI, Option: "local", Deploy: "iscsi", What: "iSCSI, local, uefi"},
+		{Mode: vms.BIOS, Option: "local", Deploy: "direct", What: "agent, Redfish CD, bios", Boot: boot.VirtualMediaName},
 	}
 }
 

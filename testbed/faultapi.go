@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
 )
 
@@ -77,17 +78,20 @@ type HTTPBootInfo struct {
 
 // knownNode refuses a fault rule's node the testbed does not have: a rule
 // names every node ("" or "*"), or one by a name rules match on (the
-// machine's name, the node's name or UUID, fault.Set.MatchAny).
-func (b *bed) knownNode(name string) error {
-	if name == "" || name == "*" {
-		return nil
-	}
-	if id, ok := b.tl.Lookup(name); ok {
-		for _, n := range []string{id.Machine, id.NodeName, id.Node} {
-			if n != "" && strings.EqualFold(n, name) {
-				return nil
+// machine's name, the node's name or UUID, fault.Set.MatchAny), as tl
+// knows them.
+func knownNode(tl *events.Timeline) func(name string) error {
+	return func(name string) error {
+		if name == "" || name == "*" {
+			return nil
+		}
+		if id, ok := tl.Lookup(name); ok {
+			for _, n := range []string{id.Machine, id.NodeName, id.Node} {
+				if n != "" && strings.EqualFold(n, name) {
+					return nil
+				}
 			}
 		}
+		return fmt.Errorf("fault node %q: no such machine or node here (machines: %s)", name, strings.Join(tl.Nodes(), ", "))
 	}
-	return fmt.Errorf("fault node %q: no such machine or node here (machines: %s)", name, strings.Join(b.tl.Nodes(), ", "))
 }

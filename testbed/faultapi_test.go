@@ -20,7 +20,7 @@ func TestFaultAPIRefusesWhatTheCLIRefuses(t *testing.T) {
 	b := &bed{tl: events.New(events.Config{}), faults: fault.NewSet()}
 	b.tl.Learn(events.Identity{Machine: "node-0", NodeName: "bm0", Node: "6d3c9e3a-0d1c-4c4b-9d5e-4f0c2b1a7e10"})
 	b.tl.Record(events.Event{Kind: events.MachineUp, Who: events.Who{Machine: "node-0"}})
-	srv := httptest.NewServer(faultHandler(b.faults, HTTPBootInfo{}, b.knownNode, http.NotFoundHandler()))
+	srv := httptest.NewServer(faultHandler(b.faults, HTTPBootInfo{}, knownNode(b.tl), http.NotFoundHandler()))
 	t.Cleanup(srv.Close)
 	do := func(method, path, body string) (int, string) {
 		t.Helper()

@@ -185,28 +185,30 @@ func startFleet(ctx context.Context, plans []Machine, dir string, log *slog.Logg
 // real Ironic's kernel parameters); the local-boot loader boots the
 // deployed disk. rec, when set, records the machines' ramdisk and agent
 // steps and their BMCs' commands (the machines-only timeline,
-// Config.TimelineAddr). nil without an external DHCP server and rec.
-func (t *Testbed) externalNetboot(rec events.Recorder) func(name string) nodeHooks {
+// Config.TimelineAddr), and faults, when set, is what the BMCs, ramdisks
+// and agents ask. nil without an external DHCP server and rec.
+func (t *Testbed) externalNetboot(rec events.Recorder, faults fault.Injector) func(name string) nodeHooks {
 	if t.cfg.ExternalDHCP == "" {
 		if rec == nil {
 			return nil
 		}
 		// No boot network: virtual media still boots, and is recorded.
 		return func(string) nodeHooks {
-			return nodeHooks{firmware: sim.StockFirmware{MediaBoot: mediaBoot(kernel.Config{Logger: t.log, Recorder: rec})}, bmcEvents: rec}
+			kc := kernel.Config{Logger: t.log, Recorder: rec, Faults: faults}
+			return nodeHooks{firmware: sim.StockFirmware{MediaBoot: mediaBoot(kc)}, bmcEvents: rec, bmcFaults: faults}
 		}
 	}
 	dhcpServer, tftpPort, log := t.cfg.ExternalDHCP, t.cfg.ExternalTFTPPort, t.log
 	return func(string) nodeHooks {
 		kc := kernel.Config{FetchToken: ramdisk.FetchTFTP, TFTPPort: tftpPort, Logger: log,
-			DHCPServer: dhcpServer, DHCPClient: "127.0.0.1:0", Recorder: rec}
+			DHCPServer: dhcpServer, DHCPClient: "127.0.0.1:0", Recorder: rec, Faults: faults}
 		rom := &pxe.ROM{
 			DHCPServer: dhcpServer,
 			DHCPClient: "127.0.0.1:0",
 			TFTPPort:   tftpPort,
 			Exec:       kernel.Executor(kc),
 		}
-		return nodeHooks{bmcEvents: rec, firmware: sim.StockFirmware{
+		return nodeHooks{bmcEvents: rec, bmcFaults: faults, firmware: sim.StockFirmware{
 			MediaBoot: mediaBoot(kc),
 			HTTPBoot:  httpBoot(kc, rom),
 			NetBoot:   rom,

@@ -8,7 +8,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/internal/httpserve"
 )
 
@@ -17,27 +20,36 @@ import (
 // console milestones, its ramdisk's and agent's steps and the Redfish
 // actions on it, served as the provisioner's timeline is (GET
 // /v1/nodes/{machine}/timeline, GET /v1/timeline) for whoever provisions
-// the machines instead (a real Ironic). It is kept in memory only.
+// the machines instead (a real Ironic). It is kept in memory only. The
+// endpoint also serves the fault rules (faultHandler) of the layers that
+// run without the provisioner: the BMCs (ipmi, redfish) and the machines'
+// ramdisk and agent; inject is the injector they ask.
 type machineTimeline struct {
-	tl *events.Timeline
-	ln net.Listener
+	tl     *events.Timeline
+	ln     net.Listener
+	faults *fault.Set
+	inject fault.Injector
 }
 
-// listenMachineTimeline binds the endpoint's listener.
-func listenMachineTimeline(addr string) (*machineTimeline, error) {
+// listenMachineTimeline binds the endpoint's listener; reg receives the
+// fault counters.
+func listenMachineTimeline(addr string, reg prometheus.Registerer) (*machineTimeline, error) {
 	ln, err := net.Listen("tcp4", addr)
 	if err != nil {
 		return nil, addrError("TimelineAddr", addr, fmt.Errorf("timeline endpoint: %w", err))
 	}
-	return &machineTimeline{tl: events.New(events.Config{}), ln: ln}, nil
+	mt := &machineTimeline{tl: events.New(events.Config{}), ln: ln, faults: fault.NewSet()}
+	mt.inject = fault.NewInjector(fault.InjectorConfig{Rules: mt.faults, Resolver: mt.tl, Recorder: mt.tl, Registerer: reg})
+	return mt, nil
 }
 
 // url is the endpoint's base URL.
 func (mt *machineTimeline) url() string { return "http://" + mt.ln.Addr().String() }
 
-// serve answers timeline requests until ctx ends.
+// serve answers timeline and fault requests until ctx ends.
 func (mt *machineTimeline) serve(ctx context.Context) error {
-	return serveHTTP(ctx, mt.ln, timelineHandler(mt.tl), "timeline endpoint")
+	h := faultHandler(mt.faults, HTTPBootInfo{}, knownNode(mt.tl), timelineHandler(mt.tl))
+	return serveHTTP(ctx, mt.ln, h, "timeline endpoint")
 }
 
 // serveHTTP serves h on ln until ctx ends, then shuts the server down,

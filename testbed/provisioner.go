@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,8 +64,10 @@ type bed struct {
 	htpasswd string
 	internal *url.Userinfo
 	// vmAPILn is the API's listener inside vmNet's namespace, proxied to
-	// apiLn (nil without vmNet).
+	// apiLn (nil without vmNet); vmPeers maps the proxy's connections to
+	// the API (their local address) to the VMs' addresses (apiPeer).
 	vmAPILn net.Listener
+	vmPeers sync.Map
 	// The boot servers' sockets, handed to the service.
 	dhcpConn, tftpConn net.PacketConn
 	httpLn             net.Listener
@@ -220,7 +223,7 @@ func (b *bed) serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return b.svc.ServeBoot(gctx) })
 	g.Go(func() error { return b.serveProvisioner(gctx) })
-	var h http.Handler = faultHandler(b.faults, HTTPBootInfo{URL: b.httpURL(), Root: b.httpRoot()}, b.knownNode, timelineHandler(b.tl))
+	var h http.Handler = faultHandler(b.faults, HTTPBootInfo{URL: b.httpURL(), Root: b.httpRoot()}, knownNode(b.tl), timelineHandler(b.tl))
 	if f := b.htpasswd; f != "" {
 		creds, err := api.LoadHTPasswd(f)
 		if err != nil {
@@ -285,6 +288,7 @@ func (b *bed) serviceConfig() service.Config {
 	bs.DHCPObserver, bs.TFTPObserver, bs.HTTPObserver = b.dhcpEvent, b.tftpEvent, b.httpEvent
 	return service.Config{
 		Timeline:               timelineHandler(b.tl),
+		APIPeer:                b.apiPeer,
 		APIAddr:                b.apiLn.Addr().String(),
 		StateDir:               b.dir,
 		IPMI:                   ipmi,

@@ -131,7 +131,7 @@ func (rs *redfishService) serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return rs.srv.Serve(gctx, rs.ln) })
 	g.Go(func() error {
-		return relayTCP(gctx, rs.vmLn, rs.ln.Addr().String(), "redfish in the boot network", rs.log)
+		return relayTCP(gctx, rs.vmLn, rs.ln.Addr().String(), "redfish in the boot network", nil, rs.log)
 	})
 	return g.Wait()
 }

@@ -82,7 +82,10 @@ type Config struct {
 	// (their power, boots, console milestones, ramdisk and agent steps,
 	// the Redfish actions on them) at HOST:PORT (port 0: a free one), as
 	// the provisioner's timeline endpoint does, for a provisioner metalbed
-	// does not run; it is kept in memory only. "": none. With Provisioner,
+	// does not run; it is kept in memory only. The endpoint also takes
+	// fault rules (GET/POST/DELETE /v1/faults) for the layers that run
+	// without the provisioner: ipmi, redfish, and the machines' ramdisk
+	// and agent. "": neither. With Provisioner,
 	// Provisioner.TimelineAddr is the timeline endpoint.
 	TimelineAddr string
 	// Enroll enrolls every machine as a node (driver ipmi, its BMC, a PXE
@@ -411,16 +414,17 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 	}
 	var mt *machineTimeline
 	var rec events.Recorder
+	var faults fault.Injector
 	if t.cfg.Provisioner == nil && t.cfg.TimelineAddr != "" {
-		if mt, err = listenMachineTimeline(t.cfg.TimelineAddr); err != nil {
+		if mt, err = listenMachineTimeline(t.cfg.TimelineAddr, t.reg); err != nil {
 			return err
 		}
 		defer mt.ln.Close()
-		rec = mt.tl
+		rec, faults = mt.tl, mt.inject
 	}
-	hooks := t.externalNetboot(rec)
+	hooks := t.externalNetboot(rec, faults)
 	if nw != nil {
-		hooks = vmHooks(nw, rec)
+		hooks = vmHooks(nw, rec, faults)
 	}
 	var b *bed
 	if t.cfg.Provisioner != nil {
@@ -443,7 +447,7 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 		if b != nil {
 			rec, faults = b.tl, b.inject
 		} else if mt != nil {
-			rec = mt.tl
+			rec, faults = mt.tl, mt.inject
 		}
 		if rf, err = startRedfish(*t.cfg.Redfish, t.cfg.StateDir, f, nw, rec, faults, t.reg, t.log); err != nil {
 			return err

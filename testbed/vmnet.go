@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/provisioner/dhcp"
 	"github.com/metalbed/metalbed/provisioner/service"
 	"github.com/metalbed/metalbed/vms"
@@ -118,29 +119,31 @@ func bootNetDial(nw *libvirt.Network) func(ctx context.Context, network, addr st
 }
 
 // vmHooks opens every machine as a VM on boot network nw, for a testbed
-// without the provisioner: the BMCs record into rec (nil: nowhere), and
+// without the provisioner: the BMCs record into rec (nil: nowhere) and ask
+// faults (nil: none), and
 // whoever provisions the VMs serves their DHCP and boot files from inside
 // nw's namespace; the images the BMCs insert are fetched through
 // bootNetDial.
-func vmHooks(nw *libvirt.Network, rec events.Recorder) func(name string) nodeHooks {
+func vmHooks(nw *libvirt.Network, rec events.Recorder, faults fault.Injector) func(name string) nodeHooks {
 	dial := bootNetDial(nw)
 	return func(string) nodeHooks {
-		return nodeHooks{bmcEvents: rec, vm: func(p Machine, dir string) (fleetMachine, error) { return openVM(nw, dial, p, dir) }}
+		return nodeHooks{bmcEvents: rec, bmcFaults: faults, vm: func(p Machine, dir string) (fleetMachine, error) { return openVM(nw, dial, p, dir) }}
 	}
 }
 
 // serveVMAPI relays connections to the API's boot-network listener to the
-// API on loopback until ctx ends. The API reads the ramdisk's address from
-// what it posts (pass_deploy_info "address", the agent's callback_url),
-// not from the connection, so the relay changes nothing it sees.
+// API on loopback until ctx ends. The API learns each VM's address through
+// apiPeer (b.vmPeers): a lookup pins the agent's callback_url to it.
 func (b *bed) serveVMAPI(ctx context.Context) error {
-	return relayTCP(ctx, b.vmAPILn, b.apiLn.Addr().String(), "provisioner API in the boot network", b.log)
+	return relayTCP(ctx, b.vmAPILn, b.apiLn.Addr().String(), "provisioner API in the boot network", &b.vmPeers, b.log)
 }
 
 // relayTCP accepts connections on ln (a listener in a boot network) and
 // relays each to target (a loopback address in the root namespace) until
-// ctx ends; what names ln in errors and logs.
-func relayTCP(ctx context.Context, ln net.Listener, target, what string, log *slog.Logger) error {
+// ctx ends; what names ln in errors and logs. peers, when not nil, maps
+// each relayed connection's local address on the loopback side to the
+// boot-network client it carries, while it lasts.
+func relayTCP(ctx context.Context, ln net.Listener, target, what string, peers *sync.Map, log *slog.Logger) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var wg sync.WaitGroup
@@ -164,6 +167,10 @@ func relayTCP(ctx context.Context, ln net.Listener, target, what string, log *sl
 				return
 			}
 			defer up.Close()
+			if peers != nil {
+				peers.Store(up.LocalAddr().String(), c.RemoteAddr().String())
+				defer peers.Delete(up.LocalAddr().String())
+			}
 			done := make(chan struct{})
 			go func() {
 				io.Copy(up, c)
@@ -178,6 +185,15 @@ func relayTCP(ctx context.Context, ln net.Listener, target, what string, log *sl
 			}
 		}()
 	}
+}
+
+// apiPeer is the service's APIPeer: the VM behind a connection
+// serveVMAPI relays, else the connection's own remote address.
+func (b *bed) apiPeer(remoteAddr string) string {
+	if vm, ok := b.vmPeers.Load(remoteAddr); ok {
+		return vm.(string)
+	}
+	return remoteAddr
 }
 
 // realRamdisk locates the deploy kernel and ramdisk real VMs boot.

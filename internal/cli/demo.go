@@ -211,23 +211,28 @@ func runDemo(ctx context.Context, s Streams, args []string) error {
 }
 
 // demoPhases are the columns of the final table: the first timeline
-// entry of one of these kinds after the deploy request.
+// entry of one of these kinds after the deploy request. Titles are short
+// so that the table fits tableWidth columns.
 var demoPhases = []struct {
 	title string
 	kinds []events.Kind
 }{
 	{"DHCP", []events.Kind{events.DHCPAck}},
 	{"TFTP/CD", []events.Kind{events.TFTPFile, events.BMCRedfishMedia}},
-	{"RAMDISK UP", []events.Kind{events.RamdiskUp, events.AgentUp}},
-	{"LOOKUP", []events.Kind{events.AgentLookup}},
-	{"HEARTBEAT", []events.Kind{events.AgentHeartbeat}},
-	{"ISCSI LOGIN", []events.Kind{events.ISCSILogin, events.ConductorISCSILogin}},
-	{"IMAGE WRITTEN", []events.Kind{events.ConductorImageWritten, events.AgentImageWritten}},
-	{"BOOTLOADER", []events.Kind{events.RamdiskBootloader, events.AgentBootloader}},
+	{"RAMDISK", []events.Kind{events.RamdiskUp, events.AgentUp}},
+	// The ramdisk reached: the agent looks its node up and heartbeats,
+	// the bash ramdisk's disk is logged in to over iSCSI.
+	{"CALLBACK", []events.Kind{events.AgentLookup, events.AgentHeartbeat, events.ISCSILogin, events.ConductorISCSILogin}},
+	{"WRITTEN", []events.Kind{events.ConductorImageWritten, events.AgentImageWritten}},
+	{"BOOTLDR", []events.Kind{events.RamdiskBootloader, events.AgentBootloader}},
 	{"REBOOT", []events.Kind{events.ConductorReboot}},
 	{"ACTIVE", []events.Kind{events.ConductorActive}},
-	{"INSTANCE BOOTED", []events.Kind{events.InstanceBooted}},
+	{"BOOTED", []events.Kind{events.InstanceBooted}},
 }
+
+// tableWidth is the widest line the demo's summary prints, in runes: it
+// fits a 120-column terminal.
+const tableWidth = 120
 
 // phaseOf names the phase an entry marks, "" for none.
 func phaseOf(kind events.Kind) string {
@@ -242,7 +247,8 @@ func phaseOf(kind events.Kind) string {
 }
 
 // printPhaseTable prints, per node, when each phase was first reached
-// after its deploy request.
+// after its deploy request (in seconds), then each failure on a line of
+// its own; no line is wider than tableWidth.
 func printPhaseTable(w io.Writer, tl *events.Timeline, results []testbed.DemoResult) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	head := []string{"NODE", "DEPLOY"}
@@ -251,35 +257,59 @@ func printPhaseTable(w io.Writer, tl *events.Timeline, results []testbed.DemoRes
 	}
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\tRESULT")
 	for _, r := range results {
-		row := []string{r.Name, r.What}
-		first := map[string]time.Time{}
-		if !r.DeployStart.IsZero() {
-			for _, e := range tl.Node(r.Name) {
-				if e.Time.Before(r.DeployStart) {
-					continue
-				}
-				if ph := phaseOf(e.Kind); ph != "" {
-					if t, ok := first[ph]; !ok || e.Time.Before(t) {
-						first[ph] = e.Time
-					}
-				}
-			}
-		}
+		row := []string{r.Name, shorten(r.What, 24)}
+		first := firstPhases(tl, r)
 		for _, p := range demoPhases {
-			if t, ok := first[p.title]; ok {
-				row = append(row, fmt.Sprintf("+%.2fs", t.Sub(r.DeployStart).Seconds()))
-			} else {
-				row = append(row, "-")
-			}
+			row = append(row, seconds(first, p.title, r.DeployStart))
 		}
-		result := fmt.Sprintf("booted (%.1fs)", r.Booted.Seconds())
+		result := "booted"
 		if r.Err != nil {
-			result = "FAILED: " + r.Err.Error()
+			result = "FAILED"
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t"+result)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "(times since each node's deploy request; the whole timeline of a node: its entries in timeline.jsonl, or `metalbed timeline NODE` against `metalbed up`)")
+	for _, r := range results {
+		if r.Err != nil {
+			fmt.Fprintln(w, shorten(fmt.Sprintf("%s FAILED: %v", r.Name, r.Err), tableWidth))
+		}
+	}
+	fmt.Fprintln(w, "(seconds since each node's deploy request; CALLBACK: the agent's lookup or the iSCSI login;")
+	fmt.Fprintln(w, " a node's whole timeline: its entries in timeline.jsonl, or `metalbed timeline NODE` against `metalbed up`)")
+}
+
+// firstPhases is when r's node first reached each phase after its deploy
+// request.
+func firstPhases(tl *events.Timeline, r testbed.DemoResult) map[string]time.Time {
+	first := map[string]time.Time{}
+	if r.DeployStart.IsZero() {
+		return first
+	}
+	for _, e := range tl.Node(r.Name) {
+		if e.Time.Before(r.DeployStart) {
+			continue
+		}
+		if ph := phaseOf(e.Kind); ph != "" {
+			if t, ok := first[ph]; !ok || e.Time.Before(t) {
+				first[ph] = e.Time
+			}
+		}
+	}
+	return first
+}
+
+// seconds is the table cell of phase: the seconds from start to its time
+// in first, at most 6 runes below 10 000 s; "-" when not reached.
+func seconds(first map[string]time.Time, phase string, start time.Time) string {
+	t, ok := first[phase]
+	if !ok {
+		return "-"
+	}
+	s := t.Sub(start).Seconds()
+	if s < 100 {
+		return fmt.Sprintf("%.2f", s)
+	}
+	return fmt.Sprintf("%.1f", s)
 }
 
 // demoProgress prints live progress lines: each node's state changes and
@@ -310,7 +340,7 @@ func (p *demoProgress) say(node, what, detail string) {
 		return
 	}
 	p.seen[key] = true
-	fmt.Fprintf(p.w, "  %7.2fs  %-7s   %-15s %s\n", time.Since(p.start).Seconds(), node, what, shorten(detail, 90))
+	fmt.Fprintf(p.w, "  %7.2fs  %-7s   %-8s %s\n", time.Since(p.start).Seconds(), node, what, shorten(detail, 88))
 }
 
 // entry shows timeline entries that mark a phase.

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/testenv"
@@ -57,16 +58,25 @@ func TestDemo(t *testing.T) {
 		t.Errorf("demo output:\n%s", s)
 	}
 	// The phase table: one row per node, every phase reached (the netboot
-	// node installs no bootloader; the iSCSI nodes have no agent lookup
-	// and heartbeat, the agent's node no iSCSI login).
+	// node installs no bootloader), no line past 120 runes.
+	num := `\s+\d+\.\d\d?`
 	for _, row := range []struct{ node, what string }{
-		{"node-0", `iSCSI deploy, netboot \(bios\)(\s+\+\d+\.\d\ds){3}(\s+-){2}(\s+\+\d+\.\d\ds){2}\s+-(\s+\+\d+\.\d\ds){3}\s+booted`},
-		{"node-1", `iSCSI deploy, local boot \(bios\)(\s+\+\d+\.\d\ds){3}(\s+-){2}(\s+\+\d+\.\d\ds){6}\s+booted`},
-		{"node-2", `iSCSI deploy, local boot \(uefi\)(\s+\+\d+\.\d\ds){3}(\s+-){2}(\s+\+\d+\.\d\ds){6}\s+booted`},
-		{"node-3", `agent deploy, Redfish virtual media \(bios\)(\s+\+\d+\.\d\ds){5}\s+-(\s+\+\d+\.\d\ds){5}\s+booted`},
+		{"node-0", `iSCSI, netboot, bios(` + num + `){5}\s+-(` + num + `){3}\s+booted`},
+		{"node-1", `iSCSI, local, bios(` + num + `){9}\s+booted`},
+		{"node-2", `iSCSI, local, uefi(` + num + `){9}\s+booted`},
+		{"node-3", `agent, Redfish CD, bios(` + num + `){9}\s+booted`},
 	} {
-		if !regexp.MustCompile(`(?m)^` + row.node + `\s+` + row.what).MatchString(s) {
+		if !regexp.MustCompile(`(?m)^` + row.node + `\s+` + row.what + `$`).MatchString(s) {
 			t.Errorf("no complete phase row for %s:\n%s", row.node, s)
+		}
+	}
+	from, to := strings.Index(s, "NODE    DEPLOY"), strings.Index(s, "`metalbed up`)")
+	if from < 0 || to < from {
+		t.Fatalf("no phase table:\n%s", s)
+	}
+	for _, l := range strings.Split(s[from:to], "\n") {
+		if n := utf8.RuneCountInString(l); n > 120 {
+			t.Errorf("table line of %d runes: %q", n, l)
 		}
 	}
 	if n := strings.Count(s, "available again in"); n != 4 || strings.Count(s, "wiped the partition tables") != 4 {

@@ -192,14 +192,14 @@ func faultEndpointFlags(fs *flag.FlagSet) func() (string, error) {
 		}
 		b, err := os.ReadFile(filepath.Join(dir, testbed.InventoryFile))
 		if err != nil {
-			return "", fmt.Errorf("no running `metalbed up` with a provisioner found: %w", err)
+			return "", fmt.Errorf("no running `metalbed up` found: %w", err)
 		}
 		var inv testbed.Inventory
 		if err := json.Unmarshal(b, &inv); err != nil {
 			return "", fmt.Errorf("%s: %w", testbed.InventoryFile, err)
 		}
 		if inv.Timeline == "" {
-			return "", errors.New("this `metalbed up` runs without the provisioner: no fault endpoint")
+			return "", errors.New("this `metalbed up` runs without a timeline and fault endpoint (--timeline-addr \"\")")
 		}
 		return strings.TrimRight(inv.Timeline, "/"), nil
 	}

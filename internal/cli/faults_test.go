@@ -149,6 +149,62 @@ func TestUpFaultIPMI(t *testing.T) {
 	u.stop(t)
 }
 
+// TestUpNoProvisionerFaults: `metalbed up --no-provisioner` serves the
+// fault endpoint on a free port named in inventory.json; `metalbed fault
+// add` breaks its BMCs: an IPMI command for the real ipmitool and a
+// Redfish GET for curl, each recorded in the machine's timeline.
+func TestUpNoProvisionerFaults(t *testing.T) {
+	testenv.RequireTool(t, "ipmitool", "ipmitool")
+	curl := testenv.RequireTool(t, "curl", "curl")
+	u := startUp(t, t.TempDir(), "--nodes", "1")
+	n := u.inv.Nodes[0]
+	if u.inv.Timeline == "" {
+		t.Fatalf("inventory names no timeline and fault endpoint: %+v", u.inv)
+	}
+
+	runCLI(t, "fault", "add", "--state-dir", u.dir, "--node", n.Name, "--layer", "ipmi", "--op", "0x00/0x01",
+		"--action", "cc", "--arg", "0xc3", "--count", "1")
+	if res, err := ipmitoolResult(t, n, "chassis", "power", "status"); err == nil {
+		t.Fatalf("power status under cc 0xC3 succeeded:\n%s", res)
+	}
+	if res, err := ipmitoolResult(t, n, "chassis", "power", "status"); err != nil || !strings.Contains(res, "Chassis Power is") {
+		t.Fatalf("power status after the fault: %v\n%s", err, res)
+	}
+
+	runCLI(t, "fault", "add", "--state-dir", u.dir, "--node", n.Name, "--layer", "redfish", "--op", "GET",
+		"--action", "status", "--arg", "503", "--count", "1")
+	rf := n.Redfish
+	get := func() string {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, curl, "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", fmt.Sprint(rf.VerifyCA),
+			"-u", rf.Username+":"+rf.Password, rf.Address+rf.SystemID).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if code := get(); code != "503" {
+		t.Errorf("Redfish GET under status 503: %s", code)
+	}
+	if code := get(); code != "200" {
+		t.Errorf("Redfish GET after the fault: %s", code)
+	}
+
+	tl, err := fetchTimeline(t.Context(), u.inv.Timeline, n.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, e := range tl.Entries {
+		kinds[string(e.Kind)]++
+	}
+	if kinds["fault.ipmi.cc"] != 1 || kinds["fault.redfish.status"] != 1 {
+		t.Errorf("fault entries of %s: %v", n.Name, kinds)
+	}
+	u.stop(t)
+}
+
 // TestUpFaultDeploy breaks iSCSI deploys of a running `metalbed up` at the
 // ramdisk and at its iSCSI target, and finds each failure in the node's
 // state, last_error and timeline.

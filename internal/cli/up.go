@@ -45,7 +45,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	config := fs.String("config", "", "YAML topology file (machines, credentials, ports, disk sizes, boot modes)")
 	logLevel := fs.String("log-level", "warn", "log level on stderr: debug, info, warn, error")
 	pf := provisionerFlags(fs)
-	timelineAddr := fs.String("timeline-addr", testbed.DefaultTimelineAddr, "per-node timeline endpoint listen address (GET /v1/nodes/NODE/timeline); with --no-provisioner, only when given: the machines' power, boots, ramdisk and agent steps and the Redfish actions on them, for a provisioner metalbed does not run (a real Ironic)")
+	timelineAddr := fs.String("timeline-addr", testbed.DefaultTimelineAddr, "per-node timeline endpoint listen address (GET /v1/nodes/NODE/timeline); with --no-provisioner (default a free port, named in inventory.json): the machines' power, boots, ramdisk and agent steps and the Redfish actions on them, for a provisioner metalbed does not run (a real Ironic), and the fault endpoint of the BMC, ramdisk and agent layers")
 	enrollNodes := fs.Bool("enroll", false, "enroll every machine as a node (driver ipmi, its BMC, a PXE port per MAC), left in \"enroll\"")
 	netbootDHCP := fs.String("netboot-dhcp", "", "with --no-provisioner: the DHCP server (loopback `HOST:PORT`) the machines' PXE ROMs ask when told to network-boot, e.g. metalbed netboot serve as a standalone Ironic's dnsmasq; \"\" = the machines cannot network-boot")
 	netbootTFTPPort := fs.Int("netboot-tftp-port", 69, "with --netboot-dhcp: the TFTP port on the next-server the DHCP server names")
@@ -166,6 +166,9 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	}
 	if *noProv {
 		cfg.ExternalDHCP, cfg.ExternalTFTPPort = *netbootDHCP, *netbootTFTPPort
+		// The machines' timeline and fault endpoint: where asked, else
+		// on a free port (inventory.json names it).
+		cfg.TimelineAddr = "127.0.0.1:0"
 		if set["timeline-addr"] {
 			cfg.TimelineAddr = *timelineAddr
 		}

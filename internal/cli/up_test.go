@@ -734,7 +734,12 @@ func TestUpMachinesTimeline(t *testing.T) {
 	}
 	mustContain(t, "metalbed timeline node-0", out.String(), "machine.up")
 	mustContain(t, "metalbed timeline node-0", out.String(), "BMC wired")
-	if plain := startUp(t, t.TempDir(), "--nodes", "1"); plain.inv.Timeline != "" {
-		t.Errorf("up --no-provisioner without --timeline-addr names a timeline: %q", plain.inv.Timeline)
+	// Without --timeline-addr the endpoint (timeline and faults) is on a
+	// free port; --timeline-addr "" turns it off.
+	if plain := startUp(t, t.TempDir(), "--nodes", "1"); !strings.HasPrefix(plain.inv.Timeline, "http://127.0.0.1:") {
+		t.Errorf("up --no-provisioner without --timeline-addr: timeline %q, want one on a free port", plain.inv.Timeline)
+	}
+	if off := startUp(t, t.TempDir(), "--nodes", "1", "--timeline-addr", ""); off.inv.Timeline != "" {
+		t.Errorf("up --no-provisioner --timeline-addr \"\" names a timeline: %q", off.inv.Timeline)
 	}
 }

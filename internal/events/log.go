@@ -21,7 +21,8 @@ const LogName = "timeline.jsonl"
 // dropped) and a new file starts.
 const DefaultLogMax = 32 << 20
 
-// Log is a JSON-lines file rotated by size, the Timeline's durable sink.
+// Log is an append-only file rotated by size: the Timeline's durable sink
+// (JSON lines) and a simulated machine's console.log.
 type Log struct {
 	path string
 	max  int64
@@ -51,24 +52,24 @@ func OpenLog(path string, max int64, keep int) (*Log, error) {
 func (l *Log) open() error {
 	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		return fmt.Errorf("timeline log: %w", err)
+		return fmt.Errorf("log: %w", err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return fmt.Errorf("timeline log: %w", err)
+		return fmt.Errorf("log: %w", err)
 	}
 	l.f, l.size = f, st.Size()
 	return nil
 }
 
-// Write appends p (one or more whole lines), rotating first when p would
-// take the file past its limit.
+// Write appends p (one or more whole lines for the timeline), rotating
+// first when p would take the file past its limit.
 func (l *Log) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {
-		return 0, errors.New("timeline log is closed")
+		return 0, fmt.Errorf("log %s is closed", l.path)
 	}
 	if l.size > 0 && l.size+int64(len(p)) > l.max {
 		if err := l.rotate(); err != nil {
@@ -82,7 +83,7 @@ func (l *Log) Write(p []byte) (int, error) {
 
 func (l *Log) rotate() error {
 	if err := l.f.Close(); err != nil {
-		return fmt.Errorf("timeline log: %w", err)
+		return fmt.Errorf("log: %w", err)
 	}
 	l.f = nil
 	for i := l.keep; i >= 1; i-- {
@@ -91,7 +92,7 @@ func (l *Log) rotate() error {
 			from = l.path + "." + strconv.Itoa(i-1)
 		}
 		if err := os.Rename(from, l.path+"."+strconv.Itoa(i)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("timeline log: rotate: %w", err)
+			return fmt.Errorf("log: rotate: %w", err)
 		}
 	}
 	return l.open()

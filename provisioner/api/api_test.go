@@ -140,10 +140,22 @@ func TestRamdiskEndpointsAreGuarded(t *testing.T) {
 	if bad.obj(t)["error_message"] != want {
 		t.Errorf("bad token answer %s, Ironic %s", bad.body, want)
 	}
+	// The lookup came from 127.0.0.1: the token holder cannot point the
+	// conductor elsewhere (Ironic's status and message for a changed URL).
+	const changed = `Detected change in ramdisk provided "callback_url"`
+	foreign := s.must(t, 400, "POST", "/v1/heartbeat/"+id, "1.68", map[string]any{"callback_url": "http://192.0.2.7:9999", "agent_token": token})
+	if got := faultstring(t, foreign); got != changed {
+		t.Errorf("foreign callback_url: %q, want Ironic's %q", got, changed)
+	}
 	s.must(t, 202, "POST", "/v1/heartbeat/"+id, "1.68", map[string]any{"callback_url": "http://127.0.0.1:9999", "agent_token": token, "agent_version": "9.4.0"})
 	n, _ := s.st.Node(context.Background(), id)
 	if n.DriverInternalInfo["agent_url"] != "http://127.0.0.1:9999" || n.DriverInternalInfo["agent_last_heartbeat"] == nil {
 		t.Errorf("heartbeat not recorded: %v", n.DriverInternalInfo)
+	}
+	// Once recorded, the agent URL may not change (Ironic's check).
+	moved := s.must(t, 400, "POST", "/v1/heartbeat/"+id, "1.68", map[string]any{"callback_url": "http://127.0.0.1:9998", "agent_token": token})
+	if got := faultstring(t, moved); got != changed {
+		t.Errorf("changed callback_url: %q, want Ironic's %q", got, changed)
 	}
 	shown := s.must(t, 200, "GET", "/v1/nodes/"+id, "1.82", nil).obj(t)["driver_internal_info"].(map[string]any)
 	if shown["agent_secret_token"] != "******" {

@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -254,7 +255,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) error {
 	if len(macs) == 0 && nodeUUID == "" {
 		return badRequest("One of addresses and node_uuid must be provided")
 	}
-	n, token, err := s.c.Lookup(r.Context(), macs, nodeUUID)
+	n, token, err := s.c.Lookup(r.Context(), macs, nodeUUID, s.clientIP(r))
 	if err != nil {
 		return err
 	}
@@ -281,6 +282,20 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// clientIP is the IP address r came from (through Config.Peer), "" when
+// it cannot be told.
+func (s *Server) clientIP(r *http.Request) string {
+	addr := r.RemoteAddr
+	if s.cfg.Peer != nil {
+		addr = s.cfg.Peer(addr)
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return ""
+	}
+	return ap.Addr().Unmap().String()
 }
 
 // heartbeat is the ramdisk's POST /v1/heartbeat/{node} (1.22+): public,

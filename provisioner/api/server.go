@@ -62,6 +62,11 @@ type Config struct {
 	// Ironic's healthcheck: public, or behind Credentials when they are
 	// set); nil: /metrics is Ironic's 404.
 	Gatherer prometheus.Gatherer
+	// Peer maps a connection's remote address ("ip:port") to the address
+	// of the client behind it, for connections a TCP proxy relays (the
+	// testbed's boot-network proxy). A lookup pins the agent's callback
+	// host to the client's IP. nil: the connection's remote address.
+	Peer func(remoteAddr string) string
 }
 
 // Server is the API.

@@ -6,6 +6,8 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
+	"net/netip"
+	"net/url"
 	"slices"
 
 	"github.com/metalbed/metalbed/provisioner"
@@ -18,10 +20,16 @@ import (
 var lookupStates = []provisioner.ProvisionState{provisioner.StateDeploying, provisioner.StateWaitCallback,
 	provisioner.StateCleaning, provisioner.StateCleanWait, provisioner.StateInspecting, provisioner.StateInspectWait}
 
+// lookupAddressKey is the driver_internal_info key holding the address
+// the node's ramdisk looked it up from (a metalbed key: the agent's
+// callback_url must point back there).
+const lookupAddressKey = "agent_lookup_address"
+
 // Lookup finds the node a ramdisk runs on by its MACs (or UUID) while the
 // node expects a ramdisk; it returns nil when none does. The first lookup
-// mints the agent token and returns it; later lookups get "******".
-func (c *Conductor) Lookup(ctx context.Context, macs []string, nodeUUID string) (*provisioner.Node, string, error) {
+// mints the agent token and returns it, and records from, the address it
+// came from (an IP; "" records nothing); later lookups get "******".
+func (c *Conductor) Lookup(ctx context.Context, macs []string, nodeUUID, from string) (*provisioner.Node, string, error) {
 	var n *provisioner.Node
 	if nodeUUID != "" {
 		got, err := c.st.Node(ctx, nodeUUID)
@@ -47,7 +55,9 @@ func (c *Conductor) Lookup(ctx context.Context, macs []string, nodeUUID string) 
 	if n == nil || !slices.Contains(lookupStates, n.ProvisionState) {
 		return nil, "", nil
 	}
-	if _, ok := n.DriverInternalInfo["agent_secret_token"]; ok {
+	_, minted := n.DriverInternalInfo["agent_secret_token"]
+	_, pinned := n.DriverInternalInfo[lookupAddressKey]
+	if minted && (pinned || from == "") {
 		return n, "******", nil
 	}
 	var raw [32]byte
@@ -57,8 +67,13 @@ func (c *Conductor) Lookup(ctx context.Context, macs []string, nodeUUID string) 
 		if n.DriverInternalInfo == nil {
 			n.DriverInternalInfo = map[string]any{}
 		}
+		// The first lookup pins the address, also when the token was
+		// pregenerated (virtual media) and is not handed out.
+		if _, ok := n.DriverInternalInfo[lookupAddressKey]; !ok && from != "" {
+			n.DriverInternalInfo[lookupAddressKey] = from
+		}
 		if _, ok := n.DriverInternalInfo["agent_secret_token"]; ok {
-			token = "******" // another lookup won the race
+			token = "******" // pregenerated, or another lookup won the race
 			return nil
 		}
 		n.DriverInternalInfo["agent_secret_token"] = token
@@ -70,12 +85,15 @@ func (c *Conductor) Lookup(ctx context.Context, macs []string, nodeUUID string) 
 	return n, token, nil
 }
 
-// Heartbeat checks the agent token and records the agent's URL and the
-// heartbeat time. Acting on heartbeats (continuing deploys and cleaning)
-// belongs to the deploy flows.
+// Heartbeat checks the agent's callback URL and token and records the
+// URL and the heartbeat time. Acting on heartbeats (continuing deploys and
+// cleaning) belongs to the deploy flows.
 func (c *Conductor) Heartbeat(ctx context.Context, ident, token, callbackURL, version string) error {
 	n, err := c.node(ctx, ident)
 	if err != nil {
+		return err
+	}
+	if err := checkCallbackURL(n, callbackURL); err != nil {
 		return err
 	}
 	want, _ := n.DriverInternalInfo["agent_secret_token"].(string)
@@ -93,6 +111,40 @@ func (c *Conductor) Heartbeat(ctx context.Context, ident, token, callbackURL, ve
 	}
 	c.agentHeartbeat(ctx, n)
 	return nil
+}
+
+// checkCallbackURL refuses a heartbeat whose callback_url differs from the
+// agent_url an earlier heartbeat recorded (Ironic's heartbeat API check,
+// with its message) or does not point to the address the node was looked
+// up from: a caller holding a stolen token cannot redirect the conductor's
+// commands elsewhere.
+func checkCallbackURL(n *provisioner.Node, callbackURL string) error {
+	changed := refuse(KindInvalid, `Detected change in ramdisk provided "callback_url"`)
+	if known, ok := n.DriverInternalInfo["agent_url"].(string); ok && known != callbackURL {
+		return changed
+	}
+	from, ok := n.DriverInternalInfo[lookupAddressKey].(string)
+	if !ok {
+		return nil
+	}
+	if !sameHost(callbackURL, from) {
+		return changed
+	}
+	return nil
+}
+
+// sameHost reports whether rawURL's host is the IP address addr.
+func sameHost(rawURL, addr string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return false
+	}
+	host, err := netip.ParseAddr(u.Hostname())
+	if err != nil {
+		return false
+	}
+	want, err := netip.ParseAddr(addr)
+	return err == nil && host.Unmap() == want.Unmap()
 }
 
 // agentHeartbeat acts on a recorded heartbeat as Ironic's

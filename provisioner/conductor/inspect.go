@@ -69,7 +69,7 @@ func (c *Conductor) inspect(ctx context.Context, n *provisioner.Node) {
 		n.DriverInternalInfo = map[string]any{}
 	}
 	// Ironic's wipe_token_and_url: inspection starts a new agent.
-	for _, k := range []string{"agent_url", "agent_secret_token", "agent_last_heartbeat", "agent_version"} {
+	for _, k := range []string{"agent_url", "agent_secret_token", "agent_lookup_address", "agent_last_heartbeat", "agent_version"} {
 		delete(n.DriverInternalInfo, k)
 	}
 	if addrs := bmcAddresses(n.DriverInfo); len(addrs) > 0 {

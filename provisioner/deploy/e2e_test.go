@@ -158,6 +158,7 @@ func agentRamdisk(ctx context.Context, m *deploytest.Machine, cmdline string) er
 		<-ctx.Done()
 		return nil
 	}
+	acfg.LocalIP = m.IP()
 	acfg.Env = agent.EnvFrom(ramdiskEnv{m}, hw, powerOff)
 	acfg.Console = m.Console()
 	acfg.MinDiskBytes = -1

@@ -60,6 +60,9 @@ type Config struct {
 	// Timeline, when set, answers the API's GET /v1/nodes/{node}/timeline
 	// (api.Config.Timeline); default nil: 404.
 	Timeline http.Handler
+	// APIPeer maps an API connection's remote address to its client's,
+	// for a TCP proxy in front of the API (api.Config.Peer); default nil.
+	APIPeer func(remoteAddr string) string
 	// PowerSyncInterval, DeployCallbackTimeout, CleanCallbackTimeout,
 	// CheckProvisionInterval, AutomatedClean: see conductor.Config
 	// (defaults 60 s, 1800 s, 1800 s, 60 s, false). With Netboot set,
@@ -290,7 +293,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) (err error) {
 		}
 	}
 	srv, err := api.New(api.Config{Conductor: cond, Store: st, Credentials: creds, Logger: s.cfg.Logger, Timeline: s.cfg.Timeline, Recorder: s.cfg.Recorder,
-		Registerer: s.cfg.Registerer, Gatherer: s.cfg.Gatherer})
+		Registerer: s.cfg.Registerer, Gatherer: s.cfg.Gatherer, Peer: s.cfg.APIPeer})
 	if err != nil {
 		return err
 	}

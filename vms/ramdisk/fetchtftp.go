@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	tftpclient "github.com/pin/tftp/v3"
@@ -40,10 +41,26 @@ func FetchTFTP(ctx context.Context, server net.IP, port int, name string) ([]byt
 		return nil, ctx.Err() // the transfer times out on its own
 	case r := <-ch:
 		if r.err != nil {
-			return nil, fmt.Errorf("tftp://%s:%d/%s: %w", server, port, name, r.err)
+			return nil, fmt.Errorf("tftp://%s:%d/%s: %w", server, port, name, TFTPError(r.err))
 		}
 		return r.b, nil
 	}
 }
 
 var _ TokenFetcher = FetchTFTP
+
+// TFTPError is err from the pin/tftp client without the NUL bytes its
+// text may carry: the client keeps the NUL that ends a server's ERROR
+// packet message, which would land on a console (and grep would call
+// console.log binary). It wraps err.
+func TFTPError(err error) error {
+	if err == nil || !strings.ContainsRune(err.Error(), 0) {
+		return err
+	}
+	return tftpError{err}
+}
+
+type tftpError struct{ err error }
+
+func (e tftpError) Error() string { return strings.ReplaceAll(e.err.Error(), "\x00", "") }
+func (e tftpError) Unwrap() error { return e.err }

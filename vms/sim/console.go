@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/events"
 )
 
 // consoleBuffer is how much output an attached reader may fall behind
@@ -16,13 +17,24 @@ import (
 // machine.
 const consoleBuffer = 64 << 10
 
-// console is a machine's serial port: an append-only log file plus live
-// fan-out to attached readers. Writes from attached clients are keystrokes.
+// Console log rotation: console.log becomes console.log.1 once it passes
+// Config.ConsoleLogMax bytes (default DefaultConsoleLogMax), and
+// ConsoleLogKeep older files are kept, as timeline.jsonl is rotated
+// (events.OpenLog).
+const (
+	DefaultConsoleLogMax = 8 << 20
+	ConsoleLogKeep       = 2
+)
+
+// console is a machine's serial port: an append-only log file rotated by
+// size plus live fan-out to attached readers. Writes from attached clients
+// are keystrokes.
 type console struct {
 	path string // console.log: open while output flows, closed when idle
+	max  int64  // rotation size
 
 	mu      sync.Mutex
-	file    *os.File    // nil while idle
+	file    *events.Log // nil while idle
 	idle    *time.Timer // closes file after consoleIdle without output
 	conns   map[*consoleConn]struct{}
 	closed  bool
@@ -30,9 +42,10 @@ type console struct {
 	fileErr error       // first log write error, reported once by Write
 }
 
-func newConsole(path string) *console {
+func newConsole(path string, max int64) *console {
 	return &console{
 		path:  path,
+		max:   max,
 		conns: map[*consoleConn]struct{}{},
 		input: make(chan []byte, 64),
 	}
@@ -64,7 +77,7 @@ const consoleIdle = 2 * time.Second
 // the idle close. c.mu is held.
 func (c *console) appendLocked(p []byte) error {
 	if c.file == nil {
-		f, err := os.OpenFile(c.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		f, err := events.OpenLog(c.path, c.max, ConsoleLogKeep)
 		if err != nil {
 			return err
 		}

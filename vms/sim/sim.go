@@ -7,6 +7,7 @@ package sim
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,6 +63,9 @@ type Config struct {
 	Firmware Firmware
 	// Logger gets milestones (power transitions, boots). nil => discard.
 	Logger *slog.Logger
+	// ConsoleLogMax is the size at which console.log is rotated (keeping
+	// ConsoleLogKeep older files). 0 => DefaultConsoleLogMax.
+	ConsoleLogMax int64
 }
 
 // DefaultDiskBytes is the disk size when neither Config nor saved state
@@ -186,7 +190,7 @@ func Open(cfg Config) (*Machine, error) {
 		uuid:    uuid,
 		nics:    nics,
 		disk:    fileDisk{path: diskPath, size: st.DiskBytes},
-		console: newConsole(filepath.Join(dir, consoleFile)),
+		console: newConsole(filepath.Join(dir, consoleFile), cmp.Or(cfg.ConsoleLogMax, DefaultConsoleLogMax)),
 		log:     log.With("node", cfg.Name),
 		root:    root,
 		cancel:  cancel,

@@ -17,16 +17,16 @@ import (
 	"github.com/metalbed/metalbed/vms"
 )
 
-// events records a machine's events for a test.
-type events struct {
+// watcher records a machine's events for a test.
+type watcher struct {
 	mu  sync.Mutex
 	evs []vms.Event
 	ch  chan struct{}
 }
 
-func watch(t *testing.T, m *Machine) *events {
+func watch(t *testing.T, m *Machine) *watcher {
 	t.Helper()
-	e := &events{ch: make(chan struct{}, 1)}
+	e := &watcher{ch: make(chan struct{}, 1)}
 	cancel := m.Subscribe(func(ev vms.Event) {
 		e.mu.Lock()
 		e.evs = append(e.evs, ev)
@@ -41,7 +41,7 @@ func watch(t *testing.T, m *Machine) *events {
 }
 
 // waitFor waits until an event of kind has been seen n times.
-func (e *events) waitFor(t *testing.T, kind vms.EventKind, n int) vms.Event {
+func (e *watcher) waitFor(t *testing.T, kind vms.EventKind, n int) vms.Event {
 	t.Helper()
 	deadline := time.NewTimer(5 * time.Second)
 	defer deadline.Stop()
@@ -770,5 +770,36 @@ func TestStockFirmwareHTTPBoot(t *testing.T) {
 		if e := ev.waitFor(t, vms.EventBootFail, i+1); !strings.Contains(e.Detail, c.want) {
 			t.Errorf("efi %v: boot-failed %q, want %q", c.efi, e.Detail, c.want)
 		}
+	}
+}
+
+// TestConsoleLogRotates: console.log is rotated by size as timeline.jsonl
+// is, also across the idle close that reopens it, keeping ConsoleLogKeep
+// older files, none past the limit, the newest output in console.log.
+func TestConsoleLogRotates(t *testing.T) {
+	const max = 4 << 10
+	m := open(t, Config{StateDir: t.TempDir(), ConsoleLogMax: max})
+	line := strings.Repeat("x", 99) + "\n"
+	for i := range 200 { // 20 000 bytes: five files' worth
+		m.console.printf("%s", line)
+		if i%37 == 0 {
+			m.console.closeIdle() // the next line reopens the file
+		}
+	}
+	m.console.printf("last line\n")
+	for i, suffix := range []string{"", ".1", ".2"} {
+		fi, err := os.Stat(m.ConsoleLog() + suffix)
+		if err != nil {
+			t.Fatalf("file %d: %v", i, err)
+		}
+		if fi.Size() > max {
+			t.Errorf("%s is %d bytes, more than %d", fi.Name(), fi.Size(), max)
+		}
+	}
+	if _, err := os.Stat(m.ConsoleLog() + ".3"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("console.log.3 kept (err %v); only %d old files should be", err, ConsoleLogKeep)
+	}
+	if cur, _ := os.ReadFile(m.ConsoleLog()); !bytes.HasSuffix(cur, []byte("last line\n")) {
+		t.Errorf("console.log does not end with the newest output: %q", cur)
 	}
 }

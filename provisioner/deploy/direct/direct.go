@@ -238,7 +238,7 @@ func (d *Deploy) forgetAgent(node *provisioner.Node) {
 	if node.DriverInternalInfo == nil {
 		node.DriverInternalInfo = map[string]any{}
 	}
-	for _, k := range []string{"agent_url", "agent_secret_token", "agent_last_heartbeat", "agent_version",
+	for _, k := range []string{"agent_url", "agent_secret_token", "agent_lookup_address", "agent_last_heartbeat", "agent_version",
 		"deployment_started", "cleaning_started"} {
 		delete(node.DriverInternalInfo, k)
 	}

@@ -107,6 +107,11 @@ type Config struct {
 	// HTTP is the client for Ironic and image downloads; default a client
 	// with no overall timeout (each call has its own deadline).
 	HTTP *http.Client
+	// LocalIP, when set, is the address HTTP's connections leave from
+	// (when HTTP's transport is an *http.Transport or nil): the NIC's own
+	// address, which the lookup pins the callback_url to. Default: the
+	// system's choice.
+	LocalIP net.IP
 	// AgentPort is where the agent API listens; default 9999.
 	AgentPort int
 	// AdvertiseHost and AdvertisePort make the callback_url; defaults: the
@@ -194,6 +199,9 @@ func (c *Config) defaults() error {
 	}
 	if c.HTTP == nil {
 		c.HTTP = &http.Client{}
+	}
+	if c.LocalIP != nil {
+		c.HTTP = fromAddress(c.HTTP, c.LocalIP)
 	}
 	if c.AgentPort == 0 {
 		c.AgentPort = DefaultAgentPort
@@ -413,6 +421,26 @@ func (a *Agent) forceHeartbeat() {
 	case a.forceHB <- struct{}{}:
 	default:
 	}
+}
+
+// fromAddress returns a copy of c whose connections leave from the local
+// address ip (its *http.Transport, or http.DefaultTransport, cloned); a
+// client with a RoundTripper of its own is returned as is: that
+// transport decides.
+func fromAddress(c *http.Client, ip net.IP) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	switch t := c.Transport.(type) {
+	case nil:
+	case *http.Transport:
+		tr = t.Clone()
+	default:
+		return c
+	}
+	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, LocalAddr: &net.TCPAddr{IP: ip}}
+	tr.DialContext = d.DialContext
+	out := *c
+	out.Transport = tr
+	return &out
 }
 
 // ConfigFromParams fills the kernel-parameter part of a Config from the

@@ -62,6 +62,7 @@ func runAgent(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image
 		<-ctx.Done() // power goes away under the agent
 		return nil
 	}
+	acfg.LocalIP = img.Lease.IP // nil without a lease: the system's choice
 	acfg.Env = agent.EnvFrom(base, hw, powerOff)
 	acfg.Console = crlf{b.Console}
 	acfg.Recorder = rec

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pin/tftp/v3"
+
+	"github.com/metalbed/metalbed/vms/ramdisk"
 )
 
 // fetcher downloads boot files from the NIC's leased address, as the ROM's
@@ -93,7 +95,7 @@ func (f *fetcher) tftp(ctx context.Context, server net.IP, port int, name string
 		return nil, ctx.Err()
 	case r := <-ch:
 		if r.err != nil {
-			return nil, fmt.Errorf("tftp://%s:%d/%s: %w", server, port, name, r.err)
+			return nil, fmt.Errorf("tftp://%s:%d/%s: %w", server, port, name, ramdisk.TFTPError(r.err))
 		}
 		return r.b, nil
 	}
