@@ -23,8 +23,9 @@ type readmeCommand struct {
 	block   string // the text of its block's first command
 }
 
-// readmePrograms are the programs whose command lines the README shows.
-var readmePrograms = regexp.MustCompile(`^(\$ )?(go run ./cmd/metalbed|go build|go test|go tool|METALBED_[A-Z_]+=\S+ metalbed|metalbed|iscsi-[a-z0-9]+|qemu-img|\./metalbed|baremetal|ipmitool|redfishtool|curl|tail|export|bash|ci/|/usr/bin/python3)\b`)
+// readmePrograms are the programs whose command lines the README shows,
+// after any environment assignments (VAR=value ...).
+var readmePrograms = regexp.MustCompile(`^(\$ )?(([A-Z][A-Z0-9_]*=\S*(\s+|$))+|(go run ./cmd/metalbed|go build|go test|go tool|metalbed|\./metalbed|baremetal|ipmitool|redfishtool|curl|tail|export|bash|ip netns exec|ci/|iscsi-[a-z0-9]+|qemu-img|/usr/bin/python3)\b)`)
 
 // readmeCommands reads README.md's command lines: lines of indented (4
 // spaces, after a blank line) or fenced sh code blocks that start with one
@@ -72,8 +73,13 @@ func readmeCommands(t *testing.T) []readmeCommand {
 		}
 		text := strings.TrimSpace(raw)
 		if cont != nil {
-			cont.text += " " + strings.TrimSpace(strings.TrimSuffix(text, `\`))
-			if !strings.HasSuffix(text, `\`) {
+			more, comment, _ := strings.Cut(text, "  #")
+			more = strings.TrimSpace(more)
+			cont.text += " " + strings.TrimSpace(strings.TrimSuffix(more, `\`))
+			if comment != "" {
+				cont.comment = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(comment), "#"))
+			}
+			if !strings.HasSuffix(more, `\`) {
 				cont = nil
 			}
 			continue
@@ -165,6 +171,13 @@ var readmeMirrors = []readmeMirror{
 	{"", "baremetal node deploy <node uuid>; baremetal node undeploy", "scenarios", "TestRealIronicVirtualMediaDeploy", []string{`"undeploy"`}},
 	{"", "METALBED_CHAP_SECRET=secret12chars metalbed target serve --disk disk.img", "internal/cli", "TestTargetServe", []string{`"METALBED_CHAP_SECRET"`, `"--chap-user"`, `"--iqn"`}},
 	{"", "iscsi-readcapacity16 -s iscsi://user%secret12chars@", "internal/cli", "TestTargetServe", []string{`"iscsi-readcapacity16"`}},
+	{"", "./metalbed up --backend libvirt --no-provisioner --state-dir /tmp/mb --config topology.yaml --timeline-addr", "scenarios", "TestRealIronicVirtualMediaDeploysVMs",
+		[]string{`"--backend", "libvirt"`, `"--timeline-addr"`, `"--config"`}},
+	{"", "ip netns exec mb-b1234567 ./metalbed netboot serve --dhcp-addr 0.0.0.0:67 --dhcp-iface", "scenarios", "TestRealIronicVirtualMediaDeploysVMs",
+		[]string{`"netns", "exec"`, `"--dhcp-iface"`, `"--answer-unknown"`}},
+	{"", "IRONIC_VMEDIA=1 IRONIC_NETNS=mb-b1234567 IRONIC_HOST_IP=10.235.0.1", "scenarios", "TestRealIronicVirtualMediaDeploysVMs",
+		[]string{`"IRONIC_NETNS="`, `"IRONIC_HOST_IP="`}},
+	{"", "ip netns exec mb-b1234567 env OS_AUTH_TYPE=none", "scenarios", "TestRealIronicVirtualMediaDeploysVMs", []string{`"netns", "exec", ir.NetNS, "baremetal"`}},
 	{"", "metalbed up --enroll --metrics-addr 127.0.0.1:9100 --pprof &", "internal/cli", "TestUpMetrics", []string{`"--metrics-addr"`, `"--pprof"`}},
 	{"", "curl -s 127.0.0.1:6385/metrics | grep '^metalbed_conductor'", "internal/cli", "TestREADMEQuickstart", nil},
 	{"", "go tool pprof http://127.0.0.1:9100/debug/pprof/heap", "internal/cli", "TestUpMetrics", []string{`/debug/pprof/`}},
