@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -42,24 +43,38 @@ const (
 // biosPasswords are the PasswordName values of #Bios.ChangePassword.
 var biosPasswords = []string{"AdminPassword", "UserPassword"}
 
-// biosState is one system's BIOS, in memory.
+// biosState is one system's BIOS, in memory. A fleet of thousands of
+// systems mostly never touches its BIOS: the maps stay nil until the
+// first change, and the attributes in effect are the defaults of the
+// boot mode (biosDefaults) under what was applied since.
 type biosState struct {
 	mu        sync.Mutex
-	current   map[string]any // Bios.Attributes
-	pending   map[string]any // Bios/Settings Attributes, for the next boot
-	applied   time.Time      // when Settings were last applied; zero: never
-	passwords map[string]string
+	uefi      bool              // the machine's boot mode at start: the defaults
+	changed   map[string]any    // attributes applied since start; nil: none
+	pending   map[string]any    // Bios/Settings Attributes, for the next boot
+	applied   time.Time         // when Settings were last applied; zero: never
+	passwords map[string]string // passwords set; a missing one is empty
 }
 
-func newBiosState(uefi bool) *biosState {
-	b := &biosState{current: map[string]any{}, pending: map[string]any{}, passwords: map[string]string{}}
+func newBiosState(uefi bool) *biosState { return &biosState{uefi: uefi} }
+
+// biosDefaults are the attributes a system starts with, by boot mode
+// (false: legacy BIOS, true: UEFI); never modified.
+var biosDefaults = func() map[bool]map[string]any {
+	d := map[bool]map[string]any{false: {}, true: {}}
 	for _, a := range biosAttributes {
-		b.current[a.name] = a.initial(uefi)
+		d[false][a.name], d[true][a.name] = a.initial(false), a.initial(true)
 	}
-	for _, p := range biosPasswords {
-		b.passwords[p] = ""
+	return d
+}()
+
+// currentLocked is a copy of the attributes in effect. b.mu is held.
+func (b *biosState) currentLocked() map[string]any {
+	m := copyAttributes(biosDefaults[b.uefi])
+	for k, v := range b.changed {
+		m[k] = v
 	}
-	return b
+	return m
 }
 
 // Bios and Settings as DMTF types.
@@ -259,6 +274,9 @@ func (s *Server) patchBiosSettings(q *request, sys *system) error {
 		b.mu.Unlock()
 		return errPrecondition()
 	}
+	if b.pending == nil {
+		b.pending = map[string]any{}
+	}
 	for k, v := range staged {
 		b.pending[k] = v
 	}
@@ -309,9 +327,9 @@ func (s *Server) postChangeBiosPassword(q *request, sys *system) error {
 	name := *req.PasswordName
 	b := sys.bios
 	b.mu.Lock()
-	old, ok := b.passwords[name]
+	old := b.passwords[name]
 	switch {
-	case !ok:
+	case !slices.Contains(biosPasswords, name):
 		b.mu.Unlock()
 		return errBadValue("PasswordName", name)
 	case old != *req.OldPassword:
@@ -320,6 +338,9 @@ func (s *Server) postChangeBiosPassword(q *request, sys *system) error {
 	case len(*req.NewPassword) > biosPasswordMax:
 		b.mu.Unlock()
 		return &apiError{http.StatusBadRequest, "ActionParameterValueError", fmt.Sprintf("The value provided for the parameter NewPassword is longer than %d characters.", biosPasswordMax)}
+	}
+	if b.passwords == nil {
+		b.passwords = map[string]string{}
 	}
 	b.passwords[name] = *req.NewPassword
 	b.mu.Unlock()
@@ -352,18 +373,22 @@ func (sys *system) applyBiosSettings() map[string]any {
 		return nil
 	}
 	applied := b.pending
-	for k, v := range applied {
-		b.current[k] = v
+	if b.changed == nil {
+		b.changed = map[string]any{}
 	}
-	b.pending = map[string]any{}
+	for k, v := range applied {
+		b.changed[k] = v
+	}
+	b.pending = nil
 	b.applied = sys.srv.cfg.Now()
 	return applied
 }
 
 // currentAttributes are the attributes in effect, SystemBiosVersion the
-// BIOS the machine runs (an UpdateService image changes it).
+// BIOS the machine runs (an UpdateService image changes it). sys.bios.mu
+// is held.
 func (sys *system) currentAttributes() map[string]any {
-	m := copyAttributes(sys.bios.current)
+	m := sys.bios.currentLocked()
 	_, m["SystemBiosVersion"] = sys.fw.versions()
 	return m
 }

@@ -47,7 +47,7 @@ func newConsole(path string, max int64) *console {
 		path:  path,
 		max:   max,
 		conns: map[*consoleConn]struct{}{},
-		input: make(chan []byte, 64),
+		input: make(chan []byte, 16), // keystroke bursts; a full FIFO drops input (keystrokes)
 	}
 }
 
