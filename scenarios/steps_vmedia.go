@@ -11,8 +11,9 @@ import (
 )
 
 // registerVirtualMediaSteps: nodes enrolled by `metalbed up` with driver
-// redfish and boot interface redfish-virtual-media (deploy interface
-// direct, boot_option local), and the faults that break virtual media.
+// redfish and boot interface redfish-virtual-media or redfish-https
+// (deploy interface direct, boot_option local), and the faults that break
+// virtual media.
 func (w *world) registerVirtualMediaSteps(sc *godog.ScenarioContext) {
 	sc.Given(`^a virtual media testbed with (\d+) (bios|uefi) machines?(?: and a deploy callback timeout of (\d+) seconds)?$`,
 		func(ctx context.Context, n int, mode, timeout string) error {
@@ -22,6 +23,10 @@ func (w *world) registerVirtualMediaSteps(sc *godog.ScenarioContext) {
 			}
 			return w.startTestbed(ctx, envSpec{Machines: n, BootMode: mode, Flags: flags})
 		})
+	sc.Given(`^a UEFI HTTP boot testbed with (\d+) uefi machines?$`, func(ctx context.Context, n int) error {
+		flags := []string{"--enroll-driver", "redfish", "--boot-interface", "redfish-https"}
+		return w.startTestbed(ctx, envSpec{Machines: n, BootMode: "uefi", Flags: flags})
+	})
 	sc.Step(`^the boot ISO of node "([^"]*)" is answered 404 by the HTTP boot server$`, func(ctx context.Context, name string) error {
 		uuid, err := w.nodeUUID(name)
 		if err != nil {

@@ -38,12 +38,20 @@ func (sp enrollSpec) driverName() string {
 	return sp.driver
 }
 
+// isoBooted reports whether the boot interface boots the agent from an
+// ISO (redfish-virtual-media, redfish-https): the agent only (deploy
+// interface direct), instances from disk only.
+func isoBooted(bootInterface string) bool {
+	return bootInterface == boot.VirtualMediaName || bootInterface == boot.HTTPSName
+}
+
 // capabilities are the node's properties/capabilities: its boot mode,
-// and for virtual media boot_option local (Ironic 21.4's default; the
-// redfish-virtual-media interface boots instances from disk only).
+// and for ISO boot boot_option local (Ironic 21.4's default; the
+// redfish-virtual-media and redfish-https interfaces boot instances from
+// disk only).
 func (sp enrollSpec) capabilities() string {
 	c := "boot_mode:" + sp.bootMode
-	if sp.bootInterface == boot.VirtualMediaName {
+	if isoBooted(sp.bootInterface) {
 		c += ",boot_option:local"
 	}
 	return c
@@ -215,8 +223,8 @@ func (f *fleet) enrollSpecs(b *bed, bootInterface, driver string, rf *redfishSer
 		if rf != nil {
 			sp.redfish = rf.nodeInfo(n)
 		}
-		if bootInterface == boot.VirtualMediaName {
-			sp.deployInterface = "direct" // virtual media boots the agent only
+		if isoBooted(bootInterface) {
+			sp.deployInterface = "direct" // an ISO boots the agent only
 		}
 		for _, nic := range n.machine.NICs() {
 			sp.macs = append(sp.macs, nic.MAC.String())

@@ -5,6 +5,7 @@
 package testbed
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -52,6 +53,34 @@ func configError(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, a...))
 }
 
+// checkBootInterface checks Config.BootInterface against the enroll
+// driver, the backend and the machines' boot modes.
+func (t *Testbed) checkBootInterface() error {
+	cfg := t.cfg
+	switch cfg.BootInterface {
+	case "", "pxe", "ipxe":
+	case boot.VirtualMediaName:
+		if cfg.EnrollDriver != "redfish" {
+			return configError("boot interface %s needs enroll driver redfish (the BMC inserts the ISO)", boot.VirtualMediaName)
+		}
+	case boot.HTTPSName:
+		if cfg.EnrollDriver != "redfish" {
+			return configError("boot interface %s needs enroll driver redfish (the BMC sets the UEFI HTTP boot)", boot.HTTPSName)
+		}
+		if cfg.Backend != "sim" {
+			return configError("boot interface %s is for simulated machines: libvirt VMs (OVMF) take their HTTP boot URI from DHCP, not from the BMC", boot.HTTPSName)
+		}
+		for _, m := range cfg.Machines {
+			if m.BootMode != vms.UEFI { // "" is bios
+				return configError("boot interface %s boots UEFI machines only (legacy BIOS has no HTTP boot): machine %s boots %s (--boot-mode uefi)", boot.HTTPSName, m.Name, cmp.Or(m.BootMode, vms.BIOS))
+			}
+		}
+	default:
+		return configError("boot interface %q: want pxe, ipxe, %s or %s", cfg.BootInterface, boot.VirtualMediaName, boot.HTTPSName)
+	}
+	return nil
+}
+
 // Config is what the YAML topology and the command line describe.
 type Config struct {
 	// StateDir holds every machine's state, disk and console log,
@@ -92,7 +121,8 @@ type Config struct {
 	// port per MAC), left in "enroll", before Ready; BootInterface is their
 	// boot interface ("" = pxe when Debian's pxelinux and ipxe are
 	// installed, else ipxe; libvirt: ipxe; redfish-virtual-media with
-	// EnrollDriver redfish: deploy interface direct, boot_option local).
+	// EnrollDriver redfish: deploy interface direct, boot_option local;
+	// redfish-https the same, for simulated UEFI machines only).
 	Enroll        bool
 	BootInterface string
 	// EnrollDriver is the hardware type Enroll gives the nodes: "ipmi"
@@ -311,14 +341,8 @@ func New(cfg Config) (*Testbed, error) {
 	if cfg.TimelineAddr != "" && cfg.Provisioner != nil {
 		return nil, configError("Config.TimelineAddr is the timeline of machines without the provisioner (the provisioner's is Provisioner.TimelineAddr)")
 	}
-	switch t.cfg.BootInterface {
-	case "", "pxe", "ipxe":
-	case boot.VirtualMediaName:
-		if cfg.EnrollDriver != "redfish" {
-			return nil, configError("boot interface %s needs enroll driver redfish (the BMC inserts the ISO)", boot.VirtualMediaName)
-		}
-	default:
-		return nil, configError("boot interface %q: want pxe, ipxe or %s", t.cfg.BootInterface, boot.VirtualMediaName)
+	if err := t.checkBootInterface(); err != nil {
+		return nil, err
 	}
 	if cfg.ExternalDHCP != "" {
 		if cfg.Provisioner != nil {

@@ -31,6 +31,13 @@ func requireISOLoaders(t *testing.T, bios, uefi bool) {
 // redfish-virtual-media (deploy interface direct).
 func vmediaBed(t *testing.T, nodes []DemoNode) (*Testbed, map[string]string) {
 	t.Helper()
+	return isoBed(t, nodes, boot.VirtualMediaName)
+}
+
+// isoBed is vmediaBed with the boot interface bootIface
+// (redfish-virtual-media or redfish-https).
+func isoBed(t *testing.T, nodes []DemoNode, bootIface string) (*Testbed, map[string]string) {
+	t.Helper()
 	tb, err := New(Config{StateDir: t.TempDir(), Machines: DemoMachines(nodes, false), Provisioner: free(),
 		Redfish: &Redfish{Addr: "127.0.0.1:0", PlainHTTP: true}})
 	if err != nil {
@@ -38,7 +45,7 @@ func vmediaBed(t *testing.T, nodes []DemoNode) (*Testbed, map[string]string) {
 	}
 	serve(t, tb)
 	b := tb.provisioner()
-	uuids, err := b.enroll(t.Context(), tb.fleet.enrollSpecs(b, boot.VirtualMediaName, "redfish", tb.redfish))
+	uuids, err := b.enroll(t.Context(), tb.fleet.enrollSpecs(b, bootIface, "redfish", tb.redfish))
 	if err != nil {
 		t.Fatal(err)
 	}

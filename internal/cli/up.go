@@ -57,7 +57,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	webAddr := fs.String("web-addr", web.DefaultAddr, "HOST:PORT of the web dashboard (the fleet, each node's timeline and console, live); port 0: a free one; \"\" disables it")
 	redfishHTTP := fs.Bool("redfish-plain-http", false, "serve Redfish over plain HTTP instead of HTTPS (HTTPS uses a CA and certificate generated into the state dir; inventory.json names the CA)")
 	enrollDriver := fs.String("enroll-driver", "ipmi", "hardware type of the nodes --enroll creates: ipmi (driver_info ipmi_*, each machine's IPMI BMC) or redfish (driver_info redfish_*, each machine's ComputerSystem on the Redfish service)")
-	bootIface := fs.String("boot-interface", "", "boot interface of the nodes --enroll creates: pxe (TFTP, needs Debian's pxelinux and ipxe), ipxe (HTTP), redfish-virtual-media (with --enroll-driver redfish: an ISO the BMC inserts as a virtual CD, built with Debian's isolinux or grub-efi-amd64-bin; deploy interface direct); default pxe when pxelinux and ipxe are installed, else ipxe")
+	bootIface := fs.String("boot-interface", "", "boot interface of the nodes --enroll creates: pxe (TFTP, needs Debian's pxelinux and ipxe), ipxe (HTTP), redfish-virtual-media (with --enroll-driver redfish: an ISO the BMC inserts as a virtual CD, built with Debian's isolinux or grub-efi-amd64-bin; deploy interface direct), redfish-https (with --enroll-driver redfish and --boot-mode uefi, simulated machines: the same ISO booted by UEFI HTTP); default pxe when pxelinux and ipxe are installed, else ipxe")
 	metricsAddr := fs.String("metrics-addr", "", "HOST:PORT of a listener of its own for the Prometheus metrics (GET /metrics; the provisioner API answers /metrics too); port 0: a free one; \"\" = none")
 	pprofOn := fs.Bool("pprof", false, "serve Go's profiles under /debug/pprof/ on the --metrics-addr listener")
 	pace := timingFlags(fs)
@@ -91,12 +91,12 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 	}
 	switch *bootIface {
 	case "", "pxe", "ipxe":
-	case boot.VirtualMediaName:
+	case boot.VirtualMediaName, boot.HTTPSName:
 		if *enrollDriver != "redfish" {
-			return usageError("--boot-interface %s needs --enroll-driver redfish (the BMC inserts the ISO)", boot.VirtualMediaName)
+			return usageError("--boot-interface %s needs --enroll-driver redfish (the BMC boots the ISO)", *bootIface)
 		}
 	default:
-		return usageError("--boot-interface %q: want pxe, ipxe or %s", *bootIface, boot.VirtualMediaName)
+		return usageError("--boot-interface %q: want pxe, ipxe, %s or %s", *bootIface, boot.VirtualMediaName, boot.HTTPSName)
 	}
 	if *netbootDHCP != "" && !*noProv {
 		return usageError("--netboot-dhcp names an external boot server: it goes with --no-provisioner (the provisioner serves its own DHCP)")

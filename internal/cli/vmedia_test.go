@@ -105,15 +105,19 @@ func TestUpEnrollRedfishVirtualMedia(t *testing.T) {
 	}
 }
 
-// TestUpBootInterfaceFlag: --boot-interface takes pxe, ipxe or
-// redfish-virtual-media, the latter only with --enroll-driver redfish.
+// TestUpBootInterfaceFlag: --boot-interface takes pxe, ipxe,
+// redfish-virtual-media or redfish-https, the latter two only with
+// --enroll-driver redfish, redfish-https only for UEFI machines.
 func TestUpBootInterfaceFlag(t *testing.T) {
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--boot-interface", "redfish-virtual-media"}, "needs --enroll-driver redfish"},
-		{[]string{"--boot-interface", "http"}, "want pxe, ipxe or redfish-virtual-media"},
+		{[]string{"--boot-interface", "redfish-https"}, "--boot-interface redfish-https needs --enroll-driver redfish"},
+		{[]string{"--boot-interface", "http"}, "want pxe, ipxe, redfish-virtual-media or redfish-https"},
+		{[]string{"--enroll-driver", "redfish", "--boot-interface", "redfish-https", "--nodes", "1"},
+			"boot interface redfish-https boots UEFI machines only (legacy BIOS has no HTTP boot): machine node-0 boots bios (--boot-mode uefi)"},
 	} {
 		var out, errb bytes.Buffer
 		err := Run(t.Context(), append([]string{"up", "--enroll", "--state-dir", t.TempDir()}, c.args...), &out, &errb)

@@ -48,11 +48,20 @@ type PowerInterface interface {
 	Reboot(ctx context.Context, node *provisioner.Node, soft bool) error
 }
 
-// BootDevice is a boot device as the API names it: pxe, disk, cdrom, bios, safe.
+// BootDevice is a boot device as the API names it: pxe, disk, cdrom, bios,
+// safe, or BootDeviceUEFIHTTP (set by the redfish-https boot interface).
 type BootDevice struct {
 	Device     string
 	Persistent bool
+	// HTTPBootURI is what a BootDeviceUEFIHTTP boot fetches (Redfish
+	// HttpBootUri); "" leaves the URI to DHCP. Other devices ignore it.
+	HTTPBootURI string
 }
+
+// BootDeviceUEFIHTTP is Ironic's boot device "uefi_http": a UEFI HTTP boot
+// (Redfish BootSourceOverrideTarget UefiHttp). Only the redfish
+// management interface sets it.
+const BootDeviceUEFIHTTP = "uefi_http"
 
 // ManagementInterface sets and reads boot devices through the BMC.
 type ManagementInterface interface {

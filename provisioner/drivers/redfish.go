@@ -434,7 +434,13 @@ var redfishBootDevices = []struct{ Name, Target string }{
 	{"bios", "BiosSetup"},
 }
 
+// redfishTarget is the BootSourceOverrideTarget of an Ironic boot device:
+// one of redfishBootDevices, or UefiHttp for BootDeviceUEFIHTTP (which
+// SupportedBootDevices does not list, as Ironic 21.4's API does not).
 func redfishTarget(dev string) (string, bool) {
+	if dev == BootDeviceUEFIHTTP {
+		return "UefiHttp", true
+	}
 	for _, d := range redfishBootDevices {
 		if d.Name == dev {
 			return d.Target, true
@@ -442,6 +448,14 @@ func redfishTarget(dev string) (string, bool) {
 	}
 	return "", false
 }
+
+// uefiHTTPNeedsUEFI refuses UEFI HTTP boot to a node in bios boot mode,
+// with the message of Ironic's UnsupportedHardwareFeature.
+const uefiHTTPNeedsUEFI = "Node %s hardware does not support feature UefiHttp boot in bios boot mode, which is required based upon the requested configuration."
+
+// UEFIHTTPNeedsUEFI is the message refusing UEFI HTTP boot to node, whose
+// boot mode is bios.
+func UEFIHTTPNeedsUEFI(node string) string { return fmt.Sprintf(uefiHTTPNeedsUEFI, node) }
 
 // Redfish BootSourceOverrideMode for Ironic's boot modes.
 func redfishBootMode(mode string) string {
@@ -479,14 +493,32 @@ func (m *RedfishManagement) SupportedBootDevices(ctx context.Context, node *prov
 	return out, nil
 }
 
+// SupportsUEFIHTTP reports whether the system lists UefiHttp among its
+// BootSourceOverrideTarget@Redfish.AllowableValues, as Ironic's
+// RedfishHttpsBoot._validate_hardware asks.
+func (m *RedfishManagement) SupportsUEFIHTTP(ctx context.Context, node *provisioner.Node) (bool, error) {
+	_, _, sys, err := m.core.system(ctx, node)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(sys.Boot.AllowedTargets, "UefiHttp"), nil
+}
+
 // SetBootDevice PATCHes BootSourceOverrideTarget with
 // BootSourceOverrideEnabled Continuous (persistent) or Once, then, in a
 // PATCH of its own as Ironic does, BootSourceOverrideMode for the node's
-// boot mode when the system reports another.
+// boot mode when the system reports another. A UefiHttp target goes with
+// its HttpBootUri (null for none, as sushy: the URI then comes from DHCP)
+// and with BootSourceOverrideMode UEFI in the same PATCH, since BMCs
+// refuse UefiHttp in Legacy mode; a node in bios boot mode cannot have it.
 func (m *RedfishManagement) SetBootDevice(ctx context.Context, node *provisioner.Node, dev BootDevice) error {
 	target, ok := redfishTarget(dev.Device)
 	if !ok {
 		return invalidf("Invalid boot device %s specified.", dev.Device)
+	}
+	mode := redfishBootMode(node.DeployBootMode(m.core.cfg.DefaultBootMode))
+	if target == "UefiHttp" && mode != "UEFI" {
+		return invalidf(uefiHTTPNeedsUEFI, node.UUID)
 	}
 	cl, path, sys, err := m.core.system(ctx, node)
 	if err != nil {
@@ -496,13 +528,19 @@ func (m *RedfishManagement) SetBootDevice(ctx context.Context, node *provisioner
 	if dev.Persistent {
 		enabled = "Continuous"
 	}
-	body := map[string]any{"Boot": map[string]string{"BootSourceOverrideTarget": target, "BootSourceOverrideEnabled": enabled}}
-	if _, err := cl.do(ctx, "PATCH", path, body, nil); err != nil {
+	boot := map[string]any{"BootSourceOverrideTarget": target, "BootSourceOverrideEnabled": enabled}
+	if target == "UefiHttp" {
+		boot["BootSourceOverrideMode"] = mode
+		boot["HttpBootUri"] = nil
+		if dev.HTTPBootURI != "" {
+			boot["HttpBootUri"] = dev.HTTPBootURI
+		}
+	}
+	if _, err := cl.do(ctx, "PATCH", path, map[string]any{"Boot": boot}, nil); err != nil {
 		return redfishFailure(node, fmt.Sprintf("set boot device to %s (%s)", dev.Device, enabled), err)
 	}
-	m.core.log.Info("boot device set", "node", node.UUID, "state", target+" "+enabled)
-	mode := redfishBootMode(node.DeployBootMode(m.core.cfg.DefaultBootMode))
-	if sys.Boot.Mode == "" || sys.Boot.Mode == mode {
+	m.core.log.Info("boot device set", "node", node.UUID, "state", target+" "+enabled, "uri", dev.HTTPBootURI)
+	if target == "UefiHttp" || sys.Boot.Mode == "" || sys.Boot.Mode == mode {
 		return nil
 	}
 	// GET again: the mode's PATCH carries the ETag of the changed system.

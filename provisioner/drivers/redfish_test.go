@@ -429,3 +429,46 @@ func TestRedfishValidate(t *testing.T) {
 		t.Errorf("bad CA: %v", err)
 	}
 }
+
+// TestRedfishUEFIHTTPBootDevice: boot device uefi_http is one PATCH of
+// BootSourceOverrideTarget UefiHttp with its HttpBootUri (null without
+// one, as sushy) and BootSourceOverrideMode UEFI; a node in bios boot
+// mode is refused with Ironic's UnsupportedHardwareFeature message and
+// nothing sent.
+func TestRedfishUEFIHTTPBootDevice(t *testing.T) {
+	f, srv := newFakeRedfish(t)
+	m, _ := testRedfish(t).ManagementFor(rfNode(srv.URL, nil))
+	ctx := t.Context()
+	patches := func() []string {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		p := f.patches
+		f.patches = nil
+		return p
+	}
+	node := rfNode(srv.URL, nil)
+	node.Properties = map[string]any{"capabilities": "boot_mode:uefi"}
+	for _, c := range []struct {
+		uri, want string
+	}{
+		{"http://127.0.0.1:8080/redfish/boot-1.iso", `"HttpBootUri":"http://127.0.0.1:8080/redfish/boot-1.iso"`},
+		{"", `"HttpBootUri":""`}, // the fake decodes null as ""
+	} {
+		if err := m.SetBootDevice(ctx, node, BootDevice{Device: BootDeviceUEFIHTTP, HTTPBootURI: c.uri}); err != nil {
+			t.Fatal(err)
+		}
+		p := patches()
+		if len(p) != 1 || !strings.Contains(p[0], c.want) || !strings.Contains(p[0], `"BootSourceOverrideTarget":"UefiHttp"`) ||
+			!strings.Contains(p[0], `"BootSourceOverrideEnabled":"Once"`) || !strings.Contains(p[0], `"BootSourceOverrideMode":"UEFI"`) {
+			t.Errorf("uri %q: patches %q", c.uri, p)
+		}
+	}
+	node.Properties = map[string]any{"capabilities": "boot_mode:bios"}
+	err := m.SetBootDevice(ctx, node, BootDevice{Device: BootDeviceUEFIHTTP, HTTPBootURI: "http://x/boot.iso"})
+	if !errors.Is(err, ErrInvalidParameter) || err.Error() != UEFIHTTPNeedsUEFI(node.UUID) {
+		t.Errorf("bios node: %v", err)
+	}
+	if p := patches(); len(p) != 0 {
+		t.Errorf("bios node: patches %q", p)
+	}
+}

@@ -30,6 +30,16 @@ type VirtualMediaManager interface {
 
 var _ VirtualMediaManager = (*RedfishManagement)(nil)
 
+// HTTPBootManager is a management interface that can boot the node by
+// UEFI HTTP: its SetBootDevice takes BootDeviceUEFIHTTP with the URI.
+type HTTPBootManager interface {
+	// SupportsUEFIHTTP reports whether the node's BMC offers UEFI HTTP
+	// boot.
+	SupportsUEFIHTTP(ctx context.Context, node *provisioner.Node) (bool, error)
+}
+
+var _ HTTPBootManager = (*RedfishManagement)(nil)
+
 // mediaTypes are the Redfish MediaTypes a device name matches, as sushy's
 // VIRTUAL_MEDIA_CD (and, as Ironic's eject, DVD) and VIRTUAL_MEDIA_USBSTICK.
 func mediaTypes(device string) ([]string, error) {

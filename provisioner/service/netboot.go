@@ -16,7 +16,7 @@ import (
 
 // netboot builds the pxe/ipxe boot interfaces and the iscsi and direct
 // deploy interfaces into s.cfg.IPMI, and with an HTTP root the
-// redfish-virtual-media boot interface into s.cfg.Redfish (unless the
+// redfish-virtual-media and redfish-https boot interfaces into s.cfg.Redfish (unless the
 // caller chose its boot interfaces). They depend on nothing the registry
 // holds: the conductor hands them each node's ports and power, management
 // and boot interfaces in a drivers.Task.
@@ -54,6 +54,7 @@ func (s *Service) netboot() error {
 	}
 	bootIfaces := map[string]drivers.BootInterface{"pxe": pxe}
 	var vmedia *boot.VirtualMedia
+	var https *boot.HTTPS
 	if nb.HTTPRoot != "" && nb.HTTPURL != "" {
 		ipxe, err := boot.NewIPXE(bc)
 		if err != nil {
@@ -61,6 +62,9 @@ func (s *Service) netboot() error {
 		}
 		bootIfaces["ipxe"] = ipxe
 		if vmedia, err = boot.NewVirtualMedia(bc); err != nil {
+			return err
+		}
+		if https, err = boot.NewHTTPS(bc); err != nil {
 			return err
 		}
 	}
@@ -109,8 +113,9 @@ func (s *Service) netboot() error {
 	s.cfg.IPMI.Inspect = inspects
 	if s.cfg.Redfish.Boot == nil && vmedia != nil {
 		// The redfish hardware type boots as ipmi does, and from
-		// virtual media too (Ironic's supported_boot_interfaces).
-		rf := map[string]drivers.BootInterface{boot.VirtualMediaName: vmedia}
+		// virtual media and by UEFI HTTP too (Ironic's
+		// supported_boot_interfaces).
+		rf := map[string]drivers.BootInterface{boot.VirtualMediaName: vmedia, boot.HTTPSName: https}
 		for k, v := range boots {
 			rf[k] = v
 		}
