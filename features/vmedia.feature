@@ -106,3 +106,15 @@ Feature: Deploying from Redfish virtual media with metalbed's conductor
     Then node "node-0" ends in provision state "deploy failed"
     And node "node-0" has last_error containing "Timeout reached while waiting for callback for node"
     And the timeline of node "node-0" shows "fault.redfish.drop-boot-override"
+
+  Scenario: The medium is ejected during the boot: the machine cannot boot and the deploy times out
+    Given a virtual media testbed with 1 bios machine and a deploy callback timeout of 20 seconds
+    And node "node-0" is available
+    And node "node-0" has instance_info for a "partition" image
+    And the BMC of machine "node-0" ejects the medium after 2 reads of the next boot from it
+    When I deploy node "node-0"
+    Then node "node-0" ends in provision state "deploy failed"
+    And node "node-0" has last_error containing "Timeout reached while waiting for callback for node"
+    And the timeline of node "node-0" shows "fault.redfish.eject-during-boot" before "machine.boot-failed"
+    And the timeline of node "node-0" shows "machine.boot-failed" naming "medium ejected"
+    And the console of machine "node-0" shows "virtual CD: read error: the medium was ejected"

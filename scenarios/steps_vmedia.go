@@ -40,6 +40,9 @@ func (w *world) registerVirtualMediaSteps(sc *godog.ScenarioContext) {
 	sc.Step(`^the BMC of machine "([^"]*)" drops the next boot override$`, func(ctx context.Context, name string) error {
 		return w.injectAgentFault(ctx, faultRule{Node: name, Layer: "redfish", Op: "boot-override", Action: "drop-boot-override", Count: 1})
 	})
+	sc.Step(`^the BMC of machine "([^"]*)" ejects the medium after (\d+) reads? of the next boot from it$`, func(ctx context.Context, name string, reads int) error {
+		return w.injectAgentFault(ctx, faultRule{Node: name, Layer: "redfish", Op: "vmedia-boot", Action: "eject-during-boot", Arg: fmt.Sprint(reads), Count: 1})
+	})
 	sc.Step(`^the boot ISO of node "([^"]*)" is no longer published$`, func(name string) error {
 		uuid, err := w.nodeUUID(name)
 		if err != nil {

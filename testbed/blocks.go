@@ -111,6 +111,16 @@ func (r blockRegistry) claim(rng addrRange, stateDir string) (*blockClaim, error
 	return r.take(rng, stateDir)
 }
 
+// claimGiven is claim of a range a user gave as Provisioner.DHCPRange
+// (`--dhcp-range`): refused with an *AddrError naming that field.
+func (r blockRegistry) claimGiven(rng addrRange, stateDir string) (*blockClaim, error) {
+	c, err := r.claim(rng, stateDir)
+	if err != nil {
+		return nil, addrError("Provisioner.DHCPRange", rng.String(), fmt.Errorf("DHCP range %w", err))
+	}
+	return c, nil
+}
+
 // claimFree takes a free block for the testbed in stateDir: prefer (the
 // one it had before) when no running testbed overlaps it, else the
 // lowest free block.
@@ -240,4 +250,66 @@ func (r blockRegistry) take(rng addrRange, stateDir string) (*blockClaim, error)
 		f.WriteAt(b, 0) // informative only: a read-only file stays blank
 	}
 	return &blockClaim{rng: rng, f: f}, nil
+}
+
+// LeaseBlockFile, in a provisioner's state directory, names the block a
+// provisioner outside a testbed took (ClaimLeaseBlock), so that it asks
+// for the same one when it starts again.
+const LeaseBlockFile = "dhcp-range"
+
+// LeaseBlock is a loopback DHCP range held in the host-wide registry by a
+// provisioner that runs outside a testbed (`metalbed provisioner serve`):
+// no testbed leases from it meanwhile, as from another testbed's block.
+type LeaseBlock struct{ c *blockClaim }
+
+// Range is the block, FIRST-LAST.
+func (b *LeaseBlock) Range() string { return b.c.rng.String() }
+
+// Release gives the block back; the holder's exit does as well.
+func (b *LeaseBlock) Release() { b.c.release() }
+
+// ClaimLeaseBlock takes the DHCP range of the provisioner whose state is
+// in stateDir in the host's registry, as a testbed takes its own: rng
+// (FIRST-LAST) when given, refused with an *AddrError for
+// Provisioner.DHCPRange when a running testbed holds a range overlapping
+// it; else a free block, the one stateDir held before when still free
+// (remembered in LeaseBlockFile). A given range outside 127.0.0.0/8 (a
+// real network's) is none of the registry's: nil, nil.
+func ClaimLeaseBlock(rng, stateDir string) (*LeaseBlock, error) {
+	reg := blockRegistry{dir: blockRegistryDir()}
+	if rng != "" {
+		r, err := parseRange(rng)
+		if err != nil {
+			return nil, configError("DHCP range %v", err)
+		}
+		if !r.first.IsLoopback() || !r.last.IsLoopback() {
+			return nil, nil
+		}
+		c, err := reg.claimGiven(r, stateDir)
+		if err != nil {
+			return nil, err
+		}
+		return &LeaseBlock{c}, nil
+	}
+	path := filepath.Join(stateDir, LeaseBlockFile)
+	had, _ := os.ReadFile(path)
+	var prefer *addrRange
+	if r, err := parseRange(strings.TrimSpace(string(had))); err == nil {
+		prefer = &r
+	}
+	c, err := reg.claimFree(prefer, stateDir)
+	if err != nil {
+		return nil, err
+	}
+	if got := c.rng.String(); got != strings.TrimSpace(string(had)) {
+		err := os.MkdirAll(stateDir, 0o755)
+		if err == nil {
+			err = os.WriteFile(path, []byte(got+"\n"), 0o644)
+		}
+		if err != nil {
+			c.release()
+			return nil, fmt.Errorf("DHCP range: %w", err)
+		}
+	}
+	return &LeaseBlock{c}, nil
 }

@@ -131,11 +131,7 @@ func (t *Testbed) claimLeases(id identity) (*blockClaim, error) {
 		if err != nil {
 			return nil, configError("DHCP range %v", err)
 		}
-		c, err := t.blocks.claim(rng, dir)
-		if err != nil {
-			return nil, addrError("Provisioner.DHCPRange", s, fmt.Errorf("DHCP range %w", err))
-		}
-		return c, nil
+		return t.blocks.claimGiven(rng, dir)
 	}
 	var prefer *addrRange
 	if r, err := parseRange(id.DHCPRange); err == nil {

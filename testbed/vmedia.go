@@ -9,9 +9,9 @@ import (
 // mediaBoot is a simulated machine's boot from virtual media: the image
 // Redfish inserted is read over HTTP(S) (verified against the system's
 // roots) and its kernel runs on the simulated kernel kc configures, as
-// after a PXE boot.
+// after a PXE boot. kc's Faults can eject the medium mid-boot.
 func mediaBoot(kc kernel.Config) sim.Firmware {
-	return vmedia.Booter{Exec: kernel.Executor(kc)}
+	return vmedia.Booter{Exec: kernel.Executor(kc), Faults: kc.Faults}
 }
 
 // httpBoot is a simulated UEFI machine's HTTP boot (Redfish UefiHttp): the

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"github.com/metalbed/metalbed/provisioner/boot"
 	"github.com/metalbed/metalbed/provisioner/drivers"
 	"github.com/metalbed/metalbed/provisioner/service"
+	"github.com/metalbed/metalbed/testbed"
 )
 
 // provisionerStateDir is where the provisioner keeps its database unless
@@ -78,7 +80,7 @@ func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 	automatedClean := fs.Bool("automated-clean", true, "clean nodes whose automated_clean is unset on provide and undeploy through the deploy ramdisk (Ironic's default); false: straight to available")
 	notifyDelay := fs.Duration("notify-delay", 3*time.Second, "pause before the conductor tells a ramdisk it is done (Ironic's 3 s)")
 	dhcpAddr := fs.String("dhcp-addr", service.DefaultDHCPAddr, "DHCP server listen address (port 67 needs root)")
-	dhcpRange := fs.String("dhcp-range", service.DefaultDHCPRange, "addresses leased to the machines, FIRST-LAST")
+	dhcpRange := fs.String("dhcp-range", "", "addresses leased to the machines, FIRST-LAST; a loopback range is claimed in the host's registry of testbed blocks (refused when a running testbed holds it); default: a block of 127.0.0.0/8 of its own, 127.N.0.10-127.N.255.250, the same across restarts")
 	tftpAddr := fs.String("tftp-addr", service.DefaultTFTPAddr, "TFTP boot server listen address")
 	httpAddr := fs.String("http-addr", service.DefaultHTTPAddr, "HTTP boot server listen address")
 	withBoot := fs.Bool("boot-servers", true, "run the DHCP, TFTP and HTTP boot servers (--dhcp-addr, --tftp-addr, --http-addr) and give the ipmi hardware type the network boot (pxe, ipxe) and deploy (iscsi, direct) interfaces, so the provisioner deploys machines on its own; --boot-servers=false runs the API and conductor only")
@@ -128,6 +130,14 @@ func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 		}
 	}
 	if *withBoot {
+		block, err := claimDHCPRange(*dhcpRange, *stateDir)
+		if err != nil {
+			return err
+		}
+		if block != nil {
+			defer block.Release()
+			*dhcpRange = block.Range()
+		}
 		bs := &service.BootServers{DHCPRange: *dhcpRange}
 		if bs.DHCPConn, err = ls.listenPacket(*dhcpAddr); err != nil {
 			return fmt.Errorf("dhcp: %w", err)
@@ -157,6 +167,20 @@ func runProvisionerServe(ctx context.Context, s Streams, args []string) error {
 		fmt.Fprintf(s.Out, "boot servers: dhcp %s (range %s), tftp %s, http %s\n", svc.DHCPAddr(), *dhcpRange, svc.TFTPAddr(), svc.HTTPURL())
 	}
 	return svc.Run(ctx, ln)
+}
+
+// claimDHCPRange holds the provisioner's DHCP range in the host's registry
+// of loopback blocks, as `up` holds a testbed's (testbed.ClaimLeaseBlock):
+// rng when given, else a free block. nil for a range of a real network.
+func claimDHCPRange(rng, stateDir string) (*testbed.LeaseBlock, error) {
+	block, err := testbed.ClaimLeaseBlock(rng, stateDir)
+	switch {
+	case errors.Is(err, testbed.ErrConfig):
+		return nil, usageError("--dhcp-range: %v", err)
+	case err != nil:
+		return nil, flagOfAddr(err)
+	}
+	return block, nil
 }
 
 // defaultDrivers are the hardware types of the service's default registry.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,4 +151,79 @@ func TestProvisionerServeDeploys(t *testing.T) {
 	}
 	waitConsole(t, n.ConsoleLog, "metalbed-instance: booted standalone root=")
 	u.stop(t)
+}
+
+// TestProvisionerServeClaimsBlock: `provisioner serve` leases from a
+// loopback block of its own, held in the host's registry of testbed
+// blocks: a second one takes another block, a --dhcp-range overlapping a
+// running one's block is refused naming the flag and the holder, and a
+// restart of the same state dir asks for its block again.
+func TestProvisionerServeClaimsBlock(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir()) // a registry of this test's own
+	serve := func(stateDir string, extra ...string) (rng string, stop func()) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(t.Context())
+		var out, errb testenv.SyncBuffer
+		done := make(chan error, 1)
+		go func() {
+			done <- Run(ctx, append([]string{"provisioner", "serve", "--addr", "127.0.0.1:0", "--state-dir", stateDir,
+				"--dhcp-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...), &out, &errb)
+		}()
+		stop = func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("provisioner serve: %v", err)
+			}
+		}
+		re := regexp.MustCompile(`boot servers: dhcp \S+ \(range (\S+)\)`)
+		ended := false
+		testenv.Eventually(t, 20*time.Second, func() bool {
+			select {
+			case err := <-done:
+				t.Errorf("provisioner serve ended: %v\n%s", err, errb.String())
+				ended = true
+			default:
+			}
+			return ended || re.MatchString(out.String())
+		}, "the ready line of provisioner serve: %q", &out)
+		if ended {
+			t.FailNow()
+		}
+		return re.FindStringSubmatch(out.String())[1], stop
+	}
+	block := regexp.MustCompile(`^127\.(\d+)\.0\.10-127\.(\d+)\.255\.250$`)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	rangeA, stopA := serve(dirA)
+	rangeB, stopB := serve(dirB)
+	if !block.MatchString(rangeA) || !block.MatchString(rangeB) || rangeA == rangeB {
+		t.Fatalf("provisioners lease from %s and %s: want two blocks 127.N.0.10-127.N.255.250", rangeA, rangeB)
+	}
+
+	n := block.FindStringSubmatch(rangeA)[1]
+	overlap := "127." + n + ".0.50-127." + n + ".0.60"
+	var out bytes.Buffer
+	err := Run(t.Context(), []string{"provisioner", "serve", "--addr", "127.0.0.1:0", "--state-dir", t.TempDir(), "--dhcp-range", overlap,
+		"--dhcp-addr", "127.0.0.1:0", "--tftp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, &out, io.Discard)
+	if err == nil || !strings.HasPrefix(err.Error(), "--dhcp-range "+overlap+": ") || !strings.Contains(err.Error(), dirA) || out.Len() != 0 {
+		t.Errorf("--dhcp-range %s inside %s held by %s: %v (printed %q), want it refused naming the flag and the holder", overlap, rangeA, dirA, err, out.String())
+	}
+	if err := Run(t.Context(), []string{"provisioner", "serve", "--state-dir", t.TempDir(), "--dhcp-range", "127.9.0.9"}, io.Discard, io.Discard); ExitCode(err) != 2 {
+		t.Errorf("--dhcp-range without a LAST: %v, want a usage error", err)
+	}
+
+	stopA()
+	stopB()
+	// rangeA, the lower block, is free now: B asks for its own again.
+	again, stop := serve(dirB)
+	stop()
+	if again != rangeB {
+		t.Errorf("restarted, B leases from %s, before %s", again, rangeB)
+	}
+	// An explicit range nobody holds is taken as given.
+	given := "127." + n + ".7.10-127." + n + ".7.20"
+	got, stop := serve(t.TempDir(), "--dhcp-range", given)
+	stop()
+	if got != given {
+		t.Errorf("--dhcp-range %s: leases from %s", given, got)
+	}
 }

@@ -65,10 +65,7 @@ func TestScenarioRun(t *testing.T) {
 	testenv.RequireTool(t, "ipmitool", "ipmitool")
 	testenv.RequireTool(t, "baremetal", "python3-ironicclient")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "metalbed")
-	if out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "github.com/metalbed/metalbed/cmd/metalbed").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildMetalbed(t, dir)
 	for name, text := range map[string]string{"pass.feature": passingFeature, "fail.feature": failingFeature} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			t.Fatal(err)

@@ -60,6 +60,7 @@ var catalog = [...]Spec{
 	{Redfish, "power-off", "power-on-conflict", "seconds (default 5)", "as an iDRAC does: a ForceOff or GracefulShutdown the rule hits (the fault fires and is recorded there) makes every Reset that would power the system on (On, ForceOn …) answer 409 Conflict for Arg seconds", "fault.redfish.power-on-conflict", true},
 	{Redfish, "task", "task-fail", "message (default \"injected failure\")", "a task of the machine the rule hits (a SimpleUpdate; --count 1: the next one) ends in Exception with Arg in its message, changing nothing", "fault.redfish.task-fail", true},
 	{Redfish, "session", "session-expire", "", "a request with a session token of the machine's account the rule hits finds the session expired: 401, the session removed (sushy logs in again)", "fault.redfish.session-expire", true},
+	{Redfish, "vmedia-boot", "eject-during-boot", "reads (default 1)", "the medium of a simulated machine's boot from its virtual CD or USB stick that the rule hits (the fault fires and is recorded when the boot starts) is ejected after the firmware's first Arg reads of it, as when a BMC's virtual media session drops: the boot fails with a read error", "fault.redfish.eject-during-boot", true},
 	{Conductor, "milestone (\"prepare\", \"write_image\" …) or \"now\"", "kill", "", "the conductor dies and restarts on the same database", "fault.conductor.kill", false},
 }
 

@@ -27,7 +27,7 @@ var argChecks = map[Layer]map[string]argCheck{
 	HTTP:    {"status": intIn("an HTTP error status", 400, 599), "truncate": intIn("a byte count", 0, 1<<62), "corrupt": intIn("a byte offset", 0, 1<<62)},
 	ISCSI:   {"reset-after": intIn("a byte count", 1, 1<<62)},
 	Disk:    {"too-small": intIn("a byte count", 1, 1<<62)},
-	Redfish: {"status": intIn("an HTTP error status", 400, 599), "power-on-conflict": intIn("a number of seconds", 0, 86400)},
+	Redfish: {"status": intIn("an HTTP error status", 400, 599), "power-on-conflict": intIn("a number of seconds", 0, 86400), "eject-during-boot": intIn("a number of reads", 0, 1<<62)},
 }
 
 // CheckArg reports whether arg is an argument action of layer takes: none

@@ -24,6 +24,8 @@ func TestCheckArg(t *testing.T) {
 		{Redfish, "status", "503", ""},
 		{Redfish, "status", "abc", `fault redfish status: arg "abc": want an HTTP error status from 400 to 599`},
 		{Redfish, "status", "200", "HTTP error status"},
+		{Redfish, "eject-during-boot", "0", ""},
+		{Redfish, "eject-during-boot", "two", `fault redfish eject-during-boot: arg "two": want a number of reads, an integer of at least 0`},
 		{HTTP, "status", "404", ""},
 		{HTTP, "status", "4o4", "HTTP error status"},
 		{HTTP, "truncate", "4096", ""},

@@ -54,6 +54,10 @@ type BootContext struct {
 	// empty): firmware reading a medium asks at every read, so an eject
 	// during the boot is seen. nil => no virtual media drives.
 	Media func(dev vms.MediaDevice) string
+	// Eject empties a virtual media drive, as EjectMedia does: firmware
+	// losing its medium mid-boot (the fault eject-during-boot) pulls it
+	// here. nil => no virtual media drives.
+	Eject func(dev vms.MediaDevice)
 	// Pace is the machine's hardware pace: firmware waits its POST and
 	// a NIC's LinkUp (vms/timing).
 	Pace timing.Figures

@@ -422,6 +422,14 @@ func (m *Machine) Media(ctx context.Context, dev vms.MediaDevice) (string, error
 	return m.mediaNow(dev), nil
 }
 
+// ejectFromBoot empties dev for firmware that lost its medium mid-boot;
+// a failure to save is logged (the boot fails at its next read anyway).
+func (m *Machine) ejectFromBoot(dev vms.MediaDevice) {
+	if err := m.setMedia(dev, ""); err != nil {
+		m.log.Warn("eject during boot", "err", err)
+	}
+}
+
 func (m *Machine) mediaNow(dev vms.MediaDevice) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -662,6 +670,7 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 		ConsoleInput: m.console.input,
 		Emit:         m.emit,
 		Media:        m.mediaNow,
+		Eject:        m.ejectFromBoot,
 		Pace:         m.cfg.Pace,
 		Reset:        m.fromBoot(m.gen, vms.ActionReset),
 		PowerOff:     m.fromBoot(m.gen, vms.ActionOff),

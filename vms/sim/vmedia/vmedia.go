@@ -20,9 +20,13 @@ import (
 	"io"
 	"path"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/disk/iso9660"
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/sim"
 	"github.com/metalbed/metalbed/vms/sim/pxe"
@@ -38,7 +42,19 @@ type Booter struct {
 	Image ImageOptions
 	// MaxFile bounds a kernel or initrd read from a medium; default 1 GiB.
 	MaxFile int64
+	// Faults is asked, as a boot from a drive starts, about op
+	// "vmedia-boot" of layer redfish for the machine: an
+	// "eject-during-boot" hit ejects the medium after Arg reads of it
+	// (default 1). nil => none.
+	Faults fault.Injector
 }
+
+// The fault asked about as a boot from a drive starts.
+const (
+	opMediaBoot       = "vmedia-boot"
+	actionEjectInBoot = "eject-during-boot"
+	defaultEjectReads = 1
+)
 
 // ErrEjected says the medium left the drive during the boot.
 var ErrEjected = errors.New("medium ejected")
@@ -69,16 +85,7 @@ func (bt Booter) Boot(ctx context.Context, b *sim.BootContext) error {
 		return fmt.Errorf("%s: no medium", what)
 	}
 	opt := bt.Image
-	check := opt.Check
-	opt.Check = func() error {
-		if b.Media(dev) != url {
-			return fmt.Errorf("%w: %s left the %s", ErrEjected, url, what)
-		}
-		if check != nil {
-			return check()
-		}
-		return nil
-	}
+	opt.Check = bt.mediaCheck(b, dev, url, what, opt.Check)
 	say("%s: %s", what, url)
 	img, err := OpenHTTPImage(ctx, url, opt)
 	if err != nil {
@@ -90,6 +97,35 @@ func (bt Booter) Boot(ctx context.Context, b *sim.BootContext) error {
 	}
 	defer img.Close()
 	return bt.bootImage(ctx, b, what, img, (*run).boot)
+}
+
+// mediaCheck is the check before every read of the medium url in dev:
+// the medium must still be in the drive, and next (when set) must pass.
+// It asks Faults once, now: an "eject-during-boot" hit ejects the medium
+// (b.Eject) after that many reads, so the next one fails.
+func (bt Booter) mediaCheck(b *sim.BootContext, dev vms.MediaDevice, url, what string, next func() error) func() error {
+	ejectAfter := int64(-1)
+	if h, ok := fault.OrNone(bt.Faults).Inject(fault.Redfish, events.Who{Machine: b.Machine}, opMediaBoot); ok && h.Action == actionEjectInBoot {
+		n, err := h.ArgInt()
+		if err != nil || n < 0 {
+			n = defaultEjectReads
+		}
+		ejectAfter = n
+	}
+	var reads atomic.Int64
+	var eject sync.Once
+	return func() error {
+		if ejectAfter >= 0 && reads.Add(1) > ejectAfter && b.Eject != nil {
+			eject.Do(func() { b.Eject(dev) })
+		}
+		if b.Media(dev) != url {
+			return fmt.Errorf("%w: %s left the %s", ErrEjected, url, what)
+		}
+		if next != nil {
+			return next()
+		}
+		return nil
+	}
 }
 
 // bootImage boots img, read on demand, with how (a method of run), and

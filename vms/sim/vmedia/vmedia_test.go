@@ -17,6 +17,8 @@ import (
 
 	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/disk/iso9660/isotest"
+	"github.com/metalbed/metalbed/internal/fault"
+	"github.com/metalbed/metalbed/internal/fault/faulttest"
 	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/sim"
@@ -315,6 +317,51 @@ func TestEjectDuringBoot(t *testing.T) {
 	if !strings.Contains(con.String(), "the medium was ejected") || got.img != nil {
 		t.Errorf("console:\n%s", con)
 	}
+}
+
+// TestEjectDuringBootFault: a fault eject-during-boot (layer redfish, op
+// vmedia-boot) asked once as the boot starts ejects the medium through the
+// machine after Arg reads; the read after fails as a pulled CD does. A
+// rule for the next boot only (count 1) leaves the second boot alone.
+func TestEjectDuringBootFault(t *testing.T) {
+	srv := serve(t, ironicISO(t, true, false), false)
+	url := srv.URL + "/image.iso"
+	faults := faulttest.New(t, fault.Rule{Layer: fault.Redfish, Action: "eject-during-boot", Arg: "2", Count: 1})
+	var mu sync.Mutex
+	drive := url
+	media := func(vms.MediaDevice) string { mu.Lock(); defer mu.Unlock(); return drive }
+	var ejected []vms.MediaDevice
+	eject := func(dev vms.MediaDevice) { mu.Lock(); defer mu.Unlock(); drive = ""; ejected = append(ejected, dev) }
+
+	b, con, got := bootCtx(vms.BIOS, vms.BootCDROM, media)
+	b.Eject = eject
+	bt := booter(got)
+	bt.Faults = faults
+	err := bt.Boot(t.Context(), b)
+	if !errors.Is(err, vmedia.ErrEjected) || got.img != nil {
+		t.Fatalf("err = %v, booted %v; console:\n%s", err, got.img != nil, con)
+	}
+	if !strings.Contains(con.String(), "read error: the medium was ejected") {
+		t.Errorf("console:\n%s", con)
+	}
+	if len(ejected) != 1 || ejected[0] != vms.MediaCD {
+		t.Errorf("ejected %v, want [cd] once", ejected)
+	}
+	if asked := faults.Asked(); len(asked) != 1 || asked[0].Op != "vmedia-boot" || asked[0].Who.Machine != "node-0" || !asked[0].Hit {
+		t.Errorf("asked %+v, want one hit at vmedia-boot for node-0", asked)
+	}
+
+	mu.Lock()
+	drive = url
+	mu.Unlock()
+	b, con, got = bootCtx(vms.BIOS, vms.BootCDROM, media)
+	b.Eject = eject
+	bt = booter(got)
+	bt.Faults = faults
+	if err := bt.Boot(t.Context(), b); err != nil {
+		t.Fatalf("second boot: %v; console:\n%s", err, con)
+	}
+	checkBooted(t, got, con, "BOOT_IMAGE=/vmlinuz initrd=/initrd text "+params+" --")
 }
 
 // TestUSBStickFAT boots a FAT USB stick image in UEFI mode.
