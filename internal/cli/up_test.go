@@ -204,15 +204,16 @@ func checkInventoryShape(t *testing.T, dir string, nodes int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Without the provisioner: the nodes, and the dashboard and the
-	// Redfish service when they run.
+	// Without the provisioner: the nodes, the machines' timeline and
+	// fault endpoint, and the dashboard and the Redfish service when they
+	// run.
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(b, &top); err != nil {
 		t.Fatalf("inventory is not a JSON object: %v\n%s", err, b)
 	}
 	for k := range top {
-		if k != "nodes" && k != "web" && k != "redfish" {
-			t.Errorf("inventory has %q; want only nodes (and web, redfish)\n%s", k, b)
+		if k != "nodes" && k != "timeline" && k != "web" && k != "redfish" {
+			t.Errorf("inventory has %q; want only nodes, timeline (and web, redfish)\n%s", k, b)
 		}
 	}
 	var raw struct {
