@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ci/libvirt/start.sh >/dev/null
 trap 'ci/libvirt/stop.sh' EXIT
-METALBED_LIBVIRT=required go test -race -count=1 -tags libvirt_dlopen ./vms/libvirt/... "$@"
+METALBED_LIBVIRT=required go test -race -count=1 -timeout 30m -tags libvirt_dlopen ./vms/libvirt/... "$@"
 # The boot network of `metalbed up --backend libvirt --no-provisioner`
 # (inventory, Redfish inside it); no VM boots.
 METALBED_LIBVIRT=required go test -race -count=1 -tags libvirt_dlopen -run TestBootNetworkWithoutProvisioner ./testbed/
