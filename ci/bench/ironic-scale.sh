@@ -66,6 +66,9 @@ free_port() { # tcp|udp
   /usr/bin/python3 -c 'import socket,sys; s=socket.socket(type=socket.SOCK_STREAM if sys.argv[1]=="tcp" else socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"
 }
 
+# RESULTS: the JSON-lines file the figures go to (default a temporary one);
+# an existing one is appended to, and the report covers every line.
+results=${RESULTS:-$work/results.jsonl}
 go build -o "$work/metalbed" ./cmd/metalbed
 "$work/metalbed" ramdisk build --no-grub --out "$work/ramdisk" >/dev/null
 mkdir -p "$work/http/images" "$work/tftp"
@@ -112,7 +115,7 @@ for n in $NS; do
   done
   procs="metalbed=$up_pid,netboot=$netboot_pid,ironic-conductor=$(sed -n 1p "$d/ironic/pids"),ironic-api=$(sed -n 2p "$d/ironic/pids")"
   procs+=",ipmi_sim=$(IFS=+; echo "${sim_pids[*]}")"
-  python3 ci/bench/ironic_scale.py run "$work/results.jsonl" "$n" "$d/up/inventory.json" "$d/ironic/env" "$procs" \
+  python3 ci/bench/ironic_scale.py run "$results" "$n" "$d/up/inventory.json" "$d/ironic/env" "$procs" \
     "$d/sim-ports" "$http_url/images/instance.img" "$md5" "$work/ramdisk" "$SYNC_INTERVAL" "$DEPLOY_MAX" "$TIMEOUT"
   # Stop this N's processes (by PID) before the next.
   bash ci/ironic/stop.sh "$d/ironic/pids" >/dev/null
@@ -120,6 +123,6 @@ for n in $NS; do
   pids=()
   if [ -n "${KEEP_LOGS:-}" ]; then cp "$d/ironic/ironic-conductor.log" "$KEEP_LOGS/conductor-$n.log"; fi
   # The report so far: an interrupted run keeps the sizes it finished.
-  python3 ci/bench/ironic_scale.py report "$work/results.jsonl" "$out"
+  python3 ci/bench/ironic_scale.py report "$results" "$out"
 done
 cat "$out"

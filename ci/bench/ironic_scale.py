@@ -7,12 +7,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from deploylib import api as _api  # noqa: E402
 
 
+# 503s (no free conductor worker) and 409s (node locked) answered so far;
+# retried as python-ironicclient does (up to 5 times, 2 s apart).
+RETRIES = collections.Counter()
+
+
 def api(base, method, path, body=None):
-    """deploylib.api, its HTTP errors naming the call and Ironic's message."""
-    try:
-        return _api(base, method, path, body)
-    except urllib.error.HTTPError as e:
-        raise RuntimeError("%s %s: %s: %s" % (method, path, e, e.read()[:300].decode(errors="replace"))) from None
+    """deploylib.api, retrying 503 and 409 like ironicclient, its other
+    HTTP errors naming the call and Ironic's message."""
+    for attempt in range(6):
+        try:
+            return _api(base, method, path, body)
+        except urllib.error.HTTPError as e:
+            msg = e.read()[:300].decode(errors="replace")
+            if e.code in (409, 503) and method != "GET" and attempt < 5:
+                RETRIES[e.code] += 1
+                time.sleep(2)
+                continue
+            raise RuntimeError("%s %s: %s: %s" % (method, path, e, msg)) from None
 
 TCK = os.sysconf("SC_CLK_TCK")
 FAILED = ("deploy failed", "clean failed", "error", "manage failed")
@@ -99,6 +111,8 @@ class Phase:
             r["cpu_" + k] = c1[0] - self.c0[k][0]
             r["cpu_children_" + k] = c1[1] - self.c0[k][1]
         r.update(getattr(self, "extra", {}))
+        r["retried_503"], r["retried_409"] = RETRIES[503], RETRIES[409]
+        RETRIES.clear()
         self.run.res[self.name] = r
         print("N=%d %s: %s" % (self.run.n, self.name, json.dumps({k: round(v, 2) for k, v in r.items()})), flush=True)
 
@@ -327,13 +341,15 @@ def report(results, out):
         w("## Enrolment, verification, power sync")
         w()
         w("| N | load avg (start → end) | Ironic start s | enroll s | manage (power verified) s | ipmitool runs in manage | peak concurrent ipmitool | "
-          "sync: flip → all noticed s | sync span (first → last update) s | CPU s in manage: metalbed / Ironic (+children) / netboot |")
-        w("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+          "sync: flip → all noticed s | sync span (first → last update) s | CPU s in manage: metalbed / Ironic (+children) / netboot | "
+          "503s retried (no free conductor worker): enroll+manage |")
+        w("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
         for r in rows:
-            w("| %d | %s → %s | %.1f | %s | %s | %s | %s | %s | %s | %s |" % (
+            w("| %d | %s → %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %d |" % (
                 r["n"], " ".join(r["load_start"]), " ".join(r["load_end"]), r["ironic_start_s"], g(r, "enroll", "wall"),
                 g(r, "manage", "wall"), g(r, "manage", "ipmitool", "%d"), g(r, "manage", "ipmitool_peak", "%d"),
-                g(r, "sync", "noticed_all_s"), g(r, "sync", "sync_span_s"), cpu(r, "manage")))
+                g(r, "sync", "noticed_all_s"), g(r, "sync", "sync_span_s"), cpu(r, "manage"),
+                sum(r.get(ph, {}).get("retried_503", 0) for ph in ("enroll", "manage"))))
         w()
         w("## Power sync: N metalbed BMCs versus N ipmi_sim processes (same Ironic, same config, one run)")
         w()
@@ -353,13 +369,14 @@ def report(results, out):
         w("## Deploy at once (direct deploy, metalbed's agents)")
         w()
         w("| N | deployed at once | active | failed | first / median / last active s | peak concurrent ipmitool | ipmitool runs | "
-          "CPU s: metalbed / Ironic (+children) / netboot | states at the end | error |")
-        w("|---:|---:|---:|---:|---|---:|---:|---|---|---|")
+          "CPU s: metalbed / Ironic (+children) / netboot | 503s retried | states at the end | error |")
+        w("|---:|---:|---:|---:|---|---:|---:|---|---:|---|---|")
         for r in rows:
-            w("| %d | %s | %s | %s | %s / %s / %s | %s | %s | %s | %s | %s |" % (
+            w("| %d | %s | %s | %s | %s / %s / %s | %s | %s | %s | %s | %s | %s |" % (
                 r["n"], g(r, "deploy", "deployed", "%d"), g(r, "deploy", "active", "%d"), g(r, "deploy", "failed", "%d"),
                 g(r, "deploy", "first_active_s"), g(r, "deploy", "median_active_s"), g(r, "deploy", "last_active_s"),
                 g(r, "deploy", "ipmitool_peak", "%d"), g(r, "deploy", "ipmitool", "%d"), cpu(r, "deploy"),
+                g(r, "deploy", "retried_503", "%d"),
                 ", ".join("%s: %d" % kv for kv in sorted(r.get("deploy_states", {}).items())),
                 "; ".join(r.get("deploy_errors", [])) or r.get("error", "")))
 
