@@ -28,6 +28,8 @@ cleanup() {
 trap cleanup EXIT
 
 go build -o "$work/metalbed" ./cmd/metalbed
+# shellcheck source=ipmisim.sh
+. ci/bench/ipmisim.sh
 
 kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$2/status"; }
 secs() { printf '%.2f' "$(echo "$2 - $1" | bc)"; }
@@ -87,29 +89,10 @@ measure_ipmi_sim() {
     echo "ipmi_sim not found (Debian package openipmi): peer not measured" >&2
     return
   fi
-  local k=$1 total=0 i d port
+  local k=$1 total=0 i port
   for i in $(seq 0 $((k - 1))); do
-    d="$work/ipmisim-$i"
-    mkdir -p "$d/state"
-    port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    echo "$port" >"$d/port"
-    cat >"$d/lan.conf" <<CONF
-name "sim$i"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 $port
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  user 2 true "admin" "password" admin 10 none md2 md5 straight
-CONF
-    printf 'mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n' >"$d/bmc.emu"
-    ipmi_sim -c "$d/lan.conf" -f "$d/bmc.emu" -s "$d/state" -n >/dev/null 2>&1 &
-    sim_pids+=($!)
+    ipmisim_start "$work/ipmisim-$i" "sim$i"
+    sim_pids+=("$IPMISIM_PID")
   done
   for i in $(seq 0 $((k - 1))); do
     port=$(cat "$work/ipmisim-$i/port")

@@ -43,6 +43,12 @@
 #   IRONIC_HEARTBEAT_TIMEOUT  [api] ramdisk_heartbeat_timeout, the agent's
 #                      heartbeat period's bound it gets at lookup (default
 #                      Ironic's 300: an agent heartbeats every 90-180 s)
+#   IRONIC_SYNC_POWER_INTERVAL  [conductor] sync_power_state_interval in
+#                      seconds (default 60): the power-state sync period
+#   IRONIC_FORCE_POWER_SYNC  [conductor] force_power_state_during_sync: true
+#                      (Ironic's default: a node found in another power state
+#                      is forced back) or false (the recorded state follows it)
+#   IRONIC_WORKERS_POOL  [conductor] workers_pool_size (default 16)
 #   IRONIC_START_TIMEOUT  seconds to wait for the services (default 120)
 #   IRONIC_WATCH_PID   a PID (e.g. a test process): when it exits without
 #                      having stopped Ironic, a watchdog runs stop.sh
@@ -191,9 +197,10 @@ deploy_callback_timeout = $callback_timeout
 clean_callback_timeout = $callback_timeout
 heartbeat_interval = 2
 check_provision_state_interval = 10
-sync_power_state_interval = 60
+sync_power_state_interval = ${IRONIC_SYNC_POWER_INTERVAL:-60}
+force_power_state_during_sync = ${IRONIC_FORCE_POWER_SYNC:-true}
 power_state_change_timeout = 30
-workers_pool_size = 16
+workers_pool_size = ${IRONIC_WORKERS_POOL:-16}
 file_url_allowed_paths = $allowed
 ${IRONIC_BOOTLOADER:+bootloader = $IRONIC_BOOTLOADER}
 
