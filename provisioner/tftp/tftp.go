@@ -303,10 +303,12 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		root = r
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	defer stopOn(ctx, conn)()
 	l := &listener{s: s, ctx: ctx, root: root, conn: conn, shared: map[netip.AddrPort]*sharedPeer{}}
-	defer l.wg.Wait()
+	defer func() {
+		cancel() // ends the transfers in flight
+		l.wg.Wait()
+	}()
 	buf := make([]byte, 65536)
 	for {
 		n, from, err := conn.ReadFrom(buf)
@@ -314,7 +316,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) || isTemporary(err) {
+			if isTemporary(err) {
 				if !sleep(ctx, 10*time.Millisecond) {
 					return nil
 				}
@@ -395,36 +397,58 @@ func (l *listener) deliver(remote netip.AddrPort, pkt []byte) bool {
 	return true
 }
 
-// start serves req in a transfer of its own.
+// start serves req in a transfer of its own. In SinglePort mode the
+// client's packets go to the transfer from now on.
 func (l *listener) start(req request, from net.Addr, remote netip.AddrPort) {
-	var p peer
+	var shared *sharedPeer
 	if l.s.cfg.SinglePort {
-		sp := &sharedPeer{conn: l.conn, remote: from, in: make(chan []byte, 8), done: l.ctx.Done()}
+		shared = &sharedPeer{conn: l.conn, remote: from, in: make(chan []byte, 8), done: l.ctx.Done()}
 		l.mu.Lock()
-		l.shared[remote] = sp
+		l.shared[remote] = shared
 		l.mu.Unlock()
-		p = sp
 	}
 	l.wg.Go(func() {
-		if p == nil {
-			c, err := listenLike(l.conn)
-			if err != nil {
-				l.s.log.Warn("tftp: transfer socket", "err", err)
-				l.reply(from, codeUndefined, ErrBusy.Error())
-				return
-			}
-			defer c.Close()
-			defer stopOn(l.ctx, c)()
-			p = &socketPeer{conn: c, remote: remote, buf: make([]byte, 2048)}
-		} else {
-			defer func() {
-				l.mu.Lock()
-				delete(l.shared, remote)
-				l.mu.Unlock()
-			}()
-		}
-		l.s.read(l.ctx, l.root, req, p, remote)
+		start := time.Now()
+		var n int64
+		err := l.transfer(req, from, remote, shared, &n)
+		l.s.report(Event{File: req.file, Remote: remote, Bytes: n, Duration: time.Since(start), Err: err, Time: start})
 	})
+}
+
+// transfer admits req, gives it a socket of its own (unless shared is
+// set) and sends the file; n counts the bytes sent. Refusals before the
+// transfer has its socket are answered from the listening one.
+func (l *listener) transfer(req request, from net.Addr, remote netip.AddrPort, shared *sharedPeer, n *int64) error {
+	if shared != nil {
+		defer func() {
+			l.mu.Lock()
+			delete(l.shared, remote)
+			l.mu.Unlock()
+		}()
+	}
+	refuse := func(err error) error {
+		l.reply(from, codeOf(err), err.Error())
+		return err
+	}
+	if req.mode != "octet" && req.mode != "netascii" {
+		return refuse(&Error{Code: codeIllegalOp, Msg: fmt.Sprintf("unknown mode %q", req.mode)})
+	}
+	done, err := l.s.admit(remote.Addr())
+	if err != nil {
+		return refuse(err)
+	}
+	defer done()
+	if shared != nil {
+		return l.s.send(l.ctx, l.root, req, shared, remote, n)
+	}
+	c, err := listenLike(l.conn)
+	if err != nil {
+		l.s.log.Warn("tftp: transfer socket", "err", err)
+		return refuse(fmt.Errorf("no transfer socket: %w", ErrBusy))
+	}
+	defer c.Close()
+	defer stopOn(l.ctx, c)()
+	return l.s.send(l.ctx, l.root, req, &socketPeer{conn: c, remote: remote, buf: make([]byte, 2048)}, remote, n)
 }
 
 // listenLike opens a UDP socket on conn's local address, any port.
@@ -445,44 +469,33 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return unmap(ap)
 }
 
-// read serves one read request and reports it (Observer, metrics, log).
-func (s *Server) read(ctx context.Context, root *os.Root, req request, p peer, remote netip.AddrPort) {
-	start := time.Now()
-	var n int64
-	err := s.transfer(ctx, root, req, p, remote, &n)
-	ev := Event{File: req.file, Remote: remote, Bytes: n, Duration: time.Since(start), Err: err, Time: start}
+// report counts a finished (or refused) transfer, logs it and hands it
+// to the Observer.
+func (s *Server) report(ev Event) {
 	result := "success"
-	if err != nil {
+	if ev.Err != nil {
 		result = "failure"
 	}
 	s.transfers.WithLabelValues(result).Inc()
-	s.sent.Add(float64(n))
+	s.sent.Add(float64(ev.Bytes))
 	s.took.Observe(ev.Duration.Seconds())
-	if err != nil {
-		s.log.Info("tftp: transfer failed", "file", req.file, "ip", remote.Addr(), "err", err)
+	if ev.Err != nil {
+		s.log.Info("tftp: transfer failed", "file", ev.File, "ip", ev.Remote.Addr(), "err", ev.Err)
 	} else {
-		s.log.Info("tftp: sent", "file", req.file, "ip", remote.Addr(), "bytes", n)
+		s.log.Info("tftp: sent", "file", ev.File, "ip", ev.Remote.Addr(), "bytes", ev.Bytes)
 	}
 	if s.cfg.Observer != nil {
 		s.cfg.Observer(ev)
 	}
 }
 
-// transfer checks req, opens its file and sends it; n counts the bytes
-// sent. A refusal is sent to the client as an ERROR with its code.
-func (s *Server) transfer(ctx context.Context, root *os.Root, req request, p peer, remote netip.AddrPort, n *int64) error {
+// send checks req's name, opens its file and sends it to p; n counts the
+// bytes sent. A refusal is sent to the client as an ERROR with its code.
+func (s *Server) send(ctx context.Context, root *os.Root, req request, p peer, remote netip.AddrPort, n *int64) error {
 	refuse := func(err error) error {
 		p.send(errorPacket(codeOf(err), err.Error()))
 		return err
 	}
-	if req.mode != "octet" && req.mode != "netascii" {
-		return refuse(&Error{Code: codeIllegalOp, Msg: fmt.Sprintf("unknown mode %q", req.mode)})
-	}
-	done, err := s.admit(remote.Addr())
-	if err != nil {
-		return refuse(err)
-	}
-	defer done()
 	clean, err := CleanPath(req.file)
 	if err != nil {
 		return refuse(err)
