@@ -344,3 +344,43 @@ func TestNetascii(t *testing.T) {
 		t.Errorf("netascii OACK %q", opts)
 	}
 }
+
+// TestLockstepLoss: without windowsize, a DATA block lost on the way is
+// resent when the server's timeout passes, and the file arrives whole.
+func TestLockstepLoss(t *testing.T) {
+	f, kernel := startWith(t, 3000, func(c *Config) { c.Timeout = 200 * time.Millisecond })
+	c := newRawClient(t, f.addr)
+	c.request(opRRQ, "deploy_kernel", "octet", "blksize", "1024")
+	opts, server := c.oack()
+	if opts != "blksize 1024" {
+		t.Fatalf("OACK %q", opts)
+	}
+	c.ack(server, 0)
+	got, seen := c.receive(server, 1, 1024, func(b uint16, n int) bool { return b == 2 && n == 1 })
+	if !bytes.Equal(got, kernel) {
+		t.Fatalf("got %d bytes, want the kernel's %d", len(got), len(kernel))
+	}
+	if seen[2] < 2 {
+		t.Errorf("arrivals per block %v: block 2 was dropped, so it must arrive again", seen)
+	}
+}
+
+// FuzzParseRequest: any datagram parses to a request or an error, and
+// negotiation of what parses never panics.
+func FuzzParseRequest(f *testing.F) {
+	f.Add([]byte("\x00\x01pxelinux.0\x00octet\x00blksize\x001468\x00tsize\x000\x00"))
+	f.Add([]byte("\x00\x01a\x00netascii\x00windowsize\x0099999999999999999999\x00"))
+	f.Add([]byte("\x00\x02a\x00octet\x00"))
+	f.Add([]byte("\x00\x01\x00\x00\x00"))
+	f.Add([]byte{0, 1})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		r, err := parseRequest(p)
+		if err != nil {
+			return
+		}
+		prm, _, err := negotiate(r, 100, maxBlockSize)
+		if err == nil && (prm.blksize < minBlockSize || prm.blksize > maxBlockSize || prm.window < 1 || prm.window > maxWindow) {
+			t.Fatalf("%q negotiated %+v", p, prm)
+		}
+	})
+}
