@@ -2,15 +2,28 @@
 // (NBPs, pxelinux configs, deploy kernels and ramdisks, token files). It
 // serves a root directory that no request can escape — "..", absolute
 // paths, NUL bytes and symlinks pointing outside are refused — plus an
-// optional Files hook for content the conductor generates. Transfers use
-// github.com/pin/tftp/v3: blksize (RFC 2348) and tsize (RFC 2349) are
-// negotiated; windowsize (RFC 7440) is not supported by pin/tftp and is
-// ignored (the client falls back to lock-step, as the RFC requires).
+// optional Files hook for content the conductor generates.
+//
+// The protocol is metalbed's own: read requests (RFC 1350) in octet or
+// netascii mode (converted as tftpd-hpa does); option negotiation (RFC
+// 2347) of blksize (RFC 2348, 8..65464), tsize and timeout (RFC 2349) and
+// windowsize (RFC 7440, answered with at most 64), a known option with an
+// unusable value refused with error 8 as tftpd-hpa does and unknown ones
+// ignored; sliding windows resent from the block after the last one
+// acknowledged; duplicate ACKs ignored (no Sorcerer's Apprentice); block
+// numbers rolling over from 65535 to 0. Errors carry their codes: 1 file
+// not found, 2 access violation (escapes, write requests), 4 illegal
+// operation (unknown mode, malformed packets), 5 unknown transfer ID (a
+// stranger's packet, answered while the transfer goes on), 8 options
+// refused, 0 with a message otherwise ("server busy, try again later").
+// Each transfer gets a socket of its own, or with SinglePort is answered
+// from the listening socket.
 package tftp
 
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -27,7 +40,6 @@ import (
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/internal/metrics"
-	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -45,14 +57,14 @@ type Config struct {
 	Root string
 	// Files, when set, is consulted before Root.
 	Files Files
-	// Timeout is the retransmission timeout; default 5s.
+	// Timeout is the retransmission timeout (a client's timeout option
+	// overrides it for its transfer); default 5s.
 	Timeout time.Duration
-	// Retries is how many times a block is resent; default 5.
+	// Retries is how many times a block (or window) is resent before
+	// the transfer is given up; default 5.
 	Retries int
 	// MaxBlockSize caps the blksize a client may negotiate (513..65464);
 	// 0 honours the client's request up to 65464, as tftpd-hpa does.
-	// (pin/tftp's own clamp to the interface MTU is turned off: it falls
-	// back to 512 whenever its per-packet interface lookup fails.)
 	MaxBlockSize int
 	// SinglePort answers every transfer from the listening socket instead
 	// of a new socket per transfer (RFC 1350's server TID). Serve's conn
@@ -115,7 +127,7 @@ const (
 func transferFaultOf(h fault.Hit, file string) transferFault {
 	switch h.Action {
 	case "missing":
-		return transferFault{Delay: h.Delay, Refuse: fmt.Errorf("%s: file not found", file)}
+		return transferFault{Delay: h.Delay, Refuse: fmt.Errorf("%s: %w", file, errNotFound)}
 	case "stall":
 		n, err := h.ArgInt()
 		if err != nil || n <= 0 {
@@ -277,9 +289,8 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Serve answers read requests on conn until ctx ends, waits for transfers
-// in flight to finish or time out, and returns nil. Write requests are
-// refused.
+// Serve answers read requests on conn until ctx ends, then ends the
+// transfers in flight and returns nil. Write requests are refused.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	defer conn.Close()
 	var root *os.Root
@@ -291,65 +302,203 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		defer r.Close()
 		root = r
 	}
-	srv := tftp.NewServer(func(name string, rf io.ReaderFrom) error {
-		return s.read(ctx, root, name, rf)
-	}, nil)
-	srv.SetTimeout(s.cfg.Timeout)
-	srv.SetRetries(s.cfg.Retries)
-	srv.SetBlockSizeNegotiation(false)
-	if s.cfg.MaxBlockSize != 0 {
-		srv.SetBlockSize(s.cfg.MaxBlockSize)
+	ctx, cancel := context.WithCancel(ctx)
+	defer stopOn(ctx, conn)()
+	l := &listener{s: s, ctx: ctx, root: root, conn: conn, shared: map[netip.AddrPort]*sharedPeer{}}
+	defer func() {
+		cancel() // ends the transfers in flight
+		l.wg.Wait()
+	}()
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if isTemporary(err) {
+				if !sleep(ctx, 10*time.Millisecond) {
+					return nil
+				}
+				continue
+			}
+			return fmt.Errorf("tftp: %w", err)
+		}
+		l.handle(buf[:n], from)
 	}
-	if s.cfg.SinglePort {
-		srv.EnableSinglePort()
-	}
-	stop := context.AfterFunc(ctx, srv.Shutdown)
-	defer stop()
-	err := srv.Serve(conn)
-	if ctx.Err() != nil {
-		return nil
-	}
-	if err == nil {
-		return errors.New("tftp: server stopped")
-	}
-	return fmt.Errorf("tftp: %w", err)
 }
 
-// read serves one read request.
-func (s *Server) read(ctx context.Context, root *os.Root, name string, rf io.ReaderFrom) (err error) {
-	start := time.Now()
-	var remote netip.AddrPort
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		ra := ot.RemoteAddr()
-		remote = ra.AddrPort()
+// isTemporary reports errors a read loop should outlive (out of buffers
+// or descriptors, a datagram refused by the peer's host).
+func isTemporary(err error) bool {
+	return errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
+// listener is one Serve call's state: the transfers it started, and in
+// SinglePort mode the clients they serve.
+type listener struct {
+	s    *Server
+	ctx  context.Context
+	root *os.Root
+	conn net.PacketConn
+	wg   sync.WaitGroup
+
+	mu     sync.Mutex
+	shared map[netip.AddrPort]*sharedPeer // SinglePort: transfers by client
+}
+
+// handle answers one packet on the listening socket.
+func (l *listener) handle(pkt []byte, from net.Addr) {
+	remote := addrPort(from)
+	if l.s.cfg.SinglePort && l.deliver(remote, pkt) {
+		return
 	}
-	var n int64
-	defer func() {
-		ev := Event{File: name, Remote: remote, Bytes: n, Duration: time.Since(start), Err: err, Time: start}
-		result := "success"
+	if len(pkt) < 2 {
+		l.reply(from, codeIllegalOp, "illegal TFTP operation: short packet")
+		return
+	}
+	switch op := binary.BigEndian.Uint16(pkt); op {
+	case opRRQ:
+		req, err := parseRequest(pkt)
 		if err != nil {
-			result = "failure"
+			l.reply(from, codeIllegalOp, "illegal TFTP operation: "+err.Error())
+			return
 		}
-		s.transfers.WithLabelValues(result).Inc()
-		s.sent.Add(float64(n))
-		s.took.Observe(ev.Duration.Seconds())
-		if err != nil {
-			s.log.Info("tftp: transfer failed", "file", name, "ip", remote.Addr(), "err", err)
-		} else {
-			s.log.Info("tftp: sent", "file", name, "ip", remote.Addr(), "bytes", n)
-		}
-		if s.cfg.Observer != nil {
-			s.cfg.Observer(ev)
-		}
-	}()
-	done, err := s.admit(remote.Addr())
-	if err != nil {
+		l.start(req, from, remote)
+	case opWRQ:
+		l.reply(from, codeAccess, "access violation: read-only server, write requests are refused")
+	case opERROR:
+	case opDATA, opACK, opOACK:
+		l.reply(from, codeUnknownTID, "unknown transfer ID")
+	default:
+		l.reply(from, codeIllegalOp, fmt.Sprintf("illegal TFTP operation: opcode %d", op))
+	}
+}
+
+// reply sends an ERROR from the listening socket.
+func (l *listener) reply(to net.Addr, code uint16, msg string) {
+	l.conn.WriteTo(errorPacket(code, msg), to)
+}
+
+// deliver hands pkt to the shared-socket transfer of remote, if any (a
+// repeated RRQ included: the transfer ignores it).
+func (l *listener) deliver(remote netip.AddrPort, pkt []byte) bool {
+	l.mu.Lock()
+	p := l.shared[remote]
+	l.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	select {
+	case p.in <- append([]byte(nil), pkt...):
+	default: // the transfer is behind: a lost packet, resent on timeout
+	}
+	return true
+}
+
+// start serves req in a transfer of its own. In SinglePort mode the
+// client's packets go to the transfer from now on.
+func (l *listener) start(req request, from net.Addr, remote netip.AddrPort) {
+	var shared *sharedPeer
+	if l.s.cfg.SinglePort {
+		shared = &sharedPeer{conn: l.conn, remote: from, in: make(chan []byte, 8), done: l.ctx.Done()}
+		l.mu.Lock()
+		l.shared[remote] = shared
+		l.mu.Unlock()
+	}
+	l.wg.Go(func() {
+		start := time.Now()
+		var n int64
+		err := l.transfer(req, from, remote, shared, &n)
+		l.s.report(Event{File: req.file, Remote: remote, Bytes: n, Duration: time.Since(start), Err: err, Time: start})
+	})
+}
+
+// transfer admits req, gives it a socket of its own (unless shared is
+// set) and sends the file; n counts the bytes sent. Refusals before the
+// transfer has its socket are answered from the listening one.
+func (l *listener) transfer(req request, from net.Addr, remote netip.AddrPort, shared *sharedPeer, n *int64) error {
+	if shared != nil {
+		defer func() {
+			l.mu.Lock()
+			delete(l.shared, remote)
+			l.mu.Unlock()
+		}()
+	}
+	refuse := func(err error) error {
+		l.reply(from, codeOf(err), err.Error())
 		return err
+	}
+	if req.mode != "octet" && req.mode != "netascii" {
+		return refuse(&Error{Code: codeIllegalOp, Msg: fmt.Sprintf("unknown mode %q", req.mode)})
+	}
+	done, err := l.s.admit(remote.Addr())
+	if err != nil {
+		return refuse(err)
 	}
 	defer done()
-	clean, err := CleanPath(name)
+	if shared != nil {
+		return l.s.send(l.ctx, l.root, req, shared, remote, n)
+	}
+	c, err := listenLike(l.conn)
 	if err != nil {
+		l.s.log.Warn("tftp: transfer socket", "err", err)
+		return refuse(fmt.Errorf("no transfer socket: %w", ErrBusy))
+	}
+	defer c.Close()
+	defer stopOn(l.ctx, c)()
+	return l.s.send(l.ctx, l.root, req, &socketPeer{conn: c, remote: remote, buf: make([]byte, 2048)}, remote, n)
+}
+
+// listenLike opens a UDP socket on conn's local address, any port.
+func listenLike(conn net.PacketConn) (*net.UDPConn, error) {
+	var ip net.IP
+	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		ip = ua.IP
+	}
+	return net.ListenUDP("udp", &net.UDPAddr{IP: ip})
+}
+
+// addrPort is a's address and port (zero when a is no IP address).
+func addrPort(a net.Addr) netip.AddrPort {
+	if ua, ok := a.(*net.UDPAddr); ok {
+		return unmap(ua.AddrPort())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return unmap(ap)
+}
+
+// report counts a finished (or refused) transfer, logs it and hands it
+// to the Observer.
+func (s *Server) report(ev Event) {
+	result := "success"
+	if ev.Err != nil {
+		result = "failure"
+	}
+	s.transfers.WithLabelValues(result).Inc()
+	s.sent.Add(float64(ev.Bytes))
+	s.took.Observe(ev.Duration.Seconds())
+	if ev.Err != nil {
+		s.log.Info("tftp: transfer failed", "file", ev.File, "ip", ev.Remote.Addr(), "err", ev.Err)
+	} else {
+		s.log.Info("tftp: sent", "file", ev.File, "ip", ev.Remote.Addr(), "bytes", ev.Bytes)
+	}
+	if s.cfg.Observer != nil {
+		s.cfg.Observer(ev)
+	}
+}
+
+// send checks req's name, opens its file and sends it to p; n counts the
+// bytes sent. A refusal is sent to the client as an ERROR with its code.
+func (s *Server) send(ctx context.Context, root *os.Root, req request, p peer, remote netip.AddrPort, n *int64) error {
+	refuse := func(err error) error {
+		p.send(errorPacket(codeOf(err), err.Error()))
 		return err
+	}
+	clean, err := CleanPath(req.file)
+	if err != nil {
+		return refuse(err)
 	}
 	var tf transferFault
 	if h, ok := s.faults.Inject(fault.TFTP, events.Who{IP: remote.Addr().String()}, clean); ok {
@@ -358,28 +507,70 @@ func (s *Server) read(ctx context.Context, root *os.Root, name string, rf io.Rea
 			return errStopping
 		}
 		if tf.Refuse != nil {
-			return tf.Refuse
+			return refuse(tf.Refuse)
 		}
 	}
 	r, size, err := s.open(root, clean)
 	if err != nil {
-		return err
+		return refuse(err)
 	}
 	if c, ok := r.(io.Closer); ok {
 		defer c.Close()
 	}
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		ot.SetSize(size)
-	}
 	var body io.Reader = io.NewSectionReader(r, 0, size)
+	if req.mode == "netascii" {
+		body, size = newNetascii(body), -1 // the size on the wire is unknown
+	}
 	if tf.BlockDelay > 0 || tf.StallAfter > 0 {
 		body = &faultReader{ctx: ctx, r: body, f: tf}
 	}
-	n, err = rf.ReadFrom(body)
+	prm, opts, err := negotiate(req, size, cmp.Or(s.cfg.MaxBlockSize, maxBlockSize))
+	if err != nil {
+		return refuse(err)
+	}
+	snd := &sender{p: p, body: body, blksize: prm.blksize, window: prm.window,
+		timeout: s.cfg.Timeout, retries: s.cfg.Retries}
+	if prm.timeoutSecs > 0 {
+		snd.timeout = time.Duration(prm.timeoutSecs) * time.Second
+	}
+	var oack []byte
+	if len(opts) > 0 {
+		oack = oackPacket(opts)
+	}
+	err = snd.run(oack)
+	*n = snd.sent
 	if err != nil {
 		return fmt.Errorf("sending %s: %w", clean, err)
 	}
 	return nil
+}
+
+// Error is a TFTP ERROR: Code is RFC 1350's (8: RFC 2347's option
+// refusal), Msg the text sent.
+type Error struct {
+	Code uint16
+	Msg  string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// errNotFound is the error of a name neither Files nor Root holds.
+var errNotFound = errors.New("file not found")
+
+// codeOf is the TFTP error code for err: 1 file not found, 2 access
+// violation, an Error's own code, else 0 (with the message: busy,
+// internal errors).
+func codeOf(err error) uint16 {
+	var te *Error
+	switch {
+	case errors.As(err, &te):
+		return te.Code
+	case errors.Is(err, errNotFound):
+		return codeNotFound
+	case errors.Is(err, ErrAccess):
+		return codeAccess
+	}
+	return codeUndefined
 }
 
 // open finds clean in Files, then under root. Errors are what the client
@@ -396,12 +587,12 @@ func (s *Server) open(root *os.Root, clean string) (io.ReaderAt, int64, error) {
 		}
 	}
 	if root == nil {
-		return nil, 0, fmt.Errorf("%s: file not found", clean)
+		return nil, 0, fmt.Errorf("%s: %w", clean, errNotFound)
 	}
 	f, err := root.Open(clean)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, 0, fmt.Errorf("%s: file not found", clean)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return nil, 0, fmt.Errorf("%s: %w", clean, errNotFound)
 		}
 		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 			s.log.Warn("tftp: out of file descriptors", "file", clean, "err", err)
@@ -417,7 +608,7 @@ func (s *Server) open(root *os.Root, clean string) (io.ReaderAt, int64, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, 0, fmt.Errorf("%s: not a regular file", clean)
+		return nil, 0, fmt.Errorf("%s: not a regular file: %w", clean, ErrAccess)
 	}
 	return f, fi.Size(), nil
 }

@@ -266,20 +266,13 @@ func TestEscapesRefused(t *testing.T) {
 
 func TestOptionsNegotiated(t *testing.T) {
 	f, _ := start(t, 5000)
-	// blksize and tsize are acknowledged in an OACK; windowsize (RFC 7440,
-	// unsupported by pin/tftp) is left out, so the client falls back to
-	// lock-step as the RFC requires.
+	// blksize, tsize and windowsize (RFC 7440) are acknowledged in an OACK.
 	op, oack := rrq(t, f.addr, "deploy_kernel", "blksize", "1468", "tsize", "0", "windowsize", "8")
 	if op != 6 {
 		t.Fatalf("opcode %d (%s), want OACK", op, oack)
 	}
-	for _, want := range []string{"blksize 1468", "tsize 5000"} {
-		if !strings.Contains(oack, want) {
-			t.Errorf("OACK %q lacks %q", oack, want)
-		}
-	}
-	if strings.Contains(oack, "windowsize") {
-		t.Errorf("OACK %q acknowledges windowsize", oack)
+	if oack != "blksize 1468 tsize 5000 windowsize 8" {
+		t.Errorf("OACK %q", oack)
 	}
 
 	capped, _ := startWith(t, 5000, func(c *Config) { c.MaxBlockSize = 1024 })
