@@ -67,16 +67,7 @@ func requireLibvirtVMs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real VMs; skipped with -short")
 	}
-	fail := t.Skipf
-	if os.Getenv("METALBED_LIBVIRT") == "required" {
-		fail = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		fail("real VMs need root (network namespaces, bridges, qemu:///system)")
-	}
-	if _, err := os.Stat("/var/run/libvirt/libvirt-sock"); err != nil {
-		fail("libvirtd is not running (ci/libvirt/start.sh): %v", err)
-	}
+	testenv.RequireLibvirt(t)
 }
 
 // buildLibvirtMetalbed builds the metalbed binary with libvirt support

@@ -94,6 +94,19 @@ var errRangeHeld = errors.New("held by another running testbed")
 // claim takes rng for the testbed in stateDir, unless a running testbed
 // holds a range overlapping it.
 func (r blockRegistry) claim(rng addrRange, stateDir string) (*blockClaim, error) {
+	return r.locked(func(held []heldClaim) (*blockClaim, error) {
+		for _, h := range held {
+			if h.rng.overlaps(rng) {
+				return nil, fmt.Errorf("%s overlaps %s, %w (state dir %s, pid %d)", rng, h.rng, errRangeHeld, h.info.StateDir, h.info.PID)
+			}
+		}
+		return r.take(rng, stateDir)
+	})
+}
+
+// locked runs take under the registry's lock with the claims running
+// testbeds hold.
+func (r blockRegistry) locked(take func(held []heldClaim) (*blockClaim, error)) (*blockClaim, error) {
 	unlock, err := r.lock()
 	if err != nil {
 		return nil, err
@@ -103,12 +116,7 @@ func (r blockRegistry) claim(rng addrRange, stateDir string) (*blockClaim, error
 	if err != nil {
 		return nil, err
 	}
-	for _, h := range held {
-		if h.rng.overlaps(rng) {
-			return nil, fmt.Errorf("%s overlaps %s, %w (state dir %s, pid %d)", rng, h.rng, errRangeHeld, h.info.StateDir, h.info.PID)
-		}
-	}
-	return r.take(rng, stateDir)
+	return take(held)
 }
 
 // claimGiven is claim of a range a user gave as Provisioner.DHCPRange
@@ -125,32 +133,25 @@ func (r blockRegistry) claimGiven(rng addrRange, stateDir string) (*blockClaim, 
 // one it had before) when no running testbed overlaps it, else the
 // lowest free block.
 func (r blockRegistry) claimFree(prefer *addrRange, stateDir string) (*blockClaim, error) {
-	unlock, err := r.lock()
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	held, err := r.held()
-	if err != nil {
-		return nil, err
-	}
-	free := func(rng addrRange) bool {
-		for _, h := range held {
-			if h.rng.overlaps(rng) {
-				return false
+	return r.locked(func(held []heldClaim) (*blockClaim, error) {
+		free := func(rng addrRange) bool {
+			for _, h := range held {
+				if h.rng.overlaps(rng) {
+					return false
+				}
+			}
+			return true
+		}
+		if prefer != nil && free(*prefer) {
+			return r.take(*prefer, stateDir)
+		}
+		for n := 1; n <= 254; n++ {
+			if b := blockN(n); free(b) {
+				return r.take(b, stateDir)
 			}
 		}
-		return true
-	}
-	if prefer != nil && free(*prefer) {
-		return r.take(*prefer, stateDir)
-	}
-	for n := 1; n <= 254; n++ {
-		if b := blockN(n); free(b) {
-			return r.take(b, stateDir)
-		}
-	}
-	return nil, fmt.Errorf("no free loopback block: 254 running testbeds hold them all (see %s)", r.dir)
+		return nil, fmt.Errorf("no free loopback block: 254 running testbeds hold them all (see %s)", r.dir)
+	})
 }
 
 // lock serializes the registry's users on the host (one holds it for

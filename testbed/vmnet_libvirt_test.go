@@ -10,6 +10,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/metalbed/metalbed/internal/testenv"
 	"github.com/metalbed/metalbed/vms/libvirt"
 )
 
@@ -20,16 +21,7 @@ import (
 // in the namespace uses). Needs root and libvirtd (ci/libvirt/start.sh);
 // skips without them unless METALBED_LIBVIRT=required. No VM is started.
 func TestBootNetworkWithoutProvisioner(t *testing.T) {
-	fail := t.Skipf
-	if os.Getenv("METALBED_LIBVIRT") == "required" {
-		fail = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		fail("real VMs need root (network namespaces, bridges, qemu:///system)")
-	}
-	if _, err := os.Stat("/var/run/libvirt/libvirt-sock"); err != nil {
-		fail("libvirtd is not running (ci/libvirt/start.sh): %v", err)
-	}
+	testenv.RequireLibvirt(t)
 	tb, err := New(Config{StateDir: t.TempDir(), Machines: machines(1), Backend: "libvirt",
 		Libvirt: Libvirt{BootNetwork: "10.236.7.1/24", RemoveVMs: true}, Redfish: &Redfish{Addr: "127.0.0.1:0"}})
 	if err != nil {

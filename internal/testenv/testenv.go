@@ -135,3 +135,20 @@ func (c *Clock) Advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
 }
+
+// RequireLibvirt skips a test that needs real VMs (or, under
+// METALBED_LIBVIRT=required, as ci/libvirt/test.sh runs, fails it) unless
+// this process is root and libvirtd runs (ci/libvirt/start.sh).
+func RequireLibvirt(t testing.TB) {
+	t.Helper()
+	fail := t.Skipf
+	if os.Getenv("METALBED_LIBVIRT") == "required" {
+		fail = t.Fatalf
+	}
+	if os.Geteuid() != 0 {
+		fail("real VMs need root (network namespaces, bridges, qemu:///system)")
+	}
+	if _, err := os.Stat("/var/run/libvirt/libvirt-sock"); err != nil {
+		fail("libvirtd is not running (ci/libvirt/start.sh): %v", err)
+	}
+}
