@@ -3,7 +3,6 @@
 package testbed
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
@@ -27,21 +26,7 @@ func TestBootNetworkWithoutProvisioner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- tb.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	select {
-	case <-tb.Ready():
-	case err := <-done:
-		done <- err
-		t.Fatalf("Serve returned before Ready: %v", err)
-	}
+	serve(t, tb)
 
 	inv := tb.Inventory()
 	bn := inv.BootNetwork
