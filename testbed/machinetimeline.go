@@ -13,6 +13,7 @@ import (
 	"github.com/metalbed/metalbed/internal/events"
 	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/internal/httpserve"
+	"github.com/metalbed/metalbed/provisioner/api"
 )
 
 // machineTimeline is the timeline of a testbed without the provisioner
@@ -29,16 +30,24 @@ type machineTimeline struct {
 	ln     net.Listener
 	faults *fault.Set
 	inject fault.Injector
+	creds  *api.Credentials // nil: no auth
 }
 
-// listenMachineTimeline binds the endpoint's listener; reg receives the
-// fault counters.
-func listenMachineTimeline(addr string, reg prometheus.Registerer) (*machineTimeline, error) {
+// listenMachineTimeline binds the endpoint's listener; only the users of
+// htpasswd ("": anyone) may use it; reg receives the fault counters.
+func listenMachineTimeline(addr, htpasswd string, reg prometheus.Registerer) (*machineTimeline, error) {
+	var creds *api.Credentials
+	if htpasswd != "" {
+		var err error
+		if creds, err = api.LoadHTPasswd(htpasswd); err != nil {
+			return nil, fmt.Errorf("--htpasswd: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp4", addr)
 	if err != nil {
 		return nil, addrError("TimelineAddr", addr, fmt.Errorf("timeline endpoint: %w", err))
 	}
-	mt := &machineTimeline{tl: events.New(events.Config{}), ln: ln, faults: fault.NewSet()}
+	mt := &machineTimeline{tl: events.New(events.Config{}), ln: ln, faults: fault.NewSet(), creds: creds}
 	mt.inject = fault.NewInjector(fault.InjectorConfig{Rules: mt.faults, Resolver: mt.tl, Recorder: mt.tl, Registerer: reg})
 	return mt, nil
 }
@@ -49,6 +58,9 @@ func (mt *machineTimeline) url() string { return "http://" + mt.ln.Addr().String
 // serve answers timeline and fault requests until ctx ends.
 func (mt *machineTimeline) serve(ctx context.Context) error {
 	h := faultHandler(mt.faults, HTTPBootInfo{}, knownNode(mt.tl), timelineHandler(mt.tl))
+	if mt.creds != nil {
+		h = mt.creds.Require("metalbed timeline", h)
+	}
 	return serveHTTP(ctx, mt.ln, h, "timeline endpoint")
 }
 

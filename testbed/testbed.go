@@ -145,6 +145,11 @@ type Config struct {
 	// pprof) on a listener of its own (metrics.go); nil: only at the
 	// provisioner API's /metrics.
 	Metrics *Metrics
+	// HTPasswdFile, without Provisioner, is a bcrypt htpasswd file whose
+	// users alone may use the machines' timeline and fault endpoint
+	// (TimelineAddr), as Provisioner.HTPasswdFile guards the provisioner's;
+	// "" = no auth.
+	HTPasswdFile string
 	// Timing, when set, gives every simulated machine the pace of real
 	// hardware (vms/timing); nil: as fast as the host.
 	Timing *Timing
@@ -440,7 +445,7 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 	var rec events.Recorder
 	var faults fault.Injector
 	if t.cfg.Provisioner == nil && t.cfg.TimelineAddr != "" {
-		if mt, err = listenMachineTimeline(t.cfg.TimelineAddr, t.reg); err != nil {
+		if mt, err = listenMachineTimeline(t.cfg.TimelineAddr, t.cfg.HTPasswdFile, t.reg); err != nil {
 			return err
 		}
 		defer mt.ln.Close()

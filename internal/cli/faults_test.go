@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/internal/fault"
@@ -359,5 +362,30 @@ func TestFaultAddHelp(t *testing.T) {
 		[]string{"--url", "http://127.0.0.1:1", "--layer", "http", "--action", "nope"})
 	if err == nil || !strings.Contains(err.Error(), "status, truncate, corrupt") {
 		t.Errorf("unknown action: %v", err)
+	}
+}
+
+// TestUpNoProvisionerFaultsNeedTheKey: with --htpasswd, the machines'
+// timeline and fault endpoint of `up --no-provisioner` answers 401 to a
+// caller without a user of the file, and `metalbed fault` with one in its
+// --url works.
+func TestUpNoProvisionerFaultsNeedTheKey(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "htpasswd")
+	if err := os.WriteFile(file, []byte("ops:"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u := startUp(t, t.TempDir(), "--nodes", "1", "--htpasswd", file)
+	if code, _ := get(t, u.inv.Timeline+"/v1/faults"); code != http.StatusUnauthorized {
+		t.Errorf("GET /v1/faults without credentials: %d, want 401", code)
+	}
+	withUser := strings.Replace(u.inv.Timeline, "http://", "http://ops:s3cret@", 1)
+	runCLI(t, "fault", "add", "--url", withUser, "--node", u.inv.Nodes[0].Name, "--layer", "ipmi", "--op", "0x00/0x01",
+		"--action", "cc", "--arg", "0xc3", "--count", "1")
+	if out := runCLI(t, "fault", "list", "--url", withUser); !strings.Contains(out, "0x00/0x01") {
+		t.Errorf("fault list with the user: %q", out)
 	}
 }

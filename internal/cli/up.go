@@ -172,6 +172,7 @@ func runUp(ctx context.Context, s Streams, args []string) error {
 		if set["timeline-addr"] {
 			cfg.TimelineAddr = *timelineAddr
 		}
+		cfg.HTPasswdFile = *pf.htpasswd // guards that endpoint
 	} else {
 		cfg.Provisioner = pf.config(*timelineAddr)
 	}
