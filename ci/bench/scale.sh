@@ -10,7 +10,8 @@
 # growth ratio (1.0: linear). Writes ci/bench/results-scale.md and, when
 # python3-matplotlib is installed, ci/bench/scale.png.
 # Env: NS ("1 10 100"), DEPLOY (direct or iscsi; default direct),
-# TIMEOUT (seconds per phase, 1800).
+# TIMEOUT (seconds per phase, 1800), PYTHON (/usr/bin/python3: Debian's, where
+# python3-matplotlib installs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=ci/bench/results-scale.md
@@ -18,7 +19,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 go build -o "$work/metalbed" ./cmd/metalbed
 "$work/metalbed" image build --kind whole-disk --placeholder-loader --size-mb 32 --out "$work/instance.img" >"$work/image.txt"
-BIN="$work/metalbed" WORK="$work" NS="${NS:-1 10 100}" DEPLOY="${DEPLOY:-direct}" TIMEOUT="${TIMEOUT:-1800}" python3 - "$out" <<'PY'
+BIN="$work/metalbed" WORK="$work" NS="${NS:-1 10 100}" DEPLOY="${DEPLOY:-direct}" TIMEOUT="${TIMEOUT:-1800}" "${PYTHON:-/usr/bin/python3}" - "$out" <<'PY'
 import concurrent.futures, datetime, os, platform, re, sys, time
 sys.path.insert(0, "ci/bench")
 from deploylib import api, up
