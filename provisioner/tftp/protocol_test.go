@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -311,11 +310,7 @@ func TestRolloverCurl(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "k")
 	cmd := exec.CommandContext(t.Context(), curl, "-sS", "--fail", "--tftp-blksize", "512",
 		"-o", out, fmt.Sprintf("tftp://%s/deploy_kernel", f.addr))
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("curl: %v\n%s", err, b)
-	}
-	got, err := os.ReadFile(out)
-	must(t, err)
+	got := fetched(t, cmd, out)
 	if !bytes.Equal(got, kernel) {
 		t.Fatalf("got %d bytes, want the %d served", len(got), len(kernel))
 	}
@@ -330,11 +325,7 @@ func TestNetascii(t *testing.T) {
 	f, _ := startWith(t, 10, func(c *Config) { c.Files = memFiles{"notes.txt": text} })
 	out := filepath.Join(t.TempDir(), "out")
 	cmd := exec.CommandContext(t.Context(), tftpc, "-m", "ascii", "127.0.0.1", fmt.Sprint(f.addr.Port), "-c", "get", "notes.txt", out)
-	if b, err := cmd.CombinedOutput(); err != nil || strings.Contains(string(b), "Error") {
-		t.Fatalf("tftp get: %v\n%s", err, b)
-	}
-	got, err := os.ReadFile(out)
-	must(t, err)
+	got := fetched(t, cmd, out)
 	if !bytes.Equal(got, text) {
 		t.Fatalf("got %q…, want %q…", got[:min(40, len(got))], text[:40])
 	}

@@ -134,11 +134,7 @@ func TestCurlBlockSizes(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "k")
 			cmd := exec.CommandContext(t.Context(), curl, "-sS", "--fail", "--tftp-blksize", fmt.Sprint(blk),
 				"-o", out, fmt.Sprintf("tftp://%s/deploy_kernel", f.addr))
-			if b, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("curl: %v\n%s", err, b)
-			}
-			got, err := os.ReadFile(out)
-			must(t, err)
+			got := fetched(t, cmd, out)
 			if !bytes.Equal(got, kernel) {
 				t.Fatalf("got %d bytes, differ from the %d served", len(got), len(kernel))
 			}
@@ -157,11 +153,7 @@ func TestTFTPHPAClient(t *testing.T) {
 	for _, name := range []string{"deploy_kernel", "pxelinux.cfg/01-52-54-00-00-00-01", "token-1234", "inside-link"} {
 		out := filepath.Join(dir, strings.ReplaceAll(name, "/", "_"))
 		cmd := exec.CommandContext(t.Context(), tftpc, "-m", "binary", "127.0.0.1", fmt.Sprint(f.addr.Port), "-c", "get", name, out)
-		if b, err := cmd.CombinedOutput(); err != nil || len(b) > 0 && strings.Contains(string(b), "Error") {
-			t.Fatalf("tftp get %s: %v\n%s", name, err, b)
-		}
-		got, err := os.ReadFile(out)
-		must(t, err)
+		got := fetched(t, cmd, out)
 		want := map[string][]byte{
 			"deploy_kernel":                     kernel,
 			"inside-link":                       kernel,
@@ -180,11 +172,7 @@ func TestBusyboxBlockSize(t *testing.T) {
 	for _, blk := range []int{1468, 8192} {
 		out := filepath.Join(t.TempDir(), "k")
 		cmd := exec.CommandContext(t.Context(), bb, "tftp", "-g", "-b", fmt.Sprint(blk), "-r", "deploy_kernel", "-l", out, "127.0.0.1", fmt.Sprint(f.addr.Port))
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("busybox tftp -b %d: %v\n%s", blk, err, b)
-		}
-		got, err := os.ReadFile(out)
-		must(t, err)
+		got := fetched(t, cmd, out)
 		if !bytes.Equal(got, kernel) {
 			t.Fatalf("blksize %d: bytes differ", blk)
 		}
@@ -471,11 +459,7 @@ func TestFaultSlow(t *testing.T) {
 	})
 	out := filepath.Join(t.TempDir(), "out")
 	cmd := exec.CommandContext(t.Context(), tftpc, "-m", "binary", "127.0.0.1", fmt.Sprint(f.addr.Port), "-c", "get", "deploy_kernel", out)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("tftp get: %v\n%s", err, b)
-	}
-	got, err := os.ReadFile(out)
-	must(t, err)
+	got := fetched(t, cmd, out)
 	if !bytes.Equal(got, kernel) {
 		t.Fatalf("slow transfer delivered %d bytes, not the file's %d", len(got), len(kernel))
 	}
@@ -567,4 +551,17 @@ func TestTransfersBounded(t *testing.T) {
 		op, _ := rrqFrom(t, from(1), f.addr, "deploy_kernel")
 		return op == 3
 	}, "a slot freed for 127.0.0.1")
+}
+
+// fetched runs a real client's command that writes a file to out and
+// returns what it wrote; a failed command (or tftp-hpa's "Error" line,
+// as it exits 0 on a TFTP error) fails the test.
+func fetched(t *testing.T, cmd *exec.Cmd, out string) []byte {
+	t.Helper()
+	if b, err := cmd.CombinedOutput(); err != nil || strings.Contains(string(b), "Error") {
+		t.Fatalf("%s %v: %v\n%s", filepath.Base(cmd.Path), cmd.Args[1:], err, b)
+	}
+	got, err := os.ReadFile(out)
+	must(t, err)
+	return got
 }
