@@ -10,6 +10,7 @@ package boot_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"net"
 	"net/http"
@@ -304,13 +305,13 @@ func TestROMBootsDeployThenInstance(t *testing.T) {
 				// config by MAC.
 				machine := [16]byte{0xaa, 1, 2, 3, 4, 5, 0x46, 7, 0x88, 9, 10, 11, 12, 13, 14, 15}
 				img, console := b.bootROM(t, mode, machine)
-				if !bytes.Equal(img.Kernel, kernel) {
-					t.Fatalf("deploy boot: kernel %s is %d bytes, not the deploy kernel (%d)\n%s", img.KernelName, len(img.Kernel), len(kernel), console)
+				if img.Kernel.SHA256 != sha256.Sum256(kernel) {
+					t.Fatalf("deploy boot: kernel %s is %d bytes, not the deploy kernel (%d)\n%s", img.KernelName, img.Kernel.Size, len(kernel), console)
 				}
-				if len(img.Initrds) != 1 || !bytes.Equal(img.Initrds[0].Data, initrd) {
+				if len(img.Initrds) != 1 || img.Initrds[0].SHA256 != sha256.Sum256(initrd) {
 					t.Fatalf("deploy boot: initrds %d, not the deploy ramdisk\n%s", len(img.Initrds), console)
 				}
-				if _, err := ramdisk.ReadMarker(bytes.NewReader(img.Initrds[0].Data), int64(len(img.Initrds[0].Data))); err != nil {
+				if err := img.Initrds[0].NotInitramfs; err != nil {
 					t.Errorf("initrd is not a metalbed ramdisk: %v", err)
 				}
 				p, err := ramdisk.ParseCmdline(img.Cmdline)
@@ -360,10 +361,10 @@ func TestROMBootsDeployThenInstance(t *testing.T) {
 					t.Errorf("boot device after PrepareInstance %+v", d)
 				}
 				img, console = b.bootROM(t, mode, machine)
-				if !bytes.Equal(img.Kernel, instKernel) {
-					t.Fatalf("instance boot: kernel %s is %d bytes, not the instance kernel\n%s", img.KernelName, len(img.Kernel), console)
+				if img.Kernel.SHA256 != sha256.Sum256(instKernel) {
+					t.Fatalf("instance boot: kernel %s is %d bytes, not the instance kernel\n%s", img.KernelName, img.Kernel.Size, console)
 				}
-				if len(img.Initrds) != 1 || !bytes.Equal(img.Initrds[0].Data, instRamdisk) {
+				if len(img.Initrds) != 1 || img.Initrds[0].SHA256 != sha256.Sum256(instRamdisk) {
 					t.Fatalf("instance boot: initrds %d, not the instance ramdisk", len(img.Initrds))
 				}
 				if !strings.Contains(" "+img.Cmdline+" ", " root=UUID="+e2eRoot+" ") || !strings.Contains(img.Cmdline, " ro ") || strings.Contains(img.Cmdline, "deployment_key") {

@@ -1,6 +1,7 @@
 package ramdisk
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"debug/elf"
@@ -67,7 +68,13 @@ type ImageConfig struct {
 // needs before /init mounts anything, /dev/console, the marker, and the
 // GRUB images when cfg.Grub is set.
 func BuildInitramfs(w io.Writer, cfg ImageConfig) error {
-	init, err := os.ReadFile(cfg.Init)
+	// /init is streamed from the program's file (tens of MB, never held).
+	init, err := os.Open(cfg.Init)
+	if err != nil {
+		return fmt.Errorf("read init program: %w", err)
+	}
+	defer init.Close()
+	st, err := init.Stat()
 	if err != nil {
 		return fmt.Errorf("read init program: %w", err)
 	}
@@ -86,7 +93,7 @@ func BuildInitramfs(w io.Writer, cfg ImageConfig) error {
 		cpio.CharDev("dev/console", 0o600, 5, 1),
 		cpio.Directory("etc", 0o755),
 		cpio.StaticFile(MarkerPath, string(marker), 0o644),
-		cpio.StaticFile("init", string(init), 0o755),
+		{ReaderAt: init, Info: cpio.Info{Name: "init", Mode: cpio.S_IFREG | 0o755, FileSize: uint64(st.Size())}},
 		cpio.Directory("proc", 0o555),
 		cpio.Directory("sys", 0o555),
 		cpio.Directory("tmp", 0o1777),
@@ -137,31 +144,38 @@ func ReadMarker(initrd io.ReaderAt, size int64) (Marker, error) {
 // initrd that is not a metalbed ramdisk is an error wrapping
 // ErrNotRamdisk; unusable GRUB images are Bootloaders.Err.
 func ReadInitramfs(initrd io.ReaderAt, size int64, name string) (*Initramfs, error) {
-	var r io.ReaderAt = initrd
-	head := make([]byte, 6)
-	if _, err := initrd.ReadAt(head, 0); err != nil {
-		return nil, fmt.Errorf("%w: %d bytes, too short for an initramfs", ErrNotRamdisk, size)
+	return ParseInitramfs(io.NewSectionReader(initrd, 0, size), name)
+}
+
+// ParseInitramfs is ReadInitramfs over a stream, read once from start to
+// end as a kernel unpacks it: nothing but the marker and the GRUB images is
+// kept, so a ramdisk of tens of MB costs a machine no more than those.
+func ParseInitramfs(initrd io.Reader, name string) (*Initramfs, error) {
+	br := bufio.NewReader(initrd)
+	head, err := br.Peek(6)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %d bytes, too short for an initramfs", ErrNotRamdisk, len(head))
 	}
+	var r io.Reader = br
 	if head[0] == 0x1f && head[1] == 0x8b {
-		zr, err := gzip.NewReader(io.NewSectionReader(initrd, 0, size))
+		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("%w: bad gzip: %v", ErrNotRamdisk, err)
 		}
 		// Bound the decompressed size: a ramdisk larger than 1 GiB is not ours.
-		raw, err := io.ReadAll(io.LimitReader(zr, 1<<30))
-		if err != nil {
-			return nil, fmt.Errorf("%w: gunzip: %v", ErrNotRamdisk, err)
+		zbr := bufio.NewReader(gunzipErrors{io.LimitReader(zr, 1<<30)})
+		if head, err = zbr.Peek(6); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, fmt.Errorf("%w: empty archive", ErrNotRamdisk)
+			}
+			return nil, fmt.Errorf("%w: %v", ErrNotRamdisk, err)
 		}
-		r, size = bytes.NewReader(raw), int64(len(raw))
-		if len(raw) < 6 {
-			return nil, fmt.Errorf("%w: empty archive", ErrNotRamdisk)
-		}
-		copy(head, raw)
+		r = zbr
 	}
 	if string(head) != "070701" {
 		return nil, fmt.Errorf("%w: no newc cpio archive (magic %q)", ErrNotRamdisk, head)
 	}
-	rr := cpio.Newc.Reader(r)
+	rr := cpio.Newc.Reader(&forward{r: r})
 	hasInit, found := false, false
 	var m Marker
 	grubDir := strings.TrimPrefix(disk.GrubImagesDir, "/")
@@ -196,6 +210,11 @@ func ReadInitramfs(initrd io.ReaderAt, size int64, name string) (*Initramfs, err
 			grub[path.Base(file)] = b // a later record replaces an earlier one, as unpacking does
 		}
 	}
+	// What follows the trailer is unpacked too (and a gzip stream's
+	// checksum checked), as the kernel does.
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotRamdisk, err)
+	}
 	switch {
 	case !found:
 		return nil, fmt.Errorf("%w: no %s in the archive", ErrNotRamdisk, MarkerPath)
@@ -213,6 +232,41 @@ func ReadInitramfs(initrd io.ReaderAt, size int64, name string) (*Initramfs, err
 		bl.Err = err // the kernel unpacks it all the same; the bootloader step fails
 	}
 	return &Initramfs{Marker: m, Bootloaders: bl}, nil
+}
+
+// gunzipErrors says a decompression error is one, as unpacking reports it.
+type gunzipErrors struct{ r io.Reader }
+
+func (g gunzipErrors) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("gunzip: %w", err)
+	}
+	return n, err
+}
+
+// forward is an io.ReaderAt over a stream for a reader that only moves
+// forward (the cpio reader: each record's header, then its contents or a
+// skip past them): what lies between is read and dropped.
+type forward struct {
+	r   io.Reader
+	pos int64
+}
+
+func (f *forward) ReadAt(p []byte, off int64) (int, error) {
+	if off < f.pos {
+		return 0, fmt.Errorf("read at %d of a stream already at %d", off, f.pos)
+	}
+	if off > f.pos {
+		n, err := io.CopyN(io.Discard, f.r, off-f.pos)
+		f.pos += n
+		if err != nil {
+			return 0, err
+		}
+	}
+	n, err := io.ReadFull(f.r, p)
+	f.pos += int64(n)
+	return n, err
 }
 
 // readRecord reads a cpio file of at most limit bytes.

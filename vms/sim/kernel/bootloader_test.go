@@ -176,8 +176,8 @@ func TestRamdiskInstallsGrubFromInitramfs(t *testing.T) {
 				Recorder: rec,
 			}
 			img := pxe.Image{
-				KernelName: "deploy_kernel", Kernel: bzImage(),
-				Initrds: []pxe.File{{Name: "deploy_ramdisk", Data: rd}},
+				KernelName: "deploy_kernel", Kernel: pxe.LoadBytes("deploy_kernel", bzImage()),
+				Initrds: []pxe.File{pxe.LoadBytes("deploy_ramdisk", rd)},
 				Cmdline: "deployment_id=u1 deployment_key=k1 iscsi_target_iqn=iqn.2008-10.org.openstack:u1 ironic_api_url=" + url +
 					" disk=vda boot_option=local boot_mode=" + c.mode,
 				Lease: pxe.Lease{IP: net.IPv4(127, 80, byte(rand.IntN(250)+1), byte(rand.IntN(250)+1))},
@@ -237,8 +237,8 @@ func TestAgentInstallsGrubFromInitramfs(t *testing.T) {
 			defer cancel()
 			leased := net.IPv4(127, 81, byte(rand.IntN(250)+1), byte(rand.IntN(250)+1))
 			img := pxe.Image{
-				KernelName: "deploy_kernel", Kernel: bzImage(),
-				Initrds: []pxe.File{{Name: "deploy_ramdisk", Data: rd}},
+				KernelName: "deploy_kernel", Kernel: pxe.LoadBytes("deploy_kernel", bzImage()),
+				Initrds: []pxe.File{pxe.LoadBytes("deploy_ramdisk", rd)},
 				Cmdline: "ipa-api-url=" + api.URL + " BOOTIF=01-" + strings.ReplaceAll(mac.String(), ":", "-"),
 				Lease:   pxe.Lease{IP: leased}, NIC: vms.NIC{MAC: mac},
 			}

@@ -70,21 +70,19 @@ func Executor(cfg Config) pxe.Executor {
 // panics as Linux does.
 func Boot(ctx context.Context, cfg Config, b *sim.BootContext, img pxe.Image) error {
 	con := b.Console
-	if err := pxe.CheckBzImage(img.Kernel); err != nil {
+	if err := pxe.CheckBzImage(img.Kernel.Head); err != nil {
 		fmt.Fprintf(con, "error: %s: invalid kernel (%v)\r\n", img.KernelName, err)
 		return fmt.Errorf("%w: kernel %s: %v", pxe.ErrExec, img.KernelName, err)
 	}
 	fmt.Fprintf(con, "[    0.000000] Linux version (metalbed sim) booting %s\r\n", img.KernelName)
 	fmt.Fprintf(con, "[    0.000000] Command line: %s\r\n", img.Cmdline)
 	for _, rd := range img.Initrds {
-		fs, err := ramdisk.ReadInitramfs(bytes.NewReader(rd.Data), int64(len(rd.Data)), rd.Name)
-		if err == nil {
+		// The firmware loaded it unpacking it (pxe.File): what the
+		// kernel finds in it is known.
+		if fs := rd.Initramfs; fs != nil {
 			fmt.Fprintf(con, "[    0.400000] Unpacking initramfs %s (%s %s)\r\n", rd.Name, fs.Marker.Program, fs.Marker.Version)
 			fmt.Fprintf(con, "[    0.500000] Run /init as init process\r\n")
-			// The kernel and initrd images are unpacked: let them go, as
-			// Linux frees the initrd once it is unpacked (tens of MB
-			// per machine, for the whole deploy, otherwise).
-			img.Kernel, img.Initrds = nil, nil
+			img.Kernel, img.Initrds = pxe.File{}, nil
 			return runRamdisk(ctx, cfg, b, img, fs.Bootloaders)
 		}
 	}

@@ -66,8 +66,8 @@ func bzImage() []byte {
 
 func TestNotARamdiskPanics(t *testing.T) {
 	b, con := bootContext(t)
-	for _, initrds := range [][]pxe.File{nil, {{Name: "initrd.img", Data: []byte("070701 someone else's initramfs")}}} {
-		err := Executor(Config{})(t.Context(), b, pxe.Image{KernelName: "vmlinuz", Kernel: bzImage(), Cmdline: "console=ttyS0", Initrds: initrds})
+	for _, initrds := range [][]pxe.File{nil, {pxe.LoadBytes("initrd.img", []byte("070701 someone else's initramfs"))}} {
+		err := Executor(Config{})(t.Context(), b, pxe.Image{KernelName: "vmlinuz", Kernel: pxe.LoadBytes("vmlinuz", bzImage()), Cmdline: "console=ttyS0", Initrds: initrds})
 		if !errors.Is(err, ErrPanic) || !strings.Contains(con.String(), "Kernel panic - not syncing") {
 			t.Errorf("err = %v, console:\n%s", err, con)
 		}
@@ -99,8 +99,8 @@ func TestRamdiskRunsWithMachineDiskAndLease(t *testing.T) {
 	}
 	img := pxe.Image{
 		KernelName: "deploy_kernel",
-		Kernel:     bzImage(),
-		Initrds:    []pxe.File{{Name: "deploy_ramdisk", Data: initramfs(t)}},
+		Kernel:     pxe.LoadBytes("deploy_kernel", bzImage()),
+		Initrds:    []pxe.File{pxe.LoadBytes("deploy_ramdisk", initramfs(t))},
 		Cmdline:    "deployment_id=u1 deployment_key=k1 iscsi_target_iqn=iqn.2008-10.org.openstack:u1 ironic_api_url=" + url + " disk=cciss/c0d0,sda,hda,vda",
 		Lease:      pxe.Lease{IP: leased, NextServer: net.IPv4(127, 0, 0, 1)},
 	}
@@ -148,8 +148,8 @@ func TestAgentModeLooksUpAndServes(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	img := pxe.Image{
-		KernelName: "deploy_kernel", Kernel: bzImage(),
-		Initrds: []pxe.File{{Name: "deploy_ramdisk", Data: initramfs(t)}},
+		KernelName: "deploy_kernel", Kernel: pxe.LoadBytes("deploy_kernel", bzImage()),
+		Initrds: []pxe.File{pxe.LoadBytes("deploy_ramdisk", initramfs(t))},
 		Cmdline: "ipa-api-url=" + api.URL + " BOOTIF=01-52-54-00-12-34-56",
 		Lease:   pxe.Lease{IP: leased}, NIC: vms.NIC{MAC: mac},
 	}

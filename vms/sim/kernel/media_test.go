@@ -74,8 +74,8 @@ func TestMediaBootAgentBringsUpNIC(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	img := pxe.Image{
-		KernelName: "/vmlinuz", Kernel: bzImage(),
-		Initrds: []pxe.File{{Name: "/initrd", Data: initramfs(t)}},
+		KernelName: "/vmlinuz", Kernel: pxe.LoadBytes("/vmlinuz", bzImage()),
+		Initrds: []pxe.File{pxe.LoadBytes("/initrd", initramfs(t))},
 		Cmdline: "BOOT_IMAGE=/vmlinuz initrd=/initrd text ipa-api-url=" + api.URL + " ipa-agent-token=t0k3n ipa-global-request-id=req-1 boot_method=vmedia --",
 		NIC:     vms.NIC{MAC: mac},
 	}
@@ -110,8 +110,8 @@ func TestMediaBootWithoutDHCP(t *testing.T) {
 	b, con := bootContext(t)
 	mac, _ := net.ParseMAC("52:54:00:12:34:58")
 	b.NICs = []vms.NIC{{MAC: mac}}
-	img := pxe.Image{KernelName: "/vmlinuz", Kernel: bzImage(),
-		Initrds: []pxe.File{{Name: "/initrd", Data: initramfs(t)}},
+	img := pxe.Image{KernelName: "/vmlinuz", Kernel: pxe.LoadBytes("/vmlinuz", bzImage()),
+		Initrds: []pxe.File{pxe.LoadBytes("/initrd", initramfs(t))},
 		Cmdline: "ipa-api-url=http://127.0.0.1:1"}
 	err := Executor(Config{})(t.Context(), b, img)
 	if err == nil || !strings.Contains(con.String(), "no DHCP server") {

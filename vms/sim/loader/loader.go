@@ -92,7 +92,7 @@ func (l Loader) Boot(ctx context.Context, b *sim.BootContext) error {
 	say("Booting `metalbed instance'")
 	say("Loading Linux %s ...", entry.Kernel)
 	b.Emit(vms.EventConsole, "loader "+entry.Kernel+" "+cmdline)
-	img := pxe.Image{KernelName: entry.Kernel, Kernel: k, Cmdline: strings.TrimSpace("BOOT_IMAGE=" + entry.Kernel + " " + cmdline)}
+	img := pxe.Image{KernelName: entry.Kernel, Kernel: pxe.LoadBytes(entry.Kernel, k), Cmdline: strings.TrimSpace("BOOT_IMAGE=" + entry.Kernel + " " + cmdline)}
 	return kernel.Boot(ctx, l.Kernel, b, img)
 }
 

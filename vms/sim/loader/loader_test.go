@@ -208,7 +208,7 @@ func TestNetbootInstanceRootUUID(t *testing.T) {
 		con := &testenv.SyncBuffer{}
 		b := &sim.BootContext{Machine: "node-2", Mode: vms.BIOS, Disk: dsk, Console: con, Emit: func(vms.EventKind, string) {}}
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
-		err := kernel.Boot(ctx, kernel.Config{}, b, pxe.Image{KernelName: "kernel", Kernel: kern, Cmdline: "root=" + c.root + " ro"})
+		err := kernel.Boot(ctx, kernel.Config{}, b, pxe.Image{KernelName: "kernel", Kernel: pxe.LoadBytes("kernel", kern), Cmdline: "root=" + c.root + " ro"})
 		cancel()
 		if !strings.Contains(con.String(), c.want) || errors.Is(err, kernel.ErrPanic) != c.panic {
 			t.Errorf("root=%s: err %v, console:\n%s", c.root, err, con)

@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pin/tftp/v3"
@@ -27,41 +29,61 @@ type fetcher struct {
 	maxBytes int64
 }
 
-// fetch gets a URL (http://…, tftp://…) or a bare TFTP path from server.
+// fetch gets a URL (http://…, tftp://…) or a bare TFTP path from server,
+// all of it in memory: for scripts and configs.
 func (f *fetcher) fetch(ctx context.Context, server net.IP, ref string) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := f.fetchTo(ctx, server, ref, &buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// load gets what fetch gets as a loaded File: for kernels and initrds.
+func (f *fetcher) load(ctx context.Context, server net.IP, ref string) (File, error) {
+	l := newLoading(path.Base(ref))
+	return l.finish(f.fetchTo(ctx, server, ref, l))
+}
+
+// fetchTo writes what ref names to w, at most maxBytes of it.
+func (f *fetcher) fetchTo(ctx context.Context, server net.IP, ref string, w io.Writer) error {
+	// The transfer may go on a moment after ctx ends (a TFTP transfer
+	// times out on its own): w sees nothing of it once fetchTo returns.
+	g := &guarded{w: &limitWriter{w: w, n: f.maxBytes}}
+	defer g.close()
 	if u, err := url.Parse(ref); err == nil && u.Scheme != "" {
 		switch u.Scheme {
 		case "http":
-			return f.http(ctx, u.String())
+			return f.http(ctx, u.String(), g)
 		case "tftp":
 			host := u.Hostname()
 			ip := net.ParseIP(host)
 			if ip == nil {
-				return nil, fmt.Errorf("tftp://%s: this ROM resolves no names", host)
+				return fmt.Errorf("tftp://%s: this ROM resolves no names", host)
 			}
 			port := f.tftpPort
 			if p := u.Port(); p != "" {
 				fmt.Sscan(p, &port)
 			}
-			return f.tftp(ctx, ip, port, strings.TrimPrefix(u.Path, "/"))
+			return f.tftp(ctx, ip, port, strings.TrimPrefix(u.Path, "/"), g)
 		default:
-			return nil, fmt.Errorf("%s: protocol %q not supported by this ROM", ref, u.Scheme)
+			return fmt.Errorf("%s: protocol %q not supported by this ROM", ref, u.Scheme)
 		}
 	}
 	if server == nil {
-		return nil, fmt.Errorf("%s: no boot server", ref)
+		return fmt.Errorf("%s: no boot server", ref)
 	}
-	return f.tftp(ctx, server, f.tftpPort, ref)
+	return f.tftp(ctx, server, f.tftpPort, ref, g)
 }
 
-func (f *fetcher) tftp(ctx context.Context, server net.IP, port int, name string) ([]byte, error) {
+func (f *fetcher) tftp(ctx context.Context, server net.IP, port int, name string, w io.Writer) error {
 	c, err := tftp.NewClient(net.JoinHostPort(server.String(), fmt.Sprint(port)))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if f.localIP != nil {
 		if err := c.SetLocalAddr(f.localIP.String()); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	c.SetTimeout(f.timeout)
@@ -70,38 +92,33 @@ func (f *fetcher) tftp(ctx context.Context, server net.IP, port int, name string
 		c.SetBlockSize(f.blksize)
 	}
 	c.RequestTSize(true)
-	type result struct {
-		b   []byte
-		err error
-	}
-	ch := make(chan result, 1)
+	ch := make(chan error, 1)
 	go func() {
 		wt, err := c.Receive(name, "octet")
 		if err != nil {
-			ch <- result{err: err}
+			ch <- err
 			return
 		}
 		if n, ok := wt.(tftp.IncomingTransfer).Size(); ok && n > f.maxBytes {
-			ch <- result{err: fmt.Errorf("%d bytes, more than this ROM loads", n)}
+			ch <- fmt.Errorf("%d bytes, more than this ROM loads", n)
 			return
 		}
-		var buf bytes.Buffer
-		_, err = wt.WriteTo(&limitWriter{w: &buf, n: f.maxBytes})
-		ch <- result{b: buf.Bytes(), err: err}
+		_, err = wt.WriteTo(w)
+		ch <- err
 	}()
 	select {
 	case <-ctx.Done():
 		// The transfer times out on its own (SetTimeout × retries).
-		return nil, ctx.Err()
-	case r := <-ch:
-		if r.err != nil {
-			return nil, fmt.Errorf("tftp://%s:%d/%s: %w", server, port, name, ramdisk.TFTPError(r.err))
+		return ctx.Err()
+	case err := <-ch:
+		if err != nil {
+			return fmt.Errorf("tftp://%s:%d/%s: %w", server, port, name, ramdisk.TFTPError(err))
 		}
-		return r.b, nil
+		return nil
 	}
 }
 
-func (f *fetcher) http(ctx context.Context, u string) ([]byte, error) {
+func (f *fetcher) http(ctx context.Context, u string, w io.Writer) error {
 	d := &net.Dialer{Timeout: f.timeout}
 	if f.localIP != nil {
 		d.LocalAddr = &net.TCPAddr{IP: f.localIP}
@@ -110,25 +127,49 @@ func (f *fetcher) http(ctx context.Context, u string) ([]byte, error) {
 	defer client.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	req.Header.Set("User-Agent", "iPXE/1.21.1 (metalbed SimROM)")
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: HTTP %s", u, resp.Status)
+		return fmt.Errorf("%s: HTTP %s", u, resp.Status)
 	}
-	var buf bytes.Buffer
-	if _, err := io.Copy(&limitWriter{w: &buf, n: f.maxBytes}, resp.Body); err != nil {
-		return nil, fmt.Errorf("%s: %w", u, err)
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return fmt.Errorf("%s: %w", u, err)
 	}
-	if resp.ContentLength >= 0 && int64(buf.Len()) != resp.ContentLength {
-		return nil, fmt.Errorf("%s: got %d of %d bytes", u, buf.Len(), resp.ContentLength)
+	if resp.ContentLength >= 0 && n != resp.ContentLength {
+		return fmt.Errorf("%s: got %d of %d bytes", u, n, resp.ContentLength)
 	}
-	return buf.Bytes(), nil
+	return nil
+}
+
+// guarded passes writes on until it is closed, then refuses them.
+type guarded struct {
+	mu     sync.Mutex
+	w      io.Writer
+	closed bool
+}
+
+var errAbandoned = errors.New("transfer abandoned")
+
+func (g *guarded) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return 0, errAbandoned
+	}
+	return g.w.Write(p)
+}
+
+func (g *guarded) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
 }
 
 var errTooBig = errors.New("file larger than this ROM loads")

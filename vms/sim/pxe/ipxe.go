@@ -1,6 +1,7 @@
 package pxe
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +15,7 @@ import (
 type ipxeImage struct {
 	name string
 	url  string
-	data []byte
+	file File
 	args string
 }
 
@@ -26,7 +27,7 @@ type ipxeImage struct {
 // sanboot — which this ROM cannot do).
 type ipxeVM struct {
 	vars   map[string]string
-	fetch  func(ctx context.Context, ref string) ([]byte, error)
+	load   func(ctx context.Context, ref string) (File, error)
 	say    func(format string, a ...any)
 	kernel *ipxeImage
 	initrd []*ipxeImage
@@ -241,18 +242,21 @@ func (vm *ipxeVM) image(ctx context.Context, cmd string, args []string, base str
 		img.name = path0(img.url)
 	}
 	vm.say("%s... ", img.url)
-	data, err := vm.fetch(ctx, img.url)
+	f, err := vm.load(ctx, img.url)
 	if err != nil {
 		return err
 	}
-	img.data = data
-	vm.say("ok (%d bytes)", len(data))
+	img.file = f
+	vm.say("ok (%d bytes)", f.Size)
 	switch cmd {
 	case "initrd", "module", "imgfetch":
 		vm.initrd = append(vm.initrd, img)
 	case "chain":
-		if strings.HasPrefix(string(data), "#!ipxe") {
-			return vm.run(ctx, string(data), img.url)
+		if bytes.HasPrefix(f.Head, []byte("#!ipxe")) {
+			if !f.Whole() {
+				return fmt.Errorf("%s: an iPXE script of %d bytes, more than this ROM runs", img.url, f.Size)
+			}
+			return vm.run(ctx, string(f.Head), img.url)
 		}
 		vm.kernel = img
 		return errBoot

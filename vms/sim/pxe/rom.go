@@ -50,17 +50,11 @@ type ROM struct {
 // command line, with the lease the NIC got.
 type Image struct {
 	KernelName string
-	Kernel     []byte
+	Kernel     File
 	Initrds    []File
 	Cmdline    string
 	Lease      Lease
 	NIC        vms.NIC
-}
-
-// File is a named downloaded file.
-type File struct {
-	Name string
-	Data []byte
 }
 
 // Executor runs a booted image on the machine until it ends or ctx ends.
@@ -208,6 +202,10 @@ func (r *romRun) fetch(ctx context.Context, ref string) ([]byte, error) {
 	return r.f.fetch(ctx, r.lease.NextServer, ref)
 }
 
+func (r *romRun) load(ctx context.Context, ref string) (File, error) {
+	return r.f.load(ctx, r.lease.NextServer, ref)
+}
+
 // bootFile fetches and runs the NBP or script the DHCP server named.
 func (r *romRun) bootFile(ctx context.Context, name string, depth int) error {
 	if depth > 3 {
@@ -254,9 +252,9 @@ func (r *romRun) baseURL(name string) string {
 
 func (r *romRun) script(ctx context.Context, text, base string) error {
 	vm := &ipxeVM{
-		vars:  r.vars,
-		fetch: r.fetch,
-		say:   r.say,
+		vars: r.vars,
+		load: r.load,
+		say:  r.say,
 		sleep: func(ctx context.Context, d time.Duration) error {
 			select {
 			case <-ctx.Done():
@@ -270,9 +268,10 @@ func (r *romRun) script(ctx context.Context, text, base string) error {
 	if !errors.Is(err, errBoot) {
 		return err
 	}
-	img := Image{KernelName: vm.kernel.name, Kernel: vm.kernel.data, Cmdline: vm.kernel.args, Lease: r.lease, NIC: r.nic}
+	img := Image{KernelName: vm.kernel.name, Kernel: vm.kernel.file, Cmdline: vm.kernel.args, Lease: r.lease, NIC: r.nic}
 	for _, i := range vm.initrd {
-		img.Initrds = append(img.Initrds, File{Name: i.name, Data: i.data})
+		i.file.Name = i.name
+		img.Initrds = append(img.Initrds, i.file)
 	}
 	return r.exec(ctx, img)
 }
@@ -319,7 +318,7 @@ func (r *romRun) pxelinux(ctx context.Context, nbp string) error {
 		return fmt.Errorf("pxelinux: label %s has no kernel", label.Name)
 	}
 	r.say("Loading %s...", label.Kernel)
-	kernel, err := r.fetch(ctx, resolveTFTP(prefix, label.Kernel))
+	kernel, err := r.load(ctx, resolveTFTP(prefix, label.Kernel))
 	if err != nil {
 		return err
 	}
@@ -330,11 +329,12 @@ func (r *romRun) pxelinux(ctx context.Context, nbp string) error {
 	}
 	for _, name := range files {
 		r.say("Loading %s...", name)
-		data, err := r.fetch(ctx, resolveTFTP(prefix, name))
+		rd, err := r.load(ctx, resolveTFTP(prefix, name))
 		if err != nil {
 			return err
 		}
-		img.Initrds = append(img.Initrds, File{Name: name, Data: data})
+		rd.Name = name
+		img.Initrds = append(img.Initrds, rd)
 	}
 	args := []string{"BOOT_IMAGE=" + label.Kernel}
 	if label.Append != "" {
@@ -349,16 +349,17 @@ func (r *romRun) pxelinux(ctx context.Context, nbp string) error {
 
 // exec checks the kernel is a Linux boot image and hands over.
 func (r *romRun) exec(ctx context.Context, img Image) error {
-	if err := CheckBzImage(img.Kernel); err != nil {
+	if err := CheckBzImage(img.Kernel.Head); err != nil {
 		return fmt.Errorf("%w kernel %s: %v", ErrExec, img.KernelName, err)
 	}
-	r.say("Booting %s (%d bytes, %d initrd)", img.KernelName, len(img.Kernel), len(img.Initrds))
+	r.say("Booting %s (%d bytes, %d initrd)", img.KernelName, img.Kernel.Size, len(img.Initrds))
 	r.b.Emit(vms.EventConsole, "kernel "+img.KernelName+" "+img.Cmdline)
 	return r.cfg.Exec(ctx, r.b, img)
 }
 
 // CheckBzImage verifies the Linux x86 boot protocol header: boot sector
 // signature 0x55AA at 510 and "HdrS" at 0x202 (Documentation/x86/boot.rst).
+// k is the kernel's head (File.Head) or all of it.
 func CheckBzImage(k []byte) error {
 	if len(k) < 0x206 {
 		return fmt.Errorf("%d bytes, too short for a Linux kernel", len(k))

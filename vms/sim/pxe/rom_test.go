@@ -3,8 +3,10 @@ package pxe
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -142,7 +144,7 @@ func startTFTPD(t *testing.T, root string) int {
 	f := &fetcher{tftpPort: port, timeout: 200 * time.Millisecond, maxBytes: 1 << 20}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, err := f.tftp(t.Context(), net.IPv4(127, 0, 0, 1), port, "ready"); err == nil {
+		if err := f.tftp(t.Context(), net.IPv4(127, 0, 0, 1), port, "ready", io.Discard); err == nil {
 			return port
 		}
 		if time.Now().After(deadline) {
@@ -238,11 +240,11 @@ append initrd=` + uuid + `/ramdisk root=UUID=0c2f4e19-6ad3-4d1c-a86e-0d5a4f1d7e3
 	if err := rom.Boot(t.Context(), b); err != nil {
 		t.Fatalf("Boot: %v\n%s", err, console)
 	}
-	if !bytes.Equal(got.Kernel, kernel) || len(got.Initrds) != 1 || !bytes.Equal(got.Initrds[0].Data, initrd) {
-		t.Fatalf("booted wrong bytes: kernel %d, initrds %d", len(got.Kernel), len(got.Initrds))
+	if got.Kernel.SHA256 != sha256.Sum256(kernel) || len(got.Initrds) != 1 || got.Initrds[0].SHA256 != sha256.Sum256(initrd) {
+		t.Fatalf("booted wrong bytes: kernel %d, initrds %d", got.Kernel.Size, len(got.Initrds))
 	}
-	if _, err := ramdisk.ReadMarker(bytes.NewReader(got.Initrds[0].Data), int64(len(got.Initrds[0].Data))); err != nil {
-		t.Errorf("initrd not recognised: %v", err)
+	if got.Initrds[0].Initramfs == nil {
+		t.Errorf("initrd not recognised: %v", got.Initrds[0].NotInitramfs)
 	}
 	for _, want := range []string{"BOOT_IMAGE=" + uuid + "/deploy_kernel", "deployment_id=" + uuid, "ip=127.0.10.5:127.0.0.1::255.0.0.0", "BOOTIF=01-52-54-00-12-34-56"} {
 		if !strings.Contains(got.Cmdline, want) {
@@ -326,8 +328,8 @@ poweroff
 	if err := rom.Boot(t.Context(), b); err != nil {
 		t.Fatalf("Boot: %v\n%s", err, console)
 	}
-	if !bytes.Equal(got.Kernel, kernel) || len(got.Initrds) != 1 || got.Initrds[0].Name != "deploy_ramdisk" {
-		t.Fatalf("booted kernel %d bytes, initrds %+v", len(got.Kernel), len(got.Initrds))
+	if got.Kernel.SHA256 != sha256.Sum256(kernel) || len(got.Initrds) != 1 || got.Initrds[0].Name != "deploy_ramdisk" {
+		t.Fatalf("booted kernel %d bytes, initrds %+v", got.Kernel.Size, len(got.Initrds))
 	}
 	if want := "deployment_id=abc ipa-api-url=http://x BOOTIF=52:54:00:12:34:56 initrd=deploy_ramdisk"; got.Cmdline != want {
 		t.Errorf("cmdline = %q, want %q", got.Cmdline, want)
@@ -450,7 +452,7 @@ func TestIPXEOperators(t *testing.T) {
 	run := func(script string) (string, error) {
 		var out strings.Builder
 		vm := &ipxeVM{vars: map[string]string{"a": "1"}, say: func(f string, a ...any) { fmt.Fprintf(&out, f+"\n", a...) },
-			fetch: func(context.Context, string) ([]byte, error) { return nil, errors.New("no network") },
+			load:  func(context.Context, string) (File, error) { return File{}, errors.New("no network") },
 			sleep: func(context.Context, time.Duration) error { return nil }}
 		err := vm.run(t.Context(), script, "")
 		return out.String(), err
@@ -500,15 +502,15 @@ chain pxelinux.cfg/${mac:hexhyp}
 	vm := &ipxeVM{
 		vars: map[string]string{"mac": "52:54:00:12:34:56", "net0/mac": "52:54:00:12:34:56"},
 		say:  func(f string, a ...any) { fmt.Fprintf(&out, f+"\n", a...) },
-		fetch: func(_ context.Context, ref string) ([]byte, error) {
+		load: func(_ context.Context, ref string) (File, error) {
 			fetched = append(fetched, ref)
 			if strings.HasSuffix(ref, "/pxelinux.cfg/52-54-00-12-34-56") {
-				return []byte("#!ipxe\nkernel /deploy_kernel a=b\nboot\n"), nil
+				return LoadBytes(ref, []byte("#!ipxe\nkernel /deploy_kernel a=b\nboot\n")), nil
 			}
 			if strings.HasSuffix(ref, "/deploy_kernel") {
-				return []byte("kernel bytes"), nil
+				return LoadBytes(ref, []byte("kernel bytes")), nil
 			}
-			return nil, errors.New("HTTP 404")
+			return File{}, errors.New("HTTP 404")
 		},
 		sleep: func(context.Context, time.Duration) error { return nil },
 	}
@@ -534,7 +536,7 @@ func FuzzIPXEScript(f *testing.F) {
 	f.Add("#!ipxe\nset i 0\n:l\ninc i\niseq ${i} 3 || goto l\nkernel x || goto l\nboot\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		vm := &ipxeVM{vars: map[string]string{}, say: func(string, ...any) {},
-			fetch: func(context.Context, string) ([]byte, error) { return []byte("#!ipxe\n"), nil },
+			load:  func(ctx context.Context, ref string) (File, error) { return LoadBytes(ref, []byte("#!ipxe\n")), nil },
 			sleep: func(context.Context, time.Duration) error { return nil }}
 		vm.run(context.Background(), "#!ipxe\n"+s, "http://127.0.0.1/")
 	})

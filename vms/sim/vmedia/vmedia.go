@@ -169,9 +169,39 @@ type files interface {
 	read(p string, limit int64) ([]byte, error)
 }
 
+// loadFile loads a kernel or an initrd from fs: streamed where fs can (an
+// ISO: pxe.File keeps no whole copy of tens of MB), else read whole.
+func loadFile(fs files, p string, limit int64) (pxe.File, error) {
+	if l, ok := fs.(interface {
+		load(p string, limit int64) (pxe.File, error)
+	}); ok {
+		return l.load(p, limit)
+	}
+	b, err := fs.read(p, limit)
+	if err != nil {
+		return pxe.File{}, err
+	}
+	return pxe.LoadBytes(p, b), nil
+}
+
 type isoFiles struct{ im *iso9660.Image }
 
 func (f isoFiles) read(p string, limit int64) ([]byte, error) { return f.im.ReadFile(p, limit) }
+
+func (f isoFiles) load(p string, limit int64) (pxe.File, error) {
+	sr, err := f.im.Open(p)
+	if err != nil {
+		return pxe.File{}, err
+	}
+	if sr.Size() > limit {
+		return pxe.File{}, fmt.Errorf("iso9660: %s has %d bytes, more than %d", p, sr.Size(), limit)
+	}
+	file, err := pxe.Load(p, sr)
+	if err != nil {
+		return pxe.File{}, fmt.Errorf("iso9660: read %s: %w", p, err)
+	}
+	return file, nil
+}
 
 type fatFiles struct {
 	r    io.ReaderAt
@@ -214,7 +244,7 @@ func (r *run) boot(ctx context.Context) error {
 func (r *run) load(ctx context.Context, e *loaderEntry) error {
 	r.say("%s: %s reads %s", r.what, e.loader, e.config)
 	r.say("Loading %s...", e.kernel)
-	kernel, err := e.fs.read(resolve(e.dir, e.kernel), r.maxFile())
+	kernel, err := loadFile(e.fs, resolve(e.dir, e.kernel), r.maxFile())
 	if err != nil {
 		return fmt.Errorf("%w: kernel %s: %v", ErrNotBootable, e.kernel, r.cause(err))
 	}
@@ -224,18 +254,19 @@ func (r *run) load(ctx context.Context, e *loaderEntry) error {
 	}
 	for _, name := range e.initrds {
 		r.say("Loading %s...", name)
-		data, err := e.fs.read(resolve(e.dir, name), r.maxFile())
+		rd, err := loadFile(e.fs, resolve(e.dir, name), r.maxFile())
 		if err != nil {
 			return fmt.Errorf("%w: initrd %s: %v", ErrNotBootable, name, r.cause(err))
 		}
-		pimg.Initrds = append(pimg.Initrds, pxe.File{Name: name, Data: data})
+		rd.Name = name
+		pimg.Initrds = append(pimg.Initrds, rd)
 	}
-	if err := pxe.CheckBzImage(kernel); err != nil {
+	if err := pxe.CheckBzImage(kernel.Head); err != nil {
 		return fmt.Errorf("%w: kernel %s: %v", ErrNotBootable, e.kernel, err)
 	}
 	req, fetched := r.img.Stats()
 	r.img.Close() // all that boots is in memory now
-	r.say("Booting %s (%d bytes, %d initrd; %d requests, %d bytes read from the image)", e.kernel, len(kernel), len(pimg.Initrds), req, fetched)
+	r.say("Booting %s (%d bytes, %d initrd; %d requests, %d bytes read from the image)", e.kernel, kernel.Size, len(pimg.Initrds), req, fetched)
 	r.say("Command line: %s", e.cmdline)
 	r.b.Emit(vms.EventBoot, r.b.Device.String())
 	r.b.Emit(vms.EventConsole, "kernel "+e.kernel+" "+e.cmdline)

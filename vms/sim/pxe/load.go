@@ -1,0 +1,98 @@
+package pxe
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"hash"
+	"io"
+
+	"github.com/metalbed/metalbed/vms/ramdisk"
+)
+
+// HeadSize is how much of a loaded file a machine keeps: the Linux boot
+// protocol header, a whole iPXE script.
+const HeadSize = 64 << 10
+
+// File is a file firmware loaded. A simulated machine keeps what its
+// kernel looks at — the first bytes, the size, the SHA-256, and for an
+// initrd what unpacking it as an initramfs found — not the bytes: a deploy
+// kernel and ramdisk are tens of MB, and a fleet boots them by the
+// hundred.
+type File struct {
+	Name   string
+	Size   int64
+	SHA256 [sha256.Size]byte
+	Head   []byte // the first HeadSize bytes, all of a shorter file
+	// Initramfs is the file unpacked as an initramfs when it is a
+	// metalbed ramdisk; else NotInitramfs says why it is not one.
+	Initramfs    *ramdisk.Initramfs
+	NotInitramfs error
+}
+
+// Whole reports whether Head holds all of the file.
+func (f File) Whole() bool { return f.Size == int64(len(f.Head)) }
+
+// Load reads a file to its end, as firmware loads it into memory.
+func Load(name string, r io.Reader) (File, error) {
+	l := newLoading(name)
+	_, err := io.Copy(l, r)
+	return l.finish(err)
+}
+
+// LoadBytes is Load of a file in memory.
+func LoadBytes(name string, b []byte) File {
+	f, _ := Load(name, bytes.NewReader(b)) // a bytes.Reader does not fail
+	return f
+}
+
+// loading is a file being loaded: an io.Writer that keeps the head, sums
+// the bytes and unpacks them as an initramfs as they arrive.
+type loading struct {
+	f    File
+	sum  hash.Hash
+	pw   *io.PipeWriter
+	bw   *bufio.Writer // batches the transfer's blocks for the unpacking
+	done chan struct{}
+}
+
+// errUnpacked ends writes to an unpacking that has finished (or given up:
+// a kernel is not an initramfs).
+var errUnpacked = errors.New("unpacked")
+
+func newLoading(name string) *loading {
+	pr, pw := io.Pipe()
+	l := &loading{f: File{Name: name}, sum: sha256.New(), pw: pw, bw: bufio.NewWriterSize(pw, 256<<10), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		l.f.Initramfs, l.f.NotInitramfs = ramdisk.ParseInitramfs(pr, name)
+		pr.CloseWithError(errUnpacked)
+	}()
+	return l
+}
+
+func (l *loading) Write(p []byte) (int, error) {
+	if n := HeadSize - len(l.f.Head); n > 0 {
+		l.f.Head = append(l.f.Head, p[:min(n, len(p))]...)
+	}
+	l.f.Size += int64(len(p))
+	l.sum.Write(p)
+	if l.bw != nil {
+		if _, err := l.bw.Write(p); err != nil {
+			l.bw = nil // the unpacking is over; the rest is only summed
+		}
+	}
+	return len(p), nil
+}
+
+// finish ends the file; err is the transfer's (nil: it is complete).
+func (l *loading) finish(err error) (File, error) {
+	if l.bw != nil && err == nil {
+		l.bw.Flush()
+	}
+	l.pw.CloseWithError(err) // nil: the unpacking sees the end of the file
+	<-l.done
+	l.sum.Sum(l.f.SHA256[:0])
+	return l.f, err
+}
