@@ -208,21 +208,21 @@ func (fs *ext4FS) readData(in ext4Inode, limit int64) ([]byte, error) {
 		return out, nil
 	}
 	budget := ext4MaxExtentRefs
+	// fill reads count blocks from physical on into the file from block
+	// logical, as one read (an extent is contiguous on disk).
 	fill := func(logical, physical, count int64) error {
-		for i := int64(0); i < count; i++ {
-			off := (logical + i) * fs.bs
-			if off >= in.size {
-				return nil
-			}
-			end := min(off+fs.bs, in.size)
-			if physical+i <= 0 || physical+i >= fs.size/fs.bs {
-				return fmt.Errorf("ext4: data block %d outside the file system", physical+i)
-			}
-			if err := fs.readAt(out[off:end], (physical+i)*fs.bs); err != nil {
-				return err
-			}
+		off := logical * fs.bs
+		if off >= in.size {
+			return nil
 		}
-		return nil
+		count = min(count, (in.size-off+fs.bs-1)/fs.bs) // blocks past the end are not read
+		switch last := fs.size/fs.bs - 1; {
+		case physical <= 0:
+			return fmt.Errorf("ext4: data block %d outside the file system", physical)
+		case physical+count-1 > last:
+			return fmt.Errorf("ext4: data block %d outside the file system", max(physical, last+1))
+		}
+		return fs.readAt(out[off:min(off+count*fs.bs, in.size)], physical*fs.bs)
 	}
 	if in.flags&ext4ExtentsFlag != 0 {
 		if err := fs.walkExtents(in.block[:], 0, &budget, fill); err != nil {

@@ -10,7 +10,6 @@ package boot_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"net"
 	"net/http"
@@ -305,10 +304,10 @@ func TestROMBootsDeployThenInstance(t *testing.T) {
 				// config by MAC.
 				machine := [16]byte{0xaa, 1, 2, 3, 4, 5, 0x46, 7, 0x88, 9, 10, 11, 12, 13, 14, 15}
 				img, console := b.bootROM(t, mode, machine)
-				if img.Kernel.SHA256 != sha256.Sum256(kernel) {
+				if img.Kernel.Sum != pxe.Checksum(kernel) {
 					t.Fatalf("deploy boot: kernel %s is %d bytes, not the deploy kernel (%d)\n%s", img.KernelName, img.Kernel.Size, len(kernel), console)
 				}
-				if len(img.Initrds) != 1 || img.Initrds[0].SHA256 != sha256.Sum256(initrd) {
+				if len(img.Initrds) != 1 || img.Initrds[0].Sum != pxe.Checksum(initrd) {
 					t.Fatalf("deploy boot: initrds %d, not the deploy ramdisk\n%s", len(img.Initrds), console)
 				}
 				if err := img.Initrds[0].NotInitramfs; err != nil {
@@ -361,10 +360,10 @@ func TestROMBootsDeployThenInstance(t *testing.T) {
 					t.Errorf("boot device after PrepareInstance %+v", d)
 				}
 				img, console = b.bootROM(t, mode, machine)
-				if img.Kernel.SHA256 != sha256.Sum256(instKernel) {
+				if img.Kernel.Sum != pxe.Checksum(instKernel) {
 					t.Fatalf("instance boot: kernel %s is %d bytes, not the instance kernel\n%s", img.KernelName, img.Kernel.Size, console)
 				}
-				if len(img.Initrds) != 1 || img.Initrds[0].SHA256 != sha256.Sum256(instRamdisk) {
+				if len(img.Initrds) != 1 || img.Initrds[0].Sum != pxe.Checksum(instRamdisk) {
 					t.Fatalf("instance boot: initrds %d, not the instance ramdisk", len(img.Initrds))
 				}
 				if !strings.Contains(" "+img.Cmdline+" ", " root=UUID="+e2eRoot+" ") || !strings.Contains(img.Cmdline, " ro ") || strings.Contains(img.Cmdline, "deployment_key") {

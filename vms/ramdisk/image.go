@@ -3,7 +3,6 @@ package ramdisk
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"debug/elf"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/metalbed/metalbed/disk"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 

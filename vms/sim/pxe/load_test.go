@@ -2,7 +2,6 @@ package pxe
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"io"
 	"testing"
@@ -20,7 +19,7 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k.Size != int64(len(kernel)) || k.SHA256 != sha256.Sum256(kernel) || len(k.Head) != HeadSize || k.Whole() {
+	if k.Size != int64(len(kernel)) || k.Sum != Checksum(kernel) || len(k.Head) != HeadSize || k.Whole() {
 		t.Errorf("kernel: %d bytes, head %d, whole %v", k.Size, len(k.Head), k.Whole())
 	}
 	if err := CheckBzImage(k.Head); err != nil {
@@ -31,7 +30,7 @@ func TestLoad(t *testing.T) {
 	}
 
 	rd := LoadBytes("deploy_ramdisk", initrd)
-	if rd.Initramfs == nil || rd.Initramfs.Marker.Version != "test" || rd.SHA256 != sha256.Sum256(initrd) || !rd.Whole() {
+	if rd.Initramfs == nil || rd.Initramfs.Marker.Version != "test" || rd.Sum != Checksum(initrd) || !rd.Whole() {
 		t.Errorf("ramdisk: %+v, %v", rd.Initramfs, rd.NotInitramfs)
 	}
 

@@ -3,7 +3,6 @@ package pxe
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -240,7 +239,7 @@ append initrd=` + uuid + `/ramdisk root=UUID=0c2f4e19-6ad3-4d1c-a86e-0d5a4f1d7e3
 	if err := rom.Boot(t.Context(), b); err != nil {
 		t.Fatalf("Boot: %v\n%s", err, console)
 	}
-	if got.Kernel.SHA256 != sha256.Sum256(kernel) || len(got.Initrds) != 1 || got.Initrds[0].SHA256 != sha256.Sum256(initrd) {
+	if got.Kernel.Sum != Checksum(kernel) || len(got.Initrds) != 1 || got.Initrds[0].Sum != Checksum(initrd) {
 		t.Fatalf("booted wrong bytes: kernel %d, initrds %d", got.Kernel.Size, len(got.Initrds))
 	}
 	if got.Initrds[0].Initramfs == nil {
@@ -328,7 +327,7 @@ poweroff
 	if err := rom.Boot(t.Context(), b); err != nil {
 		t.Fatalf("Boot: %v\n%s", err, console)
 	}
-	if got.Kernel.SHA256 != sha256.Sum256(kernel) || len(got.Initrds) != 1 || got.Initrds[0].Name != "deploy_ramdisk" {
+	if got.Kernel.Sum != Checksum(kernel) || len(got.Initrds) != 1 || got.Initrds[0].Name != "deploy_ramdisk" {
 		t.Fatalf("booted kernel %d bytes, initrds %+v", got.Kernel.Size, len(got.Initrds))
 	}
 	if want := "deployment_id=abc ipa-api-url=http://x BOOTIF=52:54:00:12:34:56 initrd=deploy_ramdisk"; got.Cmdline != want {

@@ -3,7 +3,6 @@ package vmedia_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/pem"
 	"errors"
 	"net/http"
@@ -145,8 +144,8 @@ func checkBooted(t *testing.T, got *booted, con *testenv.SyncBuffer, wantCmdline
 	if got.img == nil {
 		t.Fatalf("nothing booted; console:\n%s", con)
 	}
-	if got.img.KernelName != "/vmlinuz" || got.img.Kernel.SHA256 != sha256.Sum256(bzImage()) || got.img.Cmdline != wantCmdline ||
-		len(got.img.Initrds) != 1 || got.img.Initrds[0].Name != "/initrd" || got.img.Initrds[0].SHA256 != sha256.Sum256(initrd) {
+	if got.img.KernelName != "/vmlinuz" || got.img.Kernel.Sum != pxe.Checksum(bzImage()) || got.img.Cmdline != wantCmdline ||
+		len(got.img.Initrds) != 1 || got.img.Initrds[0].Name != "/initrd" || got.img.Initrds[0].Sum != pxe.Checksum(initrd) {
 		t.Errorf("booted %s %q, %d initrds", got.img.KernelName, got.img.Cmdline, len(got.img.Initrds))
 	}
 	if got.img.Lease.IP != nil {
