@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/client"
@@ -71,6 +72,12 @@ func (nativeClient) open(ctx context.Context, info ipmiInfo, fn func(ctx context
 	defer dialer.close()
 	c.WithUDPProxy(dialer)
 	c.WithInterface(client.InterfaceLanplus).WithMaxPrivilegeLevel(privLevel(info.PrivLevel))
+	// A request is resent after resendAfter without a reply (go-ipmi's
+	// default, ipmitool's, is 1 s). A resent RAKP 1 makes a BMC draw a new
+	// random number and the answer already on its way useless, so on a
+	// host deploying hundreds of machines at once a 1 s wait turns slow
+	// answers into failed sessions.
+	c.WithTimeout(resendAfter)
 	if info.CipherSuite >= 0 {
 		c.WithCipherSuiteID(types.CipherSuiteID(info.CipherSuite))
 	} else {
@@ -107,6 +114,10 @@ func (n nativeClient) sol(ctx context.Context, info ipmiInfo, rw io.ReadWriter) 
 	})
 }
 
+// resendAfter is how long a lanplus request waits for its reply before it
+// is sent again (4 more times at most).
+const resendAfter = 3 * time.Second
+
 // sessionDialer dials the BMC for one session and closes what it dialed.
 type sessionDialer struct {
 	target string
@@ -122,7 +133,51 @@ func (d *sessionDialer) Dial(network, _ string) (net.Conn, error) {
 	d.mu.Lock()
 	d.conns = append(d.conns, c)
 	d.mu.Unlock()
-	return c, nil
+	return &setupFilter{Conn: c}, nil
+}
+
+// setupFilter drops, during session setup, a datagram that cannot answer
+// the step in progress. go-ipmi resends a setup request after a second
+// without reply (as ipmitool does) and takes the next datagram as the
+// answer: on a loaded host the late answer to the first Open Session
+// request then arrives while RAKP 1 waits for RAKP 2, and the session
+// fails ("unpacked data is too short (36/40)"). Outside setup every
+// datagram passes: go-ipmi matches IPMI replies and SOL packets itself.
+type setupFilter struct {
+	net.Conn
+	want atomic.Int32 // the RMCP+ payload type the reply must have; -1: any
+}
+
+func (f *setupFilter) Write(p []byte) (int, error) {
+	want := int32(-1)
+	switch payloadType(p) {
+	case 0x10, 0x12, 0x14: // Open Session Request, RAKP 1, RAKP 3
+		want = payloadType(p) + 1 // Open Session Response, RAKP 2, RAKP 4
+	}
+	f.want.Store(want)
+	return f.Conn.Write(p)
+}
+
+func (f *setupFilter) Read(p []byte) (int, error) {
+	for {
+		n, err := f.Conn.Read(p)
+		if err != nil {
+			return n, err
+		}
+		if want := f.want.Load(); want < 0 || payloadType(p[:n]) == want {
+			return n, nil
+		}
+	}
+}
+
+// payloadType is the payload type of an RMCP+ (IPMI v2.0) datagram: the
+// RMCP header (version 06h, class 07h: IPMI), authentication type 06h, then
+// the payload type in the low 6 bits; -1 for anything else.
+func payloadType(b []byte) int32 {
+	if len(b) < 6 || b[0] != 0x06 || b[3]&0x1f != 0x07 || b[4] != 0x06 {
+		return -1
+	}
+	return int32(b[5] & 0x3f)
 }
 
 func (d *sessionDialer) close() {

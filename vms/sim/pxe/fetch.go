@@ -29,6 +29,12 @@ type fetcher struct {
 	maxBytes int64
 }
 
+// tcpGiveUp is how long iPXE's TCP tries to connect: its retry timer
+// starts at 1/4 s and doubles, and gives up once the timeout would pass
+// 10 s (DEFAULT_MAX_TIMEOUT): 16 s. A server slow to accept — a boot server
+// a fleet boots from at once — is waited for that long, as iPXE waits.
+const tcpGiveUp = 16 * time.Second
+
 // fetch gets a URL (http://…, tftp://…) or a bare TFTP path from server,
 // all of it in memory: for scripts and configs.
 func (f *fetcher) fetch(ctx context.Context, server net.IP, ref string) ([]byte, error) {
@@ -119,7 +125,7 @@ func (f *fetcher) tftp(ctx context.Context, server net.IP, port int, name string
 }
 
 func (f *fetcher) http(ctx context.Context, u string, w io.Writer) error {
-	d := &net.Dialer{Timeout: f.timeout}
+	d := &net.Dialer{Timeout: max(f.timeout, tcpGiveUp)}
 	if f.localIP != nil {
 		d.LocalAddr = &net.TCPAddr{IP: f.localIP}
 	}
