@@ -12,11 +12,15 @@ import (
 )
 
 // TestIdleBMCParksOneGoroutine: a BMC no client has spoken to costs one
-// parked goroutine (Serve, waiting for a datagram), and the first datagram
-// it gets is answered: go-ipmi's loop starts under it. A per-BMC ticker or
-// worker added later shows up here as a second goroutine per BMC.
+// parked goroutine (Serve, waiting for a datagram) on a 2 KiB stack, and
+// the first datagram it gets is answered: go-ipmi's loop starts under it.
+// A per-BMC ticker or worker added later shows up here as a second
+// goroutine per BMC.
 func TestIdleBMCParksOneGoroutine(t *testing.T) {
 	const n = 100
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	stackBefore := ms.StackInuse
 	before := runtime.NumGoroutine()
 	f := startFleet(t, n)
 	// The designed cost: Serve's goroutine, nothing else; a few to spare
@@ -25,6 +29,16 @@ func TestIdleBMCParksOneGoroutine(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, func() bool {
 		return runtime.NumGoroutine()-before <= n*perBMC+spare
 	}, "at most %d goroutines per idle BMC (have %d for %d BMCs)", perBMC, runtime.NumGoroutine()-before, n)
+
+	// And each parked goroutine keeps the runtime's smallest stack, 2 KiB
+	// (Serve sets up elsewhere): something deep run on it before it parks
+	// doubles it for good.
+	runtime.ReadMemStats(&ms)
+	stack := (ms.StackInuse - stackBefore) / n
+	t.Logf("stack in use per idle BMC: %d B", stack)
+	if !raceEnabled && stack > 3<<10 {
+		t.Errorf("stack in use per idle BMC %d B, want the smallest stack (2 KiB)", stack)
+	}
 
 	// The first datagram to an idle BMC (Get Channel Authentication
 	// Capabilities, then the RMCP+ handshake) is answered.
