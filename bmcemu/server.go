@@ -382,8 +382,8 @@ func (s *Server) serveIPMI(ctx context.Context, gate *gateConn) error {
 }
 
 // log is the BMC's logger, with its name as key "node". Made on first
-// use: a logger apiece costs more than the rest of an idle BMC's
-// bookkeeping, and most BMCs of a large fleet never log.
+// use: a With'd logger is a few hundred bytes, and most BMCs of a large
+// fleet never log.
 func (s *Server) log() *slog.Logger {
 	s.logOnce.Do(func() { s.nodeLog = s.baseLog.With("node", s.cfg.Name) })
 	return s.nodeLog
