@@ -84,7 +84,7 @@ func (c consoleHAL) Open(ctx context.Context) (hal.ConsoleConn, error) {
 	}
 	cc := &consoleConn{rwc: rwc}
 	go cc.pump()
-	c.srv.log.Info("sol attached", "event", "sol-activate")
+	c.srv.log().Info("sol attached", "event", "sol-activate")
 	return cc, nil
 }
 

@@ -165,7 +165,7 @@ func (s *Server) ipmiFault(netfn, cmd uint8) (cc uint8, drop bool, delay time.Du
 // "ignore" (op "power") says to acknowledge it only.
 func (s *Server) control(ctx context.Context, a PowerAction) error {
 	if h, ok := s.faults.Inject(fault.IPMI, s.who(), "power"); ok && h.Action == "ignore" {
-		s.log.Info("chassis control ignored (injected fault)", "event", a.String())
+		s.log().Info("chassis control ignored (injected fault)", "event", a.String())
 		return nil
 	}
 	return s.machine.Control(ctx, a)
@@ -175,7 +175,7 @@ func (s *Server) control(ctx context.Context, a PowerAction) error {
 // "forget-bootflags" (op "boot-flags") says to acknowledge them only.
 func (s *Server) setBootFlags(ctx context.Context, flags [5]byte) error {
 	if h, ok := s.faults.Inject(fault.IPMI, s.who(), "boot-flags"); ok && h.Action == "forget-bootflags" {
-		s.log.Info("boot flags forgotten (injected fault)", "event", "boot-flags")
+		s.log().Info("boot flags forgotten (injected fault)", "event", "boot-flags")
 		return nil
 	}
 	return s.machine.SetBootFlags(ctx, flags)
@@ -197,14 +197,14 @@ func middleware(next handlers.Handler) handlers.Handler {
 		defer func() {
 			if p := recover(); p != nil {
 				s.metrics.panics.Inc()
-				s.log.Warn("command handler panicked", "netfn", netfn, "cmd", cmd,
+				s.log().Warn("command handler panicked", "netfn", netfn, "cmd", cmd,
 					"err", fmt.Sprint(p), "stack", string(debug.Stack()))
 				resp, cc, err = nil, ccUnspecified, nil
 			}
 			if cc != ccOK {
 				s.metrics.commandFails.Inc()
 			}
-			s.log.Debug("ipmi command", "netfn", netfn, "cmd", cmd, "cc", uint8(cc))
+			s.log().Debug("ipmi command", "netfn", netfn, "cmd", cmd, "cc", uint8(cc))
 		}()
 		if icc, drop, delay := s.ipmiFault(netfn, cmd); drop || icc != 0 || delay > 0 {
 			s.metrics.faults.Inc()
@@ -268,7 +268,7 @@ func (s *Server) getDeviceID(context.Context, []byte) ([]byte, uint8) {
 // restart: state stays, and the session that asked is closed shortly after
 // the reply, as a real reset would (ipmitool does not close it itself).
 func (s *Server) bmcReset(_ context.Context, hctx *handlers.HandlerContext, _ []byte) ([]byte, types.CompletionCode, error) {
-	s.log.Info("bmc reset requested", "event", "bmc-reset")
+	s.log().Info("bmc reset requested", "event", "bmc-reset")
 	// The dispatcher holds the session's ProcMu until the reply is sent:
 	// taking it orders the close after the reply.
 	switch {
@@ -304,7 +304,7 @@ func (s *Server) getChassisStatus(ctx context.Context, _ []byte) ([]byte, uint8)
 	defer cancel()
 	on, err := s.machine.PowerState(ctx)
 	if err != nil {
-		s.log.Warn("power state", "err", err)
+		s.log().Warn("power state", "err", err)
 		return nil, completionCode(err)
 	}
 	var b1 byte = 0x01 << 5 // power restore policy: previous
@@ -325,12 +325,12 @@ func (s *Server) chassisControl(ctx context.Context, req []byte) ([]byte, uint8)
 	ctx, cancel := context.WithTimeout(ctx, machineTimeout)
 	defer cancel()
 	if err := s.control(ctx, a); err != nil {
-		s.log.Warn("chassis control", "event", a.String(), "err", err)
+		s.log().Warn("chassis control", "event", a.String(), "err", err)
 		return nil, completionCode(err)
 	}
 	s.metrics.powerActions.Inc()
 	s.sel.RecordControl(s.cfg.Now(), a)
-	s.log.Info("chassis control", "event", a.String())
+	s.log().Info("chassis control", "event", a.String())
 	s.record(events.BMCChassisControl, a.String())
 	return nil, ccOK
 }
@@ -384,10 +384,10 @@ func (s *Server) setBootOptions(ctx context.Context, req []byte) ([]byte, uint8)
 		ctx, cancel := context.WithTimeout(ctx, machineTimeout)
 		defer cancel()
 		if err := s.setBootFlags(ctx, flags); err != nil {
-			s.log.Warn("set boot flags", "err", err)
+			s.log().Warn("set boot flags", "err", err)
 			return nil, completionCode(err)
 		}
-		s.log.Info("boot flags set", "event", "boot-flags", "state", fmt.Sprintf("% x", flags[:]))
+		s.log().Info("boot flags set", "event", "boot-flags", "state", fmt.Sprintf("% x", flags[:]))
 		s.record(events.BMCSetBootOptions, fmt.Sprintf("flags % x", flags[:]))
 	default:
 		return nil, ccParamNotSupported
@@ -416,7 +416,7 @@ func (s *Server) getBootOptions(ctx context.Context, req []byte) ([]byte, uint8)
 		defer cancel()
 		flags, err := s.machine.BootFlags(ctx)
 		if err != nil {
-			s.log.Warn("get boot flags", "err", err)
+			s.log().Warn("get boot flags", "err", err)
 			return nil, completionCode(err)
 		}
 		resp = append(resp, flags[:]...)
@@ -547,7 +547,7 @@ func (s *Server) clearSEL(_ context.Context, req []byte) ([]byte, uint8) {
 	switch req[5] {
 	case 0xaa:
 		s.sel.clear(s.cfg.Now())
-		s.log.Info("sel cleared", "event", "sel-clear")
+		s.log().Info("sel cleared", "event", "sel-clear")
 	case 0x00: // get erasure status
 	default:
 		return nil, ccInvalidField

@@ -37,7 +37,7 @@ type pacer struct {
 	quiet func(key string) bool
 
 	mu          sync.Mutex
-	lastInbound map[string]time.Time // remote address -> last datagram from it
+	lastInbound map[string]time.Time // remote address -> last datagram from it; nil until one
 }
 
 // pacerMaxClients bounds the per-address table; past it the table restarts
@@ -45,8 +45,7 @@ type pacer struct {
 const pacerMaxClients = 4096
 
 func newPacer(conn net.PacketConn, setupDelay, resendAfter time.Duration) *pacer {
-	return &pacer{conn: conn, setupDelay: setupDelay, resendAfter: resendAfter,
-		lastInbound: make(map[string]time.Time)}
+	return &pacer{conn: conn, setupDelay: setupDelay, resendAfter: resendAfter}
 }
 
 // received notes a datagram from addr.
@@ -55,8 +54,8 @@ func (p *pacer) received(addr net.Addr) {
 		return
 	}
 	p.mu.Lock()
-	if len(p.lastInbound) >= pacerMaxClients {
-		clear(p.lastInbound)
+	if p.lastInbound == nil || len(p.lastInbound) >= pacerMaxClients {
+		p.lastInbound = make(map[string]time.Time) // made on first use; bounded
 	}
 	p.lastInbound[addr.String()] = time.Now()
 	p.mu.Unlock()

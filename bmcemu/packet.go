@@ -223,7 +223,7 @@ func (s *Server) admit(pkt []byte, addr net.Addr) bool {
 	h, err := parseHeader(pkt)
 	if err != nil {
 		s.metrics.malformed.Inc()
-		s.log.Debug("dropped malformed packet", "ip", addrString(addr), "err", err)
+		s.log().Debug("dropped malformed packet", "ip", addrString(addr), "err", err)
 		return false
 	}
 	if h.rmcpPlus && h.payloadType == payloadRAKP1 {
@@ -232,7 +232,7 @@ func (s *Server) admit(pkt []byte, addr net.Addr) bool {
 	if h.plain != nil && (!h.rmcpPlus || h.payloadType == payloadIPMI) {
 		if _, err := parseIPMIRequest(h.plain); err != nil {
 			s.metrics.malformed.Inc()
-			s.log.Debug("dropped malformed IPMI message", "ip", addrString(addr), "err", err)
+			s.log().Debug("dropped malformed IPMI message", "ip", addrString(addr), "err", err)
 			return false
 		}
 	}

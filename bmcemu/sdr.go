@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"slices"
+	"sync"
 
 	"github.com/bougou/go-ipmi/pkg/hal"
 )
@@ -57,6 +58,10 @@ type sdrRepo struct {
 }
 
 var _ hal.SDRStore = (*sdrRepo)(nil)
+
+// sharedSDR is the one repository every BMC serves: it is read-only and
+// the same for every machine, so one copy, not one per BMC.
+var sharedSDR = sync.OnceValue(newSDRRepo)
 
 func newSDRRepo() *sdrRepo {
 	r := &sdrRepo{sensors: machineSensors(), records: make(map[uint16][]byte)}

@@ -193,10 +193,10 @@ func (t *Testbed) externalNetboot(rec events.Recorder, faults fault.Injector) fu
 			return nil
 		}
 		// No boot network: virtual media still boots, and is recorded.
-		return func(string) nodeHooks {
-			kc := kernel.Config{Logger: t.log, Recorder: rec, Faults: faults}
-			return nodeHooks{firmware: sim.StockFirmware{MediaBoot: mediaBoot(kc)}, bmcEvents: rec, bmcFaults: faults}
-		}
+		// Nothing here depends on the machine: one set of hooks for all.
+		kc := kernel.Config{Logger: t.log, Recorder: rec, Faults: faults}
+		h := nodeHooks{firmware: sim.StockFirmware{MediaBoot: mediaBoot(kc)}, bmcEvents: rec, bmcFaults: faults}
+		return func(string) nodeHooks { return h }
 	}
 	dhcpServer, tftpPort, log := t.cfg.ExternalDHCP, t.cfg.ExternalTFTPPort, t.log
 	return func(string) nodeHooks {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -552,6 +553,11 @@ func (t *Testbed) Serve(ctx context.Context) (err error) {
 			return err
 		}
 		close(t.ready)
+		// Start-up (opening every machine, writing its state, the
+		// inventory) leaves garbage about the size of the fleet's live
+		// heap; the runtime would keep it as RSS for as long as the
+		// testbed idles. Hand it back once, now.
+		debug.FreeOSMemory()
 		return nil
 	})
 	if err := g.Wait(); err != nil {

@@ -284,7 +284,7 @@ func (s *Server) patchBiosSettings(q *request, sys *system) error {
 	b.mu.Unlock()
 	if len(staged) > 0 {
 		detail := "staged " + formatAttributes(staged) + " for the next reset"
-		sys.log.Info("BIOS settings staged", "event", "bios", "state", detail)
+		sys.log().Info("BIOS settings staged", "event", "bios", "state", detail)
 		s.record(sys, events.BMCRedfishBios, detail)
 	}
 	return q.ok(view)
@@ -306,7 +306,7 @@ func (s *Server) postResetBios(q *request, sys *system) error {
 		}
 	}
 	b.mu.Unlock()
-	sys.log.Info("BIOS reset to defaults staged", "event", "bios")
+	sys.log().Info("BIOS reset to defaults staged", "event", "bios")
 	s.record(sys, events.BMCRedfishBios, "reset to defaults staged for the next reset")
 	return q.noContent()
 }
@@ -344,7 +344,7 @@ func (s *Server) postChangeBiosPassword(q *request, sys *system) error {
 	}
 	b.passwords[name] = *req.NewPassword
 	b.mu.Unlock()
-	sys.log.Info("BIOS password changed", "event", "bios", "state", name)
+	sys.log().Info("BIOS password changed", "event", "bios", "state", name)
 	s.record(sys, events.BMCRedfishBios, "password "+name+" changed")
 	return q.noContent()
 }
@@ -357,7 +357,7 @@ func (sys *system) firmwareEvent(ev bmcemu.MachineEvent) {
 	}
 	if applied := sys.applyBiosSettings(); len(applied) > 0 {
 		detail := "applied " + formatAttributes(applied) + " at " + string(ev.Kind)
-		sys.log.Info("BIOS settings applied", "event", "bios", "state", detail)
+		sys.log().Info("BIOS settings applied", "event", "bios", "state", detail)
 		sys.srv.record(sys, events.BMCRedfishBios, detail)
 	}
 	sys.secureBootAtBoot()

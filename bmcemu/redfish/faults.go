@@ -67,7 +67,7 @@ func (sys *system) afterPowerAction(a bmcemu.PowerAction) {
 	sys.conflict.until = sys.srv.cfg.Now().Add(time.Duration(secs) * time.Second)
 	sys.conflict.ruleID = h.RuleID
 	sys.conflict.mu.Unlock()
-	sys.log.Info("power-on refused for a while (injected fault)", "event", actionPowerOnConflict, "seconds", secs)
+	sys.log().Info("power-on refused for a while (injected fault)", "event", actionPowerOnConflict, "seconds", secs)
 }
 
 // powerOnAllowed refuses a power-up inside an armed conflict window with
@@ -83,7 +83,7 @@ func (sys *system) powerOnAllowed(a bmcemu.PowerAction, rt string) error {
 	if left <= 0 {
 		return nil
 	}
-	sys.log.Info("power-on refused (injected fault)", "event", rt, "rule", rule)
+	sys.log().Info("power-on refused (injected fault)", "event", rt, "rule", rule)
 	sys.srv.record(sys, events.BMCRedfishReset, rt+" refused: 409 Conflict, powering off (fault "+rule+")")
 	return errConflict(fmt.Sprintf("Unable to perform the %s operation because the server is in the process of powering off. Wait for %d seconds and retry the operation.", rt, retrySeconds(left)))
 }
@@ -149,7 +149,7 @@ func (s *Server) dropBootOverride(sys *system, target string) bool {
 	if !ok || h.Action != actionDropBoot {
 		return false
 	}
-	sys.log.Info("boot override dropped (injected fault)", "event", actionDropBoot, "state", target)
+	sys.log().Info("boot override dropped (injected fault)", "event", actionDropBoot, "state", target)
 	s.record(sys, events.BMCRedfishBoot, "target "+target+" acknowledged, not kept (fault "+h.RuleID+")")
 	return true
 }

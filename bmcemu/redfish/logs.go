@@ -113,7 +113,7 @@ func (s *Server) postClearLog(q *request, sys *system, logs string) error {
 		}
 	}
 	sys.sel.Clear(s.cfg.Now())
-	sys.log.Info("sel cleared", "event", "sel-clear")
+	sys.log().Info("sel cleared", "event", "sel-clear")
 	s.record(sys, events.BMCRedfishLog, "clear SEL")
 	return q.noContent()
 }

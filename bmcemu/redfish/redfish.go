@@ -162,14 +162,14 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("redfish: system %d: machine has no UUID or name", i)
 		}
 		sys := &system{srv: s, id: id, hw: hw, m: sc.Machine, user: sc.Username, pass: sc.Password, latency: sc.Latency,
-			log: log.With("node", hw.Name), lastState: "None",
-			bios: newBiosState(hw.UEFI), secure: newSecureBootState(), sel: sc.SEL}
+			lastState: "None",
+			bios:      newBiosState(hw.UEFI), secure: newSecureBootState(), sel: sc.SEL}
 		if sys.sel == nil {
 			sys.sel = bmcemu.NewSEL(0)
 		}
 		sys.media = []*media{
-			{id: "Cd", name: "Virtual CD", types: []string{"CD", "DVD"}, dev: bmcemu.MediaCD},
-			{id: "UsbStick", name: "Virtual USB stick", types: []string{"USBStick"}, dev: bmcemu.MediaUSBStick},
+			{id: "Cd", name: "Virtual CD", types: cdTypes, dev: bmcemu.MediaCD},
+			{id: "UsbStick", name: "Virtual USB stick", types: usbStickTypes, dev: bmcemu.MediaUSBStick},
 		}
 		for _, k := range []string{id, hw.Name} {
 			if _, dup := s.byID[k]; dup {

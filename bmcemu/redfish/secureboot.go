@@ -151,7 +151,7 @@ func (s *Server) patchSecureBoot(q *request, sys *system) error {
 	sb.mu.Unlock()
 	if changed {
 		detail := "SecureBootEnable " + onOff(*enable) + " for the next boot"
-		sys.log.Info("secure boot set", "event", "secure_boot", "state", detail)
+		sys.log().Info("secure boot set", "event", "secure_boot", "state", detail)
 		s.record(sys, events.BMCRedfishSecureBoot, detail)
 	}
 	return q.ok(view)
@@ -179,7 +179,7 @@ func (s *Server) postResetKeys(q *request, sys *system) error {
 	sb.mode = mode
 	sb.mu.Unlock()
 	detail := "ResetKeys " + *req.ResetKeysType + ": " + mode
-	sys.log.Info("secure boot keys reset", "event", "secure_boot", "state", detail)
+	sys.log().Info("secure boot keys reset", "event", "secure_boot", "state", detail)
 	s.record(sys, events.BMCRedfishSecureBoot, detail)
 	return q.noContent()
 }
@@ -194,7 +194,7 @@ func (sys *system) secureBootAtBoot() {
 	sb.mu.Unlock()
 	if was != now {
 		detail := "SecureBootCurrentBoot " + onOff(now)
-		sys.log.Info("secure boot", "event", "secure_boot", "state", detail)
+		sys.log().Info("secure boot", "event", "secure_boot", "state", detail)
 		sys.srv.record(sys, events.BMCRedfishSecureBoot, detail)
 	}
 }

@@ -19,7 +19,8 @@ type system struct {
 	hw         bmcemu.Hardware
 	m          bmcemu.Machine
 	user, pass string
-	log        *slog.Logger
+	logOnce    sync.Once
+	nodeLog    *slog.Logger // see log
 	media      []*media
 	mediaMu    sync.Mutex       // serializes inserts and ejects (service and machine)
 	bios       *biosState       // bios.go
@@ -43,10 +44,23 @@ type system struct {
 	conflict powerConflict // layer redfish's power-on-conflict (faults.go)
 }
 
+// log is the system's logger, with its name as key "node". Made on first
+// use: most systems of a large idle fleet never log.
+func (sys *system) log() *slog.Logger {
+	sys.logOnce.Do(func() { sys.nodeLog = sys.srv.log.With("node", sys.hw.Name) })
+	return sys.nodeLog
+}
+
 type bootOverlay struct {
 	flags       [5]byte
 	target, uri string
 }
+
+// The MediaTypes of the two drives, shared by every system (read-only).
+var (
+	cdTypes       = []string{"CD", "DVD"}
+	usbStickTypes = []string{"USBStick"}
+)
 
 // media is one virtual media device of a Manager. Its state is the
 // service's; a machine that implements bmcemu.MediaMachine is told of
@@ -244,7 +258,7 @@ func (sys *system) patchBoot(ctx context.Context, p *bootPatch) error {
 	if next.HTTPBootURI != "" {
 		detail += ", uri " + next.HTTPBootURI
 	}
-	sys.log.Info("boot override set", "event", "boot", "state", detail)
+	sys.log().Info("boot override set", "event", "boot", "state", detail)
 	sys.srv.record(sys, events.BMCRedfishBoot, detail)
 	return nil
 }
@@ -338,7 +352,7 @@ func (sys *system) reset(ctx context.Context, rt string) error {
 }
 
 func (sys *system) recordReset(rt string) {
-	sys.log.Info("reset", "event", rt)
+	sys.log().Info("reset", "event", rt)
 	sys.srv.record(sys, events.BMCRedfishReset, rt)
 }
 
@@ -357,12 +371,12 @@ func (sys *system) finishRestart() {
 		}
 		on, err := sys.m.PowerState(ctx)
 		if err != nil {
-			sys.log.Warn("graceful restart", "err", err)
+			sys.log().Warn("graceful restart", "err", err)
 			return
 		}
 		if !on {
 			if err := sys.control(ctx, bmcemu.PowerUp); err != nil {
-				sys.log.Warn("graceful restart: power on", "err", err)
+				sys.log().Warn("graceful restart: power on", "err", err)
 			}
 			return
 		}
@@ -372,9 +386,9 @@ func (sys *system) finishRestart() {
 			return
 		}
 	}
-	sys.log.Warn("graceful restart: the OS did not power off; resetting", "event", "GracefulRestart")
+	sys.log().Warn("graceful restart: the OS did not power off; resetting", "event", "GracefulRestart")
 	if err := sys.control(ctx, bmcemu.HardReset); err != nil {
-		sys.log.Warn("graceful restart: reset", "err", err)
+		sys.log().Warn("graceful restart: reset", "err", err)
 	}
 }
 
@@ -519,7 +533,7 @@ func (sys *system) insert(ctx context.Context, m *media, req insertMediaRequest)
 	}
 	sys.mu.Unlock()
 	detail := fmt.Sprintf("insert %s %s", m.id, *req.Image)
-	sys.log.Info("virtual media inserted", "event", "insert", "image", *req.Image)
+	sys.log().Info("virtual media inserted", "event", "insert", "image", *req.Image)
 	sys.srv.record(sys, events.BMCRedfishMedia, detail)
 	return nil
 }
@@ -538,7 +552,7 @@ func (sys *system) eject(ctx context.Context, m *media) error {
 	was := m.image
 	m.image, m.inserted, m.writeProtected = "", false, false
 	sys.mu.Unlock()
-	sys.log.Info("virtual media ejected", "event", "eject", "image", was)
+	sys.log().Info("virtual media ejected", "event", "eject", "image", was)
 	sys.srv.record(sys, events.BMCRedfishMedia, "eject "+m.id)
 	return nil
 }

@@ -140,7 +140,7 @@ func (l *taskList) run(t *task, work func(context.Context, taskRun) error) {
 	if !errors.As(err, &ae) {
 		ae = errInternal(err.Error())
 	}
-	t.sys.log.Warn("task failed", "event", t.name, "err", err)
+	t.sys.log().Warn("task failed", "event", t.name, "err", err)
 	l.setState(t, taskException, ae)
 }
 

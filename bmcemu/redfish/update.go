@@ -245,7 +245,7 @@ func (s *Server) postSimpleUpdate(q *request) error {
 		}
 		return err
 	}
-	sys.log.Info("firmware update started", "event", "SimpleUpdate", "image", image.Redacted())
+	sys.log().Info("firmware update started", "event", "SimpleUpdate", "image", image.Redacted())
 	return q.accepted(t)
 }
 
@@ -434,7 +434,7 @@ func (u update) rebootBMC(ctx context.Context, old, version string) error {
 	u.sys.fw.mu.Lock()
 	u.sys.fw.rebooting = true
 	u.sys.fw.mu.Unlock()
-	u.sys.log.Info("BMC rebooting into new firmware", "event", "firmware", "version", version)
+	u.sys.log().Info("BMC rebooting into new firmware", "event", "firmware", "version", version)
 	u.srv.record(u.sys, events.BMCRedfishFirmware, "BMC rebooting: "+old+" -> "+version)
 	tick := time.NewTicker(min(u.srv.cfg.FirmwareReboot, 50*time.Millisecond))
 	defer tick.Stop()

@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# RSS of `metalbed up --no-provisioner` with 1 000 and 10 000 BMCs in one
-# process, against OpenIPMI's ipmi_sim measured in the same run (one BMC per
-# process) and VirtualBMC's documented ~24 MB per BMC (one Python process
-# each; documented, not measured). Writes ci/bench/results-rss.md.
+# RSS of `metalbed up` with 1 000 and 10 000 idle machines in one process,
+# each with its IPMI BMC (its own UDP port) and a Redfish System (one
+# service for all): machines only (--no-provisioner) and with the
+# provisioner (API, DHCP, TFTP, HTTP, every port free). Against OpenIPMI's
+# ipmi_sim measured in the same run (one BMC per process) and VirtualBMC's
+# documented ~24 MB per BMC (one Python process each; documented, not
+# measured). Also the goroutine count (from --pprof) and the start-up time,
+# first start and restart. Writes ci/bench/results-rss.md.
 #
 #   bash ci/bench/rss.sh                    # sizes 1000 10000, 20 ipmi_sim processes
 #   SIZES="1000" IPMISIM_K=5 bash ci/bench/rss.sh
+#   MODES="machines" bash ci/bench/rss.sh   # machines only; "provisioner" for the other
 #
-# Ports: --bmc-base-port 0 (ephemeral), so no fixed port range must be free.
-# Needs: go, ipmitool, /usr/bin/python3; ipmi_sim (Debian openipmi) for the
-# peer column; a file-descriptor limit above the largest size (one UDP
-# socket per BMC).
+# Ports: every port 0 (ephemeral), so no fixed port range must be free.
+# Needs: go, ipmitool, curl, /usr/bin/python3; ipmi_sim (Debian openipmi)
+# for the peer column; a file-descriptor limit above the largest size (one
+# UDP socket per BMC).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 SIZES=${SIZES:-"1000 10000"}
+MODES=${MODES:-"machines provisioner"}
 IPMISIM_K=${IPMISIM_K:-20}
 OUT=ci/bench/results-rss.md
 work=$(mktemp -d)
@@ -34,21 +40,42 @@ go build -o "$work/metalbed" ./cmd/metalbed
 kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$2/status"; }
 secs() { printf '%.2f' "$(echo "$2 - $1" | bc)"; }
 
-# start N DIR: runs metalbed up in the background, waits for the ready line.
+# start N DIR MODE: runs metalbed up in the background, waits for the ready
+# line (the inventory is written and every BMC listens).
 start() {
-  local n=$1 dir=$2 t0
+  local n=$1 dir=$2 mode=$3 t0 extra=(--no-provisioner)
+  if [ "$mode" = provisioner ]; then
+    extra=(--api-addr 127.0.0.1:0 --timeline-addr 127.0.0.1:0 --dhcp-addr 127.0.0.1:0 --tftp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0)
+  fi
   : >"$work/out"
   t0=$(date +%s.%N)
-  "$work/metalbed" up --nodes "$n" --no-provisioner --state-dir "$dir" --bmc-base-port 0 --redfish-addr 127.0.0.1:0 --web-addr 127.0.0.1:0 \
-    >"$work/out" 2>"$work/err" &
+  "$work/metalbed" up --nodes "$n" "${extra[@]}" --state-dir "$dir" --bmc-base-port 0 --redfish-addr 127.0.0.1:0 --web-addr 127.0.0.1:0 \
+    --metrics-addr 127.0.0.1:0 --pprof --log-level warn >"$work/out" 2>"$work/err" &
   pid=$!
   for _ in $(seq 1 3000); do
-    [ -s "$work/out" ] && break
+    grep -q "machines up" "$work/out" && break
     kill -0 "$pid" 2>/dev/null || { cat "$work/err" >&2; exit 1; }
     sleep 0.1
   done
-  [ -s "$work/out" ] || { echo "not ready after 300 s" >&2; exit 1; }
+  grep -q "machines up" "$work/out" || { echo "not ready after 300 s" >&2; exit 1; }
   ready_s=$(secs "$t0" "$(date +%s.%N)")
+}
+
+# goroutines: the running process's goroutine count (its pprof endpoint).
+goroutines() {
+  local m
+  for _ in $(seq 1 50); do
+    m=$(grep -o 'metrics on http://[0-9.:]*' "$work/out" | cut -d' ' -f3) && [ -n "$m" ] && break
+    sleep 0.1
+  done
+  curl -s "$m/debug/pprof/goroutine?debug=1" | awk 'NR == 1 {print $4}'
+}
+
+# redfish_systems: how many Systems the Redfish service lists.
+redfish_systems() {
+  local rf
+  rf=$(grep -o 'Redfish https://[0-9.:]*' "$work/out" | cut -d' ' -f2)
+  curl -sk -u admin:password "$rf/redfish/v1/Systems" | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["Members@odata.count"])'
 }
 
 # stop: SIGINT, wait, require exit 0.
@@ -114,42 +141,53 @@ measure_ipmi_sim() {
 measure_ipmi_sim "$IPMISIM_K"
 
 rows=""
+for mode in $MODES; do
 for n in $SIZES; do
-  dir="$work/state-$n"
-  start "$n" "$dir"
+  dir="$work/state-$mode-$n"
+  start "$n" "$dir" "$mode"
   first_ready=$ready_s
-  sleep 2 # let the runtime settle after start-up
+  sleep 5 # let the runtime settle after start-up
   idle_rss=$(kb VmRSS "$pid")
+  gor=$(goroutines)
+  systems=$(redfish_systems)
   answered=$(drive 50 "$dir")
   busy_rss=$(kb VmRSS "$pid")
   hwm=$(kb VmHWM "$pid")
   threads=$(kb Threads "$pid")
   stop
   first_stop=$stop_s
-  start "$n" "$dir" # restart on the same state
+  start "$n" "$dir" "$mode" # restart on the same state
   restart_ready=$ready_s
+  sleep 5
+  restart_rss=$(kb VmRSS "$pid")
   stop
-  per_bmc=$((busy_rss / n))
+  per_machine=$((idle_rss / n))
   vbmc_mb=$((24 * n))
   vbmc_ratio=$(echo "$vbmc_mb * 1024 / $busy_rss" | bc)
   sim_cols="not measured | –"
   if [ -n "$ipmisim_kb" ]; then
     sim_cols="$(echo "$ipmisim_kb * $n / 1024" | bc) | $(echo "$ipmisim_kb * $n / $busy_rss" | bc)×"
   fi
-  rows+="| $n | $(echo "scale=1; $idle_rss / 1024" | bc) | $(echo "scale=1; $busy_rss / 1024" | bc) | $(echo "scale=1; $hwm / 1024" | bc) | $per_bmc | $threads | $answered/50 | ${first_ready}s / ${restart_ready}s | ${first_stop}s | $sim_cols | ~$vbmc_mb | ${vbmc_ratio}× |"$'\n'
-  echo "n=$n idle=${idle_rss}kB busy=${busy_rss}kB per_bmc=${per_bmc}kB answered=$answered/50 ready=$first_ready restart=$restart_ready" >&2
+  rows+="| $mode | $n | $(echo "scale=1; $idle_rss / 1024" | bc) | $(echo "scale=1; $restart_rss / 1024" | bc) | $(echo "scale=1; $busy_rss / 1024" | bc) | $(echo "scale=1; $hwm / 1024" | bc) | $per_machine | $gor | $threads | $answered/50 | $systems | ${first_ready}s / ${restart_ready}s | ${first_stop}s | $sim_cols | ~$vbmc_mb | ${vbmc_ratio}× |"$'\n'
+  echo "$mode n=$n idle=${idle_rss}kB restart=${restart_rss}kB busy=${busy_rss}kB goroutines=$gor answered=$answered/50 systems=$systems ready=$first_ready restart=$restart_ready" >&2
+done
 done
 
 {
-  echo "# RSS of many BMCs in one process"
+  echo "# RSS of many idle machines and BMCs in one process"
   echo
-  echo "Measured by \`bash ci/bench/rss.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(uname -sr), $(go version | awk '{print $3}'))."
-  echo "\`metalbed up --nodes N --no-provisioner --bmc-base-port 0\`: N simulated machines, each with its own"
-  echo "IPMI v2.0 BMC on its own UDP port, all in one process. RSS is VmRSS from /proc; \"after 50 sessions\""
-  echo "is after ipmitool -I lanplus -C 17 \`power status\` against 50 BMCs spread over the fleet."
+  echo "Measured by \`bash ci/bench/rss.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(uname -sr), $(go version | awk '{print $3}'); load average $(cut -d' ' -f1-3 /proc/loadavg) at the end)."
+  echo "\`metalbed up --nodes N --bmc-base-port 0 --redfish-addr 127.0.0.1:0\`: N simulated machines, each with its own"
+  echo "IPMI v2.0 BMC on its own UDP port and a Redfish System on the one Redfish service, all in one process;"
+  echo "mode \"machines\" adds \`--no-provisioner\`, mode \"provisioner\" runs the provisioner beside them (API, DHCP,"
+  echo "TFTP, HTTP; nothing enrolled). RSS is VmRSS from /proc: idle is 5 s after the ready line (first start, and"
+  echo "again after a restart on the same state); \"after 50 sessions\" is after ipmitool -I lanplus -C 17"
+  echo "\`power status\` against 50 BMCs spread over the fleet. Goroutines are counted idle, from --pprof;"
+  echo "Redfish Systems is the Members@odata.count of GET /redfish/v1/Systems. Ready is process start to the"
+  echo "ready line (inventory.json written, every BMC listening)."
   echo
-  echo "| BMCs | RSS idle (MB) | RSS after 50 sessions (MB) | peak RSS (MB) | KB per BMC | threads | BMCs answering | ready: first start / restart | stop (SIGINT → exit 0) | ipmi_sim × N (MB) | ipmi_sim / metalbed | vbmc, documented (MB) | vbmc / metalbed |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| mode | machines | RSS idle (MB) | RSS idle after restart (MB) | RSS after 50 sessions (MB) | peak RSS (MB) | KB per machine, idle | goroutines, idle | threads | BMCs answering | Redfish Systems | ready: first start / restart | stop (SIGINT → exit 0) | ipmi_sim × N (MB) | ipmi_sim / metalbed | vbmc, documented (MB) | vbmc / metalbed |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s' "$rows"
   echo
   if [ -n "$ipmisim_kb" ]; then

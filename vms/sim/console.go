@@ -43,12 +43,18 @@ type console struct {
 }
 
 func newConsole(path string, max int64) *console {
-	return &console{
-		path:  path,
-		max:   max,
-		conns: map[*consoleConn]struct{}{},
-		input: make(chan []byte, 16), // keystroke bursts; a full FIFO drops input (keystrokes)
+	return &console{path: path, max: max}
+}
+
+// in is the keystroke FIFO, made on first use (an idle machine of a large
+// fleet never needs one); a full FIFO drops input.
+func (c *console) in() chan []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.input == nil {
+		c.input = make(chan []byte, 16) // keystroke bursts
 	}
+	return c.input
 }
 
 // Write appends p to the log and to every attached reader.
@@ -118,7 +124,7 @@ func (c *console) keystrokes(p []byte) {
 	c.Write(echo)
 	in := append([]byte(nil), p...)
 	select {
-	case c.input <- in:
+	case c.in() <- in:
 	default: // nobody reads: like a UART FIFO overrun, input is lost
 	}
 }
@@ -130,6 +136,9 @@ func (c *console) attach(ctx context.Context) (*consoleConn, error) {
 		return nil, errors.New("console closed")
 	}
 	cc := &consoleConn{c: c, notify: make(chan struct{}, 1), done: make(chan struct{})}
+	if c.conns == nil {
+		c.conns = map[*consoleConn]struct{}{}
+	}
 	c.conns[cc] = struct{}{}
 	stop := context.AfterFunc(ctx, func() { cc.Close() })
 	cc.mu.Lock()
@@ -146,7 +155,7 @@ func (c *console) close() {
 	}
 	c.closeFileLocked()
 	conns := c.conns
-	c.conns = map[*consoleConn]struct{}{}
+	c.conns = nil
 	c.mu.Unlock()
 	for cc := range conns {
 		cc.shut()

@@ -82,7 +82,9 @@ type Machine struct {
 	nics    []vms.NIC
 	disk    fileDisk
 	console *console
-	log     *slog.Logger
+	baseLog *slog.Logger // Config.Logger; see log
+	logOnce sync.Once
+	nodeLog *slog.Logger
 
 	root    context.Context // canceled by Close
 	cancel  context.CancelFunc
@@ -191,7 +193,7 @@ func Open(cfg Config) (*Machine, error) {
 		nics:    nics,
 		disk:    fileDisk{path: diskPath, size: st.DiskBytes},
 		console: newConsole(filepath.Join(dir, consoleFile), cmp.Or(cfg.ConsoleLogMax, DefaultConsoleLogMax)),
-		log:     log.With("node", cfg.Name),
+		baseLog: log,
 		root:    root,
 		cancel:  cancel,
 		st:      st,
@@ -326,6 +328,13 @@ func (m *Machine) BootMode() vms.BootMode {
 	return m.st.BootMode
 }
 
+// log is the machine's logger, with its name as key "node". Made on
+// first use: most machines of a large idle fleet never log.
+func (m *Machine) log() *slog.Logger {
+	m.logOnce.Do(func() { m.nodeLog = m.baseLog.With("node", m.cfg.Name) })
+	return m.nodeLog
+}
+
 // ConsoleLog is the path of the append-only console log.
 func (m *Machine) ConsoleLog() string { return m.console.path }
 
@@ -384,7 +393,7 @@ func (m *Machine) SetHTTPBoot(ctx context.Context, f vms.BootFlags, uri string) 
 		m.st.BootFlags, m.st.HTTPBootURI = oldFlags, oldURI
 		return fmt.Errorf("machine %s: set boot flags: %w", m.cfg.Name, err)
 	}
-	m.log.Info("boot flags set", "flags", fmt.Sprintf("% x", f[:]), "device", f.Device().String(),
+	m.log().Info("boot flags set", "flags", fmt.Sprintf("% x", f[:]), "device", f.Device().String(),
 		"valid", f.Valid(), "persistent", f.Persistent(), "efi", f.EFI(), "http_boot_uri", uri)
 	return nil
 }
@@ -426,7 +435,7 @@ func (m *Machine) Media(ctx context.Context, dev vms.MediaDevice) (string, error
 // a failure to save is logged (the boot fails at its next read anyway).
 func (m *Machine) ejectFromBoot(dev vms.MediaDevice) {
 	if err := m.setMedia(dev, ""); err != nil {
-		m.log.Warn("eject during boot", "err", err)
+		m.log().Warn("eject during boot", "err", err)
 	}
 }
 
@@ -459,9 +468,9 @@ func (m *Machine) setMedia(dev vms.MediaDevice, imageURL string) error {
 		return fmt.Errorf("machine %s: virtual media %s: %w", m.cfg.Name, dev, err)
 	}
 	if imageURL == "" {
-		m.log.Info("virtual media ejected", "device", string(dev))
+		m.log().Info("virtual media ejected", "device", string(dev))
 	} else {
-		m.log.Info("virtual media inserted", "device", string(dev), "image", imageURL)
+		m.log().Info("virtual media inserted", "device", string(dev), "image", imageURL)
 	}
 	return nil
 }
@@ -619,7 +628,7 @@ func (m *Machine) powerOn(why vms.EventKind) error {
 	}
 	m.startRunLocked(lb)
 	m.mu.Unlock()
-	m.log.Info("powered on", "event", string(why), "device", lb.Device.String(), "mode", string(lb.Mode), "override", lb.Override)
+	m.log().Info("powered on", "event", string(why), "device", lb.Device.String(), "mode", string(lb.Mode), "override", lb.Override)
 	m.emit(why, fmt.Sprintf("boot device %s, %s", lb.Device, lb.Mode))
 	return nil
 }
@@ -643,7 +652,7 @@ func (m *Machine) powerOff() error {
 	m.gen++
 	m.mu.Unlock()
 	m.stopRun()
-	m.log.Info("powered off")
+	m.log().Info("powered off")
 	m.emit(vms.EventPowerOff, "")
 	return nil
 }
@@ -667,7 +676,7 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 		Disk:         disk,
 		NICs:         m.NICs(),
 		Console:      m.console,
-		ConsoleInput: m.console.input,
+		ConsoleInput: m.console.in(),
 		Emit:         m.emit,
 		Media:        m.mediaNow,
 		Eject:        m.ejectFromBoot,
@@ -683,7 +692,7 @@ func (m *Machine) startRunLocked(lb lastBoot) {
 		defer disk.detach()
 		err := m.cfg.Firmware.Boot(ctx, b)
 		if err != nil && ctx.Err() == nil {
-			m.log.Info("boot failed", "err", err)
+			m.log().Info("boot failed", "err", err)
 			m.emit(vms.EventBootFail, err.Error())
 		}
 	}()

@@ -1,0 +1,5 @@
+//go:build !race
+
+package bmcemu
+
+const raceEnabled = false
