@@ -180,6 +180,7 @@ type gateConn struct {
 	srv     *Server
 	conn    net.PacketConn
 	pace    *pacer
+	replay  replay
 	closing atomic.Bool
 }
 
@@ -193,9 +194,17 @@ func (g *gateConn) ReadFrom(buf []byte) (int, net.Addr, error) {
 			return n, addr, err
 		}
 		g.pace.received(addr)
-		if g.srv.admit(buf[:n], addr) {
-			return n, addr, nil
+		if !g.srv.admit(buf[:n], addr) {
+			continue
 		}
+		if reply, ok := g.replay.resent(addr, buf[:n]); ok {
+			if reply != nil {
+				g.srv.metrics.replies.Inc()
+				_, _ = g.pace.send(reply, addr)
+			}
+			continue
+		}
+		return n, addr, nil
 	}
 }
 
@@ -204,6 +213,7 @@ func (g *gateConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		return len(b), nil
 	}
 	b = g.srv.rakpStatus(b)
+	g.replay.sent(addr, b)
 	g.srv.metrics.replies.Inc()
 	if d := g.srv.cfg.Latency; d > 0 {
 		time.Sleep(d)
