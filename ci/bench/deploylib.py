@@ -2,11 +2,11 @@
 import contextlib, datetime, json, os, signal, subprocess, time, urllib.request
 
 
-def api(base, method, path, body=None):
+def api(base, method, path, body=None, timeout=30):
     """One Ironic v1 API call; the decoded JSON answer, None when empty."""
     req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json", "X-OpenStack-Ironic-API-Version": "1.78"})
-    with urllib.request.urlopen(req, timeout=30) as r:
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         b = r.read()
         return json.loads(b) if b else None
 

@@ -1,23 +1,28 @@
 """What ci/bench/ironic-scale.sh measures of a real Ironic driving N metalbed
 machines: `run` drives one N and appends its figures (one JSON line) to a
 results file; `report` turns that file into results-ironic-scale.md."""
-import base64, collections, concurrent.futures, datetime, json, os, platform, re, sys, threading, time, urllib.error, urllib.request
+import base64, collections, concurrent.futures, configparser, datetime, json, os, platform, re, sys, threading, time, urllib.error, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from deploylib import api as _api  # noqa: E402
 
 
 # 503s (no free conductor worker) and 409s (node locked) answered so far;
-# retried as python-ironicclient does (up to 5 times, 2 s apart).
+# retried as python-ironicclient does (up to 5 times, 2 s apart); and GETs
+# that timed out (the one API worker busy), retried alike.
 RETRIES = collections.Counter()
+# Seconds a call may take: at N = 300 with 50 agents heartbeating, the
+# single API worker (and the conductor behind a provision-state PUT) took
+# longer than deploylib's 30 s to answer.
+TIMEOUT = 120
 
 
 def api(base, method, path, body=None):
-    """deploylib.api, retrying 503 and 409 like ironicclient, its other
-    HTTP errors naming the call and Ironic's message."""
+    """deploylib.api, retrying 503 and 409 like ironicclient and a GET that
+    timed out, its other errors naming the call (and Ironic's message)."""
     for attempt in range(6):
         try:
-            return _api(base, method, path, body)
+            return _api(base, method, path, body, TIMEOUT)
         except urllib.error.HTTPError as e:
             msg = e.read()[:300].decode(errors="replace")
             if e.code in (409, 503) and method != "GET" and attempt < 5:
@@ -25,6 +30,12 @@ def api(base, method, path, body=None):
                 time.sleep(2)
                 continue
             raise RuntimeError("%s %s: %s: %s" % (method, path, e, msg)) from None
+        except (TimeoutError, urllib.error.URLError) as e:
+            if method == "GET" and attempt < 5:
+                RETRIES["timeout"] += 1
+                continue
+            raise RuntimeError("%s %s: %s" % (method, path, e)) from None
+
 
 TCK = os.sysconf("SC_CLK_TCK")
 FAILED = ("deploy failed", "clean failed", "error", "manage failed")
@@ -111,7 +122,7 @@ class Phase:
             r["cpu_" + k] = c1[0] - self.c0[k][0]
             r["cpu_children_" + k] = c1[1] - self.c0[k][1]
         r.update(getattr(self, "extra", {}))
-        r["retried_503"], r["retried_409"] = RETRIES[503], RETRIES[409]
+        r["retried_503"], r["retried_409"], r["retried_timeout"] = RETRIES[503], RETRIES[409], RETRIES["timeout"]
         RETRIES.clear()
         self.run.res[self.name] = r
         print("N=%d %s: %s" % (self.run.n, self.name, json.dumps({k: round(v, 2) for k, v in r.items()})), flush=True)
@@ -132,6 +143,11 @@ class Run:
     def each(self, f, items):
         return list(self.pool.map(f, items))
 
+    def poll(self):
+        """Sleeps between polls of the node list: longer at large N, where
+        each GET of every node costs the one API worker real CPU."""
+        time.sleep(0.5 if self.n <= 100 else 2)
+
     def nodes(self):
         return api(self.base, "GET", "/v1/nodes?fields=uuid,name,provision_state,target_provision_state,"
                    "power_state,maintenance,last_error&limit=1000")["nodes"]
@@ -147,7 +163,7 @@ class Run:
                 raise RuntimeError("%s: %d failed, e.g. %s: %s" % (what, len(bad), bad[0]["name"], bad[0]["last_error"]))
             if sum(1 for x in ns if ok(x)) == len(names):
                 return time.time()
-            time.sleep(0.5)
+            self.poll()
         raise RuntimeError("%s: not all %d in %d s" % (what, len(names), timeout or self.timeout))
 
     def enroll(self, name, driver, info, mac=None):
@@ -219,17 +235,33 @@ class Run:
                         "sync_span_s": (max(seen) - min(seen)) if seen else -1, "sync_updates": len(seen)}
 
     def peer(self):
-        """Ironic's power sync over N metalbed BMCs versus N ipmi_sim
-        processes: both enrolled (ipmi, same driver_info but the port),
-        verified, then each set alone out of maintenance for two sync
-        cycles, timed from the conductor's ipmitool log lines."""
-        bmcs = [m["bmc"] for m in self.inv["nodes"]]
-        sets = {"metalbed": ["cmp-mb-%d" % i for i in range(self.n)], "ipmi_sim": ["cmp-sim-%d" % i for i in range(self.n)]}
+        """Ironic's power sync over P metalbed BMCs versus P ipmi_sim
+        processes (P = len(sim_ports), PEER_MAX): both enrolled (ipmi, same
+        driver_info but the port), verified, then each set alone out of
+        maintenance for two sync cycles, timed from the conductor's ipmitool
+        log lines. Skipped with no ipmi_sim."""
+        p = self.res["peers"] = len(self.sim_ports)
+        if not p:
+            return
+        bmcs = [m["bmc"] for m in self.inv["nodes"][:p]]
+        sets = {"metalbed": ["cmp-mb-%d" % i for i in range(p)], "ipmi_sim": ["cmp-sim-%d" % i for i in range(p)]}
         ports = {"metalbed": {b["port"] for b in bmcs}, "ipmi_sim": set(self.sim_ports)}
         self.maintenance(self.names, True)
+        try:
+            self.compare(sets, ports, bmcs)
+        finally:
+            # a failed comparison leaves no set polled beside the deploy
+            try:
+                self.maintenance(sets["metalbed"] + sets["ipmi_sim"], True)
+            except RuntimeError as e:
+                print("N=%d peer: maintenance: %s" % (self.n, e), flush=True)
+
+    def compare(self, sets, ports, bmcs):
+        """peer's measurement: enrolls, verifies and sync-times each set."""
+        p = len(bmcs)
         with Phase(self, "peer-enroll"):
-            self.each(lambda i: self.enroll(sets["metalbed"][i], "ipmi", self.ipmi_info(bmcs[i]["address"], bmcs[i]["port"])), range(self.n))
-            self.each(lambda i: self.enroll(sets["ipmi_sim"][i], "ipmi", self.ipmi_info("127.0.0.1", self.sim_ports[i])), range(self.n))
+            self.each(lambda i: self.enroll(sets["metalbed"][i], "ipmi", self.ipmi_info(bmcs[i]["address"], bmcs[i]["port"])), range(p))
+            self.each(lambda i: self.enroll(sets["ipmi_sim"][i], "ipmi", self.ipmi_info("127.0.0.1", self.sim_ports[i])), range(p))
         for k in ("metalbed", "ipmi_sim"):
             # each set verified alone: the other is in enroll or maintenance
             self.manage(sets[k], "manage-" + k)
@@ -244,14 +276,17 @@ class Run:
         """Waits for want complete sync cycles over ports (every port's power
         status in one burst) and returns their mean span and command time."""
         t0 = time.time()
-        deadline = t0 + want * (self.interval + 60) + self.n * 2
+        deadline = t0 + want * (self.interval + 60) + len(ports) * 4
         while time.time() < deadline:
             time.sleep(self.interval / 2)
             cmds = sorted(c for c in ipmitool_cmds(self.log, t0) if c[2] in ports and c[3] == "power status")
             bursts, cur = [], []
             for c in cmds:
-                # a cycle polls each BMC once: a gap or a BMC seen again starts the next
-                if cur and (c[0] - cur[-1][0] > self.interval / 2 or c[2] in {x[2] for x in cur}):
+                # A cycle polls each BMC once: a BMC seen again, or a burst
+                # that already covers every BMC, starts the next. No gap
+                # threshold: under load one cycle's own calls are further
+                # apart than the interval, and back-to-back cycles have none.
+                if cur and (c[2] in {x[2] for x in cur} or len({x[2] for x in cur}) >= len(ports)):
                     bursts.append(cur)
                     cur = []
                 cur.append(c)
@@ -288,7 +323,7 @@ class Run:
                             active_at[x["name"]] = time.time()
                 if sum(1 for s in states.values() if s[0] in FAILED) + len(active_at) >= len(names):
                     break
-                time.sleep(1)
+                self.poll()
             t = sorted(v - ph.t0 for v in active_at.values())
             failed = [(k, v) for k, v in states.items() if v[0] in FAILED]
             ph.extra = {"deployed": len(names), "active": len(t), "first_active_s": t[0] if t else -1,
@@ -298,6 +333,27 @@ class Run:
             self.res["deploy_errors"] = sorted({str(v[1])[:200] for _, v in failed})[:5]
 
 
+def knobs(conf_path):
+    """The Ironic settings that bound this benchmark, from its ironic.conf
+    (Ironic's own default where the file leaves one out)."""
+    c = configparser.ConfigParser(interpolation=None, strict=False)
+    c.read(conf_path)
+    get = lambda sec, k, d: c.get(sec, k, fallback=d)
+    return {"workers_pool_size": get("conductor", "workers_pool_size", "100"),
+            "sync_power_state_workers": get("conductor", "sync_power_state_workers", "8"),
+            "sync_power_state_interval": get("conductor", "sync_power_state_interval", "60"),
+            "min_command_interval": get("ipmi", "min_command_interval", "5"),
+            "api_workers": get("api", "api_workers", "cpus")}
+
+
+def peak_rss_mb(pid):
+    """A process's peak resident set (VmHWM), MiB."""
+    for line in open("/proc/%d/status" % pid):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return -1
+
+
 def run(results, n, inv_path, ironic_env_path, procs, sim_ports_path, image_url, image_md5, ramdisk, interval, deploy_max, timeout):
     env = dict(l.split("=", 1) for l in open(ironic_env_path).read().split("\n") if "=" in l)
     procs = {k: [int(x) for x in v.split("+")] for k, v in (p.split("=") for p in procs.split(","))}
@@ -305,17 +361,31 @@ def run(results, n, inv_path, ironic_env_path, procs, sim_ports_path, image_url,
             image_url, image_md5, ramdisk, int(interval), int(deploy_max) or int(n), int(timeout))
     r.res["load_start"] = open("/proc/loadavg").read().split()[:3]
     r.res["ironic_start_s"] = float(env.get("IRONIC_START_SECONDS", "0"))
+    r.res["knobs"] = knobs(os.path.join(env["IRONIC_DIR"], "ironic.conf"))
+    t0 = time.time()
     try:
         r.main_set()
         r.flip_sync()
-        r.peer()
+        try:
+            r.peer()
+        except Exception as e:  # the comparison failing does not stop the deploy
+            r.res["peer_error"] = "%s: %s" % (type(e).__name__, e)
+            print("N=%s peer: %s" % (n, r.res["peer_error"]), flush=True)
         r.deploy()
     except Exception as e:  # a phase that fails ends this N; what it measured is kept
         r.res["error"] = "%s: %s" % (type(e).__name__, e)
         print("N=%s: %s" % (n, r.res["error"]), flush=True)
+    r.res["wall_s"] = time.time() - t0
+    r.res["metalbed_peak_rss_mb"] = peak_rss_mb(r.procs["metalbed"][0])
     r.res["load_end"] = open("/proc/loadavg").read().split()[:3]
     with open(results, "a") as f:
         f.write(json.dumps(r.res) + "\n")
+
+
+def ncell(r):
+    """A row's N, with its run's label (an optional "label" field added to
+    the results line, e.g. to tell two runs of one N apart)."""
+    return "%d%s" % (r["n"], " (%s)" % r["label"] if r.get("label") else "")
 
 
 def report(results, out):
@@ -334,10 +404,16 @@ def report(results, out):
         w()
         w("See the script's header for the method. Per N: a fresh Ironic (ironic-api + ironic-conductor, sqlite, "
           "JSON-RPC), a fresh `metalbed up --no-provisioner --nodes N`, a fresh `metalbed netboot serve` (Ironic's DHCP/TFTP/HTTP) "
-          "and N `ipmi_sim` processes. Even-numbered machines are enrolled with the ipmi hardware type (their IPMI BMC, "
+          "and P = min(N, PEER_MAX) `ipmi_sim` processes. Even-numbered machines are enrolled with the ipmi hardware type (their IPMI BMC, "
           "cipher suite 3), odd ones with redfish (metalbed's Redfish service, plain HTTP); all with boot interface ipxe and "
           "deploy interface direct.")
         w()
+        for r in rows:
+            if "knobs" in r:
+                w("N = %s: Ironic's settings %s; whole run %.0f s; `metalbed up` peak RSS %.0f MiB." % (
+                    ncell(r), ", ".join("%s = %s" % kv for kv in sorted(r["knobs"].items())), r.get("wall_s", -1),
+                    r.get("metalbed_peak_rss_mb", -1)))
+                w()
         w("## Enrolment, verification, power sync")
         w()
         w("| N | load avg (start → end) | Ironic start s | enroll s | manage (power verified) s | ipmitool runs in manage | peak concurrent ipmitool | "
@@ -345,22 +421,27 @@ def report(results, out):
           "503s retried (no free conductor worker): enroll+manage |")
         w("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
         for r in rows:
-            w("| %d | %s → %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %d |" % (
-                r["n"], " ".join(r["load_start"]), " ".join(r["load_end"]), r["ironic_start_s"], g(r, "enroll", "wall"),
+            w("| %s | %s → %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                ncell(r), " ".join(r["load_start"]), " ".join(r["load_end"]), r["ironic_start_s"], g(r, "enroll", "wall"),
                 g(r, "manage", "wall"), g(r, "manage", "ipmitool", "%d"), g(r, "manage", "ipmitool_peak", "%d"),
                 g(r, "sync", "noticed_all_s"), g(r, "sync", "sync_span_s"), cpu(r, "manage"),
                 sum(r.get(ph, {}).get("retried_503", 0) for ph in ("enroll", "manage"))))
         w()
-        w("## Power sync: N metalbed BMCs versus N ipmi_sim processes (same Ironic, same config, one run)")
+        w("## Power sync: P metalbed BMCs versus P ipmi_sim processes (same Ironic, same config, one run)")
         w()
-        w("| N | manage s: metalbed / ipmi_sim | sync cycle s: metalbed / ipmi_sim | ratio ipmi_sim / metalbed | "
+        w("P = N unless PEER_MAX set it lower (at N = 300, 300 ipmi_sim processes are too heavy for this host); "
+          "the machines not compared are in maintenance meanwhile.")
+        w()
+        w("| N | P | manage s: metalbed / ipmi_sim | sync cycle s: metalbed / ipmi_sim | ratio ipmi_sim / metalbed | "
           "ipmitool power status mean s: metalbed / ipmi_sim | max s | CPU s over two cycles: metalbed / ipmi_sim processes |")
-        w("|---:|---|---|---:|---|---|---|")
+        w("|---:|---:|---|---|---:|---|---|---|")
         for r in rows:
             a, b = r.get("sync-metalbed", {}), r.get("sync-ipmi_sim", {})
             ratio = "%.2f×" % (b["cycle_s"] / a["cycle_s"]) if a and b else "–"
-            w("| %d | %s / %s | %s / %s | %s | %s / %s | %s / %s | %s / %s |" % (
-                r["n"], g(r, "manage-metalbed", "wall"), g(r, "manage-ipmi_sim", "wall"),
+            p = r.get("peers", r["n"])
+            w("| %s | %s | %s / %s | %s / %s | %s | %s / %s | %s / %s | %s / %s |" % (
+                ncell(r), ("%d" % p if p else "skipped") + (" (%s)" % r["peer_error"] if "peer_error" in r else ""),
+                g(r, "manage-metalbed", "wall"), g(r, "manage-ipmi_sim", "wall"),
                 g(r, "sync-metalbed", "cycle_s", "%.2f"), g(r, "sync-ipmi_sim", "cycle_s", "%.2f"), ratio,
                 g(r, "sync-metalbed", "cmd_mean_s", "%.3f"), g(r, "sync-ipmi_sim", "cmd_mean_s", "%.3f"),
                 g(r, "sync-metalbed", "cmd_max_s", "%.3f"), g(r, "sync-ipmi_sim", "cmd_max_s", "%.3f"),
@@ -369,14 +450,15 @@ def report(results, out):
         w("## Deploy at once (direct deploy, metalbed's agents)")
         w()
         w("| N | deployed at once | active | failed | first / median / last active s | peak concurrent ipmitool | ipmitool runs | "
-          "CPU s: metalbed / Ironic (+children) / netboot | 503s retried | states at the end | error |")
-        w("|---:|---:|---:|---:|---|---:|---:|---|---:|---|---|")
+          "CPU s: metalbed / Ironic (+children) / netboot | metalbed up peak RSS MiB (whole run) | retried: 503s / GETs timed out | states at the end | error |")
+        w("|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---|---|")
         for r in rows:
-            w("| %d | %s | %s | %s | %s / %s / %s | %s | %s | %s | %s | %s | %s |" % (
-                r["n"], g(r, "deploy", "deployed", "%d"), g(r, "deploy", "active", "%d"), g(r, "deploy", "failed", "%d"),
+            w("| %s | %s | %s | %s | %s / %s / %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                ncell(r), g(r, "deploy", "deployed", "%d"), g(r, "deploy", "active", "%d"), g(r, "deploy", "failed", "%d"),
                 g(r, "deploy", "first_active_s"), g(r, "deploy", "median_active_s"), g(r, "deploy", "last_active_s"),
                 g(r, "deploy", "ipmitool_peak", "%d"), g(r, "deploy", "ipmitool", "%d"), cpu(r, "deploy"),
-                g(r, "deploy", "retried_503", "%d"),
+                "%.0f" % r["metalbed_peak_rss_mb"] if "metalbed_peak_rss_mb" in r else "–",
+                "%s / %s" % (g(r, "deploy", "retried_503", "%d"), g(r, "deploy", "retried_timeout", "%d")),
                 ", ".join("%s: %d" % kv for kv in sorted(r.get("deploy_states", {}).items())),
                 "; ".join(r.get("deploy_errors", [])) or r.get("error", "")))
 

@@ -49,6 +49,8 @@
 #                      (Ironic's default: a node found in another power state
 #                      is forced back) or false (the recorded state follows it)
 #   IRONIC_WORKERS_POOL  [conductor] workers_pool_size (default 16)
+#   IRONIC_SYNC_POWER_WORKERS  [conductor] sync_power_state_workers (default
+#                      Ironic's 8; bounded by periodic_max_workers, set alike)
 #   IRONIC_START_TIMEOUT  seconds to wait for the services (default 120)
 #   IRONIC_WATCH_PID   a PID (e.g. a test process): when it exits without
 #                      having stopped Ironic, a watchdog runs stop.sh
@@ -201,6 +203,8 @@ sync_power_state_interval = ${IRONIC_SYNC_POWER_INTERVAL:-60}
 force_power_state_during_sync = ${IRONIC_FORCE_POWER_SYNC:-true}
 power_state_change_timeout = 30
 workers_pool_size = ${IRONIC_WORKERS_POOL:-16}
+sync_power_state_workers = ${IRONIC_SYNC_POWER_WORKERS:-8}
+periodic_max_workers = ${IRONIC_SYNC_POWER_WORKERS:-8}
 file_url_allowed_paths = $allowed
 ${IRONIC_BOOTLOADER:+bootloader = $IRONIC_BOOTLOADER}
 
