@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -199,6 +200,7 @@ func (t *Testbed) externalNetboot(rec events.Recorder, faults fault.Injector) fu
 		return func(string) nodeHooks { return h }
 	}
 	dhcpServer, tftpPort, log := t.cfg.ExternalDHCP, t.cfg.ExternalTFTPPort, t.log
+	unpack := ramdisk.NewGate(runtime.GOMAXPROCS(0))
 	return func(string) nodeHooks {
 		kc := kernel.Config{FetchToken: ramdisk.FetchTFTP, TFTPPort: tftpPort, Logger: log,
 			DHCPServer: dhcpServer, DHCPClient: "127.0.0.1:0", Recorder: rec, Faults: faults}
@@ -207,6 +209,7 @@ func (t *Testbed) externalNetboot(rec events.Recorder, faults fault.Injector) fu
 			DHCPClient: "127.0.0.1:0",
 			TFTPPort:   tftpPort,
 			Exec:       kernel.Executor(kc),
+			Unpack:     unpack,
 		}
 		return nodeHooks{bmcEvents: rec, bmcFaults: faults, firmware: sim.StockFirmware{
 			MediaBoot: mediaBoot(kc),

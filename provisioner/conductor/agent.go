@@ -100,7 +100,13 @@ func (c *Conductor) Heartbeat(ctx context.Context, ident, token, callbackURL, ve
 	if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(token)) != 1 {
 		return refuse(KindInvalid, "Invalid or missing agent token received.")
 	}
-	_, err = c.UpdateNode(ctx, n.UUID, func(n *provisioner.Node) error {
+	// Recording takes the node's lock, waiting (as Ironic's heartbeat
+	// does) while a task holds it. What the heartbeat then does depends on
+	// the state the node is in now, not on the one read before the wait:
+	// a heartbeat that waited out a deploy step finishing into "wait
+	// call-back" must resume the node, not leave it to the next regular
+	// heartbeat, heartbeat_timeout × 0.3–0.6 later.
+	n, err = c.UpdateNode(ctx, n.UUID, func(n *provisioner.Node) error {
 		n.DriverInternalInfo["agent_url"] = callbackURL
 		n.DriverInternalInfo["agent_version"] = version
 		n.DriverInternalInfo["agent_last_heartbeat"] = c.now().Format("2006-01-02T15:04:05.000000")

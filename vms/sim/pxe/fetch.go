@@ -27,6 +27,7 @@ type fetcher struct {
 	blksize  int
 	timeout  time.Duration
 	maxBytes int64
+	unpack   ramdisk.Gate
 }
 
 // tcpGiveUp is how long iPXE's TCP tries to connect: its retry timer
@@ -47,7 +48,7 @@ func (f *fetcher) fetch(ctx context.Context, server net.IP, ref string) ([]byte,
 
 // load gets what fetch gets as a loaded File: for kernels and initrds.
 func (f *fetcher) load(ctx context.Context, server net.IP, ref string) (File, error) {
-	l := newLoading(path.Base(ref))
+	l := newLoading(path.Base(ref), f.unpack)
 	return l.finish(f.fetchTo(ctx, server, ref, l))
 }
 

@@ -44,7 +44,7 @@ func Checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // Load reads a file to its end, as firmware loads it into memory.
 func Load(name string, r io.Reader) (File, error) {
-	l := newLoading(name)
+	l := newLoading(name, nil)
 	_, err := io.Copy(l, r)
 	return l.finish(err)
 }
@@ -69,12 +69,13 @@ type loading struct {
 // a kernel is not an initramfs).
 var errUnpacked = errors.New("unpacked")
 
-func newLoading(name string) *loading {
+// newLoading starts loading a file; its unpacking takes turns through gate.
+func newLoading(name string, gate ramdisk.Gate) *loading {
 	pr, pw := io.Pipe()
 	l := &loading{f: File{Name: name}, sum: crc32.New(castagnoli), pw: pw, bw: bufio.NewWriterSize(pw, 256<<10), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
-		l.f.Initramfs, l.f.NotInitramfs = ramdisk.ParseInitramfs(pr, name)
+		l.f.Initramfs, l.f.NotInitramfs = ramdisk.ParseInitramfs(pr, name, gate)
 		pr.CloseWithError(errUnpacked)
 	}()
 	return l

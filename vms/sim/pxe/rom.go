@@ -21,6 +21,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/iana"
 	"github.com/metalbed/metalbed/vms"
+	"github.com/metalbed/metalbed/vms/ramdisk"
 	"github.com/metalbed/metalbed/vms/sim"
 )
 
@@ -42,6 +43,9 @@ type ROM struct {
 	DHCPTries int
 	// MaxImage bounds one downloaded file; default 1 GiB.
 	MaxImage int64
+	// Unpack is where the initrds this ROM loads take turns to be
+	// unpacked, shared by a fleet's ROMs (ramdisk.Gate); nil: no turns.
+	Unpack ramdisk.Gate
 	// Exec runs the kernel the ROM booted. Required.
 	Exec Executor
 }
@@ -152,7 +156,7 @@ func (r *ROM) Boot(ctx context.Context, b *sim.BootContext) error {
 		// iPXE asks for 1432-byte TFTP blocks (TFTP_MAX_BLKSIZE in
 		// src/net/udp/tftp.c): a 16 MiB kernel is 11 700 round trips, not
 		// 32 000.
-		f: &fetcher{localIP: lease.IP, tftpPort: cfg.TFTPPort, blksize: ipxeBlockSize, timeout: cfg.Timeout, maxBytes: cfg.MaxImage},
+		f: &fetcher{localIP: lease.IP, tftpPort: cfg.TFTPPort, blksize: ipxeBlockSize, timeout: cfg.Timeout, maxBytes: cfg.MaxImage, unpack: cfg.Unpack},
 		vars: map[string]string{
 			"mac":          nic.MAC.String(),
 			"mac:hexhyp":   strings.ReplaceAll(nic.MAC.String(), ":", "-"),
