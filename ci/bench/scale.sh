@@ -24,12 +24,23 @@ go build -o "$work/metalbed" ./cmd/metalbed
 BIN="$work/metalbed" WORK="$work" NS="${NS:-1 10 100}" DEPLOY="${DEPLOY:-direct}" BOOT="${BOOT:-ipxe}" TIMEOUT="${TIMEOUT:-1800}" "${PYTHON:-/usr/bin/python3}" - "$out" <<'PY'
 import concurrent.futures, datetime, os, platform, re, sys, time
 sys.path.insert(0, "ci/bench")
-from deploylib import api, up
+from deploylib import api as api_once, up
 
 BIN, WORK, DEPLOY, BOOT, TIMEOUT = os.environ["BIN"], os.environ["WORK"], os.environ["DEPLOY"], os.environ["BOOT"], int(os.environ["TIMEOUT"])
 md5 = re.search(r"^md5: (\w+)$", open(os.path.join(WORK, "image.txt")).read(), re.M).group(1)
 tck = os.sysconf("SC_CLK_TCK")
 pool = concurrent.futures.ThreadPoolExecutor(32)
+
+def api(base, method, path, body=None):
+    """An API call given 120 s (a thousand machines booting share 2 CPUs
+    with the API); a GET that times out is asked again."""
+    for attempt in range(5):
+        try:
+            return api_once(base, method, path, body, timeout=120)
+        except OSError as e:
+            if method != "GET" or "timed out" not in str(e) or attempt == 4:
+                raise
+            print("GET %s timed out, again" % path, flush=True)
 
 def cpu(pid):
     f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
@@ -49,7 +60,7 @@ def all_in(base, names, want, deadline):
             raise RuntimeError("%d failed, e.g. %s: %s" % (len(bad), bad[0]["name"], bad[0]["last_error"]))
         if sum(1 for n in nodes if n["name"] in names and n["provision_state"] == want and not n["target_provision_state"]) == len(names):
             return time.time()
-        time.sleep(0.5)
+        time.sleep(0.5 if len(names) <= 100 else 2)
     raise RuntimeError("not all %s in time" % want)
 
 def each(f, names):
