@@ -144,44 +144,13 @@ func ReadMarker(initrd io.ReaderAt, size int64) (Marker, error) {
 // initrd that is not a metalbed ramdisk is an error wrapping
 // ErrNotRamdisk; unusable GRUB images are Bootloaders.Err.
 func ReadInitramfs(initrd io.ReaderAt, size int64, name string) (*Initramfs, error) {
-	return ParseInitramfs(io.NewSectionReader(initrd, 0, size), name, nil)
-}
-
-// A Gate bounds how many unpackings inflate at the same moment. Simulated
-// machines share the host's few CPUs: a thousand booting at once, each
-// inflating tens of MB, would leave the rest of the process (the API
-// their agents look up in, the BMCs) a thousandth of the CPU each — lookups
-// then time out. Through a gate as wide as the CPUs they take turns, as
-// fast in sum. A nil Gate bounds nothing.
-type Gate chan struct{}
-
-// NewGate lets n unpackings inflate at once.
-func NewGate(n int) Gate { return make(Gate, max(n, 1)) }
-
-// reader reads r taking a turn for each Read.
-func (g Gate) reader(r io.Reader) io.Reader {
-	if g == nil {
-		return r
-	}
-	return gated{g, r}
-}
-
-type gated struct {
-	g Gate
-	r io.Reader
-}
-
-func (t gated) Read(p []byte) (int, error) {
-	t.g <- struct{}{}
-	defer func() { <-t.g }()
-	return t.r.Read(p)
+	return ParseInitramfs(io.NewSectionReader(initrd, 0, size), name)
 }
 
 // ParseInitramfs is ReadInitramfs over a stream, read once from start to
 // end as a kernel unpacks it: nothing but the marker and the GRUB images is
 // kept, so a ramdisk of tens of MB costs a machine no more than those.
-// Inflating takes turns through gate (nil: none).
-func ParseInitramfs(initrd io.Reader, name string, gate Gate) (*Initramfs, error) {
+func ParseInitramfs(initrd io.Reader, name string) (*Initramfs, error) {
 	br := bufio.NewReader(initrd)
 	head, err := br.Peek(6)
 	if err != nil {
@@ -194,7 +163,7 @@ func ParseInitramfs(initrd io.Reader, name string, gate Gate) (*Initramfs, error
 			return nil, fmt.Errorf("%w: bad gzip: %v", ErrNotRamdisk, err)
 		}
 		// Bound the decompressed size: a ramdisk larger than 1 GiB is not ours.
-		zbr := bufio.NewReaderSize(gate.reader(gunzipErrors{io.LimitReader(zr, 1<<30)}), 64<<10)
+		zbr := bufio.NewReaderSize(gunzipErrors{io.LimitReader(zr, 1<<30)}, 64<<10)
 		if head, err = zbr.Peek(6); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil, fmt.Errorf("%w: empty archive", ErrNotRamdisk)

@@ -27,7 +27,7 @@ type fetcher struct {
 	blksize  int
 	timeout  time.Duration
 	maxBytes int64
-	unpack   ramdisk.Gate
+	unpack   Gate
 }
 
 // tcpGiveUp is how long iPXE's TCP tries to connect: its retry timer

@@ -55,6 +55,18 @@ func LoadBytes(name string, b []byte) File {
 	return f
 }
 
+// A Gate bounds how many loadings unpack at the same moment. Simulated
+// machines share the host's few CPUs: a thousand booting at once, each
+// inflating tens of MB, would leave the rest of the process (the API
+// their agents look up in, the BMCs) a thousandth of the CPU each, and
+// lookups time out. Through a gate as wide as the CPUs they take turns, as
+// fast in sum. A turn is the unpacking of bytes already received: a slow
+// transfer (TFTP) holds no turn while it waits. A nil Gate bounds nothing.
+type Gate chan struct{}
+
+// NewGate lets n loadings unpack at once.
+func NewGate(n int) Gate { return make(Gate, max(n, 1)) }
+
 // loading is a file being loaded: an io.Writer that keeps the head, sums
 // the bytes and unpacks them as an initramfs as they arrive.
 type loading struct {
@@ -62,6 +74,7 @@ type loading struct {
 	sum  hash.Hash32
 	pw   *io.PipeWriter
 	bw   *bufio.Writer // batches the transfer's blocks for the unpacking
+	gate Gate
 	done chan struct{}
 }
 
@@ -70,12 +83,12 @@ type loading struct {
 var errUnpacked = errors.New("unpacked")
 
 // newLoading starts loading a file; its unpacking takes turns through gate.
-func newLoading(name string, gate ramdisk.Gate) *loading {
+func newLoading(name string, gate Gate) *loading {
 	pr, pw := io.Pipe()
-	l := &loading{f: File{Name: name}, sum: crc32.New(castagnoli), pw: pw, bw: bufio.NewWriterSize(pw, 256<<10), done: make(chan struct{})}
+	l := &loading{f: File{Name: name}, sum: crc32.New(castagnoli), pw: pw, bw: bufio.NewWriterSize(pw, 256<<10), gate: gate, done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
-		l.f.Initramfs, l.f.NotInitramfs = ramdisk.ParseInitramfs(pr, name, gate)
+		l.f.Initramfs, l.f.NotInitramfs = ramdisk.ParseInitramfs(pr, name)
 		pr.CloseWithError(errUnpacked)
 	}()
 	return l
@@ -88,17 +101,32 @@ func (l *loading) Write(p []byte) (int, error) {
 	l.f.Size += int64(len(p))
 	l.sum.Write(p)
 	if l.bw != nil {
-		if _, err := l.bw.Write(p); err != nil {
-			l.bw = nil // the unpacking is over; the rest is only summed
-		}
+		// A write the buffer cannot take hands a batch to the unpacking
+		// and returns once it is consumed: the turn covers that work.
+		l.turn(func() error {
+			_, err := l.bw.Write(p)
+			return err
+		})
 	}
 	return len(p), nil
+}
+
+// turn runs fn (a hand-over to the unpacking) holding a turn of the gate;
+// an error means the unpacking is over: the rest is only summed.
+func (l *loading) turn(fn func() error) {
+	if l.gate != nil {
+		l.gate <- struct{}{}
+		defer func() { <-l.gate }()
+	}
+	if err := fn(); err != nil {
+		l.bw = nil
+	}
 }
 
 // finish ends the file; err is the transfer's (nil: it is complete).
 func (l *loading) finish(err error) (File, error) {
 	if l.bw != nil && err == nil {
-		l.bw.Flush()
+		l.turn(l.bw.Flush)
 	}
 	l.pw.CloseWithError(err) // nil: the unpacking sees the end of the file
 	<-l.done

@@ -21,7 +21,6 @@ import (
 
 	"github.com/insomniacslk/dhcp/iana"
 	"github.com/metalbed/metalbed/vms"
-	"github.com/metalbed/metalbed/vms/ramdisk"
 	"github.com/metalbed/metalbed/vms/sim"
 )
 
@@ -44,8 +43,8 @@ type ROM struct {
 	// MaxImage bounds one downloaded file; default 1 GiB.
 	MaxImage int64
 	// Unpack is where the initrds this ROM loads take turns to be
-	// unpacked, shared by a fleet's ROMs (ramdisk.Gate); nil: no turns.
-	Unpack ramdisk.Gate
+	// unpacked, shared by a fleet's ROMs (Gate); nil: no turns.
+	Unpack Gate
 	// Exec runs the kernel the ROM booted. Required.
 	Exec Executor
 }
