@@ -2,13 +2,21 @@
 import contextlib, datetime, json, os, signal, subprocess, time, urllib.request
 
 
-def api(base, method, path, body=None, timeout=30):
-    """One Ironic v1 API call; the decoded JSON answer, None when empty."""
+def api(base, method, path, body=None, timeout=30, get_retries=0):
+    """One Ironic v1 API call; the decoded JSON answer, None when empty. A
+    GET that times out is asked again up to get_retries times (a fleet
+    booting on the same CPUs as the API can keep it from answering)."""
     req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json", "X-OpenStack-Ironic-API-Version": "1.78"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        b = r.read()
-        return json.loads(b) if b else None
+    for attempt in range(get_retries + 1):
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                b = r.read()
+                return json.loads(b) if b else None
+        except OSError as e:
+            if method != "GET" or "timed out" not in str(e) or attempt == get_retries:
+                raise
+            print("GET %s timed out, again" % path, flush=True)
 
 
 def wait_state(base, node, want, deadline):

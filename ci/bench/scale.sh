@@ -34,13 +34,7 @@ pool = concurrent.futures.ThreadPoolExecutor(32)
 def api(base, method, path, body=None):
     """An API call given 120 s (a thousand machines booting share 2 CPUs
     with the API); a GET that times out is asked again."""
-    for attempt in range(5):
-        try:
-            return api_once(base, method, path, body, timeout=120)
-        except OSError as e:
-            if method != "GET" or "timed out" not in str(e) or attempt == 4:
-                raise
-            print("GET %s timed out, again" % path, flush=True)
+    return api_once(base, method, path, body, timeout=120, get_retries=4)
 
 def cpu(pid):
     f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()

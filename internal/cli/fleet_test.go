@@ -102,7 +102,7 @@ func waitFleet(t *testing.T, ctx context.Context, api *testbed.Client, want stri
 				Name      string  `json:"name"`
 				State     string  `json:"provision_state"`
 				Target    *string `json:"target_provision_state"`
-				LastError *string `json:"last_error"`
+				LastError string  `json:"last_error"` // null decodes as ""
 			} `json:"nodes"`
 		}
 		if err := api.Do(ctx, "GET", "/v1/nodes?fields=name,provision_state,target_provision_state,last_error", nil, &list); err != nil {
@@ -112,7 +112,7 @@ func waitFleet(t *testing.T, ctx context.Context, api *testbed.Client, want stri
 		for _, n := range list.Nodes {
 			switch {
 			case n.State == "deploy failed" || n.State == "clean failed" || n.State == "error":
-				t.Fatalf("%s: %s: %v\nconsole:\n%s", n.Name, n.State, deref(n.LastError), consoleTail(nodes, n.Name))
+				t.Fatalf("%s: %s: %v\nconsole:\n%s", n.Name, n.State, n.LastError, consoleTail(nodes, n.Name))
 			case n.State == want && n.Target == nil:
 				resting++
 			}
@@ -140,13 +140,6 @@ func consoleTail(nodes []testbed.InventoryNode, name string) string {
 		}
 	}
 	return "no such node"
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 // readPrefix reads the first n bytes of the file at path.
