@@ -240,6 +240,23 @@ func startUp(t *testing.T, ctx context.Context, bin, state, dhcpRange string, ex
 	return u
 }
 
+// report is what the testbed says of node-0 (provision state, last_error
+// and its timeline), read only when a failure message is formatted.
+func (u *upProc) report(bin string) fmt.Stringer {
+	return lazyText(func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		n, err := u.node(ctx)
+		out, terr := exec.CommandContext(ctx, bin, "timeline", "node-0", "--url", u.inv.Timeline).CombinedOutput()
+		return fmt.Sprintf("node-0 now: %s, last_error %v (%v)\ntimeline (%v):\n%s", provState(n), n["last_error"], err, terr, out)
+	})
+}
+
+// lazyText formats as what its function returns when called.
+type lazyText func() string
+
+func (l lazyText) String() string { return l() }
+
 // kill ends the process with SIGKILL, as a crash or the OOM killer would.
 func (u *upProc) kill(t *testing.T) {
 	if u.cmd.ProcessState != nil {
@@ -342,7 +359,7 @@ func runKillPoint(t *testing.T, bin, images string, img restartImg, p killPoint,
 		}
 		end = n
 		return true
-	}, "%s: node-0 did not reach %q within a minute of the restart (states before the kill %v); stderr:\n%s", p.name, p.want, seen, u.stderr)
+	}, "%s: node-0 did not reach %q within a minute of the restart (states before the kill %v); stderr:\n%s\n%s", p.name, p.want, seen, u.stderr, u.report(bin))
 	t.Logf("%s: killed in %q (states seen %v): %s %.1fs after the restart", p.name, seen[len(seen)-1], seen, provState(end), time.Since(t0).Seconds())
 	le, _ := end["last_error"].(string)
 	if p.lastError == "" && le != "" || !strings.Contains(le, p.lastError) {

@@ -93,6 +93,42 @@ func (c *Conductor) Heartbeat(ctx context.Context, ident, token, callbackURL, ve
 	if err != nil {
 		return err
 	}
+	if err := checkHeartbeat(n, token, callbackURL); err != nil {
+		return err
+	}
+	// The heartbeat takes the node's lock, waiting (as Ironic's heartbeat
+	// does) while a task holds it, and keeps it from recording to
+	// resuming: what it does depends on the state the node is in now, not
+	// on the one read before the wait (a heartbeat that waited out a deploy
+	// step finishing into "wait call-back" must resume the node, not leave
+	// it to the next regular heartbeat, heartbeat_timeout × 0.3–0.6 later),
+	// and no other task (a power sync) can slip in between. A node still
+	// locked after the retries answers 409, as Ironic's NodeLocked: the
+	// agent heartbeats again after its error interval.
+	n, err = c.acquire(ctx, n.UUID)
+	if err != nil {
+		return err
+	}
+	// The wait may have outlived this agent: a new deploy forgot its token
+	// and URL.
+	if err := checkHeartbeat(n, token, callbackURL); err != nil {
+		c.release(ctx, n.UUID)
+		return err
+	}
+	n.DriverInternalInfo["agent_url"] = callbackURL
+	n.DriverInternalInfo["agent_version"] = version
+	n.DriverInternalInfo["agent_last_heartbeat"] = c.now().Format("2006-01-02T15:04:05.000000")
+	n.UpdatedAt = c.now()
+	if c.agentHeartbeat(ctx, n) {
+		return nil // the task holds the lock now
+	}
+	defer c.release(ctx, n.UUID)
+	return c.st.UpdateNode(ctx, n)
+}
+
+// checkHeartbeat refuses a heartbeat whose callback URL or token is not
+// the node's.
+func checkHeartbeat(n *provisioner.Node, token, callbackURL string) error {
 	if err := checkCallbackURL(n, callbackURL); err != nil {
 		return err
 	}
@@ -100,22 +136,6 @@ func (c *Conductor) Heartbeat(ctx context.Context, ident, token, callbackURL, ve
 	if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(token)) != 1 {
 		return refuse(KindInvalid, "Invalid or missing agent token received.")
 	}
-	// Recording takes the node's lock, waiting (as Ironic's heartbeat
-	// does) while a task holds it. What the heartbeat then does depends on
-	// the state the node is in now, not on the one read before the wait:
-	// a heartbeat that waited out a deploy step finishing into "wait
-	// call-back" must resume the node, not leave it to the next regular
-	// heartbeat, heartbeat_timeout × 0.3–0.6 later.
-	n, err = c.UpdateNode(ctx, n.UUID, func(n *provisioner.Node) error {
-		n.DriverInternalInfo["agent_url"] = callbackURL
-		n.DriverInternalInfo["agent_version"] = version
-		n.DriverInternalInfo["agent_last_heartbeat"] = c.now().Format("2006-01-02T15:04:05.000000")
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	c.agentHeartbeat(ctx, n)
 	return nil
 }
 
@@ -153,39 +173,31 @@ func sameHost(rawURL, addr string) bool {
 	return err == nil && host.Unmap() == want.Unmap()
 }
 
-// agentHeartbeat acts on a recorded heartbeat as Ironic's
-// heartbeat_mixin: a node waiting in "wait call-back" whose deploy
-// interface is driven by the agent is resumed and handed to the interface
-// as a task; so is one in "clean wait" (automated cleaning through the
-// agent). A locked node (a previous heartbeat still being handled)
-// ignores the heartbeat; the agent heartbeats again.
-func (c *Conductor) agentHeartbeat(ctx context.Context, n *provisioner.Node) {
+// agentHeartbeat acts on a recorded heartbeat of n, which the caller
+// has locked, as Ironic's heartbeat_mixin: a node waiting in "wait
+// call-back" whose deploy interface is driven by the agent is resumed
+// (saved with the heartbeat) and handed to the interface as a task, which
+// takes over the lock; so is one in "clean wait" (automated cleaning
+// through the agent). It reports whether it saved n; otherwise the caller
+// saves and releases it.
+func (c *Conductor) agentHeartbeat(ctx context.Context, n *provisioner.Node) bool {
 	if !slices.Contains(callbackStates, n.ProvisionState) || n.Maintenance {
-		return
+		return false
 	}
 	h, err := c.hardware(n)
 	if err != nil {
-		return
+		return false
 	}
 	d, err := h.DeployFor(n)
 	if err != nil {
-		return
+		return false
 	}
 	hb, ok := d.(drivers.AgentHeartbeat)
 	if !ok {
-		return
-	}
-	n, err = c.acquire(ctx, n.UUID)
-	if err != nil {
-		return
-	}
-	if !slices.Contains(callbackStates, n.ProvisionState) {
-		c.release(ctx, n.UUID)
-		return
+		return false
 	}
 	if err := c.transition(ctx, n, EventResume); err != nil {
-		c.release(ctx, n.UUID)
-		return
+		return false
 	}
 	err = c.spawn(n, "heartbeat", func(ctx context.Context, n *provisioner.Node) {
 		defer func() {
@@ -204,6 +216,7 @@ func (c *Conductor) agentHeartbeat(ctx context.Context, n *provisioner.Node) {
 	if err != nil {
 		c.release(ctx, n.UUID)
 	}
+	return true
 }
 
 // CheckDeployKey guards the bash-ramdisk callbacks (pass_deploy_info,
