@@ -200,7 +200,7 @@ func (t *Testbed) externalNetboot(rec events.Recorder, faults fault.Injector) fu
 		return func(string) nodeHooks { return h }
 	}
 	dhcpServer, tftpPort, log := t.cfg.ExternalDHCP, t.cfg.ExternalTFTPPort, t.log
-	unpack := pxe.NewGate(runtime.GOMAXPROCS(0))
+	unpack := pxe.NewUnpacker(runtime.GOMAXPROCS(0))
 	return func(string) nodeHooks {
 		kc := kernel.Config{FetchToken: ramdisk.FetchTFTP, TFTPPort: tftpPort, Logger: log,
 			DHCPServer: dhcpServer, DHCPClient: "127.0.0.1:0", Recorder: rec, Faults: faults}

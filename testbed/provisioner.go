@@ -42,9 +42,10 @@ type bed struct {
 	dir     string // <state dir>/provisioner
 	version string
 	log     *slog.Logger
-	// unpack is where the machines' ROMs take turns unpacking the deploy
-	// ramdisk: as many at once as the host has CPUs (pxe.Gate).
-	unpack pxe.Gate
+	// unpack is where the machines' ROMs unpack the deploy ramdisk: as
+	// many at once as the host has CPUs, and once for identical bytes
+	// (pxe.Unpacker).
+	unpack *pxe.Unpacker
 	// vmNet, when set, is the boot network of real VMs: the DHCP, TFTP
 	// and HTTP boot servers listen inside its namespace on its address,
 	// the API is reachable there too (ramdisks call back to it), and the
@@ -91,7 +92,7 @@ type bed struct {
 // listenBed binds every socket of the provisioner side; it writes no file.
 // leases, with simulated machines, is the DHCP range the testbed holds.
 func listenBed(t *Testbed, nw *libvirt.Network, leases *blockClaim) (_ *bed, err error) {
-	b := &bed{cfg: *t.cfg.Provisioner, dir: filepath.Join(t.cfg.StateDir, "provisioner"), version: t.cfg.Version, unpack: pxe.NewGate(runtime.GOMAXPROCS(0)),
+	b := &bed{cfg: *t.cfg.Provisioner, dir: filepath.Join(t.cfg.StateDir, "provisioner"), version: t.cfg.Version, unpack: pxe.NewUnpacker(runtime.GOMAXPROCS(0)),
 		log: t.log, vmNet: nw, reg: t.reg, ramdiskDir: t.cfg.Libvirt.RamdiskDir, faults: fault.NewSet(), tl: events.New(events.Config{}),
 		enrolled: make(chan struct{})}
 	b.inject = b.newInjector()

@@ -27,7 +27,7 @@ type fetcher struct {
 	blksize  int
 	timeout  time.Duration
 	maxBytes int64
-	unpack   Gate
+	unpack   *Unpacker
 }
 
 // tcpGiveUp is how long iPXE's TCP tries to connect: its retry timer

@@ -7,6 +7,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"sync"
 
 	"github.com/metalbed/metalbed/vms/ramdisk"
 )
@@ -55,26 +56,249 @@ func LoadBytes(name string, b []byte) File {
 	return f
 }
 
-// A Gate bounds how many loadings unpack at the same moment. Simulated
-// machines share the host's few CPUs: a thousand booting at once, each
-// inflating tens of MB, would leave the rest of the process (the API
-// their agents look up in, the BMCs) a thousandth of the CPU each, and
-// lookups time out. Through a gate as wide as the CPUs they take turns, as
-// fast in sum. A turn is the unpacking of bytes already received: a slow
-// transfer (TFTP) holds no turn while it waits. A nil Gate bounds nothing.
-type Gate chan struct{}
+// An Unpacker is where a testbed's machines unpack the files they load.
+// Simulated machines share the host's few CPUs: a thousand booting at
+// once, each inflating tens of MB, would leave the rest of the process
+// (the API their agents look up in, the BMCs) a thousandth of the CPU
+// each, and lookups time out. So:
+//   - unpacking takes turns, as many at once as NewUnpacker says (the
+//     CPUs): as fast in sum. A turn is the unpacking of bytes already
+//     received: a slow transfer (TFTP) holds no turn while it waits;
+//   - a file whose bytes another machine has unpacked, or is unpacking,
+//     is not unpacked again: its loading compares what it receives with
+//     those bytes (held once, not per machine) and takes that unpacking's
+//     result when its file ends where the other's did. Bytes that differ
+//     give the loading an unpacking of its own. Identical bytes unpack
+//     identically, so a machine finds what it would have found alone.
+//
+// A nil Unpacker bounds nothing and shares nothing.
+type Unpacker struct {
+	turns chan struct{}
+	mu    sync.Mutex
+	files []*shared // newest first
+}
 
-// NewGate lets n loadings unpack at once.
-func NewGate(n int) Gate { return make(Gate, max(n, 1)) }
+// NewUnpacker lets n unpackings run at once.
+func NewUnpacker(n int) *Unpacker { return &Unpacker{turns: make(chan struct{}, max(n, 1))} }
+
+// Files already unpacked are kept for the next boots (a fleet's cleaning
+// boots the same ramdisk again) up to these bounds.
+const (
+	keepFiles = 4
+	keepBytes = 256 << 20
+)
+
+func (u *Unpacker) take() {
+	if u != nil {
+		u.turns <- struct{}{}
+	}
+}
+
+func (u *Unpacker) give() {
+	if u != nil {
+		<-u.turns
+	}
+}
+
+// join finds the file named name whose bytes start as p does, newest
+// first, or starts one with p: the loading follows it from len(p) on.
+func (u *Unpacker) join(name string, p []byte) *shared {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, s := range u.files {
+		if s.name == name && s.admit(p) {
+			return s
+		}
+	}
+	s := &shared{u: u, name: name, buf: append([]byte(nil), p...), users: 1, parsed: make(chan struct{})}
+	s.more.L = &s.mu
+	go s.unpack()
+	u.files = append([]*shared{s}, u.files...)
+	u.trim()
+	return s
+}
+
+// trim drops abandoned files and the oldest finished ones beyond the
+// bounds; u.mu is held.
+func (u *Unpacker) trim() {
+	kept, n, bytes := u.files[:0], 0, 0
+	for _, s := range u.files {
+		s.mu.Lock()
+		size, busy, gone := len(s.buf), !s.ended, s.gone
+		s.mu.Unlock()
+		switch {
+		case gone:
+		case busy || n < keepFiles && bytes+size <= keepBytes:
+			kept = append(kept, s)
+			n++
+			bytes += size
+		}
+	}
+	clear(u.files[len(kept):])
+	u.files = kept
+}
+
+// shared is a file's bytes as machines receive them, unpacked once.
+type shared struct {
+	u    *Unpacker
+	name string
+
+	mu    sync.Mutex
+	more  sync.Cond // bytes came, the file ended, or it was abandoned
+	buf   []byte    // bytes below len(buf) never change
+	ended bool      // the file ends at len(buf)
+	gone  bool      // every loading left before the end: nothing to unpack for
+	users int       // loadings following it, before its end
+
+	parsed chan struct{} // closed once the unpacking returned
+	init   *ramdisk.Initramfs
+	err    error
+}
+
+// admit adds a loading whose first bytes are p, if they are this file's;
+// s.u.mu is held.
+func (s *shared) admit(p []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := min(len(p), len(s.buf))
+	if s.gone || s.ended && len(p) > len(s.buf) || !bytes.Equal(p[:n], s.buf[:n]) {
+		return false
+	}
+	if len(p) > len(s.buf) {
+		s.buf = append(s.buf, p[len(s.buf):]...)
+		s.more.Broadcast()
+	}
+	if !s.ended {
+		s.users++
+	}
+	return true
+}
+
+// follow checks p, received at offset pos, against the file's bytes and
+// adds what it has not seen; false: this is another file.
+func (s *shared) follow(pos int64, p []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	have := int64(len(s.buf)) - pos
+	n := min(int64(len(p)), max(have, 0))
+	if s.gone || pos > int64(len(s.buf)) || !bytes.Equal(p[:n], s.buf[pos:pos+n]) {
+		return false
+	}
+	if rest := p[n:]; len(rest) > 0 {
+		if s.ended {
+			return false // a longer file
+		}
+		s.buf = append(s.buf, rest...)
+		s.more.Broadcast()
+	}
+	return true
+}
+
+// prefix is the file's first n bytes (held: they never change).
+func (s *shared) prefix(n int64) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf[:n:n]
+}
+
+// leave drops a loading that stopped following before the end; the last
+// to leave abandons the file.
+func (s *shared) leave() {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.users--
+	abandon := s.users == 0
+	if abandon {
+		s.gone = true
+		s.more.Broadcast()
+	}
+	s.mu.Unlock()
+	if abandon {
+		s.u.mu.Lock()
+		s.u.trim()
+		s.u.mu.Unlock()
+	}
+}
+
+// end says a loading's file ended at size; when that is where this file
+// ends it returns what unpacking it found, else ok is false.
+func (s *shared) end(size int64) (init *ramdisk.Initramfs, err error, ok bool) {
+	s.mu.Lock()
+	switch {
+	case s.gone || size != int64(len(s.buf)):
+		s.mu.Unlock()
+		return nil, nil, false
+	case !s.ended:
+		s.ended = true
+		s.more.Broadcast()
+	}
+	s.mu.Unlock()
+	<-s.parsed
+	return s.init, s.err, true
+}
+
+// unpack unpacks the file as its bytes come.
+func (s *shared) unpack() {
+	r := &sharedReader{s: s}
+	s.init, s.err = ramdisk.ParseInitramfs(r, s.name)
+	if r.turn {
+		s.u.give()
+	}
+	close(s.parsed)
+}
+
+// sharedReader reads a shared file as it grows. The unpacking holds a
+// turn of the Unpacker from one read to the next: while it works on the
+// bytes it got.
+type sharedReader struct {
+	s    *shared
+	pos  int
+	turn bool
+}
+
+// errLeft ends the unpacking of a file every loading left.
+var errLeft = errors.New("every loading of the file stopped")
+
+func (r *sharedReader) Read(p []byte) (int, error) {
+	s := r.s
+	if r.turn {
+		s.u.give()
+		r.turn = false
+	}
+	s.mu.Lock()
+	for r.pos == len(s.buf) && !s.ended && !s.gone {
+		s.more.Wait()
+	}
+	buf, ended, gone := s.buf, s.ended, s.gone
+	s.mu.Unlock()
+	switch {
+	case gone:
+		return 0, errLeft
+	case r.pos == len(buf) && ended:
+		return 0, io.EOF
+	}
+	s.u.take()
+	r.turn = true
+	n := copy(p, buf[r.pos:])
+	r.pos += n
+	return n, nil
+}
 
 // loading is a file being loaded: an io.Writer that keeps the head, sums
-// the bytes and unpacks them as an initramfs as they arrive.
+// the bytes and unpacks them as they arrive, following a shared file
+// while the bytes are the same, else on its own.
 type loading struct {
-	f    File
-	sum  hash.Hash32
+	f   File
+	sum hash.Hash32
+	u   *Unpacker
+	s   *shared // the file followed, until the bytes differ
+
+	// An unpacking of its own: the bytes are piped to it.
 	pw   *io.PipeWriter
 	bw   *bufio.Writer // batches the transfer's blocks for the unpacking
-	gate Gate
 	done chan struct{}
 }
 
@@ -82,24 +306,60 @@ type loading struct {
 // a kernel is not an initramfs).
 var errUnpacked = errors.New("unpacked")
 
-// newLoading starts loading a file; its unpacking takes turns through gate.
-func newLoading(name string, gate Gate) *loading {
-	pr, pw := io.Pipe()
-	l := &loading{f: File{Name: name}, sum: crc32.New(castagnoli), pw: pw, bw: bufio.NewWriterSize(pw, 256<<10), gate: gate, done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
-		l.f.Initramfs, l.f.NotInitramfs = ramdisk.ParseInitramfs(pr, name)
-		pr.CloseWithError(errUnpacked)
-	}()
+// newLoading starts loading a file; its unpacking goes through u.
+func newLoading(name string, u *Unpacker) *loading {
+	l := &loading{f: File{Name: name}, sum: crc32.New(castagnoli), u: u}
+	if u == nil {
+		l.unpackAlone(nil)
+	}
 	return l
 }
 
+// unpackAlone starts the loading's own unpacking, handing it first.
+func (l *loading) unpackAlone(first []byte) {
+	pr, pw := io.Pipe()
+	l.pw, l.bw, l.done = pw, bufio.NewWriterSize(pw, 256<<10), make(chan struct{})
+	go func() {
+		defer close(l.done)
+		l.f.Initramfs, l.f.NotInitramfs = ramdisk.ParseInitramfs(pr, l.f.Name)
+		pr.CloseWithError(errUnpacked)
+	}()
+	if len(first) > 0 {
+		l.feed(first)
+	}
+}
+
 func (l *loading) Write(p []byte) (int, error) {
+	pos := l.f.Size
 	if n := HeadSize - len(l.f.Head); n > 0 {
 		l.f.Head = append(l.f.Head, p[:min(n, len(p))]...)
 	}
 	l.f.Size += int64(len(p))
 	l.sum.Write(p)
+	switch {
+	case l.u != nil && l.s == nil && l.done == nil: // the first bytes
+		l.s = l.u.join(l.f.Name, p)
+	case l.s != nil && !l.s.follow(pos, p):
+		l.diverge(pos)
+		l.feed(p)
+	case l.s == nil:
+		l.feed(p)
+	}
+	return len(p), nil
+}
+
+// diverge leaves the shared file, whose first pos bytes were this file's,
+// for an unpacking of its own, handed those bytes first.
+func (l *loading) diverge(pos int64) {
+	s := l.s
+	l.s = nil
+	first := s.prefix(pos)
+	s.leave()
+	l.unpackAlone(first)
+}
+
+// feed hands p to the loading's own unpacking.
+func (l *loading) feed(p []byte) {
 	if l.bw != nil {
 		// A write the buffer cannot take hands a batch to the unpacking
 		// and returns once it is consumed: the turn covers that work.
@@ -108,16 +368,13 @@ func (l *loading) Write(p []byte) (int, error) {
 			return err
 		})
 	}
-	return len(p), nil
 }
 
-// turn runs fn (a hand-over to the unpacking) holding a turn of the gate;
-// an error means the unpacking is over: the rest is only summed.
+// turn runs fn (a hand-over to the unpacking) holding a turn; an error
+// means the unpacking is over: the rest is only summed.
 func (l *loading) turn(fn func() error) {
-	if l.gate != nil {
-		l.gate <- struct{}{}
-		defer func() { <-l.gate }()
-	}
+	l.u.take()
+	defer l.u.give()
 	if err := fn(); err != nil {
 		l.bw = nil
 	}
@@ -125,11 +382,25 @@ func (l *loading) turn(fn func() error) {
 
 // finish ends the file; err is the transfer's (nil: it is complete).
 func (l *loading) finish(err error) (File, error) {
+	l.f.Sum = l.sum.Sum32()
+	if s := l.s; s != nil {
+		if err != nil {
+			s.leave()
+			return l.f, err
+		}
+		if init, nerr, ok := s.end(l.f.Size); ok {
+			l.f.Initramfs, l.f.NotInitramfs = init, nerr
+			return l.f, nil
+		}
+		l.diverge(l.f.Size) // a shorter file
+	}
+	if l.done == nil { // nothing was received
+		l.unpackAlone(nil)
+	}
 	if l.bw != nil && err == nil {
 		l.turn(l.bw.Flush)
 	}
 	l.pw.CloseWithError(err) // nil: the unpacking sees the end of the file
 	<-l.done
-	l.f.Sum = l.sum.Sum32()
 	return l.f, err
 }

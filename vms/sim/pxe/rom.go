@@ -42,9 +42,9 @@ type ROM struct {
 	DHCPTries int
 	// MaxImage bounds one downloaded file; default 1 GiB.
 	MaxImage int64
-	// Unpack is where the initrds this ROM loads take turns to be
-	// unpacked, shared by a fleet's ROMs (Gate); nil: no turns.
-	Unpack Gate
+	// Unpack is where the files this ROM loads are unpacked, shared by a
+	// fleet's ROMs (Unpacker); nil: each on its own, no turns.
+	Unpack *Unpacker
 	// Exec runs the kernel the ROM booted. Required.
 	Exec Executor
 }
