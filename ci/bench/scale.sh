@@ -8,7 +8,8 @@
 # process's CPU seconds over the same span (utime+stime from /proc), its
 # peak RSS (VmHWM). Cost per node at N against the same at N=1 is the
 # growth ratio (1.0: linear). Writes ci/bench/results-scale.md and, when
-# python3-matplotlib is installed, ci/bench/scale.png.
+# python3-matplotlib is installed, ci/bench/scale.png (OUT names another
+# report: its PNG is the report's name with .png).
 # Env: NS ("1 10 100"), DEPLOY (direct or iscsi; default direct), BOOT (the
 # nodes' boot interface, default ipxe: kernel and ramdisk over HTTP, as fleets
 # boot; pxe moves them over TFTP, 1432-byte blocks),
@@ -16,7 +17,7 @@
 # python3-matplotlib installs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-out=ci/bench/results-scale.md
+out="${OUT:-ci/bench/results-scale.md}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 go build -o "$work/metalbed" ./cmd/metalbed
@@ -136,9 +137,10 @@ with open(sys.argv[1], "w") as f:
             a.set_xscale("log"); a.set_yscale("log"); a.set_xlabel("machines deployed at once"); a.grid(True, which="both", alpha=0.3); a.legend()
         fig.suptitle("metalbed fleet scale (%s deploy, %s boot), %s" % (DEPLOY, BOOT, datetime.date.today()))
         fig.tight_layout()
-        fig.savefig("ci/bench/scale.png", dpi=80)
+        png = "scale.png" if sys.argv[1] == "ci/bench/results-scale.md" else os.path.basename(sys.argv[1])[:-3] + ".png"
+        fig.savefig(os.path.join(os.path.dirname(sys.argv[1]), png), dpi=80)
         w()
-        w("![growth curves](scale.png)")
+        w(f"![growth curves]({png})")
     except ImportError:
         w()
         w("(No plot: python3-matplotlib is not installed.)")

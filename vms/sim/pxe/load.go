@@ -110,7 +110,8 @@ func (u *Unpacker) join(name string, p []byte) *shared {
 			return s
 		}
 	}
-	s := &shared{u: u, name: name, buf: append([]byte(nil), p...), users: 1, parsed: make(chan struct{})}
+	s := &shared{u: u, name: name, users: 1, parsed: make(chan struct{})}
+	s.buf.append(p)
 	s.more.L = &s.mu
 	go s.unpack()
 	u.files = append([]*shared{s}, u.files...)
@@ -121,10 +122,10 @@ func (u *Unpacker) join(name string, p []byte) *shared {
 // trim drops abandoned files and the oldest finished ones beyond the
 // bounds; u.mu is held.
 func (u *Unpacker) trim() {
-	kept, n, bytes := u.files[:0], 0, 0
+	kept, n, bytes := u.files[:0], 0, int64(0)
 	for _, s := range u.files {
 		s.mu.Lock()
-		size, busy, gone := len(s.buf), !s.ended, s.gone
+		size, busy, gone := s.buf.n, !s.ended, s.gone
 		s.mu.Unlock()
 		switch {
 		case gone:
@@ -145,10 +146,14 @@ type shared struct {
 
 	mu    sync.Mutex
 	more  sync.Cond // bytes came, the file ended, or it was abandoned
-	buf   []byte    // bytes below len(buf) never change
-	ended bool      // the file ends at len(buf)
+	buf   chunks
+	ended bool      // the file ends at buf.n
 	gone  bool      // every loading left before the end: nothing to unpack for
 	users int       // loadings following it, before its end
+	// early: the unpacking returned before the end of the file (a kernel
+	// is no initramfs), having read buf, now only those bytes: any file
+	// starting with them and going on past them unpacks the same.
+	early bool
 
 	parsed chan struct{} // closed once the unpacking returned
 	init   *ramdisk.Initramfs
@@ -160,12 +165,11 @@ type shared struct {
 func (s *shared) admit(p []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := min(len(p), len(s.buf))
-	if s.gone || s.ended && len(p) > len(s.buf) || !bytes.Equal(p[:n], s.buf[:n]) {
+	if s.gone || s.ended && int64(len(p)) > s.buf.n || !s.buf.equal(0, p) {
 		return false
 	}
-	if len(p) > len(s.buf) {
-		s.buf = append(s.buf, p[len(s.buf):]...)
+	if int64(len(p)) > s.buf.n && !s.early {
+		s.buf.append(p[s.buf.n:])
 		s.more.Broadcast()
 	}
 	if !s.ended {
@@ -179,26 +183,25 @@ func (s *shared) admit(p []byte) bool {
 func (s *shared) follow(pos int64, p []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	have := int64(len(s.buf)) - pos
-	n := min(int64(len(p)), max(have, 0))
-	if s.gone || pos > int64(len(s.buf)) || !bytes.Equal(p[:n], s.buf[pos:pos+n]) {
+	if s.gone || pos > s.buf.n && !s.early || !s.buf.equal(pos, p) {
 		return false
 	}
-	if rest := p[n:]; len(rest) > 0 {
+	n := min(int64(len(p)), max(s.buf.n-pos, 0))
+	if rest := p[n:]; len(rest) > 0 && !s.early {
 		if s.ended {
 			return false // a longer file
 		}
-		s.buf = append(s.buf, rest...)
+		s.buf.append(rest)
 		s.more.Broadcast()
 	}
 	return true
 }
 
 // prefix is the file's first n bytes (held: they never change).
-func (s *shared) prefix(n int64) []byte {
+func (s *shared) prefix(n int64) [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.buf[:n:n]
+	return s.buf.prefix(n)
 }
 
 // leave drops a loading that stopped following before the end; the last
@@ -228,7 +231,14 @@ func (s *shared) leave() {
 func (s *shared) end(size int64) (init *ramdisk.Initramfs, err error, ok bool) {
 	s.mu.Lock()
 	switch {
-	case s.gone || size != int64(len(s.buf)):
+	case s.early:
+		// The file went on past what the unpacking read: so must this one.
+		s.mu.Unlock()
+		if size <= s.buf.n {
+			return nil, nil, false
+		}
+		return s.init, s.err, true
+	case s.gone || size != s.buf.n:
 		s.mu.Unlock()
 		return nil, nil, false
 	case !s.ended:
@@ -247,6 +257,12 @@ func (s *shared) unpack() {
 	if r.turn {
 		s.u.give()
 	}
+	s.mu.Lock()
+	if !s.ended && !s.gone {
+		s.early = true
+		s.buf = s.buf.cut(r.pos)
+	}
+	s.mu.Unlock()
 	close(s.parsed)
 }
 
@@ -255,7 +271,7 @@ func (s *shared) unpack() {
 // bytes it got.
 type sharedReader struct {
 	s    *shared
-	pos  int
+	pos  int64
 	turn bool
 }
 
@@ -269,22 +285,87 @@ func (r *sharedReader) Read(p []byte) (int, error) {
 		r.turn = false
 	}
 	s.mu.Lock()
-	for r.pos == len(s.buf) && !s.ended && !s.gone {
+	for r.pos == s.buf.n && !s.ended && !s.gone {
 		s.more.Wait()
 	}
-	buf, ended, gone := s.buf, s.ended, s.gone
+	var next []byte
+	if r.pos < s.buf.n {
+		next = s.buf.at(r.pos)
+	}
+	ended, gone := s.ended, s.gone
 	s.mu.Unlock()
 	switch {
 	case gone:
 		return 0, errLeft
-	case r.pos == len(buf) && ended:
+	case len(next) == 0 && ended:
 		return 0, io.EOF
 	}
 	s.u.take()
 	r.turn = true
-	n := copy(p, buf[r.pos:])
-	r.pos += n
+	n := copy(p, next)
+	r.pos += int64(n)
 	return n, nil
+}
+
+// chunks holds a file's bytes in blocks of chunkSize: holding a file costs
+// its size, not the doublings of a growing buffer. Bytes below n never
+// change, so a slice of them read under the lock may be used after it.
+type chunks struct {
+	c [][]byte // all full but the last
+	n int64
+}
+
+const chunkSize = 1 << 20
+
+// equal reports whether p is what the file holds from off on, as far as
+// it goes.
+func (b *chunks) equal(off int64, p []byte) bool {
+	for len(p) > 0 && off < b.n {
+		c := b.at(off)
+		k := min(len(p), len(c))
+		if !bytes.Equal(p[:k], c[:k]) {
+			return false
+		}
+		p, off = p[k:], off+int64(k)
+	}
+	return true
+}
+
+func (b *chunks) append(p []byte) {
+	for len(p) > 0 {
+		if len(b.c) == 0 || len(b.c[len(b.c)-1]) == chunkSize {
+			b.c = append(b.c, make([]byte, 0, chunkSize))
+		}
+		last := &b.c[len(b.c)-1]
+		k := min(len(p), chunkSize-len(*last))
+		*last = append(*last, p[:k]...)
+		p, b.n = p[k:], b.n+int64(k)
+	}
+}
+
+// at is the bytes from off (< n) to the end of its block.
+func (b *chunks) at(off int64) []byte { return b.c[off/chunkSize][off%chunkSize:] }
+
+// prefix is the first n bytes, block by block.
+func (b *chunks) prefix(n int64) [][]byte {
+	var out [][]byte
+	for off := int64(0); off < n; {
+		c := b.at(off)
+		c = c[:min(int64(len(c)), n-off)]
+		out = append(out, c)
+		off += int64(len(c))
+	}
+	return out
+}
+
+// cut is a copy of the first n bytes, in blocks of their size.
+func (b *chunks) cut(n int64) chunks {
+	var out chunks
+	for _, c := range b.prefix(n) {
+		out.c = append(out.c, bytes.Clone(c))
+		out.n += int64(len(c))
+	}
+	return out
 }
 
 // loading is a file being loaded: an io.Writer that keeps the head, sums
@@ -316,7 +397,7 @@ func newLoading(name string, u *Unpacker) *loading {
 }
 
 // unpackAlone starts the loading's own unpacking, handing it first.
-func (l *loading) unpackAlone(first []byte) {
+func (l *loading) unpackAlone(first [][]byte) {
 	pr, pw := io.Pipe()
 	l.pw, l.bw, l.done = pw, bufio.NewWriterSize(pw, 256<<10), make(chan struct{})
 	go func() {
@@ -324,8 +405,8 @@ func (l *loading) unpackAlone(first []byte) {
 		l.f.Initramfs, l.f.NotInitramfs = ramdisk.ParseInitramfs(pr, l.f.Name)
 		pr.CloseWithError(errUnpacked)
 	}()
-	if len(first) > 0 {
-		l.feed(first)
+	for _, p := range first {
+		l.feed(p)
 	}
 }
 

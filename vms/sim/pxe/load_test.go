@@ -96,6 +96,9 @@ func TestUnpackerFindsWhatAMachineAloneFinds(t *testing.T) {
 		"long":    append(bytes.Clone(big), "trailing bytes"...),
 		"kernel":  realKernel(t),
 	}
+	// A kernel is no initramfs, found from its first bytes; so are a
+	// kernel cut short and a few bytes of one.
+	files["kernel half"], files["kernel head"] = files["kernel"][:len(files["kernel"])/2], files["kernel"][:3]
 	want := map[string]string{}
 	for name, b := range files {
 		alone, err := Load("deploy_ramdisk", bytes.NewReader(b))
@@ -126,7 +129,8 @@ func TestUnpackerFindsWhatAMachineAloneFinds(t *testing.T) {
 }
 
 // TestUnpackerUnpacksOnce: two machines loading the same ramdisk at once,
-// block by block, and a third after them share one unpacking; a loading
+// block by block, and a third after them share one unpacking; of a kernel
+// only the bytes read to find it is no initramfs are held; a loading
 // whose transfer breaks off leaves nothing behind.
 func TestUnpackerUnpacksOnce(t *testing.T) {
 	b := bigRamdisk(t, "v1")
@@ -146,6 +150,22 @@ func TestUnpackerUnpacksOnce(t *testing.T) {
 	}
 	if f1.Initramfs != f2.Initramfs || f1.Initramfs != f3.Initramfs || len(u.files) != 1 {
 		t.Errorf("three loads of one ramdisk were unpacked apart (%d files held)", len(u.files))
+	}
+
+	// A kernel: what was read of it to find it is no initramfs is held,
+	// not the whole.
+	k := realKernel(t)
+	for range 2 {
+		l := newLoading("vmlinuz", u)
+		chunked(l, k, 32<<10)
+		if f, err := l.finish(nil); err != nil || f.Initramfs != nil {
+			t.Fatalf("kernel: %v, %s", err, found(f))
+		}
+	}
+	for _, s := range u.files {
+		if s.name == "vmlinuz" && s.buf.n > 64<<10 {
+			t.Errorf("%d bytes of the kernel held", s.buf.n)
+		}
 	}
 
 	u = NewUnpacker(1)
