@@ -147,9 +147,9 @@ type shared struct {
 	mu    sync.Mutex
 	more  sync.Cond // bytes came, the file ended, or it was abandoned
 	buf   chunks
-	ended bool      // the file ends at buf.n
-	gone  bool      // every loading left before the end: nothing to unpack for
-	users int       // loadings following it, before its end
+	ended bool // the file ends at buf.n
+	gone  bool // every loading left before the end: nothing to unpack for
+	users int  // loadings following it, before its end
 	// early: the unpacking returned before the end of the file (a kernel
 	// is no initramfs), having read buf, now only those bytes: any file
 	// starting with them and going on past them unpacks the same.
