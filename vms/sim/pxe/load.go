@@ -125,7 +125,7 @@ func (u *Unpacker) trim() {
 	kept, n, bytes := u.files[:0], 0, int64(0)
 	for _, s := range u.files {
 		s.mu.Lock()
-		size, busy, gone := s.buf.n, !s.ended, s.gone
+		size, busy, gone := s.buf.n, !s.ended && !s.early, s.gone
 		s.mu.Unlock()
 		switch {
 		case gone:
@@ -179,29 +179,23 @@ func (s *shared) admit(p []byte) bool {
 }
 
 // follow checks p, received at offset pos, against the file's bytes and
-// adds what it has not seen; false: this is another file.
-func (s *shared) follow(pos int64, p []byte) bool {
+// adds what it has not seen. When p is not this file's it returns
+// other, and first: the bytes before pos, which the two files share.
+func (s *shared) follow(pos int64, p []byte) (other bool, first [][]byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.gone || pos > s.buf.n && !s.early || !s.buf.equal(pos, p) {
-		return false
+		return true, s.buf.prefix(pos)
 	}
 	n := min(int64(len(p)), max(s.buf.n-pos, 0))
 	if rest := p[n:]; len(rest) > 0 && !s.early {
 		if s.ended {
-			return false // a longer file
+			return true, s.buf.prefix(pos) // a longer file
 		}
 		s.buf.append(rest)
 		s.more.Broadcast()
 	}
-	return true
-}
-
-// prefix is the file's first n bytes (held: they never change).
-func (s *shared) prefix(n int64) [][]byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.prefix(n)
+	return false, nil
 }
 
 // leave drops a loading that stopped following before the end; the last
@@ -227,27 +221,28 @@ func (s *shared) leave() {
 }
 
 // end says a loading's file ended at size; when that is where this file
-// ends it returns what unpacking it found, else ok is false.
-func (s *shared) end(size int64) (init *ramdisk.Initramfs, err error, ok bool) {
+// ends it returns what unpacking it found, else ok is false and first is
+// the loading's bytes (a shorter file's).
+func (s *shared) end(size int64) (init *ramdisk.Initramfs, err error, ok bool, first [][]byte) {
 	s.mu.Lock()
 	switch {
 	case s.early:
 		// The file went on past what the unpacking read: so must this one.
-		s.mu.Unlock()
+		defer s.mu.Unlock()
 		if size <= s.buf.n {
-			return nil, nil, false
+			return nil, nil, false, s.buf.prefix(size)
 		}
-		return s.init, s.err, true
+		return s.init, s.err, true, nil
 	case s.gone || size != s.buf.n:
-		s.mu.Unlock()
-		return nil, nil, false
+		defer s.mu.Unlock()
+		return nil, nil, false, s.buf.prefix(size)
 	case !s.ended:
 		s.ended = true
 		s.more.Broadcast()
 	}
 	s.mu.Unlock()
 	<-s.parsed
-	return s.init, s.err, true
+	return s.init, s.err, true, nil
 }
 
 // unpack unpacks the file as its bytes come.
@@ -346,12 +341,12 @@ func (b *chunks) append(p []byte) {
 // at is the bytes from off (< n) to the end of its block.
 func (b *chunks) at(off int64) []byte { return b.c[off/chunkSize][off%chunkSize:] }
 
-// prefix is the first n bytes, block by block.
+// prefix is the first n bytes (at most all), block by block.
 func (b *chunks) prefix(n int64) [][]byte {
 	var out [][]byte
-	for off := int64(0); off < n; {
+	for off := int64(0); off < min(n, b.n); {
 		c := b.at(off)
-		c = c[:min(int64(len(c)), n-off)]
+		c = c[:min(int64(len(c)), min(n, b.n)-off)]
 		out = append(out, c)
 		off += int64(len(c))
 	}
@@ -420,22 +415,22 @@ func (l *loading) Write(p []byte) (int, error) {
 	switch {
 	case l.u != nil && l.s == nil && l.done == nil: // the first bytes
 		l.s = l.u.join(l.f.Name, p)
-	case l.s != nil && !l.s.follow(pos, p):
-		l.diverge(pos)
-		l.feed(p)
+	case l.s != nil:
+		if other, first := l.s.follow(pos, p); other {
+			l.diverge(first)
+			l.feed(p)
+		}
 	case l.s == nil:
 		l.feed(p)
 	}
 	return len(p), nil
 }
 
-// diverge leaves the shared file, whose first pos bytes were this file's,
-// for an unpacking of its own, handed those bytes first.
-func (l *loading) diverge(pos int64) {
-	s := l.s
+// diverge leaves the shared file, whose first bytes, first, were this
+// file's, for an unpacking of its own, handed them first.
+func (l *loading) diverge(first [][]byte) {
+	l.s.leave()
 	l.s = nil
-	first := s.prefix(pos)
-	s.leave()
 	l.unpackAlone(first)
 }
 
@@ -469,11 +464,12 @@ func (l *loading) finish(err error) (File, error) {
 			s.leave()
 			return l.f, err
 		}
-		if init, nerr, ok := s.end(l.f.Size); ok {
+		init, nerr, ok, first := s.end(l.f.Size)
+		if ok {
 			l.f.Initramfs, l.f.NotInitramfs = init, nerr
 			return l.f, nil
 		}
-		l.diverge(l.f.Size) // a shorter file
+		l.diverge(first) // a shorter file
 	}
 	if l.done == nil { // nothing was received
 		l.unpackAlone(nil)

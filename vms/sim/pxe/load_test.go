@@ -168,6 +168,17 @@ func TestUnpackerUnpacksOnce(t *testing.T) {
 		}
 	}
 
+	// Files of their own, each told no initramfs from its first bytes,
+	// are not all kept.
+	for i := range 3 * keepFiles {
+		l := newLoading("vmlinuz", u)
+		chunked(l, append([]byte{byte(i)}, k[1:200<<10]...), 32<<10)
+		l.finish(nil)
+	}
+	if len(u.files) > keepFiles {
+		t.Errorf("%d files held, want at most %d", len(u.files), keepFiles)
+	}
+
 	u = NewUnpacker(1)
 	l := newLoading("deploy_ramdisk", u)
 	chunked(l, b[:len(b)/2], 1432)
