@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // envSpec says what a scenario's environment holds. It is the only input of
@@ -392,8 +394,7 @@ func startProc(ctx context.Context, bin, logPath string, args ...string) (*proc,
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
 	// A test binary that dies (SIGPIPE on a closed stdout, a timeout's
 	// SIGQUIT) must not leave machines and servers running: the kernel
-	// sends SIGTERM, which metalbed handles like ^C.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// sends SIGTERM, which metalbed handles like ^C (StartTied, below).
 	cmd.WaitDelay = 15 * time.Second
 	cmd.Stderr = logf
 	out, err := cmd.StdoutPipe()
@@ -402,7 +403,7 @@ func startProc(ctx context.Context, bin, logPath string, args ...string) (*proc,
 		return nil, fmt.Errorf("metalbed %s: %w", args[0], err)
 	}
 	p := &proc{cmd: cmd, logPath: logPath, done: make(chan struct{}), wake: make(chan struct{})}
-	if err := cmd.Start(); err != nil {
+	if err := testenv.StartTied(cmd, syscall.SIGTERM); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("metalbed %s: %w", args[0], err)
 	}

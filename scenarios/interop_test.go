@@ -107,8 +107,7 @@ func startFleet(t testing.TB, bin string, n int, extra ...string) *Fleet {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f.Stdout, f.Stderr
 	// A test killed by -timeout runs no cleanup: the child then gets SIGTERM.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	if err := testenv.StartTied(cmd, syscall.SIGTERM); err != nil {
 		t.Fatalf("metalbed up: %v", err)
 	}
 	done := make(chan error, 1)

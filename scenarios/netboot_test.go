@@ -107,8 +107,7 @@ func runNetboot(t testing.TB, bin string, o NetbootOptions, httpAddr, script str
 	}
 	cmd.Stdout, cmd.Stderr = nb.Stdout, nb.Stderr
 	// A test killed by -timeout runs no cleanup: the child then gets SIGTERM.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	if err := testenv.StartTied(cmd, syscall.SIGTERM); err != nil {
 		t.Fatalf("metalbed netboot serve: %v", err)
 	}
 	done := make(chan error, 1)

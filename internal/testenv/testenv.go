@@ -2,8 +2,9 @@
 // finding the real peers they drive (ipmitool, tgtd, dnsmasq, Ironic …), the
 // METALBED_INTEROP=required switch that turns a missing peer from a skip
 // into a failure (CI sets it), a goroutine-safe buffer for the output of
-// peers run as subprocesses, and Eventually, the one poll-with-a-deadline
-// helper. Only tests import it.
+// peers run as subprocesses, StartTied for peers that must die with the
+// test process, and Eventually, the one poll-with-a-deadline helper. Only
+// tests (and the scenarios package they drive) import it.
 package testenv
 
 import (
