@@ -198,7 +198,7 @@ func (g *gateConn) ReadFrom(buf []byte) (int, net.Addr, error) {
 			continue
 		}
 		if reply, ok := g.replay.resent(addr, buf[:n]); ok {
-			if reply != nil {
+			if reply != nil && !g.srv.dropReply(reply, addr) {
 				g.srv.metrics.replies.Inc()
 				_, _ = g.pace.send(reply, addr)
 			}
@@ -209,11 +209,14 @@ func (g *gateConn) ReadFrom(buf []byte) (int, net.Addr, error) {
 }
 
 func (g *gateConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	b = g.srv.rakpStatus(b)
+	// A reply the fault layer drops was sent and lost, as far as the
+	// client can tell: its resend gets the same answer (dropped again while
+	// drops remain).
+	g.replay.sent(addr, b)
 	if g.srv.dropReply(b, addr) {
 		return len(b), nil
 	}
-	b = g.srv.rakpStatus(b)
-	g.replay.sent(addr, b)
 	g.srv.metrics.replies.Inc()
 	if d := g.srv.cfg.Latency; d > 0 {
 		time.Sleep(d)

@@ -14,20 +14,38 @@ import (
 // slowly (hundreds of machines deploying at once) sessions then fail at
 // RAKP 3. A request the BMC has answered, byte for byte the same, gets the
 // same answer again instead, as a retransmission should.
+//
+// Only the setup step a client is at is kept, per client address: any
+// other datagram from that address (its next step, a command in its
+// session, Close Session) ends it. Clients' first requests are alike byte
+// for byte (ipmitool and go-ipmi both send a fixed console session ID and
+// message tag in Open Session), and a later client may be given the same
+// source port: it must get a session of its own, not the answer that
+// opened a session its predecessor used and closed.
 type replay struct {
 	mu      sync.Mutex
-	pending map[string]string   // client address -> its setup request awaiting the reply
-	answers map[string]answered // client address + request -> the reply sent
+	clients map[string]*setupStep // client address -> the setup request it sent last
 }
 
-type answered struct {
-	reply []byte
-	at    time.Time
+// setupStep is one client's latest setup request and, once sent, its
+// answer.
+type setupStep struct {
+	req   string
+	since time.Time // when req was admitted
+	reply []byte    // nil while it is being answered
+	at    time.Time // when reply was sent
 }
 
-// replayFor is how long an answer is kept for a resent request: longer
-// than any client's retries (ipmitool: 4 resends, 1 s apart by default).
-const replayFor = 30 * time.Second
+const (
+	// replayFor is how long an answer is kept for a resent request: longer
+	// than any client's retries (ipmitool: 4 resends, 1 s apart by
+	// default).
+	replayFor = 30 * time.Second
+	// answeringFor is how long a resent request waits for the answer to
+	// its first copy before it is let through as a request of its own:
+	// go-ipmi drops some requests without answering.
+	answeringFor = 10 * time.Second
+)
 
 // isSetupRequest reports whether an RMCP+ payload type is a session-setup
 // request; its reply has the next type.
@@ -35,31 +53,44 @@ func isSetupRequest(t uint8) bool {
 	return t == payloadOpenReq || t == payloadRAKP1 || t == payloadRAKP3
 }
 
-// resent reports whether pkt is a setup request from addr already answered
-// or being answered, and returns the answer to send again (nil: none yet).
+// resent reports whether pkt, from addr, repeats the setup request addr
+// sent last and that is answered or being answered; it returns the answer
+// to send again (nil: none yet, the first answer serves both).
 func (r *replay) resent(addr net.Addr, pkt []byte) ([]byte, bool) {
 	h, err := parseHeader(pkt)
-	if err != nil || !h.rmcpPlus || !isSetupRequest(h.payloadType) {
-		return nil, false
-	}
-	key := addrString(addr) + "\x00" + string(pkt)
+	setup := err == nil && h.rmcpPlus && isSetupRequest(h.payloadType)
+	a := addrString(addr)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if a, ok := r.answers[key]; ok && time.Since(a.at) < replayFor {
-		return a.reply, true
+	if !setup {
+		if len(r.clients) > 0 {
+			delete(r.clients, a) // the client has moved on
+		}
+		return nil, false
 	}
-	if r.pending[addrString(addr)] == key {
-		return nil, true // the same request is being answered: that answer serves both
+	now := time.Now()
+	if st := r.clients[a]; st != nil && st.req == string(pkt) {
+		if st.reply != nil && now.Sub(st.at) < replayFor {
+			return st.reply, true
+		}
+		if st.reply == nil && now.Sub(st.since) < answeringFor {
+			return nil, true
+		}
 	}
-	if r.pending == nil {
-		r.pending, r.answers = map[string]string{}, map[string]answered{}
+	if r.clients == nil {
+		r.clients = map[string]*setupStep{}
 	}
-	r.pending[addrString(addr)] = key
+	for k, st := range r.clients {
+		if now.Sub(st.since) >= replayFor && (st.reply == nil || now.Sub(st.at) >= replayFor) {
+			delete(r.clients, k) // abandoned setups
+		}
+	}
+	r.clients[a] = &setupStep{req: string(pkt), since: now}
 	return nil, false
 }
 
-// sent records b as the answer to addr's pending setup request when it is
-// a setup reply.
+// sent records b as the answer to addr's setup request being answered when
+// b is a setup reply.
 func (r *replay) sent(addr net.Addr, b []byte) {
 	h, err := parseHeader(b)
 	if err != nil || !h.rmcpPlus || h.payloadType == 0 || !isSetupRequest(h.payloadType-1) {
@@ -67,16 +98,7 @@ func (r *replay) sent(addr net.Addr, b []byte) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	key, ok := r.pending[addrString(addr)]
-	if !ok {
-		return
+	if st := r.clients[addrString(addr)]; st != nil && st.reply == nil {
+		st.reply, st.at = append([]byte(nil), b...), time.Now()
 	}
-	delete(r.pending, addrString(addr))
-	now := time.Now()
-	for k, a := range r.answers {
-		if now.Sub(a.at) >= replayFor {
-			delete(r.answers, k)
-		}
-	}
-	r.answers[key] = answered{reply: append([]byte(nil), b...), at: now}
 }

@@ -77,3 +77,45 @@ func (c *twiceConn) Read(p []byte) (int, error) {
 		c.dupes++
 	}
 }
+
+// TestNextClientOnTheSamePortGetsItsOwnSession: clients' Open Session
+// Requests are alike byte for byte (go-ipmi and ipmitool send a fixed
+// console session ID), and the kernel may give the next client the source
+// port the last one had. Each must get a session of its own: the replay of
+// resent setup requests failed here (ipmitool "Unable to establish IPMI v2
+// / RMCP+ session" in CI) by answering the new client with the session the
+// last one had closed.
+func TestNextClientOnTheSamePortGetsItsOwnSession(t *testing.T) {
+	_, port := startBMC(t, newTestMachine(), nil)
+	probe, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := probe.LocalAddr().(*net.UDPAddr)
+	probe.Close()
+	for i := range 3 {
+		c, err := ipmiclient.NewClient("127.0.0.1", port, "admin", "password")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.WithUDPProxy(fixedPortDialer{local}).WithInterface(ipmiclient.InterfaceLanplus).WithCipherSuiteID(types.CipherSuiteID3).WithRetry(0)
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		if err := c.Connect(ctx); err != nil {
+			t.Fatalf("client %d from %s: connect: %v", i, local, err)
+		}
+		if _, err := c.GetChassisStatus(ctx); err != nil {
+			t.Fatalf("client %d from %s: in session: %v", i, local, err)
+		}
+		if err := c.Close(ctx); err != nil {
+			t.Fatalf("client %d: close: %v", i, err)
+		}
+		cancel()
+	}
+}
+
+// fixedPortDialer dials from one local address.
+type fixedPortDialer struct{ local *net.UDPAddr }
+
+func (d fixedPortDialer) Dial(network, addr string) (net.Conn, error) {
+	return (&net.Dialer{LocalAddr: d.local}).Dial(network, addr)
+}
