@@ -441,7 +441,10 @@ func DestroyDiskMetadata(disk Disk, diskSize int64) error {
 	return nil
 }
 
-// copyRange copies n bytes of src to dst at off in 4 MiB writes.
+// copyRange copies n bytes of src to dst at off in 4 MiB reads. A dst that
+// can write zeroes without sending them (an iSCSI LUN: WRITE SAME; a sparse
+// file: a hole) gets the image's zero runs that way, as qemu-img convert
+// does, and only the rest as written bytes.
 func copyRange(ctx context.Context, dst io.WriterAt, off int64, src io.ReaderAt, n int64) error {
 	buf := make([]byte, copyChunk)
 	for done := int64(0); done < n; {
@@ -452,12 +455,66 @@ func copyRange(ctx context.Context, dst io.WriterAt, off int64, src io.ReaderAt,
 		if _, err := src.ReadAt(chunk, done); err != nil && !(errors.Is(err, io.EOF) && done+int64(len(chunk)) == n) {
 			return fmt.Errorf("read at %d: %w", done, err)
 		}
-		if _, err := dst.WriteAt(chunk, off+done); err != nil {
-			return fmt.Errorf("write at %d: %w", off+done, err)
+		if err := WriteSparse(dst, chunk, off+done); err != nil {
+			return err
 		}
 		done += int64(len(chunk))
 	}
 	return nil
+}
+
+// zeroWriter is a disk that can make a range read as zeros without the
+// zeros crossing to it.
+type zeroWriter interface {
+	WriteZeroesAt(off, n int64) error
+}
+
+// zeroUnit is the grain of zero detection: a run of whole, aligned 64 KiB
+// units of zeros is written as zeroes, anything else as bytes.
+const zeroUnit = 64 << 10
+
+var zeroBlock [zeroUnit]byte
+
+// WriteSparse writes p at off to dst. A dst with WriteZeroesAt(off, n
+// int64) error gets p's runs of zeros (whole 64 KiB units on the disk's
+// grid) that way and the rest as bytes; any other dst gets p whole.
+func WriteSparse(dst io.WriterAt, p []byte, off int64) error {
+	zw, ok := dst.(zeroWriter)
+	if !ok {
+		if _, err := dst.WriteAt(p, off); err != nil {
+			return fmt.Errorf("write at %d: %w", off, err)
+		}
+		return nil
+	}
+	flush := func(zero bool, from, to int) error {
+		if from == to {
+			return nil
+		}
+		if zero {
+			if err := zw.WriteZeroesAt(off+int64(from), int64(to-from)); err != nil {
+				return fmt.Errorf("zeroes at %d: %w", off+int64(from), err)
+			}
+			return nil
+		}
+		if _, err := dst.WriteAt(p[from:to], off+int64(from)); err != nil {
+			return fmt.Errorf("write at %d: %w", off+int64(from), err)
+		}
+		return nil
+	}
+	runStart, runZero := 0, false
+	for i := 0; i < len(p); {
+		// Units end on the disk's 64 KiB grid, so zero runs are whole blocks.
+		j := min(len(p), i+int(zeroUnit-(off+int64(i))%zeroUnit))
+		zero := j-i == zeroUnit && bytes.Equal(p[i:j], zeroBlock[:])
+		if zero != runZero {
+			if err := flush(runZero, runStart, i); err != nil {
+				return err
+			}
+			runStart, runZero = i, zero
+		}
+		i = j
+	}
+	return flush(runZero, runStart, len(p))
 }
 
 func syncDisk(disk Disk) error {

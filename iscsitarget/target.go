@@ -36,7 +36,9 @@ import (
 )
 
 // Disk is the storage a Target exports: a file, a block device, or
-// anything else that reads and writes at offsets.
+// anything else that reads and writes at offsets. A Disk that also has
+// WriteZeroesAt(off, n int64) error (a hole punched in a sparse file) is
+// given WRITE SAME of a zero block that way instead of as written zeros.
 type Disk interface {
 	io.ReaderAt
 	io.WriterAt

@@ -468,7 +468,9 @@ func dialFake(t *testing.T, f *fake, cfg Config) *Session {
 	t.Helper()
 	cfg.Addr = "fake:3260"
 	cfg.TargetIQN = "iqn.2024-01.io.metalbed:fake"
-	cfg.DialContext = f.dialer()
+	if cfg.DialContext == nil {
+		cfg.DialContext = f.dialer()
+	}
 	s, err := Dial(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("Dial: %v", err)

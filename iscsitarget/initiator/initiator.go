@@ -172,6 +172,7 @@ type Session struct {
 	closing   error         // what to report when the connection ends as expected
 
 	slots    chan struct{} // MaxOutstanding tokens
+	noSame   atomic.Bool   // the target refused WRITE SAME(16): zeros go as WRITEs
 	ctrl     chan *pdu.PDU // replies for the control goroutine to send
 	asyncEvt chan *pdu.PDU // asynchronous messages for the control goroutine
 	lastRecv atomic.Int64  // unix nanos of the last PDU read

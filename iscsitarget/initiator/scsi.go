@@ -16,6 +16,7 @@ const (
 	opRead16           = 0x88
 	opWrite16          = 0x8a
 	opSyncCache16      = 0x91
+	opWriteSame16      = 0x93
 	opServiceAction16  = 0x9e
 	saReadCapacity16   = 0x10
 	peripheralDisk     = 0x00
@@ -87,6 +88,17 @@ func rwCmd(write bool, lba uint64, blocks uint32, buf []byte) scsiCmd {
 		c.read = buf
 	}
 	return c
+}
+
+// writeSameCmd writes block, one logical block of data, to blocks blocks
+// from lba on: WRITE SAME(16), no UNMAP, no NDOB (every target that has the
+// command takes this form).
+func writeSameCmd(lba uint64, blocks uint32, block []byte) scsiCmd {
+	cdb := make([]byte, 16)
+	cdb[0] = opWriteSame16
+	binary.BigEndian.PutUint64(cdb[2:10], lba)
+	binary.BigEndian.PutUint32(cdb[10:14], blocks)
+	return scsiCmd{cdb: cdb, name: fmt.Sprintf("WRITE SAME(16) lba %d blocks %d", lba, blocks), write: block}
 }
 
 // syncCacheCmd flushes the whole medium: SYNCHRONIZE CACHE with LBA 0 and 0 blocks.

@@ -24,6 +24,7 @@ import (
 
 	"github.com/metalbed/metalbed/vms"
 	"github.com/metalbed/metalbed/vms/timing"
+	"golang.org/x/sys/unix"
 )
 
 // Config describes one simulated machine.
@@ -787,6 +788,52 @@ func (d fileDisk) WriteAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
+// WriteZeroesAt makes n bytes at off read as zeros, a hole in the file
+// (iSCSI WRITE SAME of a zero block, an image's zero runs).
+func (d fileDisk) WriteZeroesAt(off, n int64) error {
+	if err := checkZeroes(d.size, off, n); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(d.path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	err = zeroFile(f, off, n)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// zeroFile punches a hole over n bytes at off of f, or writes zeros there
+// where the file system cannot.
+func zeroFile(f *os.File, off, n int64) error {
+	if n == 0 {
+		return nil
+	}
+	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
+		return err
+	}
+	zeros := make([]byte, min(n, 1<<20))
+	for done := int64(0); done < n; {
+		k, err := f.WriteAt(zeros[:min(int64(len(zeros)), n-done)], off+done)
+		if err != nil {
+			return err
+		}
+		done += int64(k)
+	}
+	return nil
+}
+
+// checkZeroes refuses zeroes of n bytes at off that do not fit a disk of size bytes.
+func checkZeroes(size, off, n int64) error {
+	if off < 0 || n < 0 || off+n > size {
+		return fmt.Errorf("zeroes of %d bytes at %d are beyond the %d-byte disk", n, off, size)
+	}
+	return nil
+}
+
 // readDisk reads p at off from f, a disk of size bytes: a read that
 // reaches the end returns what it read and io.EOF.
 func readDisk(f io.ReaderAt, size int64, p []byte, off int64) (int, error) {
@@ -867,6 +914,19 @@ func (d *runDisk) WriteAt(p []byte, off int64) (int, error) {
 	}
 	d.throttle(len(p))
 	return f.WriteAt(p, off)
+}
+
+// WriteZeroesAt makes n bytes at off read as zeros, a hole in the file:
+// not throttled, as a device that unmaps.
+func (d *runDisk) WriteZeroesAt(off, n int64) error {
+	if err := checkZeroes(d.size, off, n); err != nil {
+		return err
+	}
+	f, err := d.file()
+	if err != nil {
+		return err
+	}
+	return zeroFile(f, off, n)
 }
 
 // throttle holds a write of n bytes until a disk writing rate bytes a

@@ -251,6 +251,15 @@ func (lu *LU) writeSame(c *Command) Result {
 	if !ndob {
 		copy(block, c.DataOut)
 	}
+	if z, ok := lu.cfg.Disk.(Zeroer); ok && allZero(block) {
+		lu.atomic.RLock()
+		err := z.WriteZeroesAt(int64(lba)*int64(lu.bs), int64(n)*int64(lu.bs))
+		lu.atomic.RUnlock()
+		if err != nil {
+			return mediumError(ASCWriteError)
+		}
+		return Result{Want: want}
+	}
 	// Write in chunks of up to 1 MiB of repeated blocks.
 	per := uint32(1<<20) / lu.bs
 	if per > n {
@@ -272,6 +281,15 @@ func (lu *LU) writeSame(c *Command) Result {
 		done += k
 	}
 	return Result{Want: want}
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (lu *LU) compareAndWrite(c *Command) Result {

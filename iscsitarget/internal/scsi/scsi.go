@@ -60,6 +60,13 @@ type Disk interface {
 	io.WriterAt
 }
 
+// Zeroer is a Disk that can make a range read back as zeros without
+// writing them (a hole punched in a sparse file); WRITE SAME of a zero
+// block uses it.
+type Zeroer interface {
+	WriteZeroesAt(off, n int64) error
+}
+
 // Limits advertised in the Block Limits VPD page; commands above them are
 // refused with INVALID FIELD IN CDB before any data moves.
 const (

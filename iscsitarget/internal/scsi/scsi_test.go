@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -194,6 +195,55 @@ func TestWriteSameAndFriends(t *testing.T) {
 	ws16[1] = 0x08 // UNMAP: not provisioned thinly
 	if r := run(lu, ws16, blk, 0); r.Status != StatusCheckCondition {
 		t.Error("WRITE SAME with UNMAP accepted")
+	}
+}
+
+// zeroingDisk is a memDisk with WriteZeroesAt (a sparse file's hole
+// punching), recording the ranges it was given.
+type zeroingDisk struct {
+	memDisk
+	zeroed [][2]int64
+}
+
+func (z *zeroingDisk) WriteZeroesAt(off, n int64) error {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.zeroed = append(z.zeroed, [2]int64{off, n})
+	clear(z.b[off : off+n])
+	return nil
+}
+
+// TestWriteSameZeroesThroughTheDisk: WRITE SAME of a zero block (or NDOB)
+// on a disk that can write zeroes is one WriteZeroesAt over the range; a
+// non-zero block is written as data.
+func TestWriteSameZeroesThroughTheDisk(t *testing.T) {
+	d := &zeroingDisk{memDisk: memDisk{b: bytes.Repeat([]byte{0xee}, 2048*512), failAt: -1}}
+	lu, err := NewLU(LUConfig{Disk: d, Size: int64(len(d.b)), BlockSize: 512, Serial: "SERIAL1", NAA: 0x1234})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws16 := func(flags byte, lba uint64, n uint32) []byte {
+		c := make([]byte, 16)
+		c[0], c[1] = OpWriteSame16, flags
+		binary.BigEndian.PutUint64(c[2:], lba)
+		binary.BigEndian.PutUint32(c[10:], n)
+		return c
+	}
+	if r := run(lu, ws16(0, 100, 300), make([]byte, 512), 0); r.Status != 0 {
+		t.Fatalf("WRITE SAME(16) of a zero block: %x", r.Sense)
+	}
+	if r := run(lu, ws16(0x01, 1000, 10), nil, 0); r.Status != 0 {
+		t.Fatalf("WRITE SAME(16) NDOB: %x", r.Sense)
+	}
+	if r := run(lu, ws16(0, 1500, 2), bytes.Repeat([]byte{1}, 512), 0); r.Status != 0 {
+		t.Fatalf("WRITE SAME(16) of a data block: %x", r.Sense)
+	}
+	want := [][2]int64{{100 * 512, 300 * 512}, {1000 * 512, 10 * 512}}
+	if fmt.Sprint(d.zeroed) != fmt.Sprint(want) {
+		t.Errorf("WriteZeroesAt calls %v, want %v", d.zeroed, want)
+	}
+	if d.b[100*512-1] != 0xee || d.b[100*512] != 0 || d.b[400*512-1] != 0 || d.b[400*512] != 0xee || d.b[1500*512] != 1 || d.b[1502*512] != 0xee {
+		t.Error("WRITE SAME changed the wrong blocks")
 	}
 }
 

@@ -280,7 +280,8 @@ func isReadErr(err error) bool {
 }
 
 // streamToDisk writes r onto dev in whole 512-byte sectors (the last one
-// read, merged and written back), refusing to run past the disk's end.
+// read, merged and written back; zero runs as holes where dev can),
+// refusing to run past the disk's end.
 func streamToDisk(ctx context.Context, r io.Reader, dev ramdisk.BlockDevice, size int64) (int64, error) {
 	const chunk = 1 << 20
 	buf := make([]byte, chunk)
@@ -296,7 +297,7 @@ func streamToDisk(ctx context.Context, r io.Reader, dev ramdisk.BlockDevice, siz
 			}
 			whole := n &^ (disk.SectorSize - 1)
 			if whole > 0 {
-				if _, werr := dev.WriteAt(buf[:whole], off); werr != nil {
+				if werr := disk.WriteSparse(dev, buf[:whole], off); werr != nil {
 					return off, werr
 				}
 			}
