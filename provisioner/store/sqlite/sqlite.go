@@ -459,16 +459,32 @@ func (s *Store) DeleteNode(ctx context.Context, uuid string) error {
 }
 
 // ReserveNode implements store.Store.
+//
+// A reservation is taken and read back whole once started: ctx is looked
+// at before, not between, so a caller that gives up meanwhile (an API
+// client's timeout) cannot leave the node reserved behind an error that
+// nobody would release. Should the read back fail, the reservation is
+// dropped again.
 func (s *Store) ReserveNode(ctx context.Context, uuid, host string) (*provisioner.Node, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("reserve node %s: %w", uuid, err)
+	}
+	ctx = context.WithoutCancel(ctx)
 	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET reservation = ? WHERE uuid = ? AND reservation IS NULL`, host, uuid)
 	if err != nil {
 		return nil, fmt.Errorf("reserve node %s: %w", uuid, err)
 	}
+	k, _ := res.RowsAffected()
 	n, err := s.Node(ctx, uuid)
 	if err != nil {
+		if k > 0 {
+			if rerr := s.ReleaseNode(ctx, uuid, host); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
 		return nil, err
 	}
-	if k, _ := res.RowsAffected(); k == 0 {
+	if k == 0 {
 		return nil, &store.LockedError{Node: uuid, Holder: n.Reservation}
 	}
 	return n, nil
