@@ -331,11 +331,25 @@ func (r *run) callback(ctx context.Context, method string, body any) error {
 	}
 	r.say("requesting Ironic API: POST %s", u)
 	deadline := time.Now().Add(time.Minute)
+	unanswered := false // an attempt went out and got no answer in time
 	for attempt := 1; ; attempt++ {
 		err := r.post(ctx, u, payload)
 		if err == nil {
 			r.milestone(callbackKinds[method], "")
 			return nil
+		}
+		if unanswered && takenMeanwhile(err) {
+			// The attempt that got no answer was taken: the conductor
+			// holds the node (409) or has moved it on (400, not waiting
+			// any more). Its notice comes when it is done; a deploy that
+			// fails powers the machine off instead.
+			r.say("%s: an earlier request got no answer in time and the conductor has taken the node since (%v); waiting for it", method, err)
+			r.milestone(callbackKinds[method], "answer lost")
+			return nil
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+			unanswered = true
 		}
 		var perm permanentError
 		if errors.As(err, &perm) || time.Now().After(deadline) || ctx.Err() != nil {
@@ -352,6 +366,27 @@ func (r *run) callback(ctx context.Context, method string, body any) error {
 }
 
 type permanentError struct{ error }
+
+// statusError is an API answer of an error status.
+type statusError struct {
+	code int
+	msg  []byte
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.code, e.msg) }
+
+// takenMeanwhile reports whether err is the API saying that the node is
+// locked (409) or no longer in a state a callback resumes (400 "can not be
+// performed ... while it is in state"): after an attempt that got no
+// answer, what a callback that was taken looks like.
+func takenMeanwhile(err error) bool {
+	var se *statusError
+	if !errors.As(err, &se) {
+		return false
+	}
+	return se.code == http.StatusConflict ||
+		se.code == http.StatusBadRequest && bytes.Contains(se.msg, []byte("can not be performed on node"))
+}
 
 func (r *run) post(ctx context.Context, u string, payload []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(payload))
@@ -373,9 +408,9 @@ func (r *run) post(ctx context.Context, u string, payload []byte) error {
 	case resp.StatusCode < 300:
 		return nil
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusConflict:
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
+		return &statusError{resp.StatusCode, bytes.TrimSpace(msg)}
 	default:
-		return permanentError{fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg))}
+		return permanentError{&statusError{resp.StatusCode, bytes.TrimSpace(msg)}}
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/metalbed/metalbed/internal/events"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -17,6 +16,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/metalbed/metalbed/internal/events"
+	"github.com/metalbed/metalbed/internal/testenv"
 )
 
 // fileDev is a disk backed by a sparse temp file.
@@ -380,4 +382,57 @@ func FuzzParseCmdline(f *testing.F) {
 		_ = p.CheckISCSIDeploy()
 		pickDisk([]Disk{{Name: "sda"}}, p)
 	})
+}
+
+// TestCallbackAnswerLost: a pass_deploy_info the API took but answered
+// too late (a conductor deploying a thousand machines) is not given up on
+// when the retry finds the node locked: the conductor is deploying it, and
+// the ramdisk waits for its notice (at 1 000 iSCSI deploys at once the
+// ramdisk gave up instead, and the conductor was left writing to a target
+// that had gone).
+func TestCallbackAnswerLost(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]string
+		json.NewDecoder(r.Body).Decode(&body)
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		if n > 1 {
+			http.Error(w, `{"error_message": "Node is locked by host vm, please retry after the current operation is completed."}`, http.StatusConflict)
+			return
+		}
+		go func() { // the deploy the first call started, noticed when done
+			time.Sleep(time.Second)
+			conn, err := net.Dial("tcp", net.JoinHostPort(body["address"], "10000"))
+			if err != nil {
+				t.Errorf("notify: %v", err)
+				return
+			}
+			io.WriteString(conn, "done")
+			conn.Close()
+		}()
+		time.Sleep(800 * time.Millisecond) // past the client's timeout
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer srv.Close()
+	env := newEnv(newDisk(t, "sda", 1<<30))
+	p, err := ParseCmdline("deployment_id=u deployment_key=k iscsi_target_iqn=iqn.x ironic_api_url=" + srv.URL + " ip=" + env.ip.String() + ":127.0.0.9:127.0.0.1:255.0.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var console testenv.SyncBuffer
+	err = Run(t.Context(), Config{Params: p, Env: env, Export: (&recordingExporter{}).export, Console: &console,
+		HTTP: &http.Client{Timeout: 300 * time.Millisecond}})
+	if err != nil {
+		t.Fatalf("Run: %v\nconsole:\n%s", err, console.String())
+	}
+	if !env.didReboot() {
+		t.Errorf("no reboot after the notice\nconsole:\n%s", console.String())
+	}
+	if !strings.Contains(console.String(), "conductor has taken the node since") {
+		t.Errorf("console does not say why it went on:\n%s", console.String())
+	}
 }
