@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/metalbed/metalbed/disk"
 	"github.com/metalbed/metalbed/iscsitarget/initiator"
@@ -185,6 +186,17 @@ func (d *Deploy) writeImage(ctx context.Context, node *provisioner.Node, address
 	s, err := d.login(ctx, node, address, iqn)
 	if err != nil {
 		return nil, err
+	}
+	queued := time.Now()
+	select {
+	case d.writes <- struct{}{}:
+	case <-ctx.Done():
+		s.Close()
+		return nil, ctx.Err()
+	}
+	defer func() { <-d.writes }()
+	if w := time.Since(queued); w > time.Second {
+		d.log.Info("image write waited its turn", "node", node.UUID, "waited", w.Round(time.Millisecond), "max_writes", d.cfg.MaxWrites)
 	}
 	start := d.core.Now()
 	var res *disk.Result

@@ -74,14 +74,21 @@ type Config struct {
 	// InitiatorIQN names the conductor's initiator; default the initiator
 	// package's.
 	InitiatorIQN string
+	// MaxWrites is how many images are written over iSCSI at once; the
+	// others wait their turn, logged in. Each write holds about 8 MiB in
+	// flight (the copy's 4 MiB chunk and the target's WRITEs), so a fleet
+	// deploying at once holds MaxWrites × 8 MiB, not 8 MiB per machine, as
+	// Ironic's conductor bounds its work by workers_pool_size. Default 16.
+	MaxWrites int
 }
 
 // Deploy is the "iscsi" deploy interface. It is safe for concurrent use on
 // different nodes; the conductor serialises calls per node.
 type Deploy struct {
-	cfg  Config
-	core *deploy.Core
-	log  *slog.Logger
+	cfg    Config
+	core   *deploy.Core
+	log    *slog.Logger
+	writes chan struct{} // a token per image being written (MaxWrites)
 }
 
 var (
@@ -108,7 +115,10 @@ func New(cfg Config) (*Deploy, error) {
 	case cfg.NotifyDelay < 0:
 		cfg.NotifyDelay = 0
 	}
-	return &Deploy{cfg: cfg, core: core, log: core.Logger()}, nil
+	if cfg.MaxWrites <= 0 {
+		cfg.MaxWrites = 16
+	}
+	return &Deploy{cfg: cfg, core: core, log: core.Logger(), writes: make(chan struct{}, cfg.MaxWrites)}, nil
 }
 
 // Validate is Ironic's ISCSIDeploy.validate: the boot interface's
