@@ -74,3 +74,30 @@ func (s *sectorDisk) WriteAt(p []byte, off int64) (int, error) {
 	}
 	return len(p), nil
 }
+
+// zeroMiB is what WriteZeroesAt writes where the disk below cannot write
+// zeroes itself.
+var zeroMiB [1 << 20]byte
+
+// WriteZeroesAt passes whole sectors of zeroes on to a disk that writes
+// zeroes itself (an iSCSI LUN's WRITE SAME) and writes them as bytes
+// otherwise.
+func (s *sectorDisk) WriteZeroesAt(off, n int64) error {
+	if s.w == nil {
+		return fmt.Errorf("disk is read-only")
+	}
+	if off < 0 || n < 0 || off+n > s.size {
+		return fmt.Errorf("zeroes of %d bytes at %d beyond the %d-byte disk", n, off, s.size)
+	}
+	if zw, ok := s.w.(zeroWriter); ok && off%SectorSize == 0 && n%SectorSize == 0 {
+		return zw.WriteZeroesAt(off, n)
+	}
+	for done := int64(0); done < n; {
+		k := min(n-done, int64(len(zeroMiB)))
+		if _, err := s.WriteAt(zeroMiB[:k], off+done); err != nil {
+			return err
+		}
+		done += k
+	}
+	return nil
+}

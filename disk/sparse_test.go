@@ -66,3 +66,31 @@ func TestWriteSparse(t *testing.T) {
 		t.Fatalf("plain disk: %v", err)
 	}
 }
+
+// TestDeployWholeDiskImageSendsZeroRunsAsZeroes: the deploy's sector
+// layer passes zero runs through to a disk that writes zeroes (the iSCSI
+// LUN): an image of zeros and a partition table crosses as zeroes but for
+// its data, and the disk holds the image.
+func TestDeployWholeDiskImageSendsZeroRunsAsZeroes(t *testing.T) {
+	img := make([]byte, 4<<20)
+	img[510], img[511] = 0x55, 0xaa
+	copy(img[2<<20:], "data in the middle")
+	d := &zeroingDisk{memDisk: bytes.Repeat([]byte{0xee}, 8<<20)}
+	if _, err := DeployWholeDiskImage(t.Context(), d, int64(len(d.memDisk)), memDisk(img), int64(len(img))); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(d.memDisk[:len(img)], img) {
+		t.Fatal("the disk does not hold the image")
+	}
+	if d.written > 2*zeroUnit+64<<10 || d.zeroed < int64(len(img))-2*zeroUnit {
+		t.Errorf("%d bytes written, %d zeroed, for an image of two 64 KiB units of data: %v", d.written, d.zeroed, d.calls)
+	}
+	// A disk that cannot write zeroes gets them as bytes.
+	m := memDisk(bytes.Repeat([]byte{0xee}, 8<<20))
+	if _, err := DeployWholeDiskImage(t.Context(), m, int64(len(m)), memDisk(img), int64(len(img))); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m[:len(img)], img) {
+		t.Fatal("the plain disk does not hold the image")
+	}
+}
