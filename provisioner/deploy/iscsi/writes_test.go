@@ -43,6 +43,12 @@ func (d *spanDisk) WriteAt(p []byte, off int64) (int, error) {
 	return copy(d.b[off:], p), nil
 }
 
+func (d *spanDisk) span() (first, last time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.first, d.last
+}
+
 // TestWritesTakeTurns: with MaxWrites 1 three nodes' images are written
 // one after the other; with 3 the same three are written at once.
 func TestWritesTakeTurns(t *testing.T) {
@@ -108,11 +114,12 @@ func TestWritesTakeTurns(t *testing.T) {
 			wg.Wait()
 			overlaps := 0
 			for i, a := range disks {
-				if a.first.IsZero() {
+				af, al := a.span()
+				if af.IsZero() {
 					t.Fatalf("disk %d was not written", i)
 				}
 				for _, b := range disks[i+1:] {
-					if a.first.Before(b.last) && b.first.Before(a.last) {
+					if bf, bl := b.span(); af.Before(bl) && bf.Before(al) {
 						overlaps++
 					}
 				}
