@@ -2,10 +2,8 @@ package initiator
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -15,6 +13,7 @@ import (
 	"github.com/metalbed/metalbed/internal/fault"
 	"github.com/metalbed/metalbed/internal/fault/faulttest"
 	"github.com/metalbed/metalbed/iscsitarget"
+	"github.com/metalbed/metalbed/iscsitarget/iscsitest"
 )
 
 // metalbedTarget is metalbed's own target serving a fresh file on 127.0.0.1:0.
@@ -40,25 +39,8 @@ func startMetalbed(t testing.TB, size int64, mod func(*iscsitarget.Config)) *met
 	if mod != nil {
 		mod(&cfg)
 	}
-	tg, err := iscsitarget.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tg.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, iscsitarget.ErrClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-		tg.Close()
-	})
-	return &metalbedTarget{addr: ln.Addr().String(), iqn: cfg.IQN, file: file, tg: tg}
+	tg, addr := iscsitest.Serve(t, cfg)
+	return &metalbedTarget{addr: addr, iqn: cfg.IQN, file: file, tg: tg}
 }
 
 func TestMetalbedRoundTrip256MiB(t *testing.T) {

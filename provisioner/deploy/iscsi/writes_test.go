@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/metalbed/metalbed/iscsitarget"
+	"github.com/metalbed/metalbed/iscsitarget/iscsitest"
 	"github.com/metalbed/metalbed/provisioner"
 	"github.com/metalbed/metalbed/provisioner/deploy"
 	"github.com/metalbed/metalbed/provisioner/imagecache"
@@ -62,19 +63,8 @@ func TestWritesTakeTurns(t *testing.T) {
 			var disks []*spanDisk
 			for i := range 3 {
 				d := &spanDisk{b: make([]byte, 16<<20)}
-				tg, err := iscsitarget.New(iscsitarget.Config{IQN: fmt.Sprintf("iqn.2026-12.io.metalbed.test:n%d", i), Disk: d, Size: int64(len(d.b))})
-				if err != nil {
-					t.Fatal(err)
-				}
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan struct{})
-				go func() { defer close(done); tg.Serve(ctx, ln) }()
-				t.Cleanup(func() { cancel(); <-done; tg.Close() })
-				portals[fmt.Sprintf("127.0.0.%d:3260", 11+i)] = ln.Addr().String()
+				_, portal := iscsitest.Serve(t, iscsitarget.Config{IQN: fmt.Sprintf("iqn.2026-12.io.metalbed.test:n%d", i), Disk: d, Size: int64(len(d.b))})
+				portals[fmt.Sprintf("127.0.0.%d:3260", 11+i)] = portal
 				disks = append(disks, d)
 			}
 			cache, err := imagecache.New(imagecache.Config{Dir: t.TempDir()})
