@@ -473,8 +473,6 @@ type zeroWriter interface {
 // units of zeros is written as zeroes, anything else as bytes.
 const zeroUnit = 64 << 10
 
-var zeroBlock [zeroUnit]byte
-
 // WriteSparse writes p at off to dst. A dst with WriteZeroesAt(off, n
 // int64) error gets p's runs of zeros (whole 64 KiB units on the disk's
 // grid) that way and the rest as bytes; any other dst gets p whole.
@@ -505,7 +503,7 @@ func WriteSparse(dst io.WriterAt, p []byte, off int64) error {
 	for i := 0; i < len(p); {
 		// Units end on the disk's 64 KiB grid, so zero runs are whole blocks.
 		j := min(len(p), i+int(zeroUnit-(off+int64(i))%zeroUnit))
-		zero := j-i == zeroUnit && bytes.Equal(p[i:j], zeroBlock[:])
+		zero := j-i == zeroUnit && bytes.Equal(p[i:j], zeroMiB[:zeroUnit])
 		if zero != runZero {
 			if err := flush(runZero, runStart, i); err != nil {
 				return err

@@ -75,8 +75,9 @@ func (s *sectorDisk) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// zeroMiB is what WriteZeroesAt writes where the disk below cannot write
-// zeroes itself.
+// zeroMiB is zeros, never written: what WriteZeroesAt writes where the
+// disk below cannot write zeroes itself, and what WriteSparse compares
+// units with.
 var zeroMiB [1 << 20]byte
 
 // WriteZeroesAt passes whole sectors of zeroes on to a disk that writes
